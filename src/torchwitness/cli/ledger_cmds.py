@@ -1,0 +1,121 @@
+"""verify, prove, verify-proof, show, erase, schema."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from torchwitness.cli._output import console
+from torchwitness.errors import InputError
+
+RunArg = typer.Argument(..., help="The run folder.", show_default=False)
+
+
+def verify(run: Path = RunArg,
+           key: str | None = typer.Option(None, "--key", help="Pin the signer's fingerprint (sha256:...)."),
+           deep: bool = typer.Option(False, "--deep", help="Also re-canonicalise and schema-check every record."),
+           since: Path | None = typer.Option(None, "--since", help="A checkpoint saved earlier that the run "
+                                                "must still extend."),
+           verbose: bool = typer.Option(False, "--verbose", help="Show expected/computed values on failure.")
+           ) -> None:
+    """Verify a run's ledger: signatures, Merkle roots, every record. Exit 0 only if all of it holds."""
+    from torchwitness.ledger.verify import verify_run
+
+    since_text = _read_text(since) if since else None
+    result = verify_run(run, key=key, deep=deep, since=since_text)
+    typer.echo(result.summary())
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+
+
+def prove(run: Path = RunArg, seq: int = typer.Option(..., "--seq", help="The record to prove."),
+          output: Path | None = typer.Option(None, "-o", "--output", help="Write the proof here.")) -> None:
+    """Print an inclusion proof for one record as JSON (checkable offline with verify-proof)."""
+    from torchwitness.ledger.proof import prove as make_proof
+
+    text = json.dumps(make_proof(run, seq), indent=2)
+    if output:
+        output.write_text(text + "\n")
+    else:
+        typer.echo(text)
+
+
+def verify_proof(proof: Path = typer.Argument(..., help="A proof written by 'torchwitness prove'."),
+                 key: str | None = typer.Option(None, "--key", help="Pin the signer's fingerprint.")) -> None:
+    """Check an inclusion proof offline: record hash, audit path, checkpoint signature."""
+    from torchwitness.ledger.proof import load_proof
+    from torchwitness.ledger.proof import verify_proof as check
+
+    typer.echo(check(load_proof(proof), key=key).summary())
+
+
+def show(run: Path = RunArg,
+         kind: list[str] | None = typer.Option(None, "--kind", "-k", help="Only records of this kind."),
+         as_json: bool = typer.Option(False, "--json", help="Print records as JSON lines."),
+         limit: int = typer.Option(0, "--limit", help="Show at most this many (the newest); 0 for all.")) -> None:
+    """List a run's records."""
+    from torchwitness.ledger.reader import iter_records
+
+    records = list(iter_records(run, kinds=set(kind) if kind else None))
+    if limit:
+        records = records[-limit:]
+    if as_json:
+        for r in records:
+            typer.echo(json.dumps(r, ensure_ascii=False))
+        return
+    table = Table(title=f"{run} — {len(records)} records", show_lines=False)
+    for col in ("seq", "time (UTC)", "kind", "step", "data"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        when = dt.datetime.fromtimestamp(r["ts"] / 1e6, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        data = json.dumps(r["data"], ensure_ascii=False)
+        table.add_row(str(r["seq"]), when, r["kind"], "" if r["step"] is None else str(r["step"]),
+                      data if len(data) <= 160 else data[:157] + "...")
+    console.print(table)
+
+
+def erase(run: Path = RunArg,
+          subject: list[str] | None = typer.Option(None, "--subject", help="A personal value to erase."),
+          commitment: list[str] | None = typer.Option(None, "--commitment", help="Erase by commitment."),
+          reason: str = typer.Option("data subject request (GDPR Art. 17)", "--reason"),
+          key_dir: Path | None = typer.Option(None, "--key-dir", help="Where the run's private key lives.")
+          ) -> None:
+    """Crypto-shred personal payloads and record the erasure; the ledger still verifies afterwards."""
+    from torchwitness.ledger.layout import read_manifest
+    from torchwitness.ledger.writer import Ledger
+
+    if not subject and not commitment:
+        raise InputError("name at least one --subject or --commitment to erase")
+    read_manifest(run)
+    with Ledger.open(run, key_dir=key_dir) as ledger:
+        n = ledger.erase(values=list(subject or []), commitments=list(commitment or []), reason=reason)
+    typer.echo(f"erased {n} personal value(s) from {run}" if n else "nothing to erase: no such personal value")
+    if not n:
+        raise typer.Exit(1)
+
+
+def schema(kind: str | None = typer.Option(None, "--kind", help="Only this record kind.")) -> None:
+    """Print the JSON Schemas of the record envelope and every known record kind."""
+    from torchwitness.ledger.schema import json_schemas
+
+    typer.echo(json.dumps(json_schemas(kind), indent=2))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}") from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(verify)
+    app.command()(prove)
+    app.command("verify-proof")(verify_proof)
+    app.command()(show)
+    app.command()(erase)
+    app.command()(schema)

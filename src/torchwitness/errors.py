@@ -1,0 +1,67 @@
+"""One error hierarchy for the whole package.
+
+Library code raises these; only the CLI turns them into a one-line message and an exit code.
+Each error's ``str()`` is that one line; ``diagnostics()`` adds detail for ``--verbose``.
+"""
+
+from __future__ import annotations
+
+
+class TorchWitnessError(Exception):
+    """Base class of every error torchwitness raises on purpose."""
+
+    exit_code: int = 1
+
+    def diagnostics(self) -> str:
+        return str(self)
+
+
+class InputError(TorchWitnessError):
+    """The caller gave something unusable: a wrong path, an unknown name, a bad value."""
+
+    exit_code = 2
+
+
+class RecordEncodingError(InputError):
+    """A value handed to ``run.record`` has no explicit JSON encoding."""
+
+
+class LedgerError(TorchWitnessError):
+    """The ledger cannot be opened or appended to (corrupt, locked, key missing)."""
+
+
+class SigningKeyError(LedgerError):
+    """A signing or verification key is missing, malformed or not the expected one."""
+
+
+class VerificationError(TorchWitnessError):
+    """Verification failed. ``seq`` names the first bad record when one can be named."""
+
+    exit_code = 3
+
+    def __init__(self, reason: str, *, seq: int | None = None, checkpoint: int | None = None,
+                 expected: str | None = None, computed: str | None = None) -> None:
+        self.reason = reason
+        self.seq = seq
+        self.checkpoint = checkpoint
+        self.expected = expected
+        self.computed = computed
+        where = []
+        if seq is not None:
+            where.append(f"record seq {seq}")
+        if checkpoint is not None:
+            where.append(f"checkpoint size {checkpoint}")
+        prefix = ", ".join(where)
+        super().__init__(f"{prefix}: {reason}" if prefix else reason)
+
+    def diagnostics(self) -> str:
+        lines = [str(self)]
+        if self.expected is not None:
+            lines.append(f"  expected: {self.expected}")
+        if self.computed is not None:
+            lines.append(f"  computed: {self.computed}")
+        return "\n".join(lines)
+
+
+class ProofError(VerificationError):
+    """An inclusion or consistency proof does not verify."""

@@ -1,0 +1,215 @@
+"""Explicit conversion of Python, numpy and torch values into the JSON data model of a record.
+
+RFC 8785 admits only finite IEEE doubles and integers within +-2**53, so other values get tagged objects:
+
+==========================  =====================================================================
+value                       encoding
+==========================  =====================================================================
+NaN, +Inf, -Inf             ``{"$float": "NaN"}``, ``{"$float": "Infinity"}``, ``{"$float": "-Infinity"}``
+int beyond +-2**53          ``{"$int": "12345678901234567890"}``
+bytes                       ``{"$bytes": "<base64>"}``
+tensor / ndarray (non-0d)   ``{"$array": {"dtype": "float32", "shape": [2, 3], "data": [...]}}`` (row-major)
+0-d tensor, numpy scalar    the plain number or bool
+personal value              ``{"$personal": "hmac-sha256:<hex>"}`` (see :mod:`torchwitness.ledger.personal`)
+==========================  =====================================================================
+
+Anything else (sets, arbitrary objects, non-string dict keys) raises :class:`RecordEncodingError` naming the
+path of the offending value; nothing is ever turned into a string silently.
+
+Encoding runs in two passes so the caller's thread never waits for a device: :func:`snapshot` (caller) checks
+types, copies containers and detaches-and-clones tensors; :func:`finalize` (writer thread) turns the cloned
+tensors into lists and personal values into commitments.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import enum
+import math
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import PurePath
+from typing import Any
+
+from torchwitness.errors import RecordEncodingError
+
+_MAX_SAFE_INT = 2**53 - 1
+_SCALARS = (str, bool, type(None))
+
+
+class Personal:
+    """Marks a value as personal data: the ledger stores a keyed commitment, never the value itself.
+
+    >>> Personal("alice@example.org")
+    Personal(<redacted>)
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str | int | float | bool | list | dict) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:  # never leak the value into logs or tracebacks
+        return "Personal(<redacted>)"
+
+
+class _Deferred:
+    """A value the writer thread must finish (a cloned tensor)."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: Any) -> None:
+        self.tensor = tensor
+
+
+def encode_float(x: float) -> float | dict[str, str]:
+    if math.isfinite(x):
+        return x
+    return {"$float": "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")}
+
+
+def decode_float(value: Any) -> float:
+    """Inverse of :func:`encode_float` for reading numbers back from a record."""
+    if isinstance(value, dict) and "$float" in value:
+        return float({"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}[value["$float"]])
+    return float(value)
+
+
+def _encode_int(x: int) -> int | dict[str, str]:
+    return x if -_MAX_SAFE_INT <= x <= _MAX_SAFE_INT else {"$int": str(x)}
+
+
+def _encode_list(values: list, dtype: str, shape: list[int]) -> dict[str, Any]:
+    return {"$array": {"dtype": dtype, "shape": shape, "data": _encode_flat(values)}}
+
+
+def _encode_flat(values: list) -> list:
+    out = []
+    for v in values:
+        if isinstance(v, float):
+            out.append(encode_float(v))
+        elif isinstance(v, int) and not isinstance(v, bool):
+            out.append(_encode_int(v))
+        elif isinstance(v, complex):
+            raise RecordEncodingError("complex numbers have no JSON encoding; record real and imag parts")
+        else:
+            out.append(v)
+    return out
+
+
+def _numpy_value(x: Any, path: str) -> Any:
+    np = sys.modules["numpy"]
+    if isinstance(x, np.ndarray):
+        if x.ndim == 0:
+            return _numpy_value(x[()], path)
+        if x.dtype.kind not in "biuf":
+            raise RecordEncodingError(f"{path}: numpy array of dtype {x.dtype} has no JSON encoding")
+        return _encode_list(x.ravel().tolist(), str(x.dtype), list(x.shape))
+    if isinstance(x, np.bool_):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return _encode_int(int(x))
+    if isinstance(x, np.floating):
+        return encode_float(float(x))
+    raise RecordEncodingError(f"{path}: numpy value of type {type(x).__name__} has no JSON encoding")
+
+
+def _is_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _is_numpy(x: Any) -> bool:
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(x, (np.ndarray, np.generic))
+
+
+def snapshot(value: Any, path: str = "data") -> tuple[Any, bool]:
+    """Copy ``value`` into the record data model; return it and whether :func:`finalize` has work left.
+
+    Runs in the caller's thread: it must stay cheap and must never synchronise with a device.
+    """
+    deferred = False
+
+    def walk(x: Any, p: str) -> Any:
+        nonlocal deferred
+        if isinstance(x, _SCALARS):
+            return x
+        if isinstance(x, float):
+            return encode_float(x)
+        if isinstance(x, int):
+            return _encode_int(x)
+        if isinstance(x, Mapping):
+            out = {}
+            for k, v in x.items():
+                if not isinstance(k, str):
+                    raise RecordEncodingError(f"{p}: dict key {k!r} is not a string")
+                out[k] = walk(v, f"{p}.{k}")
+            return out
+        if isinstance(x, (list, tuple)):
+            return [walk(v, f"{p}[{i}]") for i, v in enumerate(x)]
+        if _is_tensor(x):
+            if x.is_complex() or x.is_quantized or x.layout is not sys.modules["torch"].strided:
+                raise RecordEncodingError(f"{p}: tensor of dtype {x.dtype} / layout {x.layout} has no JSON "
+                                          "encoding; convert it to a dense real tensor first")
+            deferred = True
+            # clone() is asynchronous on accelerators; the writer thread performs the device-to-host copy.
+            return _Deferred(x.detach().clone())
+        if _is_numpy(x):
+            return _numpy_value(x, p)
+        if isinstance(x, Personal):
+            deferred = True
+            return Personal(walk(x.value, p))
+        if isinstance(x, bytes):
+            return {"$bytes": base64.b64encode(x).decode()}
+        if isinstance(x, (_dt.datetime, _dt.date)):
+            return x.isoformat()
+        if isinstance(x, enum.Enum):
+            return walk(x.value, p)
+        if isinstance(x, PurePath):
+            return x.as_posix()
+        raise RecordEncodingError(f"{p}: value of type {type(x).__module__}.{type(x).__qualname__} has no JSON "
+                                  "encoding; convert it to numbers, strings, lists or dicts")
+
+    return walk(value, path), deferred
+
+
+def _tensor_value(t: Any) -> Any:
+    torch = sys.modules["torch"]
+    if t.dtype in (torch.bfloat16, torch.float16) or str(t.dtype).startswith("torch.float8"):
+        values = t.float().cpu()
+    else:
+        values = t.cpu()
+    dtype = str(t.dtype).removeprefix("torch.")
+    if t.dim() == 0:
+        item = values.item()
+        return encode_float(item) if isinstance(item, float) else (
+            _encode_int(item) if isinstance(item, int) and not isinstance(item, bool) else item)
+    return _encode_list(values.reshape(-1).tolist(), dtype, list(t.shape))
+
+
+def finalize(value: Any, commit: Callable[[Any], str]) -> Any:
+    """Writer-thread pass: tensors to lists, personal values to ``commit(value)`` commitments."""
+    if isinstance(value, dict):
+        return {k: finalize(v, commit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finalize(v, commit) for v in value]
+    if isinstance(value, _Deferred):
+        return _tensor_value(value.tensor)
+    if isinstance(value, Personal):
+        return {"$personal": commit(finalize(value.value, commit))}
+    return value
+
+
+def iter_commitments(value: Any):
+    """Yield every ``$personal`` commitment inside decoded record data."""
+    if isinstance(value, dict):
+        if set(value) == {"$personal"}:
+            yield value["$personal"]
+            return
+        for v in value.values():
+            yield from iter_commitments(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from iter_commitments(v)

@@ -1,0 +1,91 @@
+"""Where things live in a run folder. One place, so readers and writers cannot disagree.
+
+::
+
+    RUN/
+      ledger.json            manifest: format version, run id, origin, segment size, signer fingerprint
+      records/000000.jsonl   canonical-JSON records, one per line, ``segment_records`` per file
+      records/leaves.idx     32-byte leaf hashes in seq order (a cache that verify authenticates, see verify.py)
+      checkpoints/<size>.note   signed tree heads (C2SP tlog-checkpoint)
+      keys/signer.vkey       the signer's public key (C2SP verifier key)
+      private/personal.sqlite   salts and retained cleartexts of personal values: never share this folder
+      blobs/sha256-<hex>     content-addressed artefacts referenced from records
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from torchwitness.errors import InputError, LedgerError
+
+FORMAT = "torchwitness-ledger/1"
+MANIFEST = "ledger.json"
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def records(self) -> Path:
+        return self.root / "records"
+
+    @property
+    def index(self) -> Path:
+        return self.records / "leaves.idx"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def vkey(self) -> Path:
+        return self.root / "keys" / "signer.vkey"
+
+    @property
+    def personal(self) -> Path:
+        return self.root / "private" / "personal.sqlite"
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".writer.lock"
+
+    def segment(self, number: int) -> Path:
+        return self.records / f"{number:06d}.jsonl"
+
+    def segments(self) -> list[Path]:
+        return sorted(self.records.glob("[0-9]*.jsonl"))
+
+    def checkpoint(self, size: int) -> Path:
+        return self.checkpoints / f"{size:012d}.note"
+
+    def checkpoint_files(self) -> list[Path]:
+        return sorted(self.checkpoints.glob("*.note"))
+
+
+def read_manifest(root: Path) -> dict:
+    """The manifest of an existing run folder, or a one-line error saying why it is not one."""
+    if not root.exists():
+        raise InputError(f"no such run folder: {root}")
+    if not root.is_dir():
+        raise InputError(f"not a folder: {root}")
+    path = root / MANIFEST
+    if not path.exists():
+        raise InputError(f"{root} is not a torchwitness run folder (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise LedgerError(f"{path} is unreadable: {e}") from None
+    if manifest.get("format") != FORMAT:
+        raise LedgerError(f"{path}: unsupported ledger format {manifest.get('format')!r} (expected {FORMAT})")
+    return manifest

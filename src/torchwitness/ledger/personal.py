@@ -1,0 +1,149 @@
+"""The erasable side store behind personal values (crypto-shredding).
+
+A personal value ``v`` enters the ledger only as ``hmac-sha256:HMAC(salt_v, canonical(v))``. The per-value
+salt (and the cleartext, only when retention is on) live in an SQLite side store beside the ledger, never in
+the hashed records. Deleting a value's row makes every commitment to it unlinkable for good, while the Merkle
+tree, which hashes only the commitments, still verifies.
+
+Rows are found again by a lookup tag ``HMAC(lookup_key, canonical(v))`` that never leaves the side store: a
+ledger holder without the side store cannot test guesses against the records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+
+from torchwitness.errors import LedgerError
+
+COMMITMENT_PREFIX = "hmac-sha256:"
+
+_SCHEMA = """
+PRAGMA secure_delete = ON;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS personal (
+    tag TEXT PRIMARY KEY,
+    salt BLOB NOT NULL,
+    commitment TEXT NOT NULL,
+    cleartext TEXT,
+    created_us INTEGER NOT NULL
+);
+"""
+
+
+def commitment(salt: bytes, value: Any) -> str:
+    """The commitment string for ``value`` under ``salt``; anyone holding both can re-check it."""
+    return COMMITMENT_PREFIX + hmac.new(salt, rfc8785.dumps(value), hashlib.sha256).hexdigest()
+
+
+class PersonalStore:
+    """Salts (and optionally cleartexts) for personal values of one run. Thread-safe."""
+
+    def __init__(self, path: Path, *, retain: bool = False) -> None:
+        self.path = path
+        self.retain = retain
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise LedgerError(f"personal-data side store {path} is unreadable: {e}") from None
+        self._lock = threading.Lock()
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'lookup_key'").fetchone()
+        if row is None:
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('lookup_key', ?)", (os.urandom(32),))
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'lookup_key'").fetchone()
+        self._lookup_key: bytes = row[0]
+        self._cache: dict[str, str] = {}
+
+    def _tag(self, value: Any) -> str:
+        return hmac.new(self._lookup_key, rfc8785.dumps(value), hashlib.sha256).hexdigest()
+
+    def commit(self, value: Any) -> str:
+        """The commitment for ``value``, stable within this run until the value is erased."""
+        tag = self._tag(value)
+        if (cached := self._cache.get(tag)) is not None:
+            return cached
+        with self._lock:
+            row = self._db.execute("SELECT commitment FROM personal WHERE tag = ?", (tag,)).fetchone()
+            if row is None:
+                salt = os.urandom(32)
+                c = commitment(salt, value)
+                clear = rfc8785.dumps(value).decode() if self.retain else None
+                self._db.execute("INSERT INTO personal VALUES (?, ?, ?, ?, ?)",
+                                 (tag, salt, c, clear, time.time_ns() // 1000))
+            else:
+                c = row[0]
+            self._cache[tag] = c
+            return c
+
+    def commit_many(self, values: list[Any]) -> list[str]:
+        """Commitments for many values in one transaction (100k subjects take well under a second)."""
+        tags = [self._tag(v) for v in values]
+        out: list[str | None] = [self._cache.get(t) for t in tags]
+        missing = [i for i, c in enumerate(out) if c is None]
+        if missing:
+            with self._lock:
+                self._db.execute("BEGIN")
+                try:
+                    for i in missing:
+                        row = self._db.execute("SELECT commitment FROM personal WHERE tag = ?",
+                                               (tags[i],)).fetchone()
+                        if row is None:
+                            salt = os.urandom(32)
+                            c = commitment(salt, values[i])
+                            clear = rfc8785.dumps(values[i]).decode() if self.retain else None
+                            self._db.execute("INSERT INTO personal VALUES (?, ?, ?, ?, ?)",
+                                             (tags[i], salt, c, clear, time.time_ns() // 1000))
+                        else:
+                            c = row[0]
+                        self._cache[tags[i]] = c
+                        out[i] = c
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        return out  # type: ignore[return-value]
+
+    def lookup(self, value: Any) -> str | None:
+        """The live commitment for ``value``, or None if it was never recorded or has been erased."""
+        row = self._db.execute("SELECT commitment FROM personal WHERE tag = ?", (self._tag(value),)).fetchone()
+        return row[0] if row else None
+
+    def opening(self, value: Any) -> tuple[str, bytes] | None:
+        """(commitment, salt) for ``value``: what a data subject needs to check a record refers to them."""
+        row = self._db.execute("SELECT commitment, salt FROM personal WHERE tag = ?",
+                               (self._tag(value),)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def erase(self, value: Any) -> str | None:
+        """Delete ``value``'s salt and cleartext; return the now-unlinkable commitment (None if absent)."""
+        tag = self._tag(value)
+        with self._lock:
+            row = self._db.execute("SELECT commitment FROM personal WHERE tag = ?", (tag,)).fetchone()
+            if row is None:
+                return None
+            self._db.execute("DELETE FROM personal WHERE tag = ?", (tag,))
+            self._cache.pop(tag, None)
+        return row[0]
+
+    def erase_commitment(self, c: str) -> bool:
+        """Delete the row behind commitment ``c`` (for holders who know only the commitment)."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM personal WHERE commitment = ?", (c,))
+            self._cache = {t: v for t, v in self._cache.items() if v != c}
+        return cur.rowcount > 0
+
+    def live_commitments(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT commitment FROM personal")}
+
+    def close(self) -> None:
+        self._db.close()

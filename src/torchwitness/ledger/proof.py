@@ -1,0 +1,101 @@
+"""Inclusion proofs a third party checks offline: one record, its audit path and the signed checkpoint.
+
+A proof document is self-contained JSON::
+
+    {"format": "torchwitness-inclusion-proof/1", "origin": ..., "seq": N, "record": "<canonical JSON line>",
+     "tree_size": S, "path": ["<hex>", ...], "checkpoint": "<signed note>", "verifier_key": "<vkey>"}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torchwitness.errors import InputError, ProofError, VerificationError
+from torchwitness.ledger.keys import PublicKey
+from torchwitness.ledger.layout import Layout, read_manifest
+from torchwitness.ledger.merkle import MerkleTree, leaf_hash, verify_inclusion
+from torchwitness.ledger.note import parse
+from torchwitness.ledger.segments import read_all_lines
+from torchwitness.ledger.verify import load_checkpoints, load_public_key, normalise_fingerprint
+
+PROOF_FORMAT = "torchwitness-inclusion-proof/1"
+
+
+def prove(root: str | Path, seq: int) -> dict[str, Any]:
+    """An inclusion proof for record ``seq`` against the newest checkpoint that covers it."""
+    layout = Layout(Path(root))
+    manifest = read_manifest(layout.root)
+    public = load_public_key(layout, manifest, None)
+    checkpoints = sorted(load_checkpoints(layout, manifest, public), key=lambda c: c.checkpoint.size)
+    lines = read_all_lines(layout)
+    if not 0 <= seq < len(lines):
+        raise InputError(f"no record seq {seq}: the run holds seq 0..{len(lines) - 1}")
+    if not checkpoints or checkpoints[-1].checkpoint.size <= seq:
+        raise InputError(f"record seq {seq} is not covered by a checkpoint yet; close the run or call "
+                         "ledger.checkpoint() first")
+    signed = checkpoints[-1]
+    size = signed.checkpoint.size
+    tree = MerkleTree([leaf_hash(line) for line in lines[:size]])
+    if tree.root() != signed.checkpoint.root:
+        raise VerificationError("records do not reproduce the newest checkpoint; run 'torchwitness verify'",
+                                checkpoint=size)
+    return {
+        "format": PROOF_FORMAT,
+        "origin": manifest["origin"],
+        "seq": seq,
+        "record": lines[seq].decode(),
+        "tree_size": size,
+        "path": [h.hex() for h in tree.inclusion_proof(seq, size)],
+        "checkpoint": signed.text,
+        "verifier_key": public.to_vkey(),
+    }
+
+
+@dataclass(frozen=True)
+class ProofResult:
+    seq: int
+    tree_size: int
+    signer: str
+    record: dict[str, Any]
+
+    def summary(self) -> str:
+        return (f"OK record seq {self.seq} ({self.record.get('kind')}) is included in the signed tree of "
+                f"size {self.tree_size}, signer {self.signer}")
+
+
+def verify_proof(doc: dict[str, Any], *, key: str | None = None) -> ProofResult:
+    """Check a proof document; raise ``ProofError``/``VerificationError`` naming what failed."""
+    try:
+        if doc["format"] != PROOF_FORMAT:
+            raise ProofError(f"unknown proof format {doc['format']!r}")
+        seq, size = int(doc["seq"]), int(doc["tree_size"])
+        record_bytes = doc["record"].encode()
+        path = [bytes.fromhex(h) for h in doc["path"]]
+        public = PublicKey.from_vkey(doc["verifier_key"])
+        signed = parse(doc["checkpoint"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ProofError(f"proof document is malformed: {e!r}") from None
+    if key is not None and public.fingerprint != normalise_fingerprint(key):
+        raise VerificationError(f"proof is signed by {public.fingerprint}, not by the pinned key {key}")
+    signed.verify(public)
+    if signed.checkpoint.origin != doc.get("origin"):
+        raise ProofError("proof origin does not match its checkpoint")
+    if signed.checkpoint.size != size:
+        raise ProofError(f"proof is for tree size {size}, its checkpoint is size {signed.checkpoint.size}")
+    record = json.loads(record_bytes)
+    if record.get("seq") != seq:
+        raise ProofError(f"proof claims seq {seq} for a record that says seq {record.get('seq')}", seq=seq)
+    verify_inclusion(seq, size, leaf_hash(record_bytes), path, signed.checkpoint.root)
+    return ProofResult(seq, size, public.fingerprint, record)
+
+
+def load_proof(path: str | Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"no such proof file: {path}") from None
+    except ValueError as e:
+        raise InputError(f"{path} is not JSON: {e}") from None

@@ -1,0 +1,247 @@
+"""Verify a run folder end to end. Standard library and ``cryptography`` only: no torch import.
+
+Steps, in order; the first failure raises :class:`~torchwitness.errors.VerificationError` naming the first
+bad record (its seq) or checkpoint:
+
+1. The manifest, the signer's public key and (when given) the pinned fingerprint agree.
+2. Every checkpoint parses as a signed note, names this run's origin and carries a valid signature.
+3. Every record line is hashed as an RFC 9162 leaf; the tree over them must reproduce every checkpoint root.
+   Records beyond the newest checkpoint are reported as not yet covered.
+4. When a root does not match, the writer's leaf index locates the record: the index is trusted only if its
+   own tree reproduces every signed root, so a forger cannot point the blame elsewhere by editing it.
+5. Optionally (``deep``): every record is canonical RFC 8785 JSON with the right seq and run id.
+6. Content-addressed blobs match their names; erasure records are tallied against personal commitments.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torchwitness.errors import VerificationError
+from torchwitness.ledger.keys import PublicKey
+from torchwitness.ledger.layout import Layout, read_manifest
+from torchwitness.ledger.merkle import MerkleTree, leaf_hash
+from torchwitness.ledger.note import SignedCheckpoint, parse
+from torchwitness.ledger.segments import read_index, read_lines
+
+_PERSONAL = re.compile(rb'"\$personal":"(hmac-sha256:[0-9a-f]{64})"')
+
+
+@dataclass
+class VerifyResult:
+    run: str
+    records: int
+    checkpoints: int
+    covered: int
+    root: bytes
+    signer: str
+    erased_payloads: int = 0
+    erasures: int = 0
+    torn_tail_bytes: int = 0
+    blobs: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def uncovered(self) -> int:
+        return self.records - self.covered
+
+    def summary(self) -> str:
+        parts = [f"OK {self.records} records", f"{self.checkpoints} checkpoints",
+                 f"root sha256:{self.root.hex()}", f"signer {self.signer}"]
+        if self.uncovered:
+            parts.append(f"{self.uncovered} records after the last checkpoint (not yet signed)")
+        if self.erasures:
+            parts.append(f"{self.erased_payloads} personal payloads erased")
+        return ", ".join(parts)
+
+
+def load_public_key(layout: Layout, manifest: dict, pin: str | None) -> PublicKey:
+    try:
+        key = PublicKey.from_vkey(layout.vkey.read_text())
+    except FileNotFoundError:
+        raise VerificationError(f"public key {layout.vkey} is missing") from None
+    except Exception as e:  # a malformed key file is a verification failure, not a crash
+        raise VerificationError(f"public key {layout.vkey} is malformed: {e}") from None
+    if key.fingerprint != manifest.get("signer"):
+        raise VerificationError(f"public key fingerprint {key.fingerprint} does not match the signer "
+                                f"{manifest.get('signer')} in ledger.json")
+    if pin is not None and key.fingerprint != normalise_fingerprint(pin):
+        raise VerificationError(f"run is signed by {key.fingerprint}, not by the pinned key {pin}")
+    return key
+
+
+def normalise_fingerprint(text: str) -> str:
+    text = text.strip().lower()
+    return text if text.startswith("sha256:") else f"sha256:{text}"
+
+
+def load_checkpoints(layout: Layout, manifest: dict, key: PublicKey) -> list[SignedCheckpoint]:
+    out = []
+    for path in layout.checkpoint_files():
+        try:
+            signed = parse(path.read_text())
+        except VerificationError as e:
+            raise VerificationError(f"{path.name}: {e.reason}", checkpoint=e.checkpoint) from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise VerificationError(f"{path.name} is unreadable: {e}") from None
+        size = signed.checkpoint.size
+        if not path.stem.isdigit() or int(path.stem) != size:
+            raise VerificationError(f"{path.name} holds a checkpoint of size {size}", checkpoint=size)
+        if signed.checkpoint.origin != manifest["origin"]:
+            raise VerificationError(f"checkpoint origin {signed.checkpoint.origin!r} is not this run's "
+                                    f"{manifest['origin']!r}", checkpoint=size)
+        signed.verify(key)
+        out.append(signed)
+    return out
+
+
+def _locate(leaves: list[bytes], index: list[bytes], checkpoints: list[SignedCheckpoint],
+            failed: SignedCheckpoint, previous: int) -> VerificationError:
+    """Name the first bad record under a checkpoint whose root did not reproduce."""
+    size = failed.checkpoint.size
+    trusted = len(index) >= size and all(
+        MerkleTree(index).root(c.checkpoint.size) == c.checkpoint.root
+        for c in checkpoints if c.checkpoint.size <= len(index))
+    if trusted:
+        for seq in range(min(len(leaves), size)):
+            if leaves[seq] != index[seq]:
+                return VerificationError("record does not match the signed tree (altered, inserted, deleted "
+                                         "or moved)", seq=seq, expected=index[seq].hex(),
+                                         computed=leaves[seq].hex())
+    return VerificationError(f"a record among seq {previous}..{size - 1} was altered (checkpoint root does "
+                             "not reproduce, and the leaf index is not trustworthy enough to say which)",
+                             seq=previous, checkpoint=size)
+
+
+def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False,
+               since: str | None = None) -> VerifyResult:
+    """Verify the run folder ``root``; return a summary or raise ``VerificationError``.
+
+    ``key`` pins the signer's fingerprint; ``since`` is the text of a checkpoint saved earlier, which the run
+    must still extend (detects a rollback of the whole folder).
+    """
+    layout = Layout(Path(root))
+    manifest = read_manifest(layout.root)
+    public = load_public_key(layout, manifest, key)
+    checkpoints = load_checkpoints(layout, manifest, public)
+    if not checkpoints:
+        raise VerificationError("the run has no signed checkpoint, so nothing in it can be verified")
+
+    lines: list[bytes] = []
+    torn = 0
+    segments = list(read_lines(layout))
+    for i, (path, seg_lines, clean) in enumerate(segments):
+        if path.name != layout.segment(i).name:
+            raise VerificationError(f"segment {layout.segment(i).name} is missing (found {path.name})",
+                                    seq=len(lines))
+        last = i == len(segments) - 1
+        if not clean:
+            if not last:
+                raise VerificationError(f"{path.name} ends in a torn line", seq=len(lines) + len(seg_lines))
+            torn = len(path.read_bytes()) - sum(len(x) + 1 for x in seg_lines)
+        lines.extend(seg_lines)
+
+    leaves = [leaf_hash(line) for line in lines]
+    index = read_index(layout)
+    checkpoints.sort(key=lambda c: c.checkpoint.size)
+    covered = checkpoints[-1].checkpoint.size
+    if len(leaves) < covered:
+        missing = len(leaves)
+        raise VerificationError(f"record is missing: checkpoint {covered} covers {covered} records, the folder "
+                                f"holds {len(leaves)}", seq=missing, checkpoint=covered)
+    tree = MerkleTree(leaves)
+    previous = 0
+    for signed in checkpoints:
+        if tree.root(signed.checkpoint.size) != signed.checkpoint.root:
+            raise _locate(leaves, index, checkpoints, signed, previous)
+        previous = signed.checkpoint.size
+    for seq in range(covered, len(leaves)):
+        if seq < len(index) and leaves[seq] != index[seq]:
+            raise VerificationError("record after the last checkpoint does not match the writer's index",
+                                    seq=seq)
+    if len(index) > len(leaves):
+        raise VerificationError(f"record is missing: the writer indexed {len(index)} records, the folder holds "
+                                f"{len(leaves)}", seq=len(leaves))
+    if since is not None:
+        _check_since(since, public, manifest, tree)
+
+    result = VerifyResult(run=manifest["run"], records=len(leaves), checkpoints=len(checkpoints),
+                          covered=covered, root=checkpoints[-1].checkpoint.root, signer=public.fingerprint,
+                          torn_tail_bytes=torn)
+    if deep:
+        _deep_check(lines, manifest["run"])
+    _tally_erasures(lines, result)
+    result.blobs = _check_blobs(layout)
+    if torn:
+        result.notes.append(f"{torn} bytes of a torn final line (a crash before recovery; not covered)")
+    return result
+
+
+def _check_since(text: str, public: PublicKey, manifest: dict, tree: MerkleTree) -> None:
+    old = parse(text)
+    old.verify(public)
+    size = old.checkpoint.size
+    if old.checkpoint.origin != manifest["origin"]:
+        raise VerificationError("the earlier checkpoint belongs to another run", checkpoint=size)
+    if size > tree.size:
+        raise VerificationError(f"the run was rolled back: an earlier checkpoint covered {size} records, "
+                                f"the folder holds {tree.size}", seq=tree.size, checkpoint=size)
+    if tree.root(size) != old.checkpoint.root:
+        raise VerificationError("the run no longer extends an earlier checkpoint (history was rewritten)",
+                                checkpoint=size)
+
+
+def _deep_check(lines: list[bytes], run_id: str) -> None:
+    # Only deep verification re-canonicalises and validates: both cost far more than hashing.
+    import msgspec
+    import rfc8785
+
+    from torchwitness.ledger.schema import Envelope, validate
+
+    for seq, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            raise VerificationError(f"record is not valid JSON: {e}", seq=seq) from None
+        if not isinstance(record, dict):
+            raise VerificationError("record is not a JSON object", seq=seq)
+        if rfc8785.dumps(record) != line:
+            raise VerificationError("record is not in RFC 8785 canonical form", seq=seq)
+        if record.get("seq") != seq:
+            raise VerificationError(f"record says seq {record.get('seq')!r} at position {seq}", seq=seq)
+        if record.get("run") != run_id:
+            raise VerificationError(f"record belongs to run {record.get('run')!r}", seq=seq)
+        try:
+            envelope = msgspec.convert(record, Envelope)
+            validate(envelope.kind, envelope.data)
+        except msgspec.ValidationError as e:
+            raise VerificationError(f"record does not fit the schema: {e}", seq=seq) from None
+
+
+def _tally_erasures(lines: list[bytes], result: VerifyResult) -> None:
+    erased: set[str] = set()
+    for line in lines:
+        if b'"kind":"erasure"' in line:
+            record = json.loads(line)
+            erased.update(record["data"].get("commitments", []))
+            result.erasures += 1
+    if erased:
+        result.erased_payloads = sum(
+            1 for line in lines if b"$personal" in line for c in _PERSONAL.findall(line) if c.decode() in erased)
+
+
+def _check_blobs(layout: Layout) -> int:
+    import hashlib
+
+    count = 0
+    if layout.blobs.is_dir():
+        for path in sorted(layout.blobs.glob("sha256-*")):
+            if path.suffix == ".tmp":
+                continue
+            if hashlib.sha256(path.read_bytes()).hexdigest() != path.name.removeprefix("sha256-"):
+                raise VerificationError(f"blob {path.name} does not match its content digest")
+            count += 1
+    return count

@@ -1,0 +1,415 @@
+"""The append side of the ledger: one background writer thread behind a bounded queue.
+
+The caller's thread only checks and copies the record's data (:func:`~torchwitness.ledger.encoding.snapshot`),
+takes a sequence number and appends to an in-memory queue. The writer thread canonicalises (RFC 8785),
+hashes, appends to the segment and index files, and signs a checkpoint every ``checkpoint_every`` records or
+``checkpoint_seconds`` seconds, and at close.
+
+Back-pressure: the queue holds ``queue_size`` records. When it is full, ``on_full="block"`` (default) makes the
+caller wait until the writer catches up, so no evidence is ever lost; ``on_full="drop"`` discards the record,
+counts it and has the writer append a ``ledger.dropped`` record with the count, so the loss itself is evidence.
+
+Crash safety: records reach the OS before the checkpoint that covers them is written, so after a SIGKILL at
+any moment every checkpointed record is on disk; reopening truncates at most one torn line and records a
+``ledger.recovered`` record. ``fsync`` chooses protection against power loss as well: ``"checkpoint"``
+(default) syncs records before each checkpoint, ``"always"`` after every batch, ``"never"`` leaves it to the OS.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import fcntl
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import rfc8785
+
+from torchwitness.errors import InputError, LedgerError, SigningKeyError, VerificationError
+from torchwitness.ledger.encoding import finalize, snapshot
+from torchwitness.ledger.keys import PublicKey, SigningKey
+from torchwitness.ledger.layout import FORMAT, Layout, read_manifest
+from torchwitness.ledger.merkle import Frontier, MerkleTree, leaf_hash
+from torchwitness.ledger.note import Checkpoint, parse
+from torchwitness.ledger.personal import PersonalStore
+from torchwitness.ledger.segments import SegmentWriter, recover
+
+RECORD_VERSION = 1
+_KIND = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+
+FsyncPolicy = Literal["never", "checkpoint", "always"]
+FullPolicy = Literal["block", "drop"]
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Ledger:
+    """An open, append-only, signed ledger in a run folder.
+
+    >>> import tempfile, os
+    >>> os.environ["TORCHWITNESS_KEY_DIR"] = tempfile.mkdtemp()
+    >>> with Ledger.open(tempfile.mkdtemp() + "/run") as ledger:
+    ...     seq = ledger.append("note", {"text": "hello"})
+    >>> seq
+    0
+    """
+
+    def __init__(self, layout: Layout, manifest: dict, key: SigningKey, *, rank: int,
+                 checkpoint_every: int, checkpoint_seconds: float, fsync: FsyncPolicy, on_full: FullPolicy,
+                 queue_size: int, retain_personal: bool, lock_fd: int) -> None:
+        if checkpoint_every < 1 or checkpoint_seconds <= 0 or queue_size < 1:
+            raise InputError("checkpoint_every, checkpoint_seconds and queue_size must be positive")
+        if fsync not in ("never", "checkpoint", "always"):
+            raise InputError(f"fsync must be 'never', 'checkpoint' or 'always', not {fsync!r}")
+        if on_full not in ("block", "drop"):
+            raise InputError(f"on_full must be 'block' or 'drop', not {on_full!r}")
+        self.layout = layout
+        self.root = layout.root
+        self.run_id: str = manifest["run"]
+        self.origin: str = manifest["origin"]
+        self.rank = rank
+        self._key = key
+        self._lock_fd = lock_fd
+        self._checkpoint_every = checkpoint_every
+        self._checkpoint_seconds = checkpoint_seconds
+        self._fsync = fsync
+        self._on_full = on_full
+        self._maxsize = queue_size
+        self._retain = retain_personal
+        self._personal: PersonalStore | None = None
+
+        leaves, self.recovery = recover(layout)
+        self._check_last_checkpoint(leaves)
+        self._frontier = Frontier()
+        for h in leaves:
+            self._frontier.append(h)
+        self._segments = SegmentWriter(layout, size=len(leaves), segment_records=manifest["segment_records"])
+
+        self._queue: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self._next_seq = len(leaves)
+        self._dropped = 0
+        self._dropped_reported = 0
+        self._cond = threading.Condition()
+        self._written = len(leaves)
+        self._checkpointed = self._last_checkpoint_size()
+        self._last_checkpoint_time = time.monotonic()
+        self._checkpoint_target = 0
+        self._wake = threading.Event()
+        self._idle = False
+        self._stopping = False
+        self._failed: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"torchwitness-writer-{self.run_id}", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+        if self.recovery.needed:
+            self.append("ledger.recovered", {
+                "torn_bytes": self.recovery.torn_bytes,
+                "index_entries_added": self.recovery.index_added,
+                "index_entries_removed": self.recovery.index_removed,
+                "records": len(leaves),
+            })
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, root: str | Path, *, key_dir: Path | None = None, rank: int = 0,
+             segment_records: int = 100_000, checkpoint_every: int = 1000, checkpoint_seconds: float = 30.0,
+             fsync: FsyncPolicy = "checkpoint", on_full: FullPolicy = "block", queue_size: int = 100_000,
+             retain_personal: bool = False) -> Ledger:
+        """Create the run folder ``root`` or reopen it for appending (recovering after a crash)."""
+        layout = Layout(Path(root))
+        if layout.root.exists() and not layout.root.is_dir():
+            raise InputError(f"not a folder: {layout.root}")
+        fresh = not layout.manifest.exists()
+        if fresh and layout.root.exists() and any(layout.root.iterdir()):
+            raise InputError(f"{layout.root} exists, is not empty and is not a torchwitness run folder")
+        layout.root.mkdir(parents=True, exist_ok=True)
+        lock_fd = cls._take_lock(layout)
+        try:
+            if fresh:
+                key = SigningKey.load_or_create(key_dir)
+                run_id = uuid.uuid4().hex[:16]
+                manifest = {
+                    "format": FORMAT,
+                    "run": run_id,
+                    "origin": f"torchwitness/{run_id}",
+                    "created_us": _now_us(),
+                    "segment_records": segment_records,
+                    "signer": key.public.fingerprint,
+                    "hash": "sha256",
+                    "canonicalization": "RFC8785",
+                }
+                for d in (layout.records, layout.checkpoints, layout.vkey.parent):
+                    d.mkdir(parents=True, exist_ok=True)
+                layout.vkey.write_text(key.public.to_vkey() + "\n")
+                tmp = layout.manifest.with_suffix(".tmp")
+                tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+                os.replace(tmp, layout.manifest)
+            else:
+                manifest = read_manifest(layout.root)
+                key = cls._signing_key_for(manifest, layout, key_dir)
+            return cls(layout, manifest, key, rank=rank, checkpoint_every=checkpoint_every,
+                       checkpoint_seconds=checkpoint_seconds, fsync=fsync, on_full=on_full,
+                       queue_size=queue_size, retain_personal=retain_personal, lock_fd=lock_fd)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+
+    @staticmethod
+    def _take_lock(layout: Layout) -> int:
+        fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LedgerError(f"{layout.root} is already open for writing by another process") from None
+        return fd
+
+    @staticmethod
+    def _signing_key_for(manifest: dict, layout: Layout, key_dir: Path | None) -> SigningKey:
+        try:
+            public = PublicKey.from_vkey(layout.vkey.read_text())
+        except FileNotFoundError:
+            raise LedgerError(f"{layout.vkey} is missing: cannot append to this run") from None
+        if public.fingerprint != manifest.get("signer"):
+            raise SigningKeyError("the run's public key does not match the signer in ledger.json")
+        default = SigningKey.load_or_create(key_dir)
+        if default.public.fingerprint == public.fingerprint:
+            return default
+        return SigningKey.find(public.fingerprint, key_dir)
+
+    def _last_checkpoint_size(self) -> int:
+        files = self.layout.checkpoint_files()
+        return int(files[-1].stem) if files else 0
+
+    def _check_last_checkpoint(self, leaves: list[bytes]) -> None:
+        """Refuse to append to a ledger whose newest checkpoint no longer matches its records."""
+        files = self.layout.checkpoint_files()
+        if not files:
+            return
+        signed = parse(files[-1].read_text())
+        size = signed.checkpoint.size
+        if size > len(leaves):
+            raise LedgerError(f"checkpoint {files[-1].name} covers {size} records but only {len(leaves)} "
+                              "remain: the ledger lost checkpointed records; run 'torchwitness verify'")
+        if MerkleTree(leaves[:size]).root(size) != signed.checkpoint.root:
+            raise LedgerError(f"records no longer match checkpoint {files[-1].name}; run 'torchwitness verify'")
+        try:
+            signed.verify(self._key.public)
+        except VerificationError as e:
+            raise LedgerError(f"checkpoint {files[-1].name}: {e}") from None
+
+    # ------------------------------------------------------------------ appending
+    @property
+    def public_key(self) -> PublicKey:
+        return self._key.public
+
+    @property
+    def personal(self) -> PersonalStore:
+        """The erasable side store (opened on first use)."""
+        if self._personal is None:
+            with self._lock:
+                if self._personal is None:
+                    self._personal = PersonalStore(self.layout.personal, retain=self._retain)
+        return self._personal
+
+    def append(self, kind: str, data: Any = None, step: int | None = None) -> int | None:
+        """Queue one record; return its sequence number (None if dropped under ``on_full="drop"``)."""
+        if self._failed is not None:
+            raise LedgerError(f"the ledger writer stopped: {self._failed}") from self._failed
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+        if type(kind) is not str or not _KIND.match(kind):
+            raise InputError(f"record kind {kind!r} must be dotted lower-case words, like 'train.step'")
+        if step is not None and (type(step) is not int or step < 0):
+            raise InputError(f"step must be a non-negative int or None, not {step!r}")
+        payload, deferred = snapshot({} if data is None else data)
+        return self._enqueue(kind, step, payload, deferred, force=False)
+
+    def _enqueue(self, kind: str, step: int | None, payload: Any, deferred: bool, *, force: bool) -> int | None:
+        ts = _now_us()
+        with self._lock:
+            if not force and len(self._queue) >= self._maxsize:
+                if self._on_full == "drop":
+                    self._dropped += 1
+                    return None
+                self._wake.set()
+                while len(self._queue) >= self._maxsize and self._failed is None:
+                    time.sleep(0.0005)
+            seq = self._next_seq
+            self._next_seq += 1
+            self._queue.append((seq, ts, kind, step, payload, deferred))
+        if self._idle:
+            self._wake.set()
+        return seq
+
+    def put_blob(self, content: bytes) -> str:
+        """Store an artefact by content address; return ``sha256:<hex>`` to cite it from a record."""
+        digest = hashlib.sha256(content).hexdigest()
+        path = self.layout.blobs / f"sha256-{digest}"
+        if not path.exists():
+            self.layout.blobs.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(content)
+            os.replace(tmp, path)
+        return f"sha256:{digest}"
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every record queued so far is written to the segment files."""
+        self._wait(lambda: self._written, timeout)
+
+    def checkpoint(self, timeout: float | None = None) -> None:
+        """Write a signed checkpoint covering every record queued so far, and wait for it."""
+        self._checkpoint_target = max(self._checkpoint_target, self._next_seq)
+        self._wait(lambda: self._checkpointed, timeout)
+
+    def _wait(self, progress, timeout: float | None) -> None:
+        target = self._next_seq
+        self._wake.set()
+        with self._cond:
+            ok = self._cond.wait_for(lambda: progress() >= target or self._failed is not None, timeout)
+        if self._failed is not None:
+            raise LedgerError(f"the ledger writer stopped: {self._failed}") from self._failed
+        if not ok:
+            raise LedgerError(f"ledger did not catch up within {timeout} s")
+
+    def close(self) -> None:
+        """Drain the queue, sign a final checkpoint and release the run folder. Idempotent."""
+        if self._closed:
+            return
+        atexit.unregister(self.close)
+        self._checkpoint_target = max(self._checkpoint_target, self._next_seq)
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+        self._closed = True
+        self._segments.close()
+        if self._personal is not None:
+            self._personal.close()
+        os.close(self._lock_fd)
+        if self._failed is not None:
+            raise LedgerError(f"the ledger writer stopped: {self._failed}") from self._failed
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def size(self) -> int:
+        """Records written so far (queued ones not included)."""
+        return self._written
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    # ------------------------------------------------------------------ writer thread
+    def _run(self) -> None:
+        try:
+            while True:
+                # Never drain past a checkpoint boundary, so checkpoints land every `checkpoint_every` exactly.
+                batch = self._drain(self._checkpoint_every - (self._frontier.size - self._checkpointed))
+                if batch:
+                    self._write(batch)
+                if self._dropped != self._dropped_reported:
+                    delta = self._dropped - self._dropped_reported
+                    self._dropped_reported = self._dropped
+                    payload, _ = snapshot({"count": delta, "total": self._dropped})
+                    self._enqueue("ledger.dropped", None, payload, False, force=True)
+                    continue
+                size, done = self._frontier.size, self._checkpointed
+                if size > done and (size >= self._checkpoint_target > done
+                                    or size - done >= self._checkpoint_every
+                                    or time.monotonic() - self._last_checkpoint_time >= self._checkpoint_seconds):
+                    self._write_checkpoint()
+                if self._stopping and not self._queue:
+                    return
+                if not batch:
+                    self._idle = True
+                    self._wake.wait(timeout=min(0.05, self._checkpoint_seconds))
+                    self._wake.clear()
+                    self._idle = False
+        except BaseException as e:  # surfaced to the caller on its next append/flush/close
+            self._failed = e
+            with self._cond:
+                self._cond.notify_all()
+
+    def _drain(self, limit: int) -> list:
+        q = self._queue
+        batch = []
+        limit = max(1, min(limit, 4096))
+        while q and len(batch) < limit:
+            batch.append(q.popleft())
+        return batch
+
+    def _commit_personal(self, value: Any) -> str:
+        return self.personal.commit(value)
+
+    def _encode(self, seq: int, ts: int, kind: str, step: int | None, payload: Any, deferred: bool) -> bytes:
+        record = {"v": RECORD_VERSION, "seq": seq, "run": self.run_id, "rank": self.rank, "ts": ts,
+                  "kind": kind, "step": step, "data": payload}
+        try:
+            if deferred:
+                record["data"] = finalize(payload, self._commit_personal)
+            return rfc8785.dumps(record)
+        except Exception as e:  # keep the seq: a gap would be indistinguishable from tampering
+            record.update(kind="ledger.error", step=step,
+                          data={"kind": kind, "error": f"{type(e).__name__}: {e}"})
+            return rfc8785.dumps(record)
+
+    def _write(self, batch: list) -> None:
+        lines = [self._encode(*item) for item in batch]
+        hashes = [leaf_hash(line) for line in lines]
+        for h in hashes:
+            self._frontier.append(h)
+        self._segments.append(lines, hashes)
+        if self._fsync == "always":
+            self._segments.sync()
+        with self._cond:
+            self._written = self._segments.size
+            self._cond.notify_all()
+
+    def _write_checkpoint(self) -> None:
+        if self._fsync != "never":
+            self._segments.sync()
+        size = self._frontier.size
+        text = Checkpoint(self.origin, size, self._frontier.root()).sign(self._key)
+        path = self.layout.checkpoint(size)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+            if self._fsync != "never":
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self._last_checkpoint_time = time.monotonic()
+        with self._cond:
+            self._checkpointed = size
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ erasure
+    def erase(self, *, values: list[Any] = (), commitments: list[str] = (), reason: str = "") -> int:
+        """Crypto-shred personal values (by value or by commitment) and record the erasure.
+
+        Returns how many side-store entries were deleted. The ``erasure`` record lists the commitments,
+        which were already public in the ledger, so verification can report them as erased.
+        """
+        self.flush()  # queued records must take their commitments before the salts go
+        erased = [c for c in (self.personal.erase(v) for v in values) if c is not None]
+        erased += [c for c in commitments if self.personal.erase_commitment(c)]
+        if erased:
+            self.append("erasure", {"commitments": sorted(set(erased)), "count": len(set(erased)),
+                                    "reason": reason})
+        return len(set(erased))

@@ -1,0 +1,109 @@
+"""``Run``: the run-scoped audit context that owns one ledger."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from torchwitness.ledger.encoding import Personal
+from torchwitness.ledger.writer import FsyncPolicy, FullPolicy, Ledger
+
+
+def _dist_rank() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Run:
+    """A run-scoped audit context: records ``run.start`` on entry and ``run.end`` on exit.
+
+    Example::
+
+        import torchwitness as tw
+
+        with tw.Run("runs/demo", config={"lr": 1e-3}, seed=0) as run:
+            for epoch in range(3):
+                run.record("train.epoch", {"loss": 0.5 / (epoch + 1)}, step=epoch)
+        # torchwitness verify runs/demo
+
+    Under ``torch.distributed`` each rank writes its own ledger in ``PATH/rank-N`` (N > 0 included), so ranks
+    never contend for a file. Reopening an existing run folder appends a new session to the same ledger.
+    """
+
+    def __init__(self, path: str | Path, *, config: Any = None, seed: int | None = None,
+                 key_dir: str | Path | None = None, retain_personal: bool = False,
+                 checkpoint_every: int = 1000, checkpoint_seconds: float = 30.0, fsync: FsyncPolicy = "checkpoint",
+                 on_full: FullPolicy = "block", queue_size: int = 100_000) -> None:
+        self.rank, self.world_size = _dist_rank()
+        root = Path(path)
+        self.path = root / f"rank-{self.rank}" if self.world_size > 1 else root
+        self.config = config
+        self.seed = seed
+        self._ledger = Ledger.open(self.path, key_dir=Path(key_dir) if key_dir else None, rank=self.rank,
+                                   checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
+                                   fsync=fsync, on_full=on_full, queue_size=queue_size,
+                                   retain_personal=retain_personal)
+        self._started = time.monotonic()
+        self._ended = False
+        from torchwitness.environment import describe
+
+        start = describe(seed=seed, config=config)
+        start.update(rank=self.rank, world_size=self.world_size)
+        self.record("run.start", start)
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._ledger
+
+    @property
+    def run_id(self) -> str:
+        return self._ledger.run_id
+
+    def record(self, kind: str, data: Any = None, step: int | None = None) -> int | None:
+        """Append one record; returns its seq. Cheap: serialising and hashing happen on a writer thread.
+
+        ``data`` may hold numbers, strings, lists, dicts, tensors, numpy values and :class:`Personal` values.
+        """
+        return self._ledger.append(kind, data, step)
+
+    def personal(self, value: Any) -> Personal:
+        """Mark ``value`` as personal data for :meth:`record`: only a keyed, erasable commitment is stored."""
+        return Personal(value)
+
+    def flush(self) -> None:
+        self._ledger.flush()
+
+    def checkpoint(self) -> None:
+        self._ledger.checkpoint()
+
+    def close(self, status: str = "ok", error: BaseException | None = None) -> None:
+        """Record ``run.end`` and seal the ledger with a final checkpoint. Idempotent."""
+        if self._ended:
+            return
+        self._ended = True
+        end: dict[str, Any] = {"status": status, "duration_s": round(time.monotonic() - self._started, 6)}
+        if error is not None:
+            end["error"] = {"type": type(error).__qualname__, "message": str(error),
+                            "where": traceback.format_exception(type(error), error, error.__traceback__)[-2:]}
+        try:
+            self.record("run.end", end)
+        finally:
+            self._ledger.close()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is None:
+            self.close()
+        elif isinstance(exc, KeyboardInterrupt):
+            self.close("interrupted", exc)
+        else:
+            self.close("error", exc)
