@@ -16,7 +16,7 @@ from typing import Any
 from torchwitness.errors import InputError, ProofError, VerificationError
 from torchwitness.ledger.keys import PublicKey
 from torchwitness.ledger.layout import Layout, read_manifest
-from torchwitness.ledger.merkle import MerkleTree, leaf_hash, verify_inclusion
+from torchwitness.ledger.merkle import MerkleTree, leaf_hash, leaf_hashes, verify_inclusion
 from torchwitness.ledger.note import parse
 from torchwitness.ledger.segments import read_all_lines
 from torchwitness.ledger.verify import load_checkpoints, load_public_key, normalise_fingerprint
@@ -38,7 +38,7 @@ def prove(root: str | Path, seq: int) -> dict[str, Any]:
                          "ledger.checkpoint() first")
     signed = checkpoints[-1]
     size = signed.checkpoint.size
-    tree = MerkleTree([leaf_hash(line) for line in lines[:size]])
+    tree = MerkleTree(leaf_hashes(lines[:size]))
     if tree.root() != signed.checkpoint.root:
         raise VerificationError("records do not reproduce the newest checkpoint; run 'torchwitness verify'",
                                 checkpoint=size)

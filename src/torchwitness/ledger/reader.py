@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from torchwitness.ledger.layout import Layout, read_manifest
-from torchwitness.ledger.segments import read_lines
+from torchwitness.ledger.segments import read_segments
 
 
 def iter_records(root: str | Path, *, kinds: set[str] | None = None) -> Iterator[dict[str, Any]]:
@@ -16,8 +16,8 @@ def iter_records(root: str | Path, *, kinds: set[str] | None = None) -> Iterator
     layout = Layout(Path(root))
     read_manifest(layout.root)
     needles = [f'"kind":"{k}"'.encode() for k in kinds] if kinds else None
-    for _, lines, _ in read_lines(layout):
-        for line in lines:
+    for seg in read_segments(layout):
+        for line in seg.lines:
             if needles is not None and not any(n in line for n in needles):
                 continue
             record = json.loads(line)

@@ -2,31 +2,72 @@
 
 from __future__ import annotations
 
+import hashlib
+import mmap
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from torchwitness.errors import LedgerError
 from torchwitness.ledger.layout import Layout
-from torchwitness.ledger.merkle import HASH_SIZE, leaf_hash
+from torchwitness.ledger.merkle import HASH_SIZE, LEAF_PREFIX, leaf_hashes
 
 
-def read_lines(layout: Layout) -> Iterator[tuple[Path, list[bytes], bool]]:
-    """Yield (segment, complete lines, ends_cleanly) per segment, in order. Lines exclude the newline."""
+class Segment(NamedTuple):
+    path: Path
+    data: bytes
+    lines: list[bytes]  # complete lines, without their newline
+    torn: int  # bytes after the last newline (a torn final line)
+
+
+def read_segments(layout: Layout) -> Iterator[Segment]:
+    """Yield every segment in order."""
     for path in layout.segments():
         data = path.read_bytes()
         lines = data.split(b"\n")
         tail = lines.pop()  # b"" when the file ends with a newline
-        yield path, lines, tail == b""
+        yield Segment(path, data, lines, len(tail))
+
+
+class HashedSegment(NamedTuple):
+    leaves: list[bytes]
+    torn: int  # bytes after the last newline
+    has_needle: bool
+
+
+def hash_segment(path: Path, needle: bytes) -> HashedSegment:
+    """Leaf hashes of a segment's complete lines, straight from a memory map.
+
+    Hashing memoryview slices of the mapped file avoids reading the file into a buffer and then copying every line
+    into its own bytes object: verification runs at 40-65 % of a bare SHA-256 loop instead of about 20 %.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return HashedSegment([], 0, False)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        view = memoryview(mapped)
+        try:
+            base = hashlib.sha256(LEAF_PREFIX)
+            leaves: list[bytes] = []
+            append, find, pos = leaves.append, mapped.find, 0
+            while (end := find(b"\n", pos)) >= 0:
+                h = base.copy()
+                h.update(view[pos:end])
+                append(h.digest())
+                pos = end + 1
+            return HashedSegment(leaves, size - pos, mapped.find(needle) >= 0)
+        finally:
+            view.release()
 
 
 def read_all_lines(layout: Layout) -> list[bytes]:
     out: list[bytes] = []
-    for path, lines, clean in read_lines(layout):
-        out.extend(lines)
-        if not clean:
-            raise LedgerError(f"{path.name} ends in a torn line; open the run for writing to recover it")
+    for seg in read_segments(layout):
+        out.extend(seg.lines)
+        if seg.torn:
+            raise LedgerError(f"{seg.path.name} ends in a torn line; open the run for writing to recover it")
     return out
 
 
@@ -83,7 +124,7 @@ def recover(layout: Layout) -> tuple[list[bytes], Recovery]:
         index = index[: len(lines)]
     elif len(index) < len(lines):
         added = len(lines) - len(index)
-        index.extend(leaf_hash(line) for line in lines[len(index):])
+        index.extend(leaf_hashes(lines[len(index):]))
     if added or removed or stored != len(index) * HASH_SIZE:
         layout.index.parent.mkdir(parents=True, exist_ok=True)
         with open(layout.index, "wb") as f:

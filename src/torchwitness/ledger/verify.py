@@ -23,10 +23,12 @@ from pathlib import Path
 from torchwitness.errors import VerificationError
 from torchwitness.ledger.keys import PublicKey
 from torchwitness.ledger.layout import Layout, read_manifest
-from torchwitness.ledger.merkle import MerkleTree, leaf_hash
+from torchwitness.ledger.merkle import HASH_SIZE, MerkleTree
 from torchwitness.ledger.note import SignedCheckpoint, parse
-from torchwitness.ledger.segments import read_index, read_lines
+from torchwitness.ledger.parallel import parallel_roots
+from torchwitness.ledger.segments import hash_segment, read_index, read_segments
 
+_ERASURE = b'"kind":"erasure"'
 _PERSONAL = re.compile(rb'"\$personal":"(hmac-sha256:[0-9a-f]{64})"')
 
 
@@ -98,22 +100,43 @@ def load_checkpoints(layout: Layout, manifest: dict, key: PublicKey) -> list[Sig
     return out
 
 
-def _locate(leaves: list[bytes], index: list[bytes], checkpoints: list[SignedCheckpoint],
-            failed: SignedCheckpoint, previous: int) -> VerificationError:
-    """Name the first bad record under a checkpoint whose root did not reproduce."""
-    size = failed.checkpoint.size
-    trusted = len(index) >= size and all(
-        MerkleTree(index).root(c.checkpoint.size) == c.checkpoint.root
-        for c in checkpoints if c.checkpoint.size <= len(index))
-    if trusted:
-        for seq in range(min(len(leaves), size)):
-            if leaves[seq] != index[seq]:
-                return VerificationError("record does not match the signed tree (altered, inserted, deleted "
-                                         "or moved)", seq=seq, expected=index[seq].hex(),
-                                         computed=leaves[seq].hex())
-    return VerificationError(f"a record among seq {previous}..{size - 1} was altered (checkpoint root does "
-                             "not reproduce, and the leaf index is not trustworthy enough to say which)",
-                             seq=previous, checkpoint=size)
+def _index_is_trusted(index: list[bytes], checkpoints: list[SignedCheckpoint]) -> bool:
+    """The leaf index may be used to name records only if its own tree reproduces every signed root."""
+    covered = checkpoints[-1].checkpoint.size
+    if len(index) < covered:
+        return False
+    tree = MerkleTree(index[:covered])
+    return all(tree.root(c.checkpoint.size) == c.checkpoint.root for c in checkpoints)
+
+
+def _first_difference(leaves: list[bytes], index: list[bytes]) -> int | None:
+    for seq in range(min(len(leaves), len(index))):
+        if leaves[seq] != index[seq]:
+            return seq
+    return None
+
+
+def _locate(leaves: list[bytes], index: list[bytes], checkpoints: list[SignedCheckpoint]) -> VerificationError:
+    """Name the first bad record of a ledger whose records do not reproduce its checkpoints."""
+    covered = checkpoints[-1].checkpoint.size
+    if _index_is_trusted(index, checkpoints):
+        seq = _first_difference(leaves, index)
+        if seq is not None:
+            return VerificationError("record does not match the signed tree (altered, inserted, deleted or moved)",
+                                     seq=seq, expected=index[seq].hex(), computed=leaves[seq].hex())
+    if len(leaves) < covered:
+        return VerificationError(f"record is missing: checkpoint {covered} covers {covered} records, the folder "
+                                 f"holds {len(leaves)}", seq=len(leaves), checkpoint=covered)
+    tree = MerkleTree(leaves)
+    previous = 0
+    for signed in checkpoints:
+        size = signed.checkpoint.size
+        if tree.root(size) != signed.checkpoint.root:
+            return VerificationError(f"a record among seq {previous}..{size - 1} was altered (checkpoint root does "
+                                     "not reproduce, and the leaf index is not trustworthy enough to say which)",
+                                     seq=previous, checkpoint=size)
+        previous = size
+    raise AssertionError("_locate called on a ledger whose roots all reproduce")
 
 
 def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False,
@@ -130,54 +153,68 @@ def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False,
     if not checkpoints:
         raise VerificationError("the run has no signed checkpoint, so nothing in it can be verified")
 
-    lines: list[bytes] = []
-    torn = 0
-    segments = list(read_lines(layout))
-    for i, (path, seg_lines, clean) in enumerate(segments):
+    segments = layout.segments()
+    for i, path in enumerate(segments):
         if path.name != layout.segment(i).name:
             raise VerificationError(f"segment {layout.segment(i).name} is missing (found {path.name})",
-                                    seq=len(lines))
-        last = i == len(segments) - 1
-        if not clean:
-            if not last:
-                raise VerificationError(f"{path.name} ends in a torn line", seq=len(lines) + len(seg_lines))
-            torn = len(path.read_bytes()) - sum(len(x) + 1 for x in seg_lines)
-        lines.extend(seg_lines)
-
-    leaves = [leaf_hash(line) for line in lines]
-    index = read_index(layout)
+                                    seq=i * manifest["segment_records"])
+    per_segment = manifest["segment_records"]
     checkpoints.sort(key=lambda c: c.checkpoint.size)
     covered = checkpoints[-1].checkpoint.size
-    if len(leaves) < covered:
-        missing = len(leaves)
-        raise VerificationError(f"record is missing: checkpoint {covered} covers {covered} records, the folder "
-                                f"holds {len(leaves)}", seq=missing, checkpoint=covered)
-    tree = MerkleTree(leaves)
-    previous = 0
-    for signed in checkpoints:
-        if tree.root(signed.checkpoint.size) != signed.checkpoint.root:
-            raise _locate(leaves, index, checkpoints, signed, previous)
-        previous = signed.checkpoint.size
-    for seq in range(covered, len(leaves)):
-        if seq < len(index) and leaves[seq] != index[seq]:
-            raise VerificationError("record after the last checkpoint does not match the writer's index",
-                                    seq=seq)
-    if len(index) > len(leaves):
-        raise VerificationError(f"record is missing: the writer indexed {len(index)} records, the folder holds "
-                                f"{len(leaves)}", seq=len(leaves))
-    if since is not None:
-        _check_since(since, public, manifest, tree)
+    fast = parallel_roots(segments, per_segment, [c.checkpoint.size for c in checkpoints], _ERASURE)
+    if fast is not None and fast.count == covered and since is None and all(
+            fast.roots[c.checkpoint.size] == c.checkpoint.root for c in checkpoints):
+        count, torn, erasures_present = fast.count, fast.torn, fast.has_needle
+    else:  # one process, every leaf kept: needed to name a bad record, check an unsigned tail or `since`
+        count, torn, erasures_present = _verify_sequential(layout, segments, per_segment, checkpoints, public,
+                                                           manifest, since)
+    indexed = layout.index.stat().st_size // HASH_SIZE if layout.index.exists() else 0
+    if indexed > count:
+        raise VerificationError(f"record is missing: the writer indexed {indexed} records, the folder holds "
+                                f"{count}", seq=count)
 
-    result = VerifyResult(run=manifest["run"], records=len(leaves), checkpoints=len(checkpoints),
+    result = VerifyResult(run=manifest["run"], records=count, checkpoints=len(checkpoints),
                           covered=covered, root=checkpoints[-1].checkpoint.root, signer=public.fingerprint,
                           torn_tail_bytes=torn)
-    if deep:
-        _deep_check(lines, manifest["run"])
-    _tally_erasures(lines, result)
+    if deep or erasures_present:  # both need the parsed lines, which the fast path never builds
+        lines = [line for seg in read_segments(layout) for line in seg.lines]
+        if deep:
+            _deep_check(lines, manifest["run"])
+        if erasures_present:
+            _tally_erasures(lines, result)
     result.blobs = _check_blobs(layout)
     if torn:
         result.notes.append(f"{torn} bytes of a torn final line (a crash before recovery; not covered)")
     return result
+
+
+def _verify_sequential(layout: Layout, segments: list[Path], per_segment: int,
+                       checkpoints: list[SignedCheckpoint], public: PublicKey, manifest: dict,
+                       since: str | None) -> tuple[int, int, bool]:
+    leaves: list[bytes] = []
+    torn, erasures_present = 0, False
+    for i, path in enumerate(segments):
+        hashed = hash_segment(path, _ERASURE)
+        if hashed.torn and i != len(segments) - 1:
+            raise VerificationError(f"{path.name} ends in a torn line", seq=len(leaves) + len(hashed.leaves))
+        torn = hashed.torn
+        erasures_present = erasures_present or hashed.has_needle
+        leaves.extend(hashed.leaves)
+    covered = checkpoints[-1].checkpoint.size
+    if len(leaves) < covered:
+        raise _locate(leaves, read_index(layout), checkpoints)
+    tree = MerkleTree(leaves)
+    if any(tree.root(c.checkpoint.size) != c.checkpoint.root for c in checkpoints):
+        raise _locate(leaves, read_index(layout), checkpoints)
+    if len(leaves) > covered:  # records not yet signed: the writer's index still catches edits there
+        index = read_index(layout)
+        for seq in range(covered, min(len(leaves), len(index))):
+            if leaves[seq] != index[seq]:
+                raise VerificationError("record after the last checkpoint does not match the writer's index",
+                                        seq=seq)
+    if since is not None:
+        _check_since(since, public, manifest, tree)
+    return len(leaves), torn, erasures_present
 
 
 def _check_since(text: str, public: PublicKey, manifest: dict, tree: MerkleTree) -> None:
@@ -224,7 +261,7 @@ def _deep_check(lines: list[bytes], run_id: str) -> None:
 def _tally_erasures(lines: list[bytes], result: VerifyResult) -> None:
     erased: set[str] = set()
     for line in lines:
-        if b'"kind":"erasure"' in line:
+        if _ERASURE in line:
             record = json.loads(line)
             erased.update(record["data"].get("commitments", []))
             result.erasures += 1

@@ -36,7 +36,7 @@ from torchwitness.errors import InputError, LedgerError, SigningKeyError, Verifi
 from torchwitness.ledger.encoding import finalize, snapshot
 from torchwitness.ledger.keys import PublicKey, SigningKey
 from torchwitness.ledger.layout import FORMAT, Layout, read_manifest
-from torchwitness.ledger.merkle import Frontier, MerkleTree, leaf_hash
+from torchwitness.ledger.merkle import Frontier, MerkleTree, leaf_hashes
 from torchwitness.ledger.note import Checkpoint, parse
 from torchwitness.ledger.personal import PersonalStore
 from torchwitness.ledger.segments import SegmentWriter, recover
@@ -123,7 +123,7 @@ class Ledger:
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, root: str | Path, *, key_dir: Path | None = None, rank: int = 0,
-             segment_records: int = 100_000, checkpoint_every: int = 1000, checkpoint_seconds: float = 30.0,
+             segment_records: int = 65_536, checkpoint_every: int = 1000, checkpoint_seconds: float = 30.0,
              fsync: FsyncPolicy = "checkpoint", on_full: FullPolicy = "block", queue_size: int = 100_000,
              retain_personal: bool = False) -> Ledger:
         """Create the run folder ``root`` or reopen it for appending (recovering after a crash)."""
@@ -371,7 +371,7 @@ class Ledger:
 
     def _write(self, batch: list) -> None:
         lines = [self._encode(*item) for item in batch]
-        hashes = [leaf_hash(line) for line in lines]
+        hashes = leaf_hashes(lines)
         for h in hashes:
             self._frontier.append(h)
         self._segments.append(lines, hashes)

@@ -1,0 +1,5 @@
+"""``python -m torchwitness`` is the CLI."""
+
+from torchwitness.cli import main
+
+main()

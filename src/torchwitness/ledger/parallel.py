@@ -1,0 +1,68 @@
+"""Checkpoint roots of a large ledger computed by several processes at once.
+
+Segments hold a power-of-two number of records, so each full segment is an aligned perfect subtree of the
+ledger's Merkle tree. A worker hashes one segment and returns only its root plus, for each checkpoint that ends
+inside it, the perfect subtrees of that local prefix; the parent folds those into every checkpoint root without
+ever holding the leaves. Any mismatch makes the caller fall back to the single-process path, which keeps every
+leaf and can name the bad record.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+from torchwitness.ledger.merkle import MerkleTree, fold
+from torchwitness.ledger.segments import hash_segment
+
+MIN_BYTES = 16 << 20  # below this, starting workers costs more than it saves
+
+
+class ParallelRoots(NamedTuple):
+    count: int
+    torn: int
+    has_needle: bool
+    roots: dict[int, bytes]
+
+
+def _summarise(path: str, local_sizes: list[int], needle: bytes) -> tuple[int, int, bool, list[list[bytes]]]:
+    hashed = hash_segment(Path(path), needle)
+    tree = MerkleTree(hashed.leaves)
+    parts = [tree.parts(r) if r <= tree.size else [] for r in local_sizes]
+    return tree.size, hashed.torn, hashed.has_needle, [*parts, tree.parts(tree.size)]
+
+
+def parallel_roots(segments: list[Path], per_segment: int, sizes: list[int], needle: bytes) -> ParallelRoots | None:
+    """Roots at ``sizes`` using one process per core, or None where that is unsafe or not worth it.
+
+    Forking is only safe before torch (and its thread pools) is loaded, which is the case in the CLI.
+    """
+    workers = min(len(segments), os.cpu_count() or 1, 8)
+    if (workers < 2 or per_segment & (per_segment - 1) or "torch" in sys.modules
+            or sum(p.stat().st_size for p in segments) < MIN_BYTES):
+        return None
+    local: list[list[int]] = [[] for _ in segments]
+    for size in sizes:
+        q, r = divmod(size, per_segment)
+        if r and q < len(segments):
+            local[q].append(r)
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        summaries = pool.starmap(_summarise, [(str(p), local[i], needle) for i, p in enumerate(segments)],
+                                 chunksize=1)
+    counts = [s[0] for s in summaries]
+    if any(c != per_segment for c in counts[:-1]) or any(s[1] for s in summaries[:-1]):
+        return None  # records moved across segment boundaries: let the sequential path say where
+    full_roots = [fold(s[3][-1]) for s in summaries if s[0] == per_segment]
+    upper = MerkleTree(full_roots)
+    roots: dict[int, bytes] = {}
+    for size in sizes:
+        q, r = divmod(size, per_segment)
+        if q > len(full_roots) or (r and q >= len(summaries)):
+            return None
+        inner = summaries[q][3][local[q].index(r)] if r else []
+        roots[size] = fold(upper.parts(q) + inner)
+    return ParallelRoots(sum(counts), summaries[-1][1], any(s[2] for s in summaries), roots)
