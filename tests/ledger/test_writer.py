@@ -1,0 +1,102 @@
+"""Writer behaviour: back-pressure policies, checkpoint cadence, reopening, input checks."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+import torchwitness as tw
+from torchwitness.errors import InputError, LedgerError
+from torchwitness.ledger import Ledger, iter_records, verify_run
+from torchwitness.ledger.layout import Layout
+
+
+def test_block_policy_loses_nothing_with_a_tiny_queue(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "run", queue_size=4, checkpoint_every=100) as ledger:
+        seqs = [ledger.append("x", {"i": i}) for i in range(2000)]
+    assert seqs == list(range(2000))
+    assert verify_run(tmp_path / "run").records == 2000
+
+
+def test_drop_policy_counts_and_records_the_loss(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "run", queue_size=2, on_full="drop") as ledger:
+        results = [ledger.append("x", {"pad": "y" * 500}) for _ in range(20_000)]
+        dropped = ledger.dropped
+    kept = [s for s in results if s is not None]
+    assert dropped == results.count(None) > 0
+    records = list(iter_records(tmp_path / "run"))
+    reported = sum(r["data"]["count"] for r in records if r["kind"] == "ledger.dropped")
+    assert reported == dropped
+    assert len(records) == len(kept) + sum(1 for r in records if r["kind"] == "ledger.dropped")
+    verify_run(tmp_path / "run", deep=True)
+
+
+def test_checkpoints_land_every_n_records(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "run", checkpoint_every=250, checkpoint_seconds=3600) as ledger:
+        for i in range(1000):
+            ledger.append("x", {"i": i})
+        ledger.append("y")
+    sizes = [int(p.stem) for p in Layout(tmp_path / "run").checkpoint_files()]
+    assert sizes == [250, 500, 750, 1000, 1001]
+
+
+def test_concurrent_appenders_get_unique_ordered_seqs(tmp_path: Path) -> None:
+    seqs: list[int] = []
+    lock = threading.Lock()
+    with Ledger.open(tmp_path / "run") as ledger:
+        def work(t: int) -> None:
+            for i in range(500):
+                s = ledger.append("x", {"t": t, "i": i})
+                with lock:
+                    seqs.append(s)
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    assert sorted(seqs) == list(range(2000))
+    records = list(iter_records(tmp_path / "run"))
+    assert [r["seq"] for r in records] == list(range(2000))
+    verify_run(tmp_path / "run", deep=True)
+
+
+def test_reopening_appends_a_new_session(tmp_path: Path) -> None:
+    with tw.Run(tmp_path / "run") as run:
+        run.record("a")
+        run_id = run.run_id
+    with tw.Run(tmp_path / "run") as run:
+        assert run.run_id == run_id
+        run.record("b", {"who": run.personal("bob")})
+    kinds = [r["kind"] for r in iter_records(tmp_path / "run")]
+    assert kinds == ["run.start", "a", "run.end", "run.start", "b", "run.end"]
+    assert verify_run(tmp_path / "run", deep=True).records == 6
+
+
+def test_reopening_without_the_private_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Ledger.open(tmp_path / "run") as ledger:
+        ledger.append("x")
+    monkeypatch.setenv("TORCHWITNESS_KEY_DIR", str(tmp_path / "other-keys"))
+    with pytest.raises(LedgerError, match="no private key with fingerprint"):
+        Ledger.open(tmp_path / "run")
+    assert verify_run(tmp_path / "run").records == 1
+
+
+@pytest.mark.parametrize("kind, step, data", [
+    ("Bad Kind", None, {}), ("", None, {}), ("ok.kind", -1, {}), ("ok.kind", 1.5, {}), ("ok.kind", None, {"x": {1}}),
+])
+def test_bad_appends_raise_at_once_and_lose_nothing(tmp_path: Path, kind, step, data) -> None:
+    with Ledger.open(tmp_path / "run") as ledger:
+        ledger.append("before")
+        with pytest.raises(InputError):
+            ledger.append(kind, data, step)
+        ledger.append("after")
+    assert [r["kind"] for r in iter_records(tmp_path / "run")] == ["before", "after"]
+
+
+def test_refuses_a_non_run_folder(tmp_path: Path) -> None:
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "file.txt").write_text("hello")
+    with pytest.raises(InputError, match="not a torchwitness run folder"):
+        Ledger.open(tmp_path / "stuff")
