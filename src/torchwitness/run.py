@@ -8,6 +8,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from torchwitness.ledger.distributed import shard_dir, write_run_checkpoint, write_run_manifest
 from torchwitness.ledger.encoding import Personal
 from torchwitness.ledger.writer import FsyncPolicy, FullPolicy, Ledger
 
@@ -18,6 +19,22 @@ def _dist_rank() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _shared_run_id(root: Path, rank: int, world_size: int) -> str:
+    """Rank 0 picks (or re-reads) the run id and shares it: one small broadcast at start."""
+    import json
+    import uuid
+
+    import torch.distributed as dist
+
+    box: list[str | None] = [None]
+    if rank == 0:
+        manifest = root / "run.json"
+        box[0] = json.loads(manifest.read_text())["run"] if manifest.exists() else uuid.uuid4().hex[:16]
+        write_run_manifest(root, box[0], world_size)
+    dist.broadcast_object_list(box, src=0)
+    return str(box[0])
 
 
 class Run:
@@ -32,8 +49,9 @@ class Run:
                 run.record("train.epoch", {"loss": 0.5 / (epoch + 1)}, step=epoch)
         # torchwitness verify runs/demo
 
-    Under ``torch.distributed`` each rank writes its own ledger in ``PATH/rank-N`` (N > 0 included), so ranks
-    never contend for a file. Reopening an existing run folder appends a new session to the same ledger.
+    Under ``torch.distributed`` each rank writes its own ledger shard in ``PATH/rank-N``, so ranks never contend
+    for a file, and ``close``/``sync`` sign run-level checkpoints over all shards (see
+    :mod:`torchwitness.ledger.distributed`). Reopening an existing run folder appends a new session.
     """
 
     def __init__(self, path: str | Path, *, config: Any = None, seed: int | None = None,
@@ -41,14 +59,19 @@ class Run:
                  checkpoint_every: int = 1000, checkpoint_seconds: float = 30.0, fsync: FsyncPolicy = "checkpoint",
                  on_full: FullPolicy = "block", queue_size: int = 100_000) -> None:
         self.rank, self.world_size = _dist_rank()
-        root = Path(path)
-        self.path = root / f"rank-{self.rank}" if self.world_size > 1 else root
+        self.root = Path(path)
         self.config = config
         self.seed = seed
+        run_id = None
+        if self.world_size > 1:
+            run_id = _shared_run_id(self.root, self.rank, self.world_size)
+            self.path = shard_dir(self.root, self.rank)
+        else:
+            self.path = self.root
         self._ledger = Ledger.open(self.path, key_dir=Path(key_dir) if key_dir else None, rank=self.rank,
-                                   checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
-                                   fsync=fsync, on_full=on_full, queue_size=queue_size,
-                                   retain_personal=retain_personal)
+                                   run_id=run_id, shard=self.world_size > 1, checkpoint_every=checkpoint_every,
+                                   checkpoint_seconds=checkpoint_seconds, fsync=fsync, on_full=on_full,
+                                   queue_size=queue_size, retain_personal=retain_personal)
         self._started = time.monotonic()
         self._ended = False
         from torchwitness.environment import describe
@@ -76,6 +99,22 @@ class Run:
         """Mark ``value`` as personal data for :meth:`record`: only a keyed, erasable commitment is stored."""
         return Personal(value)
 
+    def sync(self) -> None:
+        """Distributed runs: every rank checkpoints its shard and rank 0 signs a run-level checkpoint over them.
+
+        A collective: call it on every rank at the same point (epoch ends, say). ``close`` calls it too.
+        Without ``torch.distributed`` it is a plain checkpoint.
+        """
+        if self.world_size == 1:
+            self._ledger.checkpoint()
+            return
+        import torch.distributed as dist
+
+        heads: list[dict | None] = [None] * self.world_size
+        dist.all_gather_object(heads, self._ledger.signed_head())
+        if self.rank == 0:
+            write_run_checkpoint(self.root, self.run_id, [h for h in heads if h is not None], self._ledger.sign)
+
     def flush(self) -> None:
         self._ledger.flush()
 
@@ -93,6 +132,9 @@ class Run:
                             "where": traceback.format_exception(type(error), error, error.__traceback__)[-2:]}
         try:
             self.record("run.end", end)
+            # A failing rank must not enter a collective its peers may never reach.
+            if self.world_size > 1 and error is None:
+                self.sync()
         finally:
             self._ledger.close()
 

@@ -19,6 +19,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torchwitness.errors import VerificationError
 from torchwitness.ledger.keys import PublicKey
@@ -27,6 +28,9 @@ from torchwitness.ledger.merkle import HASH_SIZE, MerkleTree
 from torchwitness.ledger.note import SignedCheckpoint, parse
 from torchwitness.ledger.parallel import parallel_roots
 from torchwitness.ledger.segments import hash_segment, read_index, read_segments
+
+if TYPE_CHECKING:
+    from torchwitness.ledger.distributed import RunVerifyResult
 
 _ERASURE = b'"kind":"erasure"'
 _PERSONAL = re.compile(rb'"\$personal":"(hmac-sha256:[0-9a-f]{64})"')
@@ -140,13 +144,18 @@ def _locate(leaves: list[bytes], index: list[bytes], checkpoints: list[SignedChe
 
 
 def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False,
-               since: str | None = None) -> VerifyResult:
+               since: str | None = None) -> VerifyResult | RunVerifyResult:
     """Verify the run folder ``root``; return a summary or raise ``VerificationError``.
 
     ``key`` pins the signer's fingerprint; ``since`` is the text of a checkpoint saved earlier, which the run
-    must still extend (detects a rollback of the whole folder).
+    must still extend (detects a rollback of the whole folder). A distributed run folder (``run.json`` and one
+    shard per rank) is verified shard by shard and against its run-level checkpoints.
     """
     layout = Layout(Path(root))
+    if (layout.root / "run.json").exists():
+        from torchwitness.ledger.distributed import verify_distributed
+
+        return verify_distributed(layout.root, key=key, deep=deep)
     manifest = read_manifest(layout.root)
     public = load_public_key(layout, manifest, key)
     checkpoints = load_checkpoints(layout, manifest, public)

@@ -122,11 +122,16 @@ class Ledger:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, root: str | Path, *, key_dir: Path | None = None, rank: int = 0,
+    def open(cls, root: str | Path, *, key_dir: Path | None = None, rank: int = 0, run_id: str | None = None,
+             shard: bool = False,
              segment_records: int = 65_536, checkpoint_every: int = 1000, checkpoint_seconds: float = 30.0,
              fsync: FsyncPolicy = "checkpoint", on_full: FullPolicy = "block", queue_size: int = 100_000,
              retain_personal: bool = False) -> Ledger:
-        """Create the run folder ``root`` or reopen it for appending (recovering after a crash)."""
+        """Create the run folder ``root`` or reopen it for appending (recovering after a crash).
+
+        ``run_id`` names a new run (random by default); ``shard=True`` makes this ledger one rank's shard of a
+        distributed run, with its own origin ``torchwitness/<run>/rank-<rank>``.
+        """
         layout = Layout(Path(root))
         if layout.root.exists() and not layout.root.is_dir():
             raise InputError(f"not a folder: {layout.root}")
@@ -138,11 +143,11 @@ class Ledger:
         try:
             if fresh:
                 key = SigningKey.load_or_create(key_dir)
-                run_id = uuid.uuid4().hex[:16]
+                run_id = run_id or uuid.uuid4().hex[:16]
                 manifest = {
                     "format": FORMAT,
                     "run": run_id,
-                    "origin": f"torchwitness/{run_id}",
+                    "origin": f"torchwitness/{run_id}" + (f"/rank-{rank}" if shard else ""),
                     "created_us": _now_us(),
                     "segment_records": segment_records,
                     "signer": key.public.fingerprint,
@@ -398,6 +403,18 @@ class Ledger:
         with self._cond:
             self._checkpointed = size
             self._cond.notify_all()
+
+    def signed_head(self) -> dict[str, Any]:
+        """Checkpoint everything queued so far and return this ledger's signed head (for run-level checkpoints)."""
+        self.checkpoint()
+        size = self._checkpointed
+        signed = parse(self.layout.checkpoint(size).read_text())
+        return {"rank": self.rank, "origin": self.origin, "size": size, "root": signed.checkpoint.root.hex(),
+                "signer": self._key.public.fingerprint}
+
+    def sign(self, checkpoint: Checkpoint) -> str:
+        """Sign a checkpoint of another tree (a run-level checkpoint) with this ledger's key."""
+        return checkpoint.sign(self._key)
 
     # ------------------------------------------------------------------ erasure
     def erase(self, *, values: list[Any] = (), commitments: list[str] = (), reason: str = "") -> int:
