@@ -190,7 +190,7 @@ def _evaluate(base_src: Source, subj_src: Source, reference: nn.Module, edited: 
         count = min(windows or pol.windows, len(stream) // (length + 1))
         win = make_windows(stream, length=length, count=max(count, 1))
         rows = evaluate_lm(reference, edited, win.tokens, batch_size=batch_size, progress=progress)
-        for row, offset in zip(rows, win.offsets):
+        for row, offset in zip(rows, win.offsets, strict=True):
             row["offset"] = int(offset)
         calibration = torch.from_numpy(win.tokens[:pol.diagnostics.calibration_windows, :-1])
         data = {"digest": win.data_digest, "source": data_source, "windows": win.describe()}

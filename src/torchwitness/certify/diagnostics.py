@@ -120,7 +120,7 @@ def activation_variances(model: nn.Module, inputs: torch.Tensor) -> dict[str, fl
             h.remove()
     host = torch.stack(values).cpu().tolist() if values else []
     out: dict[str, float] = {}
-    for n, v in zip(names, host):
+    for n, v in zip(names, host, strict=True):
         out.setdefault(n, v)  # a module called twice keeps its first call
     return out
 

@@ -103,7 +103,7 @@ def quantize_rtn_(w: torch.Tensor, bits: int, group_size: int | None = None) -> 
 
 def prune_magnitude_(w: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Zero the ``sparsity`` fraction of entries with the smallest magnitude, in place (ties by position)."""
-    k = int(round(sparsity * w.numel()))
+    k = round(sparsity * w.numel())
     if k > 0:
         flat = w.view(-1)
         idx = torch.argsort(flat.abs(), stable=True)[:k]

@@ -65,7 +65,7 @@ def _close(a: Any, b: Any, path: str) -> None:
             _close(a[k], b[k], f"{path}.{k}")
         return
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _close(x, y, f"{path}[{i}]")
         return
     numeric = (int, float)
@@ -199,7 +199,7 @@ def _check_models(cert: dict[str, Any], baseline: Any, subject: Any, factory: st
         m.eval()
     fresh = evaluate_lm(models["baseline"], models["subject"], rebuild_windows(stream, offsets, length),
                         batch_size=batch_size)
-    for i, new in zip(picked, fresh):
+    for i, new in zip(picked, fresh, strict=True):
         old = rows[int(i)]
         for k in ("nll_baseline", "nll_subject", "kl"):
             a, b = decode_float(old[k]), decode_float(new[k])

@@ -34,7 +34,7 @@ class Windows:
         return self.tokens.shape[1] - 1
 
     def describe(self) -> dict:
-        return {"count": int(len(self.offsets)), "length": self.length, "stride": self.length + 1,
+        return {"count": len(self.offsets), "length": self.length, "stride": self.length + 1,
                 "stream_tokens": self.stream_tokens, "selection": "evenly-spaced",
                 "offsets": [int(o) for o in self.offsets]}
 
