@@ -57,7 +57,7 @@ def tiny_lm() -> TinyLM:
     rng = np.random.default_rng(0)
     start = time.perf_counter()
     model.train()
-    for _ in range(150):
+    for _ in range(80):
         idx = rng.integers(0, len(train) - 65, 16)
         batch = torch.from_numpy(train[idx[:, None] + np.arange(65)])
         logits = model(batch[:, :-1]).logits

@@ -6,8 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from torchwitness.certify.edits import (Edit, EditSession, apply_edit, editable_weights, prune_magnitude_,
-                                        quantize_rtn_, weights_digest)
+from torchwitness.certify.edits import (
+    Edit,
+    EditSession,
+    apply_edit,
+    editable_weights,
+    prune_magnitude_,
+    quantize_rtn_,
+    weights_digest,
+)
 from torchwitness.errors import InputError
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from conftest import SHAKESPEARE, tiny_gpt2
-
 from torchwitness.certify.windows import CharTokenizer
 
 
