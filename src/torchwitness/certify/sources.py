@@ -60,22 +60,25 @@ def tokenizer_digest(tokenizer: Any, folder: Path | None = None) -> str | None:
     return digest if isinstance(digest, str) else None
 
 
-def _load_state_dict(path: Path) -> dict:
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError as e:
-            raise InputError("reading .safetensors needs: pip install 'torchwitness[transformers]'") from e
-        return load_file(str(path))
-    import torch
-
+def _load_weights(model: nn.Module, path: Path) -> None:
+    """Load a state dict strictly; safetensors' loader restores tied tensors that ``save_model`` stored once."""
     try:
+        if path.suffix == ".safetensors":
+            try:
+                from safetensors.torch import load_model
+            except ImportError as e:
+                raise InputError("reading .safetensors needs: pip install 'torchwitness[transformers]'") from e
+            load_model(model, str(path), strict=True)
+            return
+        import torch
+
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a bad file; the message is what matters
-        raise InputError(f"{path} is not a readable state dict: {e}") from None
-    if not isinstance(state, dict):
-        raise InputError(f"{path} does not hold a state dict")
-    return state
+        if not isinstance(state, dict):
+            raise InputError(f"{path} does not hold a state dict")
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, OSError, ValueError) as e:  # torch and safetensors raise these for bad files
+        detail = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise InputError(f"{path} does not fit the factory's model: {detail[:300]}") from None
 
 
 def load_source(spec: str | Path | nn.Module | Source, *, factory: str | None = None) -> Source:
@@ -106,8 +109,5 @@ def load_source(spec: str | Path | nn.Module | Source, *, factory: str | None = 
     model, tokenizer = built if isinstance(built, tuple) else (built, None)
     if not isinstance(model, nn.Module):
         raise InputError(f"factory {factory} returned {type(model).__name__}, not an nn.Module")
-    try:
-        model.load_state_dict(_load_state_dict(path), strict=True)
-    except RuntimeError as e:
-        raise InputError(f"{path} does not fit the factory's model: {str(e).splitlines()[0]}") from None
+    _load_weights(model, path)
     return Source(model, f"{path.name} via {factory}", tokenizer, tokenizer_digest(tokenizer))

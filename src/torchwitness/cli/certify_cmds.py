@@ -92,22 +92,22 @@ def certify(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
                                      progress=lambda n, t=task, p=progress: p.advance(t, n))
             console.print(_summary(result, name))
             for reason in result.reasons:
-                console.print(f"  reason: {reason}", highlight=False)
+                console.print(f"  reason: {reason}", highlight=False, soft_wrap=True)
             top = result.certificate["diagnostics"]["layers"][:3]
             console.print("  most changed layers: " + ", ".join(
-                f"{d['layer']} (weight error {d['weight_error']:.3g})" for d in top), highlight=False)
+                f"{d['layer']} (weight error {d['weight_error']:.3g})" for d in top), highlight=False, soft_wrap=True)
             if out is not None:
                 target = out / f"{name}.json" if len(edits) > 1 else out
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(to_bytes(result.certificate))
-                console.print(f"  certificate: {target}", highlight=False)
-            console.print(f"  ledger: {run} record seq {result.seq}, blob {result.digest}", highlight=False)
+                console.print(f"  certificate: {target}", highlight=False, soft_wrap=True)
+            console.print(f"  ledger: {run} record seq {result.seq}, blob {result.digest}", highlight=False, soft_wrap=True)
             if result.action == "rolled-back":
                 console.print(f"  edit rolled back: weights restored to {result.certificate['baseline']['weights']}",
-                              highlight=False)
+                              highlight=False, soft_wrap=True)
             elif result.action == "kept" and save is not None:
                 _save(base.model, save)
-                console.print(f"  edited weights saved to {save}", highlight=False)
+                console.print(f"  edited weights saved to {save}", highlight=False, soft_wrap=True)
             failed += not result.passed
     if failed:
         raise typer.Exit(1)
