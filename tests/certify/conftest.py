@@ -42,6 +42,15 @@ def tiny_gpt2(vocab: int) -> torch.nn.Module:
     return GPT2LMHeadModel(cfg)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tiny models run 10x faster on one thread than on two contended ones (CI runs two workers)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_lm() -> TinyLM:
     if not SHAKESPEARE.is_file():
@@ -56,6 +65,8 @@ def tiny_lm() -> TinyLM:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # session fixtures are set up before the module-scoped _one_thread
     model.train()
     for _ in range(80):
         idx = rng.integers(0, len(train) - 65, 16)
@@ -66,4 +77,5 @@ def tiny_lm() -> TinyLM:
         loss.backward()
         opt.step()
     model.eval()
+    torch.set_num_threads(threads)
     return TinyLM(model, tok, train, held, SHAKESPEARE, time.perf_counter() - start)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -91,23 +92,23 @@ def certify(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
                                      data_source=str(data), key_dir=key_dir,
                                      progress=lambda n, t=task, p=progress: p.advance(t, n))
             console.print(_summary(result, name))
+            say = partial(console.print, highlight=False, soft_wrap=True)
             for reason in result.reasons:
-                console.print(f"  reason: {reason}", highlight=False, soft_wrap=True)
+                say(f"  reason: {reason}")
             top = result.certificate["diagnostics"]["layers"][:3]
-            console.print("  most changed layers: " + ", ".join(
-                f"{d['layer']} (weight error {d['weight_error']:.3g})" for d in top), highlight=False, soft_wrap=True)
+            say("  most changed layers: " + ", ".join(
+                f"{d['layer']} (weight error {d['weight_error']:.3g})" for d in top))
             if out is not None:
                 target = out / f"{name}.json" if len(edits) > 1 else out
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(to_bytes(result.certificate))
-                console.print(f"  certificate: {target}", highlight=False, soft_wrap=True)
-            console.print(f"  ledger: {run} record seq {result.seq}, blob {result.digest}", highlight=False, soft_wrap=True)
+                say(f"  certificate: {target}")
+            say(f"  ledger: {run} record seq {result.seq}, blob {result.digest}")
             if result.action == "rolled-back":
-                console.print(f"  edit rolled back: weights restored to {result.certificate['baseline']['weights']}",
-                              highlight=False, soft_wrap=True)
+                say(f"  edit rolled back: weights restored to {result.certificate['baseline']['weights']}")
             elif result.action == "kept" and save is not None:
                 _save(base.model, save)
-                console.print(f"  edited weights saved to {save}", highlight=False, soft_wrap=True)
+                say(f"  edited weights saved to {save}")
             failed += not result.passed
     if failed:
         raise typer.Exit(1)
