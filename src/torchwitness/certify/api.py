@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 import torch
 from torch import nn
@@ -36,27 +35,6 @@ from torchwitness.certify.windows import make_windows, stream_digest
 from torchwitness.errors import InputError
 from torchwitness.ledger.encoding import snapshot
 from torchwitness.ledger.keys import SigningKey
-from torchwitness.ledger.schema import register_kind
-
-
-class EditCertificateRecord(msgspec.Struct):
-    """An edit certificate stored as a blob, with its verdict and the digests it binds."""
-
-    certificate: str  # sha256:... of the blob (canonical JSON)
-    verdict: str
-    reasons: list[str]
-    task: str
-    policy: str
-    policy_digest: str
-    baseline_weights: str
-    subject_weights: str
-    merkle_root: str
-    metrics: dict[str, Any]
-    edit: str | None = None
-    action: str | None = None  # "kept" or "rolled-back" when the edit was applied in place
-
-
-register_kind("edit.certificate", EditCertificateRecord)
 
 
 @dataclass

@@ -26,6 +26,7 @@ import rfc8785
 
 from torchwitness.ledger.keys import PublicKey, SigningKey
 from torchwitness.ledger.merkle import MerkleTree, leaf_hash
+from torchwitness.ledger.schema import register_kind
 
 FORMAT = "torchwitness-edit-certificate/1"
 DOMAIN = b"torchwitness-edit-certificate/1\n"
@@ -85,6 +86,26 @@ class Certificate(msgspec.Struct):
     signature: Signature
 
 
+class EditCertificateRecord(msgspec.Struct):
+    """The ``edit.certificate`` ledger record: the certificate's blob digest, its verdict and what it binds."""
+
+    certificate: str  # sha256:... of the blob (canonical JSON)
+    verdict: str
+    reasons: list[str]
+    task: str
+    policy: str
+    policy_digest: str
+    baseline_weights: str
+    subject_weights: str
+    merkle_root: str
+    metrics: dict[str, Any]
+    edit: str | None = None
+    action: str | None = None  # "kept" or "rolled-back" when the edit was applied in place
+
+
+register_kind("edit.certificate", EditCertificateRecord)
+
+
 def certificate_schema() -> dict[str, Any]:
     return msgspec.json.schema(Certificate)
 
@@ -109,7 +130,7 @@ def sign(cert: dict[str, Any], key: SigningKey) -> dict[str, Any]:
 
 
 def check_signature(cert: dict[str, Any]) -> PublicKey:
-    """The signer's key if the signature verifies; ``None`` is never returned, failures raise ``ValueError``."""
+    """Return the signer's public key; raise ``ValueError`` (or ``SigningKeyError``) if the signature fails."""
     sig = cert["signature"]
     public = PublicKey.from_vkey(sig["verifier_key"])
     if public.fingerprint != sig["fingerprint"]:

@@ -7,7 +7,7 @@ the choice depends only on the stream, ``length`` and ``count``: anyone holding 
 >>> import numpy as np
 >>> w = make_windows(np.arange(100), length=9, count=3)
 >>> w.offsets.tolist(), w.tokens.shape
-([0, 40, 80], (3, 10))
+([0, 30, 60], (3, 10))
 """
 
 from __future__ import annotations
