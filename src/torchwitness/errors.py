@@ -65,3 +65,7 @@ class VerificationError(TorchWitnessError):
 
 class ProofError(VerificationError):
     """An inclusion or consistency proof does not verify."""
+
+
+class CertificateError(VerificationError):
+    """An edit certificate does not verify: its signature, Merkle root, statistics, verdict or a digest."""

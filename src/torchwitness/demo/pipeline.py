@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from torchwitness.demo.adult import load_adult
+from torchwitness.demo.certify import certify_stage
 from torchwitness.ledger.verify import verify_run
 from torchwitness.run import Run
 
@@ -73,6 +74,7 @@ def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, co
                                        f"test accuracy {float(metrics['test_accuracy']):.4f}")
         run.record("eval.summary", {"split": "test", "accuracy": (pred == y_test).float().mean(),
                                     "rows": len(y_test)})
+        certify_stage(run, model, x_test, y_test, console)
 
     result = verify_run(run_dir)
     console.print(f"[green]verified[/]: {result.summary()}")

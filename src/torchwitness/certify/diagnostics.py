@@ -1,0 +1,175 @@
+"""Where the damage is: every subject layer compared with the *baseline's same layer*, plus invariants.
+
+Per weight matrix (parameters of two or more dimensions, viewed as ``[out, -1]``):
+
+- ``weight_error``: ``||W_s - W_b||_F / ||W_b||_F``;
+- ``spectral_ratio``: ``sigma_max(W_s) / sigma_max(W_b)`` by power iteration from the same start vector;
+- Marchenko-Pastur outliers: singular values above the bulk edge ``sigma (sqrt(m) + sqrt(n))`` of a random
+  matrix with the *baseline's* entry scale ``sigma``, counted in both models (matrices up to ``_MP_MAX``
+  entries; larger ones report null rather than pay for a full SVD);
+- ``activation_drift``: ``var(out_s) / var(out_b) - 1`` of each module's output on calibration inputs.
+
+Layers are ranked by ``damage = max(weight_error, |1 - spectral_ratio|)``: both are local to the layer,
+whereas activation drift is inherited from every layer upstream and would blame innocent successors.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchwitness.certify.evaluate import logits_of
+from torchwitness.certify.policy import DiagnosticLimits
+
+_POWER_ITERS = 60
+_MP_MAX = 2_000_000
+
+
+def _matrix(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().float().reshape(t.shape[0], -1)
+
+
+def spectral_norms(a: torch.Tensor, b: torch.Tensor, iters: int = _POWER_ITERS) -> tuple[float, float]:
+    """Largest singular values of two same-shape matrices, by power iteration from one seeded vector."""
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    v0 = torch.randn(a.shape[1], generator=gen).to(a.device)
+    out = []
+    for w in (a, b):
+        v = v0 / v0.norm()
+        sigma = torch.zeros((), device=w.device)
+        for _ in range(iters):
+            u = w @ v
+            sigma = u.norm()
+            if sigma == 0:
+                break
+            v = w.t() @ (u / sigma)
+            v = v / v.norm().clamp_min(1e-30)
+        out.append(sigma)
+    return float(out[0]), float(out[1])
+
+
+def mp_outliers(base: torch.Tensor, subj: torch.Tensor) -> tuple[int, int] | None:
+    """Singular values above the baseline's Marchenko-Pastur bulk edge, in baseline and subject."""
+    if base.numel() > _MP_MAX or min(base.shape) < 2:
+        return None
+    m, n = base.shape
+    edge = base.std() * (math.sqrt(m) + math.sqrt(n))
+    counts = [int((torch.linalg.svdvals(w) > edge).sum()) for w in (base, subj)]
+    return counts[0], counts[1]
+
+
+def _param_names(model: nn.Module) -> dict[str, torch.Tensor]:
+    return dict(model.named_parameters(remove_duplicate=False))
+
+
+def tied_groups(model: nn.Module) -> list[list[str]]:
+    """Names that share one tensor (e.g. a language model's input and output embeddings)."""
+    groups: dict[int, list[str]] = {}
+    for name, p in _param_names(model).items():
+        groups.setdefault(id(p), []).append(name)
+    return sorted(sorted(g) for g in groups.values() if len(g) > 1)
+
+
+def invariants(baseline: nn.Module, subject: nn.Module) -> tuple[dict[str, Any], list[str]]:
+    """Shapes, dtypes, finiteness, tied weights and parameter counts; returns the record and the violations."""
+    sb, ss = baseline.state_dict(), subject.state_dict()
+    bad: list[str] = []
+    if sb.keys() != ss.keys():
+        missing, extra = sorted(sb.keys() - ss.keys()), sorted(ss.keys() - sb.keys())
+        bad.append(f"tensor names differ (missing {missing[:3]}, extra {extra[:3]})")
+    common = sorted(sb.keys() & ss.keys())
+    bad += [f"{k}: shape {list(ss[k].shape)} != baseline {list(sb[k].shape)}" for k in common
+            if ss[k].shape != sb[k].shape]
+    bad += [f"{k}: dtype {ss[k].dtype} != baseline {sb[k].dtype}" for k in common if ss[k].dtype != sb[k].dtype]
+    bad += [f"{k}: non-finite values" for k in common
+            if ss[k].is_floating_point() and not bool(torch.isfinite(ss[k]).all())]
+    tb, ts = tied_groups(baseline), tied_groups(subject)
+    if tb != ts:
+        bad.append(f"tied weights differ: baseline {tb}, subject {ts}")
+    count_b = sum(p.numel() for p in baseline.parameters())
+    count_s = sum(p.numel() for p in subject.parameters())
+    if count_b != count_s:
+        bad.append(f"parameter count {count_s} != baseline {count_b}")
+    record = {"tensors": len(sb), "parameters": count_b, "tied": tb, "violations": bad}
+    return record, bad
+
+
+@torch.no_grad()
+def activation_variances(model: nn.Module, inputs: torch.Tensor) -> dict[str, float]:
+    """Output variance of every module that owns parameters, on ``inputs`` (one host transfer)."""
+    names, values, handles = [], [], []
+
+    def hook(name: str):
+        def fn(_mod: nn.Module, _inp: Any, out: Any) -> None:
+            t = out[0] if isinstance(out, (tuple, list)) else out
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() > 1:
+                names.append(name)
+                values.append(t.detach().double().var())
+        return fn
+
+    for name, mod in model.named_modules():
+        if name and any(True for _ in mod.parameters(recurse=False)):
+            handles.append(mod.register_forward_hook(hook(name)))
+    try:
+        logits_of(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    host = torch.stack(values).cpu().tolist() if values else []
+    out: dict[str, float] = {}
+    for n, v in zip(names, host, strict=True):
+        out.setdefault(n, v)  # a module called twice keeps its first call
+    return out
+
+
+@torch.no_grad()
+def layer_diagnostics(baseline: nn.Module, subject: nn.Module, calibration: torch.Tensor | None,
+                      limits: DiagnosticLimits) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per-layer diagnostics ranked by damage (worst first), and the limits they break."""
+    pb, ps = _param_names(baseline), _param_names(subject)
+    drift: dict[str, float] = {}
+    if calibration is not None:
+        vb, vs = activation_variances(baseline, calibration), activation_variances(subject, calibration)
+        drift = {k: (vs[k] / vb[k] - 1.0 if vb[k] > 0 else (0.0 if vs[k] == 0 else math.inf))
+                 for k in vb.keys() & vs.keys()}
+    layers, seen = [], set()
+    for name, wb in pb.items():
+        ws = ps.get(name)
+        if wb.dim() < 2 or ws is None or ws.shape != wb.shape or id(wb) in seen:
+            continue
+        seen.add(id(wb))
+        mb, ms = _matrix(wb), _matrix(ws)
+        norm_b = float(mb.norm())
+        err = float((ms - mb).norm()) / norm_b if norm_b > 0 else float(ms.norm() > 0)
+        sb, ss = spectral_norms(mb, ms)
+        ratio = ss / sb if sb > 0 else (1.0 if ss == 0 else math.inf)
+        mp = mp_outliers(mb, ms)
+        module = name.rsplit(".", 1)[0] if "." in name else name
+        layers.append({"layer": name, "shape": list(wb.shape), "weight_error": err, "spectral_ratio": ratio,
+                       "outliers_baseline": None if mp is None else mp[0],
+                       "outliers_subject": None if mp is None else mp[1],
+                       "activation_drift": drift.get(module), "damage": max(err, abs(1.0 - ratio))})
+    layers.sort(key=lambda r: (-r["damage"], r["layer"]))
+    return layers, _limit_failures(layers, limits)
+
+
+def _limit_failures(layers: list[dict[str, Any]], limits: DiagnosticLimits) -> list[str]:
+    out = []
+    lo, hi = limits.spectral_ratio
+    for r in layers:
+        name = r["layer"]
+        if r["weight_error"] > limits.max_weight_error:
+            out.append(f"{name}: weight error {r['weight_error']:.3g} > {limits.max_weight_error:g}")
+        if not lo <= r["spectral_ratio"] <= hi:
+            out.append(f"{name}: spectral norm ratio {r['spectral_ratio']:.3g} outside [{lo:g}, {hi:g}]")
+        if r["outliers_baseline"] is not None and \
+                r["outliers_subject"] - r["outliers_baseline"] > limits.max_new_outliers:
+            out.append(f"{name}: {r['outliers_subject'] - r['outliers_baseline']} new spectral outliers "
+                       f"> {limits.max_new_outliers}")
+        drift = r["activation_drift"]
+        if drift is not None and not abs(drift) <= limits.max_activation_drift:
+            out.append(f"{name}: activation variance drift {drift:+.3g} beyond ±{limits.max_activation_drift:g}")
+    return out

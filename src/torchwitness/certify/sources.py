@@ -1,0 +1,113 @@
+"""Where models come from: in-memory modules, Hugging Face folders, or state dicts plus a factory.
+
+A factory is ``pkg.module:function`` returning an ``nn.Module`` or ``(module, tokenizer)``; the state dict
+(``.safetensors`` or ``.pt``) is loaded into it strictly. A tokenizer is anything with ``encode(text)``; its
+digest is the SHA-256 of its files (Hugging Face folders) or its ``digest`` attribute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from torchwitness.errors import InputError
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "tokenizer.model",
+                    "special_tokens_map.json", "added_tokens.json", "vocab.txt")
+
+
+@dataclass
+class Source:
+    """A model with what the certificate says about where it came from."""
+
+    model: nn.Module
+    description: str
+    tokenizer: Any = None
+    tokenizer_digest: str | None = None
+
+
+def import_factory(spec: str):
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise InputError(f"factory {spec!r} must look like 'package.module:function'")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as e:
+        raise InputError(f"cannot import factory module {module_name!r}: {e}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise InputError(f"factory {spec!r}: {module_name} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise InputError(f"factory {spec!r} is not callable")
+    return obj
+
+
+def tokenizer_digest(tokenizer: Any, folder: Path | None = None) -> str | None:
+    if folder is not None:
+        files = [folder / n for n in _TOKENIZER_FILES if (folder / n).is_file()]
+        if files:
+            h = hashlib.sha256()
+            for f in files:
+                h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+            return "sha256:" + h.hexdigest()
+    digest = getattr(tokenizer, "digest", None)
+    return digest if isinstance(digest, str) else None
+
+
+def _load_weights(model: nn.Module, path: Path) -> None:
+    """Load a state dict strictly; safetensors' loader restores tied tensors that ``save_model`` stored once."""
+    try:
+        if path.suffix == ".safetensors":
+            try:
+                from safetensors.torch import load_model
+            except ImportError as e:
+                raise InputError("reading .safetensors needs: pip install 'torchwitness[transformers]'") from e
+            load_model(model, str(path), strict=True)
+            return
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise InputError(f"{path} does not hold a state dict")
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, OSError, ValueError) as e:  # torch and safetensors raise these for bad files
+        detail = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise InputError(f"{path} does not fit the factory's model: {detail[:300]}") from None
+
+
+def load_source(spec: str | Path | nn.Module | Source, *, factory: str | None = None) -> Source:
+    """Resolve a model argument of ``certify``/``doctor`` into a :class:`Source`."""
+    if isinstance(spec, Source):
+        return spec
+    if isinstance(spec, nn.Module):
+        return Source(spec, f"in-memory {type(spec).__qualname__}")
+    path = Path(spec)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InputError(f"{path} is a folder without config.json: not a Hugging Face model folder")
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as e:
+            raise InputError("Hugging Face folders need: pip install 'torchwitness[transformers]'") from e
+        model = AutoModelForCausalLM.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path) if any(
+            (path / n).is_file() for n in _TOKENIZER_FILES) else None
+        return Source(model, f"hf:{path.name}", tokenizer, tokenizer_digest(tokenizer, path))
+    if not path.is_file():
+        raise InputError(f"no such model: {spec}")
+    if path.suffix not in (".safetensors", ".pt", ".pth", ".bin"):
+        raise InputError(f"{path}: expected a Hugging Face folder, .safetensors or .pt state dict")
+    if factory is None:
+        raise InputError(f"{path} is a state dict: pass --factory package.module:function to build the model")
+    built = import_factory(factory)()
+    model, tokenizer = built if isinstance(built, tuple) else (built, None)
+    if not isinstance(model, nn.Module):
+        raise InputError(f"factory {factory} returned {type(model).__name__}, not an nn.Module")
+    _load_weights(model, path)
+    return Source(model, f"{path.name} via {factory}", tokenizer, tokenizer_digest(tokenizer))

@@ -1,0 +1,92 @@
+"""Certification of a real (tiny, freshly trained) GPT-2 on Tiny Shakespeare."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+import torchwitness as tw
+from torchwitness.certify import certify, verify_certificate, weights_digest
+from torchwitness.ledger import iter_records, verify_run
+
+
+def test_the_fixture_model_learned_something(tiny_lm):
+    result = certify(tiny_lm.model, tiny_lm.copy(), tokens=tiny_lm.held_out, windows=50, window_length=64,
+                     policy="lenient")
+    assert result.certificate["statistics"]["totals"]["baseline_ppl"] < 0.6 * 65  # uniform over 65 chars is 65
+
+
+def test_identical_subject_passes_with_ratio_exactly_one(tiny_lm):
+    result = certify(tiny_lm.model, tiny_lm.copy(), tokens=tiny_lm.held_out)
+    metrics = result.certificate["statistics"]["metrics"]
+    assert result.verdict == "pass" and result.reasons == []
+    assert metrics["ppl_ratio"]["estimate"] == 1.0 and metrics["ppl_ratio"]["interval"] == [1.0, 1.0]
+    assert metrics["kl"]["estimate"] == 0.0 and metrics["top1_agreement"]["estimate"] == 1.0
+    assert metrics["delta_p99"]["estimate"] == 0.0
+    assert result.certificate["baseline"]["weights"] == result.certificate["subject"]["weights"]
+    verify_certificate(result.certificate)
+
+
+def test_zeroed_layer_fails_and_diagnostics_name_it_first(tiny_lm):
+    subject = tiny_lm.copy()
+    with torch.no_grad():
+        subject.transformer.h[1].mlp.c_fc.weight.zero_()
+    result = certify(tiny_lm.model, subject, tokens=tiny_lm.held_out)
+    assert result.verdict == "fail"
+    assert any("non-inferiority not shown" in r for r in result.reasons)
+    layers = result.certificate["diagnostics"]["layers"]
+    assert layers[0]["layer"] == "transformer.h.1.mlp.c_fc.weight"
+    assert layers[0]["weight_error"] == 1.0 and layers[0]["spectral_ratio"] == 0.0
+    assert layers[0]["outliers_subject"] == 0 < layers[0]["outliers_baseline"]
+    assert all(d["weight_error"] == 0.0 for d in layers[1:])
+    verify_certificate(result.certificate)
+
+
+def test_int8_passes_and_is_recorded_signed_and_verifiable(tiny_lm, tmp_path):
+    with tw.Run(tmp_path / "run") as run:
+        result = certify(tiny_lm.model, edit="quant-int8", tokens=tiny_lm.held_out, run=run,
+                         data_source="tinyshakespeare held-out 10%")
+    assert result.verdict == "pass", result.reasons
+    cert = result.certificate
+    assert cert["subject"]["edit"]["bits"] == 8 and cert["subject"]["weights"] != cert["baseline"]["weights"]
+    assert cert["run"]["id"] == run.run_id
+    assert len(cert["statistics"]["rows"]) == 200 and cert["data"]["windows"]["length"] == 128
+    m = cert["statistics"]["metrics"]["ppl_ratio"]
+    assert m["interval"][0] <= m["estimate"] <= m["interval"][1] < 1.05 and m["p_value"] < 0.05
+    assert all(se >= 0 for se in m["mc_error"])
+    records = list(iter_records(tmp_path / "run", kinds={"edit.certificate"}))
+    assert len(records) == 1 and records[0]["data"]["certificate"] == result.digest
+    assert records[0]["data"]["verdict"] == "pass"
+    verify_run(tmp_path / "run", deep=True)
+    check = verify_certificate(cert, run=tmp_path / "run", key=run.ledger.public_key.fingerprint)
+    assert "ledger record" in check.checks and check.signer == run.ledger.public_key.fingerprint
+
+
+def test_failed_apply_rolls_back_bit_for_bit(tiny_lm, tmp_path):
+    model = tiny_lm.copy()
+    before = weights_digest(model)
+    with tw.Run(tmp_path / "run") as run:
+        result = certify(model, edit="quant-int2", tokens=tiny_lm.held_out, policy="strict", run=run, apply=True,
+                         windows=200)
+    assert result.verdict == "fail" and result.action == "rolled-back"
+    assert weights_digest(model) == before == result.certificate["baseline"]["weights"]
+    record = next(iter_records(tmp_path / "run", kinds={"edit.certificate"}))
+    assert record["data"]["action"] == "rolled-back"
+
+
+def test_passing_apply_keeps_the_edit(tiny_lm):
+    model = tiny_lm.copy()
+    result = certify(model, edit="quant-int8", tokens=tiny_lm.held_out, apply=True)
+    assert result.action == "kept" and weights_digest(model) == result.certificate["subject"]["weights"]
+    assert not model.training  # it was in eval mode before and stays so
+
+
+def test_ppl_ratio_is_exp_of_the_mean_token_delta(tiny_lm):
+    result = certify(tiny_lm.model, edit="quant-int4", tokens=tiny_lm.held_out, policy="lenient")
+    cert = result.certificate
+    rows = cert["statistics"]["rows"]
+    delta = sum(r["nll_subject"] - r["nll_baseline"] for r in rows) / sum(r["tokens"] for r in rows)
+    assert math.isclose(cert["statistics"]["metrics"]["ppl_ratio"]["estimate"], math.exp(delta), rel_tol=1e-12)
+    totals = cert["statistics"]["totals"]
+    assert math.isclose(totals["subject_ppl"] / totals["baseline_ppl"], math.exp(delta), rel_tol=1e-9)

@@ -1,0 +1,136 @@
+"""The certify / verify-cert / doctor / cert-schema commands, driven through the real entry point."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+from safetensors.torch import save_model
+
+from torchwitness.certify.edits import apply_edit, weights_digest
+from torchwitness.ledger import iter_records, verify_run
+
+FACTORY = "tiny_factory:build"
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def tw(capsys):
+    """Run the console entry point in-process (a subprocess would re-import torch for every call)."""
+    from torchwitness.cli import main
+
+    def invoke(*args: str) -> Result:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return invoke
+
+
+@pytest.fixture(scope="module")
+def files(tiny_lm, tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    save_model(tiny_lm.model, str(d / "base.safetensors"))
+    bad = tiny_lm.copy()
+    with torch.no_grad():
+        bad.transformer.h[0].attn.c_attn.weight.zero_()
+    save_model(bad, str(d / "zeroed.safetensors"))
+    text = tiny_lm.text_path.read_text()
+    (d / "held.txt").write_text(text[int(len(text) * 0.9):])
+    return d
+
+
+def test_certify_edits_then_verify_cert_with_replay(files, tiny_lm, tmp_path, tw):
+    run = tmp_path / "run"
+    out = tmp_path / "certs"
+    r = tw("certify", "--baseline", str(files / "base.safetensors"), "--factory", FACTORY, "--data",
+           str(files / "held.txt"), "--edit", "quant-int8", "--edit", "quant-int4-g16", "--run", str(run),
+           "--out", str(out), "--windows", "120")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "PASS" in r.stdout and "ppl_ratio" in r.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["quant-int4-g16.json", "quant-int8.json"]
+    verify_run(run)
+    records = list(iter_records(run, kinds={"edit.certificate"}))
+    assert [rec["data"]["edit"] for rec in records] == ["quant-int8", "quant-int4-g16"]
+    v = tw("verify-cert", str(out / "quant-int8.json"), "--run", str(run))
+    assert v.returncode == 0 and v.stdout.startswith("OK certificate verifies"), v.stderr
+    # replay needs the subject's weights: rebuild the int8 edit and save it
+    subject = tiny_lm.copy()
+    apply_edit(subject, "quant-int8")
+    save_model(subject, str(tmp_path / "int8.safetensors"))
+    v = tw("verify-cert", str(out / "quant-int8.json"), "--baseline", str(files / "base.safetensors"),
+           "--subject", str(tmp_path / "int8.safetensors"), "--factory", FACTORY, "--data",
+           str(files / "held.txt"), "--replay", "5", "--seed", "3")
+    assert v.returncode == 0, v.stderr
+    assert "replay of 5 windows" in v.stdout
+
+
+def test_failing_subject_exits_1_and_tampered_certificate_exits_3(files, tmp_path, tw):
+    cert = tmp_path / "zeroed.json"
+    r = tw("certify", "--baseline", str(files / "base.safetensors"), "--subject", str(files / "zeroed.safetensors"),
+           "--factory", FACTORY, "--data", str(files / "held.txt"), "--run", str(tmp_path / "run"), "-o", str(cert))
+    assert r.returncode == 1, r.stderr
+    assert "FAIL" in r.stdout and "transformer.h.0.attn.c_attn.weight (weight error 1)" in r.stdout
+    doc = json.loads(cert.read_text())
+    doc["decision"]["verdict"] = "pass"
+    cert.write_text(json.dumps(doc))
+    v = tw("verify-cert", str(cert))
+    assert v.returncode == 3
+    assert "stated verdict 'pass' does not follow" in v.stderr
+
+
+def test_apply_save_keeps_a_passing_edit(files, tmp_path, tw):
+    saved = tmp_path / "edited.safetensors"
+    r = tw("certify", "--baseline", str(files / "base.safetensors"), "--factory", FACTORY, "--data",
+           str(files / "held.txt"), "--edit", "quant-int8", "--apply", "--save", str(saved), "--run",
+           str(tmp_path / "run"), "--windows", "100")
+    assert r.returncode == 0, r.stderr
+    from safetensors.torch import load_file
+
+    record = next(iter_records(tmp_path / "run", kinds={"edit.certificate"}))
+    assert record["data"]["action"] == "kept"
+    assert weights_digest(load_file(str(saved))) != record["data"]["baseline_weights"]
+
+
+def test_doctor_reports_stable_codes(files, tmp_path, tw):
+    ok = tw("doctor", "--baseline", str(files / "base.safetensors"), "--factory", FACTORY, "--edit", "quant-int8",
+            "--data", str(files / "held.txt"), "--json")
+    assert ok.returncode == 0, ok.stderr
+    codes = {c["code"]: c["level"] for c in json.loads(ok.stdout)}
+    assert codes["TWD099"] == "ok" and codes["TWD010"] == "ok" and codes["TWD001"] == "ok"
+    short = tmp_path / "short.txt"
+    short.write_text("To be, or not to be " * 20)
+    bad = tw("doctor", "--baseline", str(files / "base.safetensors"), "--factory", FACTORY, "--edit", "quant-int9",
+             "--data", str(short), "--policy", "nope", "--json")
+    assert bad.returncode == 1
+    codes = {c["code"] for c in json.loads(bad.stdout) if c["level"] == "error"}
+    assert codes == {"TWD004", "TWD010"}  # without a policy there is no data requirement to check
+    bad = tw("doctor", "--baseline", str(files / "base.safetensors"), "--factory", FACTORY, "--subject",
+             str(tmp_path / "missing.pt"), "--data", str(short), "--json")
+    codes = {c["code"] for c in json.loads(bad.stdout) if c["level"] == "error"}
+    assert codes == {"TWD002", "TWD022"}
+
+
+def test_bad_input_is_one_line_and_exit_2(files, tw):
+    r = tw("certify", "--baseline", str(files / "base.safetensors"), "--edit", "quant-int8", "--data",
+           str(files / "held.txt"))
+    assert r.returncode == 2 and "--factory" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cert_schema_is_json_schema(tw):
+    r = tw("cert-schema")
+    schema = json.loads(r.stdout)
+    assert "Certificate" in json.dumps(schema) and r.returncode == 0
