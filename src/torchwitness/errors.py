@@ -65,3 +65,13 @@ class VerificationError(TorchWitnessError):
 
 class ProofError(VerificationError):
     """An inclusion or consistency proof does not verify."""
+
+
+class PolicyError(TorchWitnessError):
+    """A declared governance policy refuses the run as configured (no privacy budget, no consent basis)."""
+
+    exit_code = 4
+
+
+class PrivacyBudgetExhausted(PolicyError):
+    """The next DP-SGD step would spend more privacy than the budget allows; it was not taken."""
