@@ -37,27 +37,36 @@ class FairnessAccumulator:
         self.reps = reps
         self.confidence = confidence
         self.seed = seed
-        self._radix = torch.tensor(np.cumprod((1, *encoder.shape[::-1]))[-2::-1].copy(), dtype=torch.int64)
+        self._radix = [int(r) for r in np.cumprod((1, *encoder.shape[::-1]))[-2::-1]]
         self._cells = int(np.prod(encoder.shape)) * 4
         self.counts = torch.zeros(self._cells, dtype=torch.int64, device=device)
 
     def _to(self, device: torch.device) -> None:
         if self.counts.device != device:
             self.counts = self.counts.to(device)
-        if self._radix.device != device:
-            self._radix = self._radix.to(device)
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor, codes: torch.Tensor) -> None:
-        """Add a batch: hard predictions (or ``[n, 2]`` scores, arg-maxed), labels in {0, 1}, ``[n, A]`` codes."""
+    def update(self, preds: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> None:
+        """Add a batch: hard predictions (or ``[n, 2]`` scores, arg-maxed) and labels in {0, 1}.
+
+        ``groups`` is either the ``[n]`` intersectional index (``encoder.flat(codes)``, computed once when the
+        data are prepared: the cheapest form) or the ``[n, A]`` per-attribute codes.
+        """
         if preds.ndim == 2:
             preds = preds.argmax(1)
         device = preds.device
         self._to(device)
-        codes = codes.to(device, non_blocking=True)
-        if codes.ndim != 2 or codes.shape[1] != len(self.encoder.shape):
-            raise InputError(f"codes must be [n, {len(self.encoder.shape)}], got {tuple(codes.shape)}")
-        group = (codes.long() * self._radix).sum(1)
-        idx = (group * 2 + target.to(device, non_blocking=True).long()) * 2 + preds.long()
+        groups = groups.to(device, non_blocking=True)
+        if groups.ndim == 2 and groups.shape[1] == len(self.encoder.shape):
+            idx = groups[:, 0].long() * self._radix[0]
+            for a in range(1, groups.shape[1]):
+                idx.add_(groups[:, a], alpha=self._radix[a])
+        elif groups.ndim == 1:
+            idx = groups.long()
+        else:
+            raise InputError(f"groups must be [n] or [n, {len(self.encoder.shape)}], got {tuple(groups.shape)}")
+        # in-place: one temporary for the whole batch, which keeps the pass near a bare bincount
+        idx = idx * 4
+        idx.add_(target.to(device, non_blocking=True), alpha=2).add_(preds.long())
         if device.type == "cpu":
             self.counts += torch.bincount(idx, minlength=self._cells)
         else:
