@@ -41,3 +41,14 @@ def compas_frame(request: pytest.FixtureRequest) -> pd.DataFrame:
     df["y_pred"] = (df["decile_score"] >= 5).astype(int)
     return df
 
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models run faster on one intra-op thread, and much faster when CI shares its cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -100,7 +100,8 @@ class ProvenanceRecorder:
                                             "rows": [len(b) for b in self._batches], "subjects": n_subjects},
                         step=self._steps[-1])
         np.savez(self.dir / f"epoch-{epoch:06d}.npz", epoch=np.int64(epoch), steps=np.asarray(self._steps),
-                 offsets=np.cumsum([0, *(len(b) for b in self._batches)]), members=np.concatenate(self._batches))
+                 offsets=np.cumsum([0, *(len(b) for b in self._batches)]),
+                 members=np.concatenate(self._batches).astype(np.int32))
         self._steps, self._batches = [], []
 
     def checkpoint_saved(self, step: int, *, epoch: int, name: str, digest: str | None = None) -> None:
