@@ -91,3 +91,17 @@ def test_gate_fails_closed_when_groups_are_insufficient_and_warns():
         out = gate.evaluate(acc)
     assert out.decision.violated and out.decision.value is None and out.checkpoint_allowed
     assert len(out.result.views[-1].insufficient) == 6
+
+
+def test_flat_group_index_and_attribute_codes_give_the_same_counts():
+    sens, y, pred = _biased()
+    enc = GroupEncoder.fit(sens)
+    codes = enc.encode(sens)
+    by_codes, by_flat = FairnessAccumulator(enc, reps=0), FairnessAccumulator(enc, reps=0)
+    by_codes.update(pred, y, torch.from_numpy(codes))
+    by_flat.update(pred, y, torch.from_numpy(enc.flat(codes)))
+    naive = np.zeros((6, 2, 2), dtype=np.int64)
+    for g, t, p in zip(enc.flat(codes), y.tolist(), pred.tolist(), strict=True):
+        naive[g, t, p] += 1
+    assert np.array_equal(by_codes.counts.numpy(), naive.ravel())
+    assert torch.equal(by_codes.counts, by_flat.counts)
