@@ -107,6 +107,16 @@ def test_provenance_query_matches_the_loop_and_erasure_reports_checkpoints(tmp_p
     assert out.exit_code == 0 and "checkpoints carrying its influence: epoch-0.pt" in out.output
 
 
+def test_query_without_side_index_is_a_readable_error(tmp_path, capsys):
+    from torchwitness.cli import main
+
+    with tw.Run(tmp_path / "run") as run:
+        run.record("x", {"who": tw.Personal("alice")})
+    with pytest.raises(SystemExit) as exit_:
+        main(["provenance", str(tmp_path / "run"), "--subject", "alice"])
+    assert exit_.value.code == 2 and "no provenance side index" in capsys.readouterr().err
+
+
 def test_consent_refuses_unchecked_reads():
     reg = ConsentRegistry()
     data = ConsentedDataset(TensorDataset(torch.zeros(2, 1)), subjects=["a", "b"], registry=reg, purpose="t")

@@ -41,6 +41,9 @@ register_kind("provenance.erasure", ProvenanceErasure)
 
 
 def _commitment(root: Path, subject: Any) -> str:
+    if not (side_index(root) / "rows.npy").exists() or not Layout(root).personal.exists():
+        raise InputError(f"{root} has no provenance side index (was a ProvenanceRecorder used, and is private/ "
+                         "present?)")
     store = PersonalStore(Layout(root).personal)
     try:
         c = store.lookup(subject)
