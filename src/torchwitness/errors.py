@@ -69,3 +69,13 @@ class ProofError(VerificationError):
 
 class CertificateError(VerificationError):
     """An edit certificate does not verify: its signature, Merkle root, statistics, verdict or a digest."""
+
+
+class PolicyError(TorchWitnessError):
+    """A declared governance policy refuses the run as configured (no privacy budget, no consent basis)."""
+
+    exit_code = 4
+
+
+class PrivacyBudgetExhausted(PolicyError):
+    """The next DP-SGD step would spend more privacy than the budget allows; it was not taken."""

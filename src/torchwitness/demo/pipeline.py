@@ -79,4 +79,7 @@ def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, co
     result = verify_run(run_dir)
     console.print(f"[green]verified[/]: {result.summary()}")
     console.print(f"run folder: [bold]{run_dir.resolve()}[/]")
+    from torchwitness.demo.governance import run_governance
+
+    run_governance(out, seed=seed, console=console)
     return run_dir

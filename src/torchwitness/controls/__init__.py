@@ -1,0 +1,1 @@
+"""Controls that act inside the training loop and leave evidence: fairness, consent, provenance, privacy."""
