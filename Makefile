@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(VENV)/bin/torchwitness demo --out evidence
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
