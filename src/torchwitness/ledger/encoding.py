@@ -54,6 +54,23 @@ class Personal:
         return "Personal(<redacted>)"
 
 
+class Fingerprint:
+    """Marks an input batch whose rows the ledger stores only as keyed fingerprints (never the values).
+
+    Each row (first dimension) becomes ``hmac-sha256:<32 hex>``, keyed with the run's secret fingerprint key from
+    the private side store, so equal inputs can be matched by the key holder and nobody else learns them. The
+    hashing happens on the writer thread.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "Fingerprint(<redacted>)"
+
+
 class _Deferred:
     """A value the writer thread must finish (a cloned tensor)."""
 
@@ -161,6 +178,10 @@ def snapshot(value: Any, path: str = "data") -> tuple[Any, bool]:
         if isinstance(x, Personal):
             deferred = True
             return Personal(walk(x.value, p))
+        if isinstance(x, Fingerprint):
+            deferred = True
+            rows = x.value.detach().clone() if _is_tensor(x.value) else sys.modules["numpy"].array(x.value, copy=True)
+            return Fingerprint(rows)
         if isinstance(x, bytes):
             return {"$bytes": base64.b64encode(x).decode()}
         if isinstance(x, (_dt.datetime, _dt.date)):
@@ -189,16 +210,30 @@ def _tensor_value(t: Any) -> Any:
     return _encode_list(values.reshape(-1).tolist(), dtype, list(t.shape))
 
 
-def finalize(value: Any, commit: Callable[[Any], str]) -> Any:
-    """Writer-thread pass: tensors to lists, personal values to ``commit(value)`` commitments."""
+def _row_bytes(rows: Any) -> list[bytes]:
+    if _is_tensor(rows):
+        rows = rows.cpu().contiguous().numpy() if rows.dtype != sys.modules["torch"].bfloat16 else \
+            rows.float().cpu().numpy()
+    if rows.ndim == 0:
+        return [rows.tobytes()]
+    return [row.tobytes() for row in rows.reshape(rows.shape[0], -1)]
+
+
+def finalize(value: Any, commit: Callable[[Any], str], fingerprint: Callable[[bytes], str] | None = None) -> Any:
+    """Writer-thread pass: tensors to lists, personal values to ``commit(value)`` commitments and
+    :class:`Fingerprint` rows to ``fingerprint(row_bytes)``."""
     if isinstance(value, dict):
-        return {k: finalize(v, commit) for k, v in value.items()}
+        return {k: finalize(v, commit, fingerprint) for k, v in value.items()}
     if isinstance(value, list):
-        return [finalize(v, commit) for v in value]
+        return [finalize(v, commit, fingerprint) for v in value]
     if isinstance(value, _Deferred):
         return _tensor_value(value.tensor)
     if isinstance(value, Personal):
-        return {"$personal": commit(finalize(value.value, commit))}
+        return {"$personal": commit(finalize(value.value, commit, fingerprint))}
+    if isinstance(value, Fingerprint):
+        if fingerprint is None:
+            raise RecordEncodingError("fingerprints need a ledger (its private key)")
+        return [fingerprint(row) for row in _row_bytes(value.value)]
     return value
 
 

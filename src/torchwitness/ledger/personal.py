@@ -62,7 +62,13 @@ class PersonalStore:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('lookup_key', ?)", (os.urandom(32),))
             row = self._db.execute("SELECT value FROM meta WHERE key = 'lookup_key'").fetchone()
         self._lookup_key: bytes = row[0]
+        # A separate key for input fingerprints, so matching inputs never reveals personal-value tags.
+        self._fingerprint_key = hmac.new(self._lookup_key, b"torchwitness input fingerprint", hashlib.sha256).digest()
         self._cache: dict[str, str] = {}
+
+    def fingerprint(self, data: bytes) -> str:
+        """A keyed 128-bit fingerprint of raw bytes (an input row): matchable by the key holder only."""
+        return COMMITMENT_PREFIX + hmac.new(self._fingerprint_key, data, hashlib.sha256).hexdigest()[:32]
 
     def _tag(self, value: Any) -> str:
         return hmac.new(self._lookup_key, rfc8785.dumps(value), hashlib.sha256).hexdigest()

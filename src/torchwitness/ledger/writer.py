@@ -367,7 +367,7 @@ class Ledger:
                   "kind": kind, "step": step, "data": payload}
         try:
             if deferred:
-                record["data"] = finalize(payload, self._commit_personal)
+                record["data"] = finalize(payload, self._commit_personal, self.personal.fingerprint)
             return rfc8785.dumps(record)
         except Exception as e:  # keep the seq: a gap would be indistinguishable from tampering
             record.update(kind="ledger.error", step=step,

@@ -1,0 +1,270 @@
+"""Streaming drift monitoring against a recorded reference, with alerts as ledger records.
+
+Generic over named scalar features (tabular columns, model scores, LLM token statistics such as entropy or
+perplexity), optional embeddings, and predicted classes. Production rows accumulate into tumbling windows of
+``window`` rows; each full window is compared with the reference:
+
+* every scalar feature: two-sample Kolmogorov-Smirnov (the alerting test) and PSI over reference quantile bins
+  (reported every window; alerting only when ``psi_threshold`` is set, e.g. the conventional 0.25, because PSI
+  has no sampling distribution: on windows of a few hundred rows its noise alone crosses 0.25 often);
+* embeddings: MMD^2 with an RBF kernel and a permutation p-value;
+* predictions: the largest class-proportion change with a two-proportion z-test.
+
+Multiple testing: one window runs one test per feature, so each p-value is compared with ``alpha / tests``
+(Bonferroni). That bounds the chance that a window without drift raises any alert by ``alpha`` (the family-wise
+false-alarm rate per window), which the tests measure on unshifted data.
+
+Example::
+
+    ref = DriftReference.from_arrays({"age": val_age, "score": val_scores}, predictions=val_pred)
+    monitor = DriftMonitor(ref, run=run, window=256)
+    for batch in production:
+        for alert in monitor.update({"age": batch_age, "score": batch_scores}, predictions=batch_pred):
+            print(alert.feature, alert.statistic, alert.value)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from torchwitness.controls.drift import functional as F
+from torchwitness.errors import InputError
+from torchwitness.ledger.schema import register_kind
+
+
+class FeatureSummary(msgspec.Struct):
+    rows: int
+    mean: float
+    std: float
+    quantiles: list[float]  # 0, 10, ..., 100th percentiles
+
+
+class ReferenceRecord(msgspec.Struct):
+    """``drift.reference``: what production is compared with (summaries only, never the rows)."""
+
+    features: dict[str, FeatureSummary]
+    embedding_dim: int | None
+    prediction_counts: list[int] | None
+    window: int
+    alpha: float
+    psi_threshold: float | None
+
+
+class AlertRecord(msgspec.Struct):
+    """``drift.alert``: one statistic crossing its threshold in one window."""
+
+    feature: str
+    statistic: str
+    value: float
+    threshold: float
+    p_value: float | None
+    window: int
+    rows: int
+
+
+class WindowRecord(msgspec.Struct):
+    """``drift.window``: every statistic of one window, alerting or not (for trajectories and reports)."""
+
+    window: int
+    rows: int
+    ks: dict[str, list[float]]  # feature -> [D, p]
+    psi: dict[str, float]
+    mmd: list[float] | None
+    prediction_shift: list[float] | None
+    alerts: int
+
+
+for _kind, _struct in {"drift.reference": ReferenceRecord, "drift.alert": AlertRecord,
+                       "drift.window": WindowRecord}.items():
+    register_kind(_kind, _struct)
+
+
+def _as_array(name: str, values: Any) -> np.ndarray:
+    if hasattr(values, "detach"):  # a tensor: the monitor runs off the hot path, at window boundaries
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not np.isfinite(arr).all():
+        raise InputError(f"drift feature {name!r} holds NaN or infinite values")
+    return arr
+
+
+@dataclass
+class DriftReference:
+    """Reference samples kept in memory (at most ``max_rows`` per feature) plus their recorded summaries."""
+
+    features: dict[str, np.ndarray]
+    embeddings: np.ndarray | None = None
+    prediction_counts: np.ndarray | None = None
+    bins: int = 10
+    edges: dict[str, np.ndarray] = field(init=False)
+    sorted: dict[str, np.ndarray] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.features and self.embeddings is None and self.prediction_counts is None:
+            raise InputError("a drift reference needs at least one feature, embeddings or predictions")
+        self.edges = {k: F.quantile_edges(v, self.bins) for k, v in self.features.items()}
+        self.sorted = {k: np.sort(v) for k, v in self.features.items()}
+
+    @classmethod
+    def from_arrays(cls, features: dict[str, Any], *, embeddings: Any = None, predictions: Any = None,
+                    num_classes: int | None = None, max_rows: int = 5000, bins: int = 10,
+                    seed: int = 0) -> DriftReference:
+        rng = np.random.default_rng(seed)
+        feats = {k: _as_array(k, v) for k, v in features.items()}
+        for k, v in feats.items():
+            if len(v) < 20:
+                raise InputError(f"drift reference for {k!r} has {len(v)} rows; at least 20 are needed")
+            if len(v) > max_rows:
+                feats[k] = rng.choice(v, max_rows, replace=False)
+        emb = None
+        if embeddings is not None:
+            emb = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings,
+                             dtype=np.float64)
+            emb = emb[rng.choice(len(emb), min(len(emb), 500), replace=False)]
+        counts = None
+        if predictions is not None:
+            pred = _as_array("predictions", predictions).astype(np.int64)
+            counts = np.bincount(pred, minlength=num_classes or int(pred.max()) + 1)
+        return cls(feats, emb, counts, bins)
+
+    def summary(self) -> dict[str, FeatureSummary]:
+        qs = np.linspace(0, 100, 11)
+        return {k: FeatureSummary(len(v), float(v.mean()), float(v.std()),
+                                  [float(q) for q in np.percentile(v, qs)]) for k, v in self.features.items()}
+
+
+@dataclass
+class DriftAlert:
+    feature: str
+    statistic: str
+    value: float
+    threshold: float
+    p_value: float | None
+    window: int
+    rows: int
+
+
+class DriftMonitor:
+    """Tumbling-window drift tests against a :class:`DriftReference`; records into ``run`` when given."""
+
+    def __init__(self, reference: DriftReference, *, run: Any = None, window: int = 500, alpha: float = 0.01,
+                 psi_threshold: float | None = None, mmd_permutations: int = 200, seed: int = 0) -> None:
+        if window < 20:
+            raise InputError("drift windows need at least 20 rows")
+        if not 0 < alpha < 1:
+            raise InputError(f"alpha must be in (0, 1), not {alpha}")
+        self.reference = reference
+        self.run = run
+        self.window = window
+        self.alpha = alpha
+        self.psi_threshold = psi_threshold
+        self.mmd_permutations = mmd_permutations
+        self.seed = seed
+        self.windows_seen = 0
+        self.windows_alerting = 0
+        self._buffer: dict[str, list[np.ndarray]] = {k: [] for k in reference.features}
+        self._emb: list[np.ndarray] = []
+        self._pred: list[np.ndarray] = []
+        self._rows = 0
+        if run is not None:
+            run.record("drift.reference", {
+                "features": {k: msgspec.to_builtins(v) for k, v in reference.summary().items()},
+                "embedding_dim": None if reference.embeddings is None else int(reference.embeddings.shape[1]),
+                "prediction_counts": None if reference.prediction_counts is None
+                else reference.prediction_counts.tolist(),
+                "window": window, "alpha": alpha, "psi_threshold": psi_threshold})
+
+    @property
+    def false_alarm_rate(self) -> float:
+        """Share of windows that raised any alert (on data known to be unshifted, the false-alarm rate)."""
+        return self.windows_alerting / self.windows_seen if self.windows_seen else 0.0
+
+    def update(self, features: dict[str, Any] | None = None, *, embeddings: Any = None,
+               predictions: Any = None) -> list[DriftAlert]:
+        """Add production rows; returns the alerts of every window this call completed."""
+        features = features or {}
+        missing = set(self.reference.features) - set(features)
+        if missing:
+            raise InputError(f"drift update lacks reference features: {', '.join(sorted(missing))}")
+        arrays = {k: _as_array(k, features[k]) for k in self.reference.features}
+        lengths = {len(v) for v in arrays.values()}
+        if predictions is not None:
+            pred = _as_array("predictions", predictions).astype(np.int64)
+            lengths.add(len(pred))
+        if len(lengths) > 1:
+            raise InputError(f"drift update arrays have different lengths: {sorted(lengths)}")
+        for k, v in arrays.items():
+            self._buffer[k].append(v)
+        if embeddings is not None:
+            self._emb.append(np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings,
+                                        dtype=np.float64))
+        if predictions is not None:
+            self._pred.append(pred)
+        self._rows += lengths.pop() if lengths else (len(self._emb[-1]) if self._emb else 0)
+        alerts: list[DriftAlert] = []
+        while self._rows >= self.window:
+            alerts.extend(self._close_window())
+        return alerts
+
+    def _take(self, parts: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        joined = np.concatenate(parts) if parts else np.empty(0)
+        return joined[: self.window], [joined[self.window:]] if len(joined) > self.window else []
+
+    def _close_window(self) -> list[DriftAlert]:
+        ref = self.reference
+        current = {}
+        for k in list(self._buffer):
+            current[k], self._buffer[k] = self._take(self._buffer[k])
+        emb = pred = None
+        if self._emb:
+            joined = np.concatenate(self._emb)
+            emb, self._emb = joined[: self.window], ([joined[self.window:]] if len(joined) > self.window else [])
+        if self._pred:
+            pred, self._pred = self._take(self._pred)
+        self._rows -= self.window
+        index = self.windows_seen
+        self.windows_seen += 1
+
+        tests = len(current) + (emb is not None and ref.embeddings is not None) + (
+            pred is not None and ref.prediction_counts is not None)
+        level = self.alpha / max(tests, 1)
+        alerts: list[DriftAlert] = []
+        ks, psi_values = {}, {}
+        for k, values in current.items():
+            d = F.ks_statistic(ref.sorted[k], values)
+            n, m = len(ref.sorted[k]), len(values)
+            p = F.kolmogorov_sf(np.sqrt(n * m / (n + m)) * d)
+            ks[k] = [d, p]
+            psi_values[k] = F.psi(F.bin_counts(ref.features[k], ref.edges[k]), F.bin_counts(values, ref.edges[k]))
+            if p < level:
+                alerts.append(DriftAlert(k, "ks", d, level, p, index, self.window))
+            if self.psi_threshold is not None and psi_values[k] > self.psi_threshold:
+                alerts.append(DriftAlert(k, "psi", psi_values[k], self.psi_threshold, None, index, self.window))
+        mmd = None
+        if emb is not None and ref.embeddings is not None:
+            value, p = F.mmd_test(ref.embeddings, emb[:500], permutations=self.mmd_permutations,
+                                  seed=self.seed + index)
+            mmd = [value, p]
+            if p < level:
+                alerts.append(DriftAlert("embeddings", "mmd", value, level, p, index, self.window))
+        shift = None
+        if pred is not None and ref.prediction_counts is not None:
+            counts = np.bincount(pred.astype(np.int64), minlength=len(ref.prediction_counts))
+            value, p = F.proportion_shift(ref.prediction_counts, counts[: len(ref.prediction_counts)])
+            shift = [value, p]
+            if p < level:
+                alerts.append(DriftAlert("predictions", "proportion_shift", value, level, p, index, self.window))
+        if alerts:
+            self.windows_alerting += 1
+        if self.run is not None:
+            self.run.record("drift.window", {"window": index, "rows": self.window, "ks": ks, "psi": psi_values,
+                                             "mmd": mmd, "prediction_shift": shift, "alerts": len(alerts)})
+            for a in alerts:
+                self.run.record("drift.alert", {"feature": a.feature, "statistic": a.statistic, "value": a.value,
+                                                "threshold": a.threshold, "p_value": a.p_value,
+                                                "window": a.window, "rows": a.rows})
+        return alerts

@@ -1,0 +1,112 @@
+"""Drift statistics against scipy and a naive MMD; alerts and false-alarm rate on the Adult test split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+
+import torchwitness as tw
+from torchwitness.controls.drift import DriftMonitor, DriftReference
+from torchwitness.controls.drift import functional as F
+from torchwitness.demo.adult import NUMERIC, load_adult
+from torchwitness.errors import InputError
+from torchwitness.ledger import iter_records
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ks_matches_scipy(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=400), rng.normal(0.1 * seed, 1, size=150)
+    d, p = F.ks_2samp(a, b)
+    assert d == pytest.approx(scipy.stats.ks_2samp(a, b).statistic, abs=1e-12)
+    # Our p-value is the limiting (Kolmogorov) distribution at sqrt(nm/(n+m)) * D.
+    expected = scipy.stats.kstwobign.sf(np.sqrt(400 * 150 / 550) * d)
+    assert p == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+def test_mmd_matches_a_naive_double_loop() -> None:
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(15, 3)), rng.normal(0.5, 1, size=(12, 3))
+    bw = 1.3
+
+    def k(a, b):
+        return np.exp(-np.sum((a - b) ** 2) / (2 * bw * bw))
+
+    sxx = sum(k(x[i], x[j]) for i in range(15) for j in range(15) if i != j) / (15 * 14)
+    syy = sum(k(y[i], y[j]) for i in range(12) for j in range(12) if i != j) / (12 * 11)
+    sxy = sum(k(x[i], y[j]) for i in range(15) for j in range(12)) / (15 * 12)
+    value, p = F.mmd_test(x, y, bandwidth=bw, permutations=50)
+    assert value == pytest.approx(sxx + syy - 2 * sxy, rel=1e-10)
+    assert 0 < p <= 1
+    shifted = F.mmd_test(rng.normal(size=(60, 3)), rng.normal(1.5, 1, size=(60, 3)), permutations=100)
+    assert shifted[1] < 0.02
+
+
+def test_psi_is_zero_for_identical_bins_and_grows_with_shift() -> None:
+    rng = np.random.default_rng(2)
+    ref = rng.normal(size=5000)
+    edges = F.quantile_edges(ref)
+    base = F.bin_counts(ref, edges)
+    assert F.psi(base, base) == 0
+    assert F.psi(base, F.bin_counts(ref + 1.0, edges)) > 0.25 > F.psi(base, F.bin_counts(rng.normal(size=5000),
+                                                                                          edges))
+
+
+@pytest.fixture(scope="module")
+def adult():
+    data = load_adult()
+    weights = np.random.default_rng(0).normal(size=data.train.features.shape[1]) / 10
+
+    def columns(split):
+        cols = {name: split.features[:, i] for i, name in enumerate(NUMERIC)}
+        cols["score"] = 1 / (1 + np.exp(-split.features @ weights))
+        return cols, (cols["score"] > 0.5).astype(np.int64)
+
+    return columns(data.train), columns(data.test)
+
+
+def test_false_alarm_rate_on_unshifted_windows(adult) -> None:
+    (train, train_pred), (test, test_pred) = adult
+    reference = DriftReference.from_arrays(train, predictions=train_pred, num_classes=2)
+    monitor = DriftMonitor(reference, window=64, alpha=0.01)
+    for start in range(0, len(test_pred) - 63, 64):
+        monitor.update({k: v[start:start + 64] for k, v in test.items()}, predictions=test_pred[start:start + 64])
+    assert monitor.windows_seen >= 200
+    assert monitor.false_alarm_rate <= 0.01, monitor.false_alarm_rate
+    psi = DriftMonitor(reference, window=1024, psi_threshold=0.25)  # PSI alerts need large windows to be quiet
+    for start in range(0, len(test_pred) - 1023, 1024):
+        psi.update({k: v[start:start + 1024] for k, v in test.items()}, predictions=test_pred[start:start + 1024])
+    assert psi.false_alarm_rate == 0
+
+
+def test_shift_is_caught_in_the_first_window_after_it(adult, tmp_path) -> None:
+    (train, train_pred), (test, test_pred) = adult
+    with tw.Run(tmp_path / "run") as run:
+        monitor = DriftMonitor(DriftReference.from_arrays(train, predictions=train_pred), run=run, window=128,
+                               psi_threshold=0.25)
+        first_alert = None
+        for w in range(40):
+            rows = slice(w * 128, (w + 1) * 128)
+            batch = {k: v[rows].copy() for k, v in test.items()}
+            if w >= 20:  # the shift: everyone 1 standard deviation older
+                batch["age"] += 1.0
+            alerts = monitor.update(batch, predictions=test_pred[rows])
+            if alerts and first_alert is None:
+                first_alert = w
+    assert first_alert == 20
+    recorded = [r["data"] for r in iter_records(tmp_path / "run", kinds={"drift.alert"})]
+    assert recorded and recorded[0]["feature"] == "age" and recorded[0]["window"] == 20
+    assert {r["statistic"] for r in recorded if r["feature"] == "age"} >= {"ks", "psi"}
+    assert len(list(iter_records(tmp_path / "run", kinds={"drift.window"}))) == 40
+
+
+def test_bad_input_is_refused() -> None:
+    ref = DriftReference.from_arrays({"a": np.arange(100.0)})
+    monitor = DriftMonitor(ref, window=20)
+    with pytest.raises(InputError, match="lacks reference features"):
+        monitor.update({"b": np.zeros(5)})
+    with pytest.raises(InputError, match="NaN"):
+        monitor.update({"a": np.array([np.nan])})
+    with pytest.raises(InputError, match="at least 20 are needed"):
+        DriftReference.from_arrays({"a": np.arange(5.0)})
