@@ -101,9 +101,10 @@ def _batch_fp(rows: np.ndarray) -> int:
                remediation="Create the iterator once per epoch (for x, y in loader) instead of calling "
                            "next(iter(loader)) every step, and check the sampler.")
 def duplicate_batch(v: StepView) -> Iterator[Finding]:
-    """An audited batch has exactly the same samples as an earlier audited batch but arrives in new memory: the
-    loader is restarted every step or a sampler repeats itself. (Full-batch training that reuses one tensor is
-    not reported.)
+    """The batch of an audited step has exactly the same samples as the batch of the step just before it, in
+    new memory: the loader is restarted every step, or a sampler repeats itself. Judged on consecutive audited
+    steps only, so unshuffled epochs (which repeat a batch one epoch later) and full-batch training on one
+    tensor are not reported.
 
     Example: ``x, y = next(iter(loader))`` inside the loop. Fix: iterate the loader.
     """
@@ -113,12 +114,12 @@ def duplicate_batch(v: StepView) -> Iterator[Finding]:
         return
     fp = _batch_fp(rows)
     history = v.history.batch_fps
-    for step, old_fp, ptr in history:
-        if old_fp == fp and ptr != t.data_ptr:
+    if history:
+        step, old_fp, ptr = history[-1]
+        if step == v.step - 1 and old_fp == fp and ptr != t.data_ptr:
             yield Finding.of("TW206", f"input:{t.name}", f"batch at step {v.step} repeats the batch of step {step}",
                              step=v.step)
-            break
-    history.append((v.step, fp, t.data_ptr))
+    history[:] = [(v.step, fp, t.data_ptr)]
 
 
 @training_rule("TW207", when="step", name="duplicate-samples", title="Many samples repeat within a batch",
@@ -132,7 +133,8 @@ def duplicate_samples(v: StepView) -> Iterator[Finding]:
     """
     rows = v.extra.get("data", {}).get("rows")
     t = v.primary
-    if rows is None or t is None or not t.floating or len(rows) < 8:
+    # Fewer than 8 values per sample (low-cardinality tabular rows) can repeat legitimately.
+    if rows is None or t is None or not t.floating or len(rows) < 8 or t.numel // max(t.shape[0], 1) < 8:
         return
     dup = 1 - len(set(rows.tolist())) / len(rows)
     if dup > v.threshold("duplicate_rows_fraction"):
@@ -223,7 +225,7 @@ def class_imbalance(v: StepView) -> Iterator[Finding]:
         return
     counts = hist[:-1]
     total = counts.sum()
-    if total < v.threshold("imbalance_min_labels") or len(counts) < 2:
+    if total < max(v.threshold("imbalance_min_labels"), 20 * len(counts)) or len(counts) < 2:
         return
     present = counts[counts > 0]
     ratio = math.inf if len(present) < 2 else float(present.max() / present.min())
