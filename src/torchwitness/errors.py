@@ -65,3 +65,9 @@ class VerificationError(TorchWitnessError):
 
 class ProofError(VerificationError):
     """An inclusion or consistency proof does not verify."""
+
+
+class AuditError(TorchWitnessError):
+    """Code under audit (a factory, a batch source, a training step) raised; the message names where."""
+
+    exit_code = 4
