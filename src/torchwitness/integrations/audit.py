@@ -9,11 +9,12 @@
 Every finding is a ``finding`` record of ``run`` first; the returned list is ``run.findings()``.
 
 >>> import tempfile, torch, torchwitness as tw
+>>> from torchwitness.rules import Severity
 >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
 >>> opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.01)
 >>> with tw.Run(tempfile.mkdtemp()) as run:
 ...     found = audit(AuditTarget(model, opt), "init", run=run)
->>> [f.rule_id for f in found]
+>>> [f.rule_id for f in found if f.severity >= Severity.WARN]
 ['TW302']
 """
 
