@@ -84,6 +84,7 @@ class Watch:
         self._eval_budget = _EVAL_ROW_BUDGET
         self._eval_seen = False
         self._step_open = False
+        self._external_forward = False
         self.initial_versions = {id(p): p._version for p in inner.parameters()}
         self._handles = [model.register_forward_pre_hook(self._root_pre, with_kwargs=True),
                          model.register_forward_hook(self._root_post, with_kwargs=True)]
@@ -117,6 +118,8 @@ class Watch:
 
     # ---- hooks -----------------------------------------------------------------------------------------------
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        if self._external_forward:  # begin_forward() already opened this forward
+            return
         if not torch.is_grad_enabled():
             self._eval_forward(args, kwargs)
             return
@@ -137,6 +140,8 @@ class Watch:
                 w.extra["kw_target"] = target
 
     def _root_post(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        if self._external_forward:
+            return
         w = self._window
         if w is None or not w.forwards or not torch.is_grad_enabled():
             return
@@ -240,10 +245,30 @@ class Watch:
             w.pack.add("g/max", torch.stack(torch._foreach_norm(grads, float("inf"))))
             w.pack.add("g/nnz", torch.stack(torch._foreach_norm(grads, 0)))
 
-    def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+    def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         w = self._window
         if w is None:
-            return
+            return None
+        closure = kwargs.get("closure", args[0] if args else None)
+        if not callable(closure):
+            self._before_update(w)
+            return None
+        # step(closure) (Lightning, LBFGS) runs forward and backward inside the step: the gradients to judge are
+        # the ones the closure leaves, so the pre-update work waits for its first call.
+        judged: list[bool] = []
+
+        def closure_then_judge() -> Any:
+            loss = closure()
+            if not judged:
+                judged.append(True)
+                self._before_update(w)
+            return loss
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": closure_then_judge}
+        return (closure_then_judge, *args[1:]), kwargs
+
+    def _before_update(self, w: Window) -> None:
         self._collect_grads(w)
         moving = [p for p in w.params if p.has_grad and p.group is not None]
         # Only tensors the step is about to change are copied, and only on audited steps.
@@ -349,6 +374,19 @@ class Watch:
                     self.findings.add(f)
 
     # ---- public surface --------------------------------------------------------------------------------------
+    def begin_forward(self, *args: Any, **kwargs: Any) -> None:
+        """Open a training forward whose root ``model.forward`` is not called (Lightning's ``training_step`` calls
+        submodules); ``args``/``kwargs`` are the batch inputs. Root forwards inside it are not counted again."""
+        self._root_pre(self.model, args, kwargs)
+        self._external_forward = torch.is_grad_enabled()
+
+    def end_forward(self, output: Any) -> None:
+        """Close the forward opened by :meth:`begin_forward`; ``output`` (e.g. the loss) is what backward starts
+        from."""
+        if self._external_forward:
+            self._external_forward = False
+            self._root_post(self.model, (), {}, output)
+
     def observe(self, *, inputs: Any = None, targets: torch.Tensor | None = None,
                 loss: torch.Tensor | None = None) -> None:
         """Tell the watch about this step's batch, targets or loss when hooks cannot see them."""
