@@ -249,7 +249,7 @@ class Watch:
         w = self._window
         if w is None:
             return None
-        closure = kwargs.get("closure", args[0] if args else None)
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
         if not callable(closure):
             self._before_update(w)
             return None
@@ -266,7 +266,7 @@ class Watch:
 
         if "closure" in kwargs:
             return args, {**kwargs, "closure": closure_then_judge}
-        return (closure_then_judge, *args[1:]), kwargs
+        return (args[0], closure_then_judge, *args[2:]), kwargs
 
     def _before_update(self, w: Window) -> None:
         self._collect_grads(w)
