@@ -39,6 +39,11 @@ def test_unknown_rule_id_gives_one_readable_line(cli: Cli) -> None:
     assert rc == 2 and "unknown rule ID 'TW9999'" in err and err.strip().count("\n") == 0
 
 
+def test_unknown_phase_gives_one_readable_line(cli: Cli) -> None:
+    rc, _, err = cli("audit", f"{FACTORIES}:adam_l2", "--phase", "fit")
+    assert rc == 2 and "unknown phase 'fit'" in err and err.strip().count("\n") == 0
+
+
 def test_train_phase_needs_an_optimizer_and_batches(cli: Cli) -> None:
     rc, _, err = cli("audit", f"{FACTORIES}:model_only", "--phase", "train")
     assert rc == 2 and "needs an optimizer" in err
