@@ -12,7 +12,7 @@ _MASK52 = (1 << 52) - 1
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _WEIGHTS: dict[tuple[int, torch.device], torch.Tensor] = {}
 VALUE_FIELDS = ("min", "max", "mean", "std", "zeros")
-UNIT_FIELDS = ("dead", "spread", "magnitude")
+ACTIVATION_FIELDS = ("sum", "dead", "spread", "magnitude")
 
 
 def value_stats(x: torch.Tensor) -> torch.Tensor:
@@ -28,7 +28,10 @@ def value_stats(x: torch.Tensor) -> torch.Tensor:
     if x.dtype in _LOW_PRECISION:
         x = x.float()
     mn, mx = torch.aminmax(x)
-    std, mean = torch.std_mean(x, correction=0)
+    # Two moments instead of torch.std_mean, whose CPU kernel is an order of magnitude slower; the std is
+    # for reporting (flatness is judged exactly, by min == max).
+    mean = x.mean()
+    std = (x.square().mean() - mean.square()).clamp_min(0).sqrt()
     zeros = (x == 0).sum().to(x.dtype)
     return torch.stack([mn, mx, mean, std, zeros])
 
@@ -38,20 +41,35 @@ def unit_axis(ndim: int) -> int:
     return 1 if ndim in (2, 4, 5) else ndim - 1
 
 
-def unit_stats(x: torch.Tensor) -> torch.Tensor:
-    """``[dead units, mean per-unit spread over the batch, mean magnitude]`` of a ``(B, ...)`` activation.
+def activation_stats(x: torch.Tensor, max_rows: int = 16) -> torch.Tensor:
+    """``[sum]`` of an activation, plus ``[dead units, per-unit spread over samples, magnitude]`` when batched.
 
-    A unit is dead when it is exactly zero for every sample (and position) of the batch.
+    The sum (one cheap pass over the whole tensor) exposes NaN and Inf. The unit statistics look at the first
+    ``max_rows`` samples, with positions (pixels, tokens) reduced first along contiguous memory: reductions
+    across the batch axis are the slow ones on CPU. A unit is dead when it is exactly zero for every sample and
+    position; spread is the mean absolute deviation of the per-sample unit means across samples.
     """
     x = x.detach()
-    if x.dtype in _LOW_PRECISION or x.dtype == torch.float64:
-        x = x.float()
-    axis = unit_axis(x.ndim)
-    dims = tuple(d for d in range(x.ndim) if d != axis)
-    dead = (x.abs().amax(dim=dims) == 0).sum().to(x.dtype)
-    rows = x.reshape(x.shape[0], -1)
-    spread = rows.std(dim=0, correction=0).mean()
-    return torch.stack([dead, spread, rows.abs().mean()])
+    total = x.sum().float().reshape(1)
+    if x.ndim < 2 or x.shape[0] < 2:
+        return total
+    sample = x[:max_rows]
+    if sample.dtype != torch.float32:
+        sample = sample.float()
+    if sample.ndim >= 3:  # (B, C, *spatial) -> reduce spatial; (B, T, D) -> reduce T
+        if unit_axis(sample.ndim) == 1:
+            sample = sample.flatten(2)
+            mag, means = sample.abs(), sample
+            peak, mag, means = mag.amax(dim=2), mag.mean(dim=2), means.mean(dim=2)
+        else:
+            mag = sample.abs()
+            peak, mag, means = mag.amax(dim=1), mag.mean(dim=1), sample.mean(dim=1)
+    else:
+        means = sample
+        peak = mag = sample.abs()
+    dead = (peak.amax(dim=0) == 0).sum().float()
+    spread = (means - means.mean(dim=0)).abs().mean()
+    return torch.cat([total, torch.stack([dead, spread, mag.mean()])])
 
 
 def _weights(n: int, device: torch.device) -> torch.Tensor:

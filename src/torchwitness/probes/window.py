@@ -160,9 +160,7 @@ class Window:
             if v is not None:
                 self.loss.value = float(v[0])
         for name, m in self.modules.items():
-            if m.out is not None:
-                m.out.fill(data.get(f"act/{name}"))
-            m.fill_units(data.get(f"unit/{name}"))
+            m.fill(data.get(f"act/{name}"))
         self._fill_params(data)
         stale = data.get("stale")
         view = StepView(event=event, step=self.step, watch=watch, inputs=self.inputs, targets=self.targets,  # type: ignore[arg-type]
@@ -175,12 +173,14 @@ class Window:
 
     def _fill_params(self, data: dict[str, np.ndarray]) -> None:
         with_grad = [p for p in self.params if p.has_grad]
-        g = {k: data.get(k) for k in ("g/norm", "g/max", "g/nnz", "w/norm", "u/norm")}
-        for i, p in enumerate(with_grad):
-            if g["g/norm"] is not None:
-                p.grad_norm, p.grad_max, p.grad_nonzero = (float(g[k][i]) for k in ("g/norm", "g/max", "g/nnz"))
-            if g["u/norm"] is not None and i < len(g["u/norm"]):
-                p.weight_norm, p.update_norm = float(g["w/norm"][i]), float(g["u/norm"][i])
+        norms = data.get("g/norm")
+        if norms is not None:
+            for p, n in zip(with_grad, norms.tolist(), strict=True):
+                p.grad_norm = n
+        moving = self.extra.get("moving", [])
+        if "u/norm" in data:
+            for p, w, u in zip(moving, data["w/norm"].tolist(), data["u/norm"].tolist(), strict=True):
+                p.weight_norm, p.update_norm = w, u
         lp = data.get("lowp")
         if lp is not None:
             for j, i in enumerate(self.lowp):
