@@ -52,7 +52,7 @@ class TensorInfo:
     @property
     def nonfinite(self) -> bool:
         s = self.stats
-        return s is not None and not all(math.isfinite(s[k]) for k in ("min", "max", "mean", "sum") if k in s)
+        return s is not None and not all(math.isfinite(s[k]) for k in ("min", "max", "mean", "max_abs") if k in s)
 
 
 @dataclass
@@ -72,13 +72,12 @@ class ModuleInfo:
     n_units: int = 0
     batch: int = 0
 
-    def fill(self, values: np.ndarray | None) -> None:
-        """Take ``[sum, dead, spread, magnitude]`` (or just ``[sum]``) from the transfer."""
-        if values is None or self.out is None:
-            return
-        self.out.stats = {"sum": float(values[0])}
-        if len(values) == len(ACTIVATION_FIELDS):
-            self.units = dict(zip(ACTIVATION_FIELDS[1:], (float(v) for v in values[1:]), strict=True))
+    def fill(self, peak: float, units: list[float] | None) -> None:
+        """Take the peak ``|x|`` and, for batched outputs, ``[dead, spread, magnitude]`` from the transfer."""
+        if self.out is not None:
+            self.out.stats = {"max_abs": peak}
+        if units is not None:
+            self.units = dict(zip(ACTIVATION_FIELDS[1:], units, strict=True))
 
 
 @dataclass

@@ -140,6 +140,7 @@ class Watch:
         w = self._window
         if w is None or not w.forwards or not torch.is_grad_enabled():
             return
+        w.summarise_activations()
         out = first_tensor(output)
         target = w.extra.pop("kw_target", None)
         if target is not None and out is not None and out.ndim >= 1:
@@ -183,7 +184,7 @@ class Watch:
         if id(out) in w.outputs and next(module.children(), None) is not None:
             return  # a container returning its last child's output: already summarised
         w.outputs[id(out)] = name
-        w.pack.add(f"act/{name}", stats.activation_stats(out))
+        w.acts.append((name, out))
         if out.ndim >= 2 and out.shape[0] > 1:
             info.batch, info.n_units = out.shape[0], out.shape[stats.unit_axis(out.ndim)]
 
