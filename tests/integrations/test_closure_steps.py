@@ -38,6 +38,7 @@ def test_closure_steps_record_this_steps_gradients(tmp_path: Path, opt_cls: type
                 return loss
 
             opt.step(closure)
-    audits = {r["step"]: r["data"]["grad_norm"] for r in iter_records(tmp_path / "run", kinds={"train.audit"})}
+    audits = {a["step"]: a["grad_norm"] for r in iter_records(tmp_path / "run", kinds={"train.audit"})
+              for a in r["data"]["steps"]}  # audited-step summaries, batched into records
     assert sorted(audits) == [0, 1, 2, 3]
     assert [audits[s] for s in range(4)] == pytest.approx(first_grad_norms, rel=1e-5)

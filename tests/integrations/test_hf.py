@@ -62,7 +62,8 @@ def test_healthy_trainer_run_is_quiet_and_recorded(tmp_path: Path) -> None:
         _train(tmp_path, _model(), tw_hf.WitnessCallback(run, every_n_steps=4, first_steps=2))
         loud = [f for f in run.findings() if f.severity >= Severity.WARN]
     assert loud == []
-    audits = {r["step"]: r["data"] for r in iter_records(tmp_path / "run", kinds={"train.audit"})}
+    audits = {a["step"]: a for r in iter_records(tmp_path / "run", kinds={"train.audit"})
+              for a in r["data"]["steps"]}  # audited-step summaries, batched into records
     assert sorted(audits) == [0, 1, 4, 8]  # evaluation forwards are not counted as steps
     assert all(a["grad_norm"] > 0 for a in audits.values())
 

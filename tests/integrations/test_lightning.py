@@ -70,7 +70,8 @@ def test_healthy_fit_is_quiet_and_records_true_gradients(tmp_path: Path) -> None
         _fit(module, tw_lightning.WitnessCallback(run, every_n_steps=4, first_steps=2))
         loud = [f for f in run.findings() if f.severity >= Severity.WARN]
     assert loud == []
-    audits = {r["step"]: r["data"] for r in iter_records(tmp_path / "run", kinds={"train.audit"})}
+    audits = {a["step"]: a for r in iter_records(tmp_path / "run", kinds={"train.audit"})
+              for a in r["data"]["steps"]}  # audited-step summaries, batched into records
     assert sorted(audits) == [0, 1, 4, 8]  # first 2 steps, then every 4th; validation is never a step
     for step, data in audits.items():  # gradients judged are this step's, not the previous one's
         assert data["grad_norm"] == pytest.approx(module.grad_norms[step], rel=1e-4)
