@@ -95,7 +95,14 @@ def test_sarif_file_and_baseline_round(cli: Cli, tmp_path: Path) -> None:
     assert rc == 1 and "wrote sarif report" in err
     log = json.loads(sarif.read_text())
     jsonschema.Draft4Validator(load_sarif_schema()).validate(log)
-    assert "TW401" in {r["ruleId"] for r in log["runs"][0]["results"]}
+    results = log["runs"][0]["results"]
+    assert "TW401" in {r["ruleId"] for r in results}
+    # findings inside the model also point at the factory's definition, so code scanning can show them
+    line = next(i for i, text in enumerate(FACTORIES.read_text().splitlines(), 1) if "def left_in_eval" in text)
+    for r in results:
+        physical = r["locations"][0]["physicalLocation"]
+        assert physical["artifactLocation"]["uri"].endswith("audit_factories.py")
+        assert physical["region"] == {"startLine": line}
     rc, out, _ = cli("audit", f"{FACTORIES}:left_in_eval", "--phase", "train", "--steps", "6",
                      "--baseline", str(base))
     assert rc == 0 and "suppressed by the baseline" in out
