@@ -388,6 +388,7 @@ class Watch:
     def begin_forward(self, *args: Any, **kwargs: Any) -> None:
         """Open a training forward whose root ``model.forward`` is not called (Lightning's ``training_step`` calls
         submodules); ``args``/``kwargs`` are the batch inputs. Root forwards inside it are not counted again."""
+        self._external_forward = False  # a previous one never closed (a skipped step): start afresh
         self._root_pre(self.model, args, kwargs)
         self._external_forward = torch.is_grad_enabled()
 
