@@ -38,6 +38,8 @@ MODE_SENSITIVE = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnor
 _MAX_PENDING_LOSSES = 8192
 _EVAL_ROW_BUDGET = 16384
 _AUDITS_PER_RECORD = 32
+_SNAPSHOT = 8192
+_MOMENT_ROWS = 2048
 
 
 def _is_compiled(model: torch.nn.Module) -> bool:
@@ -102,6 +104,9 @@ class Watch:
 
     def _arm(self) -> None:
         self._window = Window(step=self.step)
+        # Feature/label moments stop once enough rows are in: correlations are settled by then.
+        m = self.history.moments
+        self._window.extra["want_moments"] = m is None or m[0] < _MOMENT_ROWS
         if self._armed or self.compiled:  # compiled graphs keep their submodules unhooked: hooks would recompile
             return
         for m in self._inner.modules():
@@ -241,6 +246,7 @@ class Watch:
         grads = [p.param.grad for p in w.params if p.has_grad]
         if grads:  # an L2 norm is 0 exactly when the gradient is all zeros, and NaN/Inf when any element is
             w.pack.add("g/norm", torch.stack(torch._foreach_norm(grads)))
+            w.pack.add("p/norm", torch.stack(torch._foreach_norm([p.param.detach() for p in w.params if p.has_grad])))
 
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         w = self._window
@@ -248,8 +254,9 @@ class Watch:
             return
         self._collect_grads(w)
         moving = [p for p in w.params if p.has_grad and p.group is not None]
-        # Only tensors the step is about to change are copied, and only on audited steps.
-        w.before = [p.param.detach().clone() for p in moving]
+        # Update-to-weight ratios are estimated on the first _SNAPSHOT elements of each tensor the step is about
+        # to change: copying whole tensors would cost more than the step of a small model.
+        w.before = [p.param.detach().reshape(-1)[:_SNAPSHOT].clone() for p in moving]
         w.extra["moving"] = moving
         w.lowp = [i for i, p in enumerate(p for p in w.params if p.has_grad)
                   if p.dtype in (torch.float16, torch.bfloat16) and p.group is not None]
@@ -258,15 +265,15 @@ class Watch:
         w = self._window
         if w is not None and w.before:
             moving = w.extra["moving"]
-            after = [p.param.detach() for p in moving]
-            w.pack.add("w/norm", torch.stack(torch._foreach_norm(w.before)))
+            after = [p.param.detach().reshape(-1)[:_SNAPSHOT] for p in moving]
+            w.pack.add("s/norm", torch.stack(torch._foreach_norm(w.before)))
             w.pack.add("u/norm", torch.stack(torch._foreach_norm(torch._foreach_sub(after, w.before))))
             with_grad = [p for p in w.params if p.has_grad]
             lp = []
             for i in w.lowp:
                 p = with_grad[i]
                 j = next(k for k, m in enumerate(moving) if m is p)
-                pushed = p.param.grad != 0
+                pushed = p.param.grad.reshape(-1)[:_SNAPSHOT] != 0
                 lp += [((after[j] == w.before[j]) & pushed).sum(), pushed.sum()]
             if lp:
                 w.pack.add("lowp", torch.stack(lp))
@@ -337,8 +344,7 @@ class Watch:
         if self._record is None:
             return
         norms = [p.grad_norm for p in view.params if p.has_grad]
-        ratios = [p.update_norm / p.weight_norm for p in view.params
-                  if p.update_norm is not None and p.weight_norm > 0 and len(p.shape) >= 2]
+        ratios = [p.update_ratio for p in view.params if p.update_ratio is not None and len(p.shape) >= 2]
         self._audits.append({"step": view.step, "forwards": view.forwards,
                              "loss": view.loss.value if view.loss else None,
                              "grad_norm": sum(n * n for n in norms) ** 0.5 if norms else None,
