@@ -110,6 +110,7 @@ class LossInfo:
     module: torch.nn.Module | None
     input: TensorInfo | None
     target: TensorInfo | None
+    weighted: bool = False  # class weights (weight=, pos_weight=) given
     value: float | None = None
     row_sums: tuple[float, float] | None = None  # min and max of the input's row sums over the class axis
 

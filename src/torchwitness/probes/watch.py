@@ -29,6 +29,7 @@ from torch.utils.hooks import RemovableHandle
 from torchwitness.errors import InputError
 from torchwitness.probes import stats
 from torchwitness.probes.config import resolve
+from torchwitness.probes.lossspy import LossSpy
 from torchwitness.probes.view import History, ModuleInfo, ParamInfo, StepView, TensorInfo
 from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
 from torchwitness.rules.findings import FindingSet
@@ -86,6 +87,7 @@ class Watch:
         self._eval_budget = _EVAL_ROW_BUDGET
         self._eval_seen = False
         self._step_open = False
+        self._spy: LossSpy | None = None
         self.initial_versions = {id(p): p._version for p in inner.parameters()}
         self._handles = [model.register_forward_pre_hook(self._root_pre, with_kwargs=True),
                          model.register_forward_hook(self._root_post, with_kwargs=True)]
@@ -122,6 +124,8 @@ class Watch:
 
     # ---- hooks -----------------------------------------------------------------------------------------------
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        if self._spy is not None:
+            self._spy_stop()
         if not torch.is_grad_enabled():
             self._eval_forward(args, kwargs)
             return
@@ -152,6 +156,8 @@ class Watch:
             w.add_targets(target, out.shape[-1] if out.shape[-1] <= 4096 else None)
         if out is not None and out.requires_grad:
             out.register_hook(partial(self._on_output_grad, w, w.forwards[-1]))
+            if w.loss is None:
+                self._spy_start()
 
     def _on_output_grad(self, w: Window, fwd: Forward, grad: torch.Tensor) -> None:
         fwd.trained = True
@@ -209,7 +215,29 @@ class Watch:
             self._losses.append((self.step, output.detach()))
         w = self._window
         if w is not None and w.loss is None:
-            w.add_loss(module, args, output)
+            weighted = any(getattr(module, a, None) is not None for a in ("weight", "pos_weight"))
+            w.add_loss(type(module).__name__, args[0] if args else None, args[1] if len(args) > 1 else None, output,
+                       module=module, weighted=weighted)
+
+    # ---- functional losses: a function mode between forward end and optimizer step, audited steps only ---------
+    def _spy_start(self) -> None:
+        if self._spy is None and not self.compiled and not isinstance(self.loss_fn, torch.nn.Module):
+            self._spy = LossSpy(self._spied_loss, self._spied_backward)
+            self._spy.start()
+
+    def _spy_stop(self) -> None:
+        if self._spy is not None:
+            self._spy.stop()
+            self._spy = None
+
+    def _spied_loss(self, kind: str, x: Any, t: Any, weighted: bool, out: Any) -> None:
+        w = self._window
+        if w is not None and w.loss is None and torch.is_grad_enabled():
+            w.add_loss(kind, x, t, out, weighted=weighted)
+
+    def _spied_backward(self, loss: torch.Tensor) -> None:
+        if loss.numel() == 1 and not (self._losses and self._losses[-1][0] == self.step):
+            self._losses.append((self.step, loss.detach()))
 
     def _eval_forward(self, args: tuple, kwargs: dict) -> None:
         if not self._eval_seen:
@@ -249,6 +277,7 @@ class Watch:
             w.pack.add("p/norm", torch.stack(torch._foreach_norm([p.param.detach() for p in w.params if p.has_grad])))
 
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        self._spy_stop()
         w = self._window
         if w is None:
             return
@@ -282,6 +311,7 @@ class Watch:
 
     # ---- step boundaries -------------------------------------------------------------------------------------
     def _end_step(self) -> None:
+        self._spy_stop()
         w = self._window
         if w is not None:
             self._finish(w)
@@ -336,7 +366,7 @@ class Watch:
         lo = view.loss
         if lo is not None:
             h.notes["loss_kind"] = lo.kind
-            h.notes["class_weighted"] = any(getattr(lo.module, a, None) is not None for a in ("weight", "pos_weight"))
+            h.notes["class_weighted"] = lo.weighted
             if lo.target is not None and lo.target.stats and "std" in lo.target.stats:
                 h.notes.setdefault("target_var", []).append(lo.target.stats["std"] ** 2)
 
@@ -395,6 +425,7 @@ class Watch:
             self._run_rules(StepView(event="close", step=self.step, watch=self))
             self._flush_audits()
         finally:
+            self._spy_stop()
             self._disarm()
             for h in self._handles:
                 h.remove()

@@ -142,12 +142,13 @@ class Window:
             self.pack.add("act/units", units)
         self.acts.clear()
 
-    def add_loss(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
-        kind = type(module).__name__
-        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
-        t = args[1] if len(args) > 1 and isinstance(args[1], torch.Tensor) else None
+    def add_loss(self, kind: str, x: Any, t: Any, output: Any, *, module: torch.nn.Module | None = None,
+                 weighted: bool = False) -> None:
+        """Note the loss call of this step: what it was fed (``x``: model output, ``t``: target)."""
+        x = x if isinstance(x, torch.Tensor) else None
+        t = t if isinstance(t, torch.Tensor) else None
         self.loss = LossInfo(kind=kind, module=module, input=TensorInfo.of("input", x) if x is not None else None,
-                             target=TensorInfo.of("target", t) if t is not None else None)
+                             target=TensorInfo.of("target", t) if t is not None else None, weighted=weighted)
         if x is not None and x.numel() and x.is_floating_point():
             self.pack.add("loss/in", stats.value_stats(x))
             if x.ndim >= 2:
