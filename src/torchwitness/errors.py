@@ -79,3 +79,9 @@ class PolicyError(TorchWitnessError):
 
 class PrivacyBudgetExhausted(PolicyError):
     """The next DP-SGD step would spend more privacy than the budget allows; it was not taken."""
+
+
+class AuditError(TorchWitnessError):
+    """Code under audit (a factory, a batch source, a training step) raised; the message names where."""
+
+    exit_code = 4

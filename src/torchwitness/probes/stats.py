@@ -1,0 +1,157 @@
+"""On-device statistics: each function launches a handful of kernels and returns a small tensor, never a number.
+
+The results go into a :class:`~torchwitness.probes.transfer.Pack`; nothing here synchronises with the device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Fingerprints are masked to 52 bits so they survive the float64 transfer exactly.
+_MASK52 = (1 << 52) - 1
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+_WEIGHTS: dict[tuple[int, torch.device], torch.Tensor] = {}
+_SEGMENTS: dict[tuple[tuple[int, ...], torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+VALUE_FIELDS = ("min", "max", "mean", "std", "zeros")
+ACTIVATION_FIELDS = ("max_abs", "dead", "spread", "magnitude")
+
+
+def value_stats(x: torch.Tensor) -> torch.Tensor:
+    """``[min, max, mean, std, exact zeros]`` of a floating tensor; ``[min, max]`` of an integer one.
+
+    Any NaN makes min/max/mean NaN and any infinity shows in min or max, so non-finite values need no extra
+    kernel.
+    """
+    x = x.detach()
+    if not x.is_floating_point():
+        mn, mx = torch.aminmax(x)
+        return torch.stack([mn, mx])
+    if x.dtype in _LOW_PRECISION:
+        x = x.float()
+    mn, mx = torch.aminmax(x)
+    # Two moments instead of torch.std_mean, whose CPU kernel is an order of magnitude slower; the std is
+    # for reporting (flatness is judged exactly, by min == max).
+    mean = x.mean()
+    std = (x.square().mean() - mean.square()).clamp_min(0).sqrt()
+    zeros = (x == 0).sum().to(x.dtype)
+    return torch.stack([mn, mx, mean, std, zeros])
+
+
+def unit_axis(ndim: int) -> int:
+    """Which axis holds the units: features for ``(B, F)`` and ``(B, T, D)``, channels for ``(B, C, H, W)``."""
+    return 1 if ndim in (2, 4, 5) else ndim - 1
+
+
+def _unit_rows(x: torch.Tensor, max_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | torch.Tensor:
+    """A ``(k, units)`` view of the first ``max_rows`` samples; positions (pixels, tokens) reduced first along
+    contiguous memory into (peak |x|, mean x, mean |x|), because reductions across the batch axis are slow."""
+    sample = x.detach()[:max_rows]
+    if sample.dtype != torch.float32:
+        sample = sample.float()
+    if sample.ndim == 2:
+        return sample
+    if unit_axis(sample.ndim) == 1:
+        sample, axis = sample.flatten(2), 2
+    else:
+        sample, axis = sample.flatten(1, -2), 1
+    mag = sample.abs()
+    return mag.amax(dim=axis), sample.mean(dim=axis), mag.mean(dim=axis)
+
+
+def activation_summary(acts: list[torch.Tensor], max_rows: int = 16) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Statistics of many modules' outputs in a few batched kernels.
+
+    Returns the peak ``|x|`` of every activation (NaN or Inf when it holds one), and for the batched ones
+    (``ndim >= 2``, at least two samples) a ``(3, m)`` tensor of ``[dead units, spread, magnitude]`` over the
+    first ``max_rows`` samples. A unit is dead when it is exactly zero for every sampled row and position;
+    spread is the mean absolute deviation of the per-sample unit values across samples; magnitude the mean
+    ``|x|``.
+    """
+    # aminmax per tensor: _foreach_norm(ord=inf) takes a slow path on CPU, and a sum could overflow.
+    bounds = torch.stack([torch.stack(torch.aminmax(a.detach())).float() for a in acts])
+    peaks = torch.maximum(-bounds[:, 0], bounds[:, 1])
+    batched = [a for a in acts if a.ndim >= 2 and a.shape[0] >= 2]
+    if not batched:
+        return peaks, None
+    k = min(a.shape[0] for a in batched)
+    rows = [_unit_rows(a, min(k, max_rows)) for a in batched]
+    sizes = [(r if isinstance(r, torch.Tensor) else r[0]).shape[1] for r in rows]
+    flat = [r for r in rows if isinstance(r, torch.Tensor)]
+    raw = torch.cat(flat, dim=1) if flat else None
+    raw_abs = raw.abs() if raw is not None else None
+    # Columns keep the order of `batched`: 2-D activations come from raw, the others from their reductions.
+    peak_cols, mean_cols, mag_cols, offset = [], [], [], 0
+    for r, size in zip(rows, sizes, strict=True):
+        if isinstance(r, torch.Tensor):
+            sl = raw_abs[:, offset:offset + size]
+            peak_cols.append(sl)
+            mean_cols.append(raw[:, offset:offset + size])
+            mag_cols.append(sl)
+            offset += size
+        else:
+            peak_cols.append(r[0])
+            mean_cols.append(r[1])
+            mag_cols.append(r[2])
+    peak, mean, mag = (torch.cat(c, dim=1) for c in (peak_cols, mean_cols, mag_cols))
+    per_unit = torch.stack([(peak.amax(dim=0) == 0).float(), (mean - mean.mean(dim=0)).abs().mean(dim=0),
+                            mag.mean(dim=0)])
+    ends, starts, scale = _segments(tuple(sizes), per_unit.device)
+    cums = torch.cat([per_unit.new_zeros(3, 1), per_unit.cumsum(dim=1)], dim=1)
+    return peaks, (cums[:, ends] - cums[:, starts]) * scale
+
+
+def _segments(sizes: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Segment boundaries and per-row scales (count, mean, mean) for :func:`activation_summary`, built once per
+    layout and device: creating them from host lists at every audited step would be a host-to-device copy."""
+    key = (sizes, device)
+    seg = _SEGMENTS.get(key)
+    if seg is None:
+        ends = torch.tensor(sizes).cumsum(0)
+        inv = torch.tensor([1.0 / s for s in sizes])
+        scale = torch.stack([torch.ones(len(sizes)), inv, inv])
+        seg = _SEGMENTS[key] = (ends.to(device), (ends - torch.tensor(sizes)).to(device), scale.to(device))
+    return seg
+
+
+def _weights(n: int, device: torch.device) -> torch.Tensor:
+    key = (n, device)
+    w = _WEIGHTS.get(key)
+    if w is None:
+        g = torch.Generator().manual_seed(0x7A17)
+        w = (torch.randint(1, 2**31 - 1, (n,), generator=g, dtype=torch.int64) * 2 + 1).to(device)
+        _WEIGHTS[key] = w
+    return w
+
+
+def row_fingerprints(x: torch.Tensor, max_rows: int = 1024, max_cols: int = 65536) -> torch.Tensor:
+    """A 52-bit content fingerprint per sample (row), exact: integer arithmetic on the values' bit patterns."""
+    x = x.detach()
+    rows = x.reshape(x.shape[0], -1)[:max_rows, :max_cols] if x.ndim > 0 else x.reshape(1, 1)
+    if rows.is_floating_point():
+        bits = rows.float().contiguous().view(torch.int32).to(torch.int64)
+    else:
+        bits = rows.to(torch.int64)
+    return (bits * _weights(bits.shape[1], bits.device)).sum(dim=1) & _MASK52
+
+
+def class_histogram(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts of each class ``0..C-1`` plus one last bin for ids outside that range (ignore indices included).
+
+    ``scatter_add_`` instead of ``bincount``: bincount sizes its output from the data and so synchronises.
+    """
+    t = labels.detach().reshape(-1).to(torch.int64)
+    valid = (t >= 0) & (t < num_classes)
+    idx = torch.where(valid, t, torch.full_like(t, num_classes))
+    hist = torch.zeros(num_classes + 1, dtype=torch.int64, device=t.device)
+    return hist.scatter_add_(0, idx, torch.ones_like(idx))
+
+
+def label_moments(x: torch.Tensor, y: torch.Tensor, max_cols: int = 256) -> torch.Tensor:
+    """Sufficient statistics for feature/label correlations of a ``(B, F)`` batch and ``(B, C)`` label matrix.
+
+    Returns ``[n, sum x (F), sum x^2 (F), sum y (C), sum y^2 (C), sum x*y (F*C)]`` flattened.
+    """
+    x = x.detach().reshape(x.shape[0], -1)[:, :max_cols].double()
+    y = y.detach().double()
+    n = torch.full((1,), float(x.shape[0]), dtype=torch.float64, device=x.device)
+    return torch.cat([n, x.sum(0), (x * x).sum(0), y.sum(0), (y * y).sum(0), (x.T @ y).reshape(-1)])
