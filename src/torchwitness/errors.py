@@ -85,3 +85,9 @@ class AuditError(TorchWitnessError):
     """Code under audit (a factory, a batch source, a training step) raised; the message names where."""
 
     exit_code = 4
+
+
+class ServingStopped(TorchWitnessError):
+    """A human stopped the system (EU AI Act Art. 14(4)(e)); the recorder refuses to serve until resumed."""
+
+    exit_code = 5

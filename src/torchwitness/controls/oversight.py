@@ -1,0 +1,202 @@
+"""Human oversight: a review queue, reviewers' decisions and a stop switch (EU AI Act Art. 14, GDPR Art. 22).
+
+The queue is an SQLite file (WAL mode, so a serving process and reviewers' CLI sessions can write at once). A
+request flagged by policy waits there; a reviewer approves it, overrides it with a new label, or escalates it.
+Decisions reach the ledger as ``review.decision`` records, reviewer ids only as erasable commitments. Because
+only one process may append to a ledger at a time, a decision taken while the run is being served is stored
+as *pending* and recorded by the serving process (``ReviewQueue.record_pending``) or by the next CLI call that
+can open the ledger; ``recorded_seq`` says which record carries it.
+
+The stop switch is a row in the same file: the recorder polls it at most every ``poll_seconds`` and refuses to
+serve while it is set; stopping and resuming are recorded with who did it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from torchwitness.errors import InputError
+from torchwitness.ledger.encoding import Personal
+from torchwitness.ledger.schema import register_kind
+
+Action = Literal["approve", "override", "escalate"]
+ACTIONS = ("approve", "override", "escalate")
+
+_SCHEMA = """
+PRAGMA journal_mode = WAL;
+CREATE TABLE IF NOT EXISTS requests (
+    decision_id TEXT PRIMARY KEY, reason TEXT NOT NULL, created_us INTEGER NOT NULL,
+    prediction INTEGER, confidence REAL, status TEXT NOT NULL DEFAULT 'open');
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, decision_id TEXT NOT NULL, action TEXT NOT NULL, label INTEGER,
+    reviewer TEXT NOT NULL, note TEXT, decided_us INTEGER NOT NULL, recorded_seq INTEGER);
+CREATE TABLE IF NOT EXISTS switch (
+    id INTEGER PRIMARY KEY CHECK (id = 1), stopped INTEGER NOT NULL, who TEXT, reason TEXT, changed_us INTEGER,
+    recorded INTEGER NOT NULL DEFAULT 1);
+"""
+
+
+class ReviewDecisionRecord(msgspec.Struct):
+    """``review.decision``: a human's decision on one flagged request."""
+
+    decision_id: str
+    action: str
+    label: int | None
+    reviewer: Any  # {"$personal": ...}
+    reason: str
+    decided_us: int
+
+
+class StopRecord(msgspec.Struct):
+    """``oversight.stop`` / ``oversight.resume``: who stopped or resumed serving, and why."""
+
+    who: Any
+    reason: str
+    changed_us: int
+
+
+register_kind("review.decision", ReviewDecisionRecord)
+register_kind("oversight.stop", StopRecord)
+register_kind("oversight.resume", StopRecord)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass
+class ReviewRequest:
+    decision_id: str
+    reason: str
+    created_us: int
+    prediction: int | None
+    confidence: float | None
+    status: str
+
+
+class ReviewQueue:
+    """The SQLite review queue of one run (by default ``RUN/private/review.sqlite``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise InputError(f"review queue {self.path} is unreadable: {e}") from None
+
+    @classmethod
+    def for_run(cls, run_dir: str | Path) -> ReviewQueue:
+        return cls(Path(run_dir) / "private" / "review.sqlite")
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- requests
+    def submit(self, decision_id: str, reason: str, *, prediction: int | None = None,
+               confidence: float | None = None) -> None:
+        self._db.execute("INSERT OR IGNORE INTO requests (decision_id, reason, created_us, prediction, confidence) "
+                         "VALUES (?, ?, ?, ?, ?)", (decision_id, reason, _now_us(), prediction, confidence))
+
+    def submit_many(self, rows: list[tuple[str, str, int | None, float | None]]) -> None:
+        now = _now_us()
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany("INSERT OR IGNORE INTO requests (decision_id, reason, created_us, prediction, "
+                             "confidence) VALUES (?, ?, ?, ?, ?)", [(d, r, now, p, c) for d, r, p, c in rows])
+        self._db.execute("COMMIT")
+
+    def open_requests(self, limit: int = 100) -> list[ReviewRequest]:
+        rows = self._db.execute("SELECT decision_id, reason, created_us, prediction, confidence, status FROM "
+                                "requests WHERE status = 'open' ORDER BY created_us, decision_id LIMIT ?", (limit,))
+        return [ReviewRequest(*r) for r in rows]
+
+    # -- decisions
+    def decide(self, decision_id: str, action: str, *, reviewer: str, label: int | None = None,
+               note: str = "") -> int:
+        """Store a reviewer's decision; returns its id. Recorded in the ledger by :meth:`record_pending`."""
+        if action not in ACTIONS:
+            raise InputError(f"review action must be one of {', '.join(ACTIONS)}, not {action!r}")
+        if action == "override" and label is None:
+            raise InputError("an override needs the corrected --label")
+        if not reviewer:
+            raise InputError("a decision needs a reviewer id")
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if self._db.execute("SELECT 1 FROM requests WHERE decision_id = ?", (decision_id,)).fetchone() is None:
+                raise InputError(f"no review request for decision {decision_id!r}")
+            cur = self._db.execute("INSERT INTO decisions (decision_id, action, label, reviewer, note, decided_us) "
+                                   "VALUES (?, ?, ?, ?, ?, ?)",
+                                   (decision_id, action, label, reviewer, note, _now_us()))
+            self._db.execute("UPDATE requests SET status = ? WHERE decision_id = ?",
+                             ("escalated" if action == "escalate" else "decided", decision_id))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return int(cur.lastrowid)
+
+    def decisions(self) -> list[dict[str, Any]]:
+        cols = ("id", "decision_id", "action", "label", "note", "decided_us", "recorded_seq")
+        rows = self._db.execute(f"SELECT {', '.join(cols)} FROM decisions ORDER BY id")
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def record_pending(self, record: Any) -> int:
+        """Record every decision not yet in the ledger (``record`` is ``run.record`` or ``Ledger.append``)."""
+        rows = self._db.execute("SELECT id, decision_id, action, label, reviewer, note, decided_us FROM decisions "
+                                "WHERE recorded_seq IS NULL ORDER BY id").fetchall()
+        for rid, decision_id, action, label, reviewer, note, decided_us in rows:
+            seq = record("review.decision", {"decision_id": decision_id, "action": action, "label": label,
+                                             "reviewer": Personal(reviewer), "reason": note,
+                                             "decided_us": decided_us})
+            # The reviewer id leaves the queue once its commitment is in the ledger (data minimisation).
+            self._db.execute("UPDATE decisions SET recorded_seq = ?, reviewer = '' WHERE id = ?", (seq, rid))
+        switch = self._db.execute("SELECT stopped, who, reason, changed_us FROM switch WHERE id = 1 AND recorded = 0"
+                                  ).fetchone()
+        if switch is not None:
+            stopped, who, reason, changed = switch
+            record("oversight.stop" if stopped else "oversight.resume",
+                   {"who": Personal(who), "reason": reason, "changed_us": changed})
+            self._db.execute("UPDATE switch SET recorded = 1, who = '' WHERE id = 1")
+        return len(rows)
+
+    # -- stop switch
+    def stop(self, *, who: str, reason: str) -> None:
+        self._set(True, who, reason)
+
+    def resume(self, *, who: str, reason: str) -> None:
+        self._set(False, who, reason)
+
+    def _set(self, stopped: bool, who: str, reason: str) -> None:
+        if not who:
+            raise InputError("stopping or resuming needs the id of who does it")
+        self._db.execute("INSERT INTO switch (id, stopped, who, reason, changed_us, recorded) "
+                         "VALUES (1, ?, ?, ?, ?, 0) ON CONFLICT(id) DO UPDATE SET stopped = excluded.stopped, "
+                         "who = excluded.who, reason = excluded.reason, changed_us = excluded.changed_us, "
+                         "recorded = 0",
+                         (int(stopped), who, reason, _now_us()))
+
+    def stopped(self) -> tuple[bool, str]:
+        row = self._db.execute("SELECT stopped, reason FROM switch WHERE id = 1").fetchone()
+        return (bool(row[0]), row[1] or "") if row else (False, "")
+
+
+@dataclass(frozen=True)
+class ReviewPolicy:
+    """Which requests go to a human: low confidence, a drift alert, a sensitive group, or a random audit sample."""
+
+    min_confidence: float = 0.6
+    audit_rate: float = 0.0
+    on_drift: bool = True
+    sensitive_groups: frozenset[str] = frozenset()
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps({**self.__dict__, "sensitive_groups": sorted(self.sensitive_groups)}))
