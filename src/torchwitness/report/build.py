@@ -1,0 +1,85 @@
+"""Assemble the Annex IV dossier's document model from a run folder (every format renders this one model).
+
+>>> # doc = build_document("evidence/adult-run"); [s.title for s in doc.sections][:2]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from pathlib import Path
+from typing import Any
+
+from torchwitness.errors import InputError, TorchWitnessError
+from torchwitness.ledger.proof import prove
+from torchwitness.ledger.verify import verify_run
+from torchwitness.report.evidence import Evidence
+from torchwitness.report.model import Document, Section, Table
+from torchwitness.report.obligations import coverage, load_map
+from torchwitness.report.sections import BUILDERS, NO_EVIDENCE
+
+
+def annex_heading(number: int, title: str) -> str:
+    return f"Annex IV.{number} {title}"
+
+
+def build_document(run_dir: str | Path, *, proofs: int = 24, seed: int = 0) -> Document:
+    """The dossier of ``run_dir``: Annex IV sections 1-9, obligations coverage and embedded verification data.
+
+    ``proofs`` inclusion proofs of cited records (chosen with ``seed``) are embedded for re-verification.
+    """
+    ev = Evidence.load(run_dir)
+    omap = load_map()
+    sections = []
+    for entry in omap.annex_iv:
+        n = int(entry["section"])
+        sec = Section(key=f"annex-iv-{n}", title=annex_heading(n, entry["title"]), scope=entry["scope"],
+                      obligations=[o.id for o in omap.obligations if n in o.annex_iv])
+        BUILDERS[n](ev, sec)
+        if not sec.has_evidence:
+            sec.missing = sorted({k for o in omap.obligations if n in o.annex_iv for need in o.needs
+                                  for k in need.kinds})
+        sections.append(sec)
+    sections.append(_coverage_section(ev))
+    doc = Document(title="Technical documentation (EU AI Act Art. 11, Annex IV)", run_id=ev.run_id,
+                   run_dir=str(Path(run_dir)), generated=dt.datetime.now(dt.timezone.utc).strftime(
+                       "%Y-%m-%d %H:%M:%S UTC"), sections=sections, verification={})
+    doc.verification = _verification(Path(run_dir), doc.cited(), proofs, seed)
+    return doc
+
+
+def _coverage_section(ev: Evidence) -> Section:
+    sec = Section(key="coverage", title="Obligations coverage (EU AI Act 2024/1689, GDPR)",
+                  scope="which obligations this run holds evidence for, partially or not at all")
+    t = Table("Coverage", ["obligation", "title", "status", "needs met", "records"], [], [])
+    for c in coverage(ev):
+        met = [n.need.label for n in c.needs if n.met]
+        seqs = list(c.seqs)
+        shown = ", ".join(map(str, seqs[:12])) + (f" … (+{len(seqs) - 12})" if len(seqs) > 12 else "")
+        t.add([c.obligation.article + f" ({c.obligation.framework})", c.obligation.title, c.status,
+               f"{len(met)}/{len(c.needs)}", shown or NO_EVIDENCE], seqs)
+    sec.blocks.append(t)
+    return sec
+
+
+def _verification(run_dir: Path, cited: list[int], proofs: int, seed: int) -> dict[str, Any]:
+    """Python-side verification result plus the signed checkpoint and a sample of inclusion proofs for the
+    browser to re-check; a run that does not verify yields the failure, never a silent pass."""
+    out: dict[str, Any] = {"proofs": []}
+    try:
+        result = verify_run(run_dir)
+    except TorchWitnessError as e:
+        out.update(ok=False, summary=f"verification failed: {e}")
+        return out
+    out.update(ok=True, summary=result.summary(), root="sha256:" + result.root.hex(), signer=result.signer,
+               records=result.records, covered=result.covered)
+    provable = [s for s in cited if s < result.covered]
+    sample = sorted(random.Random(seed).sample(provable, min(proofs, len(provable))))
+    for seq in sample:
+        try:
+            p = prove(run_dir, seq)
+        except InputError:
+            continue
+        out["checkpoint"], out["verifier_key"] = p["checkpoint"], p["verifier_key"]
+        out["proofs"].append({"seq": seq, "record": p["record"], "tree_size": p["tree_size"], "path": p["path"]})
+    return out
