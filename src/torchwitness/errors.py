@@ -65,3 +65,9 @@ class VerificationError(TorchWitnessError):
 
 class ProofError(VerificationError):
     """An inclusion or consistency proof does not verify."""
+
+
+class RegressionError(TorchWitnessError):
+    """``diff``/``assert_no_regression``: the candidate run is worse than the baseline beyond the policy."""
+
+    exit_code = 4

@@ -15,7 +15,7 @@ def fmt(value: float | int | None, digits: int = 4) -> str:
     """The one way numbers are printed in dossiers (``None`` as an em dash)."""
     if value is None:
         return "—"
-    if isinstance(value, int) or float(value).is_integer() and abs(value) < 1e15:
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e15):
         return f"{int(value):,}"
     return f"{value:.{digits}g}"
 

@@ -233,9 +233,10 @@ def risk(ev: Evidence, sec: Section) -> None:
     for r in ev.kind("fairness.eval"):
         gate = get(r, "gate")
         if isinstance(gate, dict):
+            limit = fmt(number(gate.get("threshold")))
             state(sec, r, "gate.value", f"Fairness gate ({gate.get('policy')}): {gate.get('metric')} on "
-                                        f"{gate.get('view')} = {{v}} against threshold {fmt(number(gate.get('threshold')))}"
-                                        f" ({gate.get('bound')}); action: {gate.get('action')}.")
+                                        f"{gate.get('view')} = {{v}} against threshold {limit} "
+                                        f"({gate.get('bound')}); action: {gate.get('action')}.")
     eps = ev.last("privacy.epsilon")
     if eps is not None and get(eps, "exhausted"):
         sec.say("The privacy budget was exhausted; the crossing step was refused.", [eps["seq"]])
