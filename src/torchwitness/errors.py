@@ -71,3 +71,7 @@ class RegressionError(TorchWitnessError):
     """``diff``/``assert_no_regression``: the candidate run is worse than the baseline beyond the policy."""
 
     exit_code = 4
+
+
+class ExportError(TorchWitnessError):
+    """An exporter (MLflow, OpenTelemetry) could not deliver the run's evidence."""
