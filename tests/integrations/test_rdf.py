@@ -52,3 +52,17 @@ def test_evidence_for_post_market_section_and_uncovered(evidence_run: Path) -> N
     assert ("EU-AI-Act", "Art. 73") in uncovered and ("EU-AI-Act", "Art. 72") not in uncovered
     run = next(g.subjects(RDF.type, URIRef(NS + "Run")))
     assert str(g.value(run, URIRef(NS + "runId"))) == ev.run_id
+
+
+def test_export_cli_writes_turtle(evidence_run: Path, tmp_path: Path) -> None:
+    from rdflib import Graph
+    from typer.testing import CliRunner
+
+    from torchwitness.cli import app
+
+    out = tmp_path / "evidence.ttl"
+    r = CliRunner().invoke(app, ["export", str(evidence_run), "--to", "rdf", "--target", str(out)])
+    assert r.exit_code == 0, r.output
+    assert len(Graph().parse(out, format="turtle")) == len(run_graph(evidence_run))
+    r = CliRunner().invoke(app, ["export", str(evidence_run), "--to", "kafka"])
+    assert r.exit_code != 0

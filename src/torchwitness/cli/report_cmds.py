@@ -1,4 +1,4 @@
-"""coverage, report, card, diff: read-only views of a run's ledger."""
+"""coverage, report, card, diff, export: read-only views of a run's ledger."""
 
 from __future__ import annotations
 
@@ -101,8 +101,36 @@ def diff(run_a: Path = typer.Argument(..., help="The baseline run."),
         raise typer.Exit(4)
 
 
+def export(run: Path = RunArg,
+           to: str = typer.Option(..., "--to", help="mlflow, otel or rdf."),
+           target: str | None = typer.Option(None, "--target", help="MLflow tracking URI, OTLP/HTTP traces "
+                                             "endpoint, or the Turtle file to write (default RUN/evidence.ttl)."),
+           experiment: str = typer.Option("torchwitness", "--experiment", help="MLflow experiment name.")) -> None:
+    """Export a run's evidence to MLflow, an OpenTelemetry collector (OTLP/HTTP) or an RDF (Turtle) file."""
+    if to == "mlflow":
+        from torchwitness.integrations.mlflow_export import export_mlflow
+
+        if not target:
+            raise InputError("--to mlflow needs --target TRACKING_URI (e.g. http://127.0.0.1:5000)")
+        typer.echo(f"mlflow run {export_mlflow(run, tracking_uri=target, experiment=experiment)}")
+    elif to == "otel":
+        from torchwitness.integrations.otel_export import export_otel
+
+        endpoint = target or "http://127.0.0.1:4318/v1/traces"
+        typer.echo(f"sent {export_otel(run, endpoint=endpoint)} spans to {endpoint}")
+    elif to == "rdf":
+        from torchwitness.integrations.rdf_export import run_graph
+
+        out = Path(target) if target else run / "evidence.ttl"
+        run_graph(run).serialize(destination=str(out), format="turtle")
+        typer.echo(str(out))
+    else:
+        raise InputError(f"unknown export target {to!r}; use mlflow, otel or rdf")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(coverage)
     app.command()(report)
     app.command()(card)
     app.command()(diff)
+    app.command()(export)
