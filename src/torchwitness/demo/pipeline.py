@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from torchwitness.demo.adult import load_adult
+from torchwitness.demo.dossier import dossier_stage
 from torchwitness.ledger.verify import verify_run
 from torchwitness.run import Run
 
@@ -77,4 +78,5 @@ def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, co
     result = verify_run(run_dir)
     console.print(f"[green]verified[/]: {result.summary()}")
     console.print(f"run folder: [bold]{run_dir.resolve()}[/]")
+    dossier_stage(run_dir, out, console)
     return run_dir

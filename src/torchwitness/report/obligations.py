@@ -117,3 +117,14 @@ def obligations_of_kind(kind: str, omap: ObligationsMap | None = None) -> list[s
     omap = omap or load_map()
     return [o.id for o in omap.obligations
             if any(kind in n.kinds or any(omap.controls[c]["kind"] == kind for c in n.controls) for n in o.needs)]
+
+
+def coverage_markdown(rows: list[Coverage]) -> str:
+    """The coverage as a Markdown table: obligation, Annex IV sections, status, needs met, records."""
+    lines = ["| obligation | Annex IV | status | needs | records |", "|---|---|---|---|---|"]
+    for c in rows:
+        needs = "; ".join(f"{'✓' if n.met else '✗'} {n.need.label}" for n in c.needs)
+        seqs = ", ".join(map(str, c.seqs[:20])) + (f" … (+{len(c.seqs) - 20})" if len(c.seqs) > 20 else "")
+        lines.append(f"| {c.obligation.framework} {c.obligation.article} | "
+                     f"{', '.join(map(str, c.obligation.annex_iv))} | {c.status} | {needs} | {seqs or '-'} |")
+    return "\n".join(lines) + "\n"
