@@ -73,8 +73,8 @@ def test_dossier_verifies_and_charts_render(browser, html: str, rich_run: Path, 
     assert all(ev.seq(s) is not None for s in seqs)
     shots = Path(os.environ.get("TW_SCREENSHOTS_DIR", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
-    for i, anchor in enumerate(("tw-verify", "annex-iv-2", "annex-iv-3"), start=1):
-        page.evaluate(f"document.getElementById('{anchor}').scrollIntoView()")
+    for i, anchor in enumerate(("annex-iv-1", "annex-iv-2", "annex-iv-3"), start=1):
+        page.evaluate("window.scrollTo(0, 0)" if i == 1 else f"document.getElementById('{anchor}').scrollIntoView()")
         page.screenshot(path=str(shots / f"dossier-page{i}.png"))
         assert (shots / f"dossier-page{i}.png").stat().st_size > 10_000
     page.close()

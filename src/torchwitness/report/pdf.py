@@ -23,7 +23,7 @@ def _drawing(chart: Chart, width: float = 460, height: float = 200) -> Any:
     from reportlab.graphics.shapes import Circle, Drawing, Line, PolyLine, String
     from reportlab.lib import colors
 
-    d = Drawing(width, height + 30)
+    d = Drawing(width, height + 40)
     left, bottom, pw, ph = 44, 28, width - 54, height - 20
     x0, x1, y0, y1 = bounds(chart)
     xt, yt = nice_ticks(x0, x1), nice_ticks(y0, y1)
@@ -37,7 +37,7 @@ def _drawing(chart: Chart, width: float = 460, height: float = 200) -> Any:
     def py(y: float) -> float:
         return bottom + (y - ya) / ((yb - ya) or 1) * ph
 
-    d.add(String(width / 2, height + 18, chart.title, fontSize=9, textAnchor="middle", fontName="Helvetica-Bold"))
+    d.add(String(width / 2, height + 30, chart.title, fontSize=9, textAnchor="middle", fontName="Helvetica-Bold"))
     d.add(Line(left, bottom, left + pw, bottom, strokeColor=colors.grey))
     d.add(Line(left, bottom, left, bottom + ph, strokeColor=colors.grey))
     for t in yt:
@@ -56,7 +56,7 @@ def _drawing(chart: Chart, width: float = 460, height: float = 200) -> Any:
             if s.lows and s.highs:
                 d.add(Line(px(x), py(s.lows[j]), px(x), py(s.highs[j]), strokeColor=c, strokeWidth=1.2))
             d.add(Circle(px(x), py(y), 2, fillColor=c, strokeColor=c))
-        d.add(String(left + 4 + (i % 3) * 150, height + 4 - (i // 3) * 9, s.label, fontSize=7, fillColor=c))
+        d.add(String(left + 4 + (i % 3) * 150, height + 18 - (i // 3) * 9, s.label, fontSize=7, fillColor=c))
     return d
 
 

@@ -16,8 +16,8 @@ from html import escape
 from torchwitness.report.model import Chart, fmt
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
-W, H = 640, 300
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 64
+W, H = 640, 320
+LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 84
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -102,7 +102,7 @@ def chart_svg(chart: Chart) -> str:
             out.append(f'<circle class="pt" data-seq="{seq}" cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" '
                        f'fill="{colour}"><title>{escape(s.label)}: {fmt(y)} (record {seq})</title></circle>')
         lx = LEFT + (i % 3) * 190
-        ly = H - 22 + (i // 3) * 12
+        ly = TOP + ph + 50 + (i // 3) * 12
         out.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="3" fill="{colour}"/>'
                    f'<text x="{lx + 14}" y="{ly - 4}" font-size="10">{escape(s.label)}</text>')
     out.append("</svg>")
