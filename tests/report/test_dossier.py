@@ -89,3 +89,30 @@ def test_report_cli_formats(rich_run: Path, tmp_path: Path) -> None:
         assert "Annex IV.9" in out.read_text()
     r = CliRunner().invoke(app, ["report", str(rich_run), "--format", "docx"])
     assert r.exit_code != 0
+
+
+def test_malformed_records_read_as_missing_evidence(tmp_path: Path) -> None:
+    """Record shapes evolve on other branches: a reader must degrade to "no evidence", never crash."""
+    import torchwitness as tw
+    from torchwitness.report.card import build_card
+    from torchwitness.report.diff import snapshot
+    from torchwitness.report.render import render_html
+
+    with tw.Run(tmp_path / "odd", config=["not", "a", "dict"]) as run:
+        run.record("fairness.eval", {"views": "oops", "gate": [1, 2]})
+        run.record("fairness.eval", {"views": [{"attributes": "sex", "groups": [1, None],
+                                                "disparities": [{"metric": "dpd", "estimate": "high"}, 3]}]})
+        run.record("data.datasheet", [1, 2, 3])
+        run.record("privacy.epsilon", {"epsilon": "lots", "delta": None})
+        run.record("finding", {"rule_id": 5, "severity": None})
+        run.record("edit.certificate", {"certificate": "sha256:" + "0" * 64, "metrics": "n/a", "verdict": None})
+        run.record("drift.alert", {"statistic": {"$array": "x"}, "value": 0.0})
+        run.record("review.decision", "approved")
+        run.record("eval.summary", {"accuracy": float("nan")})
+    doc = build_document(tmp_path / "odd")
+    assert "Annex IV.9" in render_html(doc) and "Annex IV.3" in render_md(doc)
+    drift = next(c for c in doc.charts() if c.title.startswith("Drift"))
+    assert drift.series[0].points == [(0.0, 0.0)]  # a zero statistic is a value, not a missing one
+    assert not any(s.text.startswith("Accuracy on the test split") for s in doc.statements())  # NaN is not a number
+    build_card(tmp_path / "odd")
+    assert "metric:accuracy" not in snapshot(tmp_path / "odd")

@@ -15,7 +15,7 @@ from typing import Any
 
 from torchwitness.ledger.layout import Layout
 from torchwitness.ledger.verify import verify_run
-from torchwitness.report.evidence import Evidence, get, number
+from torchwitness.report.evidence import Evidence, dicts, get, mapping, number, strings
 
 # (record kinds, data field, MLflow metric key); x axis = the record's step.
 STEPS = ("train.audit", "train.step")
@@ -49,11 +49,11 @@ def metric_points(ev: Evidence) -> list[tuple[str, float, int, int]]:
                 points.append((key, v, r["ts"] // 1000, r["step"] if isinstance(r.get("step"), int) else r["seq"]))
     for i, r in enumerate(ev.kind("fairness.eval")):
         epoch = get(r, "epoch")
-        for view in get(r, "views") or []:
-            for d in view.get("disparities") or []:
+        for _, view in dicts(get(r, "views")):
+            for _, d in dicts(view.get("disparities")):
                 v = number(d.get("estimate"))
                 if v is not None:
-                    key = f"fairness.{d.get('metric')}.{'_'.join(view.get('attributes', []))}"
+                    key = f"fairness.{d.get('metric')}.{'_'.join(strings(view.get('attributes')))}"
                     points.append((key, v, r["ts"] // 1000, epoch if isinstance(epoch, int) else i))
     return points
 
@@ -86,7 +86,7 @@ def export_mlflow(run_dir: str | Path, *, tracking_uri: str, experiment: str = "
             "mlflow.runName": f"torchwitness-{ev.run_id}"}
     rid = client.create_run(exp_id, start_time=start["ts"] // 1000 if start else None, tags=tags).info.run_id
     params: dict[str, str] = {}
-    _flatten("", (get(start, "config") or {}) if start else {}, params)
+    _flatten("", mapping(get(start, "config")) if start else {}, params)
     if start:
         params["torch"] = str(get(start, "torch"))
     param_items = [Param(k, v) for k, v in sorted(params.items())]

@@ -17,7 +17,7 @@ from typing import Any
 
 from torchwitness.errors import ExportError
 from torchwitness.ledger.verify import verify_run
-from torchwitness.report.evidence import Evidence, get, number
+from torchwitness.report.evidence import Evidence, get, mapping, number
 
 # record kind -> span name; each kind's numeric fields become attributes.
 CHILD_SPANS = {"train.epoch": "epoch", "train.audit": "audited step", "finding": "finding",
@@ -28,7 +28,7 @@ def _attributes(record: dict[str, Any]) -> dict[str, Any]:
     attrs: dict[str, Any] = {"torchwitness.seq": record["seq"], "torchwitness.kind": record["kind"]}
     if isinstance(record.get("step"), int):
         attrs["torchwitness.step"] = record["step"]
-    for k, v in (record.get("data") or {}).items():
+    for k, v in mapping(record.get("data")).items():
         if isinstance(v, str):
             attrs[f"torchwitness.{k}"] = v[:256]
         elif isinstance(v, bool):

@@ -13,7 +13,7 @@ from typing import Any
 
 from torchwitness.errors import InputError
 from torchwitness.ledger.verify import verify_run
-from torchwitness.report.evidence import Evidence, get, number
+from torchwitness.report.evidence import Evidence, dicts, get, mapping, number, strings
 from torchwitness.report.model import Section, Statement, Table, fmt
 from torchwitness.report.render import cite
 from torchwitness.report.sections import development, functioning, risk
@@ -59,14 +59,14 @@ def _eval_results(ev: Evidence, dataset: str) -> list[Any]:
                                      metric_value=number(get(acc, "accuracy")),
                                      metric_args={"ledger_seq": acc["seq"]}))
     fair = ev.last("fairness.eval")
-    for view in (get(fair, "views") or []) if fair else []:
-        for d in view.get("disparities") or []:
+    for _, view in dicts(get(fair, "views")) if fair else []:
+        for _, d in dicts(view.get("disparities")):
             v = number(d.get("estimate"))
             if v is not None:
                 results.append(hf.EvalResult(
                     task_type="tabular-classification", dataset_type=dataset, dataset_name=dataset,
                     dataset_split=str(get(fair, "split")), metric_type=str(d.get("metric")), metric_value=v,
-                    metric_name=f"{d.get('metric')} ({'&'.join(view.get('attributes', []))})",
+                    metric_name=f"{d.get('metric')} ({'&'.join(strings(view.get('attributes')))})",
                     metric_args={"ledger_seq": fair["seq"]}))
     return results
 
@@ -77,8 +77,7 @@ def build_card(run_dir: str | Path, *, intended_use: str | None = None, license:
     ev = Evidence.load(run_dir)
     result = verify_run(run_dir)
     start = ev.first("run.start")
-    config = (get(start, "config") or {}) if start else {}
-    config = config if isinstance(config, dict) else {}
+    config = mapping(get(start, "config")) if start else {}
     dataset = str(config.get("dataset") or "unknown")
     name = str(config.get("model") or f"run-{ev.run_id}")
     data = hf.ModelCardData(model_name=name, library_name="pytorch", license=license,
@@ -88,7 +87,7 @@ def build_card(run_dir: str | Path, *, intended_use: str | None = None, license:
                             eval_results=_eval_results(ev, dataset) or None,
                             torchwitness={"run": ev.run_id, "root": "sha256:" + result.root.hex(),
                                           "signer": result.signer, "records": result.records})
-    sd = start["data"] if start else {}
+    sd = mapping(start["data"]) if start else {}
     end = ev.last("run.end")
     lines = [f"# Model card: {name}", "",
              f"Generated from the signed ledger of run `{ev.run_id}`; every figure cites its record (seq).", "",
@@ -103,7 +102,7 @@ def build_card(run_dir: str | Path, *, intended_use: str | None = None, license:
              "## Evaluation", "", *_blocks_md(_section(ev, functioning)), "",
              "## Environmental Impact", ""]
     duration = number(get(end, "duration_s")) if end else None
-    lines.append(f"- Hardware: {', '.join(map(str, sd.get('devices') or [])) or sd.get('machine', 'not recorded')}"
+    lines.append(f"- Hardware: {', '.join(strings(sd.get('devices'))) or sd.get('machine', 'not recorded')}"
                  + (f" [seq {start['seq']}]" if start else ""))
     lines.append(f"- Training time: {fmt(duration)} s [seq {end['seq']}]" if duration is not None
                  else "- Training time: not recorded")

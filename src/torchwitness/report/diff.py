@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from torchwitness.errors import InputError, RegressionError
-from torchwitness.report.evidence import Evidence, get, number
+from torchwitness.report.evidence import Evidence, dicts, get, number, strings
 
 Better = Literal["higher", "lower"]
 Status = Literal["improved", "regressed", "unchanged", "added", "removed"]
@@ -81,9 +81,9 @@ def snapshot(run_dir: str | Path) -> dict[str, Quantity]:
     put("metric:train_loss", ev.last("train.epoch"), "train_loss", "lower")
     put("privacy:epsilon", ev.last("privacy.epsilon"), "epsilon", "lower")
     fair = ev.last("fairness.eval")
-    for vi, view in enumerate((get(fair, "views") or []) if fair else []):
-        for di, d in enumerate(view.get("disparities") or []):
-            put(f"fairness:{d.get('metric')}({'&'.join(view.get('attributes', []))})", fair,
+    for vi, view in dicts(get(fair, "views")) if fair else []:
+        for di, d in dicts(view.get("disparities")):
+            put(f"fairness:{d.get('metric')}({'&'.join(strings(view.get('attributes')))})", fair,
                 f"views.{vi}.disparities.{di}.estimate", "lower")
     for f in ev.findings():
         sev = str(get(f, "severity"))

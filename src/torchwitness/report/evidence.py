@@ -27,7 +27,7 @@ def number(value: Any) -> float | None:
         return v if math.isfinite(v) else None
     if isinstance(value, dict):
         if "$array" in value:
-            data = value["$array"].get("data")
+            data = mapping(value["$array"]).get("data")
             while isinstance(data, list) and len(data) == 1:
                 data = data[0]
             return number(data)
@@ -50,6 +50,20 @@ def get(record: dict[str, Any], path: str) -> Any:
         else:
             return None
     return node
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    """``value`` if it is a dict, else an empty one (so a malformed record reads as missing fields)."""
+    return value if isinstance(value, dict) else {}
+
+
+def dicts(value: Any) -> list[tuple[int, dict[str, Any]]]:
+    """``(index, item)`` for the dict items of a list; anything else yields nothing."""
+    return [(i, v) for i, v in enumerate(value) if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def strings(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 @dataclass

@@ -6,7 +6,7 @@ import datetime as dt
 from collections import Counter
 from typing import Any
 
-from torchwitness.report.evidence import Evidence, get, number
+from torchwitness.report.evidence import Evidence, dicts, get, mapping, number, strings
 from torchwitness.report.model import Chart, Section, Series, Table, fmt
 
 NO_EVIDENCE = "No evidence in this run's ledger."
@@ -42,10 +42,10 @@ def general(ev: Evidence, sec: Section) -> None:
     start = ev.first("run.start")
     if start is None:
         return
-    d = start["data"]
+    d = mapping(start["data"])
     sec.say(f"Run {ev.run_id} started on {when(start)} with torch {d.get('torch', '?')}, Python "
             f"{d.get('python', '?')} on {d.get('platform', '?')} ({d.get('machine', '?')}).", [start["seq"]])
-    devices = d.get("devices") or []
+    devices = strings(d.get("devices"))
     if devices:
         sec.say(f"Compute devices: {', '.join(map(str, devices))}.", [start["seq"]])
     git = d.get("git")
@@ -69,17 +69,18 @@ def development(ev: Evidence, sec: Section) -> None:
     state(sec, summary, "test_rows", "Test data: {v} rows.")
     state(sec, summary, "features", "Input features: {v}.")
     for sheet in ev.kind("data.datasheet"):
-        d = sheet["data"]
+        d = mapping(sheet["data"])
         state(sec, sheet, "rows", f"Datasheet of {d.get('name', 'a data set')}: {{v}} rows, content digest "
                                   f"{d.get('content_digest', '?')}.")
-        attrs = d.get("sensitive_attributes") or []
+        attrs = strings(d.get("sensitive_attributes"))
         if attrs:
             sec.say(f"Sensitive attributes examined: {', '.join(map(str, attrs))}.", [sheet["seq"]])
-        for view in d.get("coverage") or []:
-            t = Table(f"Group coverage ({d.get('name', '')}, {' & '.join(view.get('attributes', []))})",
+        for _, view in dicts(d.get("coverage")):
+            t = Table(f"Group coverage ({d.get('name', '')}, {' & '.join(strings(view.get('attributes')))})",
                       ["group", "n", "share", "positive rate", "status"], [], [])
-            for g in view.get("groups", []):
-                t.add([str(g.get("name")), g.get("n"), g.get("share"), g.get("positive_rate"), str(g.get("status"))],
+            for _, g in dicts(view.get("groups")):
+                t.add([str(g.get("name")), *(number(g.get(k)) for k in ("n", "share", "positive_rate")),
+                       str(g.get("status"))],
                       [sheet["seq"]])
             sec.blocks.append(t)
     lines = [s for s in (_series(ev, ("train.epoch",), "train_loss", "train loss (epoch)"),
@@ -110,11 +111,11 @@ def development(ev: Evidence, sec: Section) -> None:
 
 
 def _summary(r: dict[str, Any]) -> str:
-    d = r.get("data") or {}
+    d = mapping(r.get("data"))
     if r["kind"] == "eval.summary":
         return f"{d.get('split', '')} accuracy {fmt(number(d.get('accuracy')))}"
     if r["kind"] == "fairness.eval":
-        gate = d.get("gate") or {}
+        gate = mapping(d.get("gate"))
         return f"epoch {d.get('epoch')}, {d.get('rows')} rows" + (f", gate {gate.get('action')}" if gate else "")
     return f"{d.get('edit')}: {d.get('verdict')}"
 
@@ -136,8 +137,8 @@ def privacy(ev: Evidence, sec: Section) -> None:
     state(sec, eps[-1], "epsilon_budget", "Privacy budget: epsilon {v}.")
 
 
-def _disparities(view: dict[str, Any]) -> list[dict[str, Any]]:
-    return [d for d in view.get("disparities") or [] if isinstance(d, dict)]
+def _disparities(view: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    return dicts(view.get("disparities"))
 
 
 def functioning(ev: Evidence, sec: Section) -> None:
@@ -145,23 +146,23 @@ def functioning(ev: Evidence, sec: Section) -> None:
     evals = ev.kind("fairness.eval")
     if evals:
         last = evals[-1]
-        for vi, view in enumerate(get(last, "views") or []):
-            name = " & ".join(view.get("attributes", []))
+        for vi, view in dicts(get(last, "views")):
+            name = " & ".join(strings(view.get("attributes")))
             t = Table(f"Accuracy and selection rate per group ({name})", ["group", "n", "accuracy", "selection rate",
                                                                           "TPR", "FPR", "status"], [], [])
-            for g in view.get("groups", []):
-                t.add([str(g.get("name")), g.get("n"), g.get("accuracy"), g.get("selection_rate"), g.get("tpr"),
-                       g.get("fpr"), str(g.get("status"))], [last["seq"]])
+            for _, g in dicts(view.get("groups")):
+                t.add([str(g.get("name")), *(number(g.get(k)) for k in ("n", "accuracy", "selection_rate", "tpr",
+                                                                         "fpr")), str(g.get("status"))], [last["seq"]])
             sec.blocks.append(t)
-            for di, d in enumerate(_disparities(view)):
+            for di, d in _disparities(view):
                 if number(d.get("estimate")) is None:
                     continue
                 ci = (f" ({fmt(number(get(last, 'confidence')) or 0.95)} interval {fmt(number(d.get('ci_low')))} to "
                       f"{fmt(number(d.get('ci_high')))})" if number(d.get("ci_low")) is not None else "")
                 state(sec, last, f"views.{vi}.disparities.{di}.estimate",
                       f"{d.get('metric')} across {name}: {{v}}{ci}.")
-            if view.get("insufficient"):
-                sec.say(f"Groups too small to assess ({name}): {', '.join(map(str, view['insufficient']))}.",
+            if strings(view.get("insufficient")):
+                sec.say(f"Groups too small to assess ({name}): {', '.join(strings(view['insufficient']))}.",
                         [last["seq"]])
         fairness_chart(ev, evals, sec)
     attributions = ev.kind("explain.attribution")
@@ -175,12 +176,12 @@ def fairness_chart(ev: Evidence, evals: list[dict[str, Any]], sec: Section) -> N
     for i, r in enumerate(evals):
         x = number(get(r, "epoch"))
         x = float(i) if x is None else x
-        for view in get(r, "views") or []:
-            for d in _disparities(view):
+        for _, view in dicts(get(r, "views")):
+            for _, d in _disparities(view):
                 est = number(d.get("estimate"))
                 if est is None:
                     continue
-                label = f"{d.get('metric')} ({'&'.join(view.get('attributes', []))})"
+                label = f"{d.get('metric')} ({'&'.join(strings(view.get('attributes')))})"
                 s = lines.setdefault(label, Series(label, [], [], [], []))
                 s.points.append((x, est))
                 s.seqs.append(r["seq"])
@@ -197,7 +198,7 @@ def metrics(ev: Evidence, sec: Section) -> None:
     seqs: dict[str, list[int]] = {}
     for kind in ("train.epoch", "eval.summary", "train.audit"):
         for r in ev.kind(kind):
-            for k, v in (r.get("data") or {}).items():
+            for k, v in mapping(r.get("data")).items():
                 if number(v) is not None and k not in ("epoch", "step", "rows", "forwards"):
                     names[f"{kind}: {k}"] += 1
                     seqs.setdefault(f"{kind}: {k}", []).append(r["seq"])
@@ -213,7 +214,7 @@ def metrics(ev: Evidence, sec: Section) -> None:
                                        "confidence {v}.")
         state(sec, last, "min_group_size", "Groups smaller than {v} are reported as insufficient, never dropped.")
     for cert in ev.kind("edit.certificate"):
-        ms = get(cert, "metrics") or {}
+        ms = mapping(get(cert, "metrics"))
         if ms:
             sec.say(f"Certificate for {get(cert, 'edit')} tests metrics {', '.join(sorted(ms))} under policy "
                     f"{get(cert, 'policy')}.", [cert["seq"]])
@@ -283,9 +284,9 @@ def _cert_interval(ev: Evidence, cert: dict[str, Any]) -> tuple[float, float, fl
         doc = json.loads(blob.read_bytes())
     except (OSError, ValueError):
         return None
-    m = (doc.get("statistics") or {}).get("metrics", {}).get("accuracy_delta") or {}
-    est, iv = number(m.get("estimate")), m.get("interval") or [None, None]
-    lo, hi = number(iv[0]), number(iv[1])
+    m = mapping(mapping(mapping(mapping(doc).get("statistics")).get("metrics")).get("accuracy_delta"))
+    iv = m.get("interval") if isinstance(m.get("interval"), list) and len(m["interval"]) == 2 else [None, None]
+    est, lo, hi = number(m.get("estimate")), number(iv[0]), number(iv[1])
     return (est, lo, hi) if None not in (est, lo, hi) else None  # type: ignore[return-value]
 
 
@@ -294,7 +295,7 @@ def standards(ev: Evidence, sec: Section) -> None:
     if not declared:
         sec.say("No harmonised standard or common specification is declared in this run's ledger.")
     for r in declared:
-        sec.say(f"Standards declared: {', '.join(map(str, get(r, 'standards') or []))}.", [r["seq"]])
+        sec.say(f"Standards declared: {', '.join(strings(get(r, 'standards')))}.", [r["seq"]])
     start = ev.first("run.start")
     if start is not None:
         sec.say("Other solutions adopted for record-keeping: records are RFC 8785 canonical JSON in an RFC 9162 "
@@ -316,7 +317,8 @@ def post_market(ev: Evidence, sec: Section) -> None:
         count(sec, alerts, "{n} drift alerts raised.")
         pts = [(float(r["step"] if isinstance(r.get("step"), int) else i), v, r["seq"])
                for i, r in enumerate(alerts)
-               for v in [number(get(r, "statistic")) or number(get(r, "value")) or number(get(r, "score"))]
+               for v in [next((x for x in map(number, (get(r, k) for k in ("statistic", "value", "score")))
+                               if x is not None), None)]
                if v is not None]
         if pts:
             sec.blocks.append(Chart("Drift statistics at alerts", "step", "statistic",
