@@ -116,3 +116,17 @@ def test_malformed_records_read_as_missing_evidence(tmp_path: Path) -> None:
     assert not any(s.text.startswith("Accuracy on the test split") for s in doc.statements())  # NaN is not a number
     build_card(tmp_path / "odd")
     assert "metric:accuracy" not in snapshot(tmp_path / "odd")
+
+
+def test_long_trajectories_are_thinned_evenly(tmp_path: Path) -> None:
+    import torchwitness as tw
+    from torchwitness.report.sections import MAX_POINTS
+
+    with tw.Run(tmp_path / "long") as run:
+        for step in range(1000):
+            run.record("train.audit", {"loss": 1.0 / (step + 1), "grad_norm": 1.0}, step=step)
+    loss = next(c for c in build_document(tmp_path / "long", proofs=2).charts() if c.title == "Training loss")
+    s = loss.series[0]
+    assert len(s.points) == MAX_POINTS and s.points[0][0] == 0 and s.points[-1][0] == 999
+    ev = Evidence.load(tmp_path / "long")
+    assert all(number(get(ev.seq(q), "loss")) == y for (_, y), q in zip(s.points, s.seqs, strict=True))

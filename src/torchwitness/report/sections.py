@@ -31,10 +31,15 @@ def count(sec: Section, records: list[dict[str, Any]], template: str) -> None:
     sec.say(template.format(n=fmt(len(records))), [r["seq"] for r in records], value=len(records), basis="count")
 
 
+MAX_POINTS = 400  # per chart series: enough to read a trajectory, small enough for every renderer
+
+
 def _series(ev: Evidence, kinds: tuple[str, ...], path: str, label: str) -> Series | None:
     pts = ev.series(kinds, path)
     if not pts:
         return None
+    if len(pts) > MAX_POINTS:  # evenly spaced, first and last kept; the chart cites exactly the points it draws
+        pts = [pts[round(i * (len(pts) - 1) / (MAX_POINTS - 1))] for i in range(MAX_POINTS)]
     return Series(label, [(x, y) for x, y, _ in pts], [s for _, _, s in pts])
 
 
