@@ -41,6 +41,8 @@ def open_page(browser, path: Path, *, viewport: dict | None = None):
     problems: list[str] = []
     page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
     page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+    # Self-contained: the only thing the page may load is itself.
+    page.on("request", lambda r: problems.append(f"request: {r.url}") if r.url != path.as_uri() else None)
     page.goto(path.as_uri())
     page.wait_for_function("document.getElementById('tw-verify-status').textContent !== 'checking…'",
                            timeout=15_000)
