@@ -37,7 +37,9 @@ class Table:
     row_cites: list[list[int]]
 
     def add(self, cells: list[Any], cites: list[int]) -> None:
-        self.rows.append([c if isinstance(c, str) else fmt(c) for c in cells])
+        """Append a row: numbers through :func:`fmt`, ``None`` as an em dash, anything else as text."""
+        self.rows.append([fmt(c) if c is None or (isinstance(c, int | float) and not isinstance(c, bool)) else str(c)
+                          for c in cells])
         self.row_cites.append(cites)
 
 

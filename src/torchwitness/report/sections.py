@@ -84,8 +84,8 @@ def development(ev: Evidence, sec: Section) -> None:
             t = Table(f"Group coverage ({d.get('name', '')}, {' & '.join(strings(view.get('attributes')))})",
                       ["group", "n", "share", "positive rate", "status"], [], [])
             for _, g in dicts(view.get("groups")):
-                t.add([str(g.get("name")), *(number(g.get(k)) for k in ("n", "share", "positive_rate")),
-                       str(g.get("status"))],
+                t.add([g.get("name"), *(number(g.get(k)) for k in ("n", "share", "positive_rate")),
+                       g.get("status")],
                       [sheet["seq"]])
             sec.blocks.append(t)
     lines = [s for s in (_series(ev, ("train.epoch",), "train_loss", "train loss (epoch)"),
@@ -156,8 +156,8 @@ def functioning(ev: Evidence, sec: Section) -> None:
             t = Table(f"Accuracy and selection rate per group ({name})", ["group", "n", "accuracy", "selection rate",
                                                                           "TPR", "FPR", "status"], [], [])
             for _, g in dicts(view.get("groups")):
-                t.add([str(g.get("name")), *(number(g.get(k)) for k in ("n", "accuracy", "selection_rate", "tpr",
-                                                                         "fpr")), str(g.get("status"))], [last["seq"]])
+                t.add([g.get("name"), *(number(g.get(k)) for k in ("n", "accuracy", "selection_rate", "tpr",
+                                                                         "fpr")), g.get("status")], [last["seq"]])
             sec.blocks.append(t)
             for di, d in _disparities(view):
                 if number(d.get("estimate")) is None:
@@ -233,8 +233,8 @@ def risk(ev: Evidence, sec: Section) -> None:
               + ", ".join(f"{n} {s}" for s, n in sorted(sev.items())) + ").")
         t = Table("Findings", ["rule", "severity", "location", "count", "first step", "message"], [], [])
         for f in findings:
-            t.add([str(get(f, "rule_id")), str(get(f, "severity")), str(get(f, "location")), get(f, "count"),
-                   str(get(f, "first_step")), str(get(f, "message"))], [f["seq"]])
+            t.add([get(f, "rule_id"), get(f, "severity"), get(f, "location"), get(f, "count"),
+                   get(f, "first_step"), get(f, "message")], [f["seq"]])
         sec.blocks.append(t)
     for r in ev.kind("fairness.eval"):
         gate = get(r, "gate")
@@ -257,8 +257,8 @@ def changes(ev: Evidence, sec: Section) -> None:
     if certs:
         t = Table("Edits certified", ["seq", "edit", "verdict", "action", "policy", "subject weights"], [], [])
         for c in certs:
-            t.add([str(c["seq"]), str(get(c, "edit")), str(get(c, "verdict")), str(get(c, "action")),
-                   str(get(c, "policy")), str(get(c, "subject_weights"))], [c["seq"]])
+            t.add([str(c["seq"]), get(c, "edit"), get(c, "verdict"), get(c, "action"),
+                   get(c, "policy"), get(c, "subject_weights")], [c["seq"]])
         sec.blocks.append(t)
         for c in certs:
             state(sec, c, "metrics.accuracy_delta", f"{get(c, 'edit')}: accuracy change {{v}} ({get(c, 'verdict')}).")
@@ -330,7 +330,7 @@ def post_market(ev: Evidence, sec: Section) -> None:
                                     [Series("drift statistic", [(x, y) for x, y, _ in pts], [s for *_, s in pts])]))
         t = Table("Drift alerts", ["seq", "recorded", "feature", "test", "statistic", "threshold"], [], [])
         for r in alerts:
-            t.add([str(r["seq"]), when(r), str(get(r, "feature")), str(get(r, "test")),
+            t.add([str(r["seq"]), when(r), get(r, "feature"), get(r, "test"),
                    number(get(r, "statistic")), number(get(r, "threshold"))], [r["seq"]])
         sec.blocks.append(t)
     for kind, text in (("inference", "{n} inference records (deployer monitoring, Art. 26(5))."),
