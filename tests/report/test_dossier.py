@@ -33,6 +33,9 @@ def test_sections_and_verification(doc) -> None:
     for key in ("annex-iv-1", "annex-iv-2", "annex-iv-3", "annex-iv-5", "annex-iv-6", "annex-iv-9"):
         assert by_key[key].has_evidence, key
     assert not by_key["annex-iv-8"].has_evidence  # no declaration of conformity is ever recorded here
+    signed = [s for s in by_key["annex-iv-2"].blocks if "test records are included" in getattr(s, "text", "")]
+    assert len(signed) == 1 and doc.verification["signer"] in signed[0].text
+    assert signed[0].text.startswith("7 of these 7")  # eval.summary, 4 fairness.eval, 2 edit.certificate
     titles = [c.title for c in doc.charts()]
     for expected in ("Training loss", "Gradient norm", "Privacy loss", "Fairness disparities", "Certificate",
                      "Drift statistics"):
@@ -79,6 +82,8 @@ def test_pdf_renders_every_page_and_has_every_heading(doc, tmp_path: Path) -> No
     flat = " ".join(text.split())
     for h in HEADINGS:
         assert h in flat, h
+    section8 = flat[flat.index(HEADINGS[7]):flat.index(HEADINGS[8])]
+    assert "No evidence in this run's ledger." in section8
 
 
 def test_report_cli_formats(rich_run: Path, tmp_path: Path) -> None:

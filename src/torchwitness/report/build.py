@@ -16,7 +16,7 @@ from torchwitness.ledger.verify import verify_run
 from torchwitness.report.evidence import Evidence
 from torchwitness.report.model import Document, Section, Table
 from torchwitness.report.obligations import coverage, load_map
-from torchwitness.report.sections import BUILDERS, NO_EVIDENCE
+from torchwitness.report.sections import BUILDERS, NO_EVIDENCE, TEST_LOGS
 
 
 def annex_heading(number: int, title: str) -> str:
@@ -45,7 +45,20 @@ def build_document(run_dir: str | Path, *, proofs: int = 24, seed: int = 0) -> D
                    run_dir=str(Path(run_dir)), generated=dt.datetime.now(dt.timezone.utc).strftime(
                        "%Y-%m-%d %H:%M:%S UTC"), sections=sections, verification={})
     doc.verification = _verification(Path(run_dir), doc.cited(), proofs, seed)
+    _sign_off_test_logs(sections[1], doc.verification)
     return doc
+
+
+def _sign_off_test_logs(sec: Section, verification: dict[str, Any]) -> None:
+    """Annex IV 2(g) asks for signed test logs: say so only for test records a verified checkpoint covers."""
+    table = next((b for b in sec.blocks if isinstance(b, Table) and b.title == TEST_LOGS), None)
+    if table is None or not verification.get("ok"):
+        return
+    seqs = sorted({s for row in table.row_cites for s in row})
+    signed = [s for s in seqs if s < verification["covered"]]
+    sec.say(f"{len(signed)} of these {len(seqs)} test records are included in the Merkle tree of "
+            f"{verification['covered']} records whose checkpoint is signed by {verification['signer']} "
+            "(verified when this dossier was generated).", signed, value=len(signed), basis="count")
 
 
 def _coverage_section(ev: Evidence) -> Section:

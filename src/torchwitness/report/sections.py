@@ -10,6 +10,7 @@ from torchwitness.report.evidence import Evidence, dicts, get, mapping, number, 
 from torchwitness.report.model import Chart, Section, Series, Table, fmt
 
 NO_EVIDENCE = "No evidence in this run's ledger."
+TEST_LOGS = "Test logs (Annex IV 2(g)): dated test records"
 
 
 def when(record: dict[str, Any]) -> str:
@@ -105,7 +106,7 @@ def development(ev: Evidence, sec: Section) -> None:
         count(sec, consent, "{n} consent records (subjects stored only as erasable commitments).")
     tests = ev.kind("eval.summary", "fairness.eval", "edit.certificate")
     if tests:
-        t = Table("Test logs (Annex IV 2(g)): dated records covered by the signed checkpoint",
+        t = Table(TEST_LOGS,
                   ["seq", "recorded", "kind", "summary"], [], [])
         for r in tests:
             t.add([str(r["seq"]), when(r), r["kind"], _summary(r)], [r["seq"]])
