@@ -15,7 +15,7 @@ import pytest
 
 from torchwitness.integrations.mlflow_export import export_mlflow, metric_points
 from torchwitness.ledger.verify import verify_run
-from torchwitness.report.evidence import Evidence, get
+from torchwitness.report.evidence import Evidence, entries
 
 pytestmark = pytest.mark.slow  # the server takes tens of seconds to create its tables and start
 
@@ -77,7 +77,8 @@ def test_export_to_mlflow_server(mlflow_server: str, evidence_run: Path, tmp_pat
     history = client.get_metric_history(rid, "step_loss")
     audits = ev.kind("train.audit")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == \
-        [(r["step"], pytest.approx(get(r, "loss"))) for r in audits]
+        [(e["step"], pytest.approx(e["loss"])) for r in audits for _, e in entries(r)]
+    assert len(history) == 40  # ten audited steps per batched record
     eps = client.get_metric_history(rid, "epsilon")
     assert len(eps) == len(ev.kind("privacy.epsilon"))
     assert len(client.get_metric_history(rid, "fairness.demographic_parity_difference.sex")) == 4

@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from torchwitness.errors import ExportError
 from torchwitness.integrations.otel_export import export_otel
-from torchwitness.report.evidence import Evidence
+from torchwitness.report.evidence import Evidence, entries
 
 
 class Receiver(ThreadingHTTPServer):
@@ -78,7 +78,9 @@ def test_spans_reach_the_receiver(evidence_run: Path, receiver) -> None:
     assert all(s.trace_id == root.trace_id and (s is root or s.parent_span_id == root.span_id) for s in spans)
     names = [s.name for s in spans]
     assert names.count("epoch") == len(ev.kind("train.epoch"))
-    assert names.count("audited step") == len(ev.kind("train.audit"))
+    audited = [e["step"] for r in ev.kind("train.audit") for _, e in entries(r)]
+    assert names.count("audited step") == len(audited) == 40
+    assert sorted(_attrs(s)["torchwitness.step"] for s in spans if s.name == "audited step") == audited
     assert names.count("certificate") == len(ev.kind("edit.certificate"))
     assert "finding TW101" in names
     for s in spans:

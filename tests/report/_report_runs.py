@@ -84,12 +84,14 @@ def make_rich_run(path: Path, key_dir: Path, *, worse: bool = False, seed: int =
         step = 0
         loss = 0.69
         for epoch in range(4):
+            audits = []
             for _ in range(10):
                 step += 10
                 loss *= 0.97 + 0.01 * rng.random()
-                run.record("train.audit", {"step": step, "forwards": 1, "loss": loss,
-                                           "grad_norm": 2.0 * loss + 0.1 * rng.random(),
-                                           "max_update_ratio": 1e-3}, step=step)
+                audits.append({"step": step, "forwards": 1, "loss": loss, "grad_norm": 2.0 * loss + 0.1 * rng.random(),
+                               "max_update_ratio": 1e-3})
+            # Batched as the training auditor writes them (one record per several audited steps).
+            run.record("train.audit", {"steps": audits}, step=step)
             eps = (1.5 if worse else 1.0) * 0.9 * (epoch + 1) ** 0.5
             run.record("privacy.epsilon", {"epsilon": eps, "delta": 1e-5, "steps": step, "accountant": "rdp",
                                            "noise_multiplier": 1.1, "epsilon_budget": 8.0}, step=step)

@@ -43,10 +43,7 @@ def metric_points(ev: Evidence) -> list[tuple[str, float, int, int]]:
     """``(key, value, timestamp_ms, step)`` for every recorded time-series point, fairness disparities included."""
     points = []
     for kinds, path, key in SERIES:
-        for r in ev.kind(*kinds):
-            v = number(get(r, path))
-            if v is not None:
-                points.append((key, v, r["ts"] // 1000, r["step"] if isinstance(r.get("step"), int) else r["seq"]))
+        points += [(key, y, ev.seq(seq)["ts"] // 1000, int(x)) for x, y, seq in ev.series(kinds, path)]
     for i, r in enumerate(ev.kind("fairness.eval")):
         epoch = get(r, "epoch")
         for _, view in dicts(get(r, "views")):

@@ -17,21 +17,21 @@ from typing import Any
 
 from torchwitness.errors import ExportError
 from torchwitness.ledger.verify import verify_run
-from torchwitness.report.evidence import Evidence, get, mapping, number
+from torchwitness.report.evidence import Evidence, entries, get, mapping, number
 
 # record kind -> span name; each kind's numeric fields become attributes.
 CHILD_SPANS = {"train.epoch": "epoch", "train.audit": "audited step", "finding": "finding",
                "edit.certificate": "certificate", "fairness.eval": "fairness evaluation"}
 
 
-def _attributes(record: dict[str, Any]) -> dict[str, Any]:
+def _attributes(record: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     attrs: dict[str, Any] = {"torchwitness.seq": record["seq"], "torchwitness.kind": record["kind"]}
     if isinstance(record.get("step"), int):
         attrs["torchwitness.step"] = record["step"]
-    for k, v in mapping(record.get("data")).items():
+    for k, v in entry.items():
         if isinstance(v, str):
             attrs[f"torchwitness.{k}"] = v[:256]
-        elif isinstance(v, bool):
+        elif isinstance(v, bool | int):
             attrs[f"torchwitness.{k}"] = v
         elif number(v) is not None:
             attrs[f"torchwitness.{k}"] = number(v)
@@ -72,13 +72,15 @@ def export_otel(run_dir: str | Path, *, endpoint: str, service_name: str = "torc
         if name is None:
             continue
         ts = r["ts"] * 1000
-        # An epoch spans from the previous epoch's end; other records are instants.
+        # An epoch spans from the previous epoch's end; other records are instants. A batched train.audit
+        # record gives one span per audited step, all at the one time the ledger knows for the batch.
         begin = previous if r["kind"] == "train.epoch" else ts
-        span = tracer.start_span(name if name != "finding" else f"finding {get(r, 'rule_id')}", context=ctx,
-                                 start_time=begin, attributes=_attributes(r))
-        if (r["kind"] == "finding" and get(r, "severity") == "error") or get(r, "verdict") == "fail":
-            span.set_status(trace.Status(trace.StatusCode.ERROR, str(get(r, "message") or get(r, "verdict"))))
-        span.end(end_time=ts)
+        for _, entry in entries(r) if r["kind"] == "train.audit" else [("", mapping(r.get("data")))]:
+            span = tracer.start_span(name if name != "finding" else f"finding {get(r, 'rule_id')}", context=ctx,
+                                     start_time=begin, attributes=_attributes(r, entry))
+            if (r["kind"] == "finding" and get(r, "severity") == "error") or get(r, "verdict") == "fail":
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(get(r, "message") or get(r, "verdict"))))
+            span.end(end_time=ts)
         if r["kind"] == "train.epoch":
             previous = ts
     if end is not None and get(end, "status") not in (None, "ok"):

@@ -66,6 +66,14 @@ def strings(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
+def entries(record: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A record's measurement entries, each with its path prefix into ``data``. Batched records
+    (``{"steps": [{...}, ...]}``, as ``train.audit`` writes one per 32 audited steps) give one entry per step."""
+    data = mapping(record.get("data"))
+    steps = dicts(data.get("steps"))
+    return [(f"steps.{i}.", e) for i, e in steps] if steps else [("", data)]
+
+
 @dataclass
 class Evidence:
     """All records of one run folder, in seq order and by kind."""
@@ -123,12 +131,15 @@ class Evidence:
         return sorted(latest.values(), key=lambda r: r["seq"])
 
     def series(self, kinds: Iterable[str], path: str) -> list[tuple[float, float, int]]:
-        """``(x, y, seq)`` points of a numeric field over records (x = step, else position)."""
+        """``(x, y, seq)`` points of a numeric field over records and their batched entries (x = the entry's or
+        record's step, else the position)."""
         points = []
-        for i, r in enumerate(self.kind(*kinds)):
-            y = number(get(r, path))
-            if y is None:
-                continue
-            x = r.get("step")
-            points.append((float(x) if isinstance(x, int) else float(i), y, r["seq"]))
+        for r in self.kind(*kinds):
+            for prefix, _ in entries(r):
+                y = number(get(r, prefix + path))
+                if y is None:
+                    continue
+                x = get(r, prefix + "step") if prefix else r.get("step")
+                x = x if isinstance(x, int) and not isinstance(x, bool) else r.get("step")
+                points.append((float(x) if isinstance(x, int) else float(len(points)), y, r["seq"]))
         return points

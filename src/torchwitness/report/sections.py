@@ -6,7 +6,7 @@ import datetime as dt
 from collections import Counter
 from typing import Any
 
-from torchwitness.report.evidence import Evidence, dicts, get, mapping, number, strings
+from torchwitness.report.evidence import Evidence, dicts, entries, get, mapping, number, strings
 from torchwitness.report.model import Chart, Section, Series, Table, fmt
 
 NO_EVIDENCE = "No evidence in this run's ledger."
@@ -204,12 +204,14 @@ def metrics(ev: Evidence, sec: Section) -> None:
     seqs: dict[str, list[int]] = {}
     for kind in ("train.epoch", "eval.summary", "train.audit"):
         for r in ev.kind(kind):
-            for k, v in mapping(r.get("data")).items():
-                if number(v) is not None and k not in ("epoch", "step", "rows", "forwards"):
-                    names[f"{kind}: {k}"] += 1
-                    seqs.setdefault(f"{kind}: {k}", []).append(r["seq"])
+            for _, entry in entries(r):
+                for k, v in entry.items():
+                    if number(v) is not None and k not in ("epoch", "step", "rows", "forwards"):
+                        names[f"{kind}: {k}"] += 1
+                        if r["seq"] not in seqs.setdefault(f"{kind}: {k}", [])[-1:]:
+                            seqs[f"{kind}: {k}"].append(r["seq"])
     if names:
-        t = Table("Performance metrics recorded", ["metric", "records"], [], [])
+        t = Table("Performance metrics recorded", ["metric", "values"], [], [])
         for name, n in sorted(names.items()):
             t.add([name, n], seqs[name][:50])
         sec.blocks.append(t)
