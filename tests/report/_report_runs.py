@@ -104,6 +104,9 @@ def make_rich_run(path: Path, key_dir: Path, *, worse: bool = False, seed: int =
             run.record("finding", finding("TW101", "error", "loss", "loss is nan at step 30", 30), step=30)
         run.record("finding", finding("TW301", "warn", "optimizer", "Adam with L2 weight decay", 10, final=True),
                    step=30)
+        run.record("consent.access", {"epoch": 0, "rows": 30162, "refused": 12})
+        run.record("repro.check", {"ok": not worse, "compared": 40, "first_mismatch": 17 if worse else None,
+                                   "mismatch": None, "factory": "demo:factory", "seed": 0})
         run.record("eval.summary", {"split": "test", "accuracy": 0.8312 - (0.02 if worse else 0), "rows": 15060})
         for edit, delta in (("quant-int8", -0.001), ("quant-int4", -0.03)):
             cert = certificate(edit, delta, 0.006)

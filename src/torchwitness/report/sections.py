@@ -101,9 +101,17 @@ def development(ev: Evidence, sec: Section) -> None:
         count(sec, epochs, "Training recorded {n} epochs.")
         state(sec, epochs[-1], "train_loss", "Final training loss: {v}.")
     privacy(ev, sec)
-    consent = ev.kind("consent.grant", "consent.grant_batch")
-    if consent:
-        count(sec, consent, "{n} consent records (subjects stored only as erasable commitments).")
+    for kinds, text in ((("consent.grant", "consent.grant_batch"),
+                         "{n} consent records (subjects stored only as erasable commitments)."),
+                        (("consent.access",), "{n} consent-checked data access records."),
+                        (("data.provenance",), "{n} records commit, per training step, to the set of data subjects "
+                                               "used (Merkle roots of keyed commitments).")):
+        rs = ev.kind(*kinds)
+        if rs:
+            count(sec, rs, text)
+    for r in ev.kind("repro.check"):
+        outcome = "bit-identical" if get(r, "ok") is True else f"first difference at step {get(r, 'first_mismatch')}"
+        state(sec, r, "compared", f"Replay check of {get(r, 'factory')}: {{v}} steps compared, {outcome}.")
     tests = ev.kind("eval.summary", "fairness.eval", "edit.certificate")
     if tests:
         t = Table(TEST_LOGS,
