@@ -1,6 +1,10 @@
 """Assemble the Annex IV dossier's document model from a run folder (every format renders this one model).
 
->>> # doc = build_document("evidence/adult-run"); [s.title for s in doc.sections][:2]
+Example::
+
+    from torchwitness.report import build_document, write_report
+    doc = build_document("evidence/adult-run")
+    write_report(doc, "dossier.html", "html")   # or "pdf", "md"
 """
 
 from __future__ import annotations
