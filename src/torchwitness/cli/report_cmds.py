@@ -32,10 +32,8 @@ def coverage(run: Path = RunArg,
     for col in ("obligation", "Annex IV", "status", "needs", "records"):
         table.add_column(col, overflow="fold")
     for c in rows:
-        needs = "; ".join(f"{'✓' if n.met else '✗'} {n.need.label}" for n in c.needs)
-        seqs = ", ".join(map(str, c.seqs[:10])) + (f" … (+{len(c.seqs) - 10})" if len(c.seqs) > 10 else "")
         table.add_row(f"{c.obligation.framework} {c.obligation.article}", ", ".join(map(str, c.obligation.annex_iv)),
-                      f"[{_STYLE[c.status]}]{c.status}[/]", needs, seqs or "-")
+                      f"[{_STYLE[c.status]}]{c.status}[/]", c.needs_text(), c.seqs_text(10))
     console.print(table)
 
 

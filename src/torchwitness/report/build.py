@@ -20,7 +20,7 @@ from torchwitness.ledger.verify import verify_run
 from torchwitness.report.evidence import Evidence
 from torchwitness.report.model import Document, Section, Table
 from torchwitness.report.obligations import coverage, load_map
-from torchwitness.report.sections import BUILDERS, NO_EVIDENCE, TEST_LOGS
+from torchwitness.report.sections import BUILDERS, TEST_LOGS
 
 
 def annex_heading(number: int, title: str) -> str:
@@ -68,13 +68,10 @@ def _sign_off_test_logs(sec: Section, verification: dict[str, Any]) -> None:
 def _coverage_section(ev: Evidence) -> Section:
     sec = Section(key="coverage", title="Obligations coverage (EU AI Act 2024/1689, GDPR)",
                   scope="which obligations this run holds evidence for, partially or not at all")
-    t = Table("Coverage", ["obligation", "title", "status", "needs met", "records"], [], [])
+    t = Table("Coverage", ["obligation", "title", "status", "needs"], [], [])
     for c in coverage(ev):
-        met = [n.need.label for n in c.needs if n.met]
-        seqs = list(c.seqs)
-        shown = ", ".join(map(str, seqs[:12])) + (f" … (+{len(seqs) - 12})" if len(seqs) > 12 else "")
-        t.add([c.obligation.article + f" ({c.obligation.framework})", c.obligation.title, c.status,
-               f"{len(met)}/{len(c.needs)}", shown or NO_EVIDENCE], seqs)
+        t.add([f"{c.obligation.article} ({c.obligation.framework})", c.obligation.title, c.status,
+               c.needs_text()], list(c.seqs))
     sec.blocks.append(t)
     return sec
 

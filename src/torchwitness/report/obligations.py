@@ -93,6 +93,14 @@ class Coverage:
     def seqs(self) -> tuple[int, ...]:
         return tuple(sorted({s for n in self.needs for s in n.seqs}))
 
+    def needs_text(self) -> str:
+        return "; ".join(f"{'✓' if n.met else '✗'} {n.need.label}" for n in self.needs)
+
+    def seqs_text(self, limit: int = 20) -> str:
+        seqs = self.seqs
+        return (", ".join(map(str, seqs[:limit])) + (f" … (+{len(seqs) - limit})" if len(seqs) > limit else "")) \
+            or "-"
+
 
 def _need_seqs(ev: Evidence, need: Need, controls: dict[str, dict[str, str]]) -> tuple[int, ...]:
     seqs = {r["seq"] for k in need.kinds for r in ev.kind(k)}
@@ -123,8 +131,7 @@ def coverage_markdown(rows: list[Coverage]) -> str:
     """The coverage as a Markdown table: obligation, Annex IV sections, status, needs met, records."""
     lines = ["| obligation | Annex IV | status | needs | records |", "|---|---|---|---|---|"]
     for c in rows:
-        needs = "; ".join(f"{'✓' if n.met else '✗'} {n.need.label}" for n in c.needs)
-        seqs = ", ".join(map(str, c.seqs[:20])) + (f" … (+{len(c.seqs) - 20})" if len(c.seqs) > 20 else "")
         lines.append(f"| {c.obligation.framework} {c.obligation.article} | "
-                     f"{', '.join(map(str, c.obligation.annex_iv))} | {c.status} | {needs} | {seqs or '-'} |")
+                     f"{', '.join(map(str, c.obligation.annex_iv))} | {c.status} | {c.needs_text()} | "
+                     f"{c.seqs_text()} |")
     return "\n".join(lines) + "\n"
