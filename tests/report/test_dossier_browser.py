@@ -115,3 +115,12 @@ def test_tampered_checkpoint_is_not_verified(browser, html: str, tmp_path: Path)
     tampered = html[:m.start(2)] + json.dumps(data).replace("<", "\\u003c") + html[m.end(2):]
     result, detail = status(browser, tmp_path, tampered, "tampered-checkpoint.html")
     assert result == "not verified" and "signature" in detail
+
+
+def test_page_root_must_be_the_signed_root(browser, html: str, tmp_path: Path) -> None:
+    m = EVIDENCE.search(html)
+    data = json.loads(m.group(2))
+    data["root"] = "sha256:" + "0" * 64
+    tampered = html[:m.start(2)] + json.dumps(data).replace("<", "\\u003c") + html[m.end(2):]
+    result, detail = status(browser, tmp_path, tampered, "tampered-root.html")
+    assert result == "not verified" and "not the signed root" in detail

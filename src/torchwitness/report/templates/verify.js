@@ -75,7 +75,9 @@
       if (signed) break;
     }
     if (!signed) throw new Error(`checkpoint signature by ${name} does not verify`);
-    lines.push(`checkpoint ${origin} size ${size}: Ed25519 signature by ${name} verifies`);
+    const rootHex = "sha256:" + [...root].map((b) => b.toString(16).padStart(2, "0")).join("");
+    if (ev.root !== rootHex) throw new Error(`the root shown on this page is not the signed root ${rootHex}`);
+    lines.push(`checkpoint ${origin} size ${size} root ${rootHex}: Ed25519 signature by ${name} verifies`);
     // 3. Each inclusion proof leads from SHA-256(0x00 || record) to the signed root.
     const statements = [...document.querySelectorAll("[data-seq][data-field][data-value]")];
     for (const p of ev.proofs) {
