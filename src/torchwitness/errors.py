@@ -74,6 +74,10 @@ class CertificateError(VerificationError):
 class PolicyError(TorchWitnessError):
     """A declared governance policy refuses the run as configured (no privacy budget, no consent basis)."""
 
+
+class RegressionError(TorchWitnessError):
+    """``diff``/``assert_no_regression``: the candidate run is worse than the baseline beyond the policy."""
+
     exit_code = 4
 
 
@@ -91,3 +95,7 @@ class ServingStopped(TorchWitnessError):
     """A human stopped the system (EU AI Act Art. 14(4)(e)); the recorder refuses to serve until resumed."""
 
     exit_code = 5
+
+
+class ExportError(TorchWitnessError):
+    """An exporter (MLflow, OpenTelemetry) could not deliver the run's evidence."""

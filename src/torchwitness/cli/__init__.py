@@ -11,7 +11,15 @@ import sys
 import typer
 
 from torchwitness import __version__
-from torchwitness.cli import audit_cmds, certify_cmds, demo_cmd, ledger_cmds, provenance_cmds, rules_cmds
+from torchwitness.cli import (
+    audit_cmds,
+    certify_cmds,
+    demo_cmd,
+    ledger_cmds,
+    provenance_cmds,
+    report_cmds,
+    rules_cmds,
+)
 from torchwitness.cli._output import err_console
 from torchwitness.errors import TorchWitnessError
 
@@ -31,7 +39,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Record, verify and report the evidence of a model's life."""
 
 
-for _module in (ledger_cmds, demo_cmd, rules_cmds, audit_cmds, certify_cmds, provenance_cmds):
+for _module in (ledger_cmds, demo_cmd, rules_cmds, audit_cmds, certify_cmds, provenance_cmds, report_cmds):
     _module.register(app)
 
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from torchwitness.demo.adult import load_adult
 from torchwitness.demo.certify import certify_stage
+from torchwitness.demo.dossier import dossier_stage
 from torchwitness.ledger.verify import verify_run
 from torchwitness.run import Run
 
@@ -82,4 +83,5 @@ def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, co
     from torchwitness.demo.governance import run_governance
 
     run_governance(out, seed=seed, console=console)
+    dossier_stage(run_dir, out, console)
     return run_dir

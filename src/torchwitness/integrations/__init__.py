@@ -1,4 +1,5 @@
-"""Entry points into other people's code: the ``audit`` factory protocol and framework callbacks.
+"""Entry points into other people's code and exporters of a run's evidence to other systems.
 
-Each optional framework (Lightning, Hugging Face ``transformers``) is imported only inside its own module, on use.
+The ``audit`` factory protocol, framework callbacks (Lightning, Hugging Face ``transformers``) and exporters
+(MLflow, OpenTelemetry, RDF). Each optional library is imported only inside its own module, on use.
 """

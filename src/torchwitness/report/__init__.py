@@ -1,4 +1,5 @@
-"""Views over findings: rich console, JSON, SARIF 2.1.0, baselines, and the one entry point :func:`emit`.
+"""Read-only views: findings (rich console, JSON, SARIF 2.1.0, baselines, the one entry point :func:`emit`) and
+the run dossier (obligations coverage, Annex IV report, model card, run diff).
 
 Reporters read :class:`~torchwitness.rules.findings.Finding` lists and never change them; the CLI commands that
 produce findings (``audit``, ``scan``, ``scan-model``) all render through :func:`emit`, so they share the same
@@ -16,11 +17,17 @@ True
 """
 
 from torchwitness.report.baseline import load_baseline, write_baseline
+from torchwitness.report.build import build_document
+from torchwitness.report.card import build_card, validate_card
 from torchwitness.report.console import FindingsView
+from torchwitness.report.diff import assert_no_regression, compare
 from torchwitness.report.emit import FORMATS, Outcome, emit, filter_findings
 from torchwitness.report.from_run import run_findings
 from torchwitness.report.json_report import read_findings, to_json
+from torchwitness.report.obligations import coverage, load_map
+from torchwitness.report.render import write_report
 from torchwitness.report.sarif import load_sarif_schema, to_sarif
 
-__all__ = ["FORMATS", "FindingsView", "Outcome", "emit", "filter_findings", "load_baseline", "load_sarif_schema",
-           "read_findings", "run_findings", "to_json", "to_sarif", "write_baseline"]
+__all__ = ["FORMATS", "FindingsView", "Outcome", "assert_no_regression", "build_card", "build_document", "compare",
+           "coverage", "emit", "filter_findings", "load_baseline", "load_map", "load_sarif_schema", "read_findings",
+           "run_findings", "to_json", "to_sarif", "validate_card", "write_baseline", "write_report"]

@@ -1,0 +1,134 @@
+"""coverage, report, card, diff, export: read-only views of a run's ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from torchwitness.cli._output import console, err_console
+from torchwitness.errors import InputError
+
+RunArg = typer.Argument(..., help="The run folder.", show_default=False)
+_STYLE = {"evidence": "green", "partial": "yellow", "none": "red", "improved": "green", "regressed": "bold red",
+          "unchanged": "dim", "added": "cyan", "removed": "magenta"}
+
+
+def coverage(run: Path = RunArg,
+             as_json: bool = typer.Option(False, "--json", help="Print the coverage as JSON.")) -> None:
+    """Which obligations (EU AI Act, GDPR) have evidence in a run, which are partial, which have none."""
+    import json
+
+    from torchwitness.report.evidence import Evidence
+    from torchwitness.report.obligations import coverage as cover
+
+    rows = cover(Evidence.load(run))
+    if as_json:
+        typer.echo(json.dumps([{"obligation": c.obligation.id, "status": c.status, "records": list(c.seqs),
+                                "needs": {n.need.label: list(n.seqs) for n in c.needs}} for c in rows], indent=2))
+        return
+    table = Table(title=f"obligations coverage — {run}")
+    for col in ("obligation", "Annex IV", "status", "needs", "records"):
+        table.add_column(col, overflow="fold")
+    for c in rows:
+        table.add_row(f"{c.obligation.framework} {c.obligation.article}", ", ".join(map(str, c.obligation.annex_iv)),
+                      f"[{_STYLE[c.status]}]{c.status}[/]", c.needs_text(), c.seqs_text(10))
+    console.print(table)
+
+
+def report(run: Path = RunArg,
+           fmt: str = typer.Option("html", "--format", "-f", help="html, pdf or md."),
+           output: Path | None = typer.Option(None, "-o", "--output", help="Where to write (default RUN/dossier.FMT)."),
+           proofs: int = typer.Option(24, "--proofs", help="Inclusion proofs embedded for in-browser checking.")
+           ) -> None:
+    """Write the Annex IV technical documentation of a run, every statement citing its records."""
+    from torchwitness.report.build import build_document
+    from torchwitness.report.render import write_report
+
+    if fmt not in ("html", "pdf", "md"):
+        raise InputError(f"unknown report format {fmt!r}; use html, pdf or md")
+    out = output or run / f"dossier.{fmt}"
+    with err_console.status("building the dossier"):
+        doc = build_document(run, proofs=proofs)
+        write_report(doc, out, fmt)  # type: ignore[arg-type]
+    typer.echo(str(out))
+
+
+def card(run: Path = RunArg,
+         output: Path | None = typer.Option(None, "-o", "--output", help="Write here (default: stdout)."),
+         intended_use: str | None = typer.Option(None, "--intended-use", help="The provider's intended use."),
+         license: str | None = typer.Option(None, "--license", help="SPDX licence id for the metadata.")) -> None:
+    """Write a Hugging Face model card (YAML metadata + sections) generated from the run's ledger."""
+    from torchwitness.report.card import build_card, validate_card
+
+    text = build_card(run, intended_use=intended_use, license=license)
+    validate_card(text)
+    if output:
+        output.write_text(text)
+        typer.echo(str(output))
+    else:
+        typer.echo(text)
+
+
+def diff(run_a: Path = typer.Argument(..., help="The baseline run."),
+         run_b: Path = typer.Argument(..., help="The candidate run."),
+         policy: Path | None = typer.Option(None, "--policy", help="JSON tolerances (see docs)."),
+         fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 4 on any regression."),
+         as_json: bool = typer.Option(False, "--json", help="Print rows as JSON.")) -> None:
+    """Compare two runs: metrics, fairness, epsilon, findings, drift, certificates."""
+    import json
+
+    from torchwitness.report.diff import compare, load_policy
+    from torchwitness.report.model import fmt
+
+    result = compare(run_a, run_b, load_policy(policy))
+    if as_json:
+        typer.echo(json.dumps([{**r.__dict__, "delta": r.delta} for r in result.rows], indent=2))
+    else:
+        table = Table(title=f"{run_a} → {run_b}")
+        for col in ("quantity", "baseline", "candidate", "change", "better", "tolerance", "status"):
+            table.add_column(col, overflow="fold")
+        for r in result.rows:
+            table.add_row(r.name, fmt(r.a), fmt(r.b), fmt(r.delta), r.better, fmt(r.tolerance),
+                          f"[{_STYLE[r.status]}]{r.status}[/]")
+        console.print(table)
+        console.print(", ".join(f"{n} {s}" for s, n in sorted(result.counts().items())))
+    if fail_on_regression and result.regressions:
+        err_console.print(f"[bold red]{len(result.regressions)} regression(s)[/]")
+        raise typer.Exit(4)
+
+
+def export(run: Path = RunArg,
+           to: str = typer.Option(..., "--to", help="mlflow, otel or rdf."),
+           target: str | None = typer.Option(None, "--target", help="MLflow tracking URI, OTLP/HTTP traces "
+                                             "endpoint, or the Turtle file to write (default RUN/evidence.ttl)."),
+           experiment: str = typer.Option("torchwitness", "--experiment", help="MLflow experiment name.")) -> None:
+    """Export a run's evidence to MLflow, an OpenTelemetry collector (OTLP/HTTP) or an RDF (Turtle) file."""
+    if to == "mlflow":
+        from torchwitness.integrations.mlflow_export import export_mlflow
+
+        if not target:
+            raise InputError("--to mlflow needs --target TRACKING_URI (e.g. http://127.0.0.1:5000)")
+        typer.echo(f"mlflow run {export_mlflow(run, tracking_uri=target, experiment=experiment)}")
+    elif to == "otel":
+        from torchwitness.integrations.otel_export import export_otel
+
+        endpoint = target or "http://127.0.0.1:4318/v1/traces"
+        typer.echo(f"sent {export_otel(run, endpoint=endpoint)} spans to {endpoint}")
+    elif to == "rdf":
+        from torchwitness.integrations.rdf_export import run_graph
+
+        out = Path(target) if target else run / "evidence.ttl"
+        run_graph(run).serialize(destination=str(out), format="turtle")
+        typer.echo(str(out))
+    else:
+        raise InputError(f"unknown export target {to!r}; use mlflow, otel or rdf")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(coverage)
+    app.command()(report)
+    app.command()(card)
+    app.command()(diff)
+    app.command()(export)

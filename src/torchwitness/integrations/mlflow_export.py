@@ -1,0 +1,112 @@
+"""Export a run to MLflow: config as params, recorded metrics as time series, the dossier and the signed
+checkpoint as artifacts, and tags naming the ledger root so an MLflow run points back at verifiable evidence.
+
+Example::
+
+    from torchwitness.integrations.mlflow_export import export_mlflow
+    run_id = export_mlflow("evidence/adult-run", tracking_uri="sqlite:///evidence/mlflow.db")
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from torchwitness.ledger.layout import Layout
+from torchwitness.ledger.verify import verify_run
+from torchwitness.report.evidence import Evidence, dicts, get, mapping, number, strings
+
+# (record kinds, data field, MLflow metric key); x axis = the record's step.
+STEPS = ("train.audit", "train.step")
+SERIES = ((("train.epoch",), "train_loss", "train_loss"), (("train.epoch",), "test_accuracy", "test_accuracy"),
+          (STEPS, "loss", "step_loss"), (STEPS, "grad_norm", "grad_norm"), (("privacy.epsilon",), "epsilon", "epsilon"),
+          (("eval.summary",), "accuracy", "eval_accuracy"), (("drift.alert",), "statistic", "drift_statistic"))
+
+
+def _mlflow() -> None:
+    try:
+        import mlflow  # noqa: F401
+    except ImportError as e:
+        raise ImportError("the MLflow exporter needs mlflow: pip install 'torchwitness[mlflow]'") from e
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = str(value)[:500]  # MLflow caps param values
+
+
+def metric_points(ev: Evidence) -> list[tuple[str, float, int, int]]:
+    """``(key, value, timestamp_ms, step)`` for every recorded time-series point, fairness disparities included."""
+    points = []
+    for kinds, path, key in SERIES:
+        points += [(key, y, ev.seq(seq)["ts"] // 1000, int(x)) for x, y, seq in ev.series(kinds, path)]
+    for i, r in enumerate(ev.kind("fairness.eval")):
+        epoch = get(r, "epoch")
+        for _, view in dicts(get(r, "views")):
+            for _, d in dicts(view.get("disparities")):
+                v = number(d.get("estimate"))
+                if v is not None:
+                    key = f"fairness.{d.get('metric')}.{'_'.join(strings(view.get('attributes')))}"
+                    points.append((key, v, r["ts"] // 1000, epoch if isinstance(epoch, int) else i))
+    return points
+
+
+def export_mlflow(run_dir: str | Path, *, tracking_uri: str, experiment: str = "torchwitness",
+                  artifact_location: str | Path | None = None, dossier: bool = True) -> str:
+    """Log the run to MLflow at ``tracking_uri``; returns the MLflow run id.
+
+    A new experiment stores artifacts at ``artifact_location`` (a folder or URI); without one MLflow picks its
+    default, which for a local database is ``./mlruns`` in the working directory.
+    """
+    _mlflow()
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    run_dir = Path(run_dir)
+    ev = Evidence.load(run_dir)
+    result = verify_run(run_dir)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        location = Path(artifact_location).resolve().as_uri() if isinstance(artifact_location, Path) \
+            else artifact_location
+        exp_id = client.create_experiment(experiment, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    start = ev.first("run.start")
+    tags = {"torchwitness.run": ev.run_id, "torchwitness.root": "sha256:" + result.root.hex(),
+            "torchwitness.signer": result.signer, "torchwitness.records": str(result.records),
+            "mlflow.runName": f"torchwitness-{ev.run_id}"}
+    rid = client.create_run(exp_id, start_time=start["ts"] // 1000 if start else None, tags=tags).info.run_id
+    params: dict[str, str] = {}
+    _flatten("", mapping(get(start, "config")) if start else {}, params)
+    if start:
+        params["torch"] = str(get(start, "torch"))
+    param_items = [Param(k, v) for k, v in sorted(params.items())]
+    for i in range(0, len(param_items), 100):  # MLflow's batch limits: 100 params, 1000 metrics
+        client.log_batch(rid, params=param_items[i:i + 100])
+    metrics = [Metric(k, v, ts, step) for k, v, ts, step in metric_points(ev)]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(rid, metrics=metrics[i:i + 1000])
+    client.log_batch(rid, tags=[RunTag(k, v) for k, v in tags.items()])
+    checkpoints = Layout(run_dir).checkpoint_files()
+    if checkpoints:
+        client.log_artifact(rid, str(checkpoints[-1]), artifact_path="ledger")
+    client.log_artifact(rid, str(Layout(run_dir).vkey), artifact_path="ledger")
+    if dossier:
+        from torchwitness.report.build import build_document
+        from torchwitness.report.render import write_report
+
+        doc = build_document(run_dir)
+        with tempfile.TemporaryDirectory() as tmp:
+            for fmt in ("html", "md"):
+                client.log_artifact(rid, str(write_report(doc, Path(tmp) / f"dossier.{fmt}", fmt)),
+                                    artifact_path="dossier")
+    end = ev.last("run.end")
+    status = "FINISHED" if end is None or get(end, "status") == "ok" else "FAILED"
+    client.set_terminated(rid, status=status, end_time=end["ts"] // 1000 if end else None)
+    return rid

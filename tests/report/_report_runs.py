@@ -1,0 +1,134 @@
+"""Run folders for the report tests, recorded through ``torchwitness.Run`` with the record shapes the other
+capabilities use (fairness.eval, privacy.epsilon, finding, edit.certificate, drift.*, review.decision, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rfc8785
+
+import torchwitness as tw
+
+GROUPS = ("sex=Female", "sex=Male")
+
+
+def _rates(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    return {"selection_rate": float(p.mean()), "accuracy": float((p == y).mean()),
+            "tpr": float(p[y == 1].mean()), "fpr": float(p[y == 0].mean())}
+
+
+def fairness_eval(rng: np.random.Generator, epoch: int, gap: float, *, reps: int = 200) -> dict[str, Any]:
+    """A fairness.eval record computed from simulated predictions: per-group rates, the demographic parity
+    difference and its percentile bootstrap interval."""
+    n = 600
+    g = rng.integers(0, 2, n)
+    y = rng.binomial(1, 0.3, n)
+    p = rng.binomial(1, np.where(g == 1, 0.3 + gap, 0.3)).astype(np.int64)
+    groups = []
+    for k, name in enumerate(GROUPS):
+        m = g == k
+        groups.append({"name": name, "n": int(m.sum()), "status": "ok", "ppv": None, **_rates(y[m], p[m])})
+    dpd = abs(p[g == 1].mean() - p[g == 0].mean())
+    boots = []
+    for _ in range(reps):
+        i = rng.integers(0, n, n)
+        gi, pi = g[i], p[i]
+        boots.append(abs(pi[gi == 1].mean() - pi[gi == 0].mean()))
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    view = {"attributes": ["sex"], "groups": groups, "insufficient": [],
+            "disparities": [{"metric": "demographic_parity_difference", "estimate": float(dpd),
+                             "ci_low": float(lo), "ci_high": float(hi)}]}
+    gate = {"metric": "demographic_parity_difference", "view": "sex", "bound": "estimate", "threshold": 0.1,
+            "value": float(dpd), "violated": bool(dpd > 0.1), "policy": "warn-0.1",
+            "action": "warned" if dpd > 0.1 else "passed", "reason": "estimate against threshold"}
+    return {"epoch": epoch, "split": "test", "rows": n, "min_group_size": 30, "confidence": 0.95, "reps": reps,
+            "seed": 0, "views": [view], "gate": gate}
+
+
+def certificate(edit: str, delta: float, half: float) -> dict[str, Any]:
+    return {"format": "torchwitness-edit-certificate/1", "task": "classifier",
+            "statistics": {"metrics": {"accuracy_delta": {"estimate": delta, "interval": [delta - half, delta + half],
+                                                          "margin": -0.01}}},
+            "decision": {"verdict": "pass" if delta - half > -0.01 else "fail"}}
+
+
+def finding(rule: str, severity: str, location: str, message: str, step: int, *, final: bool = False
+            ) -> dict[str, Any]:
+    return {"rule_id": rule, "severity": severity, "phase": "backward", "location": location, "message": message,
+            "count": 3 if final else 1, "first_step": step, "last_step": step + (20 if final else 0), "ranks": [0],
+            "fingerprint": f"sha256:{rule}{location}", "details": {}, "final": final}
+
+
+def make_rich_run(path: Path, key_dir: Path, *, worse: bool = False, seed: int = 0) -> Path:
+    """A run with evidence for most Annex IV sections. ``worse``: larger parity gap, a new ERROR finding,
+    more epsilon spent."""
+    rng = np.random.default_rng(seed)
+    config = {"model": "mlp-64-32", "dataset": "uci-adult", "lr": 1e-3, "epochs": 4, "batch_size": 256}
+    with tw.Run(path, config=config, seed=seed, key_dir=key_dir, checkpoint_every=64) as run:
+        run.record("data.summary", {"dataset": "uci-adult", "train_rows": 30162, "test_rows": 15060,
+                                    "features": 97, "positive_rate_train": 0.2489})
+        run.record("data.datasheet", {
+            "name": "adult-train", "rows": 30162, "columns": [], "content_digest": "sha256:" + "ab" * 32,
+            "sensitive_attributes": ["sex", "race"], "label_distribution": {"0": 22654, "1": 7508},
+            "coverage": [{"attributes": ["sex"], "groups": [
+                {"name": "sex=Female", "n": 9782, "share": 0.3243, "positive_rate": 0.1137, "status": "ok"},
+                {"name": "sex=Male", "n": 20380, "share": 0.6757, "positive_rate": 0.3138, "status": "ok"}]}],
+            "missing_values": 0, "min_group_size": 30, "source": "UCI Adult"})
+        run.record("privacy.config", {"mechanism": "dp-sgd", "accountant": "rdp", "noise_multiplier": 1.1,
+                                      "max_grad_norm": 1.0, "sample_rate": 0.0085, "delta": 1e-5,
+                                      "epsilon_budget": 8.0, "poisson_sampling": True, "opacus": "1.5"})
+        run.record("consent.grant", {"subject": tw.Personal("subject-0001"), "purpose": "training", "version": "v2",
+                                     "at": 1_700_000_000})
+        step = 0
+        loss = 0.69
+        for epoch in range(4):
+            audits = []
+            for _ in range(10):
+                step += 10
+                loss *= 0.97 + 0.01 * rng.random()
+                audits.append({"step": step, "forwards": 1, "loss": loss, "grad_norm": 2.0 * loss + 0.1 * rng.random(),
+                               "max_update_ratio": 1e-3})
+            # Batched as the training auditor writes them (one record per several audited steps).
+            run.record("train.audit", {"steps": audits}, step=step)
+            eps = (1.5 if worse else 1.0) * 0.9 * (epoch + 1) ** 0.5
+            run.record("privacy.epsilon", {"epsilon": eps, "delta": 1e-5, "steps": step, "accountant": "rdp",
+                                           "noise_multiplier": 1.1, "epsilon_budget": 8.0}, step=step)
+            run.record("train.epoch", {"epoch": epoch, "train_loss": loss, "test_accuracy": 0.80 + 0.01 * epoch},
+                       step=step)
+            run.record("fairness.eval", fairness_eval(rng, epoch, (0.2 if worse else 0.04) + 0.01 * epoch),
+                       step=step)
+        run.record("finding", finding("TW301", "warn", "optimizer", "Adam with L2 weight decay", 10), step=10)
+        if worse:
+            run.record("finding", finding("TW101", "error", "loss", "loss is nan at step 30", 30), step=30)
+        run.record("finding", finding("TW301", "warn", "optimizer", "Adam with L2 weight decay", 10, final=True),
+                   step=30)
+        run.record("consent.access", {"epoch": 0, "rows": 30162, "refused": 12})
+        run.record("repro.check", {"ok": not worse, "compared": 40, "first_mismatch": 17 if worse else None,
+                                   "mismatch": None, "factory": "demo:factory", "seed": 0})
+        run.record("eval.summary", {"split": "test", "accuracy": 0.8312 - (0.02 if worse else 0), "rows": 15060})
+        for edit, delta in (("quant-int8", -0.001), ("quant-int4", -0.03)):
+            cert = certificate(edit, delta, 0.006)
+            digest = run.ledger.put_blob(rfc8785.dumps(cert))
+            run.record("edit.certificate", {
+                "certificate": digest, "verdict": cert["decision"]["verdict"], "reasons": [], "task": "classifier",
+                "policy": "balanced", "policy_digest": "sha256:" + "cd" * 32, "baseline_weights": "sha256:" + "01" * 32,
+                "subject_weights": "sha256:" + "02" * 32, "merkle_root": "sha256:" + "03" * 32,
+                "metrics": {"accuracy_delta": delta}, "edit": edit, "action": None})
+        run.record("drift.reference", {"features": ["age", "hours-per-week"], "rows": 15060})
+        for i, stat in enumerate((0.12, 0.27, 0.31)):
+            run.record("drift.alert", {"feature": "age", "test": "psi", "statistic": stat, "threshold": 0.1,
+                                       "window": 1000}, step=1000 * (i + 1))
+        for _ in range(5):
+            run.record("inference", {"output": int(rng.integers(0, 2)), "latency_ms": float(rng.random())})
+        run.record("review.decision", {"item": 3, "decision": "override", "reviewer": tw.Personal("reviewer-a")})
+        run.record("erasure.request", {"note": "unmapped kind, ignored by reports"})
+    return Path(path)
+
+
+def make_plain_run(path: Path, key_dir: Path) -> Path:
+    """A run with only the envelope records: every section but the first two must say it has no evidence."""
+    with tw.Run(path, config={"model": "tiny"}, seed=1, key_dir=key_dir) as run:
+        run.record("eval.summary", {"split": "test", "accuracy": 0.5, "rows": 10})
+    return Path(path)
