@@ -1,0 +1,88 @@
+"""scan (static analysis of training code), scan-model (model-file safety), replay-check (reproducibility)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from torchwitness.cli._output import console, err_console
+from torchwitness.rules.catalogue import Severity, select_rules
+from torchwitness.rules.findings import Finding
+
+FORMATS = ("table", "json")
+
+
+def _emit(findings: Sequence[Finding], fmt: str, output: Path | None, title: str) -> None:
+    if fmt == "json":
+        text = json.dumps([f.to_dict() for f in findings], indent=2)
+        if output:
+            output.write_text(text + "\n")
+        else:
+            typer.echo(text)
+        return
+    table = Table(title=title)
+    for col in ("rule", "severity", "location", "message"):
+        table.add_column(col, overflow="fold")
+    for f in findings:
+        table.add_row(f.rule_id, str(f.severity), f.location, f.message)
+    console.print(table)
+
+
+def _exit_for(findings: Sequence[Finding], fail_level: str) -> None:
+    level = Severity.parse(fail_level)
+    if any(f.severity >= level for f in findings):
+        raise typer.Exit(1)
+
+
+def _check_format(fmt: str) -> str:
+    from torchwitness.errors import InputError
+
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def scan(paths: list[Path] = typer.Argument(..., help="Python files or folders to scan.", show_default=False),
+         fmt: str = typer.Option("table", "-f", "--format", help="table or json."),
+         output: Path | None = typer.Option(None, "-o", "--output", help="Write the report here."),
+         select: list[str] | None = typer.Option(None, "--select", help="Only these rule IDs (or prefixes)."),
+         ignore: list[str] | None = typer.Option(None, "--ignore", help="Skip these rule IDs (or prefixes)."),
+         fail_level: str = typer.Option("error", "--fail-level", help="Exit 1 if a finding is at least this."),
+         jobs: int = typer.Option(0, "-j", "--jobs", help="Worker processes (0: one per CPU)."),
+         run: Path | None = typer.Option(None, "--run", help="Also record the findings in this run's ledger."),
+         counts: bool = typer.Option(False, "--counts", help="Print only the number of findings per rule.")
+         ) -> None:
+    """Statically scan PyTorch training code (parsed, never executed) with the TW6xx rules."""
+    from torchwitness.rules.static.engine import scan_paths, static_rules
+
+    _check_format(fmt)
+    chosen = select_rules(select or (), ignore or ())
+    ids = [r.id for r in static_rules() if r.id in chosen]
+    with Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("scan", total=None)
+        result = scan_paths(paths, rules=ids, jobs=jobs or None,
+                            progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if run is not None:
+        import torchwitness as tw
+        from torchwitness.rules.static.engine import record_scan
+
+        with tw.Run(run) as r:
+            record_scan(r, result)
+    findings = result.findings
+    if counts:
+        typer.echo(json.dumps(result.summary(), indent=2))
+    else:
+        _emit(findings, fmt, output, f"{len(result.files)} files, {len(findings)} findings")
+    for e in result.errors:
+        err_console.print(f"[yellow]skipped[/] {e.path}: {e.error}", highlight=False)
+    _exit_for(findings, fail_level)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(scan)
