@@ -65,3 +65,7 @@ class VerificationError(TorchWitnessError):
 
 class ProofError(VerificationError):
     """An inclusion or consistency proof does not verify."""
+
+
+class ModelFileError(InputError):
+    """A model file cannot be analysed: not a pickle, zip or safetensors file, or truncated/corrupt."""

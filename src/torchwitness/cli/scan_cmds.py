@@ -84,5 +84,36 @@ def scan(paths: list[Path] = typer.Argument(..., help="Python files or folders t
     _exit_for(findings, fail_level)
 
 
+def scan_model(files: list[Path] = typer.Argument(..., help="Model files (.pt/.pth/.bin/.pkl/.npy/.safetensors).",
+                                                 show_default=False),
+               allow: list[str] | None = typer.Option(None, "--allow", help="Also allow this import (module.Name)."),
+               fmt: str = typer.Option("table", "-f", "--format", help="table or json."),
+               output: Path | None = typer.Option(None, "-o", "--output", help="Write the report here."),
+               fail_level: str = typer.Option("error", "--fail-level", help="Exit 1 if a finding is at least this."),
+               run: Path | None = typer.Option(None, "--run", help="Also record the scan in this run's ledger.")
+               ) -> None:
+    """Check model files for code that would run on load (pickle opcodes, never unpickled) and safetensors
+    header sanity."""
+    from torchwitness.rules.artifact import scan_model as scan_one
+    from torchwitness.rules.findings import FindingSet
+
+    _check_format(fmt)
+    scans = [scan_one(f, allow=allow or ()) for f in files]
+    findings = [f for s in scans for f in s.findings]
+    if run is not None:
+        import torchwitness as tw
+
+        with tw.Run(run) as r:
+            FindingSet(record=r.record).extend(findings)
+            for s in scans:
+                r.record("model.scan", s.summary())
+    for s in scans:
+        err_console.print(f"{s.path}: {s.format}, {len(s.pickles)} pickle(s), {len(s.findings)} finding(s)",
+                          highlight=False)
+    _emit(findings, fmt, output, f"{len(scans)} model file(s), {len(findings)} findings")
+    _exit_for(findings, fail_level)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(scan)
+    app.command("scan-model")(scan_model)
