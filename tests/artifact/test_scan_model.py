@@ -115,7 +115,7 @@ def test_corrupt_files_give_one_line_and_nonzero_exit(tmp_path, small_model):
     torch.save(small_model.state_dict(), good, _use_new_zipfile_serialization=False)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:40])
-    with pytest.raises(ModelFileError, match="truncated|malformed|corrupt"):
+    with pytest.raises(ModelFileError, match=r"truncated|malformed|corrupt"):
         scan_model(truncated)
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x00\x01garbage" * 10)
