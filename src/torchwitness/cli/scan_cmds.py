@@ -1,4 +1,5 @@
-"""scan (static analysis of training code), scan-model (model-file safety), replay-check (reproducibility)."""
+"""scan (static analysis of training code), scan-model (model-file safety), replay-record / replay-check
+(reproducibility)."""
 
 from __future__ import annotations
 
@@ -114,6 +115,54 @@ def scan_model(files: list[Path] = typer.Argument(..., help="Model files (.pt/.p
     _exit_for(findings, fail_level)
 
 
+FactoryOpt = typer.Option(None, "--factory", help="package.module:function returning model, optimizer, batches, "
+                                                  "loss (the current folder is importable).")
+
+
+def _importable_cwd() -> None:
+    import os
+    import sys
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def replay_record(run: Path = typer.Argument(..., help="The run folder to record into.", show_default=False),
+                  factory: str = typer.Option(..., "--factory", help="package.module:function (see replay-check)."),
+                  steps: int = typer.Option(10, "--steps", min=1, help="How many training steps to record."),
+                  seed: int = typer.Option(0, "--seed", help="The seed the steps are drawn from.")) -> None:
+    """Run N seeded training steps from a factory, recording loss and gradient digests per step."""
+    import torchwitness as tw
+    from torchwitness.probes.replay import record_replayable
+
+    _importable_cwd()
+    with tw.Run(run, seed=seed) as r:
+        n = record_replayable(r, factory, steps=steps, seed=seed)
+    typer.echo(f"recorded {n} replayable steps of {factory} (seed {seed}) in {run}")
+
+
+def replay_check(run: Path = typer.Argument(..., help="A run with recorded replay steps.", show_default=False),
+                 factory: str | None = FactoryOpt,
+                 steps: int | None = typer.Option(None, "--steps", min=1, help="Compare only the first N steps."),
+                 record: bool = typer.Option(True, "--record/--no-record", help="Record the outcome in the run.")
+                 ) -> None:
+    """Re-run the recorded steps from the recorded seed; exit 1 naming the first step whose digests differ."""
+    import torchwitness as tw
+    from torchwitness.probes.replay import record_check
+    from torchwitness.probes.replay import replay_check as check
+
+    _importable_cwd()
+    result = check(run, factory=factory, steps=steps)
+    if record:
+        with tw.Run(run, seed=result.seed) as r:
+            record_check(r, result)
+    typer.echo(result.summary())
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("replay-record")(replay_record)
+    app.command("replay-check")(replay_check)
     app.command()(scan)
     app.command("scan-model")(scan_model)
