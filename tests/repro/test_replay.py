@@ -66,5 +66,5 @@ def test_errors_are_input_errors(tmp_path):
         record_replayable(run, f"{FACTORIES}:deterministic", steps=1)
     with pytest.raises(InputError, match="no recorded replay"):
         replay_check(tmp_path / "noseed")
-    with tw.Run(tmp_path / "x", seed=0) as run, pytest.raises(InputError, match="package.module:function"):
+    with tw.Run(tmp_path / "x", seed=0) as run, pytest.raises(InputError, match=r"package\.module:function"):
         record_replayable(run, "nocolon", steps=1)

@@ -144,8 +144,9 @@ def step_digest(loss: Any, model: Any) -> dict[str, Any]:
 
 def _parts(setup: Any) -> tuple[Any, Any, Any, Callable[[Any, Any], Any]]:
     get = setup.get if isinstance(setup, Mapping) else lambda k: getattr(setup, k, None)
-    parts = tuple(get(k) for k in ("model", "optimizer", "batches", "loss"))
-    missing = [k for k, v in zip(("model", "optimizer", "batches", "loss"), parts) if v is None]
+    names = ("model", "optimizer", "batches", "loss")
+    parts = tuple(get(k) for k in names)
+    missing = [k for k, v in zip(names, parts, strict=True) if v is None]
     if missing:
         raise InputError(f"the factory's result lacks {', '.join(missing)}")
     return parts  # type: ignore[return-value]
