@@ -56,7 +56,8 @@ def scan(paths: list[Path] = typer.Argument(..., help="Python files or folders t
          fail_level: str = typer.Option("error", "--fail-level", help="Exit 1 if a finding is at least this."),
          jobs: int = typer.Option(0, "-j", "--jobs", help="Worker processes (0: one per CPU)."),
          run: Path | None = typer.Option(None, "--run", help="Also record the findings in this run's ledger."),
-         counts: bool = typer.Option(False, "--counts", help="Print only the number of findings per rule.")
+         counts: bool = typer.Option(False, "--counts", help="Print only the number of findings per rule."),
+         rdf: Path | None = typer.Option(None, "--rdf", help="Also write an RDF (Turtle) view of the scan here.")
          ) -> None:
     """Statically scan PyTorch training code (parsed, never executed) with the TW6xx rules."""
     from torchwitness.rules.static.engine import scan_paths, static_rules
@@ -67,7 +68,7 @@ def scan(paths: list[Path] = typer.Argument(..., help="Python files or folders t
     with Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:
         task = bar.add_task("scan", total=None)
-        result = scan_paths(paths, rules=ids, jobs=jobs or None,
+        result = scan_paths(paths, rules=ids, jobs=jobs or None, facts=rdf is not None,
                             progress=lambda done, total: bar.update(task, completed=done, total=total))
     if run is not None:
         import torchwitness as tw
@@ -75,6 +76,10 @@ def scan(paths: list[Path] = typer.Argument(..., help="Python files or folders t
 
         with tw.Run(run) as r:
             record_scan(r, result)
+    if rdf is not None:
+        from torchwitness.rules.static.graph import scan_graph
+
+        scan_graph(result).serialize(destination=str(rdf), format="turtle")
     findings = result.findings
     if counts:
         typer.echo(json.dumps(result.summary(), indent=2))

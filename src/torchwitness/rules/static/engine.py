@@ -52,7 +52,7 @@ class FileResult:
     sha256: str = ""
     findings: list[Finding] = field(default_factory=list)
     suppressed: int = 0
-    functions: list[tuple[str, int]] = field(default_factory=list)
+    functions: list[tuple[str, int, int]] = field(default_factory=list)  # qualname, first and last line
     api_uses: list[ApiUse] = field(default_factory=list)
     error: str | None = None
 
@@ -135,7 +135,7 @@ def scan_file(path: Path, root: Path, rule_ids: Sequence[str], facts: bool = Fal
             else:
                 result.findings.append(f)
     if facts:
-        result.functions = [(q, n.lineno) for q, n in ctx.functions.items()]
+        result.functions = [(q, n.lineno, n.end_lineno or n.lineno) for q, n in ctx.functions.items()]
         result.api_uses = [ApiUse(c.name, c.line, c.scope) for c in ctx.calls if c.name and _is_api(c.name)]
     return result
 
