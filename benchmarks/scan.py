@@ -14,6 +14,7 @@ import ast
 import contextlib
 import json
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -32,6 +33,12 @@ def parse_only(root: Path) -> tuple[float, int]:
     return time.perf_counter() - start, n
 
 
+def _cpu_seconds() -> float:
+    # CPU time of this process and its finished workers: stable when other jobs share the machine, unlike wall time
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--path", default=None, help="folder to scan (default: the installed torch package); a path "
@@ -42,14 +49,18 @@ def main() -> None:
     torch_dir = Path(torch.__file__).parent
     root = torch_dir if args.path is None else (
         torch_dir.parent / args.path if args.path.startswith("torch/") else Path(args.path))
+    cpu_before = _cpu_seconds()
     result = scan_paths([root], jobs=args.jobs or None)
-    print(f"scanned {root}: {len(result.files)} files in {result.duration_s:.1f} s "
+    cpu = _cpu_seconds() - cpu_before
+    print(f"scanned {root}: {len(result.files)} files in {result.duration_s:.1f} s wall, {cpu:.1f} s CPU "
           f"({len(result.files) / result.duration_s:.0f} files/s, {args.jobs or os.cpu_count()} jobs), "
           f"{len(result.errors)} unparseable")
     print("findings per rule:", json.dumps(result.counts))
     if not args.no_baseline:
+        cpu_before = _cpu_seconds()
         base, n = parse_only(root)
-        print(f"baseline ast.parse only, 1 process: {n} files in {base:.1f} s; "
+        print(f"baseline ast.parse only, 1 process: {n} files in {base:.1f} s wall, "
+              f"{_cpu_seconds() - cpu_before:.1f} s CPU; "
               f"scan/baseline = {result.duration_s / base:.2f}")
 
 

@@ -23,9 +23,20 @@ def test_suppression_comments(tmp_path):
 
 def test_syntax_errors_are_reported_not_raised(tmp_path):
     (tmp_path / "ok.py").write_text(BAD.format(comment=""))
-    (tmp_path / "broken.py").write_text("def f(:\n")
+    (tmp_path / "broken.py").write_text("def f(:\n    torch.load(p)\n")  # parsed: a rule trigger occurs
     result = scan_paths([tmp_path])
     assert [e.path for e in result.errors] == ["broken.py"] and result.counts == {"TW602": 1}
+
+
+def test_every_syntax_form_is_traversed(tmp_path):
+    # match statements hold bare bools/None in their patterns; f-strings, walrus, async, lambdas, decorators
+    (tmp_path / "forms.py").write_text(
+        "import torch\n"
+        "match x:\n    case True | None:\n        y = torch.load(p)\n    case {'k': [1, *rest]}:\n        pass\n"
+        "async def f():\n    async for a in b:\n        await torch.load(f'{a!r:>4}')\n"
+        "g = lambda: (z := torch.load(p))\n"
+        "@torch.no_grad()\ndef h(*, k=torch.load(p)):\n    return [torch.load(q) for q in ps if q]\n")
+    assert scan_paths([tmp_path]).counts == {"TW602": 5}
 
 
 def test_hidden_and_venv_folders_are_skipped(tmp_path):

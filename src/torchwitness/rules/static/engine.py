@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -27,12 +28,16 @@ from torchwitness.errors import InputError
 from torchwitness.ledger.schema import register_kind
 from torchwitness.rules.catalogue import Phase, Rule, all_rules
 from torchwitness.rules.findings import Finding, FindingSet
-from torchwitness.rules.static import loading_rules, repro_rules, training_rules  # noqa: F401  (registers rules)
+from torchwitness.rules.static import loading_rules, repro_rules, training_rules  # importing registers the rules
 from torchwitness.rules.static.context import FileContext
 
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".venv", "venv", "node_modules", ".tox", ".mypy_cache",
                        ".ruff_cache", ".pytest_cache", "build", "dist"})
 _PARALLEL_MIN_FILES = 64
+# Per-rule text pre-filters: a file is parsed only if some selected rule's pattern occurs in it (or facts are
+# wanted), so most of a large tree is never indexed.
+TRIGGERS: dict[str, re.Pattern[str]] = {rid: re.compile(p) for m in (loading_rules, repro_rules, training_rules)
+                                        for rid, p in m.TRIGGERS.items()}
 
 
 @dataclass
@@ -116,7 +121,9 @@ def discover(paths: Sequence[str | Path]) -> tuple[Path, list[Path]]:
 
 
 def scan_file(path: Path, root: Path, rule_ids: Sequence[str], facts: bool = False) -> FileResult:
-    """Scan one file; a syntax or decoding error is reported in the result, never raised."""
+    """Scan one file; a syntax or decoding error is reported in the result, never raised.
+
+    A file in which no selected rule's trigger text occurs is hashed but not parsed (unless ``facts``)."""
     rel = _relative(path, root)
     try:
         data = path.read_bytes()
@@ -124,11 +131,19 @@ def scan_file(path: Path, root: Path, rule_ids: Sequence[str], facts: bool = Fal
         return FileResult(rel, error=f"cannot read: {e.strerror or e}")
     result = FileResult(rel, sha256="sha256:" + hashlib.sha256(data).hexdigest())
     try:
-        ctx = FileContext.parse(rel, importlib.util.decode_source(data))
+        text = importlib.util.decode_source(data)
     except (SyntaxError, UnicodeDecodeError, ValueError) as e:
         result.error = f"{type(e).__name__}: {getattr(e, 'msg', None) or e}"
         return result
-    for r in static_rules(rule_ids):
+    active = [r for r in static_rules(rule_ids) if r.id not in TRIGGERS or TRIGGERS[r.id].search(text)]
+    if not active and not facts:
+        return result
+    try:
+        ctx = FileContext.parse(rel, text)
+    except (SyntaxError, ValueError) as e:
+        result.error = f"{type(e).__name__}: {getattr(e, 'msg', None) or e}"
+        return result
+    for r in active:
         for f in r.check(ctx):
             if ctx.is_suppressed(f.rule_id, f.details.get("line", 0)):
                 result.suppressed += 1

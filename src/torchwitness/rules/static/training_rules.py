@@ -14,6 +14,13 @@ from torchwitness.rules.findings import Finding
 from torchwitness.rules.static.context import Assign, FileContext, constant, dotted, is_torch_module_class
 from torchwitness.rules.static.repro_rules import training_loops
 
+TRIGGERS = {  # a file whose text matches none of these cannot trigger the rule, and is not indexed for it
+    "TW605": r"backward",
+    "TW606": r"requires_grad\s*=",
+    "TW607": r"Adam\b",
+    "TW608": r"cross_entropy|CrossEntropyLoss",
+    "TW609": r"backward",
+}
 _OBLIGATIONS = ("eu-ai-act:15(1)",)
 _SOFTMAX = {"torch.softmax", "torch.log_softmax", "torch.nn.functional.softmax", "torch.nn.functional.log_softmax",
             "torch.special.softmax", "torch.special.log_softmax"}
