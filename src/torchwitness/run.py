@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -51,6 +52,8 @@ class Run:
                                    retain_personal=retain_personal)
         self._started = time.monotonic()
         self._ended = False
+        self._watches: list[Any] = []
+        self._findings: Any = None
         from torchwitness.environment import describe
 
         start = describe(seed=seed, config=config)
@@ -76,6 +79,42 @@ class Run:
         """Mark ``value`` as personal data for :meth:`record`: only a keyed, erasable commitment is stored."""
         return Personal(value)
 
+    @property
+    def finding_set(self) -> Any:
+        """The run's de-duplicated :class:`~torchwitness.rules.findings.FindingSet` (created on first use)."""
+        if self._findings is None:
+            from torchwitness.rules.findings import FindingSet
+
+            self._findings = FindingSet(self.record)
+        return self._findings
+
+    def watch(self, model: Any, optimizer: Any = None, *, loss_fn: Any = None, every_n_steps: int = 100,
+              first_steps: int = 5, select: Iterable[str] = (), ignore: Iterable[str] = (),
+              thresholds: Mapping[str, float] | None = None) -> Any:
+        """Audit a training loop; returns a :class:`~torchwitness.probes.watch.Watch` (also a context manager).
+
+        Example::
+
+            with tw.Run("runs/audit") as run:
+                watch = run.watch(model, opt, loss_fn=criterion, every_n_steps=100)
+                for x, y in loader:
+                    opt.zero_grad(); criterion(model(x), y).backward(); opt.step()
+                print(run.findings())
+
+        Steps are counted by the optimizer's step hook; the first ``first_steps`` and every
+        ``every_n_steps``-th are audited. Each finding is also a ``finding`` record.
+        """
+        from torchwitness.probes.watch import Watch
+
+        w = Watch(model, optimizer, loss_fn=loss_fn, every_n_steps=every_n_steps, first_steps=first_steps,
+                  select=select, ignore=ignore, thresholds=thresholds, findings=self.finding_set, record=self.record)
+        self._watches.append(w)
+        return w
+
+    def findings(self) -> list[Any]:
+        """The de-duplicated findings so far (rule ID, severity, phase, location, message, count, steps)."""
+        return self.finding_set.snapshot()
+
     def flush(self) -> None:
         self._ledger.flush()
 
@@ -87,6 +126,12 @@ class Run:
         if self._ended:
             return
         self._ended = True
+        try:
+            for w in self._watches:
+                w.close()
+        except Exception as e:  # the run must still be sealed; the failure is recorded in run.end
+            error = error or e
+            status = "error"
         end: dict[str, Any] = {"status": status, "duration_s": round(time.monotonic() - self._started, 6)}
         if error is not None:
             end["error"] = {"type": type(error).__qualname__, "message": str(error),

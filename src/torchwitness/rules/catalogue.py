@@ -25,6 +25,8 @@ from typing import Any
 from torchwitness.errors import InputError
 
 ENTRY_POINT_GROUP = "torchwitness.rules"
+# Built-in rule packages that register on import; loaded with the plugins so listing never misses them.
+_BUILTIN = ("torchwitness.rules.training",)
 _ID = re.compile(r"^[A-Z]{2,4}\d{3,4}$")
 
 
@@ -129,6 +131,8 @@ def _load_plugins() -> None:
         if _REGISTRY.plugins_loaded:
             return
         _REGISTRY.plugins_loaded = True
+        for module in _BUILTIN:
+            importlib.import_module(module)
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             try:
                 loaded = ep.load()

@@ -1,0 +1,44 @@
+"""Thresholds of the training rules, overridable per watch: ``run.watch(..., thresholds={"grad_norm_max": 1e4})``.
+
+Defaults are chosen so that healthy runs stay quiet: each rule fires only on a signal far outside what a working
+training loop produces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torchwitness.errors import InputError
+
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "grad_norm_max": 1e3,  # global gradient norm above which gradients are exploding
+    "vanishing_ratio": 1e-4,  # relative grad (|g|/|w|) of the first weight layer vs the last one
+    "update_ratio_max": 1.0,  # |update| / |weight| of a weight matrix in one step: the learning rate is too high
+    "divergence_factor": 3.0,  # recent loss above this many times its early level
+    "chance_margin": 0.03,  # loss within this fraction of the chance-level loss counts as "at chance"
+    "chance_min_steps": 40,  # steps of history before judging a loss stuck at chance
+    "input_abs_max": 100.0,  # largest |input| of a normalised floating input
+    "flat_std": 1e-7,  # standard deviation of a flat (constant) input
+    "dead_fraction": 0.5,  # share of units that are zero for the whole batch
+    "min_units": 8,  # layers narrower than this are not judged for dead units
+    "collapse_ratio": 1e-4,  # per-unit spread over the batch relative to magnitude
+    "imbalance_ratio": 15.0,  # most / least frequent class
+    "imbalance_min_labels": 64,  # labels seen before judging imbalance (and at least 20 per class)
+    "tiny_batch": 8,  # batch size below which BatchNorm statistics are noise
+    "leak_corr": 0.995,  # |correlation| of a feature with a label that means the label leaks into the input
+    "leak_min_rows": 64,
+    "overlap_fraction": 0.05,  # share of audited training rows also seen in evaluation
+    "duplicate_rows_fraction": 0.25,  # share of a batch's rows that repeat another row of the same batch
+    "rounded_away_fraction": 0.5,  # share of a low-precision tensor's updates lost to rounding
+    "window_min_steps": 3,  # audited steps before a window rule (unused layer, no gradient) may judge
+}
+
+
+def resolve(overrides: Mapping[str, float] | None) -> dict[str, float]:
+    """Defaults updated with ``overrides``; an unknown name is refused with the list of known ones."""
+    out = dict(DEFAULT_THRESHOLDS)
+    for k, v in (overrides or {}).items():
+        if k not in out:
+            raise InputError(f"unknown threshold {k!r}; known: {', '.join(sorted(out))}")
+        out[k] = float(v)
+    return out

@@ -1,0 +1,59 @@
+"""One device-to-host transfer per audited step.
+
+Probes hand their on-device results to a :class:`Pack` under a name; :meth:`Pack.fetch` concatenates them into
+one float64 tensor, moves it to the host once and splits it back into numpy arrays. Nothing in a probe ever calls
+``.item()``, ``.tolist()``, ``bool(tensor)`` or ``.cpu()`` itself.
+
+>>> import torch
+>>> p = Pack()
+>>> p.add("norm", torch.tensor(2.0)); p.add("hist", torch.tensor([3, 4]))
+>>> {k: v.tolist() for k, v in p.fetch().items()}
+{'norm': [2.0], 'hist': [3.0, 4.0]}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class Pack:
+    """Named on-device tensors waiting for one batched transfer."""
+
+    __slots__ = ("_names", "_sizes", "_tensors")
+
+    def __init__(self) -> None:
+        self._names: list[str] = []
+        self._tensors: list[torch.Tensor] = []
+        self._sizes: list[int] = []
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        flat = tensor.detach().reshape(-1)
+        self._names.append(name)
+        self._tensors.append(flat)
+        self._sizes.append(flat.numel())
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def fetch(self) -> dict[str, np.ndarray]:
+        """Move everything to the host in one copy per device (one in practice) and empty the pack."""
+        out: dict[str, np.ndarray] = {}
+        by_device: dict[Any, list[int]] = {}
+        for i, t in enumerate(self._tensors):
+            by_device.setdefault(t.device, []).append(i)
+        for device, idx in by_device.items():
+            # float64 holds every count and int64 fingerprint we pack (masked to 52 bits) exactly.
+            dtype = torch.float32 if device.type == "mps" else torch.float64
+            head = torch.empty(0, dtype=dtype, device=device)
+            flat = torch.cat([head, *(self._tensors[i] for i in idx)]).cpu().numpy()
+            offset = 0
+            for i in idx:
+                out[self._names[i]] = flat[offset:offset + self._sizes[i]]
+                offset += self._sizes[i]
+        self._names.clear()
+        self._tensors.clear()
+        self._sizes.clear()
+        return out

@@ -1,0 +1,183 @@
+"""What training rules read: host-side views of one audited step, and the history kept across steps.
+
+Everything here is plain Python and numpy, filled from the single batched transfer of an audited step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+
+from torchwitness.probes.stats import UNIT_FIELDS, VALUE_FIELDS
+
+if TYPE_CHECKING:
+    from torchwitness.probes.watch import Watch
+
+Event = Literal["init", "step", "eval", "close"]
+
+
+@dataclass
+class TensorInfo:
+    """Shape, dtype and (once fetched) value statistics of one tensor."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    device: str
+    data_ptr: int = 0
+    stats: dict[str, float] | None = None
+
+    @classmethod
+    def of(cls, name: str, t: torch.Tensor) -> TensorInfo:
+        return cls(name=name, shape=tuple(t.shape), dtype=t.dtype, device=str(t.device),
+                   data_ptr=t.data_ptr() if t.numel() else 0)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def floating(self) -> bool:
+        return self.dtype.is_floating_point
+
+    def fill(self, values: np.ndarray | None) -> None:
+        if values is not None:
+            names = VALUE_FIELDS if self.floating else VALUE_FIELDS[:2]
+            self.stats = dict(zip(names, (float(v) for v in values), strict=False))
+
+    @property
+    def nonfinite(self) -> bool:
+        s = self.stats
+        return s is not None and not all(math.isfinite(s[k]) for k in ("min", "max", "mean") if k in s)
+
+
+@dataclass
+class ModuleInfo:
+    """One module's behaviour in the first training forward of an audited step."""
+
+    name: str
+    kind: str
+    module: torch.nn.Module
+    training: bool
+    grad_enabled: bool
+    max_calls: int = 1
+    input_dtype: torch.dtype | None = None
+    producer: str | None = None  # the module whose output was this module's input, when it was one
+    out: TensorInfo | None = None
+    units: dict[str, float] | None = None
+    n_units: int = 0
+    batch: int = 0
+
+    def fill_units(self, values: np.ndarray | None) -> None:
+        if values is not None:
+            self.units = dict(zip(UNIT_FIELDS, (float(v) for v in values), strict=True))
+
+
+@dataclass
+class ParamInfo:
+    """One trainable parameter at an audited optimizer step."""
+
+    name: str
+    module: str
+    param: torch.nn.Parameter
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    has_grad: bool = False
+    grad_norm: float = float("nan")
+    grad_max: float = float("nan")
+    grad_nonzero: float = 0.0
+    weight_norm: float = float("nan")
+    update_norm: float | None = None
+    unchanged_frac: float | None = None  # low-precision params: share of elements a non-zero grad left unchanged
+    group: int | None = None
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass
+class LossInfo:
+    """The loss module's call in an audited step: what it was fed and what it returned."""
+
+    kind: str
+    module: torch.nn.Module | None
+    input: TensorInfo | None
+    target: TensorInfo | None
+    value: float | None = None
+    row_sums: tuple[float, float] | None = None  # min and max of the input's row sums over the class axis
+
+
+@dataclass
+class History:
+    """State kept across audited steps and windows."""
+
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    audited: int = 0
+    batch_fps: list[tuple[int, int, int]] = field(default_factory=list)  # (step, batch fingerprint, data_ptr)
+    train_rows: set[int] = field(default_factory=set)
+    eval_rows: set[int] = field(default_factory=set)
+    label_hist: np.ndarray | None = None
+    moments: np.ndarray | None = None
+    moment_shape: tuple[int, int] | None = None
+    modules_called: set[str] = field(default_factory=set)
+    grad_seen: dict[str, int] = field(default_factory=dict)  # param -> audited steps with a non-zero grad
+    grad_zero: dict[str, int] = field(default_factory=dict)  # param -> audited steps where its module ran, grad == 0
+    counters: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def bump(self, key: str) -> int:
+        self.counters[key] = self.counters.get(key, 0) + 1
+        return self.counters[key]
+
+    def add_hist(self, hist: np.ndarray) -> None:
+        if self.label_hist is None or self.label_hist.shape != hist.shape:
+            self.label_hist = hist.astype(np.float64).copy()
+        else:
+            self.label_hist += hist
+
+
+@dataclass
+class StepView:
+    """Everything a training rule sees at one event (``init``, ``step``, ``eval`` or ``close``)."""
+
+    event: Event
+    step: int
+    watch: Watch
+    inputs: list[TensorInfo] = field(default_factory=list)
+    targets: TensorInfo | None = None
+    loss: LossInfo | None = None
+    modules: dict[str, ModuleInfo] = field(default_factory=dict)
+    params: list[ParamInfo] = field(default_factory=list)
+    stale_grad_norm: float | None = None
+    trained_modes: list[bool] = field(default_factory=list)  # model.training of each forward that was backpropagated
+    forwards: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def history(self) -> History:
+        return self.watch.history
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.watch.model
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        return self.watch.optimizer
+
+    def threshold(self, name: str) -> float:
+        return self.watch.thresholds[name]
+
+    @property
+    def primary(self) -> TensorInfo | None:
+        """The first tensor handed to the model's forward."""
+        return self.inputs[0] if self.inputs else None
+
+    @property
+    def inputs_nonfinite(self) -> bool:
+        return any(t.nonfinite for t in self.inputs)

@@ -1,0 +1,391 @@
+"""``Watch``: hooks a model and optimizer, audits sampled training steps and turns signals into findings.
+
+Steps are counted by the optimizer's step post-hook (or, without an optimizer, by training forwards). Step
+``k`` is audited when ``k < first_steps`` or ``k % every_n_steps == 0``. Per-module hooks exist only while an
+audited step is being collected; between audited steps the only hooks left are the root module's forward
+pre/post hooks, the optimizer's step hooks and the loss hook, and each returns after one comparison (the loss
+hook keeps a detached reference to the loss, no kernel). On an audited step every probe computes on the device
+and the host receives one batched transfer when the step ends.
+
+>>> import torch, torchwitness as tw
+>>> model = torch.nn.Linear(4, 2); opt = torch.optim.SGD(model.parameters(), lr=0.1)
+>>> with Watch(model, opt, loss_fn=torch.nn.CrossEntropyLoss()) as w:
+...     for _ in range(3):
+...         opt.zero_grad(); w.loss_fn(model(torch.randn(8, 4)), torch.randint(0, 2, (8,))).backward(); opt.step()
+>>> w.step
+3
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch.utils.hooks import RemovableHandle
+
+from torchwitness.errors import InputError
+from torchwitness.probes import stats
+from torchwitness.probes.config import resolve
+from torchwitness.probes.view import History, ModuleInfo, ParamInfo, StepView, TensorInfo
+from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
+from torchwitness.rules.findings import FindingSet
+
+MODE_SENSITIVE = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm,
+                  torch.nn.modules.instancenorm._InstanceNorm)
+_MAX_PENDING_LOSSES = 8192
+_EVAL_ROW_BUDGET = 16384
+
+
+def _is_compiled(model: torch.nn.Module) -> bool:
+    return type(model).__name__ == "OptimizedModule" or getattr(model, "_compiled_call_impl", None) is not None
+
+
+class Watch:
+    """Audits a training loop; see the module docstring. Use :meth:`torchwitness.Run.watch` to get one."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
+                 loss_fn: Callable[..., Any] | None = None, every_n_steps: int = 100, first_steps: int = 5,
+                 select: Iterable[str] = (), ignore: Iterable[str] = (),
+                 thresholds: Mapping[str, float] | None = None, findings: FindingSet | None = None,
+                 record: Callable[[str, Any, int | None], Any] | None = None) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise InputError(f"watch() needs a torch.nn.Module, not {type(model).__name__}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise InputError(f"optimizer must be a torch.optim.Optimizer, not {type(optimizer).__name__}")
+        if every_n_steps < 1 or first_steps < 0:
+            raise InputError("every_n_steps must be >= 1 and first_steps >= 0")
+        from torchwitness.rules.catalogue import select_rules
+        from torchwitness.rules.training import training_rules
+
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.every_n_steps, self.first_steps = every_n_steps, first_steps
+        self.thresholds = resolve(thresholds)
+        chosen = select_rules(select, ignore)
+        self._rules = [(rid, when, fn) for rid, when, fn in training_rules() if rid in chosen]
+        self.findings = findings if findings is not None else FindingSet(record)
+        self._record = record
+        self.history = History()
+        self.step = 0
+        self.closed = False
+        self.compiled = _is_compiled(model)
+        inner = getattr(model, "_orig_mod", model)
+        self._names = {id(m): (n or "model") for n, m in inner.named_modules()}
+        self._module_of = {id(p): n.rpartition(".")[0] or "model" for n, p in inner.named_parameters()}
+        self._param_names = {id(p): n for n, p in inner.named_parameters()}
+        self.mode_sensitive = any(isinstance(m, MODE_SENSITIVE) for m in inner.modules())
+        self._inner = inner
+        self._window: Window | None = None
+        self._armed: list[RemovableHandle] = []
+        self._losses: list[tuple[int, torch.Tensor]] = []
+        self._eval_rows: list[torch.Tensor] = []
+        self._eval_budget = _EVAL_ROW_BUDGET
+        self._eval_seen = False
+        self._step_open = False
+        self.initial_versions = {id(p): p._version for p in inner.parameters()}
+        self._handles = [model.register_forward_pre_hook(self._root_pre, with_kwargs=True),
+                         model.register_forward_hook(self._root_post, with_kwargs=True)]
+        if optimizer is not None:
+            self._handles += [optimizer.register_step_pre_hook(self._pre_step),
+                              optimizer.register_step_post_hook(self._post_step)]
+        if isinstance(loss_fn, torch.nn.Module):
+            self._handles.append(loss_fn.register_forward_hook(self._loss_hook))
+        self._run_rules(StepView(event="init", step=0, watch=self))
+        if self._audited(0):
+            self._arm()
+
+    # ---- sampling --------------------------------------------------------------------------------------------
+    def _audited(self, step: int) -> bool:
+        return step < self.first_steps or step % self.every_n_steps == 0
+
+    def _arm(self) -> None:
+        self._window = Window(step=self.step)
+        if self._armed or self.compiled:  # compiled graphs keep their submodules unhooked: hooks would recompile
+            return
+        for m in self._inner.modules():
+            self._armed.append(m.register_forward_hook(self._module_hook, with_kwargs=True))
+            if isinstance(m, torch.nn.Embedding):
+                self._armed.append(m.register_forward_pre_hook(self._embedding_pre))
+
+    def _disarm(self) -> None:
+        for h in self._armed:
+            h.remove()
+        self._armed.clear()
+        self._window = None
+
+    # ---- hooks -----------------------------------------------------------------------------------------------
+    def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        if not torch.is_grad_enabled():
+            self._eval_forward(args, kwargs)
+            return
+        if self.optimizer is None and module.training:
+            if self._step_open:
+                self._end_step()
+            self._step_open = True
+        w = self._window
+        if w is None:
+            return
+        w.forwards.append(Forward(training=module.training))
+        w.calls.clear()
+        if len(w.forwards) == 1:
+            found, target = tensors_of(args, kwargs)
+            w.extra["primary"] = [t for _, t in found[:1]]
+            w.add_inputs(found)
+            if target is not None:
+                w.extra["kw_target"] = target
+
+    def _root_post(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        w = self._window
+        if w is None or not w.forwards or not torch.is_grad_enabled():
+            return
+        out = first_tensor(output)
+        target = w.extra.pop("kw_target", None)
+        if target is not None and out is not None and out.ndim >= 1:
+            w.add_targets(target, out.shape[-1] if out.shape[-1] <= 4096 else None)
+        if out is not None and out.requires_grad:
+            out.register_hook(partial(self._on_output_grad, w, w.forwards[-1]))
+
+    def _on_output_grad(self, w: Window, fwd: Forward, grad: torch.Tensor) -> None:
+        fwd.trained = True
+        if w.stale_checked:
+            return
+        w.stale_checked = True
+        # Backward of the step's first backpropagated forward is starting: any gradient already present was
+        # left over from before the previous optimizer step (zero_grad forgotten), not accumulated on purpose.
+        stale = [p.grad for p in self._trainable() if p.grad is not None and not p.grad.is_sparse]
+        if stale:
+            w.has_stale = True
+            w.pack.add("stale", torch.linalg.vector_norm(torch.stack(torch._foreach_norm(stale))))
+        if self.optimizer is None:
+            torch.autograd.Variable._execution_engine.queue_callback(partial(self._collect_grads, w))
+
+    def _module_hook(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        w = self._window
+        if w is None or not w.forwards or not torch.is_grad_enabled():
+            return
+        name = self._names.get(id(module), type(module).__name__)
+        w.calls[name] = calls = w.calls.get(name, 0) + 1
+        info = w.modules.get(name)
+        if info is not None:
+            info.max_calls = max(info.max_calls, calls)
+            return
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        info = ModuleInfo(name=name, kind=type(module).__name__, module=module, training=module.training,
+                          grad_enabled=True, input_dtype=x.dtype if x is not None else None,
+                          producer=w.outputs.get(id(x)) if x is not None else None)
+        w.modules[name] = info
+        out = first_tensor(output)
+        if out is None or not out.is_floating_point() or not out.numel():
+            return
+        info.out = TensorInfo.of("output", out)
+        if id(out) in w.outputs:  # a container returning its last child's output: already summarised
+            return
+        w.outputs[id(out)] = name
+        w.pack.add(f"act/{name}", stats.value_stats(out))
+        if out.ndim >= 2 and out.shape[0] > 1:
+            info.batch, info.n_units = out.shape[0], out.shape[stats.unit_axis(out.ndim)]
+            w.pack.add(f"unit/{name}", stats.unit_stats(out))
+
+    def _embedding_pre(self, module: torch.nn.Embedding, args: tuple) -> None:
+        w = self._window
+        if w is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].numel():
+            return
+        name = self._names.get(id(module), "embedding")
+        if f"ids/{name}" not in w.extra:
+            w.extra[f"ids/{name}"] = module.num_embeddings
+            w.pack.add(f"ids/{name}", torch.stack(torch.aminmax(args[0].detach())))
+
+    def _loss_hook(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        if not torch.is_grad_enabled():
+            return
+        if isinstance(output, torch.Tensor) and output.numel() == 1 and len(self._losses) < _MAX_PENDING_LOSSES:
+            self._losses.append((self.step, output.detach()))
+        w = self._window
+        if w is not None and w.loss is None:
+            w.add_loss(module, args, output)
+
+    def _eval_forward(self, args: tuple, kwargs: dict) -> None:
+        if not self._eval_seen:
+            self._eval_seen = True
+            self._run_rules(StepView(event="eval", step=self.step, watch=self,
+                                     extra={"training": self.model.training}))
+        if self._eval_budget > 0:
+            found, _ = tensors_of(args, kwargs)
+            if found and found[0][1].ndim >= 1 and found[0][1].numel():
+                rows = stats.row_fingerprints(found[0][1])
+                self._eval_rows.append(rows)
+                self._eval_budget -= found[0][1].shape[0]
+
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self._inner.parameters() if p.requires_grad]
+
+    def _collect_grads(self, w: Window) -> None:
+        in_opt = {id(p): gi for gi, g in enumerate(self.optimizer.param_groups) for p in g["params"]} \
+            if self.optimizer is not None else {}
+        w.params = []
+        for p in self._trainable():
+            pid = id(p)
+            w.params.append(ParamInfo(name=self._param_names.get(pid, "?"), module=self._module_of.get(pid, "model"),
+                                      param=p, shape=tuple(p.shape), dtype=p.dtype,
+                                      has_grad=p.grad is not None and not p.grad.is_sparse, group=in_opt.get(pid)))
+        frozen = [(n, p) for n, p in self._inner.named_parameters() if not p.requires_grad][:256]
+        if frozen:
+            w.extra["frozen"] = [n for n, _ in frozen]
+            w.pack.add("frozen/norm", torch.stack(torch._foreach_norm([p.detach() for _, p in frozen])))
+        grads = [p.param.grad for p in w.params if p.has_grad]
+        if grads:
+            w.pack.add("g/norm", torch.stack(torch._foreach_norm(grads)))
+            w.pack.add("g/max", torch.stack(torch._foreach_norm(grads, float("inf"))))
+            w.pack.add("g/nnz", torch.stack(torch._foreach_norm(grads, 0)))
+
+    def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        w = self._window
+        if w is None:
+            return
+        self._collect_grads(w)
+        moving = [p for p in w.params if p.has_grad and p.group is not None]
+        # Only tensors the step is about to change are copied, and only on audited steps.
+        w.before = torch._foreach_mul([p.param.detach() for p in moving], 1.0) if moving else []
+        w.extra["moving"] = moving
+        w.lowp = [i for i, p in enumerate(p for p in w.params if p.has_grad)
+                  if p.dtype in (torch.float16, torch.bfloat16) and p.group is not None]
+
+    def _post_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        w = self._window
+        if w is not None and w.before:
+            moving = w.extra["moving"]
+            after = [p.param.detach() for p in moving]
+            w.pack.add("w/norm", torch.stack(torch._foreach_norm(w.before)))
+            w.pack.add("u/norm", torch.stack(torch._foreach_norm(torch._foreach_sub(after, w.before))))
+            with_grad = [p for p in w.params if p.has_grad]
+            lp = []
+            for i in w.lowp:
+                p = with_grad[i]
+                j = next(k for k, m in enumerate(moving) if m is p)
+                pushed = p.param.grad != 0
+                lp += [((after[j] == w.before[j]) & pushed).sum(), pushed.sum()]
+            if lp:
+                w.pack.add("lowp", torch.stack(lp))
+            w.before = []
+        self._end_step()
+
+    # ---- step boundaries -------------------------------------------------------------------------------------
+    def _end_step(self) -> None:
+        w = self._window
+        if w is not None:
+            self._finish(w)
+        self.step += 1
+        self._eval_seen = False
+        if self._audited(self.step):
+            self._arm()
+        else:
+            self._disarm()
+
+    def _finish(self, w: Window, event: str = "step") -> None:
+        if self._losses:
+            w.pack.add("losses", torch.stack([t.float() for _, t in self._losses]))
+            loss_steps = [s for s, _ in self._losses]
+            self._losses = []
+        else:
+            loss_steps = []
+        if self._eval_rows:
+            w.pack.add("eval_rows", torch.cat(self._eval_rows))
+            self._eval_rows = []
+        for name, limit in list(w.extra.items()):
+            if name.startswith("ids/"):
+                w.extra[name + "/limit"] = limit
+        data = w.pack.fetch()  # the one device-to-host transfer of this step
+        view = w.build(self, data, event)
+        self._update_history(view, loss_steps, data)
+        self._run_rules(view)
+        if w.forwards:
+            self._record_audit(view)
+
+    def _update_history(self, view: StepView, loss_steps: list[int], data: dict[str, Any]) -> None:
+        h = self.history
+        h.audited += 1
+        if "losses" in data:
+            h.losses.extend(zip(loss_steps, (float(v) for v in data["losses"]), strict=True))
+        if "eval_rows" in data:
+            h.eval_rows.update(int(v) for v in data["eval_rows"])
+        if "hist" in data:
+            h.add_hist(data["hist"])
+        if "moments" in data:
+            shape = view.extra.get("moment_shape")
+            if h.moments is None or h.moment_shape != shape:
+                h.moments, h.moment_shape = data["moments"].copy(), shape
+            else:
+                h.moments += data["moments"]
+        h.modules_called.update(view.modules)
+        for p in view.params:
+            if p.has_grad and p.grad_nonzero > 0:
+                h.grad_seen[p.name] = h.grad_seen.get(p.name, 0) + 1
+            elif p.has_grad and p.module in view.modules and len(p.shape) >= 2:
+                h.grad_zero[p.name] = h.grad_zero.get(p.name, 0) + 1
+        lo = view.loss
+        if lo is not None:
+            h.notes["loss_kind"] = lo.kind
+            h.notes["class_weighted"] = any(getattr(lo.module, a, None) is not None for a in ("weight", "pos_weight"))
+            if lo.target is not None and lo.target.stats and "std" in lo.target.stats:
+                h.notes.setdefault("target_var", []).append(lo.target.stats["std"] ** 2)
+
+    def _record_audit(self, view: StepView) -> None:
+        if self._record is None:
+            return
+        norms = [p.grad_norm for p in view.params if p.has_grad]
+        ratios = [p.update_norm / p.weight_norm for p in view.params
+                  if p.update_norm is not None and p.weight_norm > 0 and len(p.shape) >= 2]
+        self._record("train.audit", {"step": view.step, "forwards": view.forwards,
+                                     "loss": view.loss.value if view.loss else None,
+                                     "grad_norm": sum(n * n for n in norms) ** 0.5 if norms else None,
+                                     "max_update_ratio": max(ratios) if ratios else None}, view.step)
+
+    def _run_rules(self, view: StepView) -> None:
+        for _rid, when, fn in self._rules:
+            if view.event in when:
+                for f in fn(view) or ():
+                    self.findings.add(f)
+
+    # ---- public surface --------------------------------------------------------------------------------------
+    def observe(self, *, inputs: Any = None, targets: torch.Tensor | None = None,
+                loss: torch.Tensor | None = None) -> None:
+        """Tell the watch about this step's batch, targets or loss when hooks cannot see them."""
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1 and len(self._losses) < _MAX_PENDING_LOSSES:
+            self._losses.append((self.step, loss.detach()))
+        w = self._window
+        if w is None:
+            return
+        if inputs is not None and not w.inputs:
+            found, _ = tensors_of(inputs if isinstance(inputs, tuple) else (inputs,), None)
+            w.extra["primary"] = [t for _, t in found[:1]]
+            w.add_inputs(found)
+        if isinstance(targets, torch.Tensor):
+            w.add_targets(targets, None)
+
+    def close(self) -> None:
+        """Remove every hook, judge the pending step and the window rules, and record the final tallies."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            w = self._window
+            if w is not None and (w.forwards or len(w.pack) or self._losses):
+                self._finish(w)
+            elif self._losses or self._eval_rows:
+                self._finish(Window(step=self.step))
+            self._run_rules(StepView(event="close", step=self.step, watch=self))
+        finally:
+            self._disarm()
+            for h in self._handles:
+                h.remove()
+            self._handles.clear()
+            self.findings.summarise()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

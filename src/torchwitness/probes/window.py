@@ -1,0 +1,188 @@
+"""One audited step being collected: on-device probes go into a pack, host metadata into infos.
+
+:class:`Window` is filled by the watch's hooks during an audited step and turned into a
+:class:`~torchwitness.probes.view.StepView` by :meth:`Window.build` after the step's single transfer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchwitness.probes import stats
+from torchwitness.probes.transfer import Pack
+from torchwitness.probes.view import LossInfo, ModuleInfo, ParamInfo, StepView, TensorInfo
+
+TARGET_KEYS = ("labels", "label", "targets", "target", "y")
+MAX_INPUTS = 4
+_CLASS_LOSSES = ("CrossEntropyLoss", "NLLLoss", "MultiMarginLoss")
+_BINARY_LOSSES = ("BCEWithLogitsLoss", "BCELoss")
+
+
+def tensors_of(args: tuple, kwargs: dict | None) -> tuple[list[tuple[str, torch.Tensor]], torch.Tensor | None]:
+    """The tensors handed to a forward (positional, keyword, one level of dict nesting) and the target if any."""
+    found: list[tuple[str, torch.Tensor]] = []
+    target = None
+
+    def take(name: str, v: Any) -> None:
+        nonlocal target
+        if isinstance(v, torch.Tensor):
+            if name in TARGET_KEYS:
+                target = v
+            else:
+                found.append((name, v))
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                if isinstance(k, str) and isinstance(x, torch.Tensor):
+                    take(k, x)
+
+    for i, a in enumerate(args):
+        take(f"arg{i}", a)
+    for k, v in (kwargs or {}).items():
+        take(k, v)
+    return found, target
+
+
+def first_tensor(out: Any) -> torch.Tensor | None:
+    """The main tensor of a module output: itself, ``.logits``, or the first tensor of a tuple or dict."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    items = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else ()
+    for v in items:
+        if isinstance(v, torch.Tensor):
+            return v
+    return None
+
+
+@dataclass
+class Forward:
+    """One grad-enabled forward of the root model inside an audited step."""
+
+    training: bool
+    trained: bool = False  # its output received a gradient
+
+
+@dataclass
+class Window:
+    """Collects one audited step."""
+
+    step: int
+    pack: Pack = field(default_factory=Pack)
+    forwards: list[Forward] = field(default_factory=list)
+    inputs: list[TensorInfo] = field(default_factory=list)
+    targets: TensorInfo | None = None
+    num_classes: int | None = None
+    loss: LossInfo | None = None
+    modules: dict[str, ModuleInfo] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)  # calls in the current forward
+    outputs: dict[int, str] = field(default_factory=dict)  # id(output tensor) -> producing module
+    params: list[ParamInfo] = field(default_factory=list)
+    lowp: list[int] = field(default_factory=list)  # indices into params of low-precision tensors
+    before: list[torch.Tensor] = field(default_factory=list)
+    stale_checked: bool = False
+    has_stale: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def current(self) -> int:
+        return len(self.forwards) - 1
+
+    def add_inputs(self, tensors: list[tuple[str, torch.Tensor]]) -> None:
+        for i, (name, t) in enumerate(tensors[:MAX_INPUTS]):
+            info = TensorInfo.of(name, t)
+            self.inputs.append(info)
+            if t.numel() and t.dtype != torch.bool and not t.is_complex():
+                self.pack.add(f"in/{i}", stats.value_stats(t))
+                if i == 0 and t.ndim >= 1:
+                    self.pack.add("rows", stats.row_fingerprints(t))
+
+    def add_targets(self, target: torch.Tensor, num_classes: int | None, binary: bool = False) -> None:
+        if self.targets is not None or not target.numel():
+            return
+        self.targets = TensorInfo.of("target", target)
+        self.pack.add("tgt", stats.value_stats(target))
+        labels = None
+        if binary and target.is_floating_point():
+            labels, num_classes = (target.detach() > 0.5).to(torch.int64), 2
+        elif not target.is_floating_point() and num_classes and num_classes <= 4096:
+            labels = target
+        if labels is None or num_classes is None:
+            return
+        self.num_classes = num_classes
+        self.pack.add("hist", stats.class_histogram(labels, num_classes))
+        x = next((t for t in self._primary() if t.ndim == 2 and t.is_floating_point()), None)
+        if x is not None and labels.ndim == 1 and x.shape[0] == labels.shape[0] and num_classes <= 32:
+            onehot = torch.nn.functional.one_hot(labels.clamp(0, num_classes - 1), num_classes)
+            cols = onehot[:, 1:] if num_classes == 2 else onehot
+            self.pack.add("moments", stats.label_moments(x, cols))
+            self.extra["moment_shape"] = (min(x.shape[1], 256), cols.shape[1])
+
+    def _primary(self) -> list[torch.Tensor]:
+        return self.extra.get("primary", [])
+
+    def add_loss(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        kind = type(module).__name__
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        t = args[1] if len(args) > 1 and isinstance(args[1], torch.Tensor) else None
+        self.loss = LossInfo(kind=kind, module=module, input=TensorInfo.of("input", x) if x is not None else None,
+                             target=TensorInfo.of("target", t) if t is not None else None)
+        if x is not None and x.numel() and x.is_floating_point():
+            self.pack.add("loss/in", stats.value_stats(x))
+            if x.ndim >= 2:
+                self.pack.add("loss/rowsum", torch.stack(torch.aminmax(x.detach().float().sum(1))))
+        if t is not None:
+            c = x.shape[1] if kind in _CLASS_LOSSES and x is not None and x.ndim >= 2 else None
+            self.add_targets(t, c, binary=kind in _BINARY_LOSSES)
+        if isinstance(output, torch.Tensor) and output.numel() == 1:
+            self.pack.add("loss/value", output.detach().float())
+
+    def build(self, watch: Any, data: dict[str, np.ndarray], event: str = "step") -> StepView:
+        """Fill the infos from the fetched arrays and wrap them in a view."""
+        for i, info in enumerate(self.inputs):
+            info.fill(data.get(f"in/{i}"))
+        if self.targets is not None:
+            self.targets.fill(data.get("tgt"))
+        if self.loss is not None:
+            if self.loss.input is not None:
+                self.loss.input.fill(data.get("loss/in"))
+            if self.loss.target is not None and self.targets is not None:
+                self.loss.target.stats = self.targets.stats
+            rs = data.get("loss/rowsum")
+            if rs is not None:
+                self.loss.row_sums = (float(rs[0]), float(rs[1]))
+            v = data.get("loss/value")
+            if v is not None:
+                self.loss.value = float(v[0])
+        for name, m in self.modules.items():
+            if m.out is not None:
+                m.out.fill(data.get(f"act/{name}"))
+            m.fill_units(data.get(f"unit/{name}"))
+        self._fill_params(data)
+        stale = data.get("stale")
+        view = StepView(event=event, step=self.step, watch=watch, inputs=self.inputs, targets=self.targets,  # type: ignore[arg-type]
+                        loss=self.loss, modules=self.modules, params=self.params,
+                        stale_grad_norm=float(stale[0]) if stale is not None else None,
+                        trained_modes=[f.training for f in self.forwards if f.trained],
+                        forwards=len(self.forwards), extra=self.extra)
+        view.extra["data"] = data
+        return view
+
+    def _fill_params(self, data: dict[str, np.ndarray]) -> None:
+        with_grad = [p for p in self.params if p.has_grad]
+        g = {k: data.get(k) for k in ("g/norm", "g/max", "g/nnz", "w/norm", "u/norm")}
+        for i, p in enumerate(with_grad):
+            if g["g/norm"] is not None:
+                p.grad_norm, p.grad_max, p.grad_nonzero = (float(g[k][i]) for k in ("g/norm", "g/max", "g/nnz"))
+            if g["u/norm"] is not None and i < len(g["u/norm"]):
+                p.weight_norm, p.update_norm = float(g["w/norm"][i]), float(g["u/norm"][i])
+        lp = data.get("lowp")
+        if lp is not None:
+            for j, i in enumerate(self.lowp):
+                lost, moved = lp[2 * j], lp[2 * j + 1]
+                with_grad[i].unchanged_frac = float(lost / moved) if moved else None

@@ -1,0 +1,236 @@
+"""TW4xx: architecture, train/eval modes, activations, and performance hints (``HINT``, off by default)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from torchwitness.probes.view import StepView
+from torchwitness.rules.catalogue import Phase, Severity
+from torchwitness.rules.findings import Finding
+from torchwitness.rules.training._registry import training_rule
+
+ART15 = ("EU-AI-Act:Art.15",)
+_NORMS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instancenorm._InstanceNorm)
+_STATEFUL = (torch.nn.modules.batchnorm._BatchNorm,)
+
+
+@training_rule("TW401", when="step", name="eval-mode-training", title="Model in eval mode while training",
+               severity=Severity.ERROR, phase=Phase.FORWARD, obligations=ART15,
+               remediation="Call model.train() at the start of every training epoch (after each evaluation).")
+def eval_mode_training(v: StepView) -> Iterator[Finding]:
+    """A forward whose output was backpropagated ran with ``model.training == False``: dropout is off and
+    BatchNorm uses (and never updates) its running statistics, so the model trains as a different network.
+    Reported as INFO when the model has no mode-dependent layer.
+
+    Example: ``evaluate(model)`` calls ``model.eval()`` and the loop never calls ``model.train()`` again.
+    """
+    if v.trained_modes and not all(v.trained_modes):
+        sev = None if v.watch.mode_sensitive else Severity.INFO
+        yield Finding.of("TW401", "model", f"training step {v.step} ran in eval mode", step=v.step, severity=sev)
+
+
+@training_rule("TW402", when="eval", name="eval-in-train-mode", title="Evaluation in train mode",
+               severity=Severity.WARN, phase=Phase.EVAL, obligations=ART15,
+               remediation="Call model.eval() before evaluating (and model.train() after).")
+def eval_in_train_mode(v: StepView) -> Iterator[Finding]:
+    """The model ran under ``torch.no_grad()`` (evaluation) in train mode while it has dropout or batch norm:
+    predictions are noisy and BatchNorm's running statistics drift towards the evaluation data.
+
+    Example: ``with torch.no_grad(): val_loss = loss_fn(model(xv), yv)`` without ``model.eval()``.
+    """
+    if v.extra.get("training") and v.watch.mode_sensitive:
+        yield Finding.of("TW402", "model", "no-grad forward (evaluation) ran in train mode", step=v.step)
+
+
+def _persistent(v: StepView, key: str) -> bool:
+    return v.history.bump(key) >= 2
+
+
+@training_rule("TW403", when="step", name="dead-units", title="Dead units", severity=Severity.WARN,
+               phase=Phase.FORWARD, obligations=ART15,
+               remediation="Lower the learning rate, use LeakyReLU/GELU, check bias initialisation and input scale.")
+def dead_units(v: StepView) -> Iterator[Finding]:
+    """At least ``dead_fraction`` (50%) of a layer's units output exactly zero for the whole batch, on two
+    audited steps: they pass no gradient and never recover ("dying ReLU").
+
+    Example: ``nn.Linear`` with ``bias`` initialised to -10 before a ReLU. Fix: sane init, smaller learning rate.
+    """
+    for name, m in v.modules.items():
+        u = m.units
+        if u is None or m.n_units < v.threshold("min_units") or m.batch < 8 or m.out is None:
+            continue
+        frac = u["dead"] / m.n_units
+        conv = len(m.out.shape) in (4, 5)
+        if frac >= v.threshold("dead_fraction") and not conv and _persistent(v, f"TW403:{name}"):
+            yield Finding.of("TW403", name, f"{frac:.0%} of the {m.n_units} units of {name} are dead", step=v.step)
+
+
+@training_rule("TW404", when="step", name="dead-filters", title="Dead convolution filters", severity=Severity.WARN,
+               phase=Phase.FORWARD, obligations=ART15,
+               remediation="Lower the learning rate, check the bias initialisation, add BatchNorm before the ReLU.")
+def dead_filters(v: StepView) -> Iterator[Finding]:
+    """At least ``dead_fraction`` (50%) of a convolutional layer's channels are zero at every position for the
+    whole batch, on two audited steps.
+
+    Example: a conv stack with a learning rate 100x too high. Fix: lower it; BatchNorm; LeakyReLU.
+    """
+    for name, m in v.modules.items():
+        u = m.units
+        if u is None or m.out is None or len(m.out.shape) not in (4, 5) or m.n_units < v.threshold("min_units"):
+            continue
+        frac = u["dead"] / m.n_units
+        if frac >= v.threshold("dead_fraction") and _persistent(v, f"TW404:{name}"):
+            yield Finding.of("TW404", name, f"{frac:.0%} of the {m.n_units} channels of {name} are dead", step=v.step)
+
+
+@training_rule("TW405", when="step", name="activation-collapse", title="Activations collapse to one vector",
+               severity=Severity.WARN, phase=Phase.FORWARD, obligations=ART15,
+               remediation="Check for saturation (huge pre-activations), a learning rate too high, or an input "
+                           "that does not reach this layer.")
+def activation_collapse(v: StepView) -> Iterator[Finding]:
+    """A layer gives (almost) the same output for every sample of a varied batch on two audited steps: the
+    representation has collapsed and carries no information about the input.
+
+    Example: tanh units saturated by inputs in the thousands. Fix: normalise inputs, lower the learning rate.
+    """
+    x = v.primary
+    if x is None or x.stats is None or not x.floating or x.stats.get("std", 0) <= v.threshold("flat_std"):
+        return
+    for name, m in v.modules.items():
+        u = m.units
+        if u is None or m.batch < 8 or m.batch != (x.shape[0] if x.shape else 0) or u["magnitude"] <= 0:
+            continue
+        if u["dead"] >= m.n_units:  # every unit zero: that is TW403, not a collapse
+            continue
+        if u["spread"] <= v.threshold("collapse_ratio") * u["magnitude"] and _persistent(v, f"TW405:{name}"):
+            yield Finding.of("TW405", name, f"outputs of {name} barely vary across the batch (spread "
+                             f"{u['spread']:.2g} vs magnitude {u['magnitude']:.2g})", step=v.step)
+            return
+
+
+@training_rule("TW406", when="step", name="stateful-layer-reuse", title="Stateful layer called twice per forward",
+               severity=Severity.WARN, phase=Phase.FORWARD, obligations=ART15,
+               remediation="Create one BatchNorm per place it is used; reusing it mixes statistics of different "
+                           "feature distributions.")
+def stateful_reuse(v: StepView) -> Iterator[Finding]:
+    """A BatchNorm module was called more than once in one forward: its running statistics mix the
+    distributions of every call site, and evaluation uses the wrong ones.
+
+    Example: ``self.bn`` applied after conv1 and again after conv2. Fix: ``self.bn1``, ``self.bn2``.
+    """
+    for name, m in v.modules.items():
+        if m.max_calls > 1 and isinstance(m.module, _STATEFUL) and m.training:
+            yield Finding.of("TW406", name, f"{name} ({m.kind}) ran {m.max_calls} times in one forward", step=v.step)
+
+
+@training_rule("TW407", when="step", name="tiny-batch-batchnorm", title="Tiny batches with BatchNorm",
+               severity=Severity.WARN, phase=Phase.BATCH, obligations=ART15,
+               remediation="Use batches of 16+ samples, or GroupNorm/LayerNorm, or freeze BatchNorm statistics.")
+def tiny_batch_batchnorm(v: StepView) -> Iterator[Finding]:
+    """BatchNorm in train mode sees fewer than ``tiny_batch`` (8) samples on two audited steps: its batch
+    statistics are noise and the running estimates are poor.
+
+    Example: ``DataLoader(ds, batch_size=2)`` with a BatchNorm model. Fix: bigger batches or GroupNorm.
+    """
+    for name, m in v.modules.items():
+        if isinstance(m.module, _STATEFUL) and m.training and m.out is not None and m.out.shape:
+            b = m.out.shape[0]
+            if b < v.threshold("tiny_batch") and _persistent(v, f"TW407:{name}"):
+                yield Finding.of("TW407", name, f"{name} normalises batches of {b}", step=v.step)
+
+
+@training_rule("TW408", when="close", name="unused-layer", title="Layer never used in training",
+               severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
+               remediation="Remove the layer, or wire it into forward(); if it is used only at inference, freeze "
+                           "it and leave it out of the optimizer.")
+def unused_layer(v: StepView) -> Iterator[Finding]:
+    """Over the whole watch, a module with trainable parameters never ran in a training forward and none of its
+    parameters was ever updated (their version counters never moved).
+
+    Example: ``self.dropout2`` or an old ``self.head`` defined in ``__init__`` and never called. Fix: remove it.
+    """
+    w = v.watch
+    if v.step < v.threshold("window_min_steps") or w.compiled or not v.history.audited:
+        return
+    for name, m in w._inner.named_modules():
+        own = [p for p in m.parameters(recurse=False) if p.requires_grad]
+        if not own or (name or "model") in v.history.modules_called:
+            continue
+        if all(p._version == w.initial_versions.get(id(p)) for p in own):
+            yield Finding.of("TW408", name or "model", f"{name} ({type(m).__name__}) never ran and was never updated "
+                             f"in {v.step} steps", step=v.step)
+
+
+@training_rule("TW409", when="step", name="redundant-bias-before-norm", title="Bias before BatchNorm is redundant",
+               severity=Severity.HINT, phase=Phase.FORWARD, obligations=ART15, category="performance",
+               remediation="Create the Linear/Conv with bias=False: BatchNorm subtracts the mean and has its own "
+                           "shift.")
+def redundant_bias(v: StepView) -> Iterator[Finding]:
+    """A Linear/Conv with a bias feeds BatchNorm directly; the normalisation removes the bias, which only
+    costs memory and compute. Fix: ``bias=False``.
+    """
+    for name, m in v.modules.items():
+        if isinstance(m.module, _NORMS) and m.producer:
+            src = v.modules.get(m.producer)
+            if src is not None and getattr(src.module, "bias", None) is not None and isinstance(
+                    src.module, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)):
+                yield Finding.of("TW409", m.producer, f"{m.producer} has a bias that {name} cancels", step=v.step)
+
+
+@training_rule("TW410", when="init", name="even-kernel", title="Even convolution kernel", severity=Severity.INFO,
+               phase=Phase.INIT, obligations=ART15,
+               remediation="Use odd kernels (3, 5) with padding k // 2 so outputs stay centred; even kernels are fine "
+                           "when stride equals kernel size (patchify, downsampling).")
+def even_kernel(v: StepView) -> Iterator[Finding]:
+    """A convolution has an even kernel size with stride smaller than the kernel: outputs shift by half a
+    pixel per layer and padding cannot keep them centred.
+    """
+    for name, m in v.watch._inner.named_modules():
+        if isinstance(m, torch.nn.modules.conv._ConvNd) and any(
+                k % 2 == 0 and k > 1 and s < k for k, s in zip(m.kernel_size, m.stride, strict=False)):
+            yield Finding.of("TW410", name, f"{name} has kernel {tuple(m.kernel_size)} with stride {tuple(m.stride)}")
+
+
+@training_rule("TW411", when="init", name="dead-filter-weights", title="Convolution filters with all-zero weights",
+               severity=Severity.INFO, phase=Phase.INIT, obligations=ART15,
+               remediation="Re-initialise the layer, or prune the filters for real (smaller out_channels).")
+def dead_filter_weights(v: StepView) -> Iterator[Finding]:
+    """Some output filters of a convolution have all-zero weights (often left by pruning or a bad init)."""
+    for name, m in v.watch._inner.named_modules():
+        if isinstance(m, torch.nn.modules.conv._ConvNd) and m.weight.numel():
+            zero = int((m.weight.detach().flatten(1).abs().amax(1) == 0).sum())
+            if zero:
+                yield Finding.of("TW411", name, f"{zero} of {m.out_channels} filters of {name} are all zero")
+
+
+@training_rule("TW450", when="init", name="cuda-unused", title="CUDA is available but the model is on CPU",
+               severity=Severity.HINT, phase=Phase.INIT, obligations=(), category="performance",
+               remediation="model.to('cuda') and move each batch with .to('cuda', non_blocking=True).")
+def cuda_unused(v: StepView) -> Iterator[Finding]:
+    """A GPU is present but every parameter is on the CPU."""
+    params = list(v.watch._inner.parameters())
+    if torch.cuda.is_available() and params and all(p.device.type == "cpu" for p in params):
+        yield Finding.of("TW450", "model", "model is on CPU while CUDA is available")
+
+
+@training_rule("TW451", when="init", name="tensor-core-alignment", title="Dimensions not multiples of 8",
+               severity=Severity.HINT, phase=Phase.INIT, obligations=(), category="performance",
+               remediation="Pad hidden sizes and vocabularies to multiples of 8 (64 is better) for tensor cores.")
+def tensor_core_alignment(v: StepView) -> Iterator[Finding]:
+    """On CUDA, Linear layers whose in/out features are not multiples of 8 cannot use tensor cores fully."""
+    for name, m in v.watch._inner.named_modules():
+        if isinstance(m, torch.nn.Linear) and m.weight.is_cuda and (m.in_features % 8 or m.out_features % 8) \
+                and min(m.in_features, m.out_features) >= 64:
+            yield Finding.of("TW451", name, f"{name} is {m.in_features}x{m.out_features}")
+
+
+@training_rule("TW452", when="init", name="mixed-devices", title="Parameters on several devices",
+               severity=Severity.INFO, phase=Phase.INIT, obligations=ART15,
+               remediation="Move the whole model with model.to(device) unless the split is intentional (pipeline).")
+def mixed_devices(v: StepView) -> Iterator[Finding]:
+    """Parameters live on more than one device; usually a layer created after ``model.to(device)``."""
+    devices = {str(p.device) for p in v.watch._inner.parameters()}
+    if len(devices) > 1:
+        yield Finding.of("TW452", "model", f"parameters on {', '.join(sorted(devices))}")

@@ -1,0 +1,258 @@
+"""TW2xx: what goes into the model: inputs, targets, batches, splits."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+from torchwitness.probes.view import StepView
+from torchwitness.rules.catalogue import Phase, Severity
+from torchwitness.rules.findings import Finding
+from torchwitness.rules.training._registry import training_rule
+
+DATA = ("EU-AI-Act:Art.10(2)(f)", "EU-AI-Act:Art.15")
+BIAS = ("EU-AI-Act:Art.10(2)(f)", "EU-AI-Act:Art.10(2)(g)")
+_MASK52 = (1 << 52) - 1
+
+
+@training_rule("TW201", when="step", name="nonfinite-input", title="Inputs contain NaN or Inf",
+               severity=Severity.ERROR, phase=Phase.BATCH, obligations=DATA,
+               remediation="Clean or impute the data before batching (e.g. torch.nan_to_num, drop rows), and assert "
+                           "torch.isfinite(x).all() once per dataset, not per step.")
+def nonfinite_input(v: StepView) -> Iterator[Finding]:
+    """A floating input tensor holds NaN or Inf; everything downstream (loss, gradients, weights) is poisoned.
+
+    Example: a CSV with missing values read with pandas and turned into a tensor. Fix: impute or drop them.
+    """
+    for t in v.inputs:
+        if t.nonfinite:
+            yield Finding.of("TW201", f"input:{t.name}", f"input {t.name} contains NaN/Inf", step=v.step)
+
+
+@training_rule("TW202", when="step", name="nonfinite-target", title="Targets contain NaN or Inf",
+               severity=Severity.ERROR, phase=Phase.BATCH, obligations=DATA,
+               remediation="Drop or fix the rows with missing labels before training.")
+def nonfinite_target(v: StepView) -> Iterator[Finding]:
+    """A floating target tensor holds NaN or Inf. Fix: drop unlabelled rows."""
+    if v.targets is not None and v.targets.nonfinite:
+        yield Finding.of("TW202", "target", "targets contain NaN/Inf", step=v.step)
+
+
+@training_rule("TW203", when="step", name="input-scale", title="Inputs are not normalised",
+               severity=Severity.WARN, phase=Phase.BATCH, obligations=DATA,
+               remediation="Standardise features (subtract the mean, divide by the std of the training set) or "
+                           "scale images to [0, 1] (divide uint8 pixels by 255).")
+def input_scale(v: StepView) -> Iterator[Finding]:
+    """A floating input has values beyond ``input_abs_max`` (100): raw pixels (0-255) or raw units (income in
+    dollars) slow training and can make it diverge.
+
+    Example: ``x = torch.tensor(images, dtype=torch.float32)`` from uint8 images. Fix: ``x / 255``.
+    """
+    for t in v.inputs:
+        s = t.stats
+        if not t.floating or s is None or t.nonfinite:
+            continue
+        peak = max(abs(s["min"]), abs(s["max"]))
+        if peak > v.threshold("input_abs_max"):
+            yield Finding.of("TW203", f"input:{t.name}", f"input {t.name} reaches |x| = {peak:.4g} (mean "
+                             f"{s['mean']:.3g}, std {s['std']:.3g})", step=v.step)
+
+
+@training_rule("TW204", when="step", name="flat-input", title="Input is constant across the batch",
+               severity=Severity.WARN, phase=Phase.BATCH, obligations=DATA,
+               remediation="Check the data pipeline: a constant input usually means a wrong column, a tensor of "
+                           "zeros left from preallocation, or a normalisation that divided by a huge number.")
+def flat_input(v: StepView) -> Iterator[Finding]:
+    """Every value of a floating input is the same; the model cannot learn from it.
+
+    Example: ``x = torch.zeros(batch, 10)`` left unfilled. Fix: fill the batch from the data.
+    """
+    for t in v.inputs:
+        s = t.stats
+        if t.floating and s is not None and t.numel > 1 and not t.nonfinite and s["std"] <= v.threshold("flat_std"):
+            yield Finding.of("TW204", f"input:{t.name}", f"input {t.name} is constant ({s['mean']:.3g})", step=v.step)
+
+
+@training_rule("TW205", when="step", name="input-layout", title="Image batch looks channels-last (NHWC)",
+               severity=Severity.WARN, phase=Phase.BATCH, obligations=DATA,
+               remediation="Convert images with x.permute(0, 3, 1, 2) (not .view/.reshape) before a Conv2d model.")
+def input_layout(v: StepView) -> Iterator[Finding]:
+    """A 4-D float input has a last dimension of 1, 3 or 4 and large dimensions before it: it looks like NHWC
+    images fed to a model whose convolutions expect NCHW.
+
+    Example: numpy images ``(N, 32, 32, 3)`` reshaped with ``.view(N, 3, 32, 32)``. Fix: ``permute(0, 3, 1, 2)``.
+    """
+    t = v.primary
+    if t is None or len(t.shape) != 4 or not t.floating:
+        return
+    _, c, h, w = t.shape
+    if w in (1, 3, 4) and c not in (1, 3, 4) and c >= 8 and h >= 8:
+        yield Finding.of("TW205", f"input:{t.name}", f"input shape {list(t.shape)} looks like NHWC", step=v.step)
+
+
+def _batch_fp(rows: np.ndarray) -> int:
+    return int(sum(int(r) for r in rows)) & _MASK52
+
+
+@training_rule("TW206", when="step", name="duplicate-batch", title="The same batch is fed again",
+               severity=Severity.WARN, phase=Phase.BATCH, obligations=DATA,
+               remediation="Create the iterator once per epoch (for x, y in loader) instead of calling "
+                           "next(iter(loader)) every step, and check the sampler.")
+def duplicate_batch(v: StepView) -> Iterator[Finding]:
+    """The batch of an audited step has exactly the same samples as the batch of the step just before it, in
+    new memory: the loader is restarted every step, or a sampler repeats itself. Judged on consecutive audited
+    steps only, so unshuffled epochs (which repeat a batch one epoch later) and full-batch training on one
+    tensor are not reported.
+
+    Example: ``x, y = next(iter(loader))`` inside the loop. Fix: iterate the loader.
+    """
+    rows = v.extra.get("data", {}).get("rows")
+    t = v.primary
+    if rows is None or t is None or len(rows) < 2:
+        return
+    fp = _batch_fp(rows)
+    history = v.history.batch_fps
+    if history:
+        step, old_fp, ptr = history[-1]
+        if step == v.step - 1 and old_fp == fp and ptr != t.data_ptr:
+            yield Finding.of("TW206", f"input:{t.name}", f"batch at step {v.step} repeats the batch of step {step}",
+                             step=v.step)
+    history[:] = [(v.step, fp, t.data_ptr)]
+
+
+@training_rule("TW207", when="step", name="duplicate-samples", title="Many samples repeat within a batch",
+               severity=Severity.WARN, phase=Phase.BATCH, obligations=DATA,
+               remediation="De-duplicate the dataset, and check oversampling and augmentation code.")
+def duplicate_samples(v: StepView) -> Iterator[Finding]:
+    """More than ``duplicate_rows_fraction`` (25%) of a floating batch's samples are exact copies of another
+    sample of the same batch.
+
+    Example: a dataset concatenated with itself, or an index list built with repeats. Fix: de-duplicate.
+    """
+    rows = v.extra.get("data", {}).get("rows")
+    t = v.primary
+    # Fewer than 8 values per sample (low-cardinality tabular rows) can repeat legitimately.
+    if rows is None or t is None or not t.floating or len(rows) < 8 or t.numel // max(t.shape[0], 1) < 8:
+        return
+    dup = 1 - len(set(rows.tolist())) / len(rows)
+    if dup > v.threshold("duplicate_rows_fraction"):
+        yield Finding.of("TW207", f"input:{t.name}", f"{dup:.0%} of the batch at step {v.step} are duplicates",
+                         step=v.step)
+
+
+@training_rule("TW208", when=("step", "close"), name="train-eval-overlap",
+               title="Evaluation data overlaps training data",
+               severity=Severity.WARN, phase=Phase.EVAL, obligations=DATA,
+               remediation="Split the data once, by a stable key (and by group: user, patient, document), before "
+                           "any shuffling or augmentation; never evaluate on training samples.")
+def train_eval_overlap(v: StepView) -> Iterator[Finding]:
+    """Samples of the training batches are found, bit for bit, in the batches given to the model under
+    ``torch.no_grad()`` (evaluation): the evaluation overstates accuracy.
+
+    Example: ``val = data[:200]`` while training on ``data``. Fix: disjoint splits.
+    """
+    rows = v.extra.get("data", {}).get("rows")
+    if rows is not None and v.primary is not None and v.trained_modes:
+        v.history.train_rows.update(int(r) for r in rows)
+    h = v.history
+    if not h.train_rows or not h.eval_rows or h.notes.get("TW208"):
+        return
+    shared = len(h.train_rows & h.eval_rows)
+    frac = shared / len(h.train_rows)
+    if shared >= 3 and frac > v.threshold("overlap_fraction"):
+        h.notes["TW208"] = True
+        yield Finding.of("TW208", "data", f"{frac:.0%} of audited training samples also appear in evaluation",
+                         step=v.step, details={"shared": shared})
+
+
+def _correlations(v: StepView) -> np.ndarray | None:
+    h = v.history
+    if h.moments is None or h.moment_shape is None:
+        return None
+    f, c = h.moment_shape
+    m = h.moments
+    n = m[0]
+    if n < v.threshold("leak_min_rows"):
+        return None
+    sx, sxx = m[1:1 + f], m[1 + f:1 + 2 * f]
+    sy, syy = m[1 + 2 * f:1 + 2 * f + c], m[1 + 2 * f + c:1 + 2 * f + 2 * c]
+    sxy = m[1 + 2 * f + 2 * c:].reshape(f, c)
+    cov = sxy / n - np.outer(sx / n, sy / n)
+    vx = np.maximum(sxx / n - (sx / n) ** 2, 0)
+    vy = np.maximum(syy / n - (sy / n) ** 2, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = cov / np.sqrt(np.outer(vx, vy))
+    return np.nan_to_num(corr, nan=0.0)
+
+
+@training_rule("TW209", when="step", name="label-leak", title="A feature equals the label",
+               severity=Severity.ERROR, phase=Phase.BATCH, obligations=DATA,
+               remediation="Drop the column from the features: it is the target (or a copy, or an encoding of "
+                           "it) and will not exist at prediction time.")
+def label_leak(v: StepView) -> Iterator[Finding]:
+    """An input column correlates with a class label at ``leak_corr`` (0.995) or more over the audited
+    batches: the label (or an encoding of it) is among the features.
+
+    Example: ``X = df.drop(columns=["id"])`` keeps the ``target`` column. Fix: drop the target from X.
+    """
+    corr = _correlations(v)
+    if corr is None or v.history.notes.get("TW209"):
+        return
+    col, cls = np.unravel_index(np.argmax(np.abs(corr)), corr.shape)
+    r = float(corr[col, cls])
+    if abs(r) >= v.threshold("leak_corr"):
+        v.history.notes["TW209"] = True
+        yield Finding.of("TW209", f"input:feature[{col}]", f"feature {col} has correlation {r:.3f} with the label",
+                         step=v.step, details={"feature": int(col), "corr": r})
+
+
+@training_rule("TW210", when=("step", "close"), name="class-imbalance", title="Severe class imbalance",
+               severity=Severity.WARN, phase=Phase.BATCH, obligations=BIAS,
+               remediation="Weight the loss (CrossEntropyLoss(weight=...), BCEWithLogitsLoss(pos_weight=...)), "
+                           "resample (WeightedRandomSampler), and report per-class metrics, not accuracy.")
+def class_imbalance(v: StepView) -> Iterator[Finding]:
+    """The most frequent class outnumbers the least frequent by ``imbalance_ratio`` (15) or more over the
+    labels seen; a model can score high accuracy by ignoring the minority. Not reported when the loss already
+    carries class weights.
+
+    Example: fraud detection with 1% positives trained with plain BCE. Fix: ``pos_weight`` or resampling.
+    """
+    h = v.history
+    hist = h.label_hist
+    if hist is None or h.notes.get("TW210") or h.notes.get("class_weighted"):
+        return
+    counts = hist[:-1]
+    total = counts.sum()
+    if total < max(v.threshold("imbalance_min_labels"), 20 * len(counts)) or len(counts) < 2:
+        return
+    present = counts[counts > 0]
+    ratio = math.inf if len(present) < 2 else float(present.max() / present.min())
+    if len(present) < 2 and len(counts) > 2:  # a wide head and one class only: the head may be over-sized
+        return
+    if ratio >= v.threshold("imbalance_ratio"):
+        h.notes["TW210"] = True
+        share = float(present.min() / total) if len(present) > 1 else 0.0
+        yield Finding.of("TW210", "target", f"class imbalance {ratio:.3g}:1 over {int(total)} labels (smallest "
+                         f"class {share:.1%})", step=v.step, details={"counts": counts.tolist()})
+
+
+@training_rule("TW211", when="step", name="invalid-token-ids", title="Token ids outside the embedding table",
+               severity=Severity.ERROR, phase=Phase.BATCH, obligations=DATA,
+               remediation="Make the embedding's num_embeddings equal to the tokenizer's vocabulary size "
+                           "(len(tokenizer)), after adding special tokens; check padding ids are >= 0.")
+def invalid_token_ids(v: StepView) -> Iterator[Finding]:
+    """Indices fed to an ``nn.Embedding`` are negative or >= ``num_embeddings`` (IndexError on CPU, a device
+    assert on GPU, silent garbage in some kernels).
+
+    Example: a tokenizer with 30,522 ids and ``nn.Embedding(30000, d)``. Fix: size the table from the tokenizer.
+    """
+    data = v.extra.get("data", {})
+    for key, limit in v.extra.items():
+        if not key.startswith("ids/") or key.endswith("/limit") or key not in data:
+            continue
+        lo, hi = (int(x) for x in data[key])
+        if lo < 0 or hi >= limit:
+            name = key[4:]
+            yield Finding.of("TW211", name, f"token ids in [{lo}, {hi}] but {name} has {limit} rows", step=v.step)

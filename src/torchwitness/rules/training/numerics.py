@@ -1,0 +1,253 @@
+"""TW1xx: numerics, the loss curve and gradient flow."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterator
+
+import torch
+
+from torchwitness.probes.view import StepView
+from torchwitness.rules.catalogue import Phase, Severity
+from torchwitness.rules.findings import Finding
+from torchwitness.rules.training._registry import training_rule
+
+ART15 = ("EU-AI-Act:Art.15",)
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+@training_rule("TW101", when="step", name="nonfinite-loss", title="Loss is NaN or infinite",
+               severity=Severity.ERROR, phase=Phase.FORWARD, obligations=ART15,
+               remediation="Find the first NaN: check inputs (TW201), lower the learning rate, add gradient "
+                           "clipping, use log-sum-exp forms (cross_entropy on logits, not log(softmax)).")
+def nonfinite_loss(v: StepView) -> Iterator[Finding]:
+    """The loss became NaN or infinite; every later update is garbage.
+
+    Example: ``loss = torch.log(probs).mean()`` with a probability that underflowed to 0.
+    Fix: compute losses from logits, clip gradients, lower the learning rate, check the data.
+    """
+    bad = [(s, x) for s, x in v.history.losses if not math.isfinite(x) and s <= v.step]
+    if v.loss is not None and v.loss.value is not None and not math.isfinite(v.loss.value):
+        bad.append((v.step, v.loss.value))
+    if bad and not v.history.notes.get("TW101"):
+        v.history.notes["TW101"] = True
+        s, x = bad[0]
+        yield Finding.of("TW101", "loss", f"loss is {x} at step {s}", step=s)
+
+
+@training_rule("TW102", when="step", name="nonfinite-gradient", title="Gradient contains NaN or Inf",
+               severity=Severity.ERROR, phase=Phase.BACKWARD, obligations=ART15,
+               remediation="Look at the first parameter named: a NaN there usually comes from a division by zero, "
+                           "log(0), sqrt(0) in backward, or an overflow in float16 without a GradScaler.")
+def nonfinite_gradient(v: StepView) -> Iterator[Finding]:
+    """A parameter's gradient holds NaN or Inf at an optimizer step, so the step corrupts the weights.
+
+    Example: ``torch.sqrt(x)`` at ``x == 0`` has an infinite derivative. Fix: add an epsilon, clip gradients,
+    use a GradScaler with float16. Not reported when the inputs or the loss are already non-finite.
+    """
+    if v.inputs_nonfinite or (v.loss is not None and not _finite(v.loss.value) and v.loss.value is not None):
+        return
+    for p in v.params:
+        if p.has_grad and not math.isfinite(p.grad_norm):
+            yield Finding.of("TW102", p.name, f"gradient of {p.name} is non-finite (norm {p.grad_norm})",
+                             step=v.step)
+            return
+
+
+@training_rule("TW103", when="step", name="exploding-gradient", title="Gradient norm is exploding",
+               severity=Severity.WARN, phase=Phase.BACKWARD, obligations=ART15,
+               remediation="Lower the learning rate, clip gradients (torch.nn.utils.clip_grad_norm_), normalise "
+                           "inputs, check the initialisation.")
+def exploding_gradient(v: StepView) -> Iterator[Finding]:
+    """The global gradient norm exceeds ``grad_norm_max`` (default 1e3).
+
+    Example: unnormalised inputs in the thousands, or a learning rate far too high. Fix: clip gradients and fix
+    the scale of the data or the learning rate.
+    """
+    norms = [p.grad_norm for p in v.params if p.has_grad]
+    if not norms or not all(math.isfinite(n) for n in norms):
+        return
+    total = math.sqrt(sum(n * n for n in norms))
+    if total > v.threshold("grad_norm_max"):
+        yield Finding.of("TW103", "model", f"global gradient norm {total:.3g} > {v.threshold('grad_norm_max'):g}",
+                         step=v.step, details={"grad_norm": total})
+
+
+@training_rule("TW104", when="step", name="vanishing-gradient", title="Gradients vanish towards the input",
+               severity=Severity.WARN, phase=Phase.BACKWARD, obligations=ART15,
+               remediation="Use ReLU/GELU instead of saturating activations, residual connections, normalisation "
+                           "layers, or a better initialisation (kaiming/xavier).")
+def vanishing_gradient(v: StepView) -> Iterator[Finding]:
+    """The relative gradient (|grad| / |weight|) of the first weight layer is ``vanishing_ratio`` (1e-4) times
+    that of the last one or smaller: the early layers effectively stop learning.
+
+    Example: a 20-layer MLP of sigmoids. Fix: non-saturating activations, residuals, normalisation.
+    """
+    layers = [p for p in v.params if p.has_grad and len(p.shape) >= 2 and _finite(p.grad_norm)
+              and _finite(p.weight_norm) and p.weight_norm > 0]
+    if len(layers) < 3:
+        return
+    first, last = layers[0], layers[-1]
+    rf, rl = first.grad_norm / first.weight_norm, last.grad_norm / last.weight_norm
+    if rl > 0 and rf / rl < v.threshold("vanishing_ratio"):
+        yield Finding.of("TW104", first.name, f"relative gradient of {first.name} is {rf / rl:.2g}x that of "
+                         f"{last.name}", step=v.step, details={"ratio": rf / rl})
+
+
+@training_rule("TW105", when="step", name="nonfinite-activation", title="Activation contains NaN or Inf",
+               severity=Severity.ERROR, phase=Phase.FORWARD, obligations=ART15,
+               remediation="The named module is the first one whose output is non-finite: check its weights, its "
+                           "inputs' scale and any log/exp/division inside it.")
+def nonfinite_activation(v: StepView) -> Iterator[Finding]:
+    """A module's output holds NaN or Inf while the model's inputs are finite; names the first such module.
+
+    Example: ``torch.exp`` of large logits overflows. Fix: numerically stable forms, smaller learning rate.
+    """
+    if v.inputs_nonfinite:
+        return
+    for name, m in v.modules.items():
+        if m.out is not None and m.out.nonfinite:
+            yield Finding.of("TW105", name, f"output of {name} ({m.kind}) is non-finite", step=v.step)
+            return
+
+
+@training_rule("TW106", when="init", name="float64-compute", title="Training in float64",
+               severity=Severity.WARN, phase=Phase.INIT, obligations=ART15, category="performance",
+               remediation="Use float32 (model.float()) or mixed precision; float64 is 2-64x slower on GPUs and "
+                           "doubles memory, with no accuracy benefit for deep learning.")
+def float64_compute(v: StepView) -> Iterator[Finding]:
+    """Parameters are float64 (often from ``model.double()`` or numpy arrays turned into float64 tensors).
+
+    Fix: ``model.float()`` and ``torch.from_numpy(x).float()``.
+    """
+    n = [name for name, p in v.watch._inner.named_parameters() if p.dtype == torch.float64]
+    if n:
+        yield Finding.of("TW106", "model", f"{len(n)} parameter tensors are float64 (e.g. {n[0]})")
+
+
+@training_rule("TW107", when="step", name="low-precision-updates-lost", title="Updates rounded away in low precision",
+               severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
+               remediation="Keep float32 master weights (torch.autocast with float32 parameters, or an optimizer "
+                           "with master weights); do not train parameters stored in bfloat16/float16 directly.")
+def low_precision_updates(v: StepView) -> Iterator[Finding]:
+    """Most elements of a float16/bfloat16 parameter that received a non-zero gradient did not change at the
+    step: the update is smaller than the format's resolution and is rounded away.
+
+    Example: ``model.to(torch.bfloat16)`` trained with SGD at lr=1e-3. Fix: float32 weights plus autocast.
+    """
+    for p in v.params:
+        if p.unchanged_frac is not None and p.unchanged_frac > v.threshold("rounded_away_fraction"):
+            yield Finding.of("TW107", p.name, f"{p.unchanged_frac:.0%} of the updates to {p.name} ({p.dtype}) "
+                             "were rounded away", step=v.step)
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+@training_rule("TW108", when="step", name="loss-divergence", title="Loss is diverging",
+               severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
+               remediation="Lower the learning rate (often by 10x), add warm-up or gradient clipping.")
+def loss_divergence(v: StepView) -> Iterator[Finding]:
+    """The recent loss is ``divergence_factor`` (3) times its early level or more, or it turned non-finite
+    after starting finite: the learning rate is too high for this model and data.
+
+    Example: SGD with lr=5 on a small MLP. Fix: lower the learning rate, add warm-up and clipping.
+    """
+    losses = [x for _, x in v.history.losses]
+    if len(losses) < 6 or v.history.notes.get("TW108"):
+        return
+    early = [x for x in losses[:3] if math.isfinite(x)]
+    if len(early) < 3:
+        return
+    recent = losses[-3:]
+    base = _median(early)
+    bad = any(not math.isfinite(x) for x in recent) or (base > 0 and _median(recent) > v.threshold(
+        "divergence_factor") * base)
+    if bad:
+        v.history.notes["TW108"] = True
+        yield Finding.of("TW108", "loss", f"loss rose from {base:.3g} to {recent[-1]:.3g}", step=v.step,
+                         details={"early": base, "recent": recent[-1]})
+
+
+def _entropy(counts: list[float]) -> float:
+    total = sum(counts)
+    return -sum(c / total * math.log(c / total) for c in counts if c > 0) if total else float("nan")
+
+
+def chance_loss(v: StepView) -> float | None:
+    """The loss of a model that ignores its input, for the loss kind seen (None when unknown)."""
+    notes = v.history.notes
+    kind = notes.get("loss_kind")
+    hist = v.history.label_hist
+    if kind in ("CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss", "BCELoss") and hist is not None:
+        return _entropy([float(c) for c in hist[:-1]])
+    if kind in ("MSELoss",) and notes.get("target_var"):
+        return float(statistics.median(notes["target_var"]))
+    return None
+
+
+@training_rule("TW109", when="close", name="loss-at-chance", title="Loss stuck at chance level",
+               severity=Severity.WARN, phase=Phase.STEP, obligations=("EU-AI-Act:Art.15", "EU-AI-Act:Art.10(2)(f)"),
+               remediation="Check that inputs and labels stay aligned (shuffle them together, same index), that "
+                           "labels are the intended column, and that the model receives gradients.")
+def loss_at_chance(v: StepView) -> Iterator[Finding]:
+    """After ``chance_min_steps`` steps the loss is still within ``chance_margin`` of the loss of a model that
+    ignores its inputs (label entropy for classification, target variance for regression).
+
+    Example: ``y = y[torch.randperm(len(y))]`` shuffles labels apart from inputs, so nothing can be learned.
+    Fix: shuffle indices once and index inputs and labels with them.
+    """
+    losses = [x for _, x in v.history.losses if math.isfinite(x)]
+    steps = [s for s, _ in v.history.losses]
+    chance = chance_loss(v)
+    if chance is None or chance <= 0 or not steps or steps[-1] - steps[0] < v.threshold("chance_min_steps"):
+        return
+    tail = losses[-max(5, len(losses) // 5):]
+    level = statistics.fmean(tail)
+    if level >= (1 - v.threshold("chance_margin")) * chance:
+        yield Finding.of("TW109", "loss", f"loss {level:.3g} after {steps[-1] + 1} steps is at chance level "
+                         f"{chance:.3g}: labels may be misaligned with inputs", step=steps[-1],
+                         details={"loss": level, "chance": chance})
+
+
+@training_rule("TW110", when="step", name="gradient-flow-cut", title="Module runs but its parameters get no gradient",
+               severity=Severity.WARN, phase=Phase.BACKWARD, obligations=ART15,
+               remediation="Remove the stray .detach(), .data, .item() or torch.no_grad() between this module "
+                           "and the loss, or freeze the module on purpose (requires_grad_(False)).")
+def gradient_flow_cut(v: StepView) -> Iterator[Finding]:
+    """A module ran in the training forward with autograd on, its parameters are trainable and in the optimizer,
+    yet they received no gradient: something between it and the loss cut the graph.
+
+    Example: ``features = self.encoder(x).detach()``. Fix: drop the detach, or freeze the encoder explicitly.
+    """
+    if not v.trained_modes or (v.optimizer is not None and not any(p.group is not None for p in v.params)):
+        return
+    seen: set[str] = set()
+    for p in v.params:
+        if p.has_grad or p.module in seen or p.module not in v.modules:
+            continue
+        if v.optimizer is not None and p.group is None:
+            continue
+        seen.add(p.module)
+        yield Finding.of("TW110", p.module, f"{p.module} ran but {p.name} received no gradient", step=v.step)
+
+
+@training_rule("TW111", when="close", name="zero-gradient", title="Gradients exactly zero on every audited step",
+               severity=Severity.WARN, phase=Phase.BACKWARD, obligations=ART15,
+               remediation="The loss does not depend on these weights: look for dead activations after them, a "
+                           "multiplication by zero, or an output that never reaches the loss.")
+def zero_gradient(v: StepView) -> Iterator[Finding]:
+    """A weight tensor's gradient was exactly zero on every audited step although its module ran.
+
+    Example: all ReLUs after a layer are dead, so the layer's gradient is 0. Fix: see TW401/TW402.
+    """
+    h = v.history
+    for name, count in sorted(h.grad_zero.items()):
+        if count >= v.threshold("window_min_steps") and h.grad_seen.get(name, 0) == 0:
+            yield Finding.of("TW111", name, f"gradient of {name} was exactly zero on {count} audited steps",
+                             step=v.step)

@@ -1,0 +1,185 @@
+"""TW3xx: the optimizer: which parameters it holds, how it decays them, what its steps do."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+
+from torchwitness.probes.view import StepView
+from torchwitness.rules.catalogue import Phase, Severity
+from torchwitness.rules.findings import Finding
+from torchwitness.rules.training._registry import training_rule
+
+ART15 = ("EU-AI-Act:Art.15",)
+
+
+def _in_optimizer(opt: torch.optim.Optimizer) -> set[int]:
+    return {id(p) for g in opt.param_groups for p in g["params"]}
+
+
+@training_rule("TW301", when=("init", "step"), name="params-missing-from-optimizer",
+               title="Trainable parameters missing from the optimizer", severity=Severity.ERROR, phase=Phase.INIT,
+               obligations=ART15,
+               remediation="Build the optimizer after the model is final, from model.parameters(); when you add "
+                           "modules later, optimizer.add_param_group({'params': new.parameters()}).")
+def params_missing(v: StepView) -> Iterator[Finding]:
+    """Parameters with ``requires_grad=True`` are in no param group: they get gradients but never change.
+
+    Example: ``opt = Adam(model.encoder.parameters())`` then training the whole model, or replacing
+    ``model.head`` after creating the optimizer. Fix: create the optimizer from the final model.
+    """
+    if v.optimizer is None:
+        return
+    held = _in_optimizer(v.optimizer)
+    missing: dict[str, list[str]] = {}
+    total = 0
+    for name, p in v.watch._inner.named_parameters():
+        if p.requires_grad:
+            total += 1
+            if id(p) not in held:
+                missing.setdefault(name.rpartition(".")[0] or "model", []).append(name)
+    if not missing:
+        return
+    if sum(len(x) for x in missing.values()) == total:
+        yield Finding.of("TW301", "model", "no trainable parameter of the model is in the optimizer (was it built "
+                         "for another model instance?)", step=v.step if v.event == "step" else None)
+        return
+    for module, names in missing.items():
+        yield Finding.of("TW301", module, f"{', '.join(names)} not in any optimizer param group",
+                         step=v.step if v.event == "step" else None)
+
+
+def _decoupled(opt: torch.optim.Optimizer, group: dict) -> bool:
+    return isinstance(opt, torch.optim.AdamW) or bool(group.get("decoupled_weight_decay"))
+
+
+@training_rule("TW302", when="init", name="adam-weight-decay", title="Adam with L2 weight decay (not AdamW)",
+               severity=Severity.WARN, phase=Phase.INIT, obligations=ART15,
+               references=("Loshchilov & Hutter, Decoupled Weight Decay Regularization, ICLR 2019",),
+               remediation="Use torch.optim.AdamW(params, weight_decay=...) (or Adam(decoupled_weight_decay=True)).")
+def adam_weight_decay(v: StepView) -> Iterator[Finding]:
+    """``torch.optim.Adam`` adds weight decay to the gradient, where Adam's scaling cancels most of it: the
+    regularisation is weak and uneven across parameters. Decoupled decay (AdamW) is what was meant.
+
+    Example: ``Adam(model.parameters(), lr=1e-3, weight_decay=1e-2)``. Fix: ``AdamW``.
+    """
+    opt = v.optimizer
+    if opt is None or not isinstance(opt, (torch.optim.Adam, torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam)):
+        return
+    for i, g in enumerate(opt.param_groups):
+        if g.get("weight_decay", 0) > 0 and not _decoupled(opt, g):
+            yield Finding.of("TW302", f"optimizer.param_groups[{i}]",
+                             f"{type(opt).__name__} with weight_decay={g['weight_decay']} couples decay to the "
+                             "adaptive scaling")
+
+
+@training_rule("TW303", when="init", name="decay-on-norm-bias-embedding",
+               title="Weight decay on biases, normalisation or embeddings", severity=Severity.INFO,
+               phase=Phase.INIT, obligations=ART15,
+               remediation="Put biases, norm weights and embeddings in a param group with weight_decay=0.")
+def decay_on_norm_bias(v: StepView) -> Iterator[Finding]:
+    """Param groups with weight decay hold 1-D tensors (biases, LayerNorm/BatchNorm scales) or embedding
+    tables; decaying them pulls norm scales towards 0 and rare-token embeddings towards nothing.
+
+    Fix: two groups, ``[{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0}]``.
+    """
+    opt = v.optimizer
+    if opt is None:
+        return
+    embeddings = {id(m.weight) for m in v.watch._inner.modules() if isinstance(m, torch.nn.Embedding)}
+    for i, g in enumerate(opt.param_groups):
+        if g.get("weight_decay", 0) <= 0:
+            continue
+        flat = sum(1 for p in g["params"] if p.ndim <= 1)
+        emb = sum(1 for p in g["params"] if id(p) in embeddings)
+        if flat or emb:
+            yield Finding.of("TW303", f"optimizer.param_groups[{i}]", f"weight decay {g['weight_decay']} applies to "
+                             f"{flat} bias/norm tensors and {emb} embedding tables")
+
+
+@training_rule("TW304", when="step", name="zero-grad-forgotten", title="Gradients accumulate across steps",
+               severity=Severity.ERROR, phase=Phase.BACKWARD, obligations=ART15,
+               remediation="Call optimizer.zero_grad() once per optimizer step (before backward or after step).")
+def zero_grad_forgotten(v: StepView) -> Iterator[Finding]:
+    """When backward started, the parameters still held non-zero gradients from before the previous optimizer
+    step: ``zero_grad()`` is missing, so every step applies the sum of all past gradients.
+
+    Example: a loop with ``loss.backward(); opt.step()`` and no ``opt.zero_grad()``. Fix: add it. Gradient
+    accumulation done right (zero_grad after each optimizer step) is not reported.
+    """
+    if v.step > 0 and v.stale_grad_norm is not None and v.stale_grad_norm > 0:
+        yield Finding.of("TW304", "optimizer", f"backward started with gradients left from before step {v.step} "
+                         f"(norm {v.stale_grad_norm:.3g})", step=v.step)
+
+
+@training_rule("TW305", when="init", name="noop-freeze-attribute", title="Freeze that does nothing",
+               severity=Severity.ERROR, phase=Phase.INIT, obligations=ART15,
+               remediation="Use module.requires_grad_(False) (with the underscore and parentheses), or set "
+                           "requires_grad on each parameter.")
+def noop_freeze_attribute(v: StepView) -> Iterator[Finding]:
+    """``module.requires_grad = False`` only sets a Python attribute on the module; its parameters still
+    train.
+
+    Example: ``model.backbone.requires_grad = False``. Fix: ``model.backbone.requires_grad_(False)``.
+    """
+    for name, m in v.watch._inner.named_modules():
+        if m.__dict__.get("requires_grad") is False and any(p.requires_grad for p in m.parameters()):
+            yield Finding.of("TW305", name or "model", f"{name or 'model'}.requires_grad = False is a plain attribute; "
+                             "its parameters still require grad")
+
+
+@training_rule("TW306", when="step", name="frozen-params-change", title="Frozen parameters change",
+               severity=Severity.ERROR, phase=Phase.STEP, obligations=ART15,
+               remediation="Something updates parameters with requires_grad=False: an optimizer given "
+                           "them with stale .grad, weight decay, a manual update, or loading weights each step.")
+def frozen_params_change(v: StepView) -> Iterator[Finding]:
+    """Parameters with ``requires_grad=False`` changed between audited steps: the freeze is not holding.
+
+    Example: the backbone is frozen after a few steps but keeps its old ``.grad`` and stays in an optimizer
+    with momentum, so it keeps moving. Fix: set ``p.grad = None`` and drop frozen tensors from the optimizer.
+    """
+    names = v.extra.get("frozen")
+    data = v.extra.get("data", {})
+    if not names or "frozen/norm" not in data:
+        return
+    now = dict(zip(names, (float(x) for x in data["frozen/norm"]), strict=True))
+    before = v.history.notes.get("frozen", {})
+    v.history.notes["frozen"] = now
+    moved = [n for n, x in now.items() if n in before and x != before[n] and math.isfinite(x)]
+    if moved:
+        yield Finding.of("TW306", moved[0].rpartition(".")[0] or "model",
+                         f"{len(moved)} frozen tensors changed (e.g. {moved[0]})", step=v.step)
+
+
+@training_rule("TW307", when="step", name="learning-rate-too-high", title="Updates as large as the weights",
+               severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
+               remediation="Lower the learning rate until |update|/|weight| is around 1e-3 per step; add warm-up.")
+def update_ratio_high(v: StepView) -> Iterator[Finding]:
+    """In one step a weight matrix moved by ``update_ratio_max`` (1.0) times its own norm or more: the learning
+    rate is far too high and the weights are being overwritten, not refined.
+
+    Example: SGD with lr=10. Fix: lower the learning rate; a healthy ratio is around 1e-3.
+    """
+    for p in v.params:
+        if p.update_norm is None or len(p.shape) < 2 or not p.weight_norm > 1e-12:
+            continue
+        r = p.update_norm / p.weight_norm
+        if r >= v.threshold("update_ratio_max"):
+            yield Finding.of("TW307", p.name, f"update of {p.name} is {r:.3g}x its norm", step=v.step)
+            return
+
+
+@training_rule("TW308", when="step", name="optimizer-step-noop", title="Optimizer steps change nothing",
+               severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
+               remediation="Check the learning rate (a scheduler that reaches 0, lr=0 in a param group) and that "
+                           "optimizer.step() runs after backward.")
+def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
+    """Parameters with non-zero gradients did not move at all in the step, on two audited steps.
+
+    Example: ``lr=0`` from a scheduler misconfigured, or ``LambdaLR(lambda e: 0)``. Fix: check the schedule.
+    """
+    moving = [p for p in v.params if p.update_norm is not None and p.grad_norm > 0 and math.isfinite(p.grad_norm)]
+    if moving and all(p.update_norm == 0 for p in moving) and v.history.bump("TW308") >= 2:
+        yield Finding.of("TW308", "optimizer", f"no parameter changed at step {v.step}", step=v.step)

@@ -1,0 +1,64 @@
+"""The watch's contract: step counting, sampling, one transfer per audited step, hooks removed on close."""
+
+from __future__ import annotations
+
+import torch
+
+import torchwitness as tw
+from torchwitness.ledger import iter_records
+
+
+def _loop(run: tw.Run, steps: int, **kw: object) -> tuple[torch.nn.Module, object]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    crit = torch.nn.CrossEntropyLoss()
+    watch = run.watch(model, opt, loss_fn=crit, **kw)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    for _ in range(steps):
+        opt.zero_grad()
+        crit(model(x), y).backward()
+        opt.step()
+        with torch.no_grad():  # evaluation forwards are never training steps
+            model.eval()
+            model(x)
+            model.train()
+    return model, watch
+
+
+def test_steps_sampling_and_audit_records(tmp_path):
+    with tw.Run(tmp_path / "r") as run:
+        model, watch = _loop(run, 25, every_n_steps=10, first_steps=3)
+        assert watch.step == 25
+    audited = [r["step"] for r in iter_records(tmp_path / "r", kinds={"train.audit"})]
+    assert audited == [0, 1, 2, 10, 20]
+    assert not model._forward_hooks and not model._forward_pre_hooks
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_hooks_only_around_audited_steps(tmp_path):
+    with tw.Run(tmp_path / "r") as run:
+        model, watch = _loop(run, 4, every_n_steps=100, first_steps=2)
+        # step 4 is not audited: only the two root hooks remain on the model, none on its children
+        assert len(model._forward_hooks) == 1 and len(model._forward_pre_hooks) == 1
+        assert all(not m._forward_hooks for m in list(model.modules())[1:])
+        watch.close()
+        assert not model._forward_hooks
+
+
+def test_findings_are_records_and_deduplicated(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.1)
+    with tw.Run(tmp_path / "r") as run:
+        with run.watch(model, opt) as w:
+            for _ in range(3):
+                opt.zero_grad()
+                model(torch.randn(8, 4)).sum().backward()
+                opt.step()
+        ids = [f.rule_id for f in run.findings()]
+        assert ids.count("TW302") == 1
+        assert w.closed
+    recs = list(iter_records(tmp_path / "r", kinds={"finding"}))
+    assert {r["data"]["rule_id"] for r in recs} >= {"TW302"}
+    assert any(r["data"]["final"] for r in recs)

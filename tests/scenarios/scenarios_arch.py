@@ -1,0 +1,137 @@
+"""Silent architecture and mode bugs: train/eval modes, activations, layer wiring."""
+
+from __future__ import annotations
+
+import torch
+from _kit import blobs, bug, fit, mlp
+from torch import nn
+
+import torchwitness as tw
+
+
+def _dropout_mlp() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 3))
+
+
+@bug("TW401")
+def eval_mode_never_reset(run: tw.Run) -> None:
+    x, y = blobs()
+    model = _dropout_mlp()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    crit = nn.CrossEntropyLoss()
+    run.watch(model, opt, loss_fn=crit, every_n_steps=10, first_steps=3)
+    for _epoch in range(3):
+        for b in range(4):
+            opt.zero_grad()
+            crit(model(x[b * 32:(b + 1) * 32]), y[b * 32:(b + 1) * 32]).backward()
+            opt.step()
+        model.eval()  # evaluate() ... and model.train() is never called again
+        with torch.no_grad():
+            model(x[400:])
+
+
+@bug("TW402")
+def evaluation_without_eval_mode(run: tw.Run) -> None:
+    x, y = blobs()
+    model = _dropout_mlp()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    crit = nn.CrossEntropyLoss()
+    run.watch(model, opt, loss_fn=crit, every_n_steps=10, first_steps=3)
+    for step in range(6):
+        opt.zero_grad()
+        crit(model(x[step * 32:(step + 1) * 32]), y[step * 32:(step + 1) * 32]).backward()
+        opt.step()
+        with torch.no_grad():  # validation, but dropout is still on
+            model(x[400:])
+
+
+@bug("TW404")
+def conv_filters_killed_by_bias(run: tw.Run) -> None:
+    x = torch.rand(64, 3, 12, 12)
+    y = torch.randint(0, 2, (64,))
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(16, 2))
+    with torch.no_grad():
+        model[0].bias[:12].fill_(-50.0)
+    fit(run, model, torch.optim.SGD(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=4, batch=16)
+
+
+@bug("TW405")
+def zero_initialised_hidden_layer(run: tw.Run) -> None:
+    x, y = blobs()
+    model = mlp()
+    with torch.no_grad():
+        model[0].weight.zero_()  # "start from zero", so every sample maps to the bias
+        model[0].bias.fill_(0.5)
+    fit(run, model, torch.optim.SGD(model.parameters(), 1e-4), nn.CrossEntropyLoss(), x, y, steps=4)
+
+
+class _SharedNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(10, 32, bias=False), nn.Linear(32, 32, bias=False)
+        self.bn = nn.BatchNorm1d(32)
+        self.out = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.fc1(x)))
+        h = torch.relu(self.bn(self.fc2(h)))  # the same BatchNorm reused
+        return self.out(h)
+
+
+@bug("TW406")
+def batchnorm_reused(run: tw.Run) -> None:
+    x, y = blobs()
+    model = _SharedNorm()
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=3)
+
+
+@bug("TW407")
+def batch_of_four_with_batchnorm(run: tw.Run) -> None:
+    x, y = blobs()
+    model = nn.Sequential(nn.Linear(10, 32, bias=False), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 3))
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=4, batch=4)
+
+
+class _LeftoverHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = mlp()
+        self.aux_head = nn.Linear(32, 5)  # from an earlier experiment, never called
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+@bug("TW408")
+def layer_defined_but_never_called(run: tw.Run) -> None:
+    x, y = blobs()
+    model = _LeftoverHead()
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=12)
+
+
+@bug("TW409")
+def linear_bias_before_batchnorm(run: tw.Run) -> None:
+    x, y = blobs()
+    model = nn.Sequential(nn.Linear(10, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 3))
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=3)
+
+
+@bug("TW410")
+def even_kernel_with_stride_one(run: tw.Run) -> None:
+    x = torch.rand(32, 3, 10, 10)
+    y = torch.randint(0, 2, (32,))
+    model = nn.Sequential(nn.Conv2d(3, 8, 4, padding=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 2))
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=2, batch=16)
+
+
+@bug("TW411")
+def pruned_filters(run: tw.Run) -> None:
+    x = torch.rand(32, 3, 10, 10)
+    y = torch.randint(0, 2, (32,))
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 2))
+    with torch.no_grad():
+        model[0].weight[:3].zero_()
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=2, batch=16)

@@ -1,0 +1,155 @@
+"""Silent data and loss bugs: what goes into the model and into the loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _kit import blobs, bug, fit, mlp, regression
+from torch import nn
+
+import torchwitness as tw
+
+
+@bug("TW201")
+def nan_in_features(run: tw.Run) -> None:
+    x, y = blobs()
+    x[::7, 2] = float("nan")  # missing values read from a CSV
+    model = mlp()
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=5)
+
+
+@bug("TW202")
+def nan_in_regression_targets(run: tw.Run) -> None:
+    x, y = regression()
+    y[::5] = float("nan")
+    model = mlp(8, 16, 1)
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.MSELoss(), x, y.unsqueeze(1), steps=5)
+
+
+@bug("TW203")
+def raw_pixel_scale(run: tw.Run) -> None:
+    x, y = blobs(d=64)
+    x = (x * 60 + 128).clamp(0, 255).round()  # uint8-style pixels never divided by 255
+    model = mlp(64)
+    fit(run, model, torch.optim.SGD(model.parameters(), 1e-4), nn.CrossEntropyLoss(), x, y, steps=5)
+
+
+@bug("TW204")
+def preallocated_zeros_never_filled(run: tw.Run) -> None:
+    _, y = blobs()
+    x = torch.zeros(512, 10)
+    model = mlp()
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=5)
+
+
+@bug("TW205")
+def channels_last_images(run: tw.Run) -> None:
+    x = torch.rand(128, 16, 16, 3)  # N, H, W, C straight from numpy
+    y = torch.randint(0, 4, (128,))
+    model = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16 * 3, 4))
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=4)
+
+
+@bug("TW206")
+def next_iter_every_step(run: tw.Run) -> None:
+    x, y = blobs()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    crit = nn.CrossEntropyLoss()
+    run.watch(model, opt, loss_fn=crit, every_n_steps=10, first_steps=3)
+    for _ in range(12):
+        xb, yb = next(iter(loader))  # a fresh iterator each step: always the first batch
+        opt.zero_grad()
+        crit(model(xb), yb).backward()
+        opt.step()
+
+
+@bug("TW207")
+def dataset_concatenated_with_itself(run: tw.Run) -> None:
+    x, y = blobs(n=32)
+    x, y = x.repeat(16, 1), y.repeat(16)  # a merge bug repeats a small subset
+    model = mlp()
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=5)
+
+
+@bug("TW208")
+def validation_split_inside_training_data(run: tw.Run) -> None:
+    x, y = blobs(n=256)
+    xv = x[:128]  # "validation" taken from the training tensor
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    crit = nn.CrossEntropyLoss()
+    run.watch(model, opt, loss_fn=crit, every_n_steps=10, first_steps=3)
+    for step in range(24):
+        idx = torch.randint(0, 256, (32,))
+        opt.zero_grad()
+        crit(model(x[idx]), y[idx]).backward()
+        opt.step()
+        if step % 8 == 7:
+            model.eval()
+            with torch.no_grad():
+                model(xv)
+            model.train()
+
+
+@bug("TW209")
+def target_column_left_in_features(run: tw.Run) -> None:
+    x, y = blobs(c=2)
+    x = torch.cat([x, y.float().unsqueeze(1)], 1)
+    model = mlp(11, 32, 2)
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=5)
+
+
+@bug("TW210")
+def rare_positive_class(run: tw.Run) -> None:
+    x = torch.randn(1000, 10)
+    y = (torch.rand(1000) < 0.03).long()
+    model = mlp(10, 32, 2)
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=8)
+
+
+@bug("TW211")
+def vocabulary_larger_than_embedding(run: tw.Run) -> None:
+    tokens = torch.randint(0, 120, (64, 12))  # the tokenizer knows 120 ids
+    y = torch.randint(0, 2, (64,))
+    model = nn.Sequential(nn.Embedding(100, 16), nn.Flatten(), nn.Linear(12 * 16, 2))
+    with pytest.raises(IndexError):
+        fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), tokens, y, steps=3)
+
+
+@bug("TW150")
+def softmax_into_cross_entropy(run: tw.Run) -> None:
+    x, y = blobs()
+    model = nn.Sequential(mlp(), nn.Softmax(dim=-1))
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=5)
+
+
+@bug("TW150")
+def sigmoid_into_bce_with_logits(run: tw.Run) -> None:
+    x, y = blobs(c=2)
+    model = nn.Sequential(mlp(10, 32, 1), nn.Sigmoid())
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.BCEWithLogitsLoss(), x, y.float().unsqueeze(1),
+        steps=5)
+
+
+@bug("TW151")
+def nll_on_probabilities(run: tw.Run) -> None:
+    x, y = blobs()
+    model = nn.Sequential(mlp(), nn.Softmax(dim=-1))
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.NLLLoss(), x, y, steps=5)
+
+
+@bug("TW152")
+def regression_output_broadcasts_against_target(run: tw.Run) -> None:
+    x, y = regression()
+    model = mlp(8, 16, 1)  # output (B, 1), target (B,)
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.MSELoss(), x, y, steps=5)
+
+
+@bug("TW153")
+def svm_labels_with_bce(run: tw.Run) -> None:
+    x, y = blobs(c=2)
+    model = mlp(10, 32, 1)
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.BCEWithLogitsLoss(), x,
+        (y.float() * 2 - 1).unsqueeze(1), steps=5)

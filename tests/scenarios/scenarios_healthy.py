@@ -1,0 +1,201 @@
+"""Healthy controls: correct loops that look unusual. None may get a WARN or ERROR."""
+
+from __future__ import annotations
+
+import torch
+from _kit import WATCH, blobs, fit, healthy, mlp, regression
+from torch import nn
+
+import torchwitness as tw
+
+
+@healthy
+def adamw_with_no_decay_groups(run: tw.Run) -> None:
+    x, y = blobs()
+    model = mlp()
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=3e-3)
+    fit(run, model, opt, nn.CrossEntropyLoss(), x, y, steps=60)
+
+
+class _TwoHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(10, 32), nn.ReLU())
+        self.head_a, self.head_b = nn.Linear(32, 3), nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        return (self.head_a if task == 0 else self.head_b)(self.body(x))
+
+
+@healthy
+def conditional_compute_heads(run: tw.Run) -> None:
+    x, y = blobs()
+    model = _TwoHeads()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    crit = nn.CrossEntropyLoss()
+    run.watch(model, opt, loss_fn=crit, **WATCH)
+    for step in range(30):
+        task = int(step % 3 == 2)  # head_b only every third step
+        idx = torch.randint(0, 512, (32,))
+        opt.zero_grad()
+        crit(model(x[idx], task), y[idx]).backward()
+        opt.step()
+
+
+@healthy
+def gradient_accumulation_done_right(run: tw.Run) -> None:
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9)
+    crit = nn.CrossEntropyLoss()
+    run.watch(model, opt, loss_fn=crit, **WATCH)
+    for _step in range(20):
+        for _micro in range(4):
+            idx = torch.randint(0, 512, (8,))
+            (crit(model(x[idx]), y[idx]) / 4).backward()
+        opt.step()
+        opt.zero_grad()
+
+
+@healthy
+def frozen_backbone_with_batchnorm(run: tw.Run) -> None:
+    x, y = blobs()
+    backbone = nn.Sequential(nn.Linear(10, 32, bias=False), nn.BatchNorm1d(32), nn.ReLU())
+    model = nn.Sequential(backbone, nn.Linear(32, 3))
+    backbone.requires_grad_(False)
+    opt = torch.optim.Adam(model[1].parameters(), 1e-3)
+    crit = nn.CrossEntropyLoss()
+    run.watch(model, opt, loss_fn=crit, **WATCH)
+    for _step in range(25):
+        model.train()
+        backbone.eval()  # frozen statistics too
+        idx = torch.randint(0, 512, (32,))
+        opt.zero_grad()
+        crit(model(x[idx]), y[idx]).backward()
+        opt.step()
+
+
+@healthy
+def bf16_autocast_on_cpu(run: tw.Run) -> None:
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.0)
+    crit = nn.CrossEntropyLoss()
+    run.watch(model, opt, loss_fn=crit, **WATCH)
+    for _step in range(25):
+        idx = torch.randint(0, 512, (32,))
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = crit(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+
+
+class _TinyTransformer(nn.Module):
+    def __init__(self, vocab: int = 50, d: int = 32) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.zeros(1, 16, d))
+        layer = nn.TransformerEncoderLayer(d, 4, 64, dropout=0.1, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.lm_head = nn.Linear(d, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.embed(ids) + self.pos[:, :ids.shape[1]]
+        mask = nn.Transformer.generate_square_subsequent_mask(ids.shape[1])
+        return self.lm_head(self.norm(self.encoder(h, mask=mask, is_causal=True)))
+
+
+@healthy
+def tiny_causal_transformer(run: tw.Run) -> None:
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(0, 50, (256, 17), generator=g)
+    model = _TinyTransformer()
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    crit = nn.CrossEntropyLoss()
+    run.watch(model, opt, loss_fn=crit, **WATCH)
+    for step in range(12):
+        batch = data[torch.randint(0, 256, (16,), generator=g)]
+        opt.zero_grad()
+        logits = model(batch[:, :-1])
+        crit(logits.reshape(-1, 50), batch[:, 1:].reshape(-1)).backward()
+        opt.step()
+        if step % 6 == 5:
+            model.eval()
+            with torch.no_grad():
+                model(data[:8, :-1])
+            model.train()
+
+
+@healthy
+def cnn_with_batchnorm_and_validation(run: tw.Run) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(192, 3, 12, 12, generator=g)
+    y = (x[:, 0].mean((1, 2)) > 0.5).long()
+    x = (x - 0.5) / 0.29
+    xt, yt, xv = x[:160], y[:160], x[160:]
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9)
+    crit = nn.CrossEntropyLoss()
+    run.watch(model, opt, loss_fn=crit, **WATCH)
+    for step in range(20):
+        idx = torch.randint(0, 160, (16,), generator=g)
+        opt.zero_grad()
+        crit(model(xt[idx]), yt[idx]).backward()
+        opt.step()
+        if step % 10 == 9:
+            model.eval()
+            with torch.no_grad():
+                model(xv)
+            model.train()
+
+
+@healthy
+def regression_with_matching_shapes(run: tw.Run) -> None:
+    x, y = regression()
+    model = mlp(8, 32, 1)
+    fit(run, model, torch.optim.Adam(model.parameters(), 3e-3), nn.MSELoss(), x, y.unsqueeze(1), steps=80)
+
+
+@healthy
+def full_batch_gradient_descent(run: tw.Run) -> None:
+    x, y = blobs(n=128)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    crit = nn.CrossEntropyLoss()
+    run.watch(model, opt, loss_fn=crit, **WATCH)
+    for _ in range(30):
+        opt.zero_grad()
+        crit(model(x), y).backward()  # the same batch on purpose
+        opt.step()
+
+
+@healthy
+def imbalanced_but_weighted(run: tw.Run) -> None:
+    x = torch.randn(1000, 10)
+    y = ((x[:, 0] > 1.9) | (torch.rand(1000) < 0.01)).long()
+    model = mlp(10, 32, 1)
+    pos = float((y == 0).sum() / (y == 1).sum())
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos)),
+        x, y.float().unsqueeze(1), steps=20)
+
+
+@healthy
+def no_optimizer_manual_sgd(run: tw.Run) -> None:
+    x, y = blobs()
+    model = mlp()
+    crit = nn.CrossEntropyLoss()
+    run.watch(model, loss_fn=crit, **WATCH)
+    for _step in range(15):
+        idx = torch.randint(0, 512, (32,))
+        crit(model(x[idx]), y[idx]).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.05 * p.grad
+                p.grad = None

@@ -1,0 +1,39 @@
+"""Every buggy scenario's expected rules fire; no healthy control gets a WARN or worse."""
+
+from __future__ import annotations
+
+import pytest
+import scenarios_arch  # noqa: F401  (each module registers its scenarios)
+import scenarios_data  # noqa: F401
+import scenarios_healthy  # noqa: F401
+import scenarios_training  # noqa: F401
+import torch
+from _kit import BUGGY, HEALTHY, Scenario
+
+import torchwitness as tw
+from torchwitness.rules import Severity
+
+
+def _run(s: Scenario, tmp_path) -> list:
+    torch.manual_seed(0)
+    with tw.Run(tmp_path / s.name) as run:
+        s.fn(run)
+    return run.findings()
+
+
+@pytest.mark.parametrize("s", BUGGY, ids=lambda s: s.name)
+def test_buggy_scenario_fires(s: Scenario, tmp_path) -> None:
+    fired = {f.rule_id for f in _run(s, tmp_path)}
+    assert s.expected <= fired, f"{s.name}: expected {sorted(s.expected)}, fired {sorted(fired)}"
+
+
+@pytest.mark.parametrize("s", HEALTHY, ids=lambda s: s.name)
+def test_healthy_control_is_quiet(s: Scenario, tmp_path) -> None:
+    loud = [f"{f.rule_id} {f.location}: {f.message}" for f in _run(s, tmp_path) if f.severity >= Severity.WARN]
+    assert not loud, f"{s.name}: {loud}"
+
+
+def test_suite_size() -> None:
+    assert len(BUGGY) >= 35 and len(HEALTHY) >= 8
+    covered = set().union(*(s.expected for s in BUGGY))
+    assert len(covered) >= 35
