@@ -61,10 +61,13 @@ def test_malicious_torch_zip_via_cli_exits_nonzero_without_side_effect(tmp_path)
     ckpt = tmp_path / "model.pt"
     torch.save({"state": torch.zeros(2), "hook": Payload(marker)}, ckpt)
     result = CliRunner().invoke(app, ["scan-model", str(ckpt), "-f", "json"])
-    assert result.exit_code == 1
-    found = json.loads(result.stdout)
+    assert result.exit_code == 1, result.output
+    found = json.loads(result.stdout)["findings"]
     assert [f["rule_id"] for f in found] == ["TW701"] and found[0]["location"].startswith("model.pt!")
     assert not marker.exists()
+    sarif = CliRunner().invoke(app, ["scan-model", str(ckpt), "-f", "sarif"])
+    (res,) = json.loads(sarif.stdout)["runs"][0]["results"]
+    assert res["ruleId"] == "TW701" and res["level"] == "error"
 
 
 def test_normal_state_dicts_pass_in_every_torch_format(tmp_path, small_model):

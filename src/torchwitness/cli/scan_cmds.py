@@ -4,65 +4,30 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from torchwitness.cli._output import console, err_console
-from torchwitness.rules.catalogue import Severity, select_rules
-from torchwitness.rules.findings import Finding
-
-FORMATS = ("table", "json")
-
-
-def _emit(findings: Sequence[Finding], fmt: str, output: Path | None, title: str) -> None:
-    if fmt == "json":
-        text = json.dumps([f.to_dict() for f in findings], indent=2)
-        if output:
-            output.write_text(text + "\n")
-        else:
-            typer.echo(text)
-        return
-    table = Table(title=title)
-    for col in ("rule", "severity", "location", "message"):
-        table.add_column(col, overflow="fold")
-    for f in findings:
-        table.add_row(f.rule_id, str(f.severity), f.location, f.message)
-    console.print(table)
-
-
-def _exit_for(findings: Sequence[Finding], fail_level: str) -> None:
-    level = Severity.parse(fail_level)
-    if any(f.severity >= level for f in findings):
-        raise typer.Exit(1)
-
-
-def _check_format(fmt: str) -> str:
-    from torchwitness.errors import InputError
-
-    if fmt not in FORMATS:
-        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    return fmt
+from torchwitness.cli import _findings_options as fo
+from torchwitness.cli._output import err_console
+from torchwitness.rules.catalogue import select_rules
 
 
 def scan(paths: list[Path] = typer.Argument(..., help="Python files or folders to scan.", show_default=False),
-         fmt: str = typer.Option("table", "-f", "--format", help="table or json."),
-         output: Path | None = typer.Option(None, "-o", "--output", help="Write the report here."),
-         select: list[str] | None = typer.Option(None, "--select", help="Only these rule IDs (or prefixes)."),
-         ignore: list[str] | None = typer.Option(None, "--ignore", help="Skip these rule IDs (or prefixes)."),
-         fail_level: str = typer.Option("error", "--fail-level", help="Exit 1 if a finding is at least this."),
+         fmt: str = fo.FORMAT, output: Path | None = fo.OUTPUT, baseline: Path | None = fo.BASELINE,
+         select: list[str] | None = fo.SELECT, ignore: list[str] | None = fo.IGNORE,
+         fail_level: str = fo.FAIL_LEVEL, hints: bool = fo.HINTS, write_baseline: Path | None = fo.WRITE_BASELINE,
          jobs: int = typer.Option(0, "-j", "--jobs", help="Worker processes (0: one per CPU)."),
          run: Path | None = typer.Option(None, "--run", help="Also record the findings in this run's ledger."),
-         counts: bool = typer.Option(False, "--counts", help="Print only the number of findings per rule."),
+         counts: bool = typer.Option(False, "--counts", help="Print the scan summary with the number of findings "
+                                     "per rule instead of the findings."),
          rdf: Path | None = typer.Option(None, "--rdf", help="Also write an RDF (Turtle) view of the scan here.")
          ) -> None:
     """Statically scan PyTorch training code (parsed, never executed) with the TW6xx rules."""
     from torchwitness.rules.static.engine import scan_paths, static_rules
 
-    _check_format(fmt)
+    opts = fo.FindingsOptions(fmt, output, baseline, select, ignore, fail_level, hints, write_baseline).check()
     chosen = select_rules(select or (), ignore or ())
     ids = [r.id for r in static_rules() if r.id in chosen]
     with Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -80,22 +45,26 @@ def scan(paths: list[Path] = typer.Argument(..., help="Python files or folders t
         from torchwitness.rules.static.graph import scan_graph
 
         scan_graph(result).serialize(destination=str(rdf), format="turtle")
-    findings = result.findings
-    if counts:
-        typer.echo(json.dumps(result.summary(), indent=2))
-    else:
-        _emit(findings, fmt, output, f"{len(result.files)} files, {len(findings)} findings")
     for e in result.errors:
         err_console.print(f"[yellow]skipped[/] {e.path}: {e.error}", highlight=False)
-    _exit_for(findings, fail_level)
+    if counts:  # the summary replaces the listing; the fail level still sets the exit code
+        import io
+
+        from torchwitness.report import emit
+
+        typer.echo(json.dumps(result.summary(), indent=2))
+        raise typer.Exit(emit(result.findings, "json", stream=io.StringIO(), baseline=baseline, select=select or (),
+                              ignore=ignore or (), fail_level=fail_level, show_hints=hints).exit_code)
+    fo.report(result.findings, opts, title=f"{len(result.files)} files scanned", source_root=result.root)
 
 
 def scan_model(files: list[Path] = typer.Argument(..., help="Model files (.pt/.pth/.bin/.pkl/.npy/.safetensors).",
                                                  show_default=False),
                allow: list[str] | None = typer.Option(None, "--allow", help="Also allow this import (module.Name)."),
-               fmt: str = typer.Option("table", "-f", "--format", help="table or json."),
-               output: Path | None = typer.Option(None, "-o", "--output", help="Write the report here."),
-               fail_level: str = typer.Option("error", "--fail-level", help="Exit 1 if a finding is at least this."),
+               fmt: str = fo.FORMAT, output: Path | None = fo.OUTPUT, baseline: Path | None = fo.BASELINE,
+               select: list[str] | None = fo.SELECT, ignore: list[str] | None = fo.IGNORE,
+               fail_level: str = fo.FAIL_LEVEL, hints: bool = fo.HINTS,
+               write_baseline: Path | None = fo.WRITE_BASELINE,
                run: Path | None = typer.Option(None, "--run", help="Also record the scan in this run's ledger.")
                ) -> None:
     """Check model files for code that would run on load (pickle opcodes, never unpickled) and safetensors
@@ -103,7 +72,7 @@ def scan_model(files: list[Path] = typer.Argument(..., help="Model files (.pt/.p
     from torchwitness.rules.artifact import scan_model as scan_one
     from torchwitness.rules.findings import FindingSet
 
-    _check_format(fmt)
+    opts = fo.FindingsOptions(fmt, output, baseline, select, ignore, fail_level, hints, write_baseline).check()
     scans = [scan_one(f, allow=allow or ()) for f in files]
     findings = [f for s in scans for f in s.findings]
     if run is not None:
@@ -116,8 +85,7 @@ def scan_model(files: list[Path] = typer.Argument(..., help="Model files (.pt/.p
     for s in scans:
         err_console.print(f"{s.path}: {s.format}, {len(s.pickles)} pickle(s), {len(s.findings)} finding(s)",
                           highlight=False)
-    _emit(findings, fmt, output, f"{len(scans)} model file(s), {len(findings)} findings")
-    _exit_for(findings, fail_level)
+    fo.report(findings, opts, title=f"{len(scans)} model file(s) scanned")
 
 
 FactoryOpt = typer.Option(None, "--factory", help="package.module:function returning model, optimizer, batches, "

@@ -118,15 +118,17 @@ class _Mode:
 class OperatorInventory:
     """Records an ``ops.inventory`` record for each audited step of ``run``.
 
-    ``every``: audit steps whose index is a multiple of it (``step(i)`` is a no-op otherwise). ``findings``: the
-    run's de-duplicating finding set, if it has one (a private one recording into ``run`` otherwise). Use it
-    directly as a context manager for a single audited block (``step`` left as None).
+    ``every``: audit steps whose index is a multiple of it (``step(i)`` is a no-op otherwise). ``findings``: where
+    findings go (default: ``run.finding_set``, shared with ``run.watch``). Use it directly as a context manager for
+    a single audited block, or call :meth:`start`/:meth:`stop` from a driver such as ``Run.watch``.
     """
 
     def __init__(self, run: Any, *, every: int = 1, findings: FindingSet | None = None) -> None:
         self.run = run
         self.every = max(1, every)
-        self.findings = findings if findings is not None else FindingSet(record=run.record)
+        if findings is None:  # share the run's de-duplicating set when it has one (tw.Run does)
+            findings = getattr(run, "finding_set", None) or FindingSet(record=run.record)
+        self.findings = findings
         self.current_step: int | None = None
         self._reset()
         self._mode: Any = None
