@@ -54,6 +54,7 @@ def main() -> None:
     cpu = _cpu_seconds() - cpu_before
     print(f"scanned {root}: {len(result.files)} files in {result.duration_s:.1f} s wall, {cpu:.1f} s CPU "
           f"({len(result.files) / result.duration_s:.0f} files/s, {args.jobs or os.cpu_count()} jobs), "
+          f"{result.summary()['parsed']} parsed (the others hold no rule's trigger text), "
           f"{len(result.errors)} unparseable")
     print("findings per rule:", json.dumps(result.counts))
     if not args.no_baseline:

@@ -57,6 +57,7 @@ class FileResult:
     sha256: str = ""
     findings: list[Finding] = field(default_factory=list)
     suppressed: int = 0
+    parsed: bool = False  # False when no selected rule's trigger text occurs in the file (and no facts wanted)
     functions: list[tuple[str, int, int]] = field(default_factory=list)  # qualname, first and last line
     api_uses: list[ApiUse] = field(default_factory=list)
     error: str | None = None
@@ -90,7 +91,8 @@ class ScanResult:
 
     def summary(self) -> dict[str, object]:
         """The ``scan.summary`` record: what was scanned, how long it took and the count per rule."""
-        return {"root": str(self.root), "files": len(self.files), "parse_errors": len(self.errors),
+        return {"root": str(self.root), "files": len(self.files), "parsed": sum(r.parsed for r in self.files),
+                "parse_errors": len(self.errors),
                 "findings": sum(self.counts.values()), "suppressed": self.suppressed, "counts": self.counts,
                 "rules": self.rules, "duration_s": round(self.duration_s, 3)}
 
@@ -138,6 +140,7 @@ def scan_file(path: Path, root: Path, rule_ids: Sequence[str], facts: bool = Fal
     active = [r for r in static_rules(rule_ids) if r.id not in TRIGGERS or TRIGGERS[r.id].search(text)]
     if not active and not facts:
         return result
+    result.parsed = True
     try:
         ctx = FileContext.parse(rel, text)
     except (SyntaxError, ValueError) as e:
@@ -190,6 +193,7 @@ class ScanSummary(msgspec.Struct):
 
     root: str
     files: int
+    parsed: int
     parse_errors: int
     findings: int
     suppressed: int

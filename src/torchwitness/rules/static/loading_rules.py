@@ -13,8 +13,8 @@ from torchwitness.rules.findings import Finding
 from torchwitness.rules.static.context import NOT_CONSTANT, FileContext, constant
 
 TRIGGERS = {  # a file whose text matches none of these cannot trigger the rule, and is not indexed for it
-    "TW602": r"load\b|load_state_dict_from_url",
-    "TW603": r"load|Unpickler|read_pickle|shelve",
+    "TW602": r"\bload\s*\(|load_state_dict_from_url",
+    "TW603": r"\bloads?\s*\(|Unpickler|read_pickle|shelve|allow_pickle",
 }
 _OBLIGATIONS = ("eu-ai-act:15(5)",)
 _TORCH_LOADERS = ("torch.load", "torch.hub.load_state_dict_from_url")

@@ -13,9 +13,9 @@ from torchwitness.rules.findings import Finding
 from torchwitness.rules.static.context import FileContext, Loop, constant
 
 TRIGGERS = {  # a file whose text matches none of these cannot trigger the rule, and is not indexed for it
-    "TW601": r"backward",
+    "TW601": r"\.backward\s*\(",
     "TW604": r"DataLoader",
-    "TW610": r"benchmark",
+    "TW610": r"\.benchmark\s*=[^=]",
 }
 _OBLIGATIONS = ("eu-ai-act:15(1)", "eu-ai-act:annex-iv:2(g)")
 _SEED_ATTRS = {"manual_seed", "manual_seed_all", "seed_everything", "set_seed", "enable_full_determinism"}

@@ -15,11 +15,11 @@ from torchwitness.rules.static.context import Assign, FileContext, constant, dot
 from torchwitness.rules.static.repro_rules import training_loops
 
 TRIGGERS = {  # a file whose text matches none of these cannot trigger the rule, and is not indexed for it
-    "TW605": r"backward",
-    "TW606": r"requires_grad\s*=",
+    "TW605": r"\.backward\s*\(",
+    "TW606": r"\.requires_grad\s*=[^=]",
     "TW607": r"Adam\b",
     "TW608": r"cross_entropy|CrossEntropyLoss",
-    "TW609": r"backward",
+    "TW609": r"\.backward\s*\(",
 }
 _OBLIGATIONS = ("eu-ai-act:15(1)",)
 _SOFTMAX = {"torch.softmax", "torch.log_softmax", "torch.nn.functional.softmax", "torch.nn.functional.log_softmax",
