@@ -5,6 +5,7 @@ import torch
 
 import torchwitness as tw
 from torchwitness.ledger import iter_records, verify_run
+from torchwitness.probes import nondeterminism
 from torchwitness.probes.operators import OperatorInventory
 
 
@@ -22,6 +23,22 @@ def records(run_dir, kind):
 def gather_backward(device: str = "cpu") -> None:
     x = torch.randn(6, 3, device=device, requires_grad=True)
     x[[0, 2, 2]].sum().backward()  # the backward of advanced indexing accumulates with index_put
+
+
+@pytest.mark.parametrize("op, device, accumulate, mode, warn_only, flagged", [
+    ("put_", "cpu", True, False, False, True),    # fixed by the mode...
+    ("put_", "cpu", True, True, False, False),    # ...so not flagged under it
+    ("put_", "cpu", False, True, False, False),   # no deterministic kernel: raises under the mode, never runs
+    ("put_", "cpu", False, True, True, True),     # warn_only lets it run nondeterministically
+    ("put_", "cuda", True, True, True, True),
+    ("index_put", "cuda", True, False, False, False),  # deterministic on CUDA per torch's docs
+    ("index_add_", "cpu", False, False, False, False),
+    ("index_add_", "cuda", False, False, False, True),
+])
+def test_nondeterminism_table(op, device, accumulate, mode, warn_only, flagged):
+    t = torch.zeros(2, device="meta")
+    why = nondeterminism.reason(op, device, ((t, None, None, accumulate), {}), mode=mode, warn_only=warn_only)
+    assert (why is not None) == flagged and (why is None or why.endswith(f"on {device}"))
 
 
 def test_counts_dtypes_devices(tmp_path):

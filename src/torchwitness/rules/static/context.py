@@ -208,9 +208,6 @@ class FileContext:
         wanted = set(names)
         return (c for c in self.calls if c.name in wanted)
 
-    def calls_in(self, loop: Loop) -> Iterator[CallSite]:
-        return (c for c in self.calls if c.scope == loop.scope and loop.contains(c.line))
-
     def calls_by_scope(self) -> dict[str, list[CallSite]]:
         out: dict[str, list[CallSite]] = defaultdict(list)
         for c in self.calls:

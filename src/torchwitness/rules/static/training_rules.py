@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from torchwitness.rules.catalogue import Phase, Severity, rule
 from torchwitness.rules.findings import Finding
-from torchwitness.rules.static.context import Assign, FileContext, constant, dotted, is_torch_module_class
+from torchwitness.rules.static.context import Assign, CallSite, FileContext, constant, dotted, is_torch_module_class
 from torchwitness.rules.static.repro_rules import training_loops
 
 TRIGGERS = {  # a file whose text matches none of these cannot trigger the rule, and is not indexed for it
@@ -29,7 +29,7 @@ _CE_MODULE = "torch.nn.CrossEntropyLoss"
 _MODULE_ITERATORS = {"modules", "children", "named_modules", "named_children"}
 
 
-def _mode_call(ctx: FileContext, call) -> str | None:
+def _mode_call(call: CallSite) -> str | None:
     """``"eval"`` for ``m.eval()`` / ``m.train(False)``, ``"train"`` for ``m.train()`` / ``m.train(True)``."""
     if call.attr == "eval" and not call.node.args and not call.node.keywords and call.receiver:
         return "eval"
@@ -59,7 +59,7 @@ def train_in_eval_mode(ctx: FileContext) -> Iterator[Finding]:
     reported: set[tuple[str, int]] = set()
     for loop, inside in training_loops(ctx):
         called = {c.raw for c in inside}
-        modes_inside = [(c.line, c.receiver, _mode_call(ctx, c)) for c in inside]
+        modes_inside = [(c.line, c.receiver, _mode_call(c)) for c in inside]
         backward_line = min(c.line for c in inside if c.attr == "backward")
         for line, receiver, mode in modes_inside:
             # eval() inside the loop after backward, and no train() anywhere in it: later iterations train in eval
@@ -73,7 +73,7 @@ def train_in_eval_mode(ctx: FileContext) -> Iterator[Finding]:
         for c in ctx.calls:
             if c.scope != loop.scope or c.line >= loop.node.lineno:
                 continue
-            mode = _mode_call(ctx, c)
+            mode = _mode_call(c)
             if mode and c.receiver:
                 last_mode[c.receiver] = (mode, c.line)
         for receiver, (mode, line) in last_mode.items():
