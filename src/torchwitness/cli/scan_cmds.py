@@ -70,7 +70,6 @@ def scan_model(files: list[Path] = typer.Argument(..., help="Model files (.pt/.p
     """Check model files for code that would run on load (pickle opcodes, never unpickled) and safetensors
     header sanity."""
     from torchwitness.rules.artifact import scan_model as scan_one
-    from torchwitness.rules.findings import FindingSet
 
     opts = fo.FindingsOptions(fmt, output, baseline, select, ignore, fail_level, hints, write_baseline).check()
     scans = [scan_one(f, allow=allow or ()) for f in files]
@@ -79,7 +78,7 @@ def scan_model(files: list[Path] = typer.Argument(..., help="Model files (.pt/.p
         import torchwitness as tw
 
         with tw.Run(run) as r:
-            FindingSet(record=r.record).extend(findings)
+            r.finding_set.extend(findings)
             for s in scans:
                 r.record("model.scan", s.summary())
     for s in scans:

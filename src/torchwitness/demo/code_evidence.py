@@ -10,7 +10,6 @@ from rich.console import Console
 
 from torchwitness.probes.operators import OperatorInventory
 from torchwitness.rules.artifact import scan_model
-from torchwitness.rules.findings import FindingSet
 from torchwitness.rules.static.engine import record_scan, scan_paths
 
 
@@ -22,7 +21,7 @@ def record_code_evidence(run: Any, model: torch.nn.Module, batch: tuple[torch.Te
     weights = out / "adult-model.pt"
     torch.save(model.state_dict(), weights)
     checked = scan_model(weights)
-    FindingSet(record=run.record).extend(checked.findings)
+    run.finding_set.extend(checked.findings)
     run.record("model.scan", checked.summary())
     with OperatorInventory(run) as inventory:
         loss_fn(model(batch[0]), batch[1]).backward()
