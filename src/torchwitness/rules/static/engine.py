@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -34,10 +33,10 @@ from torchwitness.rules.static.context import FileContext
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".venv", "venv", "node_modules", ".tox", ".mypy_cache",
                        ".ruff_cache", ".pytest_cache", "build", "dist"})
 _PARALLEL_MIN_FILES = 64
-# Per-rule text pre-filters: a file is parsed only if some selected rule's pattern occurs in it (or facts are
-# wanted), so most of a large tree is never indexed.
-TRIGGERS: dict[str, re.Pattern[str]] = {rid: re.compile(p) for m in (loading_rules, repro_rules, training_rules)
-                                        for rid, p in m.TRIGGERS.items()}
+# Per-rule text pre-filters: a file is parsed only if one of a selected rule's substrings occurs in it (or facts
+# are wanted), so most of a large tree is never parsed. Plain substrings, not regexes: `in` is memchr-fast.
+TRIGGERS: dict[str, tuple[str, ...]] = {rid: needles for m in (loading_rules, repro_rules, training_rules)
+                                        for rid, needles in m.TRIGGERS.items()}
 
 
 @dataclass
@@ -137,7 +136,8 @@ def scan_file(path: Path, root: Path, rule_ids: Sequence[str], facts: bool = Fal
     except (SyntaxError, UnicodeDecodeError, ValueError) as e:
         result.error = f"{type(e).__name__}: {getattr(e, 'msg', None) or e}"
         return result
-    active = [r for r in static_rules(rule_ids) if r.id not in TRIGGERS or TRIGGERS[r.id].search(text)]
+    active = [r for r in static_rules(rule_ids)
+              if r.id not in TRIGGERS or any(needle in text for needle in TRIGGERS[r.id])]
     if not active and not facts:
         return result
     result.parsed = True

@@ -12,9 +12,9 @@ from torchwitness.rules.catalogue import Phase, Severity, rule
 from torchwitness.rules.findings import Finding
 from torchwitness.rules.static.context import NOT_CONSTANT, FileContext, constant
 
-TRIGGERS = {  # a file whose text matches none of these cannot trigger the rule, and is not indexed for it
-    "TW602": r"\bload\s*\(|load_state_dict_from_url",
-    "TW603": r"\bloads?\s*\(|Unpickler|read_pickle|shelve|allow_pickle",
+TRIGGERS = {  # a file containing none of these substrings cannot trigger the rule, and is not parsed for it
+    "TW602": ("load(", "load (", "load_state_dict_from_url"),
+    "TW603": ("load(", "loads(", "load (", "Unpickler", "read_pickle", "shelve", "allow_pickle"),
 }
 _OBLIGATIONS = ("eu-ai-act:15(5)",)
 _TORCH_LOADERS = ("torch.load", "torch.hub.load_state_dict_from_url")

@@ -12,10 +12,10 @@ from torchwitness.rules.catalogue import Phase, Severity, rule
 from torchwitness.rules.findings import Finding
 from torchwitness.rules.static.context import FileContext, Loop, constant
 
-TRIGGERS = {  # a file whose text matches none of these cannot trigger the rule, and is not indexed for it
-    "TW601": r"\.backward\s*\(",
-    "TW604": r"DataLoader",
-    "TW610": r"\.benchmark\s*=[^=]",
+TRIGGERS = {  # a file containing none of these substrings cannot trigger the rule, and is not parsed for it
+    "TW601": (".backward(",),
+    "TW604": ("DataLoader",),
+    "TW610": (".benchmark =", ".benchmark="),
 }
 _OBLIGATIONS = ("eu-ai-act:15(1)", "eu-ai-act:annex-iv:2(g)")
 _SEED_ATTRS = {"manual_seed", "manual_seed_all", "seed_everything", "set_seed", "enable_full_determinism"}

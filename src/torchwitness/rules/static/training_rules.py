@@ -14,12 +14,12 @@ from torchwitness.rules.findings import Finding
 from torchwitness.rules.static.context import Assign, CallSite, FileContext, constant, dotted, is_torch_module_class
 from torchwitness.rules.static.repro_rules import training_loops
 
-TRIGGERS = {  # a file whose text matches none of these cannot trigger the rule, and is not indexed for it
-    "TW605": r"\.backward\s*\(",
-    "TW606": r"\.requires_grad\s*=[^=]",
-    "TW607": r"Adam\b",
-    "TW608": r"cross_entropy|CrossEntropyLoss",
-    "TW609": r"\.backward\s*\(",
+TRIGGERS = {  # a file containing none of these substrings cannot trigger the rule, and is not parsed for it
+    "TW605": (".backward(",),
+    "TW606": (".requires_grad =", ".requires_grad="),
+    "TW607": ("Adam",),
+    "TW608": ("cross_entropy", "CrossEntropyLoss"),
+    "TW609": (".backward(",),
 }
 _OBLIGATIONS = ("eu-ai-act:15(1)",)
 _SOFTMAX = {"torch.softmax", "torch.log_softmax", "torch.nn.functional.softmax", "torch.nn.functional.log_softmax",
