@@ -165,3 +165,23 @@ def test_scan_model_records_into_a_run(tmp_path):
     assert scan["counts"] == {"TW701": 1} and scan["sha256"].startswith("sha256:")
     verify_run(run_dir, deep=True)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2, 5])
+def test_payload_found_under_every_protocol(tmp_path, protocol):
+    marker = tmp_path / "pwned"
+    (tmp_path / "p.pkl").write_bytes(pickle.dumps([1, Payload(marker)], protocol=protocol))
+    assert rules_of(scan_model(tmp_path / "p.pkl")) == ["TW701"]
+    assert not marker.exists()
+
+
+def test_inst_opcode_is_an_import_and_a_call(tmp_path):
+    (tmp_path / "inst.pkl").write_bytes(b"(S'echo hi'\nisubprocess\ncall\n.")  # MARK; arg; INST; STOP
+    (f,) = scan_model(tmp_path / "inst.pkl").findings
+    assert f.details["import"] == "subprocess.call" and f.details["opcode"] == "INST" and f.details["called"]
+
+
+def test_a_second_pickle_after_the_first_is_analysed_too(tmp_path):
+    (tmp_path / "two.pkl").write_bytes(pickle.dumps({"ok": 1}, protocol=4) + pickle.dumps(Payload(tmp_path / "x")))
+    scan = scan_model(tmp_path / "two.pkl")
+    assert len(scan.pickles) == 2 and rules_of(scan) == ["TW701"]
