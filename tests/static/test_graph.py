@@ -52,3 +52,25 @@ def test_cli_writes_turtle(tmp_path):
     assert result.exit_code == 1  # TW602 with weights_only=False is an error
     g = rdflib.Graph().parse(out)
     assert len(list(g.query(QUERY))) == 1
+
+
+def test_graph_joins_the_runs_ledger_records(tmp_path):
+    import rdflib
+    from typer.testing import CliRunner
+
+    from torchwitness.cli import app
+    from torchwitness.ledger import iter_records
+    from torchwitness.rules.static.graph import artifact_iri, run_iri
+
+    (tmp_path / "train.py").write_text(SOURCE)
+    out, run_dir = tmp_path / "scan.ttl", tmp_path / "run"
+    CliRunner().invoke(app, ["scan", str(tmp_path / "train.py"), "--rdf", str(out), "--run", str(run_dir)])
+    (summary,) = iter_records(run_dir, kinds={"scan.summary"})
+    # a run-evidence graph keys runs by the records' run id and artefacts by digest: both must meet the scan graph
+    evidence = rdflib.Graph().parse(out)
+    q = """PREFIX tw: <https://torchwitness.dev/ns#>
+           SELECT ?path WHERE { ?run tw:hasScan ?scan . ?scan tw:scanned ?file . ?file tw:path ?path }"""
+    rows = list(evidence.query(q, initBindings={"run": rdflib.URIRef(run_iri(summary["run"]))}))
+    assert [str(r[0]) for r in rows] == ["train.py"]
+    digest = summary["data"]["file_digests"]["train.py"]
+    assert (rdflib.URIRef(artifact_iri(digest)), None, None) in evidence

@@ -35,16 +35,18 @@ def scan(paths: list[Path] = typer.Argument(..., help="Python files or folders t
         task = bar.add_task("scan", total=None)
         result = scan_paths(paths, rules=ids, jobs=jobs or None, facts=rdf is not None,
                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+    run_id = None
     if run is not None:
         import torchwitness as tw
         from torchwitness.rules.static.engine import record_scan
 
         with tw.Run(run) as r:
             record_scan(r, result)
+            run_id = r.run_id
     if rdf is not None:
         from torchwitness.rules.static.graph import scan_graph
 
-        scan_graph(result).serialize(destination=str(rdf), format="turtle")
+        scan_graph(result, run_id=run_id).serialize(destination=str(rdf), format="turtle")
     for e in result.errors:
         err_console.print(f"[yellow]skipped[/] {e.path}: {e.error}", highlight=False)
     if counts:  # the summary replaces the listing; the fail level still sets the exit code

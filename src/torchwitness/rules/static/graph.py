@@ -3,7 +3,8 @@
 IRIs are chosen so that a run's evidence graph can join on them: files by content digest
 (``urn:sha256:<hex>``, the same digests the ``scan.summary`` record holds), rules by ID
 (``https://torchwitness.dev/rule/TW602``), obligations by their catalogue text
-(``https://torchwitness.dev/obligation/eu-ai-act/15-5``). Terms live in ``https://torchwitness.dev/ns#``.
+(``https://torchwitness.dev/obligation/eu-ai-act/15-5``), the run by its ledger run id
+(``urn:torchwitness:run:<id>``). Terms live in ``https://torchwitness.dev/ns#``.
 
 Example (needs ``pip install 'torchwitness[rdf]'``)::
 
@@ -43,6 +44,11 @@ def artifact_iri(sha256: str) -> str:
     return f"urn:{sha256}"
 
 
+def run_iri(run_id: str) -> str:
+    """The run whose ledger records the scan (``run`` field of every record)."""
+    return f"urn:torchwitness:run:{run_id}"
+
+
 def api_iri(name: str) -> str:
     return f"{BASE}api/{name}"
 
@@ -55,8 +61,11 @@ def _rdflib() -> Any:
     return rdflib
 
 
-def scan_graph(result: ScanResult) -> Any:
-    """An ``rdflib.Graph`` of ``result`` (scan with ``facts=True`` to include functions and API uses)."""
+def scan_graph(result: ScanResult, *, run_id: str | None = None) -> Any:
+    """An ``rdflib.Graph`` of ``result`` (scan with ``facts=True`` to include functions and API uses).
+
+    ``run_id``: the run whose ledger holds this scan's records; the graph then says ``run tw:hasScan scan``.
+    """
     rdflib = _rdflib()
     from rdflib import RDF, RDFS, XSD, Literal, URIRef
     from rdflib.namespace import Namespace
@@ -69,6 +78,9 @@ def scan_graph(result: ScanResult) -> Any:
     g.add((scan, RDF.type, tw.StaticScan))
     g.add((scan, tw.root, Literal(str(result.root))))
     g.add((scan, tw.durationSeconds, Literal(round(result.duration_s, 3), datatype=XSD.decimal)))
+    if run_id is not None:
+        g.add((URIRef(run_iri(run_id)), RDF.type, tw.Run))
+        g.add((URIRef(run_iri(run_id)), tw.hasScan, scan))
     rules_seen: set[str] = set()
     for fr in result.files:
         if not fr.sha256:
