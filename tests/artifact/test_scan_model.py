@@ -153,6 +153,16 @@ def test_safetensors_header_checks(tmp_path):
     assert rules_of(scan_model(bad_len)) == ["TW710"]
 
 
+def test_folders_are_expanded_to_model_files(tmp_path, small_model):
+    (tmp_path / "ckpt").mkdir()
+    torch.save(small_model.state_dict(), tmp_path / "ckpt" / "a.pt")
+    save_file({"w": torch.ones(2)}, tmp_path / "ckpt" / "b.safetensors")
+    (tmp_path / "ckpt" / "notes.txt").write_text("not a model")
+    result = CliRunner().invoke(app, ["scan-model", str(tmp_path / "ckpt"), "-f", "json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["findings"] == []
+    assert "a.pt: torch-zip" in result.stderr and "b.safetensors: safetensors" in result.stderr
+
+
 def test_scan_model_records_into_a_run(tmp_path):
     marker = tmp_path / "pwned"
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps(Payload(marker)))

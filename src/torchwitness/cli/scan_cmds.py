@@ -48,7 +48,7 @@ def scan(paths: list[Path] = typer.Argument(..., help="Python files or folders t
 
         scan_graph(result, run_id=run_id).serialize(destination=str(rdf), format="turtle")
     for e in result.errors:
-        err_console.print(f"[yellow]skipped[/] {e.path}: {e.error}", highlight=False)
+        err_console.print(f"[yellow]skipped[/] {e.path}: {e.error}", highlight=False, soft_wrap=True)
     if counts:  # the summary replaces the listing; the fail level still sets the exit code
         import io
 
@@ -60,7 +60,8 @@ def scan(paths: list[Path] = typer.Argument(..., help="Python files or folders t
     fo.report(result.findings, opts, title=f"{len(result.files)} files scanned", source_root=result.root)
 
 
-def scan_model(files: list[Path] = typer.Argument(..., help="Model files (.pt/.pth/.bin/.pkl/.npy/.safetensors).",
+def scan_model(files: list[Path] = typer.Argument(..., help="Model files, or folders holding .pt/.pth/.bin/.ckpt/"
+                                                 ".pkl/.joblib/.npy/.safetensors files.",
                                                  show_default=False),
                allow: list[str] | None = typer.Option(None, "--allow", help="Also allow this import (module.Name)."),
                fmt: str = fo.FORMAT, output: Path | None = fo.OUTPUT, baseline: Path | None = fo.BASELINE,
@@ -71,10 +72,15 @@ def scan_model(files: list[Path] = typer.Argument(..., help="Model files (.pt/.p
                ) -> None:
     """Check model files for code that would run on load (pickle opcodes, never unpickled) and safetensors
     header sanity."""
+    from torchwitness.errors import InputError
+    from torchwitness.rules.artifact import model_files
     from torchwitness.rules.artifact import scan_model as scan_one
 
     opts = fo.FindingsOptions(fmt, output, baseline, select, ignore, fail_level, hints, write_baseline).check()
-    scans = [scan_one(f, allow=allow or ()) for f in files]
+    targets = model_files(files)
+    if not targets:
+        raise InputError("no model files found")
+    scans = [scan_one(f, allow=allow or ()) for f in targets]
     findings = [f for s in scans for f in s.findings]
     if run is not None:
         import torchwitness as tw
@@ -85,7 +91,7 @@ def scan_model(files: list[Path] = typer.Argument(..., help="Model files (.pt/.p
                 r.record("model.scan", s.summary())
     for s in scans:
         err_console.print(f"{s.path}: {s.format}, {len(s.pickles)} pickle(s), {len(s.findings)} finding(s)",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
     fo.report(findings, opts, title=f"{len(scans)} model file(s) scanned")
 
 

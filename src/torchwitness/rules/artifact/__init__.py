@@ -3,6 +3,6 @@
 Nothing here unpickles or imports what a file names; see :func:`scan_model`.
 """
 
-from torchwitness.rules.artifact.model_file import ModelScan, scan_model
+from torchwitness.rules.artifact.model_file import ModelScan, model_files, scan_model
 
-__all__ = ["ModelScan", "scan_model"]
+__all__ = ["ModelScan", "model_files", "scan_model"]

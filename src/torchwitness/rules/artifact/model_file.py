@@ -76,6 +76,20 @@ class ModelScanRecord(msgspec.Struct):
 register_kind("model.scan", ModelScanRecord)
 
 
+MODEL_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".safetensors"})
+
+
+def model_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, plus files with a model suffix (``.pt``, ``.safetensors``...) under given folders."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MODEL_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
 def scan_model(path: str | Path, *, allow: Iterable[str] = ()) -> ModelScan:
     """Analyse ``path`` without loading it; ``allow`` adds ``module.name`` imports to the allow-list.
 
