@@ -67,5 +67,11 @@ class ProofError(VerificationError):
     """An inclusion or consistency proof does not verify."""
 
 
+class AuditError(TorchWitnessError):
+    """Code under audit (a factory, a batch source, a training step) raised; the message names where."""
+
+    exit_code = 4
+
+
 class ModelFileError(InputError):
     """A model file cannot be analysed: not a pickle, zip or safetensors file, or truncated/corrupt."""

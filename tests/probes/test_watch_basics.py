@@ -30,7 +30,7 @@ def test_steps_sampling_and_audit_records(tmp_path):
     with tw.Run(tmp_path / "r") as run:
         model, watch = _loop(run, 25, every_n_steps=10, first_steps=3)
         assert watch.step == 25
-    audited = [r["step"] for r in iter_records(tmp_path / "r", kinds={"train.audit"})]
+    audited = [s["step"] for r in iter_records(tmp_path / "r", kinds={"train.audit"}) for s in r["data"]["steps"]]
     assert audited == [0, 1, 2, 10, 20]
     assert not model._forward_hooks and not model._forward_pre_hooks
     assert all(not m._forward_hooks for m in model.modules())

@@ -18,7 +18,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "chance_margin": 0.03,  # loss within this fraction of the chance-level loss counts as "at chance"
     "chance_min_steps": 40,  # steps of history before judging a loss stuck at chance
     "input_abs_max": 100.0,  # largest |input| of a normalised floating input
-    "flat_std": 1e-7,  # standard deviation of a flat (constant) input
+    "flat_std": 1e-7,  # range (max - min) of a flat (constant) input
     "dead_fraction": 0.5,  # share of units that are zero for the whole batch
     "min_units": 8,  # layers narrower than this are not judged for dead units
     "collapse_ratio": 1e-4,  # per-unit spread over the batch relative to magnitude

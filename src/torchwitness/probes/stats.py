@@ -11,8 +11,9 @@ import torch
 _MASK52 = (1 << 52) - 1
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _WEIGHTS: dict[tuple[int, torch.device], torch.Tensor] = {}
+_SEGMENTS: dict[tuple[tuple[int, ...], torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 VALUE_FIELDS = ("min", "max", "mean", "std", "zeros")
-UNIT_FIELDS = ("dead", "spread", "magnitude")
+ACTIVATION_FIELDS = ("max_abs", "dead", "spread", "magnitude")
 
 
 def value_stats(x: torch.Tensor) -> torch.Tensor:
@@ -28,7 +29,10 @@ def value_stats(x: torch.Tensor) -> torch.Tensor:
     if x.dtype in _LOW_PRECISION:
         x = x.float()
     mn, mx = torch.aminmax(x)
-    std, mean = torch.std_mean(x, correction=0)
+    # Two moments instead of torch.std_mean, whose CPU kernel is an order of magnitude slower; the std is
+    # for reporting (flatness is judged exactly, by min == max).
+    mean = x.mean()
+    std = (x.square().mean() - mean.square()).clamp_min(0).sqrt()
     zeros = (x == 0).sum().to(x.dtype)
     return torch.stack([mn, mx, mean, std, zeros])
 
@@ -38,20 +42,73 @@ def unit_axis(ndim: int) -> int:
     return 1 if ndim in (2, 4, 5) else ndim - 1
 
 
-def unit_stats(x: torch.Tensor) -> torch.Tensor:
-    """``[dead units, mean per-unit spread over the batch, mean magnitude]`` of a ``(B, ...)`` activation.
+def _unit_rows(x: torch.Tensor, max_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | torch.Tensor:
+    """A ``(k, units)`` view of the first ``max_rows`` samples; positions (pixels, tokens) reduced first along
+    contiguous memory into (peak |x|, mean x, mean |x|), because reductions across the batch axis are slow."""
+    sample = x.detach()[:max_rows]
+    if sample.dtype != torch.float32:
+        sample = sample.float()
+    if sample.ndim == 2:
+        return sample
+    if unit_axis(sample.ndim) == 1:
+        sample, axis = sample.flatten(2), 2
+    else:
+        sample, axis = sample.flatten(1, -2), 1
+    mag = sample.abs()
+    return mag.amax(dim=axis), sample.mean(dim=axis), mag.mean(dim=axis)
 
-    A unit is dead when it is exactly zero for every sample (and position) of the batch.
+
+def activation_summary(acts: list[torch.Tensor], max_rows: int = 16) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Statistics of many modules' outputs in a few batched kernels.
+
+    Returns the peak ``|x|`` of every activation (NaN or Inf when it holds one; ``_foreach_norm`` with
+    ``ord=inf`` cannot overflow the way a sum can), and for the batched ones (``ndim >= 2``, at least two samples,
+    the same number of sampled rows) a ``(3, m)`` tensor of ``[dead units, spread, magnitude]``. A unit is dead
+    when it is exactly zero for every sampled row and position; spread is the mean absolute deviation of the
+    per-sample unit values across samples; magnitude the mean ``|x|``.
     """
-    x = x.detach()
-    if x.dtype in _LOW_PRECISION or x.dtype == torch.float64:
-        x = x.float()
-    axis = unit_axis(x.ndim)
-    dims = tuple(d for d in range(x.ndim) if d != axis)
-    dead = (x.abs().amax(dim=dims) == 0).sum().to(x.dtype)
-    rows = x.reshape(x.shape[0], -1)
-    spread = rows.std(dim=0, correction=0).mean()
-    return torch.stack([dead, spread, rows.abs().mean()])
+    peaks = torch.stack([p.float() for p in torch._foreach_norm(acts, float("inf"))])
+    batched = [a for a in acts if a.ndim >= 2 and a.shape[0] >= 2]
+    if not batched:
+        return peaks, None
+    k = min(a.shape[0] for a in batched)
+    rows = [_unit_rows(a, min(k, max_rows)) for a in batched]
+    sizes = [(r if isinstance(r, torch.Tensor) else r[0]).shape[1] for r in rows]
+    flat = [r for r in rows if isinstance(r, torch.Tensor)]
+    raw = torch.cat(flat, dim=1) if flat else None
+    raw_abs = raw.abs() if raw is not None else None
+    # Columns keep the order of `batched`: 2-D activations come from raw, the others from their reductions.
+    peak_cols, mean_cols, mag_cols, offset = [], [], [], 0
+    for r, size in zip(rows, sizes, strict=True):
+        if isinstance(r, torch.Tensor):
+            sl = raw_abs[:, offset:offset + size]
+            peak_cols.append(sl)
+            mean_cols.append(raw[:, offset:offset + size])
+            mag_cols.append(sl)
+            offset += size
+        else:
+            peak_cols.append(r[0])
+            mean_cols.append(r[1])
+            mag_cols.append(r[2])
+    peak, mean, mag = (torch.cat(c, dim=1) for c in (peak_cols, mean_cols, mag_cols))
+    per_unit = torch.stack([(peak.amax(dim=0) == 0).float(), (mean - mean.mean(dim=0)).abs().mean(dim=0),
+                            mag.mean(dim=0)])
+    ends, starts, scale = _segments(tuple(sizes), per_unit.device)
+    cums = torch.cat([per_unit.new_zeros(3, 1), per_unit.cumsum(dim=1)], dim=1)
+    return peaks, (cums[:, ends] - cums[:, starts]) * scale
+
+
+def _segments(sizes: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Segment boundaries and per-row scales (count, mean, mean) for :func:`activation_summary`, built once per
+    layout and device: creating them from host lists at every audited step would be a host-to-device copy."""
+    key = (sizes, device)
+    seg = _SEGMENTS.get(key)
+    if seg is None:
+        ends = torch.tensor(sizes).cumsum(0)
+        inv = torch.tensor([1.0 / s for s in sizes])
+        scale = torch.stack([torch.ones(len(sizes)), inv, inv])
+        seg = _SEGMENTS[key] = (ends.to(device), (ends - torch.tensor(sizes)).to(device), scale.to(device))
+    return seg
 
 
 def _weights(n: int, device: torch.device) -> torch.Tensor:

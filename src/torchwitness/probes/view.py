@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from torchwitness.probes.stats import UNIT_FIELDS, VALUE_FIELDS
+from torchwitness.probes.stats import ACTIVATION_FIELDS, VALUE_FIELDS
 
 if TYPE_CHECKING:
     from torchwitness.probes.watch import Watch
@@ -52,7 +52,7 @@ class TensorInfo:
     @property
     def nonfinite(self) -> bool:
         s = self.stats
-        return s is not None and not all(math.isfinite(s[k]) for k in ("min", "max", "mean") if k in s)
+        return s is not None and not all(math.isfinite(s[k]) for k in ("min", "max", "mean", "max_abs") if k in s)
 
 
 @dataclass
@@ -72,9 +72,12 @@ class ModuleInfo:
     n_units: int = 0
     batch: int = 0
 
-    def fill_units(self, values: np.ndarray | None) -> None:
-        if values is not None:
-            self.units = dict(zip(UNIT_FIELDS, (float(v) for v in values), strict=True))
+    def fill(self, peak: float, units: list[float] | None) -> None:
+        """Take the peak ``|x|`` and, for batched outputs, ``[dead, spread, magnitude]`` from the transfer."""
+        if self.out is not None:
+            self.out.stats = {"max_abs": peak}
+        if units is not None:
+            self.units = dict(zip(ACTIVATION_FIELDS[1:], units, strict=True))
 
 
 @dataclass
@@ -88,8 +91,6 @@ class ParamInfo:
     dtype: torch.dtype
     has_grad: bool = False
     grad_norm: float = float("nan")
-    grad_max: float = float("nan")
-    grad_nonzero: float = 0.0
     weight_norm: float = float("nan")
     update_norm: float | None = None
     unchanged_frac: float | None = None  # low-precision params: share of elements a non-zero grad left unchanged

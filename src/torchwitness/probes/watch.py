@@ -37,6 +37,7 @@ MODE_SENSITIVE = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnor
                   torch.nn.modules.instancenorm._InstanceNorm)
 _MAX_PENDING_LOSSES = 8192
 _EVAL_ROW_BUDGET = 16384
+_AUDITS_PER_RECORD = 32
 
 
 def _is_compiled(model: torch.nn.Module) -> bool:
@@ -73,17 +74,17 @@ class Watch:
         self.compiled = _is_compiled(model)
         inner = getattr(model, "_orig_mod", model)
         self._names = {id(m): (n or "model") for n, m in inner.named_modules()}
-        self._module_of = {id(p): n.rpartition(".")[0] or "model" for n, p in inner.named_parameters()}
-        self._param_names = {id(p): n for n, p in inner.named_parameters()}
         self.mode_sensitive = any(isinstance(m, MODE_SENSITIVE) for m in inner.modules())
         self._inner = inner
         self._window: Window | None = None
         self._armed: list[RemovableHandle] = []
         self._losses: list[tuple[int, torch.Tensor]] = []
         self._eval_rows: list[torch.Tensor] = []
+        self._audits: list[dict[str, Any]] = []
         self._eval_budget = _EVAL_ROW_BUDGET
         self._eval_seen = False
         self._step_open = False
+        self._external_forward = False
         self.initial_versions = {id(p): p._version for p in inner.parameters()}
         self._handles = [model.register_forward_pre_hook(self._root_pre, with_kwargs=True),
                          model.register_forward_hook(self._root_post, with_kwargs=True)]
@@ -117,6 +118,8 @@ class Watch:
 
     # ---- hooks -----------------------------------------------------------------------------------------------
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        if self._external_forward:  # begin_forward() already opened this forward
+            return
         if not torch.is_grad_enabled():
             self._eval_forward(args, kwargs)
             return
@@ -137,9 +140,12 @@ class Watch:
                 w.extra["kw_target"] = target
 
     def _root_post(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        if self._external_forward:
+            return
         w = self._window
         if w is None or not w.forwards or not torch.is_grad_enabled():
             return
+        w.summarise_activations()
         out = first_tensor(output)
         target = w.extra.pop("kw_target", None)
         if target is not None and out is not None and out.ndim >= 1:
@@ -154,7 +160,7 @@ class Watch:
         w.stale_checked = True
         # Backward of the step's first backpropagated forward is starting: any gradient already present was
         # left over from before the previous optimizer step (zero_grad forgotten), not accumulated on purpose.
-        stale = [p.grad for p in self._trainable() if p.grad is not None and not p.grad.is_sparse]
+        stale = [p.grad for p in self._trainable(w) if p.grad is not None and not p.grad.is_sparse]
         if stale:
             w.has_stale = True
             w.pack.add("stale", torch.linalg.vector_norm(torch.stack(torch._foreach_norm(stale))))
@@ -180,13 +186,12 @@ class Watch:
         if out is None or not out.is_floating_point() or not out.numel():
             return
         info.out = TensorInfo.of("output", out)
-        if id(out) in w.outputs:  # a container returning its last child's output: already summarised
-            return
+        if id(out) in w.outputs and next(module.children(), None) is not None:
+            return  # a container returning its last child's output: already summarised
         w.outputs[id(out)] = name
-        w.pack.add(f"act/{name}", stats.value_stats(out))
+        w.acts.append((name, out))
         if out.ndim >= 2 and out.shape[0] > 1:
             info.batch, info.n_units = out.shape[0], out.shape[stats.unit_axis(out.ndim)]
-            w.pack.add(f"unit/{name}", stats.unit_stats(out))
 
     def _embedding_pre(self, module: torch.nn.Embedding, args: tuple) -> None:
         w = self._window
@@ -218,36 +223,58 @@ class Watch:
                 self._eval_rows.append(rows)
                 self._eval_budget -= found[0][1].shape[0]
 
-    def _trainable(self) -> list[torch.nn.Parameter]:
-        return [p for p in self._inner.parameters() if p.requires_grad]
+    def _named_params(self, w: Window) -> list[tuple[str, torch.nn.Parameter]]:
+        named = w.extra.get("named_params")
+        if named is None:  # listed once per audited step: the model may have changed since the last one
+            named = w.extra["named_params"] = list(self._inner.named_parameters())
+        return named
+
+    def _trainable(self, w: Window) -> list[torch.nn.Parameter]:
+        return [p for _, p in self._named_params(w) if p.requires_grad]
 
     def _collect_grads(self, w: Window) -> None:
         in_opt = {id(p): gi for gi, g in enumerate(self.optimizer.param_groups) for p in g["params"]} \
             if self.optimizer is not None else {}
-        w.params = []
-        for p in self._trainable():
-            pid = id(p)
-            w.params.append(ParamInfo(name=self._param_names.get(pid, "?"), module=self._module_of.get(pid, "model"),
-                                      param=p, shape=tuple(p.shape), dtype=p.dtype,
-                                      has_grad=p.grad is not None and not p.grad.is_sparse, group=in_opt.get(pid)))
-        frozen = [(n, p) for n, p in self._inner.named_parameters() if not p.requires_grad][:256]
+        named = self._named_params(w)
+        w.params = [ParamInfo(name=n, module=n.rpartition(".")[0] or "model", param=p, shape=tuple(p.shape),
+                              dtype=p.dtype, has_grad=p.grad is not None and not p.grad.is_sparse,
+                              group=in_opt.get(id(p))) for n, p in named if p.requires_grad]
+        frozen = [(n, p) for n, p in named if not p.requires_grad][:256]
         if frozen:
             w.extra["frozen"] = [n for n, _ in frozen]
             w.pack.add("frozen/norm", torch.stack(torch._foreach_norm([p.detach() for _, p in frozen])))
         grads = [p.param.grad for p in w.params if p.has_grad]
-        if grads:
+        if grads:  # an L2 norm is 0 exactly when the gradient is all zeros, and NaN/Inf when any element is
             w.pack.add("g/norm", torch.stack(torch._foreach_norm(grads)))
-            w.pack.add("g/max", torch.stack(torch._foreach_norm(grads, float("inf"))))
-            w.pack.add("g/nnz", torch.stack(torch._foreach_norm(grads, 0)))
 
-    def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+    def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         w = self._window
         if w is None:
-            return
+            return None
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
+        if not callable(closure):
+            self._before_update(w)
+            return None
+        # step(closure) (Lightning, LBFGS) runs forward and backward inside the step: the gradients to judge are
+        # the ones the closure leaves, so the pre-update work waits for its first call.
+        judged: list[bool] = []
+
+        def closure_then_judge() -> Any:
+            loss = closure()
+            if not judged:
+                judged.append(True)
+                self._before_update(w)
+            return loss
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": closure_then_judge}
+        return (args[0], closure_then_judge, *args[2:]), kwargs
+
+    def _before_update(self, w: Window) -> None:
         self._collect_grads(w)
         moving = [p for p in w.params if p.has_grad and p.group is not None]
         # Only tensors the step is about to change are copied, and only on audited steps.
-        w.before = torch._foreach_mul([p.param.detach() for p in moving], 1.0) if moving else []
+        w.before = [p.param.detach().clone() for p in moving]
         w.extra["moving"] = moving
         w.lowp = [i for i, p in enumerate(p for p in w.params if p.has_grad)
                   if p.dtype in (torch.float16, torch.bfloat16) and p.group is not None]
@@ -309,7 +336,7 @@ class Watch:
         if "losses" in data:
             h.losses.extend(zip(loss_steps, (float(v) for v in data["losses"]), strict=True))
         if "eval_rows" in data:
-            h.eval_rows.update(int(v) for v in data["eval_rows"])
+            h.eval_rows.update(data["eval_rows"].astype("int64").tolist())
         if "hist" in data:
             h.add_hist(data["hist"])
         if "moments" in data:
@@ -320,7 +347,7 @@ class Watch:
                 h.moments += data["moments"]
         h.modules_called.update(view.modules)
         for p in view.params:
-            if p.has_grad and p.grad_nonzero > 0:
+            if p.has_grad and p.grad_norm != 0:
                 h.grad_seen[p.name] = h.grad_seen.get(p.name, 0) + 1
             elif p.has_grad and p.module in view.modules and len(p.shape) >= 2:
                 h.grad_zero[p.name] = h.grad_zero.get(p.name, 0) + 1
@@ -337,10 +364,19 @@ class Watch:
         norms = [p.grad_norm for p in view.params if p.has_grad]
         ratios = [p.update_norm / p.weight_norm for p in view.params
                   if p.update_norm is not None and p.weight_norm > 0 and len(p.shape) >= 2]
-        self._record("train.audit", {"step": view.step, "forwards": view.forwards,
-                                     "loss": view.loss.value if view.loss else None,
-                                     "grad_norm": sum(n * n for n in norms) ** 0.5 if norms else None,
-                                     "max_update_ratio": max(ratios) if ratios else None}, view.step)
+        self._audits.append({"step": view.step, "forwards": view.forwards,
+                             "loss": view.loss.value if view.loss else None,
+                             "grad_norm": sum(n * n for n in norms) ** 0.5 if norms else None,
+                             "max_update_ratio": max(ratios) if ratios else None})
+        if len(self._audits) >= _AUDITS_PER_RECORD:
+            self._flush_audits()
+
+    def _flush_audits(self) -> None:
+        # Summaries are batched into one record per 32 audited steps: handing a record to the writer thread
+        # costs a GIL round-trip, which every-step auditing of a small model would feel.
+        if self._audits and self._record is not None:
+            self._record("train.audit", {"steps": self._audits}, self._audits[-1]["step"])
+        self._audits = []
 
     def _run_rules(self, view: StepView) -> None:
         for _rid, when, fn in self._rules:
@@ -349,6 +385,19 @@ class Watch:
                     self.findings.add(f)
 
     # ---- public surface --------------------------------------------------------------------------------------
+    def begin_forward(self, *args: Any, **kwargs: Any) -> None:
+        """Open a training forward whose root ``model.forward`` is not called (Lightning's ``training_step`` calls
+        submodules); ``args``/``kwargs`` are the batch inputs. Root forwards inside it are not counted again."""
+        self._root_pre(self.model, args, kwargs)
+        self._external_forward = torch.is_grad_enabled()
+
+    def end_forward(self, output: Any) -> None:
+        """Close the forward opened by :meth:`begin_forward`; ``output`` (e.g. the loss) is what backward starts
+        from."""
+        if self._external_forward:
+            self._external_forward = False
+            self._root_post(self.model, (), {}, output)
+
     def observe(self, *, inputs: Any = None, targets: torch.Tensor | None = None,
                 loss: torch.Tensor | None = None) -> None:
         """Tell the watch about this step's batch, targets or loss when hooks cannot see them."""
@@ -376,6 +425,7 @@ class Watch:
             elif self._losses or self._eval_rows:
                 self._finish(Window(step=self.step))
             self._run_rules(StepView(event="close", step=self.step, watch=self))
+            self._flush_audits()
         finally:
             self._disarm()
             for h in self._handles:

@@ -82,6 +82,7 @@ class Window:
     modules: dict[str, ModuleInfo] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)  # calls in the current forward
     outputs: dict[int, str] = field(default_factory=dict)  # id(output tensor) -> producing module
+    acts: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # outputs awaiting summary
     params: list[ParamInfo] = field(default_factory=list)
     lowp: list[int] = field(default_factory=list)  # indices into params of low-precision tensors
     before: list[torch.Tensor] = field(default_factory=list)
@@ -126,6 +127,20 @@ class Window:
     def _primary(self) -> list[torch.Tensor]:
         return self.extra.get("primary", [])
 
+    def summarise_activations(self) -> None:
+        """Summarise the module outputs of the forward that just ended, in a few batched kernels."""
+        if not self.acts or "act_names" in self.extra:
+            self.acts.clear()
+            return
+        tensors = [t for _, t in self.acts]
+        peaks, units = stats.activation_summary(tensors)
+        self.extra["act_names"] = [n for n, _ in self.acts]
+        self.extra["act_batched"] = [n for n, t in self.acts if t.ndim >= 2 and t.shape[0] >= 2]
+        self.pack.add("act/peak", peaks)
+        if units is not None:
+            self.pack.add("act/units", units)
+        self.acts.clear()
+
     def add_loss(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
         kind = type(module).__name__
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
@@ -159,10 +174,14 @@ class Window:
             v = data.get("loss/value")
             if v is not None:
                 self.loss.value = float(v[0])
-        for name, m in self.modules.items():
-            if m.out is not None:
-                m.out.fill(data.get(f"act/{name}"))
-            m.fill_units(data.get(f"unit/{name}"))
+        peaks, units = data.get("act/peak"), data.get("act/units")
+        names = self.extra.get("act_names", [])
+        batched = self.extra.get("act_batched", [])
+        per_module = {n: units.reshape(3, -1)[:, i].tolist() for i, n in enumerate(batched)} if units is not None \
+            else {}
+        if peaks is not None:
+            for name, peak in zip(names, peaks.tolist(), strict=True):
+                self.modules[name].fill(peak, per_module.get(name))
         self._fill_params(data)
         stale = data.get("stale")
         view = StepView(event=event, step=self.step, watch=watch, inputs=self.inputs, targets=self.targets,  # type: ignore[arg-type]
@@ -175,12 +194,14 @@ class Window:
 
     def _fill_params(self, data: dict[str, np.ndarray]) -> None:
         with_grad = [p for p in self.params if p.has_grad]
-        g = {k: data.get(k) for k in ("g/norm", "g/max", "g/nnz", "w/norm", "u/norm")}
-        for i, p in enumerate(with_grad):
-            if g["g/norm"] is not None:
-                p.grad_norm, p.grad_max, p.grad_nonzero = (float(g[k][i]) for k in ("g/norm", "g/max", "g/nnz"))
-            if g["u/norm"] is not None and i < len(g["u/norm"]):
-                p.weight_norm, p.update_norm = float(g["w/norm"][i]), float(g["u/norm"][i])
+        norms = data.get("g/norm")
+        if norms is not None:
+            for p, n in zip(with_grad, norms.tolist(), strict=True):
+                p.grad_norm = n
+        moving = self.extra.get("moving", [])
+        if "u/norm" in data:
+            for p, w, u in zip(moving, data["w/norm"].tolist(), data["u/norm"].tolist(), strict=True):
+                p.weight_norm, p.update_norm = w, u
         lp = data.get("lowp")
         if lp is not None:
             for j, i in enumerate(self.lowp):

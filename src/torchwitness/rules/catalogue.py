@@ -26,7 +26,8 @@ from torchwitness.errors import InputError
 
 ENTRY_POINT_GROUP = "torchwitness.rules"
 # Built-in rule packages that register on import; loaded with the plugins so listing never misses them.
-_BUILTIN = ("torchwitness.rules.training",)
+_BUILTIN = ("torchwitness.rules.training", "torchwitness.rules.static.engine", "torchwitness.rules.artifact.model_file",
+            "torchwitness.probes.operators")
 _ID = re.compile(r"^[A-Z]{2,4}\d{3,4}$")
 
 
@@ -95,7 +96,7 @@ class Rule:
 class _Registry:
     rules: dict[str, Rule] = field(default_factory=dict)
     plugins_loaded: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)  # a plugin may look rules up on import
 
 
 _REGISTRY = _Registry()
@@ -134,15 +135,20 @@ def _load_plugins() -> None:
         for module in _BUILTIN:
             importlib.import_module(module)
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            before = set(_REGISTRY.rules)
             try:
                 loaded = ep.load()
             except Exception as e:  # a broken plugin must not take the built-in rules down with it
                 raise InputError(f"rule plugin {ep.name!r} ({ep.value}) failed to load: {e}") from e
+            source = ep.dist.name if ep.dist else ep.value
             # A plugin is either a module that registers rules when imported, or a callable returning Rules.
             if callable(loaded) and not inspect.ismodule(loaded):
-                source = ep.dist.name if ep.dist else ep.value
                 for r in loaded():
                     register_rule(dataclasses.replace(r, source=source))
+            # Rules a plugin module registered with the default source are credited to its distribution.
+            for rid in set(_REGISTRY.rules) - before:
+                if _REGISTRY.rules[rid].source == "torchwitness":
+                    register_rule(dataclasses.replace(_REGISTRY.rules[rid], source=source), force=True)
 
 
 def all_rules() -> list[Rule]:

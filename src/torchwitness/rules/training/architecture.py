@@ -96,7 +96,7 @@ def activation_collapse(v: StepView) -> Iterator[Finding]:
     Example: tanh units saturated by inputs in the thousands. Fix: normalise inputs, lower the learning rate.
     """
     x = v.primary
-    if x is None or x.stats is None or not x.floating or x.stats.get("std", 0) <= v.threshold("flat_std"):
+    if x is None or x.stats is None or not x.floating or x.stats["max"] - x.stats["min"] <= v.threshold("flat_std"):
         return
     for name, m in v.modules.items():
         u = m.units

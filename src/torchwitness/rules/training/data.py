@@ -71,7 +71,8 @@ def flat_input(v: StepView) -> Iterator[Finding]:
     """
     for t in v.inputs:
         s = t.stats
-        if t.floating and s is not None and t.numel > 1 and not t.nonfinite and s["std"] <= v.threshold("flat_std"):
+        if t.floating and s is not None and t.numel > 1 and not t.nonfinite and s["max"] - s["min"] <= v.threshold(
+                "flat_std"):
             yield Finding.of("TW204", f"input:{t.name}", f"input {t.name} is constant ({s['mean']:.3g})", step=v.step)
 
 
@@ -155,7 +156,7 @@ def train_eval_overlap(v: StepView) -> Iterator[Finding]:
     """
     rows = v.extra.get("data", {}).get("rows")
     if rows is not None and v.primary is not None and v.trained_modes:
-        v.history.train_rows.update(int(r) for r in rows)
+        v.history.train_rows.update(rows.astype(np.int64).tolist())
     h = v.history
     if not h.train_rows or not h.eval_rows or h.notes.get("TW208"):
         return

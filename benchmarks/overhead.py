@@ -1,0 +1,187 @@
+"""Overhead of ``run.watch`` on a training step: median step-time ratio audited/bare, and host syncs per step.
+
+One process, interleaved repeats (bare, every step, every 100th step, bare, ...), so drift in the machine's
+speed hits all modes alike. Host syncs are counted by wrapping ``Tensor.item``, ``.tolist``, ``__bool__`` and
+``.cpu`` during a separate instrumented run (instrumentation slows the calls, so it is never timed).
+
+    python benchmarks/overhead.py            # default sizes, < 2 minutes on 2 CPU cores
+    python benchmarks/overhead.py --repeats 15 --steps 400 --models mlp,cnn
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+import torchwitness as tw
+
+
+class _Block(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d, 4, batch_first=True)
+        self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.n1, self.n2 = nn.LayerNorm(d), nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.n1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.ff(self.n2(x))
+
+
+class _Transformer(nn.Module):
+    def __init__(self, vocab: int = 256, d: int = 64, layers: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.blocks = nn.Sequential(*(_Block(d) for _ in range(layers)))
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.embed(ids)))
+
+
+def _mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    return (nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)),
+            torch.randn(128, 256), torch.randint(0, 10, (128,)))
+
+
+def _deep_mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    layers: list[nn.Module] = []
+    for _ in range(24):
+        layers += [nn.Linear(128, 128), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(128, 10)), torch.randn(64, 128), torch.randint(0, 10, (64,))
+
+
+def _cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 32, 3, padding=1, stride=2, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    return model, torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+
+
+def _transformer() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    return _Transformer(), torch.randint(0, 256, (16, 32)), torch.randint(0, 256, (16 * 32,))
+
+
+MODELS: dict[str, Callable[[], tuple[nn.Module, torch.Tensor, torch.Tensor]]] = {
+    "mlp": _mlp, "deep_mlp": _deep_mlp, "cnn_bn": _cnn, "transformer": _transformer}
+MODES = {"bare": None, "every step": 1, "every 100th": 100}
+
+
+def _step(model: nn.Module, opt: torch.optim.Optimizer, crit: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    opt.zero_grad()
+    out = model(x)
+    crit(out.reshape(-1, out.shape[-1]), y).backward()
+    opt.step()
+
+
+@contextlib.contextmanager
+def _watching(run: tw.Run | None, model: nn.Module, opt: torch.optim.Optimizer, crit: nn.Module,
+              every: int | None) -> Iterator[None]:
+    if every is None or run is None:
+        yield
+        return
+    watch = run.watch(model, opt, loss_fn=crit, every_n_steps=every, first_steps=0)
+    try:
+        yield
+    finally:
+        watch.close()
+
+
+def time_modes(name: str, repeats: int, steps: int, run: tw.Run) -> dict[str, float]:
+    """Median over repeats of the mean step time (seconds) per mode, modes interleaved within each repeat."""
+    torch.manual_seed(0)
+    model, x, y = MODELS[name]()
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    crit = nn.CrossEntropyLoss()
+    for _ in range(10):  # warm-up: allocator, optimizer state
+        _step(model, opt, crit, x, y)
+    times: dict[str, list[float]] = {m: [] for m in MODES}
+    for _ in range(repeats):
+        for mode, every in MODES.items():
+            with _watching(run, model, opt, crit, every):
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    _step(model, opt, crit, x, y)
+                times[mode].append((time.perf_counter() - t0) / steps)
+    return {m: statistics.median(v) for m, v in times.items()}
+
+
+_SYNC_METHODS = ("item", "tolist", "__bool__", "cpu")
+
+
+def count_syncs(name: str, steps: int, every: int, run: tw.Run) -> tuple[int, int]:
+    """Host syncs added by the watch: (total on non-audited steps, most in one audited step).
+
+    The loop itself may sync (torch's single-tensor Adam calls ``.item()`` on its step counters), so the
+    count of the same loop without a watch, taken step by step, is subtracted.
+    """
+    torch.manual_seed(0)
+    model, x, y = MODELS[name]()
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    crit = nn.CrossEntropyLoss()
+    calls = [0]
+    originals = {m: getattr(torch.Tensor, m) for m in _SYNC_METHODS}
+
+    def counting(method: Callable) -> Callable:
+        def wrapper(self: torch.Tensor, *a: object, **k: object) -> object:
+            calls[0] += 1
+            return method(self, *a, **k)
+        return wrapper
+
+    def per_step(n: int) -> list[int]:
+        out = []
+        for _ in range(n):
+            before = calls[0]
+            _step(model, opt, crit, x, y)
+            out.append(calls[0] - before)
+        return out
+
+    for _ in range(3):
+        _step(model, opt, crit, x, y)
+    try:
+        for m, f in originals.items():
+            setattr(torch.Tensor, m, counting(f))
+        baseline = max(per_step(5))
+        watch = run.watch(model, opt, loss_fn=crit, every_n_steps=every, first_steps=0)
+        try:
+            counts = per_step(steps)
+        finally:
+            watch.close()
+    finally:
+        for m, f in originals.items():
+            setattr(torch.Tensor, m, f)
+    quiet = sum(c - baseline for i, c in enumerate(counts) if i % every)
+    audited = max(c - baseline for i, c in enumerate(counts) if i % every == 0)
+    return quiet, audited
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=200, help="steps per timed block (a multiple of 100)")
+    ap.add_argument("--models", default=",".join(MODELS))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp, tw.Run(tmp, checkpoint_seconds=3600) as run:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, {args.repeats} interleaved repeats of "
+              f"{args.steps} steps")
+        print(f"{'model':<12} {'bare ms':>8} {'every step':>11} {'every 100th':>12} {'syncs off-audit':>16} "
+              f"{'syncs/audited step':>19}")
+        for name in args.models.split(","):
+            t = time_modes(name, args.repeats, args.steps, run)
+            quiet, worst = count_syncs(name, 300, 100, run)
+            _, worst1 = count_syncs(name, 20, 1, run)
+            print(f"{name:<12} {t['bare'] * 1e3:8.3f} {t['every step'] / t['bare']:10.2f}x "
+                  f"{t['every 100th'] / t['bare']:11.3f}x {quiet:16d} {max(worst, worst1):19d}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""On-device statistics against naive reference implementations."""
+
+from __future__ import annotations
+
+import torch
+
+from torchwitness.probes import stats
+from torchwitness.probes.transfer import Pack
+
+
+def _naive_units(x: torch.Tensor, k: int) -> list[float]:
+    s = x[:k].float()
+    if s.ndim == 2:
+        per = s
+        peak = s.abs()
+        mag = s.abs()
+    elif stats.unit_axis(s.ndim) == 1:
+        flat = s.flatten(2)
+        per, peak, mag = flat.mean(2), flat.abs().amax(2), flat.abs().mean(2)
+    else:
+        per, peak, mag = s.mean(1), s.abs().amax(1), s.abs().mean(1)
+    dead = sum(1 for u in range(per.shape[1]) if float(peak[:, u].max()) == 0.0)
+    spread = float((per - per.mean(0)).abs().mean())
+    return [float(dead), spread, float(mag.mean())]
+
+
+def test_activation_summary_matches_naive() -> None:
+    torch.manual_seed(0)
+    acts = [torch.relu(torch.randn(20, 12) - 1.5), torch.randn(20, 4, 5, 5), torch.randn(20, 7, 6),
+            torch.randn(3)]
+    acts[1][:, :2] = 0  # two dead channels
+    acts[0][:, 3] = 0
+    peaks, units = stats.activation_summary(acts, max_rows=16)
+    assert peaks.tolist() == [float(a.abs().max()) for a in acts]
+    got = units.T.tolist()
+    for a, g in zip(acts[:3], got, strict=True):
+        want = _naive_units(a, 16)
+        assert g[0] == want[0]
+        assert abs(g[1] - want[1]) < 1e-5 and abs(g[2] - want[2]) < 1e-5
+
+
+def test_nonfinite_shows_in_peak() -> None:
+    x = torch.randn(8, 4)
+    x[3, 1] = float("nan")
+    peaks, _ = stats.activation_summary([x, torch.full((4, 2), float("inf"))])
+    assert torch.isnan(peaks[0]) and torch.isinf(peaks[1])
+
+
+def test_fingerprints_exact_and_order_free_across_batches() -> None:
+    x = torch.randn(10, 3, 4)
+    fp_all = stats.row_fingerprints(x).tolist()
+    fp_part = stats.row_fingerprints(x[5:]).tolist()
+    assert fp_all[5:] == fp_part
+    assert len(set(fp_all)) == 10
+    y = x.clone()
+    y[2, 0, 0] += 1e-6
+    assert stats.row_fingerprints(y).tolist()[2] != fp_all[2]
+
+
+def test_class_histogram_matches_bincount() -> None:
+    y = torch.randint(-1, 6, (200,))
+    hist = stats.class_histogram(y, 5).tolist()
+    valid = y[(y >= 0) & (y < 5)]
+    assert hist[:5] == torch.bincount(valid, minlength=5).tolist()
+    assert hist[5] == int(((y < 0) | (y >= 5)).sum())
+
+
+def test_value_stats() -> None:
+    x = torch.tensor([[0.0, 2.0], [4.0, -2.0]])
+    mn, mx, mean, std, zeros = stats.value_stats(x).tolist()
+    assert (mn, mx, mean, zeros) == (-2.0, 4.0, 1.0, 1.0)
+    assert abs(std - float(x.std(correction=0))) < 1e-6
+
+
+def test_pack_moves_everything_in_one_copy(monkeypatch) -> None:
+    calls = []
+    original = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    p = Pack()
+    p.add("a", torch.tensor(1.5))
+    p.add("b", torch.arange(4))
+    p.add("c", torch.tensor([True, False]))
+    out = p.fetch()
+    assert len(calls) == 1
+    assert out["a"].tolist() == [1.5] and out["b"].tolist() == [0, 1, 2, 3] and out["c"].tolist() == [1.0, 0.0]
+    assert len(p) == 0
