@@ -106,3 +106,23 @@ def test_cuda_scatter_add_is_flagged(tmp_path, deterministic_mode):
     with tw.Run(tmp_path / "det", seed=0) as run, OperatorInventory(run):
         torch.zeros(4, device="cuda").index_add_(0, torch.tensor([0, 0], device="cuda"), torch.ones(2, device="cuda"))
     assert records(tmp_path / "det", "ops.inventory")[0]["nondeterministic"] == []
+
+
+def test_runs_beside_run_watch_and_shares_its_findings(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    with tw.Run(tmp_path / "run", seed=0) as run:
+        run.watch(model, opt, every_n_steps=1)
+        inventory = OperatorInventory(run, every=2)
+        for step in range(4):
+            with inventory.step(step):
+                opt.zero_grad()
+                out = model(x)[[0, 1, 1]]  # advanced-indexing backward: nondeterministic on CPU
+                torch.nn.functional.cross_entropy(out, y[:3]).backward()
+            opt.step()
+        assert inventory.findings is run.finding_set
+        assert "TW750" in {f.rule_id for f in run.findings()}
+    assert [r["step"] for r in iter_records(tmp_path / "run", kinds={"ops.inventory"})] == [0, 2]
+    verify_run(tmp_path / "run", deep=True)

@@ -127,8 +127,8 @@ class OperatorInventory:
         self.run = run
         self.every = max(1, every)
         if findings is None:  # share the run's de-duplicating set when it has one (tw.Run does)
-            findings = getattr(run, "finding_set", None) or FindingSet(record=run.record)
-        self.findings = findings
+            findings = getattr(run, "finding_set", None)
+        self.findings = findings if findings is not None else FindingSet(record=run.record)
         self.current_step: int | None = None
         self._reset()
         self._mode: Any = None

@@ -208,8 +208,8 @@ register_kind("scan.summary", ScanSummary)
 
 def record_scan(run: Any, result: ScanResult) -> None:
     """Put a scan into ``run``'s ledger: every finding as a ``finding`` record, then the ``scan.summary``."""
-    findings = getattr(run, "finding_set", None) or FindingSet(record=run.record)
-    findings.extend(result.findings)
+    findings = getattr(run, "finding_set", None)  # an empty set is falsy: test for None
+    (findings if findings is not None else FindingSet(record=run.record)).extend(result.findings)
     run.record("scan.summary", {**result.summary(), "file_digests": {r.path: r.sha256 for r in result.files
                                                                      if r.sha256}})
 
