@@ -41,3 +41,9 @@ def unseeded_dropout():
 
 def unseeded_from_start():
     return _setup(UnseededDropout(start=0))
+
+
+def audit_style():
+    """The tuple form ``torchwitness audit`` also takes: (model, optimizer, loss_fn, batches)."""
+    s = _setup(nn.Identity())
+    return s["model"], s["optimizer"], nn.CrossEntropyLoss(), s["batches"]

@@ -32,6 +32,11 @@ def test_deterministic_cpu_run_replays_bit_for_bit(tmp_path):
     assert result.ok and result.compared == 5 and result.first_mismatch is None
 
 
+def test_the_audit_factory_forms_replay_too(tmp_path):
+    run_dir = record(tmp_path, "audit_style", steps=8)  # 8 steps > 6 batches per epoch: the loader is re-iterated
+    assert replay_check(run_dir).ok
+
+
 def test_unseeded_dropout_fails_at_the_first_step_it_acts(tmp_path):
     run_dir = record(tmp_path, "unseeded_dropout")
     result = replay_check(run_dir)

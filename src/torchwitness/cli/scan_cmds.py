@@ -95,27 +95,19 @@ def scan_model(files: list[Path] = typer.Argument(..., help="Model files, or fol
     fo.report(findings, opts, title=f"{len(scans)} model file(s) scanned")
 
 
-FactoryOpt = typer.Option(None, "--factory", help="package.module:function returning model, optimizer, batches, "
-                                                  "loss (the current folder is importable).")
-
-
-def _importable_cwd() -> None:
-    import os
-    import sys
-
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+FactoryOpt = typer.Option(None, "--factory", help="Replay with this factory instead of the recorded one "
+                                                  "(package.module:function or file.py:function).")
 
 
 def replay_record(run: Path = typer.Argument(..., help="The run folder to record into.", show_default=False),
-                  factory: str = typer.Option(..., "--factory", help="package.module:function (see replay-check)."),
+                  factory: str = typer.Option(..., "--factory", help="The audit factory (package.module:function or "
+                                              "file.py:function) returning model, optimizer, batches, loss."),
                   steps: int = typer.Option(10, "--steps", min=1, help="How many training steps to record."),
                   seed: int = typer.Option(0, "--seed", help="The seed the steps are drawn from.")) -> None:
     """Run N seeded training steps from a factory, recording loss and gradient digests per step."""
     import torchwitness as tw
     from torchwitness.probes.replay import record_replayable
 
-    _importable_cwd()
     with tw.Run(run, seed=seed) as r:
         n = record_replayable(r, factory, steps=steps, seed=seed)
     typer.echo(f"recorded {n} replayable steps of {factory} (seed {seed}) in {run}")
@@ -131,7 +123,6 @@ def replay_check(run: Path = typer.Argument(..., help="A run with recorded repla
     from torchwitness.probes.replay import record_check
     from torchwitness.probes.replay import replay_check as check
 
-    _importable_cwd()
     result = check(run, factory=factory, steps=steps)
     if record:
         with tw.Run(run, seed=result.seed) as r:

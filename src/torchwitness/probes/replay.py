@@ -1,9 +1,10 @@
 """Replay: record per-step digests of loss and gradients from a seeded run, re-run the same steps later and name
 the first step whose bits differ.
 
-The training step is supplied as a factory, ``"package.module:function"``: a callable without arguments returning
-a mapping (or object) with ``model``, ``optimizer``, ``batches`` (an iterable) and ``loss`` (``loss(model, batch)``
-returning a scalar tensor). The factory is called after seeding, so everything it builds draws from the seed.
+The training step is supplied as the same factory ``torchwitness audit`` takes (``package.module:function`` or
+``file.py:function``, see :mod:`torchwitness.integrations.factory`): it must return a model, an optimizer, batches
+and either ``loss_fn`` (a criterion) or ``loss`` (``loss(model, batch)``). The factory is called after seeding, so
+everything it builds draws from the seed.
 
 Example (``mypkg/train.py``)::
 
@@ -25,9 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,21 +93,6 @@ class ReplayResult:
                 f"steps before it matched")
 
 
-def load_factory(spec: str) -> Callable[[], Any]:
-    """Import ``"package.module:function"``."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise InputError(f"factory {spec!r} must look like 'package.module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise InputError(f"cannot import {module_name!r} for factory {spec!r}: {e}") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise InputError(f"{module_name} has no callable {attr!r}")
-    return fn
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's (if installed) and torch's generators (all devices)."""
     import torch
@@ -142,32 +127,26 @@ def step_digest(loss: Any, model: Any) -> dict[str, Any]:
             "loss": float(loss.detach().cpu())}
 
 
-def _parts(setup: Any) -> tuple[Any, Any, Any, Callable[[Any, Any], Any]]:
-    get = setup.get if isinstance(setup, Mapping) else lambda k: getattr(setup, k, None)
-    names = ("model", "optimizer", "batches", "loss")
-    parts = tuple(get(k) for k in names)
-    missing = [k for k, v in zip(names, parts, strict=True) if v is None]
-    if missing:
-        raise InputError(f"the factory's result lacks {', '.join(missing)}")
-    return parts  # type: ignore[return-value]
+def run_steps(factory: str, seed: int, steps: int) -> Iterator[dict[str, Any]]:
+    """Seed, build the training set-up from ``factory``, and yield the digest of each of the first ``steps`` steps."""
+    from torchwitness.integrations.factory import as_target, batch_stream, load_factory, step_loss
 
-
-def run_steps(factory: Callable[[], Any], seed: int, steps: int) -> Iterator[dict[str, Any]]:
-    """Seed, build the training set-up, and yield the digest of each of the first ``steps`` steps."""
+    fn = load_factory(factory)
     seed_everything(seed)
-    model, optimizer, batches, loss_fn = _parts(factory())
-    model.train()
-    it = iter(batches)
+    target = as_target(fn(), factory)
+    if target.optimizer is None or target.batches is None:
+        raise InputError(f"{factory} must return an optimizer and batches to be replayed")
+    target.model.train()
+    batches = batch_stream(target.batches)
     for _ in range(steps):
-        try:
-            batch = next(it)
-        except StopIteration:
+        batch = next(batches, None)
+        if batch is None:
             return
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model, batch)
+        target.optimizer.zero_grad(set_to_none=True)
+        loss = step_loss(target, batch, lambda **_: None)
         loss.backward()
-        yield step_digest(loss, model)
-        optimizer.step()
+        yield step_digest(loss, target.model)
+        target.optimizer.step()
 
 
 def record_replayable(run: Any, factory: str, *, steps: int, seed: int | None = None) -> int:
@@ -176,11 +155,10 @@ def record_replayable(run: Any, factory: str, *, steps: int, seed: int | None = 
     seed = seed if seed is not None else getattr(run, "seed", None)
     if seed is None:
         raise InputError("a replayable run needs a seed: pass seed= here or to tw.Run")
-    fn = load_factory(factory)
     record_environment(run)
     run.record("repro.replay", {"factory": factory, "seed": seed, "steps": steps})
     n = 0
-    for i, digest in enumerate(run_steps(fn, seed, steps)):
+    for i, digest in enumerate(run_steps(factory, seed, steps)):
         run.record("repro.step", digest, step=i)
         n += 1
     return n
@@ -229,7 +207,7 @@ def replay_check(run_dir: str | Path, *, factory: str | None = None, steps: int 
     n = min(steps or len(recorded), len(recorded))
     result = ReplayResult(compared=0, factory=spec, seed=setup["seed"])
     with _recorded_determinism(env):
-        for i, digest in enumerate(run_steps(load_factory(spec), setup["seed"], n)):
+        for i, digest in enumerate(run_steps(spec, setup["seed"], n)):
             result.compared += 1
             want = recorded.get(i)
             if want is None:
