@@ -41,6 +41,15 @@ def test_nondeterminism_table(op, device, accumulate, mode, warn_only, flagged):
     assert (why is not None) == flagged and (why is None or why.endswith(f"on {device}"))
 
 
+def test_cublas_workspace_decides_cuda_matmuls(monkeypatch):
+    args = ((torch.zeros(2, 2, device="meta"), torch.zeros(2, 2, device="meta")), {})
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert "CUBLAS_WORKSPACE_CONFIG" in nondeterminism.reason("mm", "cuda", args, mode=False)
+    assert nondeterminism.reason("mm", "cpu", args, mode=False) is None
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    assert nondeterminism.reason("mm", "cuda", args, mode=False) is None
+
+
 def test_counts_dtypes_devices(tmp_path):
     a, b = torch.randn(3, 3), torch.randn(3, 3, dtype=torch.float64)
     with tw.Run(tmp_path / "run", seed=0) as run, OperatorInventory(run):

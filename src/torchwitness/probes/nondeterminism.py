@@ -1,6 +1,7 @@
 """Which aten operators are nondeterministic on which device, after ``torch.use_deterministic_algorithms``'s own
 documentation (torch 2.x): some become deterministic when the mode is on ("fixed"), others have no deterministic
-implementation and raise, or only warn under ``warn_only=True`` ("throws").
+implementation and raise, or only warn under ``warn_only=True`` ("throws"); cuBLAS matrix products on CUDA
+without a fixed workspace (``CUBLAS_WORKSPACE_CONFIG``), per torch's reproducibility notes.
 
 >>> reason("index_put", "cpu", ((None, None, None, True), {}), mode=False)
 'index_put with accumulate=True on cpu'
@@ -10,6 +11,7 @@ True
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +70,10 @@ _ENTRIES: list[tuple[str, NondetOp]] = [
     *_t(_CUDA, False, "bincount", when=lambda a: _arg(a, 1, "weights", None) is not None, condition="with weights"),
     *_t(_CUDA, False, "cumsum", when=lambda a: bool(a[0]) and getattr(a[0][0], "dtype", None) is not None
         and (a[0][0].dtype.is_floating_point or a[0][0].dtype.is_complex), condition="on floating-point input"),
+    # cuBLAS (CUDA >= 10.2) needs a fixed workspace to be deterministic; the mode raises without one
+    *_t(_CUDA, False, "mm", "addmm", "bmm", "baddbmm", "addbmm", "mv", "addmv", "_scaled_mm",
+        when=lambda a: os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in (":4096:8", ":16:8"),
+        condition="without CUBLAS_WORKSPACE_CONFIG=:4096:8 or :16:8"),
     # put_ with accumulate=False raises on every device, with accumulate=True on CUDA
     *_t(_ANY, False, "put_", "put", when=lambda a: not _accumulate(a), condition="with accumulate=False"),
     *_t(_CUDA, False, "put_", "put", when=_accumulate, condition="with accumulate=True"),
