@@ -195,3 +195,17 @@ def test_a_second_pickle_after_the_first_is_analysed_too(tmp_path):
     (tmp_path / "two.pkl").write_bytes(pickle.dumps({"ok": 1}, protocol=4) + pickle.dumps(Payload(tmp_path / "x")))
     scan = scan_model(tmp_path / "two.pkl")
     assert len(scan.pickles) == 2 and rules_of(scan) == ["TW701"]
+
+
+def test_npy_object_arrays_are_pickles(tmp_path):
+    import numpy as np
+
+    marker = tmp_path / "pwned"
+    arr = np.empty(2, dtype=object)
+    arr[0], arr[1] = 1, Payload(marker)
+    np.save(tmp_path / "obj.npy", arr, allow_pickle=True)
+    np.save(tmp_path / "plain.npy", np.arange(4.0))
+    obj, plain = scan_model(tmp_path / "obj.npy"), scan_model(tmp_path / "plain.npy")
+    assert (obj.format, rules_of(obj)) == ("npy", ["TW701"])
+    assert (plain.format, plain.findings, plain.pickles) == ("npy", [], [])
+    assert not marker.exists()
