@@ -209,3 +209,10 @@ def test_npy_object_arrays_are_pickles(tmp_path):
     assert (obj.format, rules_of(obj)) == ("npy", ["TW701"])
     assert (plain.format, plain.findings, plain.pickles) == ("npy", [], [])
     assert not marker.exists()
+
+
+def test_torchscript_archive_classes_are_its_own(tmp_path, small_model):
+    torch.jit.script(small_model).save(str(tmp_path / "ts.pt"))
+    scan = scan_model(tmp_path / "ts.pt")
+    assert scan.format == "torchscript-zip" and scan.findings == []
+    assert any(i.startswith("__torch__.") for i in scan.summary()["imports"]) and scan.notes

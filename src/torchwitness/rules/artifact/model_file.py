@@ -146,6 +146,13 @@ def _scan_zip(f: BinaryIO, result: ModelScan) -> None:
         raise ModelFileError(f"{result.path}: {e}") from None
     if not pickles:
         result.notes.append("zip archive without pickles")
+    if result.format == "torchscript-zip":
+        # torch.jit.load resolves __torch__.* to classes compiled from the archive's code/ folder: TorchScript,
+        # run by its interpreter, which cannot import Python modules. They are the archive's own, not imports.
+        own = {g.qualname for _, a in result.pickles for g in a.imports if g.module.split(".", 1)[0] == "__torch__"}
+        result.allow = result.allow | own
+        if own:
+            result.notes.append(f"{len(own)} TorchScript class(es) from the archive's code/ folder run on load")
 
 
 def _scan_pickle_stream(f: BinaryIO, result: ModelScan) -> None:
