@@ -34,6 +34,11 @@ def test_bad_factories_give_one_readable_line(cli: Cli, spec: str, message: str,
     assert rc == code and message in err and err.strip().count("\n") == 0 and out == ""
 
 
+def test_findings_of_a_missing_run_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    rc, _, err = cli("findings", str(tmp_path / "nowhere"))
+    assert rc != 0 and err.strip().count("\n") == 0 and "nowhere" in err
+
+
 def test_unknown_rule_id_gives_one_readable_line(cli: Cli) -> None:
     rc, _, err = cli("audit", f"{FACTORIES}:adam_l2", "--select", "TW9999")
     assert rc == 2 and "unknown rule ID 'TW9999'" in err and err.strip().count("\n") == 0
@@ -80,6 +85,9 @@ def test_train_phase_healthy_is_quiet_buggy_is_caught(cli: Cli, tmp_path: Path) 
     recorded = [r["data"] for r in iter_records(run, kinds={"finding"})]
     assert any(d["rule_id"] == "TW401" and d["final"] for d in recorded)
     assert cli("verify", str(run))[0] == 0
+    # the same findings, read back from the ledger
+    rc, again, _ = cli("findings", str(run), "-f", "json")
+    assert rc == 1 and json.loads(again)["findings"] == json.loads(out)["findings"]
 
 
 def test_training_step_and_callable_batches(cli: Cli) -> None:
@@ -95,7 +103,14 @@ def test_sarif_file_and_baseline_round(cli: Cli, tmp_path: Path) -> None:
     assert rc == 1 and "wrote sarif report" in err
     log = json.loads(sarif.read_text())
     jsonschema.Draft4Validator(load_sarif_schema()).validate(log)
-    assert "TW401" in {r["ruleId"] for r in log["runs"][0]["results"]}
+    results = log["runs"][0]["results"]
+    assert "TW401" in {r["ruleId"] for r in results}
+    # findings inside the model also point at the factory's definition, so code scanning can show them
+    line = next(i for i, text in enumerate(FACTORIES.read_text().splitlines(), 1) if "def left_in_eval" in text)
+    for r in results:
+        physical = r["locations"][0]["physicalLocation"]
+        assert physical["artifactLocation"]["uri"].endswith("audit_factories.py")
+        assert physical["region"] == {"startLine": line}
     rc, out, _ = cli("audit", f"{FACTORIES}:left_in_eval", "--phase", "train", "--steps", "6",
                      "--baseline", str(base))
     assert rc == 0 and "suppressed by the baseline" in out

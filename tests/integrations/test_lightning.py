@@ -30,8 +30,10 @@ def _loaders() -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader
 
 
 class Classifier(pl.LightningModule):
-    def __init__(self, *, softmax_into_ce: bool = False, optimise_first_layer_only: bool = False) -> None:
+    def __init__(self, *, softmax_into_ce: bool = False, optimise_first_layer_only: bool = False,
+                 via_forward: bool = False) -> None:
         super().__init__()
+        self.via_forward = via_forward
         self.net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 3))
         self.loss_fn = nn.CrossEntropyLoss()
         self.softmax_into_ce, self.first_only = softmax_into_ce, optimise_first_layer_only
@@ -39,8 +41,11 @@ class Classifier(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], idx: int) -> torch.Tensor:
         x, y = batch
-        out = self.net(x)
+        out = self(x) if self.via_forward else self.net(x)
         return self.loss_fn(out.softmax(-1) if self.softmax_into_ce else out, y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], idx: int) -> None:
         self.log("val_loss", self.loss_fn(self.net(batch[0]), batch[1]))
@@ -64,8 +69,9 @@ def _fit(module: pl.LightningModule, callback: pl.Callback, steps: int = 12) -> 
         trainer.fit(module, *_loaders())
 
 
-def test_healthy_fit_is_quiet_and_records_true_gradients(tmp_path: Path) -> None:
-    module = Classifier()
+@pytest.mark.parametrize("via_forward", [False, True])
+def test_healthy_fit_is_quiet_and_records_true_gradients(tmp_path: Path, via_forward: bool) -> None:
+    module = Classifier(via_forward=via_forward)
     with tw.Run(tmp_path / "run") as run:
         _fit(module, tw_lightning.WitnessCallback(run, every_n_steps=4, first_steps=2))
         loud = [f for f in run.findings() if f.severity >= Severity.WARN]
@@ -76,6 +82,7 @@ def test_healthy_fit_is_quiet_and_records_true_gradients(tmp_path: Path) -> None
     for step, data in audits.items():  # gradients judged are this step's, not the previous one's
         assert data["grad_norm"] == pytest.approx(module.grad_norms[step], rel=1e-4)
         assert data["loss"] is not None
+        assert data["forwards"] == 1  # a training_step calling self(x) is not counted twice
 
 
 @pytest.mark.parametrize(("bug", "rule"), [({"softmax_into_ce": True}, "TW150"),

@@ -69,6 +69,17 @@ def test_sarif_validates_against_the_official_schema() -> None:
                                             "lastStep": 9}
 
 
+def test_sarif_anchor_gives_model_findings_a_file() -> None:
+    log = to_sarif(_findings(), anchor=("mypkg/train.py", 7))
+    _validator().validate(log)
+    by_id = {r["ruleId"]: r["locations"][0] for r in log["runs"][0]["results"]}
+    assert by_id["TW103"]["logicalLocations"][0]["fullyQualifiedName"] == "model.encoder.fc1"
+    assert by_id["TW103"]["physicalLocation"] == {"artifactLocation": {"uri": "mypkg/train.py",
+                                                                       "uriBaseId": "%SRCROOT%"},
+                                                  "region": {"startLine": 7}}
+    assert by_id["TW302"]["physicalLocation"]["region"]["startLine"] == 12  # its own source location wins
+
+
 def test_schema_check_is_not_vacuous() -> None:
     log = to_sarif(_findings()[:1])
     log["runs"][0]["results"][0]["level"] = "fatal"

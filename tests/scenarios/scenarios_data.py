@@ -153,3 +153,33 @@ def svm_labels_with_bce(run: tw.Run) -> None:
     model = mlp(10, 32, 1)
     fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.BCEWithLogitsLoss(), x,
         (y.float() * 2 - 1).unsqueeze(1), steps=5)
+
+
+def _functional_loop(run: tw.Run, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss, steps: int = 6) -> None:
+    """No loss module handed to the watch: the loss is a torch.nn.functional call."""
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    run.watch(model, opt)
+    for step in range(steps):
+        idx = torch.arange(step * 32, step * 32 + 32) % len(x)
+        opt.zero_grad()
+        loss(model(x[idx]), y[idx]).backward()
+        opt.step()
+
+
+@bug("TW150")
+def softmax_into_functional_cross_entropy(run: tw.Run) -> None:
+    x, y = blobs()
+    _functional_loop(run, nn.Sequential(mlp(), nn.Softmax(-1)), x, y, torch.nn.functional.cross_entropy)
+
+
+@bug("TW210")
+def rare_class_functional_bce(run: tw.Run) -> None:
+    x = torch.randn(1000, 10)
+    y = (torch.rand(1000) < 0.02).float().unsqueeze(1)
+    _functional_loop(run, mlp(10, 32, 1), x, y, torch.nn.functional.binary_cross_entropy_with_logits)
+
+
+@bug("TW152")
+def functional_l1_broadcast(run: tw.Run) -> None:
+    x, y = regression()
+    _functional_loop(run, mlp(8, 16, 1), x, y, torch.nn.functional.l1_loss)

@@ -199,3 +199,18 @@ def no_optimizer_manual_sgd(run: tw.Run) -> None:
             for p in model.parameters():
                 p -= 0.05 * p.grad
                 p.grad = None
+
+
+@healthy
+def functional_cross_entropy_with_label_smoothing(run: tw.Run) -> None:
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.AdamW(model.parameters(), 2e-3)
+    run.watch(model, opt, every_n_steps=5, first_steps=3)
+    for _ in range(30):
+        idx = torch.randint(0, 512, (32,))
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx], label_smoothing=0.1)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()

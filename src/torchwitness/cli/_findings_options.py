@@ -58,11 +58,11 @@ class FindingsOptions:
 
 
 def report(findings: Iterable[Finding], opts: FindingsOptions, *, title: str | None = None,
-           source_root: Path | None = None) -> None:
+           source_root: Path | None = None, anchor: tuple[str, int] | None = None) -> None:
     """Render ``findings`` as ``opts`` say and exit with the fail-level exit code (0 when nothing fails)."""
     outcome = emit(findings, opts.fmt, opts.output, baseline=opts.baseline, select=opts.select or (),
                    ignore=opts.ignore or (), fail_level=opts.fail_level, show_hints=opts.hints,
-                   write_baseline_to=opts.write_baseline, title=title, source_root=source_root)
+                   write_baseline_to=opts.write_baseline, title=title, source_root=source_root, anchor=anchor)
     if opts.output is not None:
         typer.echo(f"wrote {opts.fmt} report of {len(outcome.shown)} finding(s) to {opts.output}", err=True)
     raise typer.Exit(outcome.exit_code)

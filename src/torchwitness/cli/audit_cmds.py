@@ -1,4 +1,5 @@
-"""audit MODULE:FACTORY --phase static|init|train: judge what a factory builds, report findings."""
+"""audit MODULE:FACTORY --phase static|init|train (judge what a factory builds) and findings RUN (report a run's
+recorded findings, e.g. from a training callback)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,20 @@ def audit(factory: str = typer.Argument(..., help="package.module:function (or f
                              every_n_steps=every, on_step=on_step)
     if run_dir is not None:
         err_console.print(f"evidence in {run_dir} (torchwitness verify {run_dir})", highlight=False)
-    fo.report(findings, opts, title=f"audit {factory} --phase {phase}")
+    fo.report(findings, opts, title=f"audit {factory} --phase {phase}", source_root=Path.cwd(),
+              anchor=target.source)
+
+
+def findings(run: Path = typer.Argument(..., help="The run folder.", show_default=False),
+             fmt: str = fo.FORMAT, output: Path | None = fo.OUTPUT, baseline: Path | None = fo.BASELINE,
+             select: list[str] | None = fo.SELECT, ignore: list[str] | None = fo.IGNORE,
+             fail_level: str = fo.FAIL_LEVEL, hints: bool = fo.HINTS,
+             write_baseline: Path | None = fo.WRITE_BASELINE) -> None:
+    """Report the findings recorded in a run's ledger (run.watch, callbacks, audit --run); exit 1 at --fail-level."""
+    from torchwitness.report import run_findings
+
+    opts = fo.FindingsOptions(fmt, output, baseline, select, ignore, fail_level, hints, write_baseline).check()
+    fo.report(run_findings(run), opts, title=f"findings recorded in {run}")
 
 
 @contextlib.contextmanager
@@ -68,3 +82,4 @@ def _progress(phase: str, steps: int) -> Iterator[object]:
 
 def register(app: typer.Typer) -> None:
     app.command()(audit)
+    app.command()(findings)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -56,6 +57,7 @@ class AuditTarget:
     loss_fn: Callable[..., Any] | None = None
     batches: Iterable[Any] | Callable[[], Any] | None = None
     loss: Callable[[torch.nn.Module, Any], torch.Tensor] | None = None
+    source: tuple[str, int] | None = None  # (file, line) of the factory, where reports can point
 
 
 def load_factory(spec: str) -> Callable[[], Any]:
@@ -107,7 +109,20 @@ def build_target(spec: str) -> AuditTarget:
         made = fn()
     except Exception as e:
         raise AuditError(f"factory {spec} raised {type(e).__name__}: {e}") from e
-    return as_target(made, spec)
+    target = as_target(made, spec)
+    target.source = _where(fn)
+    return target
+
+
+def _where(fn: Callable[..., Any]) -> tuple[str, int] | None:
+    try:
+        path, line = inspect.getsourcefile(fn), inspect.getsourcelines(fn)[1]
+    except (OSError, TypeError):  # built-ins and objects without source
+        return None
+    if path is None:
+        return None
+    p = Path(path).resolve()
+    return (p.relative_to(Path.cwd()).as_posix() if p.is_relative_to(Path.cwd()) else str(p)), max(line, 1)
 
 
 def as_target(made: Any, spec: str = "factory") -> AuditTarget:

@@ -61,13 +61,15 @@ def _unit_rows(x: torch.Tensor, max_rows: int) -> tuple[torch.Tensor, torch.Tens
 def activation_summary(acts: list[torch.Tensor], max_rows: int = 16) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Statistics of many modules' outputs in a few batched kernels.
 
-    Returns the peak ``|x|`` of every activation (NaN or Inf when it holds one; ``_foreach_norm`` with
-    ``ord=inf`` cannot overflow the way a sum can), and for the batched ones (``ndim >= 2``, at least two samples,
-    the same number of sampled rows) a ``(3, m)`` tensor of ``[dead units, spread, magnitude]``. A unit is dead
-    when it is exactly zero for every sampled row and position; spread is the mean absolute deviation of the
-    per-sample unit values across samples; magnitude the mean ``|x|``.
+    Returns the peak ``|x|`` of every activation (NaN or Inf when it holds one), and for the batched ones
+    (``ndim >= 2``, at least two samples) a ``(3, m)`` tensor of ``[dead units, spread, magnitude]`` over the
+    first ``max_rows`` samples. A unit is dead when it is exactly zero for every sampled row and position;
+    spread is the mean absolute deviation of the per-sample unit values across samples; magnitude the mean
+    ``|x|``.
     """
-    peaks = torch.stack([p.float() for p in torch._foreach_norm(acts, float("inf"))])
+    # aminmax per tensor: _foreach_norm(ord=inf) takes a slow path on CPU, and a sum could overflow.
+    bounds = torch.stack([torch.stack(torch.aminmax(a.detach())).float() for a in acts])
+    peaks = torch.maximum(-bounds[:, 0], bounds[:, 1])
     batched = [a for a in acts if a.ndim >= 2 and a.shape[0] >= 2]
     if not batched:
         return peaks, None

@@ -92,6 +92,7 @@ class ParamInfo:
     has_grad: bool = False
     grad_norm: float = float("nan")
     weight_norm: float = float("nan")
+    update_ratio: float | None = None  # |update| / |weight| at the step, estimated on the tensor's first elements
     update_norm: float | None = None
     unchanged_frac: float | None = None  # low-precision params: share of elements a non-zero grad left unchanged
     group: int | None = None
@@ -109,6 +110,7 @@ class LossInfo:
     module: torch.nn.Module | None
     input: TensorInfo | None
     target: TensorInfo | None
+    weighted: bool = False  # class weights (weight=, pos_weight=) given
     value: float | None = None
     row_sums: tuple[float, float] | None = None  # min and max of the input's row sums over the class axis
 

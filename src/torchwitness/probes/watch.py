@@ -29,6 +29,7 @@ from torch.utils.hooks import RemovableHandle
 from torchwitness.errors import InputError
 from torchwitness.probes import stats
 from torchwitness.probes.config import resolve
+from torchwitness.probes.lossspy import LossSpy
 from torchwitness.probes.view import History, ModuleInfo, ParamInfo, StepView, TensorInfo
 from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
 from torchwitness.rules.findings import FindingSet
@@ -38,6 +39,8 @@ MODE_SENSITIVE = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnor
 _MAX_PENDING_LOSSES = 8192
 _EVAL_ROW_BUDGET = 16384
 _AUDITS_PER_RECORD = 32
+_SNAPSHOT = 8192
+_MOMENT_ROWS = 2048
 
 
 def _is_compiled(model: torch.nn.Module) -> bool:
@@ -85,6 +88,7 @@ class Watch:
         self._eval_seen = False
         self._step_open = False
         self._external_forward = False
+        self._spy: LossSpy | None = None
         self.initial_versions = {id(p): p._version for p in inner.parameters()}
         self._handles = [model.register_forward_pre_hook(self._root_pre, with_kwargs=True),
                          model.register_forward_hook(self._root_post, with_kwargs=True)]
@@ -103,6 +107,9 @@ class Watch:
 
     def _arm(self) -> None:
         self._window = Window(step=self.step)
+        # Feature/label moments stop once enough rows are in: correlations are settled by then.
+        m = self.history.moments
+        self._window.extra["want_moments"] = m is None or m[0] < _MOMENT_ROWS
         if self._armed or self.compiled:  # compiled graphs keep their submodules unhooked: hooks would recompile
             return
         for m in self._inner.modules():
@@ -118,6 +125,8 @@ class Watch:
 
     # ---- hooks -----------------------------------------------------------------------------------------------
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        if self._spy is not None:
+            self._spy_stop()
         if self._external_forward:  # begin_forward() already opened this forward
             return
         if not torch.is_grad_enabled():
@@ -152,6 +161,8 @@ class Watch:
             w.add_targets(target, out.shape[-1] if out.shape[-1] <= 4096 else None)
         if out is not None and out.requires_grad:
             out.register_hook(partial(self._on_output_grad, w, w.forwards[-1]))
+            if w.loss is None:
+                self._spy_start()
 
     def _on_output_grad(self, w: Window, fwd: Forward, grad: torch.Tensor) -> None:
         fwd.trained = True
@@ -209,7 +220,29 @@ class Watch:
             self._losses.append((self.step, output.detach()))
         w = self._window
         if w is not None and w.loss is None:
-            w.add_loss(module, args, output)
+            weighted = any(getattr(module, a, None) is not None for a in ("weight", "pos_weight"))
+            w.add_loss(type(module).__name__, args[0] if args else None, args[1] if len(args) > 1 else None, output,
+                       module=module, weighted=weighted)
+
+    # ---- functional losses: a function mode between forward end and optimizer step, audited steps only ---------
+    def _spy_start(self) -> None:
+        if self._spy is None and not self.compiled and not isinstance(self.loss_fn, torch.nn.Module):
+            self._spy = LossSpy(self._spied_loss, self._spied_backward)
+            self._spy.start()
+
+    def _spy_stop(self) -> None:
+        if self._spy is not None:
+            self._spy.stop()
+            self._spy = None
+
+    def _spied_loss(self, kind: str, x: Any, t: Any, weighted: bool, out: Any) -> None:
+        w = self._window
+        if w is not None and w.loss is None and torch.is_grad_enabled():
+            w.add_loss(kind, x, t, out, weighted=weighted)
+
+    def _spied_backward(self, loss: torch.Tensor) -> None:
+        if loss.numel() == 1 and not (self._losses and self._losses[-1][0] == self.step):
+            self._losses.append((self.step, loss.detach()))
 
     def _eval_forward(self, args: tuple, kwargs: dict) -> None:
         if not self._eval_seen:
@@ -246,8 +279,10 @@ class Watch:
         grads = [p.param.grad for p in w.params if p.has_grad]
         if grads:  # an L2 norm is 0 exactly when the gradient is all zeros, and NaN/Inf when any element is
             w.pack.add("g/norm", torch.stack(torch._foreach_norm(grads)))
+            w.pack.add("p/norm", torch.stack(torch._foreach_norm([p.param.detach() for p in w.params if p.has_grad])))
 
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        self._spy_stop()
         w = self._window
         if w is None:
             return None
@@ -273,8 +308,9 @@ class Watch:
     def _before_update(self, w: Window) -> None:
         self._collect_grads(w)
         moving = [p for p in w.params if p.has_grad and p.group is not None]
-        # Only tensors the step is about to change are copied, and only on audited steps.
-        w.before = [p.param.detach().clone() for p in moving]
+        # Update-to-weight ratios are estimated on the first _SNAPSHOT elements of each tensor the step is about
+        # to change: copying whole tensors would cost more than the step of a small model.
+        w.before = [p.param.detach().reshape(-1)[:_SNAPSHOT].clone() for p in moving]
         w.extra["moving"] = moving
         w.lowp = [i for i, p in enumerate(p for p in w.params if p.has_grad)
                   if p.dtype in (torch.float16, torch.bfloat16) and p.group is not None]
@@ -283,15 +319,15 @@ class Watch:
         w = self._window
         if w is not None and w.before:
             moving = w.extra["moving"]
-            after = [p.param.detach() for p in moving]
-            w.pack.add("w/norm", torch.stack(torch._foreach_norm(w.before)))
+            after = [p.param.detach().reshape(-1)[:_SNAPSHOT] for p in moving]
+            w.pack.add("s/norm", torch.stack(torch._foreach_norm(w.before)))
             w.pack.add("u/norm", torch.stack(torch._foreach_norm(torch._foreach_sub(after, w.before))))
             with_grad = [p for p in w.params if p.has_grad]
             lp = []
             for i in w.lowp:
                 p = with_grad[i]
                 j = next(k for k, m in enumerate(moving) if m is p)
-                pushed = p.param.grad != 0
+                pushed = p.param.grad.reshape(-1)[:_SNAPSHOT] != 0
                 lp += [((after[j] == w.before[j]) & pushed).sum(), pushed.sum()]
             if lp:
                 w.pack.add("lowp", torch.stack(lp))
@@ -300,6 +336,7 @@ class Watch:
 
     # ---- step boundaries -------------------------------------------------------------------------------------
     def _end_step(self) -> None:
+        self._spy_stop()
         w = self._window
         if w is not None:
             self._finish(w)
@@ -354,7 +391,7 @@ class Watch:
         lo = view.loss
         if lo is not None:
             h.notes["loss_kind"] = lo.kind
-            h.notes["class_weighted"] = any(getattr(lo.module, a, None) is not None for a in ("weight", "pos_weight"))
+            h.notes["class_weighted"] = lo.weighted
             if lo.target is not None and lo.target.stats and "std" in lo.target.stats:
                 h.notes.setdefault("target_var", []).append(lo.target.stats["std"] ** 2)
 
@@ -362,8 +399,7 @@ class Watch:
         if self._record is None:
             return
         norms = [p.grad_norm for p in view.params if p.has_grad]
-        ratios = [p.update_norm / p.weight_norm for p in view.params
-                  if p.update_norm is not None and p.weight_norm > 0 and len(p.shape) >= 2]
+        ratios = [p.update_ratio for p in view.params if p.update_ratio is not None and len(p.shape) >= 2]
         self._audits.append({"step": view.step, "forwards": view.forwards,
                              "loss": view.loss.value if view.loss else None,
                              "grad_norm": sum(n * n for n in norms) ** 0.5 if norms else None,
@@ -388,6 +424,7 @@ class Watch:
     def begin_forward(self, *args: Any, **kwargs: Any) -> None:
         """Open a training forward whose root ``model.forward`` is not called (Lightning's ``training_step`` calls
         submodules); ``args``/``kwargs`` are the batch inputs. Root forwards inside it are not counted again."""
+        self._external_forward = False  # a previous one never closed (a skipped step): start afresh
         self._root_pre(self.model, args, kwargs)
         self._external_forward = torch.is_grad_enabled()
 
@@ -427,6 +464,7 @@ class Watch:
             self._run_rules(StepView(event="close", step=self.step, watch=self))
             self._flush_audits()
         finally:
+            self._spy_stop()
             self._disarm()
             for h in self._handles:
                 h.remove()

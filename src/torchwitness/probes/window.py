@@ -118,7 +118,8 @@ class Window:
         self.num_classes = num_classes
         self.pack.add("hist", stats.class_histogram(labels, num_classes))
         x = next((t for t in self._primary() if t.ndim == 2 and t.is_floating_point()), None)
-        if x is not None and labels.ndim == 1 and x.shape[0] == labels.shape[0] and num_classes <= 32:
+        if x is not None and labels.ndim == 1 and x.shape[0] == labels.shape[0] and num_classes <= 32 \
+                and self.extra.get("want_moments", True):
             onehot = torch.nn.functional.one_hot(labels.clamp(0, num_classes - 1), num_classes)
             cols = onehot[:, 1:] if num_classes == 2 else onehot
             self.pack.add("moments", stats.label_moments(x, cols))
@@ -141,12 +142,13 @@ class Window:
             self.pack.add("act/units", units)
         self.acts.clear()
 
-    def add_loss(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
-        kind = type(module).__name__
-        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
-        t = args[1] if len(args) > 1 and isinstance(args[1], torch.Tensor) else None
+    def add_loss(self, kind: str, x: Any, t: Any, output: Any, *, module: torch.nn.Module | None = None,
+                 weighted: bool = False) -> None:
+        """Note the loss call of this step: what it was fed (``x``: model output, ``t``: target)."""
+        x = x if isinstance(x, torch.Tensor) else None
+        t = t if isinstance(t, torch.Tensor) else None
         self.loss = LossInfo(kind=kind, module=module, input=TensorInfo.of("input", x) if x is not None else None,
-                             target=TensorInfo.of("target", t) if t is not None else None)
+                             target=TensorInfo.of("target", t) if t is not None else None, weighted=weighted)
         if x is not None and x.numel() and x.is_floating_point():
             self.pack.add("loss/in", stats.value_stats(x))
             if x.ndim >= 2:
@@ -194,14 +196,14 @@ class Window:
 
     def _fill_params(self, data: dict[str, np.ndarray]) -> None:
         with_grad = [p for p in self.params if p.has_grad]
-        norms = data.get("g/norm")
-        if norms is not None:
-            for p, n in zip(with_grad, norms.tolist(), strict=True):
-                p.grad_norm = n
+        if "g/norm" in data:
+            for p, g, w in zip(with_grad, data["g/norm"].tolist(), data["p/norm"].tolist(), strict=True):
+                p.grad_norm, p.weight_norm = g, w
         moving = self.extra.get("moving", [])
         if "u/norm" in data:
-            for p, w, u in zip(moving, data["w/norm"].tolist(), data["u/norm"].tolist(), strict=True):
-                p.weight_norm, p.update_norm = w, u
+            for p, w, u in zip(moving, data["s/norm"].tolist(), data["u/norm"].tolist(), strict=True):
+                p.update_norm = u
+                p.update_ratio = u / w if w > 0 else None
         lp = data.get("lowp")
         if lp is not None:
             for j, i in enumerate(self.lowp):

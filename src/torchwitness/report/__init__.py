@@ -18,8 +18,9 @@ True
 from torchwitness.report.baseline import load_baseline, write_baseline
 from torchwitness.report.console import FindingsView
 from torchwitness.report.emit import FORMATS, Outcome, emit, filter_findings
+from torchwitness.report.from_run import run_findings
 from torchwitness.report.json_report import read_findings, to_json
 from torchwitness.report.sarif import load_sarif_schema, to_sarif
 
 __all__ = ["FORMATS", "FindingsView", "Outcome", "emit", "filter_findings", "load_baseline", "load_sarif_schema",
-           "read_findings", "to_json", "to_sarif", "write_baseline"]
+           "read_findings", "run_findings", "to_json", "to_sarif", "write_baseline"]

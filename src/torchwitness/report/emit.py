@@ -66,12 +66,13 @@ def filter_findings(findings: Iterable[Finding], *, select: Sequence[str] = (), 
 def emit(findings: Iterable[Finding], fmt: str = "console", output: str | Path | None = None, *,
          baseline: str | Path | None = None, select: Sequence[str] = (), ignore: Sequence[str] = (),
          fail_level: str = "error", show_hints: bool = False, write_baseline_to: str | Path | None = None,
-         title: str | None = None, stream: TextIO | None = None, source_root: str | Path | None = None) -> Outcome:
+         title: str | None = None, stream: TextIO | None = None, source_root: str | Path | None = None,
+         anchor: tuple[str, int] | None = None) -> Outcome:
     """Render ``findings`` to ``output`` (a file) or ``stream`` (default stdout); return the :class:`Outcome`.
 
     ``exit_code`` is 1 when a shown finding is at least ``fail_level`` (``never`` disables this), else 0.
     ``write_baseline_to`` writes every finding left after ``--select``/``--ignore`` (hints included) as a new
-    baseline.
+    baseline. ``source_root`` and ``anchor`` are handed to :func:`~torchwitness.report.sarif.to_sarif`.
     """
     check_format(fmt)
     findings = list(findings)
@@ -87,8 +88,11 @@ def emit(findings: Iterable[Finding], fmt: str = "console", output: str | Path |
         _print_console(FindingsView(shown, title=title, suppressed=out.suppressed, hidden_hints=out.hidden_hints),
                        output, stream)
     else:
-        text = to_json(shown, suppressed=out.suppressed, hidden_hints=out.hidden_hints) if fmt == "json" else \
-            json.dumps(to_sarif(shown, source_root=source_root), indent=2, default=jsonable, ensure_ascii=False)
+        if fmt == "json":
+            text = to_json(shown, suppressed=out.suppressed, hidden_hints=out.hidden_hints)
+        else:
+            log = to_sarif(shown, source_root=source_root, anchor=anchor)
+            text = json.dumps(log, indent=2, default=jsonable, ensure_ascii=False)
         _write(text + "\n", output, stream)
     out.exit_code = int(level is not None and any(f.severity >= level for f in shown))
     return out

@@ -5,7 +5,8 @@
 - ``results``: level ``error``/``warning``/``note`` from ERROR/WARN/INFO (HINT → ``note``); the finding's
   fingerprint in ``partialFingerprints`` under ``torchwitness/v1``; count and steps in ``properties``.
 - locations: a physical location (file, line, column) for findings located in source (``path.py:LINE[:COL]``,
-  or ``details`` holding ``path``/``line``), else a logical location (the module path inside the model).
+  or ``details`` holding ``path``/``line``), else a logical location (the module path inside the model), with
+  the ``anchor`` file (for ``audit``: the factory's definition) as its physical location when one is given.
 
 The official schema ships with the package (``schemas/sarif-schema-2.1.0.json.gz``, the OASIS file
 ``https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json``, unchanged;
@@ -53,10 +54,13 @@ def load_sarif_schema() -> dict[str, Any]:
     return json.loads(gzip.decompress(data))
 
 
-def to_sarif(findings: Sequence[Finding], *, source_root: str | Path | None = None) -> dict[str, Any]:
+def to_sarif(findings: Sequence[Finding], *, source_root: str | Path | None = None,
+             anchor: tuple[str, int] | None = None) -> dict[str, Any]:
     """A SARIF log (as a dict) with one run holding ``findings``.
 
-    ``source_root`` is the folder relative source paths are resolved against (``%SRCROOT%``).
+    ``source_root`` is the folder relative source paths are resolved against (``%SRCROOT%``). ``anchor`` (file,
+    line) is where findings located only inside a model also point physically (``audit`` passes the factory's
+    definition), since code-scanning services show only results with a file.
     """
     rule_ids = sorted({f.rule_id for f in findings})
     index = {rid: i for i, rid in enumerate(rule_ids)}
@@ -65,7 +69,7 @@ def to_sarif(findings: Sequence[Finding], *, source_root: str | Path | None = No
                             "informationUri": "https://pypi.org/project/torchwitness/",
                             "rules": [_descriptor(rid) for rid in rule_ids]}},
         "columnKind": "unicodeCodePoints",
-        "results": [_result(f, index[f.rule_id]) for f in findings],
+        "results": [_result(f, index[f.rule_id], anchor) for f in findings],
     }
     if source_root is not None:
         run["originalUriBaseIds"] = {SOURCE_ROOT: {"uri": Path(source_root).resolve().as_uri() + "/"}}
@@ -103,7 +107,7 @@ def _pascal(name: str) -> str:
     return "".join(w[:1].upper() + w[1:] for w in re.split(r"[-_ ]+", name) if w) or name
 
 
-def _result(f: Finding, rule_index: int) -> dict[str, Any]:
+def _result(f: Finding, rule_index: int, anchor: tuple[str, int] | None) -> dict[str, Any]:
     props: dict[str, Any] = {"severity": str(f.severity), "phase": str(f.phase), "count": f.count}
     if f.first_step is not None:
         props["firstStep"] = f.first_step
@@ -114,23 +118,30 @@ def _result(f: Finding, rule_index: int) -> dict[str, Any]:
     if f.details:
         props["details"] = json.loads(json.dumps(f.details, default=jsonable))
     return {"ruleId": f.rule_id, "ruleIndex": rule_index, "level": LEVEL[f.severity],
-            "message": {"text": f.message}, "locations": [_location(f)],
+            "message": {"text": f.message}, "locations": [_location(f, anchor)],
             "partialFingerprints": {SARIF_FINGERPRINT_KEY: f.fingerprint}, "properties": props}
 
 
-def _location(f: Finding) -> dict[str, Any]:
+def _location(f: Finding, anchor: tuple[str, int] | None) -> dict[str, Any]:
     path, line, col = f.details.get("path"), f.details.get("line"), f.details.get("col")
     m = _SOURCE_LOCATION.match(f.location)
     if path is None and m is not None:
         path, line, col = m["path"], int(m["line"]), int(m["col"]) if m["col"] else None
-    if path is None:
-        name = f.location
-        return {"logicalLocations": [{"fullyQualifiedName": name, "name": name.rpartition(".")[2],
-                                      "kind": "module"}]}
-    p = PurePath(str(path))
+    if path is not None:
+        return {"physicalLocation": _physical(str(path), line, col)}
+    name = f.location
+    located: dict[str, Any] = {"logicalLocations": [{"fullyQualifiedName": name, "name": name.rpartition(".")[2],
+                                                     "kind": "module"}]}
+    if anchor is not None:
+        located["physicalLocation"] = _physical(anchor[0], anchor[1], None)
+    return located
+
+
+def _physical(path: str, line: Any, col: Any) -> dict[str, Any]:
+    p = PurePath(path)
     artifact = {"uri": Path(p).as_uri()} if p.is_absolute() else {"uri": p.as_posix(), "uriBaseId": SOURCE_ROOT}
     physical: dict[str, Any] = {"artifactLocation": artifact}
     if isinstance(line, int) and line >= 1:
         physical["region"] = {"startLine": line, **({"startColumn": col} if isinstance(col, int) and col >= 1
                                                     else {})}
-    return {"physicalLocation": physical}
+    return physical

@@ -188,7 +188,7 @@ def _correlations(v: StepView) -> np.ndarray | None:
     return np.nan_to_num(corr, nan=0.0)
 
 
-@training_rule("TW209", when="step", name="label-leak", title="A feature equals the label",
+@training_rule("TW209", when=("step", "close"), name="label-leak", title="A feature equals the label",
                severity=Severity.ERROR, phase=Phase.BATCH, obligations=DATA,
                remediation="Drop the column from the features: it is the target (or a copy, or an encoding of "
                            "it) and will not exist at prediction time.")
@@ -198,8 +198,10 @@ def label_leak(v: StepView) -> Iterator[Finding]:
 
     Example: ``X = df.drop(columns=["id"])`` keeps the ``target`` column. Fix: drop the target from X.
     """
+    if v.history.notes.get("TW209") or (v.event == "step" and "moments" not in v.extra.get("data", {})):
+        return
     corr = _correlations(v)
-    if corr is None or v.history.notes.get("TW209"):
+    if corr is None:
         return
     col, cls = np.unravel_index(np.argmax(np.abs(corr)), corr.shape)
     r = float(corr[col, cls])

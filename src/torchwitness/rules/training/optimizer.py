@@ -163,9 +163,9 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
     Example: SGD with lr=10. Fix: lower the learning rate; a healthy ratio is around 1e-3.
     """
     for p in v.params:
-        if p.update_norm is None or len(p.shape) < 2 or not p.weight_norm > 1e-12:
+        r = p.update_ratio
+        if r is None or len(p.shape) < 2 or not p.weight_norm > 1e-12:
             continue
-        r = p.update_norm / p.weight_norm
         if r >= v.threshold("update_ratio_max"):
             yield Finding.of("TW307", p.name, f"update of {p.name} is {r:.3g}x its norm", step=v.step)
             return
