@@ -103,6 +103,27 @@ def test_only_due_steps_are_audited(tmp_path):
     assert len(records(tmp_path / "run", "repro.environment")) == 1
 
 
+def test_attached_to_an_untouched_loop(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    with tw.Run(tmp_path / "run", seed=0) as run, OperatorInventory(run, every=2).attach(model, opt):
+        for _ in range(5):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            model.eval()
+            model(x)  # an eval forward between steps is not audited
+            model.train()
+    inv = list(iter_records(tmp_path / "run", kinds={"ops.inventory"}))
+    assert [r["step"] for r in inv] == [0, 2, 4]
+    ops = inv[0]["data"]["ops"]
+    assert ops["aten.addmm.default"]["count"] == 2  # the training forward only, not the eval one
+    assert "aten.add_.Tensor" in ops  # the optimizer's update ran inside the audited step
+    assert not model._forward_pre_hooks
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_scatter_add_is_flagged(tmp_path, deterministic_mode):
     with tw.Run(tmp_path / "run", seed=0) as run, OperatorInventory(run):

@@ -5,7 +5,8 @@ On an audited step it counts each operator overload with the dtypes and devices 
 checks each against :mod:`.nondeterminism` for the device it ran on. Reading ``dtype``/``device`` never syncs the
 device; the record is written once, when the step's context closes.
 
-Example::
+Example (explicit blocks; or ``with OperatorInventory(run, every=100).attach(model, opt):`` around an untouched
+loop)::
 
     import torchwitness as tw
     from torchwitness.probes.operators import OperatorInventory
@@ -28,6 +29,7 @@ from typing import Any
 
 import msgspec
 
+from torchwitness.errors import InputError
 from torchwitness.ledger.schema import register_kind
 from torchwitness.probes import nondeterminism
 from torchwitness.probes.repro import determinism_requested, determinism_state, record_environment
@@ -132,6 +134,8 @@ class OperatorInventory:
         self.current_step: int | None = None
         self._reset()
         self._mode: Any = None
+        self._handles: list[Any] = []
+        self._steps = 0
 
     def _reset(self) -> None:
         self.ops: dict[str, _Counts] = {}
@@ -166,7 +170,7 @@ class OperatorInventory:
     def start(self, step: int | None = None) -> None:
         """Begin auditing (what ``Run.watch`` calls on an audited step)."""
         if self._mode is not None:
-            raise RuntimeError("OperatorInventory is already active")
+            raise InputError("this OperatorInventory is already active; stop() it first")
         record_environment(self.run)
         self._reset()
         self.current_step = step
@@ -209,12 +213,38 @@ class OperatorInventory:
             if due:
                 self.stop()
 
+    def attach(self, model: Any, optimizer: Any) -> OperatorInventory:
+        """Audit a training loop through native hooks, without touching it: on due steps the mode starts at the
+        model's first training-mode forward and stops after ``optimizer.step()`` (steps are counted by the
+        optimizer's step hook, as ``Run.watch`` counts them). :meth:`detach` (or leaving ``with``) removes them."""
+        self._handles = [model.register_forward_pre_hook(self._on_forward),
+                         optimizer.register_step_post_hook(self._on_step)]
+        return self
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self.stop()
+
+    def _on_forward(self, module: Any, args: Any) -> None:
+        if self._mode is None and module.training and self._steps % self.every == 0:
+            self.start(self._steps)
+
+    def _on_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.stop()
+        self._steps += 1
+
     def __enter__(self) -> OperatorInventory:
-        self.start(self.current_step)
+        if not self._handles:
+            self.start(self.current_step)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        if self._handles:
+            self.detach()
+        else:
+            self.stop()
 
 
 def _tensors(args: tuple[Any, ...], kwargs: dict[str, Any], tensor_type: type) -> Iterator[Any]:
