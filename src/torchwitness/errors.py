@@ -99,3 +99,7 @@ class ServingStopped(TorchWitnessError):
 
 class ExportError(TorchWitnessError):
     """An exporter (MLflow, OpenTelemetry) could not deliver the run's evidence."""
+
+
+class ModelFileError(InputError):
+    """A model file cannot be analysed: not a pickle, zip or safetensors file, or truncated/corrupt."""

@@ -6,20 +6,13 @@ stderr and the error's exit code.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import sys
 
 import typer
 
 from torchwitness import __version__
-from torchwitness.cli import (
-    audit_cmds,
-    certify_cmds,
-    demo_cmd,
-    ledger_cmds,
-    provenance_cmds,
-    report_cmds,
-    rules_cmds,
-)
 from torchwitness.cli._output import err_console
 from torchwitness.errors import TorchWitnessError
 
@@ -39,8 +32,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Record, verify and report the evidence of a model's life."""
 
 
-for _module in (ledger_cmds, demo_cmd, rules_cmds, audit_cmds, certify_cmds, provenance_cmds, report_cmds):
-    _module.register(app)
+# Every command family is a module named *_cmds (or demo_cmd) exposing register(app): adding a family never
+# touches this file.
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _info.name.endswith(("_cmds", "_cmd")):
+        importlib.import_module(f"{__name__}.{_info.name}").register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

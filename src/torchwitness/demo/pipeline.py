@@ -76,6 +76,9 @@ def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, co
         run.record("eval.summary", {"split": "test", "accuracy": (pred == y_test).float().mean(),
                                     "rows": len(y_test)})
         certify_stage(run, model, x_test, y_test, console)
+        from torchwitness.demo.code_evidence import record_code_evidence
+
+        record_code_evidence(run, model, (x_train[:256], y_train[:256]), loss_fn, out, console)
 
     result = verify_run(run_dir)
     console.print(f"[green]verified[/]: {result.summary()}")

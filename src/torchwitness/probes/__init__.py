@@ -1,4 +1,5 @@
-"""Probes: hooks that collect training signals on the device, transferred to the host once per audited step."""
+"""Probes: hooks that collect training signals on the device, transferred to the host once per audited step, and
+dispatch-level observers of which operators ran (:mod:`torchwitness.probes.operators`)."""
 
 from torchwitness.probes.watch import Watch
 

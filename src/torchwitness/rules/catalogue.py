@@ -26,7 +26,8 @@ from torchwitness.errors import InputError
 
 ENTRY_POINT_GROUP = "torchwitness.rules"
 # Built-in rule packages that register on import; loaded with the plugins so listing never misses them.
-_BUILTIN = ("torchwitness.rules.training",)
+_BUILTIN = ("torchwitness.rules.training", "torchwitness.rules.static.engine", "torchwitness.rules.artifact.model_file",
+            "torchwitness.probes.operators")
 _ID = re.compile(r"^[A-Z]{2,4}\d{3,4}$")
 
 
