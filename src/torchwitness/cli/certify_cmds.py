@@ -140,7 +140,9 @@ def verify_cert(cert: Path = typer.Argument(..., help="A certificate JSON file."
     from torchwitness.certify.verify import verify_certificate
 
     base = load_source(baseline, factory=factory) if baseline else None
-    tokens = _stream(data, base) if replay and base is not None else None
+    if data is not None and base is None:
+        raise InputError("--data is checked against the certificate with the baseline's tokenizer: pass --baseline")
+    tokens = _stream(data, base) if data is not None else None
     result = verify_certificate(cert, key=key, baseline=base, subject=subject, factory=factory, tokens=tokens,
                                 replay=replay, seed=seed, run=run)
     typer.echo(result.summary())
