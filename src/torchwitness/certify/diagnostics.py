@@ -160,6 +160,8 @@ def layer_diagnostics(baseline: nn.Module, subject: nn.Module, calibration: torc
         mb, ms = _matrix(wb), _matrix(ws)
         if torch.equal(mb, ms):  # untouched by the edit (e.g. embeddings): nothing to iterate on
             err, ratio, mp = 0.0, 1.0, mp_outliers(mb, None)
+        elif not bool(torch.isfinite(ms).all()):  # the invariants fail it; rank it first, skip the linear algebra
+            err, ratio, mp = math.inf, math.nan, None
         else:
             norm_b = float(mb.norm())
             err = float((ms - mb).norm()) / norm_b if norm_b > 0 else float(ms.norm() > 0)
@@ -170,7 +172,8 @@ def layer_diagnostics(baseline: nn.Module, subject: nn.Module, calibration: torc
         layers.append({"layer": name, "shape": list(wb.shape), "weight_error": err, "spectral_ratio": ratio,
                        "outliers_baseline": None if mp is None else mp[0],
                        "outliers_subject": None if mp is None else mp[1],
-                       "activation_drift": drift.get(module), "damage": max(err, abs(1.0 - ratio))})
+                       "activation_drift": drift.get(module),
+                       "damage": math.inf if math.isnan(ratio) else max(err, abs(1.0 - ratio))})
     layers.sort(key=lambda r: (-r["damage"], r["layer"]))
     return layers, _limit_failures(layers, limits)
 
@@ -182,7 +185,7 @@ def _limit_failures(layers: list[dict[str, Any]], limits: DiagnosticLimits) -> l
         name = r["layer"]
         if r["weight_error"] > limits.max_weight_error:
             out.append(f"{name}: weight error {r['weight_error']:.3g} > {limits.max_weight_error:g}")
-        if not lo <= r["spectral_ratio"] <= hi:
+        if not lo <= r["spectral_ratio"] <= hi:  # NaN (non-finite weights) falls outside too
             out.append(f"{name}: spectral norm ratio {r['spectral_ratio']:.3g} outside [{lo:g}, {hi:g}]")
         if r["outliers_baseline"] is not None and \
                 r["outliers_subject"] - r["outliers_baseline"] > limits.max_new_outliers:
