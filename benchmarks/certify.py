@@ -115,10 +115,13 @@ def bench_certify(name: str, model: torch.nn.Module, stream: np.ndarray, edits: 
     params = sum(p.numel() for p in model.parameters())
     win = make_windows(stream, length=length, count=windows)
     bare = {}
-    with measure(bare):
-        evaluate_lm(model, model, win.tokens, batch_size=batch_size)
+    for _ in range(2):  # the faster of two runs: the shared machine's load varies from second to second
+        once: dict = {}
+        with measure(once):
+            evaluate_lm(model, model, win.tokens, batch_size=batch_size)
+        bare = once if not bare or once["seconds"] < bare["seconds"] else bare
     print(f"{name} ({params / 1e6:.2f}M parameters), {windows} windows x {length} tokens: two bare forward "
-          f"passes {bare['seconds']:.2f} s")
+          f"passes {bare['seconds']:.2f} s (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     for edit in edits:
         cost = {}
         with measure(cost):
@@ -159,7 +162,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--windows", type=int, default=50_000, help="bootstrap windows")
     ap.add_argument("--replicates", type=int, default=2_000)
-    ap.add_argument("--train-steps", type=int, default=100)
+    ap.add_argument("--train-steps", type=int, default=50)
     ap.add_argument("--smollm", action="store_true", help="also SmolLM2-135M (slow on CPU)")
     ap.add_argument("--smollm-windows", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1,

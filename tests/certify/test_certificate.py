@@ -110,7 +110,9 @@ def test_replay_and_model_digests(int4, tiny_lm):
     apply_edit(subject, "quant-int4")
     check = verify_certificate(int4.certificate, baseline=tiny_lm.model, subject=subject,
                                tokens=tiny_lm.held_out, replay=8, seed=0)
-    assert "replay of 8 windows" in check.checks and "model digests" in check.checks
+    assert {"replay of 8 windows", "model digests", "data digest"} <= set(check.checks)
+    with pytest.raises(CertificateError, match="data given does not match"):
+        verify_certificate(int4.certificate, baseline=tiny_lm.model, subject=subject, tokens=tiny_lm.held_out[1:])
     with pytest.raises(CertificateError, match="subject model's weights do not match"):
         verify_certificate(int4.certificate, baseline=tiny_lm.model, subject=tiny_lm.model)
 

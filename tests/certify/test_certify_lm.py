@@ -90,3 +90,15 @@ def test_ppl_ratio_is_exp_of_the_mean_token_delta(tiny_lm):
     assert math.isclose(cert["statistics"]["metrics"]["ppl_ratio"]["estimate"], math.exp(delta), rel_tol=1e-12)
     totals = cert["statistics"]["totals"]
     assert math.isclose(totals["subject_ppl"] / totals["baseline_ppl"], math.exp(delta), rel_tol=1e-9)
+
+
+def test_non_finite_subject_fails_closed(tiny_lm):
+    subject = tiny_lm.copy()
+    with torch.no_grad():
+        subject.transformer.h[0].mlp.c_proj.weight[0, 0] = float("nan")
+    result = certify(tiny_lm.model, subject, tokens=tiny_lm.held_out)
+    assert result.verdict == "fail"
+    assert "invariant: transformer.h.0.mlp.c_proj.weight: non-finite values" in result.reasons
+    assert result.certificate["decision"]["holm"] == {"kl": False, "ppl_ratio": False, "top1_agreement": False}
+    assert result.certificate["diagnostics"]["layers"][0]["layer"] == "transformer.h.0.mlp.c_proj.weight"
+    verify_certificate(result.certificate)

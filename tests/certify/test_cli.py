@@ -134,3 +134,17 @@ def test_cert_schema_is_json_schema(tw):
     r = tw("cert-schema")
     schema = json.loads(r.stdout)
     assert "Certificate" in json.dumps(schema) and r.returncode == 0
+
+
+def test_hugging_face_folder_with_token_ids(tiny_lm, tmp_path, tw):
+    import numpy as np
+
+    tiny_lm.model.save_pretrained(tmp_path / "hf")
+    np.save(tmp_path / "ids.npy", tiny_lm.held_out)
+    r = tw("certify", "--baseline", str(tmp_path / "hf"), "--edit", "prune-50", "--data", str(tmp_path / "ids.npy"),
+           "--policy", "lenient", "--run", str(tmp_path / "run"), "-o", str(tmp_path / "c.json"))
+    assert r.returncode in (0, 1), r.stderr
+    cert = json.loads((tmp_path / "c.json").read_text())
+    assert cert["baseline"]["source"] == "hf:hf" and cert["baseline"]["weights"] == weights_digest(tiny_lm.model)
+    assert tw("verify-cert", str(tmp_path / "c.json"), "--baseline", str(tmp_path / "hf"), "--subject",
+              str(tmp_path / "hf")).returncode == 3  # the subject is the pruned model, not the baseline

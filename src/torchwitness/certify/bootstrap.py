@@ -99,6 +99,8 @@ class Bootstrap:
         The p-value is the ``alpha`` at which the (1 - alpha) BCa bound sits exactly on the margin.
         """
         e = float(self.estimate[j])
+        if not np.isfinite(e) or not np.all(np.isfinite(self.replicates[:, j])):
+            return 1.0  # fail closed: a non-finite statistic (e.g. NaN logits) can never show non-inferiority
         if self.degenerate(j):
             ok = e < margin if side == "upper" else e > margin
             return 0.0 if ok else 1.0

@@ -5,12 +5,14 @@ Per weight matrix (parameters of two or more dimensions, viewed as ``[out, -1]``
 - ``weight_error``: ``||W_s - W_b||_F / ||W_b||_F``;
 - ``spectral_ratio``: ``sigma_max(W_s) / sigma_max(W_b)`` by power iteration from the same start vector;
 - Marchenko-Pastur outliers: singular values above the bulk edge ``sigma (sqrt(m) + sqrt(n))`` of a random
-  matrix with the *baseline's* entry scale ``sigma``, counted in both models (matrices up to ``_MP_MAX``
-  entries; larger ones report null rather than pay for a full SVD);
+  matrix with the *baseline's* entry scale ``sigma``, counted in both models from the eigenvalues of the smaller
+  Gram matrix (matrices up to ``_MP_MAX`` entries; larger ones report null rather than pay for the
+  decomposition);
 - ``activation_drift``: ``var(out_s) / var(out_b) - 1`` of each module's output on calibration inputs.
 
-Layers are ranked by ``damage = max(weight_error, |1 - spectral_ratio|)``: both are local to the layer,
-whereas activation drift is inherited from every layer upstream and would blame innocent successors.
+Matrices the edit left bit-identical are reported as such without iterating. Layers are ranked by
+``damage = max(weight_error, |1 - spectral_ratio|)``: both are local to the layer, whereas activation drift is
+inherited from every layer upstream and would blame innocent successors.
 """
 
 from __future__ import annotations
@@ -32,33 +34,47 @@ def _matrix(t: torch.Tensor) -> torch.Tensor:
     return t.detach().float().reshape(t.shape[0], -1)
 
 
+def spectral_norm(w: torch.Tensor, v0: torch.Tensor, iters: int = _POWER_ITERS) -> float:
+    """Largest singular value by power iteration from ``v0``, stopping once it changes by < 1e-7 (relative)."""
+    v = v0 / v0.norm()
+    sigma, previous = torch.zeros((), device=w.device), -1.0
+    for i in range(iters):
+        u = w @ v
+        sigma = u.norm()
+        v = w.t() @ (u / sigma.clamp_min(1e-30))
+        v = v / v.norm().clamp_min(1e-30)
+        if i % 10 == 9:  # one host sync every ten steps, not every step
+            current = float(sigma)
+            if current == 0.0 or abs(current - previous) <= 1e-7 * current:
+                break
+            previous = current
+    return float(sigma)
+
+
 def spectral_norms(a: torch.Tensor, b: torch.Tensor, iters: int = _POWER_ITERS) -> tuple[float, float]:
     """Largest singular values of two same-shape matrices, by power iteration from one seeded vector."""
     gen = torch.Generator(device="cpu").manual_seed(0)
     v0 = torch.randn(a.shape[1], generator=gen).to(a.device)
-    out = []
-    for w in (a, b):
-        v = v0 / v0.norm()
-        sigma = torch.zeros((), device=w.device)
-        for _ in range(iters):
-            u = w @ v
-            sigma = u.norm()
-            if sigma == 0:
-                break
-            v = w.t() @ (u / sigma)
-            v = v / v.norm().clamp_min(1e-30)
-        out.append(sigma)
-    return float(out[0]), float(out[1])
+    return spectral_norm(a, v0, iters), spectral_norm(b, v0, iters)
 
 
-def mp_outliers(base: torch.Tensor, subj: torch.Tensor) -> tuple[int, int] | None:
-    """Singular values above the baseline's Marchenko-Pastur bulk edge, in baseline and subject."""
+def _count_above(w: torch.Tensor, edge: float) -> int:
+    """Singular values of ``w`` above ``edge``, from the eigenvalues of the smaller Gram matrix."""
+    gram = w.t() @ w if w.shape[0] >= w.shape[1] else w @ w.t()
+    return int((torch.linalg.eigvalsh(gram) > edge * edge).sum())
+
+
+def mp_outliers(base: torch.Tensor, subj: torch.Tensor | None) -> tuple[int, int] | None:
+    """Singular values above the baseline's Marchenko-Pastur bulk edge, in baseline and subject.
+
+    ``subj=None`` means the subject's matrix is identical to the baseline's.
+    """
     if base.numel() > _MP_MAX or min(base.shape) < 2:
         return None
     m, n = base.shape
-    edge = base.std() * (math.sqrt(m) + math.sqrt(n))
-    counts = [int((torch.linalg.svdvals(w) > edge).sum()) for w in (base, subj)]
-    return counts[0], counts[1]
+    edge = float(base.std()) * (math.sqrt(m) + math.sqrt(n))
+    count_b = _count_above(base, edge)
+    return count_b, count_b if subj is None else _count_above(subj, edge)
 
 
 def _param_names(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -142,16 +158,22 @@ def layer_diagnostics(baseline: nn.Module, subject: nn.Module, calibration: torc
             continue
         seen.add(id(wb))
         mb, ms = _matrix(wb), _matrix(ws)
-        norm_b = float(mb.norm())
-        err = float((ms - mb).norm()) / norm_b if norm_b > 0 else float(ms.norm() > 0)
-        sb, ss = spectral_norms(mb, ms)
-        ratio = ss / sb if sb > 0 else (1.0 if ss == 0 else math.inf)
-        mp = mp_outliers(mb, ms)
+        if torch.equal(mb, ms):  # untouched by the edit (e.g. embeddings): nothing to iterate on
+            err, ratio, mp = 0.0, 1.0, mp_outliers(mb, None)
+        elif not bool(torch.isfinite(ms).all()):  # the invariants fail it; rank it first, skip the linear algebra
+            err, ratio, mp = math.inf, math.nan, None
+        else:
+            norm_b = float(mb.norm())
+            err = float((ms - mb).norm()) / norm_b if norm_b > 0 else float(ms.norm() > 0)
+            sb, ss = spectral_norms(mb, ms)
+            ratio = ss / sb if sb > 0 else (1.0 if ss == 0 else math.inf)
+            mp = mp_outliers(mb, ms)
         module = name.rsplit(".", 1)[0] if "." in name else name
         layers.append({"layer": name, "shape": list(wb.shape), "weight_error": err, "spectral_ratio": ratio,
                        "outliers_baseline": None if mp is None else mp[0],
                        "outliers_subject": None if mp is None else mp[1],
-                       "activation_drift": drift.get(module), "damage": max(err, abs(1.0 - ratio))})
+                       "activation_drift": drift.get(module),
+                       "damage": math.inf if math.isnan(ratio) else max(err, abs(1.0 - ratio))})
     layers.sort(key=lambda r: (-r["damage"], r["layer"]))
     return layers, _limit_failures(layers, limits)
 
@@ -163,7 +185,7 @@ def _limit_failures(layers: list[dict[str, Any]], limits: DiagnosticLimits) -> l
         name = r["layer"]
         if r["weight_error"] > limits.max_weight_error:
             out.append(f"{name}: weight error {r['weight_error']:.3g} > {limits.max_weight_error:g}")
-        if not lo <= r["spectral_ratio"] <= hi:
+        if not lo <= r["spectral_ratio"] <= hi:  # NaN (non-finite weights) falls outside too
             out.append(f"{name}: spectral norm ratio {r['spectral_ratio']:.3g} outside [{lo:g}, {hi:g}]")
         if r["outliers_baseline"] is not None and \
                 r["outliers_subject"] - r["outliers_baseline"] > limits.max_new_outliers:

@@ -76,6 +76,7 @@ def holm(p_values: dict[str, float], alpha: float) -> dict[str, bool]:
     >>> holm({"a": 0.01, "b": 0.04, "c": 0.03}, 0.05)
     {'a': True, 'c': False, 'b': False}
     """
+    p_values = {k: (v if v == v else 1.0) for k, v in p_values.items()}  # NaN never rejects
     order = sorted(p_values, key=lambda k: (p_values[k], k))
     m = len(order)
     out: dict[str, bool] = {}
@@ -154,14 +155,14 @@ def decide(stats: dict[str, Any], policy: Policy, *, invariants: list[str],
         if not ok:
             m = metrics[name]
             rel = "<" if m["side"] == "upper" else ">"
+            est, lo, hi = (decode_float(v) for v in (m["estimate"], *m["interval"]))  # NaN arrives tagged
             reasons.append(f"{name}: non-inferiority not shown ({name} {rel} {m['margin']:g}; estimate "
-                           f"{m['estimate']:.6g}, {policy.confidence:.0%} interval [{m['interval'][0]:.6g}, "
-                           f"{m['interval'][1]:.6g}], Holm-adjusted test at alpha {policy.alpha:g}, "
-                           f"p = {m['p_value']:.3g})")
+                           f"{est:.6g}, {policy.confidence:.0%} interval [{lo:.6g}, {hi:.6g}], Holm-adjusted "
+                           f"test at alpha {policy.alpha:g}, p = {m['p_value']:.3g})")
     for name in TAILS:
         m = metrics.get(name)
-        if m and m.get("gate") and not m["estimate"] <= m["margin"]:
-            reasons.append(f"{name}: {m['estimate']:.4g} exceeds {m['margin']:g}")
+        if m and m.get("gate") and not decode_float(m["estimate"]) <= m["margin"]:
+            reasons.append(f"{name}: {decode_float(m['estimate']):.4g} exceeds {m['margin']:g}")
     if policy.diagnostics.gate:
         reasons += [f"diagnostic: {d}" for d in diagnostic_failures]
     return ("fail" if reasons else "pass"), reasons, rejected

@@ -180,16 +180,18 @@ def _check_models(cert: dict[str, Any], baseline: Any, subject: Any, factory: st
                                    expected=stated_tok, computed=src.tokenizer_digest)
         models[role] = src.model
     done.append("model digests")
+    if tokens is not None:
+        if cert["task"] != "causal-lm":
+            raise InputError("token data applies to causal-LM certificates")
+        stream = np.asarray(tokens, dtype=np.int64)
+        if stream_digest(stream) != cert["data"]["digest"]:
+            raise CertificateError("the data given does not match the certificate's data digest",
+                                   expected=cert["data"]["digest"], computed=stream_digest(stream))
+        done.append("data digest")
     if not replay:
         return done
-    if cert["task"] != "causal-lm":
-        raise InputError("--replay re-runs token windows: it applies to causal-LM certificates")
     if tokens is None:
         raise InputError("--replay needs the data the certificate was made on (--data)")
-    stream = np.asarray(tokens, dtype=np.int64)
-    if stream_digest(stream) != cert["data"]["digest"]:
-        raise CertificateError("the data given does not match the certificate's data digest",
-                               expected=cert["data"]["digest"], computed=stream_digest(stream))
     rows = cert["statistics"]["rows"]
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(len(rows), size=min(replay, len(rows)), replace=False))

@@ -30,6 +30,8 @@ def _stream(data: Path | None, source):
 
 
 def _summary(result, name: str) -> Table:
+    from torchwitness.ledger.encoding import decode_float as num  # NaN / Inf arrive tagged
+
     cert = result.certificate
     table = Table(title=f"{name}: [bold]{result.verdict.upper()}[/] (policy {cert['policy']['name']})")
     for col in ("metric", "estimate", "interval", "margin", "p (one-sided)", "gate"):
@@ -38,9 +40,9 @@ def _summary(result, name: str) -> Table:
         if "estimate" not in m:
             table.add_row(metric, "", "", "", f"{m['p_value']:.3g}", "no")
             continue
-        interval = "[{:.5g}, {:.5g}]".format(*m["interval"]) if "interval" in m else ""
+        interval = "[{:.5g}, {:.5g}]".format(*map(num, m["interval"])) if "interval" in m else ""
         margin = f"{'≤' if m['side'] == 'upper' else '≥'} {m['margin']:g}" if "margin" in m else ""
-        table.add_row(metric, f"{m['estimate']:.6g}", interval, margin,
+        table.add_row(metric, f"{num(m['estimate']):.6g}", interval, margin,
                       f"{m['p_value']:.3g}" if "p_value" in m else "", "yes" if m.get("gate") else "no")
     return table
 
@@ -64,6 +66,7 @@ def certify(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
     from torchwitness.certify.certificate import to_bytes
     from torchwitness.certify.policy import load_policy
     from torchwitness.certify.sources import load_source
+    from torchwitness.ledger.encoding import decode_float as num
     from torchwitness.run import Run
 
     edits = list(edit or [])
@@ -92,12 +95,12 @@ def certify(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
                                      data_source=str(data), key_dir=key_dir,
                                      progress=lambda n, t=task, p=progress: p.advance(t, n))
             console.print(_summary(result, name))
-            say = partial(console.print, highlight=False, soft_wrap=True)
+            say = partial(console.print, highlight=False, soft_wrap=True, markup=False)
             for reason in result.reasons:
                 say(f"  reason: {reason}")
             top = result.certificate["diagnostics"]["layers"][:3]
             say("  most changed layers: " + ", ".join(
-                f"{d['layer']} (weight error {d['weight_error']:.3g})" for d in top))
+                f"{d['layer']} (weight error {num(d['weight_error']):.3g})" for d in top))
             if out is not None:
                 target = out / f"{name}.json" if len(edits) > 1 else out
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +143,9 @@ def verify_cert(cert: Path = typer.Argument(..., help="A certificate JSON file."
     from torchwitness.certify.verify import verify_certificate
 
     base = load_source(baseline, factory=factory) if baseline else None
-    tokens = _stream(data, base) if replay and base is not None else None
+    if data is not None and base is None:
+        raise InputError("--data is checked against the certificate with the baseline's tokenizer: pass --baseline")
+    tokens = _stream(data, base) if data is not None else None
     result = verify_certificate(cert, key=key, baseline=base, subject=subject, factory=factory, tokens=tokens,
                                 replay=replay, seed=seed, run=run)
     typer.echo(result.summary())
