@@ -78,3 +78,23 @@ def test_schema_lists_every_builtin_kind() -> None:
     schemas = json.loads(tw_cli("schema").stdout)
     assert {"run.start", "run.end", "erasure", "ledger.recovered", "ledger.dropped"} <= set(schemas["kinds"])
     assert schemas["envelope"]["$ref"].endswith("Envelope")
+
+
+def test_schema_knows_the_kinds_of_every_capability() -> None:
+    from torchwitness.ledger.schema import _BUILTIN_KIND_MODULES
+
+    schemas = json.loads(tw_cli("schema").stdout)["kinds"]
+    assert {"finding", "fairness.eval", "edit.certificate", "drift.alert", "review.decision", "inference",
+            "explain.attribution"} <= set(schemas)
+    assert len(_BUILTIN_KIND_MODULES) == len(set(_BUILTIN_KIND_MODULES))
+
+
+def test_every_module_that_registers_kinds_is_listed() -> None:
+    from torchwitness.ledger.schema import _BUILTIN_KIND_MODULES
+
+    src = Path(tw.__file__).parent
+    registering = {
+        "torchwitness." + ".".join(p.relative_to(src).with_suffix("").parts)
+        for p in src.rglob("*.py") if "register_kind(" in p.read_text() and p.name != "schema.py"
+    }
+    assert registering <= set(_BUILTIN_KIND_MODULES), registering - set(_BUILTIN_KIND_MODULES)

@@ -102,6 +102,33 @@ class Erasure(msgspec.Struct):
 
 _KINDS: dict[str, type] = {}
 
+# Modules that register the schemas of the record kinds they emit. Imported on the first schema lookup, so
+# `torchwitness schema` and `verify --deep` know every built-in kind (some of these import torch; the fast
+# verification path never looks schemas up).
+_BUILTIN_KIND_MODULES = (
+    "torchwitness.certify.certificate", "torchwitness.controls.consent", "torchwitness.controls.consented_data",
+    "torchwitness.controls.datasheet", "torchwitness.controls.drift.monitor", "torchwitness.controls.fairness.report",
+    "torchwitness.controls.oversight", "torchwitness.controls.privacy", "torchwitness.controls.provenance",
+    "torchwitness.controls.provenance_query", "torchwitness.integrations.captum", "torchwitness.probes.inference",
+    "torchwitness.probes.operators", "torchwitness.probes.replay", "torchwitness.probes.repro",
+    "torchwitness.rules.artifact.model_file", "torchwitness.rules.findings", "torchwitness.rules.static.engine",
+)
+_builtins_loaded = False
+
+
+def _load_builtin_kinds() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    import importlib
+
+    for name in _BUILTIN_KIND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional extra is missing: its kinds stay free-form
+            continue
+
 
 def register_kind(kind: str, struct: type, *, force: bool = False) -> None:
     """Declare the data schema of a record kind. Refuses to replace an existing one unless ``force``."""
@@ -111,11 +138,13 @@ def register_kind(kind: str, struct: type, *, force: bool = False) -> None:
 
 
 def kinds() -> dict[str, type]:
+    _load_builtin_kinds()
     return dict(_KINDS)
 
 
 def validate(kind: str, data: Any) -> None:
     """Raise ``msgspec.ValidationError`` if ``data`` does not fit the registered schema of ``kind``."""
+    _load_builtin_kinds()
     struct = _KINDS.get(kind)
     if struct is not None:
         msgspec.convert(data, struct)
@@ -123,6 +152,7 @@ def validate(kind: str, data: Any) -> None:
 
 def json_schemas(kind: str | None = None) -> dict[str, Any]:
     """JSON Schemas of the envelope and every registered kind (or one kind)."""
+    _load_builtin_kinds()
     if kind is not None and kind not in _KINDS:
         raise InputError(f"unknown record kind {kind!r}; known: {', '.join(sorted(_KINDS))}")
     selected = {kind: _KINDS[kind]} if kind else dict(sorted(_KINDS.items()))
