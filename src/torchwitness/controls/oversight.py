@@ -31,6 +31,7 @@ ACTIONS = ("approve", "override", "escalate")
 
 _SCHEMA = """
 PRAGMA journal_mode = WAL;
+PRAGMA secure_delete = ON;
 CREATE TABLE IF NOT EXISTS requests (
     decision_id TEXT PRIMARY KEY, reason TEXT NOT NULL, created_us INTEGER NOT NULL,
     prediction INTEGER, confidence REAL, status TEXT NOT NULL DEFAULT 'open');
@@ -165,6 +166,9 @@ class ReviewQueue:
             record("oversight.stop" if stopped else "oversight.resume",
                    {"who": Personal(who), "reason": reason, "changed_us": changed})
             self._db.execute("UPDATE switch SET recorded = 1, who = '' WHERE id = 1")
+        if rows or switch is not None:
+            # The WAL still holds the old pages with the ids in them until it is checkpointed and truncated.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return len(rows)
 
     # -- stop switch

@@ -1,0 +1,121 @@
+"""review list|decide|stop|resume, and explain-decision: the human-oversight side of deployment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from torchwitness.cli._output import console
+from torchwitness.errors import InputError, LedgerError
+
+review_app = typer.Typer(help="Human review of flagged decisions and the stop switch (EU AI Act Art. 14).",
+                         no_args_is_help=True)
+RunArg = typer.Argument(..., help="The run folder being served.", show_default=False)
+
+
+def _queue(run: Path):
+    from torchwitness.controls.oversight import ReviewQueue
+    from torchwitness.ledger.layout import read_manifest
+
+    read_manifest(run)
+    return ReviewQueue.for_run(run)
+
+
+def _record_now(run: Path, queue) -> str:
+    """Record pending decisions if the ledger is free; a serving process records them otherwise."""
+    from torchwitness.ledger.writer import Ledger
+
+    try:
+        with Ledger.open(run) as ledger:
+            n = queue.record_pending(ledger.append)
+    except LedgerError as e:
+        if "already open" not in str(e):
+            raise
+        return "pending: the serving process records it"
+    return f"recorded {n} decision(s) in the ledger" if n else "recorded in the ledger"
+
+
+@review_app.command("list")
+def list_requests(run: Path = RunArg, limit: int = typer.Option(50, "--limit")) -> None:
+    """Open review requests, oldest first."""
+    requests = _queue(run).open_requests(limit)
+    table = Table(title=f"{len(requests)} open review request(s)")
+    for col in ("decision", "reason", "prediction", "confidence"):
+        table.add_column(col)
+    for r in requests:
+        table.add_row(r.decision_id, r.reason, "" if r.prediction is None else str(r.prediction),
+                      "" if r.confidence is None else f"{r.confidence:.3f}")
+    console.print(table)
+
+
+@review_app.command()
+def decide(run: Path = RunArg, decision: str = typer.Option(..., "--decision", help="The decision id."),
+           action: str = typer.Option(..., "--action", help="approve, override or escalate."),
+           reviewer: str = typer.Option(..., "--reviewer", help="Reviewer id (stored only as a commitment)."),
+           label: int | None = typer.Option(None, "--label", help="The corrected label for an override."),
+           note: str = typer.Option("", "--note")) -> None:
+    """Record a reviewer's decision on a flagged request."""
+    queue = _queue(run)
+    queue.decide(decision, action, reviewer=reviewer, label=label, note=note)
+    typer.echo(f"{action} {decision}: {_record_now(run, queue)}")
+
+
+@review_app.command()
+def stop(run: Path = RunArg, who: str = typer.Option(..., "--who"), reason: str = typer.Option(..., "--reason")
+         ) -> None:
+    """Stop serving: the recorder refuses every request until resumed."""
+    queue = _queue(run)
+    queue.stop(who=who, reason=reason)
+    typer.echo(f"stopped: {_record_now(run, queue)}")
+
+
+@review_app.command()
+def resume(run: Path = RunArg, who: str = typer.Option(..., "--who"),
+           reason: str = typer.Option(..., "--reason")) -> None:
+    """Resume serving after a stop."""
+    queue = _queue(run)
+    queue.resume(who=who, reason=reason)
+    typer.echo(f"resumed: {_record_now(run, queue)}")
+
+
+def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--decision"),
+                     factory: str = typer.Option(..., "--factory", help="pkg.module:fn returning the served model "
+                                                 "(the one whose digest the inference record holds)."),
+                     steps: int = typer.Option(64, "--steps"), top_k: int = typer.Option(5, "--top"),
+                     seed: int = typer.Option(0, "--seed")) -> None:
+    """Explain one stored decision with Integrated Gradients and record the attribution.
+
+    Needs the input: serve with ``retain_inputs=True`` (kept erasable in the run's private folder).
+    """
+    from torchwitness.integrations.captum import explain_tabular
+    from torchwitness.integrations.factory import build_target
+    from torchwitness.ledger.reader import iter_records
+    from torchwitness.ledger.writer import Ledger
+    from torchwitness.probes.inference import RetainedInputs, model_digest
+
+    records = [r for r in iter_records(run, kinds={"inference"}) if decision in r["data"]["decision_ids"]]
+    if not records:
+        raise InputError(f"no inference record holds decision {decision!r}")
+    model = build_target(factory).model
+    if model_digest(model) != records[-1]["data"]["model"]:
+        raise InputError("the factory's model is not the one that made this decision (weights digest differs)")
+    import torch
+
+    x = torch.from_numpy(RetainedInputs.for_run(run).get(decision).copy())
+    explanation = explain_tabular(model, x, n_steps=steps, top_k=top_k, seed=seed)
+    with Ledger.open(run) as ledger:
+        seq = ledger.append("explain.attribution", {
+            "decision_id": decision, "method": explanation.method, "target": explanation.target,
+            "n_steps": explanation.n_steps, "baseline": explanation.baseline, "seed": explanation.seed,
+            "delta": explanation.delta, "top": [[k, v] for k, v in explanation.top],
+            "total": float(explanation.attributions.sum())})
+    for name, value in explanation.top:
+        typer.echo(f"{name}\t{value:+.4f}")
+    typer.echo(f"class {explanation.target}, convergence delta {explanation.delta:.2e}, recorded as seq {seq}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(review_app, name="review")
+    app.command("explain-decision")(explain_decision)

@@ -1,0 +1,21 @@
+"""A factory for the CLI tests: the Adult MLP trained briefly with a fixed seed (identical weights every call)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from torchwitness.demo.adult import load_adult
+
+
+def trained_model() -> nn.Module:
+    torch.manual_seed(0)
+    data = load_adult()
+    x, y = torch.from_numpy(data.train.features[:4000]), torch.from_numpy(data.train.labels[:4000])
+    model = nn.Sequential(nn.Linear(x.shape[1], 32), nn.ReLU(), nn.Linear(32, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()

@@ -1,0 +1,183 @@
+"""Inference records, review queue (restart, two writers), stop switch, explanations, retention."""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import torchwitness as tw
+from torchwitness.controls.oversight import ReviewPolicy, ReviewQueue
+from torchwitness.demo.adult import load_adult
+from torchwitness.errors import InputError, ServingStopped
+from torchwitness.integrations.captum import explain_tabular, explain_tokens
+from torchwitness.ledger import iter_records, verify_run
+from torchwitness.probes.inference import InferenceRecorder, model_digest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from served_model import trained_model
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return trained_model()
+
+
+@pytest.fixture(scope="module")
+def test_rows() -> torch.Tensor:
+    return torch.from_numpy(load_adult().test.features[:512])
+
+
+def test_records_batches_with_fingerprints_and_never_raw_inputs(tmp_path: Path, model, test_rows) -> None:
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        serve = InferenceRecorder(model, run, sample_every=2)
+        for i in range(0, 256, 32):
+            out = serve(test_rows[i:i + 32])
+            assert torch.allclose(out, torch.softmax(model(test_rows[i:i + 32]), -1))
+    records = [r["data"] for r in iter_records(root, kinds={"inference"})]
+    assert len(records) == 4  # every 2nd of 8 batches
+    first = records[0]
+    assert first["model"] == model_digest(model) and first["batch"] == 32
+    assert len(first["inputs"]) == 32 and all(f.startswith("hmac-sha256:") for f in first["inputs"])
+    assert len(set(first["decision_ids"])) == 32
+    # Retention off: no raw input value appears anywhere in the run folder (text or float32 bytes).
+    needle_text = repr(float(test_rows[0, 0])).encode()
+    needle_bytes = test_rows[0].numpy().tobytes()
+    for path in root.rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            assert needle_bytes not in blob, path
+            if path.suffix == ".jsonl":
+                assert needle_text not in blob, path
+    verify_run(root, deep=True)
+
+
+def test_identical_inputs_share_a_fingerprint(tmp_path: Path, model, test_rows) -> None:
+    with tw.Run(tmp_path / "run") as run:
+        serve = InferenceRecorder(model, run)
+        serve(test_rows[:2])
+        serve(test_rows[:2].clone())
+    a, b = [r["data"]["inputs"] for r in iter_records(tmp_path / "run", kinds={"inference"})]
+    assert a == b and a[0] != a[1]
+
+
+def test_review_flags_decisions_and_stop_switch(tmp_path: Path, model, test_rows) -> None:
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        serve = InferenceRecorder(model, run, policy=ReviewPolicy(min_confidence=0.9, audit_rate=0.05),
+                                  poll_seconds=0)
+        probs = serve(test_rows[:128])
+        queue = ReviewQueue.for_run(root)
+        flagged = queue.open_requests(1000)
+        low = int((probs.max(-1).values < 0.9).sum())
+        assert low <= len(flagged) <= 128 and low > 0
+        queue.decide(flagged[0].decision_id, "override", reviewer="alice@example.org", label=1, note="checked")
+        queue.decide(flagged[1].decision_id, "approve", reviewer="bob@example.org")
+        queue.stop(who="carol@example.org", reason="drift alert")
+        with pytest.raises(ServingStopped, match="drift alert"):
+            serve(test_rows[:4])
+        queue.resume(who="carol@example.org", reason="retrained")
+        serve(test_rows[:4])
+        serve.close()
+    decisions = [r["data"] for r in iter_records(root, kinds={"review.decision"})]
+    assert [d["action"] for d in decisions] == ["override", "approve"] and decisions[0]["label"] == 1
+    kinds = [r["kind"] for r in iter_records(root, kinds={"oversight.stop", "oversight.resume"})]
+    assert kinds == ["oversight.stop", "oversight.resume"]
+    for path in root.rglob("*"):  # reviewer ids live only as commitments
+        if path.is_file():
+            assert b"alice@example.org" not in path.read_bytes(), path
+    with pytest.raises(InputError, match="needs the corrected --label"):
+        queue.decide(flagged[2].decision_id, "override", reviewer="x")
+
+
+def _decide_many(path: str, who: str, ids: list[str]) -> None:
+    queue = ReviewQueue(path)
+    for d in ids:
+        queue.decide(d, "approve", reviewer=who)
+
+
+def test_queue_survives_restart_and_two_writer_processes(tmp_path: Path) -> None:
+    path = tmp_path / "review.sqlite"
+    queue = ReviewQueue(path)
+    queue.submit_many([(f"d{i}", "low_confidence", 0, 0.5) for i in range(400)])
+    queue.close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_decide_many, args=(str(path), who, [f"d{i}" for i in range(k, 400, 2)]))
+             for k, who in enumerate(("r1", "r2"))]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    reopened = ReviewQueue(path)
+    assert len(reopened.decisions()) == 400
+    assert reopened.open_requests() == []
+
+
+def test_explanations_are_complete_and_reproducible(tmp_path: Path, model, test_rows) -> None:
+    x = test_rows[7]
+    a = explain_tabular(model, x, n_steps=128, seed=3)
+    b = explain_tabular(model, x, n_steps=128, seed=3)
+    assert torch.equal(a.attributions, b.attributions)
+    with torch.no_grad():
+        logits = model(torch.stack([x, torch.zeros_like(x)]))
+    gap = float(logits[0, a.target] - logits[1, a.target])
+    assert float(a.attributions.sum()) == pytest.approx(gap, abs=5e-3)
+    assert a.delta < 5e-3
+    with tw.Run(tmp_path / "run") as run:
+        a.record(run, "decision-7")
+    rec = next(iter_records(tmp_path / "run", kinds={"explain.attribution"}))["data"]
+    assert rec["decision_id"] == "decision-7" and len(rec["top"]) == 5 and rec["seed"] == 3
+
+
+def test_token_model_explanations() -> None:
+    torch.manual_seed(0)
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(20, 8)
+            self.head = torch.nn.Linear(8, 2)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.tanh(self.emb(ids)).mean(1))
+
+    m = Tiny()
+    e = explain_tokens(m, m.emb, torch.tensor([3, 5, 7, 9]), tokens=["a", "b", "c", "d"], n_steps=200)
+    with torch.no_grad():
+        gap = m(torch.tensor([[3, 5, 7, 9]]))[0, e.target] - m(torch.zeros(1, 4, dtype=torch.long))[0, e.target]
+    assert float(e.attributions.sum()) == pytest.approx(float(gap), abs=1e-3)
+    assert {name for name, _ in e.top} <= {"a", "b", "c", "d"}
+
+
+def test_cli_review_and_explain_decision(tmp_path: Path, model, test_rows) -> None:
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        serve = InferenceRecorder(model, run, retain_inputs=True, policy=ReviewPolicy(min_confidence=0.95))
+        serve(test_rows[:64])
+    decision = ReviewQueue.for_run(root).open_requests(1)[0].decision_id
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "torchwitness", *args], capture_output=True, text=True,
+                              cwd=Path(__file__).parent)
+
+    listing = cli("review", "list", str(root))
+    assert listing.returncode == 0 and decision in listing.stdout
+    done = cli("review", "decide", str(root), "--decision", decision, "--action", "approve", "--reviewer", "dana")
+    assert done.returncode == 0 and "recorded 1 decision" in done.stdout, done.stderr
+    bad = cli("review", "decide", str(root), "--decision", "nope", "--action", "approve", "--reviewer", "dana")
+    assert bad.returncode == 2 and "no review request" in bad.stderr
+    explained = cli("explain-decision", str(root), "--decision", decision, "--factory",
+                    "served_model:trained_model")
+    assert explained.returncode == 0, explained.stderr
+    assert "convergence delta" in explained.stdout
+    kinds = [r["kind"] for r in iter_records(root)]
+    assert "review.decision" in kinds and "explain.attribution" in kinds
+    assert verify_run(root, deep=True).records == len(kinds)
+    assert np.frombuffer((root / "private" / "inputs.sqlite").read_bytes(), dtype=np.uint8).size > 0
