@@ -90,8 +90,8 @@ def test_unsupported_values_raise_with_their_path(bad: dict, where: str) -> None
 def test_personal_values_never_reach_the_records(tmp_path) -> None:
     secret = "jane.doe@example.org"
     with Ledger.open(tmp_path / "run") as ledger:
-        ledger.append("consent.grant", {"subject": Personal(secret), "purpose": "training"})
-        ledger.append("consent.grant", {"subject": Personal(secret), "purpose": "eval"})
+        ledger.append("subject.seen", {"subject": Personal(secret), "purpose": "training"})
+        ledger.append("subject.seen", {"subject": Personal(secret), "purpose": "eval"})
         ledger.flush()
         opening = ledger.personal.opening(secret)
     records = list(iter_records(tmp_path / "run"))

@@ -95,7 +95,11 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
     from torchwitness.ledger.writer import Ledger
     from torchwitness.probes.inference import RetainedInputs, model_digest
 
-    records = [r for r in iter_records(run, kinds={"inference"}) if decision in r["data"]["decision_ids"]]
+    run_id, _, number = decision.rpartition("-")
+    if not number.isdigit():
+        raise InputError(f"{decision!r} is not a decision id (RUNID-NUMBER)")
+    records = [r for r in iter_records(run, kinds={"inference"}) if r["run"] == run_id
+               and r["data"]["first_decision"] <= int(number) < r["data"]["first_decision"] + r["data"]["batch"]]
     if not records:
         raise InputError(f"no inference record holds decision {decision!r}")
     model = build_target(factory).model

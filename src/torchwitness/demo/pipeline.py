@@ -13,6 +13,7 @@ from torch import nn
 
 from torchwitness.demo.adult import load_adult
 from torchwitness.demo.certify import certify_stage
+from torchwitness.demo.deployment import deployment_stage
 from torchwitness.demo.dossier import dossier_stage
 from torchwitness.ledger.verify import verify_run
 from torchwitness.run import Run
@@ -76,6 +77,8 @@ def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, co
         run.record("eval.summary", {"split": "test", "accuracy": (pred == y_test).float().mean(),
                                     "rows": len(y_test)})
         certify_stage(run, model, x_test, y_test, console)
+        reference = x_train[torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))[:4000]]
+        deployment_stage(run, model, reference, x_test, data.feature_names, console)
         from torchwitness.demo.code_evidence import record_code_evidence
 
         record_code_evidence(run, model, (x_train[:256], y_train[:256]), loss_fn, out, console)

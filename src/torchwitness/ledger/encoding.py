@@ -57,7 +57,7 @@ class Personal:
 class Fingerprint:
     """Marks an input batch whose rows the ledger stores only as keyed fingerprints (never the values).
 
-    Each row (first dimension) becomes ``hmac-sha256:<32 hex>``, keyed with the run's secret fingerprint key from
+    Each row (first dimension) becomes ``blake2b-128:<32 hex>``, keyed with the run's secret fingerprint key from
     the private side store, so equal inputs can be matched by the key holder and nobody else learns them. The
     hashing happens on the writer thread.
     """
@@ -80,9 +80,10 @@ class _Deferred:
         self.tensor = tensor
 
 
-def encode_float(x: float) -> float | dict[str, str]:
+def encode_float(x: float) -> float | int | dict[str, str]:
     if math.isfinite(x):
-        return x
+        # RFC 8785 writes integral doubles without a fraction ("1", not "1.0"): an int has the same bytes.
+        return int(x) if x.is_integer() and -_MAX_SAFE_INT <= x <= _MAX_SAFE_INT else x
     return {"$float": "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")}
 
 
@@ -95,10 +96,6 @@ def decode_float(value: Any) -> float:
 
 def _encode_int(x: int) -> int | dict[str, str]:
     return x if -_MAX_SAFE_INT <= x <= _MAX_SAFE_INT else {"$int": str(x)}
-
-
-def _encode_list(values: list, dtype: str, shape: list[int]) -> dict[str, Any]:
-    return {"$array": {"dtype": dtype, "shape": shape, "data": _encode_flat(values)}}
 
 
 def _encode_flat(values: list) -> list:
@@ -115,6 +112,20 @@ def _encode_flat(values: list) -> list:
     return out
 
 
+def _encode_array(array: Any, dtype: str) -> dict[str, Any]:
+    """A numpy array as ``$array``; a vectorised check lets typical arrays skip the per-element loop."""
+    np = sys.modules["numpy"]
+    flat = array.reshape(-1)
+    if array.dtype.kind == "f":
+        simple = bool(np.isfinite(flat).all()) and not bool((flat == np.trunc(flat)).any())
+    elif array.dtype.kind in "iu":
+        simple = flat.size == 0 or (int(flat.max()) <= _MAX_SAFE_INT and int(flat.min()) >= -_MAX_SAFE_INT)
+    else:
+        simple = array.dtype.kind == "b"
+    data = flat.tolist()
+    return {"$array": {"dtype": dtype, "shape": list(array.shape), "data": data if simple else _encode_flat(data)}}
+
+
 def _numpy_value(x: Any, path: str) -> Any:
     np = sys.modules["numpy"]
     if isinstance(x, np.ndarray):
@@ -122,7 +133,7 @@ def _numpy_value(x: Any, path: str) -> Any:
             return _numpy_value(x[()], path)
         if x.dtype.kind not in "biuf":
             raise RecordEncodingError(f"{path}: numpy array of dtype {x.dtype} has no JSON encoding")
-        return _encode_list(x.ravel().tolist(), str(x.dtype), list(x.shape))
+        return _encode_array(x, str(x.dtype))
     if isinstance(x, np.bool_):
         return bool(x)
     if isinstance(x, np.integer):
@@ -207,7 +218,7 @@ def _tensor_value(t: Any) -> Any:
         item = values.item()
         return encode_float(item) if isinstance(item, float) else (
             _encode_int(item) if isinstance(item, int) and not isinstance(item, bool) else item)
-    return _encode_list(values.reshape(-1).tolist(), dtype, list(t.shape))
+    return _encode_array(values.numpy(), dtype)
 
 
 def _row_bytes(rows: Any) -> list[bytes]:

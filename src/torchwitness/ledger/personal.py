@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import rfc8785
-
 from torchwitness.errors import LedgerError
+from torchwitness.ledger.canonical import canonical_json
 
 COMMITMENT_PREFIX = "hmac-sha256:"
+FINGERPRINT_PREFIX = "blake2b-128:"
 
 _SCHEMA = """
 PRAGMA secure_delete = ON;
@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS personal (
 
 def commitment(salt: bytes, value: Any) -> str:
     """The commitment string for ``value`` under ``salt``; anyone holding both can re-check it."""
-    return COMMITMENT_PREFIX + hmac.new(salt, rfc8785.dumps(value), hashlib.sha256).hexdigest()
+    return COMMITMENT_PREFIX + hmac.new(salt, canonical_json(value), hashlib.sha256).hexdigest()
 
 
 class PersonalStore:
@@ -67,11 +67,15 @@ class PersonalStore:
         self._cache: dict[str, str] = {}
 
     def fingerprint(self, data: bytes) -> str:
-        """A keyed 128-bit fingerprint of raw bytes (an input row): matchable by the key holder only."""
-        return COMMITMENT_PREFIX + hmac.new(self._fingerprint_key, data, hashlib.sha256).hexdigest()[:32]
+        """A keyed 128-bit fingerprint of raw bytes (an input row): matchable by the key holder only.
+
+        Keyed BLAKE2b is a MAC by design (RFC 7693 section 2.9) and one C call per row, a quarter of HMAC-SHA256's
+        cost, which matters at one fingerprint per served row.
+        """
+        return FINGERPRINT_PREFIX + hashlib.blake2b(data, key=self._fingerprint_key, digest_size=16).hexdigest()
 
     def _tag(self, value: Any) -> str:
-        return hmac.new(self._lookup_key, rfc8785.dumps(value), hashlib.sha256).hexdigest()
+        return hmac.new(self._lookup_key, canonical_json(value), hashlib.sha256).hexdigest()
 
     def commit(self, value: Any) -> str:
         """The commitment for ``value``, stable within this run until the value is erased."""
@@ -83,7 +87,7 @@ class PersonalStore:
             if row is None:
                 salt = os.urandom(32)
                 c = commitment(salt, value)
-                clear = rfc8785.dumps(value).decode() if self.retain else None
+                clear = canonical_json(value).decode() if self.retain else None
                 self._db.execute("INSERT INTO personal VALUES (?, ?, ?, ?, ?)",
                                  (tag, salt, c, clear, time.time_ns() // 1000))
             else:
@@ -106,7 +110,7 @@ class PersonalStore:
                         if row is None:
                             salt = os.urandom(32)
                             c = commitment(salt, values[i])
-                            clear = rfc8785.dumps(values[i]).decode() if self.retain else None
+                            clear = canonical_json(values[i]).decode() if self.retain else None
                             self._db.execute("INSERT INTO personal VALUES (?, ?, ?, ?, ?)",
                                              (tags[i], salt, c, clear, time.time_ns() // 1000))
                         else:

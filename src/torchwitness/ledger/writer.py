@@ -30,9 +30,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-import rfc8785
-
 from torchwitness.errors import InputError, LedgerError, SigningKeyError, VerificationError
+from torchwitness.ledger.canonical import canonical_json
 from torchwitness.ledger.encoding import finalize, snapshot
 from torchwitness.ledger.keys import PublicKey, SigningKey
 from torchwitness.ledger.layout import FORMAT, Layout, read_manifest
@@ -368,14 +367,19 @@ class Ledger:
         try:
             if deferred:
                 record["data"] = finalize(payload, self._commit_personal, self.personal.fingerprint)
-            return rfc8785.dumps(record)
+            return canonical_json(record)
         except Exception as e:  # keep the seq: a gap would be indistinguishable from tampering
             record.update(kind="ledger.error", step=step,
                           data={"kind": kind, "error": f"{type(e).__name__}: {e}"})
-            return rfc8785.dumps(record)
+            return canonical_json(record)
 
     def _write(self, batch: list) -> None:
-        lines = [self._encode(*item) for item in batch]
+        lines = []
+        for item in batch:
+            lines.append(self._encode(*item))
+            # Hand the GIL back after each record: a caller returning from a torch op (which ran without the
+            # GIL) would otherwise wait for the interpreter's 5 ms switch interval.
+            time.sleep(0)
         hashes = leaf_hashes(lines)
         for h in hashes:
             self._frontier.append(h)

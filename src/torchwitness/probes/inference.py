@@ -16,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import sqlite3
 import time
@@ -37,16 +36,21 @@ class InferenceRecord(msgspec.Struct):
     """``inference``: one served batch (or a sampled one)."""
 
     model: str  # sha256 of the weights served
-    decision_ids: list[str]
+    first_decision: int  # row i of the batch is decision "<run id>-<first_decision + i>"
     inputs: list[str]  # keyed fingerprints, one per row
     predictions: Any
-    confidence: Any
+    confidence: Any  # top-class probability x 10,000, rounded (integers serialise fast and exactly)
     latency_us: float
     batch: int
     retained: bool
 
 
 register_kind("inference", InferenceRecord)
+
+
+def decision_id(run_id: str, number: int) -> str:
+    """The id of the ``number``-th decision served in run ``run_id``."""
+    return f"{run_id}-{number}"
 
 
 def model_digest(model: torch.nn.Module) -> str:
@@ -110,8 +114,8 @@ class InferenceRecorder:
         self.policy = policy
         self.review = review if review is not None else (ReviewQueue.for_run(run.path) if policy else None)
         self.digest = model_digest(model)
-        self._calls = itertools.count()
-        self._ids = itertools.count()
+        self._calls = 0
+        self._next_id = 0
         self._poll = poll_seconds
         self._next_poll = 0.0
         self._rng = torch.Generator().manual_seed(policy.seed if policy else 0)
@@ -134,22 +138,24 @@ class InferenceRecorder:
         with torch.inference_mode():
             probs = torch.softmax(self.model(inputs), dim=-1)
         latency_us = (time.perf_counter() - start) * 1e6
-        if next(self._calls) % self.sample_every:
+        n = inputs.shape[0]
+        first = self._next_id
+        self._next_id += n
+        self._calls += 1
+        if (self._calls - 1) % self.sample_every:
             return probs
         confidence, prediction = probs.max(dim=-1)
-        n = inputs.shape[0]
-        first = next(self._ids)
-        for _ in range(n - 1):
-            next(self._ids)
-        ids = [f"{self.run.run_id}-{first + i}" for i in range(n)]
-        self.run.record("inference", {"model": self.digest, "decision_ids": ids, "inputs": Fingerprint(inputs),
-                                      "predictions": prediction, "confidence": confidence,
+        self.run.record("inference", {"model": self.digest, "first_decision": first, "inputs": Fingerprint(inputs),
+                                      "predictions": prediction,
+                                      "confidence": (confidence * 10_000).round().to(torch.int16),
                                       "latency_us": round(latency_us, 1), "batch": n,
                                       "retained": self.retain_inputs})
-        if self.retain_inputs:
-            self._inputs.put_many(ids, inputs.detach().cpu().numpy())
-        if self.policy is not None:
-            self._flag(ids, prediction, confidence)
+        if self.retain_inputs or self.policy is not None:
+            ids = [decision_id(self.run.run_id, first + i) for i in range(n)]
+            if self.retain_inputs:
+                self._inputs.put_many(ids, inputs.detach().cpu().numpy())
+            if self.policy is not None:
+                self._flag(ids, prediction, confidence)
         return probs
 
     def _flag(self, ids: list[str], prediction: torch.Tensor, confidence: torch.Tensor) -> None:
