@@ -25,7 +25,7 @@ def _model(d: int) -> nn.Module:
 
 def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, console: Console | None = None) -> Path:
     """Train on Adult inside a ``Run``, record per-epoch metrics, verify the ledger; return the run folder."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     out = Path(out)
     run_dir = out / "adult-run"
     if run_dir.exists():
