@@ -149,11 +149,11 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-@training_rule("TW108", when="step", name="loss-divergence", title="Loss is diverging",
+@training_rule("TW108", when=("step", "close"), name="loss-divergence", title="Loss is diverging",
                severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
                remediation="Lower the learning rate (often by 10x), add warm-up or gradient clipping.")
 def loss_divergence(v: StepView) -> Iterator[Finding]:
-    """The recent loss is ``divergence_factor`` (3) times its early level or more, or it turned non-finite
+    """The recent loss is ``divergence_factor`` (2) times its early level or more, or it turned non-finite
     after starting finite: the learning rate is too high for this model and data.
 
     Example: SGD with lr=5 on a small MLP. Fix: lower the learning rate, add warm-up and clipping.
@@ -209,9 +209,10 @@ def loss_at_chance(v: StepView) -> Iterator[Finding]:
         return
     tail = losses[-max(5, len(losses) // 5):]
     level = statistics.fmean(tail)
-    if level >= (1 - v.threshold("chance_margin")) * chance:
+    # Far above chance is divergence (TW108), not a model that cannot see the labels.
+    if (1 - v.threshold("chance_margin")) * chance <= level <= 1.5 * chance and not v.history.notes.get("TW108"):
         yield Finding.of("TW109", "loss", f"loss {level:.3g} after {steps[-1] + 1} steps is at chance level "
-                         f"{chance:.3g}: labels may be misaligned with inputs", step=steps[-1],
+                         f"{chance:.3g}: the model predicts no better than the label frequencies (labels misaligned with inputs?)", step=steps[-1],
                          details={"loss": level, "chance": chance})
 
 
