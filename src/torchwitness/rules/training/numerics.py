@@ -212,8 +212,8 @@ def loss_at_chance(v: StepView) -> Iterator[Finding]:
     # Far above chance is divergence (TW108), not a model that cannot see the labels.
     if (1 - v.threshold("chance_margin")) * chance <= level <= 1.5 * chance and not v.history.notes.get("TW108"):
         yield Finding.of("TW109", "loss", f"loss {level:.3g} after {steps[-1] + 1} steps is at chance level "
-                         f"{chance:.3g}: the model predicts no better than the label frequencies (labels misaligned with inputs?)", step=steps[-1],
-                         details={"loss": level, "chance": chance})
+                         f"{chance:.3g}: no better than the label frequencies (labels misaligned with inputs?)",
+                         step=steps[-1], details={"loss": level, "chance": chance})
 
 
 @training_rule("TW110", when="step", name="gradient-flow-cut", title="Module runs but its parameters get no gradient",
