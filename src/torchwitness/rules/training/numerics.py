@@ -216,26 +216,37 @@ def loss_at_chance(v: StepView) -> Iterator[Finding]:
                          step=steps[-1], details={"loss": level, "chance": chance})
 
 
-@training_rule("TW110", when="step", name="gradient-flow-cut", title="Module runs but its parameters get no gradient",
-               severity=Severity.WARN, phase=Phase.BACKWARD, obligations=ART15,
+@training_rule("TW110", when=("step", "close"), name="gradient-flow-cut",
+               title="Module runs but its parameters get no gradient", severity=Severity.WARN,
+               phase=Phase.BACKWARD, obligations=ART15,
                remediation="Remove the stray .detach(), .data, .item() or torch.no_grad() between this module "
                            "and the loss, or freeze the module on purpose (requires_grad_(False)).")
 def gradient_flow_cut(v: StepView) -> Iterator[Finding]:
     """A module ran in the training forward with autograd on, its parameters are trainable and in the optimizer,
-    yet they received no gradient: something between it and the loss cut the graph.
+    yet on every audited step (at least ``window_min_steps``) they received no gradient: something between it
+    and the loss cuts the graph. A head whose output feeds the loss only on some steps is not reported.
 
     Example: ``features = self.encoder(x).detach()``. Fix: drop the detach, or freeze the encoder explicitly.
     """
-    if not v.trained_modes or (v.optimizer is not None and not any(p.group is not None for p in v.params)):
+    h = v.history
+    if v.event == "step":
+        if not v.trained_modes:
+            return
+        for p in v.params:
+            if p.module in v.modules and (v.optimizer is None or p.group is not None):
+                key = "grad" if p.has_grad else "nograd"
+                h.notes.setdefault(f"TW110:{key}", {}).setdefault(p.module, set()).add(v.step)
         return
-    seen: set[str] = set()
-    for p in v.params:
-        if p.has_grad or p.module in seen or p.module not in v.modules:
+    nograd, grad = h.notes.get("TW110:nograd", {}), h.notes.get("TW110:grad", {})
+    modules = dict(v.watch._inner.named_modules())
+    for module, steps in sorted(nograd.items()):
+        if len(steps) < v.threshold("window_min_steps") or grad.get(module):
             continue
-        if v.optimizer is not None and p.group is None:
-            continue
-        seen.add(p.module)
-        yield Finding.of("TW110", p.module, f"{p.module} ran but {p.name} received no gradient", step=v.step)
+        own = list(modules[module].parameters(recurse=False)) if module in modules else []
+        # Updated on some unaudited step (version counter moved): the gradient does arrive, sometimes.
+        if all(p._version == v.watch.initial_versions.get(id(p)) for p in own):
+            yield Finding.of("TW110", module, f"{module} ran on {len(steps)} audited steps but its parameters "
+                             "never received a gradient", step=max(steps))
 
 
 @training_rule("TW111", when="close", name="zero-gradient", title="Gradients exactly zero on every audited step",
