@@ -14,7 +14,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "grad_norm_max": 1e3,  # global gradient norm above which gradients are exploding
     "vanishing_ratio": 1e-4,  # relative grad (|g|/|w|) of the first weight layer vs the last one
     "update_ratio_max": 1.0,  # |update| / |weight| of a weight matrix in one step: the learning rate is too high
-    "divergence_factor": 2.0,  # recent loss above this many times its early level
+    "divergence_factor": 3.0,  # recent loss above this many times its early level
     "chance_margin": 0.03,  # loss within this fraction of the chance-level loss counts as "at chance"
     "chance_min_steps": 40,  # steps of history before judging a loss stuck at chance
     "input_abs_max": 100.0,  # largest |input| of a normalised floating input

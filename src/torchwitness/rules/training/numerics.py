@@ -153,25 +153,29 @@ def _median(xs: list[float]) -> float:
                severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
                remediation="Lower the learning rate (often by 10x), add warm-up or gradient clipping.")
 def loss_divergence(v: StepView) -> Iterator[Finding]:
-    """The recent loss is ``divergence_factor`` (2) times its early level or more, or it turned non-finite
-    after starting finite: the learning rate is too high for this model and data.
+    """The loss climbed to ``divergence_factor`` (3) times its first value, the loss of the model as initialised
+    (judged on medians of three consecutive values, so one noisy batch does not count), or turned non-finite after starting finite: the
+    learning rate is too high for this model and data. A loss that spikes and comes back down is reported too:
+    the spike usually leaves dead units behind.
 
-    Example: SGD with lr=5 on a small MLP. Fix: lower the learning rate, add warm-up and clipping.
+    Example: Adam with lr=1 on a small MLP. Fix: lower the learning rate, add warm-up and clipping.
     """
     losses = [x for _, x in v.history.losses]
     if len(losses) < 6 or v.history.notes.get("TW108"):
         return
-    early = [x for x in losses[:3] if math.isfinite(x)]
-    if len(early) < 3:
+    base = losses[0]
+    if not math.isfinite(base):
         return
-    recent = losses[-3:]
-    base = _median(early)
-    bad = any(not math.isfinite(x) for x in recent) or (base > 0 and _median(recent) > v.threshold(
-        "divergence_factor") * base)
-    if bad:
-        v.history.notes["TW108"] = True
-        yield Finding.of("TW108", "loss", f"loss rose from {base:.3g} to {recent[-1]:.3g}", step=v.step,
-                         details={"early": base, "recent": recent[-1]})
+    limit = v.threshold("divergence_factor") * base
+    for i in range(1, len(losses) - 2):
+        window = losses[i:i + 3]
+        level = _median(window) if all(math.isfinite(x) for x in window) else math.inf
+        if base > 0 and level > limit:
+            v.history.notes["TW108"] = True
+            yield Finding.of("TW108", "loss", f"loss rose from {base:.3g} to {level:.3g} around step "
+                             f"{v.history.losses[i + 1][0]}", step=v.history.losses[i + 1][0],
+                             details={"early": base, "peak": level})
+            return
 
 
 def _entropy(counts: list[float]) -> float:
