@@ -105,8 +105,10 @@ def time_modes(name: str, repeats: int, steps: int, run: tw.Run, clock: Callable
     for _ in range(10):  # warm-up: allocator, optimizer state
         _step(model, opt, crit, x, y)
     times: dict[str, list[float]] = {m: [] for m in MODES}
-    for _ in range(repeats):
-        for mode, every in MODES.items():
+    order = list(MODES.items())
+    for r in range(repeats):
+        # Rotate the order each repeat so no mode always follows the same one (caches, allocator, frequency).
+        for mode, every in order[r % len(order):] + order[:r % len(order)]:
             with _watching(run, model, opt, crit, every):
                 t0 = clock()
                 for _ in range(steps):
