@@ -4,7 +4,8 @@ Steps are counted by the optimizer's step post-hook (or, without an optimizer, b
 ``k`` is audited when ``k < first_steps`` or ``k % every_n_steps == 0``. Per-module hooks exist only while an
 audited step is being collected; between audited steps the only hooks left are the root module's forward
 pre/post hooks, the optimizer's step hooks and the loss hook, and each returns after one comparison (the loss
-hook keeps a detached reference to the loss, no kernel). On an audited step every probe computes on the device
+hook keeps a detached reference to the loss, no kernel; without a loss module a function mode notes the loss
+given to backward, see :mod:`torchwitness.probes.lossspy`). On an audited step every probe computes on the device
 and the host receives one batched transfer when the step ends.
 
 >>> import torch, torchwitness as tw
@@ -226,7 +227,7 @@ class Watch:
             w.add_loss(type(module).__name__, args[0] if args else None, args[1] if len(args) > 1 else None, output,
                        module=module, weighted=weighted)
 
-    # ---- functional losses: a function mode between forward end and optimizer step, audited steps only ---------
+    # ---- functional losses: a function mode between forward end and optimizer step ----------------------------
     def _spy_start(self) -> None:
         if self._spy is None and not self.compiled and not isinstance(self.loss_fn, torch.nn.Module):
             self._spy = LossSpy(self._spied_loss, self._spied_backward)

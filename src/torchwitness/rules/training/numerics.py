@@ -153,10 +153,10 @@ def _median(xs: list[float]) -> float:
                severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
                remediation="Lower the learning rate (often by 10x), add warm-up or gradient clipping.")
 def loss_divergence(v: StepView) -> Iterator[Finding]:
-    """The loss climbed to ``divergence_factor`` (3) times its first value, the loss of the model as initialised
-    (judged on medians of three consecutive values, so one noisy batch does not count), or turned non-finite after starting finite: the
-    learning rate is too high for this model and data. A loss that spikes and comes back down is reported too:
-    the spike usually leaves dead units behind.
+    """The loss climbed to ``divergence_factor`` (3) times its first value, the loss of the model as
+    initialised (judged on medians of three consecutive values, so one noisy batch does not count), or turned
+    non-finite after starting finite: the learning rate is too high for this model and data. A loss that spikes
+    and comes back down is reported too: the spike usually leaves dead units behind.
 
     Example: Adam with lr=1 on a small MLP. Fix: lower the learning rate, add warm-up and clipping.
     """
