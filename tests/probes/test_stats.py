@@ -67,8 +67,9 @@ def test_class_histogram_matches_bincount() -> None:
 
 def test_value_stats() -> None:
     x = torch.tensor([[0.0, 2.0], [4.0, -2.0]])
-    mn, mx, mean, std, zeros = stats.value_stats(x).tolist()
-    assert (mn, mx, mean, zeros) == (-2.0, 4.0, 1.0, 1.0)
+    mn, mx, mean, std = stats.value_stats(x).tolist()
+    assert (mn, mx, mean) == (-2.0, 4.0, 1.0)
+    assert stats.value_stats(x, bounds=True).tolist() == [-2.0, 4.0]
     assert abs(std - float(x.std(correction=0))) < 1e-6
 
 

@@ -214,3 +214,28 @@ def functional_cross_entropy_with_label_smoothing(run: tw.Run) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+
+
+class _AlternatingLossHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(10, 32), nn.ReLU())
+        self.cls_head, self.aux_head = nn.Linear(32, 3), nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        return self.cls_head(h), self.aux_head(h)  # both heads always run
+
+
+@healthy
+def both_heads_run_loss_alternates(run: tw.Run) -> None:
+    x, y = blobs()
+    model = _AlternatingLossHeads()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    run.watch(model, opt, **WATCH)
+    for step in range(24):
+        idx = torch.randint(0, 512, (32,))
+        main, aux = model(x[idx])
+        opt.zero_grad()
+        nn.functional.cross_entropy(main if step % 2 == 0 else aux, y[idx]).backward()
+        opt.step()

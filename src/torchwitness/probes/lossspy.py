@@ -1,9 +1,10 @@
 """Seeing a functional loss (``F.cross_entropy(model(x), y)``) without being handed a loss module.
 
-On audited steps only, between the end of the model's forward and the optimizer step (where the loss is
-computed and backward is called), a :class:`torch.overrides.TorchFunctionMode` notes calls to the loss functions
-of ``torch.nn.functional`` and to ``Tensor.backward``. Every other call passes straight through. The mode is never
-active on other steps, under ``torch.compile``, or inside the optimizer's step.
+Between the end of the model's forward and the optimizer step (where the loss is computed and backward is
+called), a :class:`torch.overrides.TorchFunctionMode` notes calls to the loss functions of
+``torch.nn.functional`` (used on audited steps) and to ``Tensor.backward`` (the loss history, every step).
+Every other call passes straight through. The watch never uses it when given a loss module, under
+``torch.compile``, or inside the optimizer's step.
 """
 
 from __future__ import annotations

@@ -12,20 +12,19 @@ _MASK52 = (1 << 52) - 1
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _WEIGHTS: dict[tuple[int, torch.device], torch.Tensor] = {}
 _SEGMENTS: dict[tuple[tuple[int, ...], torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-VALUE_FIELDS = ("min", "max", "mean", "std", "zeros")
+VALUE_FIELDS = ("min", "max", "mean", "std")
 ACTIVATION_FIELDS = ("max_abs", "dead", "spread", "magnitude")
 
 
-def value_stats(x: torch.Tensor) -> torch.Tensor:
-    """``[min, max, mean, std, exact zeros]`` of a floating tensor; ``[min, max]`` of an integer one.
+def value_stats(x: torch.Tensor, *, bounds: bool = False) -> torch.Tensor:
+    """``[min, max, mean, std]`` of a floating tensor; ``[min, max]`` of an integer one (or when ``bounds``).
 
     Any NaN makes min/max/mean NaN and any infinity shows in min or max, so non-finite values need no extra
     kernel.
     """
     x = x.detach()
-    if not x.is_floating_point():
-        mn, mx = torch.aminmax(x)
-        return torch.stack([mn, mx])
+    if bounds or not x.is_floating_point():
+        return torch.stack(torch.aminmax(x))
     if x.dtype in _LOW_PRECISION:
         x = x.float()
     mn, mx = torch.aminmax(x)
@@ -33,8 +32,7 @@ def value_stats(x: torch.Tensor) -> torch.Tensor:
     # for reporting (flatness is judged exactly, by min == max).
     mean = x.mean()
     std = (x.square().mean() - mean.square()).clamp_min(0).sqrt()
-    zeros = (x == 0).sum().to(x.dtype)
-    return torch.stack([mn, mx, mean, std, zeros])
+    return torch.stack([mn, mx, mean, std])
 
 
 def unit_axis(ndim: int) -> int:

@@ -4,7 +4,8 @@ Steps are counted by the optimizer's step post-hook (or, without an optimizer, b
 ``k`` is audited when ``k < first_steps`` or ``k % every_n_steps == 0``. Per-module hooks exist only while an
 audited step is being collected; between audited steps the only hooks left are the root module's forward
 pre/post hooks, the optimizer's step hooks and the loss hook, and each returns after one comparison (the loss
-hook keeps a detached reference to the loss, no kernel). On an audited step every probe computes on the device
+hook keeps a detached reference to the loss, no kernel; without a loss module a function mode notes the loss
+given to backward, see :mod:`torchwitness.probes.lossspy`). On an audited step every probe computes on the device
 and the host receives one batched transfer when the step ends.
 
 >>> import torch, torchwitness as tw
@@ -89,6 +90,9 @@ class Watch:
         self._step_open = False
         self._external_forward = False
         self._spy: LossSpy | None = None
+        # Without a loss module the loss history would hold audited steps only; a function mode between forward
+        # and step notes the loss given to backward on every step (a detach; no kernel, no sync).
+        self._spy_every_step = not isinstance(loss_fn, torch.nn.Module) and not self.compiled
         self.initial_versions = {id(p): p._version for p in inner.parameters()}
         self._handles = [model.register_forward_pre_hook(self._root_pre, with_kwargs=True),
                          model.register_forward_hook(self._root_post, with_kwargs=True)]
@@ -153,6 +157,8 @@ class Watch:
             return
         w = self._window
         if w is None or not w.forwards or not torch.is_grad_enabled():
+            if w is None and self._spy_every_step and torch.is_grad_enabled() and module.training:
+                self._spy_start()  # loss history only: the spy notes Tensor.backward's loss
             return
         w.summarise_activations()
         out = first_tensor(output)
@@ -171,7 +177,9 @@ class Watch:
         w.stale_checked = True
         # Backward of the step's first backpropagated forward is starting: any gradient already present was
         # left over from before the previous optimizer step (zero_grad forgotten), not accumulated on purpose.
-        stale = [p.grad for p in self._trainable(w) if p.grad is not None and not p.grad.is_sparse]
+        held = {id(p) for g in self.optimizer.param_groups for p in g["params"]} if self.optimizer else None
+        stale = [p.grad for p in self._trainable(w) if p.grad is not None and not p.grad.is_sparse
+                 and (held is None or id(p) in held)]  # tensors no optimizer clears are TW301's business
         if stale:
             w.has_stale = True
             w.pack.add("stale", torch.linalg.vector_norm(torch.stack(torch._foreach_norm(stale))))
@@ -224,7 +232,7 @@ class Watch:
             w.add_loss(type(module).__name__, args[0] if args else None, args[1] if len(args) > 1 else None, output,
                        module=module, weighted=weighted)
 
-    # ---- functional losses: a function mode between forward end and optimizer step, audited steps only ---------
+    # ---- functional losses: a function mode between forward end and optimizer step ----------------------------
     def _spy_start(self) -> None:
         if self._spy is None and not self.compiled and not isinstance(self.loss_fn, torch.nn.Module):
             self._spy = LossSpy(self._spied_loss, self._spied_backward)
@@ -438,7 +446,8 @@ class Watch:
     def observe(self, *, inputs: Any = None, targets: torch.Tensor | None = None,
                 loss: torch.Tensor | None = None) -> None:
         """Tell the watch about this step's batch, targets or loss when hooks cannot see them."""
-        if isinstance(loss, torch.Tensor) and loss.numel() == 1 and len(self._losses) < _MAX_PENDING_LOSSES:
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1 and len(self._losses) < _MAX_PENDING_LOSSES \
+                and not (self._losses and self._losses[-1][0] == self.step):
             self._losses.append((self.step, loss.detach()))
         w = self._window
         if w is None:

@@ -150,7 +150,7 @@ class Window:
         self.loss = LossInfo(kind=kind, module=module, input=TensorInfo.of("input", x) if x is not None else None,
                              target=TensorInfo.of("target", t) if t is not None else None, weighted=weighted)
         if x is not None and x.numel() and x.is_floating_point():
-            self.pack.add("loss/in", stats.value_stats(x))
+            self.pack.add("loss/in", stats.value_stats(x, bounds=True))
             if x.ndim >= 2:
                 self.pack.add("loss/rowsum", torch.stack(torch.aminmax(x.detach().float().sum(1))))
         if t is not None:

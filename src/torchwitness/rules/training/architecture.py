@@ -102,6 +102,8 @@ def activation_collapse(v: StepView) -> Iterator[Finding]:
         u = m.units
         if u is None or m.batch < 8 or m.batch != (x.shape[0] if x.shape else 0) or u["magnitude"] <= 0:
             continue
+        if isinstance(m.module, torch.nn.Embedding):  # a lookup of the same ids (positions) is not a collapse
+            continue
         if u["dead"] >= m.n_units:  # every unit zero: that is TW403, not a collapse
             continue
         if u["spread"] <= v.threshold("collapse_ratio") * u["magnitude"] and _persistent(v, f"TW405:{name}"):

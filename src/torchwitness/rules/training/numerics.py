@@ -149,29 +149,33 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-@training_rule("TW108", when="step", name="loss-divergence", title="Loss is diverging",
+@training_rule("TW108", when=("step", "close"), name="loss-divergence", title="Loss is diverging",
                severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
                remediation="Lower the learning rate (often by 10x), add warm-up or gradient clipping.")
 def loss_divergence(v: StepView) -> Iterator[Finding]:
-    """The recent loss is ``divergence_factor`` (3) times its early level or more, or it turned non-finite
-    after starting finite: the learning rate is too high for this model and data.
+    """The loss climbed to ``divergence_factor`` (3) times its first value, the loss of the model as
+    initialised (judged on medians of three consecutive values, so one noisy batch does not count), or turned
+    non-finite after starting finite: the learning rate is too high for this model and data. A loss that spikes
+    and comes back down is reported too: the spike usually leaves dead units behind.
 
-    Example: SGD with lr=5 on a small MLP. Fix: lower the learning rate, add warm-up and clipping.
+    Example: Adam with lr=1 on a small MLP. Fix: lower the learning rate, add warm-up and clipping.
     """
     losses = [x for _, x in v.history.losses]
     if len(losses) < 6 or v.history.notes.get("TW108"):
         return
-    early = [x for x in losses[:3] if math.isfinite(x)]
-    if len(early) < 3:
+    base = losses[0]
+    if not math.isfinite(base):
         return
-    recent = losses[-3:]
-    base = _median(early)
-    bad = any(not math.isfinite(x) for x in recent) or (base > 0 and _median(recent) > v.threshold(
-        "divergence_factor") * base)
-    if bad:
-        v.history.notes["TW108"] = True
-        yield Finding.of("TW108", "loss", f"loss rose from {base:.3g} to {recent[-1]:.3g}", step=v.step,
-                         details={"early": base, "recent": recent[-1]})
+    limit = v.threshold("divergence_factor") * base
+    for i in range(1, len(losses) - 2):
+        window = losses[i:i + 3]
+        level = _median(window) if all(math.isfinite(x) for x in window) else math.inf
+        if base > 0 and level > limit:
+            v.history.notes["TW108"] = True
+            yield Finding.of("TW108", "loss", f"loss rose from {base:.3g} to {level:.3g} around step "
+                             f"{v.history.losses[i + 1][0]}", step=v.history.losses[i + 1][0],
+                             details={"early": base, "peak": level})
+            return
 
 
 def _entropy(counts: list[float]) -> float:
@@ -209,32 +213,44 @@ def loss_at_chance(v: StepView) -> Iterator[Finding]:
         return
     tail = losses[-max(5, len(losses) // 5):]
     level = statistics.fmean(tail)
-    if level >= (1 - v.threshold("chance_margin")) * chance:
+    # Far above chance is divergence (TW108), not a model that cannot see the labels.
+    if (1 - v.threshold("chance_margin")) * chance <= level <= 1.5 * chance and not v.history.notes.get("TW108"):
         yield Finding.of("TW109", "loss", f"loss {level:.3g} after {steps[-1] + 1} steps is at chance level "
-                         f"{chance:.3g}: labels may be misaligned with inputs", step=steps[-1],
-                         details={"loss": level, "chance": chance})
+                         f"{chance:.3g}: no better than the label frequencies (labels misaligned with inputs?)",
+                         step=steps[-1], details={"loss": level, "chance": chance})
 
 
-@training_rule("TW110", when="step", name="gradient-flow-cut", title="Module runs but its parameters get no gradient",
-               severity=Severity.WARN, phase=Phase.BACKWARD, obligations=ART15,
+@training_rule("TW110", when=("step", "close"), name="gradient-flow-cut",
+               title="Module runs but its parameters get no gradient", severity=Severity.WARN,
+               phase=Phase.BACKWARD, obligations=ART15,
                remediation="Remove the stray .detach(), .data, .item() or torch.no_grad() between this module "
                            "and the loss, or freeze the module on purpose (requires_grad_(False)).")
 def gradient_flow_cut(v: StepView) -> Iterator[Finding]:
     """A module ran in the training forward with autograd on, its parameters are trainable and in the optimizer,
-    yet they received no gradient: something between it and the loss cut the graph.
+    yet on every audited step (at least ``window_min_steps``) they received no gradient: something between it
+    and the loss cuts the graph. A head whose output feeds the loss only on some steps is not reported.
 
     Example: ``features = self.encoder(x).detach()``. Fix: drop the detach, or freeze the encoder explicitly.
     """
-    if not v.trained_modes or (v.optimizer is not None and not any(p.group is not None for p in v.params)):
+    h = v.history
+    if v.event == "step":
+        if not v.trained_modes:
+            return
+        for p in v.params:
+            if p.module in v.modules and (v.optimizer is None or p.group is not None):
+                key = "grad" if p.has_grad else "nograd"
+                h.notes.setdefault(f"TW110:{key}", {}).setdefault(p.module, set()).add(v.step)
         return
-    seen: set[str] = set()
-    for p in v.params:
-        if p.has_grad or p.module in seen or p.module not in v.modules:
+    nograd, grad = h.notes.get("TW110:nograd", {}), h.notes.get("TW110:grad", {})
+    modules = dict(v.watch._inner.named_modules())
+    for module, steps in sorted(nograd.items()):
+        if len(steps) < v.threshold("window_min_steps") or grad.get(module):
             continue
-        if v.optimizer is not None and p.group is None:
-            continue
-        seen.add(p.module)
-        yield Finding.of("TW110", p.module, f"{p.module} ran but {p.name} received no gradient", step=v.step)
+        own = list(modules[module].parameters(recurse=False)) if module in modules else []
+        # Updated on some unaudited step (version counter moved): the gradient does arrive, sometimes.
+        if all(p._version == v.watch.initial_versions.get(id(p)) for p in own):
+            yield Finding.of("TW110", module, f"{module} ran on {len(steps)} audited steps but its parameters "
+                             "never received a gradient", step=max(steps))
 
 
 @training_rule("TW111", when="close", name="zero-gradient", title="Gradients exactly zero on every audited step",
