@@ -30,6 +30,7 @@ from torch.utils.hooks import RemovableHandle
 from torchwitness.errors import InputError
 from torchwitness.probes import stats
 from torchwitness.probes.config import resolve
+from torchwitness.probes.distributed import CrossRank
 from torchwitness.probes.lossspy import LossSpy
 from torchwitness.probes.view import History, ModuleInfo, ParamInfo, StepView, TensorInfo
 from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
@@ -94,6 +95,7 @@ class Watch:
         # and step notes the loss given to backward on every step (a detach; no kernel, no sync).
         self._spy_every_step = not isinstance(loss_fn, torch.nn.Module) and not self.compiled
         self.initial_versions = {id(p): p._version for p in inner.parameters()}
+        self.cross_rank = CrossRank.create(inner)
         self._handles = [model.register_forward_pre_hook(self._root_pre, with_kwargs=True),
                          model.register_forward_hook(self._root_post, with_kwargs=True)]
         if optimizer is not None:
@@ -368,8 +370,15 @@ class Watch:
         for name, limit in list(w.extra.items()):
             if name.startswith("ids/"):
                 w.extra[name + "/limit"] = limit
+        if self.cross_rank is not None:
+            self.cross_rank.pack(w.pack)
         data = w.pack.fetch()  # the one device-to-host transfer of this step
         view = w.build(self, data, event)
+        if self.cross_rank is not None:
+            view.extra["rank"] = self.cross_rank.rank
+            view.extra["ranks"] = self.cross_rank.exchange(view.step, data, view.params,
+                                                             view.loss.value if view.loss else None,
+                                                             view.inputs_nonfinite)
         self._update_history(view, loss_steps, data)
         self._run_rules(view)
         if w.forwards:
@@ -471,6 +480,10 @@ class Watch:
             elif self._losses or self._eval_rows:
                 self._finish(Window(step=self.step))
             self._run_rules(StepView(event="close", step=self.step, watch=self))
+            if self.cross_rank is not None and self._record is not None:
+                # Step counts are compared across shards after the run (no collective here: a rank that
+                # stepped more or less than its peers would never meet them in one).
+                self._record("train.steps", {"steps": self.step, "rank": self.cross_rank.rank}, self.step)
             self._flush_audits()
         finally:
             self._spy_stop()

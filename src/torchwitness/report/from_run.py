@@ -13,19 +13,60 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from torchwitness.ledger.reader import iter_records
 from torchwitness.rules.findings import Finding
 
 
-def run_findings(run_dir: str | Path) -> list[Finding]:
-    """One finding per fingerprint: its latest final tally, or its first occurrence when the run recorded none
-    (a run still in progress, or one that crashed before closing)."""
+def _shard_findings(folder: Path) -> tuple[list[Finding], int | None]:
     latest: dict[str, Finding] = {}
-    for r in iter_records(Path(run_dir), kinds={"finding"}):
+    steps = None
+    for r in iter_records(folder, kinds={"finding", "train.steps"}):
         data = r["data"]
+        if r["kind"] == "train.steps":
+            steps = data["steps"]
+            continue
         f = Finding.from_dict(data)
         if data.get("final") or f.fingerprint not in latest:
             latest[f.fingerprint] = f
-    return sorted(latest.values(), key=lambda f: (-f.severity, f.rule_id, f.location))
+    return list(latest.values()), steps
+
+
+def run_findings(run_dir: str | Path) -> list[Finding]:
+    """One finding per fingerprint: its latest final tally, or its first occurrence when the run recorded none
+    (a run still in progress, or one that crashed before closing).
+
+    For a distributed run (one shard per rank) the same finding on several ranks is merged into one that names
+    them all, and ranks that ended after different step counts are reported (TW806).
+    """
+    root = Path(run_dir)
+    manifest = root / "run.json"
+    if not manifest.exists():
+        return _sorted(_shard_findings(root)[0])
+    merged: dict[str, Finding] = {}
+    steps: dict[int, int] = {}
+    for rank in range(json.loads(manifest.read_text())["world_size"]):
+        found, count = _shard_findings(root / f"rank-{rank}")
+        if count is not None:
+            steps[rank] = count
+        for f in found:
+            f.ranks = f.ranks or (rank,)
+            other = merged.get(f.fingerprint)
+            if other is None:
+                merged[f.fingerprint] = f
+            else:
+                other.count += f.count
+                other.ranks = tuple(sorted(set(other.ranks) | set(f.ranks)))
+                other.severity = max(other.severity, f.severity)
+                firsts = [s for s in (other.first_step, f.first_step) if s is not None]
+                lasts = [s for s in (other.last_step, f.last_step) if s is not None]
+                other.first_step, other.last_step = min(firsts, default=None), max(lasts, default=None)
+    from torchwitness.rules.training.distributed import uneven_steps
+
+    return _sorted([*merged.values(), *uneven_steps(steps)])
+
+
+def _sorted(findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (-f.severity, f.rule_id, f.location))

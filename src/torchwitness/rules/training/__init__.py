@@ -8,12 +8,20 @@ which files it in the catalogue and says at which event the watch calls it:
 - ``eval``: at the first evaluation forward (grad disabled) after a training step;
 - ``close``: once, when the watch closes (window rules judged over all audited steps).
 
-IDs: TW1xx numerics and gradients, TW2xx data and batches, TW3xx optimizer, TW4xx architecture, modes and hints.
+IDs: TW1xx numerics and gradients, TW2xx data and batches, TW3xx optimizer, TW4xx architecture, modes and hints,
+TW8xx cross-rank checks under torch.distributed.
 """
 
 from __future__ import annotations
 
-from torchwitness.rules.training import architecture, data, loss, numerics, optimizer  # noqa: F401  (registers)
+from torchwitness.rules.training import (  # noqa: F401  (registers)
+    architecture,
+    data,
+    distributed,
+    loss,
+    numerics,
+    optimizer,
+)
 from torchwitness.rules.training._registry import When, training_rule, training_rules
 
 __all__ = ["When", "training_rule", "training_rules"]
