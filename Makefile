@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint bench clean system-deps
+.PHONY: demo demo-ddp test lint bench clean system-deps
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ system-deps:
 
 demo: $(STAMP)
 	$(VENV)/bin/torchwitness demo --out evidence
+
+# The Adult demo on 2 processes with gloo, then a check of every shard and the run-level checkpoints.
+demo-ddp: $(STAMP)
+	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --nproc_per_node=2 -m torchwitness.demo.ddp --out evidence
+	$(VENV)/bin/torchwitness verify evidence/adult-ddp
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2
