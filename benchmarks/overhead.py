@@ -93,6 +93,7 @@ def _watching(run: tw.Run | None, model: nn.Module, opt: torch.optim.Optimizer, 
         yield
     finally:
         watch.close()
+        run.flush()  # the next timed block must not share the CPU with the ledger writer finishing this one
 
 
 def time_modes(name: str, repeats: int, steps: int, run: tw.Run, clock: Callable[[], float]) -> dict[str, float]:

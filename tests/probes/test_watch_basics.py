@@ -62,3 +62,25 @@ def test_findings_are_records_and_deduplicated(tmp_path):
     recs = list(iter_records(tmp_path / "r", kinds={"finding"}))
     assert {r["data"]["rule_id"] for r in recs} >= {"TW302"}
     assert any(r["data"]["final"] for r in recs)
+
+
+def test_a_failing_probe_never_breaks_training(tmp_path, monkeypatch):
+    from torchwitness.probes import stats
+
+    def broken(*a, **k):
+        raise RuntimeError("probe bug")
+
+    monkeypatch.setattr(stats, "activation_summary", broken)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt = torch.optim.Adam(model.parameters(), 1e-3, weight_decay=0.1)
+    with tw.Run(tmp_path / "r") as run:
+        watch = run.watch(model, opt, every_n_steps=2, first_steps=2)
+        for _ in range(5):
+            opt.zero_grad()
+            model(torch.randn(8, 4)).sum().backward()
+            opt.step()
+        assert watch.step == 5
+        assert "TW302" in {f.rule_id for f in run.findings()}
+    errors = list(iter_records(tmp_path / "r", kinds={"watch.error"}))
+    assert len(errors) == 1 and "probe bug" in errors[0]["data"]["error"]

@@ -19,6 +19,7 @@ and the host receives one batched transfer when the step ends.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from types import TracebackType
@@ -43,6 +44,20 @@ _EVAL_ROW_BUDGET = 16384
 _AUDITS_PER_RECORD = 32
 _SNAPSHOT = 8192
 _MOMENT_ROWS = 2048
+
+
+def _guarded(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """Hooks run inside the user's training step: a failure of the watch is recorded, never raised into it."""
+
+    @functools.wraps(hook)
+    def run(self: Watch, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return hook(self, *args, **kwargs)
+        except Exception as e:
+            self._internal_error(hook.__name__, e)
+            return None
+
+    return run
 
 
 def _is_compiled(model: torch.nn.Module) -> bool:
@@ -74,6 +89,7 @@ class Watch:
         self.findings = findings if findings is not None else FindingSet(record)
         self._record = record
         self.history = History()
+        self.errors: dict[tuple[str, str], str] = {}  # failures of the watch itself, recorded as watch.error
         self.step = 0
         self.closed = False
         self.compiled = _is_compiled(model)
@@ -130,6 +146,7 @@ class Watch:
         self._window = None
 
     # ---- hooks -----------------------------------------------------------------------------------------------
+    @_guarded
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         if self._spy is not None:
             self._spy_stop()
@@ -154,6 +171,7 @@ class Watch:
             if target is not None:
                 w.extra["kw_target"] = target
 
+    @_guarded
     def _root_post(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         if self._external_forward:
             return
@@ -172,6 +190,7 @@ class Watch:
             if w.loss is None:
                 self._spy_start()
 
+    @_guarded
     def _on_output_grad(self, w: Window, fwd: Forward, grad: torch.Tensor) -> None:
         fwd.trained = True
         if w.stale_checked:
@@ -188,6 +207,7 @@ class Watch:
         if self.optimizer is None:
             torch.autograd.Variable._execution_engine.queue_callback(partial(self._collect_grads, w))
 
+    @_guarded
     def _module_hook(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         w = self._window
         if w is None or not w.forwards or not torch.is_grad_enabled():
@@ -214,6 +234,7 @@ class Watch:
         if out.ndim >= 2 and out.shape[0] > 1:
             info.batch, info.n_units = out.shape[0], out.shape[stats.unit_axis(out.ndim)]
 
+    @_guarded
     def _embedding_pre(self, module: torch.nn.Embedding, args: tuple) -> None:
         w = self._window
         if w is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].numel():
@@ -223,6 +244,7 @@ class Watch:
             w.extra[f"ids/{name}"] = module.num_embeddings
             w.pack.add(f"ids/{name}", torch.stack(torch.aminmax(args[0].detach())))
 
+    @_guarded
     def _loss_hook(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
         if not torch.is_grad_enabled():
             return
@@ -245,15 +267,18 @@ class Watch:
             self._spy.stop()
             self._spy = None
 
+    @_guarded
     def _spied_loss(self, kind: str, x: Any, t: Any, weighted: bool, out: Any) -> None:
         w = self._window
         if w is not None and w.loss is None and torch.is_grad_enabled():
             w.add_loss(kind, x, t, out, weighted=weighted)
 
+    @_guarded
     def _spied_backward(self, loss: torch.Tensor) -> None:
         if loss.numel() == 1 and not (self._losses and self._losses[-1][0] == self.step):
             self._losses.append((self.step, loss.detach()))
 
+    @_guarded
     def _eval_forward(self, args: tuple, kwargs: dict) -> None:
         if not self._eval_seen:
             self._eval_seen = True
@@ -275,6 +300,7 @@ class Watch:
     def _trainable(self, w: Window) -> list[torch.nn.Parameter]:
         return [p for _, p in self._named_params(w) if p.requires_grad]
 
+    @_guarded
     def _collect_grads(self, w: Window) -> None:
         in_opt = {id(p): gi for gi, g in enumerate(self.optimizer.param_groups) for p in g["params"]} \
             if self.optimizer is not None else {}
@@ -291,6 +317,7 @@ class Watch:
             w.pack.add("g/norm", torch.stack(torch._foreach_norm(grads)))
             w.pack.add("p/norm", torch.stack(torch._foreach_norm([p.param.detach() for p in w.params if p.has_grad])))
 
+    @_guarded
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         self._spy_stop()
         w = self._window
@@ -326,6 +353,11 @@ class Watch:
                   if p.dtype in (torch.float16, torch.bfloat16) and p.group is not None]
 
     def _post_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        self._measure_update()
+        self._end_step()
+
+    @_guarded
+    def _measure_update(self) -> None:
         w = self._window
         if w is not None and w.before:
             moving = w.extra["moving"]
@@ -342,20 +374,25 @@ class Watch:
             if lp:
                 w.pack.add("lowp", torch.stack(lp))
             w.before = []
-        self._end_step()
 
     # ---- step boundaries -------------------------------------------------------------------------------------
     def _end_step(self) -> None:
         self._spy_stop()
         w = self._window
         if w is not None:
-            self._finish(w)
+            self._guarded_finish(w)
         self.step += 1
         self._eval_seen = False
         if self._audited(self.step):
             self._arm()
         else:
             self._disarm()
+
+    def _guarded_finish(self, w: Window) -> None:
+        try:
+            self._finish(w)
+        except Exception as e:
+            self._internal_error("_finish", e)
 
     def _finish(self, w: Window, event: str = "step") -> None:
         if self._losses:
@@ -432,10 +469,23 @@ class Watch:
         self._audits = []
 
     def _run_rules(self, view: StepView) -> None:
-        for _rid, when, fn in self._rules:
+        for rid, when, fn in self._rules:
             if view.event in when:
-                for f in fn(view) or ():
-                    self.findings.add(f)
+                try:
+                    for f in fn(view) or ():
+                        self.findings.add(f)
+                except Exception as e:  # one rule's bug must not stop training or the other rules
+                    self._internal_error(rid, e)
+
+    def _internal_error(self, where: str, error: Exception) -> None:
+        """Record a failure of the watch itself once per place and type, and drop the step being collected."""
+        key = (where, type(error).__name__)
+        if key not in self.errors:
+            self.errors[key] = f"{type(error).__name__}: {error}"
+            if self._record is not None:
+                self._record("watch.error", {"where": where, "error": self.errors[key]}, self.step)
+        if not where.startswith("TW"):
+            self._window = None
 
     # ---- public surface --------------------------------------------------------------------------------------
     def begin_forward(self, *args: Any, **kwargs: Any) -> None:
@@ -476,9 +526,9 @@ class Watch:
         try:
             w = self._window
             if w is not None and (w.forwards or len(w.pack) or self._losses):
-                self._finish(w)
+                self._guarded_finish(w)
             elif self._losses or self._eval_rows:
-                self._finish(Window(step=self.step))
+                self._guarded_finish(Window(step=self.step))
             self._run_rules(StepView(event="close", step=self.step, watch=self))
             if self.cross_rank is not None and self._record is not None:
                 # Step counts are compared across shards after the run (no collective here: a rank that
