@@ -1,0 +1,1 @@
+"""Controls: stateful safeguards around a model (content retention, consent, budgets, drift, review)."""

@@ -1,0 +1,1 @@
+"""Probes: read signals off PyTorch objects (models, generation calls, agent steps) without changing them."""
