@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import time
 import uuid
@@ -48,6 +49,7 @@ import msgspec
 
 from torchwitness.controls.content import ContentPolicy, ledger_of
 from torchwitness.errors import InputError
+from torchwitness.ledger.encoding import decode_float
 from torchwitness.ledger.schema import register_kind
 
 StepKind = Literal["agent", "plan", "tool_call", "tool_result", "model_call", "handoff", "final_answer"]
@@ -101,8 +103,65 @@ class AgentStepRecord(msgspec.Struct):
 
 register_kind("agent.step", AgentStepRecord)
 
-# Token-weighted sums a model_call step keeps across the generation requests made inside it.
-_SUMS = ("logprob_sum", "entropy", "margin", "rank", "top1")
+
+class GenerationTally:
+    """GenAI and ``torchwitness.llm.*`` span attributes of one or more ``llm.generation`` records.
+
+    Usage adds up; token statistics are token-weighted over all requests (perplexity from the summed logprobs).
+    """
+
+    def __init__(self) -> None:
+        self._attrs: dict[str, Any] = {}
+        self._tokens = 0
+        self._sums = dict.fromkeys(("logprob_sum", "entropy_mean", "margin_mean", "rank_mean", "top1_fraction"),
+                                   0.0)
+        self._entropy_max = float("-inf")
+        self._margin_min = float("inf")
+
+    def add(self, data: dict[str, Any]) -> None:
+        a = self._attrs
+        a["gen_ai.operation.name"] = "chat"
+        a["gen_ai.provider.name"] = data["provider"]
+        a["gen_ai.usage.input_tokens"] = a.get("gen_ai.usage.input_tokens", 0) + data["input_tokens"]
+        a["gen_ai.usage.output_tokens"] = a.get("gen_ai.usage.output_tokens", 0) + data["output_tokens"]
+        if data["stop_reason"] is not None:
+            a["gen_ai.response.finish_reasons"] = [*a.get("gen_ai.response.finish_reasons", []), data["stop_reason"]]
+        if data["model"]:
+            a.setdefault("gen_ai.request.model", data["model"])
+            a["gen_ai.response.model"] = data["model"]
+        a["gen_ai.response.id"] = data["request"]
+        for key, value in data["sampling"].items():
+            if key in ("temperature", "top_k", "top_p"):
+                a.setdefault(f"gen_ai.request.{key}", value)
+            elif key == "max_new_tokens":
+                a.setdefault("gen_ai.request.max_tokens", value)
+        stats = {k: decode_float(v) for k, v in data["stats"].items()}
+        n = int(stats["length"])
+        if not n:
+            return
+        self._tokens += n
+        self._sums["logprob_sum"] += stats["logprob_sum"]
+        for key in ("entropy_mean", "margin_mean", "rank_mean", "top1_fraction"):
+            self._sums[key] += stats[key] * n
+        self._entropy_max = max(self._entropy_max, stats["entropy_max"])
+        self._margin_min = min(self._margin_min, stats["margin_min"])
+        t = self._tokens
+        a.update({
+            "torchwitness.llm.distribution": data["distribution"],
+            "torchwitness.llm.tokens": t,
+            "torchwitness.llm.logprob_mean": self._sums["logprob_sum"] / t,
+            "torchwitness.llm.perplexity": math.exp(min(-self._sums["logprob_sum"] / t, 700.0)),
+            "torchwitness.llm.entropy_mean": self._sums["entropy_mean"] / t,
+            "torchwitness.llm.entropy_max": self._entropy_max,
+            "torchwitness.llm.margin_mean": self._sums["margin_mean"] / t,
+            "torchwitness.llm.margin_min": self._margin_min,
+            "torchwitness.llm.rank_mean": self._sums["rank_mean"] / t,
+            "torchwitness.llm.top1_fraction": self._sums["top1_fraction"] / t,
+        })
+
+    def attributes(self) -> dict[str, Any]:
+        return dict(self._attrs)
+
 
 
 class Step:
@@ -126,10 +185,7 @@ class Step:
         self._start_us = 0
         self._start = 0.0
         self._closed = False
-        self._sums = dict.fromkeys(_SUMS, 0.0)
-        self._tokens = 0
-        self._entropy_max = float("-inf")
-        self._margin_min = float("inf")
+        self._tally = GenerationTally()
         self.open()
 
     def open(self) -> Step:
@@ -156,43 +212,10 @@ class Step:
 
     def add_generation(self, data: dict[str, Any]) -> None:
         """Fold one ``llm.generation`` record's usage and token statistics into this step's attributes."""
-        a = self.attributes
-        a["gen_ai.usage.input_tokens"] = a.get("gen_ai.usage.input_tokens", 0) + data["input_tokens"]
-        a["gen_ai.usage.output_tokens"] = a.get("gen_ai.usage.output_tokens", 0) + data["output_tokens"]
-        if data["stop_reason"] is not None:
-            a["gen_ai.response.finish_reasons"] = [*a.get("gen_ai.response.finish_reasons", []), data["stop_reason"]]
-        if data["model"]:
-            a.setdefault("gen_ai.request.model", data["model"])
-            a["gen_ai.response.model"] = data["model"]
-        a["gen_ai.response.id"] = data["request"]
-        for key, value in data["sampling"].items():
-            if key in ("temperature", "top_k", "top_p"):
-                a.setdefault(f"gen_ai.request.{key}", value)
-            elif key == "max_new_tokens":
-                a.setdefault("gen_ai.request.max_tokens", value)
-        s, n = data["stats"], data["stats"]["length"]
-        if n:
-            self._tokens += n
-            self._sums["logprob_sum"] += s["logprob_sum"]
-            self._sums["entropy"] += s["entropy_mean"] * n
-            self._sums["margin"] += s["margin_mean"] * n
-            self._sums["rank"] += s["rank_mean"] * n
-            self._sums["top1"] += s["top1_fraction"] * n
-            self._entropy_max = max(self._entropy_max, s["entropy_max"])
-            self._margin_min = min(self._margin_min, s["margin_min"])
-            t = self._tokens
-            a.update({
-                "torchwitness.llm.distribution": data["distribution"],
-                "torchwitness.llm.tokens": t,
-                "torchwitness.llm.logprob_mean": self._sums["logprob_sum"] / t,
-                "torchwitness.llm.perplexity": _exp(-self._sums["logprob_sum"] / t),
-                "torchwitness.llm.entropy_mean": self._sums["entropy"] / t,
-                "torchwitness.llm.entropy_max": self._entropy_max,
-                "torchwitness.llm.margin_mean": self._sums["margin"] / t,
-                "torchwitness.llm.margin_min": self._margin_min,
-                "torchwitness.llm.rank_mean": self._sums["rank"] / t,
-                "torchwitness.llm.top1_fraction": self._sums["top1"] / t,
-            })
+        self._tally.add(data)
+        # What the caller asked for (gen_ai.request.*) stays as the caller set it.
+        self.attributes.update({k: v for k, v in self._tally.attributes().items()
+                                if not (k.startswith("gen_ai.request.") and k in self.attributes)})
 
     def close(self, error: BaseException | None = None) -> None:
         """End the step and record it. Idempotent."""
@@ -220,12 +243,6 @@ class Step:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         self.close(exc)
-
-
-def _exp(x: float) -> float:
-    import math
-
-    return math.exp(x) if x < 700 else float("inf")
 
 
 def _as_text(value: Any) -> str | None:

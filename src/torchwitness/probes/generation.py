@@ -62,6 +62,7 @@ class LlmGeneration(msgspec.Struct):
     request: str
     mode: str  # "generate" or "score"
     model: str | None
+    provider: str
     distribution: str
     input_tokens: int
     output_tokens: int
@@ -87,17 +88,19 @@ _SAMPLING_KEYS = ("do_sample", "temperature", "top_k", "top_p", "repetition_pena
 class GenerationProbe:
     """Records an ``llm.generation`` record per request made through :meth:`generate` or :meth:`score`.
 
-    ``keep_tokens=True`` adds the per-token arrays (logprob, entropy, margin, rank) to each record; token ids
-    are never recorded (they are the text). ``last`` holds the records of the latest call, as plain dicts.
+    ``provider`` is who serves the model (``gen_ai.provider.name``). ``keep_tokens=True`` adds the per-token
+    arrays (logprob, entropy, margin, rank) to each record; token ids are never recorded (they are the text).
+    ``last`` holds the records of the latest call, as plain dicts.
     """
 
     def __init__(self, run: Any, *, model_name: str | None = None, tokenizer: Any = None,
                  content: ContentPolicy | None = None, keep_tokens: bool = False,
-                 distribution: Distribution = "raw") -> None:
+                 distribution: Distribution = "raw", provider: str = "transformers") -> None:
         if distribution not in ("raw", "processed"):
             raise InputError(f"distribution must be 'raw' or 'processed', not {distribution!r}")
         self.run = run
         self.model_name = model_name
+        self.provider = provider
         self.tokenizer = tokenizer
         self.content = content or ContentPolicy()
         self.keep_tokens = keep_tokens
@@ -206,7 +209,8 @@ class GenerationProbe:
                     texts["completion"] = self._text(out_ids)
             data: dict[str, Any] = {
                 "request": uuid.uuid4().hex, "mode": mode, "model": self.model_name,
-                "distribution": self.distribution, "input_tokens": n_in, "output_tokens": n_out,
+                "provider": self.provider, "distribution": self.distribution, "input_tokens": n_in,
+                "output_tokens": n_out,
                 "stop_reason": None if mode == "score" else
                 ("stop" if stopped else "length" if max_new is not None and t >= max_new else "other"),
                 "latency_s": round(latency, 6), "batch_size": b, "sampling": sampling,

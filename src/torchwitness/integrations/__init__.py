@@ -1,0 +1,1 @@
+"""Integrations: views of a run's ledger in other tools' formats (each imports its tool lazily)."""
