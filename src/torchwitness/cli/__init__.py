@@ -11,7 +11,7 @@ import sys
 import typer
 
 from torchwitness import __version__
-from torchwitness.cli import demo_cmd, ledger_cmds
+from torchwitness.cli import demo_cmd, ledger_cmds, llm_cmds
 from torchwitness.cli._output import err_console
 from torchwitness.errors import TorchWitnessError
 
@@ -31,7 +31,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Record, verify and report the evidence of a model's life."""
 
 
-for _module in (ledger_cmds, demo_cmd):
+for _module in (ledger_cmds, demo_cmd, llm_cmds):
     _module.register(app)
 
 
