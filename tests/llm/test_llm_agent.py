@@ -72,7 +72,7 @@ def agent_run(tmp_path, tiny_llama):
 
 
 def test_steps_nest_and_join_with_generations(agent_run):
-    verify_run(agent_run)
+    verify_run(agent_run, deep=True)  # deep: every agent.step and llm.generation fits its registered schema
     steps = {r["data"]["name"]: r["data"] for r in iter_records(agent_run, kinds={"agent.step"})
              if r["data"]["kind"] != "tool_result"}
     root = steps["planner"]

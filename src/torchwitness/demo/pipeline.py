@@ -77,4 +77,7 @@ def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, co
     result = verify_run(run_dir)
     console.print(f"[green]verified[/]: {result.summary()}")
     console.print(f"run folder: [bold]{run_dir.resolve()}[/]")
+    from torchwitness.demo.agent import run_agent_demo
+
+    run_agent_demo(out, seed=seed, console=console)
     return run_dir
