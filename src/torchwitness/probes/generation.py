@@ -90,7 +90,8 @@ class GenerationProbe:
 
     ``provider`` is who serves the model (``gen_ai.provider.name``). ``keep_tokens=True`` adds the per-token
     arrays (logprob, entropy, margin, rank) to each record; token ids are never recorded (they are the text).
-    ``last`` holds the records of the latest call, as plain dicts.
+    ``last`` holds the records of the latest call, as plain dicts; ``overhead_s`` the seconds the probe itself
+    spent after ``generate`` returned (statistics, host copy, commitments, queueing the records).
     """
 
     def __init__(self, run: Any, *, model_name: str | None = None, tokenizer: Any = None,
@@ -106,6 +107,7 @@ class GenerationProbe:
         self.keep_tokens = keep_tokens
         self.distribution = distribution
         self.last: list[dict[str, Any]] = []
+        self.overhead_s = 0.0
 
     # ------------------------------------------------------------------ generate
     def generate(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
@@ -121,7 +123,8 @@ class GenerationProbe:
         kwargs.update(return_dict_in_generate=True, **({"output_logits": True} if raw else {"output_scores": True}))
         start = time.perf_counter()
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        latency = time.perf_counter() - start
+        done = time.perf_counter()
+        latency = done - start
         steps = out.logits if raw else out.scores
         logits = torch.stack(steps, dim=1)
         tokens = out.sequences[:, -logits.shape[1]:]
@@ -136,6 +139,7 @@ class GenerationProbe:
         self._record(mode="generate", logits=logits, tokens=tokens, mask=mask, ended=ended,
                      prompt_ids=input_ids, prompt_mask=attention_mask, prompt=prompt, latency=latency,
                      max_new=max_new, sampling=sampling)
+        self.overhead_s = time.perf_counter() - done
         return out if want_dict else out.sequences
 
     # ------------------------------------------------------------------ score
