@@ -242,10 +242,11 @@ def _pick(value: str | list[str] | None, i: int) -> str | None:
 
 
 def _eos_ids(model: Any, kwargs: dict[str, Any], device: torch.device) -> torch.Tensor | None:
-    eos = kwargs.get("eos_token_id")
-    if eos is None:
-        cfg = kwargs.get("generation_config") or model.generation_config
-        eos = cfg.eos_token_id
+    # An explicit eos_token_id=None switches end-of-sequence stopping off in generate, so it must here too.
+    if "eos_token_id" in kwargs:
+        eos = kwargs["eos_token_id"]
+    else:
+        eos = (kwargs.get("generation_config") or model.generation_config).eos_token_id
     if eos is None:
         return None
     return torch.tensor([eos] if isinstance(eos, int) else list(eos), device=device)
