@@ -103,3 +103,14 @@ def test_erase_content_by_its_text(tmp_path):
         assert run.ledger.personal.lookup(redact(PROMPT).text) is None
     assert verify_run(tmp_path / "run").erased_payloads == 1
     assert b"Hi, I am Jane." not in (tmp_path / "run" / "private" / "personal.sqlite").read_bytes()
+
+
+def test_presidio_hook_names_its_package_when_missing():
+    import importlib.util
+
+    if importlib.util.find_spec("presidio_analyzer") is not None:
+        r = redact("Call Jane Doe tomorrow.", presidio=True)
+        assert "Jane Doe" not in r.text and r.total >= 1
+    else:
+        with pytest.raises(InputError, match="pip install presidio-analyzer"):
+            redact("Call Jane Doe tomorrow.", presidio=True)
