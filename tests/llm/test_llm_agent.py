@@ -199,3 +199,15 @@ def test_async_steps_and_unknown_kinds(tmp_path):
         with pytest.raises(InputError, match="unknown agent step kind"):
             tracer.step("think", "x")
     assert parent == child_parent
+
+
+def test_a_root_step_joins_the_applications_active_otel_span(tmp_path):
+    from opentelemetry.sdk.trace import TracerProvider
+
+    otel = TracerProvider().get_tracer("app")
+    with Run(tmp_path / "run") as run, otel.start_as_current_span("http request") as outer, \
+            AgentTracer(run).agent("inner"):
+        pass
+    ctx = outer.get_span_context()
+    (step,) = [r["data"] for r in iter_records(tmp_path / "run", kinds={"agent.step"})]
+    assert step["trace_id"] == f"{ctx.trace_id:032x}" and step["parent_span_id"] == f"{ctx.span_id:016x}"

@@ -5,6 +5,8 @@ agent run is its child wherever the call happens, and a :class:`~torchwitness.pr
 call inside a ``model_call`` step attaches its token statistics and token usage to that step. Each step gets
 W3C-sized trace and span ids, recorded in the ledger so ledger records and exported spans can be joined.
 
+A root step opened while the application has an active OpenTelemetry span joins that span's trace as its child.
+
 Inputs, outputs and error messages enter only through the tracer's
 :class:`~torchwitness.controls.content.ContentPolicy` (commitments by default); a non-string value is committed
 as its canonical JSON text.
@@ -38,6 +40,7 @@ import functools
 import json
 import math
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -70,6 +73,18 @@ def new_trace_id() -> str:
 def new_span_id() -> str:
     """A random 8-byte W3C span id, lower-case hex."""
     return os.urandom(8).hex()
+
+
+def _ambient_otel_span() -> tuple[str, str] | None:
+    """(trace id, span id) of the caller's active OpenTelemetry span, so an agent run joins the service's trace.
+
+    Looked up only if the application already imported OpenTelemetry: we never import it on its behalf.
+    """
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        return None
+    ctx = trace.get_current_span().get_span_context()
+    return (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}") if ctx.is_valid else None
 
 
 def current_step() -> Step | None:
@@ -190,7 +205,13 @@ class Step:
 
     def open(self) -> Step:
         self.parent = _CURRENT.get()
-        self.trace_id = self.parent.trace_id if self.parent else new_trace_id()
+        self.remote_parent: str | None = None
+        if self.parent is not None:
+            self.trace_id = self.parent.trace_id
+        elif (ambient := _ambient_otel_span()) is not None:
+            self.trace_id, self.remote_parent = ambient
+        else:
+            self.trace_id = new_trace_id()
         self.span_id = new_span_id()
         self._token = _CURRENT.set(self)
         self._start_us = time.time_ns() // 1000
@@ -354,7 +375,7 @@ class AgentTracer:
         span_name = f"{op} {target}" if op else f"{step.kind} {step.name}"
         data: dict[str, Any] = {
             "trace_id": step.trace_id, "span_id": step.span_id,
-            "parent_span_id": step.parent.span_id if step.parent else None,
+            "parent_span_id": step.parent.span_id if step.parent else step.remote_parent,
             "kind": step.kind, "name": step.name, "span_name": span_name,
             "span_kind": SPAN_KINDS.get(step.kind, "internal"),
             "start_us": step._start_us, "end_us": step._start_us + int(duration * 1e6),
