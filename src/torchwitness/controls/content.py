@@ -84,7 +84,7 @@ class ContentPolicy:
         """Record data for each text field: ``{name: {"$personal": commitment}}`` plus, when retaining,
         ``{name + "_redactions": {kind: count}}``. ``None`` fields are left out.
 
-        ``target`` is a ``Run`` or ``Ledger``. Runs in the caller's thread (one small SQLite write per new text).
+        ``target`` is a ``Run`` or ``Ledger``. Runs in the caller's thread (one SQLite transaction per call).
         """
         ledger = ledger_of(target)
         store = ledger.personal
@@ -94,8 +94,7 @@ class ContentPolicy:
                 "this run retains personal cleartext (retain_personal=True), so zero-retention content would be "
                 "stored unredacted; use ContentPolicy(retain=True), which redacts first")
         out: dict[str, Any] = {}
-        expiring: list[tuple[str, str, int]] = []
-        now_us = time.time_ns() // 1000
+        kept: dict[str, str] = {}
         for name, text in texts.items():
             if text is None:
                 continue
@@ -105,10 +104,13 @@ class ContentPolicy:
                 red = redact(text, presidio=self.presidio)
                 text = red.text
                 out[f"{name}_redactions"] = dict(sorted(red.counts.items()))
-            c = store.commit(text)
-            out[name] = {"$personal": c}
-            if name in self.retention:
-                expiring.append((c, name, now_us + int(_seconds(self.retention[name]) * 1e6)))
+            kept[name] = text
+        # One transaction for all fields: each SQLite commit is a disk sync.
+        commitments = dict(zip(kept, store.commit_many(list(kept.values())), strict=True))
+        now_us = time.time_ns() // 1000
+        expiring = [(c, name, now_us + int(_seconds(self.retention[name]) * 1e6))
+                    for name, c in commitments.items() if name in self.retention]
+        out.update({name: {"$personal": c} for name, c in commitments.items()})
         if expiring:
             db = _retention_db(ledger)
             try:

@@ -32,20 +32,28 @@ SEQUENCE_FIELDS = ("length", "logprob_sum", "logprob_mean", "perplexity", "entro
 def token_statistics(logits: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-token ``logprob``, ``entropy``, ``margin`` and ``rank`` for ``logits [B, T, V]`` and ``tokens [B, T]``.
 
-    Computed in float64 on the logits' device (float32 on Apple MPS, which has no float64): a float32
-    log-softmax over a 50k vocabulary is off by ~2e-5 nats, more than the statistics are meant to resolve.
-    Returns ``[B, T]`` tensors.
+    Returns float64 ``[B, T]`` tensors on the logits' device (float32 on Apple MPS, which has no float64).
+    Elementwise work stays in the logits' precision (at least float32); every sum over the vocabulary
+    accumulates in float64, because a float32 log-softmax over a 50k vocabulary is off by ~2e-5 nats,
+    more than these statistics are meant to resolve.
     """
-    z = logits.float() if logits.device.type == "mps" else logits.double()
-    logp = torch.log_softmax(z, dim=-1)
+    acc = torch.float32 if logits.device.type == "mps" else torch.float64
+    z = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
     chosen = tokens.unsqueeze(-1)
-    logprob = logp.gather(-1, chosen).squeeze(-1)
-    p = logp.exp()
-    # xlogy gives 0 where p == 0, so masked-out (-inf) logits add nothing instead of NaN.
-    entropy = -torch.special.xlogy(p, p).sum(-1)
-    top2 = p.topk(2, dim=-1).values if p.shape[-1] > 1 else torch.cat([p, torch.zeros_like(p)], -1)
-    margin = top2[..., 0] - top2[..., 1]
-    rank = (z > z.gather(-1, chosen)).sum(-1).to(z.dtype) + 1
+    peak = z.amax(-1, keepdim=True)
+    shifted = z - peak  # <= 0; -inf where a processor removed a token
+    e = shifted.exp()
+    total = e.sum(-1, dtype=acc)
+    log_total = total.log()
+    logprob = (z.gather(-1, chosen).to(acc) - peak.to(acc)).squeeze(-1) - log_total
+    # H = log S - sum(e * shifted) / S; e * shifted is 0 * -inf = NaN for removed tokens, which add nothing.
+    entropy = log_total - torch.where(e > 0, e * shifted, 0.0).sum(-1, dtype=acc) / total
+    if z.shape[-1] > 1:
+        top2 = shifted.topk(2, dim=-1).values.to(acc).exp()
+        margin = (top2[..., 0] - top2[..., 1]) / total
+    else:
+        margin = torch.ones_like(total)
+    rank = (z > z.gather(-1, chosen)).sum(-1).to(acc) + 1
     return {"logprob": logprob, "entropy": entropy, "margin": margin, "rank": rank}
 
 
