@@ -120,3 +120,16 @@ def test_token_ids_and_text_never_reach_the_record(tmp_path, tiny_llama):
 def test_beam_search_is_refused(tmp_path, tiny_llama):
     with Run(tmp_path / "run") as run, pytest.raises(InputError, match="beam"):
         GenerationProbe(run).generate(tiny_llama, torch.tensor([[1, 2]]), num_beams=2, max_new_tokens=2)
+
+
+def test_chunked_statistics_equal_the_one_shot_computation():
+    from torchwitness.probes.token_stats import token_statistics, token_statistics_chunked
+
+    torch.manual_seed(4)
+    logits = torch.randn(2, 11, 50) * 4
+    tokens = torch.randint(0, 50, (2, 11))
+    whole = token_statistics(logits, tokens)
+    for chunked in (token_statistics_chunked(logits, tokens, max_elements=300),
+                    token_statistics_chunked(list(logits.unbind(1)), tokens, max_elements=1)):
+        for field, value in whole.items():
+            torch.testing.assert_close(chunked[field], value, rtol=0, atol=0)

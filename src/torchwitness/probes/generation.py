@@ -37,7 +37,12 @@ from torchwitness.controls.content import ContentPolicy, ledger_of
 from torchwitness.errors import InputError
 from torchwitness.ledger.schema import register_kind
 from torchwitness.probes.agent import current_step, new_span_id, new_trace_id
-from torchwitness.probes.token_stats import SEQUENCE_FIELDS, TOKEN_FIELDS, sequence_statistics, token_statistics
+from torchwitness.probes.token_stats import (
+    SEQUENCE_FIELDS,
+    TOKEN_FIELDS,
+    sequence_statistics,
+    token_statistics_chunked,
+)
 
 Distribution = Literal["raw", "processed"]
 
@@ -126,8 +131,7 @@ class GenerationProbe:
         done = time.perf_counter()
         latency = done - start
         steps = out.logits if raw else out.scores
-        logits = torch.stack(steps, dim=1)
-        tokens = out.sequences[:, -logits.shape[1]:]
+        tokens = out.sequences[:, -len(steps):]
         eos = _eos_ids(model, kwargs, tokens.device)
         is_eos = torch.isin(tokens, eos) if eos is not None else torch.zeros_like(tokens, dtype=torch.bool)
         # Scored positions run up to and including the first end-of-sequence token; later ones are padding.
@@ -136,7 +140,7 @@ class GenerationProbe:
         ended = (is_eos & mask).any(1)
         max_new = kwargs.get("max_new_tokens", getattr(model.generation_config, "max_new_tokens", None))
         sampling = _sampling(model, kwargs)
-        self._record(mode="generate", logits=logits, tokens=tokens, mask=mask, ended=ended,
+        self._record(mode="generate", logits=steps, tokens=tokens, mask=mask, ended=ended,
                      prompt_ids=input_ids, prompt_mask=attention_mask, prompt=prompt, latency=latency,
                      max_new=max_new, sampling=sampling)
         self.overhead_s = time.perf_counter() - done
@@ -170,13 +174,14 @@ class GenerationProbe:
         return full
 
     # ------------------------------------------------------------------ shared
-    def _record(self, *, mode: str, logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
-                ended: torch.Tensor | None, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor | None,
+    def _record(self, *, mode: str, logits: torch.Tensor | tuple[torch.Tensor, ...], tokens: torch.Tensor,
+                mask: torch.Tensor, ended: torch.Tensor | None, prompt_ids: torch.Tensor,
+                prompt_mask: torch.Tensor | None,
                 prompt: str | list[str] | None, latency: float, max_new: int | None, sampling: dict[str, Any],
                 completion: str | list[str] | None = None) -> None:
         b, t = tokens.shape
         with torch.no_grad():
-            per_token = token_statistics(logits.detach(), tokens)
+            per_token = token_statistics_chunked(logits, tokens)
             per_seq = sequence_statistics(per_token, mask)
         in_len = prompt_mask.sum(1) if prompt_mask is not None else torch.full((b,), prompt_ids.shape[1],
                                                                              device=prompt_ids.device)
