@@ -1,1 +1,2 @@
-"""Controls that act inside the training loop and leave evidence: fairness, consent, provenance, privacy."""
+"""Controls: stateful safeguards that act and leave evidence (fairness, consent, provenance, privacy budget,
+drift, human review, content retention)."""

@@ -12,9 +12,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from torchwitness.demo.adult import load_adult
+from torchwitness.demo.agent import run_agent_demo
 from torchwitness.demo.certify import certify_stage
+from torchwitness.demo.code_evidence import record_code_evidence
 from torchwitness.demo.deployment import deployment_stage
 from torchwitness.demo.dossier import dossier_stage
+from torchwitness.demo.governance import run_governance
 from torchwitness.ledger.verify import verify_run
 from torchwitness.run import Run
 
@@ -79,15 +82,12 @@ def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, co
         certify_stage(run, model, x_test, y_test, console)
         reference = x_train[torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))[:4000]]
         deployment_stage(run, model, reference, x_test, data.feature_names, console)
-        from torchwitness.demo.code_evidence import record_code_evidence
-
         record_code_evidence(run, model, (x_train[:256], y_train[:256]), loss_fn, out, console)
 
     result = verify_run(run_dir)
     console.print(f"[green]verified[/]: {result.summary()}")
     console.print(f"run folder: [bold]{run_dir.resolve()}[/]")
-    from torchwitness.demo.governance import run_governance
-
     run_governance(out, seed=seed, console=console)
+    run_agent_demo(out, seed=seed, console=console)
     dossier_stage(run_dir, out, console)
     return run_dir

@@ -1,5 +1,5 @@
-"""Probes: hooks that collect training signals on the device, transferred to the host once per audited step, and
-dispatch-level observers of which operators ran (:mod:`torchwitness.probes.operators`)."""
+"""Probes: read signals off PyTorch objects (training steps, operators, generation calls, agent steps, served
+batches) on the device, moving them to the host once per audited step or request."""
 
 from torchwitness.probes.watch import Watch
 

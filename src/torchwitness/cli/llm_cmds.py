@@ -1,0 +1,59 @@
+"""spans, expire: OpenTelemetry export of agent traces and retention periods of conversation content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from torchwitness.errors import InputError
+
+RunArg = typer.Argument(..., help="The run folder.", show_default=False)
+
+
+def spans(run: Path = RunArg,
+          out: Path | None = typer.Option(None, "--out", "-o", help="Write OTLP/JSON to this file."),
+          endpoint: str | None = typer.Option(None, "--endpoint",
+                                              help="Send over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces.")
+          ) -> None:
+    """Export the run's agent steps and generations as OpenTelemetry GenAI spans (a file, an endpoint, or stdout)."""
+    from torchwitness.integrations import otel_genai
+    from torchwitness.ledger.layout import read_manifest
+
+    read_manifest(run)
+    if out is not None and endpoint is not None:
+        raise InputError("give --out or --endpoint, not both")
+    if endpoint is not None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=endpoint)
+        try:
+            n = otel_genai.export_spans(run, exporter)
+        finally:
+            exporter.shutdown()
+        typer.echo(f"sent {n} spans to {endpoint}")
+    elif out is not None:
+        n = otel_genai.write_otlp_json(run, out)
+        typer.echo(f"wrote {n} spans to {out}")
+    else:
+        import json
+
+        typer.echo(json.dumps(otel_genai.otlp_json(run), indent=1))
+
+
+def expire(run: Path = RunArg,
+           key_dir: Path | None = typer.Option(None, "--key-dir", help="Where the run's private key lives.")) -> None:
+    """Crypto-shred prompts, completions and agent content whose retention period has elapsed."""
+    from torchwitness.controls.content import expire as expire_content
+    from torchwitness.ledger.layout import read_manifest
+    from torchwitness.ledger.writer import Ledger
+
+    read_manifest(run)
+    with Ledger.open(run, key_dir=key_dir) as ledger:
+        n = expire_content(ledger)
+    typer.echo(f"erased {n} expired content value(s) from {run}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(spans)
+    app.command()(expire)
