@@ -83,6 +83,11 @@ for _kind, _struct in {"drift.reference": ReferenceRecord, "drift.alert": AlertR
     register_kind(_kind, _struct)
 
 
+def _as_matrix(values: Any) -> np.ndarray:
+    """Embeddings as a float64 ``[rows, dim]`` array (tensors are copied to the host: off the hot path)."""
+    return np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float64)
+
+
 def _as_array(name: str, values: Any) -> np.ndarray:
     if hasattr(values, "detach"):  # a tensor: the monitor runs off the hot path, at window boundaries
         values = values.detach().cpu().numpy()
@@ -122,8 +127,7 @@ class DriftReference:
                 feats[k] = rng.choice(v, max_rows, replace=False)
         emb = None
         if embeddings is not None:
-            emb = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings,
-                             dtype=np.float64)
+            emb = _as_matrix(embeddings)
             emb = emb[rng.choice(len(emb), min(len(emb), 500), replace=False)]
         counts = None
         if predictions is not None:
@@ -200,8 +204,7 @@ class DriftMonitor:
         for k, v in arrays.items():
             self._buffer[k].append(v)
         if embeddings is not None:
-            self._emb.append(np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings,
-                                        dtype=np.float64))
+            self._emb.append(_as_matrix(embeddings))
         if predictions is not None:
             self._pred.append(pred)
         self._rows += lengths.pop() if lengths else (len(self._emb[-1]) if self._emb else 0)

@@ -39,6 +39,17 @@ def _outliers(values: np.ndarray, rel: float) -> list[int]:
     return [r for r, v in enumerate(values) if abs(v - ref) > rel * max(abs(ref), 1e-30)]
 
 
+def _diverged(view: Any, rule_id: str, column: str, what: str) -> list[Finding]:
+    m = _matrix(view)
+    if m is None:
+        return []
+    ranks = _outliers(m[:, _COL[column]], 1e-6)
+    if not ranks:
+        return []
+    return [_finding(rule_id, f"{what} on ranks {ranks} differ from the other ranks at step {view.step}", view,
+                     ranks, checksums=m[:, _COL[column]].tolist())]
+
+
 @training_rule("TW801", when="step", name="sampler-not-distributed", title="Several ranks trained on the same batch",
                severity=Severity.ERROR, phase=Phase.DISTRIBUTED, obligations=_OBLIGATIONS,
                remediation="Give the DataLoader a DistributedSampler (and call sampler.set_epoch(epoch) each "
@@ -76,14 +87,7 @@ def parameters_diverged(view: Any) -> list[Finding]:
     Under DDP every rank applies the same averaged gradient, so parameters stay bit-identical. A module kept
     outside DDP, a rank-dependent update or a skipped all-reduce makes replicas drift apart silently.
     """
-    m = _matrix(view)
-    if m is None:
-        return []
-    ranks = _outliers(m[:, _COL["params"]], 1e-6)
-    if not ranks:
-        return []
-    return [_finding("TW802", f"parameters on ranks {ranks} differ from the other ranks at step {view.step}",
-                     view, ranks, checksums=m[:, _COL["params"]].tolist())]
+    return _diverged(view, "TW802", "params", "parameters")
 
 
 @training_rule("TW803", when="step", name="buffers-diverged", title="Buffers differ across ranks",
@@ -96,14 +100,7 @@ def buffers_diverged(view: Any) -> list[Finding]:
     With ``broadcast_buffers=False`` (or a module outside DDP) each rank keeps its own running statistics, and
     the checkpoint saved by rank 0 evaluates differently from what the other ranks measured.
     """
-    m = _matrix(view)
-    if m is None:
-        return []
-    ranks = _outliers(m[:, _COL["buffers"]], 1e-6)
-    if not ranks:
-        return []
-    return [_finding("TW803", f"buffers on ranks {ranks} differ from the other ranks at step {view.step}",
-                     view, ranks, checksums=m[:, _COL["buffers"]].tolist())]
+    return _diverged(view, "TW803", "buffers", "buffers")
 
 
 @training_rule("TW804", when="step", name="nonfinite-on-some-ranks", title="NaN/Inf on only some ranks",
