@@ -109,7 +109,8 @@ _BUILTIN_KIND_MODULES = (
     "torchwitness.certify.certificate", "torchwitness.controls.consent", "torchwitness.controls.consented_data",
     "torchwitness.controls.datasheet", "torchwitness.controls.drift.monitor", "torchwitness.controls.fairness.report",
     "torchwitness.controls.oversight", "torchwitness.controls.privacy", "torchwitness.controls.provenance",
-    "torchwitness.controls.provenance_query", "torchwitness.integrations.captum", "torchwitness.probes.inference",
+    "torchwitness.controls.provenance_query", "torchwitness.integrations.captum", "torchwitness.probes.agent",
+    "torchwitness.probes.generation", "torchwitness.probes.inference",
     "torchwitness.probes.operators", "torchwitness.probes.replay", "torchwitness.probes.repro",
     "torchwitness.rules.artifact.model_file", "torchwitness.rules.findings", "torchwitness.rules.static.engine",
 )
