@@ -55,11 +55,42 @@ def scenario(out: Path, name: str) -> None:
             opt.step()
 
 
+def fsdp(out: Path) -> None:
+    """FSDP2 ``fully_shard`` on gloo: an audited run, and sharded statistics beside a gathered oracle."""
+    import json
+
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from torchwitness.probes.sharded import sharded_stats
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2))
+    fully_shard(model, mesh=init_device_mesh("cpu", (dist.get_world_size(),)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(100 + dist.get_rank())
+    with tw.Run(out / "fsdp") as run:
+        run.watch(model, opt, every_n_steps=2, first_steps=2)
+        for _ in range(STEPS):
+            x = torch.randn(32, 6, generator=gen)
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            grads = [p.grad for p in model.parameters()]
+            opt.step()
+    got = sharded_stats(grads + list(model.parameters()))
+    full = [t.full_tensor().double() for t in grads + list(model.parameters())]  # the oracle gathers; we do not
+    oracle = {"norm": [float(t.norm()) for t in full], "max_abs": [float(t.abs().max()) for t in full],
+              "numel": [float(t.numel()) for t in full], "nonfinite": [0.0] * len(full)}
+    (out / "fsdp" / f"stats-{dist.get_rank()}.json").write_text(json.dumps({"got": got, "oracle": oracle}))
+
+
 def main(out: str) -> None:
     dist.init_process_group("gloo")
     for name in ("healthy", "sampler_not_distributed", "buffer_divergence", "nan_one_rank"):
         scenario(Path(out), name)
         dist.barrier()
+    fsdp(Path(out))
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -54,6 +54,20 @@ def test_nan_on_one_rank(runs: Path) -> None:
     assert found["TW804"] == (1,)
 
 
+def test_fsdp_sharded_statistics_and_a_quiet_audit(runs: Path) -> None:
+    import json
+
+    from torchwitness.ledger import iter_records
+
+    for rank in (0, 1):
+        stats = json.loads((runs / "fsdp" / f"stats-{rank}.json").read_text())
+        for key in ("norm", "max_abs", "numel", "nonfinite"):
+            assert stats["got"][key] == pytest.approx(stats["oracle"][key], rel=1e-12, abs=1e-12), key
+        errors = list(iter_records(runs / "fsdp" / f"rank-{rank}", kinds={"watch.error"}))
+        assert errors == [], errors
+    assert [f.rule_id for f in run_findings(runs / "fsdp") if f.severity >= Severity.WARN] == []
+
+
 def test_uneven_step_counts_name_the_odd_rank() -> None:
     [f] = uneven_steps({0: 100, 1: 100, 2: 97})
     assert f.rule_id == "TW806" and f.ranks == (2,)

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from torchwitness.probes.sharded import is_sharded, local_view
+
 COLUMNS = ("step", "batch", "nonfinite", "grad_norm", "params", "buffers")
 
 
@@ -47,8 +49,10 @@ class CrossRank:
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self._device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
             else torch.device("cpu")
-        self._params = [p for p in model.parameters() if p.requires_grad]
-        self._buffers = [b for b in model.buffers() if b.is_floating_point()]
+        # Sharded (FSDP2/DTensor) state differs across ranks by design: only replicated tensors are compared, by
+        # their local values, so no checksum hides a collective (see probes/sharded.py for sharded statistics).
+        self._params = [local_view(p) for p in model.parameters() if p.requires_grad and not is_sharded(p)]
+        self._buffers = [local_view(b) for b in model.buffers() if b.is_floating_point() and not is_sharded(b)]
         self.collectives = 0
 
     @classmethod
