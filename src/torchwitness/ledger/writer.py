@@ -375,11 +375,12 @@ class Ledger:
 
     def _write(self, batch: list) -> None:
         lines = []
-        for item in batch:
+        for i, item in enumerate(batch, 1):
             lines.append(self._encode(*item))
-            # Hand the GIL back after each record: a caller returning from a torch op (which ran without the
-            # GIL) would otherwise wait for the interpreter's 5 ms switch interval.
-            time.sleep(0)
+            if i % 16 == 0:
+                # Hand the GIL back now and then: a caller returning from a torch op (which ran without the GIL)
+                # would otherwise wait up to the interpreter's 5 ms switch interval behind a long batch.
+                time.sleep(0)
         hashes = leaf_hashes(lines)
         for h in hashes:
             self._frontier.append(h)
