@@ -17,7 +17,7 @@ from torchwitness.demo.adult import load_adult
 from torchwitness.errors import InputError, ServingStopped
 from torchwitness.integrations.captum import explain_tabular, explain_tokens
 from torchwitness.ledger import iter_records, verify_run
-from torchwitness.probes.inference import InferenceRecorder, model_digest
+from torchwitness.probes.inference import InferenceRecorder, RetainedInputs, model_digest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from served_model import trained_model
@@ -180,4 +180,6 @@ def test_cli_review_and_explain_decision(tmp_path: Path, model, test_rows) -> No
     kinds = [r["kind"] for r in iter_records(root)]
     assert "review.decision" in kinds and "explain.attribution" in kinds
     assert verify_run(root, deep=True).records == len(kinds)
-    assert np.frombuffer((root / "private" / "inputs.sqlite").read_bytes(), dtype=np.uint8).size > 0
+    row = int(decision.rsplit("-", 1)[1])
+    kept = RetainedInputs.for_run(root).get(decision)  # retention on: the exact served row, erasable
+    assert np.array_equal(kept, test_rows[row].numpy())

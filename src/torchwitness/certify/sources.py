@@ -8,7 +8,6 @@ digest is the SHA-256 of its files (Hugging Face folders) or its ``digest`` attr
 from __future__ import annotations
 
 import hashlib
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,23 +28,6 @@ class Source:
     description: str
     tokenizer: Any = None
     tokenizer_digest: str | None = None
-
-
-def import_factory(spec: str):
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise InputError(f"factory {spec!r} must look like 'package.module:function'")
-    try:
-        obj = importlib.import_module(module_name)
-    except ImportError as e:
-        raise InputError(f"cannot import factory module {module_name!r}: {e}") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise InputError(f"factory {spec!r}: {module_name} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise InputError(f"factory {spec!r} is not callable")
-    return obj
 
 
 def tokenizer_digest(tokenizer: Any, folder: Path | None = None) -> str | None:
@@ -105,7 +87,9 @@ def load_source(spec: str | Path | nn.Module | Source, *, factory: str | None = 
         raise InputError(f"{path}: expected a Hugging Face folder, .safetensors or .pt state dict")
     if factory is None:
         raise InputError(f"{path} is a state dict: pass --factory package.module:function to build the model")
-    built = import_factory(factory)()
+    from torchwitness.integrations.factory import load_factory  # the same protocol as `audit`
+
+    built = load_factory(factory)()
     model, tokenizer = built if isinstance(built, tuple) else (built, None)
     if not isinstance(model, nn.Module):
         raise InputError(f"factory {factory} returned {type(model).__name__}, not an nn.Module")

@@ -41,7 +41,8 @@ def hash_segment(path: Path, needle: bytes) -> HashedSegment:
     """Leaf hashes of a segment's complete lines, straight from a memory map.
 
     Hashing memoryview slices of the mapped file avoids reading the file into a buffer and then copying every line
-    into its own bytes object: verification runs at 40-65 % of a bare SHA-256 loop instead of about 20 %.
+    into its own bytes object: verification ran at 36 % (200-byte records) and 64 % (2 KB) of a bare SHA-256
+    loop, instead of about 20 %.
     """
     size = path.stat().st_size
     if size == 0:
