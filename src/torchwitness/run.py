@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -75,7 +75,7 @@ class Run:
                                    queue_size=queue_size, retain_personal=retain_personal)
         self._started = time.monotonic()
         self._ended = False
-        self._watches: list[Any] = []
+        self._closers: list[Callable[[], None]] = []
         self._findings: Any = None
         from torchwitness.environment import describe
 
@@ -91,12 +91,14 @@ class Run:
     def run_id(self) -> str:
         return self._ledger.run_id
 
-    def record(self, kind: str, data: Any = None, step: int | None = None) -> int | None:
+    def record(self, kind: str, data: Any = None, step: int | None = None, *, copy: bool = True) -> int | None:
         """Append one record; returns its seq. Cheap: serialising and hashing happen on a writer thread.
 
         ``data`` may hold numbers, strings, lists, dicts, tensors, numpy values and :class:`Personal` values.
+        Tensors are cloned (asynchronously on accelerators); ``copy=False`` hands them over instead, for callers
+        that never touch them again.
         """
-        return self._ledger.append(kind, data, step)
+        return self._ledger.append(kind, data, step, copy=copy)
 
     def personal(self, value: Any) -> Personal:
         """Mark ``value`` as personal data for :meth:`record`: only a keyed, erasable commitment is stored."""
@@ -148,8 +150,27 @@ class Run:
 
         w = Watch(model, optimizer, loss_fn=loss_fn, every_n_steps=every_n_steps, first_steps=first_steps,
                   select=select, ignore=ignore, thresholds=thresholds, findings=self.finding_set, record=self.record)
-        self._watches.append(w)
+        self.on_close(w.close)
         return w
+
+    def serve(self, model: Any, **options: Any) -> Any:
+        """Wrap ``model`` for serving; returns an :class:`~torchwitness.probes.inference.InferenceRecorder`.
+
+        Example::
+
+            with tw.Run("runs/serve") as run:
+                serve = run.serve(model, retain_inputs=False)
+                probabilities = serve(batch)     # a drop-in for softmax(model(batch))
+
+        ``options`` are the recorder's (sampling, window, fingerprint granularity, retention, review policy).
+        """
+        from torchwitness.probes.inference import InferenceRecorder
+
+        return InferenceRecorder(model, self, **options)
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the run closes, before ``run.end`` is recorded (probes flush pending evidence)."""
+        self._closers.append(callback)
 
     def findings(self) -> list[Any]:
         """The de-duplicated findings so far (rule ID, severity, phase, location, message, count, steps)."""
@@ -166,12 +187,12 @@ class Run:
         if self._ended:
             return
         self._ended = True
-        try:
-            for w in self._watches:
-                w.close()
-        except Exception as e:  # the run must still be sealed; the failure is recorded in run.end
-            error = error or e
-            status = "error"
+        for close in self._closers:
+            try:
+                close()
+            except Exception as e:  # the run must still be sealed; the failure is recorded in run.end
+                error = error or e
+                status = "error"
         end: dict[str, Any] = {"status": status, "duration_s": round(time.monotonic() - self._started, 6)}
         if error is not None:
             end["error"] = {"type": type(error).__qualname__, "message": str(error),

@@ -17,6 +17,7 @@ from torchwitness.demo.adult import load_adult
 from torchwitness.errors import InputError, ServingStopped
 from torchwitness.integrations.captum import explain_tabular, explain_tokens
 from torchwitness.ledger import iter_records, verify_run
+from torchwitness.ledger.encoding import decode_array
 from torchwitness.probes.inference import InferenceRecorder, RetainedInputs, model_digest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -33,19 +34,26 @@ def test_rows() -> torch.Tensor:
     return torch.from_numpy(load_adult().test.features[:512])
 
 
-def test_records_batches_with_fingerprints_and_never_raw_inputs(tmp_path: Path, model, test_rows) -> None:
+def test_records_requests_with_commitments_and_never_raw_inputs(tmp_path: Path, model, test_rows) -> None:
     root = tmp_path / "run"
     with tw.Run(root) as run:
-        serve = InferenceRecorder(model, run, sample_every=2)
+        serve = run.serve(model, sample_every=2, window=3)
         for i in range(0, 256, 32):
             out = serve(test_rows[i:i + 32])
             assert torch.allclose(out, torch.softmax(model(test_rows[i:i + 32]), -1))
     records = [r["data"] for r in iter_records(root, kinds={"inference"})]
-    assert len(records) == 4  # every 2nd of 8 batches
+    # every 2nd of 8 requests, in windows of 3; the open window is recorded when the run closes
+    assert [r["first_decisions"] for r in records] == [[0, 64, 128], [192]]
     first = records[0]
-    assert first["model"] == model_digest(model) and first["batch"] == 32
-    assert len(first["inputs"]) == 32 and all(f.startswith("blake2b-128:") for f in first["inputs"])
-    assert [r["first_decision"] for r in records] == [0, 64, 128, 192]  # every served row has a decision id
+    assert first["model"] == model_digest(model) and first["rows"] == [32, 32, 32]
+    assert first["fingerprint"] == "request" and len(first["inputs"]) == 3
+    assert all(f.startswith("hmac-sha256-128:") for f in first["inputs"]) and len(set(first["inputs"])) == 3
+    assert len(first["latency_us"]) == 3 and all(isinstance(v, int) and v > 0 for v in first["latency_us"])
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.cat([test_rows[0:32], test_rows[64:96], test_rows[128:160]])), -1)
+    assert np.array_equal(decode_array(first["predictions"]), probs.argmax(-1).numpy())
+    confidence = decode_array(first["confidence"]) / 10_000
+    assert np.allclose(confidence, probs.max(-1).values.numpy(), atol=1e-4)
     # Retention off: no raw input value appears anywhere in the run folder (text or float32 bytes).
     needle_text = repr(float(test_rows[0, 0])).encode()
     needle_bytes = test_rows[0].numpy().tobytes()
@@ -58,13 +66,36 @@ def test_records_batches_with_fingerprints_and_never_raw_inputs(tmp_path: Path, 
     verify_run(root, deep=True)
 
 
-def test_identical_inputs_share_a_fingerprint(tmp_path: Path, model, test_rows) -> None:
+def test_commitments_are_taken_when_served(tmp_path: Path, model, test_rows) -> None:
+    """The same request commits to the same value; changing the tensor after serving changes nothing."""
     with tw.Run(tmp_path / "run") as run:
-        serve = InferenceRecorder(model, run)
+        serve = run.serve(model)
+        reused = test_rows[:2].clone()
+        serve(reused)
+        reused.zero_()  # a server reusing its input buffer
+        serve(test_rows[:2])
+    (record,) = [r["data"] for r in iter_records(tmp_path / "run", kinds={"inference"})]
+    assert record["inputs"][0] == record["inputs"][1]
+
+
+@pytest.mark.parametrize("copy_inputs", [True, False])
+def test_row_fingerprints_match_rows_across_requests(tmp_path: Path, model, test_rows, copy_inputs: bool) -> None:
+    with tw.Run(tmp_path / "run") as run:
+        serve = run.serve(model, fingerprint="row", copy_inputs=copy_inputs)
         serve(test_rows[:2])
         serve(test_rows[:2].clone())
-    a, b = [r["data"]["inputs"] for r in iter_records(tmp_path / "run", kinds={"inference"})]
-    assert a == b and a[0] != a[1]
+    (record,) = [r["data"] for r in iter_records(tmp_path / "run", kinds={"inference"})]
+    a = record["inputs"]
+    assert record["fingerprint"] == "row" and len(a) == 4
+    assert a[:2] == a[2:] and a[0] != a[1]
+
+
+def test_bad_serving_options_are_refused(tmp_path: Path, model) -> None:
+    with tw.Run(tmp_path / "run") as run:
+        for options, message in (({"sample_every": 0}, "sample_every"), ({"window": 0}, "window"),
+                                 ({"fingerprint": "batch"}, "fingerprint")):
+            with pytest.raises(InputError, match=message):
+                run.serve(model, **options)
 
 
 def test_review_flags_decisions_and_stop_switch(tmp_path: Path, model, test_rows) -> None:
@@ -73,6 +104,7 @@ def test_review_flags_decisions_and_stop_switch(tmp_path: Path, model, test_rows
         serve = InferenceRecorder(model, run, policy=ReviewPolicy(min_confidence=0.9, audit_rate=0.05),
                                   poll_seconds=0)
         probs = serve(test_rows[:128])
+        serve.flush()  # flagging reads the window's confidences once, when it is recorded
         queue = ReviewQueue.for_run(root)
         flagged = queue.open_requests(1000)
         low = int((probs.max(-1).values < 0.9).sum())

@@ -11,7 +11,6 @@ from torchwitness.controls.drift import DriftMonitor, DriftReference
 from torchwitness.controls.oversight import ReviewPolicy, ReviewQueue
 from torchwitness.demo.adult import NUMERIC
 from torchwitness.integrations.captum import explain_tabular
-from torchwitness.probes.inference import InferenceRecorder
 from torchwitness.run import Run
 
 BATCH = 128
@@ -34,7 +33,7 @@ def deployment_stage(run: Run, model: nn.Module, reference_x: torch.Tensor, test
     reference = DriftReference.from_arrays(_features(reference_x, ref_probs), predictions=ref_probs.argmax(-1),
                                            num_classes=2)
     monitor = DriftMonitor(reference, run=run, window=512)
-    serve = InferenceRecorder(model, run, policy=ReviewPolicy(min_confidence=0.55, audit_rate=0.002))
+    serve = run.serve(model, policy=ReviewPolicy(min_confidence=0.55, audit_rate=0.002))
     half = len(test_x) // 2
     alerts = []
     for start in range(0, len(test_x), BATCH):
@@ -50,6 +49,7 @@ def deployment_stage(run: Run, model: nn.Module, reference_x: torch.Tensor, test
             alerts = found
             console.print(f"[yellow]drift alert[/] in window {found[0].window} (rows {start}..): "
                           + ", ".join(f"{a.feature} {a.statistic}={a.value:.3f}" for a in found[:3]))
+    serve.flush()  # the last window's flagged rows reach the queue
     queue = ReviewQueue.for_run(run.path)
     pending = queue.open_requests(5)
     for i, request in enumerate(pending[:3]):

@@ -40,6 +40,11 @@ def _plain(value: Any) -> bool:
     if t is dict:
         return all(_plain(v) for v in value.values())
     if t is list:
+        types = set(map(type, value))  # one C-level pass: long lists of ints or strings need no further look
+        if types.isdisjoint((float, dict, list)):
+            return True
+        if types == {float}:
+            return all(map(_float_is_plain, value))
         return all(_plain(v) if type(v) in (float, dict, list) else True for v in value)
     return True
 

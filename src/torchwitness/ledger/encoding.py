@@ -9,6 +9,7 @@ NaN, +Inf, -Inf             ``{"$float": "NaN"}``, ``{"$float": "Infinity"}``, `
 int beyond +-2**53          ``{"$int": "12345678901234567890"}``
 bytes                       ``{"$bytes": "<base64>"}``
 tensor / ndarray (non-0d)   ``{"$array": {"dtype": "float32", "shape": [2, 3], "data": [...]}}`` (row-major)
+``Packed(tensor)``          ``{"$array": {"dtype": "int16", "shape": [8192], "base64": "..."}}`` (little-endian)
 0-d tensor, numpy scalar    the plain number or bool
 personal value              ``{"$personal": "hmac-sha256:<hex>"}`` (see :mod:`torchwitness.ledger.personal`)
 ==========================  =====================================================================
@@ -57,9 +58,10 @@ class Personal:
 class Fingerprint:
     """Marks an input batch whose rows the ledger stores only as keyed fingerprints (never the values).
 
-    Each row (first dimension) becomes ``blake2b-128:<32 hex>``, keyed with the run's secret fingerprint key from
-    the private side store, so equal inputs can be matched by the key holder and nobody else learns them. The
-    hashing happens on the writer thread.
+    A tensor or array gives one ``hmac-sha256-128:<32 hex>`` per row (first dimension); a list of tensors or arrays
+    gives one per item, each hashed whole (one commitment per served request, say). The key is the run's secret
+    fingerprint key from the private side store, so equal inputs can be matched by the key holder and nobody else
+    learns them. The hashing happens on the writer thread.
     """
 
     __slots__ = ("value",)
@@ -69,6 +71,23 @@ class Fingerprint:
 
     def __repr__(self) -> str:
         return "Fingerprint(<redacted>)"
+
+
+class Packed:
+    """Marks a tensor or array to be stored as base64 of its little-endian bytes instead of a JSON number list.
+
+    For long arrays (a served window's predictions, say): serialising them costs the writer thread a few
+    microseconds instead of one Python object per element, and :func:`decode_array` reads either form back.
+
+    >>> import numpy as np
+    >>> decode_array(finalize(snapshot({"p": Packed(np.array([1, 2], dtype=np.int16))})[0], None)["p"])
+    array([1, 2], dtype=int16)
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 class _Deferred:
@@ -133,7 +152,7 @@ def _numpy_value(x: Any, path: str) -> Any:
             return _numpy_value(x[()], path)
         if x.dtype.kind not in "biuf":
             raise RecordEncodingError(f"{path}: numpy array of dtype {x.dtype} has no JSON encoding")
-        return _encode_array(x, str(x.dtype))
+        return _encode_array(x, x.dtype.name)
     if isinstance(x, np.bool_):
         return bool(x)
     if isinstance(x, np.integer):
@@ -153,11 +172,17 @@ def _is_numpy(x: Any) -> bool:
     return np is not None and isinstance(x, (np.ndarray, np.generic))
 
 
-def snapshot(value: Any, path: str = "data") -> tuple[Any, bool]:
+def snapshot(value: Any, path: str = "data", copy: bool = True) -> tuple[Any, bool]:
     """Copy ``value`` into the record data model; return it and whether :func:`finalize` has work left.
 
-    Runs in the caller's thread: it must stay cheap and must never synchronise with a device.
+    Runs in the caller's thread: it must stay cheap and must never synchronise with a device. ``copy=False``
+    keeps references to the caller's tensors instead of cloning them (the caller hands them over).
     """
+    def own(t: Any) -> Any:
+        if copy:
+            return t.detach().clone()
+        return t.detach() if t.requires_grad else t
+
     deferred = False
 
     def walk(x: Any, p: str) -> Any:
@@ -176,6 +201,12 @@ def snapshot(value: Any, path: str = "data") -> tuple[Any, bool]:
                 out[k] = walk(v, f"{p}.{k}")
             return out
         if isinstance(x, (list, tuple)):
+            # Homogeneous lists of plain numbers or strings (latencies, ids) skip the per-element walk.
+            types = set(map(type, x))
+            if types == {int} and -_MAX_SAFE_INT <= min(x) and max(x) <= _MAX_SAFE_INT or types == {str}:
+                return list(x)
+            if types == {float}:
+                return [encode_float(v) for v in x]
             return [walk(v, f"{p}[{i}]") for i, v in enumerate(x)]
         if _is_tensor(x):
             if x.is_complex() or x.is_quantized or x.layout is not sys.modules["torch"].strided:
@@ -183,16 +214,30 @@ def snapshot(value: Any, path: str = "data") -> tuple[Any, bool]:
                                           "encoding; convert it to a dense real tensor first")
             deferred = True
             # clone() is asynchronous on accelerators; the writer thread performs the device-to-host copy.
-            return _Deferred(x.detach().clone())
+            return _Deferred(own(x))
         if _is_numpy(x):
             return _numpy_value(x, p)
         if isinstance(x, Personal):
             deferred = True
             return Personal(walk(x.value, p))
+        if isinstance(x, Packed):
+            if not (_is_tensor(x.value) or _is_numpy(x.value)):
+                raise RecordEncodingError(f"{p}: Packed takes a tensor or array, not {type(x.value).__name__}")
+            deferred = True
+            return Packed(own(x.value) if _is_tensor(x.value) else sys.modules["numpy"].array(x.value, copy=copy))
         if isinstance(x, Fingerprint):
             deferred = True
-            rows = x.value.detach().clone() if _is_tensor(x.value) else sys.modules["numpy"].array(x.value, copy=True)
-            return Fingerprint(rows)
+            items = list(x.value) if isinstance(x.value, (list, tuple)) else [x.value]
+            torch, np = sys.modules.get("torch"), sys.modules.get("numpy")
+            if torch is not None and set(map(type, items)) <= {torch.Tensor}:  # the common case, checked in C
+                owned = [own(v) for v in items]
+            else:
+                for v in items:
+                    if not (_is_tensor(v) or _is_numpy(v)):
+                        raise RecordEncodingError(f"{p}: Fingerprint takes tensors or arrays, not "
+                                                  f"{type(v).__name__}")
+                owned = [own(v) if _is_tensor(v) else np.array(v, copy=copy) for v in items]
+            return Fingerprint(owned if isinstance(x.value, (list, tuple)) else owned[0])
         if isinstance(x, bytes):
             return {"$bytes": base64.b64encode(x).decode()}
         if isinstance(x, (_dt.datetime, _dt.date)):
@@ -221,31 +266,71 @@ def _tensor_value(t: Any) -> Any:
     return _encode_array(values.numpy(), dtype)
 
 
-def _row_bytes(rows: Any) -> list[bytes]:
-    if _is_tensor(rows):
-        rows = rows.cpu().contiguous().numpy() if rows.dtype != sys.modules["torch"].bfloat16 else \
-            rows.float().cpu().numpy()
+def _host_array(t: Any) -> Any:
+    if _is_tensor(t):
+        if t.dtype == sys.modules["torch"].bfloat16:
+            t = t.float()
+        t = t.numpy() if t.is_cpu else t.cpu().numpy()
+    return t if t.flags.c_contiguous else sys.modules["numpy"].ascontiguousarray(t)
+
+
+def fingerprint_buffers(value: Any) -> list[memoryview]:
+    """Byte views (no copies) of what :class:`Fingerprint` commits to: each list item whole, else each row."""
+    if isinstance(value, list):
+        # Hashing a request whole keeps it one C call, which drops the GIL for inputs of 2 KiB and more.
+        return [memoryview(_host_array(v)).cast("B") for v in value]
+    rows = _host_array(value)
     if rows.ndim == 0:
-        return [rows.tobytes()]
-    return [row.tobytes() for row in rows.reshape(rows.shape[0], -1)]
+        return [memoryview(rows.reshape(1)).cast("B")]
+    return [memoryview(row).cast("B") for row in rows.reshape(rows.shape[0], -1)]
 
 
-def finalize(value: Any, commit: Callable[[Any], str], fingerprint: Callable[[bytes], str] | None = None) -> Any:
+def finalize(value: Any, commit: Callable[[Any], str],
+             fingerprint: Callable[[memoryview], str] | None = None) -> Any:
     """Writer-thread pass: tensors to lists, personal values to ``commit(value)`` commitments and
     :class:`Fingerprint` rows to ``fingerprint(row_bytes)``."""
     if isinstance(value, dict):
         return {k: finalize(v, commit, fingerprint) for k, v in value.items()}
     if isinstance(value, list):
+        if set(map(type, value)).isdisjoint(_UNFINISHED):  # plain numbers and strings: nothing to finish
+            return value
         return [finalize(v, commit, fingerprint) for v in value]
     if isinstance(value, _Deferred):
         return _tensor_value(value.tensor)
     if isinstance(value, Personal):
         return {"$personal": commit(finalize(value.value, commit, fingerprint))}
+    if isinstance(value, Packed):
+        array = _host_array(value.value)
+        if array.dtype.kind not in "biuf":
+            raise RecordEncodingError(f"an array of dtype {array.dtype} cannot be packed")
+        little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        return {"$array": {"dtype": array.dtype.name, "shape": list(array.shape),
+                           "base64": base64.b64encode(little.tobytes()).decode()}}
     if isinstance(value, Fingerprint):
         if fingerprint is None:
             raise RecordEncodingError("fingerprints need a ledger (its private key)")
-        return [fingerprint(row) for row in _row_bytes(value.value)]
+        return [fingerprint(b) for b in fingerprint_buffers(value.value)]
     return value
+
+
+def decode_array(value: Any) -> Any:
+    """The numpy array inside an ``$array`` value, in either its ``data`` or its packed ``base64`` form."""
+    np = sys.modules.get("numpy") or __import__("numpy")
+    if not (isinstance(value, dict) and isinstance(value.get("$array"), dict)):
+        raise RecordEncodingError("not an $array value")
+    spec = value["$array"]
+    try:
+        dtype = np.dtype(spec["dtype"])
+    except TypeError:  # torch-only dtypes (bfloat16, float8) are recorded as their float values
+        dtype = np.dtype("float32")
+    if "base64" in spec:
+        flat = np.frombuffer(base64.b64decode(spec["base64"]), dtype=dtype.newbyteorder("<")).astype(dtype)
+    else:
+        flat = np.array([decode_float(v) if isinstance(v, dict) else v for v in spec["data"]], dtype=dtype)
+    return flat.reshape(spec["shape"])
+
+
+_UNFINISHED = (dict, list, _Deferred, Personal, Fingerprint, Packed)
 
 
 def iter_commitments(value: Any):

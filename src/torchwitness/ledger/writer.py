@@ -227,8 +227,12 @@ class Ledger:
                     self._personal = PersonalStore(self.layout.personal, retain=self._retain)
         return self._personal
 
-    def append(self, kind: str, data: Any = None, step: int | None = None) -> int | None:
-        """Queue one record; return its sequence number (None if dropped under ``on_full="drop"``)."""
+    def append(self, kind: str, data: Any = None, step: int | None = None, *, copy: bool = True) -> int | None:
+        """Queue one record; return its sequence number (None if dropped under ``on_full="drop"``).
+
+        ``copy=False`` hands the tensors in ``data`` over to the ledger instead of cloning them: the caller must
+        not modify them afterwards.
+        """
         if self._failed is not None:
             raise LedgerError(f"the ledger writer stopped: {self._failed}") from self._failed
         if self._closed:
@@ -237,7 +241,7 @@ class Ledger:
             raise InputError(f"record kind {kind!r} must be dotted lower-case words, like 'train.step'")
         if step is not None and (type(step) is not int or step < 0):
             raise InputError(f"step must be a non-negative int or None, not {step!r}")
-        payload, deferred = snapshot({} if data is None else data)
+        payload, deferred = snapshot({} if data is None else data, copy=copy)
         return self._enqueue(kind, step, payload, deferred, force=False)
 
     def _enqueue(self, kind: str, step: int | None, payload: Any, deferred: bool, *, force: bool) -> int | None:

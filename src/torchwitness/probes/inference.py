@@ -1,16 +1,20 @@
-"""Inference evidence: a serving wrapper that records each sampled batch as an ``inference`` record.
+"""Inference evidence: a serving wrapper that records served requests in ``inference`` records.
 
-The caller's thread does only what must happen there: the forward itself, a softmax/max on the model's device,
-two clock reads and one ``run.record`` (which copies the tensors asynchronously). Input fingerprints (keyed
-HMACs of each row), the device-to-host copies and serialisation happen on the ledger's writer thread. Flagging
-for human review (:class:`~torchwitness.controls.oversight.ReviewPolicy`) needs the confidences on the host, so
-it runs only when a policy is set, once per batch.
+The caller's thread does only what must happen there: the forward, two clock reads, the request's keyed
+commitment and a list append. Committing at the door (one HMAC-SHA256 call over the request's bytes, which runs
+without the GIL for requests of 2 KiB and more) costs less than copying the request for later, and nothing the
+caller does to its tensor afterwards can change what was committed. Inputs on an accelerator are copied
+instead (asynchronously) and committed on the ledger's writer thread, so serving never waits for the device.
+Every ``window`` requests (or ``window_seconds``, or on :meth:`InferenceRecorder.flush` / run close) the pending
+requests become one record: one concatenation and one top-class reduction for the whole window, handed to the
+ledger without a further copy. Flagging for human review (:class:`~torchwitness.controls.oversight.ReviewPolicy`)
+reads the window's confidences on the host, so it runs once per window.
 
 Example::
 
     with tw.Run("runs/serve") as run:
-        serve = InferenceRecorder(model, run, feature_names=names)
-        probabilities = serve(batch)        # a drop-in for model(batch)
+        serve = run.serve(model)            # an InferenceRecorder
+        probabilities = serve(batch)        # a drop-in for softmax(model(batch))
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -28,20 +32,23 @@ import torch
 
 from torchwitness.controls.oversight import ReviewPolicy, ReviewQueue
 from torchwitness.errors import InputError, ServingStopped
-from torchwitness.ledger.encoding import Fingerprint
+from torchwitness.ledger.encoding import Fingerprint, Packed, fingerprint_buffers
 from torchwitness.ledger.schema import register_kind
+
+FingerprintGranularity = Literal["request", "row"]
 
 
 class InferenceRecord(msgspec.Struct):
-    """``inference``: one served batch (or a sampled one)."""
+    """``inference``: a window of served requests (each a call to the recorder, holding one or more rows)."""
 
     model: str  # sha256 of the weights served
-    first_decision: int  # row i of the batch is decision "<run id>-<first_decision + i>"
-    inputs: list[str]  # keyed fingerprints, one per row
-    predictions: Any
-    confidence: Any  # top-class probability x 10,000, rounded (integers serialise fast and exactly)
-    latency_us: float
-    batch: int
+    first_decisions: list[int]  # request i's row j is decision "<run id>-<first_decisions[i] + j>"
+    rows: list[int]  # rows per request
+    latency_us: list[int]  # forward latency per request, rounded to whole microseconds
+    fingerprint: str  # "request": inputs holds one commitment per request; "row": one per row
+    inputs: list[str]  # keyed commitments (hmac-sha256-128), never the values
+    predictions: Any  # top class per row, requests in order (a packed int32 $array: see decode_array)
+    confidence: Any  # top-class probability x 10,000, rounded, per row (a packed int16 $array)
     retained: bool
 
 
@@ -97,75 +104,133 @@ class RetainedInputs:
 class InferenceRecorder:
     """Wrap ``model`` for serving inside ``run``; calling it returns class probabilities.
 
-    ``sample_every=k`` records every k-th batch (1 = all). ``retain_inputs=True`` keeps the raw rows in the
-    run's private side store (erasable; needed to re-explain a decision later); by default only keyed
-    fingerprints are kept. ``review`` routes flagged rows to a :class:`ReviewQueue` under ``policy``.
+    Each call is one request of one or more rows; row ``j`` of a request gets the decision id
+    ``<run id>-<n>``, numbered across the run. Options:
+
+    - ``sample_every=k`` records every k-th request (1 = all; unrecorded requests still use up decision ids).
+    - ``window`` / ``window_seconds``: pending requests become one ``inference`` record after this many requests
+      or this many seconds, whichever comes first (and on :meth:`flush` and when the run closes).
+    - ``fingerprint``: ``"request"`` (default) stores one keyed commitment per request, ``"row"`` one per row
+      (lets the key holder match single rows across requests, at about 2 us per row on the writer thread).
+    - ``copy_inputs``: inputs committed later (on an accelerator, or per row) are copied first; ``False`` skips
+      the copy, only for callers that never modify a tensor after serving it.
+    - ``retain_inputs=True`` keeps the raw rows in the run's private side store (erasable; needed to re-explain
+      a decision later); by default only keyed commitments are kept.
+    - ``policy`` routes flagged rows to a :class:`ReviewQueue` (``review``, or the run's own queue).
     """
 
-    def __init__(self, model: torch.nn.Module, run: Any, *, sample_every: int = 1, retain_inputs: bool = False,
-                 policy: ReviewPolicy | None = None, review: ReviewQueue | None = None,
-                 poll_seconds: float = 0.2) -> None:
+    def __init__(self, model: torch.nn.Module, run: Any, *, sample_every: int = 1, window: int = 256,
+                 window_seconds: float = 1.0, fingerprint: FingerprintGranularity = "request",
+                 copy_inputs: bool = True, retain_inputs: bool = False, policy: ReviewPolicy | None = None,
+                 review: ReviewQueue | None = None, poll_seconds: float = 0.2) -> None:
         if sample_every < 1:
             raise InputError("sample_every must be >= 1")
+        if window < 1 or window_seconds <= 0:
+            raise InputError("window must be >= 1 request and window_seconds > 0")
+        if fingerprint not in ("request", "row"):
+            raise InputError(f"fingerprint must be 'request' or 'row', not {fingerprint!r}")
         self.model = model
         self.run = run
         self.sample_every = sample_every
+        self.window = window
+        self.window_seconds = window_seconds
+        self.fingerprint = fingerprint
+        self.copy_inputs = copy_inputs
         self.retain_inputs = retain_inputs
         self.policy = policy
         self.review = review if review is not None else (ReviewQueue.for_run(run.path) if policy else None)
         self.digest = model_digest(model)
+        self._commit = run.ledger.personal.fingerprint
         self._calls = 0
         self._next_id = 0
         self._poll = poll_seconds
         self._next_poll = 0.0
         self._rng = torch.Generator().manual_seed(policy.seed if policy else 0)
-        self.drift_flag = False  # set by a drift monitor's caller to route the next batches to review
+        self.drift_flag = False  # set by a drift monitor's caller to route the next requests to review
         self._inputs = RetainedInputs.for_run(run.path) if retain_inputs else None
+        # Per request not yet recorded: first decision, its commitment (made at the door) or None, the input
+        # (kept when committed later or retained) or None, probabilities, latency in s, drift flag.
+        self._pending: list[tuple[int, str | None, torch.Tensor | None, torch.Tensor, float, bool]] = []
+        self._opened = 0.0
+        run.on_close(self.close)
 
     def _check_switch(self) -> None:
         now = time.monotonic()
-        if self.review is None or now < self._next_poll:
+        if now < self._next_poll:
             return
         self._next_poll = now + self._poll
         stopped, reason = self.review.stopped()
         if stopped:
+            self.flush()
             self.review.record_pending(self.run.record)
             raise ServingStopped(f"serving is stopped by a human reviewer: {reason or 'no reason given'}")
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        self._check_switch()
+        if self.review is not None:
+            self._check_switch()
         start = time.perf_counter()
         with torch.inference_mode():
             probs = torch.softmax(self.model(inputs), dim=-1)
-        latency_us = (time.perf_counter() - start) * 1e6
-        n = inputs.shape[0]
-        first = self._next_id
-        self._next_id += n
-        self._calls += 1
-        if (self._calls - 1) % self.sample_every:
-            return probs
-        confidence, prediction = probs.max(dim=-1)
-        self.run.record("inference", {"model": self.digest, "first_decision": first, "inputs": Fingerprint(inputs),
-                                      "predictions": prediction,
-                                      "confidence": (confidence * 10_000).round().to(torch.int16),
-                                      "latency_us": round(latency_us, 1), "batch": n,
-                                      "retained": self.retain_inputs})
-        if self.retain_inputs or self.policy is not None:
-            ids = [decision_id(self.run.run_id, first + i) for i in range(n)]
-            if self.retain_inputs:
-                self._inputs.put_many(ids, inputs.detach().cpu().numpy())
-            if self.policy is not None:
-                self._flag(ids, prediction, confidence)
+            latency = time.perf_counter() - start
+            first = self._next_id
+            self._next_id += inputs.shape[0]
+            self._calls += 1
+            if self.sample_every > 1 and (self._calls - 1) % self.sample_every:
+                return probs
+            at_door = self.fingerprint == "request" and inputs.is_cpu
+            pending = self._pending
+            if pending and (pending[-1][1] is not None) != at_door:
+                self.flush()  # a window holds commitments made one way only
+            if not pending:
+                self._opened = start
+            kept = None
+            if not at_door or self.retain_inputs:
+                kept = inputs.clone() if self.copy_inputs else inputs
+            pending.append((first, self._commit(fingerprint_buffers([inputs])[0]) if at_door else None, kept, probs,
+                            latency, self.drift_flag))
+        if len(pending) >= self.window or start - self._opened >= self.window_seconds:
+            self.flush()
         return probs
 
-    def _flag(self, ids: list[str], prediction: torch.Tensor, confidence: torch.Tensor) -> None:
+    def flush(self) -> None:
+        """Record the pending requests now (one ``inference`` record) and route their flagged rows to review."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        rows = [p[3].shape[0] for p in pending]
+        with torch.inference_mode():
+            confidence, prediction = torch.cat([p[3] for p in pending]).max(dim=-1)
+            scaled = (confidence * 10_000).round().to(torch.int16)
+            kept = [p[2] for p in pending] if pending[0][2] is not None else None
+            batch = torch.cat(kept) if kept is not None and (self.fingerprint == "row" or self.retain_inputs) \
+                else None
+        if pending[0][1] is not None:
+            inputs: Any = [p[1] for p in pending]
+        else:
+            inputs = Fingerprint(batch if self.fingerprint == "row" else kept)
+        self.run.record("inference", {
+            "model": self.digest, "first_decisions": [p[0] for p in pending], "rows": rows,
+            "latency_us": np.rint(np.array([p[4] for p in pending]) * 1e6).astype(np.int64).tolist(),
+            "fingerprint": self.fingerprint, "inputs": inputs,
+            "predictions": Packed(prediction.to(torch.int32)), "confidence": Packed(scaled),
+            "retained": self.retain_inputs}, copy=False)
+        if self._inputs is None and self.policy is None:
+            return
+        ids = [decision_id(self.run.run_id, p[0] + j) for p, n in zip(pending, rows, strict=True) for j in range(n)]
+        if self._inputs is not None:
+            self._inputs.put_many(ids, batch.detach().cpu().numpy())
+        if self.policy is not None:
+            drift = [p[5] for p, n in zip(pending, rows, strict=True) for _ in range(n)]
+            self._flag(ids, prediction, confidence, drift)
+
+    def _flag(self, ids: list[str], prediction: torch.Tensor, confidence: torch.Tensor, drift: list[bool]) -> None:
         policy = self.policy
         conf = confidence.detach().cpu().tolist()
         pred = prediction.detach().cpu().tolist()
         audit = (torch.rand(len(ids), generator=self._rng) < policy.audit_rate).tolist()
         rows = []
         for i, decision in enumerate(ids):
-            reason = ("drift" if self.drift_flag and policy.on_drift else
+            reason = ("drift" if drift[i] and policy.on_drift else
                       "low_confidence" if conf[i] < policy.min_confidence else
                       "audit_sample" if audit[i] else None)
             if reason:
@@ -174,6 +239,10 @@ class InferenceRecorder:
             self.review.submit_many(rows)
 
     def close(self) -> None:
-        """Record any reviewer decisions and stop/resume events still pending in the queue."""
+        """Record pending requests, then any reviewer decisions and stop/resume events still in the queue.
+
+        Called by the run when it closes; calling it earlier is harmless.
+        """
+        self.flush()
         if self.review is not None:
             self.review.record_pending(self.run.record)
