@@ -203,7 +203,7 @@ def snapshot(value: Any, path: str = "data", copy: bool = True) -> tuple[Any, bo
         if isinstance(x, (list, tuple)):
             # Homogeneous lists of plain numbers or strings (latencies, ids) skip the per-element walk.
             types = set(map(type, x))
-            if types == {int} and -_MAX_SAFE_INT <= min(x) and max(x) <= _MAX_SAFE_INT or types == {str}:
+            if (types == {int} and min(x) >= -_MAX_SAFE_INT and max(x) <= _MAX_SAFE_INT) or types == {str}:
                 return list(x)
             if types == {float}:
                 return [encode_float(v) for v in x]
