@@ -30,12 +30,22 @@ def nonfinite_loss(v: StepView) -> Iterator[Finding]:
     Example: ``loss = torch.log(probs).mean()`` with a probability that underflowed to 0.
     Fix: compute losses from logits, clip gradients, lower the learning rate, check the data.
     """
-    bad = [(s, x) for s, x in v.history.losses if not math.isfinite(x) and s <= v.step]
-    if v.loss is not None and v.loss.value is not None and not math.isfinite(v.loss.value):
-        bad.append((v.step, v.loss.value))
-    if bad and not v.history.notes.get("TW101"):
-        v.history.notes["TW101"] = True
-        s, x = bad[0]
+    notes, losses = v.history.notes, v.history.losses
+    if notes.get("TW101"):
+        return
+    bad = None
+    i = notes.get("TW101_next", 0)  # the history only grows: each loss is looked at once, not once per step
+    while i < len(losses) and losses[i][0] <= v.step:
+        if not math.isfinite(losses[i][1]):
+            bad = losses[i]
+            break
+        i += 1
+    notes["TW101_next"] = i
+    if bad is None and v.loss is not None and v.loss.value is not None and not math.isfinite(v.loss.value):
+        bad = (v.step, v.loss.value)
+    if bad is not None:
+        notes["TW101"] = True
+        s, x = bad
         yield Finding.of("TW101", "loss", f"loss is {x} at step {s}", step=s)
 
 
@@ -160,21 +170,22 @@ def loss_divergence(v: StepView) -> Iterator[Finding]:
 
     Example: Adam with lr=1 on a small MLP. Fix: lower the learning rate, add warm-up and clipping.
     """
-    losses = [x for _, x in v.history.losses]
-    if len(losses) < 6 or v.history.notes.get("TW108"):
+    history, notes = v.history.losses, v.history.notes
+    if len(history) < 6 or notes.get("TW108"):
         return
-    base = losses[0]
-    if not math.isfinite(base):
+    base = history[0][1]
+    if not math.isfinite(base) or base <= 0:
         return
     limit = v.threshold("divergence_factor") * base
-    for i in range(1, len(losses) - 2):
-        window = losses[i:i + 3]
+    start = notes.get("TW108_next", 1)  # windows already judged stay judged: O(new losses) per audit
+    notes["TW108_next"] = max(start, len(history) - 2)
+    for i in range(start, len(history) - 2):
+        window = [x for _, x in history[i:i + 3]]
         level = _median(window) if all(math.isfinite(x) for x in window) else math.inf
-        if base > 0 and level > limit:
-            v.history.notes["TW108"] = True
+        if level > limit:
+            notes["TW108"] = True
             yield Finding.of("TW108", "loss", f"loss rose from {base:.3g} to {level:.3g} around step "
-                             f"{v.history.losses[i + 1][0]}", step=v.history.losses[i + 1][0],
-                             details={"early": base, "peak": level})
+                             f"{history[i + 1][0]}", step=history[i + 1][0], details={"early": base, "peak": level})
             return
 
 
