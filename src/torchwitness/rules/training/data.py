@@ -94,7 +94,8 @@ def input_layout(v: StepView) -> Iterator[Finding]:
 
 
 def _batch_fp(rows: np.ndarray) -> int:
-    return int(sum(int(r) for r in rows)) & _MASK52
+    # Row fingerprints are below 2**52, so an int64 sum of up to 2,048 of them cannot overflow.
+    return int(rows.astype(np.int64).sum()) & _MASK52
 
 
 @training_rule("TW206", when="step", name="duplicate-batch", title="The same batch is fed again",
