@@ -5,6 +5,8 @@ The results go into a :class:`~torchwitness.probes.transfer.Pack`; nothing here 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 # Fingerprints are masked to 52 bits so they survive the float64 transfer exactly.
@@ -17,10 +19,10 @@ ACTIVATION_FIELDS = ("max_abs", "dead", "spread", "magnitude")
 
 
 def value_stats(x: torch.Tensor, *, bounds: bool = False) -> torch.Tensor:
-    """``[min, max, mean, std]`` of a floating tensor; ``[min, max]`` of an integer one (or when ``bounds``).
+    """``[min, max, mean, rms]`` of a floating tensor; ``[min, max]`` of an integer one (or when ``bounds``).
 
     Any NaN makes min/max/mean NaN and any infinity shows in min or max, so non-finite values need no extra
-    kernel.
+    kernel. The host turns ``rms`` into the standard deviation (:func:`std_from_rms`).
     """
     x = x.detach()
     if bounds or not x.is_floating_point():
@@ -28,11 +30,15 @@ def value_stats(x: torch.Tensor, *, bounds: bool = False) -> torch.Tensor:
     if x.dtype in _LOW_PRECISION:
         x = x.float()
     mn, mx = torch.aminmax(x)
-    # Two moments instead of torch.std_mean, whose CPU kernel is an order of magnitude slower; the std is
-    # for reporting (flatness is judged exactly, by min == max).
-    mean = x.mean()
-    std = (x.square().mean() - mean.square()).clamp_min(0).sqrt()
-    return torch.stack([mn, mx, mean, std])
+    # Two moments from one reduction each (no squared copy), instead of torch.std_mean, whose CPU kernel is an
+    # order of magnitude slower; the std is for reporting (flatness is judged exactly, by min == max).
+    rms = torch.linalg.vector_norm(x) / math.sqrt(max(x.numel(), 1))
+    return torch.stack([mn, mx, x.mean(), rms])
+
+
+def std_from_rms(mean: float, rms: float) -> float:
+    """The population standard deviation from the mean and the root mean square."""
+    return math.sqrt(max(rms * rms - mean * mean, 0.0)) if math.isfinite(rms) else rms
 
 
 def unit_axis(ndim: int) -> int:
@@ -74,23 +80,13 @@ def activation_summary(acts: list[torch.Tensor], max_rows: int = 16) -> tuple[to
     k = min(a.shape[0] for a in batched)
     rows = [_unit_rows(a, min(k, max_rows)) for a in batched]
     sizes = [(r if isinstance(r, torch.Tensor) else r[0]).shape[1] for r in rows]
-    flat = [r for r in rows if isinstance(r, torch.Tensor)]
-    raw = torch.cat(flat, dim=1) if flat else None
-    raw_abs = raw.abs() if raw is not None else None
-    # Columns keep the order of `batched`: 2-D activations come from raw, the others from their reductions.
-    peak_cols, mean_cols, mag_cols, offset = [], [], [], 0
-    for r, size in zip(rows, sizes, strict=True):
-        if isinstance(r, torch.Tensor):
-            sl = raw_abs[:, offset:offset + size]
-            peak_cols.append(sl)
-            mean_cols.append(raw[:, offset:offset + size])
-            mag_cols.append(sl)
-            offset += size
-        else:
-            peak_cols.append(r[0])
-            mean_cols.append(r[1])
-            mag_cols.append(r[2])
-    peak, mean, mag = (torch.cat(c, dim=1) for c in (peak_cols, mean_cols, mag_cols))
+    if all(isinstance(r, torch.Tensor) for r in rows):  # all (B, F): the samples are the statistics' inputs
+        mean = torch.cat(rows, dim=1)
+        peak = mag = mean.abs()
+    else:  # positions reduced per module first; 2-D outputs contribute their raw samples to all three
+        peak, mean, mag = (torch.cat([r if isinstance(r, torch.Tensor) else r[i] for r in rows], dim=1)
+                           for i in range(3))
+        peak, mag = peak.abs(), mag.abs()  # no-ops on the reduced (non-negative) columns
     per_unit = torch.stack([(peak.amax(dim=0) == 0).float(), (mean - mean.mean(dim=0)).abs().mean(dim=0),
                             mag.mean(dim=0)])
     ends, starts, scale = _segments(tuple(sizes), per_unit.device)

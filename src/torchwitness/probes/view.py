@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from torchwitness.probes.stats import ACTIVATION_FIELDS, VALUE_FIELDS
+from torchwitness.probes.stats import ACTIVATION_FIELDS, VALUE_FIELDS, std_from_rms
 
 if TYPE_CHECKING:
     from torchwitness.probes.watch import Watch
@@ -48,6 +48,8 @@ class TensorInfo:
         if values is not None:
             names = VALUE_FIELDS if self.floating else VALUE_FIELDS[:2]
             self.stats = dict(zip(names, (float(v) for v in values), strict=False))
+            if "std" in self.stats:  # the device sent the root mean square
+                self.stats["std"] = std_from_rms(self.stats["mean"], self.stats["std"])
 
     @property
     def nonfinite(self) -> bool:
