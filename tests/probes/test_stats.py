@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from torchwitness.probes import stats
@@ -67,10 +69,12 @@ def test_class_histogram_matches_bincount() -> None:
 
 def test_value_stats() -> None:
     x = torch.tensor([[0.0, 2.0], [4.0, -2.0]])
-    mn, mx, mean, std = stats.value_stats(x).tolist()
+    mn, mx, mean, rms = stats.value_stats(x).tolist()
     assert (mn, mx, mean) == (-2.0, 4.0, 1.0)
+    assert abs(rms - float(x.square().mean().sqrt())) < 1e-6
     assert stats.value_stats(x, bounds=True).tolist() == [-2.0, 4.0]
-    assert abs(std - float(x.std(correction=0))) < 1e-6
+    assert abs(stats.std_from_rms(mean, rms) - float(x.std(correction=0))) < 1e-6
+    assert math.isnan(stats.std_from_rms(float("nan"), float("nan")))
 
 
 def test_pack_moves_everything_in_one_copy(monkeypatch) -> None:
