@@ -6,6 +6,7 @@ Everything here is plain Python and numpy, filled from the single batched transf
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -117,6 +118,47 @@ class LossInfo:
     row_sums: tuple[float, float] | None = None  # min and max of the input's row sums over the class axis
 
 
+class RowSample:
+    """A bounded, hash-consistent sample of row fingerprints (the training rows an audit has seen).
+
+    Every-step auditing of a long run would otherwise keep one fingerprint per training sample ever seen. Past
+    ``cap`` fingerprints, only those whose low ``shift`` bits are zero are kept (``shift`` grows as needed), and
+    an overlap is measured against the other set filtered the same way, so the overlap fraction stays an
+    unbiased estimate. Fingerprints are already uniform hashes, so their low bits make a fair coin.
+
+    >>> s = RowSample(cap=4)
+    >>> s.update(range(16)); len(s) <= 4, s.shift
+    (True, 2)
+    """
+
+    __slots__ = ("cap", "rows", "shift")
+
+    def __init__(self, cap: int = 200_000) -> None:
+        self.cap = cap
+        self.rows: set[int] = set()
+        self.shift = 0
+
+    def _kept(self, fp: int) -> bool:
+        return fp & ((1 << self.shift) - 1) == 0
+
+    def update(self, fps: Iterable[int]) -> None:
+        if self.shift:
+            mask = (1 << self.shift) - 1
+            fps = [fp for fp in fps if fp & mask == 0]
+        self.rows.update(fps)
+        while len(self.rows) > self.cap:
+            self.shift += 1
+            self.rows = {fp for fp in self.rows if self._kept(fp)}
+
+    def overlap(self, other: set[int]) -> int:
+        """How many of the sampled rows are in ``other`` (``other`` filtered by the same rule)."""
+        mask = (1 << self.shift) - 1
+        return sum(1 for fp in other if fp & mask == 0 and fp in self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
 @dataclass
 class History:
     """State kept across audited steps and windows."""
@@ -124,7 +166,7 @@ class History:
     losses: list[tuple[int, float]] = field(default_factory=list)
     audited: int = 0
     batch_fps: list[tuple[int, int, int]] = field(default_factory=list)  # (step, batch fingerprint, data_ptr)
-    train_rows: set[int] = field(default_factory=set)
+    train_rows: RowSample = field(default_factory=RowSample)
     eval_rows: set[int] = field(default_factory=set)
     label_hist: np.ndarray | None = None
     moments: np.ndarray | None = None

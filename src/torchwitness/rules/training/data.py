@@ -161,7 +161,7 @@ def train_eval_overlap(v: StepView) -> Iterator[Finding]:
     h = v.history
     if not h.train_rows or not h.eval_rows or h.notes.get("TW208"):
         return
-    shared = len(h.train_rows & h.eval_rows)
+    shared = h.train_rows.overlap(h.eval_rows)
     frac = shared / len(h.train_rows)
     if shared >= 3 and frac > v.threshold("overlap_fraction"):
         h.notes["TW208"] = True
