@@ -39,6 +39,12 @@ def test_redaction_finds_each_kind_and_validates_checksums():
     assert redact("nothing personal here").counts == {}
 
 
+def test_dates_are_not_phone_numbers():
+    r = redact("Shipped 2026-11-24, due 24.11.2026 or 1 12 2026; questions to 030 1234 5678 or 0171-555-1234.")
+    assert r.counts == {"phone": 2}
+    assert "2026-11-24" in r.text and "24.11.2026" in r.text and "1 12 2026" in r.text
+
+
 def test_default_keeps_no_text_anywhere(tmp_path):
     with Run(tmp_path / "run") as run:
         fields = ContentPolicy().commit(run, prompt=PROMPT, completion="Refund issued to Jane Doe")

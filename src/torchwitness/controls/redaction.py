@@ -62,13 +62,22 @@ def _digits(s: str) -> str:
     return re.sub(r"\D", "", s)
 
 
+# Calendar dates have the digit groups of a phone number ("2026-11-24", "24.11.2026") and are not one.
+_DATE = re.compile(r"(?:\d{4}[-. ](?:0?[1-9]|1[0-2])[-. ](?:0?[1-9]|[12]\d|3[01])"
+                   r"|(?:0?[1-9]|[12]\d|3[01])[-. ](?:0?[1-9]|1[0-2])[-. ]\d{4})")
+
+
+def _phone_valid(s: str) -> bool:
+    return 7 <= len(_digits(s)) <= 15 and not _DATE.fullmatch(s)
+
+
 # Order matters: the longest, most specific patterns run first so a card number is not also counted as a phone.
 _DETECTORS: tuple[tuple[str, re.Pattern[str], Callable[[str], bool] | None], ...] = (
     ("email", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), None),
     ("iban", re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}\b"), iban_valid),
     ("card", re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"), lambda s: luhn_valid(_digits(s))),
     ("phone", re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){2,4}(?!\w)"),
-     lambda s: 7 <= len(_digits(s)) <= 15),
+     _phone_valid),
 )
 
 
