@@ -4,9 +4,9 @@ Importing this package never imports torch, so auditors can verify runs with a m
 """
 
 from torchwitness.ledger.encoding import Personal
-from torchwitness.ledger.proof import prove, verify_proof
+from torchwitness.ledger.proof import Prover, prove, verify_proof
 from torchwitness.ledger.reader import iter_records
 from torchwitness.ledger.verify import VerifyResult, verify_run
 from torchwitness.ledger.writer import Ledger
 
-__all__ = ["Ledger", "Personal", "VerifyResult", "iter_records", "prove", "verify_proof", "verify_run"]
+__all__ = ["Ledger", "Personal", "Prover", "VerifyResult", "iter_records", "prove", "verify_proof", "verify_run"]

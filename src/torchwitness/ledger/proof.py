@@ -24,34 +24,54 @@ from torchwitness.ledger.verify import load_checkpoints, load_public_key, normal
 PROOF_FORMAT = "torchwitness-inclusion-proof/1"
 
 
+class Prover:
+    """Inclusion proofs for any number of records of one run, which is read and checked against its newest
+    signed checkpoint once (building the tree is the cost of a proof; an audit path is then O(log n)).
+
+    >>> prover = Prover("runs/demo")                                  # doctest: +SKIP
+    >>> proofs = [prover.prove(seq) for seq in (3, 17, 250)]          # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        layout = Layout(Path(root))
+        self._manifest = read_manifest(layout.root)
+        self._public = load_public_key(layout, self._manifest, None)
+        checkpoints = sorted(load_checkpoints(layout, self._manifest, self._public), key=lambda c: c.checkpoint.size)
+        self._lines = read_all_lines(layout)
+        self._signed = checkpoints[-1] if checkpoints else None
+        self._tree: MerkleTree | None = None
+        if self._signed is not None:
+            size = self._signed.checkpoint.size
+            self._tree = MerkleTree(leaf_hashes(self._lines[:size]))
+            if self._tree.root() != self._signed.checkpoint.root:
+                raise VerificationError("records do not reproduce the newest checkpoint; run 'torchwitness verify'",
+                                        checkpoint=size)
+
+    def prove(self, seq: int) -> dict[str, Any]:
+        """An inclusion proof for record ``seq`` against the newest checkpoint that covers it."""
+        lines = self._lines
+        if not 0 <= seq < len(lines):
+            raise InputError(f"no record seq {seq}: the run holds seq 0..{len(lines) - 1}")
+        if self._signed is None or self._signed.checkpoint.size <= seq:
+            raise InputError(f"record seq {seq} is not covered by a checkpoint yet; close the run or call "
+                             "ledger.checkpoint() first")
+        size = self._signed.checkpoint.size
+        return {
+            "format": PROOF_FORMAT,
+            "origin": self._manifest["origin"],
+            "seq": seq,
+            "record": lines[seq].decode(),
+            "tree_size": size,
+            "path": [h.hex() for h in self._tree.inclusion_proof(seq, size)],
+            "checkpoint": self._signed.text,
+            "verifier_key": self._public.to_vkey(),
+        }
+
+
 def prove(root: str | Path, seq: int) -> dict[str, Any]:
-    """An inclusion proof for record ``seq`` against the newest checkpoint that covers it."""
-    layout = Layout(Path(root))
-    manifest = read_manifest(layout.root)
-    public = load_public_key(layout, manifest, None)
-    checkpoints = sorted(load_checkpoints(layout, manifest, public), key=lambda c: c.checkpoint.size)
-    lines = read_all_lines(layout)
-    if not 0 <= seq < len(lines):
-        raise InputError(f"no record seq {seq}: the run holds seq 0..{len(lines) - 1}")
-    if not checkpoints or checkpoints[-1].checkpoint.size <= seq:
-        raise InputError(f"record seq {seq} is not covered by a checkpoint yet; close the run or call "
-                         "ledger.checkpoint() first")
-    signed = checkpoints[-1]
-    size = signed.checkpoint.size
-    tree = MerkleTree(leaf_hashes(lines[:size]))
-    if tree.root() != signed.checkpoint.root:
-        raise VerificationError("records do not reproduce the newest checkpoint; run 'torchwitness verify'",
-                                checkpoint=size)
-    return {
-        "format": PROOF_FORMAT,
-        "origin": manifest["origin"],
-        "seq": seq,
-        "record": lines[seq].decode(),
-        "tree_size": size,
-        "path": [h.hex() for h in tree.inclusion_proof(seq, size)],
-        "checkpoint": signed.text,
-        "verifier_key": public.to_vkey(),
-    }
+    """An inclusion proof for record ``seq`` against the newest checkpoint that covers it (see :class:`Prover`
+    for many records)."""
+    return Prover(root).prove(seq)
 
 
 @dataclass(frozen=True)

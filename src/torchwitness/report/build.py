@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from torchwitness.errors import InputError, TorchWitnessError
-from torchwitness.ledger.proof import prove
+from torchwitness.ledger.proof import Prover
 from torchwitness.ledger.verify import verify_run
 from torchwitness.report.evidence import Evidence
 from torchwitness.report.model import Document, Section, Table
@@ -89,9 +89,10 @@ def _verification(run_dir: Path, cited: list[int], proofs: int, seed: int) -> di
                records=result.records, covered=result.covered)
     provable = [s for s in cited if s < result.covered]
     sample = sorted(random.Random(seed).sample(provable, min(proofs, len(provable))))
+    prover = Prover(run_dir) if sample else None
     for seq in sample:
         try:
-            p = prove(run_dir, seq)
+            p = prover.prove(seq)
         except InputError:
             continue
         out["checkpoint"], out["verifier_key"] = p["checkpoint"], p["verifier_key"]
