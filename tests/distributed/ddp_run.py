@@ -6,6 +6,7 @@ import sys
 
 import torch
 import torch.distributed as dist
+from _launch import finish  # torchrun puts this script's folder on sys.path
 from torch import nn
 
 import torchwitness as tw
@@ -26,7 +27,7 @@ def main(out: str) -> None:
             run.record("train.step", {"loss": loss.detach()}, step=step)
             if step == 9:
                 run.sync()
-    dist.destroy_process_group()
+    finish()
 
 
 if __name__ == "__main__":

@@ -5,12 +5,12 @@ Usage: ddp_scenarios.py OUT  (writes OUT/<scenario>/ with one shard per rank)
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from _launch import finish  # torchrun puts this script's folder on sys.path
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
@@ -92,13 +92,7 @@ def main(out: str) -> None:
         dist.barrier()
     fsdp(Path(out))
     dist.barrier()
-    dist.destroy_process_group()
-    # Every run is closed and flushed by now. Skipping interpreter finalisation avoids a teardown race in torch
-    # (gloo threads still holding FSDP2's async work when Python tears down abort with "terminate called
-    # without an active exception"; seen about once in 15 launches on a loaded 2-core machine).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    finish()
 
 
 if __name__ == "__main__":

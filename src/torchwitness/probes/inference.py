@@ -186,8 +186,8 @@ class InferenceRecorder:
             kept = None
             if not at_door or self.retain_inputs:
                 kept = inputs.clone() if self.copy_inputs else inputs
-            pending.append((first, self._commit(fingerprint_buffers([inputs.detach()])[0]) if at_door else None, kept, probs,
-                            latency, self.drift_flag))
+            commitment = self._commit(fingerprint_buffers([inputs.detach()])[0]) if at_door else None
+            pending.append((first, commitment, kept, probs, latency, self.drift_flag))
         if len(pending) >= self.window or start - self._opened >= self.window_seconds:
             self.flush()
         return probs
