@@ -118,6 +118,47 @@ class LossInfo:
     row_sums: tuple[float, float] | None = None  # min and max of the input's row sums over the class axis
 
 
+class LossLog:
+    """The run's ``(step, loss)`` pairs, indexed from 0 across the whole run, holding the first pair and at most
+    the ``keep`` most recent ones (a million-step run would otherwise hold a million tuples).
+
+    >>> log = LossLog(keep=3)
+    >>> log.extend((s, 1.0 / (s + 1)) for s in range(10))
+    >>> len(log), log.first, log.start, log[9]
+    (10, (0, 1.0), 7, (9, 0.1))
+    """
+
+    __slots__ = ("_items", "first", "keep", "start")
+
+    def __init__(self, keep: int = 50_000) -> None:
+        self.keep = keep
+        self.first: tuple[int, float] | None = None
+        self.start = 0  # run-wide index of the oldest pair still held
+        self._items: list[tuple[int, float]] = []
+
+    def extend(self, pairs: Iterable[tuple[int, float]]) -> None:
+        self._items.extend(pairs)
+        if self.first is None and self._items:
+            self.first = self._items[0]
+        if len(self._items) > 2 * self.keep:  # trimmed in chunks, so appends stay amortised O(1)
+            drop = len(self._items) - self.keep
+            del self._items[:drop]
+            self.start += drop
+
+    def __len__(self) -> int:
+        return self.start + len(self._items)
+
+    def __getitem__(self, i: int) -> tuple[int, float]:
+        """The pair at run-wide index ``i`` (``i >= start``)."""
+        if i < self.start:
+            raise IndexError(f"loss {i} is no longer held (oldest held: {self.start})")
+        return self._items[i - self.start]
+
+    def recent(self, n: int) -> list[tuple[int, float]]:
+        """The last ``n`` pairs still held."""
+        return self._items[-n:] if n > 0 else []
+
+
 class RowSample:
     """A bounded, hash-consistent sample of row fingerprints (the training rows an audit has seen).
 
@@ -163,7 +204,7 @@ class RowSample:
 class History:
     """State kept across audited steps and windows."""
 
-    losses: list[tuple[int, float]] = field(default_factory=list)
+    losses: LossLog = field(default_factory=LossLog)
     audited: int = 0
     batch_fps: list[tuple[int, int, int]] = field(default_factory=list)  # (step, batch fingerprint, data_ptr)
     train_rows: RowSample = field(default_factory=RowSample)

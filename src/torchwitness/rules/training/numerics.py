@@ -34,7 +34,8 @@ def nonfinite_loss(v: StepView) -> Iterator[Finding]:
     if notes.get("TW101"):
         return
     bad = None
-    i = notes.get("TW101_next", 0)  # the history only grows: each loss is looked at once, not once per step
+    # The history only grows: each loss is looked at once, not once per step.
+    i = max(notes.get("TW101_next", 0), losses.start)
     while i < len(losses) and losses[i][0] <= v.step:
         if not math.isfinite(losses[i][1]):
             bad = losses[i]
@@ -173,14 +174,15 @@ def loss_divergence(v: StepView) -> Iterator[Finding]:
     history, notes = v.history.losses, v.history.notes
     if len(history) < 6 or notes.get("TW108"):
         return
-    base = history[0][1]
+    base = history.first[1]
     if not math.isfinite(base) or base <= 0:
         return
     limit = v.threshold("divergence_factor") * base
-    start = notes.get("TW108_next", 1)  # windows already judged stay judged: O(new losses) per audit
+    # Windows already judged stay judged: O(new losses) per audit.
+    start = max(notes.get("TW108_next", 1), history.start)
     notes["TW108_next"] = max(start, len(history) - 2)
     for i in range(start, len(history) - 2):
-        window = [x for _, x in history[i:i + 3]]
+        window = [history[j][1] for j in range(i, i + 3)]
         level = _median(window) if all(math.isfinite(x) for x in window) else math.inf
         if level > limit:
             notes["TW108"] = True
@@ -217,18 +219,22 @@ def loss_at_chance(v: StepView) -> Iterator[Finding]:
     Example: ``y = y[torch.randperm(len(y))]`` shuffles labels apart from inputs, so nothing can be learned.
     Fix: shuffle indices once and index inputs and labels with them.
     """
-    losses = [x for _, x in v.history.losses if math.isfinite(x)]
-    steps = [s for s, _ in v.history.losses]
+    history = v.history.losses
     chance = chance_loss(v)
-    if chance is None or chance <= 0 or not steps or steps[-1] - steps[0] < v.threshold("chance_min_steps"):
+    if chance is None or chance <= 0 or not len(history):
         return
-    tail = losses[-max(5, len(losses) // 5):]
+    first_step, last_step = history.first[0], history[len(history) - 1][0]
+    if last_step - first_step < v.threshold("chance_min_steps"):
+        return
+    tail = [x for _, x in history.recent(max(5, len(history) // 5)) if math.isfinite(x)]
+    if not tail:
+        return
     level = statistics.fmean(tail)
     # Far above chance is divergence (TW108), not a model that cannot see the labels.
     if (1 - v.threshold("chance_margin")) * chance <= level <= 1.5 * chance and not v.history.notes.get("TW108"):
-        yield Finding.of("TW109", "loss", f"loss {level:.3g} after {steps[-1] + 1} steps is at chance level "
+        yield Finding.of("TW109", "loss", f"loss {level:.3g} after {last_step + 1} steps is at chance level "
                          f"{chance:.3g}: no better than the label frequencies (labels misaligned with inputs?)",
-                         step=steps[-1], details={"loss": level, "chance": chance})
+                         step=last_step, details={"loss": level, "chance": chance})
 
 
 @training_rule("TW110", when=("step", "close"), name="gradient-flow-cut",
