@@ -109,7 +109,8 @@ class InferenceRecorder:
 
     - ``sample_every=k`` records every k-th request (1 = all; unrecorded requests still use up decision ids).
     - ``window`` / ``window_seconds``: pending requests become one ``inference`` record after this many requests
-      or this many seconds, whichever comes first (and on :meth:`flush` and when the run closes).
+      or this many seconds, whichever comes first (the age is checked when a request arrives; an idle server's
+      open window is recorded on :meth:`flush` or when the run closes).
     - ``fingerprint``: ``"request"`` (default) stores one keyed commitment per request, ``"row"`` one per row
       (lets the key holder match single rows across requests, at about 2 us per row on the writer thread).
     - ``copy_inputs``: inputs committed later (on an accelerator, or per row) are copied first; ``False`` skips
