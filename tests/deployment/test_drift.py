@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -110,3 +112,37 @@ def test_bad_input_is_refused() -> None:
         monitor.update({"a": np.array([np.nan])})
     with pytest.raises(InputError, match="at least 20 are needed"):
         DriftReference.from_arrays({"a": np.arange(5.0)})
+
+
+def test_a_restarted_monitor_carries_on_mid_window(adult, tmp_path) -> None:
+    """Saving the state mid-window and loading it into a new monitor gives the alerts of one unbroken monitor."""
+    (train, train_pred), (test, test_pred) = adult
+    reference = DriftReference.from_arrays(train, predictions=train_pred, num_classes=2)
+
+    def feed(monitor: DriftMonitor, lo: int, hi: int) -> list[tuple[int, str, str]]:
+        out = []
+        for start in range(lo, hi, 100):  # 100-row batches against 128-row windows: restarts fall mid-window
+            batch = {k: v[start:start + 100].copy() for k, v in test.items()}
+            if start >= 2_000:
+                batch["age"] += 1.0
+            out += [(a.window, a.feature, a.statistic) for a in monitor.update(batch,
+                                                                              predictions=test_pred[start:start + 100])]
+        return out
+
+    whole = DriftMonitor(reference, window=128)
+    expected = feed(whole, 0, 4_000)
+    first = DriftMonitor(reference, window=128)
+    got = feed(first, 0, 1_900)
+    path = tmp_path / "private" / "drift-state.pkl"  # production values: the run's private side, never the ledger
+    path.parent.mkdir()
+    path.write_bytes(pickle.dumps(first.state_dict()))
+    second = DriftMonitor(reference, window=128)
+    second.load_state_dict(pickle.loads(path.read_bytes()))
+    got += feed(second, 1_900, 4_000)
+    assert got == expected and expected
+    assert (second.windows_seen, second.windows_alerting) == (whole.windows_seen, whole.windows_alerting)
+    other = DriftMonitor(DriftReference.from_arrays({"age": test["age"]}), window=128)
+    with pytest.raises(InputError, match="another reference"):
+        other.load_state_dict(first.state_dict())
+    with pytest.raises(InputError, match="another window"):
+        DriftMonitor(reference, window=256).load_state_dict(first.state_dict())

@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +136,16 @@ class DriftReference:
             counts = np.bincount(pred, minlength=num_classes or int(pred.max()) + 1)
         return cls(feats, emb, counts, bins)
 
+    def digest(self) -> str:
+        """``sha256`` over the reference samples, so a saved monitor state is only loaded against its reference."""
+        h = hashlib.sha256(f"bins={self.bins}".encode())
+        for name in sorted(self.features):
+            h.update(f"|{name}|".encode())
+            h.update(np.ascontiguousarray(self.features[name], dtype=np.float64).tobytes())
+        for extra in (self.embeddings, self.prediction_counts):
+            h.update(b"|-|" if extra is None else np.ascontiguousarray(extra).tobytes())
+        return "sha256:" + h.hexdigest()
+
     def summary(self) -> dict[str, FeatureSummary]:
         qs = np.linspace(0, 100, 11)
         return {k: FeatureSummary(len(v), float(v.mean()), float(v.std()),
@@ -186,6 +197,33 @@ class DriftMonitor:
     def false_alarm_rate(self) -> float:
         """Share of windows that raised any alert (on data known to be unshifted, the false-alarm rate)."""
         return self.windows_alerting / self.windows_seen if self.windows_seen else 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters and the partly filled window, for a serving process that restarts mid-window.
+
+        The partial window holds production feature values: keep the state with the run's private data (it is
+        not evidence and never goes into the ledger), and load it with :meth:`load_state_dict`.
+        """
+        def joined(parts: list[np.ndarray]) -> np.ndarray | None:
+            return np.concatenate(parts) if parts else None
+
+        return {"reference": self.reference.digest(), "window": self.window, "alpha": self.alpha,
+                "windows_seen": self.windows_seen, "windows_alerting": self.windows_alerting, "rows": self._rows,
+                "features": {k: joined(v) for k, v in self._buffer.items()}, "embeddings": joined(self._emb),
+                "predictions": joined(self._pred)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Carry on from :meth:`state_dict`: window numbering, false-alarm counters and pending rows."""
+        for key, mine in (("reference", self.reference.digest()), ("window", self.window), ("alpha", self.alpha)):
+            if state.get(key) != mine:
+                raise InputError(f"drift monitor state was saved with another {key} ({state.get(key)!r}, this "
+                                 f"monitor has {mine!r})")
+        self.windows_seen, self.windows_alerting = int(state["windows_seen"]), int(state["windows_alerting"])
+        self._rows = int(state["rows"])
+        self._buffer = {k: [] if state["features"].get(k) is None else [np.asarray(state["features"][k])]
+                        for k in self.reference.features}
+        self._emb = [] if state["embeddings"] is None else [np.asarray(state["embeddings"])]
+        self._pred = [] if state["predictions"] is None else [np.asarray(state["predictions"])]
 
     def update(self, features: dict[str, Any] | None = None, *, embeddings: Any = None,
                predictions: Any = None) -> list[DriftAlert]:
