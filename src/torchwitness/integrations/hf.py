@@ -27,8 +27,9 @@ from typing import Any
 
 import torch
 
+from torchwitness.integrations._lazy import lazy_class
+
 _EXTRA = "Hugging Face transformers is not installed: pip install 'torchwitness[transformers]'"
-_CLASS: type | None = None
 
 
 def _innermost(optimizer: Any) -> torch.optim.Optimizer | None:
@@ -96,10 +97,4 @@ def _build() -> type:
     return WitnessCallback
 
 
-def __getattr__(name: str) -> Any:
-    global _CLASS
-    if name == "WitnessCallback":
-        if _CLASS is None:
-            _CLASS = _build()
-        return _CLASS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_class(__name__, "WitnessCallback", _build)

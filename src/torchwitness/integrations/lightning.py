@@ -29,8 +29,9 @@ from typing import Any
 
 import torch
 
+from torchwitness.integrations._lazy import lazy_class
+
 _EXTRA = "PyTorch Lightning is not installed: pip install 'torchwitness[lightning]'"
-_CLASS: type | None = None
 
 
 def _build() -> type:
@@ -117,10 +118,4 @@ def _build() -> type:
     return WitnessCallback
 
 
-def __getattr__(name: str) -> Any:
-    global _CLASS
-    if name == "WitnessCallback":
-        if _CLASS is None:
-            _CLASS = _build()
-        return _CLASS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_class(__name__, "WitnessCallback", _build)

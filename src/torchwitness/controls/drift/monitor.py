@@ -55,8 +55,8 @@ class ReferenceRecord(msgspec.Struct):
     psi_threshold: float | None
 
 
-class AlertRecord(msgspec.Struct):
-    """``drift.alert``: one statistic crossing its threshold in one window."""
+class DriftAlert(msgspec.Struct):
+    """``drift.alert``: one statistic crossing its threshold in one window (returned and recorded as is)."""
 
     feature: str
     statistic: str
@@ -79,7 +79,7 @@ class WindowRecord(msgspec.Struct):
     alerts: int
 
 
-for _kind, _struct in {"drift.reference": ReferenceRecord, "drift.alert": AlertRecord,
+for _kind, _struct in {"drift.reference": ReferenceRecord, "drift.alert": DriftAlert,
                        "drift.window": WindowRecord}.items():
     register_kind(_kind, _struct)
 
@@ -150,17 +150,6 @@ class DriftReference:
         qs = np.linspace(0, 100, 11)
         return {k: FeatureSummary(len(v), float(v.mean()), float(v.std()),
                                   [float(q) for q in np.percentile(v, qs)]) for k, v in self.features.items()}
-
-
-@dataclass
-class DriftAlert:
-    feature: str
-    statistic: str
-    value: float
-    threshold: float
-    p_value: float | None
-    window: int
-    rows: int
 
 
 class DriftMonitor:
@@ -305,7 +294,5 @@ class DriftMonitor:
             self.run.record("drift.window", {"window": index, "rows": self.window, "ks": ks, "psi": psi_values,
                                              "mmd": mmd, "prediction_shift": shift, "alerts": len(alerts)})
             for a in alerts:
-                self.run.record("drift.alert", {"feature": a.feature, "statistic": a.statistic, "value": a.value,
-                                                "threshold": a.threshold, "p_value": a.p_value,
-                                                "window": a.window, "rows": a.rows})
+                self.run.record("drift.alert", msgspec.structs.asdict(a))
         return alerts
