@@ -29,6 +29,7 @@ from torchwitness.certify.certificate import Certificate, cert_digest, check_sig
 from torchwitness.certify.policy import policy_from_document
 from torchwitness.certify.stats import compute_statistics, decide, delta_tokens
 from torchwitness.errors import CertificateError, InputError, TorchWitnessError
+from torchwitness.jsonfile import read_json
 from torchwitness.ledger.encoding import decode_float, snapshot
 
 _REL_TOL = 1e-9
@@ -48,12 +49,7 @@ class CertCheck:
 
 
 def load_certificate(path: str | Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(f"no such certificate: {path}") from None
-    except ValueError as e:
-        raise CertificateError(f"{path} is not JSON: {e}") from None
+    return read_json(path, "certificate", CertificateError)
 
 
 def _close(a: Any, b: Any, path: str) -> None:

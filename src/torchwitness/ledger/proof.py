@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from torchwitness.errors import InputError, ProofError, VerificationError
+from torchwitness.jsonfile import read_json
 from torchwitness.ledger.keys import PublicKey
 from torchwitness.ledger.layout import Layout, read_manifest
 from torchwitness.ledger.merkle import MerkleTree, leaf_hash, leaf_hashes, verify_inclusion
@@ -113,9 +114,4 @@ def verify_proof(doc: dict[str, Any], *, key: str | None = None) -> ProofResult:
 
 
 def load_proof(path: str | Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(f"no such proof file: {path}") from None
-    except ValueError as e:
-        raise InputError(f"{path} is not JSON: {e}") from None
+    return read_json(path, "proof file")

@@ -12,12 +12,12 @@ Keys are quantity names or prefixes of them; the longest matching key wins.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from torchwitness.errors import InputError, RegressionError
+from torchwitness.jsonfile import read_json
 from torchwitness.report.evidence import Evidence, dicts, get, number, strings
 
 Better = Literal["higher", "lower"]
@@ -107,12 +107,7 @@ def snapshot(run_dir: str | Path) -> dict[str, Quantity]:
 def load_policy(path: str | Path | None) -> dict[str, Any]:
     if path is None:
         return DEFAULT_POLICY
-    try:
-        policy = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(f"no such policy file: {path}") from None
-    except ValueError as e:
-        raise InputError(f"policy {path} is not JSON: {e}") from None
+    policy = read_json(path, "policy file")
     tol = policy.get("tolerance") if isinstance(policy, dict) else None
     if not isinstance(tol, dict) or not all(isinstance(v, int | float) and v >= 0 for v in tol.values()):
         raise InputError(f"policy {path} needs a 'tolerance' object of non-negative numbers")
