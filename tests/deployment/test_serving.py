@@ -76,8 +76,31 @@ def test_commitments_are_taken_when_served(tmp_path: Path, model, test_rows) -> 
         serve(test_rows[:2])
         serve(torch.cat([test_rows[:2], test_rows[:2]], dim=1)[:, :test_rows.shape[1]])  # a strided view
         serve(test_rows[:2].clone().requires_grad_())
+        serve(test_rows[2:4])
     (record,) = [r["data"] for r in iter_records(tmp_path / "run", kinds={"inference"})]
-    assert len(set(record["inputs"])) == 1  # the same bytes served four ways: one commitment
+    assert len(set(record["inputs"][:4])) == 1  # the same bytes served four ways: one commitment
+    assert record["inputs"][4] != record["inputs"][0]  # and other bytes another
+
+
+class _OffHost(torch.Tensor):
+    """Reports itself as not on the CPU: the recorder's accelerator path, exercised without an accelerator."""
+
+    @property
+    def is_cpu(self) -> bool:
+        return False
+
+
+def test_switching_between_host_and_device_inputs_loses_no_request(tmp_path: Path, model, test_rows) -> None:
+    with tw.Run(tmp_path / "run") as run:
+        serve = run.serve(model)
+        serve(test_rows[:2])
+        serve(test_rows[:3].as_subclass(_OffHost))  # committed on the writer thread: a new window
+        serve(test_rows[:2])
+    records = [r["data"] for r in iter_records(tmp_path / "run", kinds={"inference"})]
+    assert [r["first_decisions"] for r in records] == [[0], [2], [5]]
+    assert [r["rows"] for r in records] == [[2], [3], [2]]
+    assert all(len(r["inputs"]) == 1 and r["inputs"][0].startswith("hmac-sha256-128:") for r in records)
+    assert records[0]["inputs"] == records[2]["inputs"]  # the same bytes, committed either way, match
 
 
 @pytest.mark.parametrize("copy_inputs", [True, False])

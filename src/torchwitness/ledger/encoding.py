@@ -228,15 +228,10 @@ def snapshot(value: Any, path: str = "data", copy: bool = True) -> tuple[Any, bo
         if isinstance(x, Fingerprint):
             deferred = True
             items = list(x.value) if isinstance(x.value, (list, tuple)) else [x.value]
-            torch, np = sys.modules.get("torch"), sys.modules.get("numpy")
-            if torch is not None and set(map(type, items)) <= {torch.Tensor}:  # the common case, checked in C
-                owned = [own(v) for v in items]
-            else:
-                for v in items:
-                    if not (_is_tensor(v) or _is_numpy(v)):
-                        raise RecordEncodingError(f"{p}: Fingerprint takes tensors or arrays, not "
-                                                  f"{type(v).__name__}")
-                owned = [own(v) if _is_tensor(v) else np.array(v, copy=copy) for v in items]
+            for v in items:
+                if not (_is_tensor(v) or _is_numpy(v)):
+                    raise RecordEncodingError(f"{p}: Fingerprint takes tensors or arrays, not {type(v).__name__}")
+            owned = [own(v) if _is_tensor(v) else sys.modules["numpy"].array(v, copy=copy) for v in items]
             return Fingerprint(owned if isinstance(x.value, (list, tuple)) else owned[0])
         if isinstance(x, bytes):
             return {"$bytes": base64.b64encode(x).decode()}
@@ -277,7 +272,7 @@ def _host_array(t: Any) -> Any:
 def fingerprint_buffers(value: Any) -> list[memoryview]:
     """Byte views (no copies) of what :class:`Fingerprint` commits to: each list item whole, else each row."""
     if isinstance(value, list):
-        # Hashing a request whole keeps it one C call, which drops the GIL for inputs of 2 KiB and more.
+        # A request is hashed whole: one C call, which releases the GIL while it hashes.
         return [memoryview(_host_array(v)).cast("B") for v in value]
     rows = _host_array(value)
     if rows.ndim == 0:
@@ -315,7 +310,8 @@ def finalize(value: Any, commit: Callable[[Any], str],
 
 def decode_array(value: Any) -> Any:
     """The numpy array inside an ``$array`` value, in either its ``data`` or its packed ``base64`` form."""
-    np = sys.modules.get("numpy") or __import__("numpy")
+    import numpy as np  # readers may not have imported it yet; writers never need this function
+
     if not (isinstance(value, dict) and isinstance(value.get("$array"), dict)):
         raise RecordEncodingError("not an $array value")
     spec = value["$array"]

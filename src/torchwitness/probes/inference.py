@@ -1,10 +1,11 @@
 """Inference evidence: a serving wrapper that records served requests in ``inference`` records.
 
 The caller's thread does only what must happen there: the forward, two clock reads, the request's keyed
-commitment and a list append. Committing at the door (one HMAC-SHA256 call over the request's bytes, which runs
-without the GIL for requests of 2 KiB and more) costs less than copying the request for later, and nothing the
-caller does to its tensor afterwards can change what was committed. Inputs on an accelerator are copied
-instead (asynchronously) and committed on the ledger's writer thread, so serving never waits for the device.
+commitment and a list append. Committing at the door (one HMAC-SHA256 call over the request's bytes, an OpenSSL
+call that releases the GIL while it hashes) means nothing the caller does to its tensor afterwards can change
+what was committed; copying the request and hashing it on the writer thread instead was measured and was no
+faster, because each hash there hands the GIL back and forth with the serving thread. Inputs on an accelerator
+are copied (asynchronously) and committed on the writer thread, so serving never waits for the device.
 Every ``window`` requests (or ``window_seconds``, or on :meth:`InferenceRecorder.flush` / run close) the pending
 requests become one record: one concatenation and one top-class reduction for the whole window, handed to the
 ledger without a further copy. Flagging for human review (:class:`~torchwitness.controls.oversight.ReviewPolicy`)
@@ -180,9 +181,9 @@ class InferenceRecorder:
             probs = torch.softmax(self.model(inputs), dim=-1)
             latency = time.perf_counter() - start
             at_door = self.fingerprint == "request" and inputs.is_cpu
-            pending = self._pending
-            if pending and (pending[-1][1] is not None) != at_door:
+            if self._pending and (self._pending[-1][1] is not None) != at_door:
                 self.flush()  # a window holds commitments made one way only
+            pending = self._pending
             if not pending:
                 self._opened = start
             kept = None

@@ -179,21 +179,21 @@ class RowSample:
         self.rows: set[int] = set()
         self.shift = 0
 
-    def _kept(self, fp: int) -> bool:
-        return fp & ((1 << self.shift) - 1) == 0
+    @property
+    def _mask(self) -> int:
+        return (1 << self.shift) - 1
 
     def update(self, fps: Iterable[int]) -> None:
-        if self.shift:
-            mask = (1 << self.shift) - 1
-            fps = [fp for fp in fps if fp & mask == 0]
-        self.rows.update(fps)
+        mask = self._mask
+        self.rows.update(fps if not mask else (fp for fp in fps if fp & mask == 0))
         while len(self.rows) > self.cap:
             self.shift += 1
-            self.rows = {fp for fp in self.rows if self._kept(fp)}
+            mask = self._mask
+            self.rows = {fp for fp in self.rows if fp & mask == 0}
 
     def overlap(self, other: set[int]) -> int:
         """How many of the sampled rows are in ``other`` (``other`` filtered by the same rule)."""
-        mask = (1 << self.shift) - 1
+        mask = self._mask
         return sum(1 for fp in other if fp & mask == 0 and fp in self.rows)
 
     def __len__(self) -> int:
