@@ -40,7 +40,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=30000)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--sample-every", type=int, default=1, help="record every k-th request (the policy knob)")
+    parser.add_argument("--sample-every", type=int, default=1,
+                        help="commit every k-th request's input (every decision is recorded regardless)")
     args = parser.parse_args()
     os.environ.setdefault("TORCHWITNESS_KEY_DIR", tempfile.mkdtemp(prefix="tw-bench-keys-"))
     torch.set_num_threads(1)
@@ -69,7 +70,7 @@ def main() -> None:
             run.flush()
     b32, r32 = results[32]
     b1, r1 = results[1]
-    print(f"recording every {args.sample_every} request(s)")
+    print(f"every decision recorded, every {args.sample_every} input(s) committed")
     print(f"batch 32: bare {b32 * 1e6:.1f} us, recorded {r32 * 1e6:.1f} us, ratio {r32 / b32:.3f}x "
           f"(target < 1.05x)")
     print(f"batch 1: bare {b1 * 1e6:.1f} us, recorded {r1 * 1e6:.1f} us, +{(r1 - b1) * 1e6:.1f} us per request "

@@ -17,7 +17,7 @@ from torchwitness.demo.adult import load_adult
 from torchwitness.errors import InputError, ServingStopped
 from torchwitness.integrations.captum import explain_tabular, explain_tokens
 from torchwitness.ledger import iter_records, verify_run
-from torchwitness.ledger.encoding import decode_array
+from torchwitness.ledger.encoding import decode_array, fingerprint_buffers
 from torchwitness.probes.inference import InferenceRecorder, RetainedInputs, model_digest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -41,16 +41,19 @@ def test_records_requests_with_commitments_and_never_raw_inputs(tmp_path: Path, 
         for i in range(0, 256, 32):
             out = serve(test_rows[i:i + 32])
             assert torch.allclose(out, torch.softmax(model(test_rows[i:i + 32]), -1))
+        # the committed inputs are requests 0 and 2 of the first window, committed with the run's key
+        expected = [run.ledger.personal.fingerprint(fingerprint_buffers([test_rows[i:i + 32]])[0]) for i in (0, 64)]
     records = [r["data"] for r in iter_records(root, kinds={"inference"})]
-    # every 2nd of 8 requests, in windows of 3; the open window is recorded when the run closes
-    assert [r["first_decisions"] for r in records] == [[0, 64, 128], [192]]
+    # all 8 requests in windows of 3 (the open window is recorded when the run closes); every 2nd input committed
+    assert [r["first_decisions"] for r in records] == [[0, 32, 64], [96, 128, 160], [192, 224]]
+    assert [r["committed"] for r in records] == [[0, 2], [1], [0]]
     first = records[0]
     assert first["model"] == model_digest(model) and first["rows"] == [32, 32, 32]
-    assert first["fingerprint"] == "request" and len(first["inputs"]) == 3
-    assert all(f.startswith("hmac-sha256-128:") for f in first["inputs"]) and len(set(first["inputs"])) == 3
+    assert first["fingerprint"] == "request" and len(first["inputs"]) == 2
+    assert first["inputs"] == expected and all(f.startswith("hmac-sha256-128:") for f in expected)
     assert len(first["latency_us"]) == 3 and all(isinstance(v, int) and v > 0 for v in first["latency_us"])
     with torch.no_grad():
-        probs = torch.softmax(model(torch.cat([test_rows[0:32], test_rows[64:96], test_rows[128:160]])), -1)
+        probs = torch.softmax(model(test_rows[0:96]), -1)
     assert np.array_equal(decode_array(first["predictions"]), probs.argmax(-1).numpy())
     confidence = decode_array(first["confidence"]) / 10_000
     assert np.allclose(confidence, probs.max(-1).values.numpy(), atol=1e-4)
@@ -240,3 +243,19 @@ def test_cli_review_and_explain_decision(tmp_path: Path, model, test_rows) -> No
     row = int(decision.rsplit("-", 1)[1])
     kept = RetainedInputs.for_run(root).get(decision)  # retention on: the exact served row, erasable
     assert np.array_equal(kept, test_rows[row].numpy())
+
+
+def test_sampling_commits_and_retains_only_sampled_inputs(tmp_path: Path, model, test_rows) -> None:
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        serve = run.serve(model, sample_every=2, retain_inputs=True)
+        for i in range(3):
+            serve(test_rows[2 * i:2 * i + 2])
+        run_id = run.run_id
+    (record,) = [r["data"] for r in iter_records(root, kinds={"inference"})]
+    assert record["first_decisions"] == [0, 2, 4] and record["committed"] == [0, 2] and len(record["inputs"]) == 2
+    assert len(decode_array(record["predictions"])) == 6  # every decision is recorded, sampled or not
+    store = RetainedInputs.for_run(root)
+    assert np.array_equal(store.get(f"{run_id}-5"), test_rows[5].numpy())
+    with pytest.raises(InputError, match="no retained input"):
+        store.get(f"{run_id}-2")

@@ -35,3 +35,21 @@ def test_float_edge_cases() -> None:
 def test_key_order_by_utf16_code_units() -> None:
     value = {"\U0001f600": 1, "\ue000": 2, "a": 3, "é": 4}
     assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_long_strings_and_non_json_types() -> None:
+    value = {"packed": "QUJD" * 20000, "ids": list(range(300)), "t": ("x", 1)}
+    assert canonical_json(value) == rfc8785.dumps(value)
+    for bad in ({"b": b"raw"}, {"s": {1, 2}}, [object()]):
+        try:
+            rfc8785.dumps(bad)
+        except Exception as expected:
+            kind = type(expected)
+        else:
+            raise AssertionError(f"rfc8785 accepted {bad!r}")
+        try:
+            canonical_json(bad)
+        except Exception as got:
+            assert type(got) is kind, (bad, got)
+        else:
+            raise AssertionError(f"canonical_json accepted {bad!r}")

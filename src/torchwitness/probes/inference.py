@@ -46,14 +46,22 @@ class InferenceRecord(msgspec.Struct):
     first_decisions: list[int]  # request i's row j is decision "<run id>-<first_decisions[i] + j>"
     rows: list[int]  # rows per request
     latency_us: list[int]  # forward latency per request, rounded to whole microseconds
-    fingerprint: str  # "request": inputs holds one commitment per request; "row": one per row
+    fingerprint: str  # "request": inputs holds one commitment per committed request; "row": one per row of those
+    committed: list[int]  # the requests (indices into first_decisions) whose inputs are committed, in order
     inputs: list[str]  # keyed commitments (hmac-sha256-128), never the values
-    predictions: Any  # top class per row, requests in order (a packed int32 $array: see decode_array)
+    predictions: Any  # top class per row, requests in order (a packed uint8/int16/int32 $array, the narrowest
+    # that holds the model's classes: see decode_array)
     confidence: Any  # top-class probability x 10,000, rounded, per row (a packed int16 $array)
     retained: bool
 
 
 register_kind("inference", InferenceRecord)
+
+
+def _class_dtype(classes: int) -> torch.dtype:
+    # The window's predictions are most of a record's bytes, and every byte is base64-encoded and hashed by the
+    # writer thread while the serving thread waits for the GIL.
+    return torch.uint8 if classes <= 256 else torch.int16 if classes <= 32768 else torch.int32
 
 
 def decision_id(run_id: str, number: int) -> str:
@@ -108,7 +116,9 @@ class InferenceRecorder:
     Each call is one request of one or more rows; row ``j`` of a request gets the decision id
     ``<run id>-<n>``, numbered across the run. Options:
 
-    - ``sample_every=k`` records every k-th request (1 = all; unrecorded requests still use up decision ids).
+    - ``sample_every=k`` commits (and retains) the input of every k-th request; every request's decisions are
+      recorded all the same (latency, prediction, confidence). 1 (the default) commits every input; a larger k
+      trades input evidence for speed on models whose forward costs little more than hashing the request.
     - ``window`` / ``window_seconds``: pending requests become one ``inference`` record after this many requests
       or this many seconds, whichever comes first (the age is checked when a request arrives; an idle server's
       open window is recorded on :meth:`flush` or when the run closes).
@@ -150,9 +160,11 @@ class InferenceRecorder:
         self._rng = torch.Generator().manual_seed(policy.seed if policy else 0)
         self.drift_flag = False  # set by a drift monitor's caller to route the next requests to review
         self._inputs = RetainedInputs.for_run(run.path) if retain_inputs else None
-        # Per request not yet recorded: first decision, its commitment (made at the door) or None, the input
-        # (kept when committed later or retained) or None, probabilities, latency in s, drift flag.
-        self._pending: list[tuple[int, str | None, torch.Tensor | None, torch.Tensor, float, bool]] = []
+        # Per request not yet recorded: first decision, whether its input is committed (sampled), its commitment
+        # if made at the door, the input (kept when committed later or retained) or None, probabilities, latency
+        # in s, drift flag.
+        self._pending: list[tuple[int, bool, str | None, torch.Tensor | None, torch.Tensor, float, bool]] = []
+        self._door: bool | None = None  # how the open window's inputs are committed: at the door or on the writer
         self._opened = 0.0
         run.on_close(self.close)
 
@@ -173,24 +185,25 @@ class InferenceRecorder:
         first = self._next_id
         self._next_id += inputs.shape[0]
         self._calls += 1
-        if self.sample_every > 1 and (self._calls - 1) % self.sample_every:
-            with torch.inference_mode():
-                return torch.softmax(self.model(inputs), dim=-1)
+        sampled = self.sample_every == 1 or (self._calls - 1) % self.sample_every == 0
         start = time.perf_counter()
         with torch.inference_mode():
             probs = torch.softmax(self.model(inputs), dim=-1)
             latency = time.perf_counter() - start
-            at_door = self.fingerprint == "request" and inputs.is_cpu
-            if self._pending and (self._pending[-1][1] is not None) != at_door:
-                self.flush()  # a window holds commitments made one way only
+            commitment = kept = None
+            if sampled:
+                at_door = self.fingerprint == "request" and inputs.is_cpu
+                if self._door is not None and self._door != at_door:
+                    self.flush()  # a window holds commitments made one way only
+                self._door = at_door
+                if not at_door or self.retain_inputs:
+                    kept = inputs.clone() if self.copy_inputs else inputs
+                if at_door:
+                    commitment = self._commit(fingerprint_buffers([inputs.detach()])[0])
             pending = self._pending
             if not pending:
                 self._opened = start
-            kept = None
-            if not at_door or self.retain_inputs:
-                kept = inputs.clone() if self.copy_inputs else inputs
-            commitment = self._commit(fingerprint_buffers([inputs.detach()])[0]) if at_door else None
-            pending.append((first, commitment, kept, probs, latency, self.drift_flag))
+            pending.append((first, sampled, commitment, kept, probs, latency, self.drift_flag))
         if len(pending) >= self.window or start - self._opened >= self.window_seconds:
             self.flush()
         return probs
@@ -200,30 +213,33 @@ class InferenceRecorder:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        rows = [p[3].shape[0] for p in pending]
+        door, self._door = self._door, None
+        rows = [p[4].shape[0] for p in pending]
+        committed = [i for i, p in enumerate(pending) if p[1]]
         with torch.inference_mode():
-            confidence, prediction = torch.cat([p[3] for p in pending]).max(dim=-1)
+            confidence, prediction = torch.cat([p[4] for p in pending]).max(dim=-1)
             scaled = (confidence * 10_000).round().to(torch.int16)
-            kept = [p[2] for p in pending] if pending[0][2] is not None else None
-            batch = torch.cat(kept) if kept is not None and (self.fingerprint == "row" or self.retain_inputs) \
-                else None
-        if pending[0][1] is not None:
-            inputs: Any = [p[1] for p in pending]
+            kept = [p[3] for p in pending if p[3] is not None]
+            batch = torch.cat(kept) if kept and (self.fingerprint == "row" or self.retain_inputs) else None
+        if door:
+            inputs: Any = [p[2] for p in pending if p[1]]
         else:
-            inputs = Fingerprint(batch if self.fingerprint == "row" else kept)
+            inputs = Fingerprint(batch if self.fingerprint == "row" else kept) if kept else []
         self.run.record("inference", {
             "model": self.digest, "first_decisions": [p[0] for p in pending], "rows": rows,
-            "latency_us": np.rint(np.array([p[4] for p in pending]) * 1e6).astype(np.int64).tolist(),
-            "fingerprint": self.fingerprint, "inputs": inputs,
-            "predictions": Packed(prediction.to(torch.int32)), "confidence": Packed(scaled),
+            "latency_us": np.rint(np.array([p[5] for p in pending]) * 1e6).astype(np.int64).tolist(),
+            "fingerprint": self.fingerprint, "committed": committed, "inputs": inputs,
+            "predictions": Packed(prediction.to(_class_dtype(pending[0][4].shape[-1]))), "confidence": Packed(scaled),
             "retained": self.retain_inputs}, copy=False)
         if self._inputs is None and self.policy is None:
             return
-        ids = [decision_id(self.run.run_id, p[0] + j) for p, n in zip(pending, rows, strict=True) for j in range(n)]
-        if self._inputs is not None:
-            self._inputs.put_many(ids, batch.detach().cpu().numpy())
+        run_id = self.run.run_id
+        if self._inputs is not None and batch is not None:
+            self._inputs.put_many([decision_id(run_id, pending[i][0] + j) for i in committed for j in range(rows[i])],
+                                  batch.detach().cpu().numpy())
         if self.policy is not None:
-            drift = [p[5] for p, n in zip(pending, rows, strict=True) for _ in range(n)]
+            ids = [decision_id(run_id, p[0] + j) for p, n in zip(pending, rows, strict=True) for j in range(n)]
+            drift = [p[6] for p, n in zip(pending, rows, strict=True) for _ in range(n)]
             self._flag(ids, prediction, confidence, drift)
 
     def _flag(self, ids: list[str], prediction: torch.Tensor, confidence: torch.Tensor, drift: list[bool]) -> None:
