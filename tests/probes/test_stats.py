@@ -87,5 +87,5 @@ def test_pack_moves_everything_in_one_copy(monkeypatch) -> None:
     p.add("c", torch.tensor([True, False]))
     out = p.fetch()
     assert len(calls) == 1
-    assert out["a"].tolist() == [1.5] and out["b"].tolist() == [0, 1, 2, 3] and out["c"].tolist() == [1.0, 0.0]
+    assert out == {"a": [1.5], "b": [0, 1, 2, 3], "c": [1.0, 0.0]}
     assert len(p) == 0

@@ -65,13 +65,13 @@ class CrossRank:
             if tensors:
                 pack.add(name, torch.stack(torch._foreach_norm([t.detach() for t in tensors])).double().sum())
 
-    def exchange(self, step: int, data: dict[str, np.ndarray], params: list[Any], loss_value: float | None,
+    def exchange(self, step: int, data: dict[str, list[float]], params: list[Any], loss_value: float | None,
                  inputs_nonfinite: bool) -> np.ndarray:
         """One ``all_gather`` of this rank's row; returns the ``[world, len(COLUMNS)]`` matrix."""
         rows = data.get("rows")
         batch = float("nan")
         if rows is not None and len(rows):
-            digest = hashlib.sha256(np.sort(rows.astype(np.int64)).tobytes()).digest()
+            digest = hashlib.sha256(np.array(sorted(map(int, rows)), dtype=np.int64).tobytes()).digest()
             batch = float(int.from_bytes(digest[:8], "big") >> 12)  # 52 bits: exact in float64
         norms = [p.grad_norm for p in params if p.has_grad]
         nonfinite = int(inputs_nonfinite) + int(loss_value is not None and not math.isfinite(loss_value))

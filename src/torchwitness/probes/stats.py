@@ -13,7 +13,7 @@ import torch
 _MASK52 = (1 << 52) - 1
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _WEIGHTS: dict[tuple[int, torch.device], torch.Tensor] = {}
-_SEGMENTS: dict[tuple[tuple[int, ...], torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+_SEGMENTS: dict[tuple[tuple[int, ...], torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 VALUE_FIELDS = ("min", "max", "mean", "std")
 ACTIVATION_FIELDS = ("max_abs", "dead", "spread", "magnitude")
 
@@ -46,9 +46,9 @@ def unit_axis(ndim: int) -> int:
     return 1 if ndim in (2, 4, 5) else ndim - 1
 
 
-def _unit_rows(x: torch.Tensor, max_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | torch.Tensor:
+def _unit_rows(x: torch.Tensor, max_rows: int) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
     """A ``(k, units)`` view of the first ``max_rows`` samples; positions (pixels, tokens) reduced first along
-    contiguous memory into (peak |x|, mean x, mean |x|), because reductions across the batch axis are slow."""
+    contiguous memory into (mean x, mean |x|), because reductions across the batch axis are slow."""
     sample = x.detach()[:max_rows]
     if sample.dtype != torch.float32:
         sample = sample.float()
@@ -58,8 +58,7 @@ def _unit_rows(x: torch.Tensor, max_rows: int) -> tuple[torch.Tensor, torch.Tens
         sample, axis = sample.flatten(2), 2
     else:
         sample, axis = sample.flatten(1, -2), 1
-    mag = sample.abs()
-    return mag.amax(dim=axis), sample.mean(dim=axis), mag.mean(dim=axis)
+    return sample.mean(dim=axis), sample.abs().mean(dim=axis)
 
 
 def activation_summary(acts: list[torch.Tensor], max_rows: int = 16) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -67,13 +66,13 @@ def activation_summary(acts: list[torch.Tensor], max_rows: int = 16) -> tuple[to
 
     Returns the peak ``|x|`` of every activation (NaN or Inf when it holds one), and for the batched ones
     (``ndim >= 2``, at least two samples) a ``(3, m)`` tensor of ``[dead units, spread, magnitude]`` over the
-    first ``max_rows`` samples. A unit is dead when it is exactly zero for every sampled row and position;
-    spread is the mean absolute deviation of the per-sample unit values across samples; magnitude the mean
-    ``|x|``.
+    first ``max_rows`` samples. A unit is dead when it is exactly zero for every sampled row and position
+    (equivalently, its mean ``|x|`` is zero); spread is the mean absolute deviation of the per-sample unit
+    values across samples; magnitude the mean ``|x|``.
     """
     # aminmax per tensor: _foreach_norm(ord=inf) takes a slow path on CPU, and a sum could overflow.
-    bounds = torch.stack([torch.stack(torch.aminmax(a.detach())).float() for a in acts])
-    peaks = torch.maximum(-bounds[:, 0], bounds[:, 1])
+    lows, highs = zip(*(torch.aminmax(a.detach()) for a in acts), strict=True)
+    peaks = torch.maximum(torch.stack([h.float() for h in highs]), torch.stack([lo.float() for lo in lows]).neg())
     batched = [a for a in acts if a.ndim >= 2 and a.shape[0] >= 2]
     if not batched:
         return peaks, None
@@ -82,28 +81,27 @@ def activation_summary(acts: list[torch.Tensor], max_rows: int = 16) -> tuple[to
     sizes = [(r if isinstance(r, torch.Tensor) else r[0]).shape[1] for r in rows]
     if all(isinstance(r, torch.Tensor) for r in rows):  # all (B, F): the samples are the statistics' inputs
         mean = torch.cat(rows, dim=1)
-        peak = mag = mean.abs()
-    else:  # positions reduced per module first; 2-D outputs contribute their raw samples to all three
-        peak, mean, mag = (torch.cat([r if isinstance(r, torch.Tensor) else r[i] for r in rows], dim=1)
-                           for i in range(3))
-        peak, mag = peak.abs(), mag.abs()  # no-ops on the reduced (non-negative) columns
-    per_unit = torch.stack([(peak.amax(dim=0) == 0).float(), (mean - mean.mean(dim=0)).abs().mean(dim=0),
-                            mag.mean(dim=0)])
-    ends, starts, scale = _segments(tuple(sizes), per_unit.device)
-    cums = torch.cat([per_unit.new_zeros(3, 1), per_unit.cumsum(dim=1)], dim=1)
-    return peaks, (cums[:, ends] - cums[:, starts]) * scale
+        mag = mean.abs()
+    else:  # positions reduced per module first; 2-D outputs contribute their raw samples to both
+        mean, mag = (torch.cat([r if isinstance(r, torch.Tensor) else r[i] for r in rows], dim=1) for i in range(2))
+        mag = mag.abs()  # a no-op on the reduced (non-negative) columns
+    magnitude = mag.mean(dim=0)
+    per_unit = torch.stack([magnitude.eq(0).to(magnitude.dtype), (mean - mean.mean(dim=0)).abs().mean(dim=0),
+                            magnitude])
+    lengths, scale = _segments(tuple(sizes), per_unit.device)
+    # unsafe: the lengths are ours and sum to the row length; the check would read them on the host (a sync).
+    return peaks, torch.segment_reduce(per_unit, "sum", lengths=lengths, axis=1, unsafe=True) * scale
 
 
-def _segments(sizes: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Segment boundaries and per-row scales (count, mean, mean) for :func:`activation_summary`, built once per
+def _segments(sizes: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Segment lengths and per-row scales (count, mean, mean) for :func:`activation_summary`, built once per
     layout and device: creating them from host lists at every audited step would be a host-to-device copy."""
     key = (sizes, device)
     seg = _SEGMENTS.get(key)
     if seg is None:
-        ends = torch.tensor(sizes).cumsum(0)
         inv = torch.tensor([1.0 / s for s in sizes])
         scale = torch.stack([torch.ones(len(sizes)), inv, inv])
-        seg = _SEGMENTS[key] = (ends.to(device), (ends - torch.tensor(sizes)).to(device), scale.to(device))
+        seg = _SEGMENTS[key] = (torch.tensor(sizes).expand(3, len(sizes)).contiguous().to(device), scale.to(device))
     return seg
 
 

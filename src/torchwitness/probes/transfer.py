@@ -1,13 +1,15 @@
 """One device-to-host transfer per audited step.
 
 Probes hand their on-device results to a :class:`Pack` under a name; :meth:`Pack.fetch` concatenates them into
-one float64 tensor, moves it to the host once and splits it back into numpy arrays. Nothing in a probe ever calls
+one float64 tensor, moves it to the host once and splits it back into lists of Python floats (the rules read a
+few numbers each; numpy calls on such small arrays cost more than the arithmetic right after a training step
+has evicted numpy's code from the CPU's caches). Nothing in a probe ever calls
 ``.item()``, ``.tolist()``, ``bool(tensor)`` or ``.cpu()`` itself.
 
 >>> import torch
 >>> p = Pack()
 >>> p.add("norm", torch.tensor(2.0)); p.add("hist", torch.tensor([3, 4]))
->>> {k: v.tolist() for k, v in p.fetch().items()}
+>>> p.fetch()
 {'norm': [2.0], 'hist': [3.0, 4.0]}
 """
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 
@@ -30,7 +31,11 @@ class Pack:
         self._sizes: list[int] = []
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
-        flat = tensor.detach().reshape(-1)
+        # Probes hand over results of detached arithmetic: skipping no-op detach/reshape calls saves ~25
+        # dispatcher round trips per audited step.
+        flat = tensor.detach() if tensor.requires_grad else tensor
+        if flat.ndim != 1:
+            flat = flat.reshape(-1)
         self._names.append(name)
         self._tensors.append(flat)
         self._sizes.append(flat.numel())
@@ -38,9 +43,9 @@ class Pack:
     def __len__(self) -> int:
         return len(self._names)
 
-    def fetch(self) -> dict[str, np.ndarray]:
+    def fetch(self) -> dict[str, list[float]]:
         """Move everything to the host in one copy per device (one in practice) and empty the pack."""
-        out: dict[str, np.ndarray] = {}
+        out: dict[str, list[float]] = {}
         by_device: dict[Any, list[int]] = {}
         for i, t in enumerate(self._tensors):
             by_device.setdefault(t.device, []).append(i)
@@ -48,7 +53,7 @@ class Pack:
             # float64 holds every count and int64 fingerprint we pack (masked to 52 bits) exactly.
             dtype = torch.float32 if device.type == "mps" else torch.float64
             head = torch.empty(0, dtype=dtype, device=device)
-            flat = torch.cat([head, *(self._tensors[i] for i in idx)]).cpu().numpy()
+            flat = torch.cat([head, *(self._tensors[i] for i in idx)]).cpu().numpy().tolist()
             offset = 0
             for i in idx:
                 out[self._names[i]] = flat[offset:offset + self._sizes[i]]

@@ -6,8 +6,10 @@ Everything here is plain Python and numpy, filled from the single batched transf
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import operator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -45,10 +47,10 @@ class TensorInfo:
     def floating(self) -> bool:
         return self.dtype.is_floating_point
 
-    def fill(self, values: np.ndarray | None) -> None:
+    def fill(self, values: list[float] | None) -> None:
         if values is not None:
             names = VALUE_FIELDS if self.floating else VALUE_FIELDS[:2]
-            self.stats = dict(zip(names, (float(v) for v in values), strict=False))
+            self.stats = dict(zip(names, values, strict=False))
             if "std" in self.stats:  # the device sent the root mean square
                 self.stats["std"] = std_from_rms(self.stats["mean"], self.stats["std"])
 
@@ -75,7 +77,7 @@ class ModuleInfo:
     n_units: int = 0
     batch: int = 0
 
-    def fill(self, peak: float, units: list[float] | None) -> None:
+    def fill(self, peak: float, units: Sequence[float] | None) -> None:
         """Take the peak ``|x|`` and, for batched outputs, ``[dead, spread, magnitude]`` from the transfer."""
         if self.out is not None:
             self.out.stats = {"max_abs": peak}
@@ -209,7 +211,7 @@ class History:
     batch_fps: list[tuple[int, int, int]] = field(default_factory=list)  # (step, batch fingerprint, data_ptr)
     train_rows: RowSample = field(default_factory=RowSample)
     eval_rows: set[int] = field(default_factory=set)
-    label_hist: np.ndarray | None = None
+    label_hist: list[float] | None = None  # per class, and a last bin for ids outside the head
     moments: np.ndarray | None = None
     moment_shape: tuple[int, int] | None = None
     modules_called: set[str] = field(default_factory=set)
@@ -222,11 +224,13 @@ class History:
         self.counters[key] = self.counters.get(key, 0) + 1
         return self.counters[key]
 
-    def add_hist(self, hist: np.ndarray) -> None:
-        if self.label_hist is None or self.label_hist.shape != hist.shape:
-            self.label_hist = hist.astype(np.float64).copy()
+    def add_hist(self, hist: list[float]) -> None:
+        # Plain lists: the few numbers of an audited step cost less in Python than in numpy calls, whose code the
+        # training step has just evicted from the CPU's caches.
+        if self.label_hist is None or len(self.label_hist) != len(hist):
+            self.label_hist = list(hist)
         else:
-            self.label_hist += hist
+            self.label_hist = list(map(operator.add, self.label_hist, hist))
 
 
 @dataclass
@@ -260,6 +264,12 @@ class StepView:
 
     def threshold(self, name: str) -> float:
         return self.watch.thresholds[name]
+
+    @cached_property
+    def row_fps(self) -> list[int] | None:
+        """Content fingerprints of the primary input's rows (audited training steps), as Python ints."""
+        rows = self.extra.get("data", {}).get("rows")
+        return None if rows is None else list(map(int, rows))
 
     @property
     def primary(self) -> TensorInfo | None:

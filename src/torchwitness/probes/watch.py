@@ -25,6 +25,7 @@ from functools import partial
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.hooks import RemovableHandle
 
@@ -425,17 +426,17 @@ class Watch:
         h = self.history
         h.audited += 1
         if "losses" in data:
-            h.losses.extend(zip(loss_steps, (float(v) for v in data["losses"]), strict=True))
+            h.losses.extend(zip(loss_steps, data["losses"], strict=True))
         if "eval_rows" in data:
-            h.eval_rows.update(data["eval_rows"].astype("int64").tolist())
+            h.eval_rows.update(map(int, data["eval_rows"]))
         if "hist" in data:
             h.add_hist(data["hist"])
         if "moments" in data:
             shape = view.extra.get("moment_shape")
             if h.moments is None or h.moment_shape != shape:
-                h.moments, h.moment_shape = data["moments"].copy(), shape
+                h.moments, h.moment_shape = np.array(data["moments"]), shape
             else:
-                h.moments += data["moments"]
+                h.moments += np.asarray(data["moments"])
         h.modules_called.update(view.modules)
         for p in view.params:
             if p.has_grad and p.grad_norm != 0:

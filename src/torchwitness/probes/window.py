@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from torchwitness.probes import stats
@@ -159,7 +158,7 @@ class Window:
         if isinstance(output, torch.Tensor) and output.numel() == 1:
             self.pack.add("loss/value", output.detach().float())
 
-    def build(self, watch: Any, data: dict[str, np.ndarray], event: str = "step") -> StepView:
+    def build(self, watch: Any, data: dict[str, list[float]], event: str = "step") -> StepView:
         """Fill the infos from the fetched arrays and wrap them in a view."""
         for i, info in enumerate(self.inputs):
             info.fill(data.get(f"in/{i}"))
@@ -179,10 +178,11 @@ class Window:
         peaks, units = data.get("act/peak"), data.get("act/units")
         names = self.extra.get("act_names", [])
         batched = self.extra.get("act_batched", [])
-        per_module = {n: units.reshape(3, -1)[:, i].tolist() for i, n in enumerate(batched)} if units is not None \
-            else {}
+        n = len(batched)
+        per_module = dict(zip(batched, zip(units[:n], units[n:2 * n], units[2 * n:], strict=True), strict=True)) \
+            if units is not None else {}
         if peaks is not None:
-            for name, peak in zip(names, peaks.tolist(), strict=True):
+            for name, peak in zip(names, peaks, strict=True):
                 self.modules[name].fill(peak, per_module.get(name))
         self._fill_params(data)
         stale = data.get("stale")
@@ -194,14 +194,14 @@ class Window:
         view.extra["data"] = data
         return view
 
-    def _fill_params(self, data: dict[str, np.ndarray]) -> None:
+    def _fill_params(self, data: dict[str, list[float]]) -> None:
         with_grad = [p for p in self.params if p.has_grad]
         if "g/norm" in data:
-            for p, g, w in zip(with_grad, data["g/norm"].tolist(), data["p/norm"].tolist(), strict=True):
+            for p, g, w in zip(with_grad, data["g/norm"], data["p/norm"], strict=True):
                 p.grad_norm, p.weight_norm = g, w
         moving = self.extra.get("moving", [])
         if "u/norm" in data:
-            for p, w, u in zip(moving, data["s/norm"].tolist(), data["u/norm"].tolist(), strict=True):
+            for p, w, u in zip(moving, data["s/norm"], data["u/norm"], strict=True):
                 p.update_norm = u
                 p.update_ratio = u / w if w > 0 else None
         lp = data.get("lowp")

@@ -93,11 +93,6 @@ def input_layout(v: StepView) -> Iterator[Finding]:
         yield Finding.of("TW205", f"input:{t.name}", f"input shape {list(t.shape)} looks like NHWC", step=v.step)
 
 
-def _batch_fp(rows: np.ndarray) -> int:
-    # Row fingerprints are below 2**52, so an int64 sum of up to 2,048 of them cannot overflow.
-    return int(rows.astype(np.int64).sum()) & _MASK52
-
-
 @training_rule("TW206", when="step", name="duplicate-batch", title="The same batch is fed again",
                severity=Severity.WARN, phase=Phase.BATCH, obligations=DATA,
                remediation="Create the iterator once per epoch (for x, y in loader) instead of calling "
@@ -110,11 +105,11 @@ def duplicate_batch(v: StepView) -> Iterator[Finding]:
 
     Example: ``x, y = next(iter(loader))`` inside the loop. Fix: iterate the loader.
     """
-    rows = v.extra.get("data", {}).get("rows")
+    rows = v.row_fps
     t = v.primary
     if rows is None or t is None or len(rows) < 2:
         return
-    fp = _batch_fp(rows)
+    fp = sum(rows) & _MASK52
     history = v.history.batch_fps
     if history:
         step, old_fp, ptr = history[-1]
@@ -133,12 +128,12 @@ def duplicate_samples(v: StepView) -> Iterator[Finding]:
 
     Example: a dataset concatenated with itself, or an index list built with repeats. Fix: de-duplicate.
     """
-    rows = v.extra.get("data", {}).get("rows")
+    rows = v.row_fps
     t = v.primary
     # Fewer than 8 values per sample (low-cardinality tabular rows) can repeat legitimately.
     if rows is None or t is None or not t.floating or len(rows) < 8 or t.numel // max(t.shape[0], 1) < 8:
         return
-    dup = 1 - len(set(rows.tolist())) / len(rows)
+    dup = 1 - len(set(rows)) / len(rows)
     if dup > v.threshold("duplicate_rows_fraction"):
         yield Finding.of("TW207", f"input:{t.name}", f"{dup:.0%} of the batch at step {v.step} are duplicates",
                          step=v.step)
@@ -155,9 +150,9 @@ def train_eval_overlap(v: StepView) -> Iterator[Finding]:
 
     Example: ``val = data[:200]`` while training on ``data``. Fix: disjoint splits.
     """
-    rows = v.extra.get("data", {}).get("rows")
+    rows = v.row_fps
     if rows is not None and v.primary is not None and v.trained_modes:
-        v.history.train_rows.update(rows.astype(np.int64).tolist())
+        v.history.train_rows.update(rows)
     h = v.history
     if not h.train_rows or not h.eval_rows or h.notes.get("TW208"):
         return
@@ -228,18 +223,18 @@ def class_imbalance(v: StepView) -> Iterator[Finding]:
     if hist is None or h.notes.get("TW210") or h.notes.get("class_weighted"):
         return
     counts = hist[:-1]
-    total = counts.sum()
+    total = sum(counts)
     if total < max(v.threshold("imbalance_min_labels"), 20 * len(counts)) or len(counts) < 2:
         return
-    present = counts[counts > 0]
-    ratio = math.inf if len(present) < 2 else float(present.max() / present.min())
+    present = [c for c in counts if c > 0]
+    ratio = math.inf if len(present) < 2 else max(present) / min(present)
     if len(present) < 2 and len(counts) > 2:  # a wide head and one class only: the head may be over-sized
         return
     if ratio >= v.threshold("imbalance_ratio"):
         h.notes["TW210"] = True
-        share = float(present.min() / total) if len(present) > 1 else 0.0
+        share = min(present) / total if len(present) > 1 else 0.0
         yield Finding.of("TW210", "target", f"class imbalance {ratio:.3g}:1 over {int(total)} labels (smallest "
-                         f"class {share:.1%})", step=v.step, details={"counts": counts.tolist()})
+                         f"class {share:.1%})", step=v.step, details={"counts": counts})
 
 
 @training_rule("TW211", when="step", name="invalid-token-ids", title="Token ids outside the embedding table",

@@ -32,14 +32,22 @@ def params_missing(v: StepView) -> Iterator[Finding]:
     """
     if v.optimizer is None:
         return
-    held = _in_optimizer(v.optimizer)
     missing: dict[str, list[str]] = {}
-    total = 0
-    for name, p in v.watch._inner.named_parameters():
-        if p.requires_grad:
-            total += 1
-            if id(p) not in held:
-                missing.setdefault(name.rpartition(".")[0] or "model", []).append(name)
+    # An audited step has already mapped each trainable tensor to its param group; not under a process group,
+    # where FSDP swaps the registered parameters for unsharded ones between forward and step.
+    if v.event == "step" and v.params and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        total = len(v.params)
+        for p in v.params:
+            if p.group is None:
+                missing.setdefault(p.module, []).append(p.name)
+    else:
+        held = _in_optimizer(v.optimizer)
+        total = 0
+        for name, p in v.watch._inner.named_parameters():
+            if p.requires_grad:
+                total += 1
+                if id(p) not in held:
+                    missing.setdefault(name.rpartition(".")[0] or "model", []).append(name)
     if not missing:
         return
     if sum(len(x) for x in missing.values()) == total:
