@@ -110,32 +110,39 @@ def _weights(n: int, device: torch.device) -> torch.Tensor:
     w = _WEIGHTS.get(key)
     if w is None:
         g = torch.Generator().manual_seed(0x7A17)
-        w = (torch.randint(1, 2**31 - 1, (n,), generator=g, dtype=torch.int64) * 2 + 1).to(device)
+        w = (torch.randint(-(2**63), 2**63 - 1, (n,), generator=g, dtype=torch.int64) | 1).to(device)
         _WEIGHTS[key] = w
     return w
 
 
 def row_fingerprints(x: torch.Tensor, max_rows: int = 1024, max_cols: int = 65536) -> torch.Tensor:
-    """A 52-bit content fingerprint per sample (row), exact: integer arithmetic on the values' bit patterns."""
+    """A 52-bit content fingerprint per sample (row), exact: integer arithmetic on the values' bit patterns.
+
+    Each row's words are multiplied by fixed random odd 64-bit weights and summed, wrapping modulo 2**64 (two's
+    complement, as on every torch backend); the high 52 bits are kept, since they depend on every input bit.
+    Rows differing in one value never collide. float32 rows with an even width are read as int64 words of two
+    values each: half the multiplications and no widening copy.
+    """
     x = x.detach()
     rows = x.reshape(x.shape[0], -1)[:max_rows, :max_cols] if x.ndim > 0 else x.reshape(1, 1)
-    if rows.is_floating_point():
-        bits = rows.float().contiguous().view(torch.int32).to(torch.int64)
+    if rows.dtype == torch.float32 and rows.shape[1] % 2 == 0:
+        words = rows.contiguous().view(torch.int64)
+    elif rows.is_floating_point():
+        words = rows.float().contiguous().view(torch.int32).to(torch.int64)
     else:
-        bits = rows.to(torch.int64)
-    return (bits * _weights(bits.shape[1], bits.device)).sum(dim=1) & _MASK52
+        words = rows.to(torch.int64)
+    return ((words * _weights(words.shape[1], words.device)).sum(dim=1) >> 12) & _MASK52
 
 
 def class_histogram(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Counts of each class ``0..C-1`` plus one last bin for ids outside that range (ignore indices included).
+    """Counts of each class ``0..C-1`` (float); ids outside that range (ignore indices included) are not
+    counted, so the caller, who knows how many labels it passed, gets them as the remainder.
 
-    ``scatter_add_`` instead of ``bincount``: bincount sizes its output from the data and so synchronises.
+    ``histc`` instead of ``bincount``: bincount sizes its output from the data and so synchronises. Labels are
+    exact in float32 up to 2**24, far beyond any class head this is used for (4,096).
     """
-    t = labels.detach().reshape(-1).to(torch.int64)
-    valid = (t >= 0) & (t < num_classes)
-    idx = torch.where(valid, t, torch.full_like(t, num_classes))
-    hist = torch.zeros(num_classes + 1, dtype=torch.int64, device=t.device)
-    return hist.scatter_add_(0, idx, torch.ones_like(idx))
+    t = labels.detach().reshape(-1).float()
+    return torch.histc(t, bins=num_classes, min=-0.5, max=num_classes - 0.5)
 
 
 def label_moments(x: torch.Tensor, y: torch.Tensor, max_cols: int = 256) -> torch.Tensor:

@@ -61,6 +61,33 @@ def _guarded(hook: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+class _Heads:
+    """The first ``_SNAPSHOT`` elements of each parameter an optimizer step moves: live views, and buffers the
+    step's starting values are copied into, both kept across audited steps (a parameter is updated in place, so
+    its view stays valid until its storage is replaced). One ``_foreach_copy_`` then takes the snapshot,
+    instead of four dispatcher calls per tensor."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}
+
+    def snapshot(self, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``(live views, copies of their values now)``."""
+        cache: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}
+        for p in params:
+            ptr = p.data_ptr()
+            entry = self._cache.get(id(p))
+            if entry is None or entry[0] != ptr or entry[1].dtype != p.dtype or entry[1].numel() != min(
+                    p.numel(), _SNAPSHOT):
+                view = p.detach().reshape(-1)[:_SNAPSHOT]
+                entry = (ptr, view, torch.empty_like(view))
+            cache[id(p)] = entry
+        self._cache = cache  # only the tensors of this step: replaced parameters are let go
+        views = [cache[id(p)][1] for p in params]
+        copies = [cache[id(p)][2] for p in params]
+        torch._foreach_copy_(copies, views)
+        return views, copies
+
+
 def _is_compiled(model: torch.nn.Module) -> bool:
     return type(model).__name__ == "OptimizedModule" or getattr(model, "_compiled_call_impl", None) is not None
 
@@ -98,6 +125,7 @@ class Watch:
         self._names = {id(m): (n or "model") for n, m in inner.named_modules()}
         self.mode_sensitive = any(isinstance(m, MODE_SENSITIVE) for m in inner.modules())
         self._inner = inner
+        self._heads = _Heads()
         self._window: Window | None = None
         self._armed: list[RemovableHandle] = []
         self._losses: list[tuple[int, torch.Tensor]] = []
@@ -348,7 +376,7 @@ class Watch:
         moving = [p for p in w.params if p.has_grad and p.group is not None]
         # Update-to-weight ratios are estimated on the first _SNAPSHOT elements of each tensor the step is about
         # to change: copying whole tensors would cost more than the step of a small model.
-        w.before = [p.param.detach().reshape(-1)[:_SNAPSHOT].clone() for p in moving]
+        w.extra["after"], w.before = self._heads.snapshot([p.param for p in moving]) if moving else ([], [])
         w.extra["moving"] = moving
         w.lowp = [i for i, p in enumerate(p for p in w.params if p.has_grad)
                   if p.dtype in (torch.float16, torch.bfloat16) and p.group is not None]
@@ -361,8 +389,7 @@ class Watch:
     def _measure_update(self) -> None:
         w = self._window
         if w is not None and w.before:
-            moving = w.extra["moving"]
-            after = [p.param.detach().reshape(-1)[:_SNAPSHOT] for p in moving]
+            moving, after = w.extra["moving"], w.extra.pop("after")
             w.pack.add("s/norm", torch.stack(torch._foreach_norm(w.before)))
             w.pack.add("u/norm", torch.stack(torch._foreach_norm(torch._foreach_sub(after, w.before))))
             with_grad = [p for p in w.params if p.has_grad]
@@ -429,8 +456,8 @@ class Watch:
             h.losses.extend(zip(loss_steps, data["losses"], strict=True))
         if "eval_rows" in data:
             h.eval_rows.update(map(int, data["eval_rows"]))
-        if "hist" in data:
-            h.add_hist(data["hist"])
+        if "hist" in data:  # the last bin counts the ids outside the head (ignore indices, bad labels)
+            h.add_hist([*data["hist"], view.extra["hist_labels"] - sum(data["hist"])])
         if "moments" in data:
             shape = view.extra.get("moment_shape")
             if h.moments is None or h.moment_shape != shape:

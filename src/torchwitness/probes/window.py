@@ -116,6 +116,7 @@ class Window:
             return
         self.num_classes = num_classes
         self.pack.add("hist", stats.class_histogram(labels, num_classes))
+        self.extra["hist_labels"] = labels.numel()
         x = next((t for t in self._primary() if t.ndim == 2 and t.is_floating_point()), None)
         if x is not None and labels.ndim == 1 and x.shape[0] == labels.shape[0] and num_classes <= 32 \
                 and self.extra.get("want_moments", True):
