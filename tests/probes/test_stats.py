@@ -83,12 +83,12 @@ def test_class_histogram_matches_bincount() -> None:
 
 def test_value_stats() -> None:
     x = torch.tensor([[0.0, 2.0], [4.0, -2.0]])
-    mn, mx, mean, rms = stats.value_stats(x).tolist()
+    mn, mx, mean, norm = stats.value_stats(x).tolist()
     assert (mn, mx, mean) == (-2.0, 4.0, 1.0)
-    assert abs(rms - float(x.square().mean().sqrt())) < 1e-6
+    assert abs(norm - float(x.square().sum().sqrt())) < 1e-6
     assert stats.value_stats(x, bounds=True).tolist() == [-2.0, 4.0]
-    assert abs(stats.std_from_rms(mean, rms) - float(x.std(correction=0))) < 1e-6
-    assert math.isnan(stats.std_from_rms(float("nan"), float("nan")))
+    assert abs(stats.std_from_norm(mean, norm, x.numel()) - float(x.std(correction=0))) < 1e-6
+    assert math.isnan(stats.std_from_norm(float("nan"), float("nan"), 4))
 
 
 def test_pack_moves_everything_in_one_copy(monkeypatch) -> None:

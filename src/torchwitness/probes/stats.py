@@ -19,10 +19,11 @@ ACTIVATION_FIELDS = ("max_abs", "dead", "spread", "magnitude")
 
 
 def value_stats(x: torch.Tensor, *, bounds: bool = False) -> torch.Tensor:
-    """``[min, max, mean, rms]`` of a floating tensor; ``[min, max]`` of an integer one (or when ``bounds``).
+    """``[min, max, mean, L2 norm]`` of a floating tensor; ``[min, max]`` of an integer one (or when ``bounds``).
 
     Any NaN makes min/max/mean NaN and any infinity shows in min or max, so non-finite values need no extra
-    kernel. The host turns ``rms`` into the standard deviation (:func:`std_from_rms`).
+    kernel. The host, which knows the element count, turns the norm into the standard deviation
+    (:func:`std_from_norm`).
     """
     x = x.detach()
     if bounds or not x.is_floating_point():
@@ -32,12 +33,12 @@ def value_stats(x: torch.Tensor, *, bounds: bool = False) -> torch.Tensor:
     mn, mx = torch.aminmax(x)
     # Two moments from one reduction each (no squared copy), instead of torch.std_mean, whose CPU kernel is an
     # order of magnitude slower; the std is for reporting (flatness is judged exactly, by min == max).
-    rms = torch.linalg.vector_norm(x) / math.sqrt(max(x.numel(), 1))
-    return torch.stack([mn, mx, x.mean(), rms])
+    return torch.stack([mn, mx, x.mean(), torch.linalg.vector_norm(x)])
 
 
-def std_from_rms(mean: float, rms: float) -> float:
-    """The population standard deviation from the mean and the root mean square."""
+def std_from_norm(mean: float, norm: float, n: int) -> float:
+    """The population standard deviation of ``n`` values from their mean and L2 norm."""
+    rms = norm / math.sqrt(max(n, 1))
     return math.sqrt(max(rms * rms - mean * mean, 0.0)) if math.isfinite(rms) else rms
 
 
@@ -61,19 +62,20 @@ def _unit_rows(x: torch.Tensor, max_rows: int) -> tuple[torch.Tensor, torch.Tens
     return sample.mean(dim=axis), sample.abs().mean(dim=axis)
 
 
-def activation_summary(acts: list[torch.Tensor], max_rows: int = 16) -> tuple[torch.Tensor, torch.Tensor | None]:
+def activation_summary(acts: list[torch.Tensor], max_rows: int = 16,
+                       units: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Statistics of many modules' outputs in a few batched kernels.
 
     Returns the peak ``|x|`` of every activation (NaN or Inf when it holds one), and for the batched ones
     (``ndim >= 2``, at least two samples) a ``(3, m)`` tensor of ``[dead units, spread, magnitude]`` over the
-    first ``max_rows`` samples. A unit is dead when it is exactly zero for every sampled row and position
-    (equivalently, its mean ``|x|`` is zero); spread is the mean absolute deviation of the per-sample unit
-    values across samples; magnitude the mean ``|x|``.
+    first ``max_rows`` samples (``None`` with ``units=False``). A unit is dead when it is exactly zero for every
+    sampled row and position (equivalently, its mean ``|x|`` is zero); spread is the mean absolute deviation of
+    the per-sample unit values across samples; magnitude the mean ``|x|``.
     """
     # aminmax per tensor: _foreach_norm(ord=inf) takes a slow path on CPU, and a sum could overflow.
     lows, highs = zip(*(torch.aminmax(a.detach()) for a in acts), strict=True)
     peaks = torch.maximum(torch.stack([h.float() for h in highs]), torch.stack([lo.float() for lo in lows]).neg())
-    batched = [a for a in acts if a.ndim >= 2 and a.shape[0] >= 2]
+    batched = [a for a in acts if a.ndim >= 2 and a.shape[0] >= 2] if units else []
     if not batched:
         return peaks, None
     k = min(a.shape[0] for a in batched)
@@ -131,7 +133,10 @@ def row_fingerprints(x: torch.Tensor, max_rows: int = 1024, max_cols: int = 6553
         words = rows.float().contiguous().view(torch.int32).to(torch.int64)
     else:
         words = rows.to(torch.int64)
-    return ((words * _weights(words.shape[1], words.device)).sum(dim=1) >> 12) & _MASK52
+    w = _weights(words.shape[1], words.device)
+    # On the CPU a matrix-vector product leaves no batch-sized temporary; CUDA has no integer mv.
+    sums = torch.mv(words, w) if words.is_cpu else (words * w).sum(dim=1)
+    return (sums >> 12) & _MASK52
 
 
 def class_histogram(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

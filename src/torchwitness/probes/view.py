@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from torchwitness.probes.stats import ACTIVATION_FIELDS, VALUE_FIELDS, std_from_rms
+from torchwitness.probes.stats import ACTIVATION_FIELDS, VALUE_FIELDS, std_from_norm
 
 if TYPE_CHECKING:
     from torchwitness.probes.watch import Watch
 
 Event = Literal["init", "step", "eval", "close"]
+_DEVICE_NAMES: dict[torch.device, str] = {}  # str(device) costs a microsecond, and it is asked per tensor
 
 
 @dataclass
@@ -36,7 +37,10 @@ class TensorInfo:
 
     @classmethod
     def of(cls, name: str, t: torch.Tensor) -> TensorInfo:
-        return cls(name=name, shape=tuple(t.shape), dtype=t.dtype, device=str(t.device),
+        device = _DEVICE_NAMES.get(t.device)
+        if device is None:
+            device = _DEVICE_NAMES[t.device] = str(t.device)
+        return cls(name=name, shape=tuple(t.shape), dtype=t.dtype, device=device,
                    data_ptr=t.data_ptr() if t.numel() else 0)
 
     @property
@@ -51,8 +55,8 @@ class TensorInfo:
         if values is not None:
             names = VALUE_FIELDS if self.floating else VALUE_FIELDS[:2]
             self.stats = dict(zip(names, values, strict=False))
-            if "std" in self.stats:  # the device sent the root mean square
-                self.stats["std"] = std_from_rms(self.stats["mean"], self.stats["std"])
+            if "std" in self.stats:  # the device sent the L2 norm
+                self.stats["std"] = std_from_norm(self.stats["mean"], self.stats["std"], self.numel)
 
     @property
     def nonfinite(self) -> bool:

@@ -45,6 +45,10 @@ _EVAL_ROW_BUDGET = 16384
 _AUDITS_PER_RECORD = 32
 _SNAPSHOT = 8192
 _MOMENT_ROWS = 2048
+# When audits are dense (every_n_steps below this), the statistical probes run on one audited step in this many:
+# what they judge (dead units, update ratios, label counts) persists across steps, while the checks that name a
+# failure at the step it happens (non-finite values, gradient norms, inputs, duplicates) run at every audit.
+STATISTICS_SPACING = 4
 
 
 def _guarded(hook: Callable[..., Any]) -> Callable[..., Any]:
@@ -126,6 +130,7 @@ class Watch:
         self.mode_sensitive = any(isinstance(m, MODE_SENSITIVE) for m in inner.modules())
         self._inner = inner
         self._heads = _Heads()
+        self._statistics_step = -STATISTICS_SPACING
         self._window: Window | None = None
         self._armed: list[RemovableHandle] = []
         self._losses: list[tuple[int, torch.Tensor]] = []
@@ -157,7 +162,10 @@ class Watch:
         return step < self.first_steps or step % self.every_n_steps == 0
 
     def _arm(self) -> None:
-        self._window = Window(step=self.step)
+        statistics = self.step < self.first_steps or self.step - self._statistics_step >= STATISTICS_SPACING
+        if statistics:
+            self._statistics_step = self.step
+        self._window = Window(step=self.step, statistics=statistics)
         # Feature/label moments stop once enough rows are in: correlations are settled by then.
         m = self.history.moments
         self._window.extra["want_moments"] = m is None or m[0] < _MOMENT_ROWS
@@ -341,10 +349,10 @@ class Watch:
         if frozen:
             w.extra["frozen"] = [n for n, _ in frozen]
             w.pack.add("frozen/norm", torch.stack(torch._foreach_norm([p.detach() for _, p in frozen])))
-        grads = [p.param.grad for p in w.params if p.has_grad]
-        if grads:  # an L2 norm is 0 exactly when the gradient is all zeros, and NaN/Inf when any element is
-            w.pack.add("g/norm", torch.stack(torch._foreach_norm(grads)))
-            w.pack.add("p/norm", torch.stack(torch._foreach_norm([p.param.detach() for p in w.params if p.has_grad])))
+        with_grad = [p for p in w.params if p.has_grad]
+        if with_grad:  # an L2 norm is 0 exactly when the gradient is all zeros, and NaN/Inf when any element is
+            w.pack.add("gp/norm", torch.stack(torch._foreach_norm(
+                [p.param.grad for p in with_grad] + [p.param.detach() for p in with_grad])))
 
     @_guarded
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
@@ -373,7 +381,7 @@ class Watch:
 
     def _before_update(self, w: Window) -> None:
         self._collect_grads(w)
-        moving = [p for p in w.params if p.has_grad and p.group is not None]
+        moving = [p for p in w.params if p.has_grad and p.group is not None] if w.statistics else []
         # Update-to-weight ratios are estimated on the first _SNAPSHOT elements of each tensor the step is about
         # to change: copying whole tensors would cost more than the step of a small model.
         w.extra["after"], w.before = self._heads.snapshot([p.param for p in moving]) if moving else ([], [])

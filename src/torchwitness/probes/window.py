@@ -72,6 +72,7 @@ class Window:
     """Collects one audited step."""
 
     step: int
+    statistics: bool = True  # take the statistical probes (unit statistics, update ratios, label counts) too
     pack: Pack = field(default_factory=Pack)
     forwards: list[Forward] = field(default_factory=list)
     inputs: list[TensorInfo] = field(default_factory=list)
@@ -115,6 +116,8 @@ class Window:
         if labels is None or num_classes is None:
             return
         self.num_classes = num_classes
+        if not self.statistics:
+            return
         self.pack.add("hist", stats.class_histogram(labels, num_classes))
         self.extra["hist_labels"] = labels.numel()
         x = next((t for t in self._primary() if t.ndim == 2 and t.is_floating_point()), None)
@@ -134,7 +137,7 @@ class Window:
             self.acts.clear()
             return
         tensors = [t for _, t in self.acts]
-        peaks, units = stats.activation_summary(tensors)
+        peaks, units = stats.activation_summary(tensors, units=self.statistics)
         self.extra["act_names"] = [n for n, _ in self.acts]
         self.extra["act_batched"] = [n for n, t in self.acts if t.ndim >= 2 and t.shape[0] >= 2]
         self.pack.add("act/peak", peaks)
@@ -197,8 +200,9 @@ class Window:
 
     def _fill_params(self, data: dict[str, list[float]]) -> None:
         with_grad = [p for p in self.params if p.has_grad]
-        if "g/norm" in data:
-            for p, g, w in zip(with_grad, data["g/norm"], data["p/norm"], strict=True):
+        if "gp/norm" in data:  # gradient norms, then weight norms
+            norms, n = data["gp/norm"], len(with_grad)
+            for p, g, w in zip(with_grad, norms[:n], norms[n:], strict=True):
                 p.grad_norm, p.weight_norm = g, w
         moving = self.extra.get("moving", [])
         if "u/norm" in data:
