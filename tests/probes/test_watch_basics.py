@@ -84,3 +84,46 @@ def test_a_failing_probe_never_breaks_training(tmp_path, monkeypatch):
         assert "TW302" in {f.rule_id for f in run.findings()}
     errors = list(iter_records(tmp_path / "r", kinds={"watch.error"}))
     assert len(errors) == 1 and "probe bug" in errors[0]["data"]["error"]
+
+
+def test_dense_audits_space_the_statistical_probes(tmp_path, monkeypatch):
+    """Every step audited: unit statistics every 4th step after the first steps, per-step checks at every step."""
+    from torchwitness.probes import stats
+    from torchwitness.probes import watch as watch_module
+
+    flags: list[bool] = []
+    original = stats.activation_summary
+
+    def noting(acts, max_rows=16, units=True):
+        flags.append(units)
+        return original(acts, max_rows, units)
+
+    monkeypatch.setattr(stats, "activation_summary", noting)
+    assert watch_module.STATISTICS_SPACING == 4
+    with tw.Run(tmp_path / "r") as run:
+        _loop(run, 12, every_n_steps=1, first_steps=2)
+    assert flags == [True, True, False, False, False, True, False, False, False, True, False, False]
+    audited = [s for r in iter_records(tmp_path / "r", kinds={"train.audit"}) for s in r["data"]["steps"]]
+    assert [s["step"] for s in audited] == list(range(12))
+    assert all(s["loss"] is not None and s["grad_norm"] is not None for s in audited)
+    # update ratios come with the statistics: on the spaced steps only
+    assert [s["max_update_ratio"] is not None for s in audited] == flags
+
+
+def test_dense_audits_still_find_persistent_faults(tmp_path):
+    """Dead units (judged on two statistical audits) are still found when every step is audited."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3))
+    with torch.no_grad():
+        model[0].bias.fill_(-20.0)  # every ReLU unit is dead
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    crit = torch.nn.CrossEntropyLoss()
+    with tw.Run(tmp_path / "r") as run:
+        run.watch(model, opt, loss_fn=crit, every_n_steps=1, first_steps=0)
+        x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+        for _ in range(10):
+            opt.zero_grad()
+            crit(model(x), y).backward()
+            opt.step()
+        found = {f.rule_id: f for f in run.findings()}
+    assert "TW403" in found and found["TW403"].first_step == 4
