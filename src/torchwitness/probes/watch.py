@@ -351,8 +351,9 @@ class Watch:
             w.pack.add("frozen/norm", torch.stack(torch._foreach_norm([p.detach() for _, p in frozen])))
         with_grad = [p for p in w.params if p.has_grad]
         if with_grad:  # an L2 norm is 0 exactly when the gradient is all zeros, and NaN/Inf when any element is
-            w.pack.add("gp/norm", torch.stack(torch._foreach_norm(
-                [p.param.grad for p in with_grad] + [p.param.detach() for p in with_grad])))
+            # Weight norms (for relative gradients) read every weight: a statistical probe.
+            weights = [p.param.detach() for p in with_grad] if w.statistics else []
+            w.pack.add("gp/norm", torch.stack(torch._foreach_norm([p.param.grad for p in with_grad] + weights)))
 
     @_guarded
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +100,8 @@ class Window:
             info = TensorInfo.of(name, t)
             self.inputs.append(info)
             if t.numel() and t.dtype != torch.bool and not t.is_complex():
-                self.pack.add(f"in/{i}", stats.value_stats(t))
+                # Bounds judge non-finite, out-of-scale and constant inputs; mean and spread are for reports.
+                self.pack.add(f"in/{i}", stats.value_stats(t, bounds=not self.statistics))
                 if i == 0 and t.ndim >= 1:
                     self.pack.add("rows", stats.row_fingerprints(t))
 
@@ -202,7 +204,7 @@ class Window:
         with_grad = [p for p in self.params if p.has_grad]
         if "gp/norm" in data:  # gradient norms, then weight norms
             norms, n = data["gp/norm"], len(with_grad)
-            for p, g, w in zip(with_grad, norms[:n], norms[n:], strict=True):
+            for p, g, w in zip(with_grad, norms[:n], norms[n:] or [math.nan] * n, strict=True):
                 p.grad_norm, p.weight_norm = g, w
         moving = self.extra.get("moving", [])
         if "u/norm" in data:

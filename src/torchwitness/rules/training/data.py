@@ -56,8 +56,9 @@ def input_scale(v: StepView) -> Iterator[Finding]:
             continue
         peak = max(abs(s["min"]), abs(s["max"]))
         if peak > v.threshold("input_abs_max"):
-            yield Finding.of("TW203", f"input:{t.name}", f"input {t.name} reaches |x| = {peak:.4g} (mean "
-                             f"{s['mean']:.3g}, std {s['std']:.3g})", step=v.step)
+            moments = f" (mean {s['mean']:.3g}, std {s['std']:.3g})" if "std" in s else ""
+            yield Finding.of("TW203", f"input:{t.name}", f"input {t.name} reaches |x| = {peak:.4g}{moments}",
+                             step=v.step)
 
 
 @training_rule("TW204", when="step", name="flat-input", title="Input is constant across the batch",
@@ -73,7 +74,7 @@ def flat_input(v: StepView) -> Iterator[Finding]:
         s = t.stats
         if t.floating and s is not None and t.numel > 1 and not t.nonfinite and s["max"] - s["min"] <= v.threshold(
                 "flat_std"):
-            yield Finding.of("TW204", f"input:{t.name}", f"input {t.name} is constant ({s['mean']:.3g})", step=v.step)
+            yield Finding.of("TW204", f"input:{t.name}", f"input {t.name} is constant ({s['min']:.3g})", step=v.step)
 
 
 @training_rule("TW205", when="step", name="input-layout", title="Image batch looks channels-last (NHWC)",
