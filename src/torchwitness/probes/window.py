@@ -154,7 +154,7 @@ class Window:
         t = t if isinstance(t, torch.Tensor) else None
         self.loss = LossInfo(kind=kind, module=module, input=TensorInfo.of("input", x) if x is not None else None,
                              target=TensorInfo.of("target", t) if t is not None else None, weighted=weighted)
-        if x is not None and x.numel() and x.is_floating_point():
+        if x is not None and x.numel() and x.is_floating_point() and self.statistics:  # what the loss is fed persists
             self.pack.add("loss/in", stats.value_stats(x, bounds=True))
             if x.ndim >= 2:
                 self.pack.add("loss/rowsum", torch.stack(torch.aminmax(x.detach().float().sum(1))))
