@@ -7,7 +7,7 @@ import math
 import torch
 
 from torchwitness.probes import stats
-from torchwitness.probes.transfer import Pack
+from torchwitness.probes.transfer import Pack, to_host
 
 
 def _naive_units(x: torch.Tensor, k: int) -> list[float]:
@@ -100,6 +100,16 @@ def test_pack_moves_everything_in_one_copy(monkeypatch) -> None:
     p.add("b", torch.arange(4))
     p.add("c", torch.tensor([True, False]))
     out = p.fetch()
-    assert len(calls) == 1
+    assert len(calls) == 0  # on the CPU there is nothing to transfer (an accelerator gets one .cpu() per device)
     assert out == {"a": [1.5], "b": [0, 1, 2, 3], "c": [1.0, 0.0]}
     assert len(p) == 0
+
+
+def test_accelerator_transfer_is_one_copy(monkeypatch) -> None:
+    """The path an accelerator's results take (one .cpu() of a float64 join), exercised on CPU tensors."""
+    calls = []
+    original = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    groups = [[torch.tensor([1.5]), torch.tensor([2.0, 3.0])], [torch.arange(4), torch.tensor([2**51 + 1])]]
+    assert to_host(groups, [1, 2, 4, 1]) == [[1.5], [2.0, 3.0], [0.0, 1.0, 2.0, 3.0], [float(2**51 + 1)]]
+    assert len(calls) == 1

@@ -1,16 +1,16 @@
 """One device-to-host transfer per audited step.
 
-Probes hand their on-device results to a :class:`Pack` under a name; :meth:`Pack.fetch` concatenates them into
-one float64 tensor, moves it to the host once and splits it back into lists of Python floats (the rules read a
-few numbers each; numpy calls on such small arrays cost more than the arithmetic right after a training step
-has evicted numpy's code from the CPU's caches). Nothing in a probe ever calls
-``.item()``, ``.tolist()``, ``bool(tensor)`` or ``.cpu()`` itself.
+Probes hand their on-device results to a :class:`Pack` under a name; :meth:`Pack.fetch` concatenates those on an
+accelerator into one float64 tensor, moves it to the host once and splits it back into lists of Python numbers
+(the rules read a few numbers each; numpy calls on such small arrays cost more than the arithmetic right after a
+training step has evicted numpy's code from the CPU's caches). Tensors already on the CPU are read as they are.
+Nothing in a probe ever calls ``.item()``, ``.tolist()``, ``bool(tensor)`` or ``.cpu()`` itself.
 
 >>> import torch
 >>> p = Pack()
 >>> p.add("norm", torch.tensor(2.0)); p.add("hist", torch.tensor([3, 4]))
 >>> p.fetch()
-{'norm': [2.0], 'hist': [3.0, 4.0]}
+{'norm': [2.0], 'hist': [3, 4]}
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 
 class Pack:
@@ -43,24 +45,42 @@ class Pack:
     def __len__(self) -> int:
         return len(self._names)
 
-    def fetch(self) -> dict[str, list[float]]:
-        """Move everything to the host in one copy per device (one in practice) and empty the pack."""
+    def fetch(self) -> dict[str, list[float]]:  # ints stay ints on the CPU; a float64 transfer gives floats
+        """Move everything to the host in one copy per accelerator (one in practice) and empty the pack."""
         out: dict[str, list[float]] = {}
         groups: dict[Any, dict[torch.dtype, list[int]]] = {}
         for i, t in enumerate(self._tensors):
             groups.setdefault(t.device, {}).setdefault(t.dtype, []).append(i)
         for device, by_dtype in groups.items():
-            # float64 holds every count and int64 fingerprint we pack (masked to 52 bits) exactly. Tensors are
-            # joined per dtype before the one conversion: a cat that promotes each input costs twice as much.
-            dtype = torch.float32 if device.type == "mps" else torch.float64
             order = [i for idx in by_dtype.values() for i in idx]
-            parts = [torch.cat([self._tensors[i] for i in idx]).to(dtype) for idx in by_dtype.values()]
-            flat = (parts[0] if len(parts) == 1 else torch.cat(parts)).cpu().numpy().tolist()
-            offset = 0
-            for i in order:
-                out[self._names[i]] = flat[offset:offset + self._sizes[i]]
-                offset += self._sizes[i]
+            if device.type == "cpu":  # nothing to transfer: joining the tensors would only add copies
+                values = [_cpu_list(self._tensors[i]) for i in order]
+            else:
+                values = to_host([[self._tensors[i] for i in idx] for idx in by_dtype.values()],
+                                 [self._sizes[i] for i in order])
+            out.update(zip((self._names[i] for i in order), values, strict=True))
         self._names.clear()
         self._tensors.clear()
         self._sizes.clear()
         return out
+
+
+def _cpu_list(t: torch.Tensor) -> list[float]:
+    if t.is_floating_point() and t.dtype not in _NUMPY_FLOATS:  # bfloat16, float8: no numpy dtype
+        t = t.double()
+    return t.numpy().tolist()
+
+
+def to_host(groups: list[list[torch.Tensor]], sizes: list[int]) -> list[list[float]]:
+    """The flat tensors of one device, grouped by dtype, moved to the host with one ``.cpu()`` and split again
+    (``sizes``: their lengths in group order)."""
+    # float64 holds every count and int64 fingerprint we pack (masked to 52 bits) exactly. Tensors are joined
+    # per dtype before the one conversion: a cat that promotes each input costs twice as much.
+    dtype = torch.float32 if groups[0][0].device.type == "mps" else torch.float64
+    parts = [torch.cat(group).to(dtype) for group in groups]
+    flat = (parts[0] if len(parts) == 1 else torch.cat(parts)).cpu().numpy().tolist()
+    out, offset = [], 0
+    for n in sizes:
+        out.append(flat[offset:offset + n])
+        offset += n
+    return out
