@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import statistics
 import tempfile
 import time
@@ -169,6 +171,24 @@ def count_syncs(name: str, steps: int, every: int, run: tw.Run) -> tuple[int, in
     return quiet, audited
 
 
+def steady_malloc() -> bool:
+    """Stop glibc from returning freed heap to the system, so neither mode pays page faults the other does not.
+
+    With glibc's defaults, whether a step's large temporaries land on fresh pages depends on the allocation
+    history, and the bare loop was seen paying ~300 page faults per step that the watched loop (holding a few
+    references longer) did not: a bias in the watch's favour. Returns False where this is not glibc.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    return all(mallopt(opt, value) == 1 for opt, value in (
+        (m_mmap_threshold, 32 << 20), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -176,12 +196,15 @@ def main() -> None:
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: perf_counter; cpu: this thread's CPU time (steadier on a machine shared with others)")
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="keep glibc's heap trimming (see steady_malloc; it flatters the watch)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    steady = not args.default_malloc and steady_malloc()
     with tempfile.TemporaryDirectory() as tmp, tw.Run(tmp, checkpoint_seconds=3600) as run:
         clock = time.perf_counter if args.clock == "wall" else time.thread_time
         print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, {args.repeats} interleaved repeats of "
-              f"{args.steps} steps, {args.clock} clock")
+              f"{args.steps} steps, {args.clock} clock, heap trimming {'off' if steady else 'on'}")
         print(f"{'model':<12} {'bare ms':>8} {'every step':>11} {'every 100th':>12} {'syncs off-audit':>16} "
               f"{'syncs/audited step':>19}")
         for name in args.models.split(","):

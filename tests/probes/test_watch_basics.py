@@ -127,3 +127,34 @@ def test_dense_audits_still_find_persistent_faults(tmp_path):
             opt.step()
         found = {f.rule_id: f for f in run.findings()}
     assert "TW403" in found and found["TW403"].first_step == 4
+
+
+class _BreaksAt(torch.nn.Module):
+    """A linear layer whose output turns NaN from a given call on."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.lin, self.at, self.calls = torch.nn.Linear(8, 16), at, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out = self.lin(x)
+        return out * float("nan") if self.calls > self.at else out
+
+
+def test_dense_audits_name_a_nonfinite_layer_at_its_step(tmp_path):
+    """Between statistical audits, a ReLU after a probed layer is not checked itself, yet the first non-finite
+    module is still named at the step it breaks."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(_BreaksAt(6), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    crit = torch.nn.CrossEntropyLoss()
+    with tw.Run(tmp_path / "r") as run:
+        run.watch(model, opt, loss_fn=crit, every_n_steps=1, first_steps=0)
+        x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+        for _ in range(8):
+            opt.zero_grad()
+            crit(model(x), y).backward()
+            opt.step()
+        first = min((f for f in run.findings() if f.rule_id == "TW105"), key=lambda f: f.first_step)
+    assert first.first_step == 6 and first.location == "0"

@@ -38,6 +38,10 @@ from torchwitness.probes.view import History, ModuleInfo, ParamInfo, StepView, T
 from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
 from torchwitness.rules.findings import FindingSet
 
+# Element-wise layers that cannot turn finite inputs into NaN/Inf: when their input is a probed output, their own
+# output needs no non-finite check of its own (only statistical steps summarise it, for its units).
+_PASSIVE = (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.ReLU6, torch.nn.GELU, torch.nn.SiLU, torch.nn.Tanh,
+            torch.nn.Sigmoid, torch.nn.Hardtanh, torch.nn.Identity)
 MODE_SENSITIVE = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm,
                   torch.nn.modules.instancenorm._InstanceNorm)
 _MAX_PENDING_LOSSES = 8192
@@ -267,7 +271,11 @@ class Watch:
         if id(out) in w.outputs and next(module.children(), None) is not None:
             return  # a container returning its last child's output: already summarised
         w.outputs[id(out)] = name
-        w.acts.append((name, out))
+        # Skipped outputs are held all the same: an id in w.outputs must not be recycled by another tensor.
+        if w.statistics or info.producer is None or not isinstance(module, _PASSIVE):
+            w.acts.append((name, out))
+        else:
+            w.passed.append(out)
         if out.ndim >= 2 and out.shape[0] > 1:
             info.batch, info.n_units = out.shape[0], out.shape[stats.unit_axis(out.ndim)]
 

@@ -84,6 +84,7 @@ class Window:
     calls: dict[str, int] = field(default_factory=dict)  # calls in the current forward
     outputs: dict[int, str] = field(default_factory=dict)  # id(output tensor) -> producing module
     acts: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # outputs awaiting summary
+    passed: list[torch.Tensor] = field(default_factory=list)  # outputs not summarised, held until the forward ends
     params: list[ParamInfo] = field(default_factory=list)
     lowp: list[int] = field(default_factory=list)  # indices into params of low-precision tensors
     before: list[torch.Tensor] = field(default_factory=list)
@@ -135,6 +136,7 @@ class Window:
 
     def summarise_activations(self) -> None:
         """Summarise the module outputs of the forward that just ended, in a few batched kernels."""
+        self.passed.clear()
         if not self.acts or "act_names" in self.extra:
             self.acts.clear()
             return
