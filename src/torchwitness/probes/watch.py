@@ -115,6 +115,7 @@ class Watch:
         if every_n_steps < 1 or first_steps < 0:
             raise InputError("every_n_steps must be >= 1 and first_steps >= 0")
         from torchwitness.rules.catalogue import select_rules
+        from torchwitness.rules.training import distributed as cross_rank_rules
         from torchwitness.rules.training import training_rules
 
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
@@ -150,6 +151,8 @@ class Watch:
         self._spy_every_step = not isinstance(loss_fn, torch.nn.Module) and not self.compiled
         self.initial_versions = {id(p): p._version for p in inner.parameters()}
         self.cross_rank = CrossRank.create(inner)
+        if self.cross_rank is None:  # cross-rank rules read the ranks' matrix, which only a process group provides
+            self._rules = [r for r in self._rules if r[2].__module__ != cross_rank_rules.__name__]
         self._handles = [model.register_forward_pre_hook(self._root_pre, with_kwargs=True),
                          model.register_forward_hook(self._root_post, with_kwargs=True)]
         if optimizer is not None:
