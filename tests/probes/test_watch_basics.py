@@ -110,22 +110,27 @@ def test_dense_audits_space_the_statistical_probes(tmp_path, monkeypatch):
     assert [s["max_update_ratio"] is not None for s in audited] == flags
 
 
+def _dense_findings(tmp_path, model: torch.nn.Module, steps: int) -> list:
+    """Train ``model`` on one batch for ``steps`` steps, every step audited; the run's findings."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    crit = torch.nn.CrossEntropyLoss()
+    with tw.Run(tmp_path / "r") as run:
+        run.watch(model, opt, loss_fn=crit, every_n_steps=1, first_steps=0)
+        x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+        for _ in range(steps):
+            opt.zero_grad()
+            crit(model(x), y).backward()
+            opt.step()
+        return run.findings()
+
+
 def test_dense_audits_still_find_persistent_faults(tmp_path):
     """Dead units (judged on two statistical audits) are still found when every step is audited."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3))
     with torch.no_grad():
         model[0].bias.fill_(-20.0)  # every ReLU unit is dead
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    crit = torch.nn.CrossEntropyLoss()
-    with tw.Run(tmp_path / "r") as run:
-        run.watch(model, opt, loss_fn=crit, every_n_steps=1, first_steps=0)
-        x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
-        for _ in range(10):
-            opt.zero_grad()
-            crit(model(x), y).backward()
-            opt.step()
-        found = {f.rule_id: f for f in run.findings()}
+    found = {f.rule_id: f for f in _dense_findings(tmp_path, model, 10)}
     assert "TW403" in found and found["TW403"].first_step == 4
 
 
@@ -147,14 +152,6 @@ def test_dense_audits_name_a_nonfinite_layer_at_its_step(tmp_path):
     module is still named at the step it breaks."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(_BreaksAt(6), torch.nn.ReLU(), torch.nn.Linear(16, 3))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    crit = torch.nn.CrossEntropyLoss()
-    with tw.Run(tmp_path / "r") as run:
-        run.watch(model, opt, loss_fn=crit, every_n_steps=1, first_steps=0)
-        x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
-        for _ in range(8):
-            opt.zero_grad()
-            crit(model(x), y).backward()
-            opt.step()
-        first = min((f for f in run.findings() if f.rule_id == "TW105"), key=lambda f: f.first_step)
+    found = [f for f in _dense_findings(tmp_path, model, 8) if f.rule_id == "TW105"]
+    first = min(found, key=lambda f: f.first_step)
     assert first.first_step == 6 and first.location == "0"
