@@ -53,6 +53,8 @@ def test_fingerprints_exact_and_order_free_across_batches() -> None:
     fp_all = stats.row_fingerprints(x).tolist()
     fp_part = stats.row_fingerprints(x[5:]).tolist()
     assert fp_all[5:] == fp_part
+    odd = torch.cat([torch.zeros(1), x.reshape(-1)])[1:].view(10, 3, 4)  # storage offset 1: not int64-aligned
+    assert stats.row_fingerprints(odd).tolist() == fp_all
     assert len(set(fp_all)) == 10
     y = x.clone()
     y[2, 0, 0] += 1e-6
@@ -76,9 +78,9 @@ def test_fingerprints_see_every_single_value_change() -> None:
 
 def test_class_histogram_matches_bincount() -> None:
     y = torch.randint(-1, 6, (200,))
-    hist = stats.class_histogram(y, 5).tolist()
     valid = y[(y >= 0) & (y < 5)]
-    assert hist == torch.bincount(valid, minlength=5).tolist() and len(y) - sum(hist) == len(y) - len(valid)
+    for hist in (stats.class_histogram(y, 5).tolist(), stats.scatter_histogram(y, 5).tolist()):
+        assert hist == torch.bincount(valid, minlength=5).tolist() and len(y) - sum(hist) == len(y) - len(valid)
 
 
 def test_value_stats() -> None:

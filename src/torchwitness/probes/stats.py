@@ -128,7 +128,10 @@ def row_fingerprints(x: torch.Tensor, max_rows: int = 1024, max_cols: int = 6553
     x = x.detach()
     rows = x.reshape(x.shape[0], -1)[:max_rows, :max_cols] if x.ndim > 0 else x.reshape(1, 1)
     if rows.dtype == torch.float32 and rows.shape[1] % 2 == 0:
-        words = rows.contiguous().view(torch.int64)
+        rows = rows.contiguous()
+        if rows.storage_offset() % 2:  # int64 words must start on a pair of values
+            rows = rows.clone()
+        words = rows.view(torch.int64)
     elif rows.is_floating_point():
         words = rows.float().contiguous().view(torch.int32).to(torch.int64)
     else:
@@ -140,14 +143,26 @@ def row_fingerprints(x: torch.Tensor, max_rows: int = 1024, max_cols: int = 6553
 
 
 def class_histogram(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Counts of each class ``0..C-1`` (float); ids outside that range (ignore indices included) are not
-    counted, so the caller, who knows how many labels it passed, gets them as the remainder.
+    """Counts of each class ``0..C-1``; ids outside that range (ignore indices included) are not counted, so the
+    caller, who knows how many labels it passed, gets them as the remainder.
 
-    ``histc`` instead of ``bincount``: bincount sizes its output from the data and so synchronises. Labels are
-    exact in float32 up to 2**24, far beyond any class head this is used for (4,096).
+    Never ``bincount``: it sizes its output from the data and so synchronises. On the CPU ``histc`` (two kernels;
+    labels are exact in float32 up to 2**24, far beyond the 4,096-class heads this is used for); elsewhere
+    ``scatter_add_``, because CUDA's ``histc`` has no deterministic implementation and would fail under
+    ``torch.use_deterministic_algorithms(True)``.
     """
-    t = labels.detach().reshape(-1).float()
-    return torch.histc(t, bins=num_classes, min=-0.5, max=num_classes - 0.5)
+    t = labels.detach().reshape(-1)
+    if t.is_cpu:
+        return torch.histc(t.float(), bins=num_classes, min=-0.5, max=num_classes - 0.5)
+    return scatter_histogram(t, num_classes)
+
+
+def scatter_histogram(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """:func:`class_histogram` by ``scatter_add_`` (any device)."""
+    t = labels.to(torch.int64)
+    idx = torch.where((t >= 0) & (t < num_classes), t, num_classes)
+    hist = torch.zeros(num_classes + 1, dtype=torch.int64, device=t.device)
+    return hist.scatter_add_(0, idx, torch.ones_like(idx))[:num_classes]
 
 
 def label_moments(x: torch.Tensor, y: torch.Tensor, max_cols: int = 256) -> torch.Tensor:
