@@ -1,11 +1,12 @@
 """Inference evidence: a serving wrapper that records served requests in ``inference`` records.
 
-The caller's thread does only what must happen there: the forward, two clock reads, the request's keyed
-commitment and a list append. Committing at the door (one HMAC-SHA256 call over the request's bytes, an OpenSSL
-call that releases the GIL while it hashes) means nothing the caller does to its tensor afterwards can change
-what was committed; copying the request and hashing it on the writer thread instead was measured and was no
-faster, because each hash there hands the GIL back and forth with the serving thread. Inputs on an accelerator
-are copied (asynchronously) and committed on the writer thread, so serving never waits for the device.
+The caller's thread does only what must happen there: the forward, two clock reads, a list append and, for a
+request whose input is sampled (all of them by default), the request's keyed commitment. Committing at the door
+(one HMAC-SHA256 call over the request's bytes, an OpenSSL call that releases the GIL while it hashes) means
+nothing the caller does to its tensor afterwards can change what was committed; copying the request and hashing
+it on the writer thread instead was measured and was no faster, because each hash there hands the GIL back and
+forth with the serving thread. Inputs on an accelerator are copied (asynchronously) and committed on the writer
+thread, so serving never waits for the device.
 Every ``window`` requests (or ``window_seconds``, or on :meth:`InferenceRecorder.flush` / run close) the pending
 requests become one record: one concatenation and one top-class reduction for the whole window, handed to the
 ledger without a further copy. Flagging for human review (:class:`~torchwitness.controls.oversight.ReviewPolicy`)
