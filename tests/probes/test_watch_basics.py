@@ -87,7 +87,7 @@ def test_a_failing_probe_never_breaks_training(tmp_path, monkeypatch):
 
 
 def test_dense_audits_space_the_statistical_probes(tmp_path, monkeypatch):
-    """Every step audited: unit statistics every 4th step after the first steps, per-step checks at every step."""
+    """Every step audited: unit statistics at the first 8 steps, then every 4th; per-step checks at every step."""
     from torchwitness.probes import stats
     from torchwitness.probes import watch as watch_module
 
@@ -99,12 +99,12 @@ def test_dense_audits_space_the_statistical_probes(tmp_path, monkeypatch):
         return original(acts, max_rows, units)
 
     monkeypatch.setattr(stats, "activation_summary", noting)
-    assert watch_module.STATISTICS_SPACING == 4
+    assert (watch_module.STATISTICS_SPACING, watch_module.STATISTICS_WARMUP) == (4, 8)
     with tw.Run(tmp_path / "r") as run:
-        _loop(run, 12, every_n_steps=1, first_steps=2)
-    assert flags == [True, True, False, False, False, True, False, False, False, True, False, False]
+        _loop(run, 16, every_n_steps=1, first_steps=2)
+    assert flags == [True] * 8 + [False, False, False, True, False, False, False, True]
     audited = [s for r in iter_records(tmp_path / "r", kinds={"train.audit"}) for s in r["data"]["steps"]]
-    assert [s["step"] for s in audited] == list(range(12))
+    assert [s["step"] for s in audited] == list(range(16))
     assert all(s["loss"] is not None and s["grad_norm"] is not None for s in audited)
     # update ratios come with the statistics: on the spaced steps only
     assert [s["max_update_ratio"] is not None for s in audited] == flags
@@ -130,8 +130,9 @@ def test_dense_audits_still_find_persistent_faults(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3))
     with torch.no_grad():
         model[0].bias.fill_(-20.0)  # every ReLU unit is dead
-    found = {f.rule_id: f for f in _dense_findings(tmp_path, model, 10)}
-    assert "TW403" in found and found["TW403"].first_step == 4
+    found = {f.rule_id: f for f in _dense_findings(tmp_path, model, 14)}
+    assert "TW403" in found and found["TW403"].first_step == 1
+    assert found["TW403"].last_step == 11  # judged again on the spaced statistical audits (steps 11, 15, ...)
 
 
 class _BreaksAt(torch.nn.Module):
@@ -151,7 +152,7 @@ def test_dense_audits_name_a_nonfinite_layer_at_its_step(tmp_path):
     """Between statistical audits, a ReLU after a probed layer is not checked itself, yet the first non-finite
     module is still named at the step it breaks."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(_BreaksAt(6), torch.nn.ReLU(), torch.nn.Linear(16, 3))
-    found = [f for f in _dense_findings(tmp_path, model, 8) if f.rule_id == "TW105"]
+    model = torch.nn.Sequential(_BreaksAt(9), torch.nn.ReLU(), torch.nn.Linear(16, 3))  # step 9: not statistical
+    found = [f for f in _dense_findings(tmp_path, model, 11) if f.rule_id == "TW105"]
     first = min(found, key=lambda f: f.first_step)
-    assert first.first_step == 6 and first.location == "0"
+    assert first.first_step == 9 and first.location == "0"

@@ -52,7 +52,9 @@ _MOMENT_ROWS = 2048
 # When audits are dense (every_n_steps below this), the statistical probes run on one audited step in this many:
 # what they judge (dead units, update ratios, label counts) persists across steps, while the checks that name a
 # failure at the step it happens (non-finite values, gradient norms, inputs, duplicates) run at every audit.
+# The first STATISTICS_WARMUP steps (or first_steps, if more) are never thinned, so a short run is judged in full.
 STATISTICS_SPACING = 4
+STATISTICS_WARMUP = 8
 
 
 def _guarded(hook: Callable[..., Any]) -> Callable[..., Any]:
@@ -169,7 +171,8 @@ class Watch:
         return step < self.first_steps or step % self.every_n_steps == 0
 
     def _arm(self) -> None:
-        statistics = self.step < self.first_steps or self.step - self._statistics_step >= STATISTICS_SPACING
+        statistics = self.step < max(self.first_steps, STATISTICS_WARMUP) \
+            or self.step - self._statistics_step >= STATISTICS_SPACING
         if statistics:
             self._statistics_step = self.step
         self._window = Window(step=self.step, statistics=statistics)
