@@ -42,6 +42,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--sample-every", type=int, default=1,
                         help="commit every k-th request's input (every decision is recorded regardless)")
+    parser.add_argument("--fingerprint", choices=("request", "row", "none"), default="request",
+                        help="input evidence per committed request")
+    parser.add_argument("--no-outputs", action="store_true", help="leave predictions and confidences out")
     args = parser.parse_args()
     os.environ.setdefault("TORCHWITNESS_KEY_DIR", tempfile.mkdtemp(prefix="tw-bench-keys-"))
     torch.set_num_threads(1)
@@ -52,7 +55,8 @@ def main() -> None:
             return torch.softmax(model(x), dim=-1)
 
     with tempfile.TemporaryDirectory() as tmp, Run(f"{tmp}/run", queue_size=1_000_000) as run:
-        serve = InferenceRecorder(model, run, sample_every=args.sample_every)
+        serve = InferenceRecorder(model, run, sample_every=args.sample_every, fingerprint=args.fingerprint,
+                                  outputs=not args.no_outputs)
 
         def drain() -> None:  # record the open window and wait for the writer thread to finish it
             serve.flush()
@@ -70,7 +74,8 @@ def main() -> None:
             run.flush()
     b32, r32 = results[32]
     b1, r1 = results[1]
-    print(f"every decision recorded, every {args.sample_every} input(s) committed")
+    print(f"every decision recorded ({'with' if not args.no_outputs else 'without'} outputs), input evidence: "
+          f"{args.fingerprint}" + (f", every {args.sample_every} request(s)" if args.fingerprint != "none" else ""))
     print(f"batch 32: bare {b32 * 1e6:.1f} us, recorded {r32 * 1e6:.1f} us, ratio {r32 / b32:.3f}x "
           f"(target < 1.05x)")
     print(f"batch 1: bare {b1 * 1e6:.1f} us, recorded {r1 * 1e6:.1f} us, +{(r1 - b1) * 1e6:.1f} us per request "

@@ -259,3 +259,33 @@ def test_sampling_commits_and_retains_only_sampled_inputs(tmp_path: Path, model,
     assert np.array_equal(store.get(f"{run_id}-5"), test_rows[5].numpy())
     with pytest.raises(InputError, match="no retained input"):
         store.get(f"{run_id}-2")
+
+
+def test_per_field_retention_down_to_a_bare_log_of_use(tmp_path: Path, model, test_rows) -> None:
+    """No input evidence and no outputs: decision ids, rows, latencies and the model digest only."""
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        serve = run.serve(model, fingerprint="none", outputs=False, retain_inputs=True)
+        for i in range(3):
+            out = serve(test_rows[32 * i:32 * i + 32])
+            assert torch.allclose(out, torch.softmax(model(test_rows[32 * i:32 * i + 32]), -1))
+        run_id = run.run_id
+    (record,) = [r["data"] for r in iter_records(root, kinds={"inference"})]
+    assert record["first_decisions"] == [0, 32, 64] and record["rows"] == [32, 32, 32]
+    assert record["committed"] == [] and record["inputs"] == [] and record["fingerprint"] == "none"
+    assert record["predictions"] is None and record["confidence"] is None and len(record["latency_us"]) == 3
+    # retention is its own field: the raw rows were kept (privately, erasably) though nothing was committed
+    assert np.array_equal(RetainedInputs.for_run(root).get(f"{run_id}-40"), test_rows[40].numpy())
+    verify_run(root, deep=True)
+
+
+def test_outputs_off_still_reach_the_review_queue(tmp_path: Path, model, test_rows) -> None:
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        serve = run.serve(model, outputs=False, policy=ReviewPolicy(min_confidence=1.01, audit_rate=0.0))
+        serve(test_rows[:8])
+        serve.flush()
+        flagged = ReviewQueue.for_run(root).open_requests(100)
+    assert len(flagged) == 8  # every row is below a confidence of 1.01
+    (record,) = [r["data"] for r in iter_records(root, kinds={"inference"})]
+    assert record["predictions"] is None and len(record["inputs"]) == 1

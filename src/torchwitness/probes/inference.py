@@ -37,7 +37,7 @@ from torchwitness.errors import InputError, ServingStopped
 from torchwitness.ledger.encoding import Fingerprint, Packed, fingerprint_buffers
 from torchwitness.ledger.schema import register_kind
 
-FingerprintGranularity = Literal["request", "row"]
+FingerprintGranularity = Literal["request", "row", "none"]
 
 
 class InferenceRecord(msgspec.Struct):
@@ -47,12 +47,13 @@ class InferenceRecord(msgspec.Struct):
     first_decisions: list[int]  # request i's row j is decision "<run id>-<first_decisions[i] + j>"
     rows: list[int]  # rows per request
     latency_us: list[int]  # forward latency per request, rounded to whole microseconds
-    fingerprint: str  # "request": inputs holds one commitment per committed request; "row": one per row of those
+    fingerprint: str  # "request": inputs holds one commitment per committed request; "row": one per row of
+    # those; "none": inputs are not committed
     committed: list[int]  # the requests (indices into first_decisions) whose inputs are committed, in order
     inputs: list[str]  # keyed commitments (hmac-sha256-128), never the values
     predictions: Any  # top class per row, requests in order (a packed uint8/int16/int32 $array, the narrowest
-    # that holds the model's classes: see decode_array)
-    confidence: Any  # top-class probability x 10,000, rounded, per row (a packed int16 $array)
+    # that holds the model's classes: see decode_array); null when outputs are not recorded
+    confidence: Any  # top-class probability x 10,000, rounded, per row (a packed int16 $array); or null
     retained: bool
 
 
@@ -124,7 +125,12 @@ class InferenceRecorder:
       or this many seconds, whichever comes first (the age is checked when a request arrives; an idle server's
       open window is recorded on :meth:`flush` or when the run closes).
     - ``fingerprint``: ``"request"`` (default) stores one keyed commitment per request, ``"row"`` one per row
-      (lets the key holder match single rows across requests, at about 2 us per row on the writer thread).
+      (lets the key holder match single rows across requests, at about 2 us per row on the writer thread),
+      ``"none"`` no input evidence at all.
+    - ``outputs``: ``True`` (default) records each row's top class and confidence; ``False`` leaves them out of
+      the ledger (a prediction about a person can itself be personal data). A review ``policy`` still sees them.
+      With ``fingerprint="none"`` and ``outputs=False`` a record is a bare log of use: decision ids, rows,
+      latencies and the model digest.
     - ``copy_inputs``: inputs committed later (on an accelerator, or per row) are copied first; ``False`` skips
       the copy, only for callers that never modify a tensor after serving it.
     - ``retain_inputs=True`` keeps the raw rows in the run's private side store (erasable; needed to re-explain
@@ -133,21 +139,22 @@ class InferenceRecorder:
     """
 
     def __init__(self, model: torch.nn.Module, run: Any, *, sample_every: int = 1, window: int = 256,
-                 window_seconds: float = 1.0, fingerprint: FingerprintGranularity = "request",
+                 window_seconds: float = 1.0, fingerprint: FingerprintGranularity = "request", outputs: bool = True,
                  copy_inputs: bool = True, retain_inputs: bool = False, policy: ReviewPolicy | None = None,
                  review: ReviewQueue | None = None, poll_seconds: float = 0.2) -> None:
         if sample_every < 1:
             raise InputError("sample_every must be >= 1")
         if window < 1 or window_seconds <= 0:
             raise InputError("window must be >= 1 request and window_seconds > 0")
-        if fingerprint not in ("request", "row"):
-            raise InputError(f"fingerprint must be 'request' or 'row', not {fingerprint!r}")
+        if fingerprint not in ("request", "row", "none"):
+            raise InputError(f"fingerprint must be 'request', 'row' or 'none', not {fingerprint!r}")
         self.model = model
         self.run = run
         self.sample_every = sample_every
         self.window = window
         self.window_seconds = window_seconds
         self.fingerprint = fingerprint
+        self.outputs = outputs
         self.copy_inputs = copy_inputs
         self.retain_inputs = retain_inputs
         self.policy = policy
@@ -161,10 +168,11 @@ class InferenceRecorder:
         self._rng = torch.Generator().manual_seed(policy.seed if policy else 0)
         self.drift_flag = False  # set by a drift monitor's caller to route the next requests to review
         self._inputs = RetainedInputs.for_run(run.path) if retain_inputs else None
-        # Per request not yet recorded: first decision, whether its input is committed (sampled), its commitment
-        # if made at the door, the input (kept when committed later or retained) or None, probabilities, latency
-        # in s, drift flag.
-        self._pending: list[tuple[int, bool, str | None, torch.Tensor | None, torch.Tensor, float, bool]] = []
+        # Per request not yet recorded: first decision, rows, whether its input is sampled, its commitment if made
+        # at the door, the input (kept when committed later or retained) or None, probabilities (None when nothing
+        # reads them), latency in s, drift flag.
+        self._pending: list[tuple[int, int, bool, str | None, torch.Tensor | None, torch.Tensor | None, float,
+                                  bool]] = []
         self._door: bool | None = None  # how the open window's inputs are committed: at the door or on the writer
         self._opened = 0.0
         run.on_close(self.close)
@@ -193,18 +201,21 @@ class InferenceRecorder:
             latency = time.perf_counter() - start
             commitment = kept = None
             if sampled:
+                committing = self.fingerprint != "none"
                 at_door = self.fingerprint == "request" and inputs.is_cpu
-                if self._door is not None and self._door != at_door:
-                    self.flush()  # a window holds commitments made one way only
-                self._door = at_door
-                if not at_door or self.retain_inputs:
+                if committing:
+                    if self._door is not None and self._door != at_door:
+                        self.flush()  # a window holds commitments made one way only
+                    self._door = at_door
+                if (committing and not at_door) or self.retain_inputs:
                     kept = inputs.clone() if self.copy_inputs else inputs
-                if at_door:
+                if committing and at_door:
                     commitment = self._commit(fingerprint_buffers([inputs.detach()])[0])
             pending = self._pending
             if not pending:
                 self._opened = start
-            pending.append((first, sampled, commitment, kept, probs, latency, self.drift_flag))
+            pending.append((first, inputs.shape[0], sampled, commitment, kept,
+                            probs if self.outputs or self.policy is not None else None, latency, self.drift_flag))
         if len(pending) >= self.window or start - self._opened >= self.window_seconds:
             self.flush()
         return probs
@@ -215,32 +226,38 @@ class InferenceRecorder:
             return
         pending, self._pending = self._pending, []
         door, self._door = self._door, None
-        rows = [p[4].shape[0] for p in pending]
-        committed = [i for i, p in enumerate(pending) if p[1]]
+        rows = [p[1] for p in pending]
+        sampled = [i for i, p in enumerate(pending) if p[2]]
+        confidence = prediction = None
         with torch.inference_mode():
-            confidence, prediction = torch.cat([p[4] for p in pending]).max(dim=-1)
-            scaled = (confidence * 10_000).round().to(torch.int16)
-            kept = [p[3] for p in pending if p[3] is not None]
+            if pending[0][5] is not None:
+                confidence, prediction = torch.cat([p[5] for p in pending]).max(dim=-1)
+            kept = [p[4] for p in pending if p[4] is not None]
             batch = torch.cat(kept) if kept and (self.fingerprint == "row" or self.retain_inputs) else None
         if door:
-            inputs: Any = [p[2] for p in pending if p[1]]
+            inputs: Any = [p[3] for p in pending if p[2]]
+        elif self.fingerprint == "none" or not kept:
+            inputs = []
         else:
-            inputs = Fingerprint(batch if self.fingerprint == "row" else kept) if kept else []
+            inputs = Fingerprint(batch if self.fingerprint == "row" else kept)
+        outputs = self.outputs and prediction is not None
         self.run.record("inference", {
             "model": self.digest, "first_decisions": [p[0] for p in pending], "rows": rows,
-            "latency_us": np.rint(np.array([p[5] for p in pending]) * 1e6).astype(np.int64).tolist(),
-            "fingerprint": self.fingerprint, "committed": committed, "inputs": inputs,
-            "predictions": Packed(prediction.to(_class_dtype(pending[0][4].shape[-1]))), "confidence": Packed(scaled),
+            "latency_us": np.rint(np.array([p[6] for p in pending]) * 1e6).astype(np.int64).tolist(),
+            "fingerprint": self.fingerprint, "committed": sampled if self.fingerprint != "none" else [],
+            "inputs": inputs,
+            "predictions": Packed(prediction.to(_class_dtype(pending[0][5].shape[-1]))) if outputs else None,
+            "confidence": Packed((confidence * 10_000).round().to(torch.int16)) if outputs else None,
             "retained": self.retain_inputs}, copy=False)
         if self._inputs is None and self.policy is None:
             return
         run_id = self.run.run_id
         if self._inputs is not None and batch is not None:
-            self._inputs.put_many([decision_id(run_id, pending[i][0] + j) for i in committed for j in range(rows[i])],
+            self._inputs.put_many([decision_id(run_id, pending[i][0] + j) for i in sampled for j in range(rows[i])],
                                   batch.detach().cpu().numpy())
         if self.policy is not None:
             ids = [decision_id(run_id, p[0] + j) for p, n in zip(pending, rows, strict=True) for j in range(n)]
-            drift = [p[6] for p, n in zip(pending, rows, strict=True) for _ in range(n)]
+            drift = [p[7] for p, n in zip(pending, rows, strict=True) for _ in range(n)]
             self._flag(ids, prediction, confidence, drift)
 
     def _flag(self, ids: list[str], prediction: torch.Tensor, confidence: torch.Tensor, drift: list[bool]) -> None:
