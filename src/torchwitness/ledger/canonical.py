@@ -6,7 +6,7 @@ loop) needs. For the common case msgspec's C encoder with sorted keys produces t
 magnitude faster than the standard library's (which spends ~2 ns per character of a long string): RFC 8785
 formats strings with the same escapes and numbers with the shortest round-trip digits, and sorts keys by UTF-16
 code units, which equals code-point order unless a key mixes characters from U+E000-U+FFFF with ones beyond
-U+FFFF. The encoders differ only where Python writes a float in exponent form (``1e-05``, ``1e+16``) or with a
+U+FFFF. The encoders differ only where a float is written in exponent form (``1e-05``, ``1e+16``) or with a
 ``.0`` tail. So values with such a float or with a type outside the JSON data model (found by a type-dispatched
 walk, far cheaper than serialising), or with a character that could upset the key order, go to ``rfc8785``;
 everything else takes the C encoder. ``tests/ledger/test_canonical.py`` holds the two to the same bytes.

@@ -240,14 +240,13 @@ class InferenceRecorder:
             inputs = []
         else:
             inputs = Fingerprint(batch if self.fingerprint == "row" else kept)
-        outputs = self.outputs and prediction is not None
         self.run.record("inference", {
             "model": self.digest, "first_decisions": [p[0] for p in pending], "rows": rows,
             "latency_us": np.rint(np.array([p[6] for p in pending]) * 1e6).astype(np.int64).tolist(),
             "fingerprint": self.fingerprint, "committed": sampled if self.fingerprint != "none" else [],
             "inputs": inputs,
-            "predictions": Packed(prediction.to(_class_dtype(pending[0][5].shape[-1]))) if outputs else None,
-            "confidence": Packed((confidence * 10_000).round().to(torch.int16)) if outputs else None,
+            "predictions": Packed(prediction.to(_class_dtype(pending[0][5].shape[-1]))) if self.outputs else None,
+            "confidence": Packed((confidence * 10_000).round().to(torch.int16)) if self.outputs else None,
             "retained": self.retain_inputs}, copy=False)
         if self._inputs is None and self.policy is None:
             return

@@ -121,9 +121,10 @@ def row_fingerprints(x: torch.Tensor, max_rows: int = 1024, max_cols: int = 6553
     """A 52-bit content fingerprint per sample (row), exact: integer arithmetic on the values' bit patterns.
 
     Each row's words are multiplied by fixed random odd 64-bit weights and summed, wrapping modulo 2**64 (two's
-    complement, as on every torch backend); the high 52 bits are kept, since they depend on every input bit.
-    Rows differing in one value never collide. float32 rows with an even width are read as int64 words of two
-    values each: half the multiplications and no widening copy.
+    complement, as on every torch backend); the high 52 bits are kept, since they depend on every input bit. Two
+    different rows share a fingerprint only by chance (about 2**-52 per pair over the random weights; a
+    single-value change shifts the sum by a non-zero multiple of an odd weight). float32 rows with an even width
+    are read as int64 words of two values each: half the multiplications and no widening copy.
     """
     x = x.detach()
     rows = x.reshape(x.shape[0], -1)[:max_rows, :max_cols] if x.ndim > 0 else x.reshape(1, 1)
