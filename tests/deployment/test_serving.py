@@ -17,8 +17,8 @@ from torchwitness.demo.adult import load_adult
 from torchwitness.errors import InputError, ServingStopped
 from torchwitness.integrations.captum import explain_tabular, explain_tokens
 from torchwitness.ledger import iter_records, verify_run
-from torchwitness.ledger.encoding import decode_array, fingerprint_buffers
-from torchwitness.probes.inference import InferenceRecorder, RetainedInputs, model_digest
+from torchwitness.ledger.encoding import fingerprint_buffers
+from torchwitness.probes.inference import InferenceRecorder, RetainedInputs, model_digest, window_columns
 
 sys.path.insert(0, str(Path(__file__).parent))
 from served_model import trained_model
@@ -44,19 +44,20 @@ def test_records_requests_with_commitments_and_never_raw_inputs(tmp_path: Path, 
         # the committed inputs are requests 0 and 2 of the first window, committed with the run's key
         expected = [run.ledger.personal.fingerprint(fingerprint_buffers([test_rows[i:i + 32]])[0]) for i in (0, 64)]
     records = [r["data"] for r in iter_records(root, kinds={"inference"})]
+    columns = [window_columns(r) for r in records]
     # all 8 requests in windows of 3 (the open window is recorded when the run closes); every 2nd input committed
-    assert [r["first_decisions"] for r in records] == [[0, 32, 64], [96, 128, 160], [192, 224]]
-    assert [r["committed"] for r in records] == [[0, 2], [1], [0]]
-    first = records[0]
-    assert first["model"] == model_digest(model) and first["rows"] == [32, 32, 32]
+    assert [c["first_decisions"].tolist() for c in columns] == [[0, 32, 64], [96, 128, 160], [192, 224]]
+    assert [(r["first_decision"], r["decisions"]) for r in records] == [(0, 96), (96, 96), (192, 64)]
+    assert [c["committed"].tolist() for c in columns] == [[0, 2], [1], [0]]
+    first, cols = records[0], columns[0]
+    assert first["model"] == model_digest(model) and cols["rows"].tolist() == [32, 32, 32]
     assert first["fingerprint"] == "request" and len(first["inputs"]) == 2
     assert first["inputs"] == expected and all(f.startswith("hmac-sha256-128:") for f in expected)
-    assert len(first["latency_us"]) == 3 and all(isinstance(v, int) and v > 0 for v in first["latency_us"])
+    assert cols["latency_us"].dtype == np.uint32 and len(cols["latency_us"]) == 3 and (cols["latency_us"] > 0).all()
     with torch.no_grad():
         probs = torch.softmax(model(test_rows[0:96]), -1)
-    assert np.array_equal(decode_array(first["predictions"]), probs.argmax(-1).numpy())
-    confidence = decode_array(first["confidence"]) / 10_000
-    assert np.allclose(confidence, probs.max(-1).values.numpy(), atol=1e-4)
+    assert np.array_equal(cols["predictions"], probs.argmax(-1).numpy())
+    assert np.allclose(cols["confidence"], probs.max(-1).values.numpy(), atol=1e-4)
     # Retention off: no raw input value appears anywhere in the run folder (text or float32 bytes).
     needle_text = repr(float(test_rows[0, 0])).encode()
     needle_bytes = test_rows[0].numpy().tobytes()
@@ -93,17 +94,23 @@ class _OffHost(torch.Tensor):
         return False
 
 
-def test_switching_between_host_and_device_inputs_loses_no_request(tmp_path: Path, model, test_rows) -> None:
+@pytest.mark.parametrize("order", ["mixed", "device only"])
+def test_host_and_device_inputs_are_committed_alike_and_in_order(tmp_path: Path, model, test_rows, order) -> None:
     with tw.Run(tmp_path / "run") as run:
         serve = run.serve(model)
-        serve(test_rows[:2])
-        serve(test_rows[:3].as_subclass(_OffHost))  # committed on the writer thread: a new window
-        serve(test_rows[:2])
-    records = [r["data"] for r in iter_records(tmp_path / "run", kinds={"inference"})]
-    assert [r["first_decisions"] for r in records] == [[0], [2], [5]]
-    assert [r["rows"] for r in records] == [[2], [3], [2]]
-    assert all(len(r["inputs"]) == 1 and r["inputs"][0].startswith("hmac-sha256-128:") for r in records)
-    assert records[0]["inputs"] == records[2]["inputs"]  # the same bytes, committed either way, match
+        if order == "mixed":
+            serve(test_rows[:2])  # committed at the door
+        served = test_rows[:2].clone().as_subclass(_OffHost)
+        serve(served)  # copied and committed later
+        served.zero_()  # what the caller does afterwards changes nothing
+        serve(test_rows[2:5].as_subclass(_OffHost))
+        expected = [run.ledger.personal.fingerprint(fingerprint_buffers([test_rows[a:b]])[0])
+                    for a, b in ((0, 2), (0, 2), (2, 5))]
+    (record,) = [r["data"] for r in iter_records(tmp_path / "run", kinds={"inference"})]
+    cols = window_columns(record)
+    assert record["inputs"] == (expected if order == "mixed" else expected[1:])
+    assert cols["rows"].tolist() == ([2, 2, 3] if order == "mixed" else [2, 3])
+    assert cols["committed"].tolist() == list(range(len(cols["rows"])))
 
 
 @pytest.mark.parametrize("copy_inputs", [True, False])
@@ -253,8 +260,10 @@ def test_sampling_commits_and_retains_only_sampled_inputs(tmp_path: Path, model,
             serve(test_rows[2 * i:2 * i + 2])
         run_id = run.run_id
     (record,) = [r["data"] for r in iter_records(root, kinds={"inference"})]
-    assert record["first_decisions"] == [0, 2, 4] and record["committed"] == [0, 2] and len(record["inputs"]) == 2
-    assert len(decode_array(record["predictions"])) == 6  # every decision is recorded, sampled or not
+    cols = window_columns(record)
+    assert cols["first_decisions"].tolist() == [0, 2, 4] and cols["committed"].tolist() == [0, 2]
+    assert len(record["inputs"]) == 2
+    assert len(cols["predictions"]) == 6  # every decision is recorded, sampled or not
     store = RetainedInputs.for_run(root)
     assert np.array_equal(store.get(f"{run_id}-5"), test_rows[5].numpy())
     with pytest.raises(InputError, match="no retained input"):
@@ -271,9 +280,10 @@ def test_per_field_retention_down_to_a_bare_log_of_use(tmp_path: Path, model, te
             assert torch.allclose(out, torch.softmax(model(test_rows[32 * i:32 * i + 32]), -1))
         run_id = run.run_id
     (record,) = [r["data"] for r in iter_records(root, kinds={"inference"})]
-    assert record["first_decisions"] == [0, 32, 64] and record["rows"] == [32, 32, 32]
-    assert record["committed"] == [] and record["inputs"] == [] and record["fingerprint"] == "none"
-    assert record["predictions"] is None and record["confidence"] is None and len(record["latency_us"]) == 3
+    cols = window_columns(record)
+    assert cols["first_decisions"].tolist() == [0, 32, 64] and cols["rows"].tolist() == [32, 32, 32]
+    assert cols["committed"].tolist() == [] and record["inputs"] == [] and record["fingerprint"] == "none"
+    assert record["outputs"] is None and len(cols["latency_us"]) == 3
     # retention is its own field: the raw rows were kept (privately, erasably) though nothing was committed
     assert np.array_equal(RetainedInputs.for_run(root).get(f"{run_id}-40"), test_rows[40].numpy())
     verify_run(root, deep=True)
@@ -288,4 +298,64 @@ def test_outputs_off_still_reach_the_review_queue(tmp_path: Path, model, test_ro
         flagged = ReviewQueue.for_run(root).open_requests(100)
     assert len(flagged) == 8  # every row is below a confidence of 1.01
     (record,) = [r["data"] for r in iter_records(root, kinds={"inference"})]
-    assert record["predictions"] is None and len(record["inputs"]) == 1
+    assert record["outputs"] is None and len(record["inputs"]) == 1
+
+
+def test_columns_hold_every_decision_across_folds_windows_and_sampling(tmp_path: Path, model, test_rows) -> None:
+    """Requests of 1-7 rows in windows of 37 (outputs concatenated every 16 requests): nothing lost or reordered."""
+    sizes = [1 + (i * 5) % 7 for i in range(100)]
+    bounds = np.cumsum([0, *sizes])
+    root = tmp_path / "run"
+    policy = ReviewPolicy(min_confidence=0.8, audit_rate=0.0, on_drift=True)
+    with tw.Run(root) as run:
+        serve = run.serve(model, window=37, sample_every=5, policy=policy)
+        for i, n in enumerate(sizes):
+            serve.drift_flag = i in (40, 41)
+            serve(test_rows[bounds[i]:bounds[i + 1]])
+        run_id = run.run_id
+        serve.flush()
+        flagged = {r.decision_id: r.reason for r in ReviewQueue.for_run(root).open_requests(10_000)}
+    records = [r["data"] for r in iter_records(root, kinds={"inference"})]
+    columns = [window_columns(r) for r in records]
+    assert [len(c["rows"]) for c in columns] == [37, 37, 26]
+    assert np.concatenate([c["rows"] for c in columns]).tolist() == sizes
+    assert np.concatenate([c["first_decisions"] for c in columns]).tolist() == bounds[:-1].tolist()
+    # every 5th request's input is committed, counted across windows (37 is not a multiple of 5)
+    committed = [r["first_decision"] for r in records]
+    starts = [np.searchsorted(bounds, f) for f in committed]
+    assert np.concatenate([s + c["committed"] for s, c in zip(starts, columns, strict=True)]).tolist() == list(
+        range(0, 100, 5))
+    served = test_rows[:bounds[-1]]
+    with torch.no_grad():
+        probs = torch.softmax(model(served), -1)
+    assert np.array_equal(np.concatenate([c["predictions"] for c in columns]), probs.argmax(-1).numpy())
+    assert np.allclose(np.concatenate([c["confidence"] for c in columns]), probs.max(-1).values.numpy(), atol=1e-4)
+    drifted = {f"{run_id}-{n}" for i in (40, 41) for n in range(bounds[i], bounds[i + 1])}
+    low = {f"{run_id}-{n}" for n in np.flatnonzero(probs.max(-1).values.numpy() < 0.8)}
+    assert {d for d, reason in flagged.items() if reason == "drift"} == drifted
+    assert {d for d, reason in flagged.items() if reason == "low_confidence"} == low - drifted
+
+
+def test_a_window_is_recorded_by_age_and_by_held_bytes(tmp_path: Path, model, test_rows, monkeypatch) -> None:
+    import time
+
+    import torchwitness.probes.inference as inference
+
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        serve = run.serve(model, window=10_000, window_seconds=0.05, fingerprint="none")
+        for _ in range(20):
+            serve(test_rows[:4])
+        time.sleep(0.06)
+        for _ in range(20):  # the age is checked at least every 16th request
+            serve(test_rows[:4])
+        serve.flush()
+        # retained inputs are held until their window is recorded: a window ends early when they grow too big
+        monkeypatch.setattr(inference, "_KEPT_BYTES", 3 * test_rows[:4].nbytes)
+        held = run.serve(model, window=10_000, retain_inputs=True)
+        for _ in range(7):
+            held(test_rows[:4])
+    sizes = [len(window_columns(r["data"])["rows"]) for r in iter_records(root, kinds={"inference"})]
+    first = sizes[:-3]
+    assert sum(first) == 40 and len(first) >= 2 and all(n <= 36 for n in first)
+    assert sizes[-3:] == [3, 3, 1]

@@ -100,3 +100,30 @@ def test_refuses_a_non_run_folder(tmp_path: Path) -> None:
     (tmp_path / "stuff" / "file.txt").write_text("hello")
     with pytest.raises(InputError, match="not a torchwitness run folder"):
         Ledger.open(tmp_path / "stuff")
+
+
+def test_computed_values_run_on_the_writer_thread_and_their_errors_keep_the_sequence(tmp_path: Path) -> None:
+    import numpy as np
+
+    from torchwitness.ledger.encoding import Computed, Packed, decode_array
+
+    threads: list[str] = []
+
+    def window() -> dict:
+        threads.append(threading.current_thread().name)
+        return {"top": Packed(np.arange(3, dtype=np.uint8)), "n": 3}
+
+    def broken() -> dict:
+        raise ValueError("no outputs")
+
+    with Ledger.open(tmp_path / "run") as ledger:
+        ledger.append("serve.window", {"out": Computed(window)})
+        ledger.append("serve.window", {"out": Computed(broken)})
+        ledger.append("note", {"after": True})
+    records = list(iter_records(tmp_path / "run"))
+    assert threads and threads[0] != threading.current_thread().name
+    first, second, third = (r for r in records if r["kind"] in ("serve.window", "ledger.error", "note"))
+    assert decode_array(first["data"]["out"]["top"]).tolist() == [0, 1, 2] and first["data"]["out"]["n"] == 3
+    assert second["kind"] == "ledger.error" and "no outputs" in second["data"]["error"]
+    assert third["seq"] == second["seq"] + 1
+    verify_run(tmp_path / "run")

@@ -98,9 +98,8 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
     run_id, _, number = decision.rpartition("-")
     if not number.isdigit():
         raise InputError(f"{decision!r} is not a decision id (RUNID-NUMBER)")
-    records = [r for r in iter_records(run, kinds={"inference"}) if r["run"] == run_id and any(
-        first <= int(number) < first + rows for first, rows in zip(r["data"]["first_decisions"], r["data"]["rows"],
-                                                                   strict=True))]
+    records = [r for r in iter_records(run, kinds={"inference"}) if r["run"] == run_id
+               and r["data"]["first_decision"] <= int(number) < r["data"]["first_decision"] + r["data"]["decisions"]]
     if not records:
         raise InputError(f"no inference record holds decision {decision!r}")
     model = build_target(factory).model

@@ -90,6 +90,23 @@ class Packed:
         self.value = value
 
 
+class Computed:
+    """Marks a value the writer thread computes: ``fn()`` runs there and its result is recorded like any value.
+
+    For reductions whose kernels run without the GIL (a served window's top classes, say): the caller's thread
+    hands over references and goes on, and the kernels run on the writer's core. ``fn`` must read only what the
+    caller hands over and never modifies again; an exception it raises becomes a ``ledger.error`` record.
+
+    >>> finalize(snapshot({"n": Computed(lambda: 2 + 3)})[0], None)
+    {'n': 5}
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+
+
 class _Deferred:
     """A value the writer thread must finish (a cloned tensor)."""
 
@@ -225,6 +242,9 @@ def snapshot(value: Any, path: str = "data", copy: bool = True) -> tuple[Any, bo
                 raise RecordEncodingError(f"{p}: Packed takes a tensor or array, not {type(x.value).__name__}")
             deferred = True
             return Packed(own(x.value) if _is_tensor(x.value) else sys.modules["numpy"].array(x.value, copy=copy))
+        if isinstance(x, Computed):
+            deferred = True
+            return x
         if isinstance(x, Fingerprint):
             deferred = True
             items = list(x.value) if isinstance(x.value, (list, tuple)) else [x.value]
@@ -301,6 +321,8 @@ def finalize(value: Any, commit: Callable[[Any], str],
         little = array.astype(array.dtype.newbyteorder("<"), copy=False)
         return {"$array": {"dtype": array.dtype.name, "shape": list(array.shape),
                            "base64": base64.b64encode(little.tobytes()).decode()}}
+    if isinstance(value, Computed):
+        return finalize(snapshot(value.fn(), copy=False)[0], commit, fingerprint)
     if isinstance(value, Fingerprint):
         if fingerprint is None:
             raise RecordEncodingError("fingerprints need a ledger (its private key)")
@@ -326,7 +348,7 @@ def decode_array(value: Any) -> Any:
     return flat.reshape(spec["shape"])
 
 
-_UNFINISHED = (dict, list, _Deferred, Personal, Fingerprint, Packed)
+_UNFINISHED = (dict, list, _Deferred, Personal, Fingerprint, Packed, Computed)
 
 
 def iter_commitments(value: Any):

@@ -1,16 +1,19 @@
 """Inference evidence: a serving wrapper that records served requests in ``inference`` records.
 
-The caller's thread does only what must happen there: the forward, two clock reads, a list append and, for a
-request whose input is sampled (all of them by default), the request's keyed commitment. Committing at the door
-(one HMAC-SHA256 call over the request's bytes, an OpenSSL call that releases the GIL while it hashes) means
-nothing the caller does to its tensor afterwards can change what was committed; copying the request and hashing
-it on the writer thread instead was measured and was no faster, because each hash there hands the GIL back and
-forth with the serving thread. Inputs on an accelerator are copied (asynchronously) and committed on the writer
-thread, so serving never waits for the device.
+Every request is recorded; the caller's thread does only what must happen there. On the common path that is the
+forward, two clock reads and three list appends (latency, rows, the output tensor): a window's columns are lists
+of numbers, not an object per request. Rarer work waits for the request that needs it: every 16th concatenates
+the held outputs (each live tensor slows the serving loop, measured), a sampled request's input is committed at
+the door (one HMAC-SHA256 call, which releases the GIL while it hashes: nothing the caller does to its tensor
+afterwards can change what was committed), and the window's age is checked. Inputs on an accelerator, rows to
+fingerprint one by one and retained inputs are copied instead and finished on the writer thread, so serving
+never waits for the device.
 Every ``window`` requests (or ``window_seconds``, or on :meth:`InferenceRecorder.flush` / run close) the pending
-requests become one record: one concatenation and one top-class reduction for the whole window, handed to the
-ledger without a further copy. Flagging for human review (:class:`~torchwitness.controls.oversight.ReviewPolicy`)
-reads the window's confidences on the host, so it runs once per window.
+requests become one record: columns packed as arrays, handed to the ledger without a further copy, and the
+top-class reduction over the window's outputs runs on the writer thread
+(:class:`~torchwitness.ledger.encoding.Computed`). Flagging for human review
+(:class:`~torchwitness.controls.oversight.ReviewPolicy`) reads the window's confidences on the host, so it runs
+once per window, on the serving thread.
 
 Example::
 
@@ -25,6 +28,7 @@ import hashlib
 import json
 import sqlite3
 import time
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,36 +38,78 @@ import torch
 
 from torchwitness.controls.oversight import ReviewPolicy, ReviewQueue
 from torchwitness.errors import InputError, ServingStopped
-from torchwitness.ledger.encoding import Fingerprint, Packed, fingerprint_buffers
+from torchwitness.ledger.encoding import Computed, Fingerprint, Packed, decode_array, fingerprint_buffers
 from torchwitness.ledger.schema import register_kind
 
 FingerprintGranularity = Literal["request", "row", "none"]
+_FOLD = 16  # served outputs held singly before one concatenation (see InferenceRecorder._fold)
+_KEPT_BYTES = 64 << 20  # inputs held for the writer thread or retention: a window ends early beyond this
 
 
 class InferenceRecord(msgspec.Struct):
-    """``inference``: a window of served requests (each a call to the recorder, holding one or more rows)."""
+    """``inference``: a window of served requests (each a call to the recorder, holding one or more rows).
+
+    Per-request and per-row columns are packed ``$array`` values (read them with
+    :func:`~torchwitness.ledger.encoding.decode_array`): a window holds up to thousands of requests, and a JSON
+    number list costs the serving process a Python object per element.
+    """
 
     model: str  # sha256 of the weights served
-    first_decisions: list[int]  # request i's row j is decision "<run id>-<first_decisions[i] + j>"
-    rows: list[int]  # rows per request
-    latency_us: list[int]  # forward latency per request, rounded to whole microseconds
+    first_decision: int  # row j of request i is decision "<run id>-<first_decision + sum(rows[:i]) + j>"
+    decisions: int  # rows in the window (sum of rows): decisions first_decision .. first_decision + decisions - 1
+    rows: Any  # rows per request (uint32 $array)
+    latency_us: Any  # forward latency per request, rounded to whole microseconds (uint32 $array)
     fingerprint: str  # "request": inputs holds one commitment per committed request; "row": one per row of
     # those; "none": inputs are not committed
-    committed: list[int]  # the requests (indices into first_decisions) whose inputs are committed, in order
+    committed: Any  # the requests (indices into rows) whose inputs are committed, in order (uint32 $array)
     inputs: list[str]  # keyed commitments (hmac-sha256-128), never the values
-    predictions: Any  # top class per row, requests in order (a packed uint8/int16/int32 $array, the narrowest
-    # that holds the model's classes: see decode_array); null when outputs are not recorded
-    confidence: Any  # top-class probability x 10,000, rounded, per row (a packed int16 $array); or null
+    outputs: Any  # null when outputs are not recorded, else per row, requests in order: "predictions", the top
+    # class (a uint8/int16/int32 $array, the narrowest that holds the model's classes), and "confidence", its
+    # probability x 10,000, rounded (an int16 $array)
     retained: bool
 
 
 register_kind("inference", InferenceRecord)
 
 
+def window_columns(data: dict[str, Any]) -> dict[str, Any]:
+    """An ``inference`` record's per-request and per-row columns as numpy arrays, for readers.
+
+    Adds ``first_decisions``, each request's first decision number; ``predictions`` and ``confidence`` (as a
+    probability) are None when outputs were not recorded.
+
+    Example::
+
+        for record in iter_records("runs/serve", kinds={"inference"}):
+            cols = window_columns(record["data"])
+            slow = cols["first_decisions"][cols["latency_us"] > 1_000]  # requests slower than a millisecond
+    """
+    rows = decode_array(data["rows"]).astype(np.int64)
+    outputs = data["outputs"]
+    return {"first_decisions": data["first_decision"] + np.concatenate(([0], np.cumsum(rows)[:-1])).astype(np.int64),
+            "rows": rows, "latency_us": decode_array(data["latency_us"]),
+            "committed": decode_array(data["committed"]).astype(np.int64),
+            "predictions": None if outputs is None else decode_array(outputs["predictions"]),
+            "confidence": None if outputs is None else decode_array(outputs["confidence"]) / 10_000}
+
+
 def _class_dtype(classes: int) -> torch.dtype:
     # The window's predictions are most of a record's bytes, and every byte is base64-encoded and hashed by the
     # writer thread while the serving thread waits for the GIL.
     return torch.uint8 if classes <= 256 else torch.int16 if classes <= 32768 else torch.int32
+
+
+def _top_class(parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's top class (in the narrowest integer dtype) and its probability, over a window's outputs."""
+    with torch.inference_mode():
+        probs = torch.cat(parts) if len(parts) > 1 else parts[0]
+        confidence, prediction = probs.max(dim=-1)
+        return prediction.to(_class_dtype(probs.shape[-1])), confidence
+
+
+def _outputs_value(prediction: torch.Tensor, confidence: torch.Tensor) -> dict[str, Packed]:
+    with torch.inference_mode():
+        return {"predictions": Packed(prediction), "confidence": Packed((confidence * 10_000).round().to(torch.int16))}
 
 
 def decision_id(run_id: str, number: int) -> str:
@@ -116,29 +162,31 @@ class InferenceRecorder:
     """Wrap ``model`` for serving inside ``run``; calling it returns class probabilities.
 
     Each call is one request of one or more rows; row ``j`` of a request gets the decision id
-    ``<run id>-<n>``, numbered across the run. Options:
+    ``<run id>-<n>``, numbered across the run. Every request is recorded (latency, rows, each row's prediction
+    and confidence); options choose what else:
 
-    - ``sample_every=k`` commits (and retains) the input of every k-th request; every request's decisions are
-      recorded all the same (latency, prediction, confidence). 1 (the default) commits every input; a larger k
-      trades input evidence for speed on models whose forward costs little more than hashing the request.
+    - ``sample_every=k`` commits (and retains) the input of every k-th request, starting with the first. The
+      default, 16, keeps the recorder's cost within a few percent of even a tiny model's forward: a commitment
+      hashes every byte of the request (about 1 us per KB here), which for the demo model's 13 KB batch is
+      40 % of its forward. ``sample_every=1`` commits every input, for deployments that must be able to prove
+      the input of any single decision.
     - ``window`` / ``window_seconds``: pending requests become one ``inference`` record after this many requests
-      or this many seconds, whichever comes first (the age is checked when a request arrives; an idle server's
-      open window is recorded on :meth:`flush` or when the run closes).
-    - ``fingerprint``: ``"request"`` (default) stores one keyed commitment per request, ``"row"`` one per row
-      (lets the key holder match single rows across requests, at about 2 us per row on the writer thread),
-      ``"none"`` no input evidence at all.
+      or this many seconds, whichever comes first (the age is checked as requests arrive, at least every 16th;
+      an idle server's open window is recorded on :meth:`flush` or when the run closes).
+    - ``fingerprint``: ``"request"`` (default) stores one keyed commitment per committed request, ``"row"`` one
+      per row (lets the key holder match single rows across requests), ``"none"`` no input evidence at all.
     - ``outputs``: ``True`` (default) records each row's top class and confidence; ``False`` leaves them out of
       the ledger (a prediction about a person can itself be personal data). A review ``policy`` still sees them.
-      With ``fingerprint="none"`` and ``outputs=False`` a record is a bare log of use: decision ids, rows,
+      With ``fingerprint="none"`` and ``outputs=False`` a record is a bare log of use: decision numbers, rows,
       latencies and the model digest.
-    - ``copy_inputs``: inputs committed later (on an accelerator, or per row) are copied first; ``False`` skips
-      the copy, only for callers that never modify a tensor after serving it.
-    - ``retain_inputs=True`` keeps the raw rows in the run's private side store (erasable; needed to re-explain
-      a decision later); by default only keyed commitments are kept.
+    - ``copy_inputs``: a committed input is copied when served and hashed on the ledger's writer thread;
+      ``False`` skips the copy, only for callers that never modify a tensor after serving it.
+    - ``retain_inputs=True`` keeps the raw rows of committed requests in the run's private side store (erasable;
+      needed to re-explain a decision later); by default only keyed commitments are kept.
     - ``policy`` routes flagged rows to a :class:`ReviewQueue` (``review``, or the run's own queue).
     """
 
-    def __init__(self, model: torch.nn.Module, run: Any, *, sample_every: int = 1, window: int = 256,
+    def __init__(self, model: torch.nn.Module, run: Any, *, sample_every: int = 1, window: int = 4096,
                  window_seconds: float = 1.0, fingerprint: FingerprintGranularity = "request", outputs: bool = True,
                  copy_inputs: bool = True, retain_inputs: bool = False, policy: ReviewPolicy | None = None,
                  review: ReviewQueue | None = None, poll_seconds: float = 0.2) -> None:
@@ -161,20 +209,28 @@ class InferenceRecorder:
         self.review = review if review is not None else (ReviewQueue.for_run(run.path) if policy else None)
         self.digest = model_digest(model)
         self._commit = run.ledger.personal.fingerprint
-        self._calls = 0
-        self._next_id = 0
+        self._keep_outputs = outputs or policy is not None
+        self._keep_inputs = fingerprint != "none" or retain_inputs
         self._poll = poll_seconds
         self._next_poll = 0.0
         self._rng = torch.Generator().manual_seed(policy.seed if policy else 0)
         self.drift_flag = False  # set by a drift monitor's caller to route the next requests to review
         self._inputs = RetainedInputs.for_run(run.path) if retain_inputs else None
-        # Per request not yet recorded: first decision, rows, whether its input is sampled, its commitment if made
-        # at the door, the input (kept when committed later or retained) or None, probabilities (None when nothing
-        # reads them), latency in s, drift flag.
-        self._pending: list[tuple[int, int, bool, str | None, torch.Tensor | None, torch.Tensor | None, float,
-                                  bool]] = []
-        self._door: bool | None = None  # how the open window's inputs are committed: at the door or on the writer
-        self._opened = 0.0
+        # The open window, one column per field: a request appends numbers to lists and makes no object of its own.
+        self._first = 0  # the window's first decision number
+        self._served = 0  # requests recorded before the window
+        self._opened = 0.0  # when the window's first request arrived
+        self._rows: list[int] = []
+        self._latency: list[float] = []  # seconds
+        self._outputs: list[torch.Tensor] = []  # probabilities, concatenated every _FOLD requests
+        self._folded: list[torch.Tensor] = []
+        self._committed: list[int] = []  # requests (window indices) whose inputs are committed and retained
+        self._commitments: list[str | torch.Tensor] = []  # per committed request: its commitment, or its input
+        # when committed on the writer thread
+        self._kept: list[torch.Tensor] = []  # inputs held until the window is recorded (rows, retention, devices)
+        self._kept_bytes = 0
+        self._drifted: list[int] = []  # requests served while drift_flag was set
+        self._due = 1  # requests until the next one that needs more than the common path (see _event)
         run.on_close(self.close)
 
     def _check_switch(self) -> None:
@@ -189,75 +245,119 @@ class InferenceRecorder:
             raise ServingStopped(f"serving is stopped by a human reviewer: {reason or 'no reason given'}")
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        # The common path is a handful of list appends: at ~36 us per forward of a small model, every attribute
+        # read here is a tenth of a percent. Everything else waits for the next request that needs it (_event).
         if self.review is not None:
             self._check_switch()
-        first = self._next_id
-        self._next_id += inputs.shape[0]
-        self._calls += 1
-        sampled = self.sample_every == 1 or (self._calls - 1) % self.sample_every == 0
         start = time.perf_counter()
         with torch.inference_mode():
             probs = torch.softmax(self.model(inputs), dim=-1)
-            latency = time.perf_counter() - start
-            commitment = kept = None
-            if sampled:
-                committing = self.fingerprint != "none"
-                at_door = self.fingerprint == "request" and inputs.is_cpu
-                if committing:
-                    if self._door is not None and self._door != at_door:
-                        self.flush()  # a window holds commitments made one way only
-                    self._door = at_door
-                if (committing and not at_door) or self.retain_inputs:
-                    kept = inputs.clone() if self.copy_inputs else inputs
-                if committing and at_door:
-                    commitment = self._commit(fingerprint_buffers([inputs.detach()])[0])
-            pending = self._pending
-            if not pending:
-                self._opened = start
-            pending.append((first, inputs.shape[0], sampled, commitment, kept,
-                            probs if self.outputs or self.policy is not None else None, latency, self.drift_flag))
-        if len(pending) >= self.window or start - self._opened >= self.window_seconds:
-            self.flush()
+        self._latency.append(time.perf_counter() - start)
+        self._rows.append(inputs.shape[0])
+        if self._keep_outputs:
+            self._outputs.append(probs)
+        self._due -= 1
+        if self._due == 0 or self.drift_flag:
+            self._event(inputs, start)
         return probs
+
+    def _event(self, inputs: torch.Tensor, start: float) -> None:
+        """Open, sample, fold or close the window at this request; set how many requests until the next event."""
+        request = len(self._latency) - 1
+        if request == 0:
+            self._opened = start
+        if self.drift_flag:
+            self._drifted.append(request)
+        every = self.sample_every
+        if self._keep_inputs and (self._served + request) % every == 0:
+            self._sample(inputs, request)
+        if len(self._outputs) >= _FOLD:
+            self._fold()
+        if (request + 1 >= self.window or start - self._opened >= self.window_seconds
+                or self._kept_bytes >= _KEPT_BYTES):
+            self.flush()
+            return
+        due = min(_FOLD - len(self._outputs), self.window - request - 1)
+        if self._keep_inputs:
+            due = min(due, every - (self._served + request) % every)
+        self._due = due
+
+    def _sample(self, inputs: torch.Tensor, request: int) -> None:
+        """Commit (and, with retention on, keep) this request's input."""
+        self._committed.append(request)
+        at_door = self.fingerprint == "request" and inputs.is_cpu
+        if at_door:
+            # One HMAC call over the request's bytes, now: nothing the caller does to its tensor afterwards can
+            # change what is committed, and nothing is held. Hashing a copy on the writer thread instead was
+            # measured to cost the serving thread as much (each hash hands the GIL back and forth) plus the copy.
+            self._commitments.append(self._commit(fingerprint_buffers([inputs.detach()])[0]))
+        if self.retain_inputs or (self.fingerprint != "none" and not at_door):
+            # Rows to fingerprint, inputs on an accelerator (copied asynchronously, committed on the writer
+            # thread, so serving never waits for the device) and retained inputs are held until the window ends.
+            with torch.inference_mode():
+                kept = inputs.detach().clone() if self.copy_inputs else inputs.detach()
+            self._kept.append(kept)
+            self._kept_bytes += kept.nbytes
+            if self.fingerprint == "request" and not at_door:
+                self._commitments.append(kept)
+
+    def _fold(self) -> None:
+        # Every output held until its window is recorded is one more live tensor beside the model's own, and the
+        # serving loop slows with their number (~1 us per request with 1,024 held singly, measured); one
+        # concatenation per _FOLD requests keeps the count small.
+        with torch.inference_mode():
+            self._folded.append(torch.cat(self._outputs))
+        self._outputs = []
 
     def flush(self) -> None:
         """Record the pending requests now (one ``inference`` record) and route their flagged rows to review."""
-        if not self._pending:
+        latency = self._latency
+        self._due = 1  # the next request opens a window
+        if not latency:
             return
-        pending, self._pending = self._pending, []
-        door, self._door = self._door, None
-        rows = [p[1] for p in pending]
-        sampled = [i for i, p in enumerate(pending) if p[2]]
-        confidence = prediction = None
+        rows, committed, kept, drifted = self._rows, self._committed, self._kept, self._drifted
+        first, outputs, commitments = self._first, self._folded + self._outputs, self._commitments
+        self._latency, self._rows, self._committed, self._kept, self._drifted = [], [], [], [], []
+        self._outputs, self._folded, self._commitments, self._kept_bytes = [], [], [], 0
+        decisions = sum(rows)
+        self._first += decisions
+        self._served += len(rows)
+        recorded: Any = None
+        if self.policy is not None:  # flagging reads the window's outputs now
+            prediction, confidence = _top_class(outputs)
+            recorded = _outputs_value(prediction, confidence) if self.outputs else None
+        elif self.outputs:  # the reductions run on the writer thread, whose kernels need no GIL
+            recorded = Computed(lambda: _outputs_value(*_top_class(outputs)))
         with torch.inference_mode():
-            if pending[0][5] is not None:
-                confidence, prediction = torch.cat([p[5] for p in pending]).max(dim=-1)
-            kept = [p[4] for p in pending if p[4] is not None]
             batch = torch.cat(kept) if kept and (self.fingerprint == "row" or self.retain_inputs) else None
-        if door:
-            inputs: Any = [p[3] for p in pending if p[2]]
-        elif self.fingerprint == "none" or not kept:
-            inputs = []
-        else:
-            inputs = Fingerprint(batch if self.fingerprint == "row" else kept)
+        inputs: Any = commitments
+        if self.fingerprint == "row":
+            inputs = Fingerprint(batch) if kept else []
+        elif not all(type(c) is str for c in commitments):
+            # Inputs from an accelerator are committed on the writer thread; in the rare window that also holds
+            # inputs committed at the door, they are committed here so the list stays in request order.
+            inputs = Fingerprint(commitments) if not any(type(c) is str for c in commitments) else [
+                c if type(c) is str else self._commit(fingerprint_buffers([c])[0]) for c in commitments]
         self.run.record("inference", {
-            "model": self.digest, "first_decisions": [p[0] for p in pending], "rows": rows,
-            "latency_us": np.rint(np.array([p[6] for p in pending]) * 1e6).astype(np.int64).tolist(),
-            "fingerprint": self.fingerprint, "committed": sampled if self.fingerprint != "none" else [],
-            "inputs": inputs,
-            "predictions": Packed(prediction.to(_class_dtype(pending[0][5].shape[-1]))) if self.outputs else None,
-            "confidence": Packed((confidence * 10_000).round().to(torch.int16)) if self.outputs else None,
-            "retained": self.retain_inputs}, copy=False)
+            "model": self.digest, "first_decision": first, "decisions": decisions,
+            "rows": Packed(np.array(rows, dtype=np.uint32)),
+            "latency_us": Packed(np.rint(np.array(latency) * 1e6).astype(np.uint32)),
+            "fingerprint": self.fingerprint,
+            "committed": Packed(np.array(committed if self.fingerprint != "none" else [], dtype=np.uint32)),
+            "inputs": inputs, "outputs": recorded, "retained": self.retain_inputs}, copy=False)
         if self._inputs is None and self.policy is None:
             return
         run_id = self.run.run_id
+        starts = list(accumulate(rows[:-1], initial=first))
         if self._inputs is not None and batch is not None:
-            self._inputs.put_many([decision_id(run_id, pending[i][0] + j) for i in sampled for j in range(rows[i])],
+            self._inputs.put_many([decision_id(run_id, starts[i] + j) for i in committed for j in range(rows[i])],
                                   batch.detach().cpu().numpy())
         if self.policy is not None:
-            ids = [decision_id(run_id, p[0] + j) for p, n in zip(pending, rows, strict=True) for j in range(n)]
-            drift = [p[7] for p, n in zip(pending, rows, strict=True) for _ in range(n)]
-            self._flag(ids, prediction, confidence, drift)
+            drift = [False] * decisions
+            for i in drifted:
+                drift[starts[i] - first:starts[i] - first + rows[i]] = [True] * rows[i]
+            self._flag([decision_id(run_id, n) for n in range(first, first + decisions)], prediction, confidence,
+                       drift)
 
     def _flag(self, ids: list[str], prediction: torch.Tensor, confidence: torch.Tensor, drift: list[bool]) -> None:
         policy = self.policy
