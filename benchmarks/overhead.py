@@ -1,8 +1,10 @@
 """Overhead of ``run.watch`` on a training step: median step-time ratio audited/bare, and host syncs per step.
 
 One process, interleaved repeats (bare, every step, every 100th step, bare, ...), so drift in the machine's
-speed hits all modes alike. Host syncs are counted by wrapping ``Tensor.item``, ``.tolist``, ``__bool__`` and
-``.cpu`` during a separate instrumented run (instrumentation slows the calls, so it is never timed).
+speed hits all modes alike. Each timed block starts after 8 untimed steps (a new watch audits its first 8 steps
+in full, once per run), so the ratios are the steady state of a long run. Host syncs are counted by wrapping
+``Tensor.item``, ``.tolist``, ``__bool__`` and ``.cpu`` during a separate instrumented run (instrumentation slows
+the calls, so it is never timed).
 
     python benchmarks/overhead.py            # default sizes, < 2 minutes on 2 CPU cores
     python benchmarks/overhead.py --repeats 15 --steps 400 --models mlp,cnn_bn --clock cpu
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 import torchwitness as tw
+from torchwitness.probes.watch import STATISTICS_WARMUP
 
 
 class _Block(nn.Module):
@@ -113,6 +116,10 @@ def time_modes(name: str, repeats: int, steps: int, run: tw.Run, clock: Callable
         # Rotate the order each repeat so no mode always follows the same one (caches, allocator, frequency).
         for mode, every in order[r % len(order):] + order[:r % len(order)]:
             with _watching(run, model, opt, crit, every):
+                # Untimed, in every mode: a new watch audits its first STATISTICS_WARMUP steps in full, once per
+                # run; the timed steps measure the steady state a long run sees.
+                for _ in range(STATISTICS_WARMUP):
+                    _step(model, opt, crit, x, y)
                 t0 = clock()
                 for _ in range(steps):
                     _step(model, opt, crit, x, y)

@@ -131,8 +131,8 @@ class Run:
         return self._findings
 
     def watch(self, model: Any, optimizer: Any = None, *, loss_fn: Any = None, every_n_steps: int = 100,
-              first_steps: int = 5, select: Iterable[str] = (), ignore: Iterable[str] = (),
-              thresholds: Mapping[str, float] | None = None) -> Any:
+              first_steps: int = 5, statistics_every: int = 4, select: Iterable[str] = (),
+              ignore: Iterable[str] = (), thresholds: Mapping[str, float] | None = None) -> Any:
         """Audit a training loop; returns a :class:`~torchwitness.probes.watch.Watch` (also a context manager).
 
         Example::
@@ -144,12 +144,17 @@ class Run:
                 print(run.findings())
 
         Steps are counted by the optimizer's step hook; the first ``first_steps`` and every
-        ``every_n_steps``-th are audited. Each finding is also a ``finding`` record.
+        ``every_n_steps``-th are audited. When audits are closer together than ``statistics_every`` steps, the
+        statistical probes (unit statistics, update ratios, label counts and moments) run on one audited step in
+        ``statistics_every`` after the first 8 steps; checks that name a failure at its step (non-finite values,
+        gradient norms, inputs, duplicates) run at every audit. ``statistics_every=1`` runs everything at every
+        audit. Each finding is also a ``finding`` record.
         """
         from torchwitness.probes.watch import Watch
 
         w = Watch(model, optimizer, loss_fn=loss_fn, every_n_steps=every_n_steps, first_steps=first_steps,
-                  select=select, ignore=ignore, thresholds=thresholds, findings=self.finding_set, record=self.record)
+                  statistics_every=statistics_every, select=select, ignore=ignore, thresholds=thresholds,
+                  findings=self.finding_set, record=self.record)
         self.on_close(w.close)
         return w
 

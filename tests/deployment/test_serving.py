@@ -309,7 +309,7 @@ def test_columns_hold_every_decision_across_folds_windows_and_sampling(tmp_path:
     policy = ReviewPolicy(min_confidence=0.8, audit_rate=0.0, on_drift=True)
     with tw.Run(root) as run:
         serve = run.serve(model, window=37, sample_every=5, policy=policy)
-        for i, n in enumerate(sizes):
+        for i in range(len(sizes)):
             serve.drift_flag = i in (40, 41)
             serve(test_rows[bounds[i]:bounds[i + 1]])
         run_id = run.run_id

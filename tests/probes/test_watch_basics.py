@@ -99,7 +99,7 @@ def test_dense_audits_space_the_statistical_probes(tmp_path, monkeypatch):
         return original(acts, max_rows, units)
 
     monkeypatch.setattr(stats, "activation_summary", noting)
-    assert (watch_module.STATISTICS_SPACING, watch_module.STATISTICS_WARMUP) == (4, 8)
+    assert watch_module.STATISTICS_WARMUP == 8
     with tw.Run(tmp_path / "r") as run:
         _loop(run, 16, every_n_steps=1, first_steps=2)
     assert flags == [True] * 8 + [False, False, False, True, False, False, False, True]
@@ -108,6 +108,10 @@ def test_dense_audits_space_the_statistical_probes(tmp_path, monkeypatch):
     assert all(s["loss"] is not None and s["grad_norm"] is not None for s in audited)
     # update ratios come with the statistics: on the spaced steps only
     assert [s["max_update_ratio"] is not None for s in audited] == flags
+    flags.clear()
+    with tw.Run(tmp_path / "every") as run:  # asked for: every statistical probe at every audit
+        _loop(run, 12, every_n_steps=1, first_steps=0, statistics_every=1)
+    assert flags == [True] * 12
 
 
 def _dense_findings(tmp_path, model: torch.nn.Module, steps: int) -> list:

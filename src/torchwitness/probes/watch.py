@@ -49,11 +49,11 @@ _EVAL_ROW_BUDGET = 16384
 _AUDITS_PER_RECORD = 32
 _SNAPSHOT = 8192
 _MOMENT_ROWS = 2048
-# When audits are dense (every_n_steps below this), the statistical probes run on one audited step in this many:
-# what they judge (dead units, update ratios, label counts) persists across steps, while the checks that name a
-# failure at the step it happens (non-finite values, gradient norms, inputs, duplicates) run at every audit.
-# The first STATISTICS_WARMUP steps (or first_steps, if more) are never thinned, so a short run is judged in full.
-STATISTICS_SPACING = 4
+# When audits are dense (closer than `statistics_every` steps), the statistical probes run on one audited step in
+# `statistics_every`: what they judge (dead units, update ratios, label counts) persists across steps, while the
+# checks that name a failure at the step it happens (non-finite values, gradient norms, inputs, duplicates) run
+# at every audit. The first STATISTICS_WARMUP steps (or first_steps, if more) are never thinned, so a short run
+# is judged in full.
 STATISTICS_WARMUP = 8
 
 
@@ -107,21 +107,22 @@ class Watch:
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                  loss_fn: Callable[..., Any] | None = None, every_n_steps: int = 100, first_steps: int = 5,
-                 select: Iterable[str] = (), ignore: Iterable[str] = (),
+                 statistics_every: int = 4, select: Iterable[str] = (), ignore: Iterable[str] = (),
                  thresholds: Mapping[str, float] | None = None, findings: FindingSet | None = None,
                  record: Callable[[str, Any, int | None], Any] | None = None) -> None:
         if not isinstance(model, torch.nn.Module):
             raise InputError(f"watch() needs a torch.nn.Module, not {type(model).__name__}")
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise InputError(f"optimizer must be a torch.optim.Optimizer, not {type(optimizer).__name__}")
-        if every_n_steps < 1 or first_steps < 0:
-            raise InputError("every_n_steps must be >= 1 and first_steps >= 0")
+        if every_n_steps < 1 or first_steps < 0 or statistics_every < 1:
+            raise InputError("every_n_steps and statistics_every must be >= 1 and first_steps >= 0")
         from torchwitness.rules.catalogue import select_rules
         from torchwitness.rules.training import distributed as cross_rank_rules
         from torchwitness.rules.training import training_rules
 
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.every_n_steps, self.first_steps = every_n_steps, first_steps
+        self.statistics_every = statistics_every
         self.thresholds = resolve(thresholds)
         chosen = select_rules(select, ignore)
         self._rules = [(rid, when, fn) for rid, when, fn in training_rules() if rid in chosen]
@@ -137,7 +138,7 @@ class Watch:
         self.mode_sensitive = any(isinstance(m, MODE_SENSITIVE) for m in inner.modules())
         self._inner = inner
         self._heads = _Heads()
-        self._statistics_step = -STATISTICS_SPACING
+        self._statistics_step = -statistics_every
         self._window: Window | None = None
         self._armed: list[RemovableHandle] = []
         self._losses: list[tuple[int, torch.Tensor]] = []
@@ -172,7 +173,7 @@ class Watch:
 
     def _arm(self) -> None:
         statistics = self.step < max(self.first_steps, STATISTICS_WARMUP) \
-            or self.step - self._statistics_step >= STATISTICS_SPACING
+            or self.step - self._statistics_step >= self.statistics_every
         if statistics:
             self._statistics_step = self.step
         self._window = Window(step=self.step, statistics=statistics)
