@@ -18,7 +18,13 @@ from torchwitness.errors import InputError, ServingStopped
 from torchwitness.integrations.captum import explain_tabular, explain_tokens
 from torchwitness.ledger import iter_records, verify_run
 from torchwitness.ledger.encoding import fingerprint_buffers
-from torchwitness.probes.inference import InferenceRecorder, RetainedInputs, model_digest, window_columns
+from torchwitness.probes.inference import (
+    InferenceRecorder,
+    RetainedInputs,
+    model_digest,
+    parse_decision_id,
+    window_columns,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from served_model import trained_model
@@ -258,16 +264,15 @@ def test_sampling_commits_and_retains_only_sampled_inputs(tmp_path: Path, model,
         serve = run.serve(model, sample_every=2, retain_inputs=True)
         for i in range(3):
             serve(test_rows[2 * i:2 * i + 2])
-        run_id = run.run_id
     (record,) = [r["data"] for r in iter_records(root, kinds={"inference"})]
     cols = window_columns(record)
     assert cols["first_decisions"].tolist() == [0, 2, 4] and cols["committed"].tolist() == [0, 2]
     assert len(record["inputs"]) == 2
     assert len(cols["predictions"]) == 6  # every decision is recorded, sampled or not
     store = RetainedInputs.for_run(root)
-    assert np.array_equal(store.get(f"{run_id}-5"), test_rows[5].numpy())
+    assert np.array_equal(store.get(serve.decision_id(5)), test_rows[5].numpy())
     with pytest.raises(InputError, match="no retained input"):
-        store.get(f"{run_id}-2")
+        store.get(serve.decision_id(2))
 
 
 def test_per_field_retention_down_to_a_bare_log_of_use(tmp_path: Path, model, test_rows) -> None:
@@ -278,14 +283,13 @@ def test_per_field_retention_down_to_a_bare_log_of_use(tmp_path: Path, model, te
         for i in range(3):
             out = serve(test_rows[32 * i:32 * i + 32])
             assert torch.allclose(out, torch.softmax(model(test_rows[32 * i:32 * i + 32]), -1))
-        run_id = run.run_id
     (record,) = [r["data"] for r in iter_records(root, kinds={"inference"})]
     cols = window_columns(record)
     assert cols["first_decisions"].tolist() == [0, 32, 64] and cols["rows"].tolist() == [32, 32, 32]
     assert cols["committed"].tolist() == [] and record["inputs"] == [] and record["fingerprint"] == "none"
     assert record["outputs"] is None and len(cols["latency_us"]) == 3
     # retention is its own field: the raw rows were kept (privately, erasably) though nothing was committed
-    assert np.array_equal(RetainedInputs.for_run(root).get(f"{run_id}-40"), test_rows[40].numpy())
+    assert np.array_equal(RetainedInputs.for_run(root).get(serve.decision_id(40)), test_rows[40].numpy())
     verify_run(root, deep=True)
 
 
@@ -312,7 +316,6 @@ def test_columns_hold_every_decision_across_folds_windows_and_sampling(tmp_path:
         for i in range(len(sizes)):
             serve.drift_flag = i in (40, 41)
             serve(test_rows[bounds[i]:bounds[i + 1]])
-        run_id = run.run_id
         serve.flush()
         flagged = {r.decision_id: r.reason for r in ReviewQueue.for_run(root).open_requests(10_000)}
     records = [r["data"] for r in iter_records(root, kinds={"inference"})]
@@ -330,8 +333,8 @@ def test_columns_hold_every_decision_across_folds_windows_and_sampling(tmp_path:
         probs = torch.softmax(model(served), -1)
     assert np.array_equal(np.concatenate([c["predictions"] for c in columns]), probs.argmax(-1).numpy())
     assert np.allclose(np.concatenate([c["confidence"] for c in columns]), probs.max(-1).values.numpy(), atol=1e-4)
-    drifted = {f"{run_id}-{n}" for i in (40, 41) for n in range(bounds[i], bounds[i + 1])}
-    low = {f"{run_id}-{n}" for n in np.flatnonzero(probs.max(-1).values.numpy() < 0.8)}
+    drifted = {serve.decision_id(n) for i in (40, 41) for n in range(bounds[i], bounds[i + 1])}
+    low = {serve.decision_id(n) for n in np.flatnonzero(probs.max(-1).values.numpy() < 0.8)}
     assert {d for d, reason in flagged.items() if reason == "drift"} == drifted
     assert {d for d, reason in flagged.items() if reason == "low_confidence"} == low - drifted
 
@@ -359,3 +362,29 @@ def test_a_window_is_recorded_by_age_and_by_held_bytes(tmp_path: Path, model, te
     first = sizes[:-3]
     assert sum(first) == 40 and len(first) >= 2 and all(n <= 36 for n in first)
     assert sizes[-3:] == [3, 3, 1]
+
+
+def test_decision_ids_are_unique_across_recorders_and_sessions(tmp_path: Path, model, test_rows) -> None:
+    """Each recorder numbers its decisions in its own stream, named by its serve.start record."""
+    root = tmp_path / "run"
+    ids = []
+    for _session in range(2):  # reopening a run folder appends a session: its recorder must not reuse ids
+        with tw.Run(root) as run:
+            first, second = run.serve(model, retain_inputs=True), run.serve(model, window=1, fingerprint="none")
+            first(test_rows[:2])
+            second(test_rows[2:4])
+            ids += [first.decision_id(0), second.decision_id(0)]
+        # retained rows are kept under the decision ids of their own session's recorder
+        assert np.array_equal(RetainedInputs.for_run(root).get(first.decision_id(1)), test_rows[1].numpy())
+    assert len(set(ids)) == 4
+    starts = list(iter_records(root, kinds={"serve.start"}))
+    assert [r["data"]["fingerprint"] for r in starts] == ["request", "none"] * 2
+    assert starts[1]["data"]["window"] == 1 and starts[0]["data"]["policy"] is None
+    streams = [r["data"]["stream"] for r in iter_records(root, kinds={"inference"})]
+    assert sorted(streams) == sorted(str(r["seq"]) for r in starts)
+    for decision in ids:
+        run_id, stream, number = parse_decision_id(decision)
+        assert number == 0 and stream in streams and run_id == starts[0]["run"]
+    with pytest.raises(InputError, match="not a decision id"):
+        parse_decision_id(f"{starts[0]['run']}-12")
+    verify_run(root, deep=True)

@@ -93,13 +93,12 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
     from torchwitness.integrations.factory import build_target
     from torchwitness.ledger.reader import iter_records
     from torchwitness.ledger.writer import Ledger
-    from torchwitness.probes.inference import RetainedInputs, model_digest
+    from torchwitness.probes.inference import RetainedInputs, model_digest, parse_decision_id
 
-    run_id, _, number = decision.rpartition("-")
-    if not number.isdigit():
-        raise InputError(f"{decision!r} is not a decision id (RUNID-NUMBER)")
+    run_id, stream, number = parse_decision_id(decision)
     records = [r for r in iter_records(run, kinds={"inference"}) if r["run"] == run_id
-               and r["data"]["first_decision"] <= int(number) < r["data"]["first_decision"] + r["data"]["decisions"]]
+               and r["data"]["stream"] == stream
+               and r["data"]["first_decision"] <= number < r["data"]["first_decision"] + r["data"]["decisions"]]
     if not records:
         raise InputError(f"no inference record holds decision {decision!r}")
     model = build_target(factory).model

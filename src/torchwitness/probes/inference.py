@@ -28,6 +28,7 @@ import hashlib
 import json
 import sqlite3
 import time
+import uuid
 from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal
@@ -55,7 +56,8 @@ class InferenceRecord(msgspec.Struct):
     """
 
     model: str  # sha256 of the weights served
-    first_decision: int  # row j of request i is decision "<run id>-<first_decision + sum(rows[:i]) + j>"
+    stream: str  # the recorder's decision stream (see ServeStartRecord)
+    first_decision: int  # row j of request i is decision "<run id>-<stream>-<first_decision + sum(rows[:i]) + j>"
     decisions: int  # rows in the window (sum of rows): decisions first_decision .. first_decision + decisions - 1
     rows: Any  # rows per request (uint32 $array)
     latency_us: Any  # forward latency per request, rounded to whole microseconds (uint32 $array)
@@ -69,7 +71,26 @@ class InferenceRecord(msgspec.Struct):
     retained: bool
 
 
+class ServeStartRecord(msgspec.Struct):
+    """``serve.start``: a recorder began serving; how it records (the evidence of the logging policy itself).
+
+    Its decisions are numbered from 0 in their own stream, named by this record's sequence number (prefixed with
+    the rank in a sharded run), so two recorders, two sessions of one run folder or two ranks never hand out the
+    same decision id.
+    """
+
+    model: str
+    sample_every: int
+    window: int
+    window_seconds: float
+    fingerprint: str
+    outputs: bool
+    retain_inputs: bool
+    policy: Any  # the review policy's settings, or null
+
+
 register_kind("inference", InferenceRecord)
+register_kind("serve.start", ServeStartRecord)
 
 
 def window_columns(data: dict[str, Any]) -> dict[str, Any]:
@@ -112,9 +133,17 @@ def _outputs_value(prediction: torch.Tensor, confidence: torch.Tensor) -> dict[s
         return {"predictions": Packed(prediction), "confidence": Packed((confidence * 10_000).round().to(torch.int16))}
 
 
-def decision_id(run_id: str, number: int) -> str:
-    """The id of the ``number``-th decision served in run ``run_id``."""
-    return f"{run_id}-{number}"
+def decision_id(run_id: str, stream: str, number: int) -> str:
+    """The id of the ``number``-th decision of decision stream ``stream`` (one recorder) in run ``run_id``."""
+    return f"{run_id}-{stream}-{number}"
+
+
+def parse_decision_id(text: str) -> tuple[str, str, int]:
+    """``(run id, stream, number)`` of a decision id; a clear error for anything else."""
+    parts = text.split("-")
+    if len(parts) != 3 or not parts[2].isdigit() or not parts[0] or not parts[1]:
+        raise InputError(f"{text!r} is not a decision id (RUNID-STREAM-NUMBER, e.g. 3f2a9c0d1e2b4a5c-7-1042)")
+    return parts[0], parts[1], int(parts[2])
 
 
 def model_digest(model: torch.nn.Module) -> str:
@@ -161,15 +190,16 @@ class RetainedInputs:
 class InferenceRecorder:
     """Wrap ``model`` for serving inside ``run``; calling it returns class probabilities.
 
-    Each call is one request of one or more rows; row ``j`` of a request gets the decision id
-    ``<run id>-<n>``, numbered across the run. Every request is recorded (latency, rows, each row's prediction
+    Each call is one request of one or more rows; each row is a decision with the id
+    ``<run id>-<stream>-<n>`` (:meth:`decision_id`), numbered from 0 in serving order within the recorder's own
+    stream, which its ``serve.start`` record names. Every request is recorded (latency, rows, each row's prediction
     and confidence); options choose what else:
 
     - ``sample_every=k`` commits (and retains) the input of every k-th request, starting with the first. The
-      default, 16, keeps the recorder's cost within a few percent of even a tiny model's forward: a commitment
-      hashes every byte of the request (about 1 us per KB here), which for the demo model's 13 KB batch is
-      40 % of its forward. ``sample_every=1`` commits every input, for deployments that must be able to prove
-      the input of any single decision.
+      default, 1, commits every input, so the input of any single decision can be proved later. A commitment
+      hashes every byte of the request (~24 us for the demo model's 13 KB batch inside a serving loop here, two
+      thirds of its forward); for models whose forward costs little more than that, a larger k divides the
+      cost by k.
     - ``window`` / ``window_seconds``: pending requests become one ``inference`` record after this many requests
       or this many seconds, whichever comes first (the age is checked as requests arrive, at least every 16th;
       an idle server's open window is recorded on :meth:`flush` or when the run closes).
@@ -231,7 +261,18 @@ class InferenceRecorder:
         self._kept_bytes = 0
         self._drifted: list[int] = []  # requests served while drift_flag was set
         self._due = 1  # requests until the next one that needs more than the common path (see _event)
+        seq = run.record("serve.start", {
+            "model": self.digest, "sample_every": sample_every, "window": window, "window_seconds": window_seconds,
+            "fingerprint": fingerprint, "outputs": outputs, "retain_inputs": retain_inputs,
+            "policy": policy.to_dict() if policy is not None else None})
+        # A dropped start record (a full queue under on_full="drop") leaves no sequence number to name the stream.
+        self.stream = (str(seq) if seq is not None else uuid.uuid4().hex[:12]) if run.world_size == 1 \
+            else f"{run.rank}.{seq if seq is not None else uuid.uuid4().hex[:12]}"
         run.on_close(self.close)
+
+    def decision_id(self, number: int) -> str:
+        """The id of this recorder's ``number``-th decision (its rows are numbered from 0 in serving order)."""
+        return decision_id(self.run.run_id, self.stream, number)
 
     def _check_switch(self) -> None:
         now = time.monotonic()
@@ -339,7 +380,7 @@ class InferenceRecorder:
             inputs = Fingerprint(commitments) if not any(type(c) is str for c in commitments) else [
                 c if type(c) is str else self._commit(fingerprint_buffers([c])[0]) for c in commitments]
         self.run.record("inference", {
-            "model": self.digest, "first_decision": first, "decisions": decisions,
+            "model": self.digest, "stream": self.stream, "first_decision": first, "decisions": decisions,
             "rows": Packed(np.array(rows, dtype=np.uint32)),
             "latency_us": Packed(np.rint(np.array(latency) * 1e6).astype(np.uint32)),
             "fingerprint": self.fingerprint,
@@ -347,17 +388,15 @@ class InferenceRecorder:
             "inputs": inputs, "outputs": recorded, "retained": self.retain_inputs}, copy=False)
         if self._inputs is None and self.policy is None:
             return
-        run_id = self.run.run_id
         starts = list(accumulate(rows[:-1], initial=first))
         if self._inputs is not None and batch is not None:
-            self._inputs.put_many([decision_id(run_id, starts[i] + j) for i in committed for j in range(rows[i])],
+            self._inputs.put_many([self.decision_id(starts[i] + j) for i in committed for j in range(rows[i])],
                                   batch.detach().cpu().numpy())
         if self.policy is not None:
             drift = [False] * decisions
             for i in drifted:
                 drift[starts[i] - first:starts[i] - first + rows[i]] = [True] * rows[i]
-            self._flag([decision_id(run_id, n) for n in range(first, first + decisions)], prediction, confidence,
-                       drift)
+            self._flag([self.decision_id(n) for n in range(first, first + decisions)], prediction, confidence, drift)
 
     def _flag(self, ids: list[str], prediction: torch.Tensor, confidence: torch.Tensor, drift: list[bool]) -> None:
         policy = self.policy
