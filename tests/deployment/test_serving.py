@@ -23,6 +23,7 @@ from torchwitness.probes.inference import (
     RetainedInputs,
     model_digest,
     parse_decision_id,
+    verified_input,
     window_columns,
 )
 
@@ -388,3 +389,40 @@ def test_decision_ids_are_unique_across_recorders_and_sessions(tmp_path: Path, m
     with pytest.raises(InputError, match="not a decision id"):
         parse_decision_id(f"{starts[0]['run']}-12")
     verify_run(root, deep=True)
+
+
+@pytest.mark.parametrize("fingerprint", ["request", "row", "none"])
+def test_explaining_checks_the_retained_input_against_its_commitment(tmp_path: Path, model, test_rows,
+                                                                     fingerprint: str) -> None:
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        serve = run.serve(model, retain_inputs=True, fingerprint=fingerprint, sample_every=2)
+        for i in range(3):
+            serve(test_rows[4 * i:4 * i + 4])
+        decision = serve.decision_id(9)  # request 2: committed (unless fingerprint="none") and retained
+    (record,) = iter_records(root, kinds={"inference"})
+    store = RetainedInputs.for_run(root)
+
+    def explain() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "torchwitness", "explain-decision", str(root), "--decision",
+                               decision, "--factory", "served_model:trained_model"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent)
+
+    with tw.Run(root) as run:
+        row, checked = verified_input(store, record, decision, run.ledger.personal.fingerprint)
+    assert np.array_equal(row, test_rows[9].numpy()) and checked == (fingerprint != "none")
+    if fingerprint == "none":  # nothing was committed: explained, with a note that nothing could be checked
+        unchecked = explain()
+        assert unchecked.returncode == 0 and "could not be checked" in unchecked.stderr
+        (attribution,) = iter_records(root, kinds={"explain.attribution"})
+        assert attribution["data"]["input_checked"] is False
+        return
+    # a retained row edited in the private side store no longer matches what was committed when it was served
+    tampered = test_rows[9].numpy().copy()
+    tampered[0] += 1.0
+    store.put_many([decision], tampered[None])
+    with tw.Run(root) as run, pytest.raises(InputError, match=f"seq {record['seq']}.*changed after serving"):
+        verified_input(store, record, decision, run.ledger.personal.fingerprint)
+    refused = explain()
+    assert refused.returncode == 2 and "changed after serving" in refused.stderr
+    assert not list(iter_records(root, kinds={"explain.attribution"}))

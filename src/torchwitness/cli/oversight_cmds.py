@@ -93,7 +93,7 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
     from torchwitness.integrations.factory import build_target
     from torchwitness.ledger.reader import iter_records
     from torchwitness.ledger.writer import Ledger
-    from torchwitness.probes.inference import RetainedInputs, model_digest, parse_decision_id
+    from torchwitness.probes.inference import RetainedInputs, model_digest, parse_decision_id, verified_input
 
     run_id, stream, number = parse_decision_id(decision)
     records = [r for r in iter_records(run, kinds={"inference"}) if r["run"] == run_id
@@ -106,14 +106,18 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
         raise InputError("the factory's model is not the one that made this decision (weights digest differs)")
     import torch
 
-    x = torch.from_numpy(RetainedInputs.for_run(run).get(decision).copy())
-    explanation = explain_tabular(model, x, n_steps=steps, top_k=top_k, seed=seed)
     with Ledger.open(run) as ledger:
+        row, checked = verified_input(RetainedInputs.for_run(run), records[-1], decision,
+                                      ledger.personal.fingerprint)
+        explanation = explain_tabular(model, torch.from_numpy(row.copy()), n_steps=steps, top_k=top_k, seed=seed)
         seq = ledger.append("explain.attribution", {
             "decision_id": decision, "method": explanation.method, "target": explanation.target,
             "n_steps": explanation.n_steps, "baseline": explanation.baseline, "seed": explanation.seed,
             "delta": explanation.delta, "top": [[k, v] for k, v in explanation.top],
-            "total": float(explanation.attributions.sum())})
+            "total": float(explanation.attributions.sum()), "input_checked": checked})
+    if not checked:
+        typer.echo("note: this decision's input was not committed when served (sample_every), so the retained "
+                   "input could not be checked against the ledger", err=True)
     for name, value in explanation.top:
         typer.echo(f"{name}\t{value:+.4f}")
     typer.echo(f"class {explanation.target}, convergence delta {explanation.delta:.2e}, recorded as seq {seq}")

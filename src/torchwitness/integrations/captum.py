@@ -30,6 +30,7 @@ class AttributionRecord(msgspec.Struct):
     delta: float
     top: list[list[Any]]  # [[feature or token position, attribution], ...] by |attribution|
     total: float
+    input_checked: bool | None = None  # the explained input was checked against its serving-time commitment
 
 
 register_kind("explain.attribution", AttributionRecord)

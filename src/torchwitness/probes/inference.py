@@ -29,6 +29,7 @@ import json
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal
@@ -185,6 +186,40 @@ class RetainedInputs:
 
     def erase(self, decision_id: str) -> bool:
         return self._db.execute("DELETE FROM inputs WHERE decision_id = ?", (decision_id,)).rowcount > 0
+
+
+def verified_input(store: RetainedInputs, record: dict[str, Any], decision: str,
+                   fingerprint: Callable[[bytes], str]) -> tuple[np.ndarray, bool]:
+    """The retained row of ``decision`` and whether it was checked against the commitment made when it was
+    served (``record``: the ``inference`` record that holds the decision; ``fingerprint``: the run's keyed
+    fingerprint, ``Ledger.personal.fingerprint``).
+
+    The side store is private and mutable; the ledger is not. A row whose request was committed is checked: the
+    request's retained rows, in order, must hash to the recorded commitment (or the row to its own, with
+    ``fingerprint="row"``). A mismatch raises :class:`~torchwitness.errors.InputError` naming the record: the
+    retained input was changed after serving, and explaining it would explain another input. Rows of requests
+    that were not committed come back unchecked (``False``).
+    """
+    data = record["data"]
+    _, stream, number = parse_decision_id(decision)
+    cols = window_columns(data)
+    request = int(np.searchsorted(cols["first_decisions"], number, side="right")) - 1
+    row = store.get(decision)
+    committed = cols["committed"].tolist()
+    if data["fingerprint"] == "none" or request not in committed:
+        return row, False
+    k = committed.index(request)
+    first, rows = int(cols["first_decisions"][request]), int(cols["rows"][request])
+    if data["fingerprint"] == "row":
+        offset = int(sum(cols["rows"][i] for i in committed[:k]))
+        expected, served = data["inputs"][offset + number - first], row.tobytes()
+    else:
+        expected = data["inputs"][k]
+        served = b"".join(store.get(decision_id(record["run"], stream, first + j)).tobytes() for j in range(rows))
+    if fingerprint(served) != expected:
+        raise InputError(f"the retained input of decision {decision!r} does not match the commitment made when it "
+                         f"was served (inference record seq {record['seq']}): it was changed after serving")
+    return row, True
 
 
 class InferenceRecorder:
