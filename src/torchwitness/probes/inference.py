@@ -244,8 +244,9 @@ class InferenceRecorder:
       the ledger (a prediction about a person can itself be personal data). A review ``policy`` still sees them.
       With ``fingerprint="none"`` and ``outputs=False`` a record is a bare log of use: decision numbers, rows,
       latencies and the model digest.
-    - ``copy_inputs``: a committed input is copied when served and hashed on the ledger's writer thread;
-      ``False`` skips the copy, only for callers that never modify a tensor after serving it.
+    - ``copy_inputs``: inputs held until their window is recorded (rows to fingerprint one by one, inputs on an
+      accelerator, retained inputs) are copied when served; ``False`` skips the copy, only for callers that never
+      modify a tensor after serving it. A CPU request committed whole is hashed when served and never held.
     - ``retain_inputs=True`` keeps the raw rows of committed requests in the run's private side store (erasable;
       needed to re-explain a decision later); by default only keyed commitments are kept.
     - ``policy`` routes flagged rows to a :class:`ReviewQueue` (``review``, or the run's own queue).
