@@ -400,10 +400,12 @@ class InferenceRecorder:
         self._first += decisions
         self._served += len(rows)
         recorded: Any = None
-        if self.policy is not None:  # flagging reads the window's outputs now
+        if self.policy is not None or (self.outputs and not outputs[0].is_cpu):
+            # Flagging reads the window's outputs now; reductions on an accelerator are queued on the serving
+            # thread's stream, in order after the forwards that produced them.
             prediction, confidence = _top_class(outputs)
             recorded = _outputs_value(prediction, confidence) if self.outputs else None
-        elif self.outputs:  # the reductions run on the writer thread, whose kernels need no GIL
+        elif self.outputs:  # CPU reductions run on the writer thread, whose kernels need no GIL
             recorded = Computed(lambda: _outputs_value(*_top_class(outputs)))
         with torch.inference_mode():
             batch = torch.cat(kept) if kept and (self.fingerprint == "row" or self.retain_inputs) else None
