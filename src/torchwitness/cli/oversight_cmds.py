@@ -87,7 +87,8 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
                      seed: int = typer.Option(0, "--seed")) -> None:
     """Explain one stored decision with Integrated Gradients and record the attribution.
 
-    Needs the input: serve with ``retain_inputs=True`` (kept erasable in the run's private folder).
+    Needs the input: serve with ``retain_inputs=True`` (kept erasable in the run's private folder). The retained
+    input is first checked against the keyed commitment recorded when it was served; one changed since is refused.
     """
     from torchwitness.integrations.captum import explain_tabular
     from torchwitness.integrations.factory import build_target
@@ -116,8 +117,8 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
             "delta": explanation.delta, "top": [[k, v] for k, v in explanation.top],
             "total": float(explanation.attributions.sum()), "input_checked": checked})
     if not checked:
-        typer.echo("note: this decision's input was not committed when served (sample_every), so the retained "
-                   "input could not be checked against the ledger", err=True)
+        typer.echo("note: this decision's input was not committed when served (fingerprint='none'), so the "
+                   "retained input could not be checked against the ledger", err=True)
     for name, value in explanation.top:
         typer.echo(f"{name}\t{value:+.4f}")
     typer.echo(f"class {explanation.target}, convergence delta {explanation.delta:.2e}, recorded as seq {seq}")
