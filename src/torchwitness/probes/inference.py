@@ -11,7 +11,8 @@ never waits for the device.
 Every ``window`` requests (or ``window_seconds``, or on :meth:`InferenceRecorder.flush` / run close) the pending
 requests become one record: columns packed as arrays, handed to the ledger without a further copy, and the
 top-class reduction over the window's outputs runs on the writer thread
-(:class:`~torchwitness.ledger.encoding.Computed`). Flagging for human review
+(:class:`~torchwitness.ledger.encoding.Computed`; on the serving thread for outputs on an accelerator, whose
+stream orders it after the forwards, or with a review policy). Flagging for human review
 (:class:`~torchwitness.controls.oversight.ReviewPolicy`) reads the window's confidences on the host, so it runs
 once per window, on the serving thread.
 
@@ -141,7 +142,7 @@ def decision_id(run_id: str, stream: str, number: int) -> str:
 
 def parse_decision_id(text: str) -> tuple[str, str, int]:
     """``(run id, stream, number)`` of a decision id; a clear error for anything else."""
-    parts = text.split("-")
+    parts = text.rsplit("-", 2)  # the stream and the number never hold a dash; a run id might
     if len(parts) != 3 or not parts[2].isdigit() or not parts[0] or not parts[1]:
         raise InputError(f"{text!r} is not a decision id (RUNID-STREAM-NUMBER, e.g. 3f2a9c0d1e2b4a5c-7-1042)")
     return parts[0], parts[1], int(parts[2])
