@@ -160,3 +160,16 @@ def test_dense_audits_name_a_nonfinite_layer_at_its_step(tmp_path):
     found = [f for f in _dense_findings(tmp_path, model, 11) if f.rule_id == "TW105"]
     first = min(found, key=lambda f: f.first_step)
     assert first.first_step == 9 and first.location == "0"
+
+
+def test_bad_sampling_options_are_refused_before_anything_is_hooked(tmp_path):
+    import pytest
+
+    from torchwitness.errors import InputError
+
+    model = torch.nn.Linear(4, 2)
+    with tw.Run(tmp_path / "r") as run:
+        for bad in ({"every_n_steps": 0}, {"first_steps": -1}, {"statistics_every": 0}):
+            with pytest.raises(InputError, match="must be"):
+                run.watch(model, **bad)
+        assert not model._forward_hooks and not model._forward_pre_hooks
