@@ -5,9 +5,9 @@ forward, two clock reads and three list appends (latency, rows, the output tenso
 of numbers, not an object per request. Rarer work waits for the request that needs it: every 16th concatenates
 the held outputs (each live tensor slows the serving loop, measured), a sampled request's input is committed at
 the door (one HMAC-SHA256 call, which releases the GIL while it hashes: nothing the caller does to its tensor
-afterwards can change what was committed), and the window's age is checked. Inputs on an accelerator, rows to
-fingerprint one by one and retained inputs are copied instead and finished on the writer thread, so serving
-never waits for the device.
+afterwards can change what was committed), and the first request past the window's deadline closes it. Inputs
+on an accelerator, rows to fingerprint one by one and retained inputs are copied instead and finished on the
+writer thread, so serving never waits for the device.
 Every ``window`` requests (or ``window_seconds``, or on :meth:`InferenceRecorder.flush` / run close) the pending
 requests become one record: columns packed as arrays, handed to the ledger without a further copy, and the
 top-class reduction over the window's outputs runs on the writer thread
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 import time
 import uuid
@@ -237,8 +238,8 @@ class InferenceRecorder:
       thirds of its forward); for models whose forward costs little more than that, a larger k divides the
       cost by k.
     - ``window`` / ``window_seconds``: pending requests become one ``inference`` record after this many requests
-      or this many seconds, whichever comes first (the age is checked as requests arrive, at least every 16th;
-      an idle server's open window is recorded on :meth:`flush` or when the run closes).
+      or this many seconds, whichever comes first (the age is checked as each request arrives; an idle server's
+      open window is recorded on :meth:`flush` or when the run closes).
     - ``fingerprint``: ``"request"`` (default) stores one keyed commitment per committed request, ``"row"`` one
       per row (lets the key holder match single rows across requests), ``"none"`` no input evidence at all.
     - ``outputs``: ``True`` (default) records each row's top class and confidence; ``False`` leaves them out of
@@ -286,7 +287,7 @@ class InferenceRecorder:
         # The open window, one column per field: a request appends numbers to lists and makes no object of its own.
         self._first = 0  # the window's first decision number
         self._served = 0  # requests recorded before the window
-        self._opened = 0.0  # when the window's first request arrived
+        self._deadline = math.inf  # when the open window is due, by age (window_seconds after its first request)
         self._rows: list[int] = []
         self._latency: list[float] = []  # seconds
         self._outputs: list[torch.Tensor] = []  # probabilities, concatenated every _FOLD requests
@@ -335,7 +336,7 @@ class InferenceRecorder:
         if self._keep_outputs:
             self._outputs.append(probs)
         self._due -= 1
-        if self._due == 0 or self.drift_flag:
+        if self._due == 0 or start >= self._deadline or self.drift_flag:
             self._event(inputs, start)
         return probs
 
@@ -343,7 +344,7 @@ class InferenceRecorder:
         """Open, sample, fold or close the window at this request; set how many requests until the next event."""
         request = len(self._latency) - 1
         if request == 0:
-            self._opened = start
+            self._deadline = start + self.window_seconds
         if self.drift_flag:
             self._drifted.append(request)
         every = self.sample_every
@@ -351,8 +352,7 @@ class InferenceRecorder:
             self._sample(inputs, request)
         if len(self._outputs) >= _FOLD:
             self._fold()
-        if (request + 1 >= self.window or start - self._opened >= self.window_seconds
-                or self._kept_bytes >= _KEPT_BYTES):
+        if request + 1 >= self.window or start >= self._deadline or self._kept_bytes >= _KEPT_BYTES:
             self.flush()
             return
         due = min(_FOLD - len(self._outputs), self.window - request - 1)
@@ -390,7 +390,7 @@ class InferenceRecorder:
     def flush(self) -> None:
         """Record the pending requests now (one ``inference`` record) and route their flagged rows to review."""
         latency = self._latency
-        self._due = 1  # the next request opens a window
+        self._due, self._deadline = 1, math.inf  # the next request opens a window
         if not latency:
             return
         rows, committed, kept, drifted = self._rows, self._committed, self._kept, self._drifted
