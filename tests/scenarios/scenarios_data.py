@@ -133,6 +133,14 @@ def sigmoid_into_bce_with_logits(run: tw.Run) -> None:
         steps=5)
 
 
+@bug("TW150")
+def sigmoid_squeezed_into_functional_bce_with_logits(run: tw.Run) -> None:
+    """The sigmoid is found through the squeeze that follows it, and through a functional loss."""
+    x, y = blobs(c=2)
+    model = nn.Sequential(mlp(10, 32, 1), nn.Sigmoid(), nn.Flatten(0))
+    _functional_loop(run, model, x, y.float(), torch.nn.functional.binary_cross_entropy_with_logits)
+
+
 @bug("TW151")
 def nll_on_probabilities(run: tw.Run) -> None:
     x, y = blobs()

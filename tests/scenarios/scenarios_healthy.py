@@ -239,3 +239,16 @@ def both_heads_run_loss_alternates(run: tw.Run) -> None:
         opt.zero_grad()
         nn.functional.cross_entropy(main if step % 2 == 0 else aux, y[idx]).backward()
         opt.step()
+
+
+@healthy
+def binary_cnn_with_pooled_logit_head(run: tw.Run) -> None:
+    """A fresh global-average-pool head gives near-constant logits around 0.5: not sigmoid outputs (TW150)."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(192, 1, 12, 12, generator=g)
+    y = (x[:, :, :6].mean((1, 2, 3)) > x[:, :, 6:].mean((1, 2, 3))).float().unsqueeze(1)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 1))
+    with torch.no_grad():
+        model[-1].bias.fill_(0.5)  # logits start inside [0, 1]
+    fit(run, model, torch.optim.AdamW(model.parameters(), 2e-3), nn.BCEWithLogitsLoss(), x, y, steps=12, batch=16)

@@ -122,6 +122,7 @@ class LossInfo:
     weighted: bool = False  # class weights (weight=, pos_weight=) given
     value: float | None = None
     row_sums: tuple[float, float] | None = None  # min and max of the input's row sums over the class axis
+    producer: str | None = None  # the autograd op that made the input, looking through views and casts
 
 
 class LossLog:

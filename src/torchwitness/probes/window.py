@@ -68,6 +68,27 @@ class Forward:
     trained: bool = False  # its output received a gradient
 
 
+# Autograd nodes that reshape, slice or cast a tensor without changing what its values mean.
+_PASS_THROUGH = frozenset({"ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "SqueezeBackward0",
+                           "SqueezeBackward1", "SqueezeBackward2", "UnsqueezeBackward0", "SelectBackward0",
+                           "SliceBackward0", "CloneBackward0", "ToCopyBackward0", "TBackward0",
+                           "TransposeBackward0", "PermuteBackward0", "ExpandBackward0", "AliasBackward0"})
+
+
+def producer_op(x: torch.Tensor, depth: int = 8) -> str | None:
+    """The name of the autograd op that computed ``x`` (``"SigmoidBackward0"``, say), looking through views and
+    casts; None for a tensor outside the graph. Reads graph metadata only: no kernel, no sync."""
+    fn = x.grad_fn
+    for _ in range(depth):
+        if fn is None:
+            return None
+        name = type(fn).__name__
+        if name not in _PASS_THROUGH or not fn.next_functions:
+            return name
+        fn = fn.next_functions[0][0]
+    return None
+
+
 @dataclass
 class Window:
     """Collects one audited step."""
@@ -155,7 +176,8 @@ class Window:
         x = x if isinstance(x, torch.Tensor) else None
         t = t if isinstance(t, torch.Tensor) else None
         self.loss = LossInfo(kind=kind, module=module, input=TensorInfo.of("input", x) if x is not None else None,
-                             target=TensorInfo.of("target", t) if t is not None else None, weighted=weighted)
+                             target=TensorInfo.of("target", t) if t is not None else None, weighted=weighted,
+                             producer=producer_op(x) if x is not None else None)
         if x is not None and x.numel() and x.is_floating_point() and self.statistics:  # what the loss is fed persists
             self.pack.add("loss/in", stats.value_stats(x, bounds=True))
             if x.ndim >= 2:

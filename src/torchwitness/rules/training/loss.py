@@ -15,6 +15,9 @@ _ELEMENTWISE = ("MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "BCELoss", "BC
                 "PoissonNLLLoss", "GaussianNLLLoss", "SoftMarginLoss")
 
 
+_SQUASHING = frozenset({"SigmoidBackward0", "SoftmaxBackward0", "HardsigmoidBackward0"})
+
+
 @training_rule("TW150", when="step", name="probabilities-into-logit-loss",
                title="Probabilities fed to a loss that expects logits", severity=Severity.ERROR,
                phase=Phase.FORWARD, obligations=ART15,
@@ -22,7 +25,9 @@ _ELEMENTWISE = ("MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "BCELoss", "BC
                            "BCEWithLogitsLoss apply it themselves), or use NLLLoss on log_softmax / BCELoss.")
 def probabilities_into_logit_loss(v: StepView) -> Iterator[Finding]:
     """``CrossEntropyLoss`` got rows that already sum to 1 within [0, 1], or ``BCEWithLogitsLoss`` got values
-    all within [0, 1]: a softmax/sigmoid is applied twice, gradients shrink and training stalls.
+    all within [0, 1] made by a sigmoid or softmax: a squashing function is applied twice, gradients shrink and
+    training stalls. (Values within [0, 1] alone are no evidence for a binary loss: an untrained model's logits
+    often all lie near 0.5.)
 
     Example: ``nn.Sequential(..., nn.Softmax(-1))`` trained with ``nn.CrossEntropyLoss()``. Fix: drop the
     Softmax from the model and apply it only at inference.
@@ -37,8 +42,10 @@ def probabilities_into_logit_loss(v: StepView) -> Iterator[Finding]:
         if lo.row_sums is None or len(lo.input.shape) < 2 or not (lo.row_sums[0] >= 0.99 and lo.row_sums[1] <= 1.01):
             return
         what = "rows summing to 1 (softmax output)"
+    elif lo.producer in _SQUASHING:
+        what = f"values all within [0, 1] made by {lo.producer.removesuffix('Backward0').lower()}"
     else:
-        what = "values all within [0, 1] (sigmoid output)"
+        return
     yield Finding.of("TW150", "loss", f"{lo.kind} received {what}; it expects raw logits", step=v.step)
 
 
