@@ -115,3 +115,16 @@ def test_accelerator_transfer_is_one_copy(monkeypatch) -> None:
     groups = [[torch.tensor([1.5]), torch.tensor([2.0, 3.0])], [torch.arange(4), torch.tensor([2**51 + 1])]]
     assert to_host(groups, [1, 2, 4, 1]) == [[1.5], [2.0, 3.0], [0.0, 1.0, 2.0, 3.0], [float(2**51 + 1)]]
     assert len(calls) == 1
+
+
+def test_channels_first_activations_count_channels_as_units() -> None:
+    """A 1-D convolution's (B, C, L) output: C units reduced over L; the same tensor read as (B, T, D) has L."""
+    torch.manual_seed(1)
+    a = torch.relu(torch.randn(12, 6, 9))
+    a[:, 2] = 0  # one dead channel, every position
+    _, as_channels = stats.activation_summary([a], channels_first=[True])
+    _, as_sequence = stats.activation_summary([a], channels_first=[False])
+    assert as_channels.shape == (3, 1) and as_channels[0, 0].item() == 1.0  # one of 6 channels dead
+    want = _naive_units(a.transpose(1, 2), 16)  # channels last: the naive reference's unit axis
+    assert abs(as_channels[1, 0].item() - want[1]) < 1e-5 and abs(as_channels[2, 0].item() - want[2]) < 1e-5
+    assert as_sequence[0, 0].item() == 0.0  # read as 9 positions of 6 features: no position is all zero

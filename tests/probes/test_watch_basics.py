@@ -94,9 +94,9 @@ def test_dense_audits_space_the_statistical_probes(tmp_path, monkeypatch):
     flags: list[bool] = []
     original = stats.activation_summary
 
-    def noting(acts, max_rows=16, units=True):
+    def noting(acts, max_rows=16, units=True, channels_first=()):
         flags.append(units)
-        return original(acts, max_rows, units)
+        return original(acts, max_rows, units, channels_first)
 
     monkeypatch.setattr(stats, "activation_summary", noting)
     assert watch_module.STATISTICS_WARMUP == 8

@@ -56,6 +56,19 @@ def conv_filters_killed_by_bias(run: tw.Run) -> None:
     fit(run, model, torch.optim.SGD(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=4, batch=16)
 
 
+@bug("TW404")
+def conv1d_filters_killed_by_bias(run: tw.Run) -> None:
+    """A 1-D convolution's (B, C, L) output: its channels are the units, not its positions."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(128, 2, 24, generator=g)
+    y = (x[:, 0].mean(1) > 0).long()
+    model = nn.Sequential(nn.Conv1d(2, 16, 5, padding=2), nn.ReLU(), nn.AdaptiveMaxPool1d(1), nn.Flatten(),
+                          nn.Linear(16, 2))
+    with torch.no_grad():
+        model[0].bias[:14].fill_(-40.0)
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=5)
+
+
 @bug("TW405")
 def zero_initialised_hidden_layer(run: tw.Run) -> None:
     x, y = blobs()

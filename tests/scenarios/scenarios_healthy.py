@@ -252,3 +252,15 @@ def binary_cnn_with_pooled_logit_head(run: tw.Run) -> None:
     with torch.no_grad():
         model[-1].bias.fill_(0.5)  # logits start inside [0, 1]
     fit(run, model, torch.optim.AdamW(model.parameters(), 2e-3), nn.BCEWithLogitsLoss(), x, y, steps=12, batch=16)
+
+
+@healthy
+def conv1d_sequence_classifier(run: tw.Run) -> None:
+    """Conv1d + BatchNorm1d + ReLU + dropout over (B, C, L) series, pooled: channels judged as units."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(256, 3, 32, generator=g)
+    y = (x[:, 1].mean(1) > x[:, 2].mean(1)).long()
+    model = nn.Sequential(nn.Conv1d(3, 16, 5, padding=2), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.1),
+                          nn.Conv1d(16, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                          nn.Linear(16, 2))
+    fit(run, model, torch.optim.AdamW(model.parameters(), 3e-3), nn.CrossEntropyLoss(), x, y, steps=24)

@@ -6,6 +6,7 @@ The results go into a :class:`~torchwitness.probes.transfer.Pack`; nothing here 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -42,12 +43,14 @@ def std_from_norm(mean: float, norm: float, n: int) -> float:
     return math.sqrt(max(rms * rms - mean * mean, 0.0)) if math.isfinite(rms) else rms
 
 
-def unit_axis(ndim: int) -> int:
-    """Which axis holds the units: features for ``(B, F)`` and ``(B, T, D)``, channels for ``(B, C, H, W)``."""
-    return 1 if ndim in (2, 4, 5) else ndim - 1
+def unit_axis(ndim: int, channels_first: bool = False) -> int:
+    """Which axis holds the units: features for ``(B, F)`` and ``(B, T, D)``, channels for ``(B, C, H, W)``,
+    ``(B, C, D, H, W)`` and, with ``channels_first`` (a 1-D convolution's output), ``(B, C, L)``."""
+    return 1 if ndim in (2, 4, 5) or (ndim == 3 and channels_first) else ndim - 1
 
 
-def _unit_rows(x: torch.Tensor, max_rows: int) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
+def _unit_rows(x: torch.Tensor, max_rows: int,
+               channels_first: bool = False) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
     """A ``(k, units)`` view of the first ``max_rows`` samples; positions (pixels, tokens) reduced first along
     contiguous memory into (mean x, mean |x|), because reductions across the batch axis are slow."""
     sample = x.detach()[:max_rows]
@@ -55,31 +58,33 @@ def _unit_rows(x: torch.Tensor, max_rows: int) -> tuple[torch.Tensor, torch.Tens
         sample = sample.float()
     if sample.ndim == 2:
         return sample
-    if unit_axis(sample.ndim) == 1:
+    if unit_axis(sample.ndim, channels_first) == 1:
         sample, axis = sample.flatten(2), 2
     else:
         sample, axis = sample.flatten(1, -2), 1
     return sample.mean(dim=axis), sample.abs().mean(dim=axis)
 
 
-def activation_summary(acts: list[torch.Tensor], max_rows: int = 16,
-                       units: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+def activation_summary(acts: list[torch.Tensor], max_rows: int = 16, units: bool = True,
+                       channels_first: Sequence[bool] = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Statistics of many modules' outputs in a few batched kernels.
 
     Returns the peak ``|x|`` of every activation (NaN or Inf when it holds one), and for the batched ones
     (``ndim >= 2``, at least two samples) a ``(3, m)`` tensor of ``[dead units, spread, magnitude]`` over the
     first ``max_rows`` samples (``None`` with ``units=False``). A unit is dead when it is exactly zero for every
     sampled row and position (equivalently, its mean ``|x|`` is zero); spread is the mean absolute deviation of
-    the per-sample unit values across samples; magnitude the mean ``|x|``.
+    the per-sample unit values across samples; magnitude the mean ``|x|``. ``channels_first[i]`` marks a 3-D
+    activation laid out ``(B, C, L)`` (a 1-D convolution's) rather than ``(B, T, D)``.
     """
     # aminmax per tensor: _foreach_norm(ord=inf) takes a slow path on CPU, and a sum could overflow.
     lows, highs = zip(*(torch.aminmax(a.detach()) for a in acts), strict=True)
     peaks = torch.maximum(torch.stack([h.float() for h in highs]), torch.stack([lo.float() for lo in lows]).neg())
-    batched = [a for a in acts if a.ndim >= 2 and a.shape[0] >= 2] if units else []
+    flags = list(channels_first) + [False] * (len(acts) - len(channels_first))
+    batched = [(a, cf) for a, cf in zip(acts, flags, strict=True) if a.ndim >= 2 and a.shape[0] >= 2] if units else []
     if not batched:
         return peaks, None
-    k = min(a.shape[0] for a in batched)
-    rows = [_unit_rows(a, min(k, max_rows)) for a in batched]
+    k = min(a.shape[0] for a, _ in batched)
+    rows = [_unit_rows(a, min(k, max_rows), cf) for a, cf in batched]
     sizes = [(r if isinstance(r, torch.Tensor) else r[0]).shape[1] for r in rows]
     if all(isinstance(r, torch.Tensor) for r in rows):  # all (B, F): the samples are the statistics' inputs
         mean = torch.cat(rows, dim=1)

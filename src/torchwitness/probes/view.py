@@ -80,6 +80,7 @@ class ModuleInfo:
     units: dict[str, float] | None = None
     n_units: int = 0
     batch: int = 0
+    channels_first: bool = False  # a 3-D output laid out (B, C, L): a 1-D convolution's, or passed on from one
 
     def fill(self, peak: float, units: Sequence[float] | None) -> None:
         """Take the peak ``|x|`` and, for batched outputs, ``[dead, spread, magnitude]`` from the transfer."""

@@ -42,6 +42,12 @@ from torchwitness.rules.findings import FindingSet
 # output needs no non-finite check of its own (only statistical steps summarise it, for its units).
 _PASSIVE = (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.ReLU6, torch.nn.GELU, torch.nn.SiLU, torch.nn.Tanh,
             torch.nn.Sigmoid, torch.nn.Hardtanh, torch.nn.Identity)
+# Modules whose 3-D output is (B, C, L), and element-wise ones that keep the layout of their input.
+_CHANNELS_FIRST_1D = (torch.nn.Conv1d, torch.nn.ConvTranspose1d, torch.nn.BatchNorm1d, torch.nn.InstanceNorm1d,
+                      torch.nn.MaxPool1d, torch.nn.AvgPool1d, torch.nn.AdaptiveMaxPool1d, torch.nn.AdaptiveAvgPool1d,
+                      torch.nn.Dropout1d)
+_LAYOUT_KEEPING = (*_PASSIVE, torch.nn.Dropout, torch.nn.AlphaDropout, torch.nn.ELU, torch.nn.SELU, torch.nn.Softplus,
+                   torch.nn.Mish, torch.nn.PReLU)
 MODE_SENSITIVE = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm,
                   torch.nn.modules.instancenorm._InstanceNorm)
 _MAX_PENDING_LOSSES = 8192
@@ -283,8 +289,12 @@ class Watch:
             w.acts.append((name, out))
         else:
             w.passed.append(out)
+        if out.ndim == 3:
+            producer = w.modules.get(info.producer) if info.producer is not None else None
+            info.channels_first = isinstance(module, _CHANNELS_FIRST_1D) or (
+                isinstance(module, _LAYOUT_KEEPING) and producer is not None and producer.channels_first)
         if out.ndim >= 2 and out.shape[0] > 1:
-            info.batch, info.n_units = out.shape[0], out.shape[stats.unit_axis(out.ndim)]
+            info.batch, info.n_units = out.shape[0], out.shape[stats.unit_axis(out.ndim, info.channels_first)]
 
     @_guarded
     def _embedding_pre(self, module: torch.nn.Embedding, args: tuple) -> None:

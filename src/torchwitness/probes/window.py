@@ -162,7 +162,8 @@ class Window:
             self.acts.clear()
             return
         tensors = [t for _, t in self.acts]
-        peaks, units = stats.activation_summary(tensors, units=self.statistics)
+        flags = [self.modules[n].channels_first if n in self.modules else False for n, _ in self.acts]
+        peaks, units = stats.activation_summary(tensors, units=self.statistics, channels_first=flags)
         self.extra["act_names"] = [n for n, _ in self.acts]
         self.extra["act_batched"] = [n for n, t in self.acts if t.ndim >= 2 and t.shape[0] >= 2]
         self.pack.add("act/peak", peaks)

@@ -62,7 +62,7 @@ def dead_units(v: StepView) -> Iterator[Finding]:
         if u is None or m.n_units < v.threshold("min_units") or m.batch < 8 or m.out is None:
             continue
         frac = u["dead"] / m.n_units
-        conv = len(m.out.shape) in (4, 5)
+        conv = len(m.out.shape) in (4, 5) or m.channels_first
         if frac >= v.threshold("dead_fraction") and not conv and _persistent(v, f"TW403:{name}"):
             yield Finding.of("TW403", name, f"{frac:.0%} of the {m.n_units} units of {name} are dead", step=v.step)
 
@@ -78,7 +78,8 @@ def dead_filters(v: StepView) -> Iterator[Finding]:
     """
     for name, m in v.modules.items():
         u = m.units
-        if u is None or m.out is None or len(m.out.shape) not in (4, 5) or m.n_units < v.threshold("min_units"):
+        if u is None or m.out is None or m.n_units < v.threshold("min_units") \
+                or not (len(m.out.shape) in (4, 5) or m.channels_first):
             continue
         frac = u["dead"] / m.n_units
         if frac >= v.threshold("dead_fraction") and _persistent(v, f"TW404:{name}"):
