@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from _kit import blobs, bug, fit, mlp, regression
+from _kit import WATCH, blobs, bug, fit, mlp, regression
 from torch import nn
 
 import torchwitness as tw
@@ -189,3 +189,17 @@ def scheduler_sets_lr_to_zero(run: tw.Run) -> None:
         crit(model(x[step * 32:(step + 1) * 32]), y[step * 32:(step + 1) * 32]).backward()
         opt.step()
         sched.step()
+
+
+@bug("TW412")
+def parts_called_around_the_watched_module_dict(run: tw.Run) -> None:
+    """The loop calls the parts of a ModuleDict; the watched root's forward never runs."""
+    x, y = blobs()
+    parts = nn.ModuleDict({"body": nn.Linear(10, 32), "head": nn.Linear(32, 3)})
+    opt = torch.optim.Adam(parts.parameters(), 1e-3)
+    run.watch(parts, opt, **WATCH)
+    for step in range(12):
+        idx = torch.arange(step * 32, step * 32 + 32) % len(x)
+        opt.zero_grad()
+        nn.functional.cross_entropy(parts["head"](torch.relu(parts["body"](x[idx]))), y[idx]).backward()
+        opt.step()

@@ -499,6 +499,8 @@ class Watch:
             else:
                 h.moments += np.asarray(data["moments"])
         h.modules_called.update(view.modules)
+        if view.forwards:
+            h.bump("training_forwards")
         for p in view.params:
             if p.has_grad and p.grad_norm != 0:
                 h.grad_seen[p.name] = h.grad_seen.get(p.name, 0) + 1

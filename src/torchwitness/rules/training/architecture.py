@@ -208,6 +208,25 @@ def dead_filter_weights(v: StepView) -> Iterator[Finding]:
                 yield Finding.of("TW411", name, f"{zero} of {m.out_channels} filters of {name} are all zero")
 
 
+@training_rule("TW412", when="close", name="no-forward-seen", title="The watched model's forward never ran",
+               severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
+               remediation="Call the watched module itself (model(x)) rather than its submodules, watch the module "
+                           "whose forward the loop calls, or bracket the forward with watch.begin_forward(...) and "
+                           "watch.end_forward(output).")
+def no_forward_seen(v: StepView) -> Iterator[Finding]:
+    """Optimizer steps were audited but not one saw a training forward of the watched model: the loop calls its
+    submodules directly (a ``ModuleDict`` of parts, say), so the checks of inputs, activations, the loss call
+    and stale gradients never ran; gradients and the loss history were judged all the same.
+
+    Example: ``run.watch(parts, opt)`` with ``parts = nn.ModuleDict(...)`` and ``parts["head"](parts["body"](x))``
+    in the loop. Fix: wrap the parts in one module and call it.
+    """
+    h = v.history
+    if h.audited and not h.counters.get("training_forwards"):
+        yield Finding.of("TW412", "model", f"no forward of the watched {type(v.watch.model).__name__} was seen in "
+                         f"{h.audited} audited steps of {v.step}", step=v.step)
+
+
 @training_rule("TW450", when="init", name="cuda-unused", title="CUDA is available but the model is on CPU",
                severity=Severity.HINT, phase=Phase.INIT, obligations=(), category="performance",
                remediation="model.to('cuda') and move each batch with .to('cuda', non_blocking=True).")
