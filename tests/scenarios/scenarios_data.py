@@ -191,3 +191,11 @@ def rare_class_functional_bce(run: tw.Run) -> None:
 def functional_l1_broadcast(run: tw.Run) -> None:
     x, y = regression()
     _functional_loop(run, mlp(8, 16, 1), x, y, torch.nn.functional.l1_loss)
+
+
+@bug("TW209")
+def regression_target_left_among_the_features(run: tw.Run) -> None:
+    x, y = regression()
+    x = torch.cat([x, y.unsqueeze(1)], 1)  # the target column was not dropped
+    model = mlp(9, 16, 1)
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.MSELoss(), x, y.unsqueeze(1), steps=8)

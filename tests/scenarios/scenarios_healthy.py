@@ -264,3 +264,13 @@ def conv1d_sequence_classifier(run: tw.Run) -> None:
                           nn.Conv1d(16, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
                           nn.Linear(16, 2))
     fit(run, model, torch.optim.AdamW(model.parameters(), 3e-3), nn.CrossEntropyLoss(), x, y, steps=24)
+
+
+@healthy
+def one_feature_regression_with_a_strong_predictor(run: tw.Run) -> None:
+    """A single feature that predicts the target at r ~ 0.998 is a good feature, not a leak (TW209)."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(512, 1, generator=g)
+    y = 3.0 * x[:, 0] + 0.2 * torch.randn(512, generator=g)
+    model = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-2), nn.MSELoss(), x, y.unsqueeze(1), steps=24)

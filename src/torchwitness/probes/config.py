@@ -26,6 +26,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "imbalance_min_labels": 40,  # labels seen before judging imbalance (and at least 20 per class)
     "tiny_batch": 8,  # batch size below which BatchNorm statistics are noise
     "leak_corr": 0.995,  # |correlation| of a feature with a label that means the label leaks into the input
+    "leak_corr_regression": 0.9999,  # the same for a regression target, which strong predictors approach
     "leak_min_rows": 64,
     "overlap_fraction": 0.05,  # share of audited training rows also seen in evaluation
     "duplicate_rows_fraction": 0.25,  # share of a batch's rows that repeat another row of the same batch

@@ -219,7 +219,7 @@ class History:
     eval_rows: set[int] = field(default_factory=set)
     label_hist: list[float] | None = None  # per class, and a last bin for ids outside the head
     moments: np.ndarray | None = None
-    moment_shape: tuple[int, int] | None = None
+    moment_shape: tuple[int, int, str] | None = None  # features, label columns, "classes" or "regression"
     modules_called: set[str] = field(default_factory=set)
     grad_seen: dict[str, int] = field(default_factory=dict)  # param -> audited steps with a non-zero grad
     grad_zero: dict[str, int] = field(default_factory=dict)  # param -> audited steps where its module ran, grad == 0

@@ -137,20 +137,26 @@ class Window:
             labels, num_classes = (target.detach() > 0.5).to(torch.int64), 2
         elif not target.is_floating_point() and num_classes and num_classes <= 4096:
             labels = target
+        x = next((t for t in self._primary() if t.ndim == 2 and t.is_floating_point()), None)
+        want_moments = self.statistics and x is not None and self.extra.get("want_moments", True)
         if labels is None or num_classes is None:
+            # A regression target, one per row: a feature column that copies it is a leak all the same.
+            if want_moments and target.is_floating_point() and not binary and target.ndim >= 1 \
+                    and target.numel() == x.shape[0] == target.shape[0]:
+                self._add_moments(x, target.reshape(-1, 1), "regression")
             return
         self.num_classes = num_classes
         if not self.statistics:
             return
         self.pack.add("hist", stats.class_histogram(labels, num_classes))
         self.extra["hist_labels"] = labels.numel()
-        x = next((t for t in self._primary() if t.ndim == 2 and t.is_floating_point()), None)
-        if x is not None and labels.ndim == 1 and x.shape[0] == labels.shape[0] and num_classes <= 32 \
-                and self.extra.get("want_moments", True):
+        if want_moments and labels.ndim == 1 and x.shape[0] == labels.shape[0] and num_classes <= 32:
             onehot = torch.nn.functional.one_hot(labels.clamp(0, num_classes - 1), num_classes)
-            cols = onehot[:, 1:] if num_classes == 2 else onehot
-            self.pack.add("moments", stats.label_moments(x, cols))
-            self.extra["moment_shape"] = (min(x.shape[1], 256), cols.shape[1])
+            self._add_moments(x, onehot[:, 1:] if num_classes == 2 else onehot, "classes")
+
+    def _add_moments(self, x: torch.Tensor, cols: torch.Tensor, kind: str) -> None:
+        self.pack.add("moments", stats.label_moments(x, cols))
+        self.extra["moment_shape"] = (min(x.shape[1], 256), cols.shape[1], kind)
 
     def _primary(self) -> list[torch.Tensor]:
         return self.extra.get("primary", [])

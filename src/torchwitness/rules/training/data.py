@@ -169,7 +169,7 @@ def _correlations(v: StepView) -> np.ndarray | None:
     h = v.history
     if h.moments is None or h.moment_shape is None:
         return None
-    f, c = h.moment_shape
+    f, c, _ = h.moment_shape
     m = h.moments
     n = m[0]
     if n < v.threshold("leak_min_rows"):
@@ -191,7 +191,9 @@ def _correlations(v: StepView) -> np.ndarray | None:
                            "it) and will not exist at prediction time.")
 def label_leak(v: StepView) -> Iterator[Finding]:
     """An input column correlates with a class label at ``leak_corr`` (0.995) or more over the audited
-    batches: the label (or an encoding of it) is among the features.
+    batches: the label (or an encoding of it) is among the features. For a regression target (one float per
+    row) the bar is ``leak_corr_regression`` (0.9999): a strong predictor can correlate at 0.995, a copy of the
+    target (or a rescaled one) does not stop short of 1.
 
     Example: ``X = df.drop(columns=["id"])`` keeps the ``target`` column. Fix: drop the target from X.
     """
@@ -202,9 +204,11 @@ def label_leak(v: StepView) -> Iterator[Finding]:
         return
     col, cls = np.unravel_index(np.argmax(np.abs(corr)), corr.shape)
     r = float(corr[col, cls])
-    if abs(r) >= v.threshold("leak_corr"):
+    regression = v.history.moment_shape[2] == "regression"
+    if abs(r) >= v.threshold("leak_corr_regression" if regression else "leak_corr"):
         v.history.notes["TW209"] = True
-        yield Finding.of("TW209", f"input:feature[{col}]", f"feature {col} has correlation {r:.3f} with the label",
+        what = "the regression target" if regression else "the label"
+        yield Finding.of("TW209", f"input:feature[{col}]", f"feature {col} has correlation {r:.5g} with {what}",
                          step=v.step, details={"feature": int(col), "corr": r})
 
 
