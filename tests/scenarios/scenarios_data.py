@@ -199,3 +199,18 @@ def regression_target_left_among_the_features(run: tw.Run) -> None:
     x = torch.cat([x, y.unsqueeze(1)], 1)  # the target column was not dropped
     model = mlp(9, 16, 1)
     fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.MSELoss(), x, y.unsqueeze(1), steps=8)
+
+
+@bug("TW206")
+def loader_rebuilt_with_the_same_seed_every_step(run: tw.Run) -> None:
+    """Audits far apart (every 10th step, only step 0 first): the step after each audit is fingerprinted too."""
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), 0.05)
+    crit = nn.CrossEntropyLoss()
+    run.watch(model, opt, loss_fn=crit, every_n_steps=10, first_steps=1)
+    for _step in range(25):
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:32]  # reseeded: same samples
+        opt.zero_grad()
+        crit(model(x[idx]), y[idx]).backward()
+        opt.step()

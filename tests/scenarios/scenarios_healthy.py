@@ -274,3 +274,20 @@ def one_feature_regression_with_a_strong_predictor(run: tw.Run) -> None:
     y = 3.0 * x[:, 0] + 0.2 * torch.randn(512, generator=g)
     model = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
     fit(run, model, torch.optim.Adam(model.parameters(), 1e-2), nn.MSELoss(), x, y.unsqueeze(1), steps=24)
+
+
+@healthy
+def unshuffled_epochs_audited_once_per_epoch(run: tw.Run) -> None:
+    """Ten batches an epoch, no shuffling, an audit every 10th step: every audit sees the same first batch, one
+    epoch apart, which is not a repeated batch (TW206 compares consecutive steps only)."""
+    x, y = blobs(320)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), 0.05)
+    crit = nn.CrossEntropyLoss()
+    run.watch(model, opt, loss_fn=crit, every_n_steps=10, first_steps=1)
+    for step in range(31):
+        start = (step % 10) * 32
+        xb, yb = x[start:start + 32].clone(), y[start:start + 32].clone()  # a loader's fresh batch tensors
+        opt.zero_grad()
+        crit(model(xb), yb).backward()
+        opt.step()

@@ -155,6 +155,9 @@ class Watch:
         self._step_open = False
         self._external_forward = False
         self._spy: LossSpy | None = None
+        self._peek_step = -1  # the unaudited step after an audited one, whose batch is fingerprinted in passing
+        self._peek_hold: Any = None
+        self._peeked: tuple[int, torch.Tensor, int, str] | None = None  # (step, row fingerprints, data_ptr, name)
         # Without a loss module the loss history would hold audited steps only; a function mode between forward
         # and step notes the loss given to backward on every step (a detach; no kernel, no sync).
         self._spy_every_step = not isinstance(loss_fn, torch.nn.Module) and not self.compiled
@@ -215,6 +218,8 @@ class Watch:
             self._step_open = True
         w = self._window
         if w is None:
+            if self._peek_step == self.step:
+                self._peek_batch(args, kwargs)
             return
         w.forwards.append(Forward(training=module.training))
         w.calls.clear()
@@ -224,6 +229,15 @@ class Watch:
             w.add_inputs(found)
             if target is not None:
                 w.extra["kw_target"] = target
+
+    def _peek_batch(self, args: tuple, kwargs: dict) -> None:
+        # The step right after an audited one: fingerprint its batch (on the device, kept for the next audit's
+        # transfer) so a batch fed again at the next step is seen even when audits are far apart (TW206).
+        self._peek_step, self._peek_hold = -1, None
+        found, _ = tensors_of(args, kwargs)
+        if found and found[0][1].ndim >= 1 and found[0][1].numel():
+            name, t = found[0]
+            self._peeked = (self.step, stats.row_fingerprints(t), t.data_ptr(), name)
 
     @_guarded
     def _root_post(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -448,6 +462,10 @@ class Watch:
         if self._audited(self.step):
             self._arm()
         else:
+            if w is not None:
+                # Holding the audited batch until then keeps its memory from being handed to the next batch:
+                # "same data, same memory" (full-batch training on one tensor) must stay distinguishable.
+                self._peek_step, self._peek_hold = self.step, w.extra.get("primary")
             self._disarm()
 
     def _guarded_finish(self, w: Window) -> None:
@@ -466,6 +484,11 @@ class Watch:
         if self._eval_rows:
             w.pack.add("eval_rows", torch.cat(self._eval_rows))
             self._eval_rows = []
+        if self._peeked is not None:
+            step, rows, ptr, name = self._peeked
+            w.pack.add("peek/rows", rows)
+            w.extra["peek"] = (step, ptr, name)
+            self._peeked = None
         for name, limit in list(w.extra.items()):
             if name.startswith("ids/"):
                 w.extra[name + "/limit"] = limit

@@ -99,25 +99,36 @@ def input_layout(v: StepView) -> Iterator[Finding]:
                remediation="Create the iterator once per epoch (for x, y in loader) instead of calling "
                            "next(iter(loader)) every step, and check the sampler.")
 def duplicate_batch(v: StepView) -> Iterator[Finding]:
-    """The batch of an audited step has exactly the same samples as the batch of the step just before it, in
-    new memory: the loader is restarted every step, or a sampler repeats itself. Judged on consecutive audited
-    steps only, so unshuffled epochs (which repeat a batch one epoch later) and full-batch training on one
-    tensor are not reported.
+    """The batch of a step has exactly the same samples as the batch of the step just before it, in new memory:
+    the loader is restarted every step, or a sampler repeats itself. Judged on consecutive steps only (an audited
+    step and the next one, whose batch is fingerprinted in passing when it is not audited), so unshuffled epochs
+    (which repeat a batch one epoch later) and full-batch training on one tensor are not reported.
 
     Example: ``x, y = next(iter(loader))`` inside the loop. Fix: iterate the loader.
     """
+    history = v.history.batch_fps
+    peeked = v.extra.get("data", {}).get("peek/rows")
+    if peeked is not None and history and len(peeked) >= 2:  # the step after the last audited one
+        step, ptr, name = v.extra["peek"]
+        fp = sum(map(int, peeked)) & _MASK52
+        yield from _repeated_batch(history, step, fp, ptr, f"input:{name}")
+        history[:] = [(step, fp, ptr)]
     rows = v.row_fps
     t = v.primary
     if rows is None or t is None or len(rows) < 2:
         return
     fp = sum(rows) & _MASK52
-    history = v.history.batch_fps
-    if history:
-        step, old_fp, ptr = history[-1]
-        if step == v.step - 1 and old_fp == fp and ptr != t.data_ptr:
-            yield Finding.of("TW206", f"input:{t.name}", f"batch at step {v.step} repeats the batch of step {step}",
-                             step=v.step)
+    yield from _repeated_batch(history, v.step, fp, t.data_ptr, f"input:{t.name}")
     history[:] = [(v.step, fp, t.data_ptr)]
+
+
+def _repeated_batch(history: list[tuple[int, int, int]], step: int, fp: int, ptr: int,
+                    location: str) -> Iterator[Finding]:
+    if history:
+        before, old_fp, old_ptr = history[-1]
+        if before == step - 1 and old_fp == fp and old_ptr != ptr:
+            yield Finding.of("TW206", location, f"batch at step {step} repeats the batch of step {before}",
+                             step=step)
 
 
 @training_rule("TW207", when="step", name="duplicate-samples", title="Many samples repeat within a batch",
