@@ -7,6 +7,7 @@ import scenarios_arch  # noqa: F401  (each module registers its scenarios)
 import scenarios_data  # noqa: F401
 import scenarios_healthy  # noqa: F401
 import scenarios_training  # noqa: F401
+import scenarios_variants  # noqa: F401
 import torch
 from _kit import BUGGY, HEALTHY, WATCH, Scenario
 
