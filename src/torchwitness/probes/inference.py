@@ -304,8 +304,8 @@ class InferenceRecorder:
             "fingerprint": fingerprint, "outputs": outputs, "retain_inputs": retain_inputs,
             "policy": policy.to_dict() if policy is not None else None})
         # A dropped start record (a full queue under on_full="drop") leaves no sequence number to name the stream.
-        self.stream = (str(seq) if seq is not None else uuid.uuid4().hex[:12]) if run.world_size == 1 \
-            else f"{run.rank}.{seq if seq is not None else uuid.uuid4().hex[:12]}"
+        serial = str(seq) if seq is not None else uuid.uuid4().hex[:12]
+        self.stream = serial if run.world_size == 1 else f"{run.rank}.{serial}"
         run.on_close(self.close)
 
     def decision_id(self, number: int) -> str:
