@@ -32,8 +32,8 @@ def test_activation_summary_matches_naive() -> None:
             torch.randn(3)]
     acts[1][:, :2] = 0  # two dead channels
     acts[0][:, 3] = 0
-    peaks, units = stats.activation_summary(acts, max_rows=16)
-    assert peaks.tolist() == [float(a.abs().max()) for a in acts]
+    bounds, units = stats.activation_summary(acts, max_rows=16)
+    assert stats.peaks(bounds.tolist()) == [float(a.abs().max()) for a in acts]
     got = units.T.tolist()
     for a, g in zip(acts[:3], got, strict=True):
         want = _naive_units(a, 16)
@@ -44,8 +44,9 @@ def test_activation_summary_matches_naive() -> None:
 def test_nonfinite_shows_in_peak() -> None:
     x = torch.randn(8, 4)
     x[3, 1] = float("nan")
-    peaks, _ = stats.activation_summary([x, torch.full((4, 2), float("inf"))])
-    assert torch.isnan(peaks[0]) and torch.isinf(peaks[1])
+    bounds, _ = stats.activation_summary([x, torch.full((4, 2), float("inf")), torch.full((2,), -float("inf"))])
+    peaks = stats.peaks(bounds.tolist())
+    assert math.isnan(peaks[0]) and peaks[1] == peaks[2] == math.inf
 
 
 def test_fingerprints_exact_and_order_free_across_batches() -> None:

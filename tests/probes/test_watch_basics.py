@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 import torch
 
 import torchwitness as tw
@@ -173,3 +176,65 @@ def test_bad_sampling_options_are_refused_before_anything_is_hooked(tmp_path):
             with pytest.raises(InputError, match="must be"):
                 run.watch(model, **bad)
         assert not model._forward_hooks and not model._forward_pre_hooks
+
+
+@pytest.fixture
+def scratch_rules() -> Iterator[None]:
+    """Rules registered by a test are removed from the catalogue and the watch's registry afterwards."""
+    from torchwitness.rules import catalogue
+    from torchwitness.rules.training import _registry
+
+    saved, saved_training = dict(catalogue._REGISTRY.rules), dict(_registry._TRAINING)
+    yield
+    catalogue._REGISTRY.rules.clear()
+    catalogue._REGISTRY.rules.update(saved)
+    _registry._TRAINING.clear()
+    _registry._TRAINING.update(saved_training)
+
+
+def test_statistical_rules_run_with_the_statistical_probes_only(tmp_path, scratch_rules):
+    """Under dense audits a rule registered as statistical is called on the steps that take the statistical
+    probes (and at its other events); a plain rule at every audited step."""
+    from torchwitness.rules.training import training_rule
+
+    calls: dict[str, list[tuple[str, int, bool]]] = {"XT901": [], "XT902": []}
+
+    def noting(rid: str):
+        def check(view):
+            calls[rid].append((view.event, view.step, view.statistics))
+            return ()
+        return check
+
+    for rid, statistical in (("XT901", False), ("XT902", True)):
+        training_rule(rid, when=("step", "close"), name=f"scratch-{rid}", title="scratch", severity="info",
+                      phase="step", remediation="none", source="tests", statistical=statistical)(noting(rid))
+    with tw.Run(tmp_path / "r") as run:
+        _loop(run, 16, every_n_steps=1, first_steps=2)
+    spaced = [*range(8), 11, 15]
+    # (step 16: closing judges the evaluation batches fed after the last step, a complete window)
+    assert [s for e, s, _ in calls["XT901"] if e == "step"] == [*range(16), 16]
+    assert [s for e, s, _ in calls["XT902"] if e == "step"] == [*spaced, 16]
+    assert all(stat for _, _, stat in calls["XT902"])
+    assert [s for e, s, stat in calls["XT901"] if e == "step" and stat] == [*spaced, 16]
+    assert [e for e, _, _ in calls["XT902"]][-1] == "close" == [e for e, _, _ in calls["XT901"]][-1]
+
+
+def test_dense_audits_fingerprint_statistical_steps_and_the_step_after(tmp_path, monkeypatch):
+    """Row fingerprints (TW206-TW208) need consecutive steps, not every step: under dense audits they are taken
+    on the statistical steps and the step after each."""
+    from torchwitness.probes import stats
+
+    fingerprinted: list[int] = []
+    original = stats.row_fingerprints
+    monkeypatch.setattr(stats, "row_fingerprints", lambda x, *a, **k: fingerprinted.append(watch.step) or original(x))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    crit = torch.nn.CrossEntropyLoss()
+    with tw.Run(tmp_path / "r") as run:
+        watch = run.watch(model, opt, loss_fn=crit, every_n_steps=1, first_steps=2)
+        for _ in range(16):
+            opt.zero_grad()
+            crit(model(torch.randn(64, 8)), torch.randint(0, 3, (64,))).backward()
+            opt.step()
+    assert fingerprinted == [*range(9), 11, 12, 15]

@@ -42,7 +42,7 @@ def audit(target: AuditTarget, phase: str, *, run: Any, steps: int = 20, select:
         from torchwitness.rules.training import training_rules
 
         chosen = select_rules(select, ignore)
-        at_init = [rid for rid, when, _ in training_rules() if "init" in when and rid in chosen]
+        at_init = [r.id for r in training_rules() if "init" in r.when and r.id in chosen]
         with_opt = phase == "init"
         # select=() would mean "every rule": an empty choice must judge nothing, so it is skipped instead.
         if at_init:

@@ -69,20 +69,22 @@ def activation_summary(acts: list[torch.Tensor], max_rows: int = 16, units: bool
                        channels_first: Sequence[bool] = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Statistics of many modules' outputs in a few batched kernels.
 
-    Returns the peak ``|x|`` of every activation (NaN or Inf when it holds one), and for the batched ones
-    (``ndim >= 2``, at least two samples) a ``(3, m)`` tensor of ``[dead units, spread, magnitude]`` over the
-    first ``max_rows`` samples (``None`` with ``units=False``). A unit is dead when it is exactly zero for every
-    sampled row and position (equivalently, its mean ``|x|`` is zero); spread is the mean absolute deviation of
-    the per-sample unit values across samples; magnitude the mean ``|x|``. ``channels_first[i]`` marks a 3-D
-    activation laid out ``(B, C, L)`` (a 1-D convolution's) rather than ``(B, T, D)``.
+    Returns the bounds of every activation, ``[min of each, then max of each]`` (NaN when it holds one; turn
+    them into peaks ``|x|`` with :func:`peaks`), and for the batched ones (``ndim >= 2``, at least two samples)
+    a ``(3, m)`` tensor of ``[dead units, spread, magnitude]`` over the first ``max_rows`` samples (``None``
+    with ``units=False``). A unit is dead when it is exactly zero for every sampled row and position
+    (equivalently, its mean ``|x|`` is zero); spread is the mean absolute deviation of the per-sample unit
+    values across samples; magnitude the mean ``|x|``. ``channels_first[i]`` marks a 3-D activation laid out
+    ``(B, C, L)`` (a 1-D convolution's) rather than ``(B, T, D)``.
     """
-    # aminmax per tensor: _foreach_norm(ord=inf) takes a slow path on CPU, and a sum could overflow.
+    # aminmax per tensor: _foreach_norm(ord=inf) takes a slow path on CPU, and a sum could overflow. The peaks
+    # are taken on the host: a handful of numbers there cost less than three more kernels per audited step.
     lows, highs = zip(*(torch.aminmax(a.detach()) for a in acts), strict=True)
-    peaks = torch.maximum(torch.stack([h.float() for h in highs]), torch.stack([lo.float() for lo in lows]).neg())
+    bounds = torch.stack(lows + highs)  # mixed float dtypes promote
     flags = list(channels_first) + [False] * (len(acts) - len(channels_first))
     batched = [(a, cf) for a, cf in zip(acts, flags, strict=True) if a.ndim >= 2 and a.shape[0] >= 2] if units else []
     if not batched:
-        return peaks, None
+        return bounds, None
     k = min(a.shape[0] for a, _ in batched)
     rows = [_unit_rows(a, min(k, max_rows), cf) for a, cf in batched]
     sizes = [(r if isinstance(r, torch.Tensor) else r[0]).shape[1] for r in rows]
@@ -97,7 +99,14 @@ def activation_summary(acts: list[torch.Tensor], max_rows: int = 16, units: bool
                             magnitude])
     lengths, scale = _segments(tuple(sizes), per_unit.device)
     # unsafe: the lengths are ours and sum to the row length; the check would read them on the host (a sync).
-    return peaks, torch.segment_reduce(per_unit, "sum", lengths=lengths, axis=1, unsafe=True) * scale
+    return bounds, torch.segment_reduce(per_unit, "sum", lengths=lengths, axis=1, unsafe=True) * scale
+
+
+def peaks(bounds: Sequence[float]) -> list[float]:
+    """Peak ``|x|`` of each activation from the bounds :func:`activation_summary` returned (NaN stays NaN)."""
+    n = len(bounds) // 2
+    return [math.nan if math.isnan(lo) or math.isnan(hi) else max(-lo, hi)
+            for lo, hi in zip(bounds[:n], bounds[n:], strict=True)]
 
 
 def _segments(sizes: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

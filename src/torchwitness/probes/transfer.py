@@ -50,14 +50,14 @@ class Pack:
         out: dict[str, list[float]] = {}
         groups: dict[Any, dict[torch.dtype, list[int]]] = {}
         for i, t in enumerate(self._tensors):
-            groups.setdefault(t.device, {}).setdefault(t.dtype, []).append(i)
-        for device, by_dtype in groups.items():
-            order = [i for idx in by_dtype.values() for i in idx]
-            if device.type == "cpu":  # nothing to transfer: joining the tensors would only add copies
-                values = [_cpu_list(self._tensors[i]) for i in order]
+            if t.is_cpu:  # nothing to transfer: joining the tensors would only add copies
+                out[self._names[i]] = _cpu_list(t)
             else:
-                values = to_host([[self._tensors[i] for i in idx] for idx in by_dtype.values()],
-                                 [self._sizes[i] for i in order])
+                groups.setdefault(t.device, {}).setdefault(t.dtype, []).append(i)
+        for by_dtype in groups.values():
+            order = [i for idx in by_dtype.values() for i in idx]
+            values = to_host([[self._tensors[i] for i in idx] for idx in by_dtype.values()],
+                             [self._sizes[i] for i in order])
             out.update(zip((self._names[i] for i in order), values, strict=True))
         self._names.clear()
         self._tensors.clear()

@@ -202,6 +202,8 @@ class RowSample:
     def overlap(self, other: set[int]) -> int:
         """How many of the sampled rows are in ``other`` (``other`` filtered by the same rule)."""
         mask = self._mask
+        if not mask:
+            return len(self.rows & other)  # in C: both sets hold up to ~10**5 fingerprints
         return sum(1 for fp in other if fp & mask == 0 and fp in self.rows)
 
     def __len__(self) -> int:
@@ -254,6 +256,7 @@ class StepView:
     stale_grad_norm: float | None = None
     trained_modes: list[bool] = field(default_factory=list)  # model.training of each forward that was backpropagated
     forwards: int = 0
+    statistics: bool = True  # the statistical probes ran; rules registered as statistical are called only then
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

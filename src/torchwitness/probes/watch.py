@@ -23,7 +23,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -57,9 +57,9 @@ _SNAPSHOT = 8192
 _MOMENT_ROWS = 2048
 # When audits are dense (closer than `statistics_every` steps), the statistical probes run on one audited step in
 # `statistics_every`: what they judge (dead units, update ratios, label counts) persists across steps, while the
-# checks that name a failure at the step it happens (non-finite values, gradient norms, inputs, duplicates) run
-# at every audit. The first STATISTICS_WARMUP steps (or first_steps, if more) are never thinned, so a short run
-# is judged in full.
+# checks that name a failure at the step it happens (non-finite values, gradient norms, input bounds) run at every
+# audit; row fingerprints (duplicates, a batch fed again) on statistical steps and the step after each. The first
+# STATISTICS_WARMUP steps (or first_steps, if more) are never thinned, so a short run is judged in full.
 STATISTICS_WARMUP = 8
 
 
@@ -104,6 +104,23 @@ class _Heads:
         return views, copies
 
 
+class _Facts(NamedTuple):
+    """What the module hook needs to know of a module that does not change while it is hooked."""
+
+    name: str
+    kind: str
+    container: bool  # has children
+    passive: bool  # cannot turn finite inputs into NaN/Inf
+    channels_first: bool  # its 3-D output is (B, C, L)
+    keeps_layout: bool  # element-wise: its output has its input's layout
+
+    @classmethod
+    def of(cls, m: torch.nn.Module, name: str) -> _Facts:
+        return cls(name=name, kind=type(m).__name__, container=next(m.children(), None) is not None,
+                   passive=isinstance(m, _PASSIVE), channels_first=isinstance(m, _CHANNELS_FIRST_1D),
+                   keeps_layout=isinstance(m, _LAYOUT_KEEPING))
+
+
 def _is_compiled(model: torch.nn.Module) -> bool:
     return type(model).__name__ == "OptimizedModule" or getattr(model, "_compiled_call_impl", None) is not None
 
@@ -131,7 +148,7 @@ class Watch:
         self.statistics_every = statistics_every
         self.thresholds = resolve(thresholds)
         chosen = select_rules(select, ignore)
-        self._rules = [(rid, when, fn) for rid, when, fn in training_rules() if rid in chosen]
+        rules = [r for r in training_rules() if r.id in chosen]
         self.findings = findings if findings is not None else FindingSet(record)
         self._record = record
         self.history = History()
@@ -164,7 +181,11 @@ class Watch:
         self.initial_versions = {id(p): p._version for p in inner.parameters()}
         self.cross_rank = CrossRank.create(inner)
         if self.cross_rank is None:  # cross-rank rules read the ranks' matrix, which only a process group provides
-            self._rules = [r for r in self._rules if r[2].__module__ != cross_rank_rules.__name__]
+            rules = [r for r in rules if r.check.__module__ != cross_rank_rules.__name__]
+        # Per event, in ID order; "light" is a step whose statistical probes were thinned out.
+        self._rules = {event: [(r.id, r.check) for r in rules if event in r.when]
+                       for event in ("init", "step", "eval", "close")}
+        self._rules["light"] = [(r.id, r.check) for r in rules if "step" in r.when and not r.statistical]
         self._handles = [model.register_forward_pre_hook(self._root_pre, with_kwargs=True),
                          model.register_forward_hook(self._root_post, with_kwargs=True)]
         if optimizer is not None:
@@ -183,16 +204,20 @@ class Watch:
     def _arm(self) -> None:
         statistics = self.step < max(self.first_steps, STATISTICS_WARMUP) \
             or self.step - self._statistics_step >= self.statistics_every
+        # Row fingerprints go with the statistical steps and the step after each: a batch fed again at the next
+        # step (TW206) needs two consecutive steps, duplicates and overlaps are properties of the data.
+        fingerprints = statistics or self._statistics_step == self.step - 1
         if statistics:
             self._statistics_step = self.step
-        self._window = Window(step=self.step, statistics=statistics)
+        self._window = Window(step=self.step, statistics=statistics, fingerprints=fingerprints)
         # Feature/label moments stop once enough rows are in: correlations are settled by then.
         m = self.history.moments
         self._window.extra["want_moments"] = m is None or m[0] < _MOMENT_ROWS
         if self._armed or self.compiled:  # compiled graphs keep their submodules unhooked: hooks would recompile
             return
         for m in self._inner.modules():
-            self._armed.append(m.register_forward_hook(self._module_hook, with_kwargs=True))
+            facts = _Facts.of(m, self._names.get(id(m), type(m).__name__))
+            self._armed.append(m.register_forward_hook(partial(self._module_hook, facts), with_kwargs=True))
             if isinstance(m, torch.nn.Embedding):
                 self._armed.append(m.register_forward_pre_hook(self._embedding_pre))
 
@@ -266,7 +291,7 @@ class Watch:
         w.stale_checked = True
         # Backward of the step's first backpropagated forward is starting: any gradient already present was
         # left over from before the previous optimizer step (zero_grad forgotten), not accumulated on purpose.
-        held = {id(p) for g in self.optimizer.param_groups for p in g["params"]} if self.optimizer else None
+        held = self._groups(w) if self.optimizer else None
         stale = [p.grad for p in self._trainable(w) if p.grad is not None and not p.grad.is_sparse
                  and (held is None or id(p) in held)]  # tensors no optimizer clears are TW301's business
         if stale:
@@ -276,18 +301,18 @@ class Watch:
             torch.autograd.Variable._execution_engine.queue_callback(partial(self._collect_grads, w))
 
     @_guarded
-    def _module_hook(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    def _module_hook(self, facts: _Facts, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         w = self._window
         if w is None or not w.forwards or not torch.is_grad_enabled():
             return
-        name = self._names.get(id(module), type(module).__name__)
+        name = facts.name
         w.calls[name] = calls = w.calls.get(name, 0) + 1
         info = w.modules.get(name)
         if info is not None:
             info.max_calls = max(info.max_calls, calls)
             return
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
-        info = ModuleInfo(name=name, kind=type(module).__name__, module=module, training=module.training,
+        info = ModuleInfo(name=name, kind=facts.kind, module=module, training=module.training,
                           grad_enabled=True, input_dtype=x.dtype if x is not None else None,
                           producer=w.outputs.get(id(x)) if x is not None else None)
         w.modules[name] = info
@@ -295,18 +320,18 @@ class Watch:
         if out is None or not out.is_floating_point() or not out.numel():
             return
         info.out = TensorInfo.of("output", out)
-        if id(out) in w.outputs and next(module.children(), None) is not None:
+        if facts.container and id(out) in w.outputs:
             return  # a container returning its last child's output: already summarised
         w.outputs[id(out)] = name
         # Skipped outputs are held all the same: an id in w.outputs must not be recycled by another tensor.
-        if w.statistics or info.producer is None or not isinstance(module, _PASSIVE):
+        if w.statistics or info.producer is None or not facts.passive:
             w.acts.append((name, out))
         else:
             w.passed.append(out)
         if out.ndim == 3:
             producer = w.modules.get(info.producer) if info.producer is not None else None
-            info.channels_first = isinstance(module, _CHANNELS_FIRST_1D) or (
-                isinstance(module, _LAYOUT_KEEPING) and producer is not None and producer.channels_first)
+            info.channels_first = facts.channels_first or (
+                facts.keeps_layout and producer is not None and producer.channels_first)
         if out.ndim >= 2 and out.shape[0] > 1:
             info.batch, info.n_units = out.shape[0], out.shape[stats.unit_axis(out.ndim, info.channels_first)]
 
@@ -376,16 +401,23 @@ class Watch:
     def _trainable(self, w: Window) -> list[torch.nn.Parameter]:
         return [p for _, p in self._named_params(w) if p.requires_grad]
 
+    def _groups(self, w: Window) -> dict[int, int]:
+        """id(parameter) -> index of its optimizer param group, mapped once per audited step."""
+        groups = w.extra.get("groups")
+        if groups is None:
+            groups = w.extra["groups"] = {id(p): gi for gi, g in enumerate(self.optimizer.param_groups)
+                                          for p in g["params"]} if self.optimizer is not None else {}
+        return groups
+
     @_guarded
     def _collect_grads(self, w: Window) -> None:
-        in_opt = {id(p): gi for gi, g in enumerate(self.optimizer.param_groups) for p in g["params"]} \
-            if self.optimizer is not None else {}
+        in_opt = self._groups(w)
         named = self._named_params(w)
         w.params = [ParamInfo(name=n, module=n.rpartition(".")[0] or "model", param=p, shape=tuple(p.shape),
                               dtype=p.dtype, has_grad=p.grad is not None and not p.grad.is_sparse,
                               group=in_opt.get(id(p))) for n, p in named if p.requires_grad]
-        frozen = [(n, p) for n, p in named if not p.requires_grad][:256]
-        if frozen:
+        frozen = [(n, p) for n, p in named if not p.requires_grad][:256] if w.statistics else []
+        if frozen:  # a freeze that does not hold (TW306) shows between statistical steps all the same
             w.extra["frozen"] = [n for n, _ in frozen]
             w.pack.add("frozen/norm", torch.stack(torch._foreach_norm([p.detach() for _, p in frozen])))
         with_grad = [p for p in w.params if p.has_grad]
@@ -513,6 +545,8 @@ class Watch:
             h.losses.extend(zip(loss_steps, data["losses"], strict=True))
         if "eval_rows" in data:
             h.eval_rows.update(map(int, data["eval_rows"]))
+        if view.row_fps is not None and view.primary is not None and view.trained_modes:
+            h.train_rows.update(view.row_fps)
         if "hist" in data:  # the last bin counts the ids outside the head (ignore indices, bad labels)
             h.add_hist([*data["hist"], view.extra["hist_labels"] - sum(data["hist"])])
         if "moments" in data:
@@ -556,13 +590,12 @@ class Watch:
         self._audits = []
 
     def _run_rules(self, view: StepView) -> None:
-        for rid, when, fn in self._rules:
-            if view.event in when:
-                try:
-                    for f in fn(view) or ():
-                        self.findings.add(f)
-                except Exception as e:  # one rule's bug must not stop training or the other rules
-                    self._internal_error(rid, e)
+        for rid, fn in self._rules["light" if view.event == "step" and not view.statistics else view.event]:
+            try:
+                for f in fn(view) or ():
+                    self.findings.add(f)
+            except Exception as e:  # one rule's bug must not stop training or the other rules
+                self._internal_error(rid, e)
 
     def _internal_error(self, where: str, error: Exception) -> None:
         """Record a failure of the watch itself once per place and type, and drop the step being collected."""

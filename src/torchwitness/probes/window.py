@@ -95,6 +95,7 @@ class Window:
 
     step: int
     statistics: bool = True  # take the statistical probes (unit statistics, update ratios, label counts) too
+    fingerprints: bool = True  # fingerprint the batch's rows (duplicates, repeated batches, train/eval overlap)
     pack: Pack = field(default_factory=Pack)
     forwards: list[Forward] = field(default_factory=list)
     inputs: list[TensorInfo] = field(default_factory=list)
@@ -124,7 +125,7 @@ class Window:
             if t.numel() and t.dtype != torch.bool and not t.is_complex():
                 # Bounds judge non-finite, out-of-scale and constant inputs; mean and spread are for reports.
                 self.pack.add(f"in/{i}", stats.value_stats(t, bounds=not self.statistics))
-                if i == 0 and t.ndim >= 1:
+                if i == 0 and t.ndim >= 1 and self.fingerprints:
                     self.pack.add("rows", stats.row_fingerprints(t))
 
     def add_targets(self, target: torch.Tensor, num_classes: int | None, binary: bool = False) -> None:
@@ -169,10 +170,10 @@ class Window:
             return
         tensors = [t for _, t in self.acts]
         flags = [self.modules[n].channels_first if n in self.modules else False for n, _ in self.acts]
-        peaks, units = stats.activation_summary(tensors, units=self.statistics, channels_first=flags)
+        bounds, units = stats.activation_summary(tensors, units=self.statistics, channels_first=flags)
         self.extra["act_names"] = [n for n, _ in self.acts]
         self.extra["act_batched"] = [n for n, t in self.acts if t.ndim >= 2 and t.shape[0] >= 2]
-        self.pack.add("act/peak", peaks)
+        self.pack.add("act/bounds", bounds)
         if units is not None:
             self.pack.add("act/units", units)
         self.acts.clear()
@@ -212,14 +213,14 @@ class Window:
             v = data.get("loss/value")
             if v is not None:
                 self.loss.value = float(v[0])
-        peaks, units = data.get("act/peak"), data.get("act/units")
+        bounds, units = data.get("act/bounds"), data.get("act/units")
         names = self.extra.get("act_names", [])
         batched = self.extra.get("act_batched", [])
         n = len(batched)
         per_module = dict(zip(batched, zip(units[:n], units[n:2 * n], units[2 * n:], strict=True), strict=True)) \
             if units is not None else {}
-        if peaks is not None:
-            for name, peak in zip(names, peaks, strict=True):
+        if bounds is not None:
+            for name, peak in zip(names, stats.peaks(bounds), strict=True):
                 self.modules[name].fill(peak, per_module.get(name))
         self._fill_params(data)
         stale = data.get("stale")
@@ -227,7 +228,7 @@ class Window:
                         loss=self.loss, modules=self.modules, params=self.params,
                         stale_grad_norm=float(stale[0]) if stale is not None else None,
                         trained_modes=[f.training for f in self.forwards if f.trained],
-                        forwards=len(self.forwards), extra=self.extra)
+                        forwards=len(self.forwards), statistics=self.statistics, extra=self.extra)
         view.extra["data"] = data
         return view
 

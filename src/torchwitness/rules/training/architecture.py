@@ -50,7 +50,8 @@ def _persistent(v: StepView, key: str) -> bool:
 
 @training_rule("TW403", when="step", name="dead-units", title="Dead units", severity=Severity.WARN,
                phase=Phase.FORWARD, obligations=ART15,
-               remediation="Lower the learning rate, use LeakyReLU/GELU, check bias initialisation and input scale.")
+               remediation="Lower the learning rate, use LeakyReLU/GELU, check bias initialisation and input scale.",
+               statistical=True)
 def dead_units(v: StepView) -> Iterator[Finding]:
     """At least ``dead_fraction`` (50%) of a layer's units output exactly zero for the whole batch, on two
     audited steps: they pass no gradient and never recover ("dying ReLU").
@@ -69,7 +70,8 @@ def dead_units(v: StepView) -> Iterator[Finding]:
 
 @training_rule("TW404", when="step", name="dead-filters", title="Dead convolution filters", severity=Severity.WARN,
                phase=Phase.FORWARD, obligations=ART15,
-               remediation="Lower the learning rate, check the bias initialisation, add BatchNorm before the ReLU.")
+               remediation="Lower the learning rate, check the bias initialisation, add BatchNorm before the ReLU.",
+               statistical=True)
 def dead_filters(v: StepView) -> Iterator[Finding]:
     """At least ``dead_fraction`` (50%) of a convolutional layer's channels are zero at every position for the
     whole batch, on two audited steps.
@@ -89,7 +91,7 @@ def dead_filters(v: StepView) -> Iterator[Finding]:
 @training_rule("TW405", when="step", name="activation-collapse", title="Activations collapse to one vector",
                severity=Severity.WARN, phase=Phase.FORWARD, obligations=ART15,
                remediation="Check for saturation (huge pre-activations), a learning rate too high, or an input "
-                           "that does not reach this layer.")
+                           "that does not reach this layer.", statistical=True)
 def activation_collapse(v: StepView) -> Iterator[Finding]:
     """A layer gives (almost) the same output for every sample of a varied batch on two audited steps: the
     representation has collapsed and carries no information about the input.
@@ -116,7 +118,7 @@ def activation_collapse(v: StepView) -> Iterator[Finding]:
 @training_rule("TW406", when="step", name="stateful-layer-reuse", title="Stateful layer called twice per forward",
                severity=Severity.WARN, phase=Phase.FORWARD, obligations=ART15,
                remediation="Create one BatchNorm per place it is used; reusing it mixes statistics of different "
-                           "feature distributions.")
+                           "feature distributions.", statistical=True)
 def stateful_reuse(v: StepView) -> Iterator[Finding]:
     """A BatchNorm module was called more than once in one forward: its running statistics mix the
     distributions of every call site, and evaluation uses the wrong ones.
@@ -130,7 +132,8 @@ def stateful_reuse(v: StepView) -> Iterator[Finding]:
 
 @training_rule("TW407", when="step", name="tiny-batch-batchnorm", title="Tiny batches with BatchNorm",
                severity=Severity.WARN, phase=Phase.BATCH, obligations=ART15,
-               remediation="Use batches of 16+ samples, or GroupNorm/LayerNorm, or freeze BatchNorm statistics.")
+               remediation="Use batches of 16+ samples, or GroupNorm/LayerNorm, or freeze BatchNorm statistics.",
+               statistical=True)
 def tiny_batch_batchnorm(v: StepView) -> Iterator[Finding]:
     """BatchNorm in train mode sees fewer than ``tiny_batch`` (8) samples on two audited steps: its batch
     statistics are noise and the running estimates are poor.
@@ -169,7 +172,7 @@ def unused_layer(v: StepView) -> Iterator[Finding]:
 @training_rule("TW409", when="step", name="redundant-bias-before-norm", title="Bias before BatchNorm is redundant",
                severity=Severity.HINT, phase=Phase.FORWARD, obligations=ART15, category="performance",
                remediation="Create the Linear/Conv with bias=False: BatchNorm subtracts the mean and has its own "
-                           "shift.")
+                           "shift.", statistical=True)
 def redundant_bias(v: StepView) -> Iterator[Finding]:
     """A Linear/Conv with a bias feeds BatchNorm directly; the normalisation removes the bias, which only
     costs memory and compute. Fix: ``bias=False``.

@@ -43,7 +43,7 @@ def nonfinite_target(v: StepView) -> Iterator[Finding]:
 @training_rule("TW203", when="step", name="input-scale", title="Inputs are not normalised",
                severity=Severity.WARN, phase=Phase.BATCH, obligations=DATA,
                remediation="Standardise features (subtract the mean, divide by the std of the training set) or "
-                           "scale images to [0, 1] (divide uint8 pixels by 255).")
+                           "scale images to [0, 1] (divide uint8 pixels by 255).", statistical=True)
 def input_scale(v: StepView) -> Iterator[Finding]:
     """A floating input has values beyond ``input_abs_max`` (100): raw pixels (0-255) or raw units (income in
     dollars) slow training and can make it diverge.
@@ -64,7 +64,8 @@ def input_scale(v: StepView) -> Iterator[Finding]:
 @training_rule("TW204", when="step", name="flat-input", title="Input is constant across the batch",
                severity=Severity.WARN, phase=Phase.BATCH, obligations=DATA,
                remediation="Check the data pipeline: a constant input usually means a wrong column, a tensor of "
-                           "zeros left from preallocation, or a normalisation that divided by a huge number.")
+                           "zeros left from preallocation, or a normalisation that divided by a huge number.",
+               statistical=True)
 def flat_input(v: StepView) -> Iterator[Finding]:
     """Every value of a floating input is the same; the model cannot learn from it.
 
@@ -79,7 +80,8 @@ def flat_input(v: StepView) -> Iterator[Finding]:
 
 @training_rule("TW205", when="step", name="input-layout", title="Image batch looks channels-last (NHWC)",
                severity=Severity.WARN, phase=Phase.BATCH, obligations=DATA,
-               remediation="Convert images with x.permute(0, 3, 1, 2) (not .view/.reshape) before a Conv2d model.")
+               remediation="Convert images with x.permute(0, 3, 1, 2) (not .view/.reshape) before a Conv2d model.",
+               statistical=True)
 def input_layout(v: StepView) -> Iterator[Finding]:
     """A 4-D float input has a last dimension of 1, 3 or 4 and large dimensions before it: it looks like NHWC
     images fed to a model whose convolutions expect NCHW.
@@ -155,17 +157,14 @@ def duplicate_samples(v: StepView) -> Iterator[Finding]:
                title="Evaluation data overlaps training data",
                severity=Severity.WARN, phase=Phase.EVAL, obligations=DATA,
                remediation="Split the data once, by a stable key (and by group: user, patient, document), before "
-                           "any shuffling or augmentation; never evaluate on training samples.")
+                           "any shuffling or augmentation; never evaluate on training samples.", statistical=True)
 def train_eval_overlap(v: StepView) -> Iterator[Finding]:
     """Samples of the training batches are found, bit for bit, in the batches given to the model under
     ``torch.no_grad()`` (evaluation): the evaluation overstates accuracy.
 
     Example: ``val = data[:200]`` while training on ``data``. Fix: disjoint splits.
     """
-    rows = v.row_fps
-    if rows is not None and v.primary is not None and v.trained_modes:
-        v.history.train_rows.update(rows)
-    h = v.history
+    h = v.history  # the watch keeps the sample of training rows (History.train_rows)
     if not h.train_rows or not h.eval_rows or h.notes.get("TW208"):
         return
     shared = h.train_rows.overlap(h.eval_rows)
@@ -199,7 +198,7 @@ def _correlations(v: StepView) -> np.ndarray | None:
 @training_rule("TW209", when=("step", "close"), name="label-leak", title="A feature equals the label",
                severity=Severity.ERROR, phase=Phase.BATCH, obligations=DATA,
                remediation="Drop the column from the features: it is the target (or a copy, or an encoding of "
-                           "it) and will not exist at prediction time.")
+                           "it) and will not exist at prediction time.", statistical=True)
 def label_leak(v: StepView) -> Iterator[Finding]:
     """An input column correlates with a class label at ``leak_corr`` (0.995) or more over the audited
     batches: the label (or an encoding of it) is among the features. For a regression target (one float per
@@ -226,7 +225,8 @@ def label_leak(v: StepView) -> Iterator[Finding]:
 @training_rule("TW210", when=("step", "close"), name="class-imbalance", title="Severe class imbalance",
                severity=Severity.WARN, phase=Phase.BATCH, obligations=BIAS,
                remediation="Weight the loss (CrossEntropyLoss(weight=...), BCEWithLogitsLoss(pos_weight=...)), "
-                           "resample (WeightedRandomSampler), and report per-class metrics, not accuracy.")
+                           "resample (WeightedRandomSampler), and report per-class metrics, not accuracy.",
+               statistical=True)
 def class_imbalance(v: StepView) -> Iterator[Finding]:
     """The most frequent class outnumbers the least frequent by ``imbalance_ratio`` (15) or more over the
     labels seen; a model can score high accuracy by ignoring the minority. Not reported when the loss already

@@ -22,7 +22,8 @@ _SQUASHING = frozenset({"SigmoidBackward0", "SoftmaxBackward0", "HardsigmoidBack
                title="Probabilities fed to a loss that expects logits", severity=Severity.ERROR,
                phase=Phase.FORWARD, obligations=ART15,
                remediation="Remove the softmax/sigmoid at the end of the model (CrossEntropyLoss and "
-                           "BCEWithLogitsLoss apply it themselves), or use NLLLoss on log_softmax / BCELoss.")
+                           "BCEWithLogitsLoss apply it themselves), or use NLLLoss on log_softmax / BCELoss.",
+               statistical=True)
 def probabilities_into_logit_loss(v: StepView) -> Iterator[Finding]:
     """``CrossEntropyLoss`` got rows that already sum to 1 within [0, 1], or ``BCEWithLogitsLoss`` got values
     all within [0, 1] made by a sigmoid or softmax: a squashing function is applied twice, gradients shrink and
@@ -52,7 +53,8 @@ def probabilities_into_logit_loss(v: StepView) -> Iterator[Finding]:
 @training_rule("TW151", when="step", name="nll-input-not-log-probabilities",
                title="NLLLoss input is not log-probabilities", severity=Severity.ERROR, phase=Phase.FORWARD,
                obligations=ART15,
-               remediation="Feed NLLLoss with log_softmax(logits), or use CrossEntropyLoss on raw logits.")
+               remediation="Feed NLLLoss with log_softmax(logits), or use CrossEntropyLoss on raw logits.",
+               statistical=True)
 def nll_input(v: StepView) -> Iterator[Finding]:
     """``NLLLoss`` expects log-probabilities (all <= 0); positive inputs mean probabilities or raw logits, so
     the loss is unbounded below and minimising it does not fit the labels.
@@ -69,7 +71,7 @@ def nll_input(v: StepView) -> Iterator[Finding]:
 @training_rule("TW152", when="step", name="broadcasting-loss-shapes", title="Loss input and target shapes broadcast",
                severity=Severity.ERROR, phase=Phase.FORWARD, obligations=ART15,
                remediation="Make output and target the same shape: out.squeeze(-1) or y.unsqueeze(-1), "
-                           "(B, 1) vs (B,) broadcasts to (B, B).")
+                           "(B, 1) vs (B,) broadcasts to (B, B).", statistical=True)
 def broadcasting_shapes(v: StepView) -> Iterator[Finding]:
     """An element-wise loss got input and target of different shapes that broadcast; the loss compares every
     output with every target and the model learns the mean.

@@ -91,7 +91,7 @@ def exploding_gradient(v: StepView) -> Iterator[Finding]:
 @training_rule("TW104", when="step", name="vanishing-gradient", title="Gradients vanish towards the input",
                severity=Severity.WARN, phase=Phase.BACKWARD, obligations=ART15,
                remediation="Use ReLU/GELU instead of saturating activations, residual connections, normalisation "
-                           "layers, or a better initialisation (kaiming/xavier).")
+                           "layers, or a better initialisation (kaiming/xavier).", statistical=True)
 def vanishing_gradient(v: StepView) -> Iterator[Finding]:
     """The relative gradient (|grad| / |weight|) of the first weight layer is ``vanishing_ratio`` (1e-4) times
     that of the last one or smaller: the early layers effectively stop learning.
@@ -143,7 +143,8 @@ def float64_compute(v: StepView) -> Iterator[Finding]:
 @training_rule("TW107", when="step", name="low-precision-updates-lost", title="Updates rounded away in low precision",
                severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
                remediation="Keep float32 master weights (torch.autocast with float32 parameters, or an optimizer "
-                           "with master weights); do not train parameters stored in bfloat16/float16 directly.")
+                           "with master weights); do not train parameters stored in bfloat16/float16 directly.",
+               statistical=True)
 def low_precision_updates(v: StepView) -> Iterator[Finding]:
     """Most elements of a float16/bfloat16 parameter that received a non-zero gradient did not change at the
     step: the update is smaller than the format's resolution and is rounded away.
@@ -162,7 +163,8 @@ def _median(xs: list[float]) -> float:
 
 @training_rule("TW108", when=("step", "close"), name="loss-divergence", title="Loss is diverging",
                severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
-               remediation="Lower the learning rate (often by 10x), add warm-up or gradient clipping.")
+               remediation="Lower the learning rate (often by 10x), add warm-up or gradient clipping.",
+               statistical=True)
 def loss_divergence(v: StepView) -> Iterator[Finding]:
     """The loss climbed to ``divergence_factor`` (3) times its first value, the loss of the model as
     initialised (judged on medians of three consecutive values, so one noisy batch does not count), or turned
@@ -241,7 +243,7 @@ def loss_at_chance(v: StepView) -> Iterator[Finding]:
                title="Module runs but its parameters get no gradient", severity=Severity.WARN,
                phase=Phase.BACKWARD, obligations=ART15,
                remediation="Remove the stray .detach(), .data, .item() or torch.no_grad() between this module "
-                           "and the loss, or freeze the module on purpose (requires_grad_(False)).")
+                           "and the loss, or freeze the module on purpose (requires_grad_(False)).", statistical=True)
 def gradient_flow_cut(v: StepView) -> Iterator[Finding]:
     """A module ran in the training forward with autograd on, its parameters are trainable and in the optimizer,
     yet on every audited step (at least ``window_min_steps``) they received no gradient: something between it
@@ -253,21 +255,26 @@ def gradient_flow_cut(v: StepView) -> Iterator[Finding]:
     if v.event == "step":
         if not v.trained_modes:
             return
+        # Counts, not step lists: every-step auditing of a long run would otherwise keep every step number.
+        grad = h.notes.setdefault("TW110:grad", set())
+        nograd = h.notes.setdefault("TW110:nograd", {})  # module -> (audited steps without a gradient, last one)
         for p in v.params:
             if p.module in v.modules and (v.optimizer is None or p.group is not None):
-                key = "grad" if p.has_grad else "nograd"
-                h.notes.setdefault(f"TW110:{key}", {}).setdefault(p.module, set()).add(v.step)
+                if p.has_grad:
+                    grad.add(p.module)
+                elif (seen := nograd.get(p.module)) is None or seen[1] != v.step:
+                    nograd[p.module] = ((seen[0] if seen else 0) + 1, v.step)
         return
-    nograd, grad = h.notes.get("TW110:nograd", {}), h.notes.get("TW110:grad", {})
+    nograd, grad = h.notes.get("TW110:nograd", {}), h.notes.get("TW110:grad", set())
     modules = dict(v.watch._inner.named_modules())
-    for module, steps in sorted(nograd.items()):
-        if len(steps) < v.threshold("window_min_steps") or grad.get(module):
+    for module, (count, last) in sorted(nograd.items()):
+        if count < v.threshold("window_min_steps") or module in grad:
             continue
         own = list(modules[module].parameters(recurse=False)) if module in modules else []
         # Updated on some unaudited step (version counter moved): the gradient does arrive, sometimes.
         if all(p._version == v.watch.initial_versions.get(id(p)) for p in own):
-            yield Finding.of("TW110", module, f"{module} ran on {len(steps)} audited steps but its parameters "
-                             "never received a gradient", step=max(steps))
+            yield Finding.of("TW110", module, f"{module} ran on {count} audited steps but its parameters "
+                             "never received a gradient", step=last)
 
 
 @training_rule("TW111", when="close", name="zero-gradient", title="Gradients exactly zero on every audited step",

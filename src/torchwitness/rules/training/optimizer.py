@@ -23,7 +23,7 @@ def _in_optimizer(opt: torch.optim.Optimizer) -> set[int]:
                title="Trainable parameters missing from the optimizer", severity=Severity.ERROR, phase=Phase.INIT,
                obligations=ART15,
                remediation="Build the optimizer after the model is final, from model.parameters(); when you add "
-                           "modules later, optimizer.add_param_group({'params': new.parameters()}).")
+                           "modules later, optimizer.add_param_group({'params': new.parameters()}).", statistical=True)
 def params_missing(v: StepView) -> Iterator[Finding]:
     """Parameters with ``requires_grad=True`` are in no param group: they get gradients but never change.
 
@@ -141,7 +141,8 @@ def noop_freeze_attribute(v: StepView) -> Iterator[Finding]:
 @training_rule("TW306", when="step", name="frozen-params-change", title="Frozen parameters change",
                severity=Severity.ERROR, phase=Phase.STEP, obligations=ART15,
                remediation="Something updates parameters with requires_grad=False: an optimizer given "
-                           "them with stale .grad, weight decay, a manual update, or loading weights each step.")
+                           "them with stale .grad, weight decay, a manual update, or loading weights each step.",
+               statistical=True)
 def frozen_params_change(v: StepView) -> Iterator[Finding]:
     """Parameters with ``requires_grad=False`` changed between audited steps: the freeze is not holding.
 
@@ -163,7 +164,8 @@ def frozen_params_change(v: StepView) -> Iterator[Finding]:
 
 @training_rule("TW307", when="step", name="learning-rate-too-high", title="Updates as large as the weights",
                severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
-               remediation="Lower the learning rate until |update|/|weight| is around 1e-3 per step; add warm-up.")
+               remediation="Lower the learning rate until |update|/|weight| is around 1e-3 per step; add warm-up.",
+               statistical=True)
 def update_ratio_high(v: StepView) -> Iterator[Finding]:
     """In one step a weight matrix moved by ``update_ratio_max`` (1.0) times its own norm or more: the learning
     rate is far too high and the weights are being overwritten, not refined.
@@ -182,7 +184,7 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
 @training_rule("TW308", when="step", name="optimizer-step-noop", title="Optimizer steps change nothing",
                severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
                remediation="Check the learning rate (a scheduler that reaches 0, lr=0 in a param group) and that "
-                           "optimizer.step() runs after backward.")
+                           "optimizer.step() runs after backward.", statistical=True)
 def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
     """Parameters with non-zero gradients did not move at all in the step, on two audited steps.
 
