@@ -291,11 +291,12 @@ class Watch:
         w.stale_checked = True
         # Backward of the step's first backpropagated forward is starting: any gradient already present was
         # left over from before the previous optimizer step (zero_grad forgotten), not accumulated on purpose.
+        # A forgotten zero_grad persists, so it is looked for with the statistical probes. Tensors no optimizer
+        # clears are TW301's business.
         held = self._groups(w) if self.optimizer else None
         stale = [p.grad for p in self._trainable(w) if p.grad is not None and not p.grad.is_sparse
-                 and (held is None or id(p) in held)]  # tensors no optimizer clears are TW301's business
+                 and (held is None or id(p) in held)] if w.statistics else []
         if stale:
-            w.has_stale = True
             w.pack.add("stale", torch.linalg.vector_norm(torch.stack(torch._foreach_norm(stale))))
         if self.optimizer is None:
             torch.autograd.Variable._execution_engine.queue_callback(partial(self._collect_grads, w))
@@ -459,7 +460,7 @@ class Watch:
         w.extra["after"], w.before = self._heads.snapshot([p.param for p in moving]) if moving else ([], [])
         w.extra["moving"] = moving
         w.lowp = [i for i, p in enumerate(p for p in w.params if p.has_grad)
-                  if p.dtype in (torch.float16, torch.bfloat16) and p.group is not None]
+                  if p.dtype in (torch.float16, torch.bfloat16) and p.group is not None] if moving else []
 
     def _post_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         self._measure_update()

@@ -111,7 +111,6 @@ class Window:
     lowp: list[int] = field(default_factory=list)  # indices into params of low-precision tensors
     before: list[torch.Tensor] = field(default_factory=list)
     stale_checked: bool = False
-    has_stale: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -132,7 +131,8 @@ class Window:
         if self.targets is not None or not target.numel():
             return
         self.targets = TensorInfo.of("target", target)
-        self.pack.add("tgt", stats.value_stats(target))
+        if self.statistics or target.is_floating_point():  # class ids cannot be NaN: their bounds persist
+            self.pack.add("tgt", stats.value_stats(target))
         labels = None
         if binary and target.is_floating_point():
             labels, num_classes = (target.detach() > 0.5).to(torch.int64), 2
@@ -185,7 +185,7 @@ class Window:
         t = t if isinstance(t, torch.Tensor) else None
         self.loss = LossInfo(kind=kind, module=module, input=TensorInfo.of("input", x) if x is not None else None,
                              target=TensorInfo.of("target", t) if t is not None else None, weighted=weighted,
-                             producer=producer_op(x) if x is not None else None)
+                             producer=producer_op(x) if x is not None and self.statistics else None)
         if x is not None and x.numel() and x.is_floating_point() and self.statistics:  # what the loss is fed persists
             self.pack.add("loss/in", stats.value_stats(x, bounds=True))
             if x.ndim >= 2:

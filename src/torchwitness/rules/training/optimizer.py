@@ -109,7 +109,8 @@ def decay_on_norm_bias(v: StepView) -> Iterator[Finding]:
 
 @training_rule("TW304", when="step", name="zero-grad-forgotten", title="Gradients accumulate across steps",
                severity=Severity.ERROR, phase=Phase.BACKWARD, obligations=ART15,
-               remediation="Call optimizer.zero_grad() once per optimizer step (before backward or after step).")
+               remediation="Call optimizer.zero_grad() once per optimizer step (before backward or after step).",
+               statistical=True)
 def zero_grad_forgotten(v: StepView) -> Iterator[Finding]:
     """When backward started, the parameters still held non-zero gradients from before the previous optimizer
     step: ``zero_grad()`` is missing, so every step applies the sum of all past gradients.
