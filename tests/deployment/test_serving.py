@@ -120,6 +120,22 @@ def test_host_and_device_inputs_are_committed_alike_and_in_order(tmp_path: Path,
     assert cols["committed"].tolist() == list(range(len(cols["rows"])))
 
 
+def test_an_aged_window_of_device_tensors_waits_for_the_device(tmp_path: Path, model, test_rows,
+                                                              monkeypatch) -> None:
+    """The age thread closes windows the serving threads filled on their own streams: it synchronises first."""
+    import time
+
+    waited: list[torch.device] = []
+    monkeypatch.setattr(torch.accelerator, "synchronize", waited.append)
+    with tw.Run(tmp_path / "run") as run:
+        serve = run.serve(model, window_seconds=0.2)
+        serve(test_rows[:2].as_subclass(_OffHost))  # held for the writer thread, as an accelerator's input is
+        time.sleep(1.0)
+        assert waited == [torch.device("cpu")]
+    (record,) = [r["data"] for r in iter_records(tmp_path / "run", kinds={"inference"})]
+    assert window_columns(record)["rows"].tolist() == [2]
+
+
 @pytest.mark.parametrize("copy_inputs", [True, False])
 def test_row_fingerprints_match_rows_across_requests(tmp_path: Path, model, test_rows, copy_inputs: bool) -> None:
     with tw.Run(tmp_path / "run") as run:
@@ -313,7 +329,7 @@ def test_columns_hold_every_decision_across_folds_windows_and_sampling(tmp_path:
     root = tmp_path / "run"
     policy = ReviewPolicy(min_confidence=0.8, audit_rate=0.0, on_drift=True)
     with tw.Run(root) as run:
-        serve = run.serve(model, window=37, sample_every=5, policy=policy)
+        serve = run.serve(model, window=37, window_seconds=600, sample_every=5, policy=policy)
         for i in range(len(sizes)):
             serve.drift_flag = i in (40, 41)
             serve(test_rows[bounds[i]:bounds[i + 1]])
@@ -347,11 +363,11 @@ def test_a_window_is_recorded_by_age_and_by_held_bytes(tmp_path: Path, model, te
 
     root = tmp_path / "run"
     with tw.Run(root) as run:
-        serve = run.serve(model, window=10_000, window_seconds=0.3, fingerprint="none")
+        serve = run.serve(model, window=10_000, window_seconds=1.0, fingerprint="none")
         for _ in range(20):
             serve(test_rows[:4])
-        time.sleep(0.35)
-        serve(test_rows[:4])  # the first request after the window's age passed closes it
+        time.sleep(2.0)  # the server goes quiet: its window is recorded all the same, at most 0.25 s past its age
+        serve(test_rows[:4])
         serve.flush()
         # retained inputs are held until their window is recorded: a window ends early when they grow too big
         monkeypatch.setattr(inference, "_KEPT_BYTES", 3 * test_rows[:4].nbytes)
@@ -359,7 +375,41 @@ def test_a_window_is_recorded_by_age_and_by_held_bytes(tmp_path: Path, model, te
         for _ in range(7):
             held(test_rows[:4])
     sizes = [len(window_columns(r["data"])["rows"]) for r in iter_records(root, kinds={"inference"})]
-    assert sizes == [21, 3, 3, 1]
+    assert sizes == [20, 1, 3, 3, 1]
+
+
+def test_requests_served_from_several_threads_keep_their_own_columns(tmp_path: Path) -> None:
+    """Threads serving at once (a threaded web server): each request's rows, latency and outputs stay together."""
+    import threading
+
+    class Echo(torch.nn.Module):  # predicts the class written in the input, so a mixed-up column shows
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(x[:, 0].long(), 4).float() * 10
+
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        serve = run.serve(Echo(), window=64, sample_every=3)
+
+        def client(k: int) -> None:
+            for i in range(300):
+                serve(torch.full((k + 1 + i % 2, 3), float(k)))  # thread k sends class k, in k+1 or k+2 rows
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    records = [r["data"] for r in iter_records(root, kinds={"inference"})]
+    columns = [window_columns(r) for r in records]
+    rows = np.concatenate([c["rows"] for c in columns])
+    predictions = np.concatenate([c["predictions"] for c in columns])
+    assert len(rows) == 1200 and rows.sum() == len(predictions)
+    starts = np.concatenate([[0], np.cumsum(rows)[:-1]])
+    for start, n in zip(starts, rows, strict=True):  # each request is k+1 or k+2 rows, all of class k
+        k = predictions[start]
+        assert n in (k + 1, k + 2) and (predictions[start:start + n] == k).all()
+    assert np.bincount(predictions, minlength=4).tolist() == [150 * (2 * k + 3) for k in range(4)]
+    assert sum(len(c["committed"]) for c in columns) == 400  # every 3rd request, counted across threads
 
 
 def test_decision_ids_are_unique_across_recorders_and_sessions(tmp_path: Path, model, test_rows) -> None:

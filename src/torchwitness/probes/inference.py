@@ -1,11 +1,13 @@
 """Inference evidence: a serving wrapper that records served requests in ``inference`` records.
 
 Every request is recorded; the caller's thread does only what must happen there. On the common path that is the
-forward, two clock reads and three list appends (latency, rows, the output tensor): a window's columns are lists
-of numbers, not an object per request. Rarer work waits for the request that needs it: every 16th concatenates
-the held outputs (each live tensor slows the serving loop, measured), a sampled request's input is committed at
-the door (one HMAC-SHA256 call, which releases the GIL while it hashes: nothing the caller does to its tensor
-afterwards can change what was committed), and the first request past the window's deadline closes it. Inputs
+forward, two clock reads and, under the recorder's lock (callers may serve from several threads), three list
+appends (latency, rows, the output tensor): a window's columns are lists of numbers, not an object per request.
+Rarer work waits for the request that needs it: every 16th concatenates the held outputs (each live tensor slows
+the serving loop, measured), and a sampled request's input is committed at the door (one HMAC-SHA256 call, which
+releases the GIL while it hashes: nothing the caller does to its tensor afterwards can change what was
+committed). A small thread closes a window that has reached its age, so an idle server's requests are recorded
+too. Inputs
 on an accelerator, rows to fingerprint one by one and retained inputs are copied instead and finished on the
 writer thread, so serving never waits for the device.
 Every ``window`` requests (or ``window_seconds``, or on :meth:`InferenceRecorder.flush` / run close) the pending
@@ -14,7 +16,7 @@ top-class reduction over the window's outputs runs on the writer thread
 (:class:`~torchwitness.ledger.encoding.Computed`; on the serving thread for outputs on an accelerator, whose
 stream orders it after the forwards, or with a review policy). Flagging for human review
 (:class:`~torchwitness.controls.oversight.ReviewPolicy`) reads the window's confidences on the host, so it runs
-once per window, on the serving thread.
+once per window, on the thread that closes it.
 
 Example::
 
@@ -29,6 +31,7 @@ import hashlib
 import json
 import math
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -238,8 +241,9 @@ class InferenceRecorder:
       thirds of its forward); for models whose forward costs little more than that, a larger k divides the
       cost by k.
     - ``window`` / ``window_seconds``: pending requests become one ``inference`` record after this many requests
-      or this many seconds, whichever comes first (the age is checked as each request arrives; an idle server's
-      open window is recorded on :meth:`flush` or when the run closes).
+      or, at the latest, 1.25 x this many seconds after the window's first request, whichever comes first (a
+      thread of the recorder looks at the window's age four times per ``window_seconds``, so an idle server's
+      requests are recorded too; :meth:`flush` and the run's close record them at once).
     - ``fingerprint``: ``"request"`` (default) stores one keyed commitment per committed request, ``"row"`` one
       per row (lets the key holder match single rows across requests), ``"none"`` no input evidence at all.
     - ``outputs``: ``True`` (default) records each row's top class and confidence; ``False`` leaves them out of
@@ -299,6 +303,7 @@ class InferenceRecorder:
         self._kept_bytes = 0
         self._drifted: list[int] = []  # requests served while drift_flag was set
         self._due = 1  # requests until the next one that needs more than the common path (see _event)
+        self._lock = threading.Lock()  # the open window's columns, between serving threads and the age thread
         seq = run.record("serve.start", {
             "model": self.digest, "sample_every": sample_every, "window": window, "window_seconds": window_seconds,
             "fingerprint": fingerprint, "outputs": outputs, "retain_inputs": retain_inputs,
@@ -307,6 +312,9 @@ class InferenceRecorder:
         serial = str(seq) if seq is not None else uuid.uuid4().hex[:12]
         self.stream = serial if run.world_size == 1 else f"{run.rank}.{serial}"
         run.on_close(self.close)
+        self._closing = threading.Event()
+        self._ager = threading.Thread(target=self._close_aged_windows, name="torchwitness-serve-windows", daemon=True)
+        self._ager.start()
 
     def decision_id(self, number: int) -> str:
         """The id of this recorder's ``number``-th decision (its rows are numbered from 0 in serving order)."""
@@ -331,20 +339,42 @@ class InferenceRecorder:
         start = time.perf_counter()
         with torch.inference_mode():
             probs = torch.softmax(self.model(inputs), dim=-1)
-        self._latency.append(time.perf_counter() - start)
-        self._rows.append(inputs.shape[0])
-        if self._keep_outputs:
-            self._outputs.append(probs)
-        self._due -= 1
-        if self._due == 0 or start >= self._deadline or self.drift_flag:
-            self._event(inputs, start)
+        latency = time.perf_counter() - start
+        self._lock.acquire()  # not a with block: half the cost on a path measured in tenths of a microsecond
+        try:
+            self._latency.append(latency)
+            self._rows.append(inputs.shape[0])
+            if self._keep_outputs:
+                self._outputs.append(probs)
+            self._due -= 1
+            if self._due == 0 or self.drift_flag:
+                self._event(inputs)
+        finally:
+            self._lock.release()
         return probs
 
-    def _event(self, inputs: torch.Tensor, start: float) -> None:
+    def _close_aged_windows(self) -> None:
+        # Closing by age here rather than at the next request: a server that goes quiet would otherwise hold its
+        # last requests unrecorded until traffic resumes or the run closes.
+        while not self._closing.wait(self.window_seconds / 4):
+            if time.monotonic() >= self._deadline:
+                with self._lock:
+                    if time.monotonic() >= self._deadline:
+                        self._settle()
+                        self._flush()
+
+    def _settle(self) -> None:
+        # The window's tensors on an accelerator were made on the serving threads' streams, which this thread's
+        # stream does not follow: wait for the device before reducing or copying them (rare: a quiet server).
+        for device in {t.device for t in (*self._outputs, *self._folded, *self._kept) if not t.is_cpu}:
+            sync = torch.accelerator.synchronize if hasattr(torch, "accelerator") else torch.cuda.synchronize
+            sync(device)
+
+    def _event(self, inputs: torch.Tensor) -> None:
         """Open, sample, fold or close the window at this request; set how many requests until the next event."""
         request = len(self._latency) - 1
         if request == 0:
-            self._deadline = start + self.window_seconds
+            self._deadline = time.monotonic() + self.window_seconds
         if self.drift_flag:
             self._drifted.append(request)
         every = self.sample_every
@@ -352,8 +382,8 @@ class InferenceRecorder:
             self._sample(inputs, request)
         if len(self._outputs) >= _FOLD:
             self._fold()
-        if request + 1 >= self.window or start >= self._deadline or self._kept_bytes >= _KEPT_BYTES:
-            self.flush()
+        if request + 1 >= self.window or self._kept_bytes >= _KEPT_BYTES:
+            self._flush()
             return
         due = min(_FOLD - len(self._outputs), self.window - request - 1)
         if self._keep_inputs:
@@ -389,6 +419,10 @@ class InferenceRecorder:
 
     def flush(self) -> None:
         """Record the pending requests now (one ``inference`` record) and route their flagged rows to review."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
         latency = self._latency
         self._due, self._deadline = 1, math.inf  # the next request opens a window
         if not latency:
@@ -457,6 +491,9 @@ class InferenceRecorder:
 
         Called by the run when it closes; calling it earlier is harmless.
         """
+        self._closing.set()
+        if self._ager is not threading.current_thread():
+            self._ager.join()
         self.flush()
         if self.review is not None:
             self.review.record_pending(self.run.record)
