@@ -4,10 +4,11 @@ On a shared machine step-time ratios swing by several percent between runs, more
 probes are worth. Instruction counts do not depend on the neighbours: this script runs the loop of
 ``benchmarks/overhead.py`` under ``valgrind --tool=cachegrind --cache-sim=no`` twice per mode, once with a few
 steps and once with ``--steps`` more, and divides the difference by ``--steps``, so start-up (importing torch is
-~10 G instructions) cancels out. The garbage collector is frozen and disabled in the counted steps: one full
-collection of torch's objects would otherwise land in one run and not the other. Instructions are not time (a
-cache miss costs more than an add, and the watch's Python runs with cold caches after the step's own work), so
-use this to compare two versions of the watch, and ``overhead.py`` for the ratios the README reports.
+~10 G instructions) cancels out. What would otherwise land in one run and not the other is kept out of the
+counted steps: the garbage collector is frozen and disabled, and the ledger writes no time-based checkpoints.
+Instructions are not time (a cache miss costs more than an add, and the watch's Python runs with cold caches
+after the step's own work), so use this to compare two versions of the watch, and ``overhead.py`` for the
+ratios the README reports.
 
     python benchmarks/instructions.py                      # MLP, bare/thinned/statistical, ~15 minutes on 2 cores
     python benchmarks/instructions.py --model deep_mlp --steps 20
@@ -50,7 +51,10 @@ def child(model_name: str, mode: str, steps: int) -> None:
     model, x, y = MODELS[model_name]()
     opt = torch.optim.AdamW(model.parameters(), 1e-4)
     crit = nn.CrossEntropyLoss()
-    with tempfile.TemporaryDirectory() as d, tw.Run(Path(d) / "run") as run:
+    # No time-based checkpoints: under valgrind a step takes a second, and a checkpoint (a Merkle root, a
+    # signature) falling inside the counted steps in one run and not in the other was the largest variation.
+    with tempfile.TemporaryDirectory() as d, tw.Run(Path(d) / "run", checkpoint_seconds=1e9,
+                                                    checkpoint_every=10**9) as run:
         every = STATISTICS_EVERY[mode]
         if every is not None:
             run.watch(model, opt, loss_fn=crit, every_n_steps=1, first_steps=0, statistics_every=every)
