@@ -7,9 +7,8 @@ Rarer work waits for the request that needs it: every 16th concatenates the held
 the serving loop, measured), and a sampled request's input is committed at the door (one HMAC-SHA256 call, which
 releases the GIL while it hashes: nothing the caller does to its tensor afterwards can change what was
 committed). A small thread closes a window that has reached its age, so an idle server's requests are recorded
-too. Inputs
-on an accelerator, rows to fingerprint one by one and retained inputs are copied instead and finished on the
-writer thread, so serving never waits for the device.
+too. Inputs on an accelerator, rows to fingerprint one by one and retained inputs are copied instead and
+finished on the writer thread, so serving never waits for the device.
 Every ``window`` requests (or ``window_seconds``, or on :meth:`InferenceRecorder.flush` / run close) the pending
 requests become one record: columns packed as arrays, handed to the ledger without a further copy, and the
 top-class reduction over the window's outputs runs on the writer thread
@@ -366,8 +365,8 @@ class InferenceRecorder:
     def _settle(self) -> None:
         # The window's tensors on an accelerator were made on the serving threads' streams, which this thread's
         # stream does not follow: wait for the device before reducing or copying them (rare: a quiet server).
+        sync = torch.accelerator.synchronize if hasattr(torch, "accelerator") else torch.cuda.synchronize  # < 2.6
         for device in {t.device for t in (*self._outputs, *self._folded, *self._kept) if not t.is_cpu}:
-            sync = torch.accelerator.synchronize if hasattr(torch, "accelerator") else torch.cuda.synchronize
             sync(device)
 
     def _event(self, inputs: torch.Tensor) -> None:
