@@ -332,7 +332,11 @@ def test_columns_hold_every_decision_across_folds_windows_and_sampling(tmp_path:
         serve = run.serve(model, window=37, window_seconds=600, sample_every=5, policy=policy)
         for i in range(len(sizes)):
             serve.drift_flag = i in (40, 41)
-            serve(test_rows[bounds[i]:bounds[i + 1]])
+            if i % 4 == 1 or i in (36, 37, 73, 74):  # some ask for their decision ids, also at window ends
+                _, ids = serve(test_rows[bounds[i]:bounds[i + 1]], ids=True)
+                assert ids == [serve.decision_id(n) for n in range(bounds[i], bounds[i + 1])]
+            else:
+                serve(test_rows[bounds[i]:bounds[i + 1]])
         serve.flush()
         flagged = {r.decision_id: r.reason for r in ReviewQueue.for_run(root).open_requests(10_000)}
     records = [r["data"] for r in iter_records(root, kinds={"inference"})]
@@ -390,9 +394,16 @@ def test_requests_served_from_several_threads_keep_their_own_columns(tmp_path: P
     with tw.Run(root) as run:
         serve = run.serve(Echo(), window=64, sample_every=3)
 
+        numbers: dict[int, list[int]] = {k: [] for k in range(4)}
+
         def client(k: int) -> None:
             for i in range(300):
-                serve(torch.full((k + 1 + i % 2, 3), float(k)))  # thread k sends class k, in k+1 or k+2 rows
+                x = torch.full((k + 1 + i % 2, 3), float(k))  # thread k sends class k, in k+1 or k+2 rows
+                if i % 3 == 2:
+                    serve(x)
+                else:
+                    _, ids = serve(x, ids=True)
+                    numbers[k] += [parse_decision_id(d)[2] for d in ids]
 
         threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
         for t in threads:
@@ -404,6 +415,11 @@ def test_requests_served_from_several_threads_keep_their_own_columns(tmp_path: P
     rows = np.concatenate([c["rows"] for c in columns])
     predictions = np.concatenate([c["predictions"] for c in columns])
     assert len(rows) == 1200 and rows.sum() == len(predictions)
+    # the ids each thread was handed (two requests in three) name its own rows, each row once
+    handed = [n for k in range(4) for n in numbers[k]]
+    assert len(set(handed)) == len(handed) == sum(k + 1 + i % 2 for k in range(4) for i in range(300) if i % 3 != 2)
+    for k in range(4):
+        assert (predictions[numbers[k]] == k).all()
     starts = np.concatenate([[0], np.cumsum(rows)[:-1]])
     for start, n in zip(starts, rows, strict=True):  # each request is k+1 or k+2 rows, all of class k
         k = predictions[start]
