@@ -101,6 +101,14 @@ def test_shift_is_caught_in_the_first_window_after_it(adult, tmp_path) -> None:
     assert recorded and recorded[0]["feature"] == "age" and recorded[0]["window"] == 20
     assert {r["statistic"] for r in recorded if r["feature"] == "age"} >= {"ks", "psi"}
     assert len(list(iter_records(tmp_path / "run", kinds={"drift.window"}))) == 40
+    # the recorded reference summarises each feature by deciles: an extreme value appears only where many
+    # people share it (a capital gain of 0), never one person's own (the highest gain, the oldest age)
+    (reference,) = [r["data"] for r in iter_records(tmp_path / "run", kinds={"drift.reference"})]
+    for name, summary in reference["features"].items():
+        assert len(summary["quantiles"]) == 9 and 0 < summary["rows"] <= len(train[name])
+        for extreme in (train[name].min(), train[name].max()):
+            if np.isclose(summary["quantiles"], extreme).any():
+                assert np.isclose(train[name], extreme).mean() > 0.1
 
 
 def test_bad_input_is_refused() -> None:
