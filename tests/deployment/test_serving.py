@@ -246,6 +246,37 @@ def test_token_model_explanations() -> None:
     assert {name for name, _ in e.top} <= {"a", "b", "c", "d"}
 
 
+def test_a_hugging_face_classifier_serves_tokenizer_output(tmp_path: Path) -> None:
+    """Named-tensor requests (what a tokenizer returns) through ``forward``: recorded, committed, refused clearly."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=16, num_labels=3)
+    model = transformers.BertForSequenceClassification(cfg).eval()
+    batches = [transformers.BatchEncoding({"input_ids": torch.randint(1, 64, (n, 12)),
+                                           "attention_mask": torch.ones(n, 12, dtype=torch.long)})
+               for n in (4, 1, 3)]
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        serve = run.serve(model, forward=lambda m, batch: m(**batch).logits)
+        served = [serve(b, ids=True) for b in batches]
+        # the commitment of a named-tensor request: its tensors' bytes in sorted-name order
+        expected = [run.ledger.personal.fingerprint(b["attention_mask"].numpy().tobytes()
+                                                    + b["input_ids"].numpy().tobytes()) for b in batches]
+        with pytest.raises(InputError, match="need each request as one tensor of rows"):
+            run.serve(model, retain_inputs=True, forward=lambda m, batch: m(**batch).logits)(batches[0])
+    (record,) = [r["data"] for r in iter_records(root, kinds={"inference"}) if r["data"]["stream"] == serve.stream]
+    cols = window_columns(record)
+    assert cols["rows"].tolist() == [4, 1, 3] and record["inputs"] == expected
+    with torch.no_grad():
+        logits = torch.cat([model(**b).logits for b in batches])
+    assert np.array_equal(cols["predictions"], logits.argmax(-1).numpy())
+    assert [len(ids) for _, ids in served] == [4, 1, 3]
+    assert all(torch.allclose(p, torch.softmax(model(**b).logits, -1), atol=1e-6) for (p, _), b in
+               zip(served, batches, strict=True))
+    verify_run(root, deep=True)
+
+
 def test_cli_review_and_explain_decision(tmp_path: Path, model, test_rows) -> None:
     root = tmp_path / "run"
     with tw.Run(root) as run:

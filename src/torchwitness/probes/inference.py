@@ -34,7 +34,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -256,12 +257,19 @@ class InferenceRecorder:
     - ``retain_inputs=True`` keeps the raw rows of committed requests in the run's private side store (erasable;
       needed to re-explain a decision later); by default only keyed commitments are kept.
     - ``policy`` routes flagged rows to a :class:`ReviewQueue` (``review``, or the run's own queue).
+    - ``forward(model, request)`` returns the logits when calling the model on the request is not all it takes,
+      e.g. ``lambda model, batch: model(**batch).logits`` for a Hugging Face classifier served tokenizer output.
+      A request may then be a mapping of named tensors (committed as each tensor's bytes in sorted-name order) or
+      a sequence of tensors (in order); ``fingerprint="row"`` and ``retain_inputs`` need a tensor of rows.
+
+    A request's rows are the rows of the model's output (one decision each).
     """
 
     def __init__(self, model: torch.nn.Module, run: Any, *, sample_every: int = 1, window: int = 4096,
                  window_seconds: float = 1.0, fingerprint: FingerprintGranularity = "request", outputs: bool = True,
                  copy_inputs: bool = True, retain_inputs: bool = False, policy: ReviewPolicy | None = None,
-                 review: ReviewQueue | None = None, poll_seconds: float = 0.2) -> None:
+                 review: ReviewQueue | None = None, poll_seconds: float = 0.2,
+                 forward: Callable[[torch.nn.Module, Any], torch.Tensor] | None = None) -> None:
         if sample_every < 1:
             raise InputError("sample_every must be >= 1")
         if window < 1 or window_seconds <= 0:
@@ -269,6 +277,8 @@ class InferenceRecorder:
         if fingerprint not in ("request", "row", "none"):
             raise InputError(f"fingerprint must be 'request', 'row' or 'none', not {fingerprint!r}")
         self.model = model
+        # Bound once, so a custom forward costs the serving path nothing over calling the model itself.
+        self._forward: Callable[[Any], torch.Tensor] = model if forward is None else partial(forward, model)
         self.run = run
         self.sample_every = sample_every
         self.window = window
@@ -351,12 +361,13 @@ class InferenceRecorder:
             self._check_switch()
         start = time.perf_counter()
         with torch.inference_mode():
-            probs = torch.softmax(self.model(inputs), dim=-1)
+            probs = torch.softmax(self._forward(inputs), dim=-1)
         latency = time.perf_counter() - start
+        rows = probs.shape[0]
         self._lock.acquire()  # not a with block: half the cost on a path measured in tenths of a microsecond
         try:
             self._latency.append(latency)
-            self._rows.append(inputs.shape[0])
+            self._rows.append(rows)
             if self._keep_outputs:
                 self._outputs.append(probs)
             first = self._numbered() if ids else 0  # before _event, which may close the window
@@ -366,7 +377,7 @@ class InferenceRecorder:
         finally:
             self._lock.release()
         if ids:
-            return probs, [self.decision_id(n) for n in range(first, first + inputs.shape[0])]
+            return probs, [self.decision_id(n) for n in range(first, first + rows)]
         return probs
 
     def _numbered(self) -> int:
@@ -395,8 +406,9 @@ class InferenceRecorder:
         for device in {t.device for t in (*self._outputs, *self._folded, *self._kept) if not t.is_cpu}:
             sync(device)
 
-    def _event(self, inputs: torch.Tensor) -> None:
+    def _event(self, inputs: Any) -> None:
         """Open, sample, fold or close the window at this request; set how many requests until the next event."""
+        self._due = 1  # until the end of this method: a refused request must not stop the events that follow
         request = len(self._latency) - 1
         if request == 0:
             self._deadline = time.monotonic() + self.window_seconds
@@ -415,8 +427,11 @@ class InferenceRecorder:
             due = min(due, every - (self._served + request) % every)
         self._due = due
 
-    def _sample(self, inputs: torch.Tensor, request: int) -> None:
+    def _sample(self, inputs: Any, request: int) -> None:
         """Commit (and, with retention on, keep) this request's input."""
+        fresh = not isinstance(inputs, torch.Tensor)
+        if fresh:
+            inputs = self._request_bytes(inputs)  # a new tensor: nothing the caller does can change it
         self._committed.append(request)
         at_door = self.fingerprint == "request" and inputs.is_cpu
         if at_door:
@@ -428,11 +443,29 @@ class InferenceRecorder:
             # Rows to fingerprint, inputs on an accelerator (copied asynchronously, committed on the writer
             # thread, so serving never waits for the device) and retained inputs are held until the window ends.
             with torch.inference_mode():
-                kept = inputs.detach().clone() if self.copy_inputs else inputs.detach()
+                kept = inputs.detach().clone() if self.copy_inputs and not fresh else inputs.detach()
             self._kept.append(kept)
             self._kept_bytes += kept.nbytes
             if self.fingerprint == "request" and not at_door:
                 self._commitments.append(kept)
+
+    def _request_bytes(self, inputs: Any) -> torch.Tensor:
+        """A structured request (a mapping of named tensors, as a tokenizer returns, or a sequence of tensors) as
+        one byte tensor to commit: each tensor's bytes in key order (sorted names) or sequence order."""
+        if self.fingerprint == "row" or self.retain_inputs:
+            raise InputError(f"fingerprint='row' and retain_inputs=True need each request as one tensor of rows, "
+                             f"not a {type(inputs).__name__}; use fingerprint='request' (one commitment per request)")
+        if isinstance(inputs, Mapping):
+            tensors = [inputs[k] for k in sorted(inputs)]
+        elif isinstance(inputs, (list, tuple)):
+            tensors = list(inputs)
+        else:
+            tensors = []
+        if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
+            raise InputError(f"a request must be a tensor, or a mapping or sequence of tensors, not "
+                             f"{type(inputs).__name__}")
+        with torch.inference_mode():
+            return torch.cat([t.detach().reshape(-1).view(torch.uint8) for t in tensors])
 
     def _fold(self) -> None:
         # Every output held until its window is recorded is one more live tensor beside the model's own, and the
