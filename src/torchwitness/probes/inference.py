@@ -346,9 +346,9 @@ class InferenceRecorder:
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor: ...
 
     @overload
-    def __call__(self, inputs: torch.Tensor, *, ids: Literal[True]) -> tuple[torch.Tensor, list[str]]: ...
+    def __call__(self, inputs: torch.Tensor, ids: Literal[True]) -> tuple[torch.Tensor, list[str]]: ...
 
-    def __call__(self, inputs: torch.Tensor, *, ids: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[str]]:
+    def __call__(self, inputs: Any, ids: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[str]]:
         """Serve one request: the class probabilities of its rows, and with ``ids=True`` their decision ids too.
 
         A server that answers each request with its decision ids lets a person name the decision they contest
