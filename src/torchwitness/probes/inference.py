@@ -382,7 +382,7 @@ class InferenceRecorder:
 
     def _numbered(self) -> int:
         """The decision number of the latest request's first row (lock held). The window's running row count is
-        brought up to date only here, so requests served without ``ids`` pay nothing for it."""
+        brought up to date only here, so requests served without ``ids`` keep no counter."""
         rows = self._rows
         latest = len(rows) - 1
         self._counted += sum(rows[self._upto:latest])
