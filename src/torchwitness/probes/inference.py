@@ -238,8 +238,8 @@ class InferenceRecorder:
 
     - ``sample_every=k`` commits (and retains) the input of every k-th request, starting with the first. The
       default, 1, commits every input, so the input of any single decision can be proved later. A commitment
-      hashes every byte of the request (~24 us for the demo model's 13 KB batch inside a serving loop here, two
-      thirds of its forward); for models whose forward costs little more than that, a larger k divides the
+      hashes every byte of the request (~15 us for the demo model's 13 KB batch inside a serving loop here, 40 %
+      of its forward); for models whose forward costs little more than that, a larger k divides the
       cost by k.
     - ``window`` / ``window_seconds``: pending requests become one ``inference`` record after this many requests
       or, at the latest, 1.25 x this many seconds after the window's first request, whichever comes first (a
