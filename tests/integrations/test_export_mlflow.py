@@ -15,7 +15,7 @@ import pytest
 
 from torchwitness.integrations.mlflow_export import export_mlflow, metric_points
 from torchwitness.ledger.verify import verify_run
-from torchwitness.report.evidence import Evidence, entries
+from torchwitness.report.evidence import Evidence, entries, get
 
 pytestmark = pytest.mark.slow  # the server takes tens of seconds to create its tables and start
 
@@ -82,6 +82,9 @@ def test_export_to_mlflow_server(mlflow_server: str, evidence_run: Path, tmp_pat
     eps = client.get_metric_history(rid, "epsilon")
     assert len(eps) == len(ev.kind("privacy.epsilon"))
     assert len(client.get_metric_history(rid, "fairness.demographic_parity_difference.sex")) == 4
+    drift = client.get_metric_history(rid, "drift.ks.age")  # the KS alerts, at the windows that raised them
+    assert sorted(m.step for m in drift) == [get(r, "window") for r in ev.kind("drift.alert")
+                                             if get(r, "statistic") == "ks"] and drift
     assert {m[0] for m in metric_points(ev)} <= set(run.data.metrics)
     arts = {a.path for folder in ("ledger", "dossier") for a in client.list_artifacts(rid, folder)}
     newest = sorted((evidence_run / "checkpoints").iterdir())[-1]

@@ -8,8 +8,11 @@ from typing import Any
 
 import numpy as np
 import rfc8785
+import torch
 
 import torchwitness as tw
+from torchwitness.controls.drift import DriftMonitor, DriftReference
+from torchwitness.controls.oversight import ReviewQueue
 
 GROUPS = ("sex=Female", "sex=Male")
 
@@ -80,7 +83,7 @@ def make_rich_run(path: Path, key_dir: Path, *, worse: bool = False, seed: int =
                                       "max_grad_norm": 1.0, "sample_rate": 0.0085, "delta": 1e-5,
                                       "epsilon_budget": 8.0, "poisson_sampling": True, "opacus": "1.5"})
         run.record("consent.grant", {"subject": tw.Personal("subject-0001"), "purpose": "training", "version": "v2",
-                                     "at": 1_700_000_000})
+                                     "start": 1_700_000_000.0, "end": None})
         step = 0
         loss = 0.69
         for epoch in range(4):
@@ -104,9 +107,11 @@ def make_rich_run(path: Path, key_dir: Path, *, worse: bool = False, seed: int =
             run.record("finding", finding("TW101", "error", "loss", "loss is nan at step 30", 30), step=30)
         run.record("finding", finding("TW301", "warn", "optimizer", "Adam with L2 weight decay", 10, final=True),
                    step=30)
-        run.record("consent.access", {"epoch": 0, "rows": 30162, "refused": 12})
+        run.record("consent.access", {"epoch": 0, "purpose": "training", "at": 1_700_000_100.0, "rows_served": 30150,
+                                      "rows_withheld": 12, "withheld": {"revoked": 12},
+                                      "served_digest": "sha256:" + "cd" * 32, "newly_withheld": []})
         run.record("repro.check", {"ok": not worse, "compared": 40, "first_mismatch": 17 if worse else None,
-                                   "mismatch": None, "factory": "demo:factory", "seed": 0})
+                                   "mismatch": ["0.weight"] if worse else [], "factory": "demo:factory", "seed": 0})
         run.record("eval.summary", {"split": "test", "accuracy": 0.8312 - (0.02 if worse else 0), "rows": 15060})
         for edit, delta in (("quant-int8", -0.001), ("quant-int4", -0.03)):
             cert = certificate(edit, delta, 0.006)
@@ -116,13 +121,21 @@ def make_rich_run(path: Path, key_dir: Path, *, worse: bool = False, seed: int =
                 "policy": "balanced", "policy_digest": "sha256:" + "cd" * 32, "baseline_weights": "sha256:" + "01" * 32,
                 "subject_weights": "sha256:" + "02" * 32, "merkle_root": "sha256:" + "03" * 32,
                 "metrics": {"accuracy_delta": delta}, "edit": edit, "action": None})
-        run.record("drift.reference", {"features": ["age", "hours-per-week"], "rows": 15060})
-        for i, stat in enumerate((0.12, 0.27, 0.31)):
-            run.record("drift.alert", {"feature": "age", "test": "psi", "statistic": stat, "threshold": 0.1,
-                                       "window": 1000}, step=1000 * (i + 1))
+        # Deployment records come from the deployment code itself, so the reports read the shapes it writes:
+        # serving, a drift monitor whose last three windows see ages 8 years higher, one reviewer's override.
+        serve = run.serve(torch.nn.Linear(3, 2))
         for _ in range(5):
-            run.record("inference", {"output": int(rng.integers(0, 2)), "latency_ms": float(rng.random())})
-        run.record("review.decision", {"item": 3, "decision": "override", "reviewer": tw.Personal("reviewer-a")})
+            serve(torch.from_numpy(rng.normal(size=(4, 3)).astype(np.float32)))
+        serve.close()
+        monitor = DriftMonitor(DriftReference.from_arrays({"age": rng.normal(40, 10, 2000)}), run=run, window=200,
+                               psi_threshold=0.25)
+        for w in range(6):
+            monitor.update({"age": rng.normal(48 if w >= 3 else 40, 10, 200)})
+        queue = ReviewQueue.for_run(run.path)
+        queue.submit(serve.decision_id(3), "low_confidence", prediction=1, confidence=0.55)
+        queue.decide(serve.decision_id(3), "override", reviewer="reviewer-a", label=0)
+        queue.record_pending(run.record)
+        queue.close()
         run.record("erasure.request", {"note": "unmapped kind, ignored by reports"})
     return Path(path)
 

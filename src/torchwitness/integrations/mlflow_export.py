@@ -21,7 +21,7 @@ from torchwitness.report.evidence import Evidence, dicts, get, mapping, number, 
 STEPS = ("train.audit", "train.step")
 SERIES = ((("train.epoch",), "train_loss", "train_loss"), (("train.epoch",), "test_accuracy", "test_accuracy"),
           (STEPS, "loss", "step_loss"), (STEPS, "grad_norm", "grad_norm"), (("privacy.epsilon",), "epsilon", "epsilon"),
-          (("eval.summary",), "accuracy", "eval_accuracy"), (("drift.alert",), "statistic", "drift_statistic"))
+          (("eval.summary",), "accuracy", "eval_accuracy"))
 
 
 def _mlflow() -> None:
@@ -40,7 +40,8 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
 
 
 def metric_points(ev: Evidence) -> list[tuple[str, float, int, int]]:
-    """``(key, value, timestamp_ms, step)`` for every recorded time-series point, fairness disparities included."""
+    """``(key, value, timestamp_ms, step)`` for every recorded time-series point, fairness disparities and drift
+    alerts (step: the monitoring window) included."""
     points = []
     for kinds, path, key in SERIES:
         points += [(key, y, ev.seq(seq)["ts"] // 1000, int(x)) for x, y, seq in ev.series(kinds, path)]
@@ -52,6 +53,11 @@ def metric_points(ev: Evidence) -> list[tuple[str, float, int, int]]:
                 if v is not None:
                     key = f"fairness.{d.get('metric')}.{'_'.join(strings(view.get('attributes')))}"
                     points.append((key, v, r["ts"] // 1000, epoch if isinstance(epoch, int) else i))
+    for i, r in enumerate(ev.kind("drift.alert")):  # one series per test and feature, over monitoring windows
+        v, window, name = number(get(r, "value")), get(r, "window"), get(r, "statistic")
+        if v is not None and isinstance(name, str):
+            points.append((f"drift.{name}.{get(r, 'feature')}", v, r["ts"] // 1000,
+                           window if isinstance(window, int) else i))
     return points
 
 

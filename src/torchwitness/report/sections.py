@@ -330,19 +330,21 @@ def post_market(ev: Evidence, sec: Section) -> None:
         count(sec, ref, "{n} drift reference snapshots recorded.")
     alerts = ev.kind("drift.alert")
     if alerts:
+        # drift.alert (controls/drift/monitor.py): the statistic's name, its value, the threshold it crossed (a
+        # p-value threshold for the KS, MMD and prediction-shift tests, the value's own for PSI) and the window.
         count(sec, alerts, "{n} drift alerts raised.")
-        pts = [(float(r["step"] if isinstance(r.get("step"), int) else i), v, r["seq"])
-               for i, r in enumerate(alerts)
-               for v in [next((x for x in map(number, (get(r, k) for k in ("statistic", "value", "score")))
-                               if x is not None), None)]
-               if v is not None]
+        pts = [(x if x is not None else float(i), v, r["seq"]) for i, r in enumerate(alerts)
+               for x, v in [(number(get(r, "window")), number(get(r, "value")))] if v is not None]
         if pts:
-            sec.blocks.append(Chart("Drift statistics at alerts", "step", "statistic",
+            sec.blocks.append(Chart("Drift statistics at alerts", "window", "statistic",
                                     [Series("drift statistic", [(x, y) for x, y, _ in pts], [s for *_, s in pts])]))
-        t = Table("Drift alerts", ["seq", "recorded", "feature", "test", "statistic", "threshold"], [], [])
+        t = Table("Drift alerts", ["seq", "recorded", "window", "feature", "statistic", "value", "p-value",
+                                   "threshold"], [], [])
         for r in alerts:
-            t.add([str(r["seq"]), when(r), get(r, "feature"), get(r, "test"),
-                   number(get(r, "statistic")), number(get(r, "threshold"))], [r["seq"]])
+            name = get(r, "statistic")
+            t.add([str(r["seq"]), when(r), number(get(r, "window")), get(r, "feature"),
+                   name if isinstance(name, str) else None, number(get(r, "value")), number(get(r, "p_value")),
+                   number(get(r, "threshold"))], [r["seq"]])
         sec.blocks.append(t)
     for kind, text in (("inference", "{n} inference records (deployer monitoring, Art. 26(5))."),
                        ("llm.generation", "{n} LLM generation records."), ("agent.step", "{n} agent step records."),
@@ -352,7 +354,7 @@ def post_market(ev: Evidence, sec: Section) -> None:
             count(sec, rs, text)
     reviews = ev.kind("review.decision")
     if reviews:
-        outcomes = Counter(str(get(r, "decision") or get(r, "outcome")) for r in reviews)
+        outcomes = Counter(str(get(r, "action")) for r in reviews)  # approve, override or escalate
         count(sec, reviews, "{n} human review decisions (" + ", ".join(f"{n} {k}" for k, n in
                                                                         sorted(outcomes.items())) + ").")
 
