@@ -9,6 +9,7 @@ from torch import nn
 
 from torchwitness.controls.drift import DriftMonitor, DriftReference
 from torchwitness.controls.oversight import ReviewPolicy, ReviewQueue
+from torchwitness.controls.retention import declare_retention
 from torchwitness.demo.adult import NUMERIC
 from torchwitness.integrations.captum import explain_tabular
 from torchwitness.run import Run
@@ -33,6 +34,7 @@ def deployment_stage(run: Run, model: nn.Module, reference_x: torch.Tensor, test
     reference = DriftReference.from_arrays(_features(reference_x, ref_probs), predictions=ref_probs.argmax(-1),
                                            num_classes=2)
     monitor = DriftMonitor(reference, run=run, window=512)
+    declare_retention(run, logs_days=365, role="deployer")  # the logs of use, Art. 26(6)
     serve = run.serve(model, policy=ReviewPolicy(min_confidence=0.55, audit_rate=0.002))
     half = len(test_x) // 2
     alerts = []

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from torchwitness.controls.retention import declare_retention
 from torchwitness.demo.adult import load_adult
 from torchwitness.demo.agent import run_agent_demo
 from torchwitness.demo.certify import certify_stage
@@ -48,6 +49,7 @@ def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, co
     batches = (len(x_train) + config["batch_size"] - 1) // config["batch_size"]
 
     with Run(run_dir, config=config, seed=seed) as run:
+        declare_retention(run, logs_days=365, role="provider")  # Art. 19(1): the training logs
         run.record("data.summary", {"dataset": "uci-adult", "train_rows": len(x_train), "test_rows": len(x_test),
                                     "features": x_train.shape[1],
                                     "positive_rate_train": float(y_train.float().mean())})

@@ -2,7 +2,8 @@
 
 An obligation lists *needs*; a need is met by a record of one of its ``kinds``, a ``finding`` whose rule ID
 starts with one of its ``rules`` prefixes, or a *control* (a record kind whose data carries a given field, e.g.
-a fairness evaluation with a gate decision). All needs met: ``evidence``; some: ``partial``; none: ``none``.
+a fairness evaluation with a gate decision, or a given value of it: a retention policy declared by a provider).
+All needs met: ``evidence``; some: ``partial``; none: ``none``.
 
 >>> m = load_map()
 >>> sorted({o.framework for o in m.obligations})
@@ -109,7 +110,10 @@ def _need_seqs(ev: Evidence, need: Need, controls: dict[str, dict[str, str]]) ->
                  if isinstance(get(r, "rule_id"), str) and get(r, "rule_id").startswith(need.rules)}
     for name in need.controls:
         control = controls[name]
-        seqs |= {r["seq"] for r in ev.kind(control["kind"]) if get(r, control["field"]) is not None}
+        for r in ev.kind(control["kind"]):
+            value = get(r, control["field"])
+            if value is not None and ("equals" not in control or value == control["equals"]):
+                seqs.add(r["seq"])
     return tuple(sorted(seqs))
 
 
