@@ -26,6 +26,8 @@ from torchwitness.probes.inference import (
     verified_input,
     window_columns,
 )
+from torchwitness.report.evidence import Evidence
+from torchwitness.report.obligations import coverage
 
 sys.path.insert(0, str(Path(__file__).parent))
 from served_model import trained_model
@@ -179,11 +181,46 @@ def test_review_flags_decisions_and_stop_switch(tmp_path: Path, model, test_rows
     assert [d["action"] for d in decisions] == ["override", "approve"] and decisions[0]["label"] == 1
     kinds = [r["kind"] for r in iter_records(root, kinds={"oversight.stop", "oversight.resume"})]
     assert kinds == ["oversight.stop", "oversight.resume"]
+    art14 = {c.obligation.id: c for c in coverage(Evidence.load(root))}["EU-AI-Act:Art.14"]
+    assert art14.status == "evidence"  # reviewers' decisions and a stop: Art. 14(4)(d)-(e)
     for path in root.rglob("*"):  # reviewer ids live only as commitments
         if path.is_file():
             assert b"alice@example.org" not in path.read_bytes(), path
     with pytest.raises(InputError, match="needs the corrected --label"):
         queue.decide(flagged[2].decision_id, "override", reviewer="x")
+
+
+def test_a_stop_lifted_before_the_server_looked_is_recorded(tmp_path: Path, model, test_rows) -> None:
+    """A stop and a resume while no request came in (a quiet night): both are evidence, in order."""
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        serve = InferenceRecorder(model, run, policy=ReviewPolicy(min_confidence=0.5), poll_seconds=0)
+        serve(test_rows[:4])
+        queue = ReviewQueue.for_run(root)
+        queue.stop(who="carol@example.org", reason="suspected drift")
+        queue.resume(who="dan@example.org", reason="false alarm")
+        serve(test_rows[:4])  # served: the switch is on again
+        serve.close()
+    events = [(r["kind"], r["data"]["reason"]) for r in iter_records(root, kinds={"oversight.stop",
+                                                                                   "oversight.resume"})]
+    assert events == [("oversight.stop", "suspected drift"), ("oversight.resume", "false alarm")]
+
+
+def test_a_queue_from_before_the_switch_log_keeps_its_unrecorded_stop(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "review.sqlite"
+    db = sqlite3.connect(path)  # the one-row switch table of earlier versions, holding a stop not yet recorded
+    db.executescript("CREATE TABLE switch (id INTEGER PRIMARY KEY CHECK (id = 1), stopped INTEGER NOT NULL, "
+                     "who TEXT, reason TEXT, changed_us INTEGER, recorded INTEGER NOT NULL DEFAULT 1); "
+                     "INSERT INTO switch VALUES (1, 1, 'carol@example.org', 'old stop', 5, 0);")
+    db.close()
+    queue = ReviewQueue(path)
+    assert queue.stopped() == (True, "old stop")
+    recorded: list[tuple[str, dict]] = []
+    queue.record_pending(lambda kind, data: recorded.append((kind, data)) or len(recorded))
+    assert [(k, d["reason"], d["changed_us"]) for k, d in recorded] == [("oversight.stop", "old stop", 5)]
+    assert ReviewQueue(path).stopped() == (True, "old stop")  # reopening finds it moved, not lost
 
 
 def _decide_many(path: str, who: str, ids: list[str]) -> None:

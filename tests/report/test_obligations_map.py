@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from torchwitness.cli import app
+from torchwitness.ledger.schema import kinds
 from torchwitness.report.evidence import Evidence
 from torchwitness.report.obligations import coverage, load_map, obligations_of_kind
 
@@ -42,6 +43,21 @@ def test_map_follows_the_shared_regulatory_reference() -> None:
         line = points[str(sec["section"])]
         assert line.startswith(sec["title"]), (line, sec["title"])
         assert sec["scope"] in line
+
+# Kinds the map names that no torchwitness code writes: the user's own records, by these names.
+USER_KINDS = {"incident",  # serious incidents (Art. 73), from the user's incident process
+              "train.step"}  # a user's own per-step metrics, charted like the watch's train.audit
+
+
+def test_every_kind_the_map_names_is_one_torchwitness_writes() -> None:
+    """A misspelt kind ('review.stop' for 'oversight.stop') leaves an obligation uncovered whatever is recorded."""
+    src = Path(__file__).resolve().parents[2] / "src" / "torchwitness"
+    written = set(kinds()) | {k for f in src.rglob("*.py")
+                              for k in re.findall(r'(?:record|append)\(\s*"([a-z0-9_.]+)"', f.read_text())}
+    m = load_map()
+    named = {k for o in m.obligations for n in o.needs for k in n.kinds} | {c["kind"] for c in m.controls.values()}
+    assert named - written == USER_KINDS
+
 
 def test_rich_run_coverage_statuses(rich_run: Path) -> None:
     ev = Evidence.load(rich_run)

@@ -7,8 +7,9 @@ only one process may append to a ledger at a time, a decision taken while the ru
 as *pending* and recorded by the serving process (``ReviewQueue.record_pending``) or by the next CLI call that
 can open the ledger; ``recorded_seq`` says which record carries it.
 
-The stop switch is a row in the same file: the recorder polls it at most every ``poll_seconds`` and refuses to
-serve while it is set; stopping and resuming are recorded with who did it.
+The stop switch is a log of stop and resume events in the same file: the recorder polls its latest state at most
+every ``poll_seconds`` and refuses to serve while it is stopped; every stop and resume is recorded with who did it,
+also one lifted before the serving process looked.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, decision_id TEXT NOT NULL, action TEXT NOT NULL, label INTEGER,
     reviewer TEXT NOT NULL, note TEXT, decided_us INTEGER NOT NULL, recorded_seq INTEGER);
-CREATE TABLE IF NOT EXISTS switch (
-    id INTEGER PRIMARY KEY CHECK (id = 1), stopped INTEGER NOT NULL, who TEXT, reason TEXT, changed_us INTEGER,
-    recorded INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS switch_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, stopped INTEGER NOT NULL, who TEXT NOT NULL, reason TEXT,
+    changed_us INTEGER NOT NULL, recorded INTEGER NOT NULL DEFAULT 0);
 """
 
 
@@ -91,8 +92,27 @@ class ReviewQueue:
         try:
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self._db.executescript(_SCHEMA)
+            self._migrate_switch()
         except sqlite3.DatabaseError as e:
             raise InputError(f"review queue {self.path} is unreadable: {e}") from None
+
+    def _migrate_switch(self) -> None:
+        # Queues written before the switch kept only its latest state, in a one-row table `switch`: its state,
+        # if not yet in the ledger, moves to the event log so that it is still recorded.
+        exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'switch'"
+        if self._db.execute(exists).fetchone() is None:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if self._db.execute(exists).fetchone() is not None:  # another process may have moved it meanwhile
+                self._db.execute("INSERT INTO switch_events (stopped, who, reason, changed_us, recorded) "
+                                 "SELECT stopped, COALESCE(who, ''), reason, COALESCE(changed_us, 0), recorded "
+                                 "FROM switch WHERE id = 1")
+                self._db.execute("DROP TABLE switch")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     @classmethod
     def for_run(cls, run_dir: str | Path) -> ReviewQueue:
@@ -159,14 +179,14 @@ class ReviewQueue:
                                              "decided_us": decided_us})
             # The reviewer id leaves the queue once its commitment is in the ledger (data minimisation).
             self._db.execute("UPDATE decisions SET recorded_seq = ?, reviewer = '' WHERE id = ?", (seq, rid))
-        switch = self._db.execute("SELECT stopped, who, reason, changed_us FROM switch WHERE id = 1 AND recorded = 0"
-                                  ).fetchone()
-        if switch is not None:
-            stopped, who, reason, changed = switch
+        # Every stop and resume, in order: a stop lifted before the serving process looked is evidence all the same.
+        events = self._db.execute("SELECT id, stopped, who, reason, changed_us FROM switch_events WHERE recorded = 0 "
+                                  "ORDER BY id").fetchall()
+        for eid, stopped, who, reason, changed in events:
             record("oversight.stop" if stopped else "oversight.resume",
                    {"who": Personal(who), "reason": reason, "changed_us": changed})
-            self._db.execute("UPDATE switch SET recorded = 1, who = '' WHERE id = 1")
-        if rows or switch is not None:
+            self._db.execute("UPDATE switch_events SET recorded = 1, who = '' WHERE id = ?", (eid,))
+        if rows or events:
             # The WAL still holds the old pages with the ids in them until it is checkpointed and truncated.
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return len(rows)
@@ -181,14 +201,11 @@ class ReviewQueue:
     def _set(self, stopped: bool, who: str, reason: str) -> None:
         if not who:
             raise InputError("stopping or resuming needs the id of who does it")
-        self._db.execute("INSERT INTO switch (id, stopped, who, reason, changed_us, recorded) "
-                         "VALUES (1, ?, ?, ?, ?, 0) ON CONFLICT(id) DO UPDATE SET stopped = excluded.stopped, "
-                         "who = excluded.who, reason = excluded.reason, changed_us = excluded.changed_us, "
-                         "recorded = 0",
+        self._db.execute("INSERT INTO switch_events (stopped, who, reason, changed_us) VALUES (?, ?, ?, ?)",
                          (int(stopped), who, reason, _now_us()))
 
     def stopped(self) -> tuple[bool, str]:
-        row = self._db.execute("SELECT stopped, reason FROM switch WHERE id = 1").fetchone()
+        row = self._db.execute("SELECT stopped, reason FROM switch_events ORDER BY id DESC LIMIT 1").fetchone()
         return (bool(row[0]), row[1] or "") if row else (False, "")
 
 

@@ -1,7 +1,9 @@
 """Demo stage: serve the Adult model on the test split with drift induced halfway, route flagged decisions to
-human review, decide some, and explain one."""
+human review, decide some, stop and resume serving, and explain one."""
 
 from __future__ import annotations
+
+import time
 
 import torch
 from rich.console import Console
@@ -11,6 +13,7 @@ from torchwitness.controls.drift import DriftMonitor, DriftReference
 from torchwitness.controls.oversight import ReviewPolicy, ReviewQueue
 from torchwitness.controls.retention import declare_retention
 from torchwitness.demo.adult import NUMERIC
+from torchwitness.errors import ServingStopped
 from torchwitness.integrations.captum import explain_tabular
 from torchwitness.run import Run
 
@@ -53,6 +56,14 @@ def deployment_stage(run: Run, model: nn.Module, reference_x: torch.Tensor, test
                           + ", ".join(f"{a.feature} {a.statistic}={a.value:.3f}" for a in found[:3]))
     serve.flush()  # the last window's flagged rows reach the queue
     queue = ReviewQueue.for_run(run.path)
+    # The on-call engineer stops serving over the alert (Art. 14(4)(e)); the recorder refuses until resumed.
+    queue.stop(who="oncall-3@example.org", reason="drift alert: served ages shifted")
+    time.sleep(0.25)  # the recorder looks at the switch at most every 0.2 s
+    try:
+        serve(test_x[:1])
+    except ServingStopped as e:
+        console.print(f"[red]refused[/]: {e}")
+    queue.resume(who="oncall-3@example.org", reason="shift traced to a data-entry change")
     pending = queue.open_requests(5)
     for i, request in enumerate(pending[:3]):
         action = "override" if i == 2 else "approve"
