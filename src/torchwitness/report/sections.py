@@ -128,9 +128,11 @@ def _summary(r: dict[str, Any]) -> str:
     d = mapping(r.get("data"))
     if r["kind"] == "eval.summary":
         return f"{d.get('split', '')} accuracy {fmt(number(d.get('accuracy')))}"
-    if r["kind"] == "fairness.eval":
+    if r["kind"] == "fairness.eval":  # an evaluation outside training has no epoch; a gate that let it pass, no action
         gate = mapping(d.get("gate"))
-        return f"epoch {d.get('epoch')}, {d.get('rows')} rows" + (f", gate {gate.get('action')}" if gate else "")
+        action = gate.get("action")
+        return ", ".join([*([f"epoch {d['epoch']}"] if d.get("epoch") is not None else []), f"{d.get('rows')} rows",
+                          *([f"gate {'no action' if action == 'none' else action}"] if gate else [])])
     return f"{d.get('edit')}: {d.get('verdict')}"
 
 
