@@ -43,6 +43,17 @@ def test_card_of_a_plain_run_says_what_is_missing(plain_run: Path) -> None:
     assert "Intended use is not recorded" in text and "No evidence in this run's ledger." in text
 
 
+def test_a_run_that_names_its_data_only_in_a_datasheet(tmp_path: Path) -> None:
+    import torchwitness as tw
+
+    with tw.Run(tmp_path / "run", config={"stage": "governance"}) as run:
+        run.record("data.datasheet", {"name": "adult.train", "rows": 10})
+        run.record("eval.summary", {"split": "test", "accuracy": 0.8, "rows": 10})
+    card = build_card(tmp_path / "run")
+    validate_card(card)
+    assert "datasets:\n- adult.train" in card and "unknown" not in card
+
+
 def test_validate_card_rejects_bad_metadata_and_missing_sections(rich_run: Path) -> None:
     text = build_card(rich_run)
     with pytest.raises(InputError, match="lacks sections"):

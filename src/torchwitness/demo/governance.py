@@ -108,7 +108,8 @@ def _run(out: Path, *, epochs: int, seed: int, console: Console) -> Path:
     revoking = [consenting[i] for i in rng.choice(len(consenting), 50, replace=False)]
 
     console.print("\n[bold]governance[/]: Adult with sex & race as sensitive attributes, consent, fairness gate")
-    with Run(run_dir, config={"stage": "governance", "epochs": epochs, "seed": seed}, seed=seed) as run:
+    config = {"stage": "governance", "dataset": "uci-adult", "epochs": epochs, "seed": seed}
+    with Run(run_dir, config=config, seed=seed) as run:
         for name, split in (("adult.train", data.train), ("adult.test", data.test)):
             sheet = datasheet(name, features=split.features, labels=split.labels, sensitive=split.sensitive,
                               feature_names=data.feature_names, source="UCI Adult (Becker & Kohavi, 1996)")

@@ -78,7 +78,8 @@ def build_card(run_dir: str | Path, *, intended_use: str | None = None, license:
     result = verify_run(run_dir)
     start = ev.first("run.start")
     config = mapping(get(start, "config")) if start else {}
-    dataset = str(config.get("dataset") or "unknown")
+    sheet = ev.first("data.datasheet")  # a run that names its data only in a datasheet
+    dataset = str(config.get("dataset") or (get(sheet, "name") if sheet else None) or "unknown")
     name = str(config.get("model") or f"run-{ev.run_id}")
     data = hf.ModelCardData(model_name=name, library_name="pytorch", license=license,
                             datasets=[dataset] if dataset != "unknown" else None,
