@@ -1,4 +1,5 @@
-"""A factory for the CLI tests: the Adult MLP trained briefly with a fixed seed (identical weights every call)."""
+"""Factories for the CLI tests: the Adult MLP trained briefly with a fixed seed, and a token classifier (identical
+weights every call)."""
 
 from __future__ import annotations
 
@@ -19,3 +20,19 @@ def trained_model() -> nn.Module:
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
     return model.eval()
+
+
+class _TokenClassifier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.emb(ids)).mean(1))
+
+
+def token_model() -> nn.Module:
+    """A token classifier with fixed weights (for explaining served token-id decisions)."""
+    torch.manual_seed(0)
+    return _TokenClassifier().eval()

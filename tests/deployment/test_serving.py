@@ -15,7 +15,7 @@ import torchwitness as tw
 from torchwitness.controls.oversight import ReviewPolicy, ReviewQueue
 from torchwitness.demo.adult import load_adult
 from torchwitness.errors import InputError, ServingStopped
-from torchwitness.integrations.captum import explain_tabular, explain_tokens
+from torchwitness.integrations.captum import explain_input, explain_tabular, explain_tokens
 from torchwitness.ledger import iter_records, verify_run
 from torchwitness.ledger.encoding import fingerprint_buffers
 from torchwitness.probes.inference import (
@@ -314,6 +314,9 @@ def test_a_hugging_face_classifier_serves_tokenizer_output(tmp_path: Path) -> No
     assert all(torch.allclose(p, torch.softmax(model(**b).logits, -1), atol=1e-6) for (p, _), b in
                zip(served, batches, strict=True))
     verify_run(root, deep=True)
+    # a transformers classifier's decision explained through its input embeddings (its output object unwrapped)
+    explanation = explain_input(model, batches[0]["input_ids"][0], n_steps=32)
+    assert explanation.method == "layer_integrated_gradients" and len(explanation.attributions) == 12
 
 
 def test_cli_review_and_explain_decision(tmp_path: Path, model, test_rows) -> None:
@@ -343,6 +346,27 @@ def test_cli_review_and_explain_decision(tmp_path: Path, model, test_rows) -> No
     row = int(decision.rsplit("-", 1)[1])
     kept = RetainedInputs.for_run(root).get(decision)  # retention on: the exact served row, erasable
     assert np.array_equal(kept, test_rows[row].numpy())
+
+
+def test_cli_explains_a_served_token_model_decision(tmp_path: Path) -> None:
+    """Token ids retained when served are explained by Layer Integrated Gradients through the input embedding."""
+    from served_model import token_model
+
+    model = token_model()
+    ids = torch.randint(1, 20, (6, 5), generator=torch.Generator().manual_seed(1))
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        _, decisions = run.serve(model, retain_inputs=True)(ids, ids=True)
+    explained = subprocess.run([sys.executable, "-m", "torchwitness", "explain-decision", str(root), "--decision",
+                                decisions[4], "--factory", "served_model:token_model", "--steps", "200"],
+                               capture_output=True, text=True, cwd=Path(__file__).parent)
+    assert explained.returncode == 0, explained.stderr
+    (record,) = [r["data"] for r in iter_records(root, kinds={"explain.attribution"})]
+    assert record["method"] == "layer_integrated_gradients" and record["input_checked"] is True
+    with torch.no_grad():  # completeness: the attributions add up to the output's change from the all-0 baseline
+        gap = model(ids[4:5])[0, record["target"]] - model(torch.zeros(1, 5, dtype=torch.long))[0, record["target"]]
+    assert record["total"] == pytest.approx(float(gap), abs=1e-3) and abs(record["delta"]) < 1e-3
+    assert {k for k, _ in record["top"]} <= set(range(5))  # token positions
 
 
 def test_sampling_commits_and_retains_only_sampled_inputs(tmp_path: Path, model, test_rows) -> None:

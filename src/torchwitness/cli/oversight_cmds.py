@@ -85,12 +85,12 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
                                                  "(the one whose digest the inference record holds)."),
                      steps: int = typer.Option(64, "--steps"), top_k: int = typer.Option(5, "--top"),
                      seed: int = typer.Option(0, "--seed")) -> None:
-    """Explain one stored decision with Integrated Gradients and record the attribution.
+    """Explain one stored decision with Integrated Gradients (Layer IG for token ids) and record the attribution.
 
     Needs the input: serve with ``retain_inputs=True`` (kept erasable in the run's private folder). The retained
     input is first checked against the keyed commitment recorded when it was served; one changed since is refused.
     """
-    from torchwitness.integrations.captum import explain_tabular
+    from torchwitness.integrations.captum import explain_input
     from torchwitness.integrations.factory import build_target
     from torchwitness.ledger.reader import iter_records
     from torchwitness.ledger.writer import Ledger
@@ -110,7 +110,7 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
     with Ledger.open(run) as ledger:
         row, checked = verified_input(RetainedInputs.for_run(run), records[-1], decision,
                                       ledger.personal.fingerprint)
-        explanation = explain_tabular(model, torch.from_numpy(row.copy()), n_steps=steps, top_k=top_k, seed=seed)
+        explanation = explain_input(model, torch.from_numpy(row.copy()), n_steps=steps, top_k=top_k, seed=seed)
         seq = ledger.append("explain.attribution", {
             "decision_id": decision, "method": explanation.method, "target": explanation.target,
             "n_steps": explanation.n_steps, "baseline": explanation.baseline, "seed": explanation.seed,

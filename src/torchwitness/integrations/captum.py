@@ -107,3 +107,36 @@ def explain_tokens(model: torch.nn.Module, embedding: torch.nn.Module, token_ids
     per_token = values[0].sum(-1).detach()
     return Explanation("layer_integrated_gradients", target, per_token, float(delta.abs().max()),
                        _top(per_token, tokens, top_k), n_steps, f"token {baseline_id}", seed)
+
+
+
+def input_embedding(model: torch.nn.Module) -> torch.nn.Module:
+    """The layer a token model's attributions go through: ``get_input_embeddings()`` (Hugging Face), else the
+    model's first ``nn.Embedding``."""
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    layer = get_embeddings() if callable(get_embeddings) else None
+    layer = layer or next((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), None)
+    if layer is None:
+        raise InputError("the input is token ids, but the model has no embedding layer to attribute through")
+    return layer
+
+
+class _Logits(torch.nn.Module):
+    """Captum needs a tensor out; a transformers classifier returns an output object that holds the logits."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out = self.model(ids)
+        return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def explain_input(model: torch.nn.Module, x: torch.Tensor, *, n_steps: int = 64, top_k: int = 5,
+                  seed: int = 0) -> Explanation:
+    """One served row, explained the way its input calls for: token ids (an integer row) by Layer Integrated
+    Gradients through the model's input embedding, features by Integrated Gradients."""
+    if x.dtype.is_floating_point:
+        return explain_tabular(model, x, n_steps=n_steps, top_k=top_k, seed=seed)
+    return explain_tokens(_Logits(model), input_embedding(model), x.long(), n_steps=n_steps, top_k=top_k, seed=seed)
