@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import subprocess
 import sys
@@ -221,6 +222,31 @@ def test_a_queue_from_before_the_switch_log_keeps_its_unrecorded_stop(tmp_path: 
     queue.record_pending(lambda kind, data: recorded.append((kind, data)) or len(recorded))
     assert [(k, d["reason"], d["changed_us"]) for k, d in recorded] == [("oversight.stop", "old stop", 5)]
     assert ReviewQueue(path).stopped() == (True, "old stop")  # reopening finds it moved, not lost
+
+
+def test_rows_of_a_sensitive_group_go_to_review_without_their_group_being_recorded(tmp_path: Path, model,
+                                                                                  test_rows) -> None:
+    sex = load_adult().test.sensitive["sex"][:96]
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        serve = run.serve(model, policy=ReviewPolicy(min_confidence=0.0, sensitive_groups=frozenset({"sex=Female"})))
+        served = []
+        for i in range(0, 96, 32):
+            labels = [f"sex={s}" for s in sex[i:i + 32]]
+            served += serve(test_rows[i:i + 32], ids=True, groups=labels)[1]
+        with pytest.raises(InputError, match="one label"):
+            serve(test_rows[:4], groups=["sex=Female"])
+        with pytest.raises(InputError, match="no policy"):
+            run.serve(model)(test_rows[:1], groups=["sex=Female"])
+        serve.flush()
+        flagged = {r.decision_id: r.reason for r in ReviewQueue.for_run(root).open_requests(1000)}
+    assert flagged == {d: "sensitive_group" for d, s in zip(served, sex, strict=True) if s == "Female"}
+    assert 0 < len(flagged) < 96
+    # the labels steer flagging only: the group's name is in the recorded policy, and nowhere else
+    assert [r["kind"] for r in iter_records(root) if "sex=Female" in json.dumps(r)] == ["serve.start"]
+    for path in (root / "private").rglob("*"):
+        if path.is_file():
+            assert b"Female" not in path.read_bytes(), path
 
 
 def _decide_many(path: str, who: str, ids: list[str]) -> None:

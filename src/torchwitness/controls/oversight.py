@@ -211,7 +211,11 @@ class ReviewQueue:
 
 @dataclass(frozen=True)
 class ReviewPolicy:
-    """Which requests go to a human: low confidence, a drift alert, a sensitive group, or a random audit sample."""
+    """Which requests go to a human: low confidence, a drift alert, a sensitive group, or a random audit sample.
+
+    ``sensitive_groups`` names groups (``"sex=Female"``) whose rows all go to review; the serving caller labels
+    each row (``serve(batch, groups=[...])``), since the group is rarely among the model's inputs.
+    """
 
     min_confidence: float = 0.6
     audit_rate: float = 0.0

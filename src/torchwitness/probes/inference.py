@@ -34,7 +34,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from itertools import accumulate
 from pathlib import Path
@@ -312,6 +312,7 @@ class InferenceRecorder:
         self._kept: list[torch.Tensor] = []  # inputs held until the window is recorded (rows, retention, devices)
         self._kept_bytes = 0
         self._drifted: list[int] = []  # requests served while drift_flag was set
+        self._grouped: list[tuple[int, list[str]]] = []  # (request, its rows' group labels), when given
         self._due = 1  # requests until the next one that needs more than the common path (see _event)
         self._counted = self._upto = 0  # rows of the window's first _upto requests (see _numbered)
         self._lock = threading.Lock()  # the open window's columns, between serving threads and the age thread
@@ -343,17 +344,24 @@ class InferenceRecorder:
             raise ServingStopped(f"serving is stopped by a human reviewer: {reason or 'no reason given'}")
 
     @overload
-    def __call__(self, inputs: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, inputs: Any, ids: Literal[False] = False,
+                 groups: Sequence[str] | None = None) -> torch.Tensor: ...
 
     @overload
-    def __call__(self, inputs: torch.Tensor, ids: Literal[True]) -> tuple[torch.Tensor, list[str]]: ...
+    def __call__(self, inputs: Any, ids: Literal[True],
+                 groups: Sequence[str] | None = None) -> tuple[torch.Tensor, list[str]]: ...
 
-    def __call__(self, inputs: Any, ids: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[str]]:
+    def __call__(self, inputs: Any, ids: bool = False,
+                 groups: Sequence[str] | None = None) -> torch.Tensor | tuple[torch.Tensor, list[str]]:
         """Serve one request: the class probabilities of its rows, and with ``ids=True`` their decision ids too.
 
         A server that answers each request with its decision ids lets a person name the decision they contest
         (GDPR Art. 22(3)) and a reviewer find it; under several serving threads this is the only way to learn
         them, since the numbers follow the order in which requests are recorded.
+
+        ``groups`` labels each row with its group (``"sex=Female"``, the names datasheets and fairness reports
+        use) for a review policy's ``sensitive_groups``: a row of such a group goes to review. The labels are
+        used for flagging only and never recorded; the review queue holds the reason, ``sensitive_group``.
         """
         # The common path is a handful of list appends: at ~36 us per forward of a small model, every attribute
         # read here is a tenth of a percent. Everything else waits for the next request that needs it (_event).
@@ -364,6 +372,8 @@ class InferenceRecorder:
             probs = torch.softmax(self._forward(inputs), dim=-1)
         latency = time.perf_counter() - start
         rows = probs.shape[0]
+        if groups is not None:
+            groups = self._checked_groups(groups, rows)
         self._lock.acquire()  # not a with block: half the cost on a path measured in tenths of a microsecond
         try:
             self._latency.append(latency)
@@ -371,6 +381,8 @@ class InferenceRecorder:
             if self._keep_outputs:
                 self._outputs.append(probs)
             first = self._numbered() if ids else 0  # before _event, which may close the window
+            if groups is not None:
+                self._grouped.append((len(self._latency) - 1, groups))
             self._due -= 1
             if self._due == 0 or self.drift_flag:
                 self._event(inputs)
@@ -379,6 +391,14 @@ class InferenceRecorder:
         if ids:
             return probs, [self.decision_id(n) for n in range(first, first + rows)]
         return probs
+
+    def _checked_groups(self, groups: Sequence[str], rows: int) -> list[str]:
+        if self.policy is None:
+            raise InputError("groups label rows for a review policy's sensitive_groups; this recorder has no policy")
+        labels = [groups] if isinstance(groups, str) else list(groups)
+        if len(labels) != rows or not all(isinstance(g, str) for g in labels):
+            raise InputError(f"groups must hold one label (a str) per row: {rows} rows, {len(labels)} labels")
+        return labels
 
     def _numbered(self) -> int:
         """The decision number of the latest request's first row (lock held). The window's running row count is
@@ -485,9 +505,10 @@ class InferenceRecorder:
         self._due, self._deadline = 1, math.inf  # the next request opens a window
         if not latency:
             return
-        rows, committed, kept, drifted = self._rows, self._committed, self._kept, self._drifted
+        rows, committed, kept, drifted, grouped = self._rows, self._committed, self._kept, self._drifted, self._grouped
         first, outputs, commitments = self._first, self._folded + self._outputs, self._commitments
         self._latency, self._rows, self._committed, self._kept, self._drifted = [], [], [], [], []
+        self._grouped = []
         self._outputs, self._folded, self._commitments, self._kept_bytes = [], [], [], 0
         self._counted = self._upto = 0
         decisions = sum(rows)
@@ -525,12 +546,17 @@ class InferenceRecorder:
             self._inputs.put_many([self.decision_id(starts[i] + j) for i in committed for j in range(rows[i])],
                                   batch.detach().cpu().numpy())
         if self.policy is not None:
-            drift = [False] * decisions
+            drift, sensitive = [False] * decisions, [False] * decisions
             for i in drifted:
                 drift[starts[i] - first:starts[i] - first + rows[i]] = [True] * rows[i]
-            self._flag([self.decision_id(n) for n in range(first, first + decisions)], prediction, confidence, drift)
+            for i, labels in grouped:
+                sensitive[starts[i] - first:starts[i] - first + rows[i]] = [g in self.policy.sensitive_groups
+                                                                            for g in labels]
+            self._flag([self.decision_id(n) for n in range(first, first + decisions)], prediction, confidence, drift,
+                       sensitive)
 
-    def _flag(self, ids: list[str], prediction: torch.Tensor, confidence: torch.Tensor, drift: list[bool]) -> None:
+    def _flag(self, ids: list[str], prediction: torch.Tensor, confidence: torch.Tensor, drift: list[bool],
+              sensitive: list[bool]) -> None:
         policy = self.policy
         conf = confidence.detach().cpu().tolist()
         pred = prediction.detach().cpu().tolist()
@@ -539,6 +565,7 @@ class InferenceRecorder:
         for i, decision in enumerate(ids):
             reason = ("drift" if drift[i] and policy.on_drift else
                       "low_confidence" if conf[i] < policy.min_confidence else
+                      "sensitive_group" if sensitive[i] else
                       "audit_sample" if audit[i] else None)
             if reason:
                 rows.append((decision, reason, int(pred[i]), float(conf[i])))
