@@ -330,6 +330,10 @@ def test_a_hugging_face_classifier_serves_tokenizer_output(tmp_path: Path) -> No
         for batch in batches[:2]:  # refused every time, not only the first
             with pytest.raises(InputError, match="need each request as one tensor of rows"):
                 keeper(batch)
+        # rows are kept by decision: a model whose output rows are not its input rows cannot retain them
+        doubled = run.serve(model, retain_inputs=True, forward=lambda m, ids: m(ids.repeat(2, 1)).logits)
+        with pytest.raises(InputError, match="one output row per input row"):
+            doubled(batches[0]["input_ids"])
     (record,) = [r["data"] for r in iter_records(root, kinds={"inference"}) if r["data"]["stream"] == serve.stream]
     cols = window_columns(record)
     assert cols["rows"].tolist() == [4, 1, 3] and record["inputs"] == expected

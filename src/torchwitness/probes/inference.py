@@ -262,7 +262,7 @@ class InferenceRecorder:
       A request may then be a mapping of named tensors (committed as each tensor's bytes in sorted-name order) or
       a sequence of tensors (in order); ``fingerprint="row"`` and ``retain_inputs`` need a tensor of rows.
 
-    A request's rows are the rows of the model's output (one decision each).
+    A request's rows are the rows of the model's output, ``[rows, classes]`` (one decision each).
     """
 
     def __init__(self, model: torch.nn.Module, run: Any, *, sample_every: int = 1, window: int = 4096,
@@ -452,6 +452,10 @@ class InferenceRecorder:
         fresh = not isinstance(inputs, torch.Tensor)
         if fresh:
             inputs = self._request_bytes(inputs)  # a new tensor: nothing the caller does can change it
+        elif (self.fingerprint == "row" or self.retain_inputs) and tuple(inputs.shape[:1]) != (self._rows[request],):
+            raise InputError(f"fingerprint='row' and retain_inputs=True keep input rows by decision, so the model must "
+                             f"give one output row per input row (inputs {tuple(inputs.shape)}, "
+                             f"{self._rows[request]} output rows)")
         self._committed.append(request)
         at_door = self.fingerprint == "request" and inputs.is_cpu
         if at_door:
