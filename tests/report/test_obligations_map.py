@@ -44,9 +44,8 @@ def test_map_follows_the_shared_regulatory_reference() -> None:
         assert line.startswith(sec["title"]), (line, sec["title"])
         assert sec["scope"] in line
 
-# Kinds the map names that no torchwitness code writes: the user's own records, by these names.
-USER_KINDS = {"incident",  # serious incidents (Art. 73), from the user's incident process
-              "train.step"}  # a user's own per-step metrics, charted like the watch's train.audit
+# Kinds the map names that no torchwitness code writes: the user's own records, by this name.
+USER_KINDS = {"train.step"}  # a user's own per-step metrics, charted like the watch's train.audit
 
 
 def test_every_kind_the_map_names_is_one_torchwitness_writes() -> None:

@@ -107,6 +107,7 @@ _KINDS: dict[str, type] = {}
 # verification path never looks schemas up).
 _BUILTIN_KIND_MODULES = (
     "torchwitness.certify.certificate", "torchwitness.controls.consent", "torchwitness.controls.consented_data",
+    "torchwitness.controls.incidents",
     "torchwitness.controls.datasheet", "torchwitness.controls.drift.monitor", "torchwitness.controls.fairness.report",
     "torchwitness.controls.oversight", "torchwitness.controls.privacy", "torchwitness.controls.provenance",
     "torchwitness.controls.provenance_query", "torchwitness.controls.retention", "torchwitness.integrations.captum",

@@ -6,6 +6,7 @@ import datetime as dt
 from collections import Counter
 from typing import Any
 
+from torchwitness.controls.incidents import incident_status
 from torchwitness.report.evidence import Evidence, dicts, entries, get, mapping, number, strings
 from torchwitness.report.model import Chart, Section, Series, Table, fmt
 
@@ -326,6 +327,22 @@ def declaration(ev: Evidence, sec: Section) -> None:
         sec.say(f"EU declaration of conformity recorded: {get(r, 'reference')}.", [r["seq"]])
 
 
+def incidents(ev: Evidence, sec: Section) -> None:
+    """Serious incidents (Art. 73) with their deadlines, as of when the document is built."""
+    found = incident_status(ev.kind("incident", "incident.report"))
+    if not found:
+        return
+    now = dt.datetime.now(dt.timezone.utc)
+    t = Table("Serious incidents (Art. 73)", ["incident", "category", "deadline", "reported", "status"], [], [])
+    for i in found:
+        status = ("on time" if not i.overdue(now) else "late") if i.reported else (
+            "overdue" if i.overdue(now) else "due")
+        t.add([i.incident, i.category, i.deadline.strftime("%Y-%m-%d %H:%M UTC"),
+               i.reported.strftime("%Y-%m-%d %H:%M UTC") if i.reported else None, status], list(i.seqs))
+    sec.blocks.append(t)
+    count(sec, ev.kind("incident"), "{n} serious incidents recorded (as of " + now.strftime("%Y-%m-%d") + ").")
+
+
 def post_market(ev: Evidence, sec: Section) -> None:
     ref = ev.kind("drift.reference")
     if ref:
@@ -349,11 +366,11 @@ def post_market(ev: Evidence, sec: Section) -> None:
                    number(get(r, "threshold"))], [r["seq"]])
         sec.blocks.append(t)
     for kind, text in (("inference", "{n} inference records (deployer monitoring, Art. 26(5))."),
-                       ("llm.generation", "{n} LLM generation records."), ("agent.step", "{n} agent step records."),
-                       ("incident", "{n} incident records.")):
+                       ("llm.generation", "{n} LLM generation records."), ("agent.step", "{n} agent step records.")):
         rs = ev.kind(kind)
         if rs:
             count(sec, rs, text)
+    incidents(ev, sec)
     oldest = ev.seq(0)
     for r in ev.kind("retention.policy"):
         days, role, storage = number(get(r, "logs_days")), get(r, "role"), get(r, "storage")
