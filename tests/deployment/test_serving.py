@@ -399,6 +399,35 @@ def test_cli_explains_a_served_token_model_decision(tmp_path: Path) -> None:
     assert {k for k, _ in record["top"]} <= set(range(5))  # token positions
 
 
+def test_retained_inputs_are_erased_by_decision_and_the_erasure_is_recorded(tmp_path: Path, model,
+                                                                           test_rows) -> None:
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        _, ids = run.serve(model, retain_inputs=True)(test_rows[:8], ids=True)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "torchwitness", *args], capture_output=True, text=True)
+
+    bad = cli("erase", str(root), "--decision", "not-an-id")
+    assert bad.returncode == 2 and "is not a decision id" in bad.stderr
+    done = cli("erase", str(root), "--decision", ids[2], "--decision", ids[5], "--decision", ids[5])
+    assert done.returncode == 0 and "erased 2" in done.stdout, done.stderr
+    again = cli("erase", str(root), "--decision", ids[2])
+    assert again.returncode == 1 and "nothing to erase" in again.stdout
+    store = RetainedInputs.for_run(root)
+    for i in (2, 5):
+        with pytest.raises(InputError, match="no retained input"):
+            store.get(ids[i])
+    assert np.array_equal(store.get(ids[3]), test_rows[3].numpy())
+    private = b"".join(p.read_bytes() for p in (root / "private").iterdir() if p.name.startswith("inputs"))
+    assert test_rows[2].numpy().tobytes() not in private and test_rows[3].numpy().tobytes() in private
+    (erasure,) = [r["data"] for r in iter_records(root, kinds={"inputs.erasure"})]
+    assert erasure == {"decisions": [ids[2], ids[5]], "count": 2, "reason": "data subject request (GDPR Art. 17)"}
+    verify_run(root, deep=True)
+    gdpr17 = {c.obligation.id: c for c in coverage(Evidence.load(root))}["GDPR:Art.17"]
+    assert gdpr17.status == "evidence"
+
+
 def test_sampling_commits_and_retains_only_sampled_inputs(tmp_path: Path, model, test_rows) -> None:
     root = tmp_path / "run"
     with tw.Run(root) as run:

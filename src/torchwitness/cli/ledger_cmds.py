@@ -81,18 +81,26 @@ def show(run: Path = RunArg,
 def erase(run: Path = RunArg,
           subject: list[str] | None = typer.Option(None, "--subject", help="A personal value to erase."),
           commitment: list[str] | None = typer.Option(None, "--commitment", help="Erase by commitment."),
+          decision: list[str] | None = typer.Option(None, "--decision",
+                                                    help="A served decision whose retained input to delete."),
           reason: str = typer.Option("data subject request (GDPR Art. 17)", "--reason"),
           key_dir: Path | None = typer.Option(None, "--key-dir", help="Where the run's private key lives.")
           ) -> None:
-    """Crypto-shred personal payloads and record the erasure; the ledger still verifies afterwards."""
+    """Crypto-shred personal payloads, or delete retained serving inputs, and record the erasure; the ledger still
+    verifies afterwards."""
     from torchwitness.ledger.layout import read_manifest
     from torchwitness.ledger.writer import Ledger
 
-    if not subject and not commitment:
-        raise InputError("name at least one --subject or --commitment to erase")
+    if not subject and not commitment and not decision:
+        raise InputError("name at least one --subject, --commitment or --decision to erase")
     read_manifest(run)
     with Ledger.open(run, key_dir=key_dir) as ledger:
-        n = ledger.erase(values=list(subject or []), commitments=list(commitment or []), reason=reason)
+        n = ledger.erase(values=list(subject or []), commitments=list(commitment or []), reason=reason) if (
+            subject or commitment) else 0
+        if decision:
+            from torchwitness.probes.inference import erase_inputs
+
+            n += len(erase_inputs(run, list(decision), record=ledger.append, reason=reason))
     typer.echo(f"erased {n} personal value(s) from {run}" if n else "nothing to erase: no such personal value")
     if not n:
         raise typer.Exit(1)

@@ -190,8 +190,37 @@ class RetainedInputs:
                              "pass the input yourself)")
         return np.frombuffer(row[2], dtype=row[0]).reshape(json.loads(row[1]))
 
-    def erase(self, decision_id: str) -> bool:
-        return self._db.execute("DELETE FROM inputs WHERE decision_id = ?", (decision_id,)).rowcount > 0
+    def erase(self, decisions: list[str]) -> list[str]:
+        """Delete the rows of ``decisions``; returns those that were kept. Their pages are overwritten
+        (``secure_delete``) and the write-ahead log is truncated, so no copy lingers in the file."""
+        erased = [d for d in dict.fromkeys(decisions)
+                  if self._db.execute("DELETE FROM inputs WHERE decision_id = ?", (d,)).rowcount > 0]
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return erased
+
+
+class InputsErasure(msgspec.Struct):
+    """``inputs.erasure``: retained raw inputs deleted from the private side store, by decision id."""
+
+    decisions: list[str]
+    count: int
+    reason: str
+
+
+register_kind("inputs.erasure", InputsErasure)
+
+
+def erase_inputs(run_dir: str | Path, decisions: list[str], *, record: Callable[..., Any],
+                 reason: str = "data subject request (GDPR Art. 17)") -> list[str]:
+    """Delete the retained inputs of ``decisions`` and record which were deleted (``record``: ``run.record`` or
+    ``Ledger.append``); returns them. The keyed commitments made when they were served stay in the ledger, so
+    its verification still holds; without the input (or the key) they match nothing."""
+    for d in decisions:
+        parse_decision_id(d)  # a clear error for anything that is not a decision id
+    erased = RetainedInputs.for_run(run_dir).erase(decisions)
+    if erased:
+        record("inputs.erasure", {"decisions": erased, "count": len(erased), "reason": reason})
+    return erased
 
 
 def verified_input(store: RetainedInputs, record: dict[str, Any], decision: str,
