@@ -71,13 +71,37 @@ def test_dossier_coverage_and_the_command(tmp_path: Path) -> None:
                                                         ("INC-3", "due"), ("INC-4", "late")]
     art73 = {c.obligation.id: c for c in coverage(Evidence.load(root))}["EU-AI-Act:Art.73"]
     assert art73.status == "evidence"
-    result = CliRunner().invoke(app, ["incidents", str(root)])
+    result = CliRunner().invoke(app, ["incident", "list", str(root)])
     assert result.exit_code == 1 and "INC-2" in result.output and "overdue" in result.output
     with tw.Run(tmp_path / "calm") as run:
         record_incident(run, "INC-5", aware=NOW)
-    assert CliRunner().invoke(app, ["incidents", str(tmp_path / "calm")]).exit_code == 0
+    assert CliRunner().invoke(app, ["incident", "list", str(tmp_path / "calm")]).exit_code == 0
     assert {c.obligation.id: c for c in coverage(Evidence.load(tmp_path / "calm"))}[
         "EU-AI-Act:Art.73"].status == "partial"  # recorded, not yet reported
-    bad = subprocess.run([sys.executable, "-m", "torchwitness", "incidents", str(tmp_path / "nowhere")],
+    bad = subprocess.run([sys.executable, "-m", "torchwitness", "incident", "list", str(tmp_path / "nowhere")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "no such run folder" in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
+def test_an_on_call_engineer_records_an_incident_and_its_report_from_the_command_line(tmp_path: Path) -> None:
+    with tw.Run(tmp_path / "run"):
+        pass
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "torchwitness", "incident", *args, str(tmp_path / "run")],
+                              capture_output=True, text=True)
+
+    added = cli("add", "--id", "INC-8", "--category", "death", "--aware", "2026-11-20T09:30+01:00",
+                "--description", "a patient named in the ticket")
+    assert added.returncode == 0 and "within 10 days" in added.stdout, added.stderr
+    for args, message in ((("add", "--id", "INC-9", "--aware", "2026-11-20T09:30"), "UTC offset"),
+                          (("add", "--id", "INC-9", "--aware", "yesterday"), "ISO 8601"),
+                          (("add", "--id", "INC-9", "--category", "minor"), "category must be one of")):
+        refused = cli(*args)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+    reported = cli("report", "--id", "INC-8", "--authority", "the market surveillance authority",
+                   "--at", "2026-11-27T12:00+00:00")
+    assert reported.returncode == 0, reported.stderr
+    (status,) = run_incidents(tmp_path / "run")
+    assert status.deadline == dt.datetime(2026, 11, 30, 8, 30, tzinfo=UTC) and not status.overdue(NOW)
+    assert [r["kind"] for r in iter_records(tmp_path / "run")][-2:] == ["incident", "incident.report"]

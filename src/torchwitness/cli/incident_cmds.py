@@ -1,4 +1,4 @@
-"""incidents: serious incidents (EU AI Act Art. 73) with their reporting deadlines; exit 1 if one is overdue."""
+"""incident list|add|report: serious incidents (EU AI Act Art. 73) and their reporting deadlines."""
 
 from __future__ import annotations
 
@@ -9,11 +9,40 @@ import typer
 from rich.table import Table
 
 from torchwitness.cli._output import console
+from torchwitness.errors import InputError
 
+incident_app = typer.Typer(help="Serious incidents and their reporting deadlines (EU AI Act Art. 73).",
+                           no_args_is_help=True)
 RunArg = typer.Argument(..., help="The run folder.", show_default=False)
+WhenOpt = typer.Option(None, help="ISO 8601 time with its offset, e.g. 2026-11-20T09:30+01:00 (default: now).")
 
 
-def incidents(run: Path = RunArg) -> None:
+def _when(text: str | None, what: str) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"--{what} {text!r} is not an ISO 8601 time (e.g. 2026-11-20T09:30+01:00)") from None
+    if when.tzinfo is None:
+        raise InputError(f"--{what} needs its UTC offset (e.g. 2026-11-20T09:30+01:00): a bare time could be any hour")
+    return when
+
+
+def _record(run: Path, write) -> int | None:
+    """``write(target)`` with a target whose ``record`` appends to the run's ledger (as ``Run.record`` does)."""
+    from types import SimpleNamespace
+
+    from torchwitness.ledger.layout import read_manifest
+    from torchwitness.ledger.writer import Ledger
+
+    read_manifest(run)
+    with Ledger.open(run) as ledger:
+        return write(SimpleNamespace(record=ledger.append))
+
+
+@incident_app.command("list")
+def list_incidents(run: Path = RunArg) -> None:
     """Serious incidents with their deadlines and reports; exit 1 if one was reported late or is past due."""
     from torchwitness.controls.incidents import run_incidents
     from torchwitness.ledger.layout import read_manifest
@@ -37,5 +66,30 @@ def incidents(run: Path = RunArg) -> None:
         raise typer.Exit(1)
 
 
+@incident_app.command()
+def add(run: Path = RunArg, incident: str = typer.Option(..., "--id", help="Your reference for the incident."),
+        category: str = typer.Option("serious", help="serious (15 days), widespread or critical_infrastructure "
+                                                     "(2 days), death (10 days)."),
+        aware: str | None = WhenOpt,
+        description: str | None = typer.Option(None, help="Stored only as an erasable commitment.")) -> None:
+    """Record a serious incident and the deadline for reporting it."""
+    from torchwitness.controls.incidents import DEADLINE_DAYS, record_incident
+
+    seq = _record(run, lambda target: record_incident(target, incident, category=category,  # type: ignore[arg-type]
+                                                      aware=_when(aware, "aware"), description=description))
+    typer.echo(f"recorded incident {incident} as seq {seq}: report it within {DEADLINE_DAYS[category]} days")
+
+
+@incident_app.command()
+def report(run: Path = RunArg, incident: str = typer.Option(..., "--id", help="The incident's reference."),
+           authority: str = typer.Option(..., help="The authority it was reported to."),
+           at: str | None = WhenOpt) -> None:
+    """Record that an incident was reported to an authority."""
+    from torchwitness.controls.incidents import record_report
+
+    seq = _record(run, lambda target: record_report(target, incident, authority=authority, reported=_when(at, "at")))
+    typer.echo(f"recorded the report of {incident} as seq {seq}")
+
+
 def register(app: typer.Typer) -> None:
-    app.command()(incidents)
+    app.add_typer(incident_app, name="incident")
