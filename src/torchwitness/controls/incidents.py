@@ -106,8 +106,9 @@ def _time(us: int) -> dt.datetime:
 def incident_status(records: list[dict[str, Any]]) -> list[IncidentStatus]:
     """Each recorded incident with its deadline and its first report (``records``: the run's records, any kinds)."""
     reports: dict[str, dict[str, Any]] = {}
-    for r in records:
-        if r["kind"] == "incident.report" and isinstance(r["data"], dict):
+    for r in records:  # records from other versions may lack fields: they are left out, never a crash
+        if r["kind"] == "incident.report" and isinstance(r["data"], dict) and isinstance(
+                r["data"].get("reported_us"), int):
             reports.setdefault(str(r["data"].get("incident")), r)
     out = []
     for r in records:

@@ -377,11 +377,14 @@ def post_market(ev: Evidence, sec: Section) -> None:
         if days is None or oldest is None:
             continue
         article = "Art. 26(6)" if role == "deployer" else "Art. 19(1)"
-        until = dt.datetime.fromtimestamp(oldest["ts"] / 1e6 + days * 86400, dt.timezone.utc).strftime("%Y-%m-%d")
         where = f", in {storage}" if isinstance(storage, str) and storage else ""
-        sec.say(f"The {role} keeps this run's logs at least {fmt(days)} days ({article}{where}): the oldest record, "
-                f"of {when(oldest)[:10]}, until at least {until}.", [r["seq"]], value=days, field="logs_days",
-                basis="field")
+        try:
+            until = dt.datetime.fromtimestamp(oldest["ts"] / 1e6 + days * 86400, dt.timezone.utc).strftime("%Y-%m-%d")
+            kept = f": the oldest record, of {when(oldest)[:10]}, until at least {until}"
+        except (OverflowError, ValueError, OSError):  # beyond the calendar datetime knows: kept for good
+            kept = ""
+        sec.say(f"The {role} keeps this run's logs at least {fmt(days)} days ({article}{where}){kept}.", [r["seq"]],
+                value=days, field="logs_days", basis="field")
     reviews = ev.kind("review.decision")
     if reviews:
         outcomes = Counter(str(get(r, "action")) for r in reviews)  # approve, override or escalate
