@@ -61,3 +61,23 @@ def test_the_dossier_states_until_when_the_oldest_record_is_kept(tmp_path: Path)
     assert len(statements) == 1 and statements[0].value == 365
     assert statements[0].text.endswith(f"until at least {until.isoformat()}.")
     assert "Art. 26(6), in s3://audit-logs (object lock)" in statements[0].text
+
+
+def test_the_retention_command(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with tw.Run(tmp_path / "run"):
+        pass
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "torchwitness", "retention", str(tmp_path / "run"), *args],
+                              capture_output=True, text=True)
+
+    short = cli("--days", "30")
+    assert short.returncode == 2 and "at least six months" in short.stderr and len(short.stderr.splitlines()) == 1
+    done = cli("--days", "400", "--role", "deployer", "--storage", "object storage with a 400-day lock")
+    assert done.returncode == 0 and "400 days" in done.stdout, done.stderr
+    (record,) = [r["data"] for r in iter_records(tmp_path / "run", kinds={"retention.policy"})]
+    assert record == {"logs_days": 400, "six_months": True, "role": "deployer",
+                      "storage": "object storage with a 400-day lock", "basis": None}

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from torchwitness.cli._output import console
+from torchwitness.cli._record import recording
 from torchwitness.errors import InputError
 
 incident_app = typer.Typer(help="Serious incidents and their reporting deadlines (EU AI Act Art. 73).",
@@ -27,18 +28,6 @@ def _when(text: str | None, what: str) -> dt.datetime | None:
     if when.tzinfo is None:
         raise InputError(f"--{what} needs its UTC offset (e.g. 2026-11-20T09:30+01:00): a bare time could be any hour")
     return when
-
-
-def _record(run: Path, write) -> int | None:
-    """``write(target)`` with a target whose ``record`` appends to the run's ledger (as ``Run.record`` does)."""
-    from types import SimpleNamespace
-
-    from torchwitness.ledger.layout import read_manifest
-    from torchwitness.ledger.writer import Ledger
-
-    read_manifest(run)
-    with Ledger.open(run) as ledger:
-        return write(SimpleNamespace(record=ledger.append))
 
 
 @incident_app.command("list")
@@ -75,8 +64,10 @@ def add(run: Path = RunArg, incident: str = typer.Option(..., "--id", help="Your
     """Record a serious incident and the deadline for reporting it."""
     from torchwitness.controls.incidents import DEADLINE_DAYS, record_incident
 
-    seq = _record(run, lambda target: record_incident(target, incident, category=category,  # type: ignore[arg-type]
-                                                      aware=_when(aware, "aware"), description=description))
+    when = _when(aware, "aware")  # bad input is refused before the ledger is opened
+    with recording(run) as target:
+        seq = record_incident(target, incident, category=category, aware=when,  # type: ignore[arg-type]
+                              description=description)
     typer.echo(f"recorded incident {incident} as seq {seq}: report it within {DEADLINE_DAYS[category]} days")
 
 
@@ -87,7 +78,9 @@ def report(run: Path = RunArg, incident: str = typer.Option(..., "--id", help="T
     """Record that an incident was reported to an authority."""
     from torchwitness.controls.incidents import record_report
 
-    seq = _record(run, lambda target: record_report(target, incident, authority=authority, reported=_when(at, "at")))
+    when = _when(at, "at")
+    with recording(run) as target:
+        seq = record_report(target, incident, authority=authority, reported=when)
     typer.echo(f"recorded the report of {incident} as seq {seq}")
 
 
