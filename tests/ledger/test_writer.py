@@ -42,6 +42,52 @@ def test_checkpoints_land_every_n_records(tmp_path: Path) -> None:
     assert sizes == [250, 500, 750, 1000, 1001]
 
 
+def test_an_idle_writer_sleeps_and_wakes_for_appends_and_due_checkpoints(tmp_path: Path) -> None:
+    """No polling while idle; an unflushed append reaches the file at once, also one made just after the writer
+    found the queue empty (it sees the writer busy and does not wake it); a time-based checkpoint lands when due."""
+    import time
+
+    def wait_for(condition, seconds: float = 2.0) -> bool:
+        deadline = time.monotonic() + seconds
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return condition()
+
+    with Ledger.open(tmp_path / "run", checkpoint_every=10_000, checkpoint_seconds=3600) as ledger:
+        ledger.append("x")
+        ledger.checkpoint()
+        loops: list[int] = []
+        drain = ledger._drain
+
+        def counted(limit: int) -> list:
+            loops.append(limit)
+            return drain(limit)
+
+        ledger._drain = counted  # type: ignore[method-assign]
+        time.sleep(0.5)  # idle and every record signed: the writer does not wake at all
+        assert loops == []
+        ledger.append("y")
+        assert wait_for(lambda: ledger.size == 2)
+        raced: list[int | None] = []
+
+        def racing(limit: int) -> list:
+            batch = drain(limit)
+            if not batch and not raced:  # the moment between an empty drain and the writer going idle
+                raced.append(ledger.append("late"))
+            return batch
+
+        ledger._drain = racing  # type: ignore[method-assign]
+        ledger.append("z")  # wakes the writer, whose next empty drain meets the racing append
+        assert wait_for(lambda: ledger.size == 4), "an append racing the writer going idle was left in the queue"
+        assert raced == [3]
+    with Ledger.open(tmp_path / "timed", checkpoint_every=10_000, checkpoint_seconds=0.6) as ledger:
+        ledger.append("x")
+        written = time.monotonic()
+        assert wait_for(lambda: bool(Layout(tmp_path / "timed").checkpoint_files()), 3.0)
+        assert time.monotonic() - written < 1.5  # when due, not at close
+    assert next(int(f.stem) for f in Layout(tmp_path / "timed").checkpoint_files()) == 1
+
+
 def test_concurrent_appenders_get_unique_ordered_seqs(tmp_path: Path) -> None:
     seqs: list[int] = []
     lock = threading.Lock()

@@ -3,7 +3,8 @@
 The caller's thread only checks and copies the record's data (:func:`~torchwitness.ledger.encoding.snapshot`),
 takes a sequence number and appends to an in-memory queue. The writer thread canonicalises (RFC 8785),
 hashes, appends to the segment and index files, and signs a checkpoint every ``checkpoint_every`` records or
-``checkpoint_seconds`` seconds, and at close.
+``checkpoint_seconds`` seconds, and at close. While idle it sleeps until an append, a flush or a due checkpoint
+wakes it (it does not poll), so an idle run costs the process nothing.
 
 Back-pressure: the queue holds ``queue_size`` records. When it is full, ``on_full="block"`` (default) makes the
 caller wait until the writer catches up, so no evidence is ever lost; ``on_full="drop"`` discards the record,
@@ -346,13 +347,23 @@ class Ledger:
                     return
                 if not batch:
                     self._idle = True
-                    self._wake.wait(timeout=min(0.05, self._checkpoint_seconds))
+                    # An append between the drain above and `_idle = True` saw the writer busy and did not wake
+                    # it: look once more before sleeping. Otherwise appends, flushes and close wake the writer, so
+                    # it sleeps until then or until a time-based checkpoint falls due (no polling while idle).
+                    if not self._queue:
+                        self._wake.wait(timeout=self._idle_timeout())
                     self._wake.clear()
                     self._idle = False
         except BaseException as e:  # surfaced to the caller on its next append/flush/close
             self._failed = e
             with self._cond:
                 self._cond.notify_all()
+
+    def _idle_timeout(self) -> float | None:
+        """Seconds until a time-based checkpoint falls due; None when every written record is signed."""
+        if self._frontier.size <= self._checkpointed:
+            return None
+        return max(0.0, self._last_checkpoint_time + self._checkpoint_seconds - time.monotonic())
 
     def _drain(self, limit: int) -> list:
         q = self._queue
