@@ -1,5 +1,5 @@
 """Serious incidents (EU AI Act Art. 73): deadlines by category, lateness read from the records, the dossier
-table, the coverage and the ``incidents`` command's exit status."""
+table, the coverage and the ``incident`` commands."""
 
 from __future__ import annotations
 

@@ -42,16 +42,13 @@ def list_incidents(run: Path = RunArg) -> None:
     table = Table(title=f"{len(found)} serious incident(s) in {run}")
     for col in ("incident", "category", "deadline (UTC)", "reported (UTC)", "status", "records"):
         table.add_column(col)
-    overdue = 0
     for i in found:
-        late = i.overdue(now)
-        overdue += late
-        status = ("late" if late else "on time") if i.reported else ("overdue" if late else "due")
+        status = i.status(now)
         table.add_row(i.incident, i.category, f"{i.deadline:%Y-%m-%d %H:%M}",
                       f"{i.reported:%Y-%m-%d %H:%M}" if i.reported else "",
-                      f"[red]{status}[/]" if late else status, ", ".join(map(str, i.seqs)))
+                      f"[red]{status}[/]" if i.overdue(now) else status, ", ".join(map(str, i.seqs)))
     console.print(table)
-    if overdue:
+    if any(i.overdue(now) for i in found):
         raise typer.Exit(1)
 
 

@@ -28,6 +28,7 @@ import msgspec
 from torchwitness.errors import InputError
 from torchwitness.ledger.encoding import Personal
 from torchwitness.ledger.schema import register_kind
+from torchwitness.ledger.writer import now_us
 
 Category = Literal["serious", "widespread", "critical_infrastructure", "death"]
 DEADLINE_DAYS: dict[str, int] = {"serious": 15, "widespread": 2, "critical_infrastructure": 2, "death": 10}
@@ -57,7 +58,7 @@ register_kind("incident.report", IncidentReport)
 
 def _us(when: dt.datetime | None, what: str) -> int:
     if when is None:
-        return int(dt.datetime.now(dt.timezone.utc).timestamp() * 1e6)
+        return now_us()
     if when.tzinfo is None:
         raise InputError(f"{what} needs a timezone (a naive datetime could be any hour)")
     return int(when.timestamp() * 1e6)
@@ -97,6 +98,11 @@ class IncidentStatus:
     def overdue(self, now: dt.datetime) -> bool:
         """Reported after its deadline, or not reported and the deadline has passed."""
         return (self.reported or now) > self.deadline
+
+    def status(self, now: dt.datetime) -> str:
+        """``on time`` or ``late`` once reported; ``due`` or ``overdue`` before."""
+        late = self.overdue(now)
+        return ("late" if late else "on time") if self.reported else ("overdue" if late else "due")
 
 
 def _time(us: int) -> dt.datetime:

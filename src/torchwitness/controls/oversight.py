@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +25,7 @@ import msgspec
 from torchwitness.errors import InputError
 from torchwitness.ledger.encoding import Personal
 from torchwitness.ledger.schema import register_kind
+from torchwitness.ledger.writer import now_us
 
 Action = Literal["approve", "override", "escalate"]
 ACTIONS = ("approve", "override", "escalate")
@@ -67,10 +67,6 @@ class StopRecord(msgspec.Struct):
 register_kind("review.decision", ReviewDecisionRecord)
 register_kind("oversight.stop", StopRecord)
 register_kind("oversight.resume", StopRecord)
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 @dataclass
@@ -125,10 +121,10 @@ class ReviewQueue:
     def submit(self, decision_id: str, reason: str, *, prediction: int | None = None,
                confidence: float | None = None) -> None:
         self._db.execute("INSERT OR IGNORE INTO requests (decision_id, reason, created_us, prediction, confidence) "
-                         "VALUES (?, ?, ?, ?, ?)", (decision_id, reason, _now_us(), prediction, confidence))
+                         "VALUES (?, ?, ?, ?, ?)", (decision_id, reason, now_us(), prediction, confidence))
 
     def submit_many(self, rows: list[tuple[str, str, int | None, float | None]]) -> None:
-        now = _now_us()
+        now = now_us()
         self._db.execute("BEGIN IMMEDIATE")
         self._db.executemany("INSERT OR IGNORE INTO requests (decision_id, reason, created_us, prediction, "
                              "confidence) VALUES (?, ?, ?, ?, ?)", [(d, r, now, p, c) for d, r, p, c in rows])
@@ -155,7 +151,7 @@ class ReviewQueue:
                 raise InputError(f"no review request for decision {decision_id!r}")
             cur = self._db.execute("INSERT INTO decisions (decision_id, action, label, reviewer, note, decided_us) "
                                    "VALUES (?, ?, ?, ?, ?, ?)",
-                                   (decision_id, action, label, reviewer, note, _now_us()))
+                                   (decision_id, action, label, reviewer, note, now_us()))
             self._db.execute("UPDATE requests SET status = ? WHERE decision_id = ?",
                              ("escalated" if action == "escalate" else "decided", decision_id))
             self._db.execute("COMMIT")
@@ -202,7 +198,7 @@ class ReviewQueue:
         if not who:
             raise InputError("stopping or resuming needs the id of who does it")
         self._db.execute("INSERT INTO switch_events (stopped, who, reason, changed_us) VALUES (?, ?, ?, ?)",
-                         (int(stopped), who, reason, _now_us()))
+                         (int(stopped), who, reason, now_us()))
 
     def stopped(self) -> tuple[bool, str]:
         row = self._db.execute("SELECT stopped, reason FROM switch_events ORDER BY id DESC LIMIT 1").fetchone()

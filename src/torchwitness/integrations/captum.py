@@ -109,13 +109,13 @@ def explain_tokens(model: torch.nn.Module, embedding: torch.nn.Module, token_ids
                        _top(per_token, tokens, top_k), n_steps, f"token {baseline_id}", seed)
 
 
-
 def input_embedding(model: torch.nn.Module) -> torch.nn.Module:
     """The layer a token model's attributions go through: ``get_input_embeddings()`` (Hugging Face), else the
     model's first ``nn.Embedding``."""
     get_embeddings = getattr(model, "get_input_embeddings", None)
     layer = get_embeddings() if callable(get_embeddings) else None
-    layer = layer or next((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), None)
+    if layer is None:
+        layer = next((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), None)
     if layer is None:
         raise InputError("the input is token ids, but the model has no embedding layer to attribute through")
     return layer

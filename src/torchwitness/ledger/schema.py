@@ -107,14 +107,13 @@ _KINDS: dict[str, type] = {}
 # verification path never looks schemas up).
 _BUILTIN_KIND_MODULES = (
     "torchwitness.certify.certificate", "torchwitness.controls.consent", "torchwitness.controls.consented_data",
-    "torchwitness.controls.incidents",
-    "torchwitness.controls.datasheet", "torchwitness.controls.drift.monitor", "torchwitness.controls.fairness.report",
-    "torchwitness.controls.oversight", "torchwitness.controls.privacy", "torchwitness.controls.provenance",
-    "torchwitness.controls.provenance_query", "torchwitness.controls.retention", "torchwitness.integrations.captum",
-    "torchwitness.probes.agent",
-    "torchwitness.probes.generation", "torchwitness.probes.inference",
-    "torchwitness.probes.operators", "torchwitness.probes.replay", "torchwitness.probes.repro",
-    "torchwitness.rules.artifact.model_file", "torchwitness.rules.findings", "torchwitness.rules.static.engine",
+    "torchwitness.controls.datasheet", "torchwitness.controls.drift.monitor",
+    "torchwitness.controls.fairness.report", "torchwitness.controls.incidents", "torchwitness.controls.oversight",
+    "torchwitness.controls.privacy", "torchwitness.controls.provenance", "torchwitness.controls.provenance_query",
+    "torchwitness.controls.retention", "torchwitness.integrations.captum", "torchwitness.probes.agent",
+    "torchwitness.probes.generation", "torchwitness.probes.inference", "torchwitness.probes.operators",
+    "torchwitness.probes.replay", "torchwitness.probes.repro", "torchwitness.rules.artifact.model_file",
+    "torchwitness.rules.findings", "torchwitness.rules.static.engine",
 )
 _builtins_loaded = False
 

@@ -48,7 +48,8 @@ FsyncPolicy = Literal["never", "checkpoint", "always"]
 FullPolicy = Literal["block", "drop"]
 
 
-def _now_us() -> int:
+def now_us() -> int:
+    """Microseconds since the Unix epoch (UTC): the records' ``ts`` and every ``*_us`` field."""
     return time.time_ns() // 1000
 
 
@@ -148,7 +149,7 @@ class Ledger:
                     "format": FORMAT,
                     "run": run_id,
                     "origin": f"torchwitness/{run_id}" + (f"/rank-{rank}" if shard else ""),
-                    "created_us": _now_us(),
+                    "created_us": now_us(),
                     "segment_records": segment_records,
                     "signer": key.public.fingerprint,
                     "hash": "sha256",
@@ -246,7 +247,7 @@ class Ledger:
         return self._enqueue(kind, step, payload, deferred, force=False)
 
     def _enqueue(self, kind: str, step: int | None, payload: Any, deferred: bool, *, force: bool) -> int | None:
-        ts = _now_us()
+        ts = now_us()
         with self._lock:
             if not force and len(self._queue) >= self._maxsize:
                 if self._on_full == "drop":

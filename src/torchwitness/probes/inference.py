@@ -191,7 +191,7 @@ class RetainedInputs:
         return np.frombuffer(row[2], dtype=row[0]).reshape(json.loads(row[1]))
 
     def erase(self, decisions: list[str]) -> list[str]:
-        """Delete the rows of ``decisions``; returns those that were kept. Their pages are overwritten
+        """Delete the rows of ``decisions``; returns those it held. Their pages are overwritten
         (``secure_delete``) and the write-ahead log is truncated, so no copy lingers in the file."""
         erased = [d for d in dict.fromkeys(decisions)
                   if self._db.execute("DELETE FROM inputs WHERE decision_id = ?", (d,)).rowcount > 0]

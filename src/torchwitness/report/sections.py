@@ -335,10 +335,8 @@ def incidents(ev: Evidence, sec: Section) -> None:
     now = dt.datetime.now(dt.timezone.utc)
     t = Table("Serious incidents (Art. 73)", ["incident", "category", "deadline", "reported", "status"], [], [])
     for i in found:
-        status = ("on time" if not i.overdue(now) else "late") if i.reported else (
-            "overdue" if i.overdue(now) else "due")
         t.add([i.incident, i.category, i.deadline.strftime("%Y-%m-%d %H:%M UTC"),
-               i.reported.strftime("%Y-%m-%d %H:%M UTC") if i.reported else None, status], list(i.seqs))
+               i.reported.strftime("%Y-%m-%d %H:%M UTC") if i.reported else None, i.status(now)], list(i.seqs))
     sec.blocks.append(t)
     count(sec, ev.kind("incident"), "{n} serious incidents recorded (as of " + now.strftime("%Y-%m-%d") + ").")
 
