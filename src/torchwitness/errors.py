@@ -30,6 +30,10 @@ class LedgerError(TorchWitnessError):
     """The ledger cannot be opened or appended to (corrupt, locked, key missing)."""
 
 
+class LedgerBusy(LedgerError):
+    """Another process holds the ledger open for appending (see :func:`torchwitness.ledger.inbox.appending`)."""
+
+
 class SigningKeyError(LedgerError):
     """A signing or verification key is missing, malformed or not the expected one."""
 

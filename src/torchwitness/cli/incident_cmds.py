@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from torchwitness.cli._output import console
-from torchwitness.cli._record import recording
+from torchwitness.cli._record import recorded
 from torchwitness.errors import InputError
 
 incident_app = typer.Typer(help="Serious incidents and their reporting deadlines (EU AI Act Art. 73).",
@@ -59,13 +59,16 @@ def add(run: Path = RunArg, incident: str = typer.Option(..., "--id", help="Your
         aware: str | None = WhenOpt,
         description: str | None = typer.Option(None, help="Stored only as an erasable commitment.")) -> None:
     """Record a serious incident and the deadline for reporting it."""
-    from torchwitness.controls.incidents import DEADLINE_DAYS, record_incident
+    from torchwitness.controls.incidents import DEADLINE_DAYS, check_category, record_incident
+    from torchwitness.ledger.inbox import appending
 
     when = _when(aware, "aware")  # bad input is refused before the ledger is opened
-    with recording(run) as target:
+    check_category(category)
+    with appending(run) as target:
         seq = record_incident(target, incident, category=category, aware=when,  # type: ignore[arg-type]
                               description=description)
-    typer.echo(f"recorded incident {incident} as seq {seq}: report it within {DEADLINE_DAYS[category]} days")
+    typer.echo(f"recorded incident {incident} {recorded(target, seq)}: report it within "
+               f"{DEADLINE_DAYS[category]} days")
 
 
 @incident_app.command()
@@ -74,11 +77,12 @@ def report(run: Path = RunArg, incident: str = typer.Option(..., "--id", help="T
            at: str | None = WhenOpt) -> None:
     """Record that an incident was reported to an authority."""
     from torchwitness.controls.incidents import record_report
+    from torchwitness.ledger.inbox import appending
 
     when = _when(at, "at")
-    with recording(run) as target:
+    with appending(run) as target:
         seq = record_report(target, incident, authority=authority, reported=when)
-    typer.echo(f"recorded the report of {incident} as seq {seq}")
+    typer.echo(f"recorded the report of {incident} {recorded(target, seq)}")
 
 
 def register(app: typer.Typer) -> None:

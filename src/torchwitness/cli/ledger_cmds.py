@@ -88,21 +88,27 @@ def erase(run: Path = RunArg,
           ) -> None:
     """Crypto-shred personal payloads, or delete retained serving inputs, and record the erasure; the ledger still
     verifies afterwards."""
-    from torchwitness.ledger.layout import read_manifest
-    from torchwitness.ledger.writer import Ledger
+    from torchwitness.ledger.inbox import appending
 
     if not subject and not commitment and not decision:
         raise InputError("name at least one --subject, --commitment or --decision to erase")
-    read_manifest(run)
-    with Ledger.open(run, key_dir=key_dir) as ledger:
-        n = ledger.erase(values=list(subject or []), commitments=list(commitment or []), reason=reason) if (
+    with appending(run, key_dir=key_dir) as target:
+        values = target.erase(values=list(subject or []), commitments=list(commitment or []), reason=reason) if (
             subject or commitment) else 0
+        inputs = 0
         if decision:
             from torchwitness.probes.inference import erase_inputs
 
-            n += len(erase_inputs(run, list(decision), record=ledger.append, reason=reason))
-    typer.echo(f"erased {n} personal value(s) from {run}" if n else "nothing to erase: no such personal value")
-    if not n:
+            # Retained inputs live in a file of their own: deleted here and now, whoever holds the ledger.
+            inputs = len(erase_inputs(run, list(decision), record=target.record, reason=reason))
+    n = (values or 0) + inputs
+    if values is None:
+        typer.echo(f"queued the erasure of the named personal values for the process that holds {run} open: it "
+                   "erases them when it next looks at its inbox (every second) or when it closes")
+    if n:
+        typer.echo(f"erased {n} personal value(s) from {run}")
+    elif values is not None:
+        typer.echo("nothing to erase: no such personal value")
         raise typer.Exit(1)
 
 

@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from torchwitness.cli._output import console
-from torchwitness.errors import InputError, LedgerError
+from torchwitness.cli._record import recorded
+from torchwitness.errors import InputError, LedgerBusy
 
 review_app = typer.Typer(help="Human review of flagged decisions and the stop switch (EU AI Act Art. 14).",
                          no_args_is_help=True)
@@ -30,9 +31,7 @@ def _record_now(run: Path, queue) -> str:
     try:
         with Ledger.open(run) as ledger:
             n = queue.record_pending(ledger.append)
-    except LedgerError as e:
-        if "already open" not in str(e):
-            raise
+    except LedgerBusy:
         return "pending: the serving process records it"
     return f"recorded {n} decision(s) in the ledger" if n else "recorded in the ledger"
 
@@ -92,8 +91,8 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
     """
     from torchwitness.integrations.captum import explain_input
     from torchwitness.integrations.factory import build_target
+    from torchwitness.ledger.inbox import appending
     from torchwitness.ledger.reader import iter_records
-    from torchwitness.ledger.writer import Ledger
     from torchwitness.probes.inference import RetainedInputs, model_digest, parse_decision_id, verified_input
 
     run_id, stream, number = parse_decision_id(decision)
@@ -107,11 +106,11 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
         raise InputError("the factory's model is not the one that made this decision (weights digest differs)")
     import torch
 
-    with Ledger.open(run) as ledger:
+    with appending(run) as target:
         row, checked = verified_input(RetainedInputs.for_run(run), records[-1], decision,
-                                      ledger.personal.fingerprint)
+                                      target.personal.fingerprint)
         explanation = explain_input(model, torch.from_numpy(row.copy()), n_steps=steps, top_k=top_k, seed=seed)
-        seq = ledger.append("explain.attribution", {
+        seq = target.record("explain.attribution", {
             "decision_id": decision, "method": explanation.method, "target": explanation.target,
             "n_steps": explanation.n_steps, "baseline": explanation.baseline, "seed": explanation.seed,
             "delta": explanation.delta, "top": [[k, v] for k, v in explanation.top],
@@ -121,7 +120,8 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
                    "retained input could not be checked against the ledger", err=True)
     for name, value in explanation.top:
         typer.echo(f"{name}\t{value:+.4f}")
-    typer.echo(f"class {explanation.target}, convergence delta {explanation.delta:.2e}, recorded as seq {seq}")
+    typer.echo(f"class {explanation.target}, convergence delta {explanation.delta:.2e}, recorded "
+               f"{recorded(target, seq)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from torchwitness.cli._record import recording
+from torchwitness.cli._record import recorded
 
 
 def retention(run: Path = typer.Argument(..., help="The run folder.", show_default=False),
@@ -17,11 +17,12 @@ def retention(run: Path = typer.Argument(..., help="The run folder.", show_defau
               ) -> None:
     """Record how long this run's logs are kept, and by whom (a retention.policy record)."""
     from torchwitness.controls.retention import declare_retention
+    from torchwitness.ledger.inbox import appending
 
-    with recording(run) as target:
+    with appending(run) as target:
         seq = declare_retention(target, logs_days=days, role=role, storage=storage,  # type: ignore[arg-type]
                                 basis=basis)
-    typer.echo(f"recorded the {role}'s retention of {days} days as seq {seq}")
+    typer.echo(f"recorded the {role}'s retention of {days} days {recorded(target, seq)}")
 
 
 def register(app: typer.Typer) -> None:

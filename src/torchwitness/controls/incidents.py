@@ -64,14 +64,20 @@ def _us(when: dt.datetime | None, what: str) -> int:
     return int(when.timestamp() * 1e6)
 
 
+def check_category(category: str) -> str:
+    """``category``, or a one-line error naming the categories Art. 73 sets deadlines for."""
+    if category not in DEADLINE_DAYS:
+        raise InputError(f"incident category must be one of {', '.join(DEADLINE_DAYS)} (EU AI Act Art. 73(2)-(4)), "
+                         f"not {category!r}")
+    return category
+
+
 def record_incident(run: Any, incident: str, *, category: Category = "serious", aware: dt.datetime | None = None,
                     description: str | None = None) -> int | None:
     """Record a serious incident the provider became aware of at ``aware`` (default: now)."""
     if not incident:
         raise InputError("an incident needs the provider's reference for it")
-    if category not in DEADLINE_DAYS:
-        raise InputError(f"incident category must be one of {', '.join(DEADLINE_DAYS)} (EU AI Act Art. 73(2)-(4)), "
-                         f"not {category!r}")
+    check_category(category)
     aware_us = _us(aware, "aware")
     return run.record("incident", {
         "incident": incident, "category": category, "aware_us": aware_us,

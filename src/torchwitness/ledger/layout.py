@@ -9,6 +9,7 @@
       checkpoints/<size>.note   signed tree heads (C2SP tlog-checkpoint)
       keys/signer.vkey       the signer's public key (C2SP verifier key)
       private/personal.sqlite   salts and retained cleartexts of personal values: never share this folder
+      private/inbox.sqlite      operations other processes left for the process holding the ledger
       blobs/sha256-<hex>     content-addressed artefacts referenced from records
 """
 
@@ -51,6 +52,10 @@ class Layout:
     @property
     def personal(self) -> Path:
         return self.root / "private" / "personal.sqlite"
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "private" / "inbox.sqlite"
 
     @property
     def blobs(self) -> Path:

@@ -4,7 +4,9 @@ The caller's thread only checks and copies the record's data (:func:`~torchwitne
 takes a sequence number and appends to an in-memory queue. The writer thread canonicalises (RFC 8785),
 hashes, appends to the segment and index files, and signs a checkpoint every ``checkpoint_every`` records or
 ``checkpoint_seconds`` seconds, and at close. While idle it sleeps until an append, a flush or a due checkpoint
-wakes it (it does not poll), so an idle run costs the process nothing.
+wakes it (it does not poll), so an idle run costs the process nothing. A second thread performs what other
+processes leave in the run's inbox (:mod:`torchwitness.ledger.inbox`): it looks once a second, a file-status
+check while no inbox exists.
 
 Back-pressure: the queue holds ``queue_size`` records. When it is full, ``on_full="block"`` (default) makes the
 caller wait until the writer catches up, so no evidence is ever lost; ``on_full="drop"`` discards the record,
@@ -28,10 +30,11 @@ import re
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from torchwitness.errors import InputError, LedgerError, SigningKeyError, VerificationError
+from torchwitness.errors import InputError, LedgerBusy, LedgerError, SigningKeyError, VerificationError
 from torchwitness.ledger.canonical import canonical_json
 from torchwitness.ledger.encoding import finalize, snapshot
 from torchwitness.ledger.keys import PublicKey, SigningKey
@@ -66,9 +69,9 @@ class Ledger:
 
     def __init__(self, layout: Layout, manifest: dict, key: SigningKey, *, rank: int,
                  checkpoint_every: int, checkpoint_seconds: float, fsync: FsyncPolicy, on_full: FullPolicy,
-                 queue_size: int, retain_personal: bool, lock_fd: int) -> None:
-        if checkpoint_every < 1 or checkpoint_seconds <= 0 or queue_size < 1:
-            raise InputError("checkpoint_every, checkpoint_seconds and queue_size must be positive")
+                 queue_size: int, retain_personal: bool, lock_fd: int, inbox_seconds: float = 1.0) -> None:
+        if checkpoint_every < 1 or checkpoint_seconds <= 0 or queue_size < 1 or inbox_seconds <= 0:
+            raise InputError("checkpoint_every, checkpoint_seconds, queue_size and inbox_seconds must be positive")
         if fsync not in ("never", "checkpoint", "always"):
             raise InputError(f"fsync must be 'never', 'checkpoint' or 'always', not {fsync!r}")
         if on_full not in ("block", "drop"):
@@ -112,6 +115,11 @@ class Ledger:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"torchwitness-writer-{self.run_id}", daemon=True)
         self._thread.start()
+        self._inbox_seconds = inbox_seconds
+        self._inbox_closing = threading.Event()
+        self._inbox_thread = threading.Thread(target=self._watch_inbox, name=f"torchwitness-inbox-{self.run_id}",
+                                              daemon=True)
+        self._inbox_thread.start()
         atexit.register(self.close)
         if self.recovery.needed:
             self.append("ledger.recovered", {
@@ -127,11 +135,12 @@ class Ledger:
              shard: bool = False,
              segment_records: int = 65_536, checkpoint_every: int = 1000, checkpoint_seconds: float = 30.0,
              fsync: FsyncPolicy = "checkpoint", on_full: FullPolicy = "block", queue_size: int = 100_000,
-             retain_personal: bool = False) -> Ledger:
+             retain_personal: bool = False, inbox_seconds: float = 1.0) -> Ledger:
         """Create the run folder ``root`` or reopen it for appending (recovering after a crash).
 
         ``run_id`` names a new run (random by default); ``shard=True`` makes this ledger one rank's shard of a
-        distributed run, with its own origin ``torchwitness/<run>/rank-<rank>``.
+        distributed run, with its own origin ``torchwitness/<run>/rank-<rank>``. While open, the ledger performs the
+        operations other processes leave in its inbox (:mod:`torchwitness.ledger.inbox`) every ``inbox_seconds``.
         """
         layout = Layout(Path(root))
         if layout.root.exists() and not layout.root.is_dir():
@@ -166,7 +175,8 @@ class Ledger:
                 key = cls._signing_key_for(manifest, layout, key_dir)
             return cls(layout, manifest, key, rank=rank, checkpoint_every=checkpoint_every,
                        checkpoint_seconds=checkpoint_seconds, fsync=fsync, on_full=on_full,
-                       queue_size=queue_size, retain_personal=retain_personal, lock_fd=lock_fd)
+                       queue_size=queue_size, retain_personal=retain_personal, lock_fd=lock_fd,
+                       inbox_seconds=inbox_seconds)
         except BaseException:
             os.close(lock_fd)
             raise
@@ -178,7 +188,7 @@ class Ledger:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise LedgerError(f"{layout.root} is already open for writing by another process") from None
+            raise LedgerBusy(f"{layout.root} is already open for writing by another process") from None
         return fd
 
     @staticmethod
@@ -298,6 +308,8 @@ class Ledger:
         if self._closed:
             return
         atexit.unregister(self.close)
+        self._inbox_closing.set()
+        self._inbox_thread.join()  # it performs what is still in the inbox first
         self._checkpoint_target = max(self._checkpoint_target, self._next_seq)
         self._stopping = True
         self._wake.set()
@@ -324,6 +336,34 @@ class Ledger:
     @property
     def dropped(self) -> int:
         return self._dropped
+
+    # ------------------------------------------------------------------ inbox
+    def _watch_inbox(self) -> None:
+        # A thread of its own rather than the writer's: performing an operation appends (and an erasure flushes),
+        # which the writer thread cannot wait for. While no inbox exists, each look is one file-status check.
+        from torchwitness.ledger.inbox import Inbox
+
+        inbox: Inbox | None = None
+        warned = ""
+        closing = False  # look at once (what waited while the run was closed), then every inbox_seconds
+        try:
+            while True:
+                try:
+                    if inbox is None and self.layout.inbox.exists():
+                        inbox = Inbox(self.layout.inbox)
+                    if inbox is not None and self._failed is None:
+                        inbox.drain(self)
+                except Exception as e:  # a damaged inbox must not stop the run; said once
+                    if str(e) != warned:
+                        warned = str(e)
+                        warnings.warn(f"torchwitness: cannot perform the operations in {self.layout.inbox}: {e}",
+                                      RuntimeWarning, stacklevel=1)
+                if closing:
+                    return
+                closing = self._inbox_closing.wait(self._inbox_seconds)
+        finally:
+            if inbox is not None:
+                inbox.close()
 
     # ------------------------------------------------------------------ writer thread
     def _run(self) -> None:

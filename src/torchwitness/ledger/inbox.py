@@ -1,0 +1,229 @@
+"""Appending to a run that another process holds open: the ledger's inbox.
+
+Only one process appends to a ledger (it holds ``.writer.lock``). A deployment keeps its run open for as long as
+it serves, months perhaps, while records belong in that run from elsewhere: a serious incident, a retention
+declaration, an erasure a data subject asked for. :func:`appending` appends directly when the ledger is free;
+when another process holds it, the operation waits in ``RUN/private/inbox.sqlite`` and the holder performs it:
+an open :class:`~torchwitness.ledger.writer.Ledger` looks at its inbox when it opens, every ``inbox_seconds``
+(one second by default) and when it closes. The submitting process waits a few seconds for the outcome (the
+record's sequence number) and otherwise leaves the operation queued.
+
+Delivery is at least once: a holder killed between appending an operation's record and marking it done appends
+it again when the run is next opened (a duplicate, never a loss). Personal values wait in the inbox as given
+(the private folder is the place for them) and are overwritten once performed (``secure_delete``, and the
+write-ahead log truncated), as the review queue does with reviewer ids.
+
+Example::
+
+    from torchwitness.ledger.inbox import appending
+
+    with appending("runs/serve") as target:   # works whether or not a server holds runs/serve
+        seq = target.record("note", {"text": "model card reviewed"})
+    print("queued" if seq is None else f"seq {seq}")
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torchwitness.errors import InputError, LedgerBusy, LedgerError
+from torchwitness.ledger.encoding import Personal
+from torchwitness.ledger.layout import Layout, read_manifest
+from torchwitness.ledger.personal import PersonalStore
+
+if TYPE_CHECKING:
+    from torchwitness.ledger.writer import Ledger
+
+_SCHEMA = """
+PRAGMA journal_mode = WAL;
+PRAGMA secure_delete = ON;
+CREATE TABLE IF NOT EXISTS ops (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL, body TEXT, created_us INTEGER NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0, result INTEGER, error TEXT);
+"""
+_PERSONAL = "$inbox.personal"  # a value to commit, as the submitter gave it; never a key of a record's data
+_FORGET_AFTER_US = 24 * 3600 * 10**6  # outcomes nobody came back for
+
+
+def _encode(body: dict[str, Any]) -> str:
+    def personal(value: Any) -> Any:
+        if isinstance(value, Personal):
+            return {_PERSONAL: value.value}
+        if hasattr(value, "tolist") and hasattr(value, "ndim"):  # numpy values and CPU tensors, as append takes
+            return value.tolist()
+        raise InputError(f"a {type(value).__name__} cannot wait in a run's inbox: queue plain JSON values "
+                         "(numbers, strings, lists, dicts) and Personal values")
+
+    return json.dumps(body, default=personal)
+
+
+def _decode(text: str) -> dict[str, Any]:
+    return json.loads(text, object_hook=lambda d: Personal(d[_PERSONAL]) if len(d) == 1 and _PERSONAL in d else d)
+
+
+class Inbox:
+    """The operations other processes left for the holder of one run's ledger."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise LedgerError(f"the run's inbox {path} is unreadable: {e}") from None
+
+    @classmethod
+    def for_run(cls, root: str | Path) -> Inbox:
+        return cls(Layout(Path(root)).inbox)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def put(self, op: str, body: dict[str, Any]) -> int:
+        """Queue ``op`` (``"record"`` or ``"erase"``); returns its id."""
+        from torchwitness.ledger.writer import now_us
+
+        text = _encode(body)  # refused here, in the submitter, rather than failing in the holder
+        return int(self._db.execute("INSERT INTO ops (op, body, created_us) VALUES (?, ?, ?)",
+                                    (op, text, now_us())).lastrowid)
+
+    def outcome(self, op_id: int) -> tuple[bool, int | None, str | None]:
+        """``(done, result, error)`` of a queued operation; its row is deleted once it is done."""
+        row = self._db.execute("SELECT done, result, error FROM ops WHERE id = ?", (op_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"operation {op_id} is not in the inbox {self.path}")
+        if row[0]:
+            self._db.execute("DELETE FROM ops WHERE id = ?", (op_id,))
+        return bool(row[0]), row[1], row[2]
+
+    def pending(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM ops WHERE done = 0").fetchone()[0])
+
+    def drain(self, ledger: Ledger) -> int:
+        """Perform every pending operation on ``ledger`` (which this process holds), in the order queued."""
+        from torchwitness.ledger.writer import now_us
+
+        rows = self._db.execute("SELECT id, op, body FROM ops WHERE done = 0 ORDER BY id").fetchall()
+        if not rows:
+            return 0
+        outcomes = [(*_perform(ledger, op, body), op_id) for op_id, op, body in rows]
+        # Marked done only once their records are written: a crash in between repeats them, never loses them.
+        ledger.flush()
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany("UPDATE ops SET done = 1, result = ?, error = ?, body = NULL WHERE id = ?", outcomes)
+        self._db.execute("DELETE FROM ops WHERE done = 1 AND created_us < ?", (now_us() - _FORGET_AFTER_US,))
+        self._db.execute("COMMIT")
+        # Until checkpointed and truncated, the write-ahead log still holds the bodies with their personal values.
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return len(rows)
+
+
+def _perform(ledger: Ledger, op: str, body: str) -> tuple[int | None, str | None]:
+    # Another process's operation must never stop the holder (a server, say): whatever fails is reported to the
+    # submitter as the operation's error.
+    try:
+        args = _decode(body)
+        if op == "record":
+            return ledger.append(args["kind"], args["data"], args["step"]), None
+        if op == "erase":
+            return ledger.erase(values=args["values"], commitments=args["commitments"], reason=args["reason"]), None
+        return None, f"unknown operation {op!r}"
+    except Exception as e:  # see above
+        return None, str(e) or type(e).__name__
+
+
+class _Direct:
+    """Appends to a ledger this process holds."""
+
+    queued = False
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    @property
+    def personal(self) -> PersonalStore:
+        return self._ledger.personal
+
+    def record(self, kind: str, data: Any = None, step: int | None = None) -> int | None:
+        return self._ledger.append(kind, data, step)
+
+    def erase(self, *, values: list[Any] = (), commitments: list[str] = (), reason: str = "") -> int | None:
+        return self._ledger.erase(values=list(values), commitments=list(commitments), reason=reason)
+
+
+class _Queued:
+    """Leaves operations in the inbox of a ledger another process holds, and waits a while for each outcome."""
+
+    queued = True
+
+    def __init__(self, root: Path, timeout: float) -> None:
+        self._root = root
+        self._inbox = Inbox.for_run(root)
+        self._timeout = timeout
+        self._personal: PersonalStore | None = None
+
+    @property
+    def personal(self) -> PersonalStore:
+        if self._personal is None:
+            self._personal = PersonalStore(Layout(self._root).personal)
+        return self._personal
+
+    def record(self, kind: str, data: Any = None, step: int | None = None) -> int | None:
+        return self._submit("record", {"kind": kind, "data": data, "step": step})
+
+    def erase(self, *, values: list[Any] = (), commitments: list[str] = (), reason: str = "") -> int | None:
+        return self._submit("erase", {"values": list(values), "commitments": list(commitments), "reason": reason})
+
+    def _submit(self, op: str, body: dict[str, Any]) -> int | None:
+        op_id = self._inbox.put(op, body)
+        deadline = time.monotonic() + self._timeout
+        while True:
+            done, result, error = self._inbox.outcome(op_id)
+            if error is not None:
+                raise LedgerError(f"the process holding {self._root} could not {op} it: {error}")
+            if done:
+                return result
+            if time.monotonic() >= deadline:
+                return None  # still queued: the holder performs it when it next looks, or when it closes
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self._inbox.close()
+        if self._personal is not None:
+            self._personal.close()
+
+
+@contextmanager
+def appending(root: str | Path, *, key_dir: Path | None = None, timeout: float = 5.0) -> Iterator[Any]:
+    """A target for appending to the run folder ``root``, whether or not another process holds its ledger.
+
+    The target has ``record(kind, data, step)`` (returns the seq), ``erase(values=, commitments=, reason=)``
+    (returns how many were erased), ``personal`` (the run's side store, e.g. its input fingerprint key) and
+    ``queued`` (True when another process holds the ledger). Queued operations return their result once the
+    holder has performed them, or None when it has not within ``timeout`` seconds: it will, when it next looks
+    at its inbox or when it closes; a failure in the holder raises :class:`~torchwitness.errors.LedgerError`
+    here. A ledger opened here is closed, and a checkpoint signed, on exit (``key_dir``: where its signing key
+    lives).
+    """
+    from torchwitness.ledger.writer import Ledger
+
+    root = Path(root)
+    read_manifest(root)
+    try:
+        ledger = Ledger.open(root, key_dir=key_dir)
+    except LedgerBusy:
+        queued = _Queued(root, timeout)
+        try:
+            yield queued
+        finally:
+            queued.close()
+        return
+    with ledger:
+        yield _Direct(ledger)
