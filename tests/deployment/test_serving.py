@@ -159,6 +159,23 @@ def test_bad_serving_options_are_refused(tmp_path: Path, model) -> None:
                 run.serve(model, **options)
 
 
+def test_outputs_that_are_not_one_row_per_decision_are_refused(tmp_path: Path, model, test_rows) -> None:
+    token_model = torch.nn.Sequential(torch.nn.Embedding(20, 8), torch.nn.Linear(8, 3))  # [rows, tokens, classes]
+    with tw.Run(tmp_path / "run") as run:
+        serve = run.serve(model)
+        with pytest.raises(InputError, match=r"shape \(2,\) for one request.*x.unsqueeze\(0\)"):
+            serve(test_rows[0])
+        first = serve(test_rows[:4])
+        with pytest.raises(InputError, match=r"shape \(2, 5, 3\).*one row per decision in forward="):
+            run.serve(token_model)(torch.randint(0, 20, (2, 5)))
+        second, ids = serve(test_rows[4:7], ids=True)
+    assert first.shape == (4, 2) and ids[0].endswith("-4")  # the refused request took no decision number
+    (record,) = [r["data"] for r in iter_records(tmp_path / "run", kinds={"inference"}) if r["data"]["decisions"]]
+    cols = window_columns(record)
+    assert cols["rows"].tolist() == [4, 3] and len(cols["predictions"]) == 7
+    verify_run(tmp_path / "run", deep=True)
+
+
 def test_review_flags_decisions_and_stop_switch(tmp_path: Path, model, test_rows) -> None:
     root = tmp_path / "run"
     with tw.Run(root) as run:

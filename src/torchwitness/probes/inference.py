@@ -291,7 +291,9 @@ class InferenceRecorder:
       A request may then be a mapping of named tensors (committed as each tensor's bytes in sorted-name order) or
       a sequence of tensors (in order); ``fingerprint="row"`` and ``retain_inputs`` need a tensor of rows.
 
-    A request's rows are the rows of the model's output, ``[rows, classes]`` (one decision each).
+    A request's rows are the rows of the model's output, ``[rows, classes]`` (one decision each); an output of
+    another shape (an unbatched input's ``[classes]``, per-token ``[rows, tokens, classes]``) is refused with
+    :class:`~torchwitness.errors.InputError` saying what to serve instead, and nothing is recorded for it.
     """
 
     def __init__(self, model: torch.nn.Module, run: Any, *, sample_every: int = 1, window: int = 4096,
@@ -400,7 +402,10 @@ class InferenceRecorder:
         with torch.inference_mode():
             probs = torch.softmax(self._forward(inputs), dim=-1)
         latency = time.perf_counter() - start
-        rows = probs.shape[0]
+        try:
+            rows, _ = probs.shape  # one decision per row: a request's output is [rows, classes]
+        except ValueError:
+            raise InputError(self._shape_error(probs)) from None
         if groups is not None:
             groups = self._checked_groups(groups, rows)
         self._lock.acquire()  # not a with block: half the cost on a path measured in tenths of a microsecond
@@ -420,6 +425,16 @@ class InferenceRecorder:
         if ids:
             return probs, [self.decision_id(n) for n in range(first, first + rows)]
         return probs
+
+    @staticmethod
+    def _shape_error(probs: torch.Tensor) -> str:
+        shape = tuple(probs.shape)
+        if probs.dim() < 2:
+            return (f"the model gave an output of shape {shape} for one request; a request is a batch of rows, "
+                    f"each a decision, and its output [rows, classes]: serve one input as a batch of one "
+                    f"(x.unsqueeze(0))")
+        return (f"the model gave an output of shape {shape}; a request's output is [rows, classes], one decision "
+                f"per row: reduce per-position outputs to one row per decision in forward=")
 
     def _checked_groups(self, groups: Sequence[str], rows: int) -> list[str]:
         if self.policy is None:
