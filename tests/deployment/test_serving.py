@@ -168,7 +168,7 @@ def test_outputs_that_are_not_one_row_per_decision_are_refused(tmp_path: Path, m
         first = serve(test_rows[:4])
         with pytest.raises(InputError, match=r"shape \(2, 5, 3\).*one row per decision in forward="):
             run.serve(token_model)(torch.randint(0, 20, (2, 5)))
-        second, ids = serve(test_rows[4:7], ids=True)
+        _, ids = serve(test_rows[4:7], ids=True)
     assert first.shape == (4, 2) and ids[0].endswith("-4")  # the refused request took no decision number
     (record,) = [r["data"] for r in iter_records(tmp_path / "run", kinds={"inference"}) if r["data"]["decisions"]]
     cols = window_columns(record)

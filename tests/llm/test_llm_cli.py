@@ -38,3 +38,21 @@ def test_spans_and_expire_commands(tmp_path):
     assert verify_run(run_dir).erased_payloads == 3
     bad = tw_cli("spans", str(tmp_path / "nope"))
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1
+
+
+def test_expire_runs_beside_the_application_that_holds_the_run(tmp_path):
+    run_dir = tmp_path / "run"
+    with Run(run_dir) as run:
+        tracer = AgentTracer(run, content=ContentPolicy(retention={"input": 0.001}))
+        with tracer.agent("a", input="short-lived question"):
+            pass
+        run.flush()
+        time.sleep(0.01)
+        proc = tw_cli("expire", str(run_dir))  # a scheduled job: the application keeps serving
+        assert proc.returncode == 0, proc.stderr
+        assert "erased 1 expired content value(s)" in proc.stdout and "holds it open" in proc.stdout
+        with tracer.agent("a", input="short-lived question"):  # seen again after its erasure: a new commitment
+            pass
+    first, second = [r["data"]["input"]["$personal"] for r in iter_records(run_dir, kinds={"agent.step"})]
+    assert first != second
+    assert verify_run(run_dir).erased_payloads == 1

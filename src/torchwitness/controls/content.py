@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from torchwitness.controls.redaction import redact
-from torchwitness.errors import InputError
+from torchwitness.errors import InputError, LedgerError
 from torchwitness.ledger.writer import Ledger
 
 _SCHEMA = """
@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS retention (
 
 
 def ledger_of(target: Any) -> Ledger:
-    """The ledger of a ``Run``, or a ``Ledger`` itself."""
+    """The ledger of a ``Run``, or a ``Ledger`` (or an :func:`~torchwitness.ledger.inbox.appending` target) itself."""
     return getattr(target, "ledger", target)
 
 
@@ -141,7 +141,11 @@ def expire(target: Any, *, now: dt.datetime | None = None) -> int:
             by_field.setdefault(name, []).append(c)
         erased = 0
         for name, commitments in sorted(by_field.items()):
-            erased += ledger.erase(commitments=commitments, reason=f"retention period of {name!r} elapsed")
+            n = ledger.erase(commitments=commitments, reason=f"retention period of {name!r} elapsed")
+            if n is None:  # queued for the process holding the run: its rows stay until it is done
+                raise LedgerError(f"the process that holds {ledger.layout.root} open has not yet erased the expired "
+                                  f"{name!r} values (queued, {erased} erased so far); run expire again later")
+            erased += n
             db.executemany("DELETE FROM retention WHERE commitment = ? AND field = ?",
                            [(c, name) for c in commitments])
         return erased

@@ -123,19 +123,20 @@ def erase_subject(run: str | Path, subject: Any, *, key_dir: Path | None = None,
     ledger, so that decision is on record too.
     """
     from torchwitness.ledger.encoding import Personal
-    from torchwitness.ledger.writer import Ledger
+    from torchwitness.ledger.inbox import appending
 
     root = Path(run)
     answer = query(root, subject)
     purposes = _purposes(root, answer.commitment)
-    with Ledger.open(root, key_dir=key_dir) as ledger:
+    # Also while a training or serving process holds the run open: it then performs these, in this order.
+    with appending(root, key_dir=key_dir) as target:
         now = time.time()
         for p in purposes:
-            ledger.append("consent.revoke", {"subject": Personal(subject), "purpose": p, "at": now,
+            target.record("consent.revoke", {"subject": Personal(subject), "purpose": p, "at": now,
                                              "effective": "next_epoch"})
-        ledger.erase(values=[subject], reason=reason)
+        target.erase(values=[subject], reason=reason)
         report = ProvenanceErasure(commitment=answer.commitment, purposes_revoked=purposes,
                                    steps=len(answer.steps), epochs=answer.epochs,
                                    affected_checkpoints=answer.checkpoints)
-        ledger.append("provenance.erasure", msgspec.to_builtins(report))
+        target.record("provenance.erasure", msgspec.to_builtins(report))
     return report

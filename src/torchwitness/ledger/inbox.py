@@ -146,6 +146,7 @@ class _Direct:
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
+        self.layout = ledger.layout
 
     @property
     def personal(self) -> PersonalStore:
@@ -165,14 +166,15 @@ class _Queued:
 
     def __init__(self, root: Path, timeout: float) -> None:
         self._root = root
-        self._inbox = Inbox.for_run(root)
+        self.layout = Layout(root)
+        self._inbox = Inbox(self.layout.inbox)
         self._timeout = timeout
         self._personal: PersonalStore | None = None
 
     @property
     def personal(self) -> PersonalStore:
         if self._personal is None:
-            self._personal = PersonalStore(Layout(self._root).personal)
+            self._personal = PersonalStore(self.layout.personal)
         return self._personal
 
     def record(self, kind: str, data: Any = None, step: int | None = None) -> int | None:
@@ -205,12 +207,12 @@ def appending(root: str | Path, *, key_dir: Path | None = None, timeout: float =
     """A target for appending to the run folder ``root``, whether or not another process holds its ledger.
 
     The target has ``record(kind, data, step)`` (returns the seq), ``erase(values=, commitments=, reason=)``
-    (returns how many were erased), ``personal`` (the run's side store, e.g. its input fingerprint key) and
-    ``queued`` (True when another process holds the ledger). Queued operations return their result once the
-    holder has performed them, or None when it has not within ``timeout`` seconds: it will, when it next looks
-    at its inbox or when it closes; a failure in the holder raises :class:`~torchwitness.errors.LedgerError`
-    here. A ledger opened here is closed, and a checkpoint signed, on exit (``key_dir``: where its signing key
-    lives).
+    (returns how many were erased), ``personal`` (the run's side store, e.g. its input fingerprint key),
+    ``layout`` (where the run's files are) and ``queued`` (True when another process holds the ledger). Queued
+    operations return their result once the holder has performed them, or None when it has not within
+    ``timeout`` seconds: it will, when it next looks at its inbox or when it closes; a failure in the holder
+    raises :class:`~torchwitness.errors.LedgerError` here. A ledger opened here is closed, and a checkpoint
+    signed, on exit (``key_dir``: where its signing key lives).
     """
     from torchwitness.ledger.writer import Ledger
 
