@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +223,49 @@ def test_a_stop_lifted_before_the_server_looked_is_recorded(tmp_path: Path, mode
     events = [(r["kind"], r["data"]["reason"]) for r in iter_records(root, kinds={"oversight.stop",
                                                                                    "oversight.resume"})]
     assert events == [("oversight.stop", "suspected drift"), ("oversight.resume", "false alarm")]
+
+
+def test_decisions_and_a_stop_reach_the_ledger_of_a_server_that_stays_up(tmp_path: Path, model, test_rows) -> None:
+    """A server runs for months: what reviewers do meanwhile is in its ledger within seconds, traffic or none."""
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        serve = InferenceRecorder(model, run, policy=ReviewPolicy(min_confidence=0.99), window_seconds=60)
+        serve(test_rows[:32])
+        serve.flush()
+        reviewer = ReviewQueue.for_run(root)  # the reviewer's own connection, as the review command's
+        reviewer.decide(reviewer.open_requests(1)[0].decision_id, "approve", reviewer="alice@example.org")
+        reviewer.stop(who="carol@example.org", reason="night check")
+        deadline, kinds = time.monotonic() + 10, set()
+        while not {"review.decision", "oversight.stop"} <= kinds and time.monotonic() < deadline:
+            time.sleep(0.1)
+            run.flush()
+            kinds = {r["kind"] for r in iter_records(root)}
+        assert {"review.decision", "oversight.stop"} <= kinds  # no request came in; the run is still open
+        assert reviewer.decisions()[0]["recorded_seq"] is not None
+    decided = [r["kind"] for r in iter_records(root, kinds={"review.decision", "oversight.stop"})]
+    assert decided == ["review.decision", "oversight.stop"]  # recorded once, though close looks again
+
+
+def test_two_threads_recording_pending_decisions_record_each_once(tmp_path: Path) -> None:
+    import threading
+
+    with tw.Run(tmp_path / "run") as run:
+        queue = ReviewQueue.for_run(tmp_path / "run")
+        queue.submit_many([(f"r-s-{i}", "audit_sample", 0, 0.5) for i in range(200)])
+        for i in range(200):
+            queue.decide(f"r-s-{i}", "approve", reviewer="alice@example.org")
+        start = threading.Barrier(2)
+
+        def record() -> None:
+            start.wait()
+            queue.record_pending(run.record)
+
+        threads = [threading.Thread(target=record) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(list(iter_records(tmp_path / "run", kinds={"review.decision"}))) == 200
 
 
 def test_a_queue_from_before_the_switch_log_keeps_its_unrecorded_stop(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def _record_now(run: Path, queue) -> str:
         with Ledger.open(run) as ledger:
             n = queue.record_pending(ledger.append)
     except LedgerBusy:
-        return "pending: the serving process records it"
+        return "pending: the serving process records it within a second"
     return f"recorded {n} decision(s) in the ledger" if n else "recorded in the ledger"
 
 

@@ -4,8 +4,8 @@ The queue is an SQLite file (WAL mode, so a serving process and reviewers' CLI s
 request flagged by policy waits there; a reviewer approves it, overrides it with a new label, or escalates it.
 Decisions reach the ledger as ``review.decision`` records, reviewer ids only as erasable commitments. Because
 only one process may append to a ledger at a time, a decision taken while the run is being served is stored
-as *pending* and recorded by the serving process (``ReviewQueue.record_pending``) or by the next CLI call that
-can open the ledger; ``recorded_seq`` says which record carries it.
+as *pending* and recorded by the serving process within a second (``ReviewQueue.record_pending``) or by the
+next CLI call that can open the ledger; ``recorded_seq`` says which record carries it.
 
 The stop switch is a log of stop and resume events in the same file: the recorder polls its latest state at most
 every ``poll_seconds`` and refuses to serve while it is stopped; every stop and resume is recorded with who did it,
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -85,6 +86,7 @@ class ReviewQueue:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._recording = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self._db.executescript(_SCHEMA)
@@ -166,7 +168,14 @@ class ReviewQueue:
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
     def record_pending(self, record: Any) -> int:
-        """Record every decision not yet in the ledger (``record`` is ``run.record`` or ``Ledger.append``)."""
+        """Record every decision not yet in the ledger (``record`` is ``run.record`` or ``Ledger.append``).
+
+        A serving recorder calls this every second from its own thread and when it sees a stop: one at a time,
+        or both would record the same decision."""
+        with self._recording:
+            return self._record_pending(record)
+
+    def _record_pending(self, record: Any) -> int:
         rows = self._db.execute("SELECT id, decision_id, action, label, reviewer, note, decided_us FROM decisions "
                                 "WHERE recorded_seq IS NULL ORDER BY id").fetchall()
         for rid, decision_id, action, label, reviewer, note, decided_us in rows:

@@ -4,9 +4,9 @@ Only one process appends to a ledger (it holds ``.writer.lock``). A deployment k
 it serves, months perhaps, while records belong in that run from elsewhere: a serious incident, a retention
 declaration, an erasure a data subject asked for. :func:`appending` appends directly when the ledger is free;
 when another process holds it, the operation waits in ``RUN/private/inbox.sqlite`` and the holder performs it:
-an open :class:`~torchwitness.ledger.writer.Ledger` looks at its inbox when it opens, every ``inbox_seconds``
-(one second by default) and when it closes. The submitting process waits a few seconds for the outcome (the
-record's sequence number) and otherwise leaves the operation queued.
+an open :class:`~torchwitness.ledger.writer.Ledger` looks at its inbox when it opens (before anything else is
+appended), every ``inbox_seconds`` (one second by default) and when it closes. The submitting process waits a
+few seconds for the outcome (the record's sequence number) and otherwise leaves the operation queued.
 
 Delivery is at least once: a holder killed between appending an operation's record and marking it done appends
 it again when the run is next opened (a duplicate, never a loss). Personal values wait in the inbox as given

@@ -115,11 +115,6 @@ class Ledger:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"torchwitness-writer-{self.run_id}", daemon=True)
         self._thread.start()
-        self._inbox_seconds = inbox_seconds
-        self._inbox_closing = threading.Event()
-        self._inbox_thread = threading.Thread(target=self._watch_inbox, name=f"torchwitness-inbox-{self.run_id}",
-                                              daemon=True)
-        self._inbox_thread.start()
         atexit.register(self.close)
         if self.recovery.needed:
             self.append("ledger.recovered", {
@@ -128,6 +123,16 @@ class Ledger:
                 "index_entries_removed": self.recovery.index_removed,
                 "records": len(leaves),
             })
+        # What other processes left while the run was closed is performed now, before the opener appends; then a
+        # thread looks every inbox_seconds and once more at close.
+        self._inbox: Any = None
+        self._inbox_warned = ""
+        self._look_in_inbox()
+        self._inbox_seconds = inbox_seconds
+        self._inbox_closing = threading.Event()
+        self._inbox_thread = threading.Thread(target=self._watch_inbox, name=f"torchwitness-inbox-{self.run_id}",
+                                              daemon=True)
+        self._inbox_thread.start()
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -310,6 +315,8 @@ class Ledger:
         atexit.unregister(self.close)
         self._inbox_closing.set()
         self._inbox_thread.join()  # it performs what is still in the inbox first
+        if self._inbox is not None:
+            self._inbox.close()
         self._checkpoint_target = max(self._checkpoint_target, self._next_seq)
         self._stopping = True
         self._wake.set()
@@ -340,30 +347,26 @@ class Ledger:
     # ------------------------------------------------------------------ inbox
     def _watch_inbox(self) -> None:
         # A thread of its own rather than the writer's: performing an operation appends (and an erasure flushes),
-        # which the writer thread cannot wait for. While no inbox exists, each look is one file-status check.
+        # which the writer thread cannot wait for.
+        while True:
+            closing = self._inbox_closing.wait(self._inbox_seconds)
+            self._look_in_inbox()
+            if closing:
+                return
+
+    def _look_in_inbox(self) -> None:
         from torchwitness.ledger.inbox import Inbox
 
-        inbox: Inbox | None = None
-        warned = ""
-        closing = False  # look at once (what waited while the run was closed), then every inbox_seconds
         try:
-            while True:
-                try:
-                    if inbox is None and self.layout.inbox.exists():
-                        inbox = Inbox(self.layout.inbox)
-                    if inbox is not None and self._failed is None:
-                        inbox.drain(self)
-                except Exception as e:  # a damaged inbox must not stop the run; said once
-                    if str(e) != warned:
-                        warned = str(e)
-                        warnings.warn(f"torchwitness: cannot perform the operations in {self.layout.inbox}: {e}",
-                                      RuntimeWarning, stacklevel=1)
-                if closing:
-                    return
-                closing = self._inbox_closing.wait(self._inbox_seconds)
-        finally:
-            if inbox is not None:
-                inbox.close()
+            if self._inbox is None and self.layout.inbox.exists():  # one file-status check while there is none
+                self._inbox = Inbox(self.layout.inbox)
+            if self._inbox is not None and self._failed is None:
+                self._inbox.drain(self)
+        except Exception as e:  # a damaged inbox must not stop the run; said once
+            if str(e) != self._inbox_warned:
+                self._inbox_warned = str(e)
+                warnings.warn(f"torchwitness: cannot perform the operations in {self.layout.inbox}: {e}",
+                              RuntimeWarning, stacklevel=1)
 
     # ------------------------------------------------------------------ writer thread
     def _run(self) -> None:

@@ -34,6 +34,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from itertools import accumulate
@@ -52,6 +53,7 @@ from torchwitness.ledger.schema import register_kind
 FingerprintGranularity = Literal["request", "row", "none"]
 _FOLD = 16  # served outputs held singly before one concatenation (see InferenceRecorder._fold)
 _KEPT_BYTES = 64 << 20  # inputs held for the writer thread or retention: a window ends early beyond this
+_REVIEW_SECONDS = 1.0  # how often reviewers' decisions and stop/resume events are brought into the ledger
 
 
 class InferenceRecord(msgspec.Struct):
@@ -455,13 +457,27 @@ class InferenceRecorder:
 
     def _close_aged_windows(self) -> None:
         # Closing by age here rather than at the next request: a server that goes quiet would otherwise hold its
-        # last requests unrecorded until traffic resumes or the run closes.
-        while not self._closing.wait(self.window_seconds / 4):
+        # last requests unrecorded until traffic resumes or the run closes. Reviewers' decisions and stop/resume
+        # events, taken in other processes, are recorded from here too, within a second: a server runs for
+        # months, and its ledger would otherwise show none of them until it closes.
+        look = min(self.window_seconds / 4, _REVIEW_SECONDS)
+        next_review = 0.0
+        warned = ""
+        while not self._closing.wait(look):
             if time.monotonic() >= self._deadline:
                 with self._lock:
                     if time.monotonic() >= self._deadline:
                         self._settle()
                         self._flush()
+            if self.review is not None and time.monotonic() >= next_review:
+                next_review = time.monotonic() + _REVIEW_SECONDS
+                try:
+                    self.review.record_pending(self.run.record)
+                except Exception as e:  # the queue may be busy or damaged: serving goes on, said once
+                    if str(e) != warned:
+                        warned = str(e)
+                        warnings.warn(f"torchwitness: review decisions not recorded yet: {e}", RuntimeWarning,
+                                      stacklevel=1)
 
     def _settle(self) -> None:
         # The window's tensors on an accelerator were made on the serving threads' streams, which this thread's
