@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import multiprocessing
 import subprocess
@@ -522,6 +523,81 @@ def test_per_field_retention_down_to_a_bare_log_of_use(tmp_path: Path, model, te
     # retention is its own field: the raw rows were kept (privately, erasably) though nothing was committed
     assert np.array_equal(RetainedInputs.for_run(root).get(serve.decision_id(40)), test_rows[40].numpy())
     verify_run(root, deep=True)
+
+
+def test_retained_inputs_are_deleted_when_their_retention_period_ends(tmp_path: Path, model, test_rows,
+                                                                     monkeypatch) -> None:
+    from torchwitness.probes import inference
+
+    monkeypatch.setattr(inference, "_EXPIRY_SECONDS", 0.05)
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        with pytest.raises(InputError, match="needs retain_inputs=True"):
+            run.serve(model, retain_seconds=60)
+        with pytest.raises(InputError, match="positive period"):
+            run.serve(model, retain_inputs=True, retain_seconds=0)
+        forever = run.serve(model, retain_inputs=True)
+        _, kept = forever(test_rows[:4], ids=True)
+        serve = run.serve(model, retain_inputs=True, retain_seconds=dt.timedelta(seconds=0.3), window_seconds=0.1)
+        _, ids = serve(test_rows[4:12], ids=True)
+        serve.flush()
+        store = RetainedInputs.for_run(root)
+        assert np.array_equal(store.get(ids[0]), test_rows[4].numpy())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _held(store, ids[0]):
+            time.sleep(0.05)  # the recorder deletes them itself, from its window-ageing thread
+        assert not _held(store, ids[0]) and not _held(store, ids[7])
+        forever.flush()
+    assert all(_held(store, d) for d in kept)  # no period: kept until erased
+    (start,) = [r["data"] for r in iter_records(root, kinds={"serve.start"}) if r["data"]["retain_seconds"]]
+    assert start["retain_seconds"] == 0.3
+    expiries = [r["data"] for r in iter_records(root, kinds={"inputs.expiry"})]
+    assert sum(e["count"] for e in expiries) == 8
+    private = b"".join(p.read_bytes() for p in (root / "private").iterdir() if p.name.startswith("inputs"))
+    assert test_rows[4].numpy().tobytes() not in private and test_rows[0].numpy().tobytes() in private
+    verify_run(root, deep=True)
+    rows = {c.obligation.id: c for c in coverage(Evidence.load(root))}
+    assert rows["GDPR:Art.5(1)(e)"].status == "evidence"
+
+
+def _held(store: RetainedInputs, decision: str) -> bool:
+    try:
+        store.get(decision)
+    except InputError:
+        return False
+    return True
+
+
+def test_expire_deletes_the_inputs_of_a_run_no_longer_served(tmp_path: Path, model, test_rows) -> None:
+    import sqlite3
+
+    root = tmp_path / "run"
+    with tw.Run(root) as run:
+        _, ids = run.serve(model, retain_inputs=True, retain_seconds=0.2)(test_rows[:6], ids=True)
+    # A store from before retention periods: its rows have no end and stay.
+    db = sqlite3.connect(root / "private" / "inputs.sqlite")
+    db.executescript("DROP INDEX inputs_expiry; ALTER TABLE inputs DROP COLUMN expires_us; "
+                     "INSERT INTO inputs SELECT 'r-old-0', dtype, shape, data FROM inputs LIMIT 1")
+    db.close()
+    store = RetainedInputs.for_run(root)  # migrated: the old rows have no end
+    store.put_many(ids, test_rows[:6].numpy(), expires_us=1)  # their periods have ended
+    time.sleep(0.25)
+    done = subprocess.run([sys.executable, "-m", "torchwitness", "expire", str(root)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and "deleted 6 retained serving input(s)" in done.stdout, done.stderr
+    assert _held(store, "r-old-0") and not _held(store, ids[0])
+    (expiry,) = [r["data"] for r in iter_records(root, kinds={"inputs.expiry"})]
+    assert expiry["count"] == 6
+    without = {c.obligation.id: c for c in coverage(Evidence.load(root))}["GDPR:Art.5(1)(e)"]
+    assert without.status == "evidence"
+
+
+def test_storage_limitation_needs_inputs_not_kept_or_kept_for_a_period(tmp_path: Path, model, test_rows) -> None:
+    for options, status in (({}, "evidence"), ({"retain_inputs": True}, "none")):
+        root = tmp_path / str(len(options))
+        with tw.Run(root) as run:
+            run.serve(model, **options)(test_rows[:2])
+        assert {c.obligation.id: c for c in coverage(Evidence.load(root))}["GDPR:Art.5(1)(e)"].status == status
 
 
 def test_outputs_off_still_reach_the_review_queue(tmp_path: Path, model, test_rows) -> None:

@@ -1,4 +1,4 @@
-"""spans, expire: OpenTelemetry export of agent traces and retention periods of conversation content."""
+"""spans: OpenTelemetry export of agent traces."""
 
 from __future__ import annotations
 
@@ -41,19 +41,5 @@ def spans(run: Path = RunArg,
         typer.echo(json.dumps(otel_genai.otlp_json(run), indent=1))
 
 
-def expire(run: Path = RunArg,
-           key_dir: Path | None = typer.Option(None, "--key-dir", help="Where the run's private key lives.")) -> None:
-    """Crypto-shred prompts, completions and agent content whose retention period has elapsed."""
-    from torchwitness.controls.content import expire as expire_content
-    from torchwitness.ledger.inbox import appending
-
-    # A scheduled job beside the application that holds the run open: the holder erases, within a second or so.
-    with appending(run, key_dir=key_dir, timeout=30.0) as target:
-        n = expire_content(target)
-    typer.echo(f"erased {n} expired content value(s) from {run}"
-               + (" (by the process that holds it open)" if target.queued and n else ""))
-
-
 def register(app: typer.Typer) -> None:
     app.command()(spans)
-    app.command()(expire)

@@ -1,4 +1,5 @@
-"""retention: declare how long a run's logs are kept (EU AI Act Art. 19(1) for providers, 26(6) for deployers)."""
+"""retention, expire: declare how long a run's logs are kept (EU AI Act Art. 19(1) for providers, 26(6) for
+deployers), and delete what has outlived its retention period (GDPR Art. 5(1)(e))."""
 
 from __future__ import annotations
 
@@ -25,5 +26,23 @@ def retention(run: Path = typer.Argument(..., help="The run folder.", show_defau
     typer.echo(f"recorded the {role}'s retention of {days} days {recorded(target, seq)}")
 
 
+def expire(run: Path = typer.Argument(..., help="The run folder.", show_default=False),
+           key_dir: Path | None = typer.Option(None, "--key-dir", help="Where the run's private key lives.")) -> None:
+    """Crypto-shred conversation content, and delete retained serving inputs, whose retention period has elapsed."""
+    from torchwitness.controls.content import expire as expire_content
+    from torchwitness.ledger.inbox import appending
+    from torchwitness.probes.inference import expire_inputs
+
+    # A scheduled job beside the application that holds the run open: the holder erases, within a second or so.
+    with appending(run, key_dir=key_dir, timeout=30.0) as target:
+        n = expire_content(target)
+        inputs = expire_inputs(run, record=target.record)  # their own file: deleted here, recorded by the holder
+    typer.echo(f"erased {n} expired content value(s) from {run}"
+               + (" (by the process that holds it open)" if target.queued and n else ""))
+    if inputs:
+        typer.echo(f"deleted {inputs} retained serving input(s) past their retention period")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(retention)
+    app.command()(expire)

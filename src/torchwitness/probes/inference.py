@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import math
@@ -49,11 +50,13 @@ from torchwitness.controls.oversight import ReviewPolicy, ReviewQueue
 from torchwitness.errors import InputError, ServingStopped
 from torchwitness.ledger.encoding import Computed, Fingerprint, Packed, decode_array, fingerprint_buffers
 from torchwitness.ledger.schema import register_kind
+from torchwitness.ledger.writer import now_us
 
 FingerprintGranularity = Literal["request", "row", "none"]
 _FOLD = 16  # served outputs held singly before one concatenation (see InferenceRecorder._fold)
 _KEPT_BYTES = 64 << 20  # inputs held for the writer thread or retention: a window ends early beyond this
 _REVIEW_SECONDS = 1.0  # how often reviewers' decisions and stop/resume events are brought into the ledger
+_EXPIRY_SECONDS = 60.0  # how often retained inputs past their retention period are deleted
 
 
 class InferenceRecord(msgspec.Struct):
@@ -96,6 +99,7 @@ class ServeStartRecord(msgspec.Struct):
     outputs: bool
     retain_inputs: bool
     policy: Any  # the review policy's settings, or null
+    retain_seconds: float | None = None  # how long retained inputs are kept; null: until erased
 
 
 register_kind("inference", InferenceRecord)
@@ -165,23 +169,33 @@ def model_digest(model: torch.nn.Module) -> str:
 
 
 class RetainedInputs:
-    """Raw input rows kept by decision id in ``RUN/private/inputs.sqlite`` (only with retention on; erasable)."""
+    """Raw input rows kept by decision id in ``RUN/private/inputs.sqlite`` (only with retention on; erasable), each
+    with the time its retention period ends, if it has one (:meth:`expire` deletes it then)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.executescript("PRAGMA journal_mode = WAL; PRAGMA secure_delete = ON; CREATE TABLE IF NOT EXISTS "
-                               "inputs (decision_id TEXT PRIMARY KEY, dtype TEXT, shape TEXT, data BLOB)")
+                               "inputs (decision_id TEXT PRIMARY KEY, dtype TEXT, shape TEXT, data BLOB, "
+                               "expires_us INTEGER)")
+        if "expires_us" not in {row[1] for row in self._db.execute("PRAGMA table_info(inputs)")}:
+            # Stores written before retention periods: their rows are kept until erased, as they were.
+            self._db.execute("ALTER TABLE inputs ADD COLUMN expires_us INTEGER")
+        self._db.execute("CREATE INDEX IF NOT EXISTS inputs_expiry ON inputs (expires_us)")
 
     @classmethod
     def for_run(cls, run_dir: str | Path) -> RetainedInputs:
         return cls(Path(run_dir) / "private" / "inputs.sqlite")
 
-    def put_many(self, ids: list[str], rows: np.ndarray) -> None:
+    def close(self) -> None:
+        self._db.close()
+
+    def put_many(self, ids: list[str], rows: np.ndarray, expires_us: int | None = None) -> None:
+        """Keep ``rows`` by decision id, until erased or, with ``expires_us``, until then."""
         self._db.execute("BEGIN")
-        self._db.executemany("INSERT OR REPLACE INTO inputs VALUES (?, ?, ?, ?)",
-                             [(d, str(r.dtype), json.dumps(r.shape), r.tobytes()) for d, r in zip(ids, rows,
-                                                                                               strict=True)])
+        self._db.executemany("INSERT OR REPLACE INTO inputs VALUES (?, ?, ?, ?, ?)",
+                             [(d, str(r.dtype), json.dumps(r.shape), r.tobytes(), expires_us)
+                              for d, r in zip(ids, rows, strict=True)])
         self._db.execute("COMMIT")
 
     def get(self, decision_id: str) -> np.ndarray:
@@ -200,6 +214,14 @@ class RetainedInputs:
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return erased
 
+    def expire(self, at_us: int) -> int:
+        """Delete the rows whose retention period has ended by ``at_us`` (microseconds since the epoch), as
+        :meth:`erase` does; returns how many."""
+        n = self._db.execute("DELETE FROM inputs WHERE expires_us <= ?", (at_us,)).rowcount
+        if n:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return n
+
 
 class InputsErasure(msgspec.Struct):
     """``inputs.erasure``: retained raw inputs deleted from the private side store, by decision id."""
@@ -209,7 +231,17 @@ class InputsErasure(msgspec.Struct):
     reason: str
 
 
+class InputsExpiry(msgspec.Struct):
+    """``inputs.expiry``: retained raw inputs deleted because their retention period (the ``retain_seconds`` of
+    the ``serve.start`` that kept them) had ended by ``at_us`` (GDPR Art. 5(1)(e)). Counted, not listed: a busy
+    server expires thousands of decisions a minute."""
+
+    at_us: int
+    count: int
+
+
 register_kind("inputs.erasure", InputsErasure)
+register_kind("inputs.expiry", InputsExpiry)
 
 
 def erase_inputs(run_dir: str | Path, decisions: list[str], *, record: Callable[..., Any],
@@ -223,6 +255,24 @@ def erase_inputs(run_dir: str | Path, decisions: list[str], *, record: Callable[
     if erased:
         record("inputs.erasure", {"decisions": erased, "count": len(erased), "reason": reason})
     return erased
+
+
+def expire_inputs(run_dir: str | Path, *, record: Callable[..., Any], at_us: int | None = None) -> int:
+    """Delete the retained inputs whose retention period has ended and record how many (``inputs.expiry``);
+    returns how many. A serving recorder with ``retain_seconds`` calls this every minute; ``torchwitness expire``
+    does too, for a run no longer served."""
+    path = Path(run_dir) / "private" / "inputs.sqlite"
+    if not path.exists():
+        return 0
+    at = now_us() if at_us is None else at_us
+    store = RetainedInputs(path)
+    try:
+        n = store.expire(at)
+    finally:
+        store.close()
+    if n:
+        record("inputs.expiry", {"at_us": at, "count": n})
+    return n
 
 
 def verified_input(store: RetainedInputs, record: dict[str, Any], decision: str,
@@ -286,7 +336,9 @@ class InferenceRecorder:
       accelerator, retained inputs) are copied when served; ``False`` skips the copy, only for callers that never
       modify a tensor after serving it. A CPU request committed whole is hashed when served and never held.
     - ``retain_inputs=True`` keeps the raw rows of committed requests in the run's private side store (erasable;
-      needed to re-explain a decision later); by default only keyed commitments are kept.
+      needed to re-explain a decision later); by default only keyed commitments are kept. ``retain_seconds`` (or a
+      ``timedelta``) keeps each no longer than that: the recorder deletes expired rows every minute and records
+      how many (``inputs.expiry``; ``torchwitness expire`` does the same for a run no longer served).
     - ``policy`` routes flagged rows to a :class:`ReviewQueue` (``review``, or the run's own queue).
     - ``forward(model, request)`` returns the logits when calling the model on the request is not all it takes,
       e.g. ``lambda model, batch: model(**batch).logits`` for a Hugging Face classifier served tokenizer output.
@@ -300,7 +352,8 @@ class InferenceRecorder:
 
     def __init__(self, model: torch.nn.Module, run: Any, *, sample_every: int = 1, window: int = 4096,
                  window_seconds: float = 1.0, fingerprint: FingerprintGranularity = "request", outputs: bool = True,
-                 copy_inputs: bool = True, retain_inputs: bool = False, policy: ReviewPolicy | None = None,
+                 copy_inputs: bool = True, retain_inputs: bool = False,
+                 retain_seconds: float | dt.timedelta | None = None, policy: ReviewPolicy | None = None,
                  review: ReviewQueue | None = None, poll_seconds: float = 0.2,
                  forward: Callable[[torch.nn.Module, Any], torch.Tensor] | None = None) -> None:
         if sample_every < 1:
@@ -309,6 +362,11 @@ class InferenceRecorder:
             raise InputError("window must be >= 1 request and window_seconds > 0")
         if fingerprint not in ("request", "row", "none"):
             raise InputError(f"fingerprint must be 'request', 'row' or 'none', not {fingerprint!r}")
+        if isinstance(retain_seconds, dt.timedelta):
+            retain_seconds = retain_seconds.total_seconds()
+        if retain_seconds is not None and (not retain_inputs or retain_seconds <= 0):
+            raise InputError("retain_seconds is how long retained inputs are kept: it needs retain_inputs=True and "
+                             f"a positive period, not {retain_seconds!r}")
         self.model = model
         # Bound once, so a custom forward costs the serving path nothing over calling the model itself.
         self._forward: Callable[[Any], torch.Tensor] = model if forward is None else partial(forward, model)
@@ -320,6 +378,7 @@ class InferenceRecorder:
         self.outputs = outputs
         self.copy_inputs = copy_inputs
         self.retain_inputs = retain_inputs
+        self.retain_seconds = None if retain_seconds is None else float(retain_seconds)
         self.policy = policy
         self.review = review if review is not None else (ReviewQueue.for_run(run.path) if policy else None)
         self.digest = model_digest(model)
@@ -352,6 +411,7 @@ class InferenceRecorder:
         seq = run.record("serve.start", {
             "model": self.digest, "sample_every": sample_every, "window": window, "window_seconds": window_seconds,
             "fingerprint": fingerprint, "outputs": outputs, "retain_inputs": retain_inputs,
+            "retain_seconds": self.retain_seconds,
             "policy": policy.to_dict() if policy is not None else None})
         # A dropped start record (a full queue under on_full="drop") leaves no sequence number to name the stream.
         serial = str(seq) if seq is not None else uuid.uuid4().hex[:12]
@@ -458,11 +518,22 @@ class InferenceRecorder:
     def _close_aged_windows(self) -> None:
         # Closing by age here rather than at the next request: a server that goes quiet would otherwise hold its
         # last requests unrecorded until traffic resumes or the run closes. Reviewers' decisions and stop/resume
-        # events, taken in other processes, are recorded from here too, within a second: a server runs for
-        # months, and its ledger would otherwise show none of them until it closes.
+        # events, taken in other processes, are recorded from here too, within a second (a server runs for
+        # months, and its ledger would otherwise show none of them until it closes), and retained inputs whose
+        # retention period has ended are deleted every minute.
         look = min(self.window_seconds / 4, _REVIEW_SECONDS)
         next_review = 0.0
-        warned = ""
+        next_expiry = 0.0 if self.retain_seconds is not None else math.inf
+        warned: dict[str, str] = {}
+
+        def attempt(what: str, work: Callable[[], Any]) -> None:
+            try:
+                work()
+            except Exception as e:  # a busy or damaged side store must not stop serving: said once
+                if warned.get(what) != str(e):
+                    warned[what] = str(e)
+                    warnings.warn(f"torchwitness: {what}: {e}", RuntimeWarning, stacklevel=1)
+
         while not self._closing.wait(look):
             if time.monotonic() >= self._deadline:
                 with self._lock:
@@ -471,13 +542,11 @@ class InferenceRecorder:
                         self._flush()
             if self.review is not None and time.monotonic() >= next_review:
                 next_review = time.monotonic() + _REVIEW_SECONDS
-                try:
-                    self.review.record_pending(self.run.record)
-                except Exception as e:  # the queue may be busy or damaged: serving goes on, said once
-                    if str(e) != warned:
-                        warned = str(e)
-                        warnings.warn(f"torchwitness: review decisions not recorded yet: {e}", RuntimeWarning,
-                                      stacklevel=1)
+                attempt("review decisions not recorded yet",
+                        partial(self.review.record_pending, self.run.record))
+            if time.monotonic() >= next_expiry:
+                next_expiry = time.monotonic() + _EXPIRY_SECONDS
+                attempt("expired inputs not deleted yet", partial(expire_inputs, self.run.path, record=self.run.record))
 
     def _settle(self) -> None:
         # The window's tensors on an accelerator were made on the serving threads' streams, which this thread's
@@ -607,8 +676,9 @@ class InferenceRecorder:
             return
         starts = list(accumulate(rows[:-1], initial=first))
         if self._inputs is not None and batch is not None:
+            expires = None if self.retain_seconds is None else now_us() + round(self.retain_seconds * 1e6)
             self._inputs.put_many([self.decision_id(starts[i] + j) for i in committed for j in range(rows[i])],
-                                  batch.detach().cpu().numpy())
+                                  batch.detach().cpu().numpy(), expires)
         if self.policy is not None:
             drift, sensitive = [False] * decisions, [False] * decisions
             for i in drifted:
