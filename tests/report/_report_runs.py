@@ -13,6 +13,8 @@ import torch
 import torchwitness as tw
 from torchwitness.controls.drift import DriftMonitor, DriftReference
 from torchwitness.controls.oversight import ReviewQueue
+from torchwitness.ledger.writer import now_us
+from torchwitness.probes.inference import expire_inputs
 
 GROUPS = ("sex=Female", "sex=Male")
 
@@ -123,10 +125,11 @@ def make_rich_run(path: Path, key_dir: Path, *, worse: bool = False, seed: int =
                 "metrics": {"accuracy_delta": delta}, "edit": edit, "action": None})
         # Deployment records come from the deployment code itself, so the reports read the shapes it writes:
         # serving, a drift monitor whose last three windows see ages 8 years higher, one reviewer's override.
-        serve = run.serve(torch.nn.Linear(3, 2))
+        serve = run.serve(torch.nn.Linear(3, 2), retain_inputs=True, retain_seconds=30 * 86400)
         for _ in range(5):
             serve(torch.from_numpy(rng.normal(size=(4, 3)).astype(np.float32)))
         serve.close()
+        expire_inputs(run.path, record=run.record, at_us=now_us() + 31 * 86400 * 10**6)  # a month later
         monitor = DriftMonitor(DriftReference.from_arrays({"age": rng.normal(40, 10, 2000)}), run=run, window=200,
                                psi_threshold=0.25)
         for w in range(6):

@@ -65,6 +65,8 @@ def test_post_market_section_reads_the_deployment_records(doc) -> None:
         assert (row[6] == "—") == (row[4] == "psi")  # PSI has no p-value
     texts = [getattr(b, "text", "") for b in section.blocks]
     assert "1 human review decisions (1 override)." in texts
+    assert any("keeps the raw inputs it serves for 2,592,000 s (30 days), then deletes them" in t for t in texts)
+    assert "20 retained inputs were deleted at the end of their retention period." in texts
 
 
 def test_twenty_random_cited_statements_are_supported(doc, rich_run: Path) -> None:

@@ -383,6 +383,22 @@ def post_market(ev: Evidence, sec: Section) -> None:
             kept = ""
         sec.say(f"The {role} keeps this run's logs at least {fmt(days)} days ({article}{where}){kept}.", [r["seq"]],
                 value=days, field="logs_days", basis="field")
+    for r in ev.kind("serve.start"):
+        if get(r, "retain_inputs") is not True:
+            continue
+        seconds = number(get(r, "retain_seconds"))
+        if seconds is None:
+            sec.say(f"The serving stream started at seq {r['seq']} keeps the raw inputs it serves until they are "
+                    "erased: no retention period is set (GDPR Art. 5(1)(e)).", [r["seq"]])
+        else:
+            sec.say(f"The serving stream started at seq {r['seq']} keeps the raw inputs it serves for "
+                    f"{fmt(seconds)} s ({fmt(seconds / 86400, 3)} days), then deletes them (GDPR Art. 5(1)(e)).",
+                    [r["seq"]], value=seconds, field="retain_seconds", basis="field")
+    expiries = ev.kind("inputs.expiry")
+    if expiries:
+        deleted = sum(number(get(r, "count")) or 0 for r in expiries)
+        sec.say(f"{fmt(deleted)} retained inputs were deleted at the end of their retention period.",
+                [r["seq"] for r in expiries])
     reviews = ev.kind("review.decision")
     if reviews:
         outcomes = Counter(str(get(r, "action")) for r in reviews)  # approve, override or escalate
