@@ -111,6 +111,53 @@ def test_shift_is_caught_in_the_first_window_after_it(adult, tmp_path) -> None:
                 assert np.isclose(train[name], extreme).mean() > 0.1
 
 
+def test_label_shift_and_accuracy_drop_with_outcomes_known_late(tmp_path) -> None:
+    """Labels of served rows (-1 where the outcome is not known yet): quiet on unshifted windows, an accuracy
+    drop caught in the first window of a degraded model, a label shift in the first window of shifted outcomes."""
+    data = load_adult()
+    rng = np.random.default_rng(0)
+
+    def predict(y: np.ndarray) -> np.ndarray:  # a model that is right 85 % of the time
+        return np.where(rng.random(len(y)) < 0.85, y, 1 - y)
+
+    reference = DriftReference.from_arrays({}, predictions=predict(data.train.labels), labels=data.train.labels,
+                                           num_classes=2)
+    y = data.test.labels
+    quiet = DriftMonitor(reference, window=64)
+    for start in range(0, len(y) - 63, 64):
+        quiet.update(predictions=predict(y[start:start + 64]), labels=y[start:start + 64])
+    assert quiet.windows_seen >= 200
+    assert quiet.false_alarm_rate <= 0.01, quiet.false_alarm_rate
+
+    first: dict[tuple[str, str], int] = {}
+    with tw.Run(tmp_path / "run") as run:
+        # alpha 0.001: over 20 quiet windows, a false alarm at 0.01 would come one run in five
+        monitor = DriftMonitor(reference, run=run, window=128, alpha=0.001)
+        for w in range(40):
+            truth = y[w * 128:(w + 1) * 128].copy()
+            if w >= 30:  # outcomes shift: everyone served from here on earns more
+                truth[:] = 1
+            pred = predict(truth)
+            if 20 <= w < 30:  # the model degrades: half its answers wrong
+                pred = np.where(rng.random(128) < 0.5, 1 - truth, pred)
+            known = truth.copy()
+            known[::4] = -1  # a quarter of the outcomes are not known yet
+            for alert in monitor.update(predictions=pred, labels=known):
+                first.setdefault((alert.feature, alert.statistic), alert.window)
+    assert first[("accuracy", "accuracy_drop")] == 20
+    assert first[("labels", "proportion_shift")] == 30
+    (recorded,) = [r["data"] for r in iter_records(tmp_path / "run", kinds={"drift.reference"})]
+    assert recorded["label_counts"] == np.bincount(data.train.labels).tolist()
+    assert recorded["accuracy"][1] == len(data.train.labels)
+    windows = [r["data"] for r in iter_records(tmp_path / "run", kinds={"drift.window"})]
+    assert windows[0]["accuracy"][0] == pytest.approx(0.85, abs=0.1) and windows[25]["accuracy"][0] < 0.6
+    with pytest.raises(InputError, match="no labels to compare with"):
+        DriftMonitor(DriftReference.from_arrays({"a": np.arange(100.0)}), window=20).update(
+            {"a": np.zeros(5)}, labels=np.zeros(5))
+    with pytest.raises(InputError, match="differ in length"):
+        DriftReference.from_arrays({}, predictions=np.zeros(30), labels=np.zeros(40))
+
+
 def test_bad_input_is_refused() -> None:
     ref = DriftReference.from_arrays({"a": np.arange(100.0)})
     monitor = DriftMonitor(ref, window=20)

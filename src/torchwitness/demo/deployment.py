@@ -29,14 +29,17 @@ def _features(x: torch.Tensor, probs: torch.Tensor) -> dict[str, torch.Tensor]:
     return cols
 
 
-def deployment_stage(run: Run, model: nn.Module, reference_x: torch.Tensor, test_x: torch.Tensor,
-                     feature_names: list[str], console: Console) -> None:
+def deployment_stage(run: Run, model: nn.Module, reference: tuple[torch.Tensor, torch.Tensor],
+                     served: tuple[torch.Tensor, torch.Tensor], feature_names: list[str], console: Console) -> None:
+    """Serve ``served`` (rows, and the outcomes that become known for them) against a ``reference`` sample of
+    the training data (rows, labels)."""
     model.eval()
+    (reference_x, reference_y), (test_x, test_y) = reference, served
     with torch.no_grad():
         ref_probs = torch.softmax(model(reference_x), -1)
-    reference = DriftReference.from_arrays(_features(reference_x, ref_probs), predictions=ref_probs.argmax(-1),
-                                           num_classes=2)
-    monitor = DriftMonitor(reference, run=run, window=512)
+    drift_reference = DriftReference.from_arrays(_features(reference_x, ref_probs), predictions=ref_probs.argmax(-1),
+                                                 labels=reference_y, num_classes=2)
+    monitor = DriftMonitor(drift_reference, run=run, window=512)
     declare_retention(run, logs_days=365, role="deployer")  # the logs of use, Art. 26(6)
     serve = run.serve(model, policy=ReviewPolicy(min_confidence=0.55, audit_rate=0.002))
     half = len(test_x) // 2
@@ -47,7 +50,8 @@ def deployment_stage(run: Run, model: nn.Module, reference_x: torch.Tensor, test
             x[:, AGE] += 1.5
         probs = serve(x)
         serve.drift_flag = False
-        found = monitor.update(_features(x, probs), predictions=probs.argmax(-1))
+        # Outcomes are known for the served rows here (the test split's labels): accuracy is monitored too.
+        found = monitor.update(_features(x, probs), predictions=probs.argmax(-1), labels=test_y[start:start + BATCH])
         if found:
             serve.drift_flag = True  # the next batch goes to a human in full
         if found and not alerts:

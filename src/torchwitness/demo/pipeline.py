@@ -82,8 +82,8 @@ def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, co
         run.record("eval.summary", {"split": "test", "accuracy": (pred == y_test).float().mean(),
                                     "rows": len(y_test)})
         certify_stage(run, model, x_test, y_test, console)
-        reference = x_train[torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))[:4000]]
-        deployment_stage(run, model, reference, x_test, data.feature_names, console)
+        rows = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))[:4000]
+        deployment_stage(run, model, (x_train[rows], y_train[rows]), (x_test, y_test), data.feature_names, console)
         record_code_evidence(run, model, (x_train[:256], y_train[:256]), loss_fn, out, console)
 
     result = verify_run(run_dir)

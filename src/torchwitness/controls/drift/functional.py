@@ -124,3 +124,13 @@ def proportion_shift(reference_counts: np.ndarray, current_counts: np.ndarray) -
     se = math.sqrt(max(pooled * (1 - pooled) * (1 / n_r + 1 / n_c), 1e-300))
     z = diff[k] / se
     return float(diff[k]), math.erfc(z / math.sqrt(2))
+
+
+def accuracy_drop(reference_correct: int, reference_rows: int, correct: int, rows: int) -> tuple[float, float]:
+    """How far accuracy fell below the reference's, and its one-sided two-proportion z-test p-value (pooled): a
+    window doing better is no alert."""
+    p_r, p_c = reference_correct / reference_rows, correct / rows
+    pooled = (reference_correct + correct) / (reference_rows + rows)
+    se = math.sqrt(max(pooled * (1 - pooled) * (1 / reference_rows + 1 / rows), 1e-300))
+    drop = p_r - p_c
+    return float(drop), 0.5 * math.erfc(drop / se / math.sqrt(2))

@@ -1,14 +1,18 @@
 """Streaming drift monitoring against a recorded reference, with alerts as ledger records.
 
 Generic over named scalar features (tabular columns, model scores, LLM token statistics such as entropy or
-perplexity), optional embeddings, and predicted classes. Production rows accumulate into tumbling windows of
-``window`` rows; each full window is compared with the reference:
+perplexity), optional embeddings, predicted classes and, where the truth is known, labels. Production rows
+accumulate into tumbling windows of ``window`` rows; each full window is compared with the reference:
 
 * every scalar feature: two-sample Kolmogorov-Smirnov (the alerting test) and PSI over reference quantile bins
   (reported every window; alerting only when ``psi_threshold`` is set, e.g. the conventional 0.25, because PSI
   has no sampling distribution: on windows of a few hundred rows its noise alone crosses 0.25 often);
 * embeddings: MMD^2 with an RBF kernel and a permutation p-value;
-* predictions: the largest class-proportion change with a two-proportion z-test.
+* predictions: the largest class-proportion change with a two-proportion z-test;
+* labels (given with the rows they belong to, where the outcome is known; rows without one count as unlabelled):
+  the same test on the label proportions (label shift) and, beside predictions, a one-sided two-proportion test
+  of the window's accuracy against the reference's (a drop in performance, for Art. 72 post-market monitoring);
+  each needs at least 20 labelled rows in the window.
 
 Multiple testing: one window runs one test per feature, so each p-value is compared with ``alpha / tests``
 (Bonferroni). That bounds the chance that a window without drift raises any alert by ``alpha`` (the family-wise
@@ -16,7 +20,7 @@ false-alarm rate per window), which the tests measure on unshifted data.
 
 Example::
 
-    ref = DriftReference.from_arrays({"age": val_age, "score": val_scores}, predictions=val_pred)
+    ref = DriftReference.from_arrays({"age": val_age, "score": val_scores}, predictions=val_pred, labels=val_y)
     monitor = DriftMonitor(ref, run=run, window=256)
     for batch in production:
         for alert in monitor.update({"age": batch_age, "score": batch_scores}, predictions=batch_pred):
@@ -54,6 +58,8 @@ class ReferenceRecord(msgspec.Struct):
     window: int
     alpha: float
     psi_threshold: float | None
+    label_counts: list[int] | None = None
+    accuracy: list[int] | None = None  # [correct, rows] of the reference's predictions against its labels
 
 
 class DriftAlert(msgspec.Struct):
@@ -78,6 +84,8 @@ class WindowRecord(msgspec.Struct):
     mmd: list[float] | None
     prediction_shift: list[float] | None
     alerts: int
+    label_shift: list[float] | None = None  # [largest proportion change, p]
+    accuracy: list[float] | None = None  # [the window's accuracy, p of the drop from the reference's]
 
 
 for _kind, _struct in {"drift.reference": ReferenceRecord, "drift.alert": DriftAlert,
@@ -107,18 +115,21 @@ class DriftReference:
     embeddings: np.ndarray | None = None
     prediction_counts: np.ndarray | None = None
     bins: int = 10
+    label_counts: np.ndarray | None = None
+    accuracy: tuple[int, int] | None = None  # (correct, rows)
     edges: dict[str, np.ndarray] = field(init=False)
     sorted: dict[str, np.ndarray] = field(init=False)
 
     def __post_init__(self) -> None:
-        if not self.features and self.embeddings is None and self.prediction_counts is None:
-            raise InputError("a drift reference needs at least one feature, embeddings or predictions")
+        if not self.features and self.embeddings is None and self.prediction_counts is None and (
+                self.label_counts is None):
+            raise InputError("a drift reference needs at least one feature, embeddings, predictions or labels")
         self.edges = {k: F.quantile_edges(v, self.bins) for k, v in self.features.items()}
         self.sorted = {k: np.sort(v) for k, v in self.features.items()}
 
     @classmethod
     def from_arrays(cls, features: dict[str, Any], *, embeddings: Any = None, predictions: Any = None,
-                    num_classes: int | None = None, max_rows: int = 5000, bins: int = 10,
+                    labels: Any = None, num_classes: int | None = None, max_rows: int = 5000, bins: int = 10,
                     seed: int = 0) -> DriftReference:
         rng = np.random.default_rng(seed)
         feats = {k: _as_array(k, v) for k, v in features.items()}
@@ -131,11 +142,19 @@ class DriftReference:
         if embeddings is not None:
             emb = _as_matrix(embeddings)
             emb = emb[rng.choice(len(emb), min(len(emb), 500), replace=False)]
-        counts = None
+        counts = label_counts = accuracy = pred = None
         if predictions is not None:
             pred = _as_array("predictions", predictions).astype(np.int64)
             counts = np.bincount(pred, minlength=num_classes or int(pred.max()) + 1)
-        return cls(feats, emb, counts, bins)
+        if labels is not None:
+            truth = _as_array("labels", labels).astype(np.int64)
+            label_counts = np.bincount(truth, minlength=num_classes or int(truth.max()) + 1)
+            if pred is not None:
+                if len(pred) != len(truth):
+                    raise InputError(f"drift reference predictions and labels differ in length ({len(pred)} vs "
+                                     f"{len(truth)}): accuracy needs both for the same rows")
+                accuracy = (int((pred == truth).sum()), len(truth))
+        return cls(feats, emb, counts, bins, label_counts, accuracy)
 
     def digest(self) -> str:
         """``sha256`` over the reference samples, so a saved monitor state is only loaded against its reference."""
@@ -143,7 +162,7 @@ class DriftReference:
         for name in sorted(self.features):
             h.update(f"|{name}|".encode())
             h.update(np.ascontiguousarray(self.features[name], dtype=np.float64).tobytes())
-        for extra in (self.embeddings, self.prediction_counts):
+        for extra in (self.embeddings, self.prediction_counts, self.label_counts, self.accuracy):
             h.update(b"|-|" if extra is None else np.ascontiguousarray(extra).tobytes())
         return "sha256:" + h.hexdigest()
 
@@ -174,6 +193,7 @@ class DriftMonitor:
         self._buffer: dict[str, list[np.ndarray]] = {k: [] for k in reference.features}
         self._emb: list[np.ndarray] = []
         self._pred: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
         self._rows = 0
         if run is not None:
             run.record("drift.reference", {
@@ -181,7 +201,9 @@ class DriftMonitor:
                 "embedding_dim": None if reference.embeddings is None else int(reference.embeddings.shape[1]),
                 "prediction_counts": None if reference.prediction_counts is None
                 else reference.prediction_counts.tolist(),
-                "window": window, "alpha": alpha, "psi_threshold": psi_threshold})
+                "window": window, "alpha": alpha, "psi_threshold": psi_threshold,
+                "label_counts": None if reference.label_counts is None else reference.label_counts.tolist(),
+                "accuracy": None if reference.accuracy is None else list(reference.accuracy)})
 
     @property
     def false_alarm_rate(self) -> float:
@@ -200,7 +222,7 @@ class DriftMonitor:
         return {"reference": self.reference.digest(), "window": self.window, "alpha": self.alpha,
                 "windows_seen": self.windows_seen, "windows_alerting": self.windows_alerting, "rows": self._rows,
                 "features": {k: joined(v) for k, v in self._buffer.items()}, "embeddings": joined(self._emb),
-                "predictions": joined(self._pred)}
+                "predictions": joined(self._pred), "labels": joined(self._labels)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Carry on from :meth:`state_dict`: window numbering, false-alarm counters and pending rows."""
@@ -214,10 +236,12 @@ class DriftMonitor:
                         for k in self.reference.features}
         self._emb = [] if state["embeddings"] is None else [np.asarray(state["embeddings"])]
         self._pred = [] if state["predictions"] is None else [np.asarray(state["predictions"])]
+        self._labels = [] if state.get("labels") is None else [np.asarray(state["labels"])]
 
     def update(self, features: dict[str, Any] | None = None, *, embeddings: Any = None,
-               predictions: Any = None) -> list[DriftAlert]:
-        """Add production rows; returns the alerts of every window this call completed."""
+               predictions: Any = None, labels: Any = None) -> list[DriftAlert]:
+        """Add production rows; returns the alerts of every window this call completed. ``labels`` are the true
+        classes of these same rows, -1 where not known."""
         features = features or {}
         missing = set(self.reference.features) - set(features)
         if missing:
@@ -227,6 +251,11 @@ class DriftMonitor:
         if predictions is not None:
             pred = _as_array("predictions", predictions).astype(np.int64)
             lengths.add(len(pred))
+        if labels is not None:
+            if self.reference.label_counts is None:
+                raise InputError("this drift reference has no labels to compare with: build it with labels=")
+            truth = _as_array("labels", labels).astype(np.int64)
+            lengths.add(len(truth))
         if len(lengths) > 1:
             raise InputError(f"drift update arrays have different lengths: {sorted(lengths)}")
         for k, v in arrays.items():
@@ -235,7 +264,11 @@ class DriftMonitor:
             self._emb.append(_as_matrix(embeddings))
         if predictions is not None:
             self._pred.append(pred)
-        self._rows += lengths.pop() if lengths else (len(self._emb[-1]) if self._emb else 0)
+        rows = lengths.pop() if lengths else (len(self._emb[-1]) if self._emb else 0)
+        if self.reference.label_counts is not None:
+            # Kept row for row, -1 where no label came, so a window's labels are its own rows' labels.
+            self._labels.append(truth if labels is not None else np.full(rows, -1, dtype=np.int64))
+        self._rows += rows
         alerts: list[DriftAlert] = []
         while self._rows >= self.window:
             alerts.extend(self._close_window())
@@ -250,18 +283,22 @@ class DriftMonitor:
         current = {}
         for k in list(self._buffer):
             current[k], self._buffer[k] = self._take(self._buffer[k])
-        emb = pred = None
+        emb = pred = truth = None
         if self._emb:
             joined = np.concatenate(self._emb)
             emb, self._emb = joined[: self.window], ([joined[self.window:]] if len(joined) > self.window else [])
         if self._pred:
             pred, self._pred = self._take(self._pred)
+        if self._labels:
+            truth, self._labels = self._take(self._labels)
         self._rows -= self.window
         index = self.windows_seen
         self.windows_seen += 1
 
+        labelled = truth is not None and int((truth >= 0).sum()) >= 20
+        judged = labelled and pred is not None and ref.accuracy is not None and len(pred) == len(truth)
         tests = len(current) + (emb is not None and ref.embeddings is not None) + (
-            pred is not None and ref.prediction_counts is not None)
+            pred is not None and ref.prediction_counts is not None) + labelled + judged
         level = self.alpha / max(tests, 1)
         alerts: list[DriftAlert] = []
         ks, psi_values = {}, {}
@@ -289,11 +326,29 @@ class DriftMonitor:
             shift = [value, p]
             if p < level:
                 alerts.append(DriftAlert("predictions", "proportion_shift", value, level, p, index, self.window))
+        label_shift = accuracy = None
+        if judged:
+            pred = pred[truth >= 0]
+        if truth is not None:
+            truth = truth[truth >= 0]
+        if labelled:
+            counts = np.bincount(truth, minlength=len(ref.label_counts))
+            value, p = F.proportion_shift(ref.label_counts, counts[: len(ref.label_counts)])
+            label_shift = [value, p]
+            if p < level:
+                alerts.append(DriftAlert("labels", "proportion_shift", value, level, p, index, self.window))
+        if judged:
+            correct = int((pred == truth).sum())  # type: ignore[operator]
+            drop, p = F.accuracy_drop(*ref.accuracy, correct, len(truth))
+            accuracy = [correct / len(truth), p]
+            if p < level:
+                alerts.append(DriftAlert("accuracy", "accuracy_drop", drop, level, p, index, self.window))
         if alerts:
             self.windows_alerting += 1
         if self.run is not None:
             self.run.record("drift.window", {"window": index, "rows": self.window, "ks": ks, "psi": psi_values,
-                                             "mmd": mmd, "prediction_shift": shift, "alerts": len(alerts)})
+                                             "mmd": mmd, "prediction_shift": shift, "alerts": len(alerts),
+                                             "label_shift": label_shift, "accuracy": accuracy})
             for a in alerts:
                 self.run.record("drift.alert", msgspec.structs.asdict(a))
         return alerts
