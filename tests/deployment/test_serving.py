@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
@@ -438,6 +439,38 @@ def test_cli_review_and_explain_decision(tmp_path: Path, model, test_rows) -> No
     row = int(decision.rsplit("-", 1)[1])
     kept = RetainedInputs.for_run(root).get(decision)  # retention on: the exact served row, erasable
     assert np.array_equal(kept, test_rows[row].numpy())
+
+
+def test_the_least_confident_flagged_rows_are_explained_for_their_reviewer(tmp_path: Path, model,
+                                                                          test_rows) -> None:
+    root = tmp_path / "run"
+    names = [f"f{i}" for i in range(test_rows.shape[1])]
+    with tw.Run(root) as run:
+        with pytest.raises(InputError, match="needs their inputs"):
+            run.serve(model, policy=ReviewPolicy(explain=2))
+        serve = run.serve(model, retain_inputs=True, window=8,
+                          policy=ReviewPolicy(min_confidence=0.9, explain=2, feature_names=tuple(names)))
+        with torch.inference_mode():  # a caller's own inference mode: the rows are still explained
+            probs = serve(test_rows[:16])
+    queue = ReviewQueue.for_run(root)
+    flagged = {r.decision_id: r.confidence for r in queue.open_requests(1000)}
+    explained = [r["data"] for r in iter_records(root, kinds={"explain.attribution"})]
+    # one request of 16 rows, one window: its two least confident flagged rows
+    expected = sorted(flagged, key=flagged.get)[:2]
+    assert len(flagged) > 2 and sorted(e["decision_id"] for e in explained) == sorted(expected)
+    for e in explained:
+        n = int(e["decision_id"].rsplit("-", 1)[1])
+        again = explain_input(model, test_rows[n], feature_names=names)  # reproducible from the served row
+        assert e["top"] == [[k, v] for k, v in again.top] and e["top"][0][0] in names
+        assert e["target"] == int(probs[n].argmax()) and e["delta"] < 1e-2
+    listing = subprocess.run([sys.executable, "-m", "torchwitness", "review", "list", str(root), "--limit", "100"],
+                             capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"})
+    assert listing.returncode == 0, listing.stderr
+    for e in explained:
+        (line,) = [x for x in listing.stdout.splitlines() if e["decision_id"] in x]
+        name, value = e["top"][0]
+        assert f"{name} {value:+.2f}" in line
+    verify_run(root, deep=True)
 
 
 def test_cli_explains_a_served_token_model_decision(tmp_path: Path) -> None:

@@ -38,14 +38,23 @@ def _record_now(run: Path, queue) -> str:
 
 @review_app.command("list")
 def list_requests(run: Path = RunArg, limit: int = typer.Option(50, "--limit")) -> None:
-    """Open review requests, oldest first."""
+    """Open review requests, oldest first, with the strongest attributions of those explained."""
+    from torchwitness.ledger.reader import iter_records
+
     requests = _queue(run).open_requests(limit)
+    wanted = {r.decision_id for r in requests}
+    explained = {e["data"]["decision_id"]: e["data"]["top"] for e in iter_records(run, kinds={"explain.attribution"})
+                 if e["data"]["decision_id"] in wanted}
     table = Table(title=f"{len(requests)} open review request(s)")
-    for col in ("decision", "reason", "prediction", "confidence"):
-        table.add_column(col)
+    table.add_column("decision", no_wrap=True)  # an id to copy into review decide: never broken
+    table.add_column("reason", no_wrap=True)
+    for col in ("pred", "conf", "explanation"):
+        table.add_column(col, overflow="fold")
     for r in requests:
+        top = explained.get(r.decision_id, [])
         table.add_row(r.decision_id, r.reason, "" if r.prediction is None else str(r.prediction),
-                      "" if r.confidence is None else f"{r.confidence:.3f}")
+                      "" if r.confidence is None else f"{r.confidence:.3f}",
+                      ", ".join(f"{name} {value:+.2f}" for name, value in top[:3]))
     console.print(table)
 
 

@@ -220,6 +220,11 @@ class ReviewPolicy:
 
     ``sensitive_groups`` names groups (``"sex=Female"``) whose rows all go to review; the serving caller labels
     each row (``serve(batch, groups=[...])``), since the group is rarely among the model's inputs.
+
+    ``explain`` flagged rows of each window, the least confident first, are explained for their reviewer
+    (Integrated Gradients through Captum, on a thread of the recorder's own; ``explain.attribution`` records
+    that ``torchwitness review list`` shows); it needs ``retain_inputs=True``. ``feature_names`` name the
+    attributions of tabular inputs.
     """
 
     min_confidence: float = 0.6
@@ -227,6 +232,8 @@ class ReviewPolicy:
     on_drift: bool = True
     sensitive_groups: frozenset[str] = frozenset()
     seed: int = 0
+    explain: int = 0
+    feature_names: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps({**self.__dict__, "sensitive_groups": sorted(self.sensitive_groups)}))

@@ -1,8 +1,9 @@
 """Demo stage: serve the Adult model on the test split with drift induced halfway, route flagged decisions to
-human review, decide some, stop and resume serving, and explain one."""
+human review with explanations of the least confident, decide some, and stop and resume serving."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import torch
@@ -14,7 +15,7 @@ from torchwitness.controls.oversight import ReviewPolicy, ReviewQueue
 from torchwitness.controls.retention import declare_retention
 from torchwitness.demo.adult import NUMERIC
 from torchwitness.errors import ServingStopped
-from torchwitness.integrations.captum import explain_tabular
+from torchwitness.ledger.reader import iter_records
 from torchwitness.run import Run
 
 BATCH = 128
@@ -41,7 +42,11 @@ def deployment_stage(run: Run, model: nn.Module, reference: tuple[torch.Tensor, 
                                                  labels=reference_y, num_classes=2)
     monitor = DriftMonitor(drift_reference, run=run, window=512)
     declare_retention(run, logs_days=365, role="deployer")  # the logs of use, Art. 26(6)
-    serve = run.serve(model, policy=ReviewPolicy(min_confidence=0.55, audit_rate=0.002))
+    # Flagged rows' inputs are kept 30 days (GDPR Art. 5(1)(e)) so the two least confident of each window can be
+    # explained for their reviewer.
+    serve = run.serve(model, retain_inputs=True, retain_seconds=dt.timedelta(days=30),
+                      policy=ReviewPolicy(min_confidence=0.55, audit_rate=0.002, explain=2,
+                                          feature_names=tuple(feature_names)))
     half = len(test_x) // 2
     alerts = []
     for start in range(0, len(test_x), BATCH):
@@ -74,15 +79,12 @@ def deployment_stage(run: Run, model: nn.Module, reference: tuple[torch.Tensor, 
         queue.decide(request.decision_id, action, reviewer="reviewer-17@example.org",
                      label=1 - (request.prediction or 0) if action == "override" else None,
                      note="demo review")
-    serve.close()  # records the reviewers' decisions
-    if pending:
-        row = int(pending[0].decision_id.rsplit("-", 1)[1])
-        x = test_x[row].clone()
-        if row >= half:
-            x[AGE] += 1.5
-        explanation = explain_tabular(model, x, feature_names=feature_names, seed=0)
-        explanation.record(run, pending[0].decision_id)
-        top = ", ".join(f"{name} {value:+.2f}" for name, value in explanation.top[:3])
-        console.print(f"explained {pending[0].decision_id}: {top} (delta {explanation.delta:.1e})")
+    serve.close()  # records the reviewers' decisions and the explanations still being computed
+    run.flush()
+    explained = [r["data"] for r in iter_records(run.path, kinds={"explain.attribution"})]
+    for e in explained[:1]:
+        top = ", ".join(f"{name} {value:+.2f}" for name, value in e["top"][:3])
+        console.print(f"explained {len(explained)} flagged decisions for their reviewers, e.g. {e['decision_id']}: "
+                      f"{top} (delta {e['delta']:.1e})")
     console.print(f"served {len(test_x)} rows: {monitor.windows_seen} drift windows, "
                   f"{monitor.windows_alerting} alerting; {len(queue.open_requests(100_000))} requests await review")

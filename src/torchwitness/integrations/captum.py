@@ -8,6 +8,10 @@ the explanation (method, steps, baseline, target, seed) is recorded beside it.
 
 from __future__ import annotations
 
+import queue
+import threading
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,9 +138,59 @@ class _Logits(torch.nn.Module):
 
 
 def explain_input(model: torch.nn.Module, x: torch.Tensor, *, n_steps: int = 64, top_k: int = 5,
-                  seed: int = 0) -> Explanation:
+                  seed: int = 0, feature_names: Sequence[str] | None = None) -> Explanation:
     """One served row, explained the way its input calls for: token ids (an integer row) by Layer Integrated
     Gradients through the model's input embedding, features by Integrated Gradients."""
     if x.dtype.is_floating_point:
-        return explain_tabular(model, x, n_steps=n_steps, top_k=top_k, seed=seed)
+        return explain_tabular(model, x, n_steps=n_steps, top_k=top_k, seed=seed,
+                               feature_names=list(feature_names) if feature_names else None)
     return explain_tokens(_Logits(model), input_embedding(model), x.long(), n_steps=n_steps, top_k=top_k, seed=seed)
+
+
+class ExplanationWorker:
+    """Explains decisions on a thread of its own and records each (``explain.attribution``), so a serving thread
+    hands a row over and never waits for Captum. At most ``capacity`` rows wait; beyond that a row is skipped
+    and counted in ``skipped``.
+
+    Captum runs the model with gradients beside the serving threads' inference; the weights are only read. The
+    global random state is restored after each explanation (``explain_input`` seeds it for reproducibility).
+    """
+
+    def __init__(self, model: torch.nn.Module, run: Any, *, n_steps: int = 64, top_k: int = 5,
+                 feature_names: Sequence[str] | None = None, capacity: int = 64) -> None:
+        _captum()  # a missing extra is said now, not on the worker thread
+        self.model, self.run = model, run
+        self.n_steps, self.top_k, self.feature_names = n_steps, top_k, feature_names
+        self.skipped = 0
+        self._queue: queue.Queue[tuple[str, torch.Tensor] | None] = queue.Queue(maxsize=capacity)
+        self._thread = threading.Thread(target=self._work, name="torchwitness-explain", daemon=True)
+        self._thread.start()
+
+    def submit(self, decision_id: str, row: torch.Tensor) -> bool:
+        """Queue one served row for explanation; False (and counted) when the queue is full."""
+        try:
+            self._queue.put_nowait((decision_id, row))
+        except queue.Full:
+            self.skipped += 1
+            return False
+        return True
+
+    def close(self) -> None:
+        """Explain what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _work(self) -> None:
+        warned = ""
+        while (item := self._queue.get()) is not None:
+            decision_id, row = item
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    explanation = explain_input(self.model, row, n_steps=self.n_steps, top_k=self.top_k,
+                                                feature_names=self.feature_names)
+                explanation.record(self.run, decision_id)
+            except Exception as e:  # one row that cannot be explained must not stop the others: said once
+                if str(e) != warned:
+                    warned = str(e)
+                    warnings.warn(f"torchwitness: decision {decision_id} not explained: {e}", RuntimeWarning,
+                                  stacklevel=1)

@@ -390,6 +390,14 @@ class InferenceRecorder:
         self._rng = torch.Generator().manual_seed(policy.seed if policy else 0)
         self.drift_flag = False  # set by a drift monitor's caller to route the next requests to review
         self._inputs = RetainedInputs.for_run(run.path) if retain_inputs else None
+        self._explainer: Any = None
+        if policy is not None and policy.explain:
+            if not retain_inputs:
+                raise InputError("explaining flagged requests (ReviewPolicy.explain) needs their inputs: serve with "
+                                 "retain_inputs=True")
+            from torchwitness.integrations.captum import ExplanationWorker
+
+            self._explainer = ExplanationWorker(model, run, feature_names=policy.feature_names or None)
         # The open window, one column per field: a request appends numbers to lists and makes no object of its own.
         self._first = 0  # the window's first decision number
         self._served = 0  # requests recorded before the window
@@ -686,16 +694,20 @@ class InferenceRecorder:
             for i, labels in grouped:
                 sensitive[starts[i] - first:starts[i] - first + rows[i]] = [g in self.policy.sensitive_groups
                                                                             for g in labels]
-            self._flag([self.decision_id(n) for n in range(first, first + decisions)], prediction, confidence, drift,
-                       sensitive)
+            flagged = self._flag([self.decision_id(n) for n in range(first, first + decisions)], prediction,
+                                 confidence, drift, sensitive)
+            if self._explainer is not None and batch is not None and flagged:
+                self._explain(flagged, first, [(starts[i], rows[i]) for i in committed], batch)
 
     def _flag(self, ids: list[str], prediction: torch.Tensor, confidence: torch.Tensor, drift: list[bool],
-              sensitive: list[bool]) -> None:
+              sensitive: list[bool]) -> list[tuple[int, float]]:
+        """Send the window's flagged rows to the review queue; returns them as (decision number offset within the
+        window, confidence)."""
         policy = self.policy
         conf = confidence.detach().cpu().tolist()
         pred = prediction.detach().cpu().tolist()
         audit = (torch.rand(len(ids), generator=self._rng) < policy.audit_rate).tolist()
-        rows = []
+        rows, flagged = [], []
         for i, decision in enumerate(ids):
             reason = ("drift" if drift[i] and policy.on_drift else
                       "low_confidence" if conf[i] < policy.min_confidence else
@@ -703,8 +715,23 @@ class InferenceRecorder:
                       "audit_sample" if audit[i] else None)
             if reason:
                 rows.append((decision, reason, int(pred[i]), float(conf[i])))
+                flagged.append((i, conf[i]))
         if rows:
             self.review.submit_many(rows)
+        return flagged
+
+    def _explain(self, flagged: list[tuple[int, float]], first: int, retained: list[tuple[int, int]],
+                 batch: torch.Tensor) -> None:
+        """Hand the least confident ``policy.explain`` flagged rows whose inputs were retained (``retained``: the
+        first decision number and rows of each retained request, in ``batch`` order) to the explanation worker."""
+        where, offset = {}, 0
+        for start, n in retained:
+            where.update({start - first + j: offset + j for j in range(n)})
+            offset += n
+        chosen = sorted((c, i) for i, c in flagged if i in where)[:self.policy.explain]
+        with torch.inference_mode(False):  # the worker differentiates through it
+            for _, i in chosen:
+                self._explainer.submit(self.decision_id(first + i), batch[where[i]].detach().clone())
 
     def close(self) -> None:
         """Record pending requests, then any reviewer decisions and stop/resume events still in the queue.
@@ -715,5 +742,7 @@ class InferenceRecorder:
         if self._ager is not threading.current_thread():
             self._ager.join()
         self.flush()
+        if self._explainer is not None:
+            self._explainer.close()
         if self.review is not None:
             self.review.record_pending(self.run.record)
