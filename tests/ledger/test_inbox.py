@@ -13,9 +13,15 @@ from torchwitness.errors import InputError, LedgerError
 from torchwitness.ledger import iter_records, verify_run
 from torchwitness.ledger.encoding import Personal
 from torchwitness.ledger.inbox import Inbox, appending
-from torchwitness.ledger.writer import Ledger
+from torchwitness.ledger.keys import SigningKey
+from torchwitness.ledger.layout import Layout, read_manifest
+from torchwitness.ledger.writer import Ledger, now_us
 
 SECRET = "Jane Roe, born 1970-01-01"
+
+
+def _key(root: Path) -> SigningKey:
+    return Ledger.signing_key_for(read_manifest(root), Layout(root), None)
 
 
 def _private_bytes(root: Path) -> bytes:
@@ -43,7 +49,7 @@ def test_a_personal_value_leaves_the_inbox_once_performed(tmp_path: Path) -> Non
     root = tmp_path / "run"
     with Ledger.open(root, inbox_seconds=0.05):
         inbox = Inbox.for_run(root)  # a submitter that stopped waiting: it never reads the outcome
-        inbox.put("record", {"kind": "complaint", "data": {"who": Personal(SECRET)}, "step": None})
+        inbox.put("record", {"kind": "complaint", "data": {"who": Personal(SECRET)}, "step": None}, _key(root))
         assert SECRET.encode() in _private_bytes(root)
         deadline = time.monotonic() + 10
         while inbox.pending() and time.monotonic() < deadline:
@@ -70,7 +76,7 @@ def test_a_holder_that_does_not_look_in_time_performs_it_at_close_or_next_open(t
     assert [r["data"] for r in iter_records(root)] == [{"at": "close"}]
     # Left while nobody held the run (the holder was killed, say): the next opening performs it first.
     inbox = Inbox.for_run(root)
-    op = inbox.put("record", {"kind": "note", "data": {"at": "open"}, "step": None})
+    op = inbox.put("record", {"kind": "note", "data": {"at": "open"}, "step": None}, _key(root))
     with Ledger.open(root):
         pass
     assert inbox.outcome(op) == (True, 1, None)
@@ -105,6 +111,24 @@ def test_a_failing_operation_is_reported_to_its_submitter_and_blocks_nothing(tmp
         assert target.record("note", {"ok": True}) == 0
         holder.append("note", {"after": True})
     assert [r["data"] for r in iter_records(root)] == [{"ok": True}, {"after": True}]
+
+
+def test_only_operations_signed_with_the_run_key_are_performed(tmp_path: Path) -> None:
+    """Write access to the private folder is not the signing key: a forged operation is refused, not signed."""
+    root = tmp_path / "run"
+    Ledger.open(root).close()
+    inbox = Inbox.for_run(root)
+    body = {"kind": "note", "data": {"forged": True}, "step": None}
+    forged = inbox.put("record", body, SigningKey.generate())
+    raw = inbox._db.execute("INSERT INTO ops (op, body, created_us) VALUES ('record', ?, ?)",
+                            ('{"kind": "note", "data": {"unsigned": true}, "step": null}', now_us())).lastrowid
+    signed = inbox.put("record", {"kind": "note", "data": {"signed": True}, "step": None}, _key(root))
+    with Ledger.open(root):
+        pass
+    assert inbox.outcome(forged) == (True, None, "not signed with this run's key: refused")
+    assert inbox.outcome(raw) == (True, None, "not signed with this run's key: refused")
+    assert inbox.outcome(signed) == (True, 0, None)
+    assert [r["data"] for r in iter_records(root)] == [{"signed": True}]
 
 
 def test_a_damaged_inbox_warns_and_the_run_goes_on(tmp_path: Path) -> None:

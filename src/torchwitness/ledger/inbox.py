@@ -8,8 +8,11 @@ an open :class:`~torchwitness.ledger.writer.Ledger` looks at its inbox when it o
 appended), every ``inbox_seconds`` (one second by default) and when it closes. The submitting process waits a
 few seconds for the outcome (the record's sequence number) and otherwise leaves the operation queued.
 
-Delivery is at least once: a holder killed between appending an operation's record and marking it done appends
-it again when the run is next opened (a duplicate, never a loss). Personal values wait in the inbox as given
+Only a holder of the run's signing key may leave an operation, as only a holder may open the ledger: each is
+signed with that key (Ed25519) and the holder performs nothing whose signature does not verify against the run's
+public key, so write access to the private folder alone does not get a record signed. Delivery is at least once:
+a holder killed between appending an operation's record and marking it done appends it again when the run is
+next opened (a duplicate, never a loss). Personal values wait in the inbox as given
 (the private folder is the place for them) and are overwritten once performed (``secure_delete``, and the
 write-ahead log truncated), as the review queue does with reviewer ids.
 
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from torchwitness.errors import InputError, LedgerBusy, LedgerError
 from torchwitness.ledger.encoding import Personal
+from torchwitness.ledger.keys import SigningKey
 from torchwitness.ledger.layout import Layout, read_manifest
 from torchwitness.ledger.personal import PersonalStore
 
@@ -44,7 +48,7 @@ _SCHEMA = """
 PRAGMA journal_mode = WAL;
 PRAGMA secure_delete = ON;
 CREATE TABLE IF NOT EXISTS ops (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL, body TEXT, created_us INTEGER NOT NULL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL, body TEXT, signature BLOB, created_us INTEGER NOT NULL,
     done INTEGER NOT NULL DEFAULT 0, result INTEGER, error TEXT);
 """
 _PERSONAL = "$inbox.personal"  # a value to commit, as the submitter gave it; never a key of a record's data
@@ -86,13 +90,13 @@ class Inbox:
     def close(self) -> None:
         self._db.close()
 
-    def put(self, op: str, body: dict[str, Any]) -> int:
-        """Queue ``op`` (``"record"`` or ``"erase"``); returns its id."""
+    def put(self, op: str, body: dict[str, Any], key: SigningKey) -> int:
+        """Queue ``op`` (``"record"`` or ``"erase"``) signed with the run's ``key``; returns its id."""
         from torchwitness.ledger.writer import now_us
 
         text = _encode(body)  # refused here, in the submitter, rather than failing in the holder
-        return int(self._db.execute("INSERT INTO ops (op, body, created_us) VALUES (?, ?, ?)",
-                                    (op, text, now_us())).lastrowid)
+        return int(self._db.execute("INSERT INTO ops (op, body, signature, created_us) VALUES (?, ?, ?, ?)",
+                                    (op, text, key.sign(_signed(op, text)), now_us())).lastrowid)
 
     def outcome(self, op_id: int) -> tuple[bool, int | None, str | None]:
         """``(done, result, error)`` of a queued operation; its row is deleted once it is done."""
@@ -110,10 +114,10 @@ class Inbox:
         """Perform every pending operation on ``ledger`` (which this process holds), in the order queued."""
         from torchwitness.ledger.writer import now_us
 
-        rows = self._db.execute("SELECT id, op, body FROM ops WHERE done = 0 ORDER BY id").fetchall()
+        rows = self._db.execute("SELECT id, op, body, signature FROM ops WHERE done = 0 ORDER BY id").fetchall()
         if not rows:
             return 0
-        outcomes = [(*_perform(ledger, op, body), op_id) for op_id, op, body in rows]
+        outcomes = [(*_perform(ledger, op, body, signature), op_id) for op_id, op, body, signature in rows]
         # Marked done only once their records are written: a crash in between repeats them, never loses them.
         ledger.flush()
         self._db.execute("BEGIN IMMEDIATE")
@@ -125,9 +129,15 @@ class Inbox:
         return len(rows)
 
 
-def _perform(ledger: Ledger, op: str, body: str) -> tuple[int | None, str | None]:
+def _signed(op: str, body: str) -> bytes:
+    return f"torchwitness inbox\n{op}\n{body}".encode()
+
+
+def _perform(ledger: Ledger, op: str, body: str, signature: bytes | None) -> tuple[int | None, str | None]:
     # Another process's operation must never stop the holder (a server, say): whatever fails is reported to the
     # submitter as the operation's error.
+    if not signature or not ledger.public_key.verify(bytes(signature), _signed(op, body)):
+        return None, "not signed with this run's key: refused"
     try:
         args = _decode(body)
         if op == "record":
@@ -164,9 +174,10 @@ class _Queued:
 
     queued = True
 
-    def __init__(self, root: Path, timeout: float) -> None:
+    def __init__(self, root: Path, timeout: float, key: SigningKey) -> None:
         self._root = root
         self.layout = Layout(root)
+        self._key = key
         self._inbox = Inbox(self.layout.inbox)
         self._timeout = timeout
         self._personal: PersonalStore | None = None
@@ -184,7 +195,7 @@ class _Queued:
         return self._submit("erase", {"values": list(values), "commitments": list(commitments), "reason": reason})
 
     def _submit(self, op: str, body: dict[str, Any]) -> int | None:
-        op_id = self._inbox.put(op, body)
+        op_id = self._inbox.put(op, body, self._key)
         deadline = time.monotonic() + self._timeout
         while True:
             done, result, error = self._inbox.outcome(op_id)
@@ -217,11 +228,11 @@ def appending(root: str | Path, *, key_dir: Path | None = None, timeout: float =
     from torchwitness.ledger.writer import Ledger
 
     root = Path(root)
-    read_manifest(root)
+    manifest = read_manifest(root)
     try:
         ledger = Ledger.open(root, key_dir=key_dir)
     except LedgerBusy:
-        queued = _Queued(root, timeout)
+        queued = _Queued(root, timeout, Ledger.signing_key_for(manifest, Layout(root), key_dir))
         try:
             yield queued
         finally:

@@ -177,7 +177,7 @@ class Ledger:
                 os.replace(tmp, layout.manifest)
             else:
                 manifest = read_manifest(layout.root)
-                key = cls._signing_key_for(manifest, layout, key_dir)
+                key = cls.signing_key_for(manifest, layout, key_dir)
             return cls(layout, manifest, key, rank=rank, checkpoint_every=checkpoint_every,
                        checkpoint_seconds=checkpoint_seconds, fsync=fsync, on_full=on_full,
                        queue_size=queue_size, retain_personal=retain_personal, lock_fd=lock_fd,
@@ -197,7 +197,8 @@ class Ledger:
         return fd
 
     @staticmethod
-    def _signing_key_for(manifest: dict, layout: Layout, key_dir: Path | None) -> SigningKey:
+    def signing_key_for(manifest: dict, layout: Layout, key_dir: Path | None) -> SigningKey:
+        """The private key of the run whose manifest and layout these are, from ``key_dir`` (or the default)."""
         try:
             public = PublicKey.from_vkey(layout.vkey.read_text())
         except FileNotFoundError:
