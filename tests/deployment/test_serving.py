@@ -270,6 +270,40 @@ def test_two_threads_recording_pending_decisions_record_each_once(tmp_path: Path
     assert len(list(iter_records(tmp_path / "run", kinds={"review.decision"}))) == 200
 
 
+def test_serving_while_reviewers_decide_and_the_recorder_records_them(tmp_path: Path, monkeypatch) -> None:
+    """The serving thread (flagging), the window-ageing thread (recording decisions) and a reviewer share the
+    queue: no request fails and every decision is recorded once. Sharing one connection unguarded failed within
+    seconds ("cannot commit - no transaction is active", then every later request)."""
+    import threading
+
+    from torchwitness.probes import inference
+
+    monkeypatch.setattr(inference, "_REVIEW_SECONDS", 0.005)
+    root = tmp_path / "run"
+    model = torch.nn.Linear(4, 2).eval()
+    decided: list[str] = []
+    with tw.Run(root) as run:
+        serve = run.serve(model, window=4, policy=ReviewPolicy(min_confidence=1.01))  # every row flagged
+        done = threading.Event()
+
+        def reviewer() -> None:
+            queue = ReviewQueue.for_run(root)
+            while not done.is_set():
+                for request in queue.open_requests(20):
+                    queue.decide(request.decision_id, "approve", reviewer="alice")
+                    decided.append(request.decision_id)
+
+        thread = threading.Thread(target=reviewer)
+        thread.start()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            serve(torch.randn(2, 4))  # raises if the queue's connection was left in a bad state
+        done.set()
+        thread.join()
+    recorded = [r["data"]["decision_id"] for r in iter_records(root, kinds={"review.decision"})]
+    assert decided and sorted(recorded) == sorted(decided)
+
+
 def test_a_queue_from_before_the_switch_log_keeps_its_unrecorded_stop(tmp_path: Path) -> None:
     import sqlite3
 

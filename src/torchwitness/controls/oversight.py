@@ -14,12 +14,15 @@ also one lifted before the serving process looked.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -28,6 +31,7 @@ from torchwitness.ledger.encoding import Personal
 from torchwitness.ledger.schema import register_kind
 from torchwitness.ledger.writer import now_us
 
+T = TypeVar("T")
 Action = Literal["approve", "override", "escalate"]
 ACTIONS = ("approve", "override", "escalate")
 
@@ -80,13 +84,25 @@ class ReviewRequest:
     status: str
 
 
+def _locked(method: Callable[..., T]) -> Callable[..., T]:
+    """One thread at a time on the queue's connection: a serving thread, the recorder's window-ageing thread and a
+    caller may share it, and a transaction is several calls (two threads' interleaved BEGIN and COMMIT failed)."""
+    @functools.wraps(method)
+    def locked(self: ReviewQueue, *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class ReviewQueue:
-    """The SQLite review queue of one run (by default ``RUN/private/review.sqlite``)."""
+    """The SQLite review queue of one run (by default ``RUN/private/review.sqlite``). Safe to share between
+    threads; several processes may open it at once."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._recording = threading.Lock()
+        self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self._db.executescript(_SCHEMA)
@@ -100,44 +116,55 @@ class ReviewQueue:
         exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'switch'"
         if self._db.execute(exists).fetchone() is None:
             return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             if self._db.execute(exists).fetchone() is not None:  # another process may have moved it meanwhile
                 self._db.execute("INSERT INTO switch_events (stopped, who, reason, changed_us, recorded) "
                                  "SELECT stopped, COALESCE(who, ''), reason, COALESCE(changed_us, 0), recorded "
                                  "FROM switch WHERE id = 1")
                 self._db.execute("DROP TABLE switch")
-            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """A write transaction taken at once (so another connection or process waits rather than interleaves),
+        rolled back on any error so the connection is never left inside it."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        self._db.execute("COMMIT")
 
     @classmethod
     def for_run(cls, run_dir: str | Path) -> ReviewQueue:
         return cls(Path(run_dir) / "private" / "review.sqlite")
 
+    @_locked
     def close(self) -> None:
         self._db.close()
 
     # -- requests
+    @_locked
     def submit(self, decision_id: str, reason: str, *, prediction: int | None = None,
                confidence: float | None = None) -> None:
         self._db.execute("INSERT OR IGNORE INTO requests (decision_id, reason, created_us, prediction, confidence) "
                          "VALUES (?, ?, ?, ?, ?)", (decision_id, reason, now_us(), prediction, confidence))
 
+    @_locked
     def submit_many(self, rows: list[tuple[str, str, int | None, float | None]]) -> None:
         now = now_us()
-        self._db.execute("BEGIN IMMEDIATE")
-        self._db.executemany("INSERT OR IGNORE INTO requests (decision_id, reason, created_us, prediction, "
-                             "confidence) VALUES (?, ?, ?, ?, ?)", [(d, r, now, p, c) for d, r, p, c in rows])
-        self._db.execute("COMMIT")
+        with self._transaction():
+            self._db.executemany("INSERT OR IGNORE INTO requests (decision_id, reason, created_us, prediction, "
+                                 "confidence) VALUES (?, ?, ?, ?, ?)", [(d, r, now, p, c) for d, r, p, c in rows])
 
+    @_locked
     def open_requests(self, limit: int = 100) -> list[ReviewRequest]:
         rows = self._db.execute("SELECT decision_id, reason, created_us, prediction, confidence, status FROM "
                                 "requests WHERE status = 'open' ORDER BY created_us, decision_id LIMIT ?", (limit,))
         return [ReviewRequest(*r) for r in rows]
 
     # -- decisions
+    @_locked
     def decide(self, decision_id: str, action: str, *, reviewer: str, label: int | None = None,
                note: str = "") -> int:
         """Store a reviewer's decision; returns its id. Recorded in the ledger by :meth:`record_pending`."""
@@ -147,8 +174,7 @@ class ReviewQueue:
             raise InputError("an override needs the corrected --label")
         if not reviewer:
             raise InputError("a decision needs a reviewer id")
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             if self._db.execute("SELECT 1 FROM requests WHERE decision_id = ?", (decision_id,)).fetchone() is None:
                 raise InputError(f"no review request for decision {decision_id!r}")
             cur = self._db.execute("INSERT INTO decisions (decision_id, action, label, reviewer, note, decided_us) "
@@ -156,26 +182,29 @@ class ReviewQueue:
                                    (decision_id, action, label, reviewer, note, now_us()))
             self._db.execute("UPDATE requests SET status = ? WHERE decision_id = ?",
                              ("escalated" if action == "escalate" else "decided", decision_id))
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         return int(cur.lastrowid)
 
+    @_locked
     def decisions(self) -> list[dict[str, Any]]:
         cols = ("id", "decision_id", "action", "label", "note", "decided_us", "recorded_seq")
         rows = self._db.execute(f"SELECT {', '.join(cols)} FROM decisions ORDER BY id")
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
+    @_locked
     def record_pending(self, record: Any) -> int:
-        """Record every decision not yet in the ledger (``record`` is ``run.record`` or ``Ledger.append``).
+        """Record every decision and stop/resume event not yet in the ledger (``record`` is ``run.record`` or
+        ``Ledger.append``); returns how many decisions.
 
-        A serving recorder calls this every second from its own thread and when it sees a stop: one at a time,
-        or both would record the same decision."""
-        with self._recording:
-            return self._record_pending(record)
+        Inside one write transaction, so two callers (a serving recorder's threads, another process) record each
+        once: the second waits, then finds them recorded."""
+        with self._transaction():
+            decided, events = self._record_pending(record)
+        if decided or events:
+            # The WAL still holds the old pages with the ids in them until it is checkpointed and truncated.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return decided
 
-    def _record_pending(self, record: Any) -> int:
+    def _record_pending(self, record: Any) -> tuple[int, int]:
         rows = self._db.execute("SELECT id, decision_id, action, label, reviewer, note, decided_us FROM decisions "
                                 "WHERE recorded_seq IS NULL ORDER BY id").fetchall()
         for rid, decision_id, action, label, reviewer, note, decided_us in rows:
@@ -191,10 +220,7 @@ class ReviewQueue:
             record("oversight.stop" if stopped else "oversight.resume",
                    {"who": Personal(who), "reason": reason, "changed_us": changed})
             self._db.execute("UPDATE switch_events SET recorded = 1, who = '' WHERE id = ?", (eid,))
-        if rows or events:
-            # The WAL still holds the old pages with the ids in them until it is checkpointed and truncated.
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return len(rows)
+        return len(rows), len(events)
 
     # -- stop switch
     def stop(self, *, who: str, reason: str) -> None:
@@ -203,12 +229,14 @@ class ReviewQueue:
     def resume(self, *, who: str, reason: str) -> None:
         self._set(False, who, reason)
 
+    @_locked
     def _set(self, stopped: bool, who: str, reason: str) -> None:
         if not who:
             raise InputError("stopping or resuming needs the id of who does it")
         self._db.execute("INSERT INTO switch_events (stopped, who, reason, changed_us) VALUES (?, ?, ?, ?)",
                          (int(stopped), who, reason, now_us()))
 
+    @_locked
     def stopped(self) -> tuple[bool, str]:
         row = self._db.execute("SELECT stopped, reason FROM switch_events ORDER BY id DESC LIMIT 1").fetchone()
         return (bool(row[0]), row[1] or "") if row else (False, "")

@@ -544,10 +544,7 @@ class InferenceRecorder:
 
         while not self._closing.wait(look):
             if time.monotonic() >= self._deadline:
-                with self._lock:
-                    if time.monotonic() >= self._deadline:
-                        self._settle()
-                        self._flush()
+                attempt("an aged window not recorded yet", self._close_aged_window)
             if self.review is not None and time.monotonic() >= next_review:
                 next_review = time.monotonic() + _REVIEW_SECONDS
                 attempt("review decisions not recorded yet",
@@ -555,6 +552,12 @@ class InferenceRecorder:
             if time.monotonic() >= next_expiry:
                 next_expiry = time.monotonic() + _EXPIRY_SECONDS
                 attempt("expired inputs not deleted yet", partial(expire_inputs, self.run.path, record=self.run.record))
+
+    def _close_aged_window(self) -> None:
+        with self._lock:
+            if time.monotonic() >= self._deadline:
+                self._settle()
+                self._flush()
 
     def _settle(self) -> None:
         # The window's tensors on an accelerator were made on the serving threads' streams, which this thread's
