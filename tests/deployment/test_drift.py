@@ -151,6 +151,16 @@ def test_label_shift_and_accuracy_drop_with_outcomes_known_late(tmp_path) -> Non
     assert recorded["accuracy"][1] == len(data.train.labels)
     windows = [r["data"] for r in iter_records(tmp_path / "run", kinds={"drift.window"})]
     assert windows[0]["accuracy"][0] == pytest.approx(0.85, abs=0.1) and windows[25]["accuracy"][0] < 0.6
+    # Outcomes of rows served without predictions must not pair later predictions with other rows' labels.
+    perfect = DriftMonitor(reference, window=200)
+    perfect.update(labels=y[:30])
+    for w in range(10):
+        truth = y[30 + 200 * w:230 + 200 * w]
+        assert not [a for a in perfect.update(predictions=truth, labels=truth) if a.feature == "accuracy"]
+    with pytest.raises(InputError, match=r"labels must be class indices \(0..1, or -1 where not known\), not 2"):
+        perfect.update(predictions=np.zeros(3), labels=np.array([0, 2, 1]))
+    with pytest.raises(InputError, match=r"labels must be class indices \(0 or more\), not -1"):
+        DriftReference.from_arrays({}, labels=np.array([0, 1, -1]))
     with pytest.raises(InputError, match="no labels to compare with"):
         DriftMonitor(DriftReference.from_arrays({"a": np.arange(100.0)}), window=20).update(
             {"a": np.zeros(5)}, labels=np.zeros(5))

@@ -98,6 +98,19 @@ def _as_matrix(values: Any) -> np.ndarray:
     return np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float64)
 
 
+def _classes(name: str, values: Any, classes: int | None = None, *, unknown: bool = False) -> np.ndarray:
+    """Class indices as int64; a clear error for anything outside 0..classes-1 (or -1, where ``unknown``)."""
+    arr = _as_array(name, values)
+    ints = arr.astype(np.int64)
+    low = -1 if unknown else 0
+    bad = (ints != arr) | (ints < low) | ((ints >= classes) if classes is not None else False)
+    if bad.any():
+        allowed = (f"0..{classes - 1}" if classes is not None else "0 or more") + (
+            ", or -1 where not known" if unknown else "")
+        raise InputError(f"drift {name} must be class indices ({allowed}), not {arr[bad][0]:g}")
+    return ints
+
+
 def _as_array(name: str, values: Any) -> np.ndarray:
     if hasattr(values, "detach"):  # a tensor: the monitor runs off the hot path, at window boundaries
         values = values.detach().cpu().numpy()
@@ -144,10 +157,10 @@ class DriftReference:
             emb = emb[rng.choice(len(emb), min(len(emb), 500), replace=False)]
         counts = label_counts = accuracy = pred = None
         if predictions is not None:
-            pred = _as_array("predictions", predictions).astype(np.int64)
+            pred = _classes("predictions", predictions)
             counts = np.bincount(pred, minlength=num_classes or int(pred.max()) + 1)
         if labels is not None:
-            truth = _as_array("labels", labels).astype(np.int64)
+            truth = _classes("labels", labels)
             label_counts = np.bincount(truth, minlength=num_classes or int(truth.max()) + 1)
             if pred is not None:
                 if len(pred) != len(truth):
@@ -248,13 +261,15 @@ class DriftMonitor:
             raise InputError(f"drift update lacks reference features: {', '.join(sorted(missing))}")
         arrays = {k: _as_array(k, features[k]) for k in self.reference.features}
         lengths = {len(v) for v in arrays.values()}
+        ref = self.reference
         if predictions is not None:
-            pred = _as_array("predictions", predictions).astype(np.int64)
+            pred = _classes("predictions", predictions,
+                            None if ref.prediction_counts is None else len(ref.prediction_counts))
             lengths.add(len(pred))
         if labels is not None:
-            if self.reference.label_counts is None:
+            if ref.label_counts is None:
                 raise InputError("this drift reference has no labels to compare with: build it with labels=")
-            truth = _as_array("labels", labels).astype(np.int64)
+            truth = _classes("labels", labels, len(ref.label_counts), unknown=True)
             lengths.add(len(truth))
         if len(lengths) > 1:
             raise InputError(f"drift update arrays have different lengths: {sorted(lengths)}")
@@ -262,11 +277,13 @@ class DriftMonitor:
             self._buffer[k].append(v)
         if embeddings is not None:
             self._emb.append(_as_matrix(embeddings))
-        if predictions is not None:
-            self._pred.append(pred)
         rows = lengths.pop() if lengths else (len(self._emb[-1]) if self._emb else 0)
-        if self.reference.label_counts is not None:
-            # Kept row for row, -1 where no label came, so a window's labels are its own rows' labels.
+        # With labels, predictions and labels are kept row for row (-1 where none came), so that a window's
+        # accuracy compares each row's prediction with its own label.
+        paired = ref.label_counts is not None
+        if predictions is not None or paired:
+            self._pred.append(pred if predictions is not None else np.full(rows, -1, dtype=np.int64))
+        if paired:
             self._labels.append(truth if labels is not None else np.full(rows, -1, dtype=np.int64))
         self._rows += rows
         alerts: list[DriftAlert] = []
@@ -295,10 +312,14 @@ class DriftMonitor:
         index = self.windows_seen
         self.windows_seen += 1
 
-        labelled = truth is not None and int((truth >= 0).sum()) >= 20
-        judged = labelled and pred is not None and ref.accuracy is not None and len(pred) == len(truth)
-        tests = len(current) + (emb is not None and ref.embeddings is not None) + (
-            pred is not None and ref.prediction_counts is not None) + labelled + judged
+        predicted = None if pred is None or ref.prediction_counts is None else pred[pred >= 0]
+        known = None if truth is None else truth[truth >= 0]
+        # Row for row (see update): a row counts towards accuracy where both its prediction and its label came.
+        both = (pred >= 0) & (truth >= 0) if pred is not None and truth is not None else None
+        has_pred = predicted is not None and len(predicted) > 0
+        labelled = known is not None and len(known) >= 20
+        judged = both is not None and ref.accuracy is not None and int(both.sum()) >= 20
+        tests = len(current) + (emb is not None and ref.embeddings is not None) + has_pred + labelled + judged
         level = self.alpha / max(tests, 1)
         alerts: list[DriftAlert] = []
         ks, psi_values = {}, {}
@@ -320,27 +341,24 @@ class DriftMonitor:
             if p < level:
                 alerts.append(DriftAlert("embeddings", "mmd", value, level, p, index, self.window))
         shift = None
-        if pred is not None and ref.prediction_counts is not None:
-            counts = np.bincount(pred.astype(np.int64), minlength=len(ref.prediction_counts))
-            value, p = F.proportion_shift(ref.prediction_counts, counts[: len(ref.prediction_counts)])
+        if has_pred:
+            counts = np.bincount(predicted, minlength=len(ref.prediction_counts))
+            value, p = F.proportion_shift(ref.prediction_counts, counts)
             shift = [value, p]
             if p < level:
                 alerts.append(DriftAlert("predictions", "proportion_shift", value, level, p, index, self.window))
         label_shift = accuracy = None
-        if judged:
-            pred = pred[truth >= 0]
-        if truth is not None:
-            truth = truth[truth >= 0]
         if labelled:
-            counts = np.bincount(truth, minlength=len(ref.label_counts))
-            value, p = F.proportion_shift(ref.label_counts, counts[: len(ref.label_counts)])
+            counts = np.bincount(known, minlength=len(ref.label_counts))
+            value, p = F.proportion_shift(ref.label_counts, counts)
             label_shift = [value, p]
             if p < level:
                 alerts.append(DriftAlert("labels", "proportion_shift", value, level, p, index, self.window))
         if judged:
-            correct = int((pred == truth).sum())  # type: ignore[operator]
-            drop, p = F.accuracy_drop(*ref.accuracy, correct, len(truth))
-            accuracy = [correct / len(truth), p]
+            rows = int(both.sum())
+            correct = int((pred[both] == truth[both]).sum())
+            drop, p = F.accuracy_drop(*ref.accuracy, correct, rows)
+            accuracy = [correct / rows, p]
             if p < level:
                 alerts.append(DriftAlert("accuracy", "accuracy_drop", drop, level, p, index, self.window))
         if alerts:
