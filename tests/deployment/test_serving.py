@@ -507,6 +507,26 @@ def test_the_least_confident_flagged_rows_are_explained_for_their_reviewer(tmp_p
     verify_run(root, deep=True)
 
 
+def test_explaining_a_token_model_beside_its_serving_threads_changes_no_answer(tmp_path: Path) -> None:
+    """Layer attributions hook the embedding layer while they run: the worker explains a copy, so requests served
+    meanwhile get their own model's answers (explaining the served model itself broke ~40 % of them)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(20, 8), torch.nn.Flatten(), torch.nn.Linear(8 * 6, 2)).eval()
+    requests = [torch.randint(0, 20, (4, 6)) for _ in range(50)]
+    with torch.no_grad():
+        expected = [torch.softmax(model(x), -1) for x in requests]
+    with tw.Run(tmp_path / "run") as run:
+        serve = run.serve(model, retain_inputs=True, window=2, policy=ReviewPolicy(min_confidence=1.01, explain=2))
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            for x, want in zip(requests, expected, strict=True):
+                assert torch.allclose(serve(x), want)
+    explained = list(iter_records(tmp_path / "run", kinds={"explain.attribution"}))
+    skipped = [r["data"]["count"] for r in iter_records(tmp_path / "run", kinds={"explain.skipped"})]
+    assert explained and all(r["data"]["method"] == "layer_integrated_gradients" for r in explained)
+    assert skipped and skipped[0] > 0  # far more selected than the worker keeps up with: counted, not lost silently
+
+
 def test_cli_explains_a_served_token_model_decision(tmp_path: Path) -> None:
     """Token ids retained when served are explained by Layer Integrated Gradients through the input embedding."""
     from served_model import token_model

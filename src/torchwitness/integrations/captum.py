@@ -3,11 +3,14 @@
 Integrated Gradients for tabular models, Layer Integrated Gradients over the embedding layer for token models.
 The recorded convergence delta is Captum's completeness gap: ``sum(attributions) - (F(x) - F(baseline))`` for
 the explained class, so a reader can judge how far to trust the attribution. Everything needed to reproduce
-the explanation (method, steps, baseline, target, seed) is recorded beside it.
+the explanation (method, steps, baseline, target, seed) is recorded beside it. Integrated Gradients is
+deterministic, so nothing here touches the global random state (a serving process's other threads draw from
+it); the seed is recorded for methods that sample.
 """
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 import warnings
@@ -37,7 +40,15 @@ class AttributionRecord(msgspec.Struct):
     input_checked: bool | None = None  # the explained input was checked against its serving-time commitment
 
 
+class SkippedRecord(msgspec.Struct):
+    """``explain.skipped``: rows a policy selected for explanation that were not explained (the queue was full)."""
+
+    count: int
+    reason: str
+
+
 register_kind("explain.attribution", AttributionRecord)
+register_kind("explain.skipped", SkippedRecord)
 
 
 def _captum() -> Any:
@@ -78,7 +89,6 @@ def explain_tabular(model: torch.nn.Module, x: torch.Tensor, *, target: int | No
     attr = _captum()
     if x.dim() != 1:
         raise InputError(f"explain one row at a time: got a tensor of shape {tuple(x.shape)}")
-    torch.manual_seed(seed)
     model.eval()
     inputs = x.detach().float().unsqueeze(0)
     base = torch.zeros_like(inputs) if baseline is None else baseline.detach().float().reshape(inputs.shape)
@@ -99,7 +109,6 @@ def explain_tokens(model: torch.nn.Module, embedding: torch.nn.Module, token_ids
     attr = _captum()
     if token_ids.dim() != 1:
         raise InputError("explain one token sequence at a time")
-    torch.manual_seed(seed)
     model.eval()
     ids = token_ids.unsqueeze(0)
     base = torch.full_like(ids, baseline_id)
@@ -149,17 +158,18 @@ def explain_input(model: torch.nn.Module, x: torch.Tensor, *, n_steps: int = 64,
 
 class ExplanationWorker:
     """Explains decisions on a thread of its own and records each (``explain.attribution``), so a serving thread
-    hands a row over and never waits for Captum. At most ``capacity`` rows wait; beyond that a row is skipped
-    and counted in ``skipped``.
+    hands a row over and never waits for Captum. At most ``capacity`` rows wait; beyond that a row is skipped,
+    counted in ``skipped`` and, at close, in an ``explain.skipped`` record.
 
-    Captum runs the model with gradients beside the serving threads' inference; the weights are only read. The
-    global random state is restored after each explanation (``explain_input`` seeds it for reproducibility).
+    The worker explains on its own copy of the model, made once: Captum's layer attributions hook the model's
+    embedding layer while they run, which would reach serving forwards through the same module (the copy costs
+    the model's memory once more).
     """
 
     def __init__(self, model: torch.nn.Module, run: Any, *, n_steps: int = 64, top_k: int = 5,
                  feature_names: Sequence[str] | None = None, capacity: int = 64) -> None:
         _captum()  # a missing extra is said now, not on the worker thread
-        self.model, self.run = model, run
+        self.model, self.run = copy.deepcopy(model), run
         self.n_steps, self.top_k, self.feature_names = n_steps, top_k, feature_names
         self.skipped = 0
         self._queue: queue.Queue[tuple[str, torch.Tensor] | None] = queue.Queue(maxsize=capacity)
@@ -176,18 +186,19 @@ class ExplanationWorker:
         return True
 
     def close(self) -> None:
-        """Explain what is queued, then stop."""
+        """Explain what is queued, then stop; record how many rows were skipped, if any."""
         self._queue.put(None)
         self._thread.join()
+        if self.skipped:
+            self.run.record("explain.skipped", {"count": self.skipped, "reason": "explanation queue full"})
 
     def _work(self) -> None:
         warned = ""
         while (item := self._queue.get()) is not None:
             decision_id, row = item
             try:
-                with torch.random.fork_rng(devices=[]):
-                    explanation = explain_input(self.model, row, n_steps=self.n_steps, top_k=self.top_k,
-                                                feature_names=self.feature_names)
+                explanation = explain_input(self.model, row, n_steps=self.n_steps, top_k=self.top_k,
+                                            feature_names=self.feature_names)
                 explanation.record(self.run, decision_id)
             except Exception as e:  # one row that cannot be explained must not stop the others: said once
                 if str(e) != warned:
