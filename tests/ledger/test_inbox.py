@@ -20,6 +20,10 @@ from torchwitness.ledger.writer import Ledger, now_us
 SECRET = "Jane Roe, born 1970-01-01"
 
 
+def _origin(root: Path) -> str:
+    return str(read_manifest(root)["origin"])
+
+
 def _key(root: Path) -> SigningKey:
     return Ledger.signing_key_for(read_manifest(root), Layout(root), None)
 
@@ -49,7 +53,8 @@ def test_a_personal_value_leaves_the_inbox_once_performed(tmp_path: Path) -> Non
     root = tmp_path / "run"
     with Ledger.open(root, inbox_seconds=0.05):
         inbox = Inbox.for_run(root)  # a submitter that stopped waiting: it never reads the outcome
-        inbox.put("record", {"kind": "complaint", "data": {"who": Personal(SECRET)}, "step": None}, _key(root))
+        inbox.put("record", {"kind": "complaint", "data": {"who": Personal(SECRET)}, "step": None}, _key(root),
+                  _origin(root))
         assert SECRET.encode() in _private_bytes(root)
         deadline = time.monotonic() + 10
         while inbox.pending() and time.monotonic() < deadline:
@@ -76,7 +81,7 @@ def test_a_holder_that_does_not_look_in_time_performs_it_at_close_or_next_open(t
     assert [r["data"] for r in iter_records(root)] == [{"at": "close"}]
     # Left while nobody held the run (the holder was killed, say): the next opening performs it first.
     inbox = Inbox.for_run(root)
-    op = inbox.put("record", {"kind": "note", "data": {"at": "open"}, "step": None}, _key(root))
+    op = inbox.put("record", {"kind": "note", "data": {"at": "open"}, "step": None}, _key(root), _origin(root))
     with Ledger.open(root):
         pass
     assert inbox.outcome(op) == (True, 1, None)
@@ -119,16 +124,55 @@ def test_only_operations_signed_with_the_run_key_are_performed(tmp_path: Path) -
     Ledger.open(root).close()
     inbox = Inbox.for_run(root)
     body = {"kind": "note", "data": {"forged": True}, "step": None}
-    forged = inbox.put("record", body, SigningKey.generate())
-    raw = inbox._db.execute("INSERT INTO ops (op, body, created_us) VALUES ('record', ?, ?)",
+    forged = inbox.put("record", body, SigningKey.generate(), _origin(root))
+    raw = inbox._db.execute("INSERT INTO ops (nonce, op, body, created_us) VALUES ('n', 'record', ?, ?)",
                             ('{"kind": "note", "data": {"unsigned": true}, "step": null}', now_us())).lastrowid
-    signed = inbox.put("record", {"kind": "note", "data": {"signed": True}, "step": None}, _key(root))
+    signed = inbox.put("record", {"kind": "note", "data": {"signed": True}, "step": None}, _key(root), _origin(root))
     with Ledger.open(root):
         pass
-    assert inbox.outcome(forged) == (True, None, "not signed with this run's key: refused")
-    assert inbox.outcome(raw) == (True, None, "not signed with this run's key: refused")
+    refused = (True, None, "not signed with this run's key for this run: refused")
+    assert inbox.outcome(forged) == refused and inbox.outcome(raw) == refused
     assert inbox.outcome(signed) == (True, 0, None)
     assert [r["data"] for r in iter_records(root)] == [{"signed": True}]
+
+
+def test_a_signed_operation_is_performed_once_and_only_in_its_run(tmp_path: Path) -> None:
+    """Put back after it was performed, it is not performed again; copied to another run signed with the same
+    key, it is refused there."""
+    root, other = tmp_path / "run", tmp_path / "other"
+    Ledger.open(other).close()
+    columns = "nonce, op, body, signature, created_us"
+    with Ledger.open(root, inbox_seconds=0.05) as holder:
+        with appending(root) as target:
+            assert target.record("incident", {"incident": "INC-1"}) == 0
+        inbox = Inbox.for_run(root)
+        (row,) = inbox._db.execute(f"SELECT {columns}, body IS NULL FROM ops").fetchall()
+        assert row[-1]  # the body is gone once performed, so only a copy taken while it waited can be replayed
+        signed = inbox._db.execute(f"SELECT {columns} FROM ops").fetchone()
+        inbox._db.execute("DELETE FROM ops")
+        captured = (signed[0], signed[1], '{"kind": "incident", "data": {"incident": "INC-1"}, "step": null}',
+                    signed[3], signed[4])
+        inbox._db.execute(f"INSERT INTO ops ({columns}) VALUES (?, ?, ?, ?, ?)", captured)
+        deadline = time.monotonic() + 10
+        while inbox.pending() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        holder.append("note", {"after": True})
+    assert [r["kind"] for r in iter_records(root)] == ["incident", "note"]
+    elsewhere = Inbox.for_run(other)
+    moved = int(elsewhere._db.execute(f"INSERT INTO ops ({columns}) VALUES (?, ?, ?, ?, ?)", captured).lastrowid)
+    with Ledger.open(other):
+        pass
+    assert elsewhere.outcome(moved) == (True, None, "not signed with this run's key for this run: refused")
+
+
+def test_an_operation_queued_as_its_holder_lets_go_is_performed_by_the_submitter(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    holder = Ledger.open(root, inbox_seconds=3600)
+    with appending(root, timeout=0.2) as target:
+        assert target.queued
+        holder.close()  # its last look came before this operation was queued
+        assert target.record("note", {"late": True}) == 0  # the submitter opened the run: that performed it
+    assert [r["data"] for r in iter_records(root)] == [{"late": True}]
 
 
 def test_a_damaged_inbox_warns_and_the_run_goes_on(tmp_path: Path) -> None:

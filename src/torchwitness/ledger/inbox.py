@@ -6,15 +6,21 @@ declaration, an erasure a data subject asked for. :func:`appending` appends dire
 when another process holds it, the operation waits in ``RUN/private/inbox.sqlite`` and the holder performs it:
 an open :class:`~torchwitness.ledger.writer.Ledger` looks at its inbox when it opens (before anything else is
 appended), every ``inbox_seconds`` (one second by default) and when it closes. The submitting process waits a
-few seconds for the outcome (the record's sequence number) and otherwise leaves the operation queued.
+few seconds for the outcome (the record's sequence number); if the holder has let go meanwhile, it opens the
+run itself, which performs the operation; otherwise it leaves the operation queued.
 
 Only a holder of the run's signing key may leave an operation, as only a holder may open the ledger: each is
-signed with that key (Ed25519) and the holder performs nothing whose signature does not verify against the run's
-public key, so write access to the private folder alone does not get a record signed. Delivery is at least once:
-a holder killed between appending an operation's record and marking it done appends it again when the run is
-next opened (a duplicate, never a loss). Personal values wait in the inbox as given
-(the private folder is the place for them) and are overwritten once performed (``secure_delete``, and the
-write-ahead log truncated), as the review queue does with reviewer ids.
+signed with that key (Ed25519) over the run's origin, a nonce and its time, and the holder performs nothing whose
+signature does not verify against the run's public key, so write access to the private folder alone gets no
+record signed, and an operation signed for one run is refused by another. The holder refuses operations older
+than 7 days and remembers those it performed as long (in the inbox, and in memory while it runs), so one put back
+is not performed again; what remains is that someone able to write the private folder who copied an operation
+while it waited could have a restarted holder perform it a second time within those days (a duplicate of what a
+key holder asked for, never a new record). Delivery is at least once: a holder killed between appending an
+operation's record and marking it done appends it again when the run is next opened (a duplicate, never a loss).
+
+Personal values wait in the inbox as given (the private folder is the place for them) and are overwritten once
+performed (``secure_delete``, and the write-ahead log truncated), as the review queue does with reviewer ids.
 
 Example::
 
@@ -28,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -48,11 +55,11 @@ _SCHEMA = """
 PRAGMA journal_mode = WAL;
 PRAGMA secure_delete = ON;
 CREATE TABLE IF NOT EXISTS ops (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL, body TEXT, signature BLOB, created_us INTEGER NOT NULL,
-    done INTEGER NOT NULL DEFAULT 0, result INTEGER, error TEXT);
+    id INTEGER PRIMARY KEY AUTOINCREMENT, nonce TEXT NOT NULL UNIQUE, op TEXT NOT NULL, body TEXT, signature BLOB,
+    created_us INTEGER NOT NULL, done INTEGER NOT NULL DEFAULT 0, result INTEGER, error TEXT);
 """
 _PERSONAL = "$inbox.personal"  # a value to commit, as the submitter gave it; never a key of a record's data
-_FORGET_AFTER_US = 24 * 3600 * 10**6  # outcomes nobody came back for
+_VALID_US = 7 * 86_400 * 10**6  # an operation older than this is refused, and a performed one remembered as long
 
 
 def _encode(body: dict[str, Any]) -> str:
@@ -71,6 +78,11 @@ def _decode(text: str) -> dict[str, Any]:
     return json.loads(text, object_hook=lambda d: Personal(d[_PERSONAL]) if len(d) == 1 and _PERSONAL in d else d)
 
 
+def _signed(origin: str, nonce: str, created_us: int, op: str, body: str) -> bytes:
+    # The run's origin and a nonce are signed too: a signed operation is good for this run, once.
+    return f"torchwitness inbox\n{origin}\n{nonce}\n{created_us}\n{op}\n{body}".encode()
+
+
 class Inbox:
     """The operations other processes left for the holder of one run's ledger."""
 
@@ -82,6 +94,9 @@ class Inbox:
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
             raise LedgerError(f"the run's inbox {path} is unreadable: {e}") from None
+        # What this holder performed, by nonce: a row whose marking failed, or one put back after it was done, is
+        # not performed twice by this process.
+        self._performed: dict[str, tuple[int, int | None, str | None]] = {}
 
     @classmethod
     def for_run(cls, root: str | Path) -> Inbox:
@@ -90,21 +105,22 @@ class Inbox:
     def close(self) -> None:
         self._db.close()
 
-    def put(self, op: str, body: dict[str, Any], key: SigningKey) -> int:
-        """Queue ``op`` (``"record"`` or ``"erase"``) signed with the run's ``key``; returns its id."""
+    def put(self, op: str, body: dict[str, Any], key: SigningKey, origin: str) -> int:
+        """Queue ``op`` (``"record"`` or ``"erase"``) for the run ``origin``, signed with its ``key``; returns its
+        id."""
         from torchwitness.ledger.writer import now_us
 
         text = _encode(body)  # refused here, in the submitter, rather than failing in the holder
-        return int(self._db.execute("INSERT INTO ops (op, body, signature, created_us) VALUES (?, ?, ?, ?)",
-                                    (op, text, key.sign(_signed(op, text)), now_us())).lastrowid)
+        nonce, created = secrets.token_hex(16), now_us()
+        signature = key.sign(_signed(origin, nonce, created, op, text))
+        return int(self._db.execute("INSERT INTO ops (nonce, op, body, signature, created_us) VALUES (?, ?, ?, ?, ?)",
+                                    (nonce, op, text, signature, created)).lastrowid)
 
     def outcome(self, op_id: int) -> tuple[bool, int | None, str | None]:
-        """``(done, result, error)`` of a queued operation; its row is deleted once it is done."""
+        """``(done, result, error)`` of a queued operation."""
         row = self._db.execute("SELECT done, result, error FROM ops WHERE id = ?", (op_id,)).fetchone()
         if row is None:
             raise LedgerError(f"operation {op_id} is not in the inbox {self.path}")
-        if row[0]:
-            self._db.execute("DELETE FROM ops WHERE id = ?", (op_id,))
         return bool(row[0]), row[1], row[2]
 
     def pending(self) -> int:
@@ -114,30 +130,41 @@ class Inbox:
         """Perform every pending operation on ``ledger`` (which this process holds), in the order queued."""
         from torchwitness.ledger.writer import now_us
 
-        rows = self._db.execute("SELECT id, op, body, signature FROM ops WHERE done = 0 ORDER BY id").fetchall()
+        rows = self._db.execute("SELECT id, nonce, op, body, signature, created_us FROM ops WHERE done = 0 "
+                                "ORDER BY id").fetchall()
         if not rows:
             return 0
-        outcomes = [(*_perform(ledger, op, body, signature), op_id) for op_id, op, body, signature in rows]
+        now = now_us()
+        outcomes = []
+        for op_id, nonce, op, body, signature, created in rows:
+            if nonce not in self._performed:
+                self._performed[nonce] = (created, *_perform(ledger, nonce, op, body, signature, created, now))
+            outcomes.append((*self._performed[nonce][1:], op_id))
         # Marked done only once their records are written: a crash in between repeats them, never loses them.
         ledger.flush()
         self._db.execute("BEGIN IMMEDIATE")
-        self._db.executemany("UPDATE ops SET done = 1, result = ?, error = ?, body = NULL WHERE id = ?", outcomes)
-        self._db.execute("DELETE FROM ops WHERE done = 1 AND created_us < ?", (now_us() - _FORGET_AFTER_US,))
+        try:
+            self._db.executemany("UPDATE ops SET done = 1, result = ?, error = ?, body = NULL WHERE id = ?", outcomes)
+            self._db.execute("DELETE FROM ops WHERE done = 1 AND created_us < ?", (now - _VALID_US,))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
         self._db.execute("COMMIT")
+        self._performed = {n: v for n, v in self._performed.items() if v[0] >= now - _VALID_US}
         # Until checkpointed and truncated, the write-ahead log still holds the bodies with their personal values.
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return len(rows)
 
 
-def _signed(op: str, body: str) -> bytes:
-    return f"torchwitness inbox\n{op}\n{body}".encode()
-
-
-def _perform(ledger: Ledger, op: str, body: str, signature: bytes | None) -> tuple[int | None, str | None]:
+def _perform(ledger: Ledger, nonce: str, op: str, body: str, signature: bytes | None, created_us: int,
+             now_us: int) -> tuple[int | None, str | None]:
     # Another process's operation must never stop the holder (a server, say): whatever fails is reported to the
     # submitter as the operation's error.
-    if not signature or not ledger.public_key.verify(bytes(signature), _signed(op, body)):
-        return None, "not signed with this run's key: refused"
+    if not signature or not ledger.public_key.verify(bytes(signature),
+                                                     _signed(ledger.origin, nonce, created_us, op, body)):
+        return None, "not signed with this run's key for this run: refused"
+    if created_us < now_us - _VALID_US:
+        return None, "queued more than 7 days ago: refused (submit it again)"
     try:
         args = _decode(body)
         if op == "record":
@@ -174,10 +201,14 @@ class _Queued:
 
     queued = True
 
-    def __init__(self, root: Path, timeout: float, key: SigningKey) -> None:
+    def __init__(self, root: Path, timeout: float, manifest: dict[str, Any], key_dir: Path | None) -> None:
+        from torchwitness.ledger.writer import Ledger
+
         self._root = root
         self.layout = Layout(root)
-        self._key = key
+        self._origin = str(manifest["origin"])
+        self._key_dir = key_dir
+        self._key = Ledger.signing_key_for(manifest, self.layout, key_dir)
         self._inbox = Inbox(self.layout.inbox)
         self._timeout = timeout
         self._personal: PersonalStore | None = None
@@ -195,17 +226,29 @@ class _Queued:
         return self._submit("erase", {"values": list(values), "commitments": list(commitments), "reason": reason})
 
     def _submit(self, op: str, body: dict[str, Any]) -> int | None:
-        op_id = self._inbox.put(op, body, self._key)
-        deadline = time.monotonic() + self._timeout
+        op_id = self._inbox.put(op, body, self._key, self._origin)
+        deadline, opened = time.monotonic() + self._timeout, False
         while True:
             done, result, error = self._inbox.outcome(op_id)
             if error is not None:
                 raise LedgerError(f"the process holding {self._root} could not {op} it: {error}")
             if done:
                 return result
-            if time.monotonic() >= deadline:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+            elif opened or not (opened := self._open_if_free()):
                 return None  # still queued: the holder performs it when it next looks, or when it closes
-            time.sleep(0.05)
+
+    def _open_if_free(self) -> bool:
+        """Open the ledger if its holder has let go meanwhile (its last look may have come just before this
+        operation was queued): opening performs what is queued. False while it is still held."""
+        from torchwitness.ledger.writer import Ledger
+
+        try:
+            Ledger.open(self._root, key_dir=self._key_dir).close()
+        except LedgerBusy:
+            return False
+        return True
 
     def close(self) -> None:
         self._inbox.close()
@@ -232,7 +275,7 @@ def appending(root: str | Path, *, key_dir: Path | None = None, timeout: float =
     try:
         ledger = Ledger.open(root, key_dir=key_dir)
     except LedgerBusy:
-        queued = _Queued(root, timeout, Ledger.signing_key_for(manifest, Layout(root), key_dir))
+        queued = _Queued(root, timeout, manifest, key_dir)
         try:
             yield queued
         finally:
