@@ -36,3 +36,9 @@ def token_model() -> nn.Module:
     """A token classifier with fixed weights (for explaining served token-id decisions)."""
     torch.manual_seed(0)
     return _TokenClassifier().eval()
+
+
+def linear_model() -> nn.Module:
+    """A four-feature linear classifier with fixed weights (served in a separate process, explained beside it)."""
+    torch.manual_seed(0)
+    return nn.Linear(4, 2).eval()

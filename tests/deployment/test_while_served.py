@@ -20,10 +20,10 @@ import sys, time
 from pathlib import Path
 import torch
 import torchwitness as tw
+from served_model import linear_model
 
 root, ready, stop = map(Path, sys.argv[1:4])
-torch.manual_seed(0)
-model = torch.nn.Linear(4, 2).eval()
+model = linear_model()
 rows = torch.arange(32, dtype=torch.float32).reshape(8, 4)
 with tw.Run(root) as run:
     serve = run.serve(model, retain_inputs=True, window_seconds=0.2)
@@ -39,14 +39,18 @@ with tw.Run(root) as run:
 """
 
 
+HERE = Path(__file__).parent  # the server and the factory import served_model from here
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "torchwitness", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "torchwitness", *args], capture_output=True, text=True, timeout=120,
+                          cwd=HERE)
 
 
 def test_incidents_retention_and_erasures_reach_a_run_being_served(tmp_path: Path) -> None:
     root, ready, stop = tmp_path / "run", tmp_path / "ready", tmp_path / "stop"
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(root), str(ready), str(stop)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE)
     try:
         deadline = time.monotonic() + 120
         while not ready.exists() and server.poll() is None and time.monotonic() < deadline:
@@ -66,6 +70,12 @@ def test_incidents_retention_and_erasures_reach_a_run_being_served(tmp_path: Pat
         assert shredded.returncode == 0 and "erased 1" in shredded.stdout, shredded.stderr
         nothing = _cli("erase", str(root), "--subject", "nobody")
         assert nothing.returncode == 1 and "nothing to erase" in nothing.stdout
+        explained = _cli("explain-decision", str(root), "--decision", ids[2], "--factory",
+                         "served_model:linear_model")
+        assert explained.returncode == 0, explained.stderr
+        assert "by the process that holds the run open" in explained.stdout
+        # Its request's commitment covers all 8 rows, and row 1 was erased: explained, said to be unchecked.
+        assert "another row of its request was erased since" in explained.stderr
         assert server.poll() is None  # serving all along
     finally:
         stop.touch()
@@ -74,7 +84,7 @@ def test_incidents_retention_and_erasures_reach_a_run_being_served(tmp_path: Pat
     assert int(out) > 0
 
     kinds = [r["kind"] for r in iter_records(root)]
-    for kind in ("incident", "retention.policy", "inputs.erasure", "erasure"):
+    for kind in ("incident", "retention.policy", "inputs.erasure", "erasure", "explain.attribution"):
         assert kind in kinds
     assert kinds[-1] == "run.end"
     (incident,) = run_incidents(root)

@@ -125,8 +125,9 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
             "delta": explanation.delta, "top": [[k, v] for k, v in explanation.top],
             "total": float(explanation.attributions.sum()), "input_checked": checked})
     if not checked:
-        typer.echo("note: this decision's input was not committed when served (fingerprint='none'), so the "
-                   "retained input could not be checked against the ledger", err=True)
+        typer.echo("note: the retained input could not be checked against the ledger: it was not committed when "
+                   "served (fingerprint='none' or not sampled), or another row of its request was erased since",
+                   err=True)
     for name, value in explanation.top:
         typer.echo(f"{name}\t{value:+.4f}")
     typer.echo(f"class {explanation.target}, convergence delta {explanation.delta:.2e}, recorded "

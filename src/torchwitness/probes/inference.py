@@ -285,7 +285,8 @@ def verified_input(store: RetainedInputs, record: dict[str, Any], decision: str,
     request's retained rows, in order, must hash to the recorded commitment (or the row to its own, with
     ``fingerprint="row"``). A mismatch raises :class:`~torchwitness.errors.InputError` naming the record: the
     retained input was changed after serving, and explaining it would explain another input. Rows of requests
-    that were not committed come back unchecked (``False``).
+    that were not committed, or whose request lost another row to an erasure since (a request's commitment
+    covers all its rows), come back unchecked (``False``).
     """
     data = record["data"]
     _, stream, number = parse_decision_id(decision)
@@ -302,7 +303,11 @@ def verified_input(store: RetainedInputs, record: dict[str, Any], decision: str,
         expected, served = data["inputs"][offset + number - first], row.tobytes()
     else:
         expected = data["inputs"][k]
-        served = b"".join(store.get(decision_id(record["run"], stream, first + j)).tobytes() for j in range(rows))
+        try:
+            served = b"".join(store.get(decision_id(record["run"], stream, first + j)).tobytes()
+                              for j in range(rows))
+        except InputError:  # another row of the request was erased since: the request's commitment cannot be checked
+            return row, False
     if fingerprint(served) != expected:
         raise InputError(f"the retained input of decision {decision!r} does not match the commitment made when it "
                          f"was served (inference record seq {record['seq']}): it was changed after serving")
