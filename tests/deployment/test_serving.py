@@ -631,11 +631,11 @@ def test_retained_inputs_are_deleted_when_their_retention_period_ends(tmp_path: 
         store = RetainedInputs.for_run(root)
         assert np.array_equal(store.get(ids[0]), test_rows[4].numpy())
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _held(store, ids[0]):
+        while time.monotonic() < deadline and store.holds(ids[0]):
             time.sleep(0.05)  # the recorder deletes them itself, from its window-ageing thread
-        assert not _held(store, ids[0]) and not _held(store, ids[7])
+        assert not store.holds(ids[0]) and not store.holds(ids[7])
         forever.flush()
-    assert all(_held(store, d) for d in kept)  # no period: kept until erased
+    assert all(store.holds(d) for d in kept)  # no period: kept until erased
     (start,) = [r["data"] for r in iter_records(root, kinds={"serve.start"}) if r["data"]["retain_seconds"]]
     assert start["retain_seconds"] == 0.3
     expiries = [r["data"] for r in iter_records(root, kinds={"inputs.expiry"})]
@@ -645,14 +645,6 @@ def test_retained_inputs_are_deleted_when_their_retention_period_ends(tmp_path: 
     verify_run(root, deep=True)
     rows = {c.obligation.id: c for c in coverage(Evidence.load(root))}
     assert rows["GDPR:Art.5(1)(e)"].status == "evidence"
-
-
-def _held(store: RetainedInputs, decision: str) -> bool:
-    try:
-        store.get(decision)
-    except InputError:
-        return False
-    return True
 
 
 def test_expire_deletes_the_inputs_of_a_run_no_longer_served(tmp_path: Path, model, test_rows) -> None:
@@ -672,7 +664,7 @@ def test_expire_deletes_the_inputs_of_a_run_no_longer_served(tmp_path: Path, mod
     done = subprocess.run([sys.executable, "-m", "torchwitness", "expire", str(root)], capture_output=True,
                           text=True)
     assert done.returncode == 0 and "deleted 6 retained serving input(s)" in done.stdout, done.stderr
-    assert _held(store, "r-old-0") and not _held(store, ids[0])
+    assert store.holds("r-old-0") and not store.holds(ids[0])
     (expiry,) = [r["data"] for r in iter_records(root, kinds={"inputs.expiry"})]
     assert expiry["count"] == 6
     without = {c.obligation.id: c for c in coverage(Evidence.load(root))}["GDPR:Art.5(1)(e)"]
@@ -866,3 +858,13 @@ def test_explaining_checks_the_retained_input_against_its_commitment(tmp_path: P
     refused = explain()
     assert refused.returncode == 2 and "changed after serving" in refused.stderr
     assert not list(iter_records(root, kinds={"explain.attribution"}))
+    if fingerprint == "row":
+        return
+    # Deleting a sibling row as well does not turn the edit into an unchecked explanation; a recorded erasure
+    # of that sibling does (the request's commitment can no longer be checked, and says so).
+    sibling = serve.decision_id(8)
+    store.erase([sibling])
+    with tw.Run(root) as run, pytest.raises(InputError, match=f"{sibling} is gone without an erasure record"):
+        verified_input(store, record, decision, run.ledger.personal.fingerprint)
+    with tw.Run(root) as run:
+        assert verified_input(store, record, decision, run.ledger.personal.fingerprint, {sibling})[1] is False

@@ -116,8 +116,9 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
     import torch
 
     with appending(run) as target:
+        erased = {d for r in iter_records(run, kinds={"inputs.erasure"}) for d in r["data"]["decisions"]}
         row, checked = verified_input(RetainedInputs.for_run(run), records[-1], decision,
-                                      target.personal.fingerprint)
+                                      target.personal.fingerprint, erased)
         explanation = explain_input(model, torch.from_numpy(row.copy()), n_steps=steps, top_k=top_k, seed=seed)
         seq = target.record("explain.attribution", {
             "decision_id": decision, "method": explanation.method, "target": explanation.target,

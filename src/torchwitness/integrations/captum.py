@@ -161,15 +161,18 @@ class ExplanationWorker:
     hands a row over and never waits for Captum. At most ``capacity`` rows wait; beyond that a row is skipped,
     counted in ``skipped`` and, at close, in an ``explain.skipped`` record.
 
-    The worker explains on its own copy of the model, made once: Captum's layer attributions hook the model's
-    embedding layer while they run, which would reach serving forwards through the same module (the copy costs
-    the model's memory once more).
+    Integrated Gradients over features only reads the model. Token ids are explained on a copy of the model,
+    made at the first one: Layer Integrated Gradients hooks the embedding layer while it runs, which would reach
+    serving forwards through the same module. The copy costs the model's memory once more and does not follow
+    later in-place changes to the served weights; a model that cannot be copied (hooks holding locks or
+    connections) has its token rows skipped with a warning, and serving is untouched.
     """
 
     def __init__(self, model: torch.nn.Module, run: Any, *, n_steps: int = 64, top_k: int = 5,
                  feature_names: Sequence[str] | None = None, capacity: int = 64) -> None:
         _captum()  # a missing extra is said now, not on the worker thread
-        self.model, self.run = copy.deepcopy(model), run
+        self.model, self.run = model, run
+        self._copy: torch.nn.Module | None = None
         self.n_steps, self.top_k, self.feature_names = n_steps, top_k, feature_names
         self.skipped = 0
         self._queue: queue.Queue[tuple[str, torch.Tensor] | None] = queue.Queue(maxsize=capacity)
@@ -192,12 +195,22 @@ class ExplanationWorker:
         if self.skipped:
             self.run.record("explain.skipped", {"count": self.skipped, "reason": "explanation queue full"})
 
+    def _token_model(self) -> torch.nn.Module:
+        if self._copy is None:
+            try:
+                self._copy = copy.deepcopy(self.model)
+            except Exception as e:
+                raise InputError(f"token rows are explained on a copy of the model, which cannot be copied "
+                                 f"({type(e).__name__}: {e})") from None
+        return self._copy
+
     def _work(self) -> None:
         warned = ""
         while (item := self._queue.get()) is not None:
             decision_id, row = item
             try:
-                explanation = explain_input(self.model, row, n_steps=self.n_steps, top_k=self.top_k,
+                model = self.model if row.dtype.is_floating_point else self._token_model()
+                explanation = explain_input(model, row, n_steps=self.n_steps, top_k=self.top_k,
                                             feature_names=self.feature_names)
                 explanation.record(self.run, decision_id)
             except Exception as e:  # one row that cannot be explained must not stop the others: said once

@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from itertools import accumulate
 from pathlib import Path
@@ -206,6 +206,9 @@ class RetainedInputs:
                              "pass the input yourself)")
         return np.frombuffer(row[2], dtype=row[0]).reshape(json.loads(row[1]))
 
+    def holds(self, decision_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM inputs WHERE decision_id = ?", (decision_id,)).fetchone() is not None
+
     def erase(self, decisions: list[str]) -> list[str]:
         """Delete the rows of ``decisions``; returns those it held. Their pages are overwritten
         (``secure_delete``) and the write-ahead log is truncated, so no copy lingers in the file."""
@@ -276,7 +279,7 @@ def expire_inputs(run_dir: str | Path, *, record: Callable[..., Any], at_us: int
 
 
 def verified_input(store: RetainedInputs, record: dict[str, Any], decision: str,
-                   fingerprint: Callable[[bytes], str]) -> tuple[np.ndarray, bool]:
+                   fingerprint: Callable[[bytes], str], erased: Collection[str] = ()) -> tuple[np.ndarray, bool]:
     """The retained row of ``decision`` and whether it was checked against the commitment made when it was
     served (``record``: the ``inference`` record that holds the decision; ``fingerprint``: the run's keyed
     fingerprint, ``Ledger.personal.fingerprint``).
@@ -285,8 +288,9 @@ def verified_input(store: RetainedInputs, record: dict[str, Any], decision: str,
     request's retained rows, in order, must hash to the recorded commitment (or the row to its own, with
     ``fingerprint="row"``). A mismatch raises :class:`~torchwitness.errors.InputError` naming the record: the
     retained input was changed after serving, and explaining it would explain another input. Rows of requests
-    that were not committed, or whose request lost another row to an erasure since (a request's commitment
-    covers all its rows), come back unchecked (``False``).
+    that were not committed come back unchecked (``False``), as do those whose request lost another row to a
+    recorded erasure since (``erased``: the decisions ``inputs.erasure`` records name; a request's commitment
+    covers all its rows); a row missing without one is a change to the side store, refused like an edit.
     """
     data = record["data"]
     _, stream, number = parse_decision_id(decision)
@@ -303,11 +307,16 @@ def verified_input(store: RetainedInputs, record: dict[str, Any], decision: str,
         expected, served = data["inputs"][offset + number - first], row.tobytes()
     else:
         expected = data["inputs"][k]
+        siblings = [decision_id(record["run"], stream, first + j) for j in range(rows)]
         try:
-            served = b"".join(store.get(decision_id(record["run"], stream, first + j)).tobytes()
-                              for j in range(rows))
-        except InputError:  # another row of the request was erased since: the request's commitment cannot be checked
-            return row, False
+            served = b"".join(store.get(d).tobytes() for d in siblings)
+        except InputError:
+            missing = [d for d in siblings if d != decision and not store.holds(d)]
+            if set(missing) <= set(erased):  # erased on request since: the request's commitment cannot be checked
+                return row, False
+            raise InputError(f"the retained inputs of decision {decision!r}'s request are incomplete: "
+                             f"{missing[0]} is gone without an erasure record (inference record seq "
+                             f"{record['seq']}): the side store was changed after serving") from None
     if fingerprint(served) != expected:
         raise InputError(f"the retained input of decision {decision!r} does not match the commitment made when it "
                          f"was served (inference record seq {record['seq']}): it was changed after serving")
