@@ -157,8 +157,19 @@ def test_label_shift_and_accuracy_drop_with_outcomes_known_late(tmp_path) -> Non
     for w in range(10):
         truth = y[30 + 200 * w:230 + 200 * w]
         assert not [a for a in perfect.update(predictions=truth, labels=truth) if a.feature == "accuracy"]
-    with pytest.raises(InputError, match=r"labels must be class indices \(0..1, or -1 where not known\), not 2"):
-        perfect.update(predictions=np.zeros(3), labels=np.array([0, 2, 1]))
+    with pytest.raises(InputError, match=r"labels must be class indices \(0 or more, or -1 where not known\), not -2"):
+        perfect.update(predictions=np.zeros(3), labels=np.array([0, -2, 1]))
+    # A class the reference never saw is a shift to report, not an input to refuse.
+    novel = DriftMonitor(reference, window=100)
+    alerts = novel.update(predictions=np.full(100, 2), labels=np.full(100, 2))
+    assert {(a.feature, a.statistic) for a in alerts} >= {("predictions", "proportion_shift"),
+                                                         ("labels", "proportion_shift")}
+    state = novel.state_dict()
+    novel.update(predictions=np.zeros(10), labels=np.zeros(10))
+    mismatched = {**novel.state_dict(), "labels": np.zeros(4)}
+    with pytest.raises(InputError, match="holds 4 labels for 10 pending rows"):
+        DriftMonitor(reference, window=100).load_state_dict(mismatched)
+    DriftMonitor(reference, window=100).load_state_dict(state)
     with pytest.raises(InputError, match=r"labels must be class indices \(0 or more\), not -1"):
         DriftReference.from_arrays({}, labels=np.array([0, 1, -1]))
     with pytest.raises(InputError, match="no labels to compare with"):

@@ -32,6 +32,7 @@ from torchwitness.ledger.schema import register_kind
 from torchwitness.ledger.writer import now_us
 
 T = TypeVar("T")
+_RECORD_BATCH = 256  # decisions recorded per write transaction (see ReviewQueue.record_pending)
 Action = Literal["approve", "override", "escalate"]
 ACTIONS = ("approve", "override", "escalate")
 
@@ -190,23 +191,29 @@ class ReviewQueue:
         rows = self._db.execute(f"SELECT {', '.join(cols)} FROM decisions ORDER BY id")
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
-    @_locked
     def record_pending(self, record: Any) -> int:
         """Record every decision and stop/resume event not yet in the ledger (``record`` is ``run.record`` or
         ``Ledger.append``); returns how many decisions.
 
-        Inside one write transaction, so two callers (a serving recorder's threads, another process) record each
-        once: the second waits, then finds them recorded."""
-        with self._transaction():
-            decided, events = self._record_pending(record)
+        In write transactions of at most 256 decisions, so two callers (a serving recorder's threads, another
+        process) record each once (the second waits, then finds them recorded) and a backlog never holds the
+        queue for long (a serving thread polls the stop switch through it)."""
+        decided = events = 0
+        while True:
+            with self._lock, self._transaction():
+                batch, switched = self._record_pending(record, _RECORD_BATCH)
+            decided, events = decided + batch, events + switched
+            if batch < _RECORD_BATCH:
+                break
         if decided or events:
-            # The WAL still holds the old pages with the ids in them until it is checkpointed and truncated.
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with self._lock:
+                # Until checkpointed and truncated, the WAL still holds the old pages with the ids in them.
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return decided
 
-    def _record_pending(self, record: Any) -> tuple[int, int]:
+    def _record_pending(self, record: Any, limit: int) -> tuple[int, int]:
         rows = self._db.execute("SELECT id, decision_id, action, label, reviewer, note, decided_us FROM decisions "
-                                "WHERE recorded_seq IS NULL ORDER BY id").fetchall()
+                                "WHERE recorded_seq IS NULL ORDER BY id LIMIT ?", (limit,)).fetchall()
         for rid, decision_id, action, label, reviewer, note, decided_us in rows:
             seq = record("review.decision", {"decision_id": decision_id, "action": action, "label": label,
                                              "reviewer": Personal(reviewer), "reason": note,

@@ -6,18 +6,19 @@ declaration, an erasure a data subject asked for. :func:`appending` appends dire
 when another process holds it, the operation waits in ``RUN/private/inbox.sqlite`` and the holder performs it:
 an open :class:`~torchwitness.ledger.writer.Ledger` looks at its inbox when it opens (before anything else is
 appended), every ``inbox_seconds`` (one second by default) and when it closes. The submitting process waits a
-few seconds for the outcome (the record's sequence number); if the holder has let go meanwhile, it opens the
-run itself, which performs the operation; otherwise it leaves the operation queued.
+few seconds for the outcome (the record's sequence number); if the holder lets go meanwhile, it opens the run
+itself, which performs the operation; otherwise it leaves the operation queued.
 
 Only a holder of the run's signing key may leave an operation, as only a holder may open the ledger: each is
 signed with that key (Ed25519) over the run's origin, a nonce and its time, and the holder performs nothing whose
 signature does not verify against the run's public key, so write access to the private folder alone gets no
-record signed, and an operation signed for one run is refused by another. The holder refuses operations older
-than 7 days and remembers those it performed as long (in the inbox, and in memory while it runs), so one put back
-is not performed again; what remains is that someone able to write the private folder who copied an operation
-while it waited could have a restarted holder perform it a second time within those days (a duplicate of what a
-key holder asked for, never a new record). Delivery is at least once: a holder killed between appending an
-operation's record and marking it done appends it again when the run is next opened (a duplicate, never a loss).
+record signed, and an operation signed for one run is refused by another. The holder refuses operations queued
+more than a year (366 days) before and remembers those it performed as long (in the inbox, and in memory while it
+runs), so one put back is not performed again; what remains is that someone able to write the private folder who
+copied an operation while it waited could have a restarted holder perform it a second time within that year (a
+duplicate of what a key holder asked for, never a new record). Delivery is at least once: a holder killed
+between appending an operation's record and marking it done appends it again when the run is next opened (a
+duplicate, never a loss).
 
 Personal values wait in the inbox as given (the private folder is the place for them) and are overwritten once
 performed (``secure_delete``, and the write-ahead log truncated), as the review queue does with reviewer ids.
@@ -33,7 +34,9 @@ Example::
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -59,7 +62,7 @@ CREATE TABLE IF NOT EXISTS ops (
     created_us INTEGER NOT NULL, done INTEGER NOT NULL DEFAULT 0, result INTEGER, error TEXT);
 """
 _PERSONAL = "$inbox.personal"  # a value to commit, as the submitter gave it; never a key of a record's data
-_VALID_US = 7 * 86_400 * 10**6  # an operation older than this is refused, and a performed one remembered as long
+_VALID_US = 366 * 86_400 * 10**6  # an operation older than this is refused, and a performed one remembered as long
 
 
 def _encode(body: dict[str, Any]) -> str:
@@ -164,7 +167,7 @@ def _perform(ledger: Ledger, nonce: str, op: str, body: str, signature: bytes | 
                                                      _signed(ledger.origin, nonce, created_us, op, body)):
         return None, "not signed with this run's key for this run: refused"
     if created_us < now_us - _VALID_US:
-        return None, "queued more than 7 days ago: refused (submit it again)"
+        return None, "queued more than a year ago: refused (submit it again)"
     try:
         args = _decode(body)
         if op == "record":
@@ -227,26 +230,34 @@ class _Queued:
 
     def _submit(self, op: str, body: dict[str, Any]) -> int | None:
         op_id = self._inbox.put(op, body, self._key, self._origin)
-        deadline, opened = time.monotonic() + self._timeout, False
+        deadline = time.monotonic() + self._timeout
         while True:
             done, result, error = self._inbox.outcome(op_id)
             if error is not None:
                 raise LedgerError(f"the process holding {self._root} could not {op} it: {error}")
             if done:
                 return result
-            if time.monotonic() < deadline:
-                time.sleep(0.05)
-            elif opened or not (opened := self._open_if_free()):
+            if self._open_if_free():
+                continue
+            if time.monotonic() >= deadline:
                 return None  # still queued: the holder performs it when it next looks, or when it closes
+            time.sleep(0.05)
 
     def _open_if_free(self) -> bool:
-        """Open the ledger if its holder has let go meanwhile (its last look may have come just before this
-        operation was queued): opening performs what is queued. False while it is still held."""
+        """Open the ledger if its holder has let go (its last look may have come just before this operation was
+        queued): opening performs what is queued. False while it is held."""
         from torchwitness.ledger.writer import Ledger
 
+        fd = os.open(self.layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # a look at the lock, cheap enough for every poll; opening the ledger reads its whole index
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)  # closing releases the lock, if taken
         try:
             Ledger.open(self._root, key_dir=self._key_dir).close()
-        except LedgerBusy:
+        except LedgerBusy:  # a new holder came first: it performs the operation
             return False
         return True
 

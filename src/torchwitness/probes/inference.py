@@ -545,6 +545,9 @@ class InferenceRecorder:
         # retention period has ended are deleted every minute.
         look = min(self.window_seconds / 4, _REVIEW_SECONDS)
         next_review = 0.0
+        # A connection of this thread's own: the serving thread polls the stop switch through the recorder's, and
+        # would otherwise wait while a backlog of decisions is recorded here.
+        reviews = ReviewQueue(self.review.path) if self.review is not None else None
         next_expiry = 0.0 if self.retain_seconds is not None else math.inf
         warned: dict[str, str] = {}
 
@@ -558,14 +561,15 @@ class InferenceRecorder:
 
         while not self._closing.wait(look):
             if time.monotonic() >= self._deadline:
-                attempt("an aged window not recorded yet", self._close_aged_window)
-            if self.review is not None and time.monotonic() >= next_review:
+                attempt("closing an aged window failed", self._close_aged_window)
+            if reviews is not None and time.monotonic() >= next_review:
                 next_review = time.monotonic() + _REVIEW_SECONDS
-                attempt("review decisions not recorded yet",
-                        partial(self.review.record_pending, self.run.record))
+                attempt("review decisions not recorded yet", partial(reviews.record_pending, self.run.record))
             if time.monotonic() >= next_expiry:
                 next_expiry = time.monotonic() + _EXPIRY_SECONDS
                 attempt("expired inputs not deleted yet", partial(expire_inputs, self.run.path, record=self.run.record))
+        if reviews is not None:
+            reviews.close()
 
     def _close_aged_window(self) -> None:
         with self._lock:

@@ -98,17 +98,23 @@ def _as_matrix(values: Any) -> np.ndarray:
     return np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float64)
 
 
-def _classes(name: str, values: Any, classes: int | None = None, *, unknown: bool = False) -> np.ndarray:
-    """Class indices as int64; a clear error for anything outside 0..classes-1 (or -1, where ``unknown``)."""
+def _classes(name: str, values: Any, *, unknown: bool = False) -> np.ndarray:
+    """Class indices as int64; a clear error for anything else (-1 is allowed where ``unknown``). A class the
+    reference never saw is allowed: it counts as a shift (see _shift)."""
     arr = _as_array(name, values)
     ints = arr.astype(np.int64)
-    low = -1 if unknown else 0
-    bad = (ints != arr) | (ints < low) | ((ints >= classes) if classes is not None else False)
+    bad = (ints != arr) | (ints < (-1 if unknown else 0))
     if bad.any():
-        allowed = (f"0..{classes - 1}" if classes is not None else "0 or more") + (
-            ", or -1 where not known" if unknown else "")
+        allowed = "0 or more" + (", or -1 where not known" if unknown else "")
         raise InputError(f"drift {name} must be class indices ({allowed}), not {arr[bad][0]:g}")
     return ints
+
+
+def _shift(reference_counts: np.ndarray, classes: np.ndarray) -> tuple[float, float]:
+    """The proportion test of a window's classes against the reference's; a class the reference never had
+    counts against a reference share of 0."""
+    counts = np.bincount(classes, minlength=len(reference_counts))
+    return F.proportion_shift(np.pad(reference_counts, (0, len(counts) - len(reference_counts))), counts)
 
 
 def _as_array(name: str, values: Any) -> np.ndarray:
@@ -155,13 +161,17 @@ class DriftReference:
         if embeddings is not None:
             emb = _as_matrix(embeddings)
             emb = emb[rng.choice(len(emb), min(len(emb), 500), replace=False)]
-        counts = label_counts = accuracy = pred = None
+        counts = label_counts = accuracy = pred = truth = None
         if predictions is not None:
             pred = _classes("predictions", predictions)
-            counts = np.bincount(pred, minlength=num_classes or int(pred.max()) + 1)
         if labels is not None:
             truth = _classes("labels", labels)
-            label_counts = np.bincount(truth, minlength=num_classes or int(truth.max()) + 1)
+        # Predictions and labels share one class count: a class only one of them saw is still a class of both.
+        classes = num_classes or max((int(a.max()) + 1 for a in (pred, truth) if a is not None and len(a)), default=0)
+        if pred is not None:
+            counts = np.bincount(pred, minlength=classes)
+        if truth is not None:
+            label_counts = np.bincount(truth, minlength=classes)
             if pred is not None:
                 if len(pred) != len(truth):
                     raise InputError(f"drift reference predictions and labels differ in length ({len(pred)} vs "
@@ -243,6 +253,12 @@ class DriftMonitor:
             if state.get(key) != mine:
                 raise InputError(f"drift monitor state was saved with another {key} ({state.get(key)!r}, this "
                                  f"monitor has {mine!r})")
+        if self.reference.label_counts is not None:  # row for row with the pending rows (see update)
+            for key in ("predictions", "labels"):
+                held = 0 if state.get(key) is None else len(state[key])
+                if held != int(state["rows"]):
+                    raise InputError(f"drift monitor state holds {held} {key} for {state['rows']} pending rows: "
+                                     "it was not saved by this version; start the monitor afresh")
         self.windows_seen, self.windows_alerting = int(state["windows_seen"]), int(state["windows_alerting"])
         self._rows = int(state["rows"])
         self._buffer = {k: [] if state["features"].get(k) is None else [np.asarray(state["features"][k])]
@@ -263,13 +279,12 @@ class DriftMonitor:
         lengths = {len(v) for v in arrays.values()}
         ref = self.reference
         if predictions is not None:
-            pred = _classes("predictions", predictions,
-                            None if ref.prediction_counts is None else len(ref.prediction_counts))
+            pred = _classes("predictions", predictions)
             lengths.add(len(pred))
         if labels is not None:
             if ref.label_counts is None:
                 raise InputError("this drift reference has no labels to compare with: build it with labels=")
-            truth = _classes("labels", labels, len(ref.label_counts), unknown=True)
+            truth = _classes("labels", labels, unknown=True)
             lengths.add(len(truth))
         if len(lengths) > 1:
             raise InputError(f"drift update arrays have different lengths: {sorted(lengths)}")
@@ -342,15 +357,13 @@ class DriftMonitor:
                 alerts.append(DriftAlert("embeddings", "mmd", value, level, p, index, self.window))
         shift = None
         if has_pred:
-            counts = np.bincount(predicted, minlength=len(ref.prediction_counts))
-            value, p = F.proportion_shift(ref.prediction_counts, counts)
+            value, p = _shift(ref.prediction_counts, predicted)
             shift = [value, p]
             if p < level:
                 alerts.append(DriftAlert("predictions", "proportion_shift", value, level, p, index, self.window))
         label_shift = accuracy = None
         if labelled:
-            counts = np.bincount(known, minlength=len(ref.label_counts))
-            value, p = F.proportion_shift(ref.label_counts, counts)
+            value, p = _shift(ref.label_counts, known)
             label_shift = [value, p]
             if p < level:
                 alerts.append(DriftAlert("labels", "proportion_shift", value, level, p, index, self.window))
