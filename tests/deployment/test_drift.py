@@ -164,6 +164,12 @@ def test_label_shift_and_accuracy_drop_with_outcomes_known_late(tmp_path) -> Non
     alerts = novel.update(predictions=np.full(100, 2), labels=np.full(100, 2))
     assert {(a.feature, a.statistic) for a in alerts} >= {("predictions", "proportion_shift"),
                                                          ("labels", "proportion_shift")}
+    huge = DriftMonitor(reference, window=100).update(predictions=np.full(100, 2**40), labels=np.zeros(100))
+    assert ("predictions", "proportion_shift") in {(a.feature, a.statistic) for a in huge}  # one bin, no 8 TB
+    shared = DriftReference.from_arrays({}, predictions=[0, 4, 1], labels=[0, 1, 1], num_classes=2)
+    assert len(shared.prediction_counts) == len(shared.label_counts) == 5
+    with pytest.raises(InputError, match="predictions are empty"):
+        DriftReference.from_arrays({}, predictions=[], labels=[0, 1])
     state = novel.state_dict()
     novel.update(predictions=np.zeros(10), labels=np.zeros(10))
     mismatched = {**novel.state_dict(), "labels": np.zeros(4)}

@@ -527,6 +527,37 @@ def test_explaining_a_token_model_beside_its_serving_threads_changes_no_answer(t
     assert skipped and skipped[0] > 0  # far more selected than the worker keeps up with: counted, not lost silently
 
 
+def test_explanations_leave_the_served_model_its_mode_and_hooks(tmp_path: Path, model, test_rows) -> None:
+    """Explaining runs on a shadow sharing the weights: the served model keeps its mode, its hooks (which hold
+    a lock, so it cannot be deep-copied) see no explanation forward, and an in-place update is followed."""
+    import copy
+    import threading
+
+    served = copy.deepcopy(model).train()  # served in train mode (MC dropout, say): a caller's choice
+    seen = []
+
+    class Hook:
+        lock = threading.Lock()
+
+        def __call__(self, module, args, output) -> None:
+            seen.append(torch.is_grad_enabled())
+
+    served[0].register_forward_hook(Hook())
+    with tw.Run(tmp_path / "run") as run:
+        serve = run.serve(served, retain_inputs=True, policy=ReviewPolicy(min_confidence=1.01, explain=2))
+        serve(test_rows[:8])
+        serve.flush()
+        serve.close()
+    assert served.training and len(seen) == 1  # the serving forward only
+    assert len(list(iter_records(tmp_path / "run", kinds={"explain.attribution"}))) == 2
+    from torchwitness.integrations.captum import shadow
+
+    twin = shadow(served)
+    with torch.no_grad():
+        served[0].weight.add_(1.0)
+    assert torch.equal(twin[0].weight, served[0].weight) and not twin[0]._forward_hooks
+
+
 def test_cli_explains_a_served_token_model_decision(tmp_path: Path) -> None:
     """Token ids retained when served are explained by Layer Integrated Gradients through the input embedding."""
     from served_model import token_model

@@ -201,9 +201,9 @@ class ReviewQueue:
         decided = events = 0
         while True:
             with self._lock, self._transaction():
-                batch, switched = self._record_pending(record, _RECORD_BATCH)
+                batch, switched, complete = self._record_pending(record, _RECORD_BATCH)
             decided, events = decided + batch, events + switched
-            if batch < _RECORD_BATCH:
+            if batch < _RECORD_BATCH or not complete:  # a record the ledger dropped stays pending for next time
                 break
         if decided or events:
             with self._lock:
@@ -211,23 +211,32 @@ class ReviewQueue:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return decided
 
-    def _record_pending(self, record: Any, limit: int) -> tuple[int, int]:
+    def _record_pending(self, record: Any, limit: int) -> tuple[int, int, bool]:
+        """Record up to ``limit`` pending decisions and the pending switch events; returns how many of each were
+        recorded, and whether every one was (the ledger drops records when full under ``on_full="drop"``; a
+        dropped one keeps its reviewer id and stays pending)."""
         rows = self._db.execute("SELECT id, decision_id, action, label, reviewer, note, decided_us FROM decisions "
                                 "WHERE recorded_seq IS NULL ORDER BY id LIMIT ?", (limit,)).fetchall()
+        decided = events = 0
         for rid, decision_id, action, label, reviewer, note, decided_us in rows:
             seq = record("review.decision", {"decision_id": decision_id, "action": action, "label": label,
                                              "reviewer": Personal(reviewer), "reason": note,
                                              "decided_us": decided_us})
+            if seq is None:
+                return decided, events, False
             # The reviewer id leaves the queue once its commitment is in the ledger (data minimisation).
             self._db.execute("UPDATE decisions SET recorded_seq = ?, reviewer = '' WHERE id = ?", (seq, rid))
+            decided += 1
         # Every stop and resume, in order: a stop lifted before the serving process looked is evidence all the same.
-        events = self._db.execute("SELECT id, stopped, who, reason, changed_us FROM switch_events WHERE recorded = 0 "
-                                  "ORDER BY id").fetchall()
-        for eid, stopped, who, reason, changed in events:
-            record("oversight.stop" if stopped else "oversight.resume",
-                   {"who": Personal(who), "reason": reason, "changed_us": changed})
+        switched = self._db.execute("SELECT id, stopped, who, reason, changed_us FROM switch_events "
+                                    "WHERE recorded = 0 ORDER BY id").fetchall()
+        for eid, stopped, who, reason, changed in switched:
+            if record("oversight.stop" if stopped else "oversight.resume",
+                      {"who": Personal(who), "reason": reason, "changed_us": changed}) is None:
+                return decided, events, False
             self._db.execute("UPDATE switch_events SET recorded = 1, who = '' WHERE id = ?", (eid,))
-        return len(rows), len(events)
+            events += 1
+        return decided, events, True
 
     # -- stop switch
     def stop(self, *, who: str, reason: str) -> None:

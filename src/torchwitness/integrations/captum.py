@@ -156,23 +156,42 @@ def explain_input(model: torch.nn.Module, x: torch.Tensor, *, n_steps: int = 64,
     return explain_tokens(_Logits(model), input_embedding(model), x.long(), n_steps=n_steps, top_k=top_k, seed=seed)
 
 
+_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+               "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks", "_state_dict_hooks",
+               "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
+
+
+def shadow(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model``'s module objects that shares its parameters and buffers and has none of its hooks:
+    what runs on it (a mode change, attribution hooks, gradients) does not reach ``model``, and it costs no
+    memory for weights. Hooks are what ``deepcopy`` cannot copy (they hold locks, connections) and what an
+    explanation must not trigger."""
+    memo: dict[int, Any] = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    for module in model.modules():
+        for name in _HOOK_DICTS:
+            hooks = module.__dict__.get(name)
+            if hooks is not None:
+                memo[id(hooks)] = type(hooks)()
+    return copy.deepcopy(model, memo)
+
+
 class ExplanationWorker:
     """Explains decisions on a thread of its own and records each (``explain.attribution``), so a serving thread
     hands a row over and never waits for Captum. At most ``capacity`` rows wait; beyond that a row is skipped,
     counted in ``skipped`` and, at close, in an ``explain.skipped`` record.
 
-    Integrated Gradients over features only reads the model. Token ids are explained on a copy of the model,
-    made at the first one: Layer Integrated Gradients hooks the embedding layer while it runs, which would reach
-    serving forwards through the same module. The copy costs the model's memory once more and does not follow
-    later in-place changes to the served weights; a model that cannot be copied (hooks holding locks or
-    connections) has its token rows skipped with a warning, and serving is untouched.
+    Rows are explained on a shadow of the served model, made at the first: its module objects are copies without
+    hooks, its parameters and buffers the served ones (no memory, and in-place weight updates are followed).
+    Explaining sets the shadow to eval mode and Layer Integrated Gradients hooks its embedding layer; neither
+    reaches the served model, its mode, or hooks on it (``run.watch``'s, say). A model whose shadow cannot be
+    made has its rows skipped with one warning; serving is untouched.
     """
 
     def __init__(self, model: torch.nn.Module, run: Any, *, n_steps: int = 64, top_k: int = 5,
                  feature_names: Sequence[str] | None = None, capacity: int = 64) -> None:
         _captum()  # a missing extra is said now, not on the worker thread
         self.model, self.run = model, run
-        self._copy: torch.nn.Module | None = None
+        self._shadow: torch.nn.Module | InputError | None = None
         self.n_steps, self.top_k, self.feature_names = n_steps, top_k, feature_names
         self.skipped = 0
         self._queue: queue.Queue[tuple[str, torch.Tensor] | None] = queue.Queue(maxsize=capacity)
@@ -195,22 +214,23 @@ class ExplanationWorker:
         if self.skipped:
             self.run.record("explain.skipped", {"count": self.skipped, "reason": "explanation queue full"})
 
-    def _token_model(self) -> torch.nn.Module:
-        if self._copy is None:
+    def _shadowed(self) -> torch.nn.Module:
+        if self._shadow is None:
             try:
-                self._copy = copy.deepcopy(self.model)
-            except Exception as e:
-                raise InputError(f"token rows are explained on a copy of the model, which cannot be copied "
-                                 f"({type(e).__name__}: {e})") from None
-        return self._copy
+                self._shadow = shadow(self.model)
+            except Exception as e:  # remembered: not tried again for every row
+                self._shadow = InputError(f"rows are explained on a shadow of the model, which cannot be made "
+                                          f"({type(e).__name__}: {e})")
+        if isinstance(self._shadow, InputError):
+            raise self._shadow
+        return self._shadow
 
     def _work(self) -> None:
         warned = ""
         while (item := self._queue.get()) is not None:
             decision_id, row = item
             try:
-                model = self.model if row.dtype.is_floating_point else self._token_model()
-                explanation = explain_input(model, row, n_steps=self.n_steps, top_k=self.top_k,
+                explanation = explain_input(self._shadowed(), row, n_steps=self.n_steps, top_k=self.top_k,
                                             feature_names=self.feature_names)
                 explanation.record(self.run, decision_id)
             except Exception as e:  # one row that cannot be explained must not stop the others: said once

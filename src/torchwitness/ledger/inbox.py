@@ -230,14 +230,15 @@ class _Queued:
 
     def _submit(self, op: str, body: dict[str, Any]) -> int | None:
         op_id = self._inbox.put(op, body, self._key, self._origin)
-        deadline = time.monotonic() + self._timeout
+        deadline, opened = time.monotonic() + self._timeout, False
         while True:
             done, result, error = self._inbox.outcome(op_id)
             if error is not None:
                 raise LedgerError(f"the process holding {self._root} could not {op} it: {error}")
             if done:
                 return result
-            if self._open_if_free():
+            if not opened and self._open_if_free():  # once: a marking that keeps failing must not repeat it
+                opened = True
                 continue
             if time.monotonic() >= deadline:
                 return None  # still queued: the holder performs it when it next looks, or when it closes

@@ -251,13 +251,22 @@ def erase_inputs(run_dir: str | Path, decisions: list[str], *, record: Callable[
                  reason: str = "data subject request (GDPR Art. 17)") -> list[str]:
     """Delete the retained inputs of ``decisions`` and record which were deleted (``record``: ``run.record`` or
     ``Ledger.append``); returns them. The keyed commitments made when they were served stay in the ledger, so
-    its verification still holds; without the input (or the key) they match nothing."""
+    its verification still holds; without the input (or the key) they match nothing.
+
+    The record comes first: explaining a decision whose request lost a row is refused as tampering unless an
+    ``inputs.erasure`` record names that row, so the rows are deleted only once the record is appended (or
+    queued for the process that holds the run)."""
     for d in decisions:
         parse_decision_id(d)  # a clear error for anything that is not a decision id
-    erased = RetainedInputs.for_run(run_dir).erase(decisions)
-    if erased:
-        record("inputs.erasure", {"decisions": erased, "count": len(erased), "reason": reason})
-    return erased
+    store = RetainedInputs.for_run(run_dir)
+    try:
+        held = [d for d in dict.fromkeys(decisions) if store.holds(d)]
+        if held:
+            record("inputs.erasure", {"decisions": held, "count": len(held), "reason": reason})
+            store.erase(held)
+    finally:
+        store.close()
+    return held
 
 
 def expire_inputs(run_dir: str | Path, *, record: Callable[..., Any], at_us: int | None = None) -> int:
@@ -439,6 +448,11 @@ class InferenceRecorder:
         serial = str(seq) if seq is not None else uuid.uuid4().hex[:12]
         self.stream = serial if run.world_size == 1 else f"{run.rank}.{serial}"
         run.on_close(self.close)
+        # The ageing thread records reviewers' decisions through a connection of its own: the serving thread
+        # polls the stop switch through the recorder's, and would otherwise wait while a backlog is recorded.
+        # An in-memory queue has no second connection to open: both threads share it, under its lock.
+        self._ager_reviews = None if self.review is None else (
+            self.review if str(self.review.path) == ":memory:" else ReviewQueue(self.review.path))
         self._closing = threading.Event()
         self._ager = threading.Thread(target=self._close_aged_windows, name="torchwitness-serve-windows", daemon=True)
         self._ager.start()
@@ -545,9 +559,7 @@ class InferenceRecorder:
         # retention period has ended are deleted every minute.
         look = min(self.window_seconds / 4, _REVIEW_SECONDS)
         next_review = 0.0
-        # A connection of this thread's own: the serving thread polls the stop switch through the recorder's, and
-        # would otherwise wait while a backlog of decisions is recorded here.
-        reviews = ReviewQueue(self.review.path) if self.review is not None else None
+        reviews = self._ager_reviews
         next_expiry = 0.0 if self.retain_seconds is not None else math.inf
         warned: dict[str, str] = {}
 
@@ -568,8 +580,6 @@ class InferenceRecorder:
             if time.monotonic() >= next_expiry:
                 next_expiry = time.monotonic() + _EXPIRY_SECONDS
                 attempt("expired inputs not deleted yet", partial(expire_inputs, self.run.path, record=self.run.record))
-        if reviews is not None:
-            reviews.close()
 
     def _close_aged_window(self) -> None:
         with self._lock:
@@ -765,5 +775,8 @@ class InferenceRecorder:
         self.flush()
         if self._explainer is not None:
             self._explainer.close()
+        if self._ager_reviews is not None and self._ager_reviews is not self.review:
+            self._ager_reviews.close()
+            self._ager_reviews = None
         if self.review is not None:
             self.review.record_pending(self.run.record)

@@ -111,10 +111,14 @@ def _classes(name: str, values: Any, *, unknown: bool = False) -> np.ndarray:
 
 
 def _shift(reference_counts: np.ndarray, classes: np.ndarray) -> tuple[float, float]:
-    """The proportion test of a window's classes against the reference's; a class the reference never had
-    counts against a reference share of 0."""
-    counts = np.bincount(classes, minlength=len(reference_counts))
-    return F.proportion_shift(np.pad(reference_counts, (0, len(counts) - len(reference_counts))), counts)
+    """The proportion test of a window's classes against the reference's; classes the reference never had share
+    one extra bin against a reference share of 0 (one bin, however large the class index)."""
+    n = len(reference_counts)
+    counts = np.bincount(classes[classes < n], minlength=n)
+    unseen = int((classes >= n).sum())
+    if unseen:
+        return F.proportion_shift(np.append(reference_counts, 0), np.append(counts, unseen))
+    return F.proportion_shift(reference_counts, counts)
 
 
 def _as_array(name: str, values: Any) -> np.ndarray:
@@ -166,8 +170,11 @@ class DriftReference:
             pred = _classes("predictions", predictions)
         if labels is not None:
             truth = _classes("labels", labels)
+        for name, a in (("predictions", pred), ("labels", truth)):
+            if a is not None and not len(a):
+                raise InputError(f"drift reference {name} are empty: give at least one row, or leave them out")
         # Predictions and labels share one class count: a class only one of them saw is still a class of both.
-        classes = num_classes or max((int(a.max()) + 1 for a in (pred, truth) if a is not None and len(a)), default=0)
+        classes = max([num_classes or 0] + [int(a.max()) + 1 for a in (pred, truth) if a is not None])
         if pred is not None:
             counts = np.bincount(pred, minlength=classes)
         if truth is not None:
