@@ -18,13 +18,14 @@ import torch
 import torchwitness as tw
 from torchwitness.controls.oversight import ReviewPolicy, ReviewQueue
 from torchwitness.demo.adult import load_adult
-from torchwitness.errors import InputError, ServingStopped
+from torchwitness.errors import InputError, LedgerError, ServingStopped
 from torchwitness.integrations.captum import explain_input, explain_tabular, explain_tokens
 from torchwitness.ledger import iter_records, verify_run
 from torchwitness.ledger.encoding import fingerprint_buffers
 from torchwitness.probes.inference import (
     InferenceRecorder,
     RetainedInputs,
+    erase_inputs,
     model_digest,
     parse_decision_id,
     verified_input,
@@ -556,6 +557,20 @@ def test_explanations_leave_the_served_model_its_mode_and_hooks(tmp_path: Path, 
     with torch.no_grad():
         served[0].weight.add_(1.0)
     assert torch.equal(twin[0].weight, served[0].weight) and not twin[0]._forward_hooks
+    # Hooks that compute weights are the model's arithmetic: a pruned layer's shadow keeps its mask.
+    pruned = copy.deepcopy(model).eval()
+    torch.nn.utils.prune.l1_unstructured(pruned[0], "weight", amount=0.5)
+    pruned(test_rows[:2])  # a forward with gradients: its computed weight is not deep-copyable
+    twin = shadow(pruned)
+    assert explain_input(twin, test_rows[0]).top == explain_input(pruned, test_rows[0]).top
+
+
+def test_an_erasure_the_ledger_dropped_deletes_nothing(tmp_path: Path, model, test_rows) -> None:
+    with tw.Run(tmp_path / "run") as run:
+        _, ids = run.serve(model, retain_inputs=True)(test_rows[:2], ids=True)
+    with pytest.raises(LedgerError, match=r"dropped the erasure record.*nothing was deleted"):
+        erase_inputs(tmp_path / "run", [ids[0]], record=lambda kind, data: None)  # as run.record under on_full="drop"
+    assert RetainedInputs.for_run(tmp_path / "run").holds(ids[0])
 
 
 def test_cli_explains_a_served_token_model_decision(tmp_path: Path) -> None:

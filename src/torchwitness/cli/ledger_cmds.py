@@ -100,7 +100,8 @@ def erase(run: Path = RunArg,
             from torchwitness.probes.inference import erase_inputs
 
             # Retained inputs live in a file of their own: deleted here and now, whoever holds the ledger.
-            inputs = len(erase_inputs(run, list(decision), record=target.record, reason=reason))
+            inputs = len(erase_inputs(run, list(decision), record=target.record, reason=reason,
+                                      queued=target.queued))
     n = (values or 0) + inputs
     if values is None:
         typer.echo(f"queued the erasure of the named personal values for the process that holds {run} open: it "

@@ -161,17 +161,30 @@ _HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_a
                "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
 
 
+def _computes_weights(hook: Any) -> bool:
+    # Pre-hooks that compute a weight from parameters before each forward (pruning masks, the old weight and
+    # spectral norms) are part of the model's arithmetic, not observers: the shadow keeps them.
+    from torch.nn.utils.prune import BasePruningMethod
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    return isinstance(hook, (BasePruningMethod, SpectralNorm, WeightNorm))
+
+
 def shadow(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model``'s module objects that shares its parameters and buffers and has none of its hooks:
-    what runs on it (a mode change, attribution hooks, gradients) does not reach ``model``, and it costs no
-    memory for weights. Hooks are what ``deepcopy`` cannot copy (they hold locks, connections) and what an
-    explanation must not trigger."""
+    """A copy of ``model``'s module objects that shares its tensors and has none of its observing hooks: what
+    runs on it (a mode change, attribution hooks, gradients) does not reach ``model``, and it costs no memory for
+    weights. Observing hooks are what ``deepcopy`` cannot copy (they hold locks, connections) and what an
+    explanation must not trigger; hooks that compute weights are kept."""
     memo: dict[int, Any] = {id(t): t for t in (*model.parameters(), *model.buffers())}
     for module in model.modules():
+        for value in module.__dict__.values():  # weights a kept hook recomputes (non-leaf: not deep-copyable)
+            if isinstance(value, torch.Tensor):
+                memo[id(value)] = value
         for name in _HOOK_DICTS:
             hooks = module.__dict__.get(name)
             if hooks is not None:
-                memo[id(hooks)] = type(hooks)()
+                memo[id(hooks)] = type(hooks)((k, copy.deepcopy(h)) for k, h in hooks.items() if _computes_weights(h))
     return copy.deepcopy(model, memo)
 
 

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from torchwitness.controls.oversight import ReviewPolicy, ReviewQueue
-from torchwitness.errors import InputError, ServingStopped
+from torchwitness.errors import InputError, LedgerError, ServingStopped
 from torchwitness.ledger.encoding import Computed, Fingerprint, Packed, decode_array, fingerprint_buffers
 from torchwitness.ledger.schema import register_kind
 from torchwitness.ledger.writer import now_us
@@ -248,21 +248,25 @@ register_kind("inputs.expiry", InputsExpiry)
 
 
 def erase_inputs(run_dir: str | Path, decisions: list[str], *, record: Callable[..., Any],
-                 reason: str = "data subject request (GDPR Art. 17)") -> list[str]:
+                 reason: str = "data subject request (GDPR Art. 17)", queued: bool = False) -> list[str]:
     """Delete the retained inputs of ``decisions`` and record which were deleted (``record``: ``run.record`` or
     ``Ledger.append``); returns them. The keyed commitments made when they were served stay in the ledger, so
     its verification still holds; without the input (or the key) they match nothing.
 
     The record comes first: explaining a decision whose request lost a row is refused as tampering unless an
-    ``inputs.erasure`` record names that row, so the rows are deleted only once the record is appended (or
-    queued for the process that holds the run)."""
+    ``inputs.erasure`` record names that row, so the rows are deleted only once the record is appended (or,
+    with ``queued=True``, left for the process that holds the run, whose ``record`` gives no seq yet). A record
+    the ledger dropped (a full queue under ``on_full="drop"``) deletes nothing and raises."""
     for d in decisions:
         parse_decision_id(d)  # a clear error for anything that is not a decision id
     store = RetainedInputs.for_run(run_dir)
     try:
         held = [d for d in dict.fromkeys(decisions) if store.holds(d)]
         if held:
-            record("inputs.erasure", {"decisions": held, "count": len(held), "reason": reason})
+            seq = record("inputs.erasure", {"decisions": held, "count": len(held), "reason": reason})
+            if seq is None and not queued:
+                raise LedgerError("the ledger dropped the erasure record (its queue is full): nothing was deleted; "
+                                  "try again")
             store.erase(held)
     finally:
         store.close()
@@ -557,10 +561,6 @@ class InferenceRecorder:
         # events, taken in other processes, are recorded from here too, within a second (a server runs for
         # months, and its ledger would otherwise show none of them until it closes), and retained inputs whose
         # retention period has ended are deleted every minute.
-        look = min(self.window_seconds / 4, _REVIEW_SECONDS)
-        next_review = 0.0
-        reviews = self._ager_reviews
-        next_expiry = 0.0 if self.retain_seconds is not None else math.inf
         warned: dict[str, str] = {}
 
         def attempt(what: str, work: Callable[[], Any]) -> None:
@@ -571,6 +571,16 @@ class InferenceRecorder:
                     warned[what] = str(e)
                     warnings.warn(f"torchwitness: {what}: {e}", RuntimeWarning, stacklevel=1)
 
+        try:
+            self._age_windows(min(self.window_seconds / 4, _REVIEW_SECONDS), attempt)
+        finally:  # its connection is this thread's: closed here, never under a transaction it is running
+            if self._ager_reviews is not None and self._ager_reviews is not self.review:
+                self._ager_reviews.close()
+
+    def _age_windows(self, look: float, attempt: Callable[[str, Callable[[], Any]], None]) -> None:
+        reviews = self._ager_reviews
+        next_review = 0.0
+        next_expiry = 0.0 if self.retain_seconds is not None else math.inf
         while not self._closing.wait(look):
             if time.monotonic() >= self._deadline:
                 attempt("closing an aged window failed", self._close_aged_window)
@@ -775,8 +785,5 @@ class InferenceRecorder:
         self.flush()
         if self._explainer is not None:
             self._explainer.close()
-        if self._ager_reviews is not None and self._ager_reviews is not self.review:
-            self._ager_reviews.close()
-            self._ager_reviews = None
         if self.review is not None:
             self.review.record_pending(self.run.record)
