@@ -1,10 +1,12 @@
-"""One error hierarchy for the whole package.
+"""One error hierarchy for the whole package, and how background threads report failures.
 
 Library code raises these; only the CLI turns them into a one-line message and an exit code.
 Each error's ``str()`` is that one line; ``diagnostics()`` adds detail for ``--verbose``.
 """
 
 from __future__ import annotations
+
+import warnings
 
 
 class TorchWitnessError(Exception):
@@ -107,3 +109,20 @@ class ExportError(TorchWitnessError):
 
 class ModelFileError(InputError):
     """A model file cannot be analysed: not a pickle, zip or safetensors file, or truncated/corrupt."""
+
+
+class FailureWarnings:
+    """Failures of work a background thread must go on doing (an inbox look, an aged window, an explanation) as
+    ``RuntimeWarning``s: said again only when the failure changes, since the work is retried, often every second.
+    """
+
+    def __init__(self) -> None:
+        self._said: dict[str, str] = {}
+
+    def warn(self, what: str, error: BaseException, *, key: str | None = None) -> None:
+        """Warn ``torchwitness: <what>: <error>`` unless the last failure under ``key`` (default ``what``) was the
+        same."""
+        key = what if key is None else key
+        if self._said.get(key) != str(error):
+            self._said[key] = str(error)
+            warnings.warn(f"torchwitness: {what}: {error}", RuntimeWarning, stacklevel=2)

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from torchwitness.cli._output import console
+from torchwitness.cli._record import WHEN_QUEUED
 from torchwitness.errors import InputError
 
 RunArg = typer.Argument(..., help="The run folder.", show_default=False)
@@ -105,7 +106,7 @@ def erase(run: Path = RunArg,
     n = (values or 0) + inputs
     if values is None:
         typer.echo(f"queued the erasure of the named personal values for the process that holds {run} open: it "
-                   "erases them when it next looks at its inbox (every second) or when it closes")
+                   f"erases them {WHEN_QUEUED}")
     if n:
         typer.echo(f"erased {n} personal value(s) from {run}")
     elif values is not None:

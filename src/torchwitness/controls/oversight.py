@@ -18,8 +18,7 @@ import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -29,6 +28,7 @@ import msgspec
 from torchwitness.errors import InputError
 from torchwitness.ledger.encoding import Personal
 from torchwitness.ledger.schema import register_kind
+from torchwitness.ledger.transactions import write_transaction
 from torchwitness.ledger.writer import now_us
 
 T = TypeVar("T")
@@ -117,24 +117,12 @@ class ReviewQueue:
         exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'switch'"
         if self._db.execute(exists).fetchone() is None:
             return
-        with self._transaction():
+        with write_transaction(self._db):
             if self._db.execute(exists).fetchone() is not None:  # another process may have moved it meanwhile
                 self._db.execute("INSERT INTO switch_events (stopped, who, reason, changed_us, recorded) "
                                  "SELECT stopped, COALESCE(who, ''), reason, COALESCE(changed_us, 0), recorded "
                                  "FROM switch WHERE id = 1")
                 self._db.execute("DROP TABLE switch")
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """A write transaction taken at once (so another connection or process waits rather than interleaves),
-        rolled back on any error so the connection is never left inside it."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     @classmethod
     def for_run(cls, run_dir: str | Path) -> ReviewQueue:
@@ -154,7 +142,7 @@ class ReviewQueue:
     @_locked
     def submit_many(self, rows: list[tuple[str, str, int | None, float | None]]) -> None:
         now = now_us()
-        with self._transaction():
+        with write_transaction(self._db):
             self._db.executemany("INSERT OR IGNORE INTO requests (decision_id, reason, created_us, prediction, "
                                  "confidence) VALUES (?, ?, ?, ?, ?)", [(d, r, now, p, c) for d, r, p, c in rows])
 
@@ -175,7 +163,7 @@ class ReviewQueue:
             raise InputError("an override needs the corrected --label")
         if not reviewer:
             raise InputError("a decision needs a reviewer id")
-        with self._transaction():
+        with write_transaction(self._db):
             if self._db.execute("SELECT 1 FROM requests WHERE decision_id = ?", (decision_id,)).fetchone() is None:
                 raise InputError(f"no review request for decision {decision_id!r}")
             cur = self._db.execute("INSERT INTO decisions (decision_id, action, label, reviewer, note, decided_us) "
@@ -200,7 +188,7 @@ class ReviewQueue:
         queue for long (a serving thread polls the stop switch through it)."""
         decided = events = 0
         while True:
-            with self._lock, self._transaction():
+            with self._lock, write_transaction(self._db):
                 batch, switched, complete = self._record_pending(record, _RECORD_BATCH)
             decided, events = decided + batch, events + switched
             if batch < _RECORD_BATCH or not complete:  # a record the ledger dropped stays pending for next time

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import queue
 import threading
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import msgspec
 import torch
 
-from torchwitness.errors import InputError
+from torchwitness.errors import FailureWarnings, InputError
 from torchwitness.ledger.schema import register_kind
 
 
@@ -239,15 +238,12 @@ class ExplanationWorker:
         return self._shadow
 
     def _work(self) -> None:
-        warned = ""
+        failures = FailureWarnings()
         while (item := self._queue.get()) is not None:
             decision_id, row = item
             try:
                 explanation = explain_input(self._shadowed(), row, n_steps=self.n_steps, top_k=self.top_k,
                                             feature_names=self.feature_names)
                 explanation.record(self.run, decision_id)
-            except Exception as e:  # one row that cannot be explained must not stop the others: said once
-                if str(e) != warned:
-                    warned = str(e)
-                    warnings.warn(f"torchwitness: decision {decision_id} not explained: {e}", RuntimeWarning,
-                                  stacklevel=1)
+            except Exception as e:  # one row that cannot be explained must not stop the others
+                failures.warn(f"decision {decision_id} not explained", e, key="explain")

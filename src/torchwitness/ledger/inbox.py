@@ -50,6 +50,7 @@ from torchwitness.ledger.encoding import Personal
 from torchwitness.ledger.keys import SigningKey
 from torchwitness.ledger.layout import Layout, read_manifest
 from torchwitness.ledger.personal import PersonalStore
+from torchwitness.ledger.transactions import write_transaction
 
 if TYPE_CHECKING:
     from torchwitness.ledger.writer import Ledger
@@ -145,14 +146,9 @@ class Inbox:
             outcomes.append((*self._performed[nonce][1:], op_id))
         # Marked done only once their records are written: a crash in between repeats them, never loses them.
         ledger.flush()
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self._db):
             self._db.executemany("UPDATE ops SET done = 1, result = ?, error = ?, body = NULL WHERE id = ?", outcomes)
             self._db.execute("DELETE FROM ops WHERE done = 1 AND created_us < ?", (now - _VALID_US,))
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
         self._performed = {n: v for n, v in self._performed.items() if v[0] >= now - _VALID_US}
         # Until checkpointed and truncated, the write-ahead log still holds the bodies with their personal values.
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -22,6 +22,7 @@ from typing import Any
 
 from torchwitness.errors import LedgerError
 from torchwitness.ledger.canonical import canonical_json
+from torchwitness.ledger.transactions import write_transaction
 
 COMMITMENT_PREFIX = "hmac-sha256:"
 FINGERPRINT_PREFIX = "hmac-sha256-128:"
@@ -101,26 +102,19 @@ class PersonalStore:
         out: list[str | None] = [self._cache.get(t) for t in tags]
         missing = [i for i, c in enumerate(out) if c is None]
         if missing:
-            with self._lock:
-                self._db.execute("BEGIN")
-                try:
-                    for i in missing:
-                        row = self._db.execute("SELECT commitment FROM personal WHERE tag = ?",
-                                               (tags[i],)).fetchone()
-                        if row is None:
-                            salt = os.urandom(32)
-                            c = commitment(salt, values[i])
-                            clear = canonical_json(values[i]).decode() if self.retain else None
-                            self._db.execute("INSERT INTO personal VALUES (?, ?, ?, ?, ?)",
-                                             (tags[i], salt, c, clear, time.time_ns() // 1000))
-                        else:
-                            c = row[0]
-                        self._cache[tags[i]] = c
-                        out[i] = c
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
+            with self._lock, write_transaction(self._db):
+                for i in missing:
+                    row = self._db.execute("SELECT commitment FROM personal WHERE tag = ?", (tags[i],)).fetchone()
+                    if row is None:
+                        salt = os.urandom(32)
+                        c = commitment(salt, values[i])
+                        clear = canonical_json(values[i]).decode() if self.retain else None
+                        self._db.execute("INSERT INTO personal VALUES (?, ?, ?, ?, ?)",
+                                         (tags[i], salt, c, clear, time.time_ns() // 1000))
+                    else:
+                        c = row[0]
+                    self._cache[tags[i]] = c
+                    out[i] = c
         return out  # type: ignore[return-value]
 
     def lookup(self, value: Any) -> str | None:

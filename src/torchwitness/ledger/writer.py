@@ -30,11 +30,17 @@ import re
 import threading
 import time
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from torchwitness.errors import InputError, LedgerBusy, LedgerError, SigningKeyError, VerificationError
+from torchwitness.errors import (
+    FailureWarnings,
+    InputError,
+    LedgerBusy,
+    LedgerError,
+    SigningKeyError,
+    VerificationError,
+)
 from torchwitness.ledger.canonical import canonical_json
 from torchwitness.ledger.encoding import finalize, snapshot
 from torchwitness.ledger.keys import PublicKey, SigningKey
@@ -126,7 +132,7 @@ class Ledger:
         # What other processes left while the run was closed is performed now, before the opener appends; then a
         # thread looks every inbox_seconds and once more at close.
         self._inbox: Any = None
-        self._inbox_warned = ""
+        self._inbox_failures = FailureWarnings()
         self._look_in_inbox()
         self._inbox_seconds = inbox_seconds
         self._inbox_closing = threading.Event()
@@ -363,11 +369,8 @@ class Ledger:
                 self._inbox = Inbox(self.layout.inbox)
             if self._inbox is not None and self._failed is None:
                 self._inbox.drain(self)
-        except Exception as e:  # a damaged inbox must not stop the run; said once
-            if str(e) != self._inbox_warned:
-                self._inbox_warned = str(e)
-                warnings.warn(f"torchwitness: cannot perform the operations in {self.layout.inbox}: {e}",
-                              RuntimeWarning, stacklevel=1)
+        except Exception as e:  # a damaged inbox must not stop the run
+            self._inbox_failures.warn(f"cannot perform the operations in {self.layout.inbox}", e)
 
     # ------------------------------------------------------------------ writer thread
     def _run(self) -> None:

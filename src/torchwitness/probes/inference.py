@@ -35,7 +35,6 @@ import sqlite3
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from itertools import accumulate
@@ -47,9 +46,10 @@ import numpy as np
 import torch
 
 from torchwitness.controls.oversight import ReviewPolicy, ReviewQueue
-from torchwitness.errors import InputError, LedgerError, ServingStopped
+from torchwitness.errors import FailureWarnings, InputError, LedgerError, ServingStopped
 from torchwitness.ledger.encoding import Computed, Fingerprint, Packed, decode_array, fingerprint_buffers
 from torchwitness.ledger.schema import register_kind
+from torchwitness.ledger.transactions import write_transaction
 from torchwitness.ledger.writer import now_us
 
 FingerprintGranularity = Literal["request", "row", "none"]
@@ -183,20 +183,23 @@ class RetainedInputs:
             self._db.execute("ALTER TABLE inputs ADD COLUMN expires_us INTEGER")
         self._db.execute("CREATE INDEX IF NOT EXISTS inputs_expiry ON inputs (expires_us)")
 
+    @staticmethod
+    def path_for(run_dir: str | Path) -> Path:
+        return Path(run_dir) / "private" / "inputs.sqlite"
+
     @classmethod
     def for_run(cls, run_dir: str | Path) -> RetainedInputs:
-        return cls(Path(run_dir) / "private" / "inputs.sqlite")
+        return cls(cls.path_for(run_dir))
 
     def close(self) -> None:
         self._db.close()
 
     def put_many(self, ids: list[str], rows: np.ndarray, expires_us: int | None = None) -> None:
         """Keep ``rows`` by decision id, until erased or, with ``expires_us``, until then."""
-        self._db.execute("BEGIN")
-        self._db.executemany("INSERT OR REPLACE INTO inputs VALUES (?, ?, ?, ?, ?)",
-                             [(d, str(r.dtype), json.dumps(r.shape), r.tobytes(), expires_us)
-                              for d, r in zip(ids, rows, strict=True)])
-        self._db.execute("COMMIT")
+        with write_transaction(self._db):
+            self._db.executemany("INSERT OR REPLACE INTO inputs VALUES (?, ?, ?, ?, ?)",
+                                 [(d, str(r.dtype), json.dumps(r.shape), r.tobytes(), expires_us)
+                                  for d, r in zip(ids, rows, strict=True)])
 
     def get(self, decision_id: str) -> np.ndarray:
         row = self._db.execute("SELECT dtype, shape, data FROM inputs WHERE decision_id = ?",
@@ -277,8 +280,8 @@ def expire_inputs(run_dir: str | Path, *, record: Callable[..., Any], at_us: int
     """Delete the retained inputs whose retention period has ended and record how many (``inputs.expiry``);
     returns how many. A serving recorder with ``retain_seconds`` calls this every minute; ``torchwitness expire``
     does too, for a run no longer served."""
-    path = Path(run_dir) / "private" / "inputs.sqlite"
-    if not path.exists():
+    path = RetainedInputs.path_for(run_dir)
+    if not path.exists():  # nothing retained: not creating the store to find that out
         return 0
     at = now_us() if at_us is None else at_us
     store = RetainedInputs(path)
@@ -561,35 +564,31 @@ class InferenceRecorder:
         # events, taken in other processes, are recorded from here too, within a second (a server runs for
         # months, and its ledger would otherwise show none of them until it closes), and retained inputs whose
         # retention period has ended are deleted every minute.
-        warned: dict[str, str] = {}
+        failures = FailureWarnings()
 
         def attempt(what: str, work: Callable[[], Any]) -> None:
             try:
                 work()
-            except Exception as e:  # a busy or damaged side store must not stop serving: said once
-                if warned.get(what) != str(e):
-                    warned[what] = str(e)
-                    warnings.warn(f"torchwitness: {what}: {e}", RuntimeWarning, stacklevel=1)
+            except Exception as e:  # a busy or damaged side store must not stop serving
+                failures.warn(what, e)
 
-        try:
-            self._age_windows(min(self.window_seconds / 4, _REVIEW_SECONDS), attempt)
-        finally:  # its connection is this thread's: closed here, never under a transaction it is running
-            if self._ager_reviews is not None and self._ager_reviews is not self.review:
-                self._ager_reviews.close()
-
-    def _age_windows(self, look: float, attempt: Callable[[str, Callable[[], Any]], None]) -> None:
         reviews = self._ager_reviews
-        next_review = 0.0
-        next_expiry = 0.0 if self.retain_seconds is not None else math.inf
-        while not self._closing.wait(look):
-            if time.monotonic() >= self._deadline:
-                attempt("closing an aged window failed", self._close_aged_window)
-            if reviews is not None and time.monotonic() >= next_review:
-                next_review = time.monotonic() + _REVIEW_SECONDS
-                attempt("review decisions not recorded yet", partial(reviews.record_pending, self.run.record))
-            if time.monotonic() >= next_expiry:
-                next_expiry = time.monotonic() + _EXPIRY_SECONDS
-                attempt("expired inputs not deleted yet", partial(expire_inputs, self.run.path, record=self.run.record))
+        look = min(self.window_seconds / 4, _REVIEW_SECONDS)
+        next_review, next_expiry = 0.0, 0.0 if self.retain_seconds is not None else math.inf
+        try:
+            while not self._closing.wait(look):
+                if time.monotonic() >= self._deadline:
+                    attempt("closing an aged window failed", self._close_aged_window)
+                if reviews is not None and time.monotonic() >= next_review:
+                    next_review = time.monotonic() + _REVIEW_SECONDS
+                    attempt("review decisions not recorded yet", partial(reviews.record_pending, self.run.record))
+                if time.monotonic() >= next_expiry:
+                    next_expiry = time.monotonic() + _EXPIRY_SECONDS
+                    attempt("expired inputs not deleted yet",
+                            partial(expire_inputs, self.run.path, record=self.run.record))
+        finally:  # its connection is this thread's: closed here, never under a transaction it is running
+            if reviews is not None and reviews is not self.review:
+                reviews.close()
 
     def _close_aged_window(self) -> None:
         with self._lock:
