@@ -271,10 +271,13 @@ def test_two_threads_recording_pending_decisions_record_each_once(tmp_path: Path
     assert len(list(iter_records(tmp_path / "run", kinds={"review.decision"}))) == 200
 
 
-def test_serving_while_reviewers_decide_and_the_recorder_records_them(tmp_path: Path, monkeypatch) -> None:
-    """The serving thread (flagging), the window-ageing thread (recording decisions) and a reviewer share the
-    queue: no request fails and every decision is recorded once. Sharing one connection unguarded failed within
-    seconds ("cannot commit - no transaction is active", then every later request)."""
+@pytest.mark.parametrize("shared", [False, True], ids=["file", "one-connection"])
+def test_serving_while_reviewers_decide_and_the_recorder_records_them(tmp_path: Path, monkeypatch,
+                                                                      shared: bool) -> None:
+    """The serving thread (flagging), the window-ageing thread (recording decisions) and a reviewer use the
+    queue at once: no request or decision fails and every decision is recorded once. With ``shared``, all three
+    use one connection (an in-memory queue): unguarded, that failed within seconds ("cannot commit - no
+    transaction is active", then every later request)."""
     import threading
 
     from torchwitness.probes import inference
@@ -283,16 +286,21 @@ def test_serving_while_reviewers_decide_and_the_recorder_records_them(tmp_path: 
     root = tmp_path / "run"
     model = torch.nn.Linear(4, 2).eval()
     decided: list[str] = []
+    errors: list[Exception] = []
     with tw.Run(root) as run:
-        serve = run.serve(model, window=4, policy=ReviewPolicy(min_confidence=1.01))  # every row flagged
+        review = ReviewQueue(":memory:") if shared else None
+        serve = run.serve(model, window=4, policy=ReviewPolicy(min_confidence=1.01), review=review)  # all flagged
         done = threading.Event()
 
         def reviewer() -> None:
-            queue = ReviewQueue.for_run(root)
+            queue = review or ReviewQueue.for_run(root)
             while not done.is_set():
-                for request in queue.open_requests(20):
-                    queue.decide(request.decision_id, "approve", reviewer="alice")
-                    decided.append(request.decision_id)
+                try:
+                    for request in queue.open_requests(20):
+                        queue.decide(request.decision_id, "approve", reviewer="alice")
+                        decided.append(request.decision_id)
+                except Exception as e:  # reported by the assertion below
+                    errors.append(e)
 
         thread = threading.Thread(target=reviewer)
         thread.start()
@@ -302,7 +310,7 @@ def test_serving_while_reviewers_decide_and_the_recorder_records_them(tmp_path: 
         done.set()
         thread.join()
     recorded = [r["data"]["decision_id"] for r in iter_records(root, kinds={"review.decision"})]
-    assert decided and sorted(recorded) == sorted(decided)
+    assert not errors and decided and sorted(recorded) == sorted(decided)
 
 
 def test_a_queue_from_before_the_switch_log_keeps_its_unrecorded_stop(tmp_path: Path) -> None:
@@ -558,11 +566,17 @@ def test_explanations_leave_the_served_model_its_mode_and_hooks(tmp_path: Path, 
         served[0].weight.add_(1.0)
     assert torch.equal(twin[0].weight, served[0].weight) and not twin[0]._forward_hooks
     # Hooks that compute weights are the model's arithmetic: a pruned layer's shadow keeps its mask.
+    from torch.nn.utils import prune
+
     pruned = copy.deepcopy(model).eval()
-    torch.nn.utils.prune.l1_unstructured(pruned[0], "weight", amount=0.5)
+    prune.l1_unstructured(pruned[0], "weight", amount=0.5)
     pruned(test_rows[:2])  # a forward with gradients: its computed weight is not deep-copyable
     twin = shadow(pruned)
     assert explain_input(twin, test_rows[0]).top == explain_input(pruned, test_rows[0]).top
+    assert len(twin[0]._forward_pre_hooks) == 1  # the mask's hook, kept
+    with torch.no_grad():  # and the weight it computes follows the served parameters
+        pruned[0].weight_orig.mul_(-2.0)
+        assert torch.allclose(twin(test_rows[:4]), pruned(test_rows[:4]))
 
 
 def test_an_erasure_the_ledger_dropped_deletes_nothing(tmp_path: Path, model, test_rows) -> None:
@@ -723,6 +737,12 @@ def test_storage_limitation_needs_inputs_not_kept_or_kept_for_a_period(tmp_path:
         with tw.Run(root) as run:
             run.serve(model, **options)(test_rows[:2])
         assert {c.obligation.id: c for c in coverage(Evidence.load(root))}["GDPR:Art.5(1)(e)"].status == status
+    # The dossier names the stream that keeps raw inputs until they are erased.
+    from torchwitness.report.build import build_document
+
+    section = next(s for s in build_document(root).sections if s.key == "annex-iv-9")
+    assert any("keeps the raw inputs it serves until they are erased" in getattr(b, "text", "")
+               for b in section.blocks)
 
 
 def test_outputs_off_still_reach_the_review_queue(tmp_path: Path, model, test_rows) -> None:

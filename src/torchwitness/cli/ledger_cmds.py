@@ -103,14 +103,15 @@ def erase(run: Path = RunArg,
             # Retained inputs live in a file of their own: deleted here and now, whoever holds the ledger.
             inputs = len(erase_inputs(run, list(decision), record=target.record, reason=reason,
                                       queued=target.queued))
-    n = (values or 0) + inputs
     if values is None:
         typer.echo(f"queued the erasure of the named personal values for the process that holds {run} open: it "
                    f"erases them {WHEN_QUEUED}")
-    if n:
-        typer.echo(f"erased {n} personal value(s) from {run}")
-    elif values is not None:
-        typer.echo("nothing to erase: no such personal value")
+    if values:
+        typer.echo(f"erased {values} personal value(s) from {run}")
+    if inputs:
+        typer.echo(f"erased {inputs} retained serving input(s) from {run}")
+    if values == 0 and not inputs:
+        typer.echo("nothing to erase: no such personal value or retained input")
         raise typer.Exit(1)
 
 

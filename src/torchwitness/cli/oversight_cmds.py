@@ -32,7 +32,8 @@ def _record_now(run: Path, queue) -> str:
         with Ledger.open(run) as ledger:
             n = queue.record_pending(ledger.append)
     except LedgerBusy:
-        return "pending: the serving process records it within a second"
+        return ("pending: a serving process with a review policy records it within a second, otherwise the next "
+                "review command once the run is free")
     return f"recorded {n} decision(s) in the ledger" if n else "recorded in the ledger"
 
 

@@ -11,7 +11,8 @@ from torchwitness.cli._record import recorded
 
 
 def retention(run: Path = typer.Argument(..., help="The run folder.", show_default=False),
-              days: int = typer.Option(..., "--days", help="How many days the run folder is kept (>= 184)."),
+              days: int = typer.Option(..., "--days", help="How many days the run folder is kept (at least 184, "
+                                                           "unless --basis names a law)."),
               role: str = typer.Option("provider", help="provider (Art. 19(1)) or deployer (Art. 26(6))."),
               storage: str | None = typer.Option(None, help="Where the kept copy lives."),
               basis: str | None = typer.Option(None, help="For fewer than 184 days: the law that provides so.")
