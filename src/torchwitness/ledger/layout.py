@@ -10,6 +10,7 @@
       keys/signer.vkey       the signer's public key (C2SP verifier key)
       private/personal.sqlite   salts and retained cleartexts of personal values: never share this folder
       private/inbox.sqlite      operations other processes left for the process holding the ledger
+      private/inputs.sqlite     raw serving inputs, only when a recorder retains them
       blobs/sha256-<hex>     content-addressed artefacts referenced from records
 """
 
@@ -52,6 +53,10 @@ class Layout:
     @property
     def personal(self) -> Path:
         return self.root / "private" / "personal.sqlite"
+
+    @property
+    def inputs(self) -> Path:
+        return self.root / "private" / "inputs.sqlite"
 
     @property
     def inbox(self) -> Path:

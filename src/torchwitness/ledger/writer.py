@@ -43,6 +43,7 @@ from torchwitness.errors import (
 )
 from torchwitness.ledger.canonical import canonical_json
 from torchwitness.ledger.encoding import finalize, snapshot
+from torchwitness.ledger.erasure import Completed, erase_personal, finish_interrupted
 from torchwitness.ledger.keys import PublicKey, SigningKey
 from torchwitness.ledger.layout import FORMAT, Layout, read_manifest
 from torchwitness.ledger.merkle import Frontier, MerkleTree, leaf_hashes
@@ -129,10 +130,11 @@ class Ledger:
                 "index_entries_removed": self.recovery.index_removed,
                 "records": len(leaves),
             })
-        # What other processes left while the run was closed is performed now, before the opener appends; then a
-        # thread looks every inbox_seconds and once more at close.
+        # Interrupted erasures are finished first, then what other processes left while the run was closed, before
+        # the opener appends; then a thread looks at the inbox every inbox_seconds and once more at close.
         self._inbox: Any = None
         self._inbox_failures = FailureWarnings()
+        self.completed_erasures: list[Completed] = finish_interrupted(self)
         self._look_in_inbox()
         self._inbox_seconds = inbox_seconds
         self._inbox_closing = threading.Event()
@@ -351,6 +353,11 @@ class Ledger:
     def dropped(self) -> int:
         return self._dropped
 
+    @property
+    def next_seq(self) -> int:
+        """The seq the next appended record gets."""
+        return self._next_seq
+
     # ------------------------------------------------------------------ inbox
     def _watch_inbox(self) -> None:
         # A thread of its own rather than the writer's: performing an operation appends (and an erasure flushes),
@@ -485,16 +492,8 @@ class Ledger:
         return checkpoint.sign(self._key)
 
     # ------------------------------------------------------------------ erasure
-    def erase(self, *, values: list[Any] = (), commitments: list[str] = (), reason: str = "") -> int:
-        """Crypto-shred personal values (by value or by commitment) and record the erasure.
-
-        Returns how many side-store entries were deleted. The ``erasure`` record lists the commitments,
-        which were already public in the ledger, so verification can report them as erased.
-        """
-        self.flush()  # queued records must take their commitments before the salts go
-        erased = [c for c in (self.personal.erase(v) for v in values) if c is not None]
-        erased += [c for c in commitments if self.personal.erase_commitment(c)]
-        if erased:
-            self.append("erasure", {"commitments": sorted(set(erased)), "count": len(set(erased)),
-                                    "reason": reason})
-        return len(set(erased))
+    def erase(self, *, values: list[Any] = (), commitments: list[str] = (), reason: str = "",
+              also: list[tuple[str, Any]] = ()) -> int:
+        """Crypto-shred personal values (by value or commitment) and record it, crash-atomically; returns how many
+        were erased. See :func:`torchwitness.ledger.erasure.erase_personal` (``also``: records it documents too)."""
+        return erase_personal(self, list(values), list(commitments), reason, list(also))
