@@ -12,6 +12,7 @@ from rich.table import Table
 from torchwitness.cli._output import console
 from torchwitness.cli._record import WHEN_QUEUED, completed_erasures
 from torchwitness.errors import InputError
+from torchwitness.jsonfile import read_text
 
 RunArg = typer.Argument(..., help="The run folder.", show_default=False)
 
@@ -26,7 +27,7 @@ def verify(run: Path = RunArg,
     """Verify a run's ledger: signatures, Merkle roots, every record. Exit 0 only if all of it holds."""
     from torchwitness.ledger.verify import verify_run
 
-    since_text = _read_text(since) if since else None
+    since_text = read_text(since, "checkpoint file") if since else None
     result = verify_run(run, key=key, deep=deep, since=since_text)
     typer.echo(result.summary())
     for note in result.notes:
@@ -120,13 +121,6 @@ def schema(kind: str | None = typer.Option(None, "--kind", help="Only this recor
     from torchwitness.ledger.schema import json_schemas
 
     typer.echo(json.dumps(json_schemas(kind), indent=2))
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        raise InputError(f"no such file: {path}") from None
 
 
 def register(app: typer.Typer) -> None:

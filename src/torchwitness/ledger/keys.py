@@ -16,7 +16,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from torchwitness.errors import SigningKeyError
+from torchwitness.errors import SigningKeyError, TorchWitnessError
+from torchwitness.jsonfile import read_text
 
 ED25519_TYPE = b"\x01"  # signed-note signature type byte for Ed25519
 KEY_DIR_ENV = "TORCHWITNESS_KEY_DIR"
@@ -140,3 +141,12 @@ class SigningKey:
                 return key
         raise SigningKeyError(f"no private key with fingerprint {fingerprint} in {directory} "
                               f"(set {KEY_DIR_ENV} or pass key_dir)")
+
+
+def read_vkey(path: Path, error: type[TorchWitnessError] = SigningKeyError) -> PublicKey:
+    """The verifier key in the file at ``path``; whatever is wrong with it raises ``error`` naming the file."""
+    text = read_text(path, "verifier key", error)
+    try:
+        return PublicKey.from_vkey(text)
+    except SigningKeyError as e:
+        raise error(f"verifier key {path} is malformed: {e}") from None

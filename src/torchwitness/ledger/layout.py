@@ -16,11 +16,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchwitness.errors import InputError, LedgerError
+from torchwitness.errors import InputError
+from torchwitness.jsonfile import read_json
 
 FORMAT = "torchwitness-ledger/1"
 MANIFEST = "ledger.json"
@@ -74,13 +74,25 @@ class Layout:
         return self.records / f"{number:06d}.jsonl"
 
     def segments(self) -> list[Path]:
-        return sorted(self.records.glob("[0-9]*.jsonl"))
+        paths = sorted(self.records.glob("[0-9]*.jsonl"))
+        for path in paths:
+            if not path.is_file():
+                raise InputError(f"{path} should be a segment file, not a folder: {self.root} is damaged")
+        return paths
 
     def checkpoint(self, size: int) -> Path:
         return self.checkpoints / f"{size:012d}.note"
 
     def checkpoint_files(self) -> list[Path]:
-        return sorted(self.checkpoints.glob("*.note"))
+        paths = sorted(self.checkpoints.glob("*.note"))
+        for path in paths:
+            if not path.is_file():
+                raise InputError(f"{path} should be a checkpoint note, not a folder: {self.root} is damaged")
+        return paths
+
+
+# What readers and writers rely on; a manifest without them is not one this version can read.
+_MANIFEST_FIELDS = {"run": str, "origin": str, "segment_records": int, "signer": str}
 
 
 def read_manifest(root: Path) -> dict:
@@ -92,10 +104,17 @@ def read_manifest(root: Path) -> dict:
     path = root / MANIFEST
     if not path.exists():
         raise InputError(f"{root} is not a torchwitness run folder (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise LedgerError(f"{path} is unreadable: {e}") from None
+    manifest = read_json(path, "run manifest")
     if manifest.get("format") != FORMAT:
-        raise LedgerError(f"{path}: unsupported ledger format {manifest.get('format')!r} (expected {FORMAT})")
+        raise InputError(f"{path}: unsupported ledger format {str(manifest.get('format'))[:80]!r} (expected "
+                         f"{FORMAT})")
+    for field, kind in _MANIFEST_FIELDS.items():
+        if type(manifest.get(field)) is not kind:
+            raise InputError(f"{path}: {field!r} is missing or not a {kind.__name__}")
+    if manifest["segment_records"] < 1:
+        raise InputError(f"{path}: 'segment_records' must be positive")
+    for folder in (Layout(root).records, Layout(root).checkpoints, Layout(root).vkey.parent,
+                   Layout(root).personal.parent):
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{folder} should be a folder, not a file: {root} is damaged")
     return manifest

@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from pathlib import Path
 
 from torchwitness.errors import VerificationError
+from torchwitness.jsonfile import read_text
 from torchwitness.ledger.keys import PublicKey, SigningKey
 
 _SIG_PREFIX = "\u2014 "  # em dash and space, as signed-note requires
@@ -85,3 +87,12 @@ def parse(text: str) -> SignedCheckpoint:
     if not signatures:
         raise VerificationError("checkpoint carries no signature", checkpoint=checkpoint.size)
     return SignedCheckpoint(checkpoint, tuple(signatures), text)
+
+
+def read_note(path: Path) -> SignedCheckpoint:
+    """Parse the checkpoint note at ``path``; whatever is wrong with it raises ``VerificationError`` naming it."""
+    text = read_text(path, "checkpoint note", VerificationError)
+    try:
+        return parse(text)
+    except VerificationError as e:
+        raise VerificationError(f"{path.name}: {e.reason}", checkpoint=e.checkpoint) from None

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torchwitness.errors import VerificationError
-from torchwitness.ledger.keys import PublicKey
+from torchwitness.ledger.keys import PublicKey, read_vkey
 from torchwitness.ledger.layout import Layout, read_manifest
 from torchwitness.ledger.merkle import HASH_SIZE, MerkleTree
-from torchwitness.ledger.note import SignedCheckpoint, parse
+from torchwitness.ledger.note import SignedCheckpoint, parse, read_note
 from torchwitness.ledger.parallel import parallel_roots
+from torchwitness.ledger.reader import parse_record
 from torchwitness.ledger.segments import hash_segment, read_index, read_segments
 
 if TYPE_CHECKING:
@@ -65,12 +66,9 @@ class VerifyResult:
 
 
 def load_public_key(layout: Layout, manifest: dict, pin: str | None) -> PublicKey:
-    try:
-        key = PublicKey.from_vkey(layout.vkey.read_text())
-    except FileNotFoundError:
-        raise VerificationError(f"public key {layout.vkey} is missing") from None
-    except Exception as e:  # a malformed key file is a verification failure, not a crash
-        raise VerificationError(f"public key {layout.vkey} is malformed: {e}") from None
+    if not layout.vkey.exists():
+        raise VerificationError(f"public key {layout.vkey} is missing")
+    key = read_vkey(layout.vkey, VerificationError)
     if key.fingerprint != manifest.get("signer"):
         raise VerificationError(f"public key fingerprint {key.fingerprint} does not match the signer "
                                 f"{manifest.get('signer')} in ledger.json")
@@ -87,12 +85,7 @@ def normalise_fingerprint(text: str) -> str:
 def load_checkpoints(layout: Layout, manifest: dict, key: PublicKey) -> list[SignedCheckpoint]:
     out = []
     for path in layout.checkpoint_files():
-        try:
-            signed = parse(path.read_text())
-        except VerificationError as e:
-            raise VerificationError(f"{path.name}: {e.reason}", checkpoint=e.checkpoint) from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise VerificationError(f"{path.name} is unreadable: {e}") from None
+        signed = read_note(path)
         size = signed.checkpoint.size
         if not path.stem.isdigit() or int(path.stem) != size:
             raise VerificationError(f"{path.name} holds a checkpoint of size {size}", checkpoint=size)
@@ -250,11 +243,18 @@ def _deep_check(lines: list[bytes], run_id: str) -> None:
     for seq, line in enumerate(lines):
         try:
             record = json.loads(line)
+        except RecursionError:
+            raise VerificationError("record is nested too deeply to read", seq=seq) from None
         except ValueError as e:
             raise VerificationError(f"record is not valid JSON: {e}", seq=seq) from None
         if not isinstance(record, dict):
             raise VerificationError("record is not a JSON object", seq=seq)
-        if rfc8785.dumps(record) != line:
+        try:
+            canonical = rfc8785.dumps(record)
+        except (rfc8785.CanonicalizationError, RecursionError) as e:  # e.g. an integer beyond 2**53
+            raise VerificationError(f"record has no RFC 8785 canonical form: {type(e).__name__}: {e}",
+                                    seq=seq) from None
+        if canonical != line:
             raise VerificationError("record is not in RFC 8785 canonical form", seq=seq)
         if record.get("seq") != seq:
             raise VerificationError(f"record says seq {record.get('seq')!r} at position {seq}", seq=seq)
@@ -269,10 +269,11 @@ def _deep_check(lines: list[bytes], run_id: str) -> None:
 
 def _tally_erasures(lines: list[bytes], result: VerifyResult) -> None:
     erased: set[str] = set()
-    for line in lines:
+    for seq, line in enumerate(lines):
         if _ERASURE in line:
-            record = json.loads(line)
-            erased.update(record["data"].get("commitments", []))
+            record = parse_record(line, f"record seq {seq}")
+            commitments = record["data"].get("commitments", []) if isinstance(record["data"], dict) else []
+            erased.update(c for c in commitments if isinstance(c, str))
             result.erasures += 1
     if erased:
         result.erased_payloads = sum(

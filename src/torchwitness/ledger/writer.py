@@ -44,10 +44,10 @@ from torchwitness.errors import (
 from torchwitness.ledger.canonical import canonical_json
 from torchwitness.ledger.encoding import finalize, snapshot
 from torchwitness.ledger.erasure import Completed, erase_personal, finish_interrupted
-from torchwitness.ledger.keys import PublicKey, SigningKey
+from torchwitness.ledger.keys import PublicKey, SigningKey, read_vkey
 from torchwitness.ledger.layout import FORMAT, Layout, read_manifest
 from torchwitness.ledger.merkle import Frontier, MerkleTree, leaf_hashes
-from torchwitness.ledger.note import Checkpoint, parse
+from torchwitness.ledger.note import Checkpoint, read_note
 from torchwitness.ledger.personal import PersonalStore
 from torchwitness.ledger.segments import SegmentWriter, recover
 
@@ -196,7 +196,10 @@ class Ledger:
 
     @staticmethod
     def _take_lock(layout: Layout) -> int:
-        fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise LedgerError(f"cannot open {layout.root} for writing: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -207,10 +210,9 @@ class Ledger:
     @staticmethod
     def signing_key_for(manifest: dict, layout: Layout, key_dir: Path | None) -> SigningKey:
         """The private key of the run whose manifest and layout these are, from ``key_dir`` (or the default)."""
-        try:
-            public = PublicKey.from_vkey(layout.vkey.read_text())
-        except FileNotFoundError:
-            raise LedgerError(f"{layout.vkey} is missing: cannot append to this run") from None
+        if not layout.vkey.exists():
+            raise LedgerError(f"{layout.vkey} is missing: cannot append to this run")
+        public = read_vkey(layout.vkey)
         if public.fingerprint != manifest.get("signer"):
             raise SigningKeyError("the run's public key does not match the signer in ledger.json")
         default = SigningKey.load_or_create(key_dir)
@@ -227,7 +229,7 @@ class Ledger:
         files = self.layout.checkpoint_files()
         if not files:
             return
-        signed = parse(files[-1].read_text())
+        signed = read_note(files[-1])
         size = signed.checkpoint.size
         if size > len(leaves):
             raise LedgerError(f"checkpoint {files[-1].name} covers {size} records but only {len(leaves)} "
@@ -483,7 +485,7 @@ class Ledger:
         """Checkpoint everything queued so far and return this ledger's signed head (for run-level checkpoints)."""
         self.checkpoint()
         size = self._checkpointed
-        signed = parse(self.layout.checkpoint(size).read_text())
+        signed = read_note(self.layout.checkpoint(size))
         return {"rank": self.rank, "origin": self.origin, "size": size, "root": signed.checkpoint.root.hex(),
                 "signer": self._key.public.fingerprint}
 

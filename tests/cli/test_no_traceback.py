@@ -1,0 +1,286 @@
+"""No input ends in a Python traceback: every verb that reads a file turns a bad one into one line naming what is
+wrong, and a non-zero exit.
+
+The verbs and their file parameters are read off the typer app (a parameter annotated ``Path``), so a new verb is
+driven too; a file parameter whose role is unknown, or a verb whose required options are not listed below, fails
+the test until it is added here. Each case runs in process through typer's ``CliRunner``; the read-only run
+folder needs a process that cannot write it (a real subprocess, as an unprivileged user when the tests run as
+root).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import typing
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import typer.main
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from torchwitness.cli import app
+from torchwitness.ledger.encoding import Personal
+from torchwitness.ledger.writer import Ledger
+
+pytestmark = pytest.mark.slow
+
+# What a Path parameter holds, by its name: every file parameter of every verb must be listed.
+ROLES = {"run": "run", "run_a": "run", "run_b": "run", "run_dir": "run", "output": "output", "out": "output",
+         "write_baseline": "output", "save": "output", "rdf": "output", "proof": "json", "cert": "json",
+         "policy": "json", "baseline": "json", "since": "text", "key_dir": "folder", "data": "folder",
+         "paths": "source", "files": "source"}
+# Required (or needed) options that are not files, per verb: enough for the verb to reach its files.
+OPTIONS = {
+    "audit": ["no_such_module:factory"], "certify": ["--baseline", "no-such-model.pt"],
+    "doctor": ["--baseline", "no-such-model.pt"], "prove": ["--seq", "0"], "erase": ["--subject", "user-1"],
+    "explain-decision": ["--decision", "r-1-0", "--factory", "no_such_module:factory"],
+    "provenance": ["--subject", "user-1"], "export": ["--to", "rdf", "--target", "{tmp}/export.ttl"],
+    "retention": ["--days", "200"], "replay-record": ["--factory", "no_such_module:factory"],
+    "incident add": ["--id", "inc-1"], "incident report": ["--id", "inc-1", "--authority", "AI Office"],
+    "review decide": ["--decision", "r-1-0", "--action", "approve", "--reviewer", "r"],
+    "review stop": ["--who", "a", "--reason", "b"], "review resume": ["--who", "a", "--reason", "b"],
+    "explain": ["TW001"],
+}
+DEEP = "[" * 200_000 + "]" * 200_000
+BIG = '{"format": "x", "n": 123456789012345678901234567890}'
+CONTENTS = {"empty": b"", "binary": bytes(range(256)) * 4, "wrong type": b"[1]", "string": b'"text"',
+            "deep": DEEP.encode(), "big integer": BIG.encode(), "null": b"null"}
+
+
+def _verbs() -> list[tuple[str, list[tuple[str, str, bool]]]]:
+    """(verb, [(parameter name, its first option or '' for an argument, role)]) for every verb with a file."""
+    out = []
+
+    def walk(command: typing.Any, prefix: tuple[str, ...]) -> None:
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                walk(sub, (*prefix, name))
+            return
+        hints = typing.get_type_hints(command.callback)
+        files = []
+        for p in command.params:
+            if "Path" in str(hints.get(p.name)):
+                assert p.name in ROLES, f"{' '.join(prefix)}: say what its file parameter {p.name!r} holds in ROLES"
+                option = "" if type(p).__name__.endswith("Argument") else p.opts[0]
+                files.append((p.name, option, ROLES[p.name]))
+            elif getattr(p, "required", False):
+                assert " ".join(prefix) in OPTIONS, f"{' '.join(prefix)}: give its required {p.name!r} in OPTIONS"
+        if files:
+            out.append((" ".join(prefix), files))
+
+    walk(typer.main.get_command(app), ())
+    return out
+
+
+VERBS = _verbs()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A closed run with personal values and a proof of its first record; its key is in ``../keys``."""
+    root = tmp_path_factory.mktemp("template") / "run"
+    with Ledger.open(root, key_dir=root.parent / "keys") as ledger:
+        for i in range(5):
+            ledger.append("note", {"who": Personal(f"user-{i}"), "i": i})
+    result = CliRunner().invoke(app, ["prove", str(root), "--seq", "0", "-o", str(root.parent / "proof.json")])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def _mutations(role: str) -> list[str]:
+    if role == "run":
+        files = ["ledger.json", "records/000000.jsonl", "records/leaves.idx", "checkpoints/{note}",
+                 "keys/signer.vkey", "private/personal.sqlite"]
+        return (["missing", "a file", "records a file", "checkpoints a file", "keys a file", "private a file"]
+                + [f"{f}: {c}" for f in files for c in [*CONTENTS, "folder"]]
+                + [f"record line: {c}" for c in CONTENTS if c != "empty"])
+    if role in ("json", "text"):
+        return ["missing", "folder", "truncated", *CONTENTS, *(["record a string"] if role == "json" else [])]
+    if role == "output":
+        return ["missing folder", "a folder"]
+    if role == "folder":
+        return ["missing", "a file", "binary keys"]
+    return ["missing", "binary", "deep", "empty", "folder of binary"]  # sources
+
+
+def _write(path: Path, content: bytes | str) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+
+
+def _make(role: str, mutation: str, tmp: Path, template: Path) -> Path:
+    """The bad value of a parameter of ``role``: a path made according to ``mutation``."""
+    if role == "run":
+        run = tmp / "run"
+        shutil.copytree(template, run)
+        if mutation == "missing":
+            shutil.rmtree(run)
+        elif mutation == "a file":
+            shutil.rmtree(run)
+            run.write_bytes(CONTENTS["binary"])
+        elif mutation.endswith(" a file"):
+            _write(run / mutation.split()[0], CONTENTS["binary"])
+        elif mutation.startswith("record line: "):  # the signed record seq 2 replaced
+            segment = run / "records" / "000000.jsonl"
+            lines = segment.read_bytes().split(b"\n")
+            lines[2] = CONTENTS[mutation.removeprefix("record line: ")]
+            segment.write_bytes(b"\n".join(lines))
+        else:
+            name, kind = mutation.split(": ")
+            name = name.replace("{note}", sorted((run / "checkpoints").iterdir())[0].name)
+            if kind == "folder":
+                (run / name).unlink()
+                (run / name).mkdir()
+            else:
+                _write(run / name, CONTENTS[kind])
+        return run
+    path = tmp / "input"
+    if mutation == "missing":
+        return path
+    if role == "output":
+        if mutation == "a folder":
+            path.mkdir()
+            return path
+        return tmp / "no-such-folder" / "out.file"
+    if mutation in ("folder", "a file", "folder of binary", "binary keys"):
+        if mutation == "a file":
+            _write(path, CONTENTS["binary"])
+        else:
+            path.mkdir()
+            if mutation != "folder":
+                for name in ("key.pem", "signer.key", "model.py", "weights.pt"):
+                    (path / name).write_bytes(CONTENTS["binary"])
+        return path
+    if mutation == "truncated":
+        proof = (template.parent / "proof.json").read_bytes()
+        _write(path, proof[: len(proof) // 2])
+    elif mutation == "record a string":
+        _write(path, (template.parent / "proof.json").read_text().replace('"record": "', '"record": 1, "x": "'))
+    else:
+        _write(path, CONTENTS[mutation])
+    if role == "source":
+        path = path.rename(path.with_suffix(".py"))
+    return path
+
+
+def _argv(verb: str, files: list[tuple[str, str, str]], target: str, value: Path, tmp: Path,
+          template: Path) -> list[str]:
+    """The command line: ``value`` for the parameter ``target``, sound values for the other files."""
+    args = verb.split()
+    for name, option, role in files:
+        if name == target:
+            chosen = str(value)
+        elif role == "run":
+            good = tmp / f"good-{name}"
+            shutil.copytree(template, good)
+            chosen = str(good)
+        elif role == "source":
+            (tmp / "ok.py").write_text("x = 1\n")
+            chosen = str(tmp / "ok.py")
+        elif option:
+            continue  # an optional file left out
+        else:  # a required file argument, e.g. a proof or a certificate
+            chosen = str(template.parent / "proof.json")
+        args += [option, chosen] if option else [chosen]
+    return args + [a.replace("{tmp}", str(tmp)) for a in OPTIONS.get(verb, [])]
+
+
+def _needed(role: str, mutation: str) -> bool:
+    """Whether every verb given this input must refuse it. A run's index, checkpoints, keys and private stores
+    are read by some verbs only (``show`` lists records without them), so a verb may rightly succeed then; and a
+    segment cut short or emptied is what a crash leaves, which readers skip."""
+    if role != "run":
+        return True
+    return mutation in ("missing", "a file", "records a file") or mutation.startswith(("ledger.json", "record line"))
+
+
+def _check(args: list[str], runner: Callable[[list[str], Path], tuple[int, str]], keys: Path,
+           needed: bool = True) -> None:
+    code, output = runner(args, keys)
+    assert "Traceback" not in output, (args, output)
+    errors = [line for line in output.splitlines() if line.startswith(("error:", "torchwitness: error:"))]
+    if code != 0 or needed:
+        assert code != 0, (args, output)
+        assert len(errors) == 1 or "Usage:" in output, (args, output)  # one line, or click's usage message
+
+
+def _in_process(args: list[str], keys: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(app, args, env={"TORCHWITNESS_KEY_DIR": str(keys)})
+    assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exception)
+    return result.exit_code, result.output
+
+
+CASES = [(verb, files, name, role, mutation) for verb, files in VERBS for name, _, role in files
+         for mutation in _mutations(role)]
+
+
+def test_every_verb_with_a_file_is_driven() -> None:
+    verbs = {v for v, _ in VERBS}
+    assert {"verify", "verify-proof", "show", "erase", "report", "card", "export", "diff", "retention", "expire",
+            "incident add", "verify-cert", "findings", "spans", "provenance", "scan", "scan-model"} <= verbs
+    assert len(CASES) > 450
+
+
+@settings(max_examples=260, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(case=st.sampled_from(CASES))
+def test_a_bad_file_is_one_line_and_a_non_zero_exit(case: tuple, template: Path,
+                                                    tmp_path_factory: pytest.TempPathFactory) -> None:
+    verb, files, name, role, mutation = case
+    tmp = tmp_path_factory.mktemp("case")
+    value = _make(role, mutation, tmp, template)
+    _check(_argv(verb, files, name, value, tmp, template), _in_process, template.parent / "keys",
+           _needed(role, mutation))
+
+
+@pytest.mark.parametrize("verb", sorted({v for v, _ in VERBS}))
+def test_every_verb_refuses_deep_binary_and_wrong_type_runs_and_documents(verb: str, template: Path,
+                                                                        tmp_path_factory: pytest.TempPathFactory
+                                                                        ) -> None:
+    (files,) = [f for v, f in VERBS if v == verb]
+    for name, _, role in files:
+        for mutation in {"run": ["ledger.json: deep", "ledger.json: wrong type", "record line: binary",
+                                 "keys/signer.vkey: binary"],
+                         "json": ["deep", "wrong type", "big integer", "folder"], "text": ["binary", "folder"],
+                         "output": ["missing folder"], "folder": ["a file"],
+                         "source": ["binary", "deep"]}[role]:
+            tmp = tmp_path_factory.mktemp("case")
+            _check(_argv(verb, files, name, _make(role, mutation, tmp, template), tmp, template), _in_process,
+                   template.parent / "keys")
+
+
+def _unprivileged(args: list[str], keys: Path) -> tuple[int, str]:
+    """A real ``torchwitness`` process that cannot write what it was not given (as ``nobody`` under root)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "TORCHWITNESS_KEY_DIR": str(keys)}
+    kwargs: dict[str, typing.Any] = {}
+    if os.geteuid() == 0:
+        kwargs = {"user": 65534, "group": 65534}
+        env["TORCHWITNESS_KEY_DIR"] = env["HOME"] = "/nonexistent"
+    done = subprocess.run([sys.executable, "-m", "torchwitness", *args], capture_output=True, text=True, env=env,
+                          timeout=60, **kwargs)
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("verb", ["erase", "retention", "incident add", "expire"])
+def test_a_read_only_run_folder_is_one_line(verb: str, template: Path, tmp_path: Path) -> None:
+    base = Path(os.environ.get("TMPDIR", "/tmp"))
+    folder = Path(shutil.copytree(template, base / f"tw-read-only-{os.getpid()}-{verb.replace(' ', '-')}"))
+    try:
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) | stat.S_IROTH
+                       | (stat.S_IXOTH if path.is_dir() else 0))
+        (files,) = [f for v, f in VERBS if v == verb]
+        _check(_argv(verb, files, "run", folder, tmp_path, template), _unprivileged, template.parent / "keys")
+    finally:
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+        shutil.rmtree(folder)
