@@ -75,6 +75,17 @@ def read_json(path: str | Path, what: str, invalid: type[TorchWitnessError] = In
     return doc
 
 
+def check_output(path: str | Path, what: str = "output file") -> Path:
+    """``path`` if a file can be written there: a folder, or a file in a folder that does not exist, is an
+    :class:`InputError` naming it (said before any long work, rather than after it)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder: name a file")
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write {what} {path}: the folder {path.parent} does not exist")
+    return path
+
+
 def _kind(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), "number")

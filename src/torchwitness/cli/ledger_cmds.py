@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from torchwitness.cli._output import console
+from torchwitness.cli._output import console, output_file
 from torchwitness.cli._record import WHEN_QUEUED, completed_erasures
 from torchwitness.errors import InputError
 from torchwitness.jsonfile import read_text
@@ -35,7 +35,8 @@ def verify(run: Path = RunArg,
 
 
 def prove(run: Path = RunArg, seq: int = typer.Option(..., "--seq", help="The record to prove."),
-          output: Path | None = typer.Option(None, "-o", "--output", help="Write the proof here.")) -> None:
+          output: Path | None = typer.Option(None, "-o", "--output", help="Write the proof here.",
+                                               callback=output_file)) -> None:
     """Print an inclusion proof for one record as JSON (checkable offline with verify-proof)."""
     from torchwitness.ledger.proof import prove as make_proof
 

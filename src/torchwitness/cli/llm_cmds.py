@@ -6,13 +6,15 @@ from pathlib import Path
 
 import typer
 
+from torchwitness.cli._output import output_file
 from torchwitness.errors import ExportError, InputError, TorchWitnessError
 
 RunArg = typer.Argument(..., help="The run folder.", show_default=False)
 
 
 def spans(run: Path = RunArg,
-          out: Path | None = typer.Option(None, "--out", "-o", help="Write OTLP/JSON to this file."),
+          out: Path | None = typer.Option(None, "--out", "-o", help="Write OTLP/JSON to this file.",
+                                          callback=output_file),
           endpoint: str | None = typer.Option(None, "--endpoint",
                                               help="Send over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces.")
           ) -> None:
