@@ -6,8 +6,11 @@ from pathlib import Path
 
 import typer
 
+from torchwitness.cli._output import output_folder
 
-def demo(out: Path = typer.Option(Path("evidence"), "--out", "-o", help="Where to write the evidence folder."),
+
+def demo(out: Path = typer.Option(Path("evidence"), "--out", "-o", help="Where to write the evidence folder.",
+                                     callback=output_folder),
          epochs: int = typer.Option(5, "--epochs", min=1), seed: int = typer.Option(0, "--seed")) -> None:
     """Train a classifier on UCI Adult with every step recorded, verify it, print where the evidence is."""
     from torchwitness.demo import run_demo

@@ -102,6 +102,8 @@ class SigningKey:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except FileNotFoundError:
             raise SigningKeyError(f"signing key not found: {path}") from None
+        except OSError as e:
+            raise SigningKeyError(f"cannot read signing key {path}: {e.strerror or e}") from None
         except (ValueError, TypeError) as e:
             raise SigningKeyError(f"signing key {path} is unreadable: {e}") from None
         if not isinstance(key, Ed25519PrivateKey):
@@ -122,6 +124,8 @@ class SigningKey:
     def load_or_create(cls, key_dir: Path | None = None, name: str = "default") -> SigningKey:
         """The user's key ``NAME.ed25519`` in ``key_dir``, generated on first use."""
         path = (key_dir or default_key_dir()) / f"{name}.ed25519"
+        if path.parent.exists() and not path.parent.is_dir():
+            raise SigningKeyError(f"key folder {path.parent} is a file, not a folder")
         if path.exists():
             return cls.load(path)
         key = cls.generate()

@@ -199,7 +199,7 @@ class Ledger:
         try:
             fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise LedgerError(f"cannot open {layout.root} for writing: {e.strerror}") from None
+            raise InputError(f"cannot open {layout.root} for writing: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
