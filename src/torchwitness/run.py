@@ -9,7 +9,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from torchwitness.ledger.distributed import shard_dir, write_run_checkpoint, write_run_manifest
+from torchwitness.ledger.distributed import read_run_manifest, shard_dir, write_run_checkpoint, write_run_manifest
 from torchwitness.ledger.encoding import Personal
 from torchwitness.ledger.writer import FsyncPolicy, FullPolicy, Ledger
 
@@ -24,7 +24,6 @@ def _dist_rank() -> tuple[int, int]:
 
 def _shared_run_id(root: Path, rank: int, world_size: int) -> str:
     """Rank 0 picks (or re-reads) the run id and shares it: one small broadcast at start."""
-    import json
     import uuid
 
     import torch.distributed as dist
@@ -32,7 +31,7 @@ def _shared_run_id(root: Path, rank: int, world_size: int) -> str:
     box: list[str | None] = [None]
     if rank == 0:
         manifest = root / "run.json"
-        box[0] = json.loads(manifest.read_text())["run"] if manifest.exists() else uuid.uuid4().hex[:16]
+        box[0] = read_run_manifest(root)["run"] if manifest.exists() else uuid.uuid4().hex[:16]
         write_run_manifest(root, box[0], world_size)
     dist.broadcast_object_list(box, src=0)
     return str(box[0])

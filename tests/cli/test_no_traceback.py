@@ -102,7 +102,8 @@ def _mutations(role: str) -> list[str]:
                  "keys/signer.vkey", "private/personal.sqlite"]
         return (["missing", "a file", "records a file", "checkpoints a file", "keys a file", "private a file"]
                 + [f"{f}: {c}" for f in files for c in [*CONTENTS, "folder"]]
-                + [f"record line: {c}" for c in CONTENTS if c != "empty"])
+                + [f"record line: {c}" for c in CONTENTS if c != "empty"]
+                + [f"run.json: {c}" for c in ("binary", "deep", "wrong type", "big integer")])  # distributed
     if role in ("json", "text"):
         return ["missing", "folder", "truncated", *CONTENTS, *(["record a string"] if role == "json" else [])]
     if role == "output":
@@ -270,6 +271,16 @@ def test_every_verb_refuses_deep_binary_and_wrong_type_runs_and_documents(verb: 
             tmp = tmp_path_factory.mktemp("case")
             _check(_argv(verb, files, name, _make(role, mutation, tmp, template), tmp, template), _in_process,
                    template.parent / "keys", _needed(role, option, mutation))
+
+
+def test_a_damaged_distributed_run_manifest_is_one_line(template: Path,
+                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    for verb in ("verify", "findings"):
+        (files,) = [f for v, f in VERBS if v == verb]
+        for content in ("binary", "deep", "wrong type", "big integer", "null"):
+            tmp = tmp_path_factory.mktemp("case")
+            run = _make("run", f"run.json: {content}", tmp, template)
+            _check(_argv(verb, files, "run", run, tmp, template), _in_process, template.parent / "keys")
 
 
 @pytest.mark.parametrize("verb", ["show", "report", "card", "coverage", "export", "verify --deep"])

@@ -21,9 +21,10 @@ from typing import Any
 import rfc8785
 
 from torchwitness.errors import InputError, VerificationError
-from torchwitness.ledger.keys import PublicKey
+from torchwitness.jsonfile import read_json
+from torchwitness.ledger.keys import read_vkey
 from torchwitness.ledger.merkle import MerkleTree, leaf_hashes
-from torchwitness.ledger.note import Checkpoint, parse
+from torchwitness.ledger.note import Checkpoint, read_note
 
 RUN_FORMAT = "torchwitness-run/1"
 RUN_MANIFEST = "run.json"
@@ -37,12 +38,24 @@ def write_run_manifest(root: Path, run_id: str, world_size: int) -> None:
     root.mkdir(parents=True, exist_ok=True)
     path = root / RUN_MANIFEST
     if path.exists():
-        existing = json.loads(path.read_text())
+        existing = read_run_manifest(root)
         if existing.get("run") != run_id or existing.get("world_size") != world_size:
             raise InputError(f"{root} holds run {existing.get('run')} with world size {existing.get('world_size')}, "
                              f"not run {run_id} with world size {world_size}")
         return
     path.write_text(json.dumps({"format": RUN_FORMAT, "run": run_id, "world_size": world_size}, indent=2) + "\n")
+
+
+def read_run_manifest(root: Path) -> dict[str, Any]:
+    """The manifest of a distributed run folder (``run.json``), checked; one line naming it otherwise."""
+    path = root / RUN_MANIFEST
+    manifest = read_json(path, "run manifest")
+    if manifest.get("format") != RUN_FORMAT:
+        raise InputError(f"{path}: unsupported run format {str(manifest.get('format'))[:80]!r}")
+    if type(manifest.get("run")) is not str or type(manifest.get("world_size")) is not int or not (
+            0 < manifest["world_size"] <= 1 << 20):
+        raise InputError(f"{path}: 'run' (a string) or 'world_size' (a positive int) is missing or wrong")
+    return manifest
 
 
 def _head_leaves(heads: list[dict[str, Any]]) -> list[bytes]:
@@ -83,9 +96,7 @@ class RunVerifyResult:
 def verify_distributed(root: Path, *, key: str | None = None, deep: bool = False) -> RunVerifyResult:
     from torchwitness.ledger.verify import verify_run
 
-    manifest = json.loads((root / RUN_MANIFEST).read_text())
-    if manifest.get("format") != RUN_FORMAT:
-        raise VerificationError(f"unsupported run format {manifest.get('format')!r}")
+    manifest = read_run_manifest(root)
     world = manifest["world_size"]
     shards = []
     for rank in range(world):
@@ -96,25 +107,26 @@ def verify_distributed(root: Path, *, key: str | None = None, deep: bool = False
             shards.append(verify_run(folder, key=key if rank == 0 else None, deep=deep))
         except VerificationError as e:
             raise VerificationError(f"rank {rank}: {e}", expected=e.expected, computed=e.computed) from None
-    signer = PublicKey.from_vkey((shard_dir(root, 0) / "keys" / "signer.vkey").read_text())
+    signer = read_vkey(shard_dir(root, 0) / "keys" / "signer.vkey", VerificationError)
     notes = sorted((root / "checkpoints").glob("*.note")) if (root / "checkpoints").is_dir() else []
     if not notes:
         raise VerificationError("the distributed run has no run-level checkpoint (did every rank close the Run?)")
     last_root = b""
     for note in notes:
-        signed = parse(note.read_text())
+        signed = read_note(note)
         try:
             signed.verify(signer)
         except VerificationError as e:
             raise VerificationError(f"run-level checkpoint {note.name}: {e.reason}") from None
-        heads = json.loads(note.with_suffix(".heads.json").read_text())
-        if [h["rank"] for h in heads] != list(range(world)):
+        heads = read_json(note.with_suffix(".heads.json"), "shard heads", VerificationError, expect=list)
+        if [h.get("rank") if isinstance(h, dict) else None for h in heads] != list(range(world)) or not all(
+                type(h.get("size")) is int and type(h.get("root")) is str for h in heads):
             raise VerificationError(f"run-level checkpoint {note.name} does not list every rank once")
         if MerkleTree(_head_leaves(heads)).root() != signed.checkpoint.root or signed.checkpoint.size != world:
             raise VerificationError(f"run-level checkpoint {note.name} does not commit to its shard heads")
         for head in heads:
             shard_note = shard_dir(root, head["rank"]) / "checkpoints" / f"{head['size']:012d}.note"
-            if not shard_note.exists() or parse(shard_note.read_text()).checkpoint.root.hex() != head["root"]:
+            if not shard_note.exists() or read_note(shard_note).checkpoint.root.hex() != head["root"]:
                 raise VerificationError(f"rank {head['rank']}: shard head of size {head['size']} in {note.name} is "
                                         "not a checkpoint the shard signed", seq=head["size"])
         last_root = signed.checkpoint.root
