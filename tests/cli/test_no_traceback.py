@@ -10,6 +10,7 @@ folder is made unwritable by mode bits, or with the immutable attribute when the
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
@@ -255,6 +256,32 @@ def test_a_bad_file_is_one_line_and_a_non_zero_exit(case: tuple, template: Path,
     option = next(o for n, o, _ in files if n == name)
     _check(_argv(verb, files, name, value, tmp, template), _in_process, template.parent / "keys",
            _needed(role, option, mutation))
+
+
+# Documents the verbs parse: JSON of any shape (integers of any size among it), or arbitrary bytes.
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                 max_size=4), max_leaves=12)
+_DOCUMENTS = [(verb, files, name, role) for verb, files in VERBS for name, _, role in files if role in ("json", "text")]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(case=st.sampled_from([*_DOCUMENTS, ("verify", [("run", "", "run")], "run", "ledger.json")]),
+       content=st.one_of(st.binary(max_size=64), _JSON.map(lambda v: json.dumps(v).encode())))
+def test_any_document_content_is_refused_in_one_line_or_accepted(case: tuple, content: bytes, template: Path,
+                                                               tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Random bytes and random JSON (some of it valid: ``[]`` is an empty baseline) as a document: never a
+    traceback, and a refusal is one line."""
+    verb, files, name, role = case
+    tmp = tmp_path_factory.mktemp("case")
+    if role == "ledger.json":  # any manifest but a run's own is refused, whichever verb reads it
+        value = Path(shutil.copytree(template, tmp / "run"))
+        (value / "ledger.json").write_bytes(content)
+    else:
+        value = tmp / "input"
+        value.write_bytes(content)
+    _check(_argv(verb, files, name, value, tmp, template), _in_process, template.parent / "keys", needed=False)
 
 
 @pytest.mark.parametrize("verb", sorted({v for v, _ in VERBS}))

@@ -176,7 +176,7 @@ def has_pending(path: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)  # as_uri: quotes # and ?
     except sqlite3.Error:
         return False
     try:

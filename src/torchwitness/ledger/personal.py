@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS personal (
     cleartext TEXT,
     created_us INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS personal_commitment ON personal (commitment);
 """
 
 
