@@ -74,20 +74,25 @@ class Journal:
         self._db, self._table, self._column, self._forget = db, table, column, forget
         self._lock = lock or threading.Lock()
         self.serial = threading.RLock()  # one erasure at a time: two of the same value would record it twice
-        with self._lock:
-            db.execute(_SCHEMA)
 
     def begin(self, floor: int, records: list[tuple[str, Any]], keys: list[str], tags: list[str] = ()) -> Intent:
-        """Write the intent (committed before anything is appended or deleted)."""
+        """Write the intent (committed before anything is appended or deleted). Its records are appended as
+        stored (parsed back from their JSON), so a later process compares like with like."""
+        text = json.dumps([list(r) for r in records], allow_nan=False)
         with self._lock, write_transaction(self._db):
+            # Made on first use: a read-only copy of a store that never erased anything is read without it.
+            self._db.execute(_SCHEMA)
             cur = self._db.execute("INSERT INTO erasure_intents (floor, records, keys, tags) VALUES (?, ?, ?, ?)",
-                                   (floor, json.dumps([list(r) for r in records]), json.dumps(keys),
-                                    json.dumps(list(tags))))
-        return Intent(int(cur.lastrowid), floor, [(k, d) for k, d in records], list(keys), list(tags))
+                                   (floor, text, json.dumps(keys), json.dumps(list(tags))))
+        return Intent(int(cur.lastrowid), floor, [(k, d) for k, d in json.loads(text)], list(keys), list(tags))
 
     def pending(self) -> list[Intent]:
         with self._lock:
-            rows = self._db.execute("SELECT id, floor, records, keys, tags FROM erasure_intents ORDER BY id").fetchall()
+            try:
+                rows = self._db.execute("SELECT id, floor, records, keys, tags FROM erasure_intents "
+                                        "ORDER BY id").fetchall()
+            except sqlite3.OperationalError:  # no such table: nothing was ever begun
+                return []
         return [Intent(i, f, [(k, d) for k, d in json.loads(r)], json.loads(ks), json.loads(t))
                 for i, f, r, ks, t in rows]
 

@@ -11,6 +11,7 @@ ledger holder without the side store cannot test guesses against the records.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -38,7 +39,6 @@ CREATE TABLE IF NOT EXISTS personal (
     cleartext TEXT,
     created_us INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS personal_commitment ON personal (commitment);
 """
 
 
@@ -60,6 +60,9 @@ class PersonalStore:
         except sqlite3.DatabaseError as e:
             raise LedgerError(f"personal-data side store {path} is unreadable: {e}") from None
         self._lock = threading.Lock()
+        # Erasure by commitment looks rows up by it; a read-only copy of an older store is read without it.
+        with contextlib.suppress(sqlite3.OperationalError):
+            self._db.execute("CREATE INDEX IF NOT EXISTS personal_commitment ON personal (commitment)")
         row = self._db.execute("SELECT value FROM meta WHERE key = 'lookup_key'").fetchone()
         if row is None:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('lookup_key', ?)", (os.urandom(32),))
