@@ -371,3 +371,19 @@ def test_real_processes_print_no_traceback(template: Path, tmp_path: Path) -> No
     for args in (["verify-proof", str(tmp_path)], ["verify", str(bad)], ["show", str(bad)]):
         code, output = _subprocess(args, template.parent / "keys")
         assert code == 2 and "Traceback" not in output and output.count("\n") == 1, (args, output)
+
+
+def test_an_unforeseen_exception_is_one_line_unless_debugging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last resort, for what no reader foresaw: a schema lookup that raises a plain Python error stands in for
+    any bug. One line and exit 2; TORCHWITNESS_DEBUG=1 lets the traceback through for a developer."""
+    from torchwitness.ledger import schema
+
+    def broken(kind: str | None = None) -> dict:
+        raise ValueError("an unforeseen\nmulti-line failure")
+
+    monkeypatch.setattr(schema, "json_schemas", broken)
+    result = CliRunner().invoke(app, ["schema"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert result.output == "torchwitness: error: ValueError: an unforeseen multi-line failure\n"
+    debug = CliRunner().invoke(app, ["schema"], env={"TORCHWITNESS_DEBUG": "1"})
+    assert isinstance(debug.exception, ValueError)

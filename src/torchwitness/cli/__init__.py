@@ -24,10 +24,12 @@ from torchwitness.errors import InputError, TorchWitnessError
 def _unexpected(e: BaseException) -> str:
     """One line for an exception no reader turned into a torchwitness error."""
     if isinstance(e, OSError) and e.filename is not None:
-        return f"{e.filename}: {e.strerror or e}"
-    if isinstance(e, RecursionError):
-        return f"an input is nested too deeply to read ({e})"
-    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        text = f"{e.filename}: {e.strerror or e}"
+    elif isinstance(e, RecursionError):
+        text = f"an input is nested too deeply to read ({e})"
+    else:
+        text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return " ".join(text.split())
 
 
 class _Commands(TyperGroup):
