@@ -159,3 +159,38 @@ def test_sigkill_during_expiry_of_retained_inputs(tmp_path: Path) -> None:
         (expiry,) = iter_records(root, kinds={"inputs.expiry"})
         assert expiry["data"]["count"] == 40
         verify_run(root)
+
+
+def test_provenance_erase_killed_midway_is_finished_by_its_retry(tmp_path: Path) -> None:
+    """``provenance --erase`` records the revocations, the affected checkpoints and the erasure as one intent:
+    killed after signing them (or as the signing begins), the retry finishes it and reports it, once."""
+    from torchwitness.controls.consent import ConsentRegistry
+    from torchwitness.controls.provenance import ProvenanceRecorder
+    from torchwitness.run import Run
+
+    template = tmp_path / "template"
+    subjects = [f"subject-{i}" for i in range(40)]
+    with Run(template) as run:
+        ConsentRegistry(run).grant_many(subjects, "training", version="v1", start=0.0)
+        prov = ProvenanceRecorder(run, subjects)
+        for step in range(4):
+            prov.record_batch(step, np.arange(step * 10, step * 10 + 10))
+        prov.end_epoch(0)
+        prov.checkpoint_saved(3, epoch=0, name="epoch-0.pt")
+    args = ["provenance", "{run}", "--subject", "subject-5", "--erase"]
+    for at in ("Journal.finish", "Ledger.checkpoint"):
+        (trial,) = _kill("cli", template, tmp_path / at, 1, seed=0, args=args, at=at)
+        root = Path(trial["dir"])
+        store = PersonalStore(root / "private" / "personal.sqlite")
+        assert trial["killed"] and store.lookup("subject-5") is not None  # nothing deleted yet
+        store.close()
+        if at == "Journal.finish":  # all three kinds signed before the salt goes
+            assert {r["kind"] for r in iter_records(root)} >= {"consent.revoke", "provenance.erasure", "erasure"}
+        result = CliRunner().invoke(app, [a.replace("{run}", str(root)) for a in args])
+        assert result.exit_code == 0, result.output
+        assert "checkpoints carrying its influence: epoch-0.pt" in result.output
+        kinds = [r["kind"] for r in iter_records(root)]
+        assert kinds.count("provenance.erasure") == kinds.count("erasure") == kinds.count("consent.revoke") == 1
+        assert verify_run(root).erased_payloads >= 1
+        again = CliRunner().invoke(app, [a.replace("{run}", str(root)) for a in args])
+        assert again.exit_code == 2 and "already erased" in again.output
