@@ -38,6 +38,7 @@ def test_an_interrupted_erasure_is_recorded_and_finished_by_the_next_opener(tmp_
     root = tmp_path / "a #run? with odd characters"  # the journal is looked up through a file: URI
     commitment = _begun(root, recorded=False)
     assert _erasures(root) == []
+    assert any("erasure was interrupted" in note for note in verify_run(root).notes)
     with Ledger.open(root) as ledger:
         (done,) = ledger.completed_erasures
         assert (done.store, done.keys, done.appended) == ("personal", [commitment], 1)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torchwitness.errors import VerificationError
+from torchwitness.ledger.erasure import has_pending
 from torchwitness.ledger.keys import PublicKey, read_vkey
 from torchwitness.ledger.layout import Layout, read_manifest
 from torchwitness.ledger.merkle import HASH_SIZE, MerkleTree
@@ -187,6 +188,9 @@ def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False,
     result.blobs = _check_blobs(layout)
     if torn:
         result.notes.append(f"{torn} bytes of a torn final line (a crash before recovery; not covered)")
+    if has_pending(layout.personal) or has_pending(layout.inputs):
+        result.notes.append("an erasure was interrupted before it deleted anything: rerun it, or open the run to "
+                            "append, to finish it")
     return result
 
 
