@@ -356,8 +356,7 @@ class Ledger:
         return self._dropped
 
     @property
-    def next_seq(self) -> int:
-        """The seq the next appended record gets."""
+    def next_seq(self) -> int:  # the seq the next appended record gets
         return self._next_seq
 
     # ------------------------------------------------------------------ inbox
