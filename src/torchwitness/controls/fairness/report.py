@@ -76,8 +76,27 @@ class FairnessEval(msgspec.Struct):
     gate: GateDecision | None = None
     method: str | None = None  # how the intervals and p-values were computed; null in records from before
 
+    def __repr__(self) -> str:
+        """One line per view with its headline disparities, instead of every group's every rate."""
+        lines = [f"FairnessEval(split={self.split!r}, epoch={self.epoch}, rows={self.rows:,})"]
+        for v in self.views:
+            parts = [_brief(d) for d in v.disparities
+                     if d.metric in ("demographic_parity_difference", "equalized_odds_difference")]
+            lines.append(f"  {view_name(v.attributes)} ({len(v.groups)} groups): " + "; ".join(parts))
+        if self.gate is not None:
+            lines.append(f"  gate: {self.gate.reason} -> {self.gate.action}")
+        return "\n".join(lines)
+
 
 register_kind("fairness.eval", FairnessEval)
+
+
+def _brief(d: Disparity) -> str:
+    if d.estimate is None:
+        return f"{d.metric} undefined"
+    ci = f" [{d.ci_low:.3f}, {d.ci_high:.3f}]" if d.ci_low is not None and d.ci_high is not None else ""
+    p = f" p={d.p_value:.3g}" if d.p_value is not None else ""
+    return f"{d.metric} {d.estimate:.3f}{ci}{p}"
 
 
 def _num(x: Any) -> float | None:
