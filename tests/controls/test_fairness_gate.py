@@ -125,8 +125,8 @@ def test_dossier_says_no_disparity_detected_only_when_the_test_does_not_reject(t
         with tw.Run(tmp_path / name) as run:
             run.record("fairness.eval", msgspec.to_builtins(result))
         dp = next(d for d in result.views[0].disparities if d.metric == "demographic_parity_difference")
-        texts[name] = (dp, [s.text for s in build_document(tmp_path / name).statements()
-                            if s.text.startswith("demographic_parity_difference across sex")][0])
+        texts[name] = (dp, next(s.text for s in build_document(tmp_path / name).statements()
+                                if s.text.startswith("demographic_parity_difference across sex")))
     dp, text = texts["equal"]
     assert dp.estimate > 0 and dp.ci_low == 0.0 and dp.p_value >= 0.05  # a point estimate above 0 alone is no finding
     assert "no disparity detected (test of equal selection rates: p = " in text

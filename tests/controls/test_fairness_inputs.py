@@ -56,7 +56,7 @@ def test_one_string_column_for_a_single_attribute_and_numeric_codes():
 def test_scores_are_refused_without_a_threshold_and_thresholded_with_one():
     enc = GroupEncoder.fit({"sex": SEX})
     scores = np.linspace(0.05, 0.95, len(SEX))
-    with pytest.raises(InputError, match="scores or probabilities.*threshold="):
+    with pytest.raises(InputError, match=r"scores or probabilities.*threshold="):
         FairnessAccumulator(enc).update(scores, Y, SEX)
     acc = FairnessAccumulator(enc, threshold=0.5, reps=0)
     acc.update(scores, Y, SEX)
@@ -101,7 +101,8 @@ def test_readable_reprs():
     acc = FairnessAccumulator(enc, min_group_size=10, reps=200)
     acc.update(PRED, Y, pd.DataFrame({"sex": SEX, "race": RACE}))
     assert repr(enc) == "GroupEncoder(sex: 2 groups, race: 3 groups)"
-    assert repr(acc) == "FairnessAccumulator(attributes=['sex', 'race'], groups=6, rows=200, min_group_size=10, reps=200)"
+    assert repr(acc) == ("FairnessAccumulator(attributes=['sex', 'race'], groups=6, rows=200, min_group_size=10, "
+                         "reps=200)")
     result = acc.compute(epoch=2)
     text = repr(result)
     assert text.startswith("FairnessEval(split='eval', epoch=2, rows=200)") and "\n  sex (2 groups): " in text

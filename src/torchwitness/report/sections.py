@@ -189,7 +189,8 @@ def functioning(ev: Evidence, sec: Section) -> None:
 
 
 _NULL_HYPOTHESES = {"demographic_parity": "equal selection rates", "equalized_odds": "equal TPR and FPR",
-                    "equal_opportunity": "equal TPR", "predictive_parity": "equal precision", "accuracy": "equal accuracy"}
+                    "equal_opportunity": "equal TPR", "predictive_parity": "equal precision",
+                    "accuracy": "equal accuracy"}
 
 
 def _test_verdict(d: dict[str, Any], confidence: float) -> str:

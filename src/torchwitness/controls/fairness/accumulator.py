@@ -13,7 +13,6 @@ from torchwitness.controls.fairness.inputs import as_array, as_tensor, check_len
 from torchwitness.controls.fairness.report import FairnessEval, evaluate
 from torchwitness.errors import InputError
 
-
 _RANGE = ("preds and target must be 0/1 and groups indices below the encoder's group count; a batch held other "
           "values (multi-class labels, or codes from another encoder?)")
 

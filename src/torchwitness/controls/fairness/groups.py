@@ -92,7 +92,7 @@ class GroupEncoder:
         """Learn each attribute's categories from a DataFrame (pandas or polars) or a mapping of columns."""
         cols = columns(sensitive)
         if not cols:
-            raise InputError("declare at least one sensitive attribute (a DataFrame or mapping with one column or more)")
+            raise InputError("declare at least one sensitive attribute (a DataFrame or mapping of one column or more)")
         return cls({name: _distinct(_column(name, values)) for name, values in cols.items()})
 
     def __repr__(self) -> str:

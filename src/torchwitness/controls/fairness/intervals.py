@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from statistics import NormalDist
+
 import numpy as np
 
 # slack, in standard errors, within which a gap counts as possibly maximal (moment selection); 2.5 keeps the

@@ -9,8 +9,8 @@ import msgspec
 import numpy as np
 
 from torchwitness.controls.fairness.functional import RATES, disparities, group_rates
-from torchwitness.controls.fairness.intervals import METHOD, disparity_intervals
 from torchwitness.controls.fairness.groups import GroupEncoder
+from torchwitness.controls.fairness.intervals import METHOD, disparity_intervals
 from torchwitness.errors import InputError
 from torchwitness.ledger.schema import register_kind
 
