@@ -52,7 +52,7 @@ SETTINGS = [
     Setting("DP 0.10, 4 groups x 300", DP, (300,) * 4, selection=(0.30, 0.30, 0.35, 0.40)),
     Setting("DP 0.00, 12 groups x 150 (2x2x3)", DP, (150,) * 12, selection=(0.30,) * 12),
     Setting("DP 0.10, 12 groups x 200, one differs", DP, (200,) * 12, selection=(0.30,) * 11 + (0.40,)),
-    Setting("DP 0.00, 12 groups x 40 to 400, rare", DP, (*range(40, 480, 40), 400), selection=(0.08,) * 12),
+    Setting("DP 0.00, 12 groups x 40 to 440, rare", DP, (*range(40, 480, 40), 400), selection=(0.08,) * 12),
     Setting("EO 0.00, 2 groups x 1,000", EO, (1000, 1000), tpr=(0.7, 0.7), fpr=(0.2, 0.2)),
     Setting("EO 0.10, 2 groups x 1,000", EO, (1000, 1000), tpr=(0.7, 0.8), fpr=(0.2, 0.2)),
     Setting("EO 0.00, 4 groups x 300", EO, (300,) * 4, tpr=(0.7,) * 4, fpr=(0.2,) * 4),
