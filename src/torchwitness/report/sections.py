@@ -138,6 +138,7 @@ def _summary(r: dict[str, Any]) -> str:
 
 
 def privacy(ev: Evidence, sec: Section) -> None:
+    secure_inference(ev, sec)
     eps = ev.kind("privacy.epsilon")
     if not eps:
         return
@@ -152,6 +153,17 @@ def privacy(ev: Evidence, sec: Section) -> None:
     state(sec, eps[-1], "epsilon", f"Differential privacy: epsilon {{v}} at delta {fmt(number(get(eps[-1], 'delta')))}"
                                    f" after {get(eps[-1], 'steps')} steps.")
     state(sec, eps[-1], "epsilon_budget", "Privacy budget: epsilon {v}.")
+
+
+def secure_inference(ev: Evidence, sec: Section) -> None:
+    """Sessions served on encrypted inputs: evidence of data protection by design (GDPR Art. 25)."""
+    for r in ev.kind("secure.inference"):
+        error = number(get(r, "max_abs_error"))
+        checked = (f"largest difference from plaintext probabilities on {get(r, 'check_rows')} declared check rows: "
+                   f"{fmt(error)}" if error is not None else "no check rows declared, so its error is not measured")
+        state(sec, r, "rows", f"Secure inference (GDPR Art. 25): {{v}} rows served with {get(r, 'library')} "
+                              f"{get(r, 'version')} ({get(r, 'parameters.scheme')}); the model owner saw "
+                              f"{get(r, 'owner_sees')}; {checked}.")
 
 
 def _disparities(view: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
