@@ -4,7 +4,8 @@ One process imports torchwitness once, then per trial copies the template run an
 work through the real CLI (``torchwitness.cli.main``), or holds the run open and performs a queued erasure from
 its inbox; this process sends the child SIGKILL after a random delay drawn over the work's measured duration.
 Forking after the imports makes a trial cost the work itself (milliseconds), not an interpreter start, so many
-kills land inside the few milliseconds an erasure takes. ``--at`` kills deterministically instead, at the moment a
+kills land inside the few milliseconds an erasure takes; half the delays are drawn over the last 40 % of the
+work, where the erasure runs. ``--at`` kills deterministically instead, at the moment a
 named library function is entered (patched in the child only: the library has no test hook).
 
 Usage: python _erase_kills.py MODE TEMPLATE OUT TRIALS SEED [--at FUNCTION] -- CLI ARGS...
@@ -138,7 +139,9 @@ def main() -> None:
     for i in range(trials):
         run = out / f"trial-{i:03d}"
         shutil.copytree(template, run)
-        delay = None if at else rng.uniform(0.0, 1.1 * duration)
+        # Every other kill lands in the last 40 % of the work, where the erasure itself runs (after the run is
+        # opened), so that more of them catch it mid-way; the rest anywhere from the start.
+        delay = None if at else rng.uniform(0.0 if i % 2 else 0.7 * duration, 1.1 * duration)
         killed = _trial(mode, run, args, delay, at)
         print(json.dumps({"dir": str(run), "delay": delay, "killed": killed, "duration": duration}), flush=True)
 

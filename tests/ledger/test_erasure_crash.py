@@ -111,10 +111,10 @@ def test_sigkill_at_random_moments_of_erase_never_loses_the_erasure(tmp_path: Pa
     template = tmp_path / "template"
     commitments = _template(template)
     args = ["erase", "{run}", "--subject", SUBJECTS[0], "--subject", SUBJECTS[1]]
-    trials = _kill("cli", template, tmp_path / "random", 32, seed=7, args=args)
+    trials = _kill("cli", template, tmp_path / "random", 40, seed=7, args=args)
     outcomes = [_check_personal_trial(Path(t["dir"]), commitments, args) for t in trials]
     killed = sum(t["killed"] for t in trials)
-    assert killed >= 24, f"only {killed} of 32 children were killed before finishing"
+    assert killed >= 20, f"only {killed} of 40 children were killed before finishing"
     # the kills spread over the work: some before anything, some mid-erasure (an intent to finish)
     assert any(not shredded for _, shredded in outcomes) and any(pending for pending, _ in outcomes), outcomes
 
