@@ -106,7 +106,8 @@ def _mutations(role: str) -> list[str]:
                 + [f"record line: {c}" for c in CONTENTS if c != "empty"]
                 + [f"run.json: {c}" for c in ("binary", "deep", "wrong type", "big integer")])  # distributed
     if role in ("json", "text"):
-        return ["missing", "folder", "truncated", *CONTENTS, *(["record a string"] if role == "json" else [])]
+        return ["missing", "folder", "truncated", *CONTENTS,
+                *(["record a number", "record a JSON string"] if role == "json" else [])]
     if role == "output":
         return ["missing folder", "a folder"]
     if role == "output folder":  # made if missing, with its parents
@@ -169,8 +170,9 @@ def _make(role: str, mutation: str, tmp: Path, template: Path) -> Path:
     if mutation == "truncated":
         proof = (template.parent / "proof.json").read_bytes()
         _write(path, proof[: len(proof) // 2])
-    elif mutation == "record a string":
-        _write(path, (template.parent / "proof.json").read_text().replace('"record": "', '"record": 1, "x": "'))
+    elif mutation.startswith("record a "):  # a proof whose record is not a record
+        other = '1' if mutation.endswith("number") else '"\\"text\\""'
+        _write(path, (template.parent / "proof.json").read_text().replace('"record": "', f'"record": {other}, "x": "'))
     else:
         _write(path, CONTENTS[mutation])
     if role == "source":
@@ -292,7 +294,8 @@ def test_every_verb_refuses_deep_binary_and_wrong_type_runs_and_documents(verb: 
     for name, option, role in files:
         for mutation in {"run": ["ledger.json: deep", "ledger.json: wrong type", "ledger.json: big integer",
                                  "records a file"],
-                         "json": ["deep", "wrong type", "big integer", "folder"], "text": ["binary", "folder"],
+                         "json": ["deep", "wrong type", "big integer", "folder", "record a JSON string"],
+                         "text": ["binary", "folder"],
                          "output": ["missing folder"], "folder": ["a file"], "output folder": ["a file"],
                          "source": ["missing", "binary", "deep"]}[role]:
             tmp = tmp_path_factory.mktemp("case")
