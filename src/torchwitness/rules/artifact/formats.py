@@ -41,6 +41,7 @@ STORAGE_SIZES = {"Double": 8, "Float": 4, "Half": 2, "Long": 8, "Int": 4, "Short
 _COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ", "xz"), (b"\x5d\x00\x00", "lzma"),
                (b"\x78", "zlib"), (b"\x04\x22\x4d\x18", "lz4"))
 TAR_MEMBERS = ("sys_info", "storages", "tensors", "pickle")
+JOBLIB_SUFFIXES = frozenset({".joblib", ".jbl"})
 
 
 @dataclass
@@ -83,7 +84,7 @@ def read_contents(f: BinaryIO, size: int, suffix: str) -> Contents:
     elif any(head.startswith(m) for m, _ in _COMPRESSED):
         _compressed(f, head, out)
     else:
-        _stream(f, size, out)
+        _stream(f, size, suffix, out)
         return out
     if out.format != "compressed":
         _hidden_pickle(f, out)
@@ -278,7 +279,7 @@ def _compressed(f: BinaryIO, head: bytes, out: Contents) -> None:
             out.format = f"joblib-{kind}"
 
 
-def _stream(f: BinaryIO, size: int, out: Contents) -> None:
+def _stream(f: BinaryIO, size: int, suffix: str, out: Contents) -> None:
     first = analyse(f, 0)
     if first.error is not None and first.opcodes <= 1 and not first.imports:
         out.format = "unknown"
@@ -291,10 +292,13 @@ def _stream(f: BinaryIO, size: int, out: Contents) -> None:
         return
     if first.arrays:
         out.format = "joblib"
-        # pickle.load reads no array bytes: what follows a wrapper's BUILD is opcodes to it
-        plain = analyse(f, 0, joblib=False)
-        if plain.imports or plain.problems:
-            out.pickles.append(("@0 (as a plain pickle)", plain))
+        # pickle.load reads no array bytes: what follows a wrapper's BUILD is opcodes to it, and an object array's
+        # pickle shares the outer memo. A file named for joblib is judged as joblib reads it; any other name may
+        # be given to pickle.load, so that reading is judged too (a polyglot cannot hide behind joblib's).
+        if suffix in JOBLIB_SUFFIXES:
+            out.notes.append("joblib file: judged as joblib.load reads it; pickle.load would read it differently")
+        else:
+            out.pickles.append(("@0 (as a plain pickle)", analyse(f, 0, joblib=False)))
         offset = first.end
     elif first.result == LEGACY_MAGIC:
         # protocol version, sys info, the object, storage keys; raw storage bytes follow and are not pickles

@@ -139,16 +139,17 @@ def _where(scan: ModelScan, member: str, qualname: str) -> str:
 
 
 def _judged(scan: ModelScan, verdict: str) -> Iterator[tuple[str, GlobalRef, str]]:
-    """(member, import, reason) of each import with ``verdict``, once per member and name."""
-    seen: set[tuple[str, str]] = set()
+    """(member, import, reason) of each import with ``verdict``, once per name (a file read two ways, as joblib
+    and as a plain pickle, names most imports twice)."""
+    seen: set[str] = set()
     torchscript = scan.format == "torchscript-zip"
     for member, top in scan.pickles:
         for inner, a in top.walk():
             where = f"{member}>{inner}" if inner else member
             for g in a.imports:
                 v, why = judge(g, scan.allow, torchscript=torchscript)
-                if v == verdict and (where, g.qualname) not in seen:
-                    seen.add((where, g.qualname))
+                if v == verdict and g.qualname not in seen:
+                    seen.add(g.qualname)
                     yield where, g, why
 
 
@@ -202,10 +203,14 @@ def unresolved_import(scan: ModelScan) -> Iterator[Finding]:
     of a value that is not a named import, or arguments of a construction helper that cannot be followed: what
     runs is hidden from static inspection, as in obfuscated payloads.
     """
+    seen: set[tuple[int, str]] = set()
     for member, top in scan.pickles:
         for inner, a in top.walk():
             where = f"{member}>{inner}" if inner else member
             for u in a.problems:
+                if (u.pos, u.reason) in seen and member.endswith("(as a plain pickle)"):
+                    continue
+                seen.add((u.pos, u.reason))
                 yield Finding.of("TW703", f"{scan.path.name}!{where}@{u.pos}", f"{u.opcode} at offset {u.pos}: "
                                  f"{u.reason}", details={"member": where, "opcode": u.opcode, "offset": u.pos,
                                                          "reason": u.reason})

@@ -391,8 +391,12 @@ class _Machine:
         if not isinstance(code, str) or not (isinstance(shape, tuple) and all(isinstance(n, int) for n in shape)):
             self.problem("BUILD", pos, "joblib array with a dtype or shape the scanner cannot follow")
             return
+        has_object = _has_object(dtype)
+        if has_object is None:
+            self.problem("BUILD", pos, f"joblib array of dtype {code!r} whose fields the scanner cannot follow")
+            return
         self.out.arrays += 1
-        if code.startswith("O"):  # object array: a nested pickle follows, read by a fresh unpickler
+        if has_object:  # a nested pickle follows, read by a fresh unpickler
             inner = analyse(self.stream, self.stream.tell(), joblib=self.joblib, depth=self.depth + 1)
             self.out.nested.append((pos, inner))
             if inner.error:
@@ -402,25 +406,52 @@ class _Machine:
         if itemsize is None:
             self.problem("BUILD", pos, f"joblib array of dtype {code!r} that the scanner cannot size")
             return
-        if state.get("numpy_array_alignment_bytes") is not None:
+        align = state.get("numpy_array_alignment_bytes")
+        if align is not None:
+            # joblib writes one byte n = align - (offset + 1) % align, then n bytes 0xff; anything else is not a
+            # joblib file, and its bytes would be opcodes to pickle.load
+            at = self.stream.tell()
             pad = self.stream.read(1)
-            if not pad:
-                raise _Bad("joblib array padding past the end of the file")
-            self.stream.seek(self.stream.tell() + pad[0])
+            padding = self.stream.read(pad[0]) if pad else b""
+            if not isinstance(align, int) or align <= 0 or not pad or pad[0] != align - (at + 1) % align \
+                    or padding != b"\xff" * pad[0]:
+                raise _Bad(f"joblib array padding at offset {at} is not what joblib writes")
         self.stream.seek(self.stream.tell() + math.prod(shape) * itemsize)
 
 
-_DTYPE = re.compile(r"([<>|=]?)([biufcmMSUV])(\d*)")
+_DTYPE = re.compile(r"([<>|=]?)([biufcmMOSUV])(\d*)")
+
+
+def _has_object(dtype: Any, depth: int = 0) -> bool | None:
+    """Whether a pickled numpy dtype (``numpy.dtype(code, ...)`` plus its BUILD state) holds Python objects,
+    looking into the fields and sub-arrays of structured dtypes; None when that cannot be told."""
+    if not isinstance(dtype, _Made) or not isinstance(dtype.args, tuple) or not dtype.args or depth > 8:
+        return None
+    code, state = dtype.args[0], dtype.state
+    if not isinstance(code, str) or _DTYPE.fullmatch(code) is None:
+        return None
+    if code.lstrip("<>|=").startswith("O"):
+        return True
+    if not isinstance(state, tuple) or len(state) < 5:
+        return False if code[:1] != "V" else None
+    inner = []
+    if state[2] is not None:  # sub-array: (dtype, shape)
+        inner.append(state[2][0] if isinstance(state[2], tuple) and state[2] else None)
+    if state[4] is not None:  # fields: name -> (dtype, offset[, title])
+        if not isinstance(state[4], dict):
+            return None
+        inner.extend(f[0] if isinstance(f, tuple) and f else None for f in state[4].values())
+    found = [_has_object(d, depth + 1) for d in inner]
+    return None if None in found else any(found)
 
 
 def _itemsize(code: str, state: Any) -> int | None:
-    """Bytes per element of a pickled numpy dtype (its type code, and elsize in its state), or None."""
+    """Bytes per element of a pickled numpy dtype (elsize in its state, else its type code), or None."""
     m = _DTYPE.fullmatch(code)
     if m is None:
         return None
-    if isinstance(state, tuple) and len(state) > 5:
-        if state[3] is not None or state[4] is not None:  # structured dtype: fields may hold objects
-            return None
-        if isinstance(state[5], int) and state[5] > 0:
-            return state[5]
+    if isinstance(state, tuple) and len(state) > 5 and isinstance(state[5], int) and state[5] > 0:
+        return state[5]
+    if m.group(2) == "V" or (isinstance(state, tuple) and len(state) > 4 and state[4] is not None):
+        return None  # structured or void: only its state's elsize says
     return int(m.group(3)) if m.group(3) and int(m.group(3)) > 0 else None
