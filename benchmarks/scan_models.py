@@ -272,8 +272,8 @@ def build_payloads(root: Path, styles: set[str] | None = None) -> list[Sample]:
     return samples
 
 
-def build_benign(root: Path) -> list[Sample]:
-    """Real, harmless checkpoints of the kinds people exchange."""
+def build_benign(root: Path, *, hf: bool = True) -> list[Sample]:
+    """Real, harmless checkpoints of the kinds people exchange (``hf``: also the transformers ones, slower)."""
     import joblib
     import numpy as np
     import torch
@@ -313,7 +313,8 @@ def build_benign(root: Path) -> list[Sample]:
         path = root / f"benign-{name}{suffix.get(name, '.pt')}"
         write(path)
         samples.append(Sample(name, desc, loader, path, None, {}))
-    samples.extend(_hf_samples(root))
+    if hf:
+        samples.extend(_hf_samples(root))
     return samples
 
 

@@ -113,19 +113,28 @@ def test_computed_import_is_unresolved(tmp_path):
     assert rules_of(scan_model(tmp_path / "ext.pkl")) == ["TW703"]
 
 
-def test_corrupt_files_give_one_line_and_nonzero_exit(tmp_path, small_model):
+def test_corrupt_and_unknown_files_fail_closed(tmp_path, small_model):
     good = tmp_path / "ok.pt"
     torch.save(small_model.state_dict(), good, _use_new_zipfile_serialization=False)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:40])
-    with pytest.raises(ModelFileError, match=r"truncated|malformed|corrupt"):
-        scan_model(truncated)
+    scan = scan_model(truncated)
+    assert scan.verdict == "error" and "TW704" in rules_of(scan)
+    assert any("truncated" in u or "malformed" in u for u in scan.unreadable)
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x00\x01garbage" * 10)
     proc = subprocess.run([sys.executable, "-c", "from torchwitness.cli import main; main()", "scan-model",
-                           str(junk)], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert len(proc.stderr.strip().splitlines()) == 1 and "junk.bin" in proc.stderr
+                           str(junk), "-f", "json"], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (f,) = json.loads(proc.stdout)["findings"]
+    assert f["rule_id"] == "TW704" and "not a known model format" in f["message"]
+    missing = subprocess.run([sys.executable, "-c", "from torchwitness.cli import main; main()", "scan-model",
+                              str(tmp_path / "absent.pt")], capture_output=True, text=True,
+                             env={**os.environ, "COLUMNS": "200"})
+    assert missing.returncode == 2 and missing.stdout == "" and len(missing.stderr.strip().splitlines()) == 1
+    with pytest.raises(ModelFileError, match="absent.pt"):
+        scan_model(tmp_path / "absent.pt")
 
 
 def _safetensors(header: dict, buffer: bytes) -> bytes:
