@@ -133,7 +133,7 @@ def test_corrupt_and_unknown_files_fail_closed(tmp_path, small_model):
                               str(tmp_path / "absent.pt")], capture_output=True, text=True,
                              env={**os.environ, "COLUMNS": "200"})
     assert missing.returncode == 2 and missing.stdout == "" and len(missing.stderr.strip().splitlines()) == 1
-    with pytest.raises(ModelFileError, match="absent.pt"):
+    with pytest.raises(ModelFileError, match=r"absent\.pt"):
         scan_model(tmp_path / "absent.pt")
 
 

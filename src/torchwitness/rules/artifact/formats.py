@@ -29,7 +29,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from torchwitness.rules.artifact.pickle_ops import PickleAnalysis, analyse, looks_like_pickle
+from torchwitness.rules.artifact.pickle_ops import JOBLIB_WRAPPER, PickleAnalysis, analyse, looks_like_pickle
 from torchwitness.rules.artifact.safetensors_check import SafetensorsReport, check_safetensors, looks_like_safetensors
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
@@ -287,10 +287,8 @@ def _stream(f: BinaryIO, size: int, suffix: str, out: Contents) -> None:
                               f"pickle file ({first.error})")
         return
     out.add("@0", first)
-    if first.error is not None:
-        out.format = "pickle"
-        return
-    if first.arrays:
+    out.format = "pickle"
+    if first.arrays or any(g.qualname == JOBLIB_WRAPPER for g in first.imports):
         out.format = "joblib"
         # pickle.load reads no array bytes: what follows a wrapper's BUILD is opcodes to it, and an object array's
         # pickle shares the outer memo. A file named for joblib is judged as joblib reads it; any other name may
@@ -299,20 +297,18 @@ def _stream(f: BinaryIO, size: int, suffix: str, out: Contents) -> None:
             out.notes.append("joblib file: judged as joblib.load reads it; pickle.load would read it differently")
         else:
             out.pickles.append(("@0 (as a plain pickle)", analyse(f, 0, joblib=False)))
-        offset = first.end
-    elif first.result == LEGACY_MAGIC:
+    if first.error is not None:
+        return
+    offset = first.end
+    if out.format == "pickle" and first.result == LEGACY_MAGIC:
         # protocol version, sys info, the object, storage keys; raw storage bytes follow and are not pickles
         out.format = "torch-legacy"
-        offset = first.end
         for _ in range(4):
             a = analyse(f, offset)
             if not out.add(f"@{offset}", a):
                 return
             offset = a.end
         return
-    else:
-        out.format = "pickle"
-        offset = first.end
     while offset < size:  # a loader reading pickle after pickle (joblib caches, custom formats)
         f.seek(offset)
         a = analyse(f, offset)
