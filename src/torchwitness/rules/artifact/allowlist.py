@@ -71,8 +71,9 @@ DATA: frozenset[str] = frozenset({
 })
 SAFE: frozenset[str] = WEIGHTS_ONLY | DATA
 _SAFE_PATTERN = re.compile(r"numpy\.dtypes\.[A-Za-z0-9]+DType")
-# TorchScript archives: classes compiled from the archive's own code/ folder and the C++ unpickler's helpers
-TORCHSCRIPT = re.compile(r"__torch__\..+|torch\.jit\._pickle\.[a-z_]+")
+# TorchScript archives: the C++ unpickler's helpers, and classes compiled from the archive's own code/ folder
+TORCHSCRIPT_HELPERS = re.compile(r"torch\.jit\._pickle\.[a-z_]+")
+TORCHSCRIPT_CLASS = re.compile(r"__torch__\..+")
 
 # Modules whose classes are never just data: any import from them is an ERROR, whatever the role
 DENY_MODULES: frozenset[str] = frozenset({
@@ -86,7 +87,10 @@ DENY_MODULES: frozenset[str] = frozenset({
     "torch.jit", "torch._C", "torch.ops", "torch.utils.cpp_extension", "numpy.testing", "joblib.numpy_pickle_compat",
     "joblib.numpy_pickle_utils", "_codecs", "codecs", "ssl", "select", "mmap", "fcntl", "resource", "ensurepip",
     "venv", "pip", "setuptools", "distutils", "lib2to3", "idlelib", "tkinter", "turtle", "trace", "tracemalloc",
-    "faulthandler", "sysconfig", "linecache", "zipfile", "tarfile", "logging", "string", "encodings",
+    "faulthandler", "sysconfig", "linecache", "zipfile", "tarfile", "logging", "string", "encodings", "gzip",
+    "bz2", "lzma", "zlib", "weakref", "atexit", "concurrent", "unittest", "doctest", "getpass", "platform",
+    "sched", "contextlib", "abc", "typing", "dataclasses", "enum", "ast", "dis", "imp", "pkgutil", "readline",
+    "rlcompleter", "cmd", "shlex", "spawn", "posixpath", "ntpath", "genericpath", "fileinput", "filecmp", "stat",
 })
 
 SAFE_, WARN, ERROR = "safe", "warn", "error"
@@ -105,8 +109,12 @@ def judge(ref: GlobalRef, extra_safe: Iterable[str] = (), *, torchscript: bool =
     q, roles = ref.qualname, ref.roles
     if "patch" in roles:
         return ERROR, "the pickle modifies the imported object itself (BUILD/SETITEM/APPEND on it)"
-    if q in SAFE or q in set(extra_safe) or _SAFE_PATTERN.fullmatch(q) or (torchscript and TORCHSCRIPT.fullmatch(q)):
+    if q in SAFE or q in set(extra_safe) or _SAFE_PATTERN.fullmatch(q) or (
+            torchscript and TORCHSCRIPT_HELPERS.fullmatch(q)):
         return SAFE_, ""
+    if torchscript and TORCHSCRIPT_CLASS.fullmatch(q):
+        return WARN, ("TorchScript class from the archive's own code/ folder: its code runs in the TorchScript "
+                      "interpreter on load (needs trust)")
     raw_module = ref.raw.rsplit(".", 1)[0] if ref.raw else ref.module
     if _denied(ref.module) or _denied(raw_module):
         return ERROR, f"module {ref.module} gives command, code, file or network access"

@@ -116,9 +116,6 @@ def scan_model(path: str | Path, *, allow: Iterable[str] = ()) -> ModelScan:
     result = ModelScan(path=path, format=contents.format, sha256=digest, size=size, pickles=contents.pickles,
                        safetensors=contents.safetensors, allow=frozenset(allow), notes=contents.notes,
                        unreadable=contents.unreadable)
-    if result.format == "torchscript-zip":
-        result.notes.append("TorchScript archive: __torch__ classes come from its own code/ folder and run in the "
-                            "TorchScript interpreter, not as Python imports")
     for r in (dangerous_import, unknown_import, unresolved_import, unreadable_file, safetensors_header,
               safetensors_gap):
         result.findings.extend(r(result))
