@@ -357,6 +357,9 @@ def install_others(venv_dir: Path) -> dict[str, Path]:
         r = subprocess.run([str(venv_dir / "bin" / "pip"), "install", "-q", name], capture_output=True, text=True)
         if r.returncode == 0 and (venv_dir / "bin" / name).exists():
             tools[name] = venv_dir / "bin" / name
+            version = subprocess.run([str(venv_dir / "bin" / "python"), "-c", "import importlib.metadata as m, sys; "
+                                      "print(m.version(sys.argv[1]))", name], capture_output=True, text=True)
+            print(f"{name} {version.stdout.strip()} installed in a throwaway venv")
         else:
             print(f"note: {name} could not be installed ({r.stderr.strip().splitlines()[-1:]}); column skipped")
     return tools
