@@ -29,7 +29,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from torchwitness.rules.artifact.pickle_ops import JOBLIB_WRAPPER, PickleAnalysis, analyse, looks_like_pickle
+from torchwitness.rules.artifact.pickle_ops import JOBLIB_WRAPPER, Bounded, PickleAnalysis, analyse, looks_like_pickle
 from torchwitness.rules.artifact.safetensors_check import SafetensorsReport, check_safetensors, looks_like_safetensors
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
@@ -63,26 +63,27 @@ class Contents:
         return a.error is None
 
 
-def read_contents(f: BinaryIO, size: int, suffix: str) -> Contents:
-    """Every pickle of the file open as ``f`` (seekable, binary)."""
+def read_contents(raw: BinaryIO, size: int, suffix: str) -> Contents:
+    """Every pickle of the file open as ``raw`` (seekable, binary, ``size`` bytes)."""
     out = Contents()
+    f: BinaryIO = Bounded(raw, size)  # type: ignore[assignment]
     head = f.read(16)
     f.seek(0)
     if size == 0:
         out.format = "empty"
         out.unreadable.append("empty file")
     elif head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        _zip(f, out)
+        _zip(raw, out)
     elif head[:6] == NPY_MAGIC:
         out.format = "npy"
         _npy(f, "", out)
     elif suffix == ".safetensors" or looks_like_safetensors(head, size):
         out.format = "safetensors"
-        out.safetensors = check_safetensors(f)
-    elif _is_tar(f):
-        _tar(f, out)
+        out.safetensors = check_safetensors(raw)
+    elif _is_tar(raw):
+        _tar(raw, out)
     elif any(head.startswith(m) for m, _ in _COMPRESSED):
-        _compressed(f, head, out)
+        _compressed(raw, head, out)
     else:
         _stream(f, size, suffix, out)
         return out
@@ -109,7 +110,8 @@ def _zip(f: BinaryIO, out: Contents) -> None:
             if len(set(names)) != len(names):
                 out.notes.append("the archive repeats entry names; every copy was scanned")
             for info in infos:
-                with z.open(info) as m:
+                with z.open(info) as member:
+                    m: BinaryIO = Bounded(member, info.file_size)  # type: ignore[assignment]
                     start = m.read(6)
                     m.seek(0)
                     if start == NPY_MAGIC:
@@ -176,9 +178,10 @@ def _tar(f: BinaryIO, out: Contents) -> None:
                 out.unreadable.append("tar archive that is not a legacy torch checkpoint (no 'pickle' member)")
                 return
             for m in members:
-                data = tar.extractfile(m)
-                if data is None:
+                extracted = tar.extractfile(m)
+                if extracted is None:
                     continue
+                data: BinaryIO = Bounded(extracted, m.size)  # type: ignore[assignment]
                 if m.name in ("storages", "tensors"):
                     _tar_records(data, m.name, out)
                 else:

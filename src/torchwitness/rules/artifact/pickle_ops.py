@@ -145,6 +145,31 @@ def analyse(data: bytes | BinaryIO, start: int = 0, *, joblib: bool = True, dept
     return out
 
 
+MAX_LINE = 1 << 26  # protocol-0 text lines (GLOBAL names, STRING data): longer is not a pickle anyone wrote
+
+
+class Bounded:
+    """A binary stream of known ``size`` whose reads never ask for more than the bytes left, so a forged length
+    (``BINBYTES8`` of 2**60) fails as a short read instead of allocating it, and whose lines stop at MAX_LINE."""
+
+    def __init__(self, f: BinaryIO, size: int) -> None:
+        self.f, self.size = f, size
+
+    def read(self, n: int | None = -1) -> bytes:
+        left = max(self.size - self.f.tell(), 0)
+        return self.f.read(left if n is None or n < 0 or n > left else n)
+
+    def readline(self, limit: int | None = -1) -> bytes:
+        left = min(max(self.size - self.f.tell(), 0), MAX_LINE)
+        return self.f.readline(left if limit is None or limit < 0 else min(limit, left))
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self.f.seek(pos, whence)
+
+
 def looks_like_pickle(data: bytes) -> bool:
     """Starts as a binary pickle does (``PROTO`` 2-5): worth trying as a nested or hidden pickle."""
     return len(data) >= 4 and data[0] == 0x80 and 2 <= data[1] <= 5
