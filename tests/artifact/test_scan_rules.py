@@ -64,6 +64,9 @@ def test_safe_set_is_what_torch_weights_only_accepts():
     (b"\x80\x02\x82\x01)R.", ("error", ["TW703"])),
     # a REDUCE whose callable is the result of another call
     (b"\x80\x02c__builtin__\nlist\n)R)R.", ("error", ["TW703"])),
+    # a package's __main__ runs its command line on import, whatever is taken from it
+    (b"\x80\x02cvenv.__main__\nX\n)\x81.", ("error", ["TW701"])),
+    (b"\x80\x02cmypkg.__main__\nConfig\n)\x81.", ("error", ["TW701"])),
     # protocol 0 names are renamed as pickle renames them: __builtin__.set is builtins.set
     (b"c__builtin__\nset\n(]tR.", ("ok", [])),
 ])
@@ -105,6 +108,22 @@ def test_every_zip_entry_is_read_even_under_a_repeated_name(tmp_path):
         z.writestr(data_pkl, b"\x80\x02cos\nsystem\nX\x01\x00\x00\x00x\x85R.")
     scan = scan_model(evil)
     assert scan.verdict == "error" and any("repeats entry names" in n for n in scan.notes)
+
+
+def test_a_legacy_tar_member_that_is_a_link_is_not_followed(tmp_path):
+    import tarfile
+
+    with tarfile.open(tmp_path / "link.pt", "w") as tar:
+        for name in ("storages", "tensors"):
+            info = tarfile.TarInfo(name)
+            data = pickle.dumps(0, protocol=2)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("pickle")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/elsewhere.pkl"
+        tar.addfile(link)
+    scan = scan_model(tmp_path / "link.pt")
+    assert scan.format == "torch-tar" and scan.verdict == "error" and "link" in scan.unreadable[0]
 
 
 @pytest.mark.parametrize("compress", ["zlib", "gzip", "bz2", "xz", "lzma"])

@@ -101,7 +101,8 @@ def _class_name(name: str) -> bool:
 
 
 def _denied(module: str) -> bool:
-    return any(module == m or module.startswith(m + ".") for m in DENY_MODULES)
+    # a package's __main__ runs its command line when imported (venv, unittest, lib2to3 have no __name__ guard)
+    return module.endswith(".__main__") or any(module == m or module.startswith(m + ".") for m in DENY_MODULES)
 
 
 def judge(ref: GlobalRef, extra_safe: Iterable[str] = (), *, torchscript: bool = False) -> tuple[str, str]:

@@ -172,12 +172,15 @@ def _tar(f: BinaryIO, out: Contents) -> None:
     out.format = "torch-tar"
     try:
         with tarfile.open(fileobj=f, mode="r:") as tar:
-            members = [m for m in tar.getmembers() if m.name in TAR_MEMBERS and m.isfile()]
+            members = [m for m in tar.getmembers() if m.name in TAR_MEMBERS]
+            for link in (m for m in members if not m.isfile()):
+                # torch extracts it and opens what it points to: a file the scan cannot see
+                out.unreadable.append(f"tar member {link.name!r} is a link or special file, not data")
             if not any(m.name == "pickle" for m in members):
                 out.format = "tar"
                 out.unreadable.append("tar archive that is not a legacy torch checkpoint (no 'pickle' member)")
                 return
-            for m in members:
+            for m in (m for m in members if m.isfile()):
                 extracted = tar.extractfile(m)
                 if extracted is None:
                     continue
