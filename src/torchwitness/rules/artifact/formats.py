@@ -29,7 +29,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from torchwitness.rules.artifact.pickle_ops import JOBLIB_WRAPPER, Bounded, PickleAnalysis, analyse, looks_like_pickle
+from torchwitness.rules.artifact.pickle_ops import JOBLIB_WRAPPER, PickleAnalysis, analyse, looks_like_pickle
 from torchwitness.rules.artifact.safetensors_check import SafetensorsReport, check_safetensors, looks_like_safetensors
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
@@ -42,6 +42,32 @@ _COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ", "xz"), (b"\
                (b"\x78", "zlib"), (b"\x04\x22\x4d\x18", "lz4"))
 TAR_MEMBERS = ("sys_info", "storages", "tensors", "pickle")
 JOBLIB_SUFFIXES = frozenset({".joblib", ".jbl"})
+
+
+MAX_LINE = 1 << 26  # protocol-0 text lines (GLOBAL names, STRING data): longer is not a pickle anyone wrote
+
+
+class Bounded:
+    """A binary stream of known ``size`` whose reads never ask for more than the bytes left, so a forged length
+    (``BINBYTES8`` of 2**60) fails as a short read instead of allocating it, and whose lines stop at MAX_LINE."""
+
+    def __init__(self, f: BinaryIO, size: int) -> None:
+        self.f, self.size = f, size
+
+    def read(self, n: int | None = -1) -> bytes:
+        left = max(self.size - self.f.tell(), 0)
+        return self.f.read(left if n is None or n < 0 or n > left else n)
+
+    def readline(self, limit: int | None = -1) -> bytes:
+        left = min(max(self.size - self.f.tell(), 0), MAX_LINE)
+        return self.f.readline(left if limit is None or limit < 0 else min(limit, left))
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self.f.seek(pos, whence)
+
 
 
 @dataclass

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import _compat_pickle
 import io
-import math
 import pickletools
-import re
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
+
+from torchwitness.rules.artifact.joblib_arrays import array_layout, check_padding
 
 MAX_NESTING = 4
 JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
@@ -143,31 +143,6 @@ def analyse(data: bytes | BinaryIO, start: int = 0, *, joblib: bool = True, dept
         return out
     out.error = f"pickle at offset {start} has no STOP opcode (truncated)"
     return out
-
-
-MAX_LINE = 1 << 26  # protocol-0 text lines (GLOBAL names, STRING data): longer is not a pickle anyone wrote
-
-
-class Bounded:
-    """A binary stream of known ``size`` whose reads never ask for more than the bytes left, so a forged length
-    (``BINBYTES8`` of 2**60) fails as a short read instead of allocating it, and whose lines stop at MAX_LINE."""
-
-    def __init__(self, f: BinaryIO, size: int) -> None:
-        self.f, self.size = f, size
-
-    def read(self, n: int | None = -1) -> bytes:
-        left = max(self.size - self.f.tell(), 0)
-        return self.f.read(left if n is None or n < 0 or n > left else n)
-
-    def readline(self, limit: int | None = -1) -> bytes:
-        left = min(max(self.size - self.f.tell(), 0), MAX_LINE)
-        return self.f.readline(left if limit is None or limit < 0 else min(limit, left))
-
-    def tell(self) -> int:
-        return self.f.tell()
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        return self.f.seek(pos, whence)
 
 
 def looks_like_pickle(data: bytes) -> bool:
@@ -408,75 +383,19 @@ class _Machine:
 
     def joblib_array(self, state: Any, pos: int) -> None:
         """Skip (or follow, for object arrays) the bytes joblib reads after a NumpyArrayWrapper's BUILD."""
-        if not isinstance(state, dict) or not isinstance(state.get("dtype"), _Made):
-            self.problem("BUILD", pos, "joblib array whose state the scanner cannot follow")
-            return
-        dtype, shape = state["dtype"], state.get("shape")
-        code = dtype.args[0] if isinstance(dtype.args, tuple) and dtype.args else None
-        if not isinstance(code, str) or not (isinstance(shape, tuple) and all(isinstance(n, int) for n in shape)):
-            self.problem("BUILD", pos, "joblib array with a dtype or shape the scanner cannot follow")
-            return
-        has_object = _has_object(dtype)
-        if has_object is None:
-            self.problem("BUILD", pos, f"joblib array of dtype {code!r} whose fields the scanner cannot follow")
+        layout = array_layout(state)
+        if isinstance(layout, str):
+            self.problem("BUILD", pos, layout)
             return
         self.out.arrays += 1
-        if has_object:  # a nested pickle follows, read by a fresh unpickler
+        if layout.has_object:  # a nested pickle follows, read by a fresh unpickler
             inner = analyse(self.stream, self.stream.tell(), joblib=self.joblib, depth=self.depth + 1)
             self.out.nested.append((pos, inner))
             if inner.error:
                 raise _Bad(f"object array after offset {pos}: {inner.error}")
             return
-        itemsize = _itemsize(code, dtype.state)
-        if itemsize is None:
-            self.problem("BUILD", pos, f"joblib array of dtype {code!r} that the scanner cannot size")
-            return
-        align = state.get("numpy_array_alignment_bytes")
-        if align is not None:
-            # joblib writes one byte n = align - (offset + 1) % align, then n bytes 0xff; anything else is not a
-            # joblib file, and its bytes would be opcodes to pickle.load
-            at = self.stream.tell()
-            pad = self.stream.read(1)
-            padding = self.stream.read(pad[0]) if pad else b""
-            if not isinstance(align, int) or align <= 0 or not pad or pad[0] != align - (at + 1) % align \
-                    or padding != b"\xff" * pad[0]:
-                raise _Bad(f"joblib array padding at offset {at} is not what joblib writes")
-        self.stream.seek(self.stream.tell() + math.prod(shape) * itemsize)
-
-
-_DTYPE = re.compile(r"([<>|=]?)([biufcmMOSUV])(\d*)")
-
-
-def _has_object(dtype: Any, depth: int = 0) -> bool | None:
-    """Whether a pickled numpy dtype (``numpy.dtype(code, ...)`` plus its BUILD state) holds Python objects,
-    looking into the fields and sub-arrays of structured dtypes; None when that cannot be told."""
-    if not isinstance(dtype, _Made) or not isinstance(dtype.args, tuple) or not dtype.args or depth > 8:
-        return None
-    code, state = dtype.args[0], dtype.state
-    if not isinstance(code, str) or _DTYPE.fullmatch(code) is None:
-        return None
-    if code.lstrip("<>|=").startswith("O"):
-        return True
-    if not isinstance(state, tuple) or len(state) < 5:
-        return False if code[:1] != "V" else None
-    inner = []
-    if state[2] is not None:  # sub-array: (dtype, shape)
-        inner.append(state[2][0] if isinstance(state[2], tuple) and state[2] else None)
-    if state[4] is not None:  # fields: name -> (dtype, offset[, title])
-        if not isinstance(state[4], dict):
-            return None
-        inner.extend(f[0] if isinstance(f, tuple) and f else None for f in state[4].values())
-    found = [_has_object(d, depth + 1) for d in inner]
-    return None if None in found else any(found)
-
-
-def _itemsize(code: str, state: Any) -> int | None:
-    """Bytes per element of a pickled numpy dtype (elsize in its state, else its type code), or None."""
-    m = _DTYPE.fullmatch(code)
-    if m is None:
-        return None
-    if isinstance(state, tuple) and len(state) > 5 and isinstance(state[5], int) and state[5] > 0:
-        return state[5]
-    if m.group(2) == "V" or (isinstance(state, tuple) and len(state) > 4 and state[4] is not None):
-        return None  # structured or void: only its state's elsize says
-    return int(m.group(3)) if m.group(3) and int(m.group(3)) > 0 else None
+        if layout.align is not None:
+            bad = check_padding(self.stream, layout.align)
+            if bad:
+                raise _Bad(bad)
+        self.stream.seek(self.stream.tell() + layout.nbytes)
