@@ -69,6 +69,10 @@ def test_safe_set_is_what_torch_weights_only_accepts():
     (b"\x80\x02cmypkg.__main__\nConfig\n)\x81.", ("error", ["TW701"])),
     # protocol 0 names are renamed as pickle renames them: __builtin__.set is builtins.set
     (b"c__builtin__\nset\n(]tR.", ("ok", [])),
+    # stdlib value types are data; a defaultdict's factory is a referenced value, judged on its own
+    (pickle.dumps({"t": __import__("datetime").datetime(2024, 1, 2), "d": __import__("collections").defaultdict(
+        list, a=[1])}, protocol=2), ("ok", [])),
+    (pickle.dumps(__import__("collections").defaultdict(os.getcwd), protocol=2), ("error", ["TW701"])),
 ])
 def test_roles_decide_the_verdict(tmp_path, data, expected):
     assert verdict_of(tmp_path, data) == expected

@@ -68,6 +68,10 @@ DATA: frozenset[str] = frozenset({
                                       for f in ("_reconstruct", "scalar")),
     "numpy.core.numeric._frombuffer", "numpy._core.numeric._frombuffer",
     "joblib.numpy_pickle.NumpyArrayWrapper",
+    # stdlib value types whose constructors only copy their arguments (a defaultdict's factory is judged as a
+    # referenced value: it is called later, on a missing key, not on load)
+    "collections.defaultdict", "collections.deque", "decimal.Decimal", "fractions.Fraction",
+    *(f"datetime.{t}" for t in ("datetime", "date", "time", "timedelta", "timezone")),
 })
 SAFE: frozenset[str] = WEIGHTS_ONLY | DATA
 _SAFE_PATTERN = re.compile(r"numpy\.dtypes\.[A-Za-z0-9]+DType")
