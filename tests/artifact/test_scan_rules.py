@@ -207,3 +207,18 @@ def test_nothing_runs_while_scanning_a_file_that_would_create_a_marker(tmp_path)
     pickle.loads(data)  # control: it is live
     assert marker.exists()
     os.unlink(marker)
+
+
+def test_the_scanner_imports_nothing_the_file_names(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    marker = tmp_path / "imported"
+    (tmp_path / "tw_side_effect_mod.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass Net: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = b"\x80\x02ctw_side_effect_mod\nNet\n)\x81."
+    assert verdict_of(tmp_path, data) == ("warn", ["TW702"])
+    assert not marker.exists() and "tw_side_effect_mod" not in sys.modules
+    subprocess.run([sys.executable, "-c", "import pickle, sys; pickle.loads(bytes.fromhex(sys.argv[1]))",
+                    data.hex()], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)}, check=True)
+    assert marker.exists()  # control: loading imports the module, which runs its code
