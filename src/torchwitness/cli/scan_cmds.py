@@ -70,8 +70,8 @@ def scan(paths: list[Path] = typer.Argument(..., help="Python files or folders t
 
 
 
-def scan_model(files: list[Path] = typer.Argument(..., help="Model files, or folders holding .pt/.pth/.bin/.ckpt/"
-                                                 ".pkl/.joblib/.npy/.safetensors files.",
+def scan_model(files: list[Path] = typer.Argument(..., help="Model files, or folders holding .pt/.pth/.bin/.ckpt/.tar/"
+                                                 ".pkl/.joblib/.npy/.npz/.safetensors files.",
                                                  show_default=False),
                allow: list[str] | None = typer.Option(None, "--allow", help="Also allow this import (module.Name)."),
                fmt: str = fo.FORMAT, output: Path | None = fo.OUTPUT, baseline: Path | None = fo.BASELINE,

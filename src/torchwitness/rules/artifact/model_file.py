@@ -83,8 +83,8 @@ class ModelScanRecord(msgspec.Struct):
 register_kind("model.scan", ModelScanRecord)
 
 
-MODEL_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz", ".tar",
-                            ".sav", ".safetensors"})
+MODEL_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".joblib", ".jbl", ".z", ".npy",
+                            ".npz", ".tar", ".sav", ".safetensors"})
 
 
 def model_files(paths: Iterable[str | Path]) -> list[Path]:
