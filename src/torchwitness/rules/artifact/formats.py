@@ -69,7 +69,6 @@ class Bounded:
         return self.f.seek(pos, whence)
 
 
-
 @dataclass
 class Contents:
     """What a file holds: its format, each pickle (member or offset, analysis), and why parts are unreadable."""
@@ -113,8 +112,7 @@ def read_contents(raw: BinaryIO, size: int, suffix: str) -> Contents:
     else:
         _stream(f, size, suffix, out)
         return out
-    if out.format != "compressed":
-        _hidden_pickle(f, out)
+    _hidden_pickle(f, out)
     return out
 
 
