@@ -222,3 +222,19 @@ def test_the_scanner_imports_nothing_the_file_names(tmp_path, monkeypatch):
     subprocess.run([sys.executable, "-c", "import pickle, sys; pickle.loads(bytes.fromhex(sys.argv[1]))",
                     data.hex()], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)}, check=True)
     assert marker.exists()  # control: loading imports the module, which runs its code
+
+
+def test_a_tar_whose_header_is_also_a_pickle_is_read_both_ways(tmp_path):
+    import tarfile
+
+    hidden = "cos\nsystem\n(S'true'\ntR."  # the first member's name: pickle.load reads it as opcodes
+    with tarfile.open(tmp_path / "poly.pt", "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in (hidden, "pickle"):
+            data = pickle.dumps({"w": 1}, protocol=2)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert pickle.loads((tmp_path / "poly.pt").read_bytes()) == 0  # control: os.system('true') ran and returned
+    scan = scan_model(tmp_path / "poly.pt")
+    assert scan.format == "torch-tar" and scan.verdict == "error"
+    assert "os.system" in {f.details.get("import") for f in scan.findings}
