@@ -27,7 +27,7 @@ numpy arrays and builtin containers that plain numpy/joblib pickles need. Everyt
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection
 
 from torchwitness.rules.artifact.pickle_ops import GlobalRef
 
@@ -109,12 +109,12 @@ def _denied(module: str) -> bool:
     return module.endswith(".__main__") or any(module == m or module.startswith(m + ".") for m in DENY_MODULES)
 
 
-def judge(ref: GlobalRef, extra_safe: Iterable[str] = (), *, torchscript: bool = False) -> tuple[str, str]:
+def judge(ref: GlobalRef, extra_safe: Collection[str] = (), *, torchscript: bool = False) -> tuple[str, str]:
     """(verdict, reason) for one import: ``"safe"``, ``"warn"`` (needs trust) or ``"error"``."""
     q, roles = ref.qualname, ref.roles
     if "patch" in roles:
         return ERROR, "the pickle modifies the imported object itself (BUILD/SETITEM/APPEND on it)"
-    if q in SAFE or q in set(extra_safe) or _SAFE_PATTERN.fullmatch(q) or (
+    if q in SAFE or q in extra_safe or _SAFE_PATTERN.fullmatch(q) or (
             torchscript and TORCHSCRIPT_HELPERS.fullmatch(q)):
         return SAFE_, ""
     if torchscript and TORCHSCRIPT_CLASS.fullmatch(q):
