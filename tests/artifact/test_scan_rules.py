@@ -238,3 +238,33 @@ def test_a_tar_whose_header_is_also_a_pickle_is_read_both_ways(tmp_path):
     scan = scan_model(tmp_path / "poly.pt")
     assert scan.format == "torch-tar" and scan.verdict == "error"
     assert "os.system" in {f.details.get("import") for f in scan.findings}
+
+
+def test_unpadded_joblib_array_bytes_that_are_opcodes_are_judged_even_in_a_joblib_file(tmp_path):
+    """joblib writes no padding to a stream it cannot tell() in; the array's bytes then follow the wrapper
+    directly, and to pickle.load they are opcodes: here an array whose bytes run os.system."""
+    marker = tmp_path / "m"
+
+    class Unseekable(io.RawIOBase):
+        def __init__(self, f):
+            self.f = f
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            return self.f.write(b)
+
+        def tell(self):
+            raise io.UnsupportedOperation("no tell")
+
+    payload = np.frombuffer(f"(Vtouch {marker}\nios\nsystem\n.".encode(), dtype=np.uint8)
+    with open(tmp_path / "poly.joblib", "wb") as f:
+        joblib.dump({"w": payload}, Unseekable(f))
+    data = (tmp_path / "poly.joblib").read_bytes()
+    assert np.array_equal(joblib.load(tmp_path / "poly.joblib")["w"], payload)  # a valid joblib file
+    scan = scan_model(tmp_path / "poly.joblib")
+    assert scan.verdict == "error" and "os.system" in {f.details.get("import") for f in scan.findings}
+    assert not marker.exists()
+    pickle.loads(data)  # control: to pickle.load the array's bytes are opcodes
+    assert marker.exists()

@@ -320,10 +320,12 @@ def _stream(f: BinaryIO, size: int, suffix: str, out: Contents) -> None:
     out.format = "pickle"
     if first.arrays or any(g.qualname == JOBLIB_WRAPPER for g in first.imports):
         out.format = "joblib"
-        # pickle.load reads no array bytes: what follows a wrapper's BUILD is opcodes to it, and an object array's
-        # pickle shares the outer memo. A file named for joblib is judged as joblib reads it; any other name may
-        # be given to pickle.load, so that reading is judged too (a polyglot cannot hide behind joblib's).
-        if suffix in JOBLIB_SUFFIXES:
+        # pickle.load reads no array bytes: what follows a wrapper's BUILD is opcodes to it. After a padding byte
+        # (joblib >= 1.2, checked to be joblib's) it stops there; raw bytes with no padding (older joblib) and an
+        # object array's pickle (it shares the outer memo) read on. A file named for joblib is judged as joblib
+        # reads it unless it has unpadded raw bytes; any other name may be given to pickle.load, so that reading
+        # is judged too.
+        if suffix in JOBLIB_SUFFIXES and not first.unaligned:
             out.notes.append("joblib file: judged as joblib.load reads it; pickle.load would read it differently")
         else:
             out.pickles.append(("@0 (as a plain pickle)", analyse(f, 0, joblib=False)))

@@ -110,6 +110,7 @@ class PickleAnalysis:
     end: int = 0  # offset just past STOP
     result: Any = None  # the top of the stack at STOP when it is a plain int or str (legacy torch magic number)
     arrays: int = 0  # joblib arrays whose bytes followed a NumpyArrayWrapper
+    unaligned: int = 0  # ... of them raw bytes with no padding byte first (joblib < 1.2)
 
     def walk(self, where: str = "") -> list[tuple[str, PickleAnalysis]]:
         """This analysis and every nested one, each with its path (``""``, ``"nested@12"``...)."""
@@ -394,7 +395,9 @@ class _Machine:
             if inner.error:
                 raise _Bad(f"object array after offset {pos}: {inner.error}")
             return
-        if layout.align is not None:
+        if layout.align is None:
+            self.out.unaligned += 1
+        else:
             bad = check_padding(self.stream, layout.align)
             if bad:
                 raise _Bad(bad)
