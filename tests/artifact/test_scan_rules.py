@@ -151,6 +151,14 @@ def _seeds() -> list[bytes]:
     buf = io.BytesIO()
     torch.save({"w": torch.ones(2)}, buf, _use_new_zipfile_serialization=False)
     out.append(buf.getvalue())
+    # containers: a torch zip, a deflated .npz with an object array, gzip and plain joblib files
+    for write in (lambda b: torch.save({"w": torch.ones(2)}, b),
+                  lambda b: np.savez_compressed(b, a=np.arange(4), o=np.array([1, "x"], dtype=object)),
+                  lambda b: joblib.dump({"w": np.arange(3.0)}, b, compress=("gzip", 1)),
+                  lambda b: joblib.dump({"w": np.arange(3.0), "o": np.array([None], dtype=object)}, b)):
+        buf = io.BytesIO()
+        write(buf)
+        out.append(buf.getvalue())
     return out
 
 

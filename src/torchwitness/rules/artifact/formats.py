@@ -89,9 +89,19 @@ class Contents:
 
 
 def read_contents(raw: BinaryIO, size: int, suffix: str) -> Contents:
-    """Every pickle of the file open as ``raw`` (seekable, binary, ``size`` bytes)."""
+    """Every pickle of the file open as ``raw`` (seekable, binary, ``size`` bytes). Never raises for what the
+    file holds: whatever cannot be read is in :attr:`Contents.unreadable`."""
     out = Contents()
     f: BinaryIO = Bounded(raw, size)  # type: ignore[assignment]
+    try:
+        _dispatch(raw, f, size, suffix, out)
+    except Exception as e:  # a corrupt container (zlib, tar, zip internals) is unreadable, never a traceback
+        out.format = out.format or "unknown"
+        out.unreadable.append(f"corrupt {out.format} file ({type(e).__name__}: {e})")
+    return out
+
+
+def _dispatch(raw: BinaryIO, f: BinaryIO, size: int, suffix: str, out: Contents) -> None:
     head = f.read(16)
     f.seek(0)
     if size == 0:
@@ -111,9 +121,8 @@ def read_contents(raw: BinaryIO, size: int, suffix: str) -> Contents:
         _compressed(raw, head, out)
     else:
         _stream(f, size, suffix, out)
-        return out
+        return
     _hidden_pickle(f, out)
-    return out
 
 
 def _hidden_pickle(f: BinaryIO, out: Contents) -> None:

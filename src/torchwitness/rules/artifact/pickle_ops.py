@@ -135,11 +135,7 @@ def analyse(data: bytes | BinaryIO, start: int = 0, *, joblib: bool = True, dept
             if op.name == "STOP":
                 out.end = stream.tell()
                 return out
-    except _Bad as e:
-        out.error = f"malformed pickle at offset {start}: {e}"
-        return out
-    except (ValueError, IndexError, KeyError, EOFError, UnicodeDecodeError, OverflowError, TypeError,
-            MemoryError, OSError) as e:
+    except Exception as e:  # genops, or the stream under it (a corrupt zip entry, gzip or lzma data): unreadable
         out.error = f"malformed pickle at offset {start}: {e}"
         return out
     out.error = f"pickle at offset {start} has no STOP opcode (truncated)"
