@@ -226,6 +226,12 @@ def format_payloads(root: Path, marker: Callable[[str], Path]) -> list[tuple[str
     mk, p = evil("torch-zip")
     torch.save({"w": torch.ones(2), "hook": p}, root / "evil-zip.pt")
     out.append(("torch-zip", "torch.save zip archive", "torch", root / "evil-zip.pt", mk))
+    mk, p = evil("torch-in-bytes")
+    buf = io.BytesIO()
+    torch.save({"hook": p}, buf)
+    (root / "evil-in-bytes.pkl").write_bytes(assemble(Call(G("torch.storage", "_load_from_bytes"), buf.getvalue())))
+    out.append(("torch-in-bytes", "pickle loading a torch file from bytes (as pickle.dumps(tensor) does)",
+                "pickle", root / "evil-in-bytes.pkl", mk))
     mk, p = evil("torch-legacy")
     torch.save({"w": torch.ones(2), "hook": p}, root / "evil-legacy.pt", _use_new_zipfile_serialization=False)
     out.append(("torch-legacy", "pre-zip torch.save stream", "torch", root / "evil-legacy.pt", mk))
@@ -267,8 +273,8 @@ def build_payloads(root: Path, styles: set[str] | None = None) -> list[Sample]:
         path = root / f"payload-{style}.pkl"
         path.write_bytes(data)
         samples.append(Sample(style, desc, "pickle", path, mk, {}))
-    if styles is None or styles & {"torch-zip", "torch-legacy", "torch-tar", "npy", "npz", "joblib",
-                                   "joblib-zlib", "joblib-object-array"}:
+    if styles is None or styles & {"torch-zip", "torch-in-bytes", "torch-legacy", "torch-tar", "npy", "npz",
+                                   "joblib", "joblib-zlib", "joblib-object-array"}:
         for name, desc, loader, path, mk in format_payloads(root, lambda n: markers / n):
             if styles is None or name in styles:
                 samples.append(Sample(name, desc, loader, path, mk, {}))
@@ -303,6 +309,8 @@ def build_benign(root: Path, *, hf: bool = True) -> list[Sample]:
         ("safetensors", "safetensors", "none", lambda p: save_file(net.state_dict(), p)),
         ("npz", "numeric .npz", "numpy", lambda p: np.savez(p, a=np.arange(10.0), b=np.eye(3))),
         ("npy", "numeric .npy", "numpy", lambda p: np.save(p, np.arange(12).reshape(3, 4))),
+        ("tensor-pickle", "pickle.dumps of tensors (storages as torch files in bytes)", "pickle",
+         lambda p: p.write_bytes(pickle.dumps({"w": torch.ones(3), "sd": net.state_dict()}))),
         ("numpy-pickle", "pickle of numpy arrays (protocol 2 and 5)", "pickle",
          lambda p: p.write_bytes(pickle.dumps({"a": np.arange(5.0), "s": np.float32(2)}, protocol=2)
                                  + pickle.dumps([np.ones((2, 2))], protocol=5))),
@@ -310,7 +318,7 @@ def build_benign(root: Path, *, hf: bool = True) -> list[Sample]:
          lambda p: joblib.dump({"x": np.arange(100.0), "y": np.arange(7)}, p)),
     ]
     suffix = {"safetensors": ".safetensors", "npz": ".npz", "npy": ".npy", "numpy-pickle": ".pkl",
-              "joblib-arrays": ".joblib"}
+              "tensor-pickle": ".pkl", "joblib-arrays": ".joblib"}
     samples = []
     for name, desc, loader, write in files:
         path = root / f"benign-{name}{suffix.get(name, '.pt')}"

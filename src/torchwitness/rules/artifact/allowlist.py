@@ -68,6 +68,7 @@ DATA: frozenset[str] = frozenset({
                                       for f in ("_reconstruct", "scalar")),
     "numpy.core.numeric._frombuffer", "numpy._core.numeric._frombuffer",
     "joblib.numpy_pickle.NumpyArrayWrapper",
+    "torch.storage._load_from_bytes",  # only with literal bytes, which are scanned as a torch file of their own
     # stdlib value types whose constructors only copy their arguments (a defaultdict's factory is judged as a
     # referenced value: it is called later, on a missing key, not on load)
     "collections.defaultdict", "collections.deque", "decimal.Decimal", "fractions.Fraction",

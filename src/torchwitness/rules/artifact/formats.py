@@ -29,7 +29,13 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from torchwitness.rules.artifact.pickle_ops import JOBLIB_WRAPPER, PickleAnalysis, analyse, looks_like_pickle
+from torchwitness.rules.artifact.pickle_ops import (
+    JOBLIB_WRAPPER,
+    MAX_NESTING,
+    PickleAnalysis,
+    analyse,
+    looks_like_pickle,
+)
 from torchwitness.rules.artifact.safetensors_check import SafetensorsReport, check_safetensors, looks_like_safetensors
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
@@ -88,9 +94,9 @@ class Contents:
         return a.error is None
 
 
-def read_contents(raw: BinaryIO, size: int, suffix: str) -> Contents:
-    """Every pickle of the file open as ``raw`` (seekable, binary, ``size`` bytes). Never raises for what the
-    file holds: whatever cannot be read is in :attr:`Contents.unreadable`."""
+def read_contents(raw: BinaryIO, size: int, suffix: str, *, depth: int = 0) -> Contents:
+    """Every pickle of the file open as ``raw`` (seekable, binary, ``size`` bytes), and of the torch files its
+    pickles load from bytes. Never raises for what the file holds: what cannot be read is in ``unreadable``."""
     out = Contents()
     f: BinaryIO = Bounded(raw, size)  # type: ignore[assignment]
     try:
@@ -98,7 +104,22 @@ def read_contents(raw: BinaryIO, size: int, suffix: str) -> Contents:
     except Exception as e:  # a corrupt container (zlib, tar, zip internals) is unreadable, never a traceback
         out.format = out.format or "unknown"
         out.unreadable.append(f"corrupt {out.format} file ({type(e).__name__}: {e})")
+    _embedded_files(out, depth)
     return out
+
+
+def _embedded_files(out: Contents, depth: int) -> None:
+    """Scan each torch file a pickle loads from bytes (``torch.storage._load_from_bytes``) as a file of its own."""
+    for member, top in list(out.pickles):
+        for inner, a in top.walk():
+            for pos, data in a.embedded:
+                where = f"{member}>{inner + '>' if inner else ''}embedded@{pos}"
+                if depth >= MAX_NESTING:
+                    out.unreadable.append(f"{where}: torch files embedded deeper than {MAX_NESTING} levels")
+                    continue
+                sub = read_contents(io.BytesIO(data), len(data), ".pt", depth=depth + 1)
+                out.pickles.extend((f"{where}>{m}", b) for m, b in sub.pickles)
+                out.unreadable.extend(f"{where}: {u}" for u in sub.unreadable)
 
 
 def _dispatch(raw: BinaryIO, f: BinaryIO, size: int, suffix: str, out: Contents) -> None:

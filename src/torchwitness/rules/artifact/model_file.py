@@ -14,6 +14,7 @@ anything else is an ERROR (TW701), as is what the scanner cannot follow (TW703) 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +133,8 @@ def _digest(f: BinaryIO) -> str:
 
 
 def _where(scan: ModelScan, member: str, qualname: str) -> str:
-    return f"{scan.path.name}!{member}:{qualname}" if not member.startswith("@") else f"{scan.path.name}:{qualname}"
+    plain = re.fullmatch(r"@\d+", member) is not None  # the file's own first pickle(s): the file names it
+    return f"{scan.path.name}:{qualname}" if plain else f"{scan.path.name}!{member}:{qualname}"
 
 
 def _judged(scan: ModelScan, verdict: str) -> Iterator[tuple[str, GlobalRef, str]]:

@@ -26,6 +26,9 @@ from torchwitness.rules.artifact.joblib_arrays import array_layout, check_paddin
 
 MAX_NESTING = 4
 JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
+# torch.load(io.BytesIO(b), weights_only=False): how plain pickle.dumps stores a tensor's storage. Safe exactly
+# when the torch file in ``b`` is, so ``b`` is scanned as a file of its own (PickleAnalysis.embedded).
+EMBEDDED_TORCH_FILE = "torch.storage._load_from_bytes"
 _LITERALS = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "STRING", "BINSTRING",
              "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "UNICODE",
              "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "FLOAT", "BINFLOAT"}
@@ -111,6 +114,7 @@ class PickleAnalysis:
     result: Any = None  # the top of the stack at STOP when it is a plain int or str (legacy torch magic number)
     arrays: int = 0  # joblib arrays whose bytes followed a NumpyArrayWrapper
     unaligned: int = 0  # ... of them raw bytes with no padding byte first (joblib < 1.2)
+    embedded: list[tuple[int, bytes]] = field(default_factory=list)  # torch files loaded from bytes, by offset
 
     def walk(self, where: str = "") -> list[tuple[str, PickleAnalysis]]:
         """This analysis and every nested one, each with its path (``""``, ``"nested@12"``...)."""
@@ -328,6 +332,11 @@ class _Machine:
                 if isinstance(base, GlobalRef) and base.qualname not in BUILTIN_BASES:
                     base.roles.add("call")  # _reconstructor runs base.__init__(obj, state)
             return _Made(cls, args, "new")
+        if q == EMBEDDED_TORCH_FILE:
+            if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
+                self.out.embedded.append((pos, bytes(args[0])))
+            else:
+                self.problem(opcode, pos, f"{q} loads bytes the scanner cannot see as a torch file")
         if q in _CALLS_ARGUMENT:
             fn_at, cls_at = _CALLS_ARGUMENT[q]
             fn, cls = self.argument(args, fn_at, q, opcode, pos), self.argument(args, cls_at, q, opcode, pos)
