@@ -95,7 +95,7 @@ DENY_MODULES: frozenset[str] = frozenset({
     "faulthandler", "sysconfig", "linecache", "zipfile", "tarfile", "logging", "string", "encodings", "gzip",
     "bz2", "lzma", "zlib", "weakref", "atexit", "concurrent", "unittest", "doctest", "getpass", "platform",
     "sched", "contextlib", "abc", "typing", "dataclasses", "enum", "ast", "dis", "imp", "pkgutil", "readline",
-    "rlcompleter", "cmd", "shlex", "spawn", "posixpath", "ntpath", "genericpath", "fileinput", "filecmp", "stat",
+    "rlcompleter", "cmd", "shlex", "posixpath", "ntpath", "genericpath", "fileinput", "filecmp", "stat",
 })
 
 SAFE_, WARN, ERROR = "safe", "warn", "error"
