@@ -206,9 +206,9 @@ def _needed(role: str, option: str, mutation: str) -> bool:
     """Whether every verb given this input must refuse it. A run's index, checkpoints, keys, private stores and
     records are read by some verbs only (``show`` lists records without the index, ``incident add`` appends
     without reading records), so a verb may rightly succeed then; a ``--run`` to record into may be new; and
-    ``scan`` reports the source files it cannot parse as skipped."""
+    an empty or deeply bracketed source file is for the scanner's parser to judge."""
     if role == "source":
-        return mutation == "missing"
+        return mutation in ("missing", "binary", "folder of binary")
     if role != "run":
         return True
     if option == "--run" and mutation == "missing":
