@@ -61,6 +61,9 @@ class Classifier(pl.LightningModule):
         self.log("val_loss", self.compute_loss(self.net(batch[0]), batch[1]))
         self.log("val_acc", (self.net(batch[0]).argmax(1) == batch[1]).float().mean())
 
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], idx: int) -> None:
+        self.log("test_acc", (self.net(batch[0]).argmax(1) == batch[1]).float().mean())
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         self.grad_norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
@@ -122,16 +125,22 @@ def test_a_fit_records_params_metrics_evaluations_data_model_and_checkpoints(tmp
     from torchwitness.report.build import build_document
     from torchwitness.report.evidence import Evidence, get
 
-    trainer = _fit(Classifier(lr=2e-3), tw_lightning.WitnessCallback(path=tmp_path / "run", every_n_steps=4),
+    module = Classifier(lr=2e-3)
+    trainer = _fit(module, tw_lightning.WitnessCallback(path=tmp_path / "run", every_n_steps=4),
                    checkpoints=tmp_path / "ckpt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.test(module, dataloaders=_loaders()[1])  # after the fit closed the run: a resumed session
     ev = Evidence.load(tmp_path / "run")
     params = get(ev.first("params"), "params")
     assert params["hparams.lr"] == 2e-3 and params["trainer.max_steps"] == 12 and params["optimizer.name"] == "AdamW"
     steps = [r["step"] for r in ev.kind("metrics") if "train_loss_step" in get(r, "metrics")]
     assert steps == [1, 3, 5, 7, 9, 11]  # every log_every_n_steps, at the step Lightning gives its loggers
     evals = ev.kind("eval")
-    assert [get(r, "split") for r in evals] == ["validation"] and "val_acc" in get(evals[0], "metrics")  # step 6
-    assert {(get(r, "split"), get(r, "rows")) for r in ev.kind("dataset")} == {("train", 256), ("validation", 64)}
+    assert [get(r, "split") for r in evals] == ["validation", "test"] and "val_acc" in get(evals[0], "metrics")
+    assert evals[0]["step"] == 5 and len(ev.sessions()) == 2 and ev.sessions()[1].holds(evals[1]["seq"])  # 0-based
+    assert {(get(r, "split"), get(r, "rows")) for r in ev.kind("dataset")} == {("train", 256), ("validation", 64),
+                                                                               ("test", 64)}
     models = ev.kind("model")
     assert get(models[0], "name") == "Classifier" and get(models[0], "parameters") == 8 * 32 + 32 + 32 * 3 + 3
     saved = sorted((tmp_path / "ckpt").iterdir())

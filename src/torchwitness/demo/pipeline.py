@@ -58,7 +58,8 @@ def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, co
         step = 0
         progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(), console=console)
-        with progress:
+        # audited every 50 steps (the first 5 always); closed before the later stages hook the model again
+        with progress, run.watch(model, opt, loss_fn=loss_fn, every_n_steps=50):
             task = progress.add_task("training", total=epochs * batches)
             for epoch in range(epochs):
                 model.train()

@@ -119,8 +119,8 @@ def _training(ev: Evidence, sec: Section) -> None:
         steps = [r["step"] for r in rs if isinstance(r.get("step"), int)]
         epochs = sorted({e for r in rs for e in [get(r, "epoch")] if isinstance(e, int) and not isinstance(e, bool)})
         where = f"Session {session.number}" if session and len(ev.sessions()) > 1 else "Training"
-        span = f", steps {min(steps)} to {max(steps)}" if steps else ""
-        span += f", epochs {epochs[0]} to {epochs[-1]}" if epochs else ""
+        span = (f", {_span('step', min(steps), max(steps))}" if steps else "") + (
+            f", {_span('epoch', epochs[0], epochs[-1])}" if epochs else "")
         count(sec, rs, where + " recorded {n} metrics records" + span + ".")
         last = rs[-1]
         at = f" at step {last['step']}" if isinstance(last.get("step"), int) else ""
@@ -129,8 +129,12 @@ def _training(ev: Evidence, sec: Section) -> None:
     audits = ev.kind("train.audit")
     if audits:
         steps = [e.get("step") for r in audits for _, e in entries(r) if isinstance(e.get("step"), int)]
-        span = f" ({fmt(len(steps))} audited steps, {min(steps)} to {max(steps)})" if steps else ""
+        span = f" ({fmt(len(steps))} audited steps, {_span('step', min(steps), max(steps))})" if steps else ""
         count(sec, audits, "run.watch recorded {n} training-audit records" + span + ".")
+
+
+def _span(unit: str, lo: int, hi: int) -> str:
+    return f"{unit} {lo}" if lo == hi else f"{unit}s {lo} to {hi}"
 
 
 def _label(s: Series | None, label: str) -> Series | None:
