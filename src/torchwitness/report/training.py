@@ -129,7 +129,7 @@ def _training(ev: Evidence, sec: Section) -> None:
     audits = ev.kind("train.audit")
     if audits:
         steps = [e.get("step") for r in audits for _, e in entries(r) if isinstance(e.get("step"), int)]
-        span = f" ({fmt(len(steps))} audited steps, {_span('step', min(steps), max(steps))})" if steps else ""
+        span = f" covering {fmt(len(steps))} audited steps ({_span('step', min(steps), max(steps))})" if steps else ""
         count(sec, audits, "run.watch recorded {n} training-audit records" + span + ".")
 
 
