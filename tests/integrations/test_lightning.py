@@ -155,6 +155,29 @@ def test_a_fit_records_params_metrics_evaluations_data_model_and_checkpoints(tmp
         assert doc.sections[n - 1].has_evidence, n
 
 
+def test_default_checkpoint_and_log_folders_do_not_move(tmp_path: Path) -> None:
+    """With logger=False the callback's logger is the only one: Lightning's default folders must stay put."""
+    from torchwitness.report.evidence import Evidence, get
+
+    seen: list[str | None] = []
+
+    class LogDir(pl.Callback):
+        def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            seen.append(trainer.log_dir)
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    trainer = pl.Trainer(max_steps=4, accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path / "root",
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         callbacks=[tw_lightning.WitnessCallback(path=tmp_path / "run"), LogDir()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Classifier(), *_loaders())
+    saved = list((tmp_path / "root" / "checkpoints").glob("*.ckpt"))
+    assert len(saved) == 1 and seen == [str(tmp_path / "root")]
+    files = [f["path"] for r in Evidence.load(tmp_path / "run").kind("model") for f in get(r, "files") or []]
+    assert files == [str(saved[0])]
+
+
 def test_missing_lightning_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "lightning.pytorch", None)
     with pytest.raises(ImportError, match=r"pip install 'torchwitness\[lightning\]'"):

@@ -76,6 +76,12 @@ def _build() -> type:
         def version(self) -> str:
             return "0"
 
+        @property
+        def save_dir(self) -> str | None:
+            # With logger=False ours is the first logger, whose save_dir becomes trainer.log_dir: keep it what it was.
+            trainer = self._callback._trainer
+            return trainer.default_root_dir if trainer is not None else None
+
         def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
             pass  # recorded from the module and trainer at fit start
 
