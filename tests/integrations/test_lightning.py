@@ -178,6 +178,21 @@ def test_default_checkpoint_and_log_folders_do_not_move(tmp_path: Path) -> None:
     assert files == [str(saved[0])]
 
 
+def test_callback_errors_are_one_sentence(tmp_path: Path) -> None:
+    from torchwitness.errors import InputError, RunExists
+
+    with pytest.raises(InputError, match="exactly one of run= or path=") as e:
+        tw_lightning.WitnessCallback()
+    assert "\n" not in str(e.value)
+    with tw.Run(tmp_path / "run"):
+        pass
+    with pytest.raises(RunExists, match=r"already holds run .*resume=True") as e:  # a new fit never appends silently
+        _fit(Classifier(), tw_lightning.WitnessCallback(path=tmp_path / "run"), steps=2)
+    assert "\n" not in str(e.value)
+    _fit(Classifier(), tw_lightning.WitnessCallback(path=tmp_path / "run", run_options={"resume": True}), steps=2)
+    assert len(list(iter_records(tmp_path / "run", kinds={"run.start"}))) == 2
+
+
 def test_missing_lightning_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "lightning.pytorch", None)
     with pytest.raises(ImportError, match=r"pip install 'torchwitness\[lightning\]'"):
