@@ -139,6 +139,7 @@ def test_a_fit_records_params_metrics_evaluations_data_model_and_checkpoints(tmp
     evals = ev.kind("eval")
     assert [get(r, "split") for r in evals] == ["validation", "test"] and "val_acc" in get(evals[0], "metrics")
     assert evals[0]["step"] == 5 and len(ev.sessions()) == 2 and ev.sessions()[1].holds(evals[1]["seq"])  # 0-based
+    assert [(get(r, "dataset"), get(r, "rows")) for r in evals] == [("TensorDataset", 64)] * 2
     assert {(get(r, "split"), get(r, "rows")) for r in ev.kind("dataset")} == {("train", 256), ("validation", 64),
                                                                                ("test", 64)}
     models = ev.kind("model")
