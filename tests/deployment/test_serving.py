@@ -591,7 +591,7 @@ def test_an_erasure_the_ledger_dropped_deletes_nothing_until_the_run_is_next_ope
     finally:
         release.set()
         ledger.close()
-    with tw.Run(tmp_path / "run"):  # the intent was kept: opening the run records the erasure, then deletes
+    with tw.Run(tmp_path / "run", resume=True):  # the intent was kept: opening records the erasure, then deletes
         pass
     assert not RetainedInputs.for_run(tmp_path / "run").holds(ids[0])
     (erasure,) = iter_records(tmp_path / "run", kinds={"inputs.erasure"})
@@ -878,8 +878,8 @@ def test_decision_ids_are_unique_across_recorders_and_sessions(tmp_path: Path, m
     """Each recorder numbers its decisions in its own stream, named by its serve.start record."""
     root = tmp_path / "run"
     ids = []
-    for _session in range(2):  # reopening a run folder appends a session: its recorder must not reuse ids
-        with tw.Run(root) as run:
+    for _session in range(2):  # a resumed run folder gets a new session: its recorder must not reuse ids
+        with tw.Run(root, resume=True) as run:
             first, second = run.serve(model, retain_inputs=True), run.serve(model, window=1, fingerprint="none")
             first(test_rows[:2])
             second(test_rows[2:4])
@@ -917,7 +917,7 @@ def test_explaining_checks_the_retained_input_against_its_commitment(tmp_path: P
                                decision, "--factory", "served_model:trained_model"], capture_output=True,
                               text=True, cwd=Path(__file__).parent)
 
-    with tw.Run(root) as run:
+    with tw.Run(root, resume=True) as run:
         row, checked = verified_input(store, record, decision, run.ledger.personal.fingerprint)
     assert np.array_equal(row, test_rows[9].numpy()) and checked == (fingerprint != "none")
     if fingerprint == "none":  # nothing was committed: explained, with a note that nothing could be checked
@@ -930,7 +930,8 @@ def test_explaining_checks_the_retained_input_against_its_commitment(tmp_path: P
     tampered = test_rows[9].numpy().copy()
     tampered[0] += 1.0
     store.put_many([decision], tampered[None])
-    with tw.Run(root) as run, pytest.raises(InputError, match=f"seq {record['seq']}.*changed after serving"):
+    with tw.Run(root, resume=True) as run, \
+            pytest.raises(InputError, match=f"seq {record['seq']}.*changed after serving"):
         verified_input(store, record, decision, run.ledger.personal.fingerprint)
     refused = explain()
     assert refused.returncode == 2 and "changed after serving" in refused.stderr
@@ -941,7 +942,8 @@ def test_explaining_checks_the_retained_input_against_its_commitment(tmp_path: P
     # of that sibling does (the request's commitment can no longer be checked, and says so).
     sibling = serve.decision_id(8)
     store.delete([sibling])
-    with tw.Run(root) as run, pytest.raises(InputError, match=f"{sibling} is gone without an erasure record"):
+    with tw.Run(root, resume=True) as run, \
+            pytest.raises(InputError, match=f"{sibling} is gone without an erasure record"):
         verified_input(store, record, decision, run.ledger.personal.fingerprint)
-    with tw.Run(root) as run:
+    with tw.Run(root, resume=True) as run:
         assert verified_input(store, record, decision, run.ledger.personal.fingerprint, {sibling})[1] is False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -26,3 +29,35 @@ def completed_erasures(target: Any) -> int:
         how = f"recorded now, seq {done.seq}" if done.appended else "its record was already written"
         typer.echo(f"completed an interrupted erasure of {len(done.keys)} {what} ({how})")
     return len(target.completed_erasures)
+
+
+def _announce(run: Path, run_id: str, what: str) -> None:
+    from torchwitness.cli._output import err_console
+
+    err_console.print(f"appended {what} to the existing run {run_id} in {run}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def appending_to(run: Path, **options: Any) -> Iterator[Any]:
+    """:func:`~torchwitness.ledger.inbox.appending` for commands: the run must exist; once the command's records
+    are in, it says (on stderr) that they went to that existing run."""
+    from torchwitness.ledger.inbox import appending
+    from torchwitness.ledger.layout import existing_run
+
+    with appending(run, **options) as target:
+        yield target
+    _announce(run, existing_run(Path(run)) or "?", "records")
+
+
+@contextmanager
+def open_run(run: Path, **options: Any) -> Iterator[Any]:
+    """A :class:`~torchwitness.Run` for a command's ``--run``: a new run, or a new session of the run ``run``
+    already holds (said on stderr once it is closed)."""
+    from torchwitness.ledger.layout import existing_run
+    from torchwitness.run import Run
+
+    found = existing_run(Path(run))
+    with Run(run, resume=True, **options) as r:
+        yield r
+    if found is not None:
+        _announce(run, found, "a session")

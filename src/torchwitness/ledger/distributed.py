@@ -23,11 +23,11 @@ import rfc8785
 from torchwitness.errors import InputError, VerificationError
 from torchwitness.jsonfile import read_json
 from torchwitness.ledger.keys import read_vkey
+from torchwitness.ledger.layout import RUN_MANIFEST
 from torchwitness.ledger.merkle import MerkleTree, leaf_hashes
 from torchwitness.ledger.note import Checkpoint, read_note
 
 RUN_FORMAT = "torchwitness-run/1"
-RUN_MANIFEST = "run.json"
 
 
 def shard_dir(root: Path, rank: int) -> Path:

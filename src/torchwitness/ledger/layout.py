@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from torchwitness.jsonfile import read_json
 
 FORMAT = "torchwitness-ledger/1"
 MANIFEST = "ledger.json"
+RUN_MANIFEST = "run.json"  # a distributed run's folder: its shards are rank-N/ subfolders
 
 
 @dataclass(frozen=True)
@@ -118,3 +120,15 @@ def read_manifest(root: Path) -> dict:
         if folder.exists() and not folder.is_dir():
             raise InputError(f"{folder} should be a folder, not a file: {root} is damaged")
     return manifest
+
+
+def existing_run(root: Path) -> str | None:
+    """The id of the run that ``root`` already holds (one process's ledger or a distributed run), else None."""
+    for name in (RUN_MANIFEST, MANIFEST):
+        try:
+            return str(json.loads((root / name).read_text())["run"])
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            return "?"  # something is there, unreadable: never start a second run over it
+    return None
