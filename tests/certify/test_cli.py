@@ -115,7 +115,7 @@ def test_doctor_reports_stable_codes(files, tmp_path, tw):
     short.write_text("To be, or not to be " * 20)
     bad = tw("doctor", "--baseline", str(files / "base.safetensors"), "--factory", FACTORY, "--edit", "quant-int9",
              "--data", str(short), "--policy", "nope", "--json")
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # doctor's findings are input errors
     codes = {c["code"] for c in json.loads(bad.stdout) if c["level"] == "error"}
     assert codes == {"TWD004", "TWD010"}  # without a policy there is no data requirement to check
     bad = tw("doctor", "--baseline", str(files / "base.safetensors"), "--factory", FACTORY, "--subject",

@@ -75,7 +75,8 @@ def _signing_key(ledger: Any, key_dir: str | Path | None) -> SigningKey:
 
 
 def certify(baseline: nn.Module | Source | str | Path, subject: nn.Module | Source | str | Path | None = None, *,
-            edit: str | None = None, tokens: np.ndarray | None = None, inputs: torch.Tensor | None = None,
+            edit: str | Edit | Callable[[nn.Module], Any] | None = None, tokens: np.ndarray | None = None,
+            inputs: torch.Tensor | None = None,
             labels: torch.Tensor | None = None, policy: str | Path | Policy = "balanced", run: Any = None,
             apply: bool = False, windows: int | None = None, window_length: int | None = None,
             data_source: str = "in-memory", factory: str | None = None, key_dir: str | Path | None = None,
@@ -83,6 +84,9 @@ def certify(baseline: nn.Module | Source | str | Path, subject: nn.Module | Sour
             progress: Callable[[int], None] | None = None) -> CertifyResult:
     """Certify ``subject`` (or ``edit`` applied to ``baseline``) against ``baseline`` under ``policy``.
 
+    ``edit`` is a name (see :class:`.edits.Edit`: built-in RTN and pruning, ``torchao-int8``/``torchao-int4``,
+    ``prune-l1-P``, ``lora:ADAPTER``) or a function that edits the model in place, e.g.
+    ``lambda m: torchao.quantization.quantize_(m, Int8WeightOnlyConfig())``.
     Causal LMs take ``tokens`` (a 1-D token stream, windowed deterministically); classifiers take ``inputs``
     and ``labels``. With ``run`` (a ``Run`` or ``Ledger``) the certificate is stored as a blob and an
     ``edit.certificate`` record, signed with the run's key; otherwise with the user's default key.
@@ -102,7 +106,7 @@ def certify(baseline: nn.Module | Source | str | Path, subject: nn.Module | Sour
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     base_src = load_source(baseline, factory=factory)
-    parsed = Edit.parse(edit) if edit else None
+    parsed = Edit.parse(edit) if edit is not None else None
     session = None
     if parsed is None:
         subj_src = load_source(subject, factory=factory)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from torchwitness.certify.evaluate import logits_of
+from torchwitness.certify.external import effective_tensors
 from torchwitness.certify.policy import DiagnosticLimits
 
 _POWER_ITERS = 60
@@ -77,21 +78,22 @@ def mp_outliers(base: torch.Tensor, subj: torch.Tensor | None) -> tuple[int, int
     return count_b, count_b if subj is None else _count_above(subj, edge)
 
 
-def _param_names(model: nn.Module) -> dict[str, torch.Tensor]:
-    return dict(model.named_parameters(remove_duplicate=False))
-
-
 def tied_groups(model: nn.Module) -> list[list[str]]:
     """Names that share one tensor (e.g. a language model's input and output embeddings)."""
     groups: dict[int, list[str]] = {}
-    for name, p in _param_names(model).items():
-        groups.setdefault(id(p), []).append(name)
+    for name, (key, _t) in effective_tensors(model, parameters_only=True).items():
+        groups.setdefault(key, []).append(name)
     return sorted(sorted(g) for g in groups.values() if len(g) > 1)
 
 
 def invariants(baseline: nn.Module, subject: nn.Module) -> tuple[dict[str, Any], list[str]]:
-    """Shapes, dtypes, finiteness, tied weights and parameter counts; returns the record and the violations."""
-    sb, ss = baseline.state_dict(), subject.state_dict()
+    """Shapes, dtypes, finiteness, tied weights and parameter counts; returns the record and the violations.
+
+    Both models are seen as their forwards use them (:func:`.external.effective_tensors`): a pruned weight as
+    its mask leaves it, a torchao weight dequantized, under the unedited names.
+    """
+    sb = {k: t for k, (_, t) in effective_tensors(baseline).items()}
+    ss = {k: t for k, (_, t) in effective_tensors(subject).items()}
     bad: list[str] = []
     if sb.keys() != ss.keys():
         missing, extra = sorted(sb.keys() - ss.keys()), sorted(ss.keys() - sb.keys())
@@ -141,22 +143,23 @@ def activation_variances(model: nn.Module, inputs: torch.Tensor) -> dict[str, fl
     return out
 
 
-@torch.no_grad()
+@torch.no_grad()  # not inference_mode: torchao's tensors cannot be detached in it
 def layer_diagnostics(baseline: nn.Module, subject: nn.Module, calibration: torch.Tensor | None,
                       limits: DiagnosticLimits) -> tuple[list[dict[str, Any]], list[str]]:
     """Per-layer diagnostics ranked by damage (worst first), and the limits they break."""
-    pb, ps = _param_names(baseline), _param_names(subject)
+    pb = effective_tensors(baseline, parameters_only=True)
+    ps = {k: t for k, (_, t) in effective_tensors(subject, parameters_only=True).items()}
     drift: dict[str, float] = {}
     if calibration is not None:
         vb, vs = activation_variances(baseline, calibration), activation_variances(subject, calibration)
         drift = {k: (vs[k] / vb[k] - 1.0 if vb[k] > 0 else (0.0 if vs[k] == 0 else math.inf))
                  for k in vb.keys() & vs.keys()}
     layers, seen = [], set()
-    for name, wb in pb.items():
+    for name, (key, wb) in pb.items():
         ws = ps.get(name)
-        if wb.dim() < 2 or ws is None or ws.shape != wb.shape or id(wb) in seen:
+        if wb.dim() < 2 or ws is None or ws.shape != wb.shape or key in seen:
             continue
-        seen.add(id(wb))
+        seen.add(key)
         mb, ms = _matrix(wb), _matrix(ws)
         if torch.equal(mb, ms):  # untouched by the edit (e.g. embeddings): nothing to iterate on
             err, ratio, mp = 0.0, 1.0, mp_outliers(mb, None)
