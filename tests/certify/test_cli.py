@@ -148,3 +148,59 @@ def test_hugging_face_folder_with_token_ids(tiny_lm, tmp_path, tw):
     assert cert["baseline"]["source"] == "hf:hf" and cert["baseline"]["weights"] == weights_digest(tiny_lm.model)
     assert tw("verify-cert", str(tmp_path / "c.json"), "--baseline", str(tmp_path / "hf"), "--subject",
               str(tmp_path / "hf")).returncode == 3  # the subject is the pruned model, not the baseline
+
+
+def _one_line_error(r: Result) -> bool:
+    return "Traceback" not in r.stderr + r.stdout and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_out_folder_with_one_subject_is_created_and_named_after_the_subject(files, tmp_path, tw):
+    out = tmp_path / "certs"
+    r = tw("certify", "--baseline", str(files / "base.safetensors"), "--subject", str(files / "zeroed.safetensors"),
+           "--factory", FACTORY, "--data", str(files / "held.txt"), "--run", str(tmp_path / "run"), "-o",
+           f"{out}/", "--windows", "100", "--threads", "1")
+    assert r.returncode == 1, r.stderr  # the zeroed layer fails
+    assert "zeroed: FAIL" in r.stdout and "subject" not in r.stdout.split("\n")[0]
+    cert = json.loads((out / "zeroed.json").read_text())
+    assert cert["environment"]["torch_threads"] == 1 and cert["environment"]["choice"] == "requested"
+    changed = r.stdout.split("most changed layers: ")[1].splitlines()[0]
+    assert changed == "transformer.h.0.attn.c_attn.weight (weight error 1)"  # unchanged layers are not listed
+    again = tw("certify", "--baseline", str(files / "base.safetensors"), "--edit", "quant-int8", "--factory",
+               FACTORY, "--data", str(files / "held.txt"), "--run", str(tmp_path / "run2"), "-o", str(out),
+               "--windows", "100")
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["quant-int8.json", "zeroed.json"]  # existing folder
+
+
+def test_verify_cert_rejects_malformed_certificates_in_one_line(files, tmp_path, tw):
+    cert = tmp_path / "c.json"
+    r = tw("certify", "--baseline", str(files / "base.safetensors"), "--edit", "quant-int8", "--factory", FACTORY,
+           "--data", str(files / "held.txt"), "--run", str(tmp_path / "run"), "-o", str(cert), "--windows", "100")
+    assert r.returncode == 0, r.stderr
+    good = json.loads(cert.read_text())
+    huge = json.loads(cert.read_text())
+    huge["statistics"]["rows"][3]["agree"] = 2**60  # beyond what JSON numbers hold exactly
+    bad_rows = json.loads(cert.read_text())
+    bad_rows["statistics"]["rows"] = [1, 2, 3]
+    no_diag = json.loads(cert.read_text())
+    no_diag["diagnostics"] = {}
+    cases = {"huge": huge, "bad-rows": bad_rows, "no-diagnostics": no_diag, "list": [good], "created": {
+        **good, "created_us": 2**70}}
+    for name, doc in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(doc))
+        v = tw("verify-cert", str(path))
+        assert v.returncode == 3 and _one_line_error(v), (name, v.stderr)
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert tw("verify-cert", str(tmp_path / "deep.json")).returncode == 3
+    assert tw("verify-cert", str(tmp_path / "missing.json")).returncode == 2
+    assert tw("verify-cert", str(tmp_path)).returncode == 2
+
+
+def test_data_without_a_full_window_says_so(files, tmp_path, tw):
+    short = tmp_path / "short.txt"
+    short.write_text("To be, or not to be")
+    r = tw("certify", "--baseline", str(files / "base.safetensors"), "--edit", "quant-int8", "--factory", FACTORY,
+           "--data", str(short), "--run", str(tmp_path / "run"))
+    assert r.returncode == 2 and _one_line_error(r)
+    assert "the data holds 19 tokens: 0 window(s) of 128 tokens plus one target fit" in r.stderr

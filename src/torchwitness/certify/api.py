@@ -32,7 +32,7 @@ from torchwitness.certify.policy import Policy, load_policy
 from torchwitness.certify.runtime import model_digest, threads_for
 from torchwitness.certify.sources import Source, load_source
 from torchwitness.certify.stats import compute_statistics, decide
-from torchwitness.certify.windows import make_windows, stream_digest
+from torchwitness.certify.windows import make_windows, stream_digest, window_count
 from torchwitness.errors import InputError
 from torchwitness.ledger.encoding import snapshot
 from torchwitness.ledger.keys import SigningKey
@@ -177,12 +177,7 @@ def _evaluate(base_src: Source, subj_src: Source, reference: nn.Module, edited: 
         task = "causal-lm"
         stream = np.asarray(tokens, dtype=np.int64)
         length = window_length or pol.window_length
-        available = len(stream) // (length + 1)
-        if available < 2:
-            raise InputError(f"the data holds {len(stream)} tokens: {available} window(s) of {length} tokens plus "
-                             "one target fit, and certification needs at least 2; give more data or a shorter "
-                             "window length")
-        win = make_windows(stream, length=length, count=min(windows or pol.windows, available))
+        win = make_windows(stream, length=length, count=window_count(len(stream), length, windows or pol.windows))
         rows = evaluate_lm(reference, edited, win.tokens, batch_size=batch_size, progress=progress,
                            baseline_digest=model_digest(reference, weights["baseline"]))
         for row, offset in zip(rows, win.offsets, strict=True):

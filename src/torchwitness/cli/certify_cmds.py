@@ -136,6 +136,7 @@ def certify(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
     from torchwitness.certify.edits import Edit
     from torchwitness.certify.policy import load_policy
     from torchwitness.certify.sources import load_source
+    from torchwitness.certify.windows import window_count
     from torchwitness.ledger.encoding import decode_float as num
     from torchwitness.run import Run
 
@@ -155,7 +156,7 @@ def certify(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
     subj = load_source(subject, factory=factory) if subject else None
     stream = _stream(data, base)
     length = window_length or pol.window_length
-    total = min(windows or pol.windows, len(stream) // (length + 1))
+    total = window_count(len(stream), length, windows or pol.windows)
     failed = 0
     say = partial(console.print, highlight=False, soft_wrap=True, markup=False)
     with Run(run, config={"command": "certify", "policy": pol.name, "edits": edits}, key_dir=key_dir) as r:
