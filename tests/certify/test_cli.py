@@ -204,3 +204,27 @@ def test_data_without_a_full_window_says_so(files, tmp_path, tw):
            "--data", str(short), "--run", str(tmp_path / "run"))
     assert r.returncode == 2 and _one_line_error(r)
     assert "the data holds 19 tokens: 0 window(s) of 128 tokens plus one target fit" in r.stderr
+
+
+def test_doctor_reads_hugging_face_folders_without_torch_or_transformers(tiny_lm, tmp_path):
+    """Doctor checks inputs and evaluates nothing: on HF folders with token ids it imports neither torch nor
+    transformers (the CLI's preflight finished in 0.6-1.7 s on a loaded 2-core machine)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    tiny_lm.model.save_pretrained(tmp_path / "base")
+    subject = tiny_lm.copy()
+    apply_edit(subject, "quant-int8")
+    subject.save_pretrained(tmp_path / "int8")
+    np.save(tmp_path / "ids.npy", tiny_lm.held_out)
+    script = ("import sys, json; from torchwitness.certify.doctor import preflight; "
+              f"c = preflight({str(tmp_path / 'base')!r}, {str(tmp_path / 'int8')!r}, "
+              f"data={str(tmp_path / 'ids.npy')!r}, key_dir={str(tmp_path / 'keys')!r}); "
+              "print(json.dumps([[x.code, x.level] for x in c])); "
+              "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    checks, imported = done.stdout.strip().splitlines()
+    assert ["TWD099", "ok"] in json.loads(checks), done.stdout + done.stderr
+    assert imported == "False False"

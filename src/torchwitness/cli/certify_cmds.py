@@ -133,7 +133,7 @@ def certify(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
 
     from torchwitness.certify.api import certify as run_certify
     from torchwitness.certify.certificate import to_bytes
-    from torchwitness.certify.edits import Edit
+    from torchwitness.certify.editspec import Edit
     from torchwitness.certify.policy import load_policy
     from torchwitness.certify.sources import load_source
     from torchwitness.certify.windows import window_count
