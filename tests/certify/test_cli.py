@@ -228,3 +228,14 @@ def test_doctor_reads_hugging_face_folders_without_torch_or_transformers(tiny_lm
     checks, imported = done.stdout.strip().splitlines()
     assert ["TWD099", "ok"] in json.loads(checks), done.stdout + done.stderr
     assert imported == "False False"
+
+
+def test_an_error_inside_the_model_is_one_line_and_exit_2(files, tiny_lm, tmp_path, tw):
+    import numpy as np
+
+    ids = tiny_lm.held_out.copy()
+    ids[5] = 10_000  # in the first window, beyond the 65-character vocabulary: the embedding lookup raises inside torch
+    np.save(tmp_path / "ids.npy", ids)
+    r = tw("certify", "--baseline", str(files / "base.safetensors"), "--edit", "quant-int8", "--factory", FACTORY,
+           "--data", str(tmp_path / "ids.npy"), "--run", str(tmp_path / "run"), "--windows", "100")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "IndexError" in r.stderr, r.stderr
