@@ -173,13 +173,14 @@ def _evaluate(base_src: Source, subj_src: Source, reference: nn.Module, edited: 
     t = time.perf_counter()
     weights = {"baseline": weights_digest(reference)}
     weights["subject"] = weights["baseline"] if edited is reference else weights_digest(edited)
+    baseline_key = model_digest(reference, weights["baseline"])
     if tokens is not None:
         task = "causal-lm"
         stream = np.asarray(tokens, dtype=np.int64)
         length = window_length or pol.window_length
         win = make_windows(stream, length=length, count=window_count(len(stream), length, windows or pol.windows))
         rows = evaluate_lm(reference, edited, win.tokens, batch_size=batch_size, progress=progress,
-                           baseline_digest=model_digest(reference, weights["baseline"]))
+                           baseline_digest=baseline_key)
         for row, offset in zip(rows, win.offsets, strict=True):
             row["offset"] = int(offset)
         calibration = torch.from_numpy(win.tokens[:pol.diagnostics.calibration_windows, :-1])
@@ -200,7 +201,7 @@ def _evaluate(base_src: Source, subj_src: Source, reference: nn.Module, edited: 
     t = time.perf_counter()
     inv, violations = invariants(reference, edited)
     device = next(reference.parameters()).device
-    layers, failures = layer_diagnostics(reference, edited, calibration.to(device), pol.diagnostics)
+    layers, failures = layer_diagnostics(reference, edited, calibration.to(device), pol.diagnostics, baseline_key)
     timings["diagnostics_s"] = time.perf_counter() - t
     t = time.perf_counter()
     stats = compute_statistics(task, rows, pol)

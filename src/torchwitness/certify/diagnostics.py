@@ -17,7 +17,9 @@ inherited from every layer upstream and would blame innocent successors.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -52,11 +54,13 @@ def spectral_norm(w: torch.Tensor, v0: torch.Tensor, iters: int = _POWER_ITERS) 
     return float(sigma)
 
 
-def spectral_norms(a: torch.Tensor, b: torch.Tensor, iters: int = _POWER_ITERS) -> tuple[float, float]:
-    """Largest singular values of two same-shape matrices, by power iteration from one seeded vector."""
+def spectral_norms(a: torch.Tensor, b: torch.Tensor, iters: int = _POWER_ITERS,
+                   sigma_a: float | None = None) -> tuple[float, float]:
+    """Largest singular values of two same-shape matrices, by power iteration from one seeded vector
+    (``sigma_a``: ``a``'s, already known from an earlier call with the same ``a``)."""
     gen = torch.Generator(device="cpu").manual_seed(0)
     v0 = torch.randn(a.shape[1], generator=gen).to(a.device)
-    return spectral_norm(a, v0, iters), spectral_norm(b, v0, iters)
+    return (spectral_norm(a, v0, iters) if sigma_a is None else sigma_a), spectral_norm(b, v0, iters)
 
 
 def _count_above(w: torch.Tensor, edge: float) -> int:
@@ -65,17 +69,40 @@ def _count_above(w: torch.Tensor, edge: float) -> int:
     return int((torch.linalg.eigvalsh(gram) > edge * edge).sum())
 
 
-def mp_outliers(base: torch.Tensor, subj: torch.Tensor | None) -> tuple[int, int] | None:
+def mp_outliers(base: torch.Tensor, subj: torch.Tensor | None,
+                count_b: int | None = None) -> tuple[int, int] | None:
     """Singular values above the baseline's Marchenko-Pastur bulk edge, in baseline and subject.
 
-    ``subj=None`` means the subject's matrix is identical to the baseline's.
+    ``subj=None`` means the subject's matrix is identical to the baseline's; ``count_b`` is the baseline's count
+    when an earlier call already made it.
     """
     if base.numel() > _MP_MAX or min(base.shape) < 2:
         return None
     m, n = base.shape
     edge = float(base.std()) * (math.sqrt(m) + math.sqrt(n))
-    count_b = _count_above(base, edge)
+    if count_b is None:
+        count_b = _count_above(base, edge)
     return count_b, count_b if subj is None else _count_above(subj, edge)
+
+
+class _BaselineMemo:
+    """Per baseline (keyed by its model digest): each layer's outlier count and spectral norm, and its activation
+    variances per calibration input, so a second subject pays only for its own side. Four baselines at most."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def get(self, key: str | None) -> dict[str, Any]:
+        if key is None:
+            return {}
+        entry = self._entries.setdefault(key, {})
+        self._entries.move_to_end(key)
+        while len(self._entries) > 4:
+            self._entries.popitem(last=False)
+        return entry
+
+
+baseline_memo = _BaselineMemo()
 
 
 def tied_groups(model: nn.Module) -> list[list[str]]:
@@ -145,13 +172,22 @@ def activation_variances(model: nn.Module, inputs: torch.Tensor) -> dict[str, fl
 
 @torch.no_grad()  # not inference_mode: torchao's tensors cannot be detached in it
 def layer_diagnostics(baseline: nn.Module, subject: nn.Module, calibration: torch.Tensor | None,
-                      limits: DiagnosticLimits) -> tuple[list[dict[str, Any]], list[str]]:
-    """Per-layer diagnostics ranked by damage (worst first), and the limits they break."""
+                      limits: DiagnosticLimits, baseline_key: str | None = None
+                      ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per-layer diagnostics ranked by damage (worst first), and the limits they break.
+
+    With ``baseline_key`` (the baseline's model digest) the baseline's side is remembered in
+    :data:`baseline_memo` and reused by the next subject.
+    """
+    memo = baseline_memo.get(baseline_key)
     pb = effective_tensors(baseline, parameters_only=True)
     ps = {k: t for k, (_, t) in effective_tensors(subject, parameters_only=True).items()}
     drift: dict[str, float] = {}
     if calibration is not None:
-        vb, vs = activation_variances(baseline, calibration), activation_variances(subject, calibration)
+        calib_key = ("activations", calibration.shape, hashlib.sha256(calibration.cpu().numpy().tobytes()).digest())
+        vb = memo.get(calib_key) or activation_variances(baseline, calibration)
+        memo[calib_key] = vb
+        vs = activation_variances(subject, calibration)
         drift = {k: (vs[k] / vb[k] - 1.0 if vb[k] > 0 else (0.0 if vs[k] == 0 else math.inf))
                  for k in vb.keys() & vs.keys()}
     layers, seen = [], set()
@@ -161,16 +197,20 @@ def layer_diagnostics(baseline: nn.Module, subject: nn.Module, calibration: torc
             continue
         seen.add(key)
         mb, ms = _matrix(wb), _matrix(ws)
+        known = memo.setdefault(name, {})
         if torch.equal(mb, ms):  # untouched by the edit (e.g. embeddings): nothing to iterate on
-            err, ratio, mp = 0.0, 1.0, mp_outliers(mb, None)
+            err, ratio, mp = 0.0, 1.0, mp_outliers(mb, None, known.get("outliers"))
         elif not bool(torch.isfinite(ms).all()):  # the invariants fail it; rank it first, skip the linear algebra
             err, ratio, mp = math.inf, math.nan, None
         else:
             norm_b = float(mb.norm())
             err = float((ms - mb).norm()) / norm_b if norm_b > 0 else float(ms.norm() > 0)
-            sb, ss = spectral_norms(mb, ms)
+            sb, ss = spectral_norms(mb, ms, sigma_a=known.get("sigma"))
+            known["sigma"] = sb
             ratio = ss / sb if sb > 0 else (1.0 if ss == 0 else math.inf)
-            mp = mp_outliers(mb, ms)
+            mp = mp_outliers(mb, ms, known.get("outliers"))
+        if mp is not None:
+            known["outliers"] = mp[0]
         module = name.rsplit(".", 1)[0] if "." in name else name
         layers.append({"layer": name, "shape": list(wb.shape), "weight_error": err, "spectral_ratio": ratio,
                        "outliers_baseline": None if mp is None else mp[0],
