@@ -101,6 +101,9 @@ class _BaselineMemo:
             self._entries.popitem(last=False)
         return entry
 
+    def clear(self) -> None:
+        self._entries.clear()
+
 
 baseline_memo = _BaselineMemo()
 
