@@ -123,3 +123,17 @@ def test_a_second_subject_reuses_the_baselines_forward(tiny_lm):
     assert env["torch_threads"] == 1 and env["device"] == "cpu"
     rows = first.certificate["statistics"]["rows"], second.certificate["statistics"]["rows"]
     assert [r["nll_baseline"] for r in rows[0]] == [r["nll_baseline"] for r in rows[1]]
+
+
+def test_two_threads_run_the_models_side_by_side_with_identical_results(tiny_lm):
+    """With two threads the baseline and subject forwards run in parallel, one intra-op thread each, so every
+    per-window value equals the one-thread run bit for bit (and the baseline cache key says one thread)."""
+    from torchwitness.certify.evaluate import baseline_cache
+
+    baseline_cache.clear()
+    one = certify(tiny_lm.model, edit="quant-int4", tokens=tiny_lm.held_out, windows=60, threads=1)
+    baseline_cache.clear()
+    two = certify(tiny_lm.model, edit="quant-int4", tokens=tiny_lm.held_out, windows=60, threads=2)
+    assert two.certificate["environment"]["torch_threads"] == 2
+    assert one.certificate["statistics"]["rows"] == two.certificate["statistics"]["rows"]
+    assert torch.get_num_threads() == 1  # the conftest's setting is restored

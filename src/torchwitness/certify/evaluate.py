@@ -24,6 +24,7 @@ import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -105,11 +106,10 @@ class _BaselineCache:
 baseline_cache = _BaselineCache()
 
 
-def cache_key(model_digest: str, windows: np.ndarray, batch_size: int, device: torch.device) -> str:
-    """Everything the baseline's logits depend on: model, windows, batching, device and thread count."""
+def cache_key(model_digest: str, windows: np.ndarray, batch_size: int, device: torch.device, threads: int) -> str:
+    """Everything the baseline's logits depend on: model, windows, batching, device and its forward's threads."""
     h = hashlib.sha256(np.ascontiguousarray(windows, dtype="<i8").tobytes())
-    return (f"{model_digest}|{h.hexdigest()}|{windows.shape}|{batch_size}|{device}|"
-            f"{torch.get_num_threads()}")
+    return f"{model_digest}|{h.hexdigest()}|{windows.shape}|{batch_size}|{device}|{threads}"
 
 
 def _token_stats(zb: torch.Tensor, zs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -128,39 +128,65 @@ def _token_stats(zb: torch.Tensor, zs: torch.Tensor, y: torch.Tensor) -> torch.T
     return out
 
 
+def _forward(model: nn.Module, x: torch.Tensor, tokens: int) -> torch.Tensor:
+    with torch.inference_mode():  # thread-local: the worker thread enters it too
+        return logits_of(model, x).reshape(tokens, -1)
+
+
 def evaluate_lm(baseline: nn.Module, subject: nn.Module, windows: np.ndarray, *, batch_size: int | None = None,
                 progress: Callable[[int], None] | None = None, baseline_digest: str | None = None
                 ) -> list[dict[str, Any]]:
     """Per-window rows for ``[count, length + 1]`` token windows (see :mod:`.windows`).
 
     With ``baseline_digest`` (weights and structure), the baseline's logits are looked up in and kept in
-    :data:`baseline_cache`. ``subject is baseline`` evaluates once.
+    :data:`baseline_cache`. ``subject is baseline`` evaluates once. On a CPU given two or more threads, when
+    both models must run, they run side by side on a thread each with half the intra-op threads: whole
+    forwards in parallel scale better than splitting each small matrix product, and each forward's result is
+    bit-identical to a one-thread run.
     """
     device = _device_of(baseline)
     tokens = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.int64))
     length = tokens.shape[1] - 1
     size = batch_size or batch_size_for(baseline, length)
-    key = cache_key(baseline_digest, windows, size, device) if baseline_digest else None
+    threads = torch.get_num_threads()
+    pair = device.type == "cpu" and subject is not baseline and threads >= 2
+    baseline_threads = threads // 2 if pair else threads  # what the baseline's forward runs with, if it runs
+    key = cache_key(baseline_digest, windows, size, device, baseline_threads) if baseline_digest else None
     cached = baseline_cache.get(key) if key else None
+    pool = None
+    if pair and cached is None:
+        torch.set_num_threads(baseline_threads)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="torchwitness-baseline")
     kept: list[torch.Tensor] | None = [] if key and cached is None else None
     budget = baseline_cache.budget()
     stats = []
-    with torch.inference_mode():
-        for k, start in enumerate(range(0, len(tokens), size)):
-            chunk = tokens[start:start + size].to(device, non_blocking=True)
-            x, y = chunk[:, :-1], chunk[:, 1:].reshape(-1)
-            zb = cached[k] if cached is not None else logits_of(baseline, x).reshape(y.numel(), -1)
-            zs = zb if subject is baseline else logits_of(subject, x).reshape(y.numel(), -1)
-            stats.append(_token_stats(zb, zs, y).reshape(len(chunk), length, 4))
-            if kept is not None:
-                kept.append(zb)
-                if sum(t.numel() * t.element_size() for t in kept) > budget:
-                    kept = None  # too large to keep: the next subject recomputes the baseline
-            if progress is not None:
-                progress(len(chunk))
-        table = torch.cat(stats)
-        sums = table.double().sum(1).cpu().numpy()
-        delta = (table[..., 1] - table[..., 0]).cpu().numpy().astype("<f4")
+    try:
+        with torch.inference_mode():
+            for k, start in enumerate(range(0, len(tokens), size)):
+                chunk = tokens[start:start + size].to(device, non_blocking=True)
+                x, y = chunk[:, :-1], chunk[:, 1:].reshape(-1)
+                pending = pool.submit(_forward, baseline, x, y.numel()) if pool is not None else None
+                zb = cached[k] if cached is not None else None
+                if zb is None and pending is None:
+                    zb = _forward(baseline, x, y.numel())
+                zs = zb if subject is baseline else _forward(subject, x, y.numel())
+                if pending is not None:
+                    zb = pending.result()
+                    zs = zb if subject is baseline else zs
+                stats.append(_token_stats(zb, zs, y).reshape(len(chunk), length, 4))
+                if kept is not None:
+                    kept.append(zb)
+                    if sum(t.numel() * t.element_size() for t in kept) > budget:
+                        kept = None  # too large to keep: the next subject recomputes the baseline
+                if progress is not None:
+                    progress(len(chunk))
+            table = torch.cat(stats)
+            sums = table.double().sum(1).cpu().numpy()
+            delta = (table[..., 1] - table[..., 0]).cpu().numpy().astype("<f4")
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        torch.set_num_threads(threads)
     if kept is not None:
         baseline_cache.put(key, kept)
     return [{"i": i, "tokens": length, "nll_baseline": encode_float(float(t[0])),
