@@ -80,7 +80,8 @@ class Edit:
             import torchao
 
             return {"spec": self.spec, "method": "torchao weight-only", "bits": self.bits,
-                    "granularity": "per-row" if self.bits == 8 else f"group-{self.group_size or 32}",
+                    "granularity": (f"group-{self.group_size}" if self.group_size else
+                                    "per-row" if self.bits == 8 else "group-32"),
                     "torchao": torchao.__version__}
         if self.kind == "lora":
             import peft
