@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -31,12 +32,19 @@ _POLICY = typer.Option("balanced", "--policy", help="balanced, strict, lenient, 
 _KEY_DIR = typer.Option(None, "--key-dir", help="Where the signing key lives.")
 
 
+# transformers imports torchao whenever it is installed; torchao 0.18 then logs that its CUDA and cp310 kernels
+# cannot load on this machine, and torch that torchao registers enums twice. Neither concerns a certify.
+_THIRD_PARTY_NOISE = ("torchao", "torch.utils._pytree")
+
+
 def _one_meaning(unexpected: type[TorchWitnessError]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Keep exit code 1 for a failed verdict: any other error leaves as ``unexpected`` (2 or 3), in one line."""
 
     def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(command)
         def run(*args: Any, **kwargs: Any) -> Any:
+            for name in _THIRD_PARTY_NOISE:
+                logging.getLogger(name).setLevel(logging.ERROR)
             try:
                 return command(*args, **kwargs)
             except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.Abort,
