@@ -145,8 +145,8 @@ def certify(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
     from torchwitness.certify.policy import load_policy
     from torchwitness.certify.sources import load_source
     from torchwitness.certify.windows import window_count
+    from torchwitness.cli._record import open_run
     from torchwitness.ledger.encoding import decode_float as num
-    from torchwitness.run import Run
 
     edits = list(edit or [])
     if (subject is None) == (not edits):
@@ -167,7 +167,7 @@ def certify(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
     total = window_count(len(stream), length, windows or pol.windows)
     failed = 0
     say = partial(console.print, highlight=False, soft_wrap=True, markup=False)
-    with Run(run, config={"command": "certify", "policy": pol.name, "edits": edits}, key_dir=key_dir) as r:
+    with open_run(run, config={"command": "certify", "policy": pol.name, "edits": edits}, key_dir=key_dir) as r:
         for e, name in zip(edits or [None], names, strict=True):
             progress = Progress(TextColumn(f"certify {name}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console)
