@@ -49,6 +49,7 @@ from torchwitness.ledger.merkle import Frontier, MerkleTree, leaf_hashes
 from torchwitness.ledger.note import Checkpoint, parse
 from torchwitness.ledger.personal import PersonalStore
 from torchwitness.ledger.segments import SegmentWriter, recover
+from torchwitness.witness import cosigner_for
 
 RECORD_VERSION = 1
 _KIND = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
@@ -75,7 +76,8 @@ class Ledger:
 
     def __init__(self, layout: Layout, manifest: dict, key: SigningKey, *, rank: int,
                  checkpoint_every: int, checkpoint_seconds: float, fsync: FsyncPolicy, on_full: FullPolicy,
-                 queue_size: int, retain_personal: bool, lock_fd: int, inbox_seconds: float = 1.0) -> None:
+                 queue_size: int, retain_personal: bool, lock_fd: int, inbox_seconds: float = 1.0,
+                 witnesses: tuple = ()) -> None:
         if checkpoint_every < 1 or checkpoint_seconds <= 0 or queue_size < 1 or inbox_seconds <= 0:
             raise InputError("checkpoint_every, checkpoint_seconds, queue_size and inbox_seconds must be positive")
         if fsync not in ("never", "checkpoint", "always"):
@@ -119,6 +121,7 @@ class Ledger:
         self._stopping = False
         self._failed: BaseException | None = None
         self._closed = False
+        self._cosigner = cosigner_for(layout, self.origin, witnesses, self.append)  # cosignatures of checkpoints
         self._thread = threading.Thread(target=self._run, name=f"torchwitness-writer-{self.run_id}", daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -139,6 +142,7 @@ class Ledger:
         self._inbox_thread = threading.Thread(target=self._watch_inbox, name=f"torchwitness-inbox-{self.run_id}",
                                               daemon=True)
         self._inbox_thread.start()
+        self._cosigner.start()
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -146,12 +150,13 @@ class Ledger:
              shard: bool = False,
              segment_records: int = 65_536, checkpoint_every: int = 1000, checkpoint_seconds: float = 30.0,
              fsync: FsyncPolicy = "checkpoint", on_full: FullPolicy = "block", queue_size: int = 100_000,
-             retain_personal: bool = False, inbox_seconds: float = 1.0) -> Ledger:
+             retain_personal: bool = False, inbox_seconds: float = 1.0, witnesses: tuple = ()) -> Ledger:
         """Create the run folder ``root`` or reopen it for appending (recovering after a crash).
 
         ``run_id`` names a new run (random by default); ``shard=True`` makes this ledger one rank's shard of a
         distributed run, with its own origin ``torchwitness/<run>/rank-<rank>``. While open, the ledger performs the
         operations other processes leave in its inbox (:mod:`torchwitness.ledger.inbox`) every ``inbox_seconds``.
+        ``witnesses`` (``"VKEY URL"``) are asked to cosign every checkpoint (:mod:`torchwitness.witness.client`).
         """
         layout = Layout(Path(root))
         if layout.root.exists() and not layout.root.is_dir():
@@ -187,7 +192,7 @@ class Ledger:
             return cls(layout, manifest, key, rank=rank, checkpoint_every=checkpoint_every,
                        checkpoint_seconds=checkpoint_seconds, fsync=fsync, on_full=on_full,
                        queue_size=queue_size, retain_personal=retain_personal, lock_fd=lock_fd,
-                       inbox_seconds=inbox_seconds)
+                       inbox_seconds=inbox_seconds, witnesses=tuple(witnesses))
         except BaseException:
             os.close(lock_fd)
             raise
@@ -325,9 +330,11 @@ class Ledger:
         if self._inbox is not None:
             self._inbox.close()
         self._checkpoint_target = max(self._checkpoint_target, self._next_seq)
+        self._cosigner.stop_recording()
         self._stopping = True
         self._wake.set()
         self._thread.join()
+        self._cosigner.close()  # the final checkpoint's cosignatures, waiting one timeout at most
         self._closed = True
         self._segments.close()
         if self._personal is not None:
@@ -467,6 +474,7 @@ class Ledger:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+        self._cosigner.submit(size)
         self._last_checkpoint_time = time.monotonic()
         with self._cond:
             self._checkpointed = size
