@@ -21,6 +21,12 @@ def verify(run: Path = RunArg,
            deep: bool = typer.Option(False, "--deep", help="Also re-canonicalise and schema-check every record."),
            since: Path | None = typer.Option(None, "--since", help="A checkpoint saved earlier that the run "
                                                 "must still extend."),
+           witness: list[str] | None = typer.Option(None, "--witness", help="A witness's verifier key whose "
+                                                    "cosignature the newest checkpoint (of every rank) must carry; "
+                                                    "'VKEY URL' also asks the witness for the newest checkpoint "
+                                                    "it cosigned, which the run must extend. Repeatable."),
+           quorum: int | None = typer.Option(None, "--quorum", help="How many --witness keys must have cosigned "
+                                             "(default: all)."),
            verbose: bool = typer.Option(False, "--verbose", help="Show expected/computed values on failure.")
            ) -> None:
     """Verify a run's ledger: signatures, Merkle roots, every record. Exit 0 only if all of it holds."""
@@ -31,6 +37,11 @@ def verify(run: Path = RunArg,
     typer.echo(result.summary())
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
+    if witness or quorum is not None:
+        from torchwitness.witness.check import check_witnesses
+
+        for line in check_witnesses(run, witness or [], quorum):
+            typer.echo(line)
 
 
 def prove(run: Path = RunArg, seq: int = typer.Option(..., "--seq", help="The record to prove."),
