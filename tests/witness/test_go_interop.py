@@ -1,0 +1,81 @@
+"""Interop: checkpoints and their cosignatures verify with Go's reference signed-note implementation,
+golang.org/x/mod/sumdb/note (Debian's golang-go and golang-golang-x-mod-dev, which ``make system-deps``
+installs). The Go program (go_note/main.go) checks the log's signature through x/mod's own Ed25519 verifier and
+each cosignature/v1 line through a note.Verifier written from the C2SP tlog-cosignature spec."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from torchwitness.ledger.keys import SigningKey
+from torchwitness.ledger.writer import Ledger
+from torchwitness.witness.cosign import CosignerKey, parse_note
+from torchwitness.witness.server import WitnessState, make_server
+
+GOCODE = Path("/usr/share/gocode")
+PROGRAM = Path(__file__).parent / "go_note"
+
+
+@pytest.fixture(scope="module")
+def go_note(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("go") is None:
+        pytest.skip("Go is not installed (apt-get install golang-go golang-golang-x-mod-dev, or make system-deps)")
+    if not (GOCODE / "src/golang.org/x/mod/sumdb/note").is_dir():
+        pytest.skip("golang.org/x/mod is not in /usr/share/gocode (apt-get install golang-golang-x-mod-dev)")
+    out = tmp_path_factory.mktemp("go") / "go_note"
+    # GOPATH mode against Debian's source tree: offline, no module download (GOPROXY=off as a guard).
+    env = {**os.environ, "GO111MODULE": "off", "GOPATH": str(GOCODE), "GOPROXY": "off", "GOFLAGS": ""}
+    env.setdefault("GOCACHE", str(out.parent / "cache"))
+    subprocess.run(["go", "build", "-o", str(out), "."], cwd=PROGRAM, env=env, check=True, timeout=300)
+    return out
+
+
+def _witness(root: Path, name: str, log: SigningKey):
+    state = WitnessState(root)
+    state.keygen(name)
+    state.add_log(log.public.to_vkey())
+    server = make_server(root)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, state.vkey_file.read_text().strip()
+
+
+def test_go_reference_verifies_notes_and_cosignatures(go_note: Path, tmp_path: Path) -> None:
+    log = SigningKey.load_or_create()
+    servers, vkeys = zip(*(_witness(tmp_path / n, f"witness.test/{n}", log) for n in ("w1", "w2")), strict=True)
+    try:
+        run = tmp_path / "run"
+        specs = [f"{v} http://127.0.0.1:{s.server_address[1]}" for s, v in zip(servers, vkeys, strict=True)]
+        with Ledger.open(run, witnesses=specs, checkpoint_every=7) as ledger:
+            for i in range(20):
+                ledger.append("note", {"i": i})
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    note_path = sorted((run / "checkpoints").glob("*.note"))[-1]
+    note = parse_note(note_path.read_text())
+    log_vkey = (run / "keys" / "signer.vkey").read_text().strip()
+
+    def go(path: Path, *keys: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(go_note), str(path), *keys], capture_output=True, text=True, timeout=60)
+
+    done = go(note_path, log_vkey, *vkeys)
+    assert done.returncode == 0, done.stderr
+    expected = [log.public.name] + [f"{k.name} time {k.find(note)}" for k in map(CosignerKey.from_vkey, vkeys)]
+    assert done.stdout.split("\n")[:-1] == expected
+
+    # Go rejects what we reject: a cosignature whose bytes were altered, and a body the signatures do not cover.
+    text = note_path.read_text()
+    line = next(li for li in text.splitlines() if li.startswith("\u2014 witness.test/w2 "))
+    altered = line[:-10] + ("A" if line[-10] != "A" else "B") + line[-9:]
+    bad = tmp_path / "bad.note"
+    bad.write_text(text.replace(line, altered))
+    assert go(bad, log_vkey, *vkeys).returncode == 1
+    bad.write_text(text.replace("\n20\n", "\n21\n", 1))
+    assert go(bad, log_vkey).returncode == 1

@@ -1,0 +1,124 @@
+"""The witness's decisions (C2SP tlog-witness status codes), cosignature/v1 lines and the incremental
+consistency proof, in process."""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from torchwitness.errors import InputError, SigningKeyError, VerificationError
+from torchwitness.ledger.keys import SigningKey
+from torchwitness.ledger.merkle import Frontier, MerkleTree, leaf_hash, verify_consistency
+from torchwitness.ledger.note import Checkpoint, parse
+from torchwitness.witness.client import consistency_proof
+from torchwitness.witness.cosign import CosignerKey, WitnessKey, parse_note
+from torchwitness.witness.protocol import SIZE_CONTENT_TYPE, Witness, encode_request
+from torchwitness.witness.server import WitnessService, WitnessState
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 70), st.data())
+def test_proof_from_the_frontier_is_rfc9162s(n: int, data: st.DataObject) -> None:
+    m = data.draw(st.integers(0, n))
+    leaves = [leaf_hash(bytes([i])) for i in range(n)]
+    tree = MerkleTree(leaves)
+    old = Frontier()
+    for h in leaves[:m]:
+        old.append(h)
+    proof = consistency_proof(old, leaves[m:])
+    assert proof == tree.consistency_proof(m, n)
+    verify_consistency(m, n, tree.root(m), tree.root(n), proof)
+
+
+def test_cosignature_lines_follow_tlog_cosignature() -> None:
+    key = WitnessKey.generate("witness.example/w1")
+    text = "example.com/log\n3\n" + base64.b64encode(b"\x01" * 32).decode() + "\n"
+    line = key.cosign(text, timestamp=1_700_000_000)
+    blob = base64.b64decode(line.line.split(" ")[2])
+    assert blob[:4] == key.public.key_id and struct.unpack(">Q", blob[4:12])[0] == 1_700_000_000
+    assert len(blob) == 4 + 8 + 64
+    note = parse_note(text + "\n" + line.line + "\n")
+    assert key.public.find(note) == 1_700_000_000
+    vkey = key.public.to_vkey()
+    assert base64.b64decode(vkey.split("+")[2])[0] == 4 and CosignerKey.from_vkey(vkey) == key.public
+    other = WitnessKey.generate("witness.example/w2").public
+    assert other.find(note) is None  # lines of unknown keys are ignored
+    forged = parse_note(text + "\n" + key.cosign(text.replace("3", "4"), timestamp=1).line + "\n")
+    with pytest.raises(VerificationError, match="does not verify"):
+        key.public.find(forged)
+    future = parse_note(text + "\n" + key.cosign(text, timestamp=2**40).line + "\n")
+    with pytest.raises(VerificationError, match="future"):
+        key.public.find(future)
+    with pytest.raises(SigningKeyError):
+        CosignerKey.from_vkey(SigningKey.generate().public.to_vkey())  # a log key is not a witness key
+
+
+def test_log_notes_with_cosignatures_still_parse() -> None:
+    log = SigningKey.generate()
+    text = Checkpoint("torchwitness/x", 1, leaf_hash(b"a")).sign(log)
+    cosigned = text + WitnessKey.generate("w").cosign(text.partition("\n\n")[0] + "\n").line + "\n"
+    parse(cosigned).verify(log.public)
+
+
+def test_witness_specs() -> None:
+    vkey = WitnessKey.generate("w").public.to_vkey()
+    assert Witness.parse(vkey).url is None
+    assert Witness.parse(f"{vkey} http://127.0.0.1:9/").url == "http://127.0.0.1:9"
+    for bad in (f"{vkey} ftp://x", "nonsense", f"{vkey} http://a http://b"):
+        with pytest.raises(InputError):
+            Witness.parse(bad)
+
+
+@pytest.fixture
+def service(tmp_path):
+    state = WitnessState(tmp_path / "state")
+    state.keygen("witness.example/w1")
+    log = SigningKey.generate()
+    state.add_log(log.public.to_vkey(), "torchwitness/")
+    return WitnessService(state), log
+
+
+def _note(log: SigningKey, leaves: list[bytes], size: int, origin: str = "torchwitness/r") -> str:
+    return Checkpoint(origin, size, MerkleTree(leaves).root(size)).sign(log)
+
+
+def test_status_codes(service) -> None:
+    svc, log = service
+    leaves = [leaf_hash(bytes([i])) for i in range(20)]
+    tree = MerkleTree(leaves)
+    first = svc.add_checkpoint(encode_request(0, [], _note(log, leaves, 8)))
+    assert first.status == 200 and first.body.startswith("\u2014 witness.example/w1 ")
+    assert svc.add_checkpoint(encode_request(0, [], _note(log, leaves, 12))).status == 409
+    stale = svc.add_checkpoint(encode_request(4, [], _note(log, leaves, 12)))
+    assert (stale.status, stale.body, stale.content_type) == (409, "8\n", SIZE_CONTENT_TYPE)
+    assert svc.add_checkpoint(encode_request(8, tree.consistency_proof(8, 12), _note(log, leaves, 12))).status == 200
+    bad_proof = [bytes(32)] * len(tree.consistency_proof(12, 16))
+    assert svc.add_checkpoint(encode_request(12, bad_proof, _note(log, leaves, 16))).status == 422
+    fork = [leaf_hash(b"x"), *leaves[1:]]
+    assert svc.add_checkpoint(encode_request(12, MerkleTree(fork).consistency_proof(12, 16),
+                                             _note(log, fork, 16))).status == 422
+    same_size_other_root = svc.add_checkpoint(encode_request(12, [], _note(log, fork, 12)))
+    assert same_size_other_root.status == 422
+    assert svc.add_checkpoint(encode_request(20, [], _note(log, leaves, 16))).status == 400  # old > size
+    assert svc.add_checkpoint(b"old 01\n\n" + _note(log, leaves, 16).encode()).status == 400
+    assert svc.add_checkpoint(b"\xff\xfe").status == 400
+    assert svc.add_checkpoint(encode_request(0, [], _note(log, leaves, 3, origin="elsewhere/r"))).status == 404
+    stranger = SigningKey.generate()
+    assert svc.add_checkpoint(encode_request(0, [], _note(stranger, leaves, 3, "torchwitness/s"))).status == 403
+    text = _note(log, leaves, 16)
+    body, _, sig = text.rpartition(" ")
+    broken = body + " " + base64.b64encode(base64.b64decode(sig)[:4] + bytes(64)).decode() + "\n"
+    assert svc.add_checkpoint(encode_request(12, tree.consistency_proof(12, 16), broken)).status == 403
+    # A second trusted key cannot take over an origin the first one's checkpoints were cosigned for.
+    other = SigningKey.generate()
+    svc.state.add_log(other.public.to_vkey(), "torchwitness/")
+    assert svc.add_checkpoint(encode_request(12, [], _note(other, leaves, 12))).status == 403
+    # The stored note is the newest cosigned one, with the log's signature and the witness's cosignature.
+    stored = svc.checkpoint(svc.state.note_path("torchwitness/r").stem)
+    assert stored.status == 200 and "\n12\n" in stored.body
+    assert svc.key.public.find(parse_note(stored.body)) is not None
+    assert svc.checkpoint("0" * 64).status == 404
