@@ -21,8 +21,9 @@ import pytest
 
 from torchwitness.ledger.distributed import write_run_checkpoint, write_run_manifest
 from torchwitness.ledger.keys import SigningKey
+from torchwitness.ledger.note import parse
 from torchwitness.ledger.writer import Ledger
-from torchwitness.witness.cosign import CosignerKey, parse_note
+from torchwitness.witness.cosign import CosignerKey
 from torchwitness.witness.protocol import SIZE_CONTENT_TYPE, encode_request, origin_hash
 from torchwitness.witness.server import WitnessState, make_server
 
@@ -79,7 +80,7 @@ def _newest_note(run: Path) -> Path:
 
 
 def _cosigned_by(note: Path, vkey: str) -> bool:
-    return CosignerKey.from_vkey(vkey).find(parse_note(note.read_text())) is not None
+    return CosignerKey.from_vkey(vkey).find(parse(note.read_text())) is not None
 
 
 def test_round_trip(cli, witness: WitnessProcess, log_key: SigningKey, tmp_path: Path) -> None:
@@ -213,7 +214,7 @@ def test_sigkill_keeps_the_witness_state(cli, tmp_path: Path) -> None:
     w = WitnessProcess(state)
     run = tmp_path / "run"
     _record(run, 5, [w.spec])
-    origin_note = state / "origins" / f"{origin_hash(parse_note(_newest_note(run).read_text()).text.split()[0])}.note"
+    origin_note = state / "origins" / f"{origin_hash(parse(_newest_note(run).read_text()).checkpoint.origin)}.note"
     body = encode_request(5, [], _newest_note(run).read_text())
     rng = random.Random(7)
     for _ in range(2):
@@ -235,8 +236,8 @@ def test_sigkill_keeps_the_witness_state(cli, tmp_path: Path) -> None:
         thread.join()
         w = WitnessProcess(state)  # restarts on the state a SIGKILL left
         assert not list((state / "origins").glob("*.tmp"))
-        kept = parse_note(origin_note.read_text())
-        assert "\n5\n" in kept.text and CosignerKey.from_vkey(w.vkey).find(kept) is not None
+        kept = parse(origin_note.read_text())
+        assert kept.checkpoint.size == 5 and CosignerKey.from_vkey(w.vkey).find(kept) is not None
     _record(run, 3, [w.spec])
     assert _cosigned_by(_newest_note(run), w.vkey)
     code, _, err = cli("verify", str(run), "--witness", w.spec)

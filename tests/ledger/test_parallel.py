@@ -25,7 +25,7 @@ root = Path(sys.argv[1])
 layout = Layout(root)
 lines = [l for s in layout.segments() for l in s.read_bytes().split(b"\\n")[:-1]]
 sizes = [1, 63, 64, 65, 128, 500, 999, len(lines)]
-fast = parallel.parallel_roots(layout.segments(), 64, sizes, b'"kind":"erasure"')
+fast = parallel.parallel_roots(layout.segments(), 64, sizes, (b'"kind":"erasure"',))
 tree = MerkleTree(leaf_hashes(lines))
 out = {"used": fast is not None, "agree": fast is not None and all(fast.roots[s] == tree.root(s) for s in sizes)}
 try:

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from torchwitness.ledger.keys import SigningKey
+from torchwitness.ledger.note import parse
 from torchwitness.ledger.writer import Ledger
-from torchwitness.witness.cosign import CosignerKey, parse_note
+from torchwitness.witness.cosign import CosignerKey
 from torchwitness.witness.server import WitnessState, make_server
 
 GOCODE = Path("/usr/share/gocode")
@@ -59,7 +60,7 @@ def test_go_reference_verifies_notes_and_cosignatures(go_note: Path, tmp_path: P
             server.shutdown()
             server.server_close()
     note_path = sorted((run / "checkpoints").glob("*.note"))[-1]
-    note = parse_note(note_path.read_text())
+    note = parse(note_path.read_text())
     log_vkey = (run / "keys" / "signer.vkey").read_text().strip()
 
     def go(path: Path, *keys: str) -> subprocess.CompletedProcess:

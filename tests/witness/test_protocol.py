@@ -7,6 +7,7 @@ import base64
 import struct
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +16,7 @@ from torchwitness.ledger.keys import SigningKey
 from torchwitness.ledger.merkle import Frontier, MerkleTree, leaf_hash, verify_consistency
 from torchwitness.ledger.note import Checkpoint, parse
 from torchwitness.witness.client import consistency_proof
-from torchwitness.witness.cosign import CosignerKey, WitnessKey, parse_note
+from torchwitness.witness.cosign import CosignerKey, WitnessKey, with_cosignatures
 from torchwitness.witness.protocol import SIZE_CONTENT_TYPE, Witness, encode_request
 from torchwitness.witness.server import WitnessService, WitnessState
 
@@ -36,32 +37,30 @@ def test_proof_from_the_frontier_is_rfc9162s(n: int, data: st.DataObject) -> Non
 
 def test_cosignature_lines_follow_tlog_cosignature() -> None:
     key = WitnessKey.generate("witness.example/w1")
-    text = "example.com/log\n3\n" + base64.b64encode(b"\x01" * 32).decode() + "\n"
-    line = key.cosign(text, timestamp=1_700_000_000)
+    log = SigningKey.generate()
+    signed = parse(Checkpoint("example.com/log", 3, b"\x01" * 32, ("ext line",)).sign(log))
+    line = key.cosign(signed, timestamp=1_700_000_000)
     blob = base64.b64decode(line.line.split(" ")[2])
     assert blob[:4] == key.public.key_id and struct.unpack(">Q", blob[4:12])[0] == 1_700_000_000
     assert len(blob) == 4 + 8 + 64
-    note = parse_note(text + "\n" + line.line + "\n")
-    assert key.public.find(note) == 1_700_000_000
+    message = (b"cosignature/v1\ntime 1700000000\nexample.com/log\n3\n" + base64.b64encode(b"\x01" * 32)
+               + b"\next line\n")
+    Ed25519PublicKey.from_public_bytes(key.public.raw).verify(blob[12:], message)  # the spec's signed message
+    cosigned = with_cosignatures(signed, [line])
+    cosigned.verify(log.public)  # the log's own signature is untouched
+    assert key.public.find(cosigned) == 1_700_000_000
+    assert with_cosignatures(cosigned, [key.cosign(signed, 1_700_000_001)]).text.count("witness.example/w1") == 1
     vkey = key.public.to_vkey()
     assert base64.b64decode(vkey.split("+")[2])[0] == 4 and CosignerKey.from_vkey(vkey) == key.public
-    other = WitnessKey.generate("witness.example/w2").public
-    assert other.find(note) is None  # lines of unknown keys are ignored
-    forged = parse_note(text + "\n" + key.cosign(text.replace("3", "4"), timestamp=1).line + "\n")
+    assert WitnessKey.generate("witness.example/w2").public.find(cosigned) is None  # other keys' lines: ignored
+    other = parse(Checkpoint("example.com/log", 4, b"\x01" * 32).sign(log))
+    forged = with_cosignatures(signed, [key.cosign(other, timestamp=1)])
     with pytest.raises(VerificationError, match="does not verify"):
         key.public.find(forged)
-    future = parse_note(text + "\n" + key.cosign(text, timestamp=2**40).line + "\n")
     with pytest.raises(VerificationError, match="future"):
-        key.public.find(future)
+        key.public.find(with_cosignatures(signed, [key.cosign(signed, timestamp=2**40)]))
     with pytest.raises(SigningKeyError):
         CosignerKey.from_vkey(SigningKey.generate().public.to_vkey())  # a log key is not a witness key
-
-
-def test_log_notes_with_cosignatures_still_parse() -> None:
-    log = SigningKey.generate()
-    text = Checkpoint("torchwitness/x", 1, leaf_hash(b"a")).sign(log)
-    cosigned = text + WitnessKey.generate("w").cosign(text.partition("\n\n")[0] + "\n").line + "\n"
-    parse(cosigned).verify(log.public)
 
 
 def test_witness_specs() -> None:
@@ -83,7 +82,7 @@ def service(tmp_path):
 
 
 def _note(log: SigningKey, leaves: list[bytes], size: int, origin: str = "torchwitness/r") -> str:
-    return Checkpoint(origin, size, MerkleTree(leaves).root(size)).sign(log)
+    return Checkpoint(origin, size, MerkleTree(leaves).root(size), (f"torchwitness-prev {size}",)).sign(log)
 
 
 def test_status_codes(service) -> None:
@@ -120,5 +119,7 @@ def test_status_codes(service) -> None:
     # The stored note is the newest cosigned one, with the log's signature and the witness's cosignature.
     stored = svc.checkpoint(svc.state.note_path("torchwitness/r").stem)
     assert stored.status == 200 and "\n12\n" in stored.body
-    assert svc.key.public.find(parse_note(stored.body)) is not None
+    kept = parse(stored.body)
+    kept.verify(log.public)
+    assert svc.key.public.find(kept) is not None and len(kept.signatures) == 2
     assert svc.checkpoint("0" * 64).status == 404

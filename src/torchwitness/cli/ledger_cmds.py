@@ -19,8 +19,11 @@ RunArg = typer.Argument(..., help="The run folder.", show_default=False)
 def verify(run: Path = RunArg,
            key: str | None = typer.Option(None, "--key", help="Pin the signer's fingerprint (sha256:...)."),
            deep: bool = typer.Option(False, "--deep", help="Also re-canonicalise and schema-check every record."),
-           since: Path | None = typer.Option(None, "--since", help="A checkpoint saved earlier that the run "
-                                                "must still extend."),
+           since: Path | None = typer.Option(None, "--since", help="A checkpoint kept earlier ('torchwitness "
+                                                "checkpoint RUN -o FILE') that the run must still extend."),
+           allow_unsigned_tail: bool = typer.Option(
+               False, "--allow-unsigned-tail", help="Live view of a run still being written: accept (and name) "
+                                                    "records no checkpoint covers yet. Never for an ended run."),
            witness: list[str] | None = typer.Option(None, "--witness", help="A witness's verifier key whose "
                                                     "cosignature the newest checkpoint (of every rank) must carry; "
                                                     "'VKEY URL' also asks the witness for the newest checkpoint "
@@ -29,11 +32,13 @@ def verify(run: Path = RunArg,
                                              "(default: all)."),
            verbose: bool = typer.Option(False, "--verbose", help="Show expected/computed values on failure.")
            ) -> None:
-    """Verify a run's ledger: signatures, Merkle roots, every record. Exit 0 only if all of it holds."""
+    """Verify a run's ledger: signatures, Merkle roots, every record. Exit 0 only if all of it holds.
+
+    Without --key the key inside the folder is trusted: that proves integrity, not authorship."""
     from torchwitness.ledger.verify import verify_run
 
     since_text = _read_text(since) if since else None
-    result = verify_run(run, key=key, deep=deep, since=since_text)
+    result = verify_run(run, key=key, deep=deep, since=since_text, allow_unsigned_tail=allow_unsigned_tail)
     typer.echo(result.summary())
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
@@ -138,6 +143,8 @@ def _read_text(path: Path) -> str:
         return path.read_text()
     except FileNotFoundError:
         raise InputError(f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is unreadable: {e}") from None
 
 
 def register(app: typer.Typer) -> None:

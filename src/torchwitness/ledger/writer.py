@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -39,13 +40,13 @@ from torchwitness.errors import (
     LedgerBusy,
     LedgerError,
     SigningKeyError,
-    VerificationError,
 )
 from torchwitness.ledger.canonical import canonical_json
+from torchwitness.ledger.checkpoints import CheckpointWriter, remove_stale
 from torchwitness.ledger.encoding import finalize, snapshot
 from torchwitness.ledger.keys import PublicKey, SigningKey
 from torchwitness.ledger.layout import FORMAT, Layout, read_manifest
-from torchwitness.ledger.merkle import Frontier, MerkleTree, leaf_hashes
+from torchwitness.ledger.merkle import Frontier, leaf_hashes
 from torchwitness.ledger.note import Checkpoint, parse
 from torchwitness.ledger.personal import PersonalStore
 from torchwitness.ledger.segments import SegmentWriter, recover
@@ -99,8 +100,15 @@ class Ledger:
         self._retain = retain_personal
         self._personal: PersonalStore | None = None
 
-        leaves, self.recovery = recover(layout)
-        self._check_last_checkpoint(leaves)
+        leaves, recovery = recover(layout)
+        remove_stale(layout)
+        self._checkpoints = CheckpointWriter(layout, self.origin, key, leaves, sync=fsync != "never")
+        if len(leaves) > self._checkpoints.size:
+            # Records no checkpoint covers (a crash before the checkpoint, or lines someone added) are signed by
+            # this session's next checkpoint: say so in a record, so they are never adopted silently.
+            digest = hashlib.sha256(b"".join(leaves[self._checkpoints.size:])).hexdigest()
+            recovery = dataclasses.replace(recovery, adopted=(self._checkpoints.size, len(leaves) - 1, digest))
+        self.recovery = recovery
         self._frontier = Frontier()
         for h in leaves:
             self._frontier.append(h)
@@ -113,7 +121,7 @@ class Ledger:
         self._dropped_reported = 0
         self._cond = threading.Condition()
         self._written = len(leaves)
-        self._checkpointed = self._last_checkpoint_size()
+        self._checkpointed = self._checkpoints.size
         self._last_checkpoint_time = time.monotonic()
         self._checkpoint_target = 0
         self._wake = threading.Event()
@@ -125,12 +133,17 @@ class Ledger:
         self._thread = threading.Thread(target=self._run, name=f"torchwitness-writer-{self.run_id}", daemon=True)
         self._thread.start()
         atexit.register(self.close)
-        if self.recovery.needed:
+        if recovery.needed:
+            adopted = None if recovery.adopted is None else dict(zip(
+                ("first_seq", "last_seq", "leaves_sha256"), recovery.adopted, strict=True))
+            if adopted is not None:
+                adopted["leaves_sha256"] = "sha256:" + adopted["leaves_sha256"]
             self.append("ledger.recovered", {
-                "torn_bytes": self.recovery.torn_bytes,
-                "index_entries_added": self.recovery.index_added,
-                "index_entries_removed": self.recovery.index_removed,
+                "torn_bytes": recovery.torn_bytes,
+                "index_entries_added": recovery.index_added,
+                "index_entries_removed": recovery.index_removed,
                 "records": len(leaves),
+                "adopted": adopted,
             })
         # What other processes left while the run was closed is performed now, before the opener appends; then a
         # thread looks every inbox_seconds and once more at close.
@@ -216,31 +229,11 @@ class Ledger:
             raise LedgerError(f"{layout.vkey} is missing: cannot append to this run") from None
         if public.fingerprint != manifest.get("signer"):
             raise SigningKeyError("the run's public key does not match the signer in ledger.json")
-        default = SigningKey.load_or_create(key_dir)
-        if default.public.fingerprint == public.fingerprint:
-            return default
-        return SigningKey.find(public.fingerprint, key_dir)
-
-    def _last_checkpoint_size(self) -> int:
-        files = self.layout.checkpoint_files()
-        return int(files[-1].stem) if files else 0
-
-    def _check_last_checkpoint(self, leaves: list[bytes]) -> None:
-        """Refuse to append to a ledger whose newest checkpoint no longer matches its records."""
-        files = self.layout.checkpoint_files()
-        if not files:
-            return
-        signed = parse(files[-1].read_text())
-        size = signed.checkpoint.size
-        if size > len(leaves):
-            raise LedgerError(f"checkpoint {files[-1].name} covers {size} records but only {len(leaves)} "
-                              "remain: the ledger lost checkpointed records; run 'torchwitness verify'")
-        if MerkleTree(leaves[:size]).root(size) != signed.checkpoint.root:
-            raise LedgerError(f"records no longer match checkpoint {files[-1].name}; run 'torchwitness verify'")
+        # Never create a key here: a run whose key is gone must fail, not carry on under a new signer.
         try:
-            signed.verify(self._key.public)
-        except VerificationError as e:
-            raise LedgerError(f"checkpoint {files[-1].name}: {e}") from None
+            return SigningKey.find(public.fingerprint, key_dir)
+        except SigningKeyError as e:
+            raise SigningKeyError(f"cannot append to {layout.root}: its signing key is missing ({e})") from None
 
     # ------------------------------------------------------------------ appending
     @property
@@ -336,10 +329,15 @@ class Ledger:
         self._thread.join()
         self._cosigner.close()  # the final checkpoint's cosignatures, waiting one timeout at most
         self._closed = True
-        self._segments.close()
-        if self._personal is not None:
-            self._personal.close()
-        os.close(self._lock_fd)
+        try:
+            self._segments.close()
+        except OSError:  # the writer failed writing (a full disk): its buffers cannot be flushed either
+            if self._failed is None:
+                raise
+        finally:
+            if self._personal is not None:
+                self._personal.close()
+            os.close(self._lock_fd)
         if self._failed is not None:
             raise LedgerError(f"the ledger writer stopped: {self._failed}") from self._failed
 
@@ -410,9 +408,19 @@ class Ledger:
                     self._wake.clear()
                     self._idle = False
         except BaseException as e:  # surfaced to the caller on its next append/flush/close
-            self._failed = e
+            self._failed = self._stopped_by(e)
             with self._cond:
                 self._cond.notify_all()
+
+    def _stopped_by(self, error: BaseException) -> BaseException:
+        """The writer's failure as the caller will see it: which records it accepted were never written."""
+        if not isinstance(error, OSError):
+            return error
+        first, last = self._segments.size, self._next_seq - 1
+        lost = f"records seq {first}..{last} were accepted but not written (reopening recovers any that reached " \
+            "the disk)" if last >= first else "every accepted record was written"
+        return LedgerError(f"cannot write {self.layout.root} at record seq {first} ({error.strerror or error}); "
+                           f"{lost}; the ledger accepts no more records")
 
     def _idle_timeout(self) -> float | None:
         """Seconds until a time-based checkpoint falls due; None when every written record is signed."""
@@ -465,15 +473,7 @@ class Ledger:
         if self._fsync != "never":
             self._segments.sync()
         size = self._frontier.size
-        text = Checkpoint(self.origin, size, self._frontier.root()).sign(self._key)
-        path = self.layout.checkpoint(size)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-            if self._fsync != "never":
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
+        self._checkpoints.write(size, self._frontier.root())
         self._cosigner.submit(size)
         self._last_checkpoint_time = time.monotonic()
         with self._cond:

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchwitness.errors import InputError, VerificationError
+from torchwitness.ledger.checkpoints import read_note
+from torchwitness.ledger.consistency import consistency_proof
 from torchwitness.ledger.keys import PublicKey
 from torchwitness.ledger.layout import Layout, read_manifest
-from torchwitness.ledger.merkle import MerkleTree, leaf_hashes
-from torchwitness.ledger.segments import read_all_lines
+from torchwitness.ledger.note import SignedCheckpoint, parse
 from torchwitness.ledger.verify import load_public_key
 from torchwitness.witness.client import shard_folders
-from torchwitness.witness.cosign import Note, parse_note
-from torchwitness.witness.protocol import BadRequest, Witness, origin_hash, parse_checkpoint_text
+from torchwitness.witness.protocol import Witness, origin_hash
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class _Shard:
     folder: Path
     origin: str
     public: PublicKey
-    notes: dict[int, Note]  # every checkpoint of the folder by size
+    notes: dict[int, SignedCheckpoint]  # every checkpoint of the folder by size
     lines: list[str]  # what the check found, for the summary
 
     @property
@@ -72,10 +72,7 @@ def _load(folder: Path) -> _Shard:
     layout = Layout(folder)
     manifest = read_manifest(folder)
     public = load_public_key(layout, manifest, None)  # verify_run already pinned and checked it
-    notes = {}
-    for path in layout.checkpoint_files():
-        note = parse_note(path.read_text())
-        notes[parse_checkpoint_text(note.text).size] = note
+    notes = {signed.checkpoint.size: signed for signed in map(read_note, layout.checkpoint_files())}
     if not notes:
         raise VerificationError(f"{folder}: no checkpoint, so nothing can be witnessed")
     return _Shard(folder, manifest["origin"], public, notes, [])
@@ -121,24 +118,27 @@ def _check_fresh(shard: _Shard, witness: Witness, timeout: float) -> None:
     if status != 200:
         raise VerificationError(f"witness {witness.key.name} answered HTTP {status} at {url}")
     try:
-        note = parse_note(text)
-        theirs = parse_checkpoint_text(note.text)
-    except (VerificationError, BadRequest) as e:
-        raise VerificationError(f"witness {witness.key.name} sent a malformed checkpoint: {e}") from None
-    if witness.key.find(note) is None or theirs.origin != shard.origin:
+        note = parse(text)
+        note.verify(shard.public)
+        cosigned = witness.key.find(note)
+    except VerificationError as e:
+        raise VerificationError(f"witness {witness.key.name} sent a checkpoint that does not verify: {e}") from None
+    theirs = note.checkpoint
+    if cosigned is None or theirs.origin != shard.origin:
         raise VerificationError(f"witness {witness.key.name} sent a checkpoint it did not cosign for this origin")
-    if not any(s.name == shard.public.name and s.key_id == shard.public.key_id
-               and shard.public.verify(s.signature, note.text.encode()) for s in note.signatures):
-        raise VerificationError(f"witness {witness.key.name} sent a checkpoint the run's key did not sign")
     if theirs.size > shard.newest:
         raise VerificationError(f"the run was rolled back: witness {witness.key.name} cosigned a checkpoint of "
                                 f"{theirs.size} records, the folder's newest covers {shard.newest}",
                                 checkpoint=theirs.size)
     if theirs.size in shard.notes:
-        ours = parse_checkpoint_text(shard.notes[theirs.size].text).root
-    else:  # a checkpoint the folder lost or never kept: the records decide (verify_run proved them)
-        ours = MerkleTree(leaf_hashes(read_all_lines(Layout(shard.folder)))).root(theirs.size)
-    if ours != theirs.root:
+        forked = shard.notes[theirs.size].checkpoint.root != theirs.root
+    else:  # a size the folder holds no note of (coalesced away): the records decide, as for verify --since
+        try:
+            consistency_proof(shard.folder, text)
+            forked = False
+        except VerificationError:
+            forked = True
+    if forked:
         raise VerificationError(f"the run forked: witness {witness.key.name} cosigned a different tree of "
                                 f"{theirs.size} records", checkpoint=theirs.size)
     shard.lines.append(f"{witness.key.name} has cosigned nothing newer")

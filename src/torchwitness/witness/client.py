@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from torchwitness.errors import FailureWarnings, InputError, TorchWitnessError, VerificationError
+from torchwitness.ledger.checkpoints import read_note
 from torchwitness.ledger.layout import Layout, read_manifest
 from torchwitness.ledger.merkle import HASH_SIZE, Frontier, MerkleTree
+from torchwitness.ledger.note import Signature, SignedCheckpoint, parse
 from torchwitness.witness import write_atomically
-from torchwitness.witness.cosign import NoteSignature, parse_note
-from torchwitness.witness.protocol import BadRequest, Witness, decimal, encode_request, parse_checkpoint_text
+from torchwitness.witness.cosign import with_cosignatures
+from torchwitness.witness.protocol import BadRequest, Witness, decimal, encode_request
 
 
 class WitnessRefused(TorchWitnessError):
@@ -152,24 +154,24 @@ class Cosigner:
         """Ask every witness to cosign checkpoint ``size`` and store their cosignatures in its note. Returns
         the error of each witness that did not cosign (empty when all did)."""
         path = self._layout.checkpoint(size)
-        note = parse_note(path.read_text())
-        got: list[NoteSignature] = []
+        signed = read_note(path)
+        got: list[Signature] = []
         errors: dict[str, str] = {}
         for witness in self._witnesses:
             try:
-                got.append(self._ask(witness, note.render(), size))
+                got.append(self._ask(witness, signed))
                 self._last_error.pop(witness.url, None)
             except (WitnessRefused, VerificationError, BadRequest, OSError) as e:
                 errors[witness.key.name] = str(e)
                 self._failed(witness, size, e)
         if got:
             # Re-read: only this thread rewrites notes, but keep what is there (an earlier witness's lines).
-            write_atomically(path, parse_note(path.read_text()).with_signatures(got).render())
+            write_atomically(path, with_cosignatures(read_note(path), got).text)
         return errors
 
-    def _ask(self, witness: Witness, text: str, size: int) -> NoteSignature:
+    def _ask(self, witness: Witness, signed: SignedCheckpoint) -> Signature:
         url = witness.url or ""
-        root = parse_checkpoint_text(parse_note(text).text).root
+        size, root = signed.checkpoint.size, signed.checkpoint.root
         known = self._known.get(url) or Frontier()
         for attempt in range(2):
             new = known.copy()
@@ -179,9 +181,10 @@ class Cosigner:
             if new.root() != root:
                 raise WitnessRefused(f"the leaf index does not reproduce checkpoint {size}'s root")
             status, body = post(url + "/add-checkpoint",
-                                encode_request(known.size, consistency_proof(known, tail), text), self._timeout)
+                                encode_request(known.size, consistency_proof(known, tail), signed.text),
+                                self._timeout)
             if status == 200:
-                sig = self._cosignature_in(witness, text, body)
+                sig = self._cosignature_in(witness, signed, body)
                 self._known[url] = new
                 return sig
             if status == 409 and attempt == 0:
@@ -197,12 +200,13 @@ class Cosigner:
         raise WitnessRefused("the witness changed its size twice during one request")
 
     @staticmethod
-    def _cosignature_in(witness: Witness, text: str, body: str) -> NoteSignature:
-        note = parse_note(text + body)  # the protocol's suggestion: append the lines to the note, then verify
-        mine = [s for s in note.signatures if s.name == witness.key.name and s.key_id == witness.key.key_id]
+    def _cosignature_in(witness: Witness, signed: SignedCheckpoint, body: str) -> Signature:
+        answer = parse(signed.text + body)  # the protocol's suggestion: append the lines to the note, then verify
+        mine = [s for s in answer.signatures[len(signed.signatures):]
+                if s.name == witness.key.name and s.key_id == witness.key.key_id]
         if not mine:
             raise WitnessRefused("the answer holds no cosignature of the configured witness key")
-        witness.key.timestamp_of(note.text, mine[-1])
+        witness.key.timestamp_of(signed.checkpoint.body(), mine[-1])
         return mine[-1]
 
     def _failed(self, witness: Witness, size: int, error: Exception) -> None:

@@ -13,7 +13,8 @@ import hashlib
 from dataclasses import dataclass
 
 from torchwitness.errors import InputError, SigningKeyError, VerificationError
-from torchwitness.witness.cosign import CosignerKey, Note, parse_note
+from torchwitness.ledger.note import SignedCheckpoint, parse
+from torchwitness.witness.cosign import CosignerKey
 
 MAX_PROOF_LINES = 63
 MAX_BODY_BYTES = 64 * 1024
@@ -24,40 +25,17 @@ class BadRequest(ValueError):
     """A request that breaks the protocol's format (HTTP 400)."""
 
 
-@dataclass(frozen=True)
-class CheckpointBody:
-    """The first three lines of a tlog-checkpoint note text; extension lines are kept, never interpreted."""
-
-    origin: str
-    size: int
-    root: bytes
-
-
 def decimal(text: str, what: str) -> int:
     if not text.isascii() or not text.isdigit() or (text != "0" and text.startswith("0")) or len(text) > 20:
         raise BadRequest(f"{what} {text[:40]!r} is not a decimal without leading zeroes")
     return int(text)
 
 
-def parse_checkpoint_text(text: str) -> CheckpointBody:
-    lines = text.split("\n")[:-1]  # the text ends in a newline
-    if len(lines) < 3 or not all(lines):
-        raise BadRequest("checkpoint needs non-empty origin, size and root lines")
-    try:
-        root = base64.b64decode(lines[2], validate=True)
-    except binascii.Error:
-        raise BadRequest("checkpoint root is not base64") from None
-    if len(root) != 32:
-        raise BadRequest("checkpoint root is not a SHA-256 hash")
-    return CheckpointBody(lines[0], decimal(lines[1], "checkpoint size"), root)
-
-
 @dataclass(frozen=True)
 class AddCheckpoint:
     old_size: int
     proof: list[bytes]
-    note: Note
-    checkpoint: CheckpointBody
+    signed: SignedCheckpoint
 
 
 def encode_request(old_size: int, proof: list[bytes], note_text: str) -> bytes:
@@ -89,10 +67,10 @@ def parse_request(body: bytes) -> AddCheckpoint:
             raise BadRequest("consistency proof line is not a SHA-256 hash")
         proof.append(h)
     try:
-        note = parse_note(note_text)
+        signed = parse(note_text)
     except VerificationError as e:
         raise BadRequest(f"checkpoint note: {e}") from None
-    return AddCheckpoint(old, proof, note, parse_checkpoint_text(note.text))
+    return AddCheckpoint(old, proof, signed)
 
 
 def origin_hash(origin: str) -> str:

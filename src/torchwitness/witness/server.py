@@ -26,18 +26,13 @@ from pathlib import Path
 from threading import Lock
 
 from torchwitness.errors import InputError, LedgerBusy, ProofError, SigningKeyError, VerificationError
+from torchwitness.ledger.checkpoints import read_note
 from torchwitness.ledger.keys import PublicKey
 from torchwitness.ledger.merkle import EMPTY_ROOT, verify_consistency
+from torchwitness.ledger.note import Signature, SignedCheckpoint
 from torchwitness.witness import write_atomically
-from torchwitness.witness.cosign import Note, NoteSignature, WitnessKey, parse_note
-from torchwitness.witness.protocol import (
-    MAX_BODY_BYTES,
-    SIZE_CONTENT_TYPE,
-    BadRequest,
-    origin_hash,
-    parse_checkpoint_text,
-    parse_request,
-)
+from torchwitness.witness.cosign import WitnessKey
+from torchwitness.witness.protocol import MAX_BODY_BYTES, SIZE_CONTENT_TYPE, BadRequest, origin_hash, parse_request
 
 
 @dataclass(frozen=True)
@@ -92,25 +87,18 @@ class WitnessState:
     def note_path(self, origin: str) -> Path:
         return self.origins / f"{origin_hash(origin)}.note"
 
-    def latest(self, origin: str) -> Note | None:
+    def latest(self, origin: str) -> SignedCheckpoint | None:
         path = self.note_path(origin)
-        return parse_note(path.read_text()) if path.exists() else None
+        return read_note(path) if path.exists() else None
 
 
-def _signed_by(note: Note, keys: list[PublicKey]) -> tuple[set[PublicKey], list[NoteSignature]]:
-    """The trusted keys with a valid signature on ``note`` and those signature lines. A line that names a trusted
-    key but does not verify makes the note malformed: raise."""
-    body = note.text.encode()
-    good: set[PublicKey] = set()
-    lines = []
-    for sig in note.signatures:
-        for key in keys:
-            if sig.name == key.name and sig.key_id == key.key_id:
-                if not key.verify(sig.signature, body):
-                    raise VerificationError(f"the signature of log key {key.name} does not verify")
-                good.add(key)
-                lines.append(sig)
-    return good, lines
+def _signed_by(signed: SignedCheckpoint, keys: list[PublicKey]) -> tuple[set[PublicKey], list[Signature]]:
+    """The trusted keys with a valid signature on the note and their lines. A line that names a trusted key
+    but does not verify makes the note malformed: raise."""
+    good = {key for key in keys if any(s.name == key.name and s.key_id == key.key_id for s in signed.signatures)}
+    for key in good:
+        signed.verify(key)
+    return good, [s for s in signed.signatures if any(s.name == k.name and s.key_id == k.key_id for k in good)]
 
 
 class WitnessService:
@@ -126,12 +114,13 @@ class WitnessService:
             request = parse_request(body)
         except BadRequest as e:
             return Response(400, f"{e}\n")
-        checkpoint, note = request.checkpoint, request.note
+        signed = request.signed
+        checkpoint = signed.checkpoint
         keys = [k for k, prefix in self.state.logs() if checkpoint.origin.startswith(prefix)]
         if not keys:
             return Response(404, f"unknown log origin {checkpoint.origin!r}\n")
         try:
-            signers, log_lines = _signed_by(note, keys)
+            signers, log_lines = _signed_by(signed, keys)
         except VerificationError as e:
             return Response(403, f"{e}\n")
         if not signers:
@@ -142,8 +131,7 @@ class WitnessService:
             stored = self.state.latest(checkpoint.origin)
             known_size, known_root = 0, EMPTY_ROOT
             if stored is not None:
-                known = parse_checkpoint_text(stored.text)
-                known_size, known_root = known.size, known.root
+                known_size, known_root = stored.checkpoint.size, stored.checkpoint.root
                 if not signers & _signed_by(stored, keys)[0]:
                     return Response(403, "this origin is witnessed for another log key\n")
             if request.old_size != known_size:
@@ -159,10 +147,11 @@ class WitnessService:
             except ProofError as e:
                 return Response(422, f"inconsistent with the checkpoint of size {known_size} seen before: "
                                      f"{e.reason}\n")
-            cosignature = self.key.cosign(note.text)
+            cosignature = self.key.cosign(signed)
             self.state.origins.mkdir(parents=True, exist_ok=True)
-            write_atomically(self.state.note_path(checkpoint.origin),
-                             Note(note.text, (*log_lines, cosignature)).render())
+            # Kept: the log's signatures it verified and its own cosignature, as the monitoring endpoint serves it.
+            lines = "".join(s.line + "\n" for s in (*log_lines, cosignature))
+            write_atomically(self.state.note_path(checkpoint.origin), checkpoint.body().decode() + "\n" + lines)
         return Response(200, cosignature.line + "\n")
 
     def checkpoint(self, hashed_origin: str) -> Response:
