@@ -8,19 +8,16 @@ lines included). Notes are parsed by :func:`torchwitness.ledger.note.parse`, whi
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import struct
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from torchwitness.errors import SigningKeyError, VerificationError
+from torchwitness.ledger.keys import PublicKey
 from torchwitness.ledger.note import SIG_PREFIX, Signature, SignedCheckpoint, b64, parse
 
 COSIGNATURE_TYPE = b"\x04"  # signed-note signature type of timestamped Ed25519 cosignatures
@@ -39,35 +36,10 @@ def with_cosignatures(signed: SignedCheckpoint, lines: list[Signature]) -> Signe
     return parse(signed.checkpoint.body().decode() + "\n" + "".join(s.line + "\n" for s in [*kept, *lines]))
 
 
-@dataclass(frozen=True)
-class CosignerKey:
+class CosignerKey(PublicKey):
     """A witness's public key as a cosignature/v1 verifier key (``NAME+KEYID+base64(0x04 || key)``)."""
 
-    name: str
-    raw: bytes
-
-    @property
-    def key_id(self) -> bytes:
-        return hashlib.sha256(self.name.encode() + b"\n" + COSIGNATURE_TYPE + self.raw).digest()[:4]
-
-    def to_vkey(self) -> str:
-        return f"{self.name}+{self.key_id.hex()}+{b64(COSIGNATURE_TYPE + self.raw)}"
-
-    @classmethod
-    def from_vkey(cls, text: str) -> CosignerKey:
-        name, _, rest = text.strip().partition("+")
-        key_id_hex, _, key_text = rest.partition("+")  # base64 may itself contain "+"
-        try:
-            blob = base64.b64decode(key_text, validate=True)
-            key_id = bytes.fromhex(key_id_hex)
-        except ValueError:
-            raise SigningKeyError(f"witness key {text.strip()[:80]!r} is not NAME+KEYID+BASE64KEY") from None
-        if not name or len(blob) != 33 or blob[:1] != COSIGNATURE_TYPE:
-            raise SigningKeyError(f"witness key {name!r} is not a cosignature/v1 (type 0x04) Ed25519 key")
-        key = cls(name, blob[1:])
-        if key.key_id != key_id:
-            raise SigningKeyError(f"witness key {name!r}: its id does not match its name and key")
-        return key
+    TYPE = COSIGNATURE_TYPE
 
     def timestamp_of(self, body: bytes, sig: Signature) -> int:
         """The time a valid cosignature of ours over the note text ``body`` was made; raise if it does not
@@ -75,10 +47,8 @@ class CosignerKey:
         if len(sig.blob) != 8 + 64:
             raise VerificationError(f"cosignature of witness {self.name} has the wrong length")
         (timestamp,) = struct.unpack(">Q", sig.blob[:8])
-        try:
-            Ed25519PublicKey.from_public_bytes(self.raw).verify(sig.blob[8:], cosigned_message(body, timestamp))
-        except InvalidSignature:
-            raise VerificationError(f"cosignature of witness {self.name} does not verify") from None
+        if not self.verify(sig.blob[8:], cosigned_message(body, timestamp)):
+            raise VerificationError(f"cosignature of witness {self.name} does not verify")
         if timestamp >= 1 << 63 or timestamp > time.time() + FUTURE_SLACK_S:
             raise VerificationError(f"cosignature of witness {self.name} is dated in the future ({timestamp})")
         return timestamp
