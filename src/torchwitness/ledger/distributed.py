@@ -125,15 +125,11 @@ class RunVerifyResult:
 
 
 def _run_key(root: Path, key: str | None) -> PublicKey:
-    from torchwitness.ledger.layout import read_manifest
+    from torchwitness.ledger.layout import Layout, read_manifest
     from torchwitness.ledger.verify import load_public_key
 
     folder = shard_dir(root, 0)
-    if not folder.is_dir():
-        raise VerificationError("rank 0: shard rank-0 is missing")
     try:
-        from torchwitness.ledger.layout import Layout
-
         return load_public_key(Layout(folder), read_manifest(folder), key)
     except VerificationError as e:
         raise VerificationError(f"rank 0: {e}") from None
@@ -177,13 +173,14 @@ def verify_distributed(root: Path, *, key: str | None = None, deep: bool = False
 
     manifest = _read_run_manifest(root)
     run_id, world = manifest["run"], manifest["world_size"]
+    for rank in range(world):
+        if not shard_dir(root, rank).is_dir():
+            raise VerificationError(f"rank {rank}: shard {shard_dir(root, rank).name} is missing")
     public = _run_key(root, key)
     signers, all_heads = _authorised_signers(root, run_id, world, public)
     shards = []
     for rank in range(world):
         folder = shard_dir(root, rank)
-        if not folder.is_dir():
-            raise VerificationError(f"rank {rank}: shard {folder.name} is missing")
         try:
             shards.append(verify_run(folder, key=signers[rank], deep=deep, allow_unsigned_tail=allow_unsigned_tail))
         except VerificationError as e:

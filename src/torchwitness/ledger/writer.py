@@ -126,6 +126,7 @@ class Ledger:
         self._idle = False
         self._stopping = False
         self._failed: BaseException | None = None
+        self._dying = False  # set before _failed, which the writer thread sets under the append lock
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"torchwitness-writer-{self.run_id}", daemon=True)
         self._thread.start()
@@ -251,7 +252,7 @@ class Ledger:
         not modify them afterwards.
         """
         if self._failed is not None:
-            raise LedgerError(f"the ledger writer stopped: {self._failed}") from self._failed
+            self._raise_stopped()
         if self._closed:
             raise LedgerError("the ledger is closed")
         if type(kind) is not str or not _KIND.match(kind):
@@ -264,13 +265,17 @@ class Ledger:
     def _enqueue(self, kind: str, step: int | None, payload: Any, deferred: bool, *, force: bool) -> int | None:
         ts = now_us()
         with self._lock:
+            if self._dying:
+                self._raise_stopped()
             if not force and len(self._queue) >= self._maxsize:
                 if self._on_full == "drop":
                     self._dropped += 1
                     return None
                 self._wake.set()
-                while len(self._queue) >= self._maxsize and self._failed is None:
+                while len(self._queue) >= self._maxsize and not self._dying:
                     time.sleep(0.0005)
+                if self._dying:
+                    self._raise_stopped()
             seq = self._next_seq
             self._next_seq += 1
             self._queue.append((seq, ts, kind, step, payload, deferred))
@@ -304,7 +309,7 @@ class Ledger:
         with self._cond:
             ok = self._cond.wait_for(lambda: progress() >= target or self._failed is not None, timeout)
         if self._failed is not None:
-            raise LedgerError(f"the ledger writer stopped: {self._failed}") from self._failed
+            self._raise_stopped()
         if not ok:
             raise LedgerError(f"ledger did not catch up within {timeout} s")
 
@@ -332,7 +337,7 @@ class Ledger:
                 self._personal.close()
             os.close(self._lock_fd)
         if self._failed is not None:
-            raise LedgerError(f"the ledger writer stopped: {self._failed}") from self._failed
+            self._raise_stopped()
 
     def __enter__(self) -> Ledger:
         return self
@@ -401,9 +406,14 @@ class Ledger:
                     self._wake.clear()
                     self._idle = False
         except BaseException as e:  # surfaced to the caller on its next append/flush/close
-            self._failed = self._stopped_by(e)
+            self._dying = True  # first, so a caller waiting for room in the queue (holding the lock) gives up
+            with self._lock:  # no seq is handed out while the lost range is being named
+                self._failed = self._stopped_by(e)
             with self._cond:
                 self._cond.notify_all()
+
+    def _raise_stopped(self) -> None:
+        raise LedgerError(f"the ledger writer stopped: {self._failed or 'it failed writing'}") from self._failed
 
     def _stopped_by(self, error: BaseException) -> BaseException:
         """The writer's failure as the caller will see it: which records it accepted were never written."""
