@@ -307,7 +307,7 @@ def _ddp_session(root: Path, run_id: str, key_dirs: list[Path], steps: int) -> N
 
 
 def test_pinning_the_run_key_pins_every_shard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    root, key_dirs = _ddp_folder(tmp_path)
+    root, _ = _ddp_folder(tmp_path)
     run_key = json.loads((shard_dir(root, 0) / "ledger.json").read_text())["signer"]
     rank1_key = json.loads((shard_dir(root, 1) / "ledger.json").read_text())["signer"]
     assert verify_run(root, key=run_key).records == 8
@@ -360,7 +360,7 @@ def test_distributed_since_and_note_chain(tmp_path: Path, capsys: pytest.Capture
     _ddp_session(earlier, run_id, key_dirs, 1)
     middle = sorted((earlier / "checkpoints").glob("*.note"))[1]
     middle.unlink()
-    with pytest.raises(VerificationError, match="run-level checkpoints: .*missing or was replaced"):
+    with pytest.raises(VerificationError, match=r"run-level checkpoints: .*missing or was replaced"):
         verify_run(earlier)
 
 
