@@ -25,7 +25,6 @@ import collections
 import dataclasses
 import fcntl
 import hashlib
-import json
 import os
 import re
 import threading
@@ -45,7 +44,7 @@ from torchwitness.ledger.canonical import canonical_json
 from torchwitness.ledger.checkpoints import CheckpointWriter, remove_stale
 from torchwitness.ledger.encoding import finalize, snapshot
 from torchwitness.ledger.keys import PublicKey, SigningKey
-from torchwitness.ledger.layout import FORMAT, Layout, read_manifest
+from torchwitness.ledger.layout import Layout, create_manifest, read_manifest
 from torchwitness.ledger.merkle import Frontier, leaf_hashes
 from torchwitness.ledger.note import Checkpoint, parse
 from torchwitness.ledger.personal import PersonalStore
@@ -179,22 +178,9 @@ class Ledger:
             if fresh:
                 key = SigningKey.load_or_create(key_dir)
                 run_id = run_id or uuid.uuid4().hex[:16]
-                manifest = {
-                    "format": FORMAT,
-                    "run": run_id,
-                    "origin": f"torchwitness/{run_id}" + (f"/rank-{rank}" if shard else ""),
-                    "created_us": now_us(),
-                    "segment_records": segment_records,
-                    "signer": key.public.fingerprint,
-                    "hash": "sha256",
-                    "canonicalization": "RFC8785",
-                }
-                for d in (layout.records, layout.checkpoints, layout.vkey.parent):
-                    d.mkdir(parents=True, exist_ok=True)
-                layout.vkey.write_text(key.public.to_vkey() + "\n")
-                tmp = layout.manifest.with_suffix(".tmp")
-                tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-                os.replace(tmp, layout.manifest)
+                manifest = create_manifest(layout, key.public, run_id=run_id, created_us=now_us(),
+                                           origin=f"torchwitness/{run_id}" + (f"/rank-{rank}" if shard else ""),
+                                           segment_records=segment_records)
             else:
                 manifest = read_manifest(layout.root)
                 key = cls.signing_key_for(manifest, layout, key_dir)
