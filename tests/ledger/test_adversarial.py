@@ -17,6 +17,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from torchwitness.cli import main
 from torchwitness.errors import ProofError, SigningKeyError, VerificationError
@@ -403,3 +405,25 @@ def test_full_disk_names_the_records_that_were_not_written(tmp_path: Path) -> No
     assert kept[len(steps)]["kind"] == "ledger.recovered"
     adopted = kept[len(steps)]["data"]["adopted"]
     assert adopted is None or (adopted["last_seq"], result.signed_late[0][1]) == (len(steps) - 1, len(steps) - 1)
+
+
+# ----------------------------------------------------------------------------- note format
+@settings(max_examples=60, deadline=None)
+@given(extensions=st.lists(st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=30),
+                           max_size=4),
+       extra=st.lists(st.binary(min_size=5, max_size=90), max_size=3), size=st.integers(0, 2**53))
+def test_notes_keep_extensions_and_foreign_signatures(extensions: list[str], extra: list[bytes], size: int) -> None:
+    from torchwitness.ledger.note import Checkpoint
+
+    key = SigningKey.generate()
+    signed = parse(Checkpoint("example.com/log", size, bytes(range(32)), tuple(extensions)).sign(key))
+    lines = [f"\u2014 witness-{i} {base64.b64encode(b).decode()}" for i, b in enumerate(extra)]
+    cosigned = signed.with_signatures(lines)
+    assert cosigned.checkpoint == signed.checkpoint and cosigned.checkpoint.extensions == tuple(extensions)
+    assert [s.blob for s in cosigned.signatures[1:]] == [b[4:] for b in extra]
+    cosigned.verify(key.public)  # the other lines neither hide nor break the signer's
+    body_end = cosigned.text.index("\n\n")
+    for forged in (cosigned.text[:body_end] + "\nextra" + cosigned.text[body_end:],
+                   cosigned.text.replace(f"\n{size}\n", f"\n{size + 1}\n", 1)):
+        with pytest.raises(VerificationError):
+            parse(forged).verify(key.public)
