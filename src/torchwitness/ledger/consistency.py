@@ -114,8 +114,8 @@ def verify_consistency_proof(doc: dict[str, Any], old_note: str, *, key: PublicK
         new = parse(doc["checkpoint"])
         proof = [unb64(h, "proof hash", size=32) for h in doc["proof"]]
         old_size, new_size = int(doc["old_size"]), int(doc["new_size"])
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ProofError(f"consistency proof document is malformed: {e!r}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, VerificationError) as e:
+        raise ProofError(f"consistency proof document is malformed: {e}") from None
     old = parse(old_note)
     old.verify(public)
     new.verify(public)

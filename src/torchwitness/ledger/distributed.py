@@ -125,18 +125,27 @@ class RunVerifyResult:
 
 
 def _run_key(root: Path, key: str | None) -> PublicKey:
-    from torchwitness.ledger.layout import read_manifest
+    from torchwitness.ledger.layout import Layout, read_manifest
     from torchwitness.ledger.verify import load_public_key
 
     folder = shard_dir(root, 0)
-    if not folder.is_dir():
-        raise VerificationError("rank 0: shard rank-0 is missing")
     try:
-        from torchwitness.ledger.layout import Layout
-
         return load_public_key(Layout(folder), read_manifest(folder), key)
     except VerificationError as e:
         raise VerificationError(f"rank 0: {e}") from None
+
+
+def _signed_heads(signed: SignedCheckpoint, public: PublicKey, run_id: str, world: int, what: str
+                  ) -> list[dict[str, Any]]:
+    """The heads of a run-level note signed by the run key ``public``; a failure names the note as ``what``."""
+    try:
+        signed.verify(public)
+        if signed.checkpoint.origin != run_origin(run_id):
+            raise VerificationError(f"it is of {signed.checkpoint.origin!r}, not of this run's "
+                                    f"{run_origin(run_id)!r}")
+        return heads_of(signed, run_id, world)
+    except VerificationError as e:
+        raise VerificationError(f"{what}: {e.reason}") from None
 
 
 def _authorised_signers(root: Path, run_id: str, world: int, public: PublicKey) -> tuple[list[str], list[Any]]:
@@ -148,13 +157,7 @@ def _authorised_signers(root: Path, run_id: str, world: int, public: PublicKey) 
     signers: list[str] = []
     for path in notes:
         signed = read_note(path)
-        try:
-            signed.verify(public)
-            if signed.checkpoint.origin != run_origin(run_id):
-                raise VerificationError(f"origin {signed.checkpoint.origin!r} is not {run_origin(run_id)!r}")
-            heads = heads_of(signed, run_id, world)
-        except VerificationError as e:
-            raise VerificationError(f"run-level checkpoint {path.name}: {e.reason}") from None
+        heads = _signed_heads(signed, public, run_id, world, f"run-level checkpoint {path.name}")
         listed = [h["signer"] for h in heads]
         if signers and listed != signers:
             raise VerificationError(f"run-level checkpoint {path.name} authorises other rank keys than the one "
@@ -177,13 +180,14 @@ def verify_distributed(root: Path, *, key: str | None = None, deep: bool = False
 
     manifest = _read_run_manifest(root)
     run_id, world = manifest["run"], manifest["world_size"]
+    for rank in range(world):
+        if not shard_dir(root, rank).is_dir():
+            raise VerificationError(f"rank {rank}: shard {shard_dir(root, rank).name} is missing")
     public = _run_key(root, key)
     signers, all_heads = _authorised_signers(root, run_id, world, public)
     shards = []
     for rank in range(world):
         folder = shard_dir(root, rank)
-        if not folder.is_dir():
-            raise VerificationError(f"rank {rank}: shard {folder.name} is missing")
         try:
             shards.append(verify_run(folder, key=signers[rank], deep=deep, allow_unsigned_tail=allow_unsigned_tail))
         except VerificationError as e:
@@ -210,14 +214,7 @@ def _check_since(root: Path, text: str, public: PublicKey, run_id: str, world: i
     from torchwitness.ledger.layout import Layout
     from torchwitness.ledger.merkle import verify_consistency
 
-    kept = parse(text)
-    try:
-        kept.verify(public)
-        if kept.checkpoint.origin != run_origin(run_id):
-            raise VerificationError(f"it is of {kept.checkpoint.origin!r}, not of this run's {run_origin(run_id)!r}")
-        heads = heads_of(kept, run_id, world)
-    except VerificationError as e:
-        raise VerificationError(f"the kept run-level checkpoint: {e.reason}") from None
+    heads = _signed_heads(parse(text), public, run_id, world, "the kept run-level checkpoint")
     for head in heads:
         folder = shard_dir(root, head["rank"])
         try:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 _ERASURE = b'"kind":"erasure"'
 _RECOVERED = b'"kind":"ledger.recovered"'
 _RUN_END = b'"kind":"run.end"'
+_RUN_START = b'"kind":"run.start"'
 _PERSONAL = re.compile(rb'"\$personal":"(hmac-sha256:[0-9a-f]{64})"')
 UNPINNED = "integrity only; pin --key for authorship"
 
@@ -226,13 +227,26 @@ def _check_tail(lines: list[bytes], covered: int, allow: bool) -> None:
     if len(lines) <= covered:
         return
     span = f"records seq {covered}..{len(lines) - 1} are not covered by any signed checkpoint"
-    ended = next((seq for seq in range(covered, len(lines)) if _RUN_END in lines[seq]), None)
+    ended = _ended_at(lines)
     if ended is not None:
-        raise VerificationError(f"{span}, and run.end (seq {ended}) is among them: the run ended, so its final "
-                                "checkpoint is missing", seq=covered)
+        raise VerificationError(f"{span}, and the run ended (run.end at seq {ended}): a sealed run has no unsigned "
+                                "records", seq=covered)
     if not allow:
         raise VerificationError(f"{span} (a run still being written: --allow-unsigned-tail shows them as a live "
                                 "view)", seq=covered)
+
+
+def _ended_at(lines: list[bytes]) -> int | None:
+    """The seq of the run.end no later run.start follows (the run is sealed), or None while a session is open."""
+    ended = None
+    for seq, line in enumerate(lines):
+        if _RUN_END in line or _RUN_START in line:  # cheap test first; the parse rules out nested look-alikes
+            try:
+                kind = json.loads(line).get("kind")
+            except (ValueError, AttributeError):
+                continue
+            ended = seq if kind == "run.end" else None if kind == "run.start" else ended
+    return ended
 
 
 def _signed_late(lines: list[bytes], covered: int) -> list[tuple[int, int, int]]:

@@ -25,7 +25,6 @@ import collections
 import dataclasses
 import fcntl
 import hashlib
-import json
 import os
 import re
 import threading
@@ -45,7 +44,7 @@ from torchwitness.ledger.canonical import canonical_json
 from torchwitness.ledger.checkpoints import CheckpointWriter, remove_stale
 from torchwitness.ledger.encoding import finalize, snapshot
 from torchwitness.ledger.keys import PublicKey, SigningKey
-from torchwitness.ledger.layout import FORMAT, Layout, read_manifest
+from torchwitness.ledger.layout import Layout, create_manifest, read_manifest
 from torchwitness.ledger.merkle import Frontier, leaf_hashes
 from torchwitness.ledger.note import Checkpoint, parse
 from torchwitness.ledger.personal import PersonalStore
@@ -128,6 +127,7 @@ class Ledger:
         self._idle = False
         self._stopping = False
         self._failed: BaseException | None = None
+        self._dying = False  # set before _failed, which the writer thread sets under the append lock
         self._closed = False
         self._cosigner = cosigner_for(layout, self.origin, witnesses, self.append)  # cosignatures of checkpoints
         self._thread = threading.Thread(target=self._run, name=f"torchwitness-writer-{self.run_id}", daemon=True)
@@ -183,22 +183,9 @@ class Ledger:
             if fresh:
                 key = SigningKey.load_or_create(key_dir)
                 run_id = run_id or uuid.uuid4().hex[:16]
-                manifest = {
-                    "format": FORMAT,
-                    "run": run_id,
-                    "origin": f"torchwitness/{run_id}" + (f"/rank-{rank}" if shard else ""),
-                    "created_us": now_us(),
-                    "segment_records": segment_records,
-                    "signer": key.public.fingerprint,
-                    "hash": "sha256",
-                    "canonicalization": "RFC8785",
-                }
-                for d in (layout.records, layout.checkpoints, layout.vkey.parent):
-                    d.mkdir(parents=True, exist_ok=True)
-                layout.vkey.write_text(key.public.to_vkey() + "\n")
-                tmp = layout.manifest.with_suffix(".tmp")
-                tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-                os.replace(tmp, layout.manifest)
+                manifest = create_manifest(layout, key.public, run_id=run_id, created_us=now_us(),
+                                           origin=f"torchwitness/{run_id}" + (f"/rank-{rank}" if shard else ""),
+                                           segment_records=segment_records)
             else:
                 manifest = read_manifest(layout.root)
                 key = cls.signing_key_for(manifest, layout, key_dir)
@@ -256,7 +243,7 @@ class Ledger:
         not modify them afterwards.
         """
         if self._failed is not None:
-            raise LedgerError(f"the ledger writer stopped: {self._failed}") from self._failed
+            self._raise_stopped()
         if self._closed:
             raise LedgerError("the ledger is closed")
         if type(kind) is not str or not _KIND.match(kind):
@@ -269,13 +256,17 @@ class Ledger:
     def _enqueue(self, kind: str, step: int | None, payload: Any, deferred: bool, *, force: bool) -> int | None:
         ts = now_us()
         with self._lock:
+            if self._dying:
+                self._raise_stopped()
             if not force and len(self._queue) >= self._maxsize:
                 if self._on_full == "drop":
                     self._dropped += 1
                     return None
                 self._wake.set()
-                while len(self._queue) >= self._maxsize and self._failed is None:
+                while len(self._queue) >= self._maxsize and not self._dying:
                     time.sleep(0.0005)
+                if self._dying:
+                    self._raise_stopped()
             seq = self._next_seq
             self._next_seq += 1
             self._queue.append((seq, ts, kind, step, payload, deferred))
@@ -309,7 +300,7 @@ class Ledger:
         with self._cond:
             ok = self._cond.wait_for(lambda: progress() >= target or self._failed is not None, timeout)
         if self._failed is not None:
-            raise LedgerError(f"the ledger writer stopped: {self._failed}") from self._failed
+            self._raise_stopped()
         if not ok:
             raise LedgerError(f"ledger did not catch up within {timeout} s")
 
@@ -339,7 +330,7 @@ class Ledger:
                 self._personal.close()
             os.close(self._lock_fd)
         if self._failed is not None:
-            raise LedgerError(f"the ledger writer stopped: {self._failed}") from self._failed
+            self._raise_stopped()
 
     def __enter__(self) -> Ledger:
         return self
@@ -408,9 +399,14 @@ class Ledger:
                     self._wake.clear()
                     self._idle = False
         except BaseException as e:  # surfaced to the caller on its next append/flush/close
-            self._failed = self._stopped_by(e)
+            self._dying = True  # first, so a caller waiting for room in the queue (holding the lock) gives up
+            with self._lock:  # no seq is handed out while the lost range is being named
+                self._failed = self._stopped_by(e)
             with self._cond:
                 self._cond.notify_all()
+
+    def _raise_stopped(self) -> None:
+        raise LedgerError(f"the ledger writer stopped: {self._failed or 'it failed writing'}") from self._failed
 
     def _stopped_by(self, error: BaseException) -> BaseException:
         """The writer's failure as the caller will see it: which records it accepted were never written."""
