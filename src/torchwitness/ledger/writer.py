@@ -74,10 +74,9 @@ class Ledger:
     0
     """
 
-    def __init__(self, layout: Layout, manifest: dict, key: SigningKey, *, rank: int,
-                 checkpoint_every: int, checkpoint_seconds: float, fsync: FsyncPolicy, on_full: FullPolicy,
-                 queue_size: int, retain_personal: bool, lock_fd: int, inbox_seconds: float = 1.0,
-                 witnesses: tuple = ()) -> None:
+    def __init__(self, layout: Layout, manifest: dict, key: SigningKey, *, rank: int, checkpoint_every: int,
+                 checkpoint_seconds: float, fsync: FsyncPolicy, on_full: FullPolicy, queue_size: int,
+                 retain_personal: bool, lock_fd: int, inbox_seconds: float = 1.0, witnesses: tuple = ()) -> None:
         if checkpoint_every < 1 or checkpoint_seconds <= 0 or queue_size < 1 or inbox_seconds <= 0:
             raise InputError("checkpoint_every, checkpoint_seconds, queue_size and inbox_seconds must be positive")
         if fsync not in ("never", "checkpoint", "always"):
@@ -155,7 +154,6 @@ class Ledger:
         self._inbox_thread = threading.Thread(target=self._watch_inbox, name=f"torchwitness-inbox-{self.run_id}",
                                               daemon=True)
         self._inbox_thread.start()
-        self._cosigner.start()
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -169,7 +167,6 @@ class Ledger:
         ``run_id`` names a new run (random by default); ``shard=True`` makes this ledger one rank's shard of a
         distributed run, with its own origin ``torchwitness/<run>/rank-<rank>``. While open, the ledger performs the
         operations other processes leave in its inbox (:mod:`torchwitness.ledger.inbox`) every ``inbox_seconds``.
-        ``witnesses`` (``"VKEY URL"``) are asked to cosign every checkpoint (:mod:`torchwitness.witness.client`).
         """
         layout = Layout(Path(root))
         if layout.root.exists() and not layout.root.is_dir():
@@ -314,11 +311,10 @@ class Ledger:
         if self._inbox is not None:
             self._inbox.close()
         self._checkpoint_target = max(self._checkpoint_target, self._next_seq)
-        self._cosigner.stop_recording()
-        self._stopping = True
-        self._wake.set()
-        self._thread.join()
-        self._cosigner.close()  # the final checkpoint's cosignatures, waiting one timeout at most
+        with self._cosigner.closing():  # no more records from it; at the end, the final checkpoint's cosignatures
+            self._stopping = True
+            self._wake.set()
+            self._thread.join()
         self._closed = True
         try:
             self._segments.close()

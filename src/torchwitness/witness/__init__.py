@@ -6,6 +6,7 @@ This module stays light: the ledger imports it whether or not witnesses are conf
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -30,18 +31,16 @@ def write_atomically(path: Path, text: str) -> None:
 class _NoWitnesses:
     """What a ledger without witnesses holds in their place: every hook does nothing."""
 
-    def start(self) -> None: ...
-
     def submit(self, size: int) -> None: ...
 
-    def stop_recording(self) -> None: ...
-
-    def close(self) -> None: ...
+    def closing(self) -> contextlib.nullcontext:
+        return contextlib.nullcontext()
 
 
 def cosigner_for(layout: Any, origin: str, witnesses: Iterable[Any],
                  record: Callable[[str, dict[str, Any]], Any]) -> Any:
-    """The ledger's hook: a :class:`~torchwitness.witness.client.Cosigner` when witnesses are named."""
+    """The ledger's hook: a running :class:`~torchwitness.witness.client.Cosigner` when witnesses are named.
+    ``record`` (the ledger's append) must already work: the cosigner may record a failure at once."""
     witnesses = tuple(witnesses)
     if not witnesses:
         return _NoWitnesses()

@@ -12,6 +12,7 @@ tree. A witness that is down, slow or refusing costs the run nothing but a ``Run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -19,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,7 @@ class Cosigner:
     """Requests cosignatures for one ledger's checkpoints from ``witnesses`` on a thread of its own."""
 
     def __init__(self, layout: Layout, origin: str, witnesses: Iterable[str | Witness], *, timeout: float = 5.0,
-                 record: Callable[[str, dict[str, Any]], Any] | None = None) -> None:
+                 record: Callable[[str, dict[str, Any]], Any] | None = None, background: bool = True) -> None:
         self._witnesses = [Witness.parse(w) for w in witnesses]
         for w in self._witnesses:
             if w.url is None:
@@ -115,9 +116,8 @@ class Cosigner:
         if files:  # a checkpoint of an earlier session may still lack cosignatures: ask for them first
             self._pending = int(files[-1].name.split(".")[0])
         self._thread = threading.Thread(target=self._run, name=f"torchwitness-cosigner-{origin}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
+        if background:
+            self._thread.start()
 
     def submit(self, size: int) -> None:
         """A checkpoint of ``size`` was written (called by the writer thread; returns at once)."""
@@ -125,18 +125,21 @@ class Cosigner:
             self._pending = max(self._pending, size)
             self._cond.notify()
 
-    def stop_recording(self) -> None:
-        """From now on failures are only warned about: the ledger is closing and takes no more records."""
+    @contextlib.contextmanager
+    def closing(self) -> Iterator[None]:
+        """Around the ledger's last checkpoint: failures are only warned about from now on (the ledger takes no
+        more records); at the end, what is pending (that checkpoint) is sent, waiting at most about one timeout
+        per witness, and the thread stops."""
         with self._record_lock:
             self._recording = False
-
-    def close(self) -> None:
-        """Send what is pending (the final checkpoint), waiting at most one timeout per witness, then stop."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-        if self._thread.is_alive():
-            self._thread.join(self._timeout * (len(self._witnesses) + 1))
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._closing = True
+                self._cond.notify()
+            if self._thread.is_alive():
+                self._thread.join(self._timeout * (len(self._witnesses) + 1))
 
     def _run(self) -> None:
         while True:
@@ -250,7 +253,7 @@ def submit_run(run: str | Path, witnesses: list[str], *, timeout: float = 10.0) 
             continue
         lock = Ledger._take_lock(layout)  # a writer holding the run cosigns by itself: never rewrite under it
         try:
-            cosigner = Cosigner(layout, manifest["origin"], witnesses, timeout=timeout)
+            cosigner = Cosigner(layout, manifest["origin"], witnesses, timeout=timeout, background=False)
             size = int(files[-1].name.split(".")[0])
             started = time.monotonic()
             with warnings.catch_warnings():  # each failure is reported below, once
