@@ -24,11 +24,14 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from torchwitness.errors import FailureWarnings, InputError, TorchWitnessError, VerificationError
 from torchwitness.ledger.checkpoints import read_note
 from torchwitness.ledger.layout import Layout, read_manifest
 from torchwitness.ledger.merkle import HASH_SIZE, Frontier, MerkleTree
 from torchwitness.ledger.note import Signature, SignedCheckpoint, parse
+from torchwitness.ledger.schema import register_kind
 from torchwitness.witness import write_atomically
 from torchwitness.witness.cosign import with_cosignatures
 from torchwitness.witness.protocol import BadRequest, Witness, decimal, encode_request
@@ -36,6 +39,18 @@ from torchwitness.witness.protocol import BadRequest, Witness, decimal, encode_r
 
 class WitnessRefused(TorchWitnessError):
     """A witness did not cosign: unreachable, or it answered with an error status."""
+
+
+class WitnessFailed(msgspec.Struct):
+    """A witness did not cosign a checkpoint (recorded once per change of its failure)."""
+
+    witness: str  # its verifier key
+    url: str
+    checkpoint: int  # the size asked for
+    error: str  # e.g. "unreachable: ...", "HTTP 422: inconsistent with the checkpoint of size N seen before"
+
+
+register_kind("witness.failed", WitnessFailed)
 
 
 def consistency_proof(old: Frontier, new_leaves: list[bytes]) -> list[bytes]:
