@@ -18,7 +18,7 @@ from torchwitness.ledger.note import Checkpoint, parse
 from torchwitness.witness.client import consistency_proof
 from torchwitness.witness.cosign import CosignerKey, WitnessKey, with_cosignatures
 from torchwitness.witness.protocol import SIZE_CONTENT_TYPE, Witness, encode_request
-from torchwitness.witness.server import WitnessService, WitnessState
+from torchwitness.witness.server import WitnessService, WitnessState, make_server
 
 
 @settings(max_examples=150, deadline=None)
@@ -51,7 +51,7 @@ def test_cosignature_lines_follow_tlog_cosignature() -> None:
     assert key.public.find(cosigned) == 1_700_000_000
     assert with_cosignatures(cosigned, [key.cosign(signed, 1_700_000_001)]).text.count("witness.example/w1") == 1
     vkey = key.public.to_vkey()
-    assert base64.b64decode(vkey.split("+")[2])[0] == 4 and CosignerKey.from_vkey(vkey) == key.public
+    assert base64.b64decode(vkey.split("+", 2)[2])[0] == 4 and CosignerKey.from_vkey(vkey) == key.public
     assert WitnessKey.generate("witness.example/w2").public.find(cosigned) is None  # other keys' lines: ignored
     other = parse(Checkpoint("example.com/log", 4, b"\x01" * 32).sign(log))
     forged = with_cosignatures(signed, [key.cosign(other, timestamp=1)])
@@ -123,3 +123,50 @@ def test_status_codes(service) -> None:
     kept.verify(log.public)
     assert svc.key.public.find(kept) is not None and len(kept.signatures) == 2
     assert svc.checkpoint("0" * 64).status == 404
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode)
+       | st.builds(lambda old, lines, note: f"old {old}\n{lines}\n{note}".encode(),
+                   st.integers(-2, 40), st.text("AB=+/\n", max_size=60), st.text(max_size=200)))
+def test_any_body_gets_a_protocol_answer(tmp_path_factory, body: bytes) -> None:
+    svc = _service_for_fuzzing(tmp_path_factory)
+    assert svc.add_checkpoint(body).status in (400, 403, 404, 409, 422)
+
+
+_FUZZ: dict[str, WitnessService] = {}
+
+
+def _service_for_fuzzing(tmp_path_factory) -> WitnessService:
+    if "svc" not in _FUZZ:
+        state = WitnessState(tmp_path_factory.mktemp("fuzz"))
+        state.keygen("w")
+        state.add_log(SigningKey.generate().public.to_vkey())
+        _FUZZ["svc"] = WitnessService(state)
+    return _FUZZ["svc"]
+
+
+def test_a_broken_state_is_an_http_500_not_a_crash(service) -> None:
+    import threading
+    import urllib.error
+    import urllib.request
+
+    svc, log = service
+    server = make_server(svc.state.root)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/add-checkpoint"
+    body = encode_request(0, [], _note(log, [leaf_hash(b"a")], 1))
+    good = svc.state.logs_file.read_text()
+    try:
+        svc.state.logs_file.write_text("[")
+        with pytest.raises(urllib.error.HTTPError) as broken:
+            urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=10)
+        assert broken.value.code == 500 and b"logs.json" in broken.value.read()
+        svc.state.logs_file.write_text(good)
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=10) as answer:
+            assert answer.status == 200 and answer.read().startswith("\u2014 witness.example/w1 ".encode())
+        with pytest.raises(InputError, match="already holds a witness key"):
+            svc.state.keygen("again")
+    finally:
+        server.shutdown()
+        server.server_close()

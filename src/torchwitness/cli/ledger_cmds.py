@@ -36,17 +36,16 @@ def verify(run: Path = RunArg,
 
     Without --key the key inside the folder is trusted: that proves integrity, not authorship."""
     from torchwitness.ledger.verify import verify_run
+    from torchwitness.witness.check import WitnessPolicy
 
+    policy = WitnessPolicy.parse(witness or [], quorum) if witness or quorum is not None else None
     since_text = _read_text(since) if since else None
     result = verify_run(run, key=key, deep=deep, since=since_text, allow_unsigned_tail=allow_unsigned_tail)
     typer.echo(result.summary())
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
-    if witness or quorum is not None:
-        from torchwitness.witness.check import check_witnesses
-
-        for line in check_witnesses(run, witness or [], quorum):
-            typer.echo(line)
+    for line in policy.check(run) if policy else []:
+        typer.echo(line)
 
 
 def prove(run: Path = RunArg, seq: int = typer.Option(..., "--seq", help="The record to prove."),

@@ -43,29 +43,42 @@ class _Shard:
         return max(self.notes)
 
 
-def check_witnesses(run: str | Path, witnesses: list[str], quorum: int | None = None, *,
-                    timeout: float = 10.0) -> list[str]:
-    """Raise ``VerificationError`` unless every shard's newest checkpoint is cosigned by ``quorum`` (default:
-    all) of ``witnesses`` and no witness asked online has cosigned a state the folder does not extend. Returns
-    one summary line per shard."""
-    parsed = [Witness.parse(w) for w in witnesses]
-    if len({w.key for w in parsed}) != len(parsed):
-        raise InputError("--witness names the same witness key twice")
-    quorum = len(parsed) if quorum is None else quorum
-    if not parsed or not 1 <= quorum <= len(parsed):
-        raise InputError(f"--quorum {quorum} must be between 1 and the number of --witness keys ({len(parsed)})")
-    out = []
-    for folder in shard_folders(run):
-        shard = _load(folder)
-        try:
-            _check_cosignatures(shard, parsed, quorum)
-            for witness in parsed:
-                if witness.url is not None:
-                    _check_fresh(shard, witness, timeout)
-        except VerificationError as e:
-            raise VerificationError(f"{folder}: {e}", checkpoint=e.checkpoint) from None
-        out.append(f"witnessed {folder}: " + "; ".join(shard.lines))
-    return out
+@dataclass(frozen=True)
+class WitnessPolicy:
+    """Which witnesses must have cosigned, and how many of them (``quorum``)."""
+
+    witnesses: tuple[Witness, ...]
+    quorum: int
+    timeout: float = 10.0
+
+    @classmethod
+    def parse(cls, witnesses: list[str], quorum: int | None = None) -> WitnessPolicy:
+        """From ``--witness`` specs (``VKEY`` or ``VKEY URL``) and ``--quorum`` (default: all of them)."""
+        parsed = tuple(Witness.parse(w) for w in witnesses)
+        if len({w.key for w in parsed}) != len(parsed):
+            raise InputError("--witness names the same witness key twice")
+        quorum = len(parsed) if quorum is None else quorum
+        if not parsed or not 1 <= quorum <= len(parsed):
+            raise InputError(f"--quorum {quorum} must be between 1 and the number of --witness keys "
+                             f"({len(parsed)})")
+        return cls(parsed, quorum)
+
+    def check(self, run: str | Path) -> list[str]:
+        """Raise ``VerificationError`` unless every shard's newest checkpoint is cosigned by ``quorum`` of the
+        witnesses and no witness asked online has cosigned a state the folder does not extend. Returns one
+        summary line per shard."""
+        out = []
+        for folder in shard_folders(run):
+            shard = _load(folder)
+            try:
+                _check_cosignatures(shard, list(self.witnesses), self.quorum)
+                for witness in self.witnesses:
+                    if witness.url is not None:
+                        _check_fresh(shard, witness, self.timeout)
+            except VerificationError as e:
+                raise VerificationError(f"{folder}: {e}", checkpoint=e.checkpoint) from None
+            out.append(f"witnessed {folder}: " + "; ".join(shard.lines))
+        return out
 
 
 def _load(folder: Path) -> _Shard:

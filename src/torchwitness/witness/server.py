@@ -20,12 +20,20 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sys
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Lock
 
-from torchwitness.errors import InputError, LedgerBusy, ProofError, SigningKeyError, VerificationError
+from torchwitness.errors import (
+    InputError,
+    LedgerBusy,
+    ProofError,
+    SigningKeyError,
+    TorchWitnessError,
+    VerificationError,
+)
 from torchwitness.ledger.checkpoints import read_note
 from torchwitness.ledger.keys import PublicKey
 from torchwitness.ledger.merkle import EMPTY_ROOT, verify_consistency
@@ -55,9 +63,12 @@ class WitnessState:
     def keygen(self, name: str) -> WitnessKey:
         if self.key_file.exists():
             raise InputError(f"{self.root} already holds a witness key ({self.vkey_file.read_text().strip()})")
-        self.origins.mkdir(parents=True, exist_ok=True)
         key = WitnessKey.generate(name)
-        key.save(self.key_file, self.vkey_file)
+        try:
+            self.origins.mkdir(parents=True, exist_ok=True)
+            key.save(self.key_file, self.vkey_file)
+        except OSError as e:
+            raise InputError(f"cannot create the witness state in {self.root}: {e.strerror}") from None
         return key
 
     def key(self) -> WitnessKey:
@@ -79,9 +90,12 @@ class WitnessState:
         except SigningKeyError as e:
             raise InputError(f"log key: {e}") from None
         logs = [(k, p) for k, p in self.logs() if not (k == key and p == origin_prefix)] + [(key, origin_prefix)]
-        self.root.mkdir(parents=True, exist_ok=True)
         doc = {"logs": [{"vkey": k.to_vkey(), "origin_prefix": p} for k, p in logs]}
-        write_atomically(self.logs_file, json.dumps(doc, indent=2) + "\n")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_atomically(self.logs_file, json.dumps(doc, indent=2) + "\n")
+        except OSError as e:
+            raise InputError(f"cannot write {self.logs_file}: {e.strerror}") from None
         return key
 
     def note_path(self, origin: str) -> Path:
@@ -183,7 +197,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != "/add-checkpoint":
             self._send(Response(404, f"no such endpoint {self.path[:80]}\n"))
             return
-        self._send(self.service.add_checkpoint(body))
+        try:
+            response = self.service.add_checkpoint(body)
+        except (TorchWitnessError, OSError) as e:  # its own state is unusable (logs.json, disk): say so, go on
+            print(f"torchwitness witness: error: {e}", file=sys.stderr, flush=True)
+            response = Response(500, f"the witness cannot decide: {e}\n")
+        self._send(response)
 
     def do_GET(self) -> None:
         parts = self.path.strip("/").split("/")
