@@ -211,8 +211,10 @@ class Cosigner:
                     raise WitnessRefused(f"the witness has cosigned {theirs} records of this log, more than this "
                                          f"checkpoint's {size}: the run folder was rolled back or forked")
                 known = Frontier()
-                for h in read_leaves(self._layout, 0, theirs):
+                for i, h in enumerate(read_leaves(self._layout, 0, theirs), 1):
                     known.append(h)
+                    if i % 4096 == 0:
+                        time.sleep(0)  # a long history (a reopened run): let the recording thread have the GIL
                 continue
             raise WitnessRefused(f"HTTP {status}: {body.strip()[:200]}")
         raise WitnessRefused("the witness changed its size twice during one request")
