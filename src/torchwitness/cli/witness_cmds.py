@@ -1,4 +1,5 @@
-"""witness keygen|add-log|serve|submit: run a C2SP tlog-witness, and ask witnesses to cosign a run."""
+"""witness keygen|add-log|serve|submit|timestamp|verify-timestamp: run a C2SP tlog-witness, ask witnesses to
+cosign a run, and RFC 3161 timestamps over its checkpoints."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import sys
 from pathlib import Path
 
 import typer
+
+from torchwitness.errors import InputError
 
 witness_app = typer.Typer(help="Witnesses: third parties that cosign a run's checkpoints only while it stays "
                                "append-only (C2SP tlog-witness).", no_args_is_help=True)
@@ -70,6 +73,34 @@ def submit(run: Path = typer.Argument(..., help="The run folder (single or distr
     from torchwitness.witness.client import submit_run
 
     for line in submit_run(run, witness, timeout=timeout):
+        typer.echo(line)
+
+
+@witness_app.command()
+def timestamp(run: Path = typer.Argument(..., help="The run folder (single or distributed)."),
+              tsa: str = typer.Option(..., "--tsa", help="The RFC 3161 Time-Stamping Authority's URL."),
+              timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the TSA.")) -> None:
+    """Have a Time-Stamping Authority (RFC 3161) sign the newest checkpoint of every rank; the token is kept
+    beside the note as checkpoints/<size>.tsr."""
+    from torchwitness.witness.timestamp import timestamp_run
+
+    for line in timestamp_run(run, tsa, timeout=timeout):
+        typer.echo(line)
+
+
+@witness_app.command("verify-timestamp")
+def verify_timestamp(run: Path = typer.Argument(..., help="The run folder (single or distributed)."),
+                     root: Path = typer.Option(..., "--tsa-root", help="The TSA's root certificate (PEM).")
+                     ) -> None:
+    """Check that the newest checkpoint of every rank carries an RFC 3161 token that chains to the TSA root and
+    covers that checkpoint (run 'torchwitness verify' for the records themselves)."""
+    from torchwitness.witness.timestamp import verify_timestamps
+
+    try:
+        pem = root.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read the TSA root {root}: {e.strerror}") from None
+    for line in verify_timestamps(run, pem):
         typer.echo(line)
 
 
