@@ -11,17 +11,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from torchwitness.ledger.writer import Ledger
 
 pytest.importorskip("rfc3161_client", reason="the 'timestamp' extra (rfc3161-client) is not installed")
 if shutil.which("openssl") is None:
     pytest.skip("openssl is not installed", allow_module_level=True)
-
-from cryptography import x509  # noqa: E402 - only once the skips above passed
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
 TSA_CONFIG = """
 [ tsa ]
