@@ -288,10 +288,11 @@ def test_stale_tmp_files_are_removed_at_open(sealed: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- distributed runs
-def _ddp_folder(tmp_path: Path, steps: int = 4) -> tuple[Path, list[Path]]:
-    """A two-rank run folder written as Run writes one under torch.distributed, each rank with its own key."""
+def _ddp_folder(tmp_path: Path, steps: int = 4, *, one_key: bool = False) -> tuple[Path, list[Path]]:
+    """A two-rank run folder written as Run writes one under torch.distributed, each rank with its own key (or,
+    as on one machine, the same)."""
     root, run_id = tmp_path / "ddp", uuid.uuid4().hex[:16]
-    key_dirs = [tmp_path / f"keys-rank-{r}" for r in (0, 1)]
+    key_dirs = [tmp_path / f"keys-rank-{0 if one_key else r}" for r in (0, 1)]
     write_run_manifest(root, run_id, 2)
     _ddp_session(root, run_id, key_dirs, steps)
     return root, key_dirs
@@ -334,6 +335,16 @@ def test_pinning_the_run_key_pins_every_shard(tmp_path: Path, capsys: pytest.Cap
             verify_run(root, key=pin)
     code, out = _cli(capsys, "verify", root, "--key", run_key)
     assert code == 3 and "rank 1" in out
+
+
+def test_swapped_shards_fail_even_under_one_key(tmp_path: Path) -> None:
+    root, _ = _ddp_folder(tmp_path, one_key=True)
+    assert verify_run(root).records == 8
+    shard_dir(root, 0).rename(tmp_path / "swap")
+    shard_dir(root, 1).rename(shard_dir(root, 0))
+    (tmp_path / "swap").rename(shard_dir(root, 1))
+    with pytest.raises(VerificationError, match=r"rank 0: shard rank-0 holds the ledger of '.*/rank-1'"):
+        verify_run(root)
 
 
 def test_distributed_since_and_note_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
