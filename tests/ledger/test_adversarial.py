@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from torchwitness.cli import main
-from torchwitness.errors import ProofError, SigningKeyError, VerificationError
+from torchwitness.errors import InputError, LedgerError, ProofError, SigningKeyError, VerificationError
 from torchwitness.ledger import Ledger, verify_run
 from torchwitness.ledger.canonical import canonical_json
 from torchwitness.ledger.consistency import consistency_proof, newest_checkpoint, verify_consistency_proof
@@ -288,10 +288,11 @@ def test_stale_tmp_files_are_removed_at_open(sealed: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- distributed runs
-def _ddp_folder(tmp_path: Path, steps: int = 4) -> tuple[Path, list[Path]]:
-    """A two-rank run folder written as Run writes one under torch.distributed, each rank with its own key."""
+def _ddp_folder(tmp_path: Path, steps: int = 4, *, one_key: bool = False) -> tuple[Path, list[Path]]:
+    """A two-rank run folder written as Run writes one under torch.distributed, each rank with its own key (or,
+    as on one machine, the same)."""
     root, run_id = tmp_path / "ddp", uuid.uuid4().hex[:16]
-    key_dirs = [tmp_path / f"keys-rank-{r}" for r in (0, 1)]
+    key_dirs = [tmp_path / f"keys-rank-{0 if one_key else r}" for r in (0, 1)]
     write_run_manifest(root, run_id, 2)
     _ddp_session(root, run_id, key_dirs, steps)
     return root, key_dirs
@@ -334,6 +335,16 @@ def test_pinning_the_run_key_pins_every_shard(tmp_path: Path, capsys: pytest.Cap
             verify_run(root, key=pin)
     code, out = _cli(capsys, "verify", root, "--key", run_key)
     assert code == 3 and "rank 1" in out
+
+
+def test_swapped_shards_fail_even_under_one_key(tmp_path: Path) -> None:
+    root, _ = _ddp_folder(tmp_path, one_key=True)
+    assert verify_run(root).records == 8
+    shard_dir(root, 0).rename(tmp_path / "swap")
+    shard_dir(root, 1).rename(shard_dir(root, 0))
+    (tmp_path / "swap").rename(shard_dir(root, 1))
+    with pytest.raises(VerificationError, match=r"rank 0: shard rank-0 holds the ledger of '.*/rank-1'"):
+        verify_run(root)
 
 
 def test_distributed_since_and_note_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -427,3 +438,44 @@ def test_notes_keep_extensions_and_foreign_signatures(extensions: list[str], ext
                    cosigned.text.replace(f"\n{size}\n", f"\n{size + 1}\n", 1)):
         with pytest.raises(VerificationError):
             parse(forged).verify(key.public)
+
+
+# ----------------------------------------------------------------------------- any damage
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pristine") / "run"
+    _append_records(root, 57, key_dir=tmp_path_factory.mktemp("pristine-keys"))
+    return root
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_any_damage_fails_or_changes_no_record(pristine: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                data: st.DataObject) -> None:
+    """Flip, cut, delete or extend any file of a sealed run: verify (pinned or not) either refuses the folder in a
+    VerificationError or vouches for exactly the records that were sealed."""
+    root = tmp_path_factory.mktemp("damaged") / "run"
+    shutil.copytree(pristine, root)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != ".writer.lock")
+    for _ in range(data.draw(st.integers(1, 3), label="mutations")):
+        path = data.draw(st.sampled_from(files), label="file")
+        if not path.exists():
+            continue
+        content = path.read_bytes()
+        how = data.draw(st.sampled_from(["flip", "cut", "delete", "append"]), label="how")
+        if how == "flip" and content:
+            i = data.draw(st.integers(0, len(content) - 1), label="byte")
+            path.write_bytes(content[:i] + bytes([content[i] ^ data.draw(st.integers(1, 255))]) + content[i + 1:])
+        elif how == "cut":
+            path.write_bytes(content[:data.draw(st.integers(0, max(0, len(content) - 1)), label="length")])
+        elif how == "delete":
+            path.unlink()
+        else:
+            path.write_bytes(content + data.draw(st.binary(min_size=1, max_size=80), label="tail"))
+    signer = json.loads(Layout(pristine).manifest.read_text())["signer"]
+    for key in (None, signer):
+        try:
+            result = verify_run(root, key=key)
+        except (VerificationError, InputError, LedgerError):
+            continue
+        assert _lines(root)[:result.covered] == _lines(pristine) and result.covered == result.records

@@ -39,7 +39,7 @@ def verify(run: Path = RunArg,
     from torchwitness.witness.check import WitnessPolicy
 
     policy = WitnessPolicy.parse(witness or [], quorum) if witness or quorum is not None else None
-    since_text = _read_text(since) if since else None
+    since_text = kept_note(since, "--since") if since else None
     result = verify_run(run, key=key, deep=deep, since=since_text, allow_unsigned_tail=allow_unsigned_tail)
     typer.echo(result.summary())
     for note in result.notes:
@@ -137,13 +137,21 @@ def schema(kind: str | None = typer.Option(None, "--kind", help="Only this recor
     typer.echo(json.dumps(json_schemas(kind), indent=2))
 
 
-def _read_text(path: Path) -> str:
+def kept_note(path: Path, option: str) -> str:
+    """The text of a checkpoint note the user kept; a file that is not one is named in the error."""
+    from torchwitness.errors import VerificationError
+    from torchwitness.ledger.note import parse
+
     try:
-        return path.read_text()
+        text = path.read_text()
+        parse(text)
     except FileNotFoundError:
-        raise InputError(f"no such file: {path}") from None
+        raise InputError(f"{option} {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path} is unreadable: {e}") from None
+        raise InputError(f"{option} {path} is unreadable: {e}") from None
+    except VerificationError as e:
+        raise VerificationError(f"{option} {path} is not a signed checkpoint: {e.reason}") from None
+    return text
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from torchwitness.cli.ledger_cmds import kept_note
 from torchwitness.errors import InputError
 
 RunArg = typer.Argument(..., help="The run folder.", show_default=False)
@@ -32,21 +33,15 @@ def checkpoint(run: Path = RunArg,
 
 
 def consistency(run: Path = RunArg,
-                old: str = typer.Option(..., "--from", help="A kept checkpoint file, or a tree size."),
+                old: str = typer.Option(..., "--from", help="A kept checkpoint file ('torchwitness checkpoint'), "
+                                                            "or a tree size."),
                 to: int | None = typer.Option(None, "--to", help="The newer tree size (default: the newest "
                                                                   "checkpoint).")) -> None:
     """Print an RFC 9162 consistency proof (JSON) from an older checkpoint to a newer one of the run."""
     from torchwitness.ledger.consistency import consistency_proof, run_consistency_proof
     from torchwitness.ledger.distributed import RUN_MANIFEST
 
-    kept: str | int
-    if old.isdigit():
-        kept = int(old)
-    else:
-        try:
-            kept = Path(old).read_text()
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"--from {old}: neither a tree size nor a readable checkpoint file ({e})") from None
+    kept: str | int = int(old) if old.isdigit() else kept_note(Path(old), "--from")
     if (run / RUN_MANIFEST).exists():
         if isinstance(kept, int) or to is not None:
             raise InputError("a distributed run needs --from FILE (a run-level checkpoint) and no --to")

@@ -27,6 +27,7 @@ import rfc8785
 from torchwitness.errors import InputError, VerificationError
 from torchwitness.ledger.checkpoints import check_chain, read_note
 from torchwitness.ledger.keys import PublicKey
+from torchwitness.ledger.layout import Layout, read_manifest
 from torchwitness.ledger.merkle import EMPTY_ROOT, MerkleTree, leaf_hashes
 from torchwitness.ledger.note import HEAD, Checkpoint, SignedCheckpoint, b64, parse, prev_line, unb64
 
@@ -125,7 +126,6 @@ class RunVerifyResult:
 
 
 def _run_key(root: Path, key: str | None) -> PublicKey:
-    from torchwitness.ledger.layout import Layout, read_manifest
     from torchwitness.ledger.verify import load_public_key
 
     folder = shard_dir(root, 0)
@@ -188,6 +188,9 @@ def verify_distributed(root: Path, *, key: str | None = None, deep: bool = False
     shards = []
     for rank in range(world):
         folder = shard_dir(root, rank)
+        origin = read_manifest(folder).get("origin")
+        if origin != f"torchwitness/{run_id}/rank-{rank}":
+            raise VerificationError(f"rank {rank}: shard {folder.name} holds the ledger of {origin!r}")
         try:
             shards.append(verify_run(folder, key=signers[rank], deep=deep, allow_unsigned_tail=allow_unsigned_tail))
         except VerificationError as e:
@@ -211,7 +214,6 @@ def _check_since(root: Path, text: str, public: PublicKey, run_id: str, world: i
     own notes were verified under their authorised keys before this runs."""
     from torchwitness.ledger.checkpoints import latest
     from torchwitness.ledger.consistency import consistency_hashes
-    from torchwitness.ledger.layout import Layout
     from torchwitness.ledger.merkle import verify_consistency
 
     heads = _signed_heads(parse(text), public, run_id, world, "the kept run-level checkpoint")

@@ -133,16 +133,14 @@ class Ledger:
         self._thread.start()
         atexit.register(self.close)
         if recovery.needed:
-            adopted = None if recovery.adopted is None else dict(zip(
-                ("first_seq", "last_seq", "leaves_sha256"), recovery.adopted, strict=True))
-            if adopted is not None:
-                adopted["leaves_sha256"] = "sha256:" + adopted["leaves_sha256"]
+            adopted = recovery.adopted
             self.append("ledger.recovered", {
                 "torn_bytes": recovery.torn_bytes,
                 "index_entries_added": recovery.index_added,
                 "index_entries_removed": recovery.index_removed,
                 "records": len(leaves),
-                "adopted": adopted,
+                "adopted": adopted and {"first_seq": adopted[0], "last_seq": adopted[1],
+                                        "leaves_sha256": f"sha256:{adopted[2]}"},
             })
         # What other processes left while the run was closed is performed now, before the opener appends; then a
         # thread looks every inbox_seconds and once more at close.
