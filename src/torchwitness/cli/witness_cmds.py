@@ -46,7 +46,8 @@ def add_log(vkey: str = typer.Argument(..., help="A run's verifier key (RUN/keys
 @witness_app.command()
 def serve(state: Path = StateOpt,
           host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-          port: int = typer.Option(8421, "--port", help="Port to listen on (0: any free port).")) -> None:
+          port: int = typer.Option(8421, "--port", min=0, max=65535, help="Port to listen on (0: any free "
+                                                                            "port).")) -> None:
     """Serve POST /add-checkpoint and GET /<sha256(origin)>/checkpoint until interrupted."""
     from torchwitness.witness.server import make_server
 

@@ -42,6 +42,8 @@ def _newest(folder: Path) -> Path:
 def timestamp_run(run: str | Path, tsa_url: str, *, timeout: float = 10.0) -> list[str]:
     """Have ``tsa_url`` timestamp the newest checkpoint of every shard; one line per shard."""
     rfc = _rfc3161()
+    if not tsa_url.startswith(("http://", "https://")):
+        raise InputError(f"TSA URL {tsa_url!r} must start with http:// or https://")
     out = []
     for folder in shard_folders(run):
         note = _newest(folder)
