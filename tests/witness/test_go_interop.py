@@ -1,10 +1,12 @@
 """Interop: checkpoints and their cosignatures verify with Go's reference signed-note implementation,
 golang.org/x/mod/sumdb/note (Debian's golang-go and golang-golang-x-mod-dev, which ``make system-deps``
 installs). The Go program (go_note/main.go) checks the log's signature through x/mod's own Ed25519 verifier and
-each cosignature/v1 line through a note.Verifier written from the C2SP tlog-cosignature spec."""
+each cosignature/v1 line through a note.Verifier written from the C2SP tlog-cosignature spec; it also signs
+checkpoints with x/mod's note.Sign, as a log that is not torchwitness, for our witness to cosign."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -14,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from torchwitness.ledger.keys import SigningKey
+from torchwitness.ledger.merkle import MerkleTree, leaf_hash
 from torchwitness.ledger.note import parse
 from torchwitness.ledger.writer import Ledger
 from torchwitness.witness.cosign import CosignerKey
-from torchwitness.witness.server import WitnessState, make_server
+from torchwitness.witness.protocol import encode_request
+from torchwitness.witness.server import WitnessService, WitnessState, make_server
 
 GOCODE = Path("/usr/share/gocode")
 PROGRAM = Path(__file__).parent / "go_note"
@@ -80,3 +84,31 @@ def test_go_reference_verifies_notes_and_cosignatures(go_note: Path, tmp_path: P
     assert go(bad, log_vkey, *vkeys).returncode == 1
     bad.write_text(text.replace("\n20\n", "\n21\n", 1))
     assert go(bad, log_vkey).returncode == 1
+
+
+def test_witness_cosigns_a_log_signed_by_go(go_note: Path, tmp_path: Path) -> None:
+    """The witness serves any C2SP log: checkpoints signed by x/mod's note.Sign, not by torchwitness."""
+    skey, log_vkey = subprocess.run([str(go_note), "keygen", "example.com/log"], capture_output=True, text=True,
+                                    check=True, timeout=60).stdout.split()
+    state = WitnessState(tmp_path / "w")
+    witness_vkey = state.keygen("witness.test/w1").public.to_vkey()
+    state.add_log(log_vkey)
+    service = WitnessService(state)
+    leaves = [leaf_hash(bytes([i])) for i in range(9)]
+    tree, fork = MerkleTree(leaves), MerkleTree([leaf_hash(b"x"), *leaves[1:]])
+
+    def go_signed(t: MerkleTree, size: int) -> str:
+        text = f"example.com/log\n{size}\n{base64.b64encode(t.root(size)).decode()}\n"
+        return subprocess.run([str(go_note), "sign", skey], input=text, capture_output=True, text=True,
+                              check=True, timeout=60).stdout
+
+    assert service.add_checkpoint(encode_request(0, [], go_signed(tree, 5))).status == 200
+    assert service.add_checkpoint(encode_request(5, fork.consistency_proof(5, 9), go_signed(fork, 9))).status == 422
+    note = go_signed(tree, 9)
+    answer = service.add_checkpoint(encode_request(5, tree.consistency_proof(5, 9), note))
+    assert answer.status == 200
+    cosigned = tmp_path / "cosigned.note"
+    cosigned.write_text(note + answer.body)
+    done = subprocess.run([str(go_note), str(cosigned), log_vkey, witness_vkey], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("example.com/log\nwitness.test/w1 time "), done.stderr

@@ -3,16 +3,23 @@
 // cosignature/v1 lines through a note.Verifier written here from the tlog-cosignature spec
 // (x/mod only knows signature type 0x01).
 //
-// Usage: go_note NOTE_FILE LOG_VKEY [WITNESS_VKEY...]
-// Prints one line per verified signature ("NAME" or "NAME time T") and exits 1 on any failure.
+// Usage:
+//
+//	go_note NOTE_FILE LOG_VKEY [WITNESS_VKEY...]   verify; one line per signature ("NAME" or "NAME time T")
+//	go_note keygen NAME                           print a new signer key and its verifier key, one a line
+//	go_note sign SKEY < TEXT                      print TEXT signed as a note (a log that is not torchwitness)
+//
+// Exits 1 on any failure.
 package main
 
 import (
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -68,7 +75,37 @@ func newCosigner(vkey string) (*cosigner, error) {
 	return &cosigner{name: parts[0], hash: uint32(hash), key: raw[1:], seen: map[string]uint64{}}, nil
 }
 
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(1)
+}
+
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "keygen" {
+		skey, vkey, err := note.GenerateKey(rand.Reader, os.Args[2])
+		if err != nil {
+			fail(err)
+		}
+		fmt.Println(skey)
+		fmt.Println(vkey)
+		return
+	}
+	if len(os.Args) == 3 && os.Args[1] == "sign" {
+		signer, err := note.NewSigner(strings.TrimSpace(os.Args[2]))
+		if err != nil {
+			fail(err)
+		}
+		text, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			fail(err)
+		}
+		msg, err := note.Sign(&note.Note{Text: string(text)}, signer)
+		if err != nil {
+			fail(err)
+		}
+		os.Stdout.Write(msg)
+		return
+	}
 	if len(os.Args) < 3 {
 		fmt.Fprintln(os.Stderr, "usage: go_note NOTE_FILE LOG_VKEY [WITNESS_VKEY...]")
 		os.Exit(2)
