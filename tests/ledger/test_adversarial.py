@@ -287,6 +287,14 @@ def test_stale_tmp_files_are_removed_at_open(sealed: Path) -> None:
     assert verify_run(sealed).records == 59
 
 
+def test_stale_run_level_tmp_is_removed_when_rank_0_starts(tmp_path: Path) -> None:
+    root, _ = _ddp_folder(tmp_path)
+    stale = root / "checkpoints" / "000002.tmp"
+    stale.write_text("half written before a crash")
+    write_run_manifest(root, json.loads((root / "run.json").read_text())["run"], 2)
+    assert not stale.exists() and verify_run(root).records == 8
+
+
 # ----------------------------------------------------------------------------- distributed runs
 def _ddp_folder(tmp_path: Path, steps: int = 4, *, one_key: bool = False) -> tuple[Path, list[Path]]:
     """A two-rank run folder written as Run writes one under torch.distributed, each rank with its own key (or,

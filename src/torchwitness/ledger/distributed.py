@@ -44,6 +44,8 @@ def run_origin(run_id: str) -> str:
 
 
 def write_run_manifest(root: Path, run_id: str, world_size: int) -> None:
+    """Rank 0, at start: name the run (or check an existing one names it) and remove run-level notes a crash left
+    half-written (only rank 0 writes them)."""
     root.mkdir(parents=True, exist_ok=True)
     path = root / RUN_MANIFEST
     if path.exists():
@@ -51,6 +53,8 @@ def write_run_manifest(root: Path, run_id: str, world_size: int) -> None:
         if existing.get("run") != run_id or existing.get("world_size") != world_size:
             raise InputError(f"{root} holds run {existing.get('run')} with world size {existing.get('world_size')}, "
                              f"not run {run_id} with world size {world_size}")
+        for stale in (root / "checkpoints").glob("*.tmp") if (root / "checkpoints").is_dir() else []:
+            stale.unlink(missing_ok=True)
         return
     path.write_text(json.dumps({"format": RUN_FORMAT, "run": run_id, "world_size": world_size}, indent=2) + "\n")
 

@@ -9,7 +9,7 @@ bad record (its seq) or checkpoint:
    checkpoint before it (a deleted note breaks that chain, see :mod:`torchwitness.ledger.checkpoints`).
 3. Every record line is hashed as an RFC 9162 leaf; the tree over them must reproduce every checkpoint root.
    Records no checkpoint covers fail verification, unless ``allow_unsigned_tail`` asks for a live view of a run
-   still being written (never for a run whose ``run.end`` is among them).
+   still being written (never for a run that ended: a ``run.end`` no later ``run.start`` follows).
 4. When a root does not match, the writer's leaf index locates the record: the index is trusted only if its
    own tree reproduces every signed root, so a forger cannot point the blame elsewhere by editing it.
 5. ``since``: an RFC 9162 consistency proof from a checkpoint the verifier kept to the newest one (no rollback or
