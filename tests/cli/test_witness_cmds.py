@@ -244,3 +244,35 @@ def test_sigkill_keeps_the_witness_state(cli, tmp_path: Path) -> None:
     assert code == 0, err
     w.proc.terminate()
     w.proc.wait(10)
+
+
+WRITER = """
+import sys
+from torchwitness.ledger.writer import Ledger
+ledger = Ledger.open(sys.argv[1], witnesses=[sys.argv[2]], checkpoint_every=3)
+print("open", flush=True)
+i = 0
+while True:
+    ledger.append("note", {"i": i})
+    i += 1
+"""
+
+
+def test_sigkill_of_a_witnessed_writer_keeps_notes_whole(cli, witness: WitnessProcess, log_key: SigningKey,
+                                                         tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    rng = random.Random(3)
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(run), witness.spec], stdout=subprocess.PIPE,
+                                text=True, env=env)
+        assert proc.stdout.readline() == "open\n"
+        time.sleep(rng.uniform(0.2, 0.6))  # the cosigner rewrites a note every few records meanwhile
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        key = CosignerKey.from_vkey(witness.vkey)
+        notes = [parse(p.read_text()) for p in sorted((run / "checkpoints").glob("*.note"))]
+        assert sum(key.find(n) is not None for n in notes) >= 1  # every note parses, every cosignature verifies
+    _record(run, 1, [witness.spec])  # a clean session: the witness's history continues
+    code, _, err = cli("verify", str(run), "--witness", witness.spec)
+    assert code == 0, err
