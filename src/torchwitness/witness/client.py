@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -175,17 +176,27 @@ class Cosigner:
         signed = read_note(path)
         got: list[Signature] = []
         errors: dict[str, str] = {}
-        for witness in self._witnesses:
-            try:
-                got.append(self._ask(witness, signed))
-                self._last_error.pop(witness.url, None)
-            except (WitnessRefused, VerificationError, BadRequest, OSError) as e:
-                errors[witness.key.name] = str(e)
-                self._failed(witness, size, e)
+        # All witnesses at once: a slow one must not hold back the others' cosignatures.
+        with ThreadPoolExecutor(len(self._witnesses), thread_name_prefix="torchwitness-witness") as pool:
+            answers = list(pool.map(lambda w: self._try(w, signed), self._witnesses))
+        for witness, answer in zip(self._witnesses, answers, strict=True):
+            if isinstance(answer, Signature):
+                got.append(answer)
+            else:
+                errors[witness.key.name] = str(answer)
+                self._failed(witness, size, answer)
         if got:
             # Re-read: only this thread rewrites notes, but keep what is there (an earlier witness's lines).
             write_atomically(path, with_cosignatures(read_note(path), got).text)
         return errors
+
+    def _try(self, witness: Witness, signed: SignedCheckpoint) -> Signature | Exception:
+        try:
+            sig = self._ask(witness, signed)
+        except (WitnessRefused, VerificationError, BadRequest, OSError) as e:
+            return e
+        self._last_error.pop(witness.url or "", None)
+        return sig
 
     def _ask(self, witness: Witness, signed: SignedCheckpoint) -> Signature:
         url = witness.url or ""
