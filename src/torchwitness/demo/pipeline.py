@@ -19,6 +19,7 @@ from torchwitness.demo.code_evidence import record_code_evidence
 from torchwitness.demo.deployment import deployment_stage
 from torchwitness.demo.dossier import dossier_stage
 from torchwitness.demo.governance import run_governance
+from torchwitness.demo.progress import DemoConsole, Stages, quiet_third_party
 from torchwitness.ledger.verify import verify_run
 from torchwitness.run import Run
 
@@ -27,17 +28,30 @@ def _model(d: int) -> nn.Module:
     return nn.Sequential(nn.Linear(d, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 2))
 
 
+STAGES = ("training on UCI Adult", "certifying int8 and int4 edits", "serving: drift, review, explanations",
+          "code and model-file evidence", "data governance: consent, fairness gate, provenance, DP-SGD",
+          "LLM agent: token statistics and GenAI spans", "dossier, model card, coverage and MLflow")
+
+
 def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, console: Console | None = None) -> Path:
-    """Train on Adult inside a ``Run``, record per-epoch metrics, verify the ledger; return the run folder."""
-    console = console or Console(stderr=True, soft_wrap=True)
-    out = Path(out)
+    """Train on Adult inside a ``Run``, then every other stage; print each stage and its time; return the run."""
+    console = console or DemoConsole()
+    if not isinstance(console, DemoConsole):  # a caller's console (tests): stages still print, no heartbeat
+        console = DemoConsole(file=console.file, width=console.width, quiet=console.quiet)
+    with quiet_third_party(), Stages(console, len(STAGES)) as stages:
+        return _run_demo(Path(out), epochs=epochs, seed=seed, console=console, stages=stages)
+
+
+def _run_demo(out: Path, *, epochs: int, seed: int, console: DemoConsole, stages: Stages) -> Path:
     run_dir = out / "adult-run"
     if run_dir.exists():
         shutil.rmtree(run_dir)
     torch.manual_seed(seed)
     np.random.seed(seed)
 
-    console.print("[bold]torchwitness demo[/]: UCI Adult income classifier")
+    console.print("[bold]torchwitness demo[/]: a classifier on UCI Adult, recorded in signed ledgers from "
+                  f"training to deployment; evidence in {out.resolve()}")
+    stages.begin(STAGES[0])
     data = load_adult()
     x_train, y_train = torch.from_numpy(data.train.features), torch.from_numpy(data.train.labels)
     x_test, y_test = torch.from_numpy(data.test.features), torch.from_numpy(data.test.labels)
@@ -55,7 +69,7 @@ def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, co
                                     "positive_rate_train": float(y_train.float().mean())})
         step = 0
         progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                            MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+                            MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
         with progress:
             task = progress.add_task("training", total=epochs * batches)
             for epoch in range(epochs):
@@ -77,19 +91,23 @@ def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, co
                 metrics = {"epoch": epoch, "train_loss": total / len(x_train),
                            "test_accuracy": (pred == y_test).float().mean()}
                 run.record("train.epoch", metrics, step=step)
-                progress.console.print(f"epoch {epoch}: train loss {float(metrics['train_loss']):.4f}, "
-                                       f"test accuracy {float(metrics['test_accuracy']):.4f}")
+                console.print(f"epoch {epoch + 1}/{epochs}: train loss {float(metrics['train_loss']):.4f}, "
+                              f"test accuracy {float(metrics['test_accuracy']):.4f}")
         run.record("eval.summary", {"split": "test", "accuracy": (pred == y_test).float().mean(),
                                     "rows": len(y_test)})
+        stages.begin(STAGES[1])
         certify_stage(run, model, x_test, y_test, console)
+        stages.begin(STAGES[2])
         rows = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))[:4000]
         deployment_stage(run, model, (x_train[rows], y_train[rows]), (x_test, y_test), data.feature_names, console)
+        stages.begin(STAGES[3])
         record_code_evidence(run, model, (x_train[:256], y_train[:256]), loss_fn, out, console)
-
-    result = verify_run(run_dir)
-    console.print(f"[green]verified[/]: {result.summary()}")
+    console.print(f"[green]verified[/]: {verify_run(run_dir).summary()}")
     console.print(f"run folder: [bold]{run_dir.resolve()}[/]")
+    stages.begin(STAGES[4])
     run_governance(out, seed=seed, console=console)
+    stages.begin(STAGES[5])
     run_agent_demo(out, seed=seed, console=console)
+    stages.begin(STAGES[6])
     dossier_stage(run_dir, out, console)
     return run_dir
