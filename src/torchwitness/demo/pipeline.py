@@ -38,8 +38,14 @@ def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, co
     console = console or DemoConsole()
     if not isinstance(console, DemoConsole):  # a caller's console (tests): stages still print, no heartbeat
         console = DemoConsole(file=console.file, width=console.width, quiet=console.quiet)
-    with quiet_third_party(), Stages(console, len(STAGES)) as stages:
-        return _run_demo(Path(out), epochs=epochs, seed=seed, console=console, stages=stages)
+    threads = torch.get_num_threads()
+    # The demo's models are small: one thread beats contended intra-op threads on a shared 2-core machine.
+    torch.set_num_threads(1)
+    try:
+        with quiet_third_party(), Stages(console, len(STAGES)) as stages:
+            return _run_demo(Path(out), epochs=epochs, seed=seed, console=console, stages=stages)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _run_demo(out: Path, *, epochs: int, seed: int, console: DemoConsole, stages: Stages) -> Path:
