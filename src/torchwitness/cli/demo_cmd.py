@@ -12,11 +12,15 @@ def demo(out: Path = typer.Option(Path("evidence"), "--out", "-o", help="Where t
     """Train a classifier on UCI Adult with every step recorded, verify it, print where the evidence is."""
     import os
 
+    from torchwitness.demo.progress import STAGES, DemoConsole, Stages, quiet_third_party
+
     # tqdm reads its settings from the environment when it is imported, which the demo's imports do
     os.environ.setdefault("TQDM_DISABLE", "1")
-    from torchwitness.demo import run_demo
+    with quiet_third_party(), Stages(DemoConsole()) as stages:
+        stages.begin(STAGES[0])  # importing torch and the rest takes seconds: a stage of its own, with a heartbeat
+        from torchwitness.demo import run_demo
 
-    run_demo(out, epochs=epochs, seed=seed)
+        run_demo(out, epochs=epochs, seed=seed, stages=stages)
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,7 @@ from torchwitness.demo.code_evidence import record_code_evidence
 from torchwitness.demo.deployment import deployment_stage
 from torchwitness.demo.dossier import dossier_stage
 from torchwitness.demo.governance import run_governance
-from torchwitness.demo.progress import DemoConsole, Stages, quiet_third_party
+from torchwitness.demo.progress import STAGES, DemoConsole, Stages, quiet_third_party
 from torchwitness.ledger.verify import verify_run
 from torchwitness.run import Run
 
@@ -28,22 +28,27 @@ def _model(d: int) -> nn.Module:
     return nn.Sequential(nn.Linear(d, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 2))
 
 
-STAGES = ("training on UCI Adult", "certifying int8 and int4 edits", "serving: drift, review, explanations",
-          "code and model-file evidence", "data governance: consent, fairness gate, provenance, DP-SGD",
-          "LLM agent: token statistics and GenAI spans", "dossier, model card, coverage and MLflow")
+def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, console: Console | None = None,
+             stages: Stages | None = None) -> Path:
+    """Train on Adult inside a ``Run``, then every other stage; print each stage and its time; return the run.
 
-
-def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, console: Console | None = None) -> Path:
-    """Train on Adult inside a ``Run``, then every other stage; print each stage and its time; return the run."""
-    console = console or DemoConsole()
-    if not isinstance(console, DemoConsole):  # a caller's console (tests): stages still print, no heartbeat
+    ``stages``: the caller's (``torchwitness demo`` starts them before its imports, so that they are timed too).
+    """
+    if stages is not None:
+        return _in_one_thread(Path(out), epochs=epochs, seed=seed, stages=stages)
+    if console is not None and not isinstance(console, DemoConsole):  # a caller's console (tests)
         console = DemoConsole(file=console.file, width=console.width, quiet=console.quiet)
+    with quiet_third_party(), Stages(console or DemoConsole()) as own:
+        own.begin(STAGES[0])
+        return _in_one_thread(Path(out), epochs=epochs, seed=seed, stages=own)
+
+
+def _in_one_thread(out: Path, *, epochs: int, seed: int, stages: Stages) -> Path:
     threads = torch.get_num_threads()
     # The demo's models are small: one thread beats contended intra-op threads on a shared 2-core machine.
     torch.set_num_threads(1)
     try:
-        with quiet_third_party(), Stages(console, len(STAGES)) as stages:
-            return _run_demo(Path(out), epochs=epochs, seed=seed, console=console, stages=stages)
+        return _run_demo(out, epochs=epochs, seed=seed, console=stages.console, stages=stages)
     finally:
         torch.set_num_threads(threads)
 
@@ -57,7 +62,7 @@ def _run_demo(out: Path, *, epochs: int, seed: int, console: DemoConsole, stages
 
     console.print("[bold]torchwitness demo[/]: a classifier on UCI Adult, recorded in signed ledgers from "
                   f"training to deployment; evidence in {out.resolve()}")
-    stages.begin(STAGES[0])
+    stages.begin(STAGES[1])
     data = load_adult()
     x_train, y_train = torch.from_numpy(data.train.features), torch.from_numpy(data.train.labels)
     x_test, y_test = torch.from_numpy(data.test.features), torch.from_numpy(data.test.labels)
@@ -101,19 +106,19 @@ def _run_demo(out: Path, *, epochs: int, seed: int, console: DemoConsole, stages
                               f"test accuracy {float(metrics['test_accuracy']):.4f}")
         run.record("eval.summary", {"split": "test", "accuracy": (pred == y_test).float().mean(),
                                     "rows": len(y_test)})
-        stages.begin(STAGES[1])
-        certify_stage(run, model, x_test, y_test, console)
         stages.begin(STAGES[2])
+        certify_stage(run, model, x_test, y_test, console)
+        stages.begin(STAGES[3])
         rows = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))[:4000]
         deployment_stage(run, model, (x_train[rows], y_train[rows]), (x_test, y_test), data.feature_names, console)
-        stages.begin(STAGES[3])
+        stages.begin(STAGES[4])
         record_code_evidence(run, model, (x_train[:256], y_train[:256]), loss_fn, out, console)
     console.print(f"[green]verified[/]: {verify_run(run_dir).summary()}")
     console.print(f"run folder: [bold]{run_dir.resolve()}[/]")
-    stages.begin(STAGES[4])
-    run_governance(out, seed=seed, console=console)
     stages.begin(STAGES[5])
-    run_agent_demo(out, seed=seed, console=console)
+    run_governance(out, seed=seed, console=console)
     stages.begin(STAGES[6])
+    run_agent_demo(out, seed=seed, console=console)
+    stages.begin(STAGES[7])
     dossier_stage(run_dir, out, console)
     return run_dir

@@ -22,6 +22,12 @@ _NOISY_LOGGERS = ("mlflow", "alembic", "transformers", "lightning", "lightning.p
                   "torchao", "torch.utils._pytree")
 
 
+STAGES = ("starting: importing torch and the demo's libraries", "training on UCI Adult",
+          "certifying int8 and int4 edits", "serving: drift, review, explanations", "code and model-file evidence",
+          "data governance: consent, fairness gate, provenance, DP-SGD",
+          "LLM agent: token statistics and GenAI spans", "dossier, model card, coverage and MLflow")
+
+
 class DemoConsole(Console):
     """A console on stdout that remembers when it last printed (for the heartbeat)."""
 
@@ -39,7 +45,7 @@ class DemoConsole(Console):
 class Stages:
     """Numbered stages: ``stages.begin(name)`` ends the running stage (printing its time) and starts the next."""
 
-    def __init__(self, console: DemoConsole, total: int, *, heartbeat: float = 4.0) -> None:
+    def __init__(self, console: DemoConsole, total: int = len(STAGES), *, heartbeat: float = 4.0) -> None:
         self.console, self.total, self.heartbeat = console, total, heartbeat
         self.started = time.monotonic()
         self.timings: dict[str, float] = {}
