@@ -91,8 +91,11 @@ def test_the_demo_cache_holds_the_same_model(smollm2, tmp_path, monkeypatch):
     from torchwitness.demo import smollm2 as demo_smollm2
 
     model, tok = smollm2
-    # another test here casts the shared model to float64 in place; float32 -> 64 -> 32 is exact
-    model = copy.deepcopy(model).float()
+    # another test here casts the shared model to float64 in place; float32 -> 64 -> 32 is exact (and .float()
+    # is refused for a model loaded through the GGUF quantizer)
+    model = copy.deepcopy(model)
+    for tensor in (*model.parameters(), *model.buffers()):
+        tensor.data = tensor.data.float()
     monkeypatch.setenv("TORCHWITNESS_CACHE", str(tmp_path))
     folder = demo_smollm2.cache_dir(demo_smollm2.gguf_path())
     assert folder.parent == tmp_path and folder.name.startswith("smollm2-135m-instruct-")

@@ -188,7 +188,8 @@ def functioning(ev: Evidence, sec: Section) -> None:
 
 
 def fairness_chart(ev: Evidence, evals: list[dict[str, Any]], sec: Section) -> None:
-    """Each (view, metric) disparity over epochs with its bootstrap interval as error bars."""
+    """Each (view, metric) disparity over epochs with its bootstrap interval as error bars: ratios (parity at 1)
+    and differences (parity at 0) on charts of their own, since on one axis the differences flatten to a line."""
     lines: dict[str, Series] = {}
     for i, r in enumerate(evals):
         x = number(get(r, "epoch"))
@@ -205,9 +206,14 @@ def fairness_chart(ev: Evidence, evals: list[dict[str, Any]], sec: Section) -> N
                 lo, hi = number(d.get("ci_low")), number(d.get("ci_high"))
                 s.lows.append(est if lo is None else lo)  # type: ignore[union-attr]
                 s.highs.append(est if hi is None else hi)  # type: ignore[union-attr]
-    if lines:
-        sec.blocks.append(Chart("Fairness disparities over epochs (bootstrap intervals)", "epoch", "disparity",
-                                list(lines.values())[:6]))
+    ratios = [s for label, s in lines.items() if "_ratio" in label]
+    differences = [s for label, s in lines.items() if "_ratio" not in label]
+    if differences:
+        sec.blocks.append(Chart("Fairness disparities over epochs: differences (bootstrap intervals)", "epoch",
+                                "difference (0 = parity)", differences[:6]))
+    if ratios:
+        sec.blocks.append(Chart("Fairness disparities over epochs: ratios (bootstrap intervals)", "epoch",
+                                "ratio (1 = parity)", ratios[:6]))
 
 
 def metrics(ev: Evidence, sec: Section) -> None:
@@ -350,11 +356,19 @@ def post_market(ev: Evidence, sec: Section) -> None:
         # drift.alert (controls/drift/monitor.py): the statistic's name, its value, the threshold it crossed (a
         # p-value threshold for the KS, MMD and prediction-shift tests, the value's own for PSI) and the window.
         count(sec, alerts, "{n} drift alerts raised.")
-        pts = [(x if x is not None else float(i), v, r["seq"]) for i, r in enumerate(alerts)
-               for x, v in [(number(get(r, "window")), number(get(r, "value")))] if v is not None]
-        if pts:
-            sec.blocks.append(Chart("Drift statistics at alerts", "window", "statistic",
-                                    [Series("drift statistic", [(x, y) for x, y, _ in pts], [s for *_, s in pts])]))
+        # one series per feature and statistic: a KS distance and a prediction-shift p-value on one line zig-zag
+        by_feature: dict[str, Series] = {}
+        for i, r in enumerate(alerts):
+            x, v = number(get(r, "window")), number(get(r, "value"))
+            if v is None:
+                continue
+            label = f"{get(r, 'feature')} ({get(r, 'statistic')})"
+            s = by_feature.setdefault(label, Series(label, [], []))
+            s.points.append((float(i) if x is None else x, v))
+            s.seqs.append(r["seq"])
+        if by_feature:
+            sec.blocks.append(Chart("Drift statistics at alerts, per feature", "window", "statistic",
+                                    list(by_feature.values())[:8]))
         t = Table("Drift alerts", ["seq", "recorded", "window", "feature", "statistic", "value", "p-value",
                                    "threshold"], [], [])
         for r in alerts:
