@@ -6,8 +6,7 @@
 Opens the dossier in headless Chromium (Debian's ``chromium``, driven by Playwright), waits for its in-browser
 verification to finish, and captures 1100x1400 views: the top of the document (verification, general description,
 training loss), Annex IV.6 (certificates of the edits) and Annex IV.9 (post-market monitoring, with the drift chart
-per feature). Exits 1 when the page does
-not say "verified".
+per feature). Exits 1 when the page does not say "verified".
 """
 
 from __future__ import annotations
