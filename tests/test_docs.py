@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
 # Blocks whose imports take long on a shared 2-core machine (Lightning alone imports in ~10 s there)
 SLOW = ("import lightning", "transformers.Trainer(")
+# A block written for `torchrun` (it trains only when launched by it) runs under torchrun with two processes.
+TORCHRUN = "dist.is_torchelastic_launched()"
 
 
 def _doc_files() -> list[Path]:
@@ -42,7 +44,7 @@ def _python_blocks() -> list:
     for path in _doc_files():
         for line, lang, code in fenced_blocks(path.read_text()):
             if lang == "python" and not (path.name == "README.md" and code in _quick_start()):  # tested below
-                marks = [pytest.mark.slow] if any(s in code for s in SLOW) else []
+                marks = [pytest.mark.slow] if any(s in code for s in (*SLOW, TORCHRUN)) else []
                 params.append(pytest.param(path, code, id=f"{path.relative_to(ROOT)}:{line}", marks=marks))
     return params
 
@@ -56,7 +58,20 @@ def _run_block(code: str, path: Path, namespace: dict | None = None) -> dict:
 @pytest.mark.parametrize(("path", "code"), _python_blocks())
 def test_python_block_runs(path: Path, code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    _run_block(code, path)
+    if TORCHRUN not in code:
+        _run_block(code, path)
+        return
+    (tmp_path / "train.py").write_text(code)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "train.py"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    import torchwitness as tw
+
+    runs = tmp_path / "runs"
+    shards = sorted(p.name for p in next(runs.iterdir()).iterdir() if p.name.startswith("rank-"))
+    assert shards == ["rank-0", "rank-1"]
+    tw.verify_run(next(runs.iterdir()))
 
 
 def test_readme_quick_start_then_its_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
