@@ -9,8 +9,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from torchwitness.errors import RunExists
 from torchwitness.ledger.distributed import shard_dir, write_run_checkpoint, write_run_manifest
 from torchwitness.ledger.encoding import Personal
+from torchwitness.ledger.layout import MANIFEST, existing_run
 from torchwitness.ledger.writer import FsyncPolicy, FullPolicy, Ledger
 
 
@@ -22,19 +24,29 @@ def _dist_rank() -> tuple[int, int]:
     return 0, 1
 
 
-def _shared_run_id(root: Path, rank: int, world_size: int) -> str:
-    """Rank 0 picks (or re-reads) the run id and shares it: one small broadcast at start."""
-    import json
+def _refusal(root: Path, run_id: str) -> str:
+    return (f"{root} already holds run {run_id}: give a new path for a new run, or Run(path, resume=True) to "
+            "append a session to it")
+
+
+def _shared_run_id(root: Path, rank: int, world_size: int, resume: bool) -> str:
+    """Rank 0 picks (or, resuming, re-reads) the run id and shares it: one small broadcast at start. A refusal is
+    shared the same way, so no rank waits for a peer that stopped."""
     import uuid
 
     import torch.distributed as dist
 
-    box: list[str | None] = [None]
+    box: list[Any] = [None]
     if rank == 0:
-        manifest = root / "run.json"
-        box[0] = json.loads(manifest.read_text())["run"] if manifest.exists() else uuid.uuid4().hex[:16]
-        write_run_manifest(root, box[0], world_size)
+        found = existing_run(root)
+        if found is not None and not resume:
+            box[0] = {"refused": _refusal(root, found)}
+        else:
+            box[0] = found or uuid.uuid4().hex[:16]
+            write_run_manifest(root, box[0], world_size)
     dist.broadcast_object_list(box, src=0)
+    if isinstance(box[0], dict):
+        raise RunExists(box[0]["refused"])
     return str(box[0])
 
 
@@ -52,10 +64,14 @@ class Run:
 
     Under ``torch.distributed`` each rank writes its own ledger shard in ``PATH/rank-N``, so ranks never contend
     for a file, and ``close``/``sync`` sign run-level checkpoints over all shards (see
-    :mod:`torchwitness.ledger.distributed`). Reopening an existing run folder appends a new session.
+    :mod:`torchwitness.ledger.distributed`).
+
+    A path that already holds a run is refused (:class:`~torchwitness.errors.RunExists`) unless ``resume=True``:
+    then this run appends a new *session* to it (its own ``run.start`` ... ``run.end``, marked ``resumed``), and
+    reports list each session. ``resume=True`` on a new path starts the run there.
     """
 
-    def __init__(self, path: str | Path, *, config: Any = None, seed: int | None = None,
+    def __init__(self, path: str | Path, *, resume: bool = False, config: Any = None, seed: int | None = None,
                  key_dir: str | Path | None = None, retain_personal: bool = False,
                  checkpoint_every: int = 1000, checkpoint_seconds: float = 30.0, fsync: FsyncPolicy = "checkpoint",
                  on_full: FullPolicy = "block", queue_size: int = 100_000) -> None:
@@ -65,10 +81,15 @@ class Run:
         self.seed = seed
         run_id = None
         if self.world_size > 1:
-            run_id = _shared_run_id(self.root, self.rank, self.world_size)
+            run_id = _shared_run_id(self.root, self.rank, self.world_size, resume)
             self.path = shard_dir(self.root, self.rank)
         else:
             self.path = self.root
+            found = existing_run(self.root)
+            if found is not None and not resume:
+                raise RunExists(_refusal(self.root, found))
+        # A shard appears only at its rank's first session, so it is resumed when its own manifest exists.
+        self.resumed = (self.path / MANIFEST).exists()
         self._ledger = Ledger.open(self.path, key_dir=Path(key_dir) if key_dir else None, rank=self.rank,
                                    run_id=run_id, shard=self.world_size > 1, checkpoint_every=checkpoint_every,
                                    checkpoint_seconds=checkpoint_seconds, fsync=fsync, on_full=on_full,
@@ -81,6 +102,8 @@ class Run:
 
         start = describe(seed=seed, config=config)
         start.update(rank=self.rank, world_size=self.world_size)
+        if self.resumed:
+            start["resumed"] = True
         self.record("run.start", start)
 
     @property

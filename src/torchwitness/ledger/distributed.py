@@ -22,11 +22,11 @@ import rfc8785
 
 from torchwitness.errors import InputError, VerificationError
 from torchwitness.ledger.keys import PublicKey
+from torchwitness.ledger.layout import RUN_MANIFEST
 from torchwitness.ledger.merkle import MerkleTree, leaf_hashes
 from torchwitness.ledger.note import Checkpoint, parse
 
 RUN_FORMAT = "torchwitness-run/1"
-RUN_MANIFEST = "run.json"
 
 
 def shard_dir(root: Path, rank: int) -> Path:

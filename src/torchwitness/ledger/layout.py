@@ -23,6 +23,7 @@ from torchwitness.errors import InputError, LedgerError
 
 FORMAT = "torchwitness-ledger/1"
 MANIFEST = "ledger.json"
+RUN_MANIFEST = "run.json"  # a distributed run's folder: its shards are rank-N/ subfolders
 
 
 @dataclass(frozen=True)
@@ -94,3 +95,15 @@ def read_manifest(root: Path) -> dict:
     if manifest.get("format") != FORMAT:
         raise LedgerError(f"{path}: unsupported ledger format {manifest.get('format')!r} (expected {FORMAT})")
     return manifest
+
+
+def existing_run(root: Path) -> str | None:
+    """The id of the run that ``root`` already holds (one process's ledger or a distributed run), else None."""
+    for name in (RUN_MANIFEST, MANIFEST):
+        try:
+            return str(json.loads((root / name).read_text())["run"])
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            return "?"  # something is there, unreadable: never start a second run over it
+    return None

@@ -59,6 +59,7 @@ class RunStart(msgspec.Struct):
     world_size: int
     config_digest: str | None = None
     config: Any = None
+    resumed: bool = False  # a later session of a run folder opened with ``Run(path, resume=True)``
 
 
 class RunEnd(msgspec.Struct):
