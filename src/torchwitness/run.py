@@ -114,6 +114,11 @@ class Run:
     def run_id(self) -> str:
         return self._ledger.run_id
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close`` has run (the ``with`` block ended): nothing more can be recorded in this session."""
+        return self._ended
+
     def record(self, kind: str, data: Any = None, step: int | None = None, *, copy: bool = True) -> int | None:
         """Append one record; returns its seq. Cheap: serialising and hashing happen on a writer thread.
 
@@ -126,6 +131,64 @@ class Run:
     def personal(self, value: Any) -> Personal:
         """Mark ``value`` as personal data for :meth:`record`: only a keyed, erasable commitment is stored."""
         return Personal(value)
+
+    # ---- the record vocabulary (torchwitness.records): what reports, cards and exporters read ------------------
+    def log_params(self, params: Mapping[str, Any]) -> int | None:
+        """Record hyperparameters and settings (a ``params`` record); nested dicts become dotted names.
+
+        Numbers, strings, booleans and None are kept as they are; anything else (a dtype, a class) as its text.
+        """
+        from torchwitness.records.log import flat_params
+
+        return self.record("params", {"params": flat_params(params)})
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, *, epoch: int | None = None
+                    ) -> int | None:
+        """Record named numbers at ``step`` (a ``metrics`` record). Values may be 0-d tensors: they are copied
+        without waiting for the device, so logging every step costs no host sync."""
+        from torchwitness.records.log import metric_values
+
+        data: dict[str, Any] = {"metrics": metric_values(metrics)}
+        if epoch is not None:
+            data["epoch"] = epoch
+        return self.record("metrics", data, step)
+
+    def log_dataset(self, name: str, *, data: Any = None, split: str | None = None, source: str | None = None,
+                    digest: str | None = None, rows: int | None = None, features: int | None = None,
+                    license: str | None = None, personal_data: bool | None = None,
+                    special_categories: Iterable[str] = ()) -> int | None:
+        """Record a data set this run uses (a ``dataset`` record): its name, role (``split``: ``"train"``,
+        ``"validation"``, ``"test"``), source, licence and whether it holds personal data.
+
+        ``data`` (a DataFrame, array, tensor, list, or a file or folder path) gives the content digest, rows and
+        features (and column names); values given explicitly win.
+        """
+        from torchwitness.records.log import dataset_record
+
+        return self.record("dataset", dataset_record(
+            name, data=data, split=split, source=source, digest=digest, rows=rows, features=features,
+            license=license, personal_data=personal_data, special_categories=special_categories))
+
+    def log_model(self, name: str | None = None, *, model: Any = None, files: Iterable[str | Path] = (),
+                  architecture: str | None = None, config: Mapping[str, Any] | None = None,
+                  version: str | None = None, intended_use: str | None = None, limitations: str | None = None,
+                  license: str | None = None) -> int | None:
+        """Record the model (a ``model`` record): ``model`` (an ``nn.Module``) gives its architecture and
+        parameter count; ``files`` (files or folders, e.g. a ``save_pretrained`` folder) are hashed; the intended
+        use and limitations go into the dossier and the model card."""
+        from torchwitness.records.log import model_record
+
+        return self.record("model", model_record(
+            name, model=model, files=files, architecture=architecture, config=config, version=version,
+            intended_use=intended_use, limitations=limitations, license=license))
+
+    def log_eval(self, metrics: Mapping[str, Any], *, split: str | None = "test", dataset: str | None = None,
+                 rows: int | None = None, model: str | None = None, step: int | None = None) -> int | None:
+        """Record the results of an evaluation (an ``eval`` record): ``metrics`` on ``split`` of ``dataset``
+        (``rows`` examples). This is what the dossier and the model card state as declared performance."""
+        from torchwitness.records.log import eval_record
+
+        return self.record("eval", eval_record(metrics, split=split, dataset=dataset, rows=rows, model=model), step)
 
     def sync(self) -> None:
         """Distributed runs: every rank checkpoints its shard and rank 0 signs a run-level checkpoint over them.

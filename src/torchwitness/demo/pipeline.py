@@ -73,11 +73,13 @@ def _run_demo(out: Path, *, epochs: int, seed: int, console: DemoConsole, stages
     loss_fn = nn.CrossEntropyLoss()
     batches = (len(x_train) + config["batch_size"] - 1) // config["batch_size"]
 
-    with Run(run_dir, config=config, seed=seed) as run:
+    with Run(run_dir, seed=seed) as run:
         declare_retention(run, logs_days=365, role="provider")  # Art. 19(1): the training logs
-        run.record("data.summary", {"dataset": "uci-adult", "train_rows": len(x_train), "test_rows": len(x_test),
-                                    "features": x_train.shape[1],
-                                    "positive_rate_train": float(y_train.float().mean())})
+        run.log_params(config)
+        adult = {"source": "UCI Machine Learning Repository: Adult (shipped with torchwitness)",
+                 "license": "CC-BY-4.0", "personal_data": True, "special_categories": ["race"]}
+        run.log_dataset("uci-adult", data=data.train.features, split="train", **adult)
+        run.log_dataset("uci-adult", data=data.test.features, split="test", **adult)
         step = 0
         progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
@@ -99,13 +101,18 @@ def _run_demo(out: Path, *, epochs: int, seed: int, console: DemoConsole, stages
                 model.eval()
                 with torch.no_grad():
                     pred = model(x_test).argmax(1)
-                metrics = {"epoch": epoch, "train_loss": total / len(x_train),
-                           "test_accuracy": (pred == y_test).float().mean()}
-                run.record("train.epoch", metrics, step=step)
+                metrics = {"train_loss": total / len(x_train), "test_accuracy": (pred == y_test).float().mean()}
+                run.log_metrics(metrics, step=step, epoch=epoch)
                 console.print(f"epoch {epoch + 1}/{epochs}: train loss {float(metrics['train_loss']):.4f}, "
                               f"test accuracy {float(metrics['test_accuracy']):.4f}")
-        run.record("eval.summary", {"split": "test", "accuracy": (pred == y_test).float().mean(),
-                                    "rows": len(y_test)})
+        run.log_eval({"accuracy": (pred == y_test).float().mean()}, split="test", dataset="uci-adult",
+                     rows=len(y_test), model=config["model"])
+        weights = out / "model.pt"
+        torch.save(model.state_dict(), weights)
+        run.log_model(config["model"], model=model, files=[weights], version="demo",
+                      intended_use="Demonstration of torchwitness on UCI Adult; not for decisions about people.",
+                      limitations="Trained on 1994 US census data; how its errors and selection rates "
+                                  "differ between groups is in the fairness evaluation.")
         stages.begin(STAGES[2])
         certify_stage(run, model, x_test, y_test, console)
         stages.begin(STAGES[3])

@@ -113,7 +113,8 @@ _BUILTIN_KIND_MODULES = (
     "torchwitness.controls.privacy", "torchwitness.controls.provenance", "torchwitness.controls.provenance_query",
     "torchwitness.controls.retention", "torchwitness.integrations.captum", "torchwitness.probes.agent",
     "torchwitness.probes.generation", "torchwitness.probes.inference", "torchwitness.probes.operators",
-    "torchwitness.probes.replay", "torchwitness.probes.repro", "torchwitness.rules.artifact.model_file",
+    "torchwitness.probes.replay", "torchwitness.probes.repro", "torchwitness.records.kinds",
+    "torchwitness.rules.artifact.model_file",
     "torchwitness.rules.findings", "torchwitness.rules.static.engine",
 )
 _builtins_loaded = False
