@@ -1,9 +1,10 @@
 """Griffe extension for the API reference: ``>>>`` examples in docstrings are shown as Python console blocks.
 
-Without it, Markdown reads an example's ``[...]`` as a link and its output as prose.
+Without it, Markdown reads an example's ``[...]`` as a link and its output as prose. The reStructuredText ``::``
+that introduces an indented example becomes a plain colon (Markdown already shows the indented lines as code).
 """
 
-from __future__ import annotations
+import re
 
 from typing import Any
 
@@ -31,5 +32,7 @@ def fence_doctests(text: str) -> str:
 
 class DoctestFences(Extension):
     def on_object(self, *, obj: Object, **kwargs: Any) -> None:
-        if obj.docstring is not None and ">>>" in obj.docstring.value:
-            obj.docstring.value = fence_doctests(obj.docstring.value)
+        if obj.docstring is None:
+            return
+        value = re.sub(r"::[ \t]*$", ":", obj.docstring.value, flags=re.M)
+        obj.docstring.value = fence_doctests(value) if ">>>" in value else value
