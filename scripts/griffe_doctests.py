@@ -4,8 +4,9 @@ Without it, Markdown reads an example's ``[...]`` as a link and its output as pr
 that introduces an indented example becomes a plain colon (Markdown already shows the indented lines as code).
 """
 
-import re
+from __future__ import annotations
 
+import re
 from typing import Any
 
 from griffe import Extension, Object
