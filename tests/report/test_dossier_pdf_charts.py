@@ -90,8 +90,8 @@ def gated_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_fairness_ratios_and_differences_are_on_separate_charts(gated_run: Path) -> None:
     charts = {c.title: c for c in build_document(gated_run, proofs=0).charts() if c.title.startswith("Fairness")}
-    differences = charts["Fairness disparities over epochs: differences (bootstrap intervals)"]
-    ratios = charts["Fairness disparities over epochs: ratios (bootstrap intervals)"]
+    differences = charts["Fairness disparities over epochs: differences (with intervals)"]
+    ratios = charts["Fairness disparities over epochs: ratios (with intervals)"]
     assert all("_ratio" in s.label for s in ratios.series)
     assert differences.series and all("_ratio" not in s.label for s in differences.series)
     assert ratios.y_label.startswith("ratio") and differences.y_label.startswith("difference")

@@ -115,7 +115,7 @@ _BUILTIN_KIND_MODULES = (
     "torchwitness.probes.generation", "torchwitness.probes.inference", "torchwitness.probes.operators",
     "torchwitness.probes.replay", "torchwitness.probes.repro", "torchwitness.records.kinds",
     "torchwitness.rules.artifact.model_file",
-    "torchwitness.rules.findings", "torchwitness.rules.static.engine",
+    "torchwitness.rules.findings", "torchwitness.rules.static.engine", "torchwitness.secure.session",
 )
 _builtins_loaded = False
 

@@ -49,10 +49,11 @@ def functioning(ev: Evidence, sec: Section) -> None:
             for di, d in _disparities(view):
                 if number(d.get("estimate")) is None:
                     continue
-                ci = (f" ({fmt(number(get(last, 'confidence')) or 0.95)} interval {fmt(number(d.get('ci_low')))} to "
+                confidence = number(get(last, "confidence")) or 0.95
+                ci = (f" ({fmt(confidence)} interval {fmt(number(d.get('ci_low')))} to "
                       f"{fmt(number(d.get('ci_high')))})" if number(d.get("ci_low")) is not None else "")
                 state(sec, last, f"views.{vi}.disparities.{di}.estimate",
-                      f"{d.get('metric')} across {name}: {{v}}{ci}.")
+                      f"{d.get('metric')} across {name}: {{v}}{ci}{_test_verdict(d, confidence)}.")
             if strings(view.get("insufficient")):
                 sec.say(f"Groups too small to assess ({name}): {', '.join(strings(view['insufficient']))}.",
                         [last["seq"]])
@@ -62,8 +63,23 @@ def functioning(ev: Evidence, sec: Section) -> None:
         count(sec, attributions, "{n} explanation (attribution) records.")
 
 
+_NULL_HYPOTHESES = {"demographic_parity": "equal selection rates", "equalized_odds": "equal TPR and FPR",
+                    "equal_opportunity": "equal TPR", "predictive_parity": "equal precision",
+                    "accuracy": "equal accuracy"}
+
+
+def _test_verdict(d: dict[str, Any], confidence: float) -> str:
+    """The words follow the test, never the point estimate: 'no disparity detected' only when it does not reject."""
+    p = number(d.get("p_value"))
+    if p is None:
+        return ""
+    hypothesis = next((h for k, h in _NULL_HYPOTHESES.items() if str(d.get("metric")).startswith(k)), "no disparity")
+    found = "a disparity is detected" if p < 1 - confidence else "no disparity detected"
+    return f"; {found} (test of {hypothesis}: p = {fmt(p, 3)})"
+
+
 def fairness_chart(ev: Evidence, evals: list[dict[str, Any]], sec: Section) -> None:
-    """Each (view, metric) disparity over epochs with its bootstrap interval as error bars: ratios (parity at 1)
+    """Each (view, metric) disparity over epochs with its interval as error bars: ratios (parity at 1)
     and differences (parity at 0) on charts of their own, since on one axis the differences flatten to a line."""
     lines: dict[str, Series] = {}
     for i, r in enumerate(evals):
@@ -84,10 +100,10 @@ def fairness_chart(ev: Evidence, evals: list[dict[str, Any]], sec: Section) -> N
     ratios = [s for label, s in lines.items() if "_ratio" in label]
     differences = [s for label, s in lines.items() if "_ratio" not in label]
     if differences:
-        sec.blocks.append(Chart("Fairness disparities over epochs: differences (bootstrap intervals)", "epoch",
+        sec.blocks.append(Chart("Fairness disparities over epochs: differences (with intervals)", "epoch",
                                 "difference (0 = parity)", differences[:6]))
     if ratios:
-        sec.blocks.append(Chart("Fairness disparities over epochs: ratios (bootstrap intervals)", "epoch",
+        sec.blocks.append(Chart("Fairness disparities over epochs: ratios (with intervals)", "epoch",
                                 "ratio (1 = parity)", ratios[:6]))
 
 

@@ -153,6 +153,7 @@ def _summary(r: dict[str, Any]) -> str:
 
 
 def privacy(ev: Evidence, sec: Section) -> None:
+    secure_inference(ev, sec)
     eps = ev.kind("privacy.epsilon")
     config = ev.last("privacy.config")
     if config is not None:
@@ -171,6 +172,17 @@ def privacy(ev: Evidence, sec: Section) -> None:
     state(sec, eps[-1], "epsilon", f"Differential privacy: epsilon {{v}} at delta {fmt(number(get(eps[-1], 'delta')))}"
                                    f" after {get(eps[-1], 'steps')} steps.")
     state(sec, eps[-1], "epsilon_budget", "Privacy budget: epsilon {v}.")
+
+
+def secure_inference(ev: Evidence, sec: Section) -> None:
+    """Sessions served on encrypted inputs: evidence of data protection by design (GDPR Art. 25)."""
+    for r in ev.kind("secure.inference"):
+        error = number(get(r, "max_abs_error"))
+        checked = (f"largest difference from plaintext probabilities on {get(r, 'check_rows')} declared check rows: "
+                   f"{fmt(error)}" if error is not None else "no check rows declared, so its error is not measured")
+        state(sec, r, "rows", f"Secure inference (GDPR Art. 25): {{v}} rows served with {get(r, 'library')} "
+                              f"{get(r, 'version')} ({get(r, 'parameters.scheme')}); the model owner saw "
+                              f"{get(r, 'owner_sees')}; {checked}.")
 
 
 def metrics(ev: Evidence, sec: Section) -> None:
@@ -203,8 +215,9 @@ def metrics(ev: Evidence, sec: Section) -> None:
     evals = ev.kind("fairness.eval")
     if evals:
         last = evals[-1]
-        state(sec, last, "confidence", "Fairness disparities are reported with percentile bootstrap intervals at "
-                                       "confidence {v}.")
+        method = get(last, "method")
+        how = f"intervals and a test of no disparity ({method})" if method else "percentile bootstrap intervals"
+        state(sec, last, "confidence", f"Fairness disparities are reported with {how} at confidence {{v}}.")
         state(sec, last, "min_group_size", "Groups smaller than {v} are reported as insufficient, never dropped.")
     for cert in ev.kind("edit.certificate"):
         ms = mapping(get(cert, "metrics"))
