@@ -57,10 +57,11 @@ class Run:
 
         import torchwitness as tw
 
-        with tw.Run("runs/demo", config={"lr": 1e-3}, seed=0) as run:
+        with tw.Run("runs/demo", seed=0) as run:
+            run.log_params({"lr": 1e-3})
             for epoch in range(3):
-                run.record("train.epoch", {"loss": 0.5 / (epoch + 1)}, step=epoch)
-        # torchwitness verify runs/demo
+                run.log_metrics({"loss": 0.5 / (epoch + 1)}, step=epoch)
+        # torchwitness verify runs/demo; torchwitness report runs/demo
 
     Under ``torch.distributed`` each rank writes its own ledger shard in ``PATH/rank-N``, so ranks never contend
     for a file, and ``close``/``sync`` sign run-level checkpoints over all shards (see

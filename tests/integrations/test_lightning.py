@@ -61,6 +61,9 @@ class Classifier(pl.LightningModule):
         self.log("val_loss", self.compute_loss(self.net(batch[0]), batch[1]))
         self.log("val_acc", (self.net(batch[0]).argmax(1) == batch[1]).float().mean())
 
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], idx: int) -> None:
+        self.log("test_acc", (self.net(batch[0]).argmax(1) == batch[1]).float().mean())
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         self.grad_norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
@@ -122,16 +125,23 @@ def test_a_fit_records_params_metrics_evaluations_data_model_and_checkpoints(tmp
     from torchwitness.report.build import build_document
     from torchwitness.report.evidence import Evidence, get
 
-    trainer = _fit(Classifier(lr=2e-3), tw_lightning.WitnessCallback(path=tmp_path / "run", every_n_steps=4),
+    module = Classifier(lr=2e-3)
+    trainer = _fit(module, tw_lightning.WitnessCallback(path=tmp_path / "run", every_n_steps=4),
                    checkpoints=tmp_path / "ckpt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.test(module, dataloaders=_loaders()[1])  # after the fit closed the run: a resumed session
     ev = Evidence.load(tmp_path / "run")
     params = get(ev.first("params"), "params")
     assert params["hparams.lr"] == 2e-3 and params["trainer.max_steps"] == 12 and params["optimizer.name"] == "AdamW"
     steps = [r["step"] for r in ev.kind("metrics") if "train_loss_step" in get(r, "metrics")]
     assert steps == [1, 3, 5, 7, 9, 11]  # every log_every_n_steps, at the step Lightning gives its loggers
     evals = ev.kind("eval")
-    assert [get(r, "split") for r in evals] == ["validation"] and "val_acc" in get(evals[0], "metrics")  # step 6
-    assert {(get(r, "split"), get(r, "rows")) for r in ev.kind("dataset")} == {("train", 256), ("validation", 64)}
+    assert [get(r, "split") for r in evals] == ["validation", "test"] and "val_acc" in get(evals[0], "metrics")
+    assert evals[0]["step"] == 5 and len(ev.sessions()) == 2 and ev.sessions()[1].holds(evals[1]["seq"])  # 0-based
+    assert [(get(r, "dataset"), get(r, "rows")) for r in evals] == [("TensorDataset", 64)] * 2
+    assert {(get(r, "split"), get(r, "rows")) for r in ev.kind("dataset")} == {("train", 256), ("validation", 64),
+                                                                               ("test", 64)}
     models = ev.kind("model")
     assert get(models[0], "name") == "Classifier" and get(models[0], "parameters") == 8 * 32 + 32 + 32 * 3 + 3
     saved = sorted((tmp_path / "ckpt").iterdir())
@@ -144,6 +154,44 @@ def test_a_fit_records_params_metrics_evaluations_data_model_and_checkpoints(tmp
     doc = build_document(tmp_path / "run", proofs=0)
     for n in (1, 2, 3, 4, 5):  # general, training and data, evaluation, metrics, monitoring: all filled
         assert doc.sections[n - 1].has_evidence, n
+
+
+def test_default_checkpoint_and_log_folders_do_not_move(tmp_path: Path) -> None:
+    """With logger=False the callback's logger is the only one: Lightning's default folders must stay put."""
+    from torchwitness.report.evidence import Evidence, get
+
+    seen: list[str | None] = []
+
+    class LogDir(pl.Callback):
+        def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            seen.append(trainer.log_dir)
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    trainer = pl.Trainer(max_steps=4, accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path / "root",
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         callbacks=[tw_lightning.WitnessCallback(path=tmp_path / "run"), LogDir()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Classifier(), *_loaders())
+    saved = list((tmp_path / "root" / "checkpoints").glob("*.ckpt"))
+    assert len(saved) == 1 and seen == [str(tmp_path / "root")]
+    files = [f["path"] for r in Evidence.load(tmp_path / "run").kind("model") for f in get(r, "files") or []]
+    assert files == [str(saved[0])]
+
+
+def test_callback_errors_are_one_sentence(tmp_path: Path) -> None:
+    from torchwitness.errors import InputError, RunExists
+
+    with pytest.raises(InputError, match="exactly one of run= or path=") as e:
+        tw_lightning.WitnessCallback()
+    assert "\n" not in str(e.value)
+    with tw.Run(tmp_path / "run"):
+        pass
+    with pytest.raises(RunExists, match=r"already holds run .*resume=True") as e:  # a new fit never appends silently
+        _fit(Classifier(), tw_lightning.WitnessCallback(path=tmp_path / "run"), steps=2)
+    assert "\n" not in str(e.value)
+    _fit(Classifier(), tw_lightning.WitnessCallback(path=tmp_path / "run", run_options={"resume": True}), steps=2)
+    assert len(list(iter_records(tmp_path / "run", kinds={"run.start"}))) == 2
 
 
 def test_missing_lightning_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

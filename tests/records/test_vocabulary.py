@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,9 +97,9 @@ def test_wrong_arguments_are_one_sentence_naming_them(tmp_path: Path, call, mess
     assert [r["kind"] for r in iter_records(tmp_path / "run")] == ["run.start", "run.end"]  # nothing half-written
 
 
-def test_the_schema_command_publishes_the_vocabulary() -> None:
-    out = subprocess.run([sys.executable, "-m", "torchwitness", "schema"], capture_output=True, text=True,
-                         check=True).stdout
+def test_the_schema_command_publishes_the_vocabulary(cli) -> None:
+    code, out, _ = cli("schema")
+    assert code == 0
     kinds = json.loads(out)["kinds"]
     for kind in ("params", "metrics", "dataset", "model", "eval", "train.audit"):
         assert kind in kinds and kinds[kind]["$defs"], kind

@@ -83,7 +83,8 @@ def _run_demo(out: Path, *, epochs: int, seed: int, console: DemoConsole, stages
         step = 0
         progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
-        with progress:
+        # audited every 50 steps (the first 5 always); closed before the later stages hook the model again
+        with progress, run.watch(model, opt, loss_fn=loss_fn, every_n_steps=50):
             task = progress.add_task("training", total=epochs * batches)
             for epoch in range(epochs):
                 model.train()

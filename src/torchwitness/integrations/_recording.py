@@ -43,13 +43,15 @@ def data_rows(loaders: Any) -> list[tuple[str, int]]:
     return out
 
 
-def record_data(run: Any, loaders: Any, split: str, seen: set[str]) -> None:
-    """One ``dataset`` record per data set of ``split`` (once per run)."""
-    for name, rows in data_rows(loaders):
+def record_data(run: Any, loaders: Any, split: str, seen: set[str]) -> list[tuple[str, int]]:
+    """One ``dataset`` record per data set of ``split`` (once per run); returns ``(name, rows)`` of each."""
+    found = data_rows(loaders)
+    for name, rows in found:
         key = f"{split}/{name}"
         if key not in seen:
             seen.add(key)
             run.log_dataset(name, split=split, rows=rows)
+    return found
 
 
 def record_checkpoint(run: Any, model: Any, path: str | Path, name: str, version: str) -> None:

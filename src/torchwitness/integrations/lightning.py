@@ -76,6 +76,12 @@ def _build() -> type:
         def version(self) -> str:
             return "0"
 
+        @property
+        def save_dir(self) -> str | None:
+            # With logger=False ours is the first logger, whose save_dir becomes trainer.log_dir: keep it what it was.
+            trainer = self._callback._trainer
+            return trainer.default_root_dir if trainer is not None else None
+
         def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
             pass  # recorded from the module and trainer at fit start
 
@@ -106,6 +112,7 @@ def _build() -> type:
             self._module: Any = None
             self._recorder = _Recorder(self)
             self._data: set[str] = set()
+            self._evaluated: dict[str, tuple[str, int]] = {}  # split -> (data set, rows) its metrics come from
 
         # ---- the run ----------------------------------------------------------------------------------------
         def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -149,11 +156,15 @@ def _build() -> type:
 
         def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
             if not trainer.sanity_checking:
-                record_data(self.run, trainer.val_dataloaders, "validation", self._data)
+                self._note("validation", record_data(self.run, trainer.val_dataloaders, "validation", self._data))
 
         def on_test_start(self, trainer: Any, pl_module: Any) -> None:
             self._attach(trainer)
-            record_data(self.run, trainer.test_dataloaders, "test", self._data)
+            self._note("test", record_data(self.run, trainer.test_dataloaders, "test", self._data))
+
+        def _note(self, split: str, found: list[tuple[str, int]]) -> None:
+            if len(found) == 1:  # several loaders: their metrics cannot be told apart by data set
+                self._evaluated[split] = found[0]
 
         def _logged(self, metrics: dict[str, Any], step: int | None) -> None:
             trainer = self._trainer
@@ -164,8 +175,10 @@ def _build() -> type:
             if not values:
                 return
             if trainer.validating or trainer.testing:
-                self.run.log_eval(values, split="test" if trainer.testing else "validation",
-                                  model=type(self._module).__name__, step=step)
+                split = "test" if trainer.testing else "validation"
+                name, rows = self._evaluated.get(split, (None, None))
+                self.run.log_eval(values, split=split, dataset=name, rows=rows, model=type(self._module).__name__,
+                                  step=step)
             else:
                 self.run.log_metrics(values, step=step, epoch=int(epoch) if epoch is not None else None)
 

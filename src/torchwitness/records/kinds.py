@@ -92,6 +92,21 @@ class TrainAudit(msgspec.Struct, forbid_unknown_fields=True):
     steps: list[AuditedStep]
 
 
+class TrainSteps(msgspec.Struct, forbid_unknown_fields=True):
+    """``run.watch`` under ``torch.distributed``: the optimizer steps one rank took (ranks are compared after the
+    run)."""
+
+    steps: int
+    rank: int
+
+
+class WatchError(msgspec.Struct, forbid_unknown_fields=True):
+    """``run.watch`` failed in one place (a probe or a rule) and went on without it; recorded once per place."""
+
+    where: str
+    error: str
+
+
 class StandardsApplied(msgspec.Struct):
     """``run.record("standards.applied", ...)``: harmonised standards or common specifications applied (Annex
     IV.7)."""
@@ -107,6 +122,6 @@ class ConformityDeclaration(msgspec.Struct):
 
 VOCABULARY = {"params": Params, "metrics": Metrics, "dataset": Dataset, "model": Model, "eval": Eval}
 
-for _kind, _struct in {**VOCABULARY, "train.audit": TrainAudit, "standards.applied": StandardsApplied,
-                       "conformity.declaration": ConformityDeclaration}.items():
+for _kind, _struct in {**VOCABULARY, "train.audit": TrainAudit, "train.steps": TrainSteps, "watch.error": WatchError,
+                       "standards.applied": StandardsApplied, "conformity.declaration": ConformityDeclaration}.items():
     register_kind(_kind, _struct)

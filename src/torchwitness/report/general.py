@@ -9,25 +9,9 @@ from torchwitness.report.statements import count, state, when
 
 def general(ev: Evidence, sec: Section) -> None:
     start = ev.first("run.start")
-    if start is None:
-        return
-    d = mapping(start["data"])
-    sec.say(f"Run {ev.run_id} started on {when(start)} with torch {d.get('torch', '?')}, Python "
-            f"{d.get('python', '?')} on {d.get('platform', '?')} ({d.get('machine', '?')}).", [start["seq"]])
-    devices = strings(d.get("devices"))
-    if devices:
-        sec.say(f"Compute devices: {', '.join(map(str, devices))}.", [start["seq"]])
-    git = d.get("git")
-    if isinstance(git, dict) and git.get("commit"):
-        sec.say(f"Source version: git commit {git['commit']}{' (uncommitted changes)' if git.get('dirty') else ''}.",
-                [start["seq"]])
+    if start is not None:
+        _environment(ev, start, sec)
     _models(ev, sec)
-    config = d.get("config")
-    if isinstance(config, dict) and config:
-        t = Table("Configuration recorded at start", ["setting", "value"], [], [])
-        for k, v in sorted(config.items()):
-            t.add([k, v if isinstance(v, int | float) and not isinstance(v, bool) else str(v)], [start["seq"]])
-        sec.blocks.append(t)
     params = ev.kind("params")
     if params:
         t = Table("Hyperparameters and settings (params)", ["name", "value"], [], [])
@@ -39,6 +23,25 @@ def general(ev: Evidence, sec: Section) -> None:
             t.add([k, v if isinstance(v, int | float) and not isinstance(v, bool) else str(v)], [seq])
         sec.blocks.append(t)
     _sessions(ev, sec)
+
+
+def _environment(ev: Evidence, start: dict, sec: Section) -> None:
+    d = mapping(start["data"])
+    sec.say(f"Run {ev.run_id} started on {when(start)} with torch {d.get('torch', '?')}, Python "
+            f"{d.get('python', '?')} on {d.get('platform', '?')} ({d.get('machine', '?')}).", [start["seq"]])
+    devices = strings(d.get("devices"))
+    if devices:
+        sec.say(f"Compute devices: {', '.join(map(str, devices))}.", [start["seq"]])
+    git = d.get("git")
+    if isinstance(git, dict) and git.get("commit"):
+        sec.say(f"Source version: git commit {git['commit']}{' (uncommitted changes)' if git.get('dirty') else ''}.",
+                [start["seq"]])
+    config = d.get("config")
+    if isinstance(config, dict) and config:
+        t = Table("Configuration recorded at start", ["setting", "value"], [], [])
+        for k, v in sorted(config.items()):
+            t.add([k, v if isinstance(v, int | float) and not isinstance(v, bool) else str(v)], [start["seq"]])
+        sec.blocks.append(t)
 
 
 def _models(ev: Evidence, sec: Section) -> None:

@@ -17,9 +17,9 @@ def _evaluations(ev: Evidence, sec: Section) -> None:
         latest[(str(get(r, "split")), str(get(r, "dataset")), str(get(r, "model")))] = r
     for r in sorted(latest.values(), key=lambda r: r["seq"]):
         split, dataset, rows = get(r, "split"), get(r, "dataset"), number(get(r, "rows"))
-        on = " on " + " ".join(p for p in (f"the {split} split" if isinstance(split, str) else "",
-                                          f"of {dataset}" if isinstance(dataset, str) else "") if p) \
-            if isinstance(split, str) or isinstance(dataset, str) else ""
+        where = " ".join([*([f"the {split} split"] if isinstance(split, str) else []),
+                          *([f"of {dataset}"] if isinstance(dataset, str) else [])])
+        on = f" on {where}" if where else ""
         size = f" ({fmt(rows)} rows)" if rows is not None else ""
         for name in sorted(mapping(get(r, "metrics"))):
             state(sec, r, f"metrics.{name}", f"{name}{on}{size}: {{v}}.")
@@ -136,6 +136,6 @@ def risk(ev: Evidence, sec: Section) -> None:
     certs = ev.kind("edit.certificate")
     failed = [c for c in certs if get(c, "verdict") == "fail"]
     if certs:
-        count(sec, failed, f"{{n}} of {len(certs)} edit certificates failed their policy.")
+        count(sec, certs, f"{len(failed)} of {{n}} edit certificates failed their policy.")
 
 

@@ -79,24 +79,35 @@ def _datasheets(ev: Evidence, sec: Section) -> None:
 
 
 def _model_files(ev: Evidence, sec: Section) -> None:
+    described: set[tuple[str, str, str]] = set()
     for r in ev.kind("model"):
         d = mapping(r["data"])
         arch = d.get("architecture")
+        key = (str(d.get("name")), str(arch), str(d.get("parameters")))
+        if key in described:  # a checkpoint of a model already described: its files only
+            _files_and_config(sec, r, d)
+            continue
+        described.add(key)
         if not state(sec, r, "parameters", f"Architecture of {d.get('name', 'the model')}: {arch or 'not stated'}, "
                                            "{v} parameters."):
             sec.say(f"Architecture of {d.get('name', 'the model')}: {arch or 'not stated'}.", [r["seq"]])
-        files = dicts(d.get("files"))
-        if files:
-            t = Table(f"Model files of {d.get('name', 'the model')}", ["file", "bytes", "digest"], [], [])
-            for _, f in files:
-                t.add([f.get("path"), number(f.get("bytes")), f.get("digest")], [r["seq"]])
-            sec.blocks.append(t)
-        config = mapping(d.get("config"))
-        if config:
-            t = Table(f"Model configuration of {d.get('name', 'the model')}", ["setting", "value"], [], [])
-            for k, v in sorted(config.items()):
-                t.add([k, v if isinstance(v, int | float) and not isinstance(v, bool) else str(v)], [r["seq"]])
-            sec.blocks.append(t)
+        _files_and_config(sec, r, d)
+
+
+def _files_and_config(sec: Section, r: dict[str, Any], d: dict[str, Any]) -> None:
+    files = dicts(d.get("files"))
+    if files:
+        version = f" ({d['version']})" if d.get("version") else ""
+        t = Table(f"Model files of {d.get('name', 'the model')}{version}", ["file", "bytes", "digest"], [], [])
+        for _, f in files:
+            t.add([f.get("path"), number(f.get("bytes")), f.get("digest")], [r["seq"]])
+        sec.blocks.append(t)
+    config = mapping(d.get("config"))
+    if config:
+        t = Table(f"Model configuration of {d.get('name', 'the model')}", ["setting", "value"], [], [])
+        for k, v in sorted(config.items()):
+            t.add([k, v if isinstance(v, int | float) and not isinstance(v, bool) else str(v)], [r["seq"]])
+        sec.blocks.append(t)
 
 
 def _training(ev: Evidence, sec: Section) -> None:
@@ -119,8 +130,8 @@ def _training(ev: Evidence, sec: Section) -> None:
         steps = [r["step"] for r in rs if isinstance(r.get("step"), int)]
         epochs = sorted({e for r in rs for e in [get(r, "epoch")] if isinstance(e, int) and not isinstance(e, bool)})
         where = f"Session {session.number}" if session and len(ev.sessions()) > 1 else "Training"
-        span = f", steps {min(steps)} to {max(steps)}" if steps else ""
-        span += f", epochs {epochs[0]} to {epochs[-1]}" if epochs else ""
+        span = (f", {_span('step', min(steps), max(steps))}" if steps else "") + (
+            f", {_span('epoch', epochs[0], epochs[-1])}" if epochs else "")
         count(sec, rs, where + " recorded {n} metrics records" + span + ".")
         last = rs[-1]
         at = f" at step {last['step']}" if isinstance(last.get("step"), int) else ""
@@ -129,8 +140,12 @@ def _training(ev: Evidence, sec: Section) -> None:
     audits = ev.kind("train.audit")
     if audits:
         steps = [e.get("step") for r in audits for _, e in entries(r) if isinstance(e.get("step"), int)]
-        span = f" ({fmt(len(steps))} audited steps, {min(steps)} to {max(steps)})" if steps else ""
+        span = f" covering {fmt(len(steps))} audited steps ({_span('step', min(steps), max(steps))})" if steps else ""
         count(sec, audits, "run.watch recorded {n} training-audit records" + span + ".")
+
+
+def _span(unit: str, lo: int, hi: int) -> str:
+    return f"{unit} {lo}" if lo == hi else f"{unit}s {lo} to {hi}"
 
 
 def _label(s: Series | None, label: str) -> Series | None:
