@@ -13,11 +13,14 @@ from typing import Any
 
 
 def numbers(values: Mapping[str, Any]) -> dict[str, float]:
-    """The finite and non-finite numbers among logged values (a NaN loss is evidence too); the rest dropped."""
+    """The numbers among logged values, NaN included (a NaN loss is evidence too); anything else is dropped."""
     out: dict[str, float] = {}
     for k, v in values.items():
-        if hasattr(v, "item") and getattr(v, "numel", lambda: 0)() == 1:
-            v = v.item()
+        if hasattr(v, "item") and not isinstance(v, int | float):  # one-element tensors, numpy scalars
+            try:
+                v = v.item()
+            except (ValueError, RuntimeError):  # more than one element: not a logged number
+                continue
         if isinstance(v, int | float) and not isinstance(v, bool):
             out[str(k)] = float(v)
     return out
