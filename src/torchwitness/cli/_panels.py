@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperOption
 
 PANELS: dict[str, tuple[str, ...]] = {
-    "Ledger": ("verify", "prove", "verify-proof", "show", "erase", "schema"),
+    "Ledger": ("verify", "prove", "verify-proof", "checkpoint", "consistency", "witness", "show", "erase", "schema"),
     "Training": ("audit", "findings", "rules", "explain", "scan", "scan-model", "replay-record", "replay-check"),
     "Data governance": ("provenance",),
     "Certification": ("certify", "verify-cert", "doctor", "cert-schema"),
