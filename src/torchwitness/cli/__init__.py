@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from torchwitness import __version__
+from torchwitness.cli import _panels
 from torchwitness.cli._output import err_console
 from torchwitness.errors import InputError, TorchWitnessError
 
@@ -80,6 +81,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _info.name.endswith(("_cmds", "_cmd")):
         importlib.import_module(f"{__name__}.{_info.name}").register(app)
+_panels.assign(app)
 
 
 def main(argv: list[str] | None = None) -> None:

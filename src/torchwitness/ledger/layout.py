@@ -17,11 +17,13 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from torchwitness.errors import InputError
 from torchwitness.jsonfile import read_json
+from torchwitness.ledger.keys import PublicKey
 
 FORMAT = "torchwitness-ledger/1"
 MANIFEST = "ledger.json"
@@ -132,3 +134,19 @@ def existing_run(root: Path) -> str | None:
         except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return "?"  # something is there, unreadable: never start a second run over it
     return None
+
+
+def create_manifest(layout: Layout, signer: PublicKey, *, run_id: str, origin: str, created_us: int,
+                    segment_records: int) -> dict:
+    """Lay out a new run folder: its folders, the signer's public key, then the manifest (last, atomically: a
+    folder with a manifest is a run)."""
+    manifest = {"format": FORMAT, "run": run_id, "origin": origin, "created_us": created_us,
+                "segment_records": segment_records, "signer": signer.fingerprint, "hash": "sha256",
+                "canonicalization": "RFC8785"}
+    for d in (layout.records, layout.checkpoints, layout.vkey.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    layout.vkey.write_text(signer.to_vkey() + "\n")
+    tmp = layout.manifest.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, layout.manifest)
+    return manifest
