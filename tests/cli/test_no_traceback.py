@@ -37,7 +37,7 @@ ROLES = {"run": "run", "run_a": "run", "run_b": "run", "run_dir": "run", "output
          "demo.out": "output folder",
          "write_baseline": "output", "save": "output", "rdf": "output", "proof": "json", "cert": "json",
          "policy": "json", "baseline": "json", "since": "text", "key_dir": "folder", "data": "folder",
-         "paths": "source", "files": "source"}
+         "paths": "source", "files": "source", "state": "state", "witness verify-timestamp.root": "text"}
 # Required (or needed) options that are not files, per verb: enough for the verb to reach its files.
 OPTIONS = {
     "audit": ["no_such_module:factory"], "certify": ["--baseline", "no-such-model.pt"],
@@ -48,8 +48,11 @@ OPTIONS = {
     "incident add": ["--id", "inc-1"], "incident report": ["--id", "inc-1", "--authority", "AI Office"],
     "review decide": ["--decision", "r-1-0", "--action", "approve", "--reviewer", "r"],
     "review stop": ["--who", "a", "--reason", "b"], "review resume": ["--who", "a", "--reason", "b"],
-    "explain": ["TW001"],
+    "explain": ["TW001"], "consistency": ["--from", "1"], "witness add-log": ["name+00000000+AAAA"],
+    "witness submit": ["--witness", "http://127.0.0.1:9", "--timeout", "1"],
+    "witness timestamp": ["--tsa", "http://127.0.0.1:9", "--timeout", "1"],
 }
+REQUIRED_FILES: set[tuple[str, str]] = set()  # (verb, parameter) of required file options, filled below
 DEEP = "[" * 200_000 + "]" * 200_000
 BIG = '{"format": "x", "n": 123456789012345678901234567890}'
 CONTENTS = {"empty": b"", "binary": bytes(range(256)) * 4, "wrong type": b"[1]", "string": b'"text"',
@@ -73,6 +76,8 @@ def _verbs() -> list[tuple[str, list[tuple[str, str, bool]]]]:
                 assert role, f"{' '.join(prefix)}: say what its file parameter {p.name!r} holds in ROLES"
                 option = "" if type(p).__name__.endswith("Argument") else p.opts[0]
                 files.append((p.name, option, role))
+                if option and getattr(p, "required", False):
+                    REQUIRED_FILES.add((" ".join(prefix), p.name))
             elif getattr(p, "required", False):
                 assert " ".join(prefix) in OPTIONS, f"{' '.join(prefix)}: give its required {p.name!r} in OPTIONS"
         if files:
@@ -111,6 +116,8 @@ def _mutations(role: str) -> list[str]:
     if role == "output":
         return ["missing folder", "a folder"]
     if role == "output folder":  # made if missing, with its parents
+        return ["a file"]
+    if role == "state":  # a witness's state folder: made if missing (and served from, which never returns)
         return ["a file"]
     if role == "folder":
         return ["missing", "a file", "binary keys"]
@@ -158,7 +165,7 @@ def _make(role: str, mutation: str, tmp: Path, template: Path) -> Path:
             path.mkdir()
             return path
         return tmp / "no-such-folder" / "out.file"
-    if mutation in ("folder", "a file", "folder of binary", "binary keys"):
+    if mutation in ("folder", "a file", "folder of binary", "binary keys"):  # "a file" where a folder is wanted
         if mutation == "a file":
             _write(path, CONTENTS["binary"])
         else:
@@ -194,8 +201,10 @@ def _argv(verb: str, files: list[tuple[str, str, str]], target: str, value: Path
         elif role == "source":
             (tmp / "ok.py").write_text("x = 1\n")
             chosen = str(tmp / "ok.py")
-        elif option:
+        elif option and (verb, name) not in REQUIRED_FILES:
             continue  # an optional file left out
+        elif role == "state":
+            chosen = str(tmp / "state")  # a witness's state folder, made on first use
         else:  # a required file argument, e.g. a proof or a certificate
             chosen = str(template.parent / "proof.json")
         args += [option, chosen] if option else [chosen]
@@ -297,6 +306,7 @@ def test_every_verb_refuses_deep_binary_and_wrong_type_runs_and_documents(verb: 
                          "json": ["deep", "wrong type", "big integer", "folder", "record a JSON string"],
                          "text": ["binary", "folder"],
                          "output": ["missing folder"], "folder": ["a file"], "output folder": ["a file"],
+                         "state": ["a file"],
                          "source": ["missing", "binary", "deep"]}[role]:
             tmp = tmp_path_factory.mktemp("case")
             _check(_argv(verb, files, name, _make(role, mutation, tmp, template), tmp, template), _in_process,
