@@ -68,7 +68,7 @@ def bfloat16_weights_small_lr(run: tw.Run) -> None:
         steps=4)
 
 
-@bug("TW108")
+@bug("TW307", "TW108")
 def learning_rate_far_too_high(run: tw.Run) -> None:
     x, y = regression()
     model = mlp(8, 32, 1)

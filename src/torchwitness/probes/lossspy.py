@@ -23,25 +23,48 @@ LOSS_FUNCTIONS: dict[Callable[..., Any], str] = {
 }
 
 
+# Calls that reshape, cast or copy a tensor without changing its values: a target that went only through these
+# is still the data's target.
+_PASS_THROUGH = frozenset({
+    torch.Tensor.float, torch.Tensor.double, torch.Tensor.half, torch.Tensor.to, torch.Tensor.type,
+    torch.Tensor.view, torch.Tensor.view_as, torch.Tensor.reshape, torch.Tensor.reshape_as, torch.Tensor.flatten,
+    torch.Tensor.unsqueeze, torch.Tensor.squeeze, torch.Tensor.contiguous, torch.Tensor.clone,
+    torch.Tensor.detach, torch.Tensor.__getitem__, torch.Tensor.long, torch.Tensor.permute, torch.Tensor.t,
+    torch.Tensor.transpose, torch.Tensor.expand_as, torch.Tensor.cuda, torch.Tensor.cpu, torch.unsqueeze,
+    torch.squeeze, torch.reshape, torch.flatten, torch.Tensor.bfloat16,
+})
+
+
 class LossSpy(TorchFunctionMode):
-    """Calls ``on_loss(kind, input, target, weighted, output)`` and ``on_backward(tensor)``."""
+    """Calls ``on_loss(kind, input, target, weighted, output, target_computed)`` and ``on_backward(tensor)``.
+
+    ``target_computed`` says the target was made by arithmetic after the model's forward (``log1p(y)``, say),
+    not only reshaped or cast from a tensor that existed before: non-finite values in it were then made by
+    the loss computation, not found in the data.
+    """
 
     def __init__(self, on_loss: Callable[..., None], on_backward: Callable[[torch.Tensor], None]) -> None:
         super().__init__()
         self.on_loss, self.on_backward = on_loss, on_backward
         self.active = True
+        self._computed: dict[int, torch.Tensor] = {}  # id -> tensor (held, so the id is not reused meanwhile)
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         if self.active and func is torch.Tensor.backward and args and isinstance(args[0], torch.Tensor):
             self.on_backward(args[0])
         out = func(*args, **kwargs)
-        kind = LOSS_FUNCTIONS.get(func) if self.active else None
+        if not self.active:
+            return out
+        kind = LOSS_FUNCTIONS.get(func)
         if kind is not None:
             x = args[0] if args else kwargs.get("input")
             t = args[1] if len(args) > 1 else kwargs.get("target")
             weighted = kwargs.get("weight") is not None or kwargs.get("pos_weight") is not None
-            self.on_loss(kind, x, t, weighted, out)
+            self.on_loss(kind, x, t, weighted, out, id(t) in self._computed)
+        elif isinstance(out, torch.Tensor) and (func not in _PASS_THROUGH or any(
+                id(a) in self._computed for a in args if isinstance(a, torch.Tensor))):
+            self._computed[id(out)] = out
         return out
 
     def start(self) -> None:
@@ -50,6 +73,7 @@ class LossSpy(TorchFunctionMode):
     def stop(self) -> None:
         """Leave the mode stack; if user code pushed a mode above ours and kept it, only stop listening."""
         self.active = False
+        self._computed.clear()
         stack = torch.overrides._get_current_function_mode_stack()
         if stack and stack[-1] is self:
             self.__exit__(None, None, None)

@@ -34,8 +34,10 @@ from torchwitness.probes import stats
 from torchwitness.probes.config import resolve
 from torchwitness.probes.distributed import CrossRank
 from torchwitness.probes.lossspy import LossSpy
+from torchwitness.probes.sentinel import Sentinel, first_bad, floating
 from torchwitness.probes.view import History, ModuleInfo, ParamInfo, StepView, TensorInfo
 from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
+from torchwitness.rules.causes import ordered
 from torchwitness.rules.findings import FindingSet
 
 # Element-wise layers that cannot turn finite inputs into NaN/Inf: when their input is a probed output, their own
@@ -175,6 +177,12 @@ class Watch:
         self._peek_step = -1  # the unaudited step after an audited one, whose batch is fingerprinted in passing
         self._peek_hold: Any = None
         self._peeked: tuple[int, torch.Tensor, int, str] | None = None  # (step, row fingerprints, data_ptr, name)
+        # Between audits: non-finite values flagged on the device (see probes/sentinel.py), and, on the host, the
+        # first step whose training forwards all ran in eval mode (a model.eval() never undone).
+        self._sentinel = Sentinel(min(every_n_steps, 4096))
+        self._sentinel_grad: tuple[str, torch.nn.Parameter] | None = None
+        self._modes_seen = 0  # bit 1: a grad-enabled forward in train mode this step, bit 2: one in eval mode
+        self._eval_trained: int | None = None
         # Without a loss module the loss history would hold audited steps only; a function mode between forward
         # and step notes the loss given to backward on every step (a detach; no kernel, no sync).
         self._spy_every_step = not isinstance(loss_fn, torch.nn.Module) and not self.compiled
@@ -241,10 +249,17 @@ class Watch:
             if self._step_open:
                 self._end_step()
             self._step_open = True
+        self._modes_seen |= 1 if module.training else 2
         w = self._window
         if w is None:
             if self._peek_step == self.step:
                 self._peek_batch(args, kwargs)
+            found, target = tensors_of(args, kwargs)
+            x = next((t for _, t in found if floating(t) is not None), None)
+            if x is not None:
+                self._sentinel.note("input", self.step, x)
+            if floating(target) is not None:
+                self._sentinel.note("target", self.step, target)
             return
         w.forwards.append(Forward(training=module.training))
         w.calls.clear()
@@ -353,7 +368,9 @@ class Watch:
         if isinstance(output, torch.Tensor) and output.numel() == 1 and len(self._losses) < _MAX_PENDING_LOSSES:
             self._losses.append((self.step, output.detach()))
         w = self._window
-        if w is not None and w.loss is None:
+        if w is None:
+            self._note_loss_call(args[0] if args else None, args[1] if len(args) > 1 else None)
+        elif w.loss is None:
             weighted = any(getattr(module, a, None) is not None for a in ("weight", "pos_weight"))
             w.add_loss(type(module).__name__, args[0] if args else None, args[1] if len(args) > 1 else None, output,
                        module=module, weighted=weighted)
@@ -370,10 +387,24 @@ class Watch:
             self._spy = None
 
     @_guarded
-    def _spied_loss(self, kind: str, x: Any, t: Any, weighted: bool, out: Any) -> None:
+    def _spied_loss(self, kind: str, x: Any, t: Any, weighted: bool, out: Any, computed: bool) -> None:
         w = self._window
-        if w is not None and w.loss is None and torch.is_grad_enabled():
+        if w is None:
+            if torch.is_grad_enabled() and not computed:
+                self._note_loss_call(x, t)
+        elif w.loss is None and torch.is_grad_enabled():
             w.add_loss(kind, x, t, out, weighted=weighted)
+            if w.loss is not None:
+                w.loss.target_computed = computed
+
+    def _note_loss_call(self, x: Any, t: Any) -> None:
+        # A floating target and the prediction it meets: which of them turned non-finite first tells bad labels
+        # from a loss computation that made NaN (log of a negative prediction, say). Class ids cannot be NaN.
+        t = floating(t)
+        if t is not None:
+            self._sentinel.note("target", self.step, t)
+            if floating(x) is not None:
+                self._sentinel.note("pred", self.step, x)
 
     @_guarded
     def _spied_backward(self, loss: torch.Tensor) -> None:
@@ -432,6 +463,7 @@ class Watch:
         self._spy_stop()
         w = self._window
         if w is None:
+            self._note_grad()
             return None
         closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
         if not callable(closure):
@@ -451,6 +483,18 @@ class Watch:
         if "closure" in kwargs:
             return args, {**kwargs, "closure": closure_then_judge}
         return (args[0], closure_then_judge, *args[2:]), kwargs
+
+    def _note_grad(self) -> None:
+        # The first trainable tensor's gradient: NaN/Inf anywhere upstream spreads into it through backward.
+        if self._sentinel_grad is None:
+            first = next((p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad), None)
+            if first is None:
+                return
+            names = {id(p): n for n, p in self._inner.named_parameters()}
+            self._sentinel_grad = (names.get(id(first), "param"), first)
+        g = self._sentinel_grad[1].grad
+        if g is not None and not g.is_sparse:
+            self._sentinel.note("grad", self.step, g)
 
     def _before_update(self, w: Window) -> None:
         self._collect_grads(w)
@@ -488,6 +532,9 @@ class Watch:
     def _end_step(self) -> None:
         self._spy_stop()
         w = self._window
+        if self._modes_seen == 2 and self._eval_trained is None and w is None:
+            self._eval_trained = self.step  # every training forward of this unaudited step ran in eval mode
+        self._modes_seen = 0
         if w is not None:
             self._guarded_finish(w)
         self.step += 1
@@ -517,6 +564,12 @@ class Watch:
         if self._eval_rows:
             w.pack.add("eval_rows", torch.cat(self._eval_rows))
             self._eval_rows = []
+        drained = self._sentinel.drain()
+        if drained is not None:
+            w.pack.add("sentinel", drained[0])
+        self._sentinel.start(w.step + 1)
+        if self._eval_trained is not None:
+            w.extra["eval_trained"] = self._eval_trained
         if self._peeked is not None:
             step, rows, ptr, name = self._peeked
             w.pack.add("peek/rows", rows)
@@ -529,6 +582,10 @@ class Watch:
             self.cross_rank.pack(w.pack)
         data = w.pack.fetch()  # the one device-to-host transfer of this step
         view = w.build(self, data, event)
+        if drained is not None:
+            view.extra["sentinel"] = first_bad(data["sentinel"], drained[1])
+            if self._sentinel_grad is not None:
+                view.extra["sentinel_grad"] = self._sentinel_grad[0]
         if self.cross_rank is not None:
             view.extra["rank"] = self.cross_rank.rank
             view.extra["ranks"] = self.cross_rank.exchange(view.step, data, view.params,
@@ -591,12 +648,15 @@ class Watch:
         self._audits = []
 
     def _run_rules(self, view: StepView) -> None:
+        found = []
         for rid, fn in self._rules["light" if view.event == "step" and not view.statistics else view.event]:
             try:
-                for f in fn(view) or ():
-                    self.findings.add(f)
+                found.extend(fn(view) or ())
             except Exception as e:  # one rule's bug must not stop training or the other rules
                 self._internal_error(rid, e)
+        # The event's findings are added in causal order: a step's root cause is in the set before what it explains.
+        for f in ordered(found):
+            self.findings.add(f)
 
     def _internal_error(self, where: str, error: Exception) -> None:
         """Record a failure of the watch itself once per place and type, and drop the step being collected."""
@@ -648,7 +708,7 @@ class Watch:
             w = self._window
             if w is not None and (w.forwards or len(w.pack) or self._losses):
                 self._guarded_finish(w)
-            elif self._losses or self._eval_rows:
+            elif self._losses or self._eval_rows or self._sentinel.pending or self._eval_trained is not None:
                 self._guarded_finish(Window(step=self.step))
             self._run_rules(StepView(event="close", step=self.step, watch=self))
             if self.cross_rank is not None and self._record is not None:

@@ -186,9 +186,11 @@ class Window:
         self.loss = LossInfo(kind=kind, module=module, input=TensorInfo.of("input", x) if x is not None else None,
                              target=TensorInfo.of("target", t) if t is not None else None, weighted=weighted,
                              producer=producer_op(x) if x is not None and self.statistics else None)
-        if x is not None and x.numel() and x.is_floating_point() and self.statistics:  # what the loss is fed persists
+        if x is not None and x.numel() and x.is_floating_point():
+            # Bounds at every audit (non-finite predictions name the loss computation, not the data); row sums
+            # (a softmax fed to the loss) persist, so they are statistical.
             self.pack.add("loss/in", stats.value_stats(x, bounds=True))
-            if x.ndim >= 2:
+            if x.ndim >= 2 and self.statistics:
                 self.pack.add("loss/rowsum", torch.stack(torch.aminmax(x.detach().float().sum(1))))
         if t is not None:
             c = x.shape[1] if kind in _CLASS_LOSSES and x is not None and x.ndim >= 2 else None

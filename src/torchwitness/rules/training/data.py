@@ -29,15 +29,36 @@ def nonfinite_input(v: StepView) -> Iterator[Finding]:
     for t in v.inputs:
         if t.nonfinite:
             yield Finding.of("TW201", f"input:{t.name}", f"input {t.name} contains NaN/Inf", step=v.step)
+    first = v.extra.get("sentinel", {}).get("input")
+    if first is not None:  # between audits, from the always-on sentinel
+        name = v.primary.name if v.primary is not None else "arg0"
+        yield Finding.of("TW201", f"input:{name}", f"input {name} contains NaN/Inf, first at step {first} (between "
+                         "audited steps)", step=first)
 
 
 @training_rule("TW202", when="step", name="nonfinite-target", title="Targets contain NaN or Inf",
                severity=Severity.ERROR, phase=Phase.BATCH, obligations=DATA,
                remediation="Drop or fix the rows with missing labels before training.")
 def nonfinite_target(v: StepView) -> Iterator[Finding]:
-    """A floating target tensor holds NaN or Inf. Fix: drop unlabelled rows."""
+    """A floating target tensor holds NaN or Inf. Fix: drop unlabelled rows.
+
+    Not reported when the target handed to the loss was computed after the forward (``log1p(y)``), or when the
+    prediction handed to the loss is non-finite too while the model's own output is finite: the loss
+    computation made the NaN (``log1p`` of a value below -1, say), which TW101 reports.
+    """
+    lo, out = v.loss, v.modules.get("model")
+    if lo is not None and lo.target_computed:  # log1p(y) of a y < -1: made by the loss computation (TW101)
+        return
+    if lo is not None and lo.input is not None and lo.input.nonfinite and out is not None and out.out is not None \
+            and out.out.stats is not None and not out.out.nonfinite:
+        return
     if v.targets is not None and v.targets.nonfinite:
         yield Finding.of("TW202", "target", "targets contain NaN/Inf", step=v.step)
+    seen = v.extra.get("sentinel", {})
+    first, pred = seen.get("target"), seen.get("pred")
+    if first is not None and (pred is None or pred > first):  # between audits, from the always-on sentinel
+        yield Finding.of("TW202", "target", f"targets contain NaN/Inf, first at step {first} (between audited "
+                         "steps)", step=first)
 
 
 @training_rule("TW203", when="step", name="input-scale", title="Inputs are not normalised",

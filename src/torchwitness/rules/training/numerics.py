@@ -60,6 +60,12 @@ def nonfinite_gradient(v: StepView) -> Iterator[Finding]:
     Example: ``torch.sqrt(x)`` at ``x == 0`` has an infinite derivative. Fix: add an epsilon, clip gradients,
     use a GradScaler with float16. Not reported when the inputs or the loss are already non-finite.
     """
+    first = v.extra.get("sentinel", {}).get("grad")
+    if first is not None:  # between audits, from the always-on sentinel (the first trainable tensor's gradient)
+        name = v.extra.get("sentinel_grad", "param")
+        yield Finding.of("TW102", name, f"gradient of {name} is non-finite, first at step {first} (between "
+                         "audited steps)", step=first)
+        return
     if v.inputs_nonfinite or (v.loss is not None and not _finite(v.loss.value) and v.loss.value is not None):
         return
     for p in v.params:
