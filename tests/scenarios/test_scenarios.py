@@ -6,6 +6,7 @@ import pytest
 import scenarios_arch  # noqa: F401  (each module registers its scenarios)
 import scenarios_data  # noqa: F401
 import scenarios_healthy  # noqa: F401
+import scenarios_rootcause  # noqa: F401
 import scenarios_training  # noqa: F401
 import scenarios_variants  # noqa: F401
 import torch
@@ -14,9 +15,10 @@ from _kit import BUGGY, HEALTHY, WATCH, Scenario
 import torchwitness as tw
 from torchwitness.rules import Severity
 
-# Scenarios that watch through _kit.WATCH run twice: sampled as written, and with every step audited from the
-# first (where the watch spaces its statistical probes: the warm-up must keep short runs fully judged).
-SAMPLING = {"as-written": {}, "every-step": {"every_n_steps": 1, "first_steps": 0}}
+# Scenarios that watch through _kit.WATCH run twice: with the library's default sampling (the first 5 steps, then
+# every 100th), and with every step audited from the first (where the watch spaces its statistical probes: the
+# warm-up must keep short runs fully judged).
+SAMPLING = {"default": {"every_n_steps": 100, "first_steps": 5}, "every-step": {"every_n_steps": 1, "first_steps": 0}}
 
 
 @pytest.fixture(params=list(SAMPLING))

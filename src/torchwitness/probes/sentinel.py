@@ -55,7 +55,8 @@ class Sentinel:
         if i == self.capacity - 1:  # the folded last slot accumulates every later step
             buf[i, _COLUMN[field]] += x.sum(dtype=torch.float32)
         else:  # written straight into the slot: one kernel
-            torch.sum(x, dtype=torch.float32 if x.dtype != torch.float32 else None, out=buf[i, _COLUMN[field]])
+            torch.sum(x, dim=list(range(x.ndim)), dtype=torch.float32 if x.dtype != torch.float32 else None,
+                      out=buf[i, _COLUMN[field]])
         self._used = max(self._used, i + 1)
 
     @property

@@ -33,6 +33,7 @@ from torchwitness.errors import InputError
 from torchwitness.probes import stats
 from torchwitness.probes.config import resolve
 from torchwitness.probes.distributed import CrossRank
+from torchwitness.probes.inrange import SameInput, token_probe
 from torchwitness.probes.lossspy import LossSpy
 from torchwitness.probes.sentinel import Sentinel, first_bad, floating
 from torchwitness.probes.view import History, ModuleInfo, ParamInfo, StepView, TensorInfo
@@ -183,6 +184,8 @@ class Watch:
         self._sentinel_grad: tuple[str, torch.nn.Parameter] | None = None
         self._modes_seen = 0  # bit 1: a grad-enabled forward in train mode this step, bit 2: one in eval mode
         self._eval_trained: int | None = None
+        self.same_input = SameInput()  # the very same input tensor fed step after step (TW214)
+        self._same_step = -1
         # Without a loss module the loss history would hold audited steps only; a function mode between forward
         # and step notes the loss given to backward on every step (a detach; no kernel, no sync).
         self._spy_every_step = not isinstance(loss_fn, torch.nn.Module) and not self.compiled
@@ -255,6 +258,7 @@ class Watch:
             if self._peek_step == self.step:
                 self._peek_batch(args, kwargs)
             found, target = tensors_of(args, kwargs)
+            self._see_input(found)
             x = next((t for _, t in found if floating(t) is not None), None)
             if x is not None:
                 self._sentinel.note("input", self.step, x)
@@ -265,10 +269,16 @@ class Watch:
         w.calls.clear()
         if len(w.forwards) == 1:
             found, target = tensors_of(args, kwargs)
+            self._see_input(found)
             w.extra["primary"] = [t for _, t in found[:1]]
             w.add_inputs(found)
             if target is not None:
                 w.extra["kw_target"] = target
+
+    def _see_input(self, found: list[tuple[str, torch.Tensor]]) -> None:
+        if found and self._same_step != self.step:  # the step's first forward (a second view is another input)
+            self._same_step = self.step
+            self.same_input.see(self.step, found[0][1])
 
     def _peek_batch(self, args: tuple, kwargs: dict) -> None:
         # The step right after an audited one: fingerprint its batch (on the device, kept for the next audit's
@@ -290,6 +300,8 @@ class Watch:
             return
         w.summarise_activations()
         out = first_tensor(output)
+        if out is not None and "root_producer" not in w.extra:  # whose statistics describe the model's output
+            w.extra["root_producer"] = w.outputs.get(id(out), "model")
         target = w.extra.pop("kw_target", None)
         if target is not None and out is not None and out.ndim >= 1:
             w.add_targets(target, out.shape[-1] if out.shape[-1] <= 4096 else None)
@@ -328,6 +340,9 @@ class Watch:
             info.max_calls = max(info.max_calls, calls)
             return
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if x is not None and w.statistics and not x.requires_grad and x.numel() \
+                and x.data_ptr() in w.extra.get("grad_ptrs", ()):
+            w.extra["detached_use"] = True  # a detached copy of a module's output (TW110, not a discarded one)
         info = ModuleInfo(name=name, kind=facts.kind, module=module, training=module.training,
                           grad_enabled=True, input_dtype=x.dtype if x is not None else None,
                           producer=w.outputs.get(id(x)) if x is not None else None)
@@ -339,6 +354,8 @@ class Watch:
         if facts.container and id(out) in w.outputs:
             return  # a container returning its last child's output: already summarised
         w.outputs[id(out)] = name
+        if w.statistics and out.requires_grad:
+            w.extra.setdefault("grad_ptrs", set()).add(out.data_ptr())
         # Skipped outputs are held all the same: an id in w.outputs must not be recycled by another tensor.
         if w.statistics or info.producer is None or not facts.passive:
             w.acts.append((name, out))
@@ -360,6 +377,9 @@ class Watch:
         if f"ids/{name}" not in w.extra:
             w.extra[f"ids/{name}"] = module.num_embeddings
             w.pack.add(f"ids/{name}", torch.stack(torch.aminmax(args[0].detach())))
+            if w.statistics and module.num_embeddings >= 16:  # how the ids spread over the table (TW212)
+                w.extra[f"tok/{name}"] = (module.num_embeddings, module.padding_idx, args[0].ndim)
+                w.pack.add(f"tok/{name}", token_probe(args[0], module.num_embeddings))
 
     @_guarded
     def _loss_hook(self, module: torch.nn.Module, args: tuple, output: Any) -> None:

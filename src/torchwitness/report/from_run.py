@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from torchwitness.ledger.reader import iter_records
-from torchwitness.rules.findings import Finding
+from torchwitness.rules.findings import Finding, nest
 
 
 def _shard_findings(folder: Path) -> tuple[list[Finding], int | None]:

@@ -53,7 +53,7 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW204": _UNITS | {"TW206", "TW207", "TW214", "TW414"},  # blank or constant inputs
     "TW205": frozenset({"TW109", "TW213"}),
     "TW211": _NUMERIC | {"TW212"},
-    "TW212": frozenset({"TW109", "TW206", "TW207", "TW405"}),  # token ids piled up or folded
+    "TW212": frozenset({"TW109", "TW206", "TW207", "TW210", "TW405"}),  # token ids piled up or folded
     "TW213": frozenset({"TW109"}),  # images scrambled by reshape
     "TW214": frozenset({"TW206", "TW207"}),  # the same batch every step
     "TW206": frozenset({"TW214", "TW207"}),
@@ -74,7 +74,7 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW308": frozenset({"TW109"}),
     "TW107": frozenset({"TW308", "TW109"}),  # low-precision updates rounded away: steps change nothing
     "TW104": frozenset({"TW405", "TW111", "TW109"}),
-    "TW414": _UNITS,  # representation collapse
+    "TW414": _UNITS | {"TW405"},  # representation collapse
     "TW403": frozenset({"TW104", "TW111", "TW109", "TW405"}),
     "TW404": frozenset({"TW104", "TW111", "TW109", "TW403", "TW405"}),
     "TW405": frozenset({"TW111", "TW109"}),
