@@ -150,7 +150,7 @@ def nan_targets_arrive_late_in_a_regression(run: tw.Run) -> None:
     y[600:] = float("nan")  # the labelling job never finished the last shard
     model = mlp(8, 16, 1)
     batches = [(x[i * 20:(i + 1) * 20], y[i * 20:(i + 1) * 20]) for i in range(40)]
-    _loop(run, model, torch.optim.SGD(model.parameters(), 0.01), batches, F.mse_loss)
+    _loop(run, model, torch.optim.SGD(model.parameters(), 0.01), batches, lambda z, t: F.mse_loss(z, t))
 
 
 @bug("TW411")
@@ -307,7 +307,7 @@ def siamese_without_negatives_collapses(run: tw.Run) -> None:
     """Two views pulled together with nothing keeping samples apart: one embedding for every input."""
     x, _ = blobs(n=1024)
     model = _Siamese()
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    opt = torch.optim.Adam(model.parameters(), 5e-2)
     g = _gen(2)
     run.watch(model, opt, **WATCH)
     for _ in range(30):
@@ -316,22 +316,6 @@ def siamese_without_negatives_collapses(run: tw.Run) -> None:
         z2 = model(xb + 0.1 * torch.randn(xb.shape, generator=g))
         opt.zero_grad()
         (-F.cosine_similarity(z1, z2).mean()).backward()
-        opt.step()
-
-
-@bug("TW414")
-def siamese_mse_between_views_shrinks_to_a_point(run: tw.Run) -> None:
-    x, _ = blobs(n=1024)
-    model = _Siamese()
-    opt = torch.optim.Adam(model.parameters(), 3e-2)
-    g = _gen(2)
-    run.watch(model, opt, **WATCH)
-    for _ in range(30):
-        xb = x[torch.randint(0, 1024, (64,), generator=g)]
-        z1 = model(xb + 0.1 * torch.randn(xb.shape, generator=g))
-        z2 = model(xb + 0.1 * torch.randn(xb.shape, generator=g))
-        opt.zero_grad()
-        F.mse_loss(z1, z2).backward()
         opt.step()
 
 

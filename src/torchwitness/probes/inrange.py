@@ -87,20 +87,21 @@ class SameInput:
         self.rows = 0
         self.storage_rows = 0
 
-    def see(self, step: int, t: torch.Tensor) -> None:
-        if t.ndim < 1 or not t.numel():
-            return
-        key = (t.data_ptr(), t._version, tuple(t.shape))
-        if key == self.key:
-            self.run += 1
-            if self.run > self.longest[0]:
-                self.longest = (self.run, self.first)
-                self.rows = t.shape[0]
-                # A fixed slice of a bigger tensor (X[:64]): the storage holds more rows than are fed.
-                stride = t.stride(0) * t.element_size()
-                self.storage_rows = t.untyped_storage().nbytes() // stride if stride > 0 else t.shape[0]
-        else:
+    def see(self, step: int, t: torch.Tensor) -> bool:
+        """Note the step's first input; True when it is the very tensor of the step before, unchanged."""
+        key = (t.data_ptr(), t._version, t.shape)
+        if key != self.key:
             self.key, self.run, self.first = key, 0, step
+            return False
+        self.run += 1
+        if self.run > self.longest[0]:
+            if self.longest[0] < 4 <= self.run or self.first != self.longest[1]:  # once per long run
+                self.rows = t.shape[0] if t.ndim else 0
+                # A fixed slice of a bigger tensor (X[:64]): the storage holds more rows than are fed.
+                stride = t.stride(0) * t.element_size() if t.ndim else 0
+                self.storage_rows = t.untyped_storage().nbytes() // stride if stride > 0 else self.rows
+            self.longest = (self.run, self.first)
+        return True
 
 
 def loader_batch_sizes() -> set[tuple[int, int]]:

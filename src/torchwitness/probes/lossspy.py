@@ -1,10 +1,11 @@
 """Seeing a functional loss (``F.cross_entropy(model(x), y)``) without being handed a loss module.
 
-Between the end of the model's forward and the optimizer step (where the loss is computed and backward is
-called), a :class:`torch.overrides.TorchFunctionMode` notes calls to the loss functions of
-``torch.nn.functional`` (used on audited steps) and to ``Tensor.backward`` (the loss history, every step).
-Every other call passes straight through. The watch never uses it when given a loss module, under
-``torch.compile``, or inside the optimizer's step.
+On audited steps, between the end of the model's forward and the optimizer step (where the loss is computed
+and backward is called), a :class:`torch.overrides.TorchFunctionMode` notes calls to the loss functions of
+``torch.nn.functional`` and to ``Tensor.backward``; every other call passes straight through. Between audits,
+a cheaper tap (:func:`listen`) wraps ``Tensor.backward`` and the functional losses themselves, for the loss
+history and the sentinels. The watch never uses the mode when given a loss module, under ``torch.compile``,
+or inside the optimizer's step.
 """
 
 from __future__ import annotations
@@ -77,3 +78,63 @@ class LossSpy(TorchFunctionMode):
         stack = torch.overrides._get_current_function_mode_stack()
         if stack and stack[-1] is self:
             self.__exit__(None, None, None)
+
+
+# ---- between audits: a tap on Tensor.backward and the functional losses (no function mode) ---------------------
+_LISTENERS: list[Any] = []
+_ORIGINALS: dict[str, Any] = {}
+
+
+def _tapped_backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    for listener in _LISTENERS:
+        if listener.tapping:
+            listener.tap_backward(self)
+    return _ORIGINALS["backward"](self, *args, **kwargs)
+
+
+def _tap_loss(name: str, kind: str) -> Callable[..., Any]:
+    original = getattr(F, name)
+
+    def tapped(input: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
+        for listener in _LISTENERS:
+            if listener.tapping:
+                listener.tap_loss(kind, input, target)
+        return original(input, target, *args, **kwargs)
+
+    tapped.__name__, tapped.__qualname__, tapped.__doc__ = original.__name__, original.__qualname__, original.__doc__
+    return tapped
+
+
+def listen(listener: Any) -> None:
+    """Route the losses given to backward and to ``torch.nn.functional``'s losses to ``listener`` (its
+    ``tap_backward(loss)`` and ``tap_loss(kind, input, target)``) while its ``tapping`` is true.
+
+    Between audited steps a function mode would cost ~10 us per torch call of the loss computation; these
+    wrappers cost a loop over the listeners. Installed with the first listener, removed with the last. Loss
+    modules look ``F.<loss>`` up at call time, so they are seen too; a loss function imported by name before
+    the first watch started is not (it is still seen on audited steps).
+    """
+    if not _LISTENERS:
+        _ORIGINALS["backward"] = torch.Tensor.backward
+        torch.Tensor.backward = _tapped_backward  # type: ignore[method-assign]
+        for fn, kind in list(LOSS_FUNCTIONS.items()):
+            name = fn.__name__
+            if getattr(F, name) is fn:
+                _ORIGINALS[name] = fn
+                tapped = _tap_loss(name, kind)
+                LOSS_FUNCTIONS[tapped] = kind  # F.<loss> names itself to handle_torch_function: the spy sees this
+                setattr(F, name, tapped)
+    _LISTENERS.append(listener)
+
+
+def unlisten(listener: Any) -> None:
+    """Stop routing to ``listener``; the last one restores the originals."""
+    if listener in _LISTENERS:
+        _LISTENERS.remove(listener)
+    if not _LISTENERS and _ORIGINALS:
+        torch.Tensor.backward = _ORIGINALS.pop("backward")  # type: ignore[method-assign]
+        for name, fn in list(_ORIGINALS.items()):
+            tapped = getattr(F, name)
+            LOSS_FUNCTIONS.pop(tapped, None)
+            setattr(F, name, fn)
+        _ORIGINALS.clear()

@@ -3,18 +3,17 @@
 On every step that is not audited the watch hands a few tensors to :meth:`Sentinel.note`: the batch's first
 floating input, a floating target and the prediction it is compared with (as the loss call receives them), and
 the gradient of the first trainable tensor (a NaN or Inf anywhere upstream of the first layer spreads into it
-through the matrix products of backward). Each costs one reduction written straight into a slot of an
-on-device buffer, ``(step, field)``: a sum is NaN or infinite when any element is (or when the sum overflows
-float32, which only values far out of any sane scale do). Nothing is read on the host until the next audit,
-which fetches the used slots with its one batched transfer (:meth:`Sentinel.drain`) and empties them. The loss
-needs no sentinel: the watch keeps every step's loss (a detached reference) for the same transfer.
+through the matrix products of backward). Each costs one reduction, kept on the device: a sum is NaN or
+infinite when any element is (or when the sum overflows float32, which only values far out of any sane scale
+do). Nothing is read on the host until the next audit, which stacks the sums into its one batched transfer
+(:meth:`Sentinel.drain`). The loss needs no sentinel: the watch keeps every step's loss (a detached reference)
+for the same transfer.
 
 >>> import torch
 >>> s = Sentinel(capacity=8)
->>> s.start(10)
 >>> s.note("input", 10, torch.ones(4)); s.note("input", 12, torch.tensor([1.0, float("nan")]))
->>> values, base = s.drain()
->>> first_bad(values.tolist(), base)
+>>> values, where = s.drain()
+>>> first_bad(values.tolist(), where)
 {'input': 12}
 """
 
@@ -26,64 +25,53 @@ from collections.abc import Sequence
 import torch
 
 FIELDS = ("input", "target", "pred", "grad")
-_COLUMN = {name: i for i, name in enumerate(FIELDS)}
 
 
 class Sentinel:
-    """Per-step non-finite flags for up to ``capacity`` steps between two audits (later steps share the last
-    slot, so the first step of a fault is still bounded)."""
+    """Per-step sums of the watched tensors for up to ``capacity`` steps between two audits; past that, each
+    field's last sum accumulates the later steps (a fault is then dated at the first step of that tail)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(2, capacity)
-        self._buf: torch.Tensor | None = None
-        self._base = 0  # the step of slot 0
-        self._used = 0  # slots written since the last drain (one past the highest)
-
-    def start(self, step: int) -> None:
-        """Slots count from ``step`` (the first step after an audit)."""
-        self._base = step
-        self._used = 0
+        self._sums: list[torch.Tensor] = []
+        self._where: list[tuple[str, int]] = []  # (field, step) of each sum
+        self._last: dict[str, int] = {}  # field -> index of its latest sum
 
     def note(self, field: str, step: int, t: torch.Tensor) -> None:
-        """Reduce ``t`` into the slot of ``(step, field)``: one kernel, no allocation after the first call."""
-        buf = self._buf
-        if buf is None or buf.device != t.device:
-            buf = self._buf = torch.zeros((self.capacity, len(FIELDS)), dtype=torch.float32, device=t.device)
-            self._used = 0
-        i = min(max(step - self._base, 0), self.capacity - 1)
-        x = t.detach()
-        if i == self.capacity - 1:  # the folded last slot accumulates every later step
-            buf[i, _COLUMN[field]] += x.sum(dtype=torch.float32)
-        else:  # written straight into the slot: one kernel
-            torch.sum(x, dim=list(range(x.ndim)), dtype=torch.float32 if x.dtype != torch.float32 else None,
-                      out=buf[i, _COLUMN[field]])
-        self._used = max(self._used, i + 1)
+        """Add ``t``'s sum for ``(field, step)``: one kernel (a 0-d tensor from the caching allocator on CUDA)."""
+        if t.requires_grad:  # a detach costs as much as the sum: only when autograd would record it
+            t = t.detach()
+        total = t.sum() if t.dtype == torch.float32 else t.sum(dtype=torch.float32)
+        if len(self._sums) >= self.capacity * len(FIELDS) and field in self._last:
+            i = self._last[field]
+            self._sums[i] = self._sums[i] + total
+            return
+        self._last[field] = len(self._sums)
+        self._sums.append(total)
+        self._where.append((field, step))
 
     @property
     def pending(self) -> bool:
-        """Slots were written since the last drain."""
-        return self._used > 0
+        """Sums were noted since the last drain."""
+        return bool(self._sums)
 
-    def drain(self) -> tuple[torch.Tensor, int] | None:
-        """The used slots (a copy, on the device, for the audit's transfer) and the step of the first; the buffer
-        is cleared for the next interval. None when no step wrote a slot."""
-        if self._buf is None or not self._used:
+    def drain(self) -> tuple[torch.Tensor, list[tuple[str, int]]] | None:
+        """The sums noted since the last drain, stacked on their device for the audit's transfer, and the
+        ``(field, step)`` of each; None when nothing was noted."""
+        if not self._sums:
             return None
-        used = self._buf[:self._used].clone()
-        self._buf[:self._used].zero_()
-        self._used = 0
-        return used.reshape(-1), self._base
+        sums, where = torch.stack(self._sums), self._where
+        self._sums, self._where, self._last = [], [], {}
+        return sums, where
 
 
-def first_bad(values: Sequence[float], base: int) -> dict[str, int]:
-    """Per field, the first step whose slot is non-finite (``values``: what :meth:`Sentinel.drain` returned,
-    fetched; ``base``: its step)."""
+def first_bad(values: Sequence[float], where: Sequence[tuple[str, int]]) -> dict[str, int]:
+    """Per field, the first step whose sum is non-finite (``values``: the sums :meth:`Sentinel.drain` stacked,
+    fetched; ``where``: their fields and steps)."""
     out: dict[str, int] = {}
-    n = len(FIELDS)
-    for row in range(len(values) // n):
-        for col, name in enumerate(FIELDS):
-            if name not in out and not math.isfinite(values[row * n + col]):
-                out[name] = base + row
+    for x, (field, step) in zip(values, where, strict=True):
+        if not math.isfinite(x) and (field not in out or step < out[field]):
+            out[field] = step
     return out
 
 
@@ -92,5 +80,3 @@ def floating(t: object) -> torch.Tensor | None:
     if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
         return t
     return None
-
-

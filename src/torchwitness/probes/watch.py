@@ -34,7 +34,7 @@ from torchwitness.probes import stats
 from torchwitness.probes.config import resolve
 from torchwitness.probes.distributed import CrossRank
 from torchwitness.probes.inrange import SameInput, token_probe
-from torchwitness.probes.lossspy import LossSpy
+from torchwitness.probes.lossspy import LossSpy, listen, unlisten
 from torchwitness.probes.sentinel import Sentinel, first_bad, floating
 from torchwitness.probes.view import History, ModuleInfo, ParamInfo, StepView, TensorInfo
 from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
@@ -189,6 +189,9 @@ class Watch:
         # Without a loss module the loss history would hold audited steps only; a function mode between forward
         # and step notes the loss given to backward on every step (a detach; no kernel, no sync).
         self._spy_every_step = not isinstance(loss_fn, torch.nn.Module) and not self.compiled
+        self.tapping = False  # between audits, after a training forward: the loss tap reports to this watch
+        if self._spy_every_step:
+            listen(self)
         self.initial_versions = {id(p): p._version for p in inner.parameters()}
         self.cross_rank = CrossRank.create(inner)
         if self.cross_rank is None:  # cross-rank rules read the ranks' matrix, which only a process group provides
@@ -258,9 +261,9 @@ class Watch:
             if self._peek_step == self.step:
                 self._peek_batch(args, kwargs)
             found, target = tensors_of(args, kwargs)
-            self._see_input(found)
             x = next((t for _, t in found if floating(t) is not None), None)
-            if x is not None:
+            # An input unchanged since the step before has the sum it had then: nothing new to check.
+            if not self._see_input(found) and x is not None:
                 self._sentinel.note("input", self.step, x)
             if floating(target) is not None:
                 self._sentinel.note("target", self.step, target)
@@ -275,10 +278,11 @@ class Watch:
             if target is not None:
                 w.extra["kw_target"] = target
 
-    def _see_input(self, found: list[tuple[str, torch.Tensor]]) -> None:
+    def _see_input(self, found: list[tuple[str, torch.Tensor]]) -> bool:
         if found and self._same_step != self.step:  # the step's first forward (a second view is another input)
             self._same_step = self.step
-            self.same_input.see(self.step, found[0][1])
+            return self.same_input.see(self.step, found[0][1])
+        return False
 
     def _peek_batch(self, args: tuple, kwargs: dict) -> None:
         # The step right after an audited one: fingerprint its batch (on the device, kept for the next audit's
@@ -296,7 +300,7 @@ class Watch:
         w = self._window
         if w is None or not w.forwards or not torch.is_grad_enabled():
             if w is None and self._spy_every_step and torch.is_grad_enabled() and module.training:
-                self._spy_start()  # loss history only: the spy notes Tensor.backward's loss
+                self.tapping = True  # loss history and sentinels only: the tap notes backward's loss
             return
         w.summarise_activations()
         out = first_tensor(output)
@@ -402,6 +406,7 @@ class Watch:
             self._spy.start()
 
     def _spy_stop(self) -> None:
+        self.tapping = False
         if self._spy is not None:
             self._spy.stop()
             self._spy = None
@@ -416,6 +421,14 @@ class Watch:
             w.add_loss(kind, x, t, out, weighted=weighted)
             if w.loss is not None:
                 w.loss.target_computed = computed
+
+    @_guarded
+    def tap_loss(self, kind: str, x: Any, t: Any) -> None:
+        if torch.is_grad_enabled():
+            self._note_loss_call(x, t)
+
+    def tap_backward(self, loss: torch.Tensor) -> None:
+        self._spied_backward(loss)
 
     def _note_loss_call(self, x: Any, t: Any) -> None:
         # A floating target and the prediction it meets: which of them turned non-finite first tells bad labels
@@ -587,7 +600,6 @@ class Watch:
         drained = self._sentinel.drain()
         if drained is not None:
             w.pack.add("sentinel", drained[0])
-        self._sentinel.start(w.step + 1)
         if self._eval_trained is not None:
             w.extra["eval_trained"] = self._eval_trained
         if self._peeked is not None:
@@ -738,6 +750,7 @@ class Watch:
             self._flush_audits()
         finally:
             self._spy_stop()
+            unlisten(self)
             self._disarm()
             for h in self._handles:
                 h.remove()

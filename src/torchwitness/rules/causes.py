@@ -65,7 +65,7 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW413": frozenset({"TW111", "TW408"}),  # an output that never reaches the loss
     "TW110": frozenset({"TW111"}),
     "TW105": _NUMERIC,
-    "TW101": _NUMERIC,
+    "TW101": _NUMERIC | {"TW202"},  # NaN targets seen after the loss went NaN: the loss computation made them
     "TW102": _NUMERIC,
     "TW304": _NUMERIC,  # gradients accumulated across steps
     "TW103": _NUMERIC - {"TW104"},

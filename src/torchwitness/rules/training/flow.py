@@ -41,7 +41,7 @@ def discarded_output(v: StepView) -> Iterator[Finding]:
                statistical=True)
 def representation_collapse(v: StepView) -> Iterator[Finding]:
     """The spread across the batch of the model's output (at least 8 dimensions; per dimension, the mean
-    absolute deviation from the batch mean) fell to a quarter of its value at the first audited step relative
+    absolute deviation from the batch mean) fell to a third of its value at the first audited step relative
     to the output's magnitude, or to a fifth absolutely, on two audited steps: every input maps to (nearly)
     the same embedding. Judged only for self-supervised objectives: a loss the watch does not know (negative
     cosine similarity), or one whose target was computed after the forward or carries gradients (the other
@@ -67,7 +67,7 @@ def representation_collapse(v: StepView) -> Iterator[Finding]:
     ratio0, ratio = s0 / m0, (spread / magnitude if magnitude > 0 else 0.0)
     if spread <= 0.5 * s0 or ratio <= 0.5 * ratio0:
         notes.setdefault("TW414:first", v.step)  # when the decline got under way
-    if (spread <= 0.2 * s0 or ratio <= 0.25 * ratio0) and v.history.bump("TW414") >= 2:
+    if (spread <= 0.2 * s0 or ratio <= ratio0 / 3) and v.history.bump("TW414") >= 2:
         yield Finding.of("TW414", "model", f"the spread of the model's output across the batch fell from "
                          f"{s0:.3g} to {spread:.3g} (relative to its magnitude: {ratio0:.3g} to {ratio:.3g}): the "
                          "representation is collapsing to one point", step=notes.get("TW414:first", v.step),
