@@ -7,7 +7,7 @@ host bookkeeping of the first input's identity, a few attribute reads per step a
 
 from __future__ import annotations
 
-import gc
+import sys
 
 import torch
 
@@ -104,16 +104,27 @@ class SameInput:
         return True
 
 
-def loader_batch_sizes() -> set[tuple[int, int]]:
-    """``(batch_size, dataset length)`` of the DataLoaders alive in this process (one scan of the heap: called
-    once, when a batch has been fed unchanged for many steps)."""
+def loader_batch_sizes(max_frames: int = 64) -> set[tuple[int, int]]:
+    """``(batch_size, dataset length)`` of the DataLoaders the training code holds: those bound to a name in the
+    frames on the call stack (the loop's locals and its module's globals). A look at a few dozen names, where a
+    scan of the whole heap took ~85 ms."""
     from torch.utils.data import DataLoader
 
-    out = set()
-    for o in gc.get_objects():
-        if isinstance(o, DataLoader) and o.batch_size:
-            try:
-                out.add((int(o.batch_size), len(o.dataset)))  # type: ignore[arg-type]
-            except TypeError:  # an iterable dataset has no length
+    out: set[tuple[int, int]] = set()
+    seen: set[int] = set()
+    frame = sys._getframe(1)
+    for _ in range(max_frames):
+        if frame is None:
+            break
+        for scope in (frame.f_locals, frame.f_globals):
+            if id(scope) in seen:
                 continue
+            seen.add(id(scope))
+            for o in list(scope.values()):
+                if issubclass(type(o), DataLoader) and o.batch_size:
+                    try:
+                        out.add((int(o.batch_size), len(o.dataset)))  # type: ignore[arg-type]
+                    except TypeError:  # an iterable dataset has no length
+                        continue
+        frame = frame.f_back
     return out
