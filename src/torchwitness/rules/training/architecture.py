@@ -47,6 +47,13 @@ def eval_in_train_mode(v: StepView) -> Iterator[Finding]:
         yield Finding.of("TW402", "model", "no-grad forward (evaluation) ran in train mode", step=v.step)
 
 
+def _dated(rule_id: str, location: str, message: str, since: int, v: StepView) -> Finding:
+    """A finding of a persistent condition: from the step it was first seen to this one."""
+    f = Finding.of(rule_id, location, message, step=since)
+    f.last_step = v.step
+    return f
+
+
 def _persistent(v: StepView, key: str) -> int | None:
     """The step this condition was first seen, once it has been seen on two audited steps (else None): a
     finding dated from its start can be tied to the cause that started at the same step."""
@@ -71,7 +78,7 @@ def dead_units(v: StepView) -> Iterator[Finding]:
         frac = u["dead"] / m.n_units
         conv = len(m.out.shape) in (4, 5) or m.channels_first
         if frac >= v.threshold("dead_fraction") and not conv and (since := _persistent(v, f"TW403:{name}")) is not None:
-            yield Finding.of("TW403", name, f"{frac:.0%} of the {m.n_units} units of {name} are dead", step=since)
+            yield _dated("TW403", name, f"{frac:.0%} of the {m.n_units} units of {name} are dead", since, v)
 
 
 @training_rule("TW404", when="step", name="dead-filters", title="Dead convolution filters", severity=Severity.WARN,
@@ -91,7 +98,7 @@ def dead_filters(v: StepView) -> Iterator[Finding]:
             continue
         frac = u["dead"] / m.n_units
         if frac >= v.threshold("dead_fraction") and (since := _persistent(v, f"TW404:{name}")) is not None:
-            yield Finding.of("TW404", name, f"{frac:.0%} of the {m.n_units} channels of {name} are dead", step=since)
+            yield _dated("TW404", name, f"{frac:.0%} of the {m.n_units} channels of {name} are dead", since, v)
 
 
 @training_rule("TW405", when="step", name="activation-collapse", title="Activations collapse to one vector",
@@ -117,8 +124,8 @@ def activation_collapse(v: StepView) -> Iterator[Finding]:
             continue
         if u["spread"] <= v.threshold("collapse_ratio") * u["magnitude"] \
                 and (since := _persistent(v, f"TW405:{name}")) is not None:
-            yield Finding.of("TW405", name, f"outputs of {name} barely vary across the batch (spread "
-                             f"{u['spread']:.2g} vs magnitude {u['magnitude']:.2g})", step=since)
+            yield _dated("TW405", name, f"outputs of {name} barely vary across the batch (spread "
+                         f"{u['spread']:.2g} vs magnitude {u['magnitude']:.2g})", since, v)
             return
 
 
