@@ -19,7 +19,6 @@ and the host receives one batched transfer when the step ends.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from types import TracebackType
@@ -35,7 +34,9 @@ from torchwitness.probes.config import resolve
 from torchwitness.probes.distributed import CrossRank
 from torchwitness.probes.inrange import SameInput, token_probe
 from torchwitness.probes.lossspy import LossSpy, listen, unlisten
-from torchwitness.probes.sentinel import Sentinel, first_bad, floating
+from torchwitness.probes.quiet import BetweenAudits
+from torchwitness.probes.quiet import guarded as _guarded
+from torchwitness.probes.sentinel import Sentinel, first_bad
 from torchwitness.probes.view import History, ModuleInfo, ParamInfo, StepView, TensorInfo
 from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
 from torchwitness.rules.causes import ordered
@@ -64,20 +65,6 @@ _MOMENT_ROWS = 2048
 # audit; row fingerprints (duplicates, a batch fed again) on statistical steps and the step after each. The first
 # STATISTICS_WARMUP steps (or first_steps, if more) are never thinned, so a short run is judged in full.
 STATISTICS_WARMUP = 8
-
-
-def _guarded(hook: Callable[..., Any]) -> Callable[..., Any]:
-    """Hooks run inside the user's training step: a failure of the watch is recorded, never raised into it."""
-
-    @functools.wraps(hook)
-    def run(self: Watch, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return hook(self, *args, **kwargs)
-        except Exception as e:
-            self._internal_error(hook.__name__, e)
-            return None
-
-    return run
 
 
 class _Heads:
@@ -128,7 +115,7 @@ def _is_compiled(model: torch.nn.Module) -> bool:
     return type(model).__name__ == "OptimizedModule" or getattr(model, "_compiled_call_impl", None) is not None
 
 
-class Watch:
+class Watch(BetweenAudits):
     """Audits a training loop; see the module docstring. Use :meth:`torchwitness.Run.watch` to get one."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
@@ -270,33 +257,6 @@ class Watch:
             if target is not None:
                 w.extra["kw_target"] = target
 
-    def _between_audits(self, args: tuple, kwargs: dict) -> None:
-        # Runs at every unaudited step, right after the previous step's kernels left the CPU's caches cold: the
-        # common call model(x) takes a short path (tensors_of costs ~20 us there).
-        if self._peek_step == self.step:
-            self._peek_batch(args, kwargs)
-        if len(args) == 1 and not kwargs and type(args[0]) is torch.Tensor:
-            x, target = args[0], None
-            same = self._same_step != self.step and self._see_first(x)
-        else:
-            found, target = tensors_of(args, kwargs)
-            x = next((t for _, t in found if floating(t) is not None), None)
-            same = self._see_input(found)
-        # An input unchanged since the step before has the sum it had then: nothing new to check.
-        if not same and x is not None and x.is_floating_point() and x.numel():
-            self._sentinel.note("input", self.step, x)
-        if target is not None and floating(target) is not None:
-            self._sentinel.note("target", self.step, target)
-
-    def _see_first(self, x: torch.Tensor) -> bool:
-        self._same_step = self.step
-        return self.same_input.see(self.step, x)
-
-    def _see_input(self, found: list[tuple[str, torch.Tensor]]) -> bool:
-        if found and self._same_step != self.step:  # the step's first forward (a second view is another input)
-            return self._see_first(found[0][1])
-        return False
-
     def _peek_batch(self, args: tuple, kwargs: dict) -> None:
         # The step right after an audited one: fingerprint its batch (on the device, kept for the next audit's
         # transfer) so a batch fed again at the next step is seen even when audits are far apart (TW206).
@@ -413,50 +373,6 @@ class Watch:
                        module=module, weighted=weighted)
 
     # ---- functional losses: a function mode between forward end and optimizer step ----------------------------
-    def _spy_start(self) -> None:
-        if self._spy is None and not self.compiled and not isinstance(self.loss_fn, torch.nn.Module):
-            self._spy = LossSpy(self._spied_loss, self._spied_backward)
-            self._spy.start()
-
-    def _spy_stop(self) -> None:
-        self.tapping = False
-        if self._spy is not None:
-            self._spy.stop()
-            self._spy = None
-
-    @_guarded
-    def _spied_loss(self, kind: str, x: Any, t: Any, weighted: bool, out: Any, computed: bool) -> None:
-        w = self._window
-        if w is None:
-            if torch.is_grad_enabled() and not computed:
-                self._note_loss_call(x, t)
-        elif w.loss is None and torch.is_grad_enabled():
-            w.add_loss(kind, x, t, out, weighted=weighted)
-            if w.loss is not None:
-                w.loss.target_computed = computed
-
-    @_guarded
-    def tap_loss(self, kind: str, x: Any, t: Any) -> None:
-        if torch.is_grad_enabled():
-            self._note_loss_call(x, t)
-
-    def tap_backward(self, loss: torch.Tensor) -> None:
-        self._spied_backward(loss)
-
-    def _note_loss_call(self, x: Any, t: Any) -> None:
-        # A floating target and the prediction it meets: which of them turned non-finite first tells bad labels
-        # from a loss computation that made NaN (log of a negative prediction, say). Class ids cannot be NaN.
-        t = floating(t)
-        if t is not None:
-            self._sentinel.note("target", self.step, t)
-            if floating(x) is not None:
-                self._sentinel.note("pred", self.step, x)
-
-    @_guarded
-    def _spied_backward(self, loss: torch.Tensor) -> None:
-        if loss.numel() == 1 and not (self._losses and self._losses[-1][0] == self.step):
-            self._losses.append((self.step, loss.detach()))
-
     @_guarded
     def _eval_forward(self, args: tuple, kwargs: dict) -> None:
         if not self._eval_seen:
@@ -529,18 +445,6 @@ class Watch:
         if "closure" in kwargs:
             return args, {**kwargs, "closure": closure_then_judge}
         return (args[0], closure_then_judge, *args[2:]), kwargs
-
-    def _note_grad(self) -> None:
-        # The first trainable tensor's gradient: NaN/Inf anywhere upstream spreads into it through backward.
-        if self._sentinel_grad is None:
-            first = next((p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad), None)
-            if first is None:
-                return
-            names = {id(p): n for n, p in self._inner.named_parameters()}
-            self._sentinel_grad = (names.get(id(first), "param"), first)
-        g = self._sentinel_grad[1].grad
-        if g is not None and not g.is_sparse:
-            self._sentinel.note("grad", self.step, g)
 
     def _before_update(self, w: Window) -> None:
         self._collect_grads(w)
