@@ -402,3 +402,23 @@ def gru_classifier_with_a_frozen_embedding(run: tw.Run) -> None:
     model.embed.requires_grad_(False)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
     _loop(run, model, opt, _minibatches(ids, y, 12))
+
+
+@healthy
+def left_padded_gru_classifier(run: tw.Run) -> None:
+    """Rows padded on the left with id 0 (no padding_idx given): one run per row, at its start."""
+    g = _gen()
+    ids = torch.randint(1, 80, (256, 12), generator=g)
+    lengths = torch.randint(4, 13, (256,), generator=g)
+    ids[torch.arange(12)[None, :] < (12 - lengths)[:, None]] = 0
+    y = ids[:, -1] % 3
+    model = _GRUClassifier(80)
+    _loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), _minibatches(ids, y, 12))
+
+
+@healthy
+def full_batch_on_a_training_split(run: tw.Run) -> None:
+    """The first 400 of 1,000 rows are the training split, trained on whole at every step."""
+    x, y = blobs(n=1000)
+    model = mlp()
+    _loop(run, model, torch.optim.SGD(model.parameters(), 0.1), [(x[:400], y[:400])] * 24)

@@ -24,12 +24,13 @@ def _bin_of_id(vocab: int, device: torch.device) -> torch.Tensor:
 
 
 def token_probe(ids: torch.Tensor, vocab: int) -> torch.Tensor:
-    """``[top count, second count, top id, transitions, top's busiest column, numel, hist (32 bins)...]``.
+    """``[top count, second count, top id, runs, rows, ends, busiest column, numel, hist (32 bins)...]``.
 
     The top id's count against the runner-up's says whether ids pile onto one id (a clamp, an unknown-token
-    fallback); ``transitions`` (places where the top id is followed by another id along a row) and its busiest
-    column tell trailing padding and fixed-position tokens (BOS, CLS) apart from a pile. The 32-bin histogram
-    over the table, summed over audits, shows a fold (ids wrapped into the table) as a step in density.
+    fallback); its runs along the rows, the rows holding it and those where it touches an end tell padding (one
+    run per row, at an end) apart from a pile, and its busiest column tells fixed-position tokens (BOS, CLS).
+    The 32-bin histogram over the table, summed over audits, shows a fold (ids wrapped into the table) as a step
+    in density.
     """
     flat = ids.detach().reshape(-1).long().clamp(0, vocab - 1)  # ids outside the table are TW211's
     counts = torch.zeros(vocab, dtype=torch.float32, device=flat.device)
@@ -39,14 +40,16 @@ def token_probe(ids: torch.Tensor, vocab: int) -> torch.Tensor:
     mask = ids.detach() == top.indices[0]
     if mask.ndim >= 2:
         m = mask.reshape(-1, mask.shape[-1])
-        transitions = (m[:, :-1] & ~m[:, 1:]).sum()
+        runs = (m[:, 1:] & ~m[:, :-1]).sum() + m[:, 0].sum()  # runs of the top id along the rows
+        rows = m.any(1).sum()
+        ends = (m[:, 0] | m[:, -1]).sum()  # rows where it touches the first or last position
         column = m.sum(0).amax()
     else:
-        transitions, column = mask.sum(), mask.new_zeros((), dtype=torch.int64)
+        runs = rows = ends = column = mask.new_zeros((), dtype=torch.int64)
     hist = torch.zeros(FOLD_BINS, dtype=torch.float32, device=flat.device)
     hist.scatter_add_(0, _bin_of_id(vocab, flat.device), counts)
-    head = torch.stack([values[0], values[1], top.indices[0].float(), transitions.float(), column.float(),
-                        torch.tensor(float(flat.numel()), device=flat.device)])
+    head = torch.stack([values[0], values[1], top.indices[0].float(), runs.float(), rows.float(), ends.float(),
+                        column.float(), torch.tensor(float(flat.numel()), device=flat.device)])
     return torch.cat([head, hist])
 
 

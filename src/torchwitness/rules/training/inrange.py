@@ -12,15 +12,17 @@ from torchwitness.rules.training._registry import training_rule
 
 DATA = ("EU-AI-Act:Art.10(2)(f)", "EU-AI-Act:Art.15")
 _FOLD_MIN_IDS = 2048
+_HEAD = 8  # the numbers token_probe puts before its histogram
 
 
 def _pile(v: StepView, name: str, values: list[float], padding: int | None, ndim: int) -> str | None:
-    top, second, top_id, transitions, column, n = values[:6]
+    top, second, top_id, runs, rows, ends, column, n = values[:_HEAD]
     if n < 256 or top < 20 or top < 0.03 * n or top < 10 * max(second, 1):
         return None
     if padding is not None and int(top_id) == padding:
         return None
-    if ndim >= 2 and (transitions < 0.2 * top or column > 0.5 * top):  # trailing padding, or BOS/CLS-like tokens
+    padding_like = runs <= 1.05 * rows and ends >= 0.8 * rows  # one run per row, at its start or end
+    if ndim >= 2 and (padding_like or column > 0.5 * top):  # padding, or BOS/CLS-like tokens
         return None
     return f"{top / n:.0%} of the ids fed to {name} are id {int(top_id)} ({top / max(second, 1):.0f}x the next " \
            "most frequent id): ids clamped into the table, or unknown tokens mapped to one id"
@@ -53,10 +55,11 @@ def _fold(hist: list[float]) -> str | None:
                statistical=True)
 def token_ids_piled(v: StepView) -> Iterator[Finding]:
     """The ids fed to an ``nn.Embedding`` are all valid, yet one id takes at least 3% of them and ten times
-    the next most frequent id (not the padding index, not trailing padding, not a token at a fixed position
-    such as BOS), on two audited steps: ids were clamped into the table (``ids.clamp(max=V - 1)``) or unknown
-    tokens all map to one id. Or, over the audited batches, the id density has a step, flat on both sides,
-    with the first part of the table at least 1.6x as dense: ids wrapped into the table (``ids % V``).
+    the next most frequent id (not the padding index, not padding in one run at either end of each row, not a
+    token at a fixed position such as BOS), on two audited steps: ids were clamped into the table
+    (``ids.clamp(max=V - 1)``) or unknown tokens all map to one id. Or, over the audited batches, the id density
+    has a step, flat on both sides, with the first part of the table at least 1.6x as dense: ids wrapped into the
+    table (``ids % V``).
 
     Example: a 1,200-token vocabulary fed to ``nn.Embedding(1000, d)`` with ``ids.clamp(max=999)``.
     Fix: size the table from the tokenizer.
@@ -69,7 +72,7 @@ def token_ids_piled(v: StepView) -> Iterator[Finding]:
         name, (vocab, padding, ndim) = key[4:], spec
         values = data[key]
         folded = h.notes.setdefault(f"TW212:hist:{name}", [0.0] * FOLD_BINS)
-        folded[:] = [a + b for a, b in zip(folded, values[6:], strict=True)]
+        folded[:] = [a + b for a, b in zip(folded, values[_HEAD:], strict=True)]
         piled = _pile(v, name, values, padding, ndim)
         if piled is not None:
             first = h.notes.setdefault(f"TW212:first:{name}", v.step)
@@ -101,7 +104,7 @@ def scrambled_images(v: StepView) -> Iterator[Finding]:
         return
     r1, rc, rv = nbr
     periodic = rc >= 0.4 and rc - r1 >= 0.3
-    rows_only = r1 >= 0.6 and rv <= 0.4 * r1
+    rows_only = r1 >= 0.6 and -0.5 <= rv <= 0.4 * r1  # rows alternating in sign are a pattern, not a scramble
     if not (periodic or rows_only):
         return
     first = v.history.notes.setdefault("TW213:first", v.step)
@@ -119,9 +122,9 @@ def scrambled_images(v: StepView) -> Iterator[Finding]:
                            "the loop (next(iter(loader)) or X[:64]) and fed again and again.")
 def same_batch_every_step(v: StepView) -> Iterator[Finding]:
     """The model got the very same input tensor, unchanged, on at least 5 consecutive steps, and that tensor
-    is a fixed slice of a bigger one (``X[:64]``) or has the batch size of a ``DataLoader`` over a bigger
-    dataset (``next(iter(loader))`` taken once). Full-batch training (the whole data set as one tensor every
-    step) is not reported.
+    is a fixed slice (of at most 256 rows) of a bigger one (``X[:64]``) or has the batch size of a ``DataLoader``
+    over a bigger dataset (``next(iter(loader))`` taken once). Full-batch training (the whole data set as one
+    tensor every step) is not reported.
 
     Example: ``xb, yb = next(iter(loader))`` before the loop. Fix: iterate the loader inside the loop.
     """
@@ -129,7 +132,8 @@ def same_batch_every_step(v: StepView) -> Iterator[Finding]:
     repeats, first = seen.longest
     if h.notes.get("TW214") or repeats + 1 < 5:
         return
-    slice_of_more = seen.storage_rows >= 2 * seen.rows
+    # A split of a data set (X[:400]) trained on in full is not a batch: slices count up to a batch's size.
+    slice_of_more = seen.storage_rows >= 2 * seen.rows and seen.rows <= 256
     if not slice_of_more:
         if "loaders" not in h.notes:  # one heap scan per run, only once a batch has repeated this long
             h.notes["loaders"] = loader_batch_sizes()
