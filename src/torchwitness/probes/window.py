@@ -192,11 +192,9 @@ class Window:
                              target=TensorInfo.of("target", t) if t is not None else None, weighted=weighted,
                              target_grad=t is not None and t.requires_grad,
                              producer=producer_op(x) if x is not None and self.statistics else None)
-        if x is not None and x.numel() and x.is_floating_point():
-            # Bounds at every audit (non-finite predictions name the loss computation, not the data); row sums
-            # (a softmax fed to the loss) persist, so they are statistical.
+        if x is not None and x.numel() and x.is_floating_point() and self.statistics:  # what the loss is fed persists
             self.pack.add("loss/in", stats.value_stats(x, bounds=True))
-            if x.ndim >= 2 and self.statistics:
+            if x.ndim >= 2:
                 self.pack.add("loss/rowsum", torch.stack(torch.aminmax(x.detach().float().sum(1))))
         if t is not None:
             c = x.shape[1] if kind in _CLASS_LOSSES and x is not None and x.ndim >= 2 else None
