@@ -265,7 +265,7 @@ def main() -> None:
     torch.set_num_threads(1)
     steady = not args.default_malloc and steady_malloc()
     ta = _torch_audit()
-    with tempfile.TemporaryDirectory() as tmp, tw.Run(tmp, checkpoint_seconds=3600) as run:
+    with tempfile.TemporaryDirectory() as tmp, tw.Run(f"{tmp}/run", checkpoint_seconds=3600) as run:
         clock = time.perf_counter if args.clock == "wall" else time.thread_time
         print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, {args.repeats} interleaved repeats, "
               f"{args.clock} clock, heap trimming {'off' if steady else 'on'}, torch-audit "
