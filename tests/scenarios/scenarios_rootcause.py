@@ -422,3 +422,29 @@ def full_batch_on_a_training_split(run: tw.Run) -> None:
     x, y = blobs(n=1000)
     model = mlp()
     _loop(run, model, torch.optim.SGD(model.parameters(), 0.1), [(x[:400], y[:400])] * 24)
+
+
+class _NoGradEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder, self.head = nn.Sequential(nn.Linear(10, 32), nn.ReLU()), nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():  # meant for a frozen encoder, but the encoder is in the optimizer
+            h = self.encoder(x)
+        return self.head(h)
+
+
+@bug("TW110")
+def encoder_run_under_no_grad(run: tw.Run) -> None:
+    x, y = blobs()
+    model = _NoGradEncoder()
+    _loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), _minibatches(x, y, 8))
+
+
+@healthy
+def frozen_encoder_run_under_no_grad(run: tw.Run) -> None:
+    x, y = blobs()
+    model = _NoGradEncoder()
+    model.encoder.requires_grad_(False)  # frozen for real, and run without autograd to save memory
+    _loop(run, model, torch.optim.Adam(model.head.parameters(), 1e-3), _minibatches(x, y, 8))

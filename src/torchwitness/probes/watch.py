@@ -308,7 +308,11 @@ class Watch(BetweenAudits):
     @_guarded
     def _module_hook(self, facts: _Facts, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         w = self._window
-        if w is None or not w.forwards or not torch.is_grad_enabled():
+        if w is None or not w.forwards:
+            return
+        if not torch.is_grad_enabled():  # inside a training forward: a torch.no_grad() block cuts the graph
+            if w.statistics and any(p.requires_grad for p in module.parameters(recurse=False)):
+                w.extra.setdefault("no_grad_modules", set()).add(facts.name)
             return
         name = facts.name
         w.calls[name] = calls = w.calls.get(name, 0) + 1

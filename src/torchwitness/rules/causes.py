@@ -63,7 +63,7 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW152": frozenset({"TW109", "TW405"}),
     "TW411": _UNITS,  # filters pruned to zero
     "TW413": frozenset({"TW111", "TW408"}),  # an output that never reaches the loss
-    "TW110": frozenset({"TW111"}),
+    "TW110": frozenset({"TW111", "TW408"}),
     "TW105": _NUMERIC,
     "TW101": _NUMERIC | {"TW202"},  # NaN targets seen after the loss went NaN: the loss computation made them
     "TW102": _NUMERIC,

@@ -110,7 +110,7 @@ def vanishing_gradient(v: StepView) -> Iterator[Finding]:
         return
     first, last = layers[0], layers[-1]
     rf, rl = first.grad_norm / first.weight_norm, last.grad_norm / last.weight_norm
-    if rl > 0 and rf / rl < v.threshold("vanishing_ratio"):
+    if rf > 0 and rl > 0 and rf / rl < v.threshold("vanishing_ratio"):  # exactly zero is no gradient (TW111)
         yield Finding.of("TW104", first.name, f"relative gradient of {first.name} is {rf / rl:.2g}x that of "
                          f"{last.name}", step=v.step, details={"ratio": rf / rl})
 
@@ -302,7 +302,18 @@ def gradient_flow_cut(v: StepView) -> Iterator[Finding]:
                     nograd[p.module] = ((seen[0] if seen else 0) + 1, v.step)
         if v.extra.get("detached_use"):
             h.notes["TW110:detached"] = True
+        for module in v.extra.get("no_grad_modules", ()):
+            h.notes.setdefault("TW110:no_grad", {}).setdefault(module, v.step)
         return
+    modules = dict(v.watch._inner.named_modules())
+    held = {id(p) for g in v.optimizer.param_groups for p in g["params"]} if v.optimizer is not None else None
+    for module, first in sorted(h.notes.get("TW110:no_grad", {}).items()):
+        own = list(modules[module].parameters(recurse=False)) if module in modules else []
+        # A module kept out of the optimizer and run under no_grad is frozen on purpose.
+        if own and (held is None or any(id(p) in held for p in own)) \
+                and all(p._version == v.watch.initial_versions.get(id(p)) for p in own):
+            yield Finding.of("TW110", module, f"{module} ran under torch.no_grad() inside the training forward: "
+                             "its parameters never received a gradient", step=first)
     if not h.notes.get("TW110:detached"):  # no detached copy of an output was seen used: TW413's case
         return
     for module, count, last in cut_modules(v):
