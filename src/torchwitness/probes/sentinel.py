@@ -24,6 +24,8 @@ from collections.abc import Sequence
 
 import torch
 
+from torchwitness.probes.sharded import local_view
+
 FIELDS = ("input", "target", "pred", "grad")
 
 
@@ -39,6 +41,8 @@ class Sentinel:
 
     def note(self, field: str, step: int, t: torch.Tensor) -> None:
         """Add ``t``'s sum for ``(field, step)``: one kernel (a 0-d tensor from the caching allocator on CUDA)."""
+        if type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter):  # a DTensor's shard (FSDP)
+            t = local_view(t)
         if t.requires_grad:  # a detach costs as much as the sum: only when autograd would record it
             t = t.detach()
         total = t.sum() if t.dtype == torch.float32 else t.sum(dtype=torch.float32)
