@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
 import torch
@@ -105,3 +106,30 @@ def test_flat_group_index_and_attribute_codes_give_the_same_counts():
         naive[g, t, p] += 1
     assert np.array_equal(by_codes.counts.numpy(), naive.ravel())
     assert torch.equal(by_codes.counts, by_flat.counts)
+
+
+def test_dossier_says_no_disparity_detected_only_when_the_test_does_not_reject(tmp_path) -> None:
+    import torchwitness as tw
+    from torchwitness.controls.fairness import confusion_counts, evaluate
+    from torchwitness.report.build import build_document
+
+    enc = GroupEncoder(categories={"sex": ("F", "M")})
+    rng = np.random.default_rng(3)
+    g = np.repeat([0, 1], 1000)
+    y = rng.integers(0, 2, 2000)
+    equal = (rng.random(2000) < 0.3).astype(int)
+    unequal = (rng.random(2000) < np.where(g == 1, 0.45, 0.3)).astype(int)
+    texts = {}
+    for name, pred in (("equal", equal), ("unequal", unequal)):
+        result = evaluate(confusion_counts(g, y, pred, 2), enc, reps=500)
+        with tw.Run(tmp_path / name) as run:
+            run.record("fairness.eval", msgspec.to_builtins(result))
+        dp = next(d for d in result.views[0].disparities if d.metric == "demographic_parity_difference")
+        texts[name] = (dp, next(s.text for s in build_document(tmp_path / name).statements()
+                                if s.text.startswith("demographic_parity_difference across sex")))
+    dp, text = texts["equal"]
+    assert dp.estimate > 0 and dp.ci_low == 0.0 and dp.p_value >= 0.05  # a point estimate above 0 alone is no finding
+    assert "no disparity detected (test of equal selection rates: p = " in text
+    dp, text = texts["unequal"]
+    assert dp.ci_low > 0.05 and dp.p_value < 0.01
+    assert "a disparity is detected" in text and "no disparity detected" not in text

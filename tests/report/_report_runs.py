@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import rfc8785
 import torch
 
 import torchwitness as tw
 from torchwitness.controls.drift import DriftMonitor, DriftReference
+from torchwitness.controls.fairness import GroupEncoder, confusion_counts, evaluate
 from torchwitness.controls.oversight import ReviewQueue
 from torchwitness.ledger.writer import now_us
 from torchwitness.probes.inference import expire_inputs
@@ -19,37 +21,19 @@ from torchwitness.probes.inference import expire_inputs
 GROUPS = ("sex=Female", "sex=Male")
 
 
-def _rates(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    return {"selection_rate": float(p.mean()), "accuracy": float((p == y).mean()),
-            "tpr": float(p[y == 1].mean()), "fpr": float(p[y == 0].mean())}
-
-
 def fairness_eval(rng: np.random.Generator, epoch: int, gap: float, *, reps: int = 200) -> dict[str, Any]:
-    """A fairness.eval record computed from simulated predictions: per-group rates, the demographic parity
-    difference and its percentile bootstrap interval."""
+    """A fairness.eval record of simulated predictions, evaluated by the library (intervals and test included)."""
     n = 600
     g = rng.integers(0, 2, n)
     y = rng.binomial(1, 0.3, n)
     p = rng.binomial(1, np.where(g == 1, 0.3 + gap, 0.3)).astype(np.int64)
-    groups = []
-    for k, name in enumerate(GROUPS):
-        m = g == k
-        groups.append({"name": name, "n": int(m.sum()), "status": "ok", "ppv": None, **_rates(y[m], p[m])})
-    dpd = abs(p[g == 1].mean() - p[g == 0].mean())
-    boots = []
-    for _ in range(reps):
-        i = rng.integers(0, n, n)
-        gi, pi = g[i], p[i]
-        boots.append(abs(pi[gi == 1].mean() - pi[gi == 0].mean()))
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    view = {"attributes": ["sex"], "groups": groups, "insufficient": [],
-            "disparities": [{"metric": "demographic_parity_difference", "estimate": float(dpd),
-                             "ci_low": float(lo), "ci_high": float(hi)}]}
-    gate = {"metric": "demographic_parity_difference", "view": "sex", "bound": "estimate", "threshold": 0.1,
-            "value": float(dpd), "violated": bool(dpd > 0.1), "policy": "warn-0.1",
-            "action": "warned" if dpd > 0.1 else "passed", "reason": "estimate against threshold"}
-    return {"epoch": epoch, "split": "test", "rows": n, "min_group_size": 30, "confidence": 0.95, "reps": reps,
-            "seed": 0, "views": [view], "gate": gate}
+    enc = GroupEncoder(categories={"sex": tuple(name.split("=")[1] for name in GROUPS)})
+    result = msgspec.to_builtins(evaluate(confusion_counts(g, y, p, 2), enc, reps=reps, epoch=epoch, split="test"))
+    dpd = result["views"][0]["disparities"][0]["estimate"]
+    result["gate"] = {"metric": "demographic_parity_difference", "view": "sex", "bound": "estimate",
+                      "threshold": 0.1, "value": dpd, "violated": bool(dpd > 0.1), "policy": "warn-0.1",
+                      "action": "warned" if dpd > 0.1 else "passed", "reason": "estimate against threshold"}
+    return result
 
 
 def certificate(edit: str, delta: float, half: float) -> dict[str, Any]:

@@ -113,7 +113,7 @@ _BUILTIN_KIND_MODULES = (
     "torchwitness.controls.retention", "torchwitness.integrations.captum", "torchwitness.probes.agent",
     "torchwitness.probes.generation", "torchwitness.probes.inference", "torchwitness.probes.operators",
     "torchwitness.probes.replay", "torchwitness.probes.repro", "torchwitness.rules.artifact.model_file",
-    "torchwitness.rules.findings", "torchwitness.rules.static.engine",
+    "torchwitness.rules.findings", "torchwitness.rules.static.engine", "torchwitness.secure.session",
 )
 _builtins_loaded = False
 

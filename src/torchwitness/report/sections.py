@@ -138,6 +138,7 @@ def _summary(r: dict[str, Any]) -> str:
 
 
 def privacy(ev: Evidence, sec: Section) -> None:
+    secure_inference(ev, sec)
     eps = ev.kind("privacy.epsilon")
     if not eps:
         return
@@ -152,6 +153,17 @@ def privacy(ev: Evidence, sec: Section) -> None:
     state(sec, eps[-1], "epsilon", f"Differential privacy: epsilon {{v}} at delta {fmt(number(get(eps[-1], 'delta')))}"
                                    f" after {get(eps[-1], 'steps')} steps.")
     state(sec, eps[-1], "epsilon_budget", "Privacy budget: epsilon {v}.")
+
+
+def secure_inference(ev: Evidence, sec: Section) -> None:
+    """Sessions served on encrypted inputs: evidence of data protection by design (GDPR Art. 25)."""
+    for r in ev.kind("secure.inference"):
+        error = number(get(r, "max_abs_error"))
+        checked = (f"largest difference from plaintext probabilities on {get(r, 'check_rows')} declared check rows: "
+                   f"{fmt(error)}" if error is not None else "no check rows declared, so its error is not measured")
+        state(sec, r, "rows", f"Secure inference (GDPR Art. 25): {{v}} rows served with {get(r, 'library')} "
+                              f"{get(r, 'version')} ({get(r, 'parameters.scheme')}); the model owner saw "
+                              f"{get(r, 'owner_sees')}; {checked}.")
 
 
 def _disparities(view: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
@@ -174,10 +186,11 @@ def functioning(ev: Evidence, sec: Section) -> None:
             for di, d in _disparities(view):
                 if number(d.get("estimate")) is None:
                     continue
-                ci = (f" ({fmt(number(get(last, 'confidence')) or 0.95)} interval {fmt(number(d.get('ci_low')))} to "
+                confidence = number(get(last, "confidence")) or 0.95
+                ci = (f" ({fmt(confidence)} interval {fmt(number(d.get('ci_low')))} to "
                       f"{fmt(number(d.get('ci_high')))})" if number(d.get("ci_low")) is not None else "")
                 state(sec, last, f"views.{vi}.disparities.{di}.estimate",
-                      f"{d.get('metric')} across {name}: {{v}}{ci}.")
+                      f"{d.get('metric')} across {name}: {{v}}{ci}{_test_verdict(d, confidence)}.")
             if strings(view.get("insufficient")):
                 sec.say(f"Groups too small to assess ({name}): {', '.join(strings(view['insufficient']))}.",
                         [last["seq"]])
@@ -187,8 +200,23 @@ def functioning(ev: Evidence, sec: Section) -> None:
         count(sec, attributions, "{n} explanation (attribution) records.")
 
 
+_NULL_HYPOTHESES = {"demographic_parity": "equal selection rates", "equalized_odds": "equal TPR and FPR",
+                    "equal_opportunity": "equal TPR", "predictive_parity": "equal precision",
+                    "accuracy": "equal accuracy"}
+
+
+def _test_verdict(d: dict[str, Any], confidence: float) -> str:
+    """The words follow the test, never the point estimate: 'no disparity detected' only when it does not reject."""
+    p = number(d.get("p_value"))
+    if p is None:
+        return ""
+    hypothesis = next((h for k, h in _NULL_HYPOTHESES.items() if str(d.get("metric")).startswith(k)), "no disparity")
+    found = "a disparity is detected" if p < 1 - confidence else "no disparity detected"
+    return f"; {found} (test of {hypothesis}: p = {fmt(p, 3)})"
+
+
 def fairness_chart(ev: Evidence, evals: list[dict[str, Any]], sec: Section) -> None:
-    """Each (view, metric) disparity over epochs with its bootstrap interval as error bars."""
+    """Each (view, metric) disparity over epochs with its interval as error bars."""
     lines: dict[str, Series] = {}
     for i, r in enumerate(evals):
         x = number(get(r, "epoch"))
@@ -206,7 +234,7 @@ def fairness_chart(ev: Evidence, evals: list[dict[str, Any]], sec: Section) -> N
                 s.lows.append(est if lo is None else lo)  # type: ignore[union-attr]
                 s.highs.append(est if hi is None else hi)  # type: ignore[union-attr]
     if lines:
-        sec.blocks.append(Chart("Fairness disparities over epochs (bootstrap intervals)", "epoch", "disparity",
+        sec.blocks.append(Chart("Fairness disparities over epochs (with intervals)", "epoch", "disparity",
                                 list(lines.values())[:6]))
 
 
@@ -229,8 +257,9 @@ def metrics(ev: Evidence, sec: Section) -> None:
     evals = ev.kind("fairness.eval")
     if evals:
         last = evals[-1]
-        state(sec, last, "confidence", "Fairness disparities are reported with percentile bootstrap intervals at "
-                                       "confidence {v}.")
+        method = get(last, "method")
+        how = f"intervals and a test of no disparity ({method})" if method else "percentile bootstrap intervals"
+        state(sec, last, "confidence", f"Fairness disparities are reported with {how} at confidence {{v}}.")
         state(sec, last, "min_group_size", "Groups smaller than {v} are reported as insufficient, never dropped.")
     for cert in ev.kind("edit.certificate"):
         ms = mapping(get(cert, "metrics"))

@@ -1,4 +1,4 @@
-"""Fairness with uncertainty: streaming group counts, fairlearn-compatible disparities, bootstrap CIs, a gate.
+"""Fairness with uncertainty: streaming group counts, fairlearn-compatible disparities, intervals and tests, a gate.
 
 >>> import numpy as np, torch
 >>> from torchwitness.controls.fairness import FairnessAccumulator, GroupEncoder
@@ -13,10 +13,11 @@
 """
 
 from torchwitness.controls.fairness.accumulator import FairnessAccumulator
-from torchwitness.controls.fairness.functional import bootstrap_ci, confusion_counts, disparities, group_rates
+from torchwitness.controls.fairness.functional import confusion_counts, disparities, group_rates
 from torchwitness.controls.fairness.gate import FairnessGate, FairnessWarning, GateResult
 from torchwitness.controls.fairness.groups import GroupEncoder
+from torchwitness.controls.fairness.intervals import disparity_intervals
 from torchwitness.controls.fairness.report import FairnessEval, evaluate
 
 __all__ = ["FairnessAccumulator", "FairnessEval", "FairnessGate", "FairnessWarning", "GateResult", "GroupEncoder",
-           "bootstrap_ci", "confusion_counts", "disparities", "evaluate", "group_rates"]
+           "confusion_counts", "disparities", "disparity_intervals", "evaluate", "group_rates"]

@@ -1,7 +1,7 @@
 """Fairness maths on confusion counts: pure numpy, no state, no torch.
 
 Everything starts from a counts array ``c[..., g, y, yhat]`` (``y``, ``yhat`` in {0, 1}) so the same code serves
-a point estimate (``c`` of shape ``[G, 2, 2]``) and a bootstrap (``[B, G, 2, 2]``). A rate whose denominator is
+a point estimate (``c`` of shape ``[G, 2, 2]``) and many at once (``[B, G, 2, 2]``). A rate whose denominator is
 zero is NaN ("undefined"), never 0: fairlearn reports 0 there, which reads as a measured value.
 
 >>> import numpy as np
@@ -14,7 +14,6 @@ zero is NaN ("undefined"), never 0: fairlearn reports 0 there, which reads as a 
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -78,46 +77,3 @@ def disparities(counts: np.ndarray, keep: np.ndarray | None = None) -> dict[str,
            "equal_opportunity_difference": tpr_d, "predictive_parity_difference": ppv_d,
            "accuracy_difference": acc_d}
     return {k: (float(v) if np.ndim(v) == 0 else v) for k, v in out.items()}
-
-
-def bootstrap_counts(counts: np.ndarray, reps: int, rng: np.random.Generator) -> np.ndarray:
-    """``reps`` bootstrap resamples of ``counts[G, 2, 2]``, stratified by group: ``[reps, G, 2, 2]``.
-
-    Resampling a group's ``n_g`` rows with replacement gives a multinomial draw over its four
-    (label, prediction) cells with probabilities ``counts_g / n_g``, so sampling the cells is exactly a row
-    bootstrap at a cost independent of the row count. Group sizes stay fixed, as the design fixed them.
-    """
-    c = np.asarray(counts, dtype=np.int64).reshape(-1, 4)
-    n = c.sum(1)
-    p = np.where(n[:, None] > 0, c / np.maximum(n, 1)[:, None], 0.25)
-    draws = rng.multinomial(n, p, size=(reps, len(n)))
-    return draws.reshape(reps, *np.shape(counts))
-
-
-def bootstrap_ci(counts: np.ndarray, *, keep: np.ndarray | None = None, reps: int = 1000,
-                 confidence: float = 0.95, seed: int = 0) -> dict[str, tuple[Any, Any]]:
-    """Percentile bootstrap intervals of every disparity; NaN bounds when the disparity is undefined.
-
-    ``counts`` is ``[G, 2, 2]`` (float bounds) or ``[..., G, 2, 2]`` (bounds per leading index, all drawn in one
-    vectorised pass).
-
-    >>> import numpy as np
-    >>> c = np.array([[[400, 100], [50, 450]], [[700, 100], [100, 100]]])
-    >>> lo, hi = bootstrap_ci(c, seed=1)["demographic_parity_difference"]
-    >>> 0.3 < lo < 0.35 < hi < 0.4
-    True
-    """
-    if not 0 < confidence < 1 or reps < 1:
-        raise ValueError("confidence must lie in (0, 1) and reps be positive")
-    boot = disparities(bootstrap_counts(counts, reps, np.random.default_rng(seed)), keep)
-    alpha = (1 - confidence) / 2
-    out: dict[str, tuple[Any, Any]] = {}
-    for name, values in boot.items():
-        # an interval from a minority of replicates would overstate certainty: undefined instead
-        enough = (~np.isnan(values)).sum(0) >= 0.5 * reps
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are masked just below
-            lo, hi = np.nanquantile(values, [alpha, 1 - alpha], axis=0)
-        lo, hi = np.where(enough, lo, np.nan), np.where(enough, hi, np.nan)
-        out[name] = (float(lo), float(hi)) if lo.ndim == 0 else (lo, hi)
-    return out

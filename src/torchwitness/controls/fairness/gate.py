@@ -52,6 +52,10 @@ class FairnessGate:
         self.view, self.bound, self.policy = view_name(attributes), bound, policy
         self.history: list[GateDecision] = []
 
+    def __repr__(self) -> str:
+        return (f"FairnessGate({self.metric}[{self.bound}] vs {self.threshold} on {self.view!r}, "
+                f"policy={self.policy!r}, decisions={len(self.history)})")
+
     def decide(self, result: FairnessEval) -> GateDecision:
         d = find_disparity(result, self.view, self.metric)
         value = {"estimate": d.estimate, "ci_low": d.ci_low, "ci_high": d.ci_high}[self.bound]
@@ -85,6 +89,10 @@ class GateResult:
 
     def __init__(self, result: FairnessEval, decision: GateDecision) -> None:
         self.result, self.decision = result, decision
+
+    def __repr__(self) -> str:
+        d = self.decision
+        return f"GateResult({d.view}: {d.reason}; action={d.action!r})"
 
     @property
     def checkpoint_allowed(self) -> bool:

@@ -8,8 +8,9 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from torchwitness.controls.fairness.functional import RATES, bootstrap_ci, disparities, group_rates
+from torchwitness.controls.fairness.functional import RATES, disparities, group_rates
 from torchwitness.controls.fairness.groups import GroupEncoder
+from torchwitness.controls.fairness.intervals import METHOD, disparity_intervals
 from torchwitness.errors import InputError
 from torchwitness.ledger.schema import register_kind
 
@@ -28,12 +29,16 @@ class GroupStats(msgspec.Struct):
 
 
 class Disparity(msgspec.Struct):
-    """A between-group disparity with its percentile bootstrap interval (null when undefined)."""
+    """A between-group disparity, its interval and the p-value of "no disparity at all" (null when undefined).
+
+    ``ci_low`` is 0 (1 for a ratio's ``ci_high``) exactly when the test does not reject at ``1 - confidence``.
+    """
 
     metric: str
     estimate: float | None
     ci_low: float | None
     ci_high: float | None
+    p_value: float | None = None
 
 
 class FairnessView(msgspec.Struct):
@@ -69,9 +74,29 @@ class FairnessEval(msgspec.Struct):
     seed: int
     views: list[FairnessView]
     gate: GateDecision | None = None
+    method: str | None = None  # how the intervals and p-values were computed; null in records from before
+
+    def __repr__(self) -> str:
+        """One line per view with its headline disparities, instead of every group's every rate."""
+        lines = [f"FairnessEval(split={self.split!r}, epoch={self.epoch}, rows={self.rows:,})"]
+        for v in self.views:
+            parts = [_brief(d) for d in v.disparities
+                     if d.metric in ("demographic_parity_difference", "equalized_odds_difference")]
+            lines.append(f"  {view_name(v.attributes)} ({len(v.groups)} groups): " + "; ".join(parts))
+        if self.gate is not None:
+            lines.append(f"  gate: {self.gate.reason} -> {self.gate.action}")
+        return "\n".join(lines)
 
 
 register_kind("fairness.eval", FairnessEval)
+
+
+def _brief(d: Disparity) -> str:
+    if d.estimate is None:
+        return f"{d.metric} undefined"
+    ci = f" [{d.ci_low:.3f}, {d.ci_high:.3f}]" if d.ci_low is not None and d.ci_high is not None else ""
+    p = f" p={d.p_value:.3g}" if d.p_value is not None else ""
+    return f"{d.metric} {d.estimate:.3f}{ci}{p}"
 
 
 def _num(x: Any) -> float | None:
@@ -91,11 +116,12 @@ def _view(counts: np.ndarray, names: list[str], attrs: list[str], *, min_group_s
     groups = [GroupStats(name=names[g], n=int(n[g]), status="ok" if keep[g] else "insufficient",
                          **{r: _num(rates[r][g]) for r in RATES}) for g in range(len(names))]
     point = disparities(counts, keep)
-    ci = bootstrap_ci(counts, keep=keep, reps=reps, confidence=confidence, seed=seed) if reps else {}
+    ci = disparity_intervals(counts, keep=keep, reps=reps, confidence=confidence, seed=seed) if reps else {}
     return FairnessView(
         attributes=attrs, groups=groups, insufficient=[names[g] for g in np.flatnonzero(~keep)],
         disparities=[Disparity(metric=k, estimate=_num(v), ci_low=_num(ci[k][0]) if ci else None,
-                               ci_high=_num(ci[k][1]) if ci else None) for k, v in point.items()])
+                               ci_high=_num(ci[k][1]) if ci else None, p_value=_num(ci[k][2]) if ci else None)
+                     for k, v in point.items()])
 
 
 def evaluate(counts: np.ndarray, encoder: GroupEncoder, *, min_group_size: int = 30, reps: int = 1000,
@@ -119,7 +145,7 @@ def evaluate(counts: np.ndarray, encoder: GroupEncoder, *, min_group_size: int =
         views.append(_view(counts.reshape(-1, 2, 2), names, attrs, min_group_size=min_group_size, reps=reps,
                            confidence=confidence, seed=seed))
     return FairnessEval(epoch=epoch, split=split, rows=int(counts.sum()), min_group_size=min_group_size,
-                        confidence=confidence, reps=reps, seed=seed, views=views)
+                        confidence=confidence, reps=reps, seed=seed, views=views, method=METHOD if reps else None)
 
 
 def find_disparity(result: FairnessEval, view: str, metric: str) -> Disparity:
