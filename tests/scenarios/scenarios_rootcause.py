@@ -448,3 +448,17 @@ def frozen_encoder_run_under_no_grad(run: tw.Run) -> None:
     model = _NoGradEncoder()
     model.encoder.requires_grad_(False)  # frozen for real, and run without autograd to save memory
     _loop(run, model, torch.optim.Adam(model.head.parameters(), 1e-3), _minibatches(x, y, 8))
+
+
+@healthy
+def full_batch_converted_every_step(run: tw.Run) -> None:
+    """float64 data turned into float32 at every step: a new copy, the same rows, the whole data set."""
+    x, y = blobs(n=512)
+    x = x.double()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    run.watch(model, opt, **WATCH)
+    for _ in range(12):
+        opt.zero_grad()
+        F.cross_entropy(model(x.float()), y).backward()
+        opt.step()

@@ -135,8 +135,9 @@ def duplicate_batch(v: StepView) -> Iterator[Finding]:
     """The batch of a step has exactly the same samples as the batch of the step just before it, in new memory:
     the loader is restarted every step, or a sampler repeats itself. Judged on consecutive steps only (an audited
     step and the next one, whose batch is fingerprinted in passing when it is not audited), so unshuffled epochs
-    (which repeat a batch one epoch later) and full-batch training (on one tensor, or from a DataLoader whose one
-    batch is its whole dataset) are not reported.
+    (which repeat a batch one epoch later) and full-batch training (on one tensor, a copy of it per step, or a
+    DataLoader whose one batch is its whole dataset: more than 256 rows and no loader with that batch size) are
+    not reported.
 
     Example: ``x, y = next(iter(loader))`` inside the loop. Fix: iterate the loader.
     """
@@ -160,17 +161,22 @@ def _repeated_batch(v: StepView, step: int, fp: int, ptr: int, rows: int, locati
     history = v.history.batch_fps
     if history:
         before, old_fp, old_ptr = history[-1]
-        if before == step - 1 and old_fp == fp and old_ptr != ptr and not _whole_dataset(v, rows):
+        if before == step - 1 and old_fp == fp and old_ptr != ptr and _batch_sized(v, rows):
             yield Finding.of("TW206", location, f"batch at step {step} repeats the batch of step {before}",
                              step=step)
 
 
-def _whole_dataset(v: StepView, rows: int) -> bool:
-    """A DataLoader whose one batch is its whole dataset: full-batch training, drawn afresh every epoch."""
+def _batch_sized(v: StepView, rows: int) -> bool:
+    """Whether a tensor fed again is a batch rather than the whole data set (full-batch training, where a copy per
+    step, `X.float()` or a loader whose one batch is its whole dataset, is expected): no DataLoader in the
+    caller's frames has a dataset of exactly these rows, and either a loader has this batch size over more data
+    or the tensor is of a batch's size (at most 256 rows)."""
     loaders = v.history.notes.get("loaders")
-    if loaders is None:  # one heap scan per run, only once a batch has repeated
+    if loaders is None:  # looked up once per run, only once a batch has repeated
         loaders = v.history.notes["loaders"] = loader_batch_sizes()
-    return any(n == rows for _, n in loaders)
+    if any(n == rows for _, n in loaders):
+        return False
+    return rows <= 256 or any(b == rows and n > b for b, n in loaders)
 
 
 @training_rule("TW207", when="step", name="duplicate-samples", title="Many samples repeat within a batch",
