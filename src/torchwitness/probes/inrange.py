@@ -49,7 +49,7 @@ def token_probe(ids: torch.Tensor, vocab: int) -> torch.Tensor:
     hist = torch.zeros(FOLD_BINS, dtype=torch.float32, device=flat.device)
     hist.scatter_add_(0, _bin_of_id(vocab, flat.device), counts)
     head = torch.stack([values[0], values[1], top.indices[0].float(), runs.float(), rows.float(), ends.float(),
-                        column.float(), torch.tensor(float(flat.numel()), device=flat.device)])
+                        column.float(), counts.new_full((), float(flat.numel()))])  # a fill: no host copy
     return torch.cat([head, hist])
 
 
