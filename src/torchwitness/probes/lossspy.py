@@ -96,9 +96,11 @@ def _tap_loss(name: str, kind: str) -> Callable[..., Any]:
     original = getattr(F, name)
 
     def tapped(input: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
-        for listener in _LISTENERS:
-            if listener.tapping:
-                listener.tap_loss(kind, input, target)
+        # Only a floating target can turn non-finite: class ids are not worth a call into the watch.
+        if isinstance(target, torch.Tensor) and target.is_floating_point():
+            for listener in _LISTENERS:
+                if listener.tapping:
+                    listener.tap_loss(kind, input, target)
         return original(input, target, *args, **kwargs)
 
     tapped.__name__, tapped.__qualname__, tapped.__doc__ = original.__name__, original.__qualname__, original.__doc__
