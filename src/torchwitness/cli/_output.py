@@ -22,3 +22,18 @@ def output_folder(path: Path) -> Path:
     if path.exists() and not path.is_dir():
         raise InputError(f"{path} is a file: name a folder to write into")
     return path
+
+
+def require_verified(run: Path, *, key: str | None = None, draft: bool = False) -> None:
+    """A view that states what a run holds proves the run first: exit 3 on a ledger that does not verify (a CI
+    gate must not pass a tampered run), unless ``--draft``, which goes on with a NOT VERIFIED line on stderr."""
+    from torchwitness.errors import VerificationError
+    from torchwitness.ledger.verify import verify_run
+
+    try:
+        verify_run(run, key=key)
+    except VerificationError as e:
+        if not draft:
+            raise VerificationError(f"{run}: {e}; nothing reported (--draft reports it, marked NOT VERIFIED)") \
+                from None
+        err_console.print(f"[bold red]NOT VERIFIED[/]: {run}: {e}", highlight=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from torchwitness.cli._output import console, output_file
+from torchwitness.cli._output import console, output_file, require_verified
 from torchwitness.cli._record import WHEN_QUEUED, completed_erasures
 from torchwitness.errors import InputError
 
@@ -74,9 +74,11 @@ def show(run: Path = RunArg,
          kind: list[str] | None = typer.Option(None, "--kind", "-k", help="Only records of this kind."),
          as_json: bool = typer.Option(False, "--json", help="Print records as JSON lines."),
          limit: int = typer.Option(0, "--limit", help="Show at most this many (the newest); 0 for all.")) -> None:
-    """List a run's records."""
+    """List a run's records (also of a run that does not verify, for investigating it: then a NOT VERIFIED line
+    goes to stderr)."""
     from torchwitness.ledger.reader import iter_records
 
+    require_verified(run, draft=True)
     records = list(iter_records(run, kinds=set(kind) if kind else None))
     if limit:
         records = records[-limit:]
