@@ -60,3 +60,15 @@ def test_scan_counts_and_baseline(tmp_path):
     assert again.exit_code == 0 and json.loads(again.stdout)["findings"] == []
     counted = CliRunner().invoke(app, ["scan", str(tmp_path), "--counts"])
     assert counted.exit_code == 1 and json.loads(counted.stdout)["counts"] == {"TW602": 1, "TW607": 1}
+
+
+def test_scan_exits_2_when_a_file_could_not_be_parsed(tmp_path):
+    (tmp_path / "ok.py").write_text("import torch\nx = torch.zeros(2)\n")
+    (tmp_path / "broken.py").write_text("def f(:\n    torch.load(p)\n")
+    result = CliRunner().invoke(app, ["scan", str(tmp_path), "-f", "json"])
+    assert result.exit_code == 2 and "broken.py" in result.stderr and "could not be checked" in result.stderr
+    assert json.loads(result.stdout)["findings"] == []  # the report is still written
+    counted = CliRunner().invoke(app, ["scan", str(tmp_path), "--counts"])
+    assert counted.exit_code == 2 and json.loads(counted.stdout)["parse_errors"] == 1
+    allowed = CliRunner().invoke(app, ["scan", str(tmp_path), "-f", "json", "--allow-unparsable"])
+    assert allowed.exit_code == 0 and "broken.py" in allowed.stderr

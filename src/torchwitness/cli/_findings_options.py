@@ -58,11 +58,20 @@ class FindingsOptions:
 
 
 def report(findings: Iterable[Finding], opts: FindingsOptions, *, title: str | None = None,
-           source_root: Path | None = None, anchor: tuple[str, int] | None = None) -> None:
-    """Render ``findings`` as ``opts`` say and exit with the fail-level exit code (0 when nothing fails)."""
+           source_root: Path | None = None, anchor: tuple[str, int] | None = None, incomplete: int = 0) -> None:
+    """Render ``findings`` as ``opts`` say and exit with the fail-level exit code (0 when nothing fails), or 2
+    when ``incomplete`` inputs could not be checked (the command did not do its job on them)."""
     outcome = emit(findings, opts.fmt, opts.output, baseline=opts.baseline, select=opts.select or (),
                    ignore=opts.ignore or (), fail_level=opts.fail_level, show_hints=opts.hints,
                    write_baseline_to=opts.write_baseline, title=title, source_root=source_root, anchor=anchor)
     if opts.output is not None:
         typer.echo(f"wrote {opts.fmt} report of {len(outcome.shown)} finding(s) to {opts.output}", err=True)
+    exit_if_incomplete(incomplete)
     raise typer.Exit(outcome.exit_code)
+
+
+def exit_if_incomplete(incomplete: int) -> None:
+    """Exit 2 when ``incomplete`` inputs could not be checked: a partial scan is never a pass."""
+    if incomplete:
+        typer.echo(f"{incomplete} input(s) could not be checked (see above): exit 2", err=True)
+        raise typer.Exit(2)

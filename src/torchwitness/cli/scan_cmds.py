@@ -22,9 +22,14 @@ def scan(paths: list[Path] = typer.Argument(..., help="Python files or folders t
          run: Path | None = typer.Option(None, "--run", help="Also record the findings in this run's ledger."),
          counts: bool = typer.Option(False, "--counts", help="Print the scan summary with the number of findings "
                                      "per rule instead of the findings."),
-         rdf: Path | None = typer.Option(None, "--rdf", help="Also write an RDF (Turtle) view of the scan here.")
+         rdf: Path | None = typer.Option(None, "--rdf", help="Also write an RDF (Turtle) view of the scan here."),
+         allow_unparsable: bool = typer.Option(False, "--allow-unparsable", help="Files that cannot be parsed are "
+                                               "listed but do not make the exit code 2.")
          ) -> None:
-    """Statically scan PyTorch training code (parsed, never executed) with the TW6xx rules."""
+    """Statically scan PyTorch training code (parsed, never executed) with the TW6xx rules.
+
+    Exits 2 when a file could not be parsed (the scan did not cover it) unless --allow-unparsable; otherwise 1
+    when a finding reaches the fail level."""
     from torchwitness.rules.static.engine import scan_paths, static_rules
 
     opts = fo.FindingsOptions(fmt, output, baseline, select, ignore, fail_level, hints, write_baseline).check()
@@ -49,19 +54,24 @@ def scan(paths: list[Path] = typer.Argument(..., help="Python files or folders t
         scan_graph(result, run_id=run_id).serialize(destination=str(rdf), format="turtle")
     for e in result.errors:
         err_console.print(f"[yellow]skipped[/] {e.path}: {e.error}", highlight=False, soft_wrap=True)
+    incomplete = len(result.errors) if not allow_unparsable else 0
     if counts:  # the summary replaces the listing; the fail level still sets the exit code
         import io
 
         from torchwitness.report import emit
 
         typer.echo(json.dumps(result.summary(), indent=2))
-        raise typer.Exit(emit(result.findings, "json", stream=io.StringIO(), baseline=baseline, select=select or (),
-                              ignore=ignore or (), fail_level=fail_level, show_hints=hints).exit_code)
-    fo.report(result.findings, opts, title=f"{len(result.files)} files scanned", source_root=result.root)
+        code = emit(result.findings, "json", stream=io.StringIO(), baseline=baseline, select=select or (),
+                    ignore=ignore or (), fail_level=fail_level, show_hints=hints).exit_code
+        fo.exit_if_incomplete(incomplete)
+        raise typer.Exit(code)
+    fo.report(result.findings, opts, title=f"{len(result.files)} files scanned", source_root=result.root,
+              incomplete=incomplete)
 
 
-def scan_model(files: list[Path] = typer.Argument(..., help="Model files, or folders holding .pt/.pth/.bin/.ckpt/"
-                                                 ".pkl/.joblib/.npy/.safetensors files.",
+
+def scan_model(files: list[Path] = typer.Argument(..., help="Model files, or folders holding .pt/.pth/.bin/.ckpt/.tar/"
+                                                 ".pkl/.joblib/.npy/.npz/.safetensors files.",
                                                  show_default=False),
                allow: list[str] | None = typer.Option(None, "--allow", help="Also allow this import (module.Name)."),
                fmt: str = fo.FORMAT, output: Path | None = fo.OUTPUT, baseline: Path | None = fo.BASELINE,
@@ -71,7 +81,11 @@ def scan_model(files: list[Path] = typer.Argument(..., help="Model files, or fol
                run: Path | None = typer.Option(None, "--run", help="Also record the scan in this run's ledger.")
                ) -> None:
     """Check model files for code that would run on load (pickle opcodes, never unpickled) and safetensors
-    header sanity."""
+    header sanity.
+
+    Safety is decided by an allow-list: what torch.load(weights_only=True) accepts is safe; classes that are only
+    constructed need trust (TW702 WARN); any other call, and any file the scanner cannot read, is an ERROR
+    (exit 1)."""
     from torchwitness.errors import InputError
     from torchwitness.rules.artifact import model_files
     from torchwitness.rules.artifact import scan_model as scan_one
@@ -90,8 +104,8 @@ def scan_model(files: list[Path] = typer.Argument(..., help="Model files, or fol
             for s in scans:
                 r.record("model.scan", s.summary())
     for s in scans:
-        err_console.print(f"{s.path}: {s.format}, {len(s.pickles)} pickle(s), {len(s.findings)} finding(s)",
-                          highlight=False, soft_wrap=True)
+        err_console.print(f"{s.path}: {s.format}, {len(s.pickles)} pickle(s), {len(s.findings)} finding(s): "
+                          f"{s.verdict.upper()}", highlight=False, soft_wrap=True)
     fo.report(findings, opts, title=f"{len(scans)} model file(s) scanned")
 
 

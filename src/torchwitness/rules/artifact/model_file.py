@@ -1,8 +1,9 @@
-"""``scan-model``: what a model file would import and call when loaded, found without loading it.
+"""``scan-model``: what a model file would import, call and construct when loaded, found without loading it.
 
-Formats: ``torch.save`` zip archives (``*/data.pkl``; TorchScript's ``constants.pkl`` too), legacy (pre-1.6)
-``torch.save`` streams (magic-number pickle, protocol, system info, the object, storage keys, raw storage),
-plain pickles (``pickle``, ``joblib`` without compression), numpy ``.npy`` object arrays, and safetensors.
+Safety is decided by an allow-list (:mod:`~torchwitness.rules.artifact.allowlist`): what ``torch.load(
+weights_only=True)`` accepts is safe, a class that is only constructed or referenced needs trust (TW702 WARN),
+anything else is an ERROR (TW701), as is what the scanner cannot follow (TW703) or read (TW704). Formats: see
+:mod:`~torchwitness.rules.artifact.formats`.
 
 >>> import io, pathlib, pickle, tempfile
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "ok.pkl"; _ = p.write_bytes(pickle.dumps({"w": [1.0, 2.0]}))
@@ -12,10 +13,8 @@ plain pickles (``pickle``, ``joblib`` without compression), numpy ``.npy`` objec
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import struct
-import zipfile
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,19 +24,20 @@ import msgspec
 
 from torchwitness.errors import ModelFileError
 from torchwitness.ledger.schema import register_kind
-from torchwitness.rules.artifact.allowlist import classify
-from torchwitness.rules.artifact.pickle_ops import PickleAnalysis, analyse
-from torchwitness.rules.artifact.safetensors_check import SafetensorsReport, check_safetensors, looks_like_safetensors
+from torchwitness.rules.artifact.allowlist import ERROR, WARN, judge
+from torchwitness.rules.artifact.formats import read_contents
+from torchwitness.rules.artifact.pickle_ops import GlobalRef, PickleAnalysis
+from torchwitness.rules.artifact.safetensors_check import SafetensorsReport
 from torchwitness.rules.catalogue import Phase, Severity, rule
 from torchwitness.rules.findings import Finding
 
-LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
 _OBLIGATIONS = ("eu-ai-act:15(5)",)
 
 
 @dataclass
 class ModelScan:
-    """One analysed file: its format, each pickle's analysis (by member/offset), safetensors header report."""
+    """One analysed file: its format, each pickle's analysis (by member/offset), safetensors header report, and
+    ``unreadable``: why parts of it could not be checked (each one a TW704 finding)."""
 
     path: Path
     format: str
@@ -47,15 +47,23 @@ class ModelScan:
     safetensors: SafetensorsReport | None = None
     allow: frozenset[str] = frozenset()
     notes: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The ``model.scan`` record."""
-        imports = sorted({g.qualname for _, a in self.pickles for g in a.imports})
+        imports = sorted({g.qualname for _, a in self.pickles for _, n in a.walk() for g in n.imports})
         return {"path": str(self.path), "format": self.format, "sha256": self.sha256, "size": self.size,
                 "pickles": [m for m, _ in self.pickles], "imports": imports,
                 "tensors": self.safetensors.tensors if self.safetensors else None,
-                "findings": len(self.findings), "counts": _counts(self.findings), "notes": self.notes}
+                "findings": len(self.findings), "counts": _counts(self.findings),
+                "notes": self.notes + [f"unreadable: {u}" for u in self.unreadable]}
+
+    @property
+    def verdict(self) -> str:
+        """``"error"``, ``"warn"`` or ``"ok"``: the worst finding."""
+        severities = {f.severity for f in self.findings}
+        return "error" if Severity.ERROR in severities else "warn" if severities else "ok"
 
 
 class ModelScanRecord(msgspec.Struct):
@@ -76,7 +84,8 @@ class ModelScanRecord(msgspec.Struct):
 register_kind("model.scan", ModelScanRecord)
 
 
-MODEL_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".safetensors"})
+MODEL_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".joblib", ".jbl", ".z", ".npy",
+                            ".npz", ".tar", ".sav", ".safetensors"})
 
 
 def model_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -93,30 +102,23 @@ def model_files(paths: Iterable[str | Path]) -> list[Path]:
 def scan_model(path: str | Path, *, allow: Iterable[str] = ()) -> ModelScan:
     """Analyse ``path`` without loading it; ``allow`` adds ``module.name`` imports to the allow-list.
 
-    Raises :class:`ModelFileError` for a file that is none of the known formats or is corrupt.
+    A file that is none of the known formats, or is corrupt, is not proven safe: it gets a TW704 ERROR finding.
+    Raises :class:`ModelFileError` only when the file cannot be opened or read.
     """
     path = Path(path)
     try:
-        f = path.open("rb")
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            f.seek(0)
+            digest = _digest(f)
+            contents = read_contents(f, size, path.suffix.lower())
     except OSError as e:
-        raise ModelFileError(f"cannot open {path}: {e.strerror or e}") from None
-    with f:
-        size = f.seek(0, 2)
-        f.seek(0)
-        head = f.read(16)
-        result = ModelScan(path=path, format="", sha256=_digest(f), size=size, allow=frozenset(allow))
-        if head[:4] == b"PK\x03\x04":
-            _scan_zip(f, result)
-        elif head[:6] == b"\x93NUMPY":
-            _scan_npy(f, result)
-        elif path.suffix == ".safetensors" or looks_like_safetensors(head, size):
-            result.format = "safetensors"
-            result.safetensors = check_safetensors(f)
-        elif size == 0:
-            raise ModelFileError(f"{path}: empty file")
-        else:
-            _scan_pickle_stream(f, result)
-    for r in (dangerous_import, unknown_import, unresolved_import, safetensors_header, safetensors_gap):
+        raise ModelFileError(f"cannot read {path}: {e.strerror or e}") from None
+    result = ModelScan(path=path, format=contents.format, sha256=digest, size=size, pickles=contents.pickles,
+                       safetensors=contents.safetensors, allow=frozenset(allow), notes=contents.notes,
+                       unreadable=contents.unreadable)
+    for r in (dangerous_import, unknown_import, unresolved_import, unreadable_file, safetensors_header,
+              safetensors_gap):
         result.findings.extend(r(result))
     return result
 
@@ -130,142 +132,99 @@ def _digest(f: BinaryIO) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _scan_zip(f: BinaryIO, result: ModelScan) -> None:
-    try:
-        with zipfile.ZipFile(f) as z:
-            names = z.namelist()
-            pickles = [n for n in names if n.endswith(".pkl")]
-            result.format = ("torchscript-zip" if any("/code/" in n for n in names)
-                             else "torch-zip" if any(n.endswith("data.pkl") for n in names) else "zip")
-            for member in pickles:
-                with z.open(member) as m:
-                    result.pickles.append((member, analyse(m.read())))
-    except zipfile.BadZipFile as e:
-        raise ModelFileError(f"{result.path}: corrupt zip archive ({e})") from None
-    except ModelFileError as e:
-        raise ModelFileError(f"{result.path}: {e}") from None
-    if not pickles:
-        result.notes.append("zip archive without pickles")
-    if result.format == "torchscript-zip":
-        # torch.jit.load resolves __torch__.* to classes compiled from the archive's code/ folder: TorchScript,
-        # run by its interpreter, which cannot import Python modules. They are the archive's own, not imports.
-        own = {g.qualname for _, a in result.pickles for g in a.imports if g.module.split(".", 1)[0] == "__torch__"}
-        result.allow = result.allow | own
-        if own:
-            result.notes.append(f"{len(own)} TorchScript class(es) from the archive's code/ folder run on load")
-
-
-def _scan_pickle_stream(f: BinaryIO, result: ModelScan) -> None:
-    try:
-        first = analyse(f, 0)
-    except ModelFileError as e:
-        raise ModelFileError(f"{result.path}: not a zip, pickle or safetensors file ({e})") from None
-    result.pickles.append(("@0", first))
-    if first.result == LEGACY_MAGIC:
-        # protocol version, sys info, the object, storage keys; raw storage bytes follow and are not pickles
-        result.format = "torch-legacy"
-        offset = first.end
-        for _ in range(4):
-            try:
-                a = analyse(f, offset)
-            except ModelFileError as e:
-                raise ModelFileError(f"{result.path}: corrupt legacy torch file ({e})") from None
-            result.pickles.append((f"@{offset}", a))
-            offset = a.end
-        return
-    result.format = "pickle"
-    offset = first.end
-    while offset < result.size:
-        f.seek(offset)
-        if f.read(1) != b"\x80":
-            result.notes.append(f"{result.size - offset} trailing bytes after the pickle were not analysed")
-            return
-        try:
-            a = analyse(f, offset)
-        except ModelFileError:
-            result.notes.append(f"bytes from offset {offset} are not a complete pickle; not analysed")
-            return
-        result.pickles.append((f"@{offset}", a))
-        offset = a.end
-
-
-def _scan_npy(f: BinaryIO, result: ModelScan) -> None:
-    result.format = "npy"
-    f.seek(6)
-    major = f.read(2)[0]
-    n_len = 2 if major == 1 else 4
-    (n,) = struct.unpack("<H" if n_len == 2 else "<I", f.read(n_len))
-    try:
-        header = ast.literal_eval(f.read(n).decode("latin-1"))
-    except (ValueError, SyntaxError) as e:
-        raise ModelFileError(f"{result.path}: corrupt .npy header ({e})") from None
-    if isinstance(header, dict) and "O" in str(header.get("descr", "")):
-        result.pickles.append((f"@{8 + n_len + n}", analyse(f, 8 + n_len + n)))
-
-
 def _where(scan: ModelScan, member: str, qualname: str) -> str:
-    return f"{scan.path.name}!{member}:{qualname}" if not member.startswith("@") else f"{scan.path.name}:{qualname}"
+    plain = re.fullmatch(r"@\d+", member) is not None  # the file's own first pickle(s): the file names it
+    return f"{scan.path.name}:{qualname}" if plain else f"{scan.path.name}!{member}:{qualname}"
 
 
-def _imports(scan: ModelScan, kind: str) -> Iterator[tuple[str, Any]]:
-    seen: set[tuple[str, str]] = set()
-    for member, a in scan.pickles:
-        for g in a.imports:
-            if (member, g.qualname) not in seen and classify(g.module, g.name, scan.allow) == kind:
-                seen.add((member, g.qualname))
-                yield member, g
+def _judged(scan: ModelScan, verdict: str) -> Iterator[tuple[str, GlobalRef, str]]:
+    """(member, import, reason) of each import with ``verdict``, once per name (a file read two ways, as joblib
+    and as a plain pickle, names most imports twice)."""
+    seen: set[str] = set()
+    torchscript = scan.format == "torchscript-zip"
+    for member, top in scan.pickles:
+        for inner, a in top.walk():
+            where = f"{member}>{inner}" if inner else member
+            for g in a.imports:
+                v, why = judge(g, scan.allow, torchscript=torchscript)
+                if v == verdict and g.qualname not in seen:
+                    seen.add(g.qualname)
+                    yield where, g, why
 
 
-@rule("TW701", name="pickle-dangerous-import", title="model file imports a callable that can run code",
+def _details(member: str, g: GlobalRef, why: str) -> dict[str, Any]:
+    return {"member": member, "import": g.qualname, "opcode": g.opcode, "offset": g.pos, "called": g.called,
+            "roles": sorted(g.roles), "reason": why, **({"written_as": g.raw} if g.raw else {})}
+
+
+@rule("TW701", name="pickle-dangerous-import", title="model file runs code outside the allow-list when loaded",
       severity=Severity.ERROR, phase=Phase.ARTIFACT, category="security", obligations=_OBLIGATIONS,
       remediation="Do not load this file. Obtain weights as safetensors, or re-export them from a trusted source.")
 def dangerous_import(scan: ModelScan) -> Iterator[Finding]:
-    """The pickle names ``os.system``, ``subprocess``, ``builtins.eval``/``exec``/``getattr`` or another import
-    that executes commands or code, opens files or sockets; loading the file would run it.
+    """Loading the file calls an import outside the allow-list with arguments the file chooses (``REDUCE``,
+    ``INST``, ``OBJ``), modifies an imported object in place, reaches an import through an attribute chain
+    (``builtins`` + ``eval.__call__``), imports from a module that gives command, code, file or network access, or
+    places a function outside the allow-list in the loaded object.
 
-    Example: a class whose ``__reduce__`` returns ``(os.system, ("curl ... | sh",))`` pickles to
-    ``GLOBAL 'posix system'`` + ``REDUCE``.
+    Example: a class whose ``__reduce__`` returns ``(cProfile.run, ("import os; os.system(...)",))`` pickles to
+    ``GLOBAL 'cProfile run'`` + ``REDUCE``.
 
     Fix: never load it; ``torch.load(weights_only=True)`` refuses it, ``pickle.load`` does not.
     """
-    for member, g in _imports(scan, "dangerous"):
-        how = "and calls it" if g.called else "(referenced)"
-        yield Finding.of("TW701", _where(scan, member, g.qualname), f"imports {g.qualname} {how}: loading this file "
-                         "can execute code", details={"member": member, "import": g.qualname, "opcode": g.opcode,
-                                                      "offset": g.pos, "called": g.called})
+    for member, g, why in _judged(scan, ERROR):
+        yield Finding.of("TW701", _where(scan, member, g.qualname), f"imports {g.qualname}: {why}",
+                         details=_details(member, g, why))
 
 
-@rule("TW702", name="pickle-unknown-import", title="model file imports outside the allow-list",
+@rule("TW702", name="pickle-unknown-import", title="model file constructs a class outside the allow-list",
       severity=Severity.WARN, phase=Phase.ARTIFACT, category="security", obligations=_OBLIGATIONS,
-      remediation="Save a state_dict (tensors only) instead of a whole object, or allow the import explicitly "
+      remediation="Save a state_dict (tensors only) instead of a whole object, or allow the class explicitly "
                   "(--allow module.Name) once its code is trusted.")
 def unknown_import(scan: ModelScan) -> Iterator[Finding]:
-    """The pickle imports something that is neither a tensor/storage rebuild function, a dtype, a numpy array
-    reconstructor nor a plain container: loading runs that class's code (usually a whole pickled ``nn.Module``).
+    """The pickle constructs (``NEWOBJ``, ``copyreg._reconstructor``) or references a class that is not a tensor,
+    storage, dtype, numpy array or plain container: loading imports its module and runs its ``__new__`` and
+    ``__setstate__``, so the file is only as safe as that code (usually a whole pickled ``nn.Module``).
 
-    Example: ``torch.save(model)`` names ``my_project.models.Net``.
+    Example: ``torch.save(model)`` names ``torch.nn.modules.linear.Linear`` and ``my_project.models.Net``.
 
     Fix: ``torch.save(model.state_dict())``, or safetensors.
     """
-    for member, g in _imports(scan, "unknown"):
-        yield Finding.of("TW702", _where(scan, member, g.qualname),
-                         f"imports {g.qualname}{' and calls it' if g.called else ''}, which is not on the allow-list",
-                         details={"member": member, "import": g.qualname, "opcode": g.opcode, "offset": g.pos,
-                                  "called": g.called})
+    for member, g, why in _judged(scan, WARN):
+        yield Finding.of("TW702", _where(scan, member, g.qualname), f"imports {g.qualname}: {why}",
+                         details=_details(member, g, why))
 
 
-@rule("TW703", name="pickle-unresolved-import", title="model file builds an import the scanner cannot name",
+@rule("TW703", name="pickle-unresolved-import", title="model file does something the scanner cannot follow",
       severity=Severity.ERROR, phase=Phase.ARTIFACT, category="security", obligations=_OBLIGATIONS,
-      remediation="Treat the file as hostile: legitimate torch and numpy pickles always name their imports.")
+      remediation="Treat the file as hostile: legitimate torch and numpy pickles name their imports plainly.")
 def unresolved_import(scan: ModelScan) -> Iterator[Finding]:
-    """A ``STACK_GLOBAL`` whose module or name is computed, or an ``EXT`` opcode (copyreg extension registry):
-    what gets imported is hidden from static inspection, as in obfuscated payloads.
+    """A ``STACK_GLOBAL`` whose module or name is computed, an ``EXT`` opcode (copyreg extension registry), a call
+    of a value that is not a named import, or arguments of a construction helper that cannot be followed: what
+    runs is hidden from static inspection, as in obfuscated payloads.
     """
-    for member, a in scan.pickles:
-        for u in a.unresolved:
-            yield Finding.of("TW703", f"{scan.path.name}!{member}@{u.pos}", f"{u.opcode} at offset {u.pos} imports "
-                             "a name the pickle computes; it cannot be checked",
-                             details={"member": member, "opcode": u.opcode, "offset": u.pos})
+    seen: set[tuple[int, str]] = set()
+    for member, top in scan.pickles:
+        for inner, a in top.walk():
+            where = f"{member}>{inner}" if inner else member
+            for u in a.problems:
+                if (u.pos, u.reason) in seen and member.endswith("(as a plain pickle)"):
+                    continue
+                seen.add((u.pos, u.reason))
+                yield Finding.of("TW703", f"{scan.path.name}!{where}@{u.pos}", f"{u.opcode} at offset {u.pos}: "
+                                 f"{u.reason}", details={"member": where, "opcode": u.opcode, "offset": u.pos,
+                                                         "reason": u.reason})
+
+
+@rule("TW704", name="model-file-unreadable", title="model file is not a format the scanner can check",
+      severity=Severity.ERROR, phase=Phase.ARTIFACT, category="security", obligations=_OBLIGATIONS,
+      remediation="Do not load a file that cannot be checked; re-export it as safetensors or a torch.save state "
+                  "dict.")
+def unreadable_file(scan: ModelScan) -> Iterator[Finding]:
+    """The file is none of the known formats, is truncated or corrupt, or holds a part the scanner cannot follow
+    (an lz4 stream, a joblib array of a structured dtype): nothing proves it safe, so it fails closed.
+    """
+    for i, why in enumerate(scan.unreadable):
+        yield Finding.of("TW704", f"{scan.path.name}#unreadable{i}", why, details={"reason": why})
 
 
 @rule("TW710", name="safetensors-header", title="safetensors header is invalid",
