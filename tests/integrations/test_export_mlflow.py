@@ -72,7 +72,9 @@ def test_export_to_mlflow_server(mlflow_server: str, evidence_run: Path, tmp_pat
     result = verify_run(evidence_run)
     assert run.data.tags["torchwitness.root"] == "sha256:" + result.root.hex()
     assert run.data.tags["torchwitness.signer"] == result.signer
-    assert run.data.params["lr"] == "0.001" and run.data.params["model"] == "mlp-64-32"
+    assert run.data.params["lr"] == "0.001" and run.data.params["model"] == "mlp-64-32"  # from params records
+    assert run.data.metrics["eval.test.accuracy"] == pytest.approx(get(ev.last("eval"), "metrics.accuracy"))
+    assert len(client.get_metric_history(rid, "train_loss")) == len(ev.kind("metrics"))
     assert run.info.status == "FINISHED"
     history = client.get_metric_history(rid, "step_loss")
     audits = ev.kind("train.audit")

@@ -66,8 +66,8 @@ def certify(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
     from torchwitness.certify.certificate import to_bytes
     from torchwitness.certify.policy import load_policy
     from torchwitness.certify.sources import load_source
+    from torchwitness.cli._record import open_run
     from torchwitness.ledger.encoding import decode_float as num
-    from torchwitness.run import Run
 
     edits = list(edit or [])
     if (subject is None) == (not edits):
@@ -83,7 +83,7 @@ def certify(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
     length = window_length or pol.window_length
     total = min(windows or pol.windows, len(stream) // (length + 1))
     failed = 0
-    with Run(run, config={"command": "certify", "policy": pol.name, "edits": edits}) as r:
+    with open_run(run, config={"command": "certify", "policy": pol.name, "edits": edits}) as r:
         for e in edits or [None]:
             name = e or "subject"
             progress = Progress(TextColumn(f"certify {name}"), BarColumn(), MofNCompleteColumn(),

@@ -94,11 +94,11 @@ def erase(run: Path = RunArg,
           ) -> None:
     """Crypto-shred personal payloads, or delete retained serving inputs, and record the erasure; the ledger still
     verifies afterwards."""
-    from torchwitness.ledger.inbox import appending
+    from torchwitness.cli._record import appending_to
 
     if not subject and not commitment and not decision:
         raise InputError("name at least one --subject, --commitment or --decision to erase")
-    with appending(run, key_dir=key_dir) as target:
+    with appending_to(run, key_dir=key_dir) as target:
         values = target.erase(values=list(subject or []), commitments=list(commitment or []), reason=reason) if (
             subject or commitment) else 0
         inputs = 0

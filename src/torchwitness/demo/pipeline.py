@@ -48,15 +48,18 @@ def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, co
     loss_fn = nn.CrossEntropyLoss()
     batches = (len(x_train) + config["batch_size"] - 1) // config["batch_size"]
 
-    with Run(run_dir, config=config, seed=seed) as run:
+    with Run(run_dir, seed=seed) as run:
         declare_retention(run, logs_days=365, role="provider")  # Art. 19(1): the training logs
-        run.record("data.summary", {"dataset": "uci-adult", "train_rows": len(x_train), "test_rows": len(x_test),
-                                    "features": x_train.shape[1],
-                                    "positive_rate_train": float(y_train.float().mean())})
+        run.log_params(config)
+        adult = {"source": "UCI Machine Learning Repository: Adult (shipped with torchwitness)",
+                 "license": "CC-BY-4.0", "personal_data": True, "special_categories": ["race"]}
+        run.log_dataset("uci-adult", data=data.train.features, split="train", **adult)
+        run.log_dataset("uci-adult", data=data.test.features, split="test", **adult)
         step = 0
         progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(), console=console)
-        with progress:
+        # audited every 50 steps (the first 5 always); closed before the later stages hook the model again
+        with progress, run.watch(model, opt, loss_fn=loss_fn, every_n_steps=50):
             task = progress.add_task("training", total=epochs * batches)
             for epoch in range(epochs):
                 model.train()
@@ -74,13 +77,18 @@ def run_demo(out: str | Path = "evidence", *, epochs: int = 5, seed: int = 0, co
                 model.eval()
                 with torch.no_grad():
                     pred = model(x_test).argmax(1)
-                metrics = {"epoch": epoch, "train_loss": total / len(x_train),
-                           "test_accuracy": (pred == y_test).float().mean()}
-                run.record("train.epoch", metrics, step=step)
+                metrics = {"train_loss": total / len(x_train), "test_accuracy": (pred == y_test).float().mean()}
+                run.log_metrics(metrics, step=step, epoch=epoch)
                 progress.console.print(f"epoch {epoch}: train loss {float(metrics['train_loss']):.4f}, "
                                        f"test accuracy {float(metrics['test_accuracy']):.4f}")
-        run.record("eval.summary", {"split": "test", "accuracy": (pred == y_test).float().mean(),
-                                    "rows": len(y_test)})
+        run.log_eval({"accuracy": (pred == y_test).float().mean()}, split="test", dataset="uci-adult",
+                     rows=len(y_test), model=config["model"])
+        weights = out / "model.pt"
+        torch.save(model.state_dict(), weights)
+        run.log_model(config["model"], model=model, files=[weights], version="demo",
+                      intended_use="Demonstration of torchwitness on UCI Adult; not for decisions about people.",
+                      limitations="Trained on 1994 US census data; how its errors and selection rates "
+                                  "differ between groups is in the fairness evaluation.")
         certify_stage(run, model, x_test, y_test, console)
         rows = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))[:4000]
         deployment_stage(run, model, (x_train[rows], y_train[rows]), (x_test, y_test), data.feature_names, console)

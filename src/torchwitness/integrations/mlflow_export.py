@@ -1,4 +1,5 @@
-"""Export a run to MLflow: config as params, recorded metrics as time series, the dossier and the signed
+"""Export a run to MLflow: ``params`` records (and the run's ``config``) as params, ``metrics`` records and
+the other recorded series as metrics, ``eval`` results as ``eval.<split>.<metric>``, the dossier and the signed
 checkpoint as artifacts, and tags naming the ledger root so an MLflow run points back at verifiable evidence.
 
 Example::
@@ -18,10 +19,8 @@ from torchwitness.ledger.verify import verify_run
 from torchwitness.report.evidence import Evidence, dicts, get, mapping, number, strings
 
 # (record kinds, data field, MLflow metric key); x axis = the record's step.
-STEPS = ("train.audit", "train.step")
-SERIES = ((("train.epoch",), "train_loss", "train_loss"), (("train.epoch",), "test_accuracy", "test_accuracy"),
-          (STEPS, "loss", "step_loss"), (STEPS, "grad_norm", "grad_norm"), (("privacy.epsilon",), "epsilon", "epsilon"),
-          (("eval.summary",), "accuracy", "eval_accuracy"))
+SERIES = ((("train.audit",), "loss", "step_loss"), (("train.audit",), "grad_norm", "grad_norm"),
+          (("privacy.epsilon",), "epsilon", "epsilon"))
 
 
 def _mlflow() -> None:
@@ -43,6 +42,19 @@ def metric_points(ev: Evidence) -> list[tuple[str, float, int, int]]:
     """``(key, value, timestamp_ms, step)`` for every recorded time-series point, fairness disparities and drift
     alerts (step: the monitoring window) included."""
     points = []
+    for r in ev.kind("metrics"):  # run.log_metrics: the keys as the user named them
+        step = r.get("step")
+        for key, value in mapping(get(r, "metrics")).items():
+            v = number(value)
+            if v is not None:
+                points.append((str(key), v, r["ts"] // 1000, step if isinstance(step, int) else 0))
+    for r in ev.kind("eval"):
+        step = r.get("step")
+        for key, value in mapping(get(r, "metrics")).items():
+            v = number(value)
+            if v is not None:
+                points.append((f"eval.{get(r, 'split') or 'eval'}.{key}", v, r["ts"] // 1000,
+                               step if isinstance(step, int) else 0))
     for kinds, path, key in SERIES:
         points += [(key, y, ev.seq(seq)["ts"] // 1000, int(x)) for x, y, seq in ev.series(kinds, path)]
     for i, r in enumerate(ev.kind("fairness.eval")):
@@ -90,6 +102,8 @@ def export_mlflow(run_dir: str | Path, *, tracking_uri: str, experiment: str = "
     rid = client.create_run(exp_id, start_time=start["ts"] // 1000 if start else None, tags=tags).info.run_id
     params: dict[str, str] = {}
     _flatten("", mapping(get(start, "config")) if start else {}, params)
+    for r in ev.kind("params"):  # run.log_params; a later value of a name wins
+        _flatten("", mapping(get(r, "params")), params)
     if start:
         params["torch"] = str(get(start, "torch"))
     param_items = [Param(k, v) for k, v in sorted(params.items())]

@@ -27,12 +27,11 @@ import rfc8785
 from torchwitness.errors import InputError, VerificationError
 from torchwitness.ledger.checkpoints import check_chain, read_note
 from torchwitness.ledger.keys import PublicKey
-from torchwitness.ledger.layout import Layout, read_manifest
+from torchwitness.ledger.layout import RUN_MANIFEST, Layout, read_manifest
 from torchwitness.ledger.merkle import EMPTY_ROOT, MerkleTree, leaf_hashes
 from torchwitness.ledger.note import HEAD, Checkpoint, SignedCheckpoint, b64, parse, prev_line, unb64
 
 RUN_FORMAT = "torchwitness-run/1"
-RUN_MANIFEST = "run.json"
 
 
 def shard_dir(root: Path, rank: int) -> Path:

@@ -25,6 +25,7 @@ from torchwitness.ledger.keys import PublicKey
 
 FORMAT = "torchwitness-ledger/1"
 MANIFEST = "ledger.json"
+RUN_MANIFEST = "run.json"  # a distributed run's folder: its shards are rank-N/ subfolders
 
 
 @dataclass(frozen=True)
@@ -112,3 +113,15 @@ def create_manifest(layout: Layout, signer: PublicKey, *, run_id: str, origin: s
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, layout.manifest)
     return manifest
+
+
+def existing_run(root: Path) -> str | None:
+    """The id of the run that ``root`` already holds (one process's ledger or a distributed run), else None."""
+    for name in (RUN_MANIFEST, MANIFEST):
+        try:
+            return str(json.loads((root / name).read_text())["run"])
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            return "?"  # something is there, unreadable: never start a second run over it
+    return None

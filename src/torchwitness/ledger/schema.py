@@ -59,6 +59,7 @@ class RunStart(msgspec.Struct):
     world_size: int
     config_digest: str | None = None
     config: Any = None
+    resumed: bool = False  # a later session of a run folder opened with ``Run(path, resume=True)``
 
 
 class RunEnd(msgspec.Struct):
@@ -121,8 +122,9 @@ _BUILTIN_KIND_MODULES = (
     "torchwitness.controls.privacy", "torchwitness.controls.provenance", "torchwitness.controls.provenance_query",
     "torchwitness.controls.retention", "torchwitness.integrations.captum", "torchwitness.probes.agent",
     "torchwitness.probes.generation", "torchwitness.probes.inference", "torchwitness.probes.operators",
-    "torchwitness.probes.replay", "torchwitness.probes.repro", "torchwitness.rules.artifact.model_file",
-    "torchwitness.rules.findings", "torchwitness.rules.static.engine", "torchwitness.secure.session",
+    "torchwitness.probes.replay", "torchwitness.probes.repro", "torchwitness.records.kinds",
+    "torchwitness.rules.artifact.model_file", "torchwitness.rules.findings", "torchwitness.rules.static.engine",
+    "torchwitness.secure.session",
 )
 _builtins_loaded = False
 
