@@ -17,12 +17,16 @@ $(STAMP): pyproject.toml Makefile
 	$(MAKE) --no-print-directory system-deps
 	touch $(STAMP)
 
-# Headless Chromium (HTML report tests) and poppler (PDF report tests) come from Debian's packages.
+# Headless Chromium (HTML report tests) and poppler (PDF report tests) come from Debian's packages, and so do
+# Go and golang.org/x/mod (the witness interop test checks our notes with Go's reference sumdb/note).
 system-deps:
-	@if ! command -v chromium >/dev/null || ! command -v pdftoppm >/dev/null; then \
+	@if ! command -v chromium >/dev/null || ! command -v pdftoppm >/dev/null || ! command -v go >/dev/null \
+	    || [ ! -d /usr/share/gocode/src/golang.org/x/mod/sumdb/note ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium poppler-utils >/dev/null; \
-	  else echo "warning: install chromium and poppler-utils for the report tests" >&2; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium poppler-utils \
+	      golang-go golang-golang-x-mod-dev >/dev/null; \
+	  else echo "warning: install chromium, poppler-utils, golang-go and golang-golang-x-mod-dev for the report" \
+	    "and witness interop tests" >&2; fi; \
 	fi
 
 demo: $(STAMP)

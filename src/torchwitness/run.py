@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -70,12 +70,14 @@ class Run:
     A path that already holds a run is refused (:class:`~torchwitness.errors.RunExists`) unless ``resume=True``:
     then this run appends a new *session* to it (its own ``run.start`` ... ``run.end``, marked ``resumed``), and
     reports list each session. ``resume=True`` on a new path starts the run there.
+    ``witnesses`` (``"VKEY URL"`` strings) are asked to cosign every checkpoint of every rank, off the caller's
+    thread (see :mod:`torchwitness.witness`).
     """
 
     def __init__(self, path: str | Path, *, resume: bool = False, config: Any = None, seed: int | None = None,
                  key_dir: str | Path | None = None, retain_personal: bool = False,
                  checkpoint_every: int = 1000, checkpoint_seconds: float = 30.0, fsync: FsyncPolicy = "checkpoint",
-                 on_full: FullPolicy = "block", queue_size: int = 100_000) -> None:
+                 on_full: FullPolicy = "block", queue_size: int = 100_000, witnesses: Sequence[str] = ()) -> None:
         self.rank, self.world_size = _dist_rank()
         self.root = Path(path)
         self.config = config
@@ -94,7 +96,7 @@ class Run:
         self._ledger = Ledger.open(self.path, key_dir=Path(key_dir) if key_dir else None, rank=self.rank,
                                    run_id=run_id, shard=self.world_size > 1, checkpoint_every=checkpoint_every,
                                    checkpoint_seconds=checkpoint_seconds, fsync=fsync, on_full=on_full,
-                                   queue_size=queue_size, retain_personal=retain_personal)
+                                   queue_size=queue_size, retain_personal=retain_personal, witnesses=witnesses)
         self._started = time.monotonic()
         self._ended = False
         self._closers: list[Callable[[], None]] = []

@@ -24,18 +24,28 @@ def verify(run: Path = RunArg,
            allow_unsigned_tail: bool = typer.Option(
                False, "--allow-unsigned-tail", help="Live view of a run still being written: accept (and name) "
                                                     "records no checkpoint covers yet. Never for an ended run."),
+           witness: list[str] | None = typer.Option(None, "--witness", help="A witness's verifier key whose "
+                                                    "cosignature the newest checkpoint (of every rank) must carry; "
+                                                    "'VKEY URL' also asks the witness for the newest checkpoint "
+                                                    "it cosigned, which the run must extend. Repeatable."),
+           quorum: int | None = typer.Option(None, "--quorum", help="How many --witness keys must have cosigned "
+                                             "(default: all)."),
            verbose: bool = typer.Option(False, "--verbose", help="Show expected/computed values on failure.")
            ) -> None:
     """Verify a run's ledger: signatures, Merkle roots, every record. Exit 0 only if all of it holds.
 
     Without --key the key inside the folder is trusted: that proves integrity, not authorship."""
     from torchwitness.ledger.verify import verify_run
+    from torchwitness.witness.check import WitnessPolicy
 
+    policy = WitnessPolicy.parse(witness or [], quorum) if witness or quorum is not None else None
     since_text = kept_note(since, "--since") if since else None
     result = verify_run(run, key=key, deep=deep, since=since_text, allow_unsigned_tail=allow_unsigned_tail)
     typer.echo(result.summary())
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
+    for line in policy.check(run) if policy else []:
+        typer.echo(line)
 
 
 def prove(run: Path = RunArg, seq: int = typer.Option(..., "--seq", help="The record to prove."),

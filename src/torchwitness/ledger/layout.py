@@ -99,6 +99,18 @@ def read_manifest(root: Path) -> dict:
     return manifest
 
 
+def existing_run(root: Path) -> str | None:
+    """The id of the run that ``root`` already holds (one process's ledger or a distributed run), else None."""
+    for name in (RUN_MANIFEST, MANIFEST):
+        try:
+            return str(json.loads((root / name).read_text())["run"])
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            return "?"  # something is there, unreadable: never start a second run over it
+    return None
+
+
 def create_manifest(layout: Layout, signer: PublicKey, *, run_id: str, origin: str, created_us: int,
                     segment_records: int) -> dict:
     """Lay out a new run folder: its folders, the signer's public key, then the manifest (last, atomically: a
@@ -113,15 +125,3 @@ def create_manifest(layout: Layout, signer: PublicKey, *, run_id: str, origin: s
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, layout.manifest)
     return manifest
-
-
-def existing_run(root: Path) -> str | None:
-    """The id of the run that ``root`` already holds (one process's ledger or a distributed run), else None."""
-    for name in (RUN_MANIFEST, MANIFEST):
-        try:
-            return str(json.loads((root / name).read_text())["run"])
-        except FileNotFoundError:
-            continue
-        except (OSError, ValueError, KeyError, TypeError):
-            return "?"  # something is there, unreadable: never start a second run over it
-    return None

@@ -124,7 +124,7 @@ _BUILTIN_KIND_MODULES = (
     "torchwitness.probes.generation", "torchwitness.probes.inference", "torchwitness.probes.operators",
     "torchwitness.probes.replay", "torchwitness.probes.repro", "torchwitness.records.kinds",
     "torchwitness.rules.artifact.model_file", "torchwitness.rules.findings", "torchwitness.rules.static.engine",
-    "torchwitness.secure.session",
+    "torchwitness.secure.session", "torchwitness.witness.client",
 )
 _builtins_loaded = False
 

@@ -49,6 +49,7 @@ from torchwitness.ledger.merkle import Frontier, leaf_hashes
 from torchwitness.ledger.note import Checkpoint, parse
 from torchwitness.ledger.personal import PersonalStore
 from torchwitness.ledger.segments import SegmentWriter, recover
+from torchwitness.witness import cosigner_for
 
 RECORD_VERSION = 1
 _KIND = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
@@ -73,9 +74,9 @@ class Ledger:
     0
     """
 
-    def __init__(self, layout: Layout, manifest: dict, key: SigningKey, *, rank: int,
-                 checkpoint_every: int, checkpoint_seconds: float, fsync: FsyncPolicy, on_full: FullPolicy,
-                 queue_size: int, retain_personal: bool, lock_fd: int, inbox_seconds: float = 1.0) -> None:
+    def __init__(self, layout: Layout, manifest: dict, key: SigningKey, *, rank: int, checkpoint_every: int,
+                 checkpoint_seconds: float, fsync: FsyncPolicy, on_full: FullPolicy, queue_size: int,
+                 retain_personal: bool, lock_fd: int, inbox_seconds: float = 1.0, witnesses: tuple = ()) -> None:
         if checkpoint_every < 1 or checkpoint_seconds <= 0 or queue_size < 1 or inbox_seconds <= 0:
             raise InputError("checkpoint_every, checkpoint_seconds, queue_size and inbox_seconds must be positive")
         if fsync not in ("never", "checkpoint", "always"):
@@ -127,6 +128,7 @@ class Ledger:
         self._failed: BaseException | None = None
         self._dying = False  # set before _failed, which the writer thread sets under the append lock
         self._closed = False
+        self._cosigner = cosigner_for(layout, self.origin, witnesses, self.append)  # cosignatures of checkpoints
         self._thread = threading.Thread(target=self._run, name=f"torchwitness-writer-{self.run_id}", daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -157,7 +159,7 @@ class Ledger:
              shard: bool = False,
              segment_records: int = 65_536, checkpoint_every: int = 1000, checkpoint_seconds: float = 30.0,
              fsync: FsyncPolicy = "checkpoint", on_full: FullPolicy = "block", queue_size: int = 100_000,
-             retain_personal: bool = False, inbox_seconds: float = 1.0) -> Ledger:
+             retain_personal: bool = False, inbox_seconds: float = 1.0, witnesses: tuple = ()) -> Ledger:
         """Create the run folder ``root`` or reopen it for appending (recovering after a crash).
 
         ``run_id`` names a new run (random by default); ``shard=True`` makes this ledger one rank's shard of a
@@ -185,7 +187,7 @@ class Ledger:
             return cls(layout, manifest, key, rank=rank, checkpoint_every=checkpoint_every,
                        checkpoint_seconds=checkpoint_seconds, fsync=fsync, on_full=on_full,
                        queue_size=queue_size, retain_personal=retain_personal, lock_fd=lock_fd,
-                       inbox_seconds=inbox_seconds)
+                       inbox_seconds=inbox_seconds, witnesses=tuple(witnesses))
         except BaseException:
             os.close(lock_fd)
             raise
@@ -307,9 +309,10 @@ class Ledger:
         if self._inbox is not None:
             self._inbox.close()
         self._checkpoint_target = max(self._checkpoint_target, self._next_seq)
-        self._stopping = True
-        self._wake.set()
-        self._thread.join()
+        with self._cosigner.closing():  # no more records from it; at the end, the final checkpoint's cosignatures
+            self._stopping = True
+            self._wake.set()
+            self._thread.join()
         self._closed = True
         try:
             self._segments.close()
@@ -461,6 +464,7 @@ class Ledger:
             self._segments.sync()
         size = self._frontier.size
         self._checkpoints.write(size, self._frontier.root())
+        self._cosigner.submit(size)
         self._last_checkpoint_time = time.monotonic()
         with self._cond:
             self._checkpointed = size
