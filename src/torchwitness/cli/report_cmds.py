@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from torchwitness.cli._output import console, err_console
+from torchwitness.cli._output import console, err_console, output_file
 from torchwitness.errors import InputError, VerificationError
+from torchwitness.jsonfile import check_output
 
 RunArg = typer.Argument(..., help="The run folder.", show_default=False)
 DRAFT = typer.Option(False, "--draft", help="Render even if the ledger does not verify, marked NOT VERIFIED.")
@@ -40,7 +41,8 @@ def coverage(run: Path = RunArg,
 
 def report(run: Path = RunArg,
            fmt: str = typer.Option("html", "--format", "-f", help="html, pdf or md."),
-           output: Path | None = typer.Option(None, "-o", "--output", help="Where to write (default RUN/dossier.FMT)."),
+           output: Path | None = typer.Option(None, "-o", "--output", help="Where to write (default RUN/dossier.FMT).",
+                                               callback=output_file),
            proofs: int = typer.Option(24, "--proofs", help="Inclusion proofs embedded for in-browser checking."),
            draft: bool = DRAFT) -> None:
     """Write the Annex IV technical documentation of a run, every statement citing its records; exit 3 if the
@@ -64,7 +66,8 @@ def report(run: Path = RunArg,
 
 
 def card(run: Path = RunArg,
-         output: Path | None = typer.Option(None, "-o", "--output", help="Write here (default: stdout)."),
+         output: Path | None = typer.Option(None, "-o", "--output", help="Write here (default: stdout).",
+                                             callback=output_file),
          intended_use: str | None = typer.Option(None, "--intended-use", help="The provider's intended use (else "
                                                  "the one run.log_model recorded)."),
          license: str | None = typer.Option(None, "--license", help="SPDX licence id for the metadata (else the "
@@ -133,7 +136,7 @@ def export(run: Path = RunArg,
     elif to == "rdf":
         from torchwitness.integrations.rdf_export import run_graph
 
-        out = Path(target) if target else run / "evidence.ttl"
+        out = check_output(Path(target) if target else run / "evidence.ttl", "Turtle file")
         run_graph(run).serialize(destination=str(out), format="turtle")
         typer.echo(str(out))
     else:

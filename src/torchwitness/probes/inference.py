@@ -29,16 +29,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import math
-import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from itertools import accumulate
-from pathlib import Path
 from typing import Any, Literal, overload
 
 import msgspec
@@ -46,11 +43,11 @@ import numpy as np
 import torch
 
 from torchwitness.controls.oversight import ReviewPolicy, ReviewQueue
-from torchwitness.errors import FailureWarnings, InputError, LedgerError, ServingStopped
+from torchwitness.errors import FailureWarnings, InputError, ServingStopped
 from torchwitness.ledger.encoding import Computed, Fingerprint, Packed, decode_array, fingerprint_buffers
 from torchwitness.ledger.schema import register_kind
-from torchwitness.ledger.transactions import write_transaction
 from torchwitness.ledger.writer import now_us
+from torchwitness.probes.retained import RetainedInputs, decision_id, expire_inputs, parse_decision_id
 
 FingerprintGranularity = Literal["request", "row", "none"]
 _FOLD = 16  # served outputs held singly before one concatenation (see InferenceRecorder._fold)
@@ -146,19 +143,6 @@ def _outputs_value(prediction: torch.Tensor, confidence: torch.Tensor) -> dict[s
         return {"predictions": Packed(prediction), "confidence": Packed((confidence * 10_000).round().to(torch.int16))}
 
 
-def decision_id(run_id: str, stream: str, number: int) -> str:
-    """The id of the ``number``-th decision of decision stream ``stream`` (one recorder) in run ``run_id``."""
-    return f"{run_id}-{stream}-{number}"
-
-
-def parse_decision_id(text: str) -> tuple[str, str, int]:
-    """``(run id, stream, number)`` of a decision id; a clear error for anything else."""
-    parts = text.rsplit("-", 2)  # the stream and the number never hold a dash; a run id might
-    if len(parts) != 3 or not parts[2].isdigit() or not parts[0] or not parts[1]:
-        raise InputError(f"{text!r} is not a decision id (RUNID-STREAM-NUMBER, e.g. 3f2a9c0d1e2b4a5c-7-1042)")
-    return parts[0], parts[1], int(parts[2])
-
-
 def model_digest(model: torch.nn.Module) -> str:
     """``sha256`` over parameter and buffer names, dtypes, shapes and bytes, in state-dict order."""
     h = hashlib.sha256()
@@ -166,132 +150,6 @@ def model_digest(model: torch.nn.Module) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return "sha256:" + h.hexdigest()
-
-
-class RetainedInputs:
-    """Raw input rows kept by decision id in ``RUN/private/inputs.sqlite`` (only with retention on; erasable), each
-    with the time its retention period ends, if it has one (:meth:`expire` deletes it then)."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.executescript("PRAGMA journal_mode = WAL; PRAGMA secure_delete = ON; CREATE TABLE IF NOT EXISTS "
-                               "inputs (decision_id TEXT PRIMARY KEY, dtype TEXT, shape TEXT, data BLOB, "
-                               "expires_us INTEGER)")
-        if "expires_us" not in {row[1] for row in self._db.execute("PRAGMA table_info(inputs)")}:
-            # Stores written before retention periods: their rows are kept until erased, as they were.
-            self._db.execute("ALTER TABLE inputs ADD COLUMN expires_us INTEGER")
-        self._db.execute("CREATE INDEX IF NOT EXISTS inputs_expiry ON inputs (expires_us)")
-
-    @staticmethod
-    def path_for(run_dir: str | Path) -> Path:
-        return Path(run_dir) / "private" / "inputs.sqlite"
-
-    @classmethod
-    def for_run(cls, run_dir: str | Path) -> RetainedInputs:
-        return cls(cls.path_for(run_dir))
-
-    def close(self) -> None:
-        self._db.close()
-
-    def put_many(self, ids: list[str], rows: np.ndarray, expires_us: int | None = None) -> None:
-        """Keep ``rows`` by decision id, until erased or, with ``expires_us``, until then."""
-        with write_transaction(self._db):
-            self._db.executemany("INSERT OR REPLACE INTO inputs VALUES (?, ?, ?, ?, ?)",
-                                 [(d, str(r.dtype), json.dumps(r.shape), r.tobytes(), expires_us)
-                                  for d, r in zip(ids, rows, strict=True)])
-
-    def get(self, decision_id: str) -> np.ndarray:
-        row = self._db.execute("SELECT dtype, shape, data FROM inputs WHERE decision_id = ?",
-                               (decision_id,)).fetchone()
-        if row is None:
-            raise InputError(f"no retained input for decision {decision_id!r} (serve with retain_inputs=True, or "
-                             "pass the input yourself)")
-        return np.frombuffer(row[2], dtype=row[0]).reshape(json.loads(row[1]))
-
-    def holds(self, decision_id: str) -> bool:
-        return self._db.execute("SELECT 1 FROM inputs WHERE decision_id = ?", (decision_id,)).fetchone() is not None
-
-    def erase(self, decisions: list[str]) -> list[str]:
-        """Delete the rows of ``decisions``; returns those it held. Their pages are overwritten
-        (``secure_delete``) and the write-ahead log is truncated, so no copy lingers in the file."""
-        erased = [d for d in dict.fromkeys(decisions)
-                  if self._db.execute("DELETE FROM inputs WHERE decision_id = ?", (d,)).rowcount > 0]
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return erased
-
-    def expire(self, at_us: int) -> int:
-        """Delete the rows whose retention period has ended by ``at_us`` (microseconds since the epoch), as
-        :meth:`erase` does; returns how many."""
-        n = self._db.execute("DELETE FROM inputs WHERE expires_us <= ?", (at_us,)).rowcount
-        if n:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return n
-
-
-class InputsErasure(msgspec.Struct):
-    """``inputs.erasure``: retained raw inputs deleted from the private side store, by decision id."""
-
-    decisions: list[str]
-    count: int
-    reason: str
-
-
-class InputsExpiry(msgspec.Struct):
-    """``inputs.expiry``: retained raw inputs deleted because their retention period (the ``retain_seconds`` of
-    the ``serve.start`` that kept them) had ended by ``at_us`` (GDPR Art. 5(1)(e)). Counted, not listed: a busy
-    server expires thousands of decisions a minute."""
-
-    at_us: int
-    count: int
-
-
-register_kind("inputs.erasure", InputsErasure)
-register_kind("inputs.expiry", InputsExpiry)
-
-
-def erase_inputs(run_dir: str | Path, decisions: list[str], *, record: Callable[..., Any],
-                 reason: str = "data subject request (GDPR Art. 17)", queued: bool = False) -> list[str]:
-    """Delete the retained inputs of ``decisions`` and record which were deleted (``record``: ``run.record`` or
-    ``Ledger.append``); returns them. The keyed commitments made when they were served stay in the ledger, so
-    its verification still holds; without the input (or the key) they match nothing.
-
-    The record comes first: explaining a decision whose request lost a row is refused as tampering unless an
-    ``inputs.erasure`` record names that row, so the rows are deleted only once the record is appended (or,
-    with ``queued=True``, left for the process that holds the run, whose ``record`` gives no seq yet). A record
-    the ledger dropped (a full queue under ``on_full="drop"``) deletes nothing and raises."""
-    for d in decisions:
-        parse_decision_id(d)  # a clear error for anything that is not a decision id
-    store = RetainedInputs.for_run(run_dir)
-    try:
-        held = [d for d in dict.fromkeys(decisions) if store.holds(d)]
-        if held:
-            seq = record("inputs.erasure", {"decisions": held, "count": len(held), "reason": reason})
-            if seq is None and not queued:
-                raise LedgerError("the ledger dropped the erasure record (its queue is full): nothing was deleted; "
-                                  "try again")
-            store.erase(held)
-    finally:
-        store.close()
-    return held
-
-
-def expire_inputs(run_dir: str | Path, *, record: Callable[..., Any], at_us: int | None = None) -> int:
-    """Delete the retained inputs whose retention period has ended and record how many (``inputs.expiry``);
-    returns how many. A serving recorder with ``retain_seconds`` calls this every minute; ``torchwitness expire``
-    does too, for a run no longer served."""
-    path = RetainedInputs.path_for(run_dir)
-    if not path.exists():  # nothing retained: not creating the store to find that out
-        return 0
-    at = now_us() if at_us is None else at_us
-    store = RetainedInputs(path)
-    try:
-        n = store.expire(at)
-    finally:
-        store.close()
-    if n:
-        record("inputs.expiry", {"at_us": at, "count": n})
-    return n
 
 
 def verified_input(store: RetainedInputs, record: dict[str, Any], decision: str,
@@ -585,7 +443,7 @@ class InferenceRecorder:
                 if time.monotonic() >= next_expiry:
                     next_expiry = time.monotonic() + _EXPIRY_SECONDS
                     attempt("expired inputs not deleted yet",
-                            partial(expire_inputs, self.run.path, record=self.run.record))
+                            partial(expire_inputs, self.run))
         finally:  # its connection is this thread's: closed here, never under a transaction it is running
             if reviews is not None and reviews is not self.review:
                 reviews.close()
