@@ -18,6 +18,9 @@ RunArg = typer.Argument(..., help="The run folder.", show_default=False)
 
 def verify(run: Path = RunArg,
            key: str | None = typer.Option(None, "--key", help="Pin the signer's fingerprint (sha256:...)."),
+           origin: str | None = typer.Option(None, "--origin", help="Pin the run's identity, the origin its "
+                                             "checkpoints carry (printed by verify; e.g. torchwitness/RUNID): a "
+                                             "copy re-signed as a new log is refused."),
            deep: bool = typer.Option(False, "--deep", help="Also re-canonicalise and schema-check every record."),
            since: Path | None = typer.Option(None, "--since", help="A checkpoint kept earlier ('torchwitness "
                                                 "checkpoint RUN -o FILE') that the run must still extend."),
@@ -40,7 +43,8 @@ def verify(run: Path = RunArg,
 
     policy = WitnessPolicy.parse(witness or [], quorum) if witness or quorum is not None else None
     since_text = kept_note(since, "--since") if since else None
-    result = verify_run(run, key=key, deep=deep, since=since_text, allow_unsigned_tail=allow_unsigned_tail)
+    result = verify_run(run, key=key, deep=deep, since=since_text, allow_unsigned_tail=allow_unsigned_tail,
+                        origin=origin)
     typer.echo(result.summary())
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)

@@ -120,7 +120,7 @@ class RunVerifyResult:
         from torchwitness.ledger.verify import UNPINNED
 
         head = "OK" if not any(s.uncovered for s in self.shards) else "LIVE VIEW (not fully signed)"
-        parts = [f"{head} {self.records} records in {self.world_size} rank shards",
+        parts = [f"{head} {self.records} records in {self.world_size} rank shards", f"run {self.run}",
                  f"{self.run_checkpoints} run-level checkpoints", f"run root sha256:{self.root.hex()}",
                  f"signer {self.shards[0].signer}" + ("" if self.pinned else f" ({UNPINNED})")]
         if self.since is not None:
@@ -179,7 +179,7 @@ def _authorised_signers(root: Path, run_id: str, world: int, public: PublicKey) 
 
 
 def verify_distributed(root: Path, *, key: str | None = None, deep: bool = False, since: str | None = None,
-                       allow_unsigned_tail: bool = False) -> RunVerifyResult:
+                       allow_unsigned_tail: bool = False, origin: str | None = None) -> RunVerifyResult:
     from torchwitness.ledger.verify import verify_run
 
     manifest = read_run_manifest(root)
@@ -192,9 +192,9 @@ def verify_distributed(root: Path, *, key: str | None = None, deep: bool = False
     shards = []
     for rank in range(world):
         folder = shard_dir(root, rank)
-        origin = read_manifest(folder).get("origin")
-        if origin != f"torchwitness/{run_id}/rank-{rank}":
-            raise VerificationError(f"rank {rank}: shard {folder.name} holds the ledger of {origin!r}")
+        shard_origin = read_manifest(folder).get("origin")
+        if shard_origin != f"torchwitness/{run_id}/rank-{rank}":
+            raise VerificationError(f"rank {rank}: shard {folder.name} holds the ledger of {shard_origin!r}")
         try:
             shards.append(verify_run(folder, key=signers[rank], deep=deep, allow_unsigned_tail=allow_unsigned_tail))
         except VerificationError as e:
@@ -205,8 +205,20 @@ def verify_distributed(root: Path, *, key: str | None = None, deep: bool = False
             if not shard_note.exists() or read_note(shard_note).checkpoint.root.hex() != head["root"]:
                 raise VerificationError(f"rank {head['rank']}: shard head of size {head['size']} in {name} is "
                                         "not a checkpoint the shard signed", seq=head["size"])
-    result = RunVerifyResult(run_id, world, shards, len(all_heads), read_note(run_notes(root)[-1]).checkpoint.root,
-                             pinned=key is not None)
+    # the run vouches for a shard's records through the newest run-level note: records a rank's own key signed
+    # beyond the head listed there (after the run's last sync) are not the run's
+    newest = {int(h["rank"]): int(h["size"]) for h in all_heads[-1][1]} if all_heads else {}
+    for rank, shard in enumerate(shards):
+        if newest.get(rank) != shard.covered:
+            message = (f"rank {rank}: records up to {shard.covered} are signed by the shard's key alone; the newest "
+                       f"run-level checkpoint vouches for {newest.get(rank, 0)}")
+            if not allow_unsigned_tail:
+                raise VerificationError(message, seq=newest.get(rank, 0))
+            shard.notes.append(message)
+    note = read_note(run_notes(root)[-1]).checkpoint
+    if origin is not None and note.origin != origin:
+        raise VerificationError(f"run is the log {note.origin!r}, not the pinned origin {origin!r}")
+    result = RunVerifyResult(run_id, world, shards, len(all_heads), note.root, pinned=key is not None)
     if since is not None:
         _check_since(root, since, public, run_id, world)
         result.since = 1

@@ -66,6 +66,7 @@ class VerifyResult:
     torn_tail_bytes: int = 0
     blobs: int = 0
     notes: list[str] = field(default_factory=list)
+    origin: str = ""
 
     @property
     def uncovered(self) -> int:
@@ -73,7 +74,7 @@ class VerifyResult:
 
     def summary(self) -> str:
         head = "OK" if not self.uncovered else "LIVE VIEW (not fully signed)"
-        parts = [f"{head} {self.records} records", f"{self.checkpoints} checkpoints",
+        parts = [f"{head} {self.records} records", f"origin {self.origin}", f"{self.checkpoints} checkpoints",
                  f"root sha256:{self.root.hex()}",
                  f"signer {self.signer}" + ("" if self.pinned else f" ({UNPINNED})")]
         if self.since is not None:
@@ -161,13 +162,15 @@ def _locate(leaves: list[bytes], index: list[bytes], checkpoints: list[SignedChe
 
 
 def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False, since: str | None = None,
-               allow_unsigned_tail: bool = False) -> VerifyResult | RunVerifyResult:
+               allow_unsigned_tail: bool = False, origin: str | None = None) -> VerifyResult | RunVerifyResult:
     """Verify the run folder ``root``; return a summary or raise ``VerificationError``.
 
     ``key`` pins the signer's fingerprint (without it the key inside the folder is used: integrity, not
     authorship); ``since`` is the text of a checkpoint saved earlier (``torchwitness checkpoint``), which the run
     must still extend (detects a rollback or fork of the whole folder); ``allow_unsigned_tail`` accepts records
-    after the newest checkpoint of a run still being written, naming them in the result. A distributed run folder
+    after the newest checkpoint of a run still being written, naming them in the result. ``origin`` pins the run's
+    identity (the name its checkpoints carry): a copy re-signed under a new origin, which a witness would cosign as
+    a new log, is refused. A distributed run folder
     (``run.json`` and one shard per rank) is verified shard by shard and against its run-level checkpoints.
     """
     layout = Layout(Path(root))
@@ -175,8 +178,10 @@ def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False, 
         from torchwitness.ledger.distributed import verify_distributed
 
         return verify_distributed(layout.root, key=key, deep=deep, since=since,
-                                  allow_unsigned_tail=allow_unsigned_tail)
+                                  allow_unsigned_tail=allow_unsigned_tail, origin=origin)
     manifest = read_manifest(layout.root)
+    if origin is not None and manifest.get("origin") != origin:
+        raise VerificationError(f"run is the log {manifest.get('origin')!r}, not the pinned origin {origin!r}")
     public = load_public_key(layout, manifest, key)
     checkpoints = load_checkpoints(layout, manifest, public)
     if not checkpoints:
@@ -205,7 +210,7 @@ def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False, 
     result = VerifyResult(run=manifest["run"], records=count, checkpoints=len(checkpoints),
                           covered=covered, root=checkpoints[-1].checkpoint.root, signer=public.fingerprint,
                           pinned=key is not None, torn_tail_bytes=torn,
-                          since=None if since is None else parse(since).checkpoint.size)
+                          since=None if since is None else parse(since).checkpoint.size, origin=manifest["origin"])
     if deep or found or count > covered:  # all need the parsed lines, which the fast path never builds
         lines = [line for seg in read_segments(layout) for line in seg.lines]
         _check_tail(lines, covered, allow_unsigned_tail)
@@ -217,6 +222,11 @@ def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False, 
             result.signed_late = _signed_late(lines, covered)
     result.blobs = _check_blobs(layout)
     if torn:
+        ended = _ended_at([line for seg in read_segments(layout) for line in seg.lines])
+        if ended is not None:  # nothing is written after run.end: no crash explains these bytes
+            raise VerificationError(f"{torn} bytes after the sealed run's end (run.end at seq {ended}) that no record "
+                                    "holds (a crash while reopening? open the run with resume=True to recover it)",
+                                    seq=count)
         result.notes.append(f"{torn} bytes of a torn final line (a crash before recovery; not covered)")
     if has_pending(layout.personal) or has_pending(layout.inputs):
         result.notes.append("an erasure was interrupted before it deleted anything: rerun it, or open the run to "
