@@ -39,13 +39,13 @@ from torchwitness.controls.content import ContentPolicy, ledger_of
 from torchwitness.errors import InputError
 from torchwitness.ledger.schema import register_kind
 from torchwitness.probes.agent import current_step, new_span_id, new_trace_id
-from torchwitness.probes.token_stream import StepCollector
 from torchwitness.probes.token_stats import (
     SEQUENCE_FIELDS,
     TOKEN_FIELDS,
     sequence_statistics,
     token_statistics_chunked,
 )
+from torchwitness.probes.token_stream import StepCollector
 
 Distribution = Literal["raw", "processed"]
 
