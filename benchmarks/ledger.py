@@ -5,8 +5,10 @@ Usage: python benchmarks/ledger.py [--records N] [--million]
 Prints, for 200-byte and 2 KB records: the median cost of ``run.record`` in the caller's thread, end-to-end append
 throughput (first append to everything on disk and signed), verify throughput, and verify as a percentage of a
 raw ``hashlib.sha256`` loop over the same record bytes in the same process (a fresh process without torch, as
-``torchwitness verify`` runs). ``--million`` also writes and verifies
-one million 200-byte records.
+``torchwitness verify`` runs). The ``+witness`` row records 200-byte records with a witness configured: a
+``torchwitness witness serve`` process on 127.0.0.1 asked to cosign every checkpoint (one per 1000 records) from
+the ledger's background thread; it also reports how many checkpoints were cosigned. ``--million`` also writes and
+verifies one million 200-byte records.
 """
 
 from __future__ import annotations
@@ -59,10 +61,32 @@ def _verify_timing(root: Path) -> dict:
     return json.loads(proc.stdout)
 
 
-def measure(size: int, n: int, tmp: Path) -> dict:
+class _Witness:
+    """A real witness process trusting this benchmark's signing key."""
+
+    def __init__(self, tmp: Path) -> None:
+        from torchwitness.ledger.keys import SigningKey
+        from torchwitness.witness.server import WitnessState
+
+        state = WitnessState(tmp / "witness")
+        key = state.keygen("bench.witness/w1")
+        state.add_log(SigningKey.load_or_create().public.to_vkey())
+        self.proc = subprocess.Popen([sys.executable, "-m", "torchwitness", "witness", "serve", "--state",
+                                      str(state.root), "--port", "0"], stdout=subprocess.PIPE, text=True)
+        self.spec = f"{key.public.to_vkey()} {self.proc.stdout.readline().split()[-1]}"
+        self.key = key.public
+
+    def cosigned(self, root: Path) -> tuple[int, int]:
+        from torchwitness.ledger.checkpoints import read_note
+
+        notes = [read_note(p) for p in sorted((root / "checkpoints").glob("*.note"))]
+        return sum(self.key.find(n) is not None for n in notes), len(notes)
+
+
+def measure(size: int, n: int, tmp: Path, witness: _Witness | None = None) -> dict:
     payload = _payload(size)
-    root = tmp / f"run-{size}-{n}"
-    run = Run(root, checkpoint_every=1000)
+    root = tmp / f"run-{size}-{n}{'-witnessed' if witness else ''}"
+    run = Run(root, checkpoint_every=1000, witnesses=[witness.spec] if witness else ())
     costs = []
     perf = time.perf_counter_ns
     t_start = time.perf_counter()
@@ -76,6 +100,8 @@ def measure(size: int, n: int, tmp: Path) -> dict:
     timing = _verify_timing(root)
     raw_s, best_verify = timing["raw"], timing["verify"]
     return {
+        "label": f"{round(timing['bytes'])}B" + ("+witness" if witness else ""),
+        "cosigned": witness.cosigned(root) if witness else None,
         "bytes": round(timing["bytes"]),
         "records": timing["records"],
         "record_median_us": statistics.median(costs) / 1000,
@@ -96,14 +122,22 @@ def main() -> None:
     os.environ.setdefault("TORCHWITNESS_KEY_DIR", tempfile.mkdtemp(prefix="tw-bench-keys-"))
     with tempfile.TemporaryDirectory(prefix="tw-bench-") as tmp:
         rows = [measure(size, args.records, Path(tmp)) for size in (200, 2048)]
+        witness = _Witness(Path(tmp))
+        try:
+            rows.append(measure(200, args.records, Path(tmp), witness))
+        finally:
+            witness.proc.terminate()
         if args.million:
             rows.append(measure(200, 1_000_000, Path(tmp)))
-    print(f"{'record':>8} {'records':>9} {'record() median':>16} {'p99':>8} {'append/s':>10} {'verify/s':>10} "
+    print(f"{'record':>14} {'records':>9} {'record() median':>16} {'p99':>8} {'append/s':>10} {'verify/s':>10} "
           f"{'raw sha/s':>10} {'verify/raw':>10} {'verify s':>9}")
     for r in rows:
-        print(f"{r['bytes']:>7}B {r['records']:>9,} {r['record_median_us']:>14.2f}us {r['record_p99_us']:>6.1f}us "
+        print(f"{r['label']:>14} {r['records']:>9,} {r['record_median_us']:>14.2f}us {r['record_p99_us']:>6.1f}us "
               f"{r['append_per_s']:>10,.0f} {r['verify_per_s']:>10,.0f} {r['raw_per_s']:>10,.0f} "
               f"{r['verify_vs_raw']:>9.0%} {r['verify_s']:>9.2f}")
+        if r["cosigned"]:
+            print(f"{'':>14} witness cosigned {r['cosigned'][0]} of {r['cosigned'][1]} checkpoints (a checkpoint "
+                  "overtaken while a request is in flight is skipped; the newest always is asked)")
 
 
 if __name__ == "__main__":

@@ -34,11 +34,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("TORCHWITNESS_KEY_DIR", str(Path(tmp) / "keys"))
         run_dir = Path(tmp) / "run"
-        with tw.Run(run_dir, config={"model": "bench"}) as run:
+        with tw.Run(run_dir) as run:
+            run.log_params({"model": "bench"})
             for step in range(n):
-                run.record("train.audit", {"step": step, "loss": 1.0 / (step + 1), "grad_norm": 0.5}, step=step)
+                run.log_metrics({"loss": 1.0 / (step + 1), "grad_norm": 0.5}, step=step)
                 if step % 100 == 0:
-                    run.record("train.epoch", {"epoch": step // 100, "train_loss": 1.0 / (step + 1)}, step=step)
+                    run.log_eval({"accuracy": 1.0 - 1.0 / (step + 2)}, step=step)
         base = timed(verify_run, run_dir)
         doc = build_document(run_dir)
         rows = [("verify_run (baseline)", base),
@@ -47,7 +48,7 @@ def main() -> None:
                 ("render html", timed(write_report, doc, Path(tmp) / "d.html", "html")),
                 ("render pdf", timed(write_report, doc, Path(tmp) / "d.pdf", "pdf")),
                 ("rdf graph", timed(run_graph, run_dir))]
-        print(f"{n + n // 100 + 2} records")
+        print(f"{n + n // 100 + 3} records")
         for name, secs in rows:
             print(f"{name:24s} {secs * 1000:9.1f} ms  {secs / base:6.1f}x verify")
 

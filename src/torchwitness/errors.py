@@ -24,6 +24,10 @@ class InputError(TorchWitnessError):
     exit_code = 2
 
 
+class RunExists(InputError):
+    """``Run(path)`` on a folder that already holds a run, without ``resume=True``."""
+
+
 class RecordEncodingError(InputError):
     """A value handed to ``run.record`` has no explicit JSON encoding."""
 

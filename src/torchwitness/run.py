@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from torchwitness.errors import RunExists
 from torchwitness.ledger.distributed import shard_dir, write_run_checkpoint, write_run_manifest
 from torchwitness.ledger.encoding import Personal
+from torchwitness.ledger.layout import MANIFEST, existing_run
 from torchwitness.ledger.writer import FsyncPolicy, FullPolicy, Ledger
 
 
@@ -22,19 +24,29 @@ def _dist_rank() -> tuple[int, int]:
     return 0, 1
 
 
-def _shared_run_id(root: Path, rank: int, world_size: int) -> str:
-    """Rank 0 picks (or re-reads) the run id and shares it: one small broadcast at start."""
-    import json
+def _refusal(root: Path, run_id: str) -> str:
+    return (f"{root} already holds run {run_id}: give a new path for a new run, or Run(path, resume=True) to "
+            "append a session to it")
+
+
+def _shared_run_id(root: Path, rank: int, world_size: int, resume: bool) -> str:
+    """Rank 0 picks (or, resuming, re-reads) the run id and shares it: one small broadcast at start. A refusal is
+    shared the same way, so no rank waits for a peer that stopped."""
     import uuid
 
     import torch.distributed as dist
 
-    box: list[str | None] = [None]
+    box: list[Any] = [None]
     if rank == 0:
-        manifest = root / "run.json"
-        box[0] = json.loads(manifest.read_text())["run"] if manifest.exists() else uuid.uuid4().hex[:16]
-        write_run_manifest(root, box[0], world_size)
+        found = existing_run(root)
+        if found is not None and not resume:
+            box[0] = {"refused": _refusal(root, found)}
+        else:
+            box[0] = found or uuid.uuid4().hex[:16]
+            write_run_manifest(root, box[0], world_size)
     dist.broadcast_object_list(box, src=0)
+    if isinstance(box[0], dict):
+        raise RunExists(box[0]["refused"])
     return str(box[0])
 
 
@@ -45,34 +57,46 @@ class Run:
 
         import torchwitness as tw
 
-        with tw.Run("runs/demo", config={"lr": 1e-3}, seed=0) as run:
+        with tw.Run("runs/demo", seed=0) as run:
+            run.log_params({"lr": 1e-3})
             for epoch in range(3):
-                run.record("train.epoch", {"loss": 0.5 / (epoch + 1)}, step=epoch)
-        # torchwitness verify runs/demo
+                run.log_metrics({"loss": 0.5 / (epoch + 1)}, step=epoch)
+        # torchwitness verify runs/demo; torchwitness report runs/demo
 
     Under ``torch.distributed`` each rank writes its own ledger shard in ``PATH/rank-N``, so ranks never contend
     for a file, and ``close``/``sync`` sign run-level checkpoints over all shards (see
-    :mod:`torchwitness.ledger.distributed`). Reopening an existing run folder appends a new session.
+    :mod:`torchwitness.ledger.distributed`).
+
+    A path that already holds a run is refused (:class:`~torchwitness.errors.RunExists`) unless ``resume=True``:
+    then this run appends a new *session* to it (its own ``run.start`` ... ``run.end``, marked ``resumed``), and
+    reports list each session. ``resume=True`` on a new path starts the run there.
+    ``witnesses`` (``"VKEY URL"`` strings) are asked to cosign every checkpoint of every rank, off the caller's
+    thread (see :mod:`torchwitness.witness`).
     """
 
-    def __init__(self, path: str | Path, *, config: Any = None, seed: int | None = None,
+    def __init__(self, path: str | Path, *, resume: bool = False, config: Any = None, seed: int | None = None,
                  key_dir: str | Path | None = None, retain_personal: bool = False,
                  checkpoint_every: int = 1000, checkpoint_seconds: float = 30.0, fsync: FsyncPolicy = "checkpoint",
-                 on_full: FullPolicy = "block", queue_size: int = 100_000) -> None:
+                 on_full: FullPolicy = "block", queue_size: int = 100_000, witnesses: Sequence[str] = ()) -> None:
         self.rank, self.world_size = _dist_rank()
         self.root = Path(path)
         self.config = config
         self.seed = seed
         run_id = None
         if self.world_size > 1:
-            run_id = _shared_run_id(self.root, self.rank, self.world_size)
+            run_id = _shared_run_id(self.root, self.rank, self.world_size, resume)
             self.path = shard_dir(self.root, self.rank)
         else:
             self.path = self.root
+            found = existing_run(self.root)
+            if found is not None and not resume:
+                raise RunExists(_refusal(self.root, found))
+        # A shard appears only at its rank's first session, so it is resumed when its own manifest exists.
+        self.resumed = (self.path / MANIFEST).exists()
         self._ledger = Ledger.open(self.path, key_dir=Path(key_dir) if key_dir else None, rank=self.rank,
                                    run_id=run_id, shard=self.world_size > 1, checkpoint_every=checkpoint_every,
                                    checkpoint_seconds=checkpoint_seconds, fsync=fsync, on_full=on_full,
-                                   queue_size=queue_size, retain_personal=retain_personal)
+                                   queue_size=queue_size, retain_personal=retain_personal, witnesses=witnesses)
         self._started = time.monotonic()
         self._ended = False
         self._closers: list[Callable[[], None]] = []
@@ -81,6 +105,8 @@ class Run:
 
         start = describe(seed=seed, config=config)
         start.update(rank=self.rank, world_size=self.world_size)
+        if self.resumed:
+            start["resumed"] = True
         self.record("run.start", start)
 
     @property
@@ -90,6 +116,11 @@ class Run:
     @property
     def run_id(self) -> str:
         return self._ledger.run_id
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close`` has run (the ``with`` block ended): nothing more can be recorded in this session."""
+        return self._ended
 
     def record(self, kind: str, data: Any = None, step: int | None = None, *, copy: bool = True) -> int | None:
         """Append one record; returns its seq. Cheap: serialising and hashing happen on a writer thread.
@@ -103,6 +134,64 @@ class Run:
     def personal(self, value: Any) -> Personal:
         """Mark ``value`` as personal data for :meth:`record`: only a keyed, erasable commitment is stored."""
         return Personal(value)
+
+    # ---- the record vocabulary (torchwitness.records): what reports, cards and exporters read ------------------
+    def log_params(self, params: Mapping[str, Any]) -> int | None:
+        """Record hyperparameters and settings (a ``params`` record); nested dicts become dotted names.
+
+        Numbers, strings, booleans and None are kept as they are; anything else (a dtype, a class) as its text.
+        """
+        from torchwitness.records.log import flat_params
+
+        return self.record("params", {"params": flat_params(params)})
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, *, epoch: int | None = None
+                    ) -> int | None:
+        """Record named numbers at ``step`` (a ``metrics`` record). Values may be 0-d tensors: they are copied
+        without waiting for the device, so logging every step costs no host sync."""
+        from torchwitness.records.log import metric_values
+
+        data: dict[str, Any] = {"metrics": metric_values(metrics)}
+        if epoch is not None:
+            data["epoch"] = epoch
+        return self.record("metrics", data, step)
+
+    def log_dataset(self, name: str, *, data: Any = None, split: str | None = None, source: str | None = None,
+                    digest: str | None = None, rows: int | None = None, features: int | None = None,
+                    license: str | None = None, personal_data: bool | None = None,
+                    special_categories: Iterable[str] = ()) -> int | None:
+        """Record a data set this run uses (a ``dataset`` record): its name, role (``split``: ``"train"``,
+        ``"validation"``, ``"test"``), source, licence and whether it holds personal data.
+
+        ``data`` (a DataFrame, array, tensor, list, or a file or folder path) gives the content digest, rows and
+        features (and column names); values given explicitly win.
+        """
+        from torchwitness.records.log import dataset_record
+
+        return self.record("dataset", dataset_record(
+            name, data=data, split=split, source=source, digest=digest, rows=rows, features=features,
+            license=license, personal_data=personal_data, special_categories=special_categories))
+
+    def log_model(self, name: str | None = None, *, model: Any = None, files: Iterable[str | Path] = (),
+                  architecture: str | None = None, config: Mapping[str, Any] | None = None,
+                  version: str | None = None, intended_use: str | None = None, limitations: str | None = None,
+                  license: str | None = None) -> int | None:
+        """Record the model (a ``model`` record): ``model`` (an ``nn.Module``) gives its architecture and
+        parameter count; ``files`` (files or folders, e.g. a ``save_pretrained`` folder) are hashed; the intended
+        use and limitations go into the dossier and the model card."""
+        from torchwitness.records.log import model_record
+
+        return self.record("model", model_record(
+            name, model=model, files=files, architecture=architecture, config=config, version=version,
+            intended_use=intended_use, limitations=limitations, license=license))
+
+    def log_eval(self, metrics: Mapping[str, Any], *, split: str | None = "test", dataset: str | None = None,
+                 rows: int | None = None, model: str | None = None, step: int | None = None) -> int | None:
+        """Record the results of an evaluation (an ``eval`` record): ``metrics`` on ``split`` of ``dataset``
+        (``rows`` examples). This is what the dossier and the model card state as declared performance."""
+        from torchwitness.records.log import eval_record
+
+        return self.record("eval", eval_record(metrics, split=split, dataset=dataset, rows=rows, model=model), step)
 
     def sync(self) -> None:
         """Distributed runs: every rank checkpoints its shard and rank 0 signs a run-level checkpoint over them.

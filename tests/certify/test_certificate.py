@@ -139,3 +139,23 @@ def test_replay_catches_forged_per_window_values_even_when_self_consistent(int4,
     with pytest.raises(CertificateError, match=r"replay of window \d+ .*nll_subject differs"):
         verify_certificate(forged, baseline=Source(tiny_lm.model, "b"), subject=Source(subject, "s"),
                            tokens=tiny_lm.held_out, replay=5, seed=1)
+
+
+def test_random_bit_flips_are_rejected_by_the_cli_without_a_traceback(int4, tmp_path, capsys):
+    """Any flipped bit in the stored certificate makes verify-cert exit 3 with one line (never 0, 1 or a crash)."""
+    import numpy as np
+
+    from torchwitness.certify.certificate import to_bytes
+    from torchwitness.cli import main
+
+    blob = to_bytes(int4.certificate)
+    rng = np.random.default_rng(7)
+    path = tmp_path / "flipped.json"
+    for bit in rng.choice(len(blob) * 8, size=100, replace=False):
+        flipped = bytearray(blob)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        path.write_bytes(bytes(flipped))
+        with pytest.raises(SystemExit) as exit_:
+            main(["verify-cert", str(path)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 3 and "Traceback" not in err and len(err.strip().splitlines()) == 1, (bit, err)

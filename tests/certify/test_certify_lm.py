@@ -102,3 +102,38 @@ def test_non_finite_subject_fails_closed(tiny_lm):
     assert result.certificate["decision"]["holm"] == {"kl": False, "ppl_ratio": False, "top1_agreement": False}
     assert result.certificate["diagnostics"]["layers"][0]["layer"] == "transformer.h.0.mlp.c_proj.weight"
     verify_certificate(result.certificate)
+
+
+def test_a_second_subject_reuses_the_baselines_forward(tiny_lm):
+    from torchwitness.certify.diagnostics import baseline_memo
+    from torchwitness.certify.evaluate import baseline_cache
+
+    baseline_cache.clear()
+    baseline_memo.clear()
+    calls = []
+    handle = tiny_lm.model.register_forward_hook(lambda m, *_: calls.append(m is tiny_lm.model))
+    try:
+        first = certify(tiny_lm.model, edit="quant-int8", tokens=tiny_lm.held_out, windows=60, threads=1)
+        n = sum(calls)
+        second = certify(tiny_lm.model, edit="quant-int4", tokens=tiny_lm.held_out, windows=60, threads=1)
+    finally:
+        handle.remove()  # the subjects are deep copies and carry the hook too: count the baseline's calls
+    assert n > 1 and sum(calls) == n  # the second certify ran no baseline forward: logits and activations kept
+    env = second.certificate["environment"]
+    assert env["torch_threads"] == 1 and env["device"] == "cpu"
+    rows = first.certificate["statistics"]["rows"], second.certificate["statistics"]["rows"]
+    assert [r["nll_baseline"] for r in rows[0]] == [r["nll_baseline"] for r in rows[1]]
+
+
+def test_two_threads_run_the_models_side_by_side_with_identical_results(tiny_lm):
+    """With two threads the baseline and subject forwards run in parallel, one intra-op thread each, so every
+    per-window value equals the one-thread run bit for bit (and the baseline cache key says one thread)."""
+    from torchwitness.certify.evaluate import baseline_cache
+
+    baseline_cache.clear()
+    one = certify(tiny_lm.model, edit="quant-int4", tokens=tiny_lm.held_out, windows=60, threads=1)
+    baseline_cache.clear()
+    two = certify(tiny_lm.model, edit="quant-int4", tokens=tiny_lm.held_out, windows=60, threads=2)
+    assert two.certificate["environment"]["torch_threads"] == 2
+    assert one.certificate["statistics"]["rows"] == two.certificate["statistics"]["rows"]
+    assert torch.get_num_threads() == 1  # the conftest's setting is restored

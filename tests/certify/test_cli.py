@@ -115,7 +115,7 @@ def test_doctor_reports_stable_codes(files, tmp_path, tw):
     short.write_text("To be, or not to be " * 20)
     bad = tw("doctor", "--baseline", str(files / "base.safetensors"), "--factory", FACTORY, "--edit", "quant-int9",
              "--data", str(short), "--policy", "nope", "--json")
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # doctor's findings are input errors
     codes = {c["code"] for c in json.loads(bad.stdout) if c["level"] == "error"}
     assert codes == {"TWD004", "TWD010"}  # without a policy there is no data requirement to check
     bad = tw("doctor", "--baseline", str(files / "base.safetensors"), "--factory", FACTORY, "--subject",
@@ -148,3 +148,94 @@ def test_hugging_face_folder_with_token_ids(tiny_lm, tmp_path, tw):
     assert cert["baseline"]["source"] == "hf:hf" and cert["baseline"]["weights"] == weights_digest(tiny_lm.model)
     assert tw("verify-cert", str(tmp_path / "c.json"), "--baseline", str(tmp_path / "hf"), "--subject",
               str(tmp_path / "hf")).returncode == 3  # the subject is the pruned model, not the baseline
+
+
+def _one_line_error(r: Result) -> bool:
+    return "Traceback" not in r.stderr + r.stdout and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_out_folder_with_one_subject_is_created_and_named_after_the_subject(files, tmp_path, tw):
+    out = tmp_path / "certs"
+    r = tw("certify", "--baseline", str(files / "base.safetensors"), "--subject", str(files / "zeroed.safetensors"),
+           "--factory", FACTORY, "--data", str(files / "held.txt"), "--run", str(tmp_path / "run"), "-o",
+           f"{out}/", "--windows", "100", "--threads", "1")
+    assert r.returncode == 1, r.stderr  # the zeroed layer fails
+    assert "zeroed: FAIL" in r.stdout and "subject" not in r.stdout.split("\n")[0]
+    cert = json.loads((out / "zeroed.json").read_text())
+    assert cert["environment"]["torch_threads"] == 1 and cert["environment"]["choice"] == "requested"
+    changed = r.stdout.split("most changed layers: ")[1].splitlines()[0]
+    assert changed == "transformer.h.0.attn.c_attn.weight (weight error 1)"  # unchanged layers are not listed
+    again = tw("certify", "--baseline", str(files / "base.safetensors"), "--edit", "quant-int8", "--factory",
+               FACTORY, "--data", str(files / "held.txt"), "--run", str(tmp_path / "run2"), "-o", str(out),
+               "--windows", "100")
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["quant-int8.json", "zeroed.json"]  # existing folder
+
+
+def test_verify_cert_rejects_malformed_certificates_in_one_line(files, tmp_path, tw):
+    cert = tmp_path / "c.json"
+    r = tw("certify", "--baseline", str(files / "base.safetensors"), "--edit", "quant-int8", "--factory", FACTORY,
+           "--data", str(files / "held.txt"), "--run", str(tmp_path / "run"), "-o", str(cert), "--windows", "100")
+    assert r.returncode == 0, r.stderr
+    good = json.loads(cert.read_text())
+    huge = json.loads(cert.read_text())
+    huge["statistics"]["rows"][3]["agree"] = 2**60  # beyond what JSON numbers hold exactly
+    bad_rows = json.loads(cert.read_text())
+    bad_rows["statistics"]["rows"] = [1, 2, 3]
+    no_diag = json.loads(cert.read_text())
+    no_diag["diagnostics"] = {}
+    cases = {"huge": huge, "bad-rows": bad_rows, "no-diagnostics": no_diag, "list": [good], "created": {
+        **good, "created_us": 2**70}}
+    for name, doc in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(doc))
+        v = tw("verify-cert", str(path))
+        assert v.returncode == 3 and _one_line_error(v), (name, v.stderr)
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert tw("verify-cert", str(tmp_path / "deep.json")).returncode == 3
+    assert tw("verify-cert", str(tmp_path / "missing.json")).returncode == 2
+    assert tw("verify-cert", str(tmp_path)).returncode == 2
+
+
+def test_data_without_a_full_window_says_so(files, tmp_path, tw):
+    short = tmp_path / "short.txt"
+    short.write_text("To be, or not to be")
+    r = tw("certify", "--baseline", str(files / "base.safetensors"), "--edit", "quant-int8", "--factory", FACTORY,
+           "--data", str(short), "--run", str(tmp_path / "run"))
+    assert r.returncode == 2 and _one_line_error(r)
+    assert "the data holds 19 tokens: 0 window(s) of 128 tokens plus one target fit" in r.stderr
+
+
+def test_doctor_reads_hugging_face_folders_without_torch_or_transformers(tiny_lm, tmp_path):
+    """Doctor checks inputs and evaluates nothing: on HF folders with token ids it imports neither torch nor
+    transformers (the CLI's preflight finished in 0.6-1.7 s on a loaded 2-core machine)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    tiny_lm.model.save_pretrained(tmp_path / "base")
+    subject = tiny_lm.copy()
+    apply_edit(subject, "quant-int8")
+    subject.save_pretrained(tmp_path / "int8")
+    np.save(tmp_path / "ids.npy", tiny_lm.held_out)
+    script = ("import sys, json; from torchwitness.certify.doctor import preflight; "
+              f"c = preflight({str(tmp_path / 'base')!r}, {str(tmp_path / 'int8')!r}, "
+              f"data={str(tmp_path / 'ids.npy')!r}, key_dir={str(tmp_path / 'keys')!r}); "
+              "print(json.dumps([[x.code, x.level] for x in c])); "
+              "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    checks, imported = done.stdout.strip().splitlines()
+    assert ["TWD099", "ok"] in json.loads(checks), done.stdout + done.stderr
+    assert imported == "False False"
+
+
+def test_an_error_inside_the_model_is_one_line_and_exit_2(files, tiny_lm, tmp_path, tw):
+    import numpy as np
+
+    ids = tiny_lm.held_out.copy()
+    ids[5] = 10_000  # in the first window, beyond the 65-character vocabulary: the embedding lookup raises inside torch
+    np.save(tmp_path / "ids.npy", ids)
+    r = tw("certify", "--baseline", str(files / "base.safetensors"), "--edit", "quant-int8", "--factory", FACTORY,
+           "--data", str(tmp_path / "ids.npy"), "--run", str(tmp_path / "run"), "--windows", "100")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "IndexError" in r.stderr, r.stderr

@@ -107,7 +107,7 @@ def test_provenance_query_matches_the_loop_and_erasure_reports_checkpoints(tmp_p
     assert out.exit_code == 0 and "checkpoints carrying its influence: epoch-0.pt" in out.output
 
     before = verify_run(run).erased_payloads
-    with tw.Run(run):  # a later session holds the run open: it performs the erasure, in the same order
+    with tw.Run(run, resume=True):  # a later session holds the run open: it performs the erasure, in the same order
         report = erase_subject(run, subjects[12])
     assert report.affected_checkpoints == answer.checkpoints
     with pytest.raises(InputError):

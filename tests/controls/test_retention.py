@@ -67,17 +67,20 @@ def test_the_retention_command(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    with tw.Run(tmp_path / "run"):
-        pass
+    with tw.Run(tmp_path / "run") as run:
+        run_id = run.run_id
 
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "torchwitness", "retention", str(tmp_path / "run"), *args],
+    def cli(*args: str, run: Path = tmp_path / "run") -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "torchwitness", "retention", str(run), *args],
                               capture_output=True, text=True)
 
     short = cli("--days", "30")
     assert short.returncode == 2 and "at least six months" in short.stderr and len(short.stderr.splitlines()) == 1
     done = cli("--days", "400", "--role", "deployer", "--storage", "object storage with a 400-day lock")
     assert done.returncode == 0 and "400 days" in done.stdout, done.stderr
+    assert f"appended records to the existing run {run_id} in {tmp_path / 'run'}" in " ".join(done.stderr.split())
+    missing = cli("--days", "400", run=tmp_path / "typo")  # appending verbs never create a run
+    assert missing.returncode == 2 and "no such run folder" in missing.stderr and not (tmp_path / "typo").exists()
     (record,) = [r["data"] for r in iter_records(tmp_path / "run", kinds={"retention.policy"})]
     assert record == {"logs_days": 400, "six_months": True, "role": "deployer",
                       "storage": "object storage with a 400-day lock", "basis": None}

@@ -867,8 +867,8 @@ def test_decision_ids_are_unique_across_recorders_and_sessions(tmp_path: Path, m
     """Each recorder numbers its decisions in its own stream, named by its serve.start record."""
     root = tmp_path / "run"
     ids = []
-    for _session in range(2):  # reopening a run folder appends a session: its recorder must not reuse ids
-        with tw.Run(root) as run:
+    for _session in range(2):  # a resumed run folder gets a new session: its recorder must not reuse ids
+        with tw.Run(root, resume=True) as run:
             first, second = run.serve(model, retain_inputs=True), run.serve(model, window=1, fingerprint="none")
             first(test_rows[:2])
             second(test_rows[2:4])
@@ -906,7 +906,7 @@ def test_explaining_checks_the_retained_input_against_its_commitment(tmp_path: P
                                decision, "--factory", "served_model:trained_model"], capture_output=True,
                               text=True, cwd=Path(__file__).parent)
 
-    with tw.Run(root) as run:
+    with tw.Run(root, resume=True) as run:
         row, checked = verified_input(store, record, decision, run.ledger.personal.fingerprint)
     assert np.array_equal(row, test_rows[9].numpy()) and checked == (fingerprint != "none")
     if fingerprint == "none":  # nothing was committed: explained, with a note that nothing could be checked
@@ -919,7 +919,8 @@ def test_explaining_checks_the_retained_input_against_its_commitment(tmp_path: P
     tampered = test_rows[9].numpy().copy()
     tampered[0] += 1.0
     store.put_many([decision], tampered[None])
-    with tw.Run(root) as run, pytest.raises(InputError, match=f"seq {record['seq']}.*changed after serving"):
+    with tw.Run(root, resume=True) as run, \
+            pytest.raises(InputError, match=f"seq {record['seq']}.*changed after serving"):
         verified_input(store, record, decision, run.ledger.personal.fingerprint)
     refused = explain()
     assert refused.returncode == 2 and "changed after serving" in refused.stderr
@@ -930,7 +931,8 @@ def test_explaining_checks_the_retained_input_against_its_commitment(tmp_path: P
     # of that sibling does (the request's commitment can no longer be checked, and says so).
     sibling = serve.decision_id(8)
     store.erase([sibling])
-    with tw.Run(root) as run, pytest.raises(InputError, match=f"{sibling} is gone without an erasure record"):
+    with tw.Run(root, resume=True) as run, \
+            pytest.raises(InputError, match=f"{sibling} is gone without an erasure record"):
         verified_input(store, record, decision, run.ledger.personal.fingerprint)
-    with tw.Run(root) as run:
+    with tw.Run(root, resume=True) as run:
         assert verified_input(store, record, decision, run.ledger.personal.fingerprint, {sibling})[1] is False

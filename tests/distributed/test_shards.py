@@ -53,11 +53,13 @@ def test_tampered_shard_names_its_rank_and_seq(ddp_run: Path, tmp_path: Path) ->
 def test_missing_shard_and_forged_run_checkpoint(ddp_run: Path, tmp_path: Path) -> None:
     copy = tmp_path / "run"
     shutil.copytree(ddp_run, copy)
-    heads_file = sorted((copy / "checkpoints").glob("*.heads.json"))[-1]
-    heads = json.loads(heads_file.read_text())
-    heads[1]["size"] = 3
-    heads_file.write_text(json.dumps(heads))
-    with pytest.raises(VerificationError, match="does not commit to its shard heads"):
+    note = sorted((copy / "checkpoints").glob("*.note"))[-1]
+    lines = note.read_text().split("\n")
+    head = next(i for i, line in enumerate(lines) if line.startswith("torchwitness-head 1 "))
+    fields = lines[head].split(" ")
+    lines[head] = " ".join([*fields[:2], "3", *fields[3:]])  # rank 1's head now claims size 3
+    note.write_text("\n".join(lines))
+    with pytest.raises(VerificationError, match=f"run-level checkpoint {note.name}: checkpoint signature does not"):
         verify_run(copy)
     shutil.rmtree(copy / "rank-1")
     with pytest.raises(VerificationError, match="rank 1: shard rank-1 is missing"):

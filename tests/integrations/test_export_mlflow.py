@@ -72,7 +72,9 @@ def test_export_to_mlflow_server(mlflow_server: str, evidence_run: Path, tmp_pat
     result = verify_run(evidence_run)
     assert run.data.tags["torchwitness.root"] == "sha256:" + result.root.hex()
     assert run.data.tags["torchwitness.signer"] == result.signer
-    assert run.data.params["lr"] == "0.001" and run.data.params["model"] == "mlp-64-32"
+    assert run.data.params["lr"] == "0.001" and run.data.params["model"] == "mlp-64-32"  # from params records
+    assert run.data.metrics["eval.test.accuracy"] == pytest.approx(get(ev.last("eval"), "metrics.accuracy"))
+    assert len(client.get_metric_history(rid, "train_loss")) == len(ev.kind("metrics"))
     assert run.info.status == "FINISHED"
     history = client.get_metric_history(rid, "step_loss")
     audits = ev.kind("train.audit")
@@ -93,3 +95,11 @@ def test_export_to_mlflow_server(mlflow_server: str, evidence_run: Path, tmp_pat
     assert local.read_bytes() == newest.read_bytes()
     html = Path(client.download_artifacts(rid, "dossier/dossier.html", str(tmp_path))).read_text()
     assert "Annex IV.9" in html and ev.run_id in html
+    # the ledger itself travels (all a verifier needs, nothing private): download it and verify it there
+    copy = Path(client.download_artifacts(rid, "ledger/run", str(tmp_path / "download")))
+    assert verify_run(copy).root == result.root and not (copy / "private").exists()
+    # exporting again updates the same MLflow run and adds no point twice
+    before = {k: len(client.get_metric_history(rid, k)) for k in run.data.metrics}
+    assert export_mlflow(evidence_run, tracking_uri=mlflow_server, experiment="tw-test") == rid
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+    assert {k: len(client.get_metric_history(rid, k)) for k in run.data.metrics} == before

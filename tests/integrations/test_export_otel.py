@@ -77,7 +77,7 @@ def test_spans_reach_the_receiver(evidence_run: Path, receiver) -> None:
     root = roots[0]
     assert all(s.trace_id == root.trace_id and (s is root or s.parent_span_id == root.span_id) for s in spans)
     names = [s.name for s in spans]
-    assert names.count("epoch") == len(ev.kind("train.epoch"))
+    assert names.count("metrics") == len(ev.kind("metrics")) and names.count("evaluation") == len(ev.kind("eval"))
     audited = [e["step"] for r in ev.kind("train.audit") for _, e in entries(r)]
     assert names.count("audited step") == len(audited) == 40
     assert sorted(_attrs(s)["torchwitness.step"] for s in spans if s.name == "audited step") == audited
@@ -93,7 +93,7 @@ def test_spans_reach_the_receiver(evidence_run: Path, receiver) -> None:
         assert s.start_time_unix_nano <= s.end_time_unix_nano == record["ts"] * 1000
     error = next(s for s in spans if s.name == "finding TW101")
     assert error.status.code == 2  # STATUS_CODE_ERROR
-    epochs = sorted((s for s in spans if s.name == "epoch"), key=lambda s: s.start_time_unix_nano)
+    epochs = sorted((s for s in spans if s.name == "metrics"), key=lambda s: s.start_time_unix_nano)
     assert epochs[1].start_time_unix_nano == epochs[0].end_time_unix_nano  # epochs tile the run
     resource = {kv.key: kv.value.string_value for kv in srv.requests[0].resource_spans[0].resource.attributes}
     assert resource["service.name"] == "torchwitness" and resource["torchwitness.run"] == ev.run_id

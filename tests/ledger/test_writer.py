@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import torchwitness as tw
-from torchwitness.errors import InputError, LedgerError
+from torchwitness.errors import InputError, LedgerError, RunExists
 from torchwitness.ledger import Ledger, iter_records, verify_run
 from torchwitness.ledger.layout import Layout
 
@@ -108,16 +108,32 @@ def test_concurrent_appenders_get_unique_ordered_seqs(tmp_path: Path) -> None:
     verify_run(tmp_path / "run", deep=True)
 
 
-def test_reopening_appends_a_new_session(tmp_path: Path) -> None:
+def test_reopening_a_run_needs_resume_and_appends_a_marked_session(tmp_path: Path) -> None:
     with tw.Run(tmp_path / "run") as run:
         run.record("a")
         run_id = run.run_id
-    with tw.Run(tmp_path / "run") as run:
-        assert run.run_id == run_id
+    with pytest.raises(RunExists, match=f"already holds run {run_id}: give a new path .* resume=True"):
+        tw.Run(tmp_path / "run")
+    with tw.Run(tmp_path / "run", resume=True) as run:
+        assert run.run_id == run_id and run.resumed
         run.record("b", {"who": run.personal("bob")})
-    kinds = [r["kind"] for r in iter_records(tmp_path / "run")]
-    assert kinds == ["run.start", "a", "run.end", "run.start", "b", "run.end"]
+    records = list(iter_records(tmp_path / "run"))
+    assert [r["kind"] for r in records] == ["run.start", "a", "run.end", "run.start", "b", "run.end"]
+    assert "resumed" not in records[0]["data"] and records[3]["data"]["resumed"] is True
     assert verify_run(tmp_path / "run", deep=True).records == 6
+
+
+def test_resume_on_a_new_path_starts_the_run(tmp_path: Path) -> None:
+    with tw.Run(tmp_path / "run", resume=True) as run:
+        assert not run.resumed
+    assert "resumed" not in next(iter_records(tmp_path / "run"))["data"]
+
+
+def test_a_folder_with_an_unreadable_manifest_is_refused_too(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "ledger.json").write_text("{not json")
+    with pytest.raises(RunExists, match=r"already holds run \?: give a new path"):
+        tw.Run(tmp_path / "run")
 
 
 def test_reopening_without_the_private_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

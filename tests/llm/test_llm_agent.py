@@ -25,6 +25,7 @@ REQUIRED = {
     "chat": {"gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.response.model",
              "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.response.finish_reasons"},
 }
+CUSTOM_OPERATIONS = ("plan", "tool_result", "final_answer")  # no GenAI operation fits: custom values
 SECRET = "Ophelia-Grantchester-0042"
 
 
@@ -48,18 +49,19 @@ def _agent_run(run_dir, model):
         def lookup(city: str) -> str:
             raise KeyError(f"no weather for {city}")
 
-        with tracer.agent("planner", model="tiny-llama", input=f"question from {SECRET}") as agent:
+        with tracer.agent("planner", model="tiny-llama", input=f"question from {SECRET}",
+                          conversation_id="conv-7") as agent:
             with tracer.plan(input=SECRET) as plan:
                 plan.output = ["add", "lookup", "model"]
             assert add(2, 3) == 5
             tracer.tool_result("add", output=5).close()
             with pytest.raises(KeyError):
                 lookup(SECRET)
-            with tracer.model_call("tiny-llama", temperature=1.0) as chat:
+            with tracer.model_call("tiny-llama", temperature=1.0, server_address="127.0.0.1") as chat:
                 probe.generate(model, torch.tensor([[1, 5, 9]]), max_new_tokens=5, do_sample=False,
                                eos_token_id=None, prompt=SECRET)
                 chat.output = "five"
-            with tracer.handoff("reviewer", input="check five"):
+            with tracer.handoff("reviewer", input="check five"), tracer.agent("reviewer"):
                 tracer.final_answer(output=f"5, {SECRET}").close()
             agent.output = "5"
         probe.generate(model, torch.tensor([[1, 2]]), max_new_tokens=3, do_sample=False, eos_token_id=None)
@@ -80,7 +82,12 @@ def test_steps_nest_and_join_with_generations(agent_run):
     for name in ("plan", "add", "lookup", "tiny-llama", "reviewer"):
         assert steps[name]["parent_span_id"] == root["span_id"]
         assert steps[name]["trace_id"] == root["trace_id"]
-    assert steps["final_answer"]["parent_span_id"] == steps["reviewer"]["span_id"]
+    handoff = steps["reviewer"]  # the handoff closes after the agent run inside it, so it is the later record
+    assert handoff["kind"] == "handoff"
+    reviewer_run = next(r["data"] for r in iter_records(agent_run, kinds={"agent.step"})
+                        if r["data"]["kind"] == "agent" and r["data"]["name"] == "reviewer")
+    assert reviewer_run["parent_span_id"] == handoff["span_id"]
+    assert steps["final_answer"]["parent_span_id"] == reviewer_run["span_id"]
     assert steps["lookup"]["status"] == "error" and steps["lookup"]["error_type"] == "KeyError"
     assert steps["lookup"]["attributes"]["error.type"] == "KeyError"
     assert steps["add"]["attributes"]["gen_ai.tool.description"] == "Adds two integers."
@@ -98,27 +105,43 @@ def test_steps_nest_and_join_with_generations(agent_run):
 
 
 def test_spans_carry_the_required_genai_attributes(agent_run):
-    known = _semconv_names()
+    from opentelemetry.semconv._incubating.attributes.server_attributes import SERVER_ADDRESS
+
+    known = _semconv_names() | {SERVER_ADDRESS}
     exported = spans(agent_run)
     ops = {}
     for span in exported:
         attrs = dict(span.attributes)
         for key in attrs:
             assert key in known or key.startswith("torchwitness."), key
-        op = attrs.get("gen_ai.operation.name")
-        if op is None:
-            assert span.name.split()[0] in ("plan", "tool_result", "final_answer")
+        op = attrs["gen_ai.operation.name"]  # every span names its operation
+        ops.setdefault(op, []).append(span)
+        assert span.status.status_code.name in ("UNSET", "ERROR")  # success leaves the status unset
+        if op in CUSTOM_OPERATIONS:
+            assert span.name in (op, f"{op} add")  # no "final_answer final_answer"
             continue
         missing = REQUIRED[op] - set(attrs)
         assert not missing, f"{span.name}: missing {missing}"
         target = {"invoke_agent": "gen_ai.agent.name", "execute_tool": "gen_ai.tool.name",
                   "chat": "gen_ai.request.model"}[op]
         assert span.name == f"{op} {attrs[target]}"
-        ops.setdefault(op, []).append(span)
-    assert {len(v) for v in ops.values()} and sorted(ops) == ["chat", "execute_tool", "invoke_agent"]
+    assert sorted(ops) == ["chat", "execute_tool", "final_answer", "invoke_agent", "plan", "tool_result"]
     assert len(ops["chat"]) == 2  # the step's chat span and the stand-alone generation
-    planner = next(s for s in ops["invoke_agent"] if s.attributes["gen_ai.agent.name"] == "planner")
-    assert "gen_ai.agent.id" in planner.attributes
+    # one span per agent invocation: the handoff to the reviewer and its run are one invoke_agent span
+    agents = {s.attributes["gen_ai.agent.name"]: s for s in ops["invoke_agent"]}
+    assert len(ops["invoke_agent"]) == len(agents) == 2 and all("gen_ai.agent.id" in s.attributes
+                                                               for s in agents.values())
+    planner, reviewer = agents["planner"], agents["reviewer"]
+    assert reviewer.parent.span_id == planner.context.span_id
+    answer = ops["final_answer"][0]
+    assert answer.parent.span_id == reviewer.context.span_id and answer.attributes["gen_ai.agent.name"] == "reviewer"
+    # the conversation id reaches every step inside the agent; the agent sums its model calls' usage
+    inside = [s for s in exported if s.context.trace_id == planner.context.trace_id]
+    assert {s.attributes.get("gen_ai.conversation.id") for s in inside} == {"conv-7"}
+    chat = next(s for s in ops["chat"] if s.context.trace_id == planner.context.trace_id)
+    assert chat.attributes["server.address"] == "127.0.0.1"
+    for key in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"):
+        assert planner.attributes[key] == chat.attributes[key] > 0
     lookup = next(s for s in ops["execute_tool"] if s.attributes["gen_ai.tool.name"] == "lookup")
     assert lookup.status.status_code.name == "ERROR"
 
@@ -169,7 +192,10 @@ def test_a_real_otlp_http_endpoint_receives_the_spans(agent_run):
         if span.span_id.hex() in steps:
             d = steps[span.span_id.hex()]
             assert span.trace_id.hex() == d["trace_id"] and span.name == d["span_name"]
-            assert span.parent_span_id.hex() == (d["parent_span_id"] or "")
+            parent = steps.get(d["parent_span_id"] or "")
+            # the agent run a handoff started stands for both and hangs where the handoff did
+            expected = parent["parent_span_id"] if parent and parent["kind"] == "handoff" else d["parent_span_id"]
+            assert span.parent_span_id.hex() == (expected or "")
     resource = {a.key: a.value.string_value for a in request.resource_spans[0].resource.attributes}
     assert resource["service.name"] == "torchwitness" and resource["torchwitness.run.id"]
     assert SECRET.encode() not in body

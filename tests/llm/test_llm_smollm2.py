@@ -80,3 +80,32 @@ def test_no_prompt_or_completion_text_in_the_run_folder_or_spans(generated):
         for p in files:
             assert needle.encode() not in p.read_bytes(), f"{needle!r} found in {p}"
         assert needle not in spans
+
+
+def test_the_demo_cache_holds_the_same_model(smollm2, tmp_path, monkeypatch):
+    """The demo's converted copy of SmolLM2 (safetensors) has the GGUF load's weights, logits and tokenizer."""
+    import copy
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from torchwitness.demo import smollm2 as demo_smollm2
+
+    model, tok = smollm2
+    # another test here casts the shared model to float64 in place; float32 -> 64 -> 32 is exact (and .float()
+    # is refused for a model loaded through the GGUF quantizer)
+    model = copy.deepcopy(model)
+    for tensor in (*model.parameters(), *model.buffers()):
+        tensor.data = tensor.data.float()
+    monkeypatch.setenv("TORCHWITNESS_CACHE", str(tmp_path))
+    folder = demo_smollm2.cache_dir(demo_smollm2.gguf_path())
+    assert folder.parent == tmp_path and folder.name.startswith("smollm2-135m-instruct-")
+    demo_smollm2._save(model, tok, tmp_path / "copy")
+    cached = AutoModelForCausalLM.from_pretrained(tmp_path / "copy", dtype="float32").eval()
+    cached_tok = AutoTokenizer.from_pretrained(tmp_path / "copy")
+    ids = tok(PROMPT, return_tensors="pt")["input_ids"]
+    assert torch.equal(cached_tok(PROMPT, return_tensors="pt")["input_ids"], ids)
+    assert cached_tok.chat_template == tok.chat_template
+    original, copied = model.state_dict(), cached.state_dict()
+    assert original.keys() == copied.keys() and all(torch.equal(original[k], copied[k]) for k in original)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, cached(ids).logits)

@@ -1,5 +1,6 @@
-"""Run folders for the report tests, recorded through ``torchwitness.Run`` with the record shapes the other
-capabilities use (fairness.eval, privacy.epsilon, finding, edit.certificate, drift.*, review.decision, ...)."""
+"""Run folders for the report tests, recorded through ``torchwitness.Run``: the record vocabulary (params, dataset,
+model, metrics, eval) and the record shapes the other capabilities use (fairness.eval, privacy.epsilon, finding,
+edit.certificate, drift.*, review.decision, ...)."""
 
 from __future__ import annotations
 
@@ -55,9 +56,15 @@ def make_rich_run(path: Path, key_dir: Path, *, worse: bool = False, seed: int =
     more epsilon spent."""
     rng = np.random.default_rng(seed)
     config = {"model": "mlp-64-32", "dataset": "uci-adult", "lr": 1e-3, "epochs": 4, "batch_size": 256}
-    with tw.Run(path, config=config, seed=seed, key_dir=key_dir, checkpoint_every=64) as run:
-        run.record("data.summary", {"dataset": "uci-adult", "train_rows": 30162, "test_rows": 15060,
-                                    "features": 97, "positive_rate_train": 0.2489})
+    with tw.Run(path, seed=seed, key_dir=key_dir, checkpoint_every=64) as run:
+        run.log_params(config)
+        for split, rows in (("train", 30162), ("test", 15060)):
+            run.log_dataset("uci-adult", split=split, rows=rows, features=97, source="UCI Adult",
+                            license="CC-BY-4.0", personal_data=True, special_categories=["race"],
+                            digest="sha256:" + "ef" * 32)
+        run.log_model("mlp-64-32", model=torch.nn.Sequential(torch.nn.Linear(97, 64), torch.nn.ReLU(),
+                                                             torch.nn.Linear(64, 2)),
+                      intended_use="Report tests only.", limitations="Simulated figures.", license="mit")
         run.record("data.datasheet", {
             "name": "adult-train", "rows": 30162, "columns": [], "content_digest": "sha256:" + "ab" * 32,
             "sensitive_attributes": ["sex", "race"], "label_distribution": {"0": 22654, "1": 7508},
@@ -84,8 +91,7 @@ def make_rich_run(path: Path, key_dir: Path, *, worse: bool = False, seed: int =
             eps = (1.5 if worse else 1.0) * 0.9 * (epoch + 1) ** 0.5
             run.record("privacy.epsilon", {"epsilon": eps, "delta": 1e-5, "steps": step, "accountant": "rdp",
                                            "noise_multiplier": 1.1, "epsilon_budget": 8.0}, step=step)
-            run.record("train.epoch", {"epoch": epoch, "train_loss": loss, "test_accuracy": 0.80 + 0.01 * epoch},
-                       step=step)
+            run.log_metrics({"train_loss": loss, "test_accuracy": 0.80 + 0.01 * epoch}, step=step, epoch=epoch)
             run.record("fairness.eval", fairness_eval(rng, epoch, (0.2 if worse else 0.04) + 0.01 * epoch),
                        step=step)
         run.record("finding", finding("TW301", "warn", "optimizer", "Adam with L2 weight decay", 10), step=10)
@@ -98,7 +104,7 @@ def make_rich_run(path: Path, key_dir: Path, *, worse: bool = False, seed: int =
                                       "served_digest": "sha256:" + "cd" * 32, "newly_withheld": []})
         run.record("repro.check", {"ok": not worse, "compared": 40, "first_mismatch": 17 if worse else None,
                                    "mismatch": ["0.weight"] if worse else [], "factory": "demo:factory", "seed": 0})
-        run.record("eval.summary", {"split": "test", "accuracy": 0.8312 - (0.02 if worse else 0), "rows": 15060})
+        run.log_eval({"accuracy": 0.8312 - (0.02 if worse else 0)}, split="test", dataset="uci-adult", rows=15060)
         for edit, delta in (("quant-int8", -0.001), ("quant-int4", -0.03)):
             cert = certificate(edit, delta, 0.006)
             digest = run.ledger.put_blob(rfc8785.dumps(cert))
@@ -128,7 +134,7 @@ def make_rich_run(path: Path, key_dir: Path, *, worse: bool = False, seed: int =
 
 
 def make_plain_run(path: Path, key_dir: Path) -> Path:
-    """A run with only the envelope records: every section but the first two must say it has no evidence."""
+    """A run with the envelope records and one evaluation: the sections without them must say so."""
     with tw.Run(path, config={"model": "tiny"}, seed=1, key_dir=key_dir) as run:
-        run.record("eval.summary", {"split": "test", "accuracy": 0.5, "rows": 10})
+        run.log_eval({"accuracy": 0.5}, rows=10)
     return Path(path)

@@ -36,7 +36,7 @@ def test_sections_and_verification(doc) -> None:
     assert not by_key["annex-iv-8"].has_evidence  # no declaration of conformity is ever recorded here
     signed = [s for s in by_key["annex-iv-2"].blocks if "test records are included" in getattr(s, "text", "")]
     assert len(signed) == 1 and doc.verification["signer"] in signed[0].text
-    assert signed[0].text.startswith("7 of these 7")  # eval.summary, 4 fairness.eval, 2 edit.certificate
+    assert signed[0].text.startswith("7 of these 7")  # eval, 4 fairness.eval, 2 edit.certificate
     titles = [c.title for c in doc.charts()]
     for expected in ("Training loss", "Gradient norm", "Privacy loss", "Fairness disparities", "Certificate",
                      "Drift statistics"):
@@ -140,12 +140,12 @@ def test_malformed_records_read_as_missing_evidence(tmp_path: Path) -> None:
         run.record("incident", {"incident": "INC-2", "category": "serious", "deadline_us": 10**15})
         run.record("incident.report", {"incident": "INC-2"})
         run.record("retention.policy", {"logs_days": 10**9, "role": "provider"})
-        run.record("eval.summary", {"accuracy": float("nan")})
+        run.record("eval", {"metrics": {"accuracy": float("nan")}})
     doc = build_document(tmp_path / "odd")
     assert "Annex IV.9" in render_html(doc) and "Annex IV.3" in render_md(doc)
     drift = next(c for c in doc.charts() if c.title.startswith("Drift"))
     assert drift.series[0].points == [(0.0, 0.0)]  # a zero statistic is a value, not a missing one
-    assert not any(s.text.startswith("Accuracy on the test split") for s in doc.statements())  # NaN is not a number
+    assert not any(s.text.startswith("accuracy") for s in doc.statements())  # NaN is not a number
     build_card(tmp_path / "odd")
     assert "metric:accuracy" not in snapshot(tmp_path / "odd")
 
@@ -156,9 +156,9 @@ def test_long_trajectories_are_thinned_evenly(tmp_path: Path) -> None:
 
     with tw.Run(tmp_path / "long") as run:
         for step in range(1000):
-            run.record("train.audit", {"loss": 1.0 / (step + 1), "grad_norm": 1.0}, step=step)
+            run.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
     loss = next(c for c in build_document(tmp_path / "long", proofs=2).charts() if c.title == "Training loss")
     s = loss.series[0]
     assert len(s.points) == MAX_POINTS and s.points[0][0] == 0 and s.points[-1][0] == 999
     ev = Evidence.load(tmp_path / "long")
-    assert all(number(get(ev.seq(q), "loss")) == y for (_, y), q in zip(s.points, s.seqs, strict=True))
+    assert all(number(get(ev.seq(q), "metrics.loss")) == y for (_, y), q in zip(s.points, s.seqs, strict=True))

@@ -44,18 +44,16 @@ def test_map_follows_the_shared_regulatory_reference() -> None:
         assert line.startswith(sec["title"]), (line, sec["title"])
         assert sec["scope"] in line
 
-# Kinds the map names that no torchwitness code writes: the user's own records, by this name.
-USER_KINDS = {"train.step"}  # a user's own per-step metrics, charted like the watch's train.audit
-
-
-def test_every_kind_the_map_names_is_one_torchwitness_writes() -> None:
-    """A misspelt kind ('review.stop' for 'oversight.stop') leaves an obligation uncovered whatever is recorded."""
-    src = Path(__file__).resolve().parents[2] / "src" / "torchwitness"
-    written = set(kinds()) | {k for f in src.rglob("*.py")
-                              for k in re.findall(r'(?:record|append)\(\s*"([a-z0-9_.]+)"', f.read_text())}
+def test_every_kind_the_evidence_table_names_is_documented() -> None:
+    """Reports read documented kinds only (a JSON Schema in `torchwitness schema`), never a name one script
+    happens to write; a misspelt kind ('review.stop' for 'oversight.stop') would leave evidence unread."""
     m = load_map()
     named = {k for o in m.obligations for n in o.needs for k in n.kinds} | {c["kind"] for c in m.controls.values()}
-    assert named - written == USER_KINDS
+    sections = {k for s in m.annex_iv for k in m.section_kinds(int(s["section"]))}
+    assert named <= set(kinds()), named - set(kinds())
+    assert sections <= set(kinds()), sections - set(kinds())
+    assert all(m.section_kinds(int(s["section"])) for s in m.annex_iv if int(s["section"]) != 8) and \
+        m.section_kinds(8) == ("conformity.declaration",)
 
 
 def test_rich_run_coverage_statuses(rich_run: Path) -> None:

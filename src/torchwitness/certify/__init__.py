@@ -5,11 +5,20 @@
 True
 """
 
-from torchwitness.certify.api import CertifyResult, certify
-from torchwitness.certify.certificate import certificate_schema
-from torchwitness.certify.edits import Edit, EditSession, apply_edit, weights_digest
-from torchwitness.certify.policy import Policy, load_policy
-from torchwitness.certify.verify import CertCheck, verify_certificate
+from __future__ import annotations
 
-__all__ = ["CertCheck", "CertifyResult", "Edit", "EditSession", "Policy", "apply_edit", "certificate_schema",
-           "certify", "load_policy", "verify_certificate", "weights_digest"]
+import importlib
+from typing import Any
+
+# Exported lazily (PEP 562): `doctor` and the CLI read policies and edit names without importing torch.
+_EXPORTS = {"certify": "api", "CertifyResult": "api", "certificate_schema": "certificate", "Edit": "editspec",
+            "EditSession": "edits", "apply_edit": "edits", "weights_digest": "edits", "Policy": "policy",
+            "load_policy": "policy", "CertCheck": "verify", "verify_certificate": "verify"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

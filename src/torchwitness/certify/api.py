@@ -29,9 +29,10 @@ from torchwitness.certify.diagnostics import invariants, layer_diagnostics
 from torchwitness.certify.edits import Edit, EditSession, apply_edit, weights_digest
 from torchwitness.certify.evaluate import evaluate_classifier, evaluate_lm
 from torchwitness.certify.policy import Policy, load_policy
+from torchwitness.certify.runtime import model_digest, threads_for
 from torchwitness.certify.sources import Source, load_source
 from torchwitness.certify.stats import compute_statistics, decide
-from torchwitness.certify.windows import make_windows, stream_digest
+from torchwitness.certify.windows import make_windows, stream_digest, window_count
 from torchwitness.errors import InputError
 from torchwitness.ledger.encoding import snapshot
 from torchwitness.ledger.keys import SigningKey
@@ -58,8 +59,8 @@ class CertifyResult:
         return self.verdict == "pass"
 
 
-def _model_info(src: Source, model: nn.Module, edit: Edit | None = None) -> dict[str, Any]:
-    info = {"weights": weights_digest(model), "parameters": sum(p.numel() for p in model.parameters()),
+def _model_info(src: Source, model: nn.Module, weights: str, edit: Edit | None = None) -> dict[str, Any]:
+    info = {"weights": weights, "parameters": sum(p.numel() for p in model.parameters()),
             "source": src.description, "tokenizer": src.tokenizer_digest}
     if edit is not None:
         info["edit"] = edit.describe()
@@ -74,17 +75,24 @@ def _signing_key(ledger: Any, key_dir: str | Path | None) -> SigningKey:
 
 
 def certify(baseline: nn.Module | Source | str | Path, subject: nn.Module | Source | str | Path | None = None, *,
-            edit: str | None = None, tokens: np.ndarray | None = None, inputs: torch.Tensor | None = None,
+            edit: str | Edit | Callable[[nn.Module], Any] | None = None, tokens: np.ndarray | None = None,
+            inputs: torch.Tensor | None = None,
             labels: torch.Tensor | None = None, policy: str | Path | Policy = "balanced", run: Any = None,
             apply: bool = False, windows: int | None = None, window_length: int | None = None,
             data_source: str = "in-memory", factory: str | None = None, key_dir: str | Path | None = None,
-            batch_size: int = 16, progress: Callable[[int], None] | None = None) -> CertifyResult:
+            batch_size: int | None = None, threads: int | None = None,
+            progress: Callable[[int], None] | None = None) -> CertifyResult:
     """Certify ``subject`` (or ``edit`` applied to ``baseline``) against ``baseline`` under ``policy``.
 
+    ``edit`` is a name (see :class:`.edits.Edit`: built-in RTN and pruning, ``torchao-int8``/``torchao-int4``,
+    ``prune-l1-P``, ``lora:ADAPTER``) or a function that edits the model in place, e.g.
+    ``lambda m: torchao.quantization.quantize_(m, Int8WeightOnlyConfig())``.
     Causal LMs take ``tokens`` (a 1-D token stream, windowed deterministically); classifiers take ``inputs``
     and ``labels``. With ``run`` (a ``Run`` or ``Ledger``) the certificate is stored as a blob and an
     ``edit.certificate`` record, signed with the run's key; otherwise with the user's default key.
     ``apply=True`` edits ``baseline`` in place and restores it bit-for-bit when the verdict fails.
+    ``threads`` fixes torch's thread count for the call (default: the free cores, see :mod:`.runtime`);
+    ``batch_size`` defaults to what keeps one batch's logits small (:func:`.evaluate.batch_size_for`).
     """
     if (tokens is None) == (inputs is None):
         raise InputError("pass either tokens (causal LM) or inputs and labels (classifier)")
@@ -98,7 +106,7 @@ def certify(baseline: nn.Module | Source | str | Path, subject: nn.Module | Sour
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     base_src = load_source(baseline, factory=factory)
-    parsed = Edit.parse(edit) if edit else None
+    parsed = Edit.parse(edit) if edit is not None else None
     session = None
     if parsed is None:
         subj_src = load_source(subject, factory=factory)
@@ -120,9 +128,11 @@ def certify(baseline: nn.Module | Source | str | Path, subject: nn.Module | Sour
         reference.eval()
         edited.eval()
         timings["prepare_s"] = time.perf_counter() - t0
-        cert = _evaluate(base_src, subj_src, reference, edited, parsed, pol, tokens=tokens, inputs=inputs,
-                         labels=labels, windows=windows, window_length=window_length, data_source=data_source,
-                         batch_size=batch_size, progress=progress, timings=timings)
+        with threads_for(threads) as machine:
+            cert = _evaluate(base_src, subj_src, reference, edited, parsed, pol, tokens=tokens, inputs=inputs,
+                             labels=labels, windows=windows, window_length=window_length,
+                             data_source=data_source, batch_size=batch_size, progress=progress, timings=timings,
+                             machine=machine)
     except BaseException:
         if session is not None:
             session.rollback()
@@ -159,15 +169,18 @@ def certify(baseline: nn.Module | Source | str | Path, subject: nn.Module | Sour
 
 def _evaluate(base_src: Source, subj_src: Source, reference: nn.Module, edited: nn.Module, edit: Edit | None,
               pol: Policy, *, tokens, inputs, labels, windows, window_length, data_source, batch_size, progress,
-              timings) -> dict[str, Any]:
+              timings, machine) -> dict[str, Any]:
     t = time.perf_counter()
+    weights = {"baseline": weights_digest(reference)}
+    weights["subject"] = weights["baseline"] if edited is reference else weights_digest(edited)
+    baseline_key = model_digest(reference, weights["baseline"])
     if tokens is not None:
         task = "causal-lm"
         stream = np.asarray(tokens, dtype=np.int64)
         length = window_length or pol.window_length
-        count = min(windows or pol.windows, len(stream) // (length + 1))
-        win = make_windows(stream, length=length, count=max(count, 1))
-        rows = evaluate_lm(reference, edited, win.tokens, batch_size=batch_size, progress=progress)
+        win = make_windows(stream, length=length, count=window_count(len(stream), length, windows or pol.windows))
+        rows = evaluate_lm(reference, edited, win.tokens, batch_size=batch_size, progress=progress,
+                           baseline_digest=baseline_key)
         for row, offset in zip(rows, win.offsets, strict=True):
             row["offset"] = int(offset)
         calibration = torch.from_numpy(win.tokens[:pol.diagnostics.calibration_windows, :-1])
@@ -188,7 +201,7 @@ def _evaluate(base_src: Source, subj_src: Source, reference: nn.Module, edited: 
     t = time.perf_counter()
     inv, violations = invariants(reference, edited)
     device = next(reference.parameters()).device
-    layers, failures = layer_diagnostics(reference, edited, calibration.to(device), pol.diagnostics)
+    layers, failures = layer_diagnostics(reference, edited, calibration.to(device), pol.diagnostics, baseline_key)
     timings["diagnostics_s"] = time.perf_counter() - t
     t = time.perf_counter()
     stats = compute_statistics(task, rows, pol)
@@ -196,14 +209,15 @@ def _evaluate(base_src: Source, subj_src: Source, reference: nn.Module, edited: 
     verdict, reasons, rejected = decide(stats, pol, invariants=violations, diagnostic_failures=failures)
     cert = {
         "format": FORMAT, "task": task, "created_us": time.time_ns() // 1000,
-        "baseline": _model_info(base_src, reference), "subject": _model_info(subj_src, edited, edit),
+        "baseline": _model_info(base_src, reference, weights["baseline"]),
+        "subject": _model_info(subj_src, edited, weights["subject"], edit),
         "data": data, "policy": {"name": pol.name, "digest": pol.digest, "document": pol.document},
         "statistics": {"merkle_root": rows_root(rows), "rows": rows, **stats},
         "diagnostics": {"layers": layers, "invariants": inv, "failures": failures,
                         "gate": pol.diagnostics.gate},
         "decision": {"verdict": verdict, "reasons": reasons, "holm": rejected, "alpha": pol.alpha},
         "environment": {"torchwitness": torchwitness.__version__, "torch": torch.__version__,
-                        "numpy": np.__version__},
+                        "numpy": np.__version__, "device": str(device), **machine},
         "run": None,
     }
     return snapshot(cert)[0]  # tags non-finite numbers (e.g. an infinite drift) so RFC 8785 accepts them

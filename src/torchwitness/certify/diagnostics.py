@@ -17,13 +17,16 @@ inherited from every layer upstream and would blame innocent successors.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from typing import Any
 
 import torch
 from torch import nn
 
 from torchwitness.certify.evaluate import logits_of
+from torchwitness.certify.external import effective_tensors
 from torchwitness.certify.policy import DiagnosticLimits
 
 _POWER_ITERS = 60
@@ -51,11 +54,13 @@ def spectral_norm(w: torch.Tensor, v0: torch.Tensor, iters: int = _POWER_ITERS) 
     return float(sigma)
 
 
-def spectral_norms(a: torch.Tensor, b: torch.Tensor, iters: int = _POWER_ITERS) -> tuple[float, float]:
-    """Largest singular values of two same-shape matrices, by power iteration from one seeded vector."""
+def spectral_norms(a: torch.Tensor, b: torch.Tensor, iters: int = _POWER_ITERS,
+                   sigma_a: float | None = None) -> tuple[float, float]:
+    """Largest singular values of two same-shape matrices, by power iteration from one seeded vector
+    (``sigma_a``: ``a``'s, already known from an earlier call with the same ``a``)."""
     gen = torch.Generator(device="cpu").manual_seed(0)
     v0 = torch.randn(a.shape[1], generator=gen).to(a.device)
-    return spectral_norm(a, v0, iters), spectral_norm(b, v0, iters)
+    return (spectral_norm(a, v0, iters) if sigma_a is None else sigma_a), spectral_norm(b, v0, iters)
 
 
 def _count_above(w: torch.Tensor, edge: float) -> int:
@@ -64,34 +69,61 @@ def _count_above(w: torch.Tensor, edge: float) -> int:
     return int((torch.linalg.eigvalsh(gram) > edge * edge).sum())
 
 
-def mp_outliers(base: torch.Tensor, subj: torch.Tensor | None) -> tuple[int, int] | None:
+def mp_outliers(base: torch.Tensor, subj: torch.Tensor | None,
+                count_b: int | None = None) -> tuple[int, int] | None:
     """Singular values above the baseline's Marchenko-Pastur bulk edge, in baseline and subject.
 
-    ``subj=None`` means the subject's matrix is identical to the baseline's.
+    ``subj=None`` means the subject's matrix is identical to the baseline's; ``count_b`` is the baseline's count
+    when an earlier call already made it.
     """
     if base.numel() > _MP_MAX or min(base.shape) < 2:
         return None
     m, n = base.shape
     edge = float(base.std()) * (math.sqrt(m) + math.sqrt(n))
-    count_b = _count_above(base, edge)
+    if count_b is None:
+        count_b = _count_above(base, edge)
     return count_b, count_b if subj is None else _count_above(subj, edge)
 
 
-def _param_names(model: nn.Module) -> dict[str, torch.Tensor]:
-    return dict(model.named_parameters(remove_duplicate=False))
+class _BaselineMemo:
+    """Per baseline (keyed by its model digest): each layer's outlier count and spectral norm, and its activation
+    variances per calibration input, so a second subject pays only for its own side. Four baselines at most."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def get(self, key: str | None) -> dict[str, Any]:
+        if key is None:
+            return {}
+        entry = self._entries.setdefault(key, {})
+        self._entries.move_to_end(key)
+        while len(self._entries) > 4:
+            self._entries.popitem(last=False)
+        return entry
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+baseline_memo = _BaselineMemo()
 
 
 def tied_groups(model: nn.Module) -> list[list[str]]:
     """Names that share one tensor (e.g. a language model's input and output embeddings)."""
     groups: dict[int, list[str]] = {}
-    for name, p in _param_names(model).items():
-        groups.setdefault(id(p), []).append(name)
+    for name, (key, _t) in effective_tensors(model, parameters_only=True).items():
+        groups.setdefault(key, []).append(name)
     return sorted(sorted(g) for g in groups.values() if len(g) > 1)
 
 
 def invariants(baseline: nn.Module, subject: nn.Module) -> tuple[dict[str, Any], list[str]]:
-    """Shapes, dtypes, finiteness, tied weights and parameter counts; returns the record and the violations."""
-    sb, ss = baseline.state_dict(), subject.state_dict()
+    """Shapes, dtypes, finiteness, tied weights and parameter counts; returns the record and the violations.
+
+    Both models are seen as their forwards use them (:func:`.external.effective_tensors`): a pruned weight as
+    its mask leaves it, a torchao weight dequantized, under the unedited names.
+    """
+    sb = {k: t for k, (_, t) in effective_tensors(baseline).items()}
+    ss = {k: t for k, (_, t) in effective_tensors(subject).items()}
     bad: list[str] = []
     if sb.keys() != ss.keys():
         missing, extra = sorted(sb.keys() - ss.keys()), sorted(ss.keys() - sb.keys())
@@ -141,33 +173,47 @@ def activation_variances(model: nn.Module, inputs: torch.Tensor) -> dict[str, fl
     return out
 
 
-@torch.no_grad()
+@torch.no_grad()  # not inference_mode: torchao's tensors cannot be detached in it
 def layer_diagnostics(baseline: nn.Module, subject: nn.Module, calibration: torch.Tensor | None,
-                      limits: DiagnosticLimits) -> tuple[list[dict[str, Any]], list[str]]:
-    """Per-layer diagnostics ranked by damage (worst first), and the limits they break."""
-    pb, ps = _param_names(baseline), _param_names(subject)
+                      limits: DiagnosticLimits, baseline_key: str | None = None
+                      ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per-layer diagnostics ranked by damage (worst first), and the limits they break.
+
+    With ``baseline_key`` (the baseline's model digest) the baseline's side is remembered in
+    :data:`baseline_memo` and reused by the next subject.
+    """
+    memo = baseline_memo.get(baseline_key)
+    pb = effective_tensors(baseline, parameters_only=True)
+    ps = {k: t for k, (_, t) in effective_tensors(subject, parameters_only=True).items()}
     drift: dict[str, float] = {}
     if calibration is not None:
-        vb, vs = activation_variances(baseline, calibration), activation_variances(subject, calibration)
+        calib_key = ("activations", calibration.shape, hashlib.sha256(calibration.cpu().numpy().tobytes()).digest())
+        vb = memo.get(calib_key) or activation_variances(baseline, calibration)
+        memo[calib_key] = vb
+        vs = activation_variances(subject, calibration)
         drift = {k: (vs[k] / vb[k] - 1.0 if vb[k] > 0 else (0.0 if vs[k] == 0 else math.inf))
                  for k in vb.keys() & vs.keys()}
     layers, seen = [], set()
-    for name, wb in pb.items():
+    for name, (key, wb) in pb.items():
         ws = ps.get(name)
-        if wb.dim() < 2 or ws is None or ws.shape != wb.shape or id(wb) in seen:
+        if wb.dim() < 2 or ws is None or ws.shape != wb.shape or key in seen:
             continue
-        seen.add(id(wb))
+        seen.add(key)
         mb, ms = _matrix(wb), _matrix(ws)
+        known = memo.setdefault(name, {})
         if torch.equal(mb, ms):  # untouched by the edit (e.g. embeddings): nothing to iterate on
-            err, ratio, mp = 0.0, 1.0, mp_outliers(mb, None)
+            err, ratio, mp = 0.0, 1.0, mp_outliers(mb, None, known.get("outliers"))
         elif not bool(torch.isfinite(ms).all()):  # the invariants fail it; rank it first, skip the linear algebra
             err, ratio, mp = math.inf, math.nan, None
         else:
             norm_b = float(mb.norm())
             err = float((ms - mb).norm()) / norm_b if norm_b > 0 else float(ms.norm() > 0)
-            sb, ss = spectral_norms(mb, ms)
+            sb, ss = spectral_norms(mb, ms, sigma_a=known.get("sigma"))
+            known["sigma"] = sb
             ratio = ss / sb if sb > 0 else (1.0 if ss == 0 else math.inf)
-            mp = mp_outliers(mb, ms)
+            mp = mp_outliers(mb, ms, known.get("outliers"))
+        if mp is not None:
+            known["outliers"] = mp[0]
         module = name.rsplit(".", 1)[0] if "." in name else name
         layers.append({"layer": name, "shape": list(wb.shape), "weight_error": err, "spectral_ratio": ratio,
                        "outliers_baseline": None if mp is None else mp[0],

@@ -19,49 +19,20 @@ True
 
 from __future__ import annotations
 
+import copy
 import hashlib
-import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
+from torchwitness.certify import external
+from torchwitness.certify.editspec import Edit
 from torchwitness.errors import InputError
 
-_SPEC = re.compile(r"^(?:quant-int(?P<bits>[2-8])(?:-g(?P<group>\d+))?|prune-(?P<pct>\d{1,2}))$")
-
-
-@dataclass(frozen=True)
-class Edit:
-    """A parsed edit: ``quant-int8``, ``quant-int4-g32`` (group-wise), ``prune-50`` (percent of each layer)."""
-
-    spec: str
-    kind: str  # "quant" or "prune"
-    bits: int = 0
-    group_size: int | None = None  # None = one scale per output channel
-    sparsity: float = 0.0
-
-    @classmethod
-    def parse(cls, spec: str) -> Edit:
-        m = _SPEC.match(spec)
-        if m is None:
-            raise InputError(f"unknown edit {spec!r}: use quant-int8, quant-int4, quant-intB-gG or prune-P")
-        if m["pct"] is not None:
-            return cls(spec, "prune", sparsity=int(m["pct"]) / 100)
-        group = int(m["group"]) if m["group"] else None
-        if group is not None and group < 1:
-            raise InputError(f"edit {spec!r}: group size must be positive")
-        return cls(spec, "quant", bits=int(m["bits"]), group_size=group)
-
-    def describe(self) -> dict:
-        if self.kind == "prune":
-            return {"spec": self.spec, "method": "magnitude-pruning", "sparsity": self.sparsity,
-                    "scope": "per-layer unstructured"}
-        return {"spec": self.spec, "method": "rtn-symmetric", "bits": self.bits,
-                "granularity": f"group-{self.group_size}" if self.group_size else "per-channel",
-                "storage": "dequantized float (simulated)"}
-
+__all__ = ["Edit", "EditSession", "apply_edit", "editable_weights", "prune_magnitude_", "quantize_rtn_",
+           "weights_digest"]
 
 def _output_major(module: nn.Module, weight: torch.Tensor) -> torch.Tensor:
     """A view of ``weight`` with output channels on dim 0 (transformers' ``Conv1D`` stores ``[in, out]``)."""
@@ -112,19 +83,30 @@ def prune_magnitude_(w: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def apply_edit(model: nn.Module, edit: str | Edit) -> list[str]:
-    """Apply an edit to ``model`` in place; return the names of the edited weights."""
-    edit = Edit.parse(edit) if isinstance(edit, str) else edit
-    names = []
-    for name, module, p in editable_weights(model):
+def apply_edit(model: nn.Module, edit: str | Edit | Callable[[nn.Module], Any]) -> list[str]:
+    """Apply an edit to ``model`` in place; return the names of the edited weights (when known)."""
+    edit = Edit.parse(edit)
+    weights = list(editable_weights(model))
+    if edit.kind == "function":
+        returned = edit.function(model)
+        if isinstance(returned, nn.Module) and returned is not model:
+            raise InputError(f"edit {edit.spec} returned a new model: an edit function must change the model "
+                             "in place")
+        return []
+    if edit.kind == "lora":
+        return external.lora_merge(model, edit.target or "")
+    if not weights:
+        raise InputError(f"edit {edit.spec}: the model has no weight matrix to edit")
+    if edit.kind == "torchao":
+        return external.torchao_quantize(model, edit.bits, edit.group_size, {id(p) for _, _, p in weights})[0]
+    if edit.kind == "prune-l1":
+        return external.prune_l1(model, edit.sparsity, weights)
+    for _name, module, p in weights:
         if edit.kind == "quant":
             quantize_rtn_(_output_major(module, p.data), edit.bits, edit.group_size)
         else:
             prune_magnitude_(p.data, edit.sparsity)
-        names.append(name)
-    if not names:
-        raise InputError(f"edit {edit.spec}: the model has no weight matrix to edit")
-    return names
+    return [name for name, _, _ in weights]
 
 
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -132,18 +114,31 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def weights_digest(model: nn.Module | dict[str, torch.Tensor]) -> str:
-    """``sha256:`` over every named parameter and buffer: name, dtype, shape and raw bytes, in name order."""
+    """``sha256:`` over every named parameter and buffer: name, dtype, shape and raw bytes, in name order.
+
+    Tensor subclasses (torchao's quantized weights) contribute the plain tensors they store, each named by the
+    subclass and its metadata, so the digest identifies the quantized form, not a dequantized copy.
+    """
     tensors = _tensors(model) if isinstance(model, nn.Module) else model
     h = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach()
-        h.update(f"{name}\0{str(t.dtype).removeprefix('torch.')}\0{list(t.shape)}\0".encode())
-        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        for part, t in external.flatten(tensors[name]):
+            h.update(f"{name}{part}\0{str(t.dtype).removeprefix('torch.')}\0{list(t.shape)}\0".encode())
+            h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return "sha256:" + h.hexdigest()
 
 
+def _copy_containers(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: copy.copy(v) if isinstance(v, (dict, set, list)) else v for k, v in state.items()}
+
+
 class EditSession:
-    """Keeps a bit-exact copy of a model's parameters and buffers so an edit can be rolled back.
+    """Keeps what it takes to undo any in-place edit of a model, bit for bit.
+
+    That is every module's class and attributes (its parameter, buffer, submodule and hook tables, copied one
+    level deep) plus a clone of every parameter and buffer. So edits that replace parameters (torchao), swap
+    submodules (PEFT), add reparametrisations and hooks (``torch.nn.utils.prune``) or write into weights (the
+    built-in quantizers) are all undone, and the caller's references to the original parameters stay valid.
 
     Use as a context manager; call :meth:`rollback` to restore (the digest is checked afterwards) or
     :meth:`commit` to keep the edit. Leaving the block without either rolls back, so failures never leak a
@@ -152,6 +147,7 @@ class EditSession:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        self._modules = [(m, type(m), _copy_containers(vars(m))) for m in model.modules()]
         self._saved = {k: v.detach().clone() for k, v in _tensors(model).items()}
         self.digest = weights_digest(self._saved)
         self._open = True
@@ -165,7 +161,11 @@ class EditSession:
 
     @torch.no_grad()
     def rollback(self) -> str:
-        """Restore the saved tensors in place (tied parameters stay tied); return the verified digest."""
+        """Restore the modules and tensors in place (tied parameters stay tied); return the verified digest."""
+        for module, cls, state in self._modules:
+            module.__class__ = cls
+            vars(module).clear()
+            vars(module).update(_copy_containers(state))
         current = _tensors(self.model)
         if current.keys() != self._saved.keys():
             raise InputError("the model's parameter names changed during the edit; cannot roll back")
@@ -180,3 +180,4 @@ class EditSession:
     def commit(self) -> None:
         self._open = False
         self._saved.clear()
+        self._modules.clear()

@@ -49,7 +49,17 @@ class CertCheck:
 
 
 def load_certificate(path: str | Path) -> dict[str, Any]:
-    return read_json(path, "certificate", CertificateError)
+    try:
+        cert = read_json(path, "certificate", CertificateError)
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder, not a certificate file") from None
+    except OSError as e:
+        raise InputError(f"cannot read the certificate {path}: {e.strerror or e}") from None
+    except RecursionError:
+        raise CertificateError(f"certificate {path} is nested too deeply to be a certificate") from None
+    if not isinstance(cert, dict):
+        raise CertificateError(f"certificate {path} is JSON but not an object")
+    return cert
 
 
 def _close(a: Any, b: Any, path: str) -> None:
@@ -82,9 +92,23 @@ def verify_certificate(cert: dict[str, Any] | str | Path, *, key: str | None = N
                        subject: Any = None, factory: str | None = None, tokens: np.ndarray | None = None,
                        replay: int = 0, seed: int | None = None, run: str | Path | None = None,
                        batch_size: int = 16) -> CertCheck:
-    """Verify a certificate (a dict or a path); return what was checked or raise ``CertificateError``."""
+    """Verify a certificate (a dict or a path); return what was checked or raise ``CertificateError``.
+
+    Anything malformed that the schema lets through (an integer beyond JSON's exact range, a row of the wrong
+    shape, a missing diagnostics field) is a failed verification naming what broke, never another exception.
+    """
     if not isinstance(cert, dict):
         cert = load_certificate(cert)
+    try:
+        return _verify(cert, key=key, baseline=baseline, subject=subject, factory=factory, tokens=tokens,
+                       replay=replay, seed=seed, run=run, batch_size=batch_size)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, RecursionError) as e:
+        detail = f"missing field {e}" if isinstance(e, KeyError) else str(e).splitlines()[0] if str(e) else ""
+        raise CertificateError(f"certificate is malformed: {type(e).__name__}: {detail}"[:300]) from None
+
+
+def _verify(cert: dict[str, Any], *, key, baseline, subject, factory, tokens, replay, seed, run,
+            batch_size) -> CertCheck:
     # 1. schema
     try:
         msgspec.convert(cert, Certificate)

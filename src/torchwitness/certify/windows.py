@@ -57,6 +57,16 @@ def make_windows(stream: Sequence[int] | np.ndarray, *, length: int, count: int)
     return Windows(tokens, offsets, len(stream), stream_digest(stream))
 
 
+def window_count(tokens: int, length: int, asked: int) -> int:
+    """How many windows certification uses: ``asked``, or all that fit when fewer do (at least 2 must)."""
+    available = tokens // (length + 1)
+    if available < 2:
+        raise InputError(f"the data holds {tokens} tokens: {available} window(s) of {length} tokens plus one "
+                         "target fit, and certification needs at least 2; give more data or a shorter window "
+                         "length")
+    return min(asked, available)
+
+
 def rebuild_windows(stream: np.ndarray, offsets: Sequence[int], length: int) -> np.ndarray:
     """The windows at recorded ``offsets`` (for replay), checked to lie inside the stream."""
     offsets = np.asarray(offsets, dtype=np.int64)

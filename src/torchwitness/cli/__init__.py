@@ -13,6 +13,7 @@ import sys
 import typer
 
 from torchwitness import __version__
+from torchwitness.cli import _panels
 from torchwitness.cli._output import err_console
 from torchwitness.errors import TorchWitnessError
 
@@ -37,6 +38,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _info.name.endswith(("_cmds", "_cmd")):
         importlib.import_module(f"{__name__}.{_info.name}").register(app)
+_panels.assign(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,7 +29,7 @@ def audit(factory: str = typer.Argument(..., help="package.module:function (or f
           fail_level: str = fo.FAIL_LEVEL, hints: bool = fo.HINTS, write_baseline: Path | None = fo.WRITE_BASELINE
           ) -> None:
     """Build the model with FACTORY and audit it; exit 1 if a finding reaches --fail-level."""
-    import torchwitness as tw
+    from torchwitness.cli._record import open_run
     from torchwitness.errors import InputError
     from torchwitness.integrations.audit import audit as run_audit
     from torchwitness.integrations.factory import PHASES, build_target
@@ -38,7 +38,7 @@ def audit(factory: str = typer.Argument(..., help="package.module:function (or f
         raise InputError(f"unknown phase {phase!r}; use one of {', '.join(PHASES)}")
     opts = fo.FindingsOptions(fmt, output, baseline, select, ignore, fail_level, hints, write_baseline).check()
     target = build_target(factory)
-    with _run_folder(run_dir) as folder, tw.Run(folder, config={"audit": factory, "phase": phase}) as run, \
+    with _run_folder(run_dir) as folder, open_run(folder, config={"audit": factory, "phase": phase}) as run, \
             _progress(phase, steps) as on_step:
         findings = run_audit(target, phase, run=run, steps=steps, select=select or (), ignore=ignore or (),
                              every_n_steps=every, on_step=on_step)

@@ -59,12 +59,12 @@ def add(run: Path = RunArg, incident: str = typer.Option(..., "--id", help="Your
         aware: str | None = WhenOpt,
         description: str | None = typer.Option(None, help="Stored only as an erasable commitment.")) -> None:
     """Record a serious incident and the deadline for reporting it."""
+    from torchwitness.cli._record import appending_to
     from torchwitness.controls.incidents import DEADLINE_DAYS, check_category, record_incident
-    from torchwitness.ledger.inbox import appending
 
     when = _when(aware, "aware")  # bad input is refused before the ledger is opened
     check_category(category)
-    with appending(run) as target:
+    with appending_to(run) as target:
         seq = record_incident(target, incident, category=category, aware=when,  # type: ignore[arg-type]
                               description=description)
     typer.echo(f"recorded incident {incident} {recorded(target, seq)}: report it within "
@@ -76,11 +76,11 @@ def report(run: Path = RunArg, incident: str = typer.Option(..., "--id", help="T
            authority: str = typer.Option(..., help="The authority it was reported to."),
            at: str | None = WhenOpt) -> None:
     """Record that an incident was reported to an authority."""
+    from torchwitness.cli._record import appending_to
     from torchwitness.controls.incidents import record_report
-    from torchwitness.ledger.inbox import appending
 
     when = _when(at, "at")
-    with appending(run) as target:
+    with appending_to(run) as target:
         seq = record_report(target, incident, authority=authority, reported=when)
     typer.echo(f"recorded the report of {incident} {recorded(target, seq)}")
 

@@ -19,18 +19,33 @@ RunArg = typer.Argument(..., help="The run folder.", show_default=False)
 def verify(run: Path = RunArg,
            key: str | None = typer.Option(None, "--key", help="Pin the signer's fingerprint (sha256:...)."),
            deep: bool = typer.Option(False, "--deep", help="Also re-canonicalise and schema-check every record."),
-           since: Path | None = typer.Option(None, "--since", help="A checkpoint saved earlier that the run "
-                                                "must still extend."),
+           since: Path | None = typer.Option(None, "--since", help="A checkpoint kept earlier ('torchwitness "
+                                                "checkpoint RUN -o FILE') that the run must still extend."),
+           allow_unsigned_tail: bool = typer.Option(
+               False, "--allow-unsigned-tail", help="Live view of a run still being written: accept (and name) "
+                                                    "records no checkpoint covers yet. Never for an ended run."),
+           witness: list[str] | None = typer.Option(None, "--witness", help="A witness's verifier key whose "
+                                                    "cosignature the newest checkpoint (of every rank) must carry; "
+                                                    "'VKEY URL' also asks the witness for the newest checkpoint "
+                                                    "it cosigned, which the run must extend. Repeatable."),
+           quorum: int | None = typer.Option(None, "--quorum", help="How many --witness keys must have cosigned "
+                                             "(default: all)."),
            verbose: bool = typer.Option(False, "--verbose", help="Show expected/computed values on failure.")
            ) -> None:
-    """Verify a run's ledger: signatures, Merkle roots, every record. Exit 0 only if all of it holds."""
-    from torchwitness.ledger.verify import verify_run
+    """Verify a run's ledger: signatures, Merkle roots, every record. Exit 0 only if all of it holds.
 
-    since_text = _read_text(since) if since else None
-    result = verify_run(run, key=key, deep=deep, since=since_text)
+    Without --key the key inside the folder is trusted: that proves integrity, not authorship."""
+    from torchwitness.ledger.verify import verify_run
+    from torchwitness.witness.check import WitnessPolicy
+
+    policy = WitnessPolicy.parse(witness or [], quorum) if witness or quorum is not None else None
+    since_text = kept_note(since, "--since") if since else None
+    result = verify_run(run, key=key, deep=deep, since=since_text, allow_unsigned_tail=allow_unsigned_tail)
     typer.echo(result.summary())
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
+    for line in policy.check(run) if policy else []:
+        typer.echo(line)
 
 
 def prove(run: Path = RunArg, seq: int = typer.Option(..., "--seq", help="The record to prove."),
@@ -89,11 +104,11 @@ def erase(run: Path = RunArg,
           ) -> None:
     """Crypto-shred personal payloads, or delete retained serving inputs, and record the erasure; the ledger still
     verifies afterwards."""
-    from torchwitness.ledger.inbox import appending
+    from torchwitness.cli._record import appending_to
 
     if not subject and not commitment and not decision:
         raise InputError("name at least one --subject, --commitment or --decision to erase")
-    with appending(run, key_dir=key_dir) as target:
+    with appending_to(run, key_dir=key_dir) as target:
         values = target.erase(values=list(subject or []), commitments=list(commitment or []), reason=reason) if (
             subject or commitment) else 0
         inputs = 0
@@ -122,11 +137,21 @@ def schema(kind: str | None = typer.Option(None, "--kind", help="Only this recor
     typer.echo(json.dumps(json_schemas(kind), indent=2))
 
 
-def _read_text(path: Path) -> str:
+def kept_note(path: Path, option: str) -> str:
+    """The text of a checkpoint note the user kept; a file that is not one is named in the error."""
+    from torchwitness.errors import VerificationError
+    from torchwitness.ledger.note import parse
+
     try:
-        return path.read_text()
+        text = path.read_text()
+        parse(text)
     except FileNotFoundError:
-        raise InputError(f"no such file: {path}") from None
+        raise InputError(f"{option} {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{option} {path} is unreadable: {e}") from None
+    except VerificationError as e:
+        raise VerificationError(f"{option} {path} is not a signed checkpoint: {e.reason}") from None
+    return text
 
 
 def register(app: typer.Typer) -> None:

@@ -99,9 +99,9 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
     Needs the input: serve with ``retain_inputs=True`` (kept erasable in the run's private folder). The retained
     input is first checked against the keyed commitment recorded when it was served; one changed since is refused.
     """
+    from torchwitness.cli._record import appending_to
     from torchwitness.integrations.captum import explain_input
     from torchwitness.integrations.factory import build_target
-    from torchwitness.ledger.inbox import appending
     from torchwitness.ledger.reader import iter_records
     from torchwitness.probes.inference import RetainedInputs, model_digest, parse_decision_id, verified_input
 
@@ -116,7 +116,7 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
         raise InputError("the factory's model is not the one that made this decision (weights digest differs)")
     import torch
 
-    with appending(run) as target:
+    with appending_to(run) as target:
         erased = {d for r in iter_records(run, kinds={"inputs.erasure"}) for d in r["data"]["decisions"]}
         row, checked = verified_input(RetainedInputs.for_run(run), records[-1], decision,
                                       target.personal.fingerprint, erased)

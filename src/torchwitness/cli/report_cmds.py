@@ -8,9 +8,10 @@ import typer
 from rich.table import Table
 
 from torchwitness.cli._output import console, err_console
-from torchwitness.errors import InputError
+from torchwitness.errors import InputError, VerificationError
 
 RunArg = typer.Argument(..., help="The run folder.", show_default=False)
+DRAFT = typer.Option(False, "--draft", help="Render even if the ledger does not verify, marked NOT VERIFIED.")
 _STYLE = {"evidence": "green", "partial": "yellow", "none": "red", "improved": "green", "regressed": "bold red",
           "unchanged": "dim", "added": "cyan", "removed": "magenta"}
 
@@ -40,9 +41,10 @@ def coverage(run: Path = RunArg,
 def report(run: Path = RunArg,
            fmt: str = typer.Option("html", "--format", "-f", help="html, pdf or md."),
            output: Path | None = typer.Option(None, "-o", "--output", help="Where to write (default RUN/dossier.FMT)."),
-           proofs: int = typer.Option(24, "--proofs", help="Inclusion proofs embedded for in-browser checking.")
-           ) -> None:
-    """Write the Annex IV technical documentation of a run, every statement citing its records."""
+           proofs: int = typer.Option(24, "--proofs", help="Inclusion proofs embedded for in-browser checking."),
+           draft: bool = DRAFT) -> None:
+    """Write the Annex IV technical documentation of a run, every statement citing its records; exit 3 if the
+    ledger does not verify (unless --draft)."""
     from torchwitness.report.build import build_document
     from torchwitness.report.render import write_report
 
@@ -51,18 +53,30 @@ def report(run: Path = RunArg,
     out = output or run / f"dossier.{fmt}"
     with err_console.status("building the dossier"):
         doc = build_document(run, proofs=proofs)
+        if not doc.verification["ok"] and not draft:
+            raise VerificationError(f"{run}: {doc.verification['summary']}; no dossier written (--draft writes "
+                                    "one marked NOT VERIFIED)")
         write_report(doc, out, fmt)  # type: ignore[arg-type]
+    if not doc.verification["ok"]:
+        err_console.print(f"[bold red]NOT VERIFIED[/]: {doc.verification['summary']}", highlight=False,
+                          soft_wrap=True)
     typer.echo(str(out))
 
 
 def card(run: Path = RunArg,
          output: Path | None = typer.Option(None, "-o", "--output", help="Write here (default: stdout)."),
-         intended_use: str | None = typer.Option(None, "--intended-use", help="The provider's intended use."),
-         license: str | None = typer.Option(None, "--license", help="SPDX licence id for the metadata.")) -> None:
-    """Write a Hugging Face model card (YAML metadata + sections) generated from the run's ledger."""
+         intended_use: str | None = typer.Option(None, "--intended-use", help="The provider's intended use (else "
+                                                 "the one run.log_model recorded)."),
+         license: str | None = typer.Option(None, "--license", help="SPDX licence id for the metadata (else the "
+                                            "one run.log_model recorded)."),
+         task: str = typer.Option("other", "--task", help="Task type of the evaluation results in the metadata, "
+                                  "e.g. text-classification."),
+         draft: bool = DRAFT) -> None:
+    """Write a Hugging Face model card (YAML metadata + sections) generated from the run's ledger; exit 3 if the
+    ledger does not verify (unless --draft)."""
     from torchwitness.report.card import build_card, validate_card
 
-    text = build_card(run, intended_use=intended_use, license=license)
+    text = build_card(run, intended_use=intended_use, license=license, task=task, draft=draft)
     validate_card(text)
     if output:
         output.write_text(text)

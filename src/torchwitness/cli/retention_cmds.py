@@ -18,10 +18,10 @@ def retention(run: Path = typer.Argument(..., help="The run folder.", show_defau
               basis: str | None = typer.Option(None, help="For fewer than 184 days: the law that provides so.")
               ) -> None:
     """Record how long this run's logs are kept, and by whom (a retention.policy record)."""
+    from torchwitness.cli._record import appending_to
     from torchwitness.controls.retention import declare_retention
-    from torchwitness.ledger.inbox import appending
 
-    with appending(run) as target:
+    with appending_to(run) as target:
         seq = declare_retention(target, logs_days=days, role=role, storage=storage,  # type: ignore[arg-type]
                                 basis=basis)
     typer.echo(f"recorded the {role}'s retention of {days} days {recorded(target, seq)}")
@@ -30,12 +30,12 @@ def retention(run: Path = typer.Argument(..., help="The run folder.", show_defau
 def expire(run: Path = typer.Argument(..., help="The run folder.", show_default=False),
            key_dir: Path | None = typer.Option(None, "--key-dir", help="Where the run's private key lives.")) -> None:
     """Crypto-shred conversation content, and delete retained serving inputs, whose retention period has elapsed."""
+    from torchwitness.cli._record import appending_to
     from torchwitness.controls.content import expire as expire_content
-    from torchwitness.ledger.inbox import appending
     from torchwitness.probes.inference import expire_inputs
 
     # A scheduled job beside the application that holds the run open: the holder erases, within a second or so.
-    with appending(run, key_dir=key_dir, timeout=30.0) as target:
+    with appending_to(run, key_dir=key_dir, timeout=30.0) as target:
         n = expire_content(target)
         inputs = expire_inputs(run, record=target.record)  # their own file: deleted here, recorded by the holder
     typer.echo(f"erased {n} expired content value(s) from {run}"

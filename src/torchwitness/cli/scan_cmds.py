@@ -42,10 +42,10 @@ def scan(paths: list[Path] = typer.Argument(..., help="Python files or folders t
                             progress=lambda done, total: bar.update(task, completed=done, total=total))
     run_id = None
     if run is not None:
-        import torchwitness as tw
+        from torchwitness.cli._record import open_run
         from torchwitness.rules.static.engine import record_scan
 
-        with tw.Run(run) as r:
+        with open_run(run) as r:
             record_scan(r, result)
             run_id = r.run_id
     if rdf is not None:
@@ -97,9 +97,9 @@ def scan_model(files: list[Path] = typer.Argument(..., help="Model files, or fol
     scans = [scan_one(f, allow=allow or ()) for f in targets]
     findings = [f for s in scans for f in s.findings]
     if run is not None:
-        import torchwitness as tw
+        from torchwitness.cli._record import open_run
 
-        with tw.Run(run) as r:
+        with open_run(run) as r:
             r.finding_set.extend(findings)
             for s in scans:
                 r.record("model.scan", s.summary())
@@ -119,10 +119,10 @@ def replay_record(run: Path = typer.Argument(..., help="The run folder to record
                   steps: int = typer.Option(10, "--steps", min=1, help="How many training steps to record."),
                   seed: int = typer.Option(0, "--seed", help="The seed the steps are drawn from.")) -> None:
     """Run N seeded training steps from a factory, recording loss and gradient digests per step."""
-    import torchwitness as tw
+    from torchwitness.cli._record import open_run
     from torchwitness.probes.replay import record_replayable
 
-    with tw.Run(run, seed=seed) as r:
+    with open_run(run, seed=seed) as r:
         n = record_replayable(r, factory, steps=steps, seed=seed)
     typer.echo(f"recorded {n} replayable steps of {factory} (seed {seed}) in {run}")
 
@@ -133,13 +133,13 @@ def replay_check(run: Path = typer.Argument(..., help="A run with recorded repla
                  record: bool = typer.Option(True, "--record/--no-record", help="Record the outcome in the run.")
                  ) -> None:
     """Re-run the recorded steps from the recorded seed; exit 1 naming the first step whose digests differ."""
-    import torchwitness as tw
+    from torchwitness.cli._record import open_run
     from torchwitness.probes.replay import record_check
     from torchwitness.probes.replay import replay_check as check
 
     result = check(run, factory=factory, steps=steps)
     if record:
-        with tw.Run(run, seed=result.seed) as r:
+        with open_run(run, seed=result.seed) as r:
             record_check(r, result)
     typer.echo(result.summary())
     if not result.ok:

@@ -120,6 +120,12 @@ class ContentPolicy:
                 db.close()
         return out
 
+    def shown(self, **texts: str | None) -> dict[str, str]:
+        """The texts as the run keeps them (redacted) when it retains content; nothing when it keeps commitments."""
+        if not self.retain:
+            return {}
+        return {name: redact(text, presidio=self.presidio).text for name, text in texts.items() if text is not None}
+
     def erase(self, target: Any, text: str, *, reason: str = "data subject request (GDPR Art. 17)") -> int:
         """Crypto-shred ``text`` (and, when retaining, its redacted form); returns how many values were erased."""
         values = [text, redact(text, presidio=self.presidio).text] if self.retain else [text]

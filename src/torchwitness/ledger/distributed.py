@@ -2,18 +2,22 @@
 
 Under ``torch.distributed`` every rank writes its own ledger shard (``RUN/rank-N``) with no cross-rank locking.
 At synchronisation points (``Run.sync()``, and ``Run.close()``) every rank checkpoints its shard, the signed
-heads are gathered to rank 0 in one small collective, and rank 0 signs a *run-level checkpoint*: an RFC 9162 tree
-whose leaves are the canonical JSON heads ``{rank, origin, size, root, signer}`` in rank order. Its note sits in
-``RUN/checkpoints/NNNNNN.note`` with the heads beside it in ``NNNNNN.heads.json``.
+heads are gathered to rank 0 in one small collective, and rank 0 signs a *run-level checkpoint*
+``RUN/checkpoints/NNNNNN.note``: a C2SP signed note of origin ``torchwitness/<run>/run`` whose root is the RFC 9162
+tree over the canonical JSON heads ``{rank, origin, size, root, signer}`` in rank order. The heads themselves are
+extension lines of the note (``torchwitness-head RANK SIZE ROOT SIGNER``), so one note is self-contained, and a
+``torchwitness-prev`` line chains it to the run-level note before it.
 
-Verification checks every shard on its own (naming the rank of a bad record), then that each run-level
-checkpoint is signed by rank 0's key, lists every rank once, and commits to shard heads that the shards really
-signed.
+Rank 0's signature over a head *authorises* that rank's key (``SIGNER``): verification checks every shard against
+the key its rank was authorised with, so pinning the run's key (rank 0's) pins every shard. A shard re-signed
+with another key fails, as does a run-level note deleted from the chain. ``since`` takes a kept run-level note
+(``torchwitness checkpoint RUN``) and proves by RFC 9162 consistency that every shard extends the head it lists.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,19 +25,26 @@ from typing import Any
 import rfc8785
 
 from torchwitness.errors import InputError, VerificationError
+from torchwitness.ledger.checkpoints import check_chain, read_note
 from torchwitness.ledger.keys import PublicKey
-from torchwitness.ledger.merkle import MerkleTree, leaf_hashes
-from torchwitness.ledger.note import Checkpoint, parse
+from torchwitness.ledger.layout import RUN_MANIFEST, Layout, read_manifest
+from torchwitness.ledger.merkle import EMPTY_ROOT, MerkleTree, leaf_hashes
+from torchwitness.ledger.note import HEAD, Checkpoint, SignedCheckpoint, b64, parse, prev_line, unb64
 
 RUN_FORMAT = "torchwitness-run/1"
-RUN_MANIFEST = "run.json"
 
 
 def shard_dir(root: Path, rank: int) -> Path:
     return root / f"rank-{rank}"
 
 
+def run_origin(run_id: str) -> str:
+    return f"torchwitness/{run_id}/run"
+
+
 def write_run_manifest(root: Path, run_id: str, world_size: int) -> None:
+    """Rank 0, at start: name the run (or check an existing one names it) and remove run-level notes a crash left
+    half-written (only rank 0 writes them)."""
     root.mkdir(parents=True, exist_ok=True)
     path = root / RUN_MANIFEST
     if path.exists():
@@ -41,6 +52,8 @@ def write_run_manifest(root: Path, run_id: str, world_size: int) -> None:
         if existing.get("run") != run_id or existing.get("world_size") != world_size:
             raise InputError(f"{root} holds run {existing.get('run')} with world size {existing.get('world_size')}, "
                              f"not run {run_id} with world size {world_size}")
+        for stale in (root / "checkpoints").glob("*.tmp") if (root / "checkpoints").is_dir() else []:
+            stale.unlink(missing_ok=True)
         return
     path.write_text(json.dumps({"format": RUN_FORMAT, "run": run_id, "world_size": world_size}, indent=2) + "\n")
 
@@ -49,17 +62,42 @@ def _head_leaves(heads: list[dict[str, Any]]) -> list[bytes]:
     return leaf_hashes([rfc8785.dumps(h) for h in heads])
 
 
+def run_notes(root: Path) -> list[Path]:
+    folder = root / "checkpoints"
+    return sorted(folder.glob("[0-9]*.note")) if folder.is_dir() else []
+
+
 def write_run_checkpoint(root: Path, run_id: str, heads: list[dict[str, Any]], sign) -> Path:
     """Rank 0: sign a checkpoint over the gathered shard heads (``sign`` is ``Ledger.sign``)."""
     heads = sorted(heads, key=lambda h: h["rank"])
-    tree = MerkleTree(_head_leaves(heads))
+    notes = run_notes(root)
+    prev = read_note(notes[-1]).checkpoint if notes else None
+    lines = [prev_line(prev.size, prev.root) if prev else prev_line(0, EMPTY_ROOT)]
+    lines += [f"{HEAD} {h['rank']} {h['size']} {b64(bytes.fromhex(h['root']))} {h['signer']}" for h in heads]
+    text = sign(Checkpoint(run_origin(run_id), len(heads), MerkleTree(_head_leaves(heads)).root(), tuple(lines)))
     folder = root / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    number = len(list(folder.glob("*.note"))) + 1
-    note = folder / f"{number:06d}.note"
-    (folder / f"{number:06d}.heads.json").write_text(json.dumps(heads, indent=2) + "\n")
-    note.write_text(sign(Checkpoint(f"torchwitness/{run_id}/run", len(heads), tree.root())))
+    note = folder / f"{int(notes[-1].stem) + 1 if notes else 1:06d}.note"
+    tmp = note.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, note)
     return note
+
+
+def heads_of(signed: SignedCheckpoint, run_id: str, world: int) -> list[dict[str, Any]]:
+    """The shard heads a run-level note lists, checked to be every rank once and to reproduce its root."""
+    heads = []
+    for fields in signed.checkpoint.extension(HEAD):
+        if len(fields) != 4 or not fields[0].isdigit() or not fields[1].isdigit():
+            raise VerificationError("run-level checkpoint has a malformed torchwitness-head line")
+        rank = int(fields[0])
+        heads.append({"rank": rank, "origin": f"torchwitness/{run_id}/rank-{rank}", "size": int(fields[1]),
+                      "root": unb64(fields[2], "shard head root", size=32).hex(), "signer": fields[3]})
+    if [h["rank"] for h in heads] != list(range(world)) or signed.checkpoint.size != world:
+        raise VerificationError("run-level checkpoint does not list every rank once")
+    if MerkleTree(_head_leaves(heads)).root() != signed.checkpoint.root:
+        raise VerificationError("run-level checkpoint does not commit to its shard heads")
+    return heads
 
 
 @dataclass
@@ -69,6 +107,8 @@ class RunVerifyResult:
     shards: list[Any]  # VerifyResult per rank
     run_checkpoints: int
     root: bytes
+    pinned: bool = False
+    since: int | None = None  # run-level checkpoints are not numbered by size: 1 when a kept one was checked
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -76,46 +116,132 @@ class RunVerifyResult:
         return sum(s.records for s in self.shards)
 
     def summary(self) -> str:
-        return (f"OK {self.records} records in {self.world_size} rank shards, {self.run_checkpoints} run-level "
-                f"checkpoints, run root sha256:{self.root.hex()}, signer {self.shards[0].signer}")
+        from torchwitness.ledger.verify import UNPINNED
+
+        head = "OK" if not any(s.uncovered for s in self.shards) else "LIVE VIEW (not fully signed)"
+        parts = [f"{head} {self.records} records in {self.world_size} rank shards",
+                 f"{self.run_checkpoints} run-level checkpoints", f"run root sha256:{self.root.hex()}",
+                 f"signer {self.shards[0].signer}" + ("" if self.pinned else f" ({UNPINNED})")]
+        if self.since is not None:
+            parts.append("every shard extends the kept run-level checkpoint")
+        parts += [f"rank {r}: {s.summary()}" for r, s in enumerate(self.shards) if s.uncovered or s.signed_late]
+        return ", ".join(parts)
 
 
-def verify_distributed(root: Path, *, key: str | None = None, deep: bool = False) -> RunVerifyResult:
+def _run_key(root: Path, key: str | None) -> PublicKey:
+    from torchwitness.ledger.verify import load_public_key
+
+    folder = shard_dir(root, 0)
+    try:
+        return load_public_key(Layout(folder), read_manifest(folder), key)
+    except VerificationError as e:
+        raise VerificationError(f"rank 0: {e}") from None
+
+
+def _signed_heads(signed: SignedCheckpoint, public: PublicKey, run_id: str, world: int, what: str
+                  ) -> list[dict[str, Any]]:
+    """The heads of a run-level note signed by the run key ``public``; a failure names the note as ``what``."""
+    try:
+        signed.verify(public)
+        if signed.checkpoint.origin != run_origin(run_id):
+            raise VerificationError(f"it is of {signed.checkpoint.origin!r}, not of this run's "
+                                    f"{run_origin(run_id)!r}")
+        return heads_of(signed, run_id, world)
+    except VerificationError as e:
+        raise VerificationError(f"{what}: {e.reason}") from None
+
+
+def _authorised_signers(root: Path, run_id: str, world: int, public: PublicKey) -> tuple[list[str], list[Any]]:
+    """Verify the chain of run-level notes under the run key; return each rank's authorised key and the heads."""
+    notes = run_notes(root)
+    if not notes:
+        raise VerificationError("the distributed run has no run-level checkpoint (did every rank close the Run?)")
+    signed_notes, all_heads = [], []
+    signers: list[str] = []
+    for path in notes:
+        signed = read_note(path)
+        heads = _signed_heads(signed, public, run_id, world, f"run-level checkpoint {path.name}")
+        listed = [h["signer"] for h in heads]
+        if signers and listed != signers:
+            raise VerificationError(f"run-level checkpoint {path.name} authorises other rank keys than the one "
+                                    "before it")
+        signers = listed
+        signed_notes.append(signed)
+        all_heads.append((path.name, heads))
+    try:
+        check_chain(signed_notes)
+    except VerificationError as e:
+        raise VerificationError(f"run-level checkpoints: {e.reason}") from None
+    if signers[0] != public.fingerprint:
+        raise VerificationError("rank 0's run-level checkpoints list another key for rank 0 than the one signing them")
+    return signers, all_heads
+
+
+def verify_distributed(root: Path, *, key: str | None = None, deep: bool = False, since: str | None = None,
+                       allow_unsigned_tail: bool = False) -> RunVerifyResult:
     from torchwitness.ledger.verify import verify_run
 
-    manifest = json.loads((root / RUN_MANIFEST).read_text())
-    if manifest.get("format") != RUN_FORMAT:
-        raise VerificationError(f"unsupported run format {manifest.get('format')!r}")
-    world = manifest["world_size"]
+    manifest = _read_run_manifest(root)
+    run_id, world = manifest["run"], manifest["world_size"]
+    for rank in range(world):
+        if not shard_dir(root, rank).is_dir():
+            raise VerificationError(f"rank {rank}: shard {shard_dir(root, rank).name} is missing")
+    public = _run_key(root, key)
+    signers, all_heads = _authorised_signers(root, run_id, world, public)
     shards = []
     for rank in range(world):
         folder = shard_dir(root, rank)
-        if not folder.is_dir():
-            raise VerificationError(f"rank {rank}: shard {folder.name} is missing")
+        origin = read_manifest(folder).get("origin")
+        if origin != f"torchwitness/{run_id}/rank-{rank}":
+            raise VerificationError(f"rank {rank}: shard {folder.name} holds the ledger of {origin!r}")
         try:
-            shards.append(verify_run(folder, key=key if rank == 0 else None, deep=deep))
+            shards.append(verify_run(folder, key=signers[rank], deep=deep, allow_unsigned_tail=allow_unsigned_tail))
         except VerificationError as e:
             raise VerificationError(f"rank {rank}: {e}", expected=e.expected, computed=e.computed) from None
-    signer = PublicKey.from_vkey((shard_dir(root, 0) / "keys" / "signer.vkey").read_text())
-    notes = sorted((root / "checkpoints").glob("*.note")) if (root / "checkpoints").is_dir() else []
-    if not notes:
-        raise VerificationError("the distributed run has no run-level checkpoint (did every rank close the Run?)")
-    last_root = b""
-    for note in notes:
-        signed = parse(note.read_text())
-        try:
-            signed.verify(signer)
-        except VerificationError as e:
-            raise VerificationError(f"run-level checkpoint {note.name}: {e.reason}") from None
-        heads = json.loads(note.with_suffix(".heads.json").read_text())
-        if [h["rank"] for h in heads] != list(range(world)):
-            raise VerificationError(f"run-level checkpoint {note.name} does not list every rank once")
-        if MerkleTree(_head_leaves(heads)).root() != signed.checkpoint.root or signed.checkpoint.size != world:
-            raise VerificationError(f"run-level checkpoint {note.name} does not commit to its shard heads")
+    for name, heads in all_heads:
         for head in heads:
             shard_note = shard_dir(root, head["rank"]) / "checkpoints" / f"{head['size']:012d}.note"
             if not shard_note.exists() or parse(shard_note.read_text()).checkpoint.root.hex() != head["root"]:
-                raise VerificationError(f"rank {head['rank']}: shard head of size {head['size']} in {note.name} is "
+                raise VerificationError(f"rank {head['rank']}: shard head of size {head['size']} in {name} is "
                                         "not a checkpoint the shard signed", seq=head["size"])
-        last_root = signed.checkpoint.root
-    return RunVerifyResult(manifest["run"], world, shards, len(notes), last_root)
+    result = RunVerifyResult(run_id, world, shards, len(all_heads), read_note(run_notes(root)[-1]).checkpoint.root,
+                             pinned=key is not None)
+    if since is not None:
+        _check_since(root, since, public, run_id, world)
+        result.since = 1
+    return result
+
+
+def _check_since(root: Path, text: str, public: PublicKey, run_id: str, world: int) -> None:
+    """Every shard extends the head a kept run-level note lists (RFC 9162 consistency, shard by shard); the shards'
+    own notes were verified under their authorised keys before this runs."""
+    from torchwitness.ledger.checkpoints import latest
+    from torchwitness.ledger.consistency import consistency_hashes
+    from torchwitness.ledger.merkle import verify_consistency
+
+    heads = _signed_heads(parse(text), public, run_id, world, "the kept run-level checkpoint")
+    for head in heads:
+        folder = shard_dir(root, head["rank"])
+        try:
+            newest = latest(Layout(folder))
+            if newest is None:
+                raise VerificationError("the shard has no checkpoint")
+            proof = consistency_hashes(folder, head["size"])
+            verify_consistency(head["size"], newest.checkpoint.size, bytes.fromhex(head["root"]),
+                               newest.checkpoint.root, proof)
+        except VerificationError as e:
+            raise VerificationError(f"rank {head['rank']}: the shard does not extend the kept run-level "
+                                    f"checkpoint's head of size {head['size']}: {e.reason}") from None
+
+
+def _read_run_manifest(root: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((root / RUN_MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        raise VerificationError(f"{root / RUN_MANIFEST} is unreadable: {e}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != RUN_FORMAT:
+        raise VerificationError(f"unsupported run format in {root / RUN_MANIFEST}")
+    if not isinstance(manifest.get("world_size"), int) or manifest["world_size"] < 1 or \
+            not isinstance(manifest.get("run"), str):
+        raise VerificationError(f"{root / RUN_MANIFEST} names no run id and world size")
+    return manifest

@@ -11,6 +11,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -36,10 +37,12 @@ def fingerprint_of(raw_public: bytes) -> str:
 
 @dataclass(frozen=True)
 class PublicKey:
-    """A verifier key: the signer's note name and raw Ed25519 public key."""
+    """A verifier key: the signer's note name and raw Ed25519 public key. ``TYPE`` is the signed-note signature
+    type its vkey and key id carry (witness cosigner keys are the same with another type)."""
 
     name: str
     raw: bytes
+    TYPE: ClassVar[bytes] = ED25519_TYPE
 
     @property
     def fingerprint(self) -> str:
@@ -48,10 +51,10 @@ class PublicKey:
     @property
     def key_id(self) -> bytes:
         """First 4 bytes of SHA-256(name || 0x0A || type || key), as signed-note defines it."""
-        return hashlib.sha256(self.name.encode() + b"\n" + ED25519_TYPE + self.raw).digest()[:4]
+        return hashlib.sha256(self.name.encode() + b"\n" + self.TYPE + self.raw).digest()[:4]
 
     def to_vkey(self) -> str:
-        return f"{self.name}+{self.key_id.hex()}+{base64.b64encode(ED25519_TYPE + self.raw).decode()}"
+        return f"{self.name}+{self.key_id.hex()}+{base64.b64encode(self.TYPE + self.raw).decode()}"
 
     @classmethod
     def from_vkey(cls, text: str) -> PublicKey:
@@ -64,8 +67,8 @@ class PublicKey:
             key_id = bytes.fromhex(key_id_hex)
         except ValueError as e:
             raise SigningKeyError(f"verifier key is not valid hex/base64: {e}") from None
-        if len(blob) != 33 or blob[:1] != ED25519_TYPE:
-            raise SigningKeyError("verifier key is not an Ed25519 signed-note key")
+        if len(blob) != 33 or blob[:1] != cls.TYPE:
+            raise SigningKeyError(f"verifier key is not an Ed25519 signed-note key of type 0x{cls.TYPE.hex()}")
         key = cls(name, blob[1:])
         if key.key_id != key_id:
             raise SigningKeyError("verifier key's id does not match its name and key")

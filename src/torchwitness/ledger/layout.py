@@ -16,13 +16,16 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from torchwitness.errors import InputError, LedgerError
+from torchwitness.ledger.keys import PublicKey
 
 FORMAT = "torchwitness-ledger/1"
 MANIFEST = "ledger.json"
+RUN_MANIFEST = "run.json"  # a distributed run's folder: its shards are rank-N/ subfolders
 
 
 @dataclass(frozen=True)
@@ -93,4 +96,32 @@ def read_manifest(root: Path) -> dict:
         raise LedgerError(f"{path} is unreadable: {e}") from None
     if manifest.get("format") != FORMAT:
         raise LedgerError(f"{path}: unsupported ledger format {manifest.get('format')!r} (expected {FORMAT})")
+    return manifest
+
+
+def existing_run(root: Path) -> str | None:
+    """The id of the run that ``root`` already holds (one process's ledger or a distributed run), else None."""
+    for name in (RUN_MANIFEST, MANIFEST):
+        try:
+            return str(json.loads((root / name).read_text())["run"])
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            return "?"  # something is there, unreadable: never start a second run over it
+    return None
+
+
+def create_manifest(layout: Layout, signer: PublicKey, *, run_id: str, origin: str, created_us: int,
+                    segment_records: int) -> dict:
+    """Lay out a new run folder: its folders, the signer's public key, then the manifest (last, atomically: a
+    folder with a manifest is a run)."""
+    manifest = {"format": FORMAT, "run": run_id, "origin": origin, "created_us": created_us,
+                "segment_records": segment_records, "signer": signer.fingerprint, "hash": "sha256",
+                "canonicalization": "RFC8785"}
+    for d in (layout.records, layout.checkpoints, layout.vkey.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    layout.vkey.write_text(signer.to_vkey() + "\n")
+    tmp = layout.manifest.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, layout.manifest)
     return manifest

@@ -170,6 +170,16 @@ class Frontier:
         stack.append((height, acc))
         self.size += 1
 
+    @property
+    def nodes(self) -> list[tuple[int, bytes]]:
+        """(height, hash) of the perfect subtrees whose right fold is the root, tallest (leftmost) first."""
+        return list(self._stack)
+
+    def copy(self) -> Frontier:
+        other = Frontier()
+        other._stack, other.size = list(self._stack), self.size
+        return other
+
     def root(self) -> bytes:
         if not self._stack:
             return EMPTY_ROOT

@@ -37,7 +37,7 @@ class Prover:
         layout = Layout(Path(root))
         self._manifest = read_manifest(layout.root)
         self._public = load_public_key(layout, self._manifest, None)
-        checkpoints = sorted(load_checkpoints(layout, self._manifest, self._public), key=lambda c: c.checkpoint.size)
+        checkpoints = load_checkpoints(layout, self._manifest, self._public)  # in size order
         self._lines = read_all_lines(layout)
         self._signed = checkpoints[-1] if checkpoints else None
         self._tree: MerkleTree | None = None

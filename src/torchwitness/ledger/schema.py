@@ -59,6 +59,7 @@ class RunStart(msgspec.Struct):
     world_size: int
     config_digest: str | None = None
     config: Any = None
+    resumed: bool = False  # a later session of a run folder opened with ``Run(path, resume=True)``
 
 
 class RunEnd(msgspec.Struct):
@@ -69,13 +70,22 @@ class RunEnd(msgspec.Struct):
     error: dict[str, Any] | None = None
 
 
+class AdoptedRange(msgspec.Struct):
+    first_seq: int
+    last_seq: int
+    leaves_sha256: str
+
+
 class LedgerRecovered(msgspec.Struct):
-    """Reopening after an unclean stop truncated a torn line and/or repaired the leaf index."""
+    """Reopening after an unclean stop truncated a torn line, repaired the leaf index and/or adopted records that
+    no checkpoint covered (``adopted``: their seq range and ``sha256`` of their leaf hashes; verify reports them as
+    signed late)."""
 
     torn_bytes: int
     index_entries_added: int
     index_entries_removed: int
     records: int
+    adopted: AdoptedRange | None = None
 
 
 class LedgerDropped(msgspec.Struct):
@@ -112,8 +122,9 @@ _BUILTIN_KIND_MODULES = (
     "torchwitness.controls.privacy", "torchwitness.controls.provenance", "torchwitness.controls.provenance_query",
     "torchwitness.controls.retention", "torchwitness.integrations.captum", "torchwitness.probes.agent",
     "torchwitness.probes.generation", "torchwitness.probes.inference", "torchwitness.probes.operators",
-    "torchwitness.probes.replay", "torchwitness.probes.repro", "torchwitness.rules.artifact.model_file",
-    "torchwitness.rules.findings", "torchwitness.rules.static.engine", "torchwitness.secure.session",
+    "torchwitness.probes.replay", "torchwitness.probes.repro", "torchwitness.records.kinds",
+    "torchwitness.rules.artifact.model_file", "torchwitness.rules.findings", "torchwitness.rules.static.engine",
+    "torchwitness.secure.session", "torchwitness.witness.client",
 )
 _builtins_loaded = False
 

@@ -3,18 +3,25 @@
 Steps, in order; the first failure raises :class:`~torchwitness.errors.VerificationError` naming the first
 bad record (its seq) or checkpoint:
 
-1. The manifest, the signer's public key and (when given) the pinned fingerprint agree.
-2. Every checkpoint parses as a signed note, names this run's origin and carries a valid signature.
+1. The manifest, the signer's public key and (when given) the pinned fingerprint agree. Unpinned, the key is the
+   one inside the folder: that proves integrity, not authorship.
+2. Every checkpoint parses as a signed note, names this run's origin, carries a valid signature, and names the
+   checkpoint before it (a deleted note breaks that chain, see :mod:`torchwitness.ledger.checkpoints`).
 3. Every record line is hashed as an RFC 9162 leaf; the tree over them must reproduce every checkpoint root.
-   Records beyond the newest checkpoint are reported as not yet covered.
+   Records no checkpoint covers fail verification, unless ``allow_unsigned_tail`` asks for a live view of a run
+   still being written (never for a run that ended: a ``run.end`` no later ``run.start`` follows).
 4. When a root does not match, the writer's leaf index locates the record: the index is trusted only if its
    own tree reproduces every signed root, so a forger cannot point the blame elsewhere by editing it.
-5. Optionally (``deep``): every record is canonical RFC 8785 JSON with the right seq and run id.
-6. Content-addressed blobs match their names; erasure records are tallied against personal commitments.
+5. ``since``: an RFC 9162 consistency proof from a checkpoint the verifier kept to the newest one (no rollback or
+   fork since).
+6. Optionally (``deep``): every record is canonical RFC 8785 JSON with the right seq and run id.
+7. Records a reopened ledger adopted uncovered (``ledger.recovered``) must match the digest it recorded and are
+   reported as signed late; blobs match their names; erasure records are tallied against personal commitments.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -22,9 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torchwitness.errors import VerificationError
+from torchwitness.ledger.checkpoints import check_chain, read_note
 from torchwitness.ledger.keys import PublicKey
 from torchwitness.ledger.layout import Layout, read_manifest
-from torchwitness.ledger.merkle import HASH_SIZE, MerkleTree
+from torchwitness.ledger.merkle import HASH_SIZE, MerkleTree, leaf_hashes, verify_consistency
 from torchwitness.ledger.note import SignedCheckpoint, parse
 from torchwitness.ledger.parallel import parallel_roots
 from torchwitness.ledger.segments import hash_segment, read_index, read_segments
@@ -33,7 +41,11 @@ if TYPE_CHECKING:
     from torchwitness.ledger.distributed import RunVerifyResult
 
 _ERASURE = b'"kind":"erasure"'
+_RECOVERED = b'"kind":"ledger.recovered"'
+_RUN_END = b'"kind":"run.end"'
+_RUN_START = b'"kind":"run.start"'
 _PERSONAL = re.compile(rb'"\$personal":"(hmac-sha256:[0-9a-f]{64})"')
+UNPINNED = "integrity only; pin --key for authorship"
 
 
 @dataclass
@@ -44,6 +56,9 @@ class VerifyResult:
     covered: int
     root: bytes
     signer: str
+    pinned: bool = False
+    since: int | None = None  # size of the kept checkpoint the run was proven to extend
+    signed_late: list[tuple[int, int, int]] = field(default_factory=list)  # first, last, ledger.recovered seq
     erased_payloads: int = 0
     erasures: int = 0
     torn_tail_bytes: int = 0
@@ -55,10 +70,17 @@ class VerifyResult:
         return self.records - self.covered
 
     def summary(self) -> str:
-        parts = [f"OK {self.records} records", f"{self.checkpoints} checkpoints",
-                 f"root sha256:{self.root.hex()}", f"signer {self.signer}"]
+        head = "OK" if not self.uncovered else "LIVE VIEW (not fully signed)"
+        parts = [f"{head} {self.records} records", f"{self.checkpoints} checkpoints",
+                 f"root sha256:{self.root.hex()}",
+                 f"signer {self.signer}" + ("" if self.pinned else f" ({UNPINNED})")]
+        if self.since is not None:
+            parts.append(f"extends the kept checkpoint of size {self.since}")
         if self.uncovered:
-            parts.append(f"{self.uncovered} records after the last checkpoint (not yet signed)")
+            parts.append(f"NOT SIGNED: records seq {self.covered}..{self.records - 1} (no checkpoint covers them)")
+        for first, last, by in self.signed_late:
+            parts.append(f"records seq {first}..{last} signed late (adopted uncovered at reopen, ledger.recovered "
+                         f"seq {by})")
         if self.erasures:
             parts.append(f"{self.erased_payloads} personal payloads erased")
         return ", ".join(parts)
@@ -85,14 +107,10 @@ def normalise_fingerprint(text: str) -> str:
 
 
 def load_checkpoints(layout: Layout, manifest: dict, key: PublicKey) -> list[SignedCheckpoint]:
+    """Every checkpoint of the run, verified and in size order."""
     out = []
     for path in layout.checkpoint_files():
-        try:
-            signed = parse(path.read_text())
-        except VerificationError as e:
-            raise VerificationError(f"{path.name}: {e.reason}", checkpoint=e.checkpoint) from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise VerificationError(f"{path.name} is unreadable: {e}") from None
+        signed = read_note(path)
         size = signed.checkpoint.size
         if not path.stem.isdigit() or int(path.stem) != size:
             raise VerificationError(f"{path.name} holds a checkpoint of size {size}", checkpoint=size)
@@ -101,7 +119,7 @@ def load_checkpoints(layout: Layout, manifest: dict, key: PublicKey) -> list[Sig
                                     f"{manifest['origin']!r}", checkpoint=size)
         signed.verify(key)
         out.append(signed)
-    return out
+    return sorted(out, key=lambda c: c.checkpoint.size)
 
 
 def _index_is_trusted(index: list[bytes], checkpoints: list[SignedCheckpoint]) -> bool:
@@ -143,24 +161,28 @@ def _locate(leaves: list[bytes], index: list[bytes], checkpoints: list[SignedChe
     raise AssertionError("_locate called on a ledger whose roots all reproduce")
 
 
-def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False,
-               since: str | None = None) -> VerifyResult | RunVerifyResult:
+def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False, since: str | None = None,
+               allow_unsigned_tail: bool = False) -> VerifyResult | RunVerifyResult:
     """Verify the run folder ``root``; return a summary or raise ``VerificationError``.
 
-    ``key`` pins the signer's fingerprint; ``since`` is the text of a checkpoint saved earlier, which the run
-    must still extend (detects a rollback of the whole folder). A distributed run folder (``run.json`` and one
-    shard per rank) is verified shard by shard and against its run-level checkpoints.
+    ``key`` pins the signer's fingerprint (without it the key inside the folder is used: integrity, not
+    authorship); ``since`` is the text of a checkpoint saved earlier (``torchwitness checkpoint``), which the run
+    must still extend (detects a rollback or fork of the whole folder); ``allow_unsigned_tail`` accepts records
+    after the newest checkpoint of a run still being written, naming them in the result. A distributed run folder
+    (``run.json`` and one shard per rank) is verified shard by shard and against its run-level checkpoints.
     """
     layout = Layout(Path(root))
     if (layout.root / "run.json").exists():
         from torchwitness.ledger.distributed import verify_distributed
 
-        return verify_distributed(layout.root, key=key, deep=deep)
+        return verify_distributed(layout.root, key=key, deep=deep, since=since,
+                                  allow_unsigned_tail=allow_unsigned_tail)
     manifest = read_manifest(layout.root)
     public = load_public_key(layout, manifest, key)
     checkpoints = load_checkpoints(layout, manifest, public)
     if not checkpoints:
         raise VerificationError("the run has no signed checkpoint, so nothing in it can be verified")
+    check_chain(checkpoints)
 
     segments = layout.segments()
     for i, path in enumerate(segments):
@@ -168,15 +190,14 @@ def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False,
             raise VerificationError(f"segment {layout.segment(i).name} is missing (found {path.name})",
                                     seq=i * manifest["segment_records"])
     per_segment = manifest["segment_records"]
-    checkpoints.sort(key=lambda c: c.checkpoint.size)
     covered = checkpoints[-1].checkpoint.size
-    fast = parallel_roots(segments, per_segment, [c.checkpoint.size for c in checkpoints], _ERASURE)
+    needles = (_ERASURE, _RECOVERED)
+    fast = parallel_roots(segments, per_segment, [c.checkpoint.size for c in checkpoints], needles)
     if fast is not None and fast.count == covered and since is None and all(
             fast.roots[c.checkpoint.size] == c.checkpoint.root for c in checkpoints):
-        count, torn, erasures_present = fast.count, fast.torn, fast.has_needle
+        count, torn, found = fast.count, fast.torn, fast.found
     else:  # one process, every leaf kept: needed to name a bad record, check an unsigned tail or `since`
-        count, torn, erasures_present = _verify_sequential(layout, segments, per_segment, checkpoints, public,
-                                                           manifest, since)
+        count, torn, found = _verify_sequential(layout, segments, checkpoints, public, manifest, since)
     indexed = layout.index.stat().st_size // HASH_SIZE if layout.index.exists() else 0
     if indexed > count:
         raise VerificationError(f"record is missing: the writer indexed {indexed} records, the folder holds "
@@ -184,30 +205,81 @@ def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False,
 
     result = VerifyResult(run=manifest["run"], records=count, checkpoints=len(checkpoints),
                           covered=covered, root=checkpoints[-1].checkpoint.root, signer=public.fingerprint,
-                          torn_tail_bytes=torn)
-    if deep or erasures_present:  # both need the parsed lines, which the fast path never builds
+                          pinned=key is not None, torn_tail_bytes=torn,
+                          since=None if since is None else parse(since).checkpoint.size)
+    if deep or found or count > covered:  # all need the parsed lines, which the fast path never builds
         lines = [line for seg in read_segments(layout) for line in seg.lines]
+        _check_tail(lines, covered, allow_unsigned_tail)
         if deep:
             _deep_check(lines, manifest["run"])
-        if erasures_present:
+        if _ERASURE in found:
             _tally_erasures(lines, result)
+        if _RECOVERED in found:
+            result.signed_late = _signed_late(lines, covered)
     result.blobs = _check_blobs(layout)
     if torn:
         result.notes.append(f"{torn} bytes of a torn final line (a crash before recovery; not covered)")
     return result
 
 
-def _verify_sequential(layout: Layout, segments: list[Path], per_segment: int,
-                       checkpoints: list[SignedCheckpoint], public: PublicKey, manifest: dict,
-                       since: str | None) -> tuple[int, int, bool]:
+def _check_tail(lines: list[bytes], covered: int, allow: bool) -> None:
+    """Refuse records no checkpoint covers, unless a live view of a run that has not ended was asked for."""
+    if len(lines) <= covered:
+        return
+    span = f"records seq {covered}..{len(lines) - 1} are not covered by any signed checkpoint"
+    ended = _ended_at(lines)
+    if ended is not None:
+        raise VerificationError(f"{span}, and the run ended (run.end at seq {ended}): a sealed run has no unsigned "
+                                "records", seq=covered)
+    if not allow:
+        raise VerificationError(f"{span} (a run still being written: --allow-unsigned-tail shows them as a live "
+                                "view)", seq=covered)
+
+
+def _ended_at(lines: list[bytes]) -> int | None:
+    """The seq of the run.end no later run.start follows (the run is sealed), or None while a session is open."""
+    ended = None
+    for seq, line in enumerate(lines):
+        if _RUN_END in line or _RUN_START in line:  # cheap test first; the parse rules out nested look-alikes
+            try:
+                kind = json.loads(line).get("kind")
+            except (ValueError, AttributeError):
+                continue
+            ended = seq if kind == "run.end" else None if kind == "run.start" else ended
+    return ended
+
+
+def _signed_late(lines: list[bytes], covered: int) -> list[tuple[int, int, int]]:
+    """Ranges a reopened ledger adopted without a checkpoint; each must match the digest it recorded."""
+    late = []
+    for seq, line in enumerate(lines[:covered]):
+        if _RECOVERED not in line:
+            continue
+        try:
+            adopted = json.loads(line)["data"].get("adopted")
+            if not adopted:
+                continue
+            first, last, claimed = int(adopted["first_seq"]), int(adopted["last_seq"]), adopted["leaves_sha256"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise VerificationError("ledger.recovered record is malformed", seq=seq) from None
+        digest = "sha256:" + hashlib.sha256(b"".join(leaf_hashes(lines[first:last + 1]))).hexdigest()
+        if not 0 <= first <= last < seq or digest != claimed:
+            raise VerificationError(f"ledger.recovered names records seq {first}..{last} that do not match the "
+                                    "digest it recorded for them", seq=seq)
+        late.append((first, last, seq))
+    return late
+
+
+def _verify_sequential(layout: Layout, segments: list[Path], checkpoints: list[SignedCheckpoint],
+                       public: PublicKey, manifest: dict, since: str | None) -> tuple[int, int, frozenset[bytes]]:
     leaves: list[bytes] = []
-    torn, erasures_present = 0, False
+    torn, found = 0, frozenset[bytes]()
     for i, path in enumerate(segments):
-        hashed = hash_segment(path, _ERASURE)
+        hashed = hash_segment(path, (_ERASURE, _RECOVERED))
         if hashed.torn and i != len(segments) - 1:
             raise VerificationError(f"{path.name} ends in a torn line", seq=len(leaves) + len(hashed.leaves))
         torn = hashed.torn
-        erasures_present = erasures_present or hashed.has_needle
+        found |= hashed.found
         leaves.extend(hashed.leaves)
     covered = checkpoints[-1].checkpoint.size
     if len(leaves) < covered:
@@ -222,22 +294,28 @@ def _verify_sequential(layout: Layout, segments: list[Path], per_segment: int,
                 raise VerificationError("record after the last checkpoint does not match the writer's index",
                                         seq=seq)
     if since is not None:
-        _check_since(since, public, manifest, tree)
-    return len(leaves), torn, erasures_present
+        check_since(since, public, manifest["origin"], tree, checkpoints[-1])
+    return len(leaves), torn, found
 
 
-def _check_since(text: str, public: PublicKey, manifest: dict, tree: MerkleTree) -> None:
+def check_since(text: str, public: PublicKey, origin: str, tree: MerkleTree, newest: SignedCheckpoint) -> None:
+    """Raise unless an RFC 9162 consistency proof from the kept checkpoint ``text`` to ``newest`` verifies."""
     old = parse(text)
     old.verify(public)
     size = old.checkpoint.size
-    if old.checkpoint.origin != manifest["origin"]:
-        raise VerificationError("the earlier checkpoint belongs to another run", checkpoint=size)
-    if size > tree.size:
-        raise VerificationError(f"the run was rolled back: an earlier checkpoint covered {size} records, "
-                                f"the folder holds {tree.size}", seq=tree.size, checkpoint=size)
-    if tree.root(size) != old.checkpoint.root:
-        raise VerificationError("the run no longer extends an earlier checkpoint (history was rewritten)",
-                                checkpoint=size)
+    if old.checkpoint.origin != origin:
+        raise VerificationError(f"the kept checkpoint is of {old.checkpoint.origin!r}, not of this run's "
+                                f"{origin!r}", checkpoint=size)
+    new_size = newest.checkpoint.size
+    if size > new_size:
+        raise VerificationError(f"the run was rolled back: the kept checkpoint covers {size} records, the newest "
+                                f"signed checkpoint in the folder {new_size}", seq=new_size, checkpoint=size)
+    proof = tree.consistency_proof(size, new_size)
+    try:
+        verify_consistency(size, new_size, old.checkpoint.root, newest.checkpoint.root, proof)
+    except VerificationError as e:
+        raise VerificationError(f"the run no longer extends the kept checkpoint (history was rewritten or "
+                                f"forked): {e.reason}", checkpoint=size) from None
 
 
 def _deep_check(lines: list[bytes], run_id: str) -> None:

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import atexit
 import collections
+import dataclasses
 import fcntl
 import hashlib
-import json
 import os
 import re
 import threading
@@ -39,16 +39,17 @@ from torchwitness.errors import (
     LedgerBusy,
     LedgerError,
     SigningKeyError,
-    VerificationError,
 )
 from torchwitness.ledger.canonical import canonical_json
+from torchwitness.ledger.checkpoints import CheckpointWriter, remove_stale
 from torchwitness.ledger.encoding import finalize, snapshot
 from torchwitness.ledger.keys import PublicKey, SigningKey
-from torchwitness.ledger.layout import FORMAT, Layout, read_manifest
-from torchwitness.ledger.merkle import Frontier, MerkleTree, leaf_hashes
+from torchwitness.ledger.layout import Layout, create_manifest, read_manifest
+from torchwitness.ledger.merkle import Frontier, leaf_hashes
 from torchwitness.ledger.note import Checkpoint, parse
 from torchwitness.ledger.personal import PersonalStore
 from torchwitness.ledger.segments import SegmentWriter, recover
+from torchwitness.witness import cosigner_for
 
 RECORD_VERSION = 1
 _KIND = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
@@ -73,9 +74,9 @@ class Ledger:
     0
     """
 
-    def __init__(self, layout: Layout, manifest: dict, key: SigningKey, *, rank: int,
-                 checkpoint_every: int, checkpoint_seconds: float, fsync: FsyncPolicy, on_full: FullPolicy,
-                 queue_size: int, retain_personal: bool, lock_fd: int, inbox_seconds: float = 1.0) -> None:
+    def __init__(self, layout: Layout, manifest: dict, key: SigningKey, *, rank: int, checkpoint_every: int,
+                 checkpoint_seconds: float, fsync: FsyncPolicy, on_full: FullPolicy, queue_size: int,
+                 retain_personal: bool, lock_fd: int, inbox_seconds: float = 1.0, witnesses: tuple = ()) -> None:
         if checkpoint_every < 1 or checkpoint_seconds <= 0 or queue_size < 1 or inbox_seconds <= 0:
             raise InputError("checkpoint_every, checkpoint_seconds, queue_size and inbox_seconds must be positive")
         if fsync not in ("never", "checkpoint", "always"):
@@ -97,8 +98,15 @@ class Ledger:
         self._retain = retain_personal
         self._personal: PersonalStore | None = None
 
-        leaves, self.recovery = recover(layout)
-        self._check_last_checkpoint(leaves)
+        leaves, recovery = recover(layout)
+        remove_stale(layout)
+        self._checkpoints = CheckpointWriter(layout, self.origin, key, leaves, sync=fsync != "never")
+        if len(leaves) > self._checkpoints.size:
+            # Records no checkpoint covers (a crash before the checkpoint, or lines someone added) are signed by
+            # this session's next checkpoint: say so in a record, so they are never adopted silently.
+            digest = hashlib.sha256(b"".join(leaves[self._checkpoints.size:])).hexdigest()
+            recovery = dataclasses.replace(recovery, adopted=(self._checkpoints.size, len(leaves) - 1, digest))
+        self.recovery = recovery
         self._frontier = Frontier()
         for h in leaves:
             self._frontier.append(h)
@@ -111,23 +119,28 @@ class Ledger:
         self._dropped_reported = 0
         self._cond = threading.Condition()
         self._written = len(leaves)
-        self._checkpointed = self._last_checkpoint_size()
+        self._checkpointed = self._checkpoints.size
         self._last_checkpoint_time = time.monotonic()
         self._checkpoint_target = 0
         self._wake = threading.Event()
         self._idle = False
         self._stopping = False
         self._failed: BaseException | None = None
+        self._dying = False  # set before _failed, which the writer thread sets under the append lock
         self._closed = False
+        self._cosigner = cosigner_for(layout, self.origin, witnesses, self.append)  # cosignatures of checkpoints
         self._thread = threading.Thread(target=self._run, name=f"torchwitness-writer-{self.run_id}", daemon=True)
         self._thread.start()
         atexit.register(self.close)
-        if self.recovery.needed:
+        if recovery.needed:
+            adopted = recovery.adopted
             self.append("ledger.recovered", {
-                "torn_bytes": self.recovery.torn_bytes,
-                "index_entries_added": self.recovery.index_added,
-                "index_entries_removed": self.recovery.index_removed,
+                "torn_bytes": recovery.torn_bytes,
+                "index_entries_added": recovery.index_added,
+                "index_entries_removed": recovery.index_removed,
                 "records": len(leaves),
+                "adopted": adopted and {"first_seq": adopted[0], "last_seq": adopted[1],
+                                        "leaves_sha256": f"sha256:{adopted[2]}"},
             })
         # What other processes left while the run was closed is performed now, before the opener appends; then a
         # thread looks every inbox_seconds and once more at close.
@@ -146,7 +159,7 @@ class Ledger:
              shard: bool = False,
              segment_records: int = 65_536, checkpoint_every: int = 1000, checkpoint_seconds: float = 30.0,
              fsync: FsyncPolicy = "checkpoint", on_full: FullPolicy = "block", queue_size: int = 100_000,
-             retain_personal: bool = False, inbox_seconds: float = 1.0) -> Ledger:
+             retain_personal: bool = False, inbox_seconds: float = 1.0, witnesses: tuple = ()) -> Ledger:
         """Create the run folder ``root`` or reopen it for appending (recovering after a crash).
 
         ``run_id`` names a new run (random by default); ``shard=True`` makes this ledger one rank's shard of a
@@ -165,29 +178,16 @@ class Ledger:
             if fresh:
                 key = SigningKey.load_or_create(key_dir)
                 run_id = run_id or uuid.uuid4().hex[:16]
-                manifest = {
-                    "format": FORMAT,
-                    "run": run_id,
-                    "origin": f"torchwitness/{run_id}" + (f"/rank-{rank}" if shard else ""),
-                    "created_us": now_us(),
-                    "segment_records": segment_records,
-                    "signer": key.public.fingerprint,
-                    "hash": "sha256",
-                    "canonicalization": "RFC8785",
-                }
-                for d in (layout.records, layout.checkpoints, layout.vkey.parent):
-                    d.mkdir(parents=True, exist_ok=True)
-                layout.vkey.write_text(key.public.to_vkey() + "\n")
-                tmp = layout.manifest.with_suffix(".tmp")
-                tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-                os.replace(tmp, layout.manifest)
+                manifest = create_manifest(layout, key.public, run_id=run_id, created_us=now_us(),
+                                           origin=f"torchwitness/{run_id}" + (f"/rank-{rank}" if shard else ""),
+                                           segment_records=segment_records)
             else:
                 manifest = read_manifest(layout.root)
                 key = cls.signing_key_for(manifest, layout, key_dir)
             return cls(layout, manifest, key, rank=rank, checkpoint_every=checkpoint_every,
                        checkpoint_seconds=checkpoint_seconds, fsync=fsync, on_full=on_full,
                        queue_size=queue_size, retain_personal=retain_personal, lock_fd=lock_fd,
-                       inbox_seconds=inbox_seconds)
+                       inbox_seconds=inbox_seconds, witnesses=tuple(witnesses))
         except BaseException:
             os.close(lock_fd)
             raise
@@ -211,31 +211,11 @@ class Ledger:
             raise LedgerError(f"{layout.vkey} is missing: cannot append to this run") from None
         if public.fingerprint != manifest.get("signer"):
             raise SigningKeyError("the run's public key does not match the signer in ledger.json")
-        default = SigningKey.load_or_create(key_dir)
-        if default.public.fingerprint == public.fingerprint:
-            return default
-        return SigningKey.find(public.fingerprint, key_dir)
-
-    def _last_checkpoint_size(self) -> int:
-        files = self.layout.checkpoint_files()
-        return int(files[-1].stem) if files else 0
-
-    def _check_last_checkpoint(self, leaves: list[bytes]) -> None:
-        """Refuse to append to a ledger whose newest checkpoint no longer matches its records."""
-        files = self.layout.checkpoint_files()
-        if not files:
-            return
-        signed = parse(files[-1].read_text())
-        size = signed.checkpoint.size
-        if size > len(leaves):
-            raise LedgerError(f"checkpoint {files[-1].name} covers {size} records but only {len(leaves)} "
-                              "remain: the ledger lost checkpointed records; run 'torchwitness verify'")
-        if MerkleTree(leaves[:size]).root(size) != signed.checkpoint.root:
-            raise LedgerError(f"records no longer match checkpoint {files[-1].name}; run 'torchwitness verify'")
+        # Never create a key here: a run whose key is gone must fail, not carry on under a new signer.
         try:
-            signed.verify(self._key.public)
-        except VerificationError as e:
-            raise LedgerError(f"checkpoint {files[-1].name}: {e}") from None
+            return SigningKey.find(public.fingerprint, key_dir)
+        except SigningKeyError as e:
+            raise SigningKeyError(f"cannot append to {layout.root}: its signing key is missing ({e})") from None
 
     # ------------------------------------------------------------------ appending
     @property
@@ -258,7 +238,7 @@ class Ledger:
         not modify them afterwards.
         """
         if self._failed is not None:
-            raise LedgerError(f"the ledger writer stopped: {self._failed}") from self._failed
+            self._raise_stopped()
         if self._closed:
             raise LedgerError("the ledger is closed")
         if type(kind) is not str or not _KIND.match(kind):
@@ -271,13 +251,17 @@ class Ledger:
     def _enqueue(self, kind: str, step: int | None, payload: Any, deferred: bool, *, force: bool) -> int | None:
         ts = now_us()
         with self._lock:
+            if self._dying:
+                self._raise_stopped()
             if not force and len(self._queue) >= self._maxsize:
                 if self._on_full == "drop":
                     self._dropped += 1
                     return None
                 self._wake.set()
-                while len(self._queue) >= self._maxsize and self._failed is None:
+                while len(self._queue) >= self._maxsize and not self._dying:
                     time.sleep(0.0005)
+                if self._dying:
+                    self._raise_stopped()
             seq = self._next_seq
             self._next_seq += 1
             self._queue.append((seq, ts, kind, step, payload, deferred))
@@ -311,7 +295,7 @@ class Ledger:
         with self._cond:
             ok = self._cond.wait_for(lambda: progress() >= target or self._failed is not None, timeout)
         if self._failed is not None:
-            raise LedgerError(f"the ledger writer stopped: {self._failed}") from self._failed
+            self._raise_stopped()
         if not ok:
             raise LedgerError(f"ledger did not catch up within {timeout} s")
 
@@ -325,16 +309,22 @@ class Ledger:
         if self._inbox is not None:
             self._inbox.close()
         self._checkpoint_target = max(self._checkpoint_target, self._next_seq)
-        self._stopping = True
-        self._wake.set()
-        self._thread.join()
+        with self._cosigner.closing():  # no more records from it; at the end, the final checkpoint's cosignatures
+            self._stopping = True
+            self._wake.set()
+            self._thread.join()
         self._closed = True
-        self._segments.close()
-        if self._personal is not None:
-            self._personal.close()
-        os.close(self._lock_fd)
+        try:
+            self._segments.close()
+        except OSError:  # the writer failed writing (a full disk): its buffers cannot be flushed either
+            if self._failed is None:
+                raise
+        finally:
+            if self._personal is not None:
+                self._personal.close()
+            os.close(self._lock_fd)
         if self._failed is not None:
-            raise LedgerError(f"the ledger writer stopped: {self._failed}") from self._failed
+            self._raise_stopped()
 
     def __enter__(self) -> Ledger:
         return self
@@ -403,9 +393,24 @@ class Ledger:
                     self._wake.clear()
                     self._idle = False
         except BaseException as e:  # surfaced to the caller on its next append/flush/close
-            self._failed = e
+            self._dying = True  # first, so a caller waiting for room in the queue (holding the lock) gives up
+            with self._lock:  # no seq is handed out while the lost range is being named
+                self._failed = self._stopped_by(e)
             with self._cond:
                 self._cond.notify_all()
+
+    def _raise_stopped(self) -> None:
+        raise LedgerError(f"the ledger writer stopped: {self._failed or 'it failed writing'}") from self._failed
+
+    def _stopped_by(self, error: BaseException) -> BaseException:
+        """The writer's failure as the caller will see it: which records it accepted were never written."""
+        if not isinstance(error, OSError):
+            return error
+        first, last = self._segments.size, self._next_seq - 1
+        lost = f"records seq {first}..{last} were accepted but not written (reopening recovers any that reached " \
+            "the disk)" if last >= first else "every accepted record was written"
+        return LedgerError(f"cannot write {self.layout.root} at record seq {first} ({error.strerror or error}); "
+                           f"{lost}; the ledger accepts no more records")
 
     def _idle_timeout(self) -> float | None:
         """Seconds until a time-based checkpoint falls due; None when every written record is signed."""
@@ -458,15 +463,8 @@ class Ledger:
         if self._fsync != "never":
             self._segments.sync()
         size = self._frontier.size
-        text = Checkpoint(self.origin, size, self._frontier.root()).sign(self._key)
-        path = self.layout.checkpoint(size)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-            if self._fsync != "never":
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
+        self._checkpoints.write(size, self._frontier.root())
+        self._cosigner.submit(size)
         self._last_checkpoint_time = time.monotonic()
         with self._cond:
             self._checkpointed = size

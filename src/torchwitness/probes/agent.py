@@ -15,11 +15,17 @@ as its canonical JSON text.
 step kind           ``gen_ai.operation.name``   span name
 ==================  ==========================  ===============================================
 ``agent``           ``invoke_agent``            ``invoke_agent {agent name}``
-``handoff``         ``invoke_agent``            ``invoke_agent {target agent}``
+``handoff``         ``invoke_agent``            ``invoke_agent {target agent}`` (one span with the agent it starts)
 ``tool_call``       ``execute_tool``            ``execute_tool {tool name}``
 ``model_call``      ``chat``                    ``chat {model}``
-``plan``, ``tool_result``, ``final_answer``     (none: not GenAI operations)  ``{kind} {name}``
+``plan``            ``plan`` (custom)           ``plan``, or ``plan {name}``
+``tool_result``     ``tool_result`` (custom)    ``tool_result {tool name}``
+``final_answer``    ``final_answer`` (custom)   ``final_answer``, or ``final_answer {name}``
 ==================  ==========================  ===============================================
+
+The GenAI conventions define no operation for planning, handing a tool's result back or answering, so those three
+carry custom operation names (the conventions allow custom values). An agent's ``gen_ai.conversation.id`` is
+inherited by every step inside it; its span sums the token usage of the model calls made inside it.
 
 Example::
 
@@ -38,7 +44,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import sys
 import time
@@ -52,12 +57,14 @@ import msgspec
 
 from torchwitness.controls.content import ContentPolicy, ledger_of
 from torchwitness.errors import InputError
-from torchwitness.ledger.encoding import decode_float
 from torchwitness.ledger.schema import register_kind
+from torchwitness.probes.genai_tally import GenerationTally
 
 StepKind = Literal["agent", "plan", "tool_call", "tool_result", "model_call", "handoff", "final_answer"]
 STEP_KINDS: tuple[str, ...] = ("agent", "plan", "tool_call", "tool_result", "model_call", "handoff", "final_answer")
-OPERATIONS = {"agent": "invoke_agent", "handoff": "invoke_agent", "tool_call": "execute_tool", "model_call": "chat"}
+OPERATIONS = {"agent": "invoke_agent", "handoff": "invoke_agent", "tool_call": "execute_tool", "model_call": "chat",
+              "plan": "plan", "tool_result": "tool_result", "final_answer": "final_answer"}
+_USAGE = ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens")
 # chat leaves the process boundary conceptually (a model server); the rest runs in-process.
 SPAN_KINDS = {"model_call": "client"}
 
@@ -119,66 +126,6 @@ class AgentStepRecord(msgspec.Struct):
 register_kind("agent.step", AgentStepRecord)
 
 
-class GenerationTally:
-    """GenAI and ``torchwitness.llm.*`` span attributes of one or more ``llm.generation`` records.
-
-    Usage adds up; token statistics are token-weighted over all requests (perplexity from the summed logprobs).
-    """
-
-    def __init__(self) -> None:
-        self._attrs: dict[str, Any] = {}
-        self._tokens = 0
-        self._sums = dict.fromkeys(("logprob_sum", "entropy_mean", "margin_mean", "rank_mean", "top1_fraction"),
-                                   0.0)
-        self._entropy_max = float("-inf")
-        self._margin_min = float("inf")
-
-    def add(self, data: dict[str, Any]) -> None:
-        a = self._attrs
-        a["gen_ai.operation.name"] = "chat"
-        a["gen_ai.provider.name"] = data["provider"]
-        a["gen_ai.usage.input_tokens"] = a.get("gen_ai.usage.input_tokens", 0) + data["input_tokens"]
-        a["gen_ai.usage.output_tokens"] = a.get("gen_ai.usage.output_tokens", 0) + data["output_tokens"]
-        if data["stop_reason"] is not None:
-            a["gen_ai.response.finish_reasons"] = [*a.get("gen_ai.response.finish_reasons", []), data["stop_reason"]]
-        if data["model"]:
-            a.setdefault("gen_ai.request.model", data["model"])
-            a["gen_ai.response.model"] = data["model"]
-        a["gen_ai.response.id"] = data["request"]
-        for key, value in data["sampling"].items():
-            if key in ("temperature", "top_k", "top_p"):
-                a.setdefault(f"gen_ai.request.{key}", value)
-            elif key == "max_new_tokens":
-                a.setdefault("gen_ai.request.max_tokens", value)
-        stats = {k: decode_float(v) for k, v in data["stats"].items()}
-        n = int(stats["length"])
-        if not n:
-            return
-        self._tokens += n
-        self._sums["logprob_sum"] += stats["logprob_sum"]
-        for key in ("entropy_mean", "margin_mean", "rank_mean", "top1_fraction"):
-            self._sums[key] += stats[key] * n
-        self._entropy_max = max(self._entropy_max, stats["entropy_max"])
-        self._margin_min = min(self._margin_min, stats["margin_min"])
-        t = self._tokens
-        a.update({
-            "torchwitness.llm.distribution": data["distribution"],
-            "torchwitness.llm.tokens": t,
-            "torchwitness.llm.logprob_mean": self._sums["logprob_sum"] / t,
-            "torchwitness.llm.perplexity": math.exp(min(-self._sums["logprob_sum"] / t, 700.0)),
-            "torchwitness.llm.entropy_mean": self._sums["entropy_mean"] / t,
-            "torchwitness.llm.entropy_max": self._entropy_max,
-            "torchwitness.llm.margin_mean": self._sums["margin_mean"] / t,
-            "torchwitness.llm.margin_min": self._margin_min,
-            "torchwitness.llm.rank_mean": self._sums["rank_mean"] / t,
-            "torchwitness.llm.top1_fraction": self._sums["top1_fraction"] / t,
-        })
-
-    def attributes(self) -> dict[str, Any]:
-        return dict(self._attrs)
-
-
-
 class Step:
     """An open agent step. Set ``output`` (any JSON-able value) before it closes; ``set_attribute`` adds a span
     attribute. Use as ``with``/``async with``, or call :meth:`close` for an instantaneous step."""
@@ -201,6 +148,7 @@ class Step:
         self._start = 0.0
         self._closed = False
         self._tally = GenerationTally()
+        self.usage = [0, 0]  # input and output tokens of the model calls inside (agents and handoffs)
         self.open()
 
     def open(self) -> Step:
@@ -219,12 +167,23 @@ class Step:
         return self
 
     @property
+    def agent(self) -> Step | None:
+        """The agent this step runs in (the nearest ``agent`` or ``handoff`` step, itself included)."""
+        step: Step | None = self
+        while step is not None and step.kind not in ("agent", "handoff"):
+            step = step.parent
+        return step
+
+    @property
     def agent_name(self) -> str | None:
-        """Name of the agent this step runs in (the nearest ``agent`` step, itself included)."""
+        return self.agent.name if self.agent is not None else None
+
+    def inherited(self, key: str) -> Any:
+        """``key`` from this step's attributes or its nearest ancestor's (a conversation id, a server address)."""
         step: Step | None = self
         while step is not None:
-            if step.kind == "agent":
-                return step.name
+            if step.attributes.get(key) is not None:
+                return step.attributes[key]
             step = step.parent
         return None
 
@@ -234,9 +193,17 @@ class Step:
     def add_generation(self, data: dict[str, Any]) -> None:
         """Fold one ``llm.generation`` record's usage and token statistics into this step's attributes."""
         self._tally.add(data)
-        # What the caller asked for (gen_ai.request.*) stays as the caller set it.
+        # What the caller asked for (gen_ai.request.*) stays as the caller set it; an agent keeps its operation.
         self.attributes.update({k: v for k, v in self._tally.attributes().items()
-                                if not (k.startswith("gen_ai.request.") and k in self.attributes)})
+                                if not (k.startswith("gen_ai.request.") and k in self.attributes)
+                                and not (k == "gen_ai.operation.name" and self.kind != "model_call")})
+        # the agent's span carries the usage of every model call made inside it
+        agent = (self.parent.agent if self.parent is not None else None) if self.kind in ("agent", "handoff") \
+            else self.agent
+        while agent is not None:
+            agent.usage[0] += int(data["input_tokens"])
+            agent.usage[1] += int(data["output_tokens"])
+            agent = agent.parent.agent if agent.parent is not None else None
 
     def close(self, error: BaseException | None = None) -> None:
         """End the step and record it. Idempotent."""
@@ -275,24 +242,33 @@ def _as_text(value: Any) -> str | None:
 class AgentTracer:
     """Opens agent steps that are recorded as ``agent.step`` records in ``run`` (a ``Run`` or ``Ledger``).
 
-    ``provider`` becomes ``gen_ai.provider.name`` (who serves the model: ``"transformers"`` for a local
-    Hugging Face model); ``content`` decides what is kept of inputs and outputs (commitments by default).
+    ``provider`` becomes ``gen_ai.provider.name`` (who serves the model: ``"transformers"``, a custom value, for
+    a local Hugging Face model); ``content`` decides what is kept of inputs and outputs (commitments by default);
+    ``server_address``/``server_port`` name the model server of every ``model_call``; ``live`` (a
+    :class:`~torchwitness.integrations.otel_live.LiveSpans`) streams each step as a span when it ends.
     """
 
-    def __init__(self, run: Any, *, provider: str = "transformers", content: ContentPolicy | None = None) -> None:
+    def __init__(self, run: Any, *, provider: str = "transformers", content: ContentPolicy | None = None,
+                 server_address: str | None = None, server_port: int | None = None, live: Any = None) -> None:
         self.run = run
         self.provider = provider
         self.content = content or ContentPolicy()
+        self.server_address, self.server_port = server_address, server_port
+        self.live = live
 
     def step(self, kind: StepKind, name: str, *, input: Any = None, **attributes: Any) -> Step:
         """A step of any kind; ``attributes`` are extra span attributes (dotted names via ``**{...}``)."""
         return Step(self, kind, name, input=input, attributes=attributes)
 
-    def agent(self, name: str, *, input: Any = None, model: str | None = None,
-              description: str | None = None) -> Step:
-        """An agent run (``invoke_agent``): every step opened inside is its descendant."""
+    def agent(self, name: str, *, input: Any = None, model: str | None = None, description: str | None = None,
+              conversation_id: str | None = None) -> Step:
+        """An agent run (``invoke_agent``): every step opened inside is its descendant.
+
+        ``conversation_id`` (``gen_ai.conversation.id``) ties the runs of one conversation together; steps inside
+        inherit it, and so does a nested agent that names none.
+        """
         attrs = {"gen_ai.agent.id": uuid.uuid4().hex, "gen_ai.request.model": model,
-                 "gen_ai.agent.description": description}
+                 "gen_ai.agent.description": description, "gen_ai.conversation.id": conversation_id}
         return Step(self, "agent", name, input=input, attributes={k: v for k, v in attrs.items() if v is not None})
 
     def plan(self, *, input: Any = None, name: str = "plan") -> Step:
@@ -313,14 +289,19 @@ class AgentTracer:
         step.output = output
         return step
 
-    def model_call(self, model: str, *, input: Any = None, **request: Any) -> Step:
-        """A model request (``chat``). ``request`` takes ``temperature``, ``top_k``, ``top_p``, ``max_tokens``."""
-        attrs = {"gen_ai.request.model": model, **{f"gen_ai.request.{k}": v for k, v in request.items()}}
+    def model_call(self, model: str, *, input: Any = None, server_address: str | None = None,
+                   server_port: int | None = None, **request: Any) -> Step:
+        """A model request (``chat``). ``request`` takes ``temperature``, ``top_k``, ``top_p``, ``max_tokens``;
+        ``server_address``/``server_port`` name a remote model server (default: the tracer's)."""
+        attrs = {"gen_ai.request.model": model, **{f"gen_ai.request.{k}": v for k, v in request.items()},
+                 "server.address": server_address or self.server_address,
+                 "server.port": server_port or self.server_port}
         return Step(self, "model_call", model, input=input, attributes=attrs)
 
     def handoff(self, to_agent: str, *, input: Any = None) -> Step:
         """Control passed to another agent (``invoke_agent`` of ``to_agent``)."""
-        return Step(self, "handoff", to_agent, input=input, attributes={"gen_ai.agent.name": to_agent})
+        return Step(self, "handoff", to_agent, input=input,
+                    attributes={"gen_ai.agent.name": to_agent, "gen_ai.agent.id": uuid.uuid4().hex})
 
     def final_answer(self, *, output: Any = None, name: str = "final_answer") -> Step:
         step = Step(self, "final_answer", name)
@@ -366,13 +347,16 @@ class AgentTracer:
             attrs["gen_ai.provider.name"] = self.provider
         if (agent := step.agent_name) is not None:
             attrs["gen_ai.agent.name"] = agent
+        if (conversation := step.inherited("gen_ai.conversation.id")) is not None:
+            attrs["gen_ai.conversation.id"] = conversation
         attrs["torchwitness.agent.step.kind"] = step.kind
         attrs.update({k: v for k, v in step.attributes.items() if v is not None})
+        if step.kind in ("agent", "handoff") and any(step.usage):
+            attrs.update(zip(_USAGE, step.usage, strict=True))
         if error is not None:
             attrs["error.type"] = type(error).__qualname__
-        target = {"agent": step.name, "handoff": step.name, "tool_call": step.name,
-                  "model_call": attrs.get("gen_ai.request.model", step.name)}.get(step.kind)
-        span_name = f"{op} {target}" if op else f"{step.kind} {step.name}"
+        target = attrs.get("gen_ai.request.model", step.name) if step.kind == "model_call" else step.name
+        span_name = op if target == step.kind else f"{op} {target}"
         data: dict[str, Any] = {
             "trace_id": step.trace_id, "span_id": step.span_id,
             "parent_span_id": step.parent.span_id if step.parent else step.remote_parent,
@@ -383,6 +367,11 @@ class AgentTracer:
             "attributes": attrs,
             "error_type": type(error).__qualname__ if error is not None else None,
         }
-        data.update(self.content.commit(self.run, input=_as_text(step.input), output=_as_text(step.output),
-                                        error=str(error) if error is not None else None))
-        ledger_of(self.run).append("agent.step", data)
+        texts = {"input": _as_text(step.input), "output": _as_text(step.output),
+                 "error": str(error) if error is not None else None}
+        data.update(self.content.commit(self.run, **texts))
+        ledger = ledger_of(self.run)
+        seq = ledger.append("agent.step", data)
+        if self.live is not None:
+            # content leaves the process only when the run keeps it, and then redacted as the ledger keeps it
+            self.live.on_step(ledger.run_id, data, seq, self.content.shown(**texts))

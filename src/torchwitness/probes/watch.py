@@ -230,10 +230,10 @@ class Watch:
     # ---- hooks -----------------------------------------------------------------------------------------------
     @_guarded
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        if self._external_forward:  # begin_forward() already opened this forward (and its spy listens on)
+            return
         if self._spy is not None:
             self._spy_stop()
-        if self._external_forward:  # begin_forward() already opened this forward
-            return
         if not torch.is_grad_enabled():
             self._eval_forward(args, kwargs)
             return
@@ -440,9 +440,17 @@ class Watch:
         # step(closure) (Lightning, LBFGS) runs forward and backward inside the step: the gradients to judge are
         # the ones the closure leaves, so the pre-update work waits for its first call.
         judged: list[bool] = []
+        # Lightning computes the loss inside the closure (training_step): an open begin_forward() listens there.
+        listen = self._external_forward
 
         def closure_then_judge() -> Any:
-            loss = closure()
+            if listen:
+                self._spy_start()
+            try:
+                loss = closure()
+            finally:
+                if listen:
+                    self._spy_stop()
             if not judged:
                 judged.append(True)
                 self._before_update(w)
@@ -611,10 +619,14 @@ class Watch:
     # ---- public surface --------------------------------------------------------------------------------------
     def begin_forward(self, *args: Any, **kwargs: Any) -> None:
         """Open a training forward whose root ``model.forward`` is not called (Lightning's ``training_step`` calls
-        submodules); ``args``/``kwargs`` are the batch inputs. Root forwards inside it are not counted again."""
+        submodules); ``args``/``kwargs`` are the batch inputs. Root forwards inside it are not counted again. On
+        an audited step the loss functions called until the loss (functional ones, or any loss module) are noted,
+        as between forward and step in a plain loop."""
         self._external_forward = False  # a previous one never closed (a skipped step): start afresh
         self._root_pre(self.model, args, kwargs)
         self._external_forward = torch.is_grad_enabled()
+        if self._external_forward and self._window is not None:
+            self._spy_start()  # an audited step: note the loss functions whatever calls them (module or functional)
 
     def end_forward(self, output: Any) -> None:
         """Close the forward opened by :meth:`begin_forward`; ``output`` (e.g. the loss) is what backward starts

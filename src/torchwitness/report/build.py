@@ -20,7 +20,7 @@ from torchwitness.ledger.verify import verify_run
 from torchwitness.report.evidence import Evidence
 from torchwitness.report.model import Document, Section, Table
 from torchwitness.report.obligations import coverage, load_map
-from torchwitness.report.sections import BUILDERS, TEST_LOGS
+from torchwitness.report.sections import TEST_LOGS, build_section
 
 
 def annex_heading(number: int, title: str) -> str:
@@ -39,16 +39,14 @@ def build_document(run_dir: str | Path, *, proofs: int = 24, seed: int = 0) -> D
         n = int(entry["section"])
         sec = Section(key=f"annex-iv-{n}", title=annex_heading(n, entry["title"]), scope=entry["scope"],
                       obligations=[o.id for o in omap.obligations if n in o.annex_iv])
-        BUILDERS[n](ev, sec)
-        if not sec.has_evidence:
-            sec.missing = sorted({k for o in omap.obligations if n in o.annex_iv for need in o.needs
-                                  for k in need.kinds})
-        sections.append(sec)
+        sections.append(build_section(ev, sec, n, omap.section_kinds(n)))
     sections.append(_coverage_section(ev))
     doc = Document(title="Technical documentation (EU AI Act Art. 11, Annex IV)", run_id=ev.run_id,
                    run_dir=str(Path(run_dir)), generated=dt.datetime.now(dt.timezone.utc).strftime(
                        "%Y-%m-%d %H:%M:%S UTC"), sections=sections, verification={})
     doc.verification = _verification(Path(run_dir), doc.cited(), proofs, seed)
+    if not doc.verification["ok"]:  # every rendering leads with it: this document is a draft, not evidence
+        doc.title = f"NOT VERIFIED: {doc.title}"
     _sign_off_test_logs(sections[1], doc.verification)
     return doc
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torchwitness.errors import InputError
+from torchwitness.errors import InputError, VerificationError
 from torchwitness.ledger.verify import verify_run
 from torchwitness.report.evidence import Evidence, dicts, get, mapping, number, strings
 from torchwitness.report.model import Section, Statement, Table, fmt
+from torchwitness.report.obligations import load_map
 from torchwitness.report.render import cite
-from torchwitness.report.sections import development, functioning, risk
+from torchwitness.report.sections import NO_EVIDENCE, build_section
 
 REQUIRED_SECTIONS = ("## Model Details", "## Uses", "## Bias, Risks, and Limitations", "## Training Details",
                      "## Evaluation", "## Environmental Impact", "## Evidence")
@@ -40,76 +41,113 @@ def _blocks_md(sec: Section, *, tables: bool = True) -> list[str]:
                     "|" + "---|" * len(b.columns)]
             out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in b.rows]
             out.append("")
-    return out or ["No evidence in this run's ledger."]
+        elif isinstance(b, Table) and b.rows:  # kept short: named, with its records, the rows are in the dossier
+            seqs = sorted({q for row in b.row_cites for q in row})
+            out.append(f"- {b.title}: {len(b.rows)} rows in the dossier [{cite(seqs)}]")
+    if out:
+        return out
+    return [f"{NO_EVIDENCE} Records that would document it: {', '.join(sec.missing)}."]
 
 
-def _section(ev: Evidence, build: Any) -> Section:
-    sec = Section(key="card", title="")
-    build(ev, sec)
-    return sec
+def _section(ev: Evidence, number: int) -> Section:
+    """Annex IV section ``number`` as the dossier builds it, from the same evidence table."""
+    return build_section(ev, Section(key="card", title=""), number, load_map().section_kinds(number))
 
 
-def _eval_results(ev: Evidence, dataset: str) -> list[Any]:
+def _eval_results(ev: Evidence, dataset: str, task: str) -> list[Any]:
     hf = _hf()
     results = []
-    acc = ev.last("eval.summary")
-    if acc is not None and number(get(acc, "accuracy")) is not None:
-        results.append(hf.EvalResult(task_type="tabular-classification", dataset_type=dataset, dataset_name=dataset,
-                                     dataset_split=str(get(acc, "split") or "test"), metric_type="accuracy",
-                                     metric_value=number(get(acc, "accuracy")),
-                                     metric_args={"ledger_seq": acc["seq"]}))
+    for r in ev.kind("eval"):
+        name = str(get(r, "dataset") or dataset)
+        for metric, value in sorted(mapping(get(r, "metrics")).items()):
+            v = number(value)
+            if v is not None:
+                results.append(hf.EvalResult(task_type=task, dataset_type=name, dataset_name=name,
+                                             dataset_split=str(get(r, "split") or "test"), metric_type=str(metric),
+                                             metric_value=v, metric_args={"ledger_seq": r["seq"]}))
     fair = ev.last("fairness.eval")
     for _, view in dicts(get(fair, "views")) if fair else []:
         for _, d in dicts(view.get("disparities")):
             v = number(d.get("estimate"))
             if v is not None:
                 results.append(hf.EvalResult(
-                    task_type="tabular-classification", dataset_type=dataset, dataset_name=dataset,
+                    task_type=task, dataset_type=dataset, dataset_name=dataset,
                     dataset_split=str(get(fair, "split")), metric_type=str(d.get("metric")), metric_value=v,
                     metric_name=f"{d.get('metric')} ({'&'.join(strings(view.get('attributes')))})",
                     metric_args={"ledger_seq": fair["seq"]}))
     return results
 
 
-def build_card(run_dir: str | Path, *, intended_use: str | None = None, license: str | None = None) -> str:
-    """The model card of ``run_dir`` as text (YAML front matter + Markdown)."""
+def _verified(run_dir: str | Path, draft: bool) -> Any:
+    """The verification result, or None for a draft of a ledger that does not verify (which is refused
+    otherwise: a card must not present figures from a tampered ledger as evidence)."""
+    try:
+        return verify_run(run_dir)
+    except VerificationError:
+        if not draft:
+            raise
+        return None
+
+
+def build_card(run_dir: str | Path, *, intended_use: str | None = None, license: str | None = None,
+               task: str = "other", draft: bool = False) -> str:
+    """The model card of ``run_dir`` as text (YAML front matter + Markdown), from the documented record kinds:
+    ``model`` (name, architecture, intended use, limitations, licence), ``dataset``, ``eval``, ``fairness.eval``,
+    the training audit and the sessions' environment.
+
+    ``intended_use`` and ``license`` override what the ``model`` record states. A ledger that does not verify
+    raises :class:`~torchwitness.errors.VerificationError` unless ``draft``: then the card is marked NOT VERIFIED.
+    """
     hf = _hf()
     ev = Evidence.load(run_dir)
-    result = verify_run(run_dir)
+    result = _verified(run_dir, draft)
     start = ev.first("run.start")
-    config = mapping(get(start, "config")) if start else {}
-    sheet = ev.first("data.datasheet")  # a run that names its data only in a datasheet
-    dataset = str(config.get("dataset") or (get(sheet, "name") if sheet else None) or "unknown")
-    name = str(config.get("model") or f"run-{ev.run_id}")
-    data = hf.ModelCardData(model_name=name, library_name="pytorch", license=license,
-                            datasets=[dataset] if dataset != "unknown" else None,
-                            metrics=["accuracy"] if ev.kind("eval.summary") else None,
-                            tags=["torchwitness", "eu-ai-act-annex-iv"],
-                            eval_results=_eval_results(ev, dataset) or None,
-                            torchwitness={"run": ev.run_id, "root": "sha256:" + result.root.hex(),
-                                          "signer": result.signer, "records": result.records})
+    model = ev.last("model")
+    md = mapping(model["data"]) if model else {}
+    names = list(dict.fromkeys([str(get(r, "name")) for r in ev.kind("dataset", "data.datasheet")
+                                if isinstance(get(r, "name"), str)]))
+    dataset = names[0] if names else "unknown"
+    name = str(md.get("name") or f"run-{ev.run_id}")
+    license = license or (md["license"] if isinstance(md.get("license"), str) else None)
+    results = _eval_results(ev, dataset, task)
+    evidence = {"run": ev.run_id, "verified": result is not None}
+    if result is not None:
+        evidence.update(root="sha256:" + result.root.hex(), signer=result.signer, records=result.records)
+    data = hf.ModelCardData(model_name=name, library_name="pytorch", license=license, datasets=names or None,
+                            metrics=sorted({r.metric_type for r in results}) or None,
+                            tags=["torchwitness", "eu-ai-act-annex-iv"], eval_results=results or None,
+                            torchwitness=evidence)
     sd = mapping(start["data"]) if start else {}
-    end = ev.last("run.end")
-    lines = [f"# Model card: {name}", "",
+    at = f" [seq {model['seq']}]" if model else ""
+    use = intended_use or (f"{md['intended_use']}{at}" if isinstance(md.get("intended_use"), str) else
+                           "Intended use is not recorded in the ledger; the provider must state it (Art. 13): "
+                           "run.log_model(intended_use=...) or torchwitness card --intended-use.")
+    details = [f"- Model: {name}" + (f", {md['architecture']}" if md.get("architecture") else "")
+               + (f", {fmt(number(md.get('parameters')))} parameters" if number(md.get("parameters")) else "")
+               + (f", version {md['version']}" if md.get("version") else "") + at,
+               f"- Trained with torch {sd.get('torch', '?')} on {sd.get('platform', '?')}"
+               + (f" [seq {start['seq']}]" if start else "")]
+    limits = [f"- Limitations, as the provider states them: {md['limitations']}{at}"] \
+        if isinstance(md.get("limitations"), str) else []
+    lines = ([f"> **NOT VERIFIED**: the ledger of run `{ev.run_id}` does not verify; this draft's figures are not "
+              "evidence.", ""] if result is None else []) + [
+             f"# Model card: {name}", "",
              f"Generated from the signed ledger of run `{ev.run_id}`; every figure cites its record (seq).", "",
-             "## Model Details", "",
-             f"- Model: {name}; trained with torch {sd.get('torch', '?')} on {sd.get('platform', '?')}"
-             + (f" [seq {start['seq']}]" if start else ""),
-             *[f"- {k}: {v}" for k, v in sorted(config.items())], "",
-             "## Uses", "",
-             intended_use or "Intended use is not recorded in the ledger; the provider must state it (Art. 13).", "",
-             "## Bias, Risks, and Limitations", "", *_blocks_md(_section(ev, risk)), "",
-             "## Training Details", "", *_blocks_md(_section(ev, development), tables=False), "",
-             "## Evaluation", "", *_blocks_md(_section(ev, functioning)), "",
+             "## Model Details", "", *details, "",
+             "## Uses", "", use, "",
+             "## Bias, Risks, and Limitations", "", *limits, *_blocks_md(_section(ev, 5)), "",
+             "## Training Details", "", *_blocks_md(_section(ev, 2), tables=False), "",
+             "## Evaluation", "", *_blocks_md(_section(ev, 3)), "",
              "## Environmental Impact", ""]
-    duration = number(get(end, "duration_s")) if end else None
     lines.append(f"- Hardware: {', '.join(strings(sd.get('devices'))) or sd.get('machine', 'not recorded')}"
                  + (f" [seq {start['seq']}]" if start else ""))
-    lines.append(f"- Training time: {fmt(duration)} s [seq {end['seq']}]" if duration is not None
-                 else "- Training time: not recorded")
-    lines += ["- Energy use and emissions: not recorded in the ledger.", "",
-              "## Evidence", "", f"- Ledger: {result.summary()}",
-              f"- Verify: `torchwitness verify RUN --key {result.signer}`", ""]
+    sessions = [s for s in ev.sessions() if s.end is not None and number(get(s.end, "duration_s")) is not None]
+    lines += [f"- Training time, session {s.number}: {fmt(number(get(s.end, 'duration_s')))} s [seq {s.end['seq']}]"
+              for s in sessions if s.end is not None] or ["- Training time: not recorded"]
+    lines += ["- Energy use and emissions: not recorded in the ledger.", "", "## Evidence", ""]
+    lines += ([f"- Ledger: {result.summary()}", f"- Verify: `torchwitness verify RUN --key {result.signer}`"]
+              if result is not None else ["- Ledger: NOT VERIFIED (`torchwitness verify RUN` names the first bad "
+                                          "record)."]) + [""]
     return hf.ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)).content
 
 

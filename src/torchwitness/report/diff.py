@@ -1,11 +1,12 @@
-"""Snapshot two runs and compare them: metrics, fairness, epsilon, findings, drift and certificates.
+"""Snapshot two runs and compare them: evaluation and training metrics (``eval`` and ``metrics`` records),
+fairness, epsilon, findings, drift and certificates.
 
 Each comparable quantity has a direction (higher or lower is better) and a tolerance from the policy; a change
 beyond the tolerance in the wrong direction is a regression. A new ERROR finding is always a regression.
 
 Policy file (JSON)::
 
-    {"tolerance": {"default": 0.0, "metric:accuracy": 0.005, "fairness:": 0.01}}
+    {"tolerance": {"default": 0.0, "metric:accuracy": 0.005, "train:": 0.01, "fairness:": 0.01}}
 
 Keys are quantity names or prefixes of them; the longest matching key wins.
 """
@@ -18,13 +19,15 @@ from typing import Any, Literal
 
 from torchwitness.errors import InputError, RegressionError
 from torchwitness.jsonfile import read_json
-from torchwitness.report.evidence import Evidence, dicts, get, number, strings
+from torchwitness.report.evidence import Evidence, dicts, get, mapping, number, strings
 
 Better = Literal["higher", "lower"]
 Status = Literal["improved", "regressed", "unchanged", "added", "removed"]
 
-DEFAULT_POLICY: dict[str, Any] = {"tolerance": {"default": 0.0, "metric:accuracy": 0.005, "metric:test_accuracy": 0.005,
-                                                "metric:train_loss": 0.01, "fairness:": 0.01, "privacy:": 0.01}}
+DEFAULT_POLICY: dict[str, Any] = {"tolerance": {"default": 0.0, "metric:": 0.005, "train:": 0.01, "fairness:": 0.01,
+                                                "privacy:": 0.01}}
+# Metric names that are better lower (losses, errors); every other metric is read as better higher.
+_LOWER = ("loss", "error", "err", "mse", "mae", "rmse", "perplexity", "ece", "brier", "wer", "cer")
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,16 @@ def snapshot(run_dir: str | Path) -> dict[str, Quantity]:
         if v is not None:
             out[name] = Quantity(name, v, better, record["seq"])  # type: ignore[index]
 
-    put("metric:accuracy", ev.last("eval.summary"), "accuracy", "higher")
-    put("metric:test_accuracy", ev.last("train.epoch"), "test_accuracy", "higher")
-    put("metric:train_loss", ev.last("train.epoch"), "train_loss", "lower")
+    # Declared performance: each metric of the latest evaluation per split ("metric:accuracy" on the test split).
+    for r in ev.kind("eval"):
+        split = get(r, "split")
+        for name in mapping(get(r, "metrics")):
+            key = f"metric:{name}" if split in (None, "test") else f"metric:{split}:{name}"
+            put(key, r, f"metrics.{name}", direction(str(name)))
+    # Training metrics: their last values (a resumed run's last session).
+    for r in ev.kind("metrics"):
+        for name in mapping(get(r, "metrics")):
+            put(f"train:{name}", r, f"metrics.{name}", direction(str(name)))
     put("privacy:epsilon", ev.last("privacy.epsilon"), "epsilon", "lower")
     fair = ev.last("fairness.eval")
     for vi, view in dicts(get(fair, "views")) if fair else []:
@@ -102,6 +112,12 @@ def snapshot(run_dir: str | Path) -> dict[str, Quantity]:
             out[f"certificate:{get(c, 'edit')}:accuracy_delta"] = Quantity(
                 f"certificate:{get(c, 'edit')}:accuracy_delta", delta, "higher", c["seq"])
     return out
+
+
+def direction(metric: str) -> Better:
+    """The direction of a metric by its name: losses and errors are better lower, everything else higher."""
+    words = metric.lower().replace("/", "_").replace(".", "_").replace("-", "_").split("_")
+    return "lower" if any(w in _LOWER for w in words) else "higher"
 
 
 def load_policy(path: str | Path | None) -> dict[str, Any]:

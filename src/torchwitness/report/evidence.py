@@ -39,17 +39,23 @@ def number(value: Any) -> float | None:
     return None
 
 
-def get(record: dict[str, Any], path: str) -> Any:
-    """``data`` field at a dotted ``path`` (``"metrics.accuracy_delta"``), or ``None`` when absent."""
-    node: Any = record.get("data")
-    for part in path.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
+def get(record: dict[str, Any] | None, path: str) -> Any:
+    """``data`` field at a dotted ``path`` (``"metrics.accuracy_delta"``), or ``None`` when absent. A key that
+    itself holds dots (a metric named ``"val.loss"``) is found whole: ``"metrics.val.loss"``."""
+    return _walk(record.get("data"), path) if isinstance(record, dict) else None
+
+
+def _walk(node: Any, path: str) -> Any:
+    if isinstance(node, dict) and path in node:
+        return node[path]
+    part, dot, rest = path.partition(".")
+    if isinstance(node, dict) and part in node:
+        node = node[part]
+    elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        node = node[int(part)]
+    else:
+        return None
+    return _walk(node, rest) if dot else node
 
 
 def mapping(value: Any) -> dict[str, Any]:
@@ -72,6 +78,21 @@ def entries(record: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     data = mapping(record.get("data"))
     steps = dicts(data.get("steps"))
     return [(f"steps.{i}.", e) for i, e in steps] if steps else [("", data)]
+
+
+@dataclass(frozen=True)
+class Session:
+    """One ``Run`` session: its ``run.start``, its ``run.end`` (None if it never closed) and the seqs it spans
+    (up to the next session's start)."""
+
+    number: int
+    start: dict[str, Any]
+    end: dict[str, Any] | None
+    first: int
+    last: int
+
+    def holds(self, seq: int) -> bool:
+        return self.first <= seq <= self.last
 
 
 @dataclass
@@ -117,6 +138,17 @@ class Evidence:
         if 0 <= seq < len(self.records) and self.records[seq]["seq"] == seq:
             return self.records[seq]
         return next((r for r in self.records if r["seq"] == seq), None)
+
+    def sessions(self) -> list[Session]:
+        """The run's sessions in order: one per ``run.start`` (a resumed run has several)."""
+        starts = self.kind("run.start")
+        ends = self.kind("run.end")
+        out = []
+        for i, start in enumerate(starts):
+            last = starts[i + 1]["seq"] - 1 if i + 1 < len(starts) else self.records[-1]["seq"]
+            end = next((e for e in ends if start["seq"] < e["seq"] <= last), None)
+            out.append(Session(i + 1, start, end, start["seq"], last))
+        return out
 
     def findings(self) -> list[dict[str, Any]]:
         """The final tally of each finding when one was recorded, else its first occurrence."""

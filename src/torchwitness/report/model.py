@@ -82,6 +82,12 @@ class Section:
     def has_evidence(self) -> bool:
         return any(b.cites if isinstance(b, Statement | Chart) else any(b.row_cites) for b in self.blocks)
 
+    def cited(self) -> list[int]:
+        seqs: set[int] = set()
+        for b in self.blocks:
+            seqs.update(b.cites if isinstance(b, Statement | Chart) else (x for r in b.row_cites for x in r))
+        return sorted(seqs)
+
     def say(self, text: str, cites: list[int] | None = None, *, value: float | None = None,
             field: str | None = None, basis: Literal["field", "count"] | None = None) -> Statement:
         s = Statement(text, list(cites or []), value, field, basis)
@@ -105,8 +111,4 @@ class Document:
         return [b for s in self.sections for b in s.blocks if isinstance(b, Chart)]
 
     def cited(self) -> list[int]:
-        seqs: set[int] = set()
-        for s in self.sections:
-            for b in s.blocks:
-                seqs.update(b.cites if isinstance(b, Statement | Chart) else (x for r in b.row_cites for x in r))
-        return sorted(seqs)
+        return sorted({q for s in self.sections for q in s.cited()})

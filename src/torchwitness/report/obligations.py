@@ -50,6 +50,13 @@ class ObligationsMap:
     controls: dict[str, dict[str, str]]
     obligations: tuple[Obligation, ...]
 
+    def section_kinds(self, section: int) -> tuple[str, ...]:
+        """The record kinds that count as evidence for Annex IV section ``section``."""
+        for s in self.annex_iv:
+            if int(s["section"]) == section:
+                return tuple(s.get("kinds", ()))
+        raise KeyError(section)
+
     def get(self, obligation_id: str) -> Obligation:
         for o in self.obligations:
             if o.id == obligation_id:

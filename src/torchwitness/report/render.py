@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -14,11 +15,11 @@ from torchwitness.report.svg import chart_svg
 Format = Literal["html", "md", "pdf"]
 
 
-def cite(seqs: list[int], limit: int = 8) -> str:
-    """``seq 3, 4, 7`` with a count beyond ``limit``."""
+def cite(seqs: list[int], limit: int = 8, link: Callable[[int], str] | None = None) -> str:
+    """``seq 3, 4, 7`` with a count beyond ``limit``; ``link`` renders each seq (e.g. as a hyperlink)."""
     if not seqs:
         return ""
-    shown = ", ".join(map(str, seqs[:limit]))
+    shown = ", ".join(link(s) if link else str(s) for s in seqs[:limit])
     return f"seq {shown}" + (f" … (+{len(seqs) - limit})" if len(seqs) > limit else "")
 
 
