@@ -1,12 +1,17 @@
-"""Overhead of ``run.watch`` on a training step: median step-time ratio audited/bare, and host syncs per step.
+"""Overhead of ``run.watch`` on a training step: step-time ratios audited/bare, and host syncs per step.
 
-One process, interleaved repeats (bare, every step, every 100th step, bare, ...), so drift in the machine's
-speed hits all modes alike. Each timed block starts after 8 untimed steps (a new watch audits its first 8 steps
-in full, once per run), so the ratios are the steady state of a long run. Host syncs are counted by wrapping
-``Tensor.item``, ``.tolist``, ``__bool__`` and ``.cpu`` during a separate instrumented run (instrumentation slows
-the calls, so it is never timed).
+One process, interleaved repeats (bare, every step, default sampling, torch-audit, bare, ...), so drift in the
+machine's speed hits all modes alike. The watch is added as a bare loop would add it, ``run.watch(model, opt,
+every_n_steps=1)`` (no loss module given). "every step": median ratio of blocks that start after 8 untimed
+steps (a new watch audits its first 8 steps in full, once per run): the steady state of a long run. "default":
+``run.watch(model, opt)`` (the first 5 steps, then every 100th), the ratio of the mean step time over a whole
+block of ``--default-steps`` steps timed from the watch's creation, audited steps and the first audits included.
+"torch-audit": torch-audit's ``autopatch(model, optimizer=opt, every_n_steps=1)`` where that package is
+importable (``pip install --no-deps torch-audit==0.3.0``), timed like "every step". Host syncs are counted by
+wrapping ``Tensor.item``, ``.tolist``, ``__bool__`` and ``.cpu`` during a separate instrumented run
+(instrumentation slows the calls, so it is never timed). ``--open`` times ``Run`` open plus ``watch``.
 
-    python benchmarks/overhead.py            # default sizes, < 2 minutes on 2 CPU cores
+    python benchmarks/overhead.py --models ta_mlp --open     # torch-audit's benchmark MLP, ~1 minute
     python benchmarks/overhead.py --repeats 15 --steps 400 --models mlp,cnn_bn --clock cpu
 """
 
@@ -20,6 +25,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,6 +58,12 @@ class _Transformer(nn.Module):
         return self.head(self.blocks(self.embed(ids)))
 
 
+def _ta_mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """torch-audit's own benchmark model: 64-256-256-10, batch 64 (trained with SGD and momentum)."""
+    return (nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)),
+            torch.randn(64, 64), torch.randint(0, 10, (64,)))
+
+
 def _mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return (nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)),
             torch.randn(128, 256), torch.randint(0, 10, (128,)))
@@ -76,8 +88,21 @@ def _transformer() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 
 MODELS: dict[str, Callable[[], tuple[nn.Module, torch.Tensor, torch.Tensor]]] = {
-    "mlp": _mlp, "deep_mlp": _deep_mlp, "cnn_bn": _cnn, "transformer": _transformer}
-MODES = {"bare": None, "every step": 1, "every 100th": 100}
+    "ta_mlp": _ta_mlp, "mlp": _mlp, "deep_mlp": _deep_mlp, "cnn_bn": _cnn, "transformer": _transformer}
+
+
+def _optimizer(name: str, model: nn.Module) -> torch.optim.Optimizer:
+    if name == "ta_mlp":
+        return torch.optim.SGD(model.parameters(), 0.01, momentum=0.9)
+    return torch.optim.AdamW(model.parameters(), 1e-4)
+
+
+def _torch_audit() -> Any:
+    try:
+        import torch_audit
+    except ImportError:
+        return None
+    return torch_audit
 
 
 def _step(model: nn.Module, opt: torch.optim.Optimizer, crit: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -88,45 +113,73 @@ def _step(model: nn.Module, opt: torch.optim.Optimizer, crit: nn.Module, x: torc
 
 
 @contextlib.contextmanager
-def _watching(run: tw.Run | None, model: nn.Module, opt: torch.optim.Optimizer, crit: nn.Module,
-              every: int | None) -> Iterator[None]:
-    if every is None or run is None:
+def _watching(run: tw.Run, model: nn.Module, opt: torch.optim.Optimizer, mode: str) -> Iterator[None]:
+    if mode == "bare":
         yield
-        return
-    watch = run.watch(model, opt, loss_fn=crit, every_n_steps=every, first_steps=0)
-    try:
-        yield
-    finally:
-        watch.close()
-        run.flush()  # the next timed block must not share the CPU with the ledger writer finishing this one
+    elif mode == "torch-audit":
+        auditor = _torch_audit().autopatch(model, optimizer=opt, every_n_steps=1, run_static=False, run_init=False)
+        try:
+            yield
+        finally:
+            auditor.unpatch()
+    else:
+        watch = run.watch(model, opt, every_n_steps=1) if mode == "every step" else run.watch(model, opt)
+        try:
+            yield
+        finally:
+            watch.close()
+            run.flush()  # the next timed block must not share the CPU with the ledger writer finishing this one
 
 
-def time_modes(name: str, repeats: int, steps: int, run: tw.Run, clock: Callable[[], float]) -> dict[str, float]:
-    """Per mode: the median over repeats of the step-time ratio to the bare block of the same repeat (modes are
+def time_modes(name: str, repeats: int, steps: int, default_steps: int, run: tw.Run,
+               clock: Callable[[], float]) -> dict[str, float]:
+    """Per mode, the median over repeats of the step-time ratio to the bare block of the same repeat (modes are
     interleaved, so each ratio compares blocks run seconds apart); ``bare`` is the median bare step time."""
     torch.manual_seed(0)
     model, x, y = MODELS[name]()
-    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    opt = _optimizer(name, model)
     crit = nn.CrossEntropyLoss()
     for _ in range(10):  # warm-up: allocator, optimizer state
         _step(model, opt, crit, x, y)
-    times: dict[str, list[float]] = {m: [] for m in MODES}
-    order = list(MODES.items())
+    modes = ["bare", "every step", "default"] + (["torch-audit"] if _torch_audit() is not None else [])
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    bare_long: list[float] = []
     for r in range(repeats):
         # Rotate the order each repeat so no mode always follows the same one (caches, allocator, frequency).
-        for mode, every in order[r % len(order):] + order[:r % len(order)]:
-            with _watching(run, model, opt, crit, every):
-                # Untimed, in every mode: a new watch audits its first STATISTICS_WARMUP steps in full, once per
-                # run; the timed steps measure the steady state a long run sees.
-                for _ in range(STATISTICS_WARMUP):
-                    _step(model, opt, crit, x, y)
+        for mode in modes[r % len(modes):] + modes[:r % len(modes)]:
+            n = default_steps if mode == "default" else steps
+            with _watching(run, model, opt, mode):
+                if mode not in ("default", "bare"):  # a long run's steady state: the first audits are untimed
+                    for _ in range(STATISTICS_WARMUP):
+                        _step(model, opt, crit, x, y)
                 t0 = clock()
-                for _ in range(steps):
+                for _ in range(n):
                     _step(model, opt, crit, x, y)
-                times[mode].append((clock() - t0) / steps)
+                times[mode].append((clock() - t0) / n)
+            if mode == "bare":  # a bare block as long as the default one, for its mean
+                t0 = clock()
+                for _ in range(default_steps):
+                    _step(model, opt, crit, x, y)
+                bare_long.append((clock() - t0) / default_steps)
     out = {m: statistics.median(a / b for a, b in zip(v, times["bare"], strict=True)) for m, v in times.items()}
+    out["default"] = statistics.median(a / b for a, b in zip(times["default"], bare_long, strict=True))
     out["bare"] = statistics.median(times["bare"])
     return out
+
+
+def time_open(model_name: str, n: int = 7) -> tuple[float, float]:
+    """(first, median of the next ``n``) wall time of ``Run(folder)`` plus ``run.watch(model, opt)``, in ms."""
+    model, _, _ = MODELS[model_name]()
+    opt = _optimizer(model_name, model)
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n + 1):
+            t0 = time.perf_counter()
+            run = tw.Run(f"{tmp}/open-{i}")
+            run.watch(model, opt)
+            out.append((time.perf_counter() - t0) * 1e3)
+            run.close()
+    return out[0], statistics.median(out[1:])
 
 
 _SYNC_METHODS = ("item", "tolist", "__bool__", "cpu")
@@ -140,7 +193,7 @@ def count_syncs(name: str, steps: int, every: int, run: tw.Run) -> tuple[int, in
     """
     torch.manual_seed(0)
     model, x, y = MODELS[name]()
-    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    opt = _optimizer(name, model)
     crit = nn.CrossEntropyLoss()
     calls = [0]
     originals = {m: getattr(torch.Tensor, m) for m in _SYNC_METHODS}
@@ -165,7 +218,7 @@ def count_syncs(name: str, steps: int, every: int, run: tw.Run) -> tuple[int, in
         for m, f in originals.items():
             setattr(torch.Tensor, m, counting(f))
         baseline = max(per_step(5))
-        watch = run.watch(model, opt, loss_fn=crit, every_n_steps=every, first_steps=0)
+        watch = run.watch(model, opt, every_n_steps=every, first_steps=0)
         try:
             counts = per_step(steps)
         finally:
@@ -198,28 +251,37 @@ def steady_malloc() -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=9)
-    ap.add_argument("--steps", type=int, default=100, help="steps per timed block (a multiple of 100)")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=200, help="steps per timed every-step block")
+    ap.add_argument("--default-steps", type=int, default=1000,
+                    help="steps per default-sampling block, timed from the watch's creation")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="cpu",
                     help="wall: perf_counter; cpu: this thread's CPU time (steadier on a machine shared with others)")
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--models", default="ta_mlp")
+    ap.add_argument("--open", action="store_true", help="also time Run open + watch")
     ap.add_argument("--default-malloc", action="store_true",
                     help="keep glibc's heap trimming (see steady_malloc; it flatters the watch)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     steady = not args.default_malloc and steady_malloc()
-    with tempfile.TemporaryDirectory() as tmp, tw.Run(tmp, checkpoint_seconds=3600) as run:
+    ta = _torch_audit()
+    with tempfile.TemporaryDirectory() as tmp, tw.Run(f"{tmp}/run", checkpoint_seconds=3600) as run:
         clock = time.perf_counter if args.clock == "wall" else time.thread_time
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, {args.repeats} interleaved repeats of "
-              f"{args.steps} steps, {args.clock} clock, heap trimming {'off' if steady else 'on'}")
-        print(f"{'model':<12} {'bare ms':>8} {'every step':>11} {'every 100th':>12} {'syncs off-audit':>16} "
-              f"{'syncs/audited step':>19}")
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, {args.repeats} interleaved repeats, "
+              f"{args.clock} clock, heap trimming {'off' if steady else 'on'}, torch-audit "
+              f"{getattr(ta, '__version__', 'installed') if ta else 'not installed'}")
+        print(f"{'model':<12} {'bare ms':>8} {'every step':>11} {'default (mean)':>15} {'torch-audit':>12} "
+              f"{'syncs off-audit':>16} {'syncs/audited step':>19}")
         for name in args.models.split(","):
-            t = time_modes(name, args.repeats, args.steps, run, clock)
+            t = time_modes(name, args.repeats, args.steps, args.default_steps, run, clock)
             quiet, worst = count_syncs(name, 300, 100, run)
             _, worst1 = count_syncs(name, 20, 1, run)
-            print(f"{name:<12} {t['bare'] * 1e3:8.3f} {t['every step']:10.2f}x "
-                  f"{t['every 100th']:11.3f}x {quiet:16d} {max(worst, worst1):19d}")
+            audit = f"{t['torch-audit']:11.2f}x" if "torch-audit" in t else f"{'-':>12}"
+            print(f"{name:<12} {t['bare'] * 1e3:8.3f} {t['every step']:10.2f}x {t['default']:14.3f}x {audit} "
+                  f"{quiet:16d} {max(worst, worst1):19d}")
+        if args.open:
+            first, median = time_open(args.models.split(",")[0])
+            print(f"Run open + watch: {median:.1f} ms median ({first:.1f} ms the first time in this process)")
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def test_dense_audits_still_find_persistent_faults(tmp_path):
     with torch.no_grad():
         model[0].bias.fill_(-20.0)  # every ReLU unit is dead
     found = {f.rule_id: f for f in _dense_findings(tmp_path, model, 14)}
-    assert "TW403" in found and found["TW403"].first_step == 1
+    assert "TW403" in found and found["TW403"].first_step == 0  # dated from its first sighting
     assert found["TW403"].last_step == 11  # judged again on the spaced statistical audits (steps 11, 15, ...)
 
 

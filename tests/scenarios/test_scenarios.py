@@ -6,6 +6,7 @@ import pytest
 import scenarios_arch  # noqa: F401  (each module registers its scenarios)
 import scenarios_data  # noqa: F401
 import scenarios_healthy  # noqa: F401
+import scenarios_rootcause  # noqa: F401
 import scenarios_training  # noqa: F401
 import scenarios_variants  # noqa: F401
 import torch
@@ -14,9 +15,10 @@ from _kit import BUGGY, HEALTHY, WATCH, Scenario
 import torchwitness as tw
 from torchwitness.rules import Severity
 
-# Scenarios that watch through _kit.WATCH run twice: sampled as written, and with every step audited from the
-# first (where the watch spaces its statistical probes: the warm-up must keep short runs fully judged).
-SAMPLING = {"as-written": {}, "every-step": {"every_n_steps": 1, "first_steps": 0}}
+# Scenarios that watch through _kit.WATCH run twice: with the library's default sampling (the first 5 steps, then
+# every 100th), and with every step audited from the first (where the watch spaces its statistical probes: the
+# warm-up must keep short runs fully judged).
+SAMPLING = {"default": {"every_n_steps": 100, "first_steps": 5}, "every-step": {"every_n_steps": 1, "first_steps": 0}}
 
 
 @pytest.fixture(params=list(SAMPLING))
@@ -34,8 +36,15 @@ def _run(s: Scenario, tmp_path) -> list:
 
 @pytest.mark.parametrize("s", BUGGY, ids=lambda s: s.name)
 def test_buggy_scenario_fires(s: Scenario, tmp_path, sampling) -> None:
-    fired = {f.rule_id for f in _run(s, tmp_path)}
-    assert s.expected <= fired, f"{s.name}: expected {sorted(s.expected)}, fired {sorted(fired)}"
+    """The root cause is named: every expected rule fires (as a root, or as a consequence of an expected root),
+    one of them is reported as a root, and no other rule is reported as a WARN or ERROR root."""
+    roots = _run(s, tmp_path)
+    fired = {f.rule_id for f in roots} | {c.rule_id for f in roots for c in f.consequences}
+    shown = [f"{f.rule_id}<{','.join(c.rule_id for c in f.consequences)}>" for f in roots]
+    assert s.expected <= fired, f"{s.name}: expected {sorted(s.expected)}, fired {shown}"
+    assert s.expected & {f.rule_id for f in roots}, f"{s.name}: no expected rule is a root cause: {shown}"
+    wrong = {f.rule_id for f in roots if f.severity >= Severity.WARN} - s.expected - s.tolerated
+    assert not wrong, f"{s.name}: wrong extra root causes {sorted(wrong)}: {shown}"
 
 
 @pytest.mark.parametrize("s", HEALTHY, ids=lambda s: s.name)

@@ -25,6 +25,7 @@ from typing import Any
 import rfc8785
 
 from torchwitness.errors import InputError, VerificationError
+from torchwitness.jsonfile import read_json
 from torchwitness.ledger.checkpoints import check_chain, read_note
 from torchwitness.ledger.keys import PublicKey
 from torchwitness.ledger.layout import RUN_MANIFEST, Layout, read_manifest
@@ -48,7 +49,7 @@ def write_run_manifest(root: Path, run_id: str, world_size: int) -> None:
     root.mkdir(parents=True, exist_ok=True)
     path = root / RUN_MANIFEST
     if path.exists():
-        existing = json.loads(path.read_text())
+        existing = read_run_manifest(root)
         if existing.get("run") != run_id or existing.get("world_size") != world_size:
             raise InputError(f"{root} holds run {existing.get('run')} with world size {existing.get('world_size')}, "
                              f"not run {run_id} with world size {world_size}")
@@ -181,7 +182,7 @@ def verify_distributed(root: Path, *, key: str | None = None, deep: bool = False
                        allow_unsigned_tail: bool = False) -> RunVerifyResult:
     from torchwitness.ledger.verify import verify_run
 
-    manifest = _read_run_manifest(root)
+    manifest = read_run_manifest(root)
     run_id, world = manifest["run"], manifest["world_size"]
     for rank in range(world):
         if not shard_dir(root, rank).is_dir():
@@ -201,7 +202,7 @@ def verify_distributed(root: Path, *, key: str | None = None, deep: bool = False
     for name, heads in all_heads:
         for head in heads:
             shard_note = shard_dir(root, head["rank"]) / "checkpoints" / f"{head['size']:012d}.note"
-            if not shard_note.exists() or parse(shard_note.read_text()).checkpoint.root.hex() != head["root"]:
+            if not shard_note.exists() or read_note(shard_note).checkpoint.root.hex() != head["root"]:
                 raise VerificationError(f"rank {head['rank']}: shard head of size {head['size']} in {name} is "
                                         "not a checkpoint the shard signed", seq=head["size"])
     result = RunVerifyResult(run_id, world, shards, len(all_heads), read_note(run_notes(root)[-1]).checkpoint.root,
@@ -234,12 +235,10 @@ def _check_since(root: Path, text: str, public: PublicKey, run_id: str, world: i
                                     f"checkpoint's head of size {head['size']}: {e.reason}") from None
 
 
-def _read_run_manifest(root: Path) -> dict[str, Any]:
-    try:
-        manifest = json.loads((root / RUN_MANIFEST).read_text())
-    except (OSError, ValueError) as e:
-        raise VerificationError(f"{root / RUN_MANIFEST} is unreadable: {e}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != RUN_FORMAT:
+def read_run_manifest(root: Path) -> dict[str, Any]:
+    """The manifest of a distributed run folder (``run.json``), checked; one line naming it otherwise."""
+    manifest = read_json(root / RUN_MANIFEST, "run manifest", VerificationError)
+    if manifest.get("format") != RUN_FORMAT:
         raise VerificationError(f"unsupported run format in {root / RUN_MANIFEST}")
     if not isinstance(manifest.get("world_size"), int) or manifest["world_size"] < 1 or \
             not isinstance(manifest.get("run"), str):

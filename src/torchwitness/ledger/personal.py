@@ -11,6 +11,7 @@ ledger holder without the side store cannot test guesses against the records.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -22,6 +23,7 @@ from typing import Any
 
 from torchwitness.errors import LedgerError
 from torchwitness.ledger.canonical import canonical_json
+from torchwitness.ledger.erasure import Intent, Journal
 from torchwitness.ledger.transactions import write_transaction
 
 COMMITMENT_PREFIX = "hmac-sha256:"
@@ -58,6 +60,9 @@ class PersonalStore:
         except sqlite3.DatabaseError as e:
             raise LedgerError(f"personal-data side store {path} is unreadable: {e}") from None
         self._lock = threading.Lock()
+        # Erasure by commitment looks rows up by it; a read-only copy of an older store is read without it.
+        with contextlib.suppress(sqlite3.OperationalError):
+            self._db.execute("CREATE INDEX IF NOT EXISTS personal_commitment ON personal (commitment)")
         row = self._db.execute("SELECT value FROM meta WHERE key = 'lookup_key'").fetchone()
         if row is None:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('lookup_key', ?)", (os.urandom(32),))
@@ -70,6 +75,7 @@ class PersonalStore:
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
         self._cache: dict[str, str] = {}
+        self.journal = Journal(self._db, "personal", "commitment", self._lock, forget=self._forget)
 
     def fingerprint(self, data: bytes | memoryview) -> str:
         """A keyed 128-bit fingerprint of raw bytes (a served request or row): matchable by the key holder only.
@@ -138,23 +144,23 @@ class PersonalStore:
                                (self._tag(value),)).fetchone()
         return (row[0], row[1]) if row else None
 
-    def erase(self, value: Any) -> str | None:
-        """Delete ``value``'s salt and cleartext; return the now-unlinkable commitment (None if absent)."""
-        tag = self._tag(value)
-        with self._lock:
-            row = self._db.execute("SELECT commitment FROM personal WHERE tag = ?", (tag,)).fetchone()
-            if row is None:
-                return None
-            self._db.execute("DELETE FROM personal WHERE tag = ?", (tag,))
-            self._cache.pop(tag, None)
-        return row[0]
+    def tag(self, value: Any) -> str:
+        """The lookup tag of ``value`` (it never enters a record): what recognises a retried erasure."""
+        return self._tag(value)
 
-    def erase_commitment(self, c: str) -> bool:
-        """Delete the row behind commitment ``c`` (for holders who know only the commitment)."""
+    def locate(self, values: list[Any], commitments: list[str]) -> dict[str, str]:
+        """``{commitment: tag}`` of the live rows behind ``values`` and ``commitments`` (what an erasure deletes)."""
+        tags = [self._tag(v) for v in values]
         with self._lock:
-            cur = self._db.execute("DELETE FROM personal WHERE commitment = ?", (c,))
-            self._cache = {t: v for t, v in self._cache.items() if v != c}
-        return cur.rowcount > 0
+            found = {c: t for t in tags
+                     for (c,) in self._db.execute("SELECT commitment FROM personal WHERE tag = ?", (t,))}
+            found.update({c: t for c in commitments
+                          for (t,) in self._db.execute("SELECT tag FROM personal WHERE commitment = ?", (c,))})
+        return found
+
+    def _forget(self, intent: Intent) -> None:
+        # Called by the journal under the store's lock, once the intent's rows are deleted.
+        self._cache = {t: c for t, c in self._cache.items() if t not in intent.tags}
 
     def live_commitments(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT commitment FROM personal")}

@@ -16,7 +16,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "update_ratio_max": 1.0,  # |update| / |weight| of a weight matrix in one step: the learning rate is too high
     "divergence_factor": 3.0,  # recent loss above this many times its early level
     "chance_margin": 0.03,  # loss within this fraction of the chance-level loss counts as "at chance"
-    "chance_min_steps": 40,  # steps of history before judging a loss stuck at chance
+    "chance_min_steps": 20,  # steps of history before judging a loss stuck at chance (confidence stated)
     "input_abs_max": 100.0,  # largest |input| of a normalised floating input
     "flat_std": 1e-7,  # range (max - min) of a flat (constant) input
     "dead_fraction": 0.5,  # share of units that are zero for the whole batch

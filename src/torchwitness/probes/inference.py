@@ -24,7 +24,6 @@ Example::
         probabilities = serve(batch)        # a drop-in for softmax(model(batch))
         probabilities, ids = serve(batch, ids=True)   # and each row's decision id
 """
-
 from __future__ import annotations
 
 import datetime as dt
@@ -49,33 +48,25 @@ from torchwitness.probes.inference_records import (
     ServeStartRecord,
     _outputs_value,
     _top_class,
-    decision_id,
     model_digest,
-    parse_decision_id,
     request_bytes,
     shape_error,
+    verified_input,
     window_columns,
 )
-from torchwitness.probes.retained_inputs import (
-    InputsErasure,
-    InputsExpiry,
-    RetainedInputs,
-    erase_inputs,
-    expire_inputs,
-    verified_input,
-)
+from torchwitness.probes.retained import RetainedInputs, decision_id, expire_inputs, parse_decision_id
 from torchwitness.probes.serve_review import explain_rows, flag_rows
 
-# The recorder's modules were one; their names stay importable from here.
-__all__ = ["FingerprintGranularity", "InferenceRecord", "InferenceRecorder", "InputsErasure", "InputsExpiry",
-           "RetainedInputs", "ServeStartRecord", "decision_id", "erase_inputs", "expire_inputs", "model_digest",
-           "parse_decision_id", "verified_input", "window_columns"]
+# The recorder's module was one with its records; their names stay importable from here.
+__all__ = ["FingerprintGranularity", "InferenceRecord", "InferenceRecorder", "RetainedInputs", "ServeStartRecord",
+           "decision_id", "model_digest", "parse_decision_id", "verified_input", "window_columns"]
 
 FingerprintGranularity = Literal["request", "row", "none"]
 _FOLD = 16  # served outputs held singly before one concatenation (see InferenceRecorder._fold)
 _KEPT_BYTES = 64 << 20  # inputs held for the writer thread or retention: a window ends early beyond this
 _REVIEW_SECONDS = 1.0  # how often reviewers' decisions and stop/resume events are brought into the ledger
 _EXPIRY_SECONDS = 60.0  # how often retained inputs past their retention period are deleted
+
 
 class InferenceRecorder:
     """Wrap ``model`` for serving inside ``run``; calling it returns class probabilities.
@@ -334,7 +325,7 @@ class InferenceRecorder:
                 if time.monotonic() >= next_expiry:
                     next_expiry = time.monotonic() + _EXPIRY_SECONDS
                     attempt("expired inputs not deleted yet",
-                            partial(expire_inputs, self.run.path, record=self.run.record))
+                            partial(expire_inputs, self.run))
         finally:  # its connection is this thread's: closed here, never under a transaction it is running
             if reviews is not None and reviews is not self.review:
                 reviews.close()

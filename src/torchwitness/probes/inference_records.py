@@ -1,9 +1,10 @@
-"""The ``inference`` and ``serve.start`` record kinds, decision ids, and reading a window's columns back."""
+"""The ``inference`` and ``serve.start`` record kinds, reading a window's columns back, checking a retained input
+against its commitment, and what a served request must look like."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import msgspec
@@ -13,6 +14,7 @@ import torch
 from torchwitness.errors import InputError
 from torchwitness.ledger.encoding import Packed, decode_array
 from torchwitness.ledger.schema import register_kind
+from torchwitness.probes.retained import RetainedInputs, decision_id, parse_decision_id
 
 
 class InferenceRecord(msgspec.Struct):
@@ -102,19 +104,6 @@ def _outputs_value(prediction: torch.Tensor, confidence: torch.Tensor) -> dict[s
         return {"predictions": Packed(prediction), "confidence": Packed((confidence * 10_000).round().to(torch.int16))}
 
 
-def decision_id(run_id: str, stream: str, number: int) -> str:
-    """The id of the ``number``-th decision of decision stream ``stream`` (one recorder) in run ``run_id``."""
-    return f"{run_id}-{stream}-{number}"
-
-
-def parse_decision_id(text: str) -> tuple[str, str, int]:
-    """``(run id, stream, number)`` of a decision id; a clear error for anything else."""
-    parts = text.rsplit("-", 2)  # the stream and the number never hold a dash; a run id might
-    if len(parts) != 3 or not parts[2].isdigit() or not parts[0] or not parts[1]:
-        raise InputError(f"{text!r} is not a decision id (RUNID-STREAM-NUMBER, e.g. 3f2a9c0d1e2b4a5c-7-1042)")
-    return parts[0], parts[1], int(parts[2])
-
-
 def model_digest(model: torch.nn.Module) -> str:
     """``sha256`` over parameter and buffer names, dtypes, shapes and bytes, in state-dict order."""
     h = hashlib.sha256()
@@ -122,6 +111,51 @@ def model_digest(model: torch.nn.Module) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return "sha256:" + h.hexdigest()
+
+
+def verified_input(store: RetainedInputs, record: dict[str, Any], decision: str,
+                   fingerprint: Callable[[bytes], str], erased: Collection[str] = ()) -> tuple[np.ndarray, bool]:
+    """The retained row of ``decision`` and whether it was checked against the commitment made when it was
+    served (``record``: the ``inference`` record that holds the decision; ``fingerprint``: the run's keyed
+    fingerprint, ``Ledger.personal.fingerprint``).
+
+    The side store is private and mutable; the ledger is not. A row whose request was committed is checked: the
+    request's retained rows, in order, must hash to the recorded commitment (or the row to its own, with
+    ``fingerprint="row"``). A mismatch raises :class:`~torchwitness.errors.InputError` naming the record: the
+    retained input was changed after serving, and explaining it would explain another input. Rows of requests
+    that were not committed come back unchecked (``False``), as do those whose request lost another row to a
+    recorded erasure since (``erased``: the decisions ``inputs.erasure`` records name; a request's commitment
+    covers all its rows); a row missing without one is a change to the side store, refused like an edit.
+    """
+    data = record["data"]
+    _, stream, number = parse_decision_id(decision)
+    cols = window_columns(data)
+    request = int(np.searchsorted(cols["first_decisions"], number, side="right")) - 1
+    row = store.get(decision)
+    committed = cols["committed"].tolist()
+    if data["fingerprint"] == "none" or request not in committed:
+        return row, False
+    k = committed.index(request)
+    first, rows = int(cols["first_decisions"][request]), int(cols["rows"][request])
+    if data["fingerprint"] == "row":
+        offset = int(sum(cols["rows"][i] for i in committed[:k]))
+        expected, served = data["inputs"][offset + number - first], row.tobytes()
+    else:
+        expected = data["inputs"][k]
+        siblings = [decision_id(record["run"], stream, first + j) for j in range(rows)]
+        try:
+            served = b"".join(store.get(d).tobytes() for d in siblings)
+        except InputError:
+            missing = [d for d in siblings if d != decision and not store.holds(d)]
+            if set(missing) <= set(erased):  # erased on request since: the request's commitment cannot be checked
+                return row, False
+            raise InputError(f"the retained inputs of decision {decision!r}'s request are incomplete: "
+                             f"{missing[0]} is gone without an erasure record (inference record seq "
+                             f"{record['seq']}): the side store was changed after serving") from None
+    if fingerprint(served) != expected:
+        raise InputError(f"the retained input of decision {decision!r} does not match the commitment made when it "
+                         f"was served (inference record seq {record['seq']}): it was changed after serving")
+    return row, True
 
 
 def shape_error(probs: torch.Tensor) -> str:

@@ -1,10 +1,11 @@
 """Seeing a functional loss (``F.cross_entropy(model(x), y)``) without being handed a loss module.
 
-Between the end of the model's forward and the optimizer step (where the loss is computed and backward is
-called), a :class:`torch.overrides.TorchFunctionMode` notes calls to the loss functions of
-``torch.nn.functional`` (used on audited steps) and to ``Tensor.backward`` (the loss history, every step).
-Every other call passes straight through. The watch never uses it when given a loss module, under
-``torch.compile``, or inside the optimizer's step.
+On audited steps, between the end of the model's forward and the optimizer step (where the loss is computed
+and backward is called), a :class:`torch.overrides.TorchFunctionMode` notes calls to the loss functions of
+``torch.nn.functional`` and to ``Tensor.backward``; every other call passes straight through. Between audits,
+a cheaper tap (:func:`listen`) wraps ``Tensor.backward`` and the functional losses themselves, for the loss
+history and the sentinels. The watch never uses the mode when given a loss module, under ``torch.compile``,
+or inside the optimizer's step.
 """
 
 from __future__ import annotations
@@ -23,25 +24,48 @@ LOSS_FUNCTIONS: dict[Callable[..., Any], str] = {
 }
 
 
+# Calls that reshape, cast or copy a tensor without changing its values: a target that went only through these
+# is still the data's target.
+_PASS_THROUGH = frozenset({
+    torch.Tensor.float, torch.Tensor.double, torch.Tensor.half, torch.Tensor.to, torch.Tensor.type,
+    torch.Tensor.view, torch.Tensor.view_as, torch.Tensor.reshape, torch.Tensor.reshape_as, torch.Tensor.flatten,
+    torch.Tensor.unsqueeze, torch.Tensor.squeeze, torch.Tensor.contiguous, torch.Tensor.clone,
+    torch.Tensor.detach, torch.Tensor.__getitem__, torch.Tensor.long, torch.Tensor.permute, torch.Tensor.t,
+    torch.Tensor.transpose, torch.Tensor.expand_as, torch.Tensor.cuda, torch.Tensor.cpu, torch.unsqueeze,
+    torch.squeeze, torch.reshape, torch.flatten, torch.Tensor.bfloat16,
+})
+
+
 class LossSpy(TorchFunctionMode):
-    """Calls ``on_loss(kind, input, target, weighted, output)`` and ``on_backward(tensor)``."""
+    """Calls ``on_loss(kind, input, target, weighted, output, target_computed)`` and ``on_backward(tensor)``.
+
+    ``target_computed`` says the target was made by arithmetic after the model's forward (``log1p(y)``, say),
+    not only reshaped or cast from a tensor that existed before: non-finite values in it were then made by
+    the loss computation, not found in the data.
+    """
 
     def __init__(self, on_loss: Callable[..., None], on_backward: Callable[[torch.Tensor], None]) -> None:
         super().__init__()
         self.on_loss, self.on_backward = on_loss, on_backward
         self.active = True
+        self._computed: dict[int, torch.Tensor] = {}  # id -> tensor (held, so the id is not reused meanwhile)
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         if self.active and func is torch.Tensor.backward and args and isinstance(args[0], torch.Tensor):
             self.on_backward(args[0])
         out = func(*args, **kwargs)
-        kind = LOSS_FUNCTIONS.get(func) if self.active else None
+        if not self.active:
+            return out
+        kind = LOSS_FUNCTIONS.get(func)
         if kind is not None:
             x = args[0] if args else kwargs.get("input")
             t = args[1] if len(args) > 1 else kwargs.get("target")
             weighted = kwargs.get("weight") is not None or kwargs.get("pos_weight") is not None
-            self.on_loss(kind, x, t, weighted, out)
+            self.on_loss(kind, x, t, weighted, out, id(t) in self._computed)
+        elif isinstance(out, torch.Tensor) and (func not in _PASS_THROUGH or any(
+                id(a) in self._computed for a in args if isinstance(a, torch.Tensor))):
+            self._computed[id(out)] = out
         return out
 
     def start(self) -> None:
@@ -50,6 +74,69 @@ class LossSpy(TorchFunctionMode):
     def stop(self) -> None:
         """Leave the mode stack; if user code pushed a mode above ours and kept it, only stop listening."""
         self.active = False
+        self._computed.clear()
         stack = torch.overrides._get_current_function_mode_stack()
         if stack and stack[-1] is self:
             self.__exit__(None, None, None)
+
+
+# ---- between audits: a tap on Tensor.backward and the functional losses (no function mode) ---------------------
+_LISTENERS: list[Any] = []
+_ORIGINALS: dict[str, Any] = {}
+
+
+def _tapped_backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    for listener in _LISTENERS:
+        if listener.tapping:
+            listener.tap_backward(self)
+    return _ORIGINALS["backward"](self, *args, **kwargs)
+
+
+def _tap_loss(name: str, kind: str) -> Callable[..., Any]:
+    original = getattr(F, name)
+
+    def tapped(input: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
+        # Only a floating target can turn non-finite: class ids are not worth a call into the watch.
+        if isinstance(target, torch.Tensor) and target.is_floating_point():
+            for listener in _LISTENERS:
+                if listener.tapping:
+                    listener.tap_loss(kind, input, target)
+        return original(input, target, *args, **kwargs)
+
+    tapped.__name__, tapped.__qualname__, tapped.__doc__ = original.__name__, original.__qualname__, original.__doc__
+    return tapped
+
+
+def listen(listener: Any) -> None:
+    """Route the losses given to backward and to ``torch.nn.functional``'s losses to ``listener`` (its
+    ``tap_backward(loss)`` and ``tap_loss(kind, input, target)``) while its ``tapping`` is true.
+
+    Between audited steps a function mode would cost ~10 us per torch call of the loss computation; these
+    wrappers cost a loop over the listeners. Installed with the first listener, removed with the last. Loss
+    modules look ``F.<loss>`` up at call time, so they are seen too; a loss function imported by name before
+    the first watch started is not (it is still seen on audited steps).
+    """
+    if not _LISTENERS:
+        _ORIGINALS["backward"] = torch.Tensor.backward
+        torch.Tensor.backward = _tapped_backward  # type: ignore[method-assign]
+        for fn, kind in list(LOSS_FUNCTIONS.items()):
+            name = fn.__name__
+            if getattr(F, name) is fn:
+                _ORIGINALS[name] = fn
+                tapped = _tap_loss(name, kind)
+                LOSS_FUNCTIONS[tapped] = kind  # F.<loss> names itself to handle_torch_function: the spy sees this
+                setattr(F, name, tapped)
+    _LISTENERS.append(listener)
+
+
+def unlisten(listener: Any) -> None:
+    """Stop routing to ``listener``; the last one restores the originals."""
+    if listener in _LISTENERS:
+        _LISTENERS.remove(listener)
+    if not _LISTENERS and _ORIGINALS:
+        torch.Tensor.backward = _ORIGINALS.pop("backward")  # type: ignore[method-assign]
+        for name, fn in list(_ORIGINALS.items()):
+            tapped = getattr(F, name)
+            LOSS_FUNCTIONS.pop(tapped, None)
+            setattr(F, name, fn)
+        _ORIGINALS.clear()

@@ -19,7 +19,6 @@ and the host receives one batched transfer when the step ends.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from types import TracebackType
@@ -33,9 +32,14 @@ from torchwitness.errors import InputError
 from torchwitness.probes import stats
 from torchwitness.probes.config import resolve
 from torchwitness.probes.distributed import CrossRank
-from torchwitness.probes.lossspy import LossSpy
+from torchwitness.probes.inrange import SameInput, token_probe
+from torchwitness.probes.lossspy import LossSpy, listen, unlisten
+from torchwitness.probes.quiet import BetweenAudits
+from torchwitness.probes.quiet import guarded as _guarded
+from torchwitness.probes.sentinel import Sentinel, first_bad
 from torchwitness.probes.view import History, ModuleInfo, ParamInfo, StepView, TensorInfo
 from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
+from torchwitness.rules.causes import ordered
 from torchwitness.rules.findings import FindingSet
 
 # Element-wise layers that cannot turn finite inputs into NaN/Inf: when their input is a probed output, their own
@@ -61,20 +65,6 @@ _MOMENT_ROWS = 2048
 # audit; row fingerprints (duplicates, a batch fed again) on statistical steps and the step after each. The first
 # STATISTICS_WARMUP steps (or first_steps, if more) are never thinned, so a short run is judged in full.
 STATISTICS_WARMUP = 8
-
-
-def _guarded(hook: Callable[..., Any]) -> Callable[..., Any]:
-    """Hooks run inside the user's training step: a failure of the watch is recorded, never raised into it."""
-
-    @functools.wraps(hook)
-    def run(self: Watch, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return hook(self, *args, **kwargs)
-        except Exception as e:
-            self._internal_error(hook.__name__, e)
-            return None
-
-    return run
 
 
 class _Heads:
@@ -125,7 +115,7 @@ def _is_compiled(model: torch.nn.Module) -> bool:
     return type(model).__name__ == "OptimizedModule" or getattr(model, "_compiled_call_impl", None) is not None
 
 
-class Watch:
+class Watch(BetweenAudits):
     """Audits a training loop; see the module docstring. Use :meth:`torchwitness.Run.watch` to get one."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
@@ -175,9 +165,20 @@ class Watch:
         self._peek_step = -1  # the unaudited step after an audited one, whose batch is fingerprinted in passing
         self._peek_hold: Any = None
         self._peeked: tuple[int, torch.Tensor, int, str] | None = None  # (step, row fingerprints, data_ptr, name)
+        # Between audits: non-finite values flagged on the device (see probes/sentinel.py), and, on the host, the
+        # first step whose training forwards all ran in eval mode (a model.eval() never undone).
+        self._sentinel = Sentinel(min(every_n_steps, 4096))
+        self._sentinel_grad: tuple[str, torch.nn.Parameter] | None = None
+        self._modes_seen = 0  # bit 1: a grad-enabled forward in train mode this step, bit 2: one in eval mode
+        self._eval_trained: int | None = None
+        self.same_input = SameInput()  # the very same input tensor fed step after step (TW214)
+        self._same_step = -1
         # Without a loss module the loss history would hold audited steps only; a function mode between forward
         # and step notes the loss given to backward on every step (a detach; no kernel, no sync).
         self._spy_every_step = not isinstance(loss_fn, torch.nn.Module) and not self.compiled
+        self.tapping = False  # between audits, after a training forward: the loss tap reports to this watch
+        if self._spy_every_step:
+            listen(self)
         self.initial_versions = {id(p): p._version for p in inner.parameters()}
         self.cross_rank = CrossRank.create(inner)
         if self.cross_rank is None:  # cross-rank rules read the ranks' matrix, which only a process group provides
@@ -241,15 +242,16 @@ class Watch:
             if self._step_open:
                 self._end_step()
             self._step_open = True
+        self._modes_seen |= 1 if module.training else 2
         w = self._window
         if w is None:
-            if self._peek_step == self.step:
-                self._peek_batch(args, kwargs)
+            self._between_audits(args, kwargs)
             return
         w.forwards.append(Forward(training=module.training))
         w.calls.clear()
         if len(w.forwards) == 1:
             found, target = tensors_of(args, kwargs)
+            self._see_input(found)
             w.extra["primary"] = [t for _, t in found[:1]]
             w.add_inputs(found)
             if target is not None:
@@ -271,10 +273,12 @@ class Watch:
         w = self._window
         if w is None or not w.forwards or not torch.is_grad_enabled():
             if w is None and self._spy_every_step and torch.is_grad_enabled() and module.training:
-                self._spy_start()  # loss history only: the spy notes Tensor.backward's loss
+                self.tapping = True  # loss history and sentinels only: the tap notes backward's loss
             return
         w.summarise_activations()
         out = first_tensor(output)
+        if out is not None and "root_producer" not in w.extra:  # whose statistics describe the model's output
+            w.extra["root_producer"] = w.outputs.get(id(out), "model")
         target = w.extra.pop("kw_target", None)
         if target is not None and out is not None and out.ndim >= 1:
             w.add_targets(target, out.shape[-1] if out.shape[-1] <= 4096 else None)
@@ -304,7 +308,11 @@ class Watch:
     @_guarded
     def _module_hook(self, facts: _Facts, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         w = self._window
-        if w is None or not w.forwards or not torch.is_grad_enabled():
+        if w is None or not w.forwards:
+            return
+        if not torch.is_grad_enabled():  # inside a training forward: a torch.no_grad() block cuts the graph
+            if w.statistics and any(p.requires_grad for p in module.parameters(recurse=False)):
+                w.extra.setdefault("no_grad_modules", set()).add(facts.name)
             return
         name = facts.name
         w.calls[name] = calls = w.calls.get(name, 0) + 1
@@ -313,6 +321,9 @@ class Watch:
             info.max_calls = max(info.max_calls, calls)
             return
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if x is not None and w.statistics and not x.requires_grad and x.numel() \
+                and x.data_ptr() in w.extra.get("grad_ptrs", ()):
+            w.extra["detached_use"] = True  # a detached copy of a module's output (TW110, not a discarded one)
         info = ModuleInfo(name=name, kind=facts.kind, module=module, training=module.training,
                           grad_enabled=True, input_dtype=x.dtype if x is not None else None,
                           producer=w.outputs.get(id(x)) if x is not None else None)
@@ -324,6 +335,8 @@ class Watch:
         if facts.container and id(out) in w.outputs:
             return  # a container returning its last child's output: already summarised
         w.outputs[id(out)] = name
+        if w.statistics and out.requires_grad:
+            w.extra.setdefault("grad_ptrs", set()).add(out.data_ptr())
         # Skipped outputs are held all the same: an id in w.outputs must not be recycled by another tensor.
         if w.statistics or info.producer is None or not facts.passive:
             w.acts.append((name, out))
@@ -345,6 +358,9 @@ class Watch:
         if f"ids/{name}" not in w.extra:
             w.extra[f"ids/{name}"] = module.num_embeddings
             w.pack.add(f"ids/{name}", torch.stack(torch.aminmax(args[0].detach())))
+            if w.statistics and module.num_embeddings >= 16:  # how the ids spread over the table (TW212)
+                w.extra[f"tok/{name}"] = (module.num_embeddings, module.padding_idx, args[0].ndim)
+                w.pack.add(f"tok/{name}", token_probe(args[0], module.num_embeddings))
 
     @_guarded
     def _loss_hook(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
@@ -353,33 +369,14 @@ class Watch:
         if isinstance(output, torch.Tensor) and output.numel() == 1 and len(self._losses) < _MAX_PENDING_LOSSES:
             self._losses.append((self.step, output.detach()))
         w = self._window
-        if w is not None and w.loss is None:
+        if w is None:
+            self._note_loss_call(args[0] if args else None, args[1] if len(args) > 1 else None)
+        elif w.loss is None:
             weighted = any(getattr(module, a, None) is not None for a in ("weight", "pos_weight"))
             w.add_loss(type(module).__name__, args[0] if args else None, args[1] if len(args) > 1 else None, output,
                        module=module, weighted=weighted)
 
     # ---- functional losses: a function mode between forward end and optimizer step ----------------------------
-    def _spy_start(self) -> None:
-        if self._spy is None and not self.compiled and not isinstance(self.loss_fn, torch.nn.Module):
-            self._spy = LossSpy(self._spied_loss, self._spied_backward)
-            self._spy.start()
-
-    def _spy_stop(self) -> None:
-        if self._spy is not None:
-            self._spy.stop()
-            self._spy = None
-
-    @_guarded
-    def _spied_loss(self, kind: str, x: Any, t: Any, weighted: bool, out: Any) -> None:
-        w = self._window
-        if w is not None and w.loss is None and torch.is_grad_enabled():
-            w.add_loss(kind, x, t, out, weighted=weighted)
-
-    @_guarded
-    def _spied_backward(self, loss: torch.Tensor) -> None:
-        if loss.numel() == 1 and not (self._losses and self._losses[-1][0] == self.step):
-            self._losses.append((self.step, loss.detach()))
-
     @_guarded
     def _eval_forward(self, args: tuple, kwargs: dict) -> None:
         if not self._eval_seen:
@@ -432,6 +429,7 @@ class Watch:
         self._spy_stop()
         w = self._window
         if w is None:
+            self._note_grad()
             return None
         closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
         if not callable(closure):
@@ -496,6 +494,9 @@ class Watch:
     def _end_step(self) -> None:
         self._spy_stop()
         w = self._window
+        if self._modes_seen == 2 and self._eval_trained is None and w is None:
+            self._eval_trained = self.step  # every training forward of this unaudited step ran in eval mode
+        self._modes_seen = 0
         if w is not None:
             self._guarded_finish(w)
         self.step += 1
@@ -525,6 +526,11 @@ class Watch:
         if self._eval_rows:
             w.pack.add("eval_rows", torch.cat(self._eval_rows))
             self._eval_rows = []
+        drained = self._sentinel.drain()
+        if drained is not None:
+            w.pack.add("sentinel", drained[0])
+        if self._eval_trained is not None:
+            w.extra["eval_trained"] = self._eval_trained
         if self._peeked is not None:
             step, rows, ptr, name = self._peeked
             w.pack.add("peek/rows", rows)
@@ -537,6 +543,10 @@ class Watch:
             self.cross_rank.pack(w.pack)
         data = w.pack.fetch()  # the one device-to-host transfer of this step
         view = w.build(self, data, event)
+        if drained is not None:
+            view.extra["sentinel"] = first_bad(data["sentinel"], drained[1])
+            if self._sentinel_grad is not None:
+                view.extra["sentinel_grad"] = self._sentinel_grad[0]
         if self.cross_rank is not None:
             view.extra["rank"] = self.cross_rank.rank
             view.extra["ranks"] = self.cross_rank.exchange(view.step, data, view.params,
@@ -599,12 +609,15 @@ class Watch:
         self._audits = []
 
     def _run_rules(self, view: StepView) -> None:
+        found = []
         for rid, fn in self._rules["light" if view.event == "step" and not view.statistics else view.event]:
             try:
-                for f in fn(view) or ():
-                    self.findings.add(f)
+                found.extend(fn(view) or ())
             except Exception as e:  # one rule's bug must not stop training or the other rules
                 self._internal_error(rid, e)
+        # The event's findings are added in causal order: a step's root cause is in the set before what it explains.
+        for f in ordered(found):
+            self.findings.add(f)
 
     def _internal_error(self, where: str, error: Exception) -> None:
         """Record a failure of the watch itself once per place and type, and drop the step being collected."""
@@ -660,7 +673,7 @@ class Watch:
             w = self._window
             if w is not None and (w.forwards or len(w.pack) or self._losses):
                 self._guarded_finish(w)
-            elif self._losses or self._eval_rows:
+            elif self._losses or self._eval_rows or self._sentinel.pending or self._eval_trained is not None:
                 self._guarded_finish(Window(step=self.step))
             self._run_rules(StepView(event="close", step=self.step, watch=self))
             if self.cross_rank is not None and self._record is not None:
@@ -670,6 +683,7 @@ class Watch:
             self._flush_audits()
         finally:
             self._spy_stop()
+            unlisten(self)
             self._disarm()
             for h in self._handles:
                 h.remove()

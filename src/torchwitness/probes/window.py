@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from torchwitness.probes import stats
+from torchwitness.probes import inrange, stats
 from torchwitness.probes.transfer import Pack
 from torchwitness.probes.view import LossInfo, ModuleInfo, ParamInfo, StepView, TensorInfo
 
@@ -126,6 +126,11 @@ class Window:
                 self.pack.add(f"in/{i}", stats.value_stats(t, bounds=not self.statistics))
                 if i == 0 and t.ndim >= 1 and self.fingerprints:
                     self.pack.add("rows", stats.row_fingerprints(t))
+                if i == 0 and self.statistics and t.is_floating_point() and t.ndim >= 2 and t.shape[0] >= 2:
+                    if t[0].numel() >= 8:  # blank samples, each constant in itself (TW204)
+                        self.pack.add("in/rowrange", inrange.max_row_range(t))
+                    if t.ndim == 4 and t.shape[1] in (2, 3, 4) and min(t.shape[2:]) >= 8:  # scrambled (TW213)
+                        self.pack.add("in/nbr", inrange.neighbour_probe(t))
 
     def add_targets(self, target: torch.Tensor, num_classes: int | None, binary: bool = False) -> None:
         if self.targets is not None or not target.numel():
@@ -185,6 +190,7 @@ class Window:
         t = t if isinstance(t, torch.Tensor) else None
         self.loss = LossInfo(kind=kind, module=module, input=TensorInfo.of("input", x) if x is not None else None,
                              target=TensorInfo.of("target", t) if t is not None else None, weighted=weighted,
+                             target_grad=t is not None and t.requires_grad,
                              producer=producer_op(x) if x is not None and self.statistics else None)
         if x is not None and x.numel() and x.is_floating_point() and self.statistics:  # what the loss is fed persists
             self.pack.add("loss/in", stats.value_stats(x, bounds=True))

@@ -70,6 +70,9 @@ class FindingsView:
             what = Text(f.message)
             what.append(f"\n{r.name if r else 'rule not installed'} · {cat}", style="dim")
             table.add_row(f.rule_id, f.location, what, steps_text(f))
+            for c in f.consequences:  # what this root cause set off, nested under it
+                table.add_row(Text(f" ↳ {c.rule_id}", style="dim"), c.location,
+                              Text(f"{c.message}\nconsequence of {f.rule_id}", style="dim"), steps_text(c))
         return table
 
     def _footer(self) -> str:

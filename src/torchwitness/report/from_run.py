@@ -1,7 +1,7 @@
 """Findings read back from a run folder's ``finding`` records, so any report can be rendered after the fact.
 
 >>> import tempfile, torchwitness as tw
->>> from torchwitness.rules.findings import Finding
+>>> from torchwitness.rules.findings import Finding, nest
 >>> folder = tempfile.mkdtemp()
 >>> with tw.Run(folder) as run:
 ...     _ = run.finding_set.add(Finding.of("TW101", "loss", "loss is nan at step 3", step=3))
@@ -13,11 +13,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from torchwitness.ledger.distributed import read_run_manifest
 from torchwitness.ledger.reader import iter_records
-from torchwitness.rules.findings import Finding
+from torchwitness.rules.findings import Finding, nest
 
 
 def _shard_findings(folder: Path) -> tuple[list[Finding], int | None]:
@@ -44,10 +44,10 @@ def run_findings(run_dir: str | Path) -> list[Finding]:
     root = Path(run_dir)
     manifest = root / "run.json"
     if not manifest.exists():
-        return _sorted(_shard_findings(root)[0])
+        return _sorted(nest(_shard_findings(root)[0]))
     merged: dict[str, Finding] = {}
     steps: dict[int, int] = {}
-    for rank in range(json.loads(manifest.read_text())["world_size"]):
+    for rank in range(read_run_manifest(root)["world_size"]):
         found, count = _shard_findings(root / f"rank-{rank}")
         if count is not None:
             steps[rank] = count
@@ -65,7 +65,7 @@ def run_findings(run_dir: str | Path) -> list[Finding]:
                 other.first_step, other.last_step = min(firsts, default=None), max(lasts, default=None)
     from torchwitness.rules.training.distributed import uneven_steps
 
-    return _sorted([*merged.values(), *uneven_steps(steps)])
+    return _sorted([*nest(merged.values()), *uneven_steps(steps)])
 
 
 def _sorted(findings: list[Finding]) -> list[Finding]:

@@ -117,6 +117,10 @@ def _result(f: Finding, rule_index: int, anchor: tuple[str, int] | None) -> dict
         props["ranks"] = list(f.ranks)
     if f.details:
         props["details"] = json.loads(json.dumps(f.details, default=jsonable))
+    if f.consequences:  # findings this root cause explains, nested rather than reported as results of their own
+        props["consequences"] = [{"ruleId": c.rule_id, "level": LEVEL[c.severity], "location": c.location,
+                                  "message": c.message, "firstStep": c.first_step, "count": c.count}
+                                 for c in f.consequences]
     return {"ruleId": f.rule_id, "ruleIndex": rule_index, "level": LEVEL[f.severity],
             "message": {"text": f.message}, "locations": [_location(f, anchor)],
             "partialFingerprints": {SARIF_FINGERPRINT_KEY: f.fingerprint}, "properties": props}

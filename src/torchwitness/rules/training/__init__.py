@@ -18,6 +18,8 @@ from torchwitness.rules.training import (  # noqa: F401  (registers)
     architecture,
     data,
     distributed,
+    flow,
+    inrange,
     loss,
     numerics,
     optimizer,

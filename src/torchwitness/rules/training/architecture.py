@@ -26,9 +26,12 @@ def eval_mode_training(v: StepView) -> Iterator[Finding]:
 
     Example: ``evaluate(model)`` calls ``model.eval()`` and the loop never calls ``model.train()`` again.
     """
+    sev = None if v.watch.mode_sensitive else Severity.INFO
     if v.trained_modes and not all(v.trained_modes):
-        sev = None if v.watch.mode_sensitive else Severity.INFO
         yield Finding.of("TW401", "model", f"training step {v.step} ran in eval mode", step=v.step, severity=sev)
+    elif (first := v.extra.get("eval_trained")) is not None:  # noted on the host between audits (no kernel)
+        yield Finding.of("TW401", "model", f"every training forward of step {first} ran in eval mode", step=first,
+                         severity=sev)
 
 
 @training_rule("TW402", when="eval", name="eval-in-train-mode", title="Evaluation in train mode",
@@ -44,8 +47,18 @@ def eval_in_train_mode(v: StepView) -> Iterator[Finding]:
         yield Finding.of("TW402", "model", "no-grad forward (evaluation) ran in train mode", step=v.step)
 
 
-def _persistent(v: StepView, key: str) -> bool:
-    return v.history.bump(key) >= 2
+def _dated(rule_id: str, location: str, message: str, since: int, v: StepView) -> Finding:
+    """A finding of a persistent condition: from the step it was first seen to this one."""
+    f = Finding.of(rule_id, location, message, step=since)
+    f.last_step = v.step
+    return f
+
+
+def _persistent(v: StepView, key: str) -> int | None:
+    """The step this condition was first seen, once it has been seen on two audited steps (else None): a
+    finding dated from its start can be tied to the cause that started at the same step."""
+    first = v.history.notes.setdefault(f"{key}:first", v.step)
+    return first if v.history.bump(key) >= 2 else None
 
 
 @training_rule("TW403", when="step", name="dead-units", title="Dead units", severity=Severity.WARN,
@@ -64,8 +77,8 @@ def dead_units(v: StepView) -> Iterator[Finding]:
             continue
         frac = u["dead"] / m.n_units
         conv = len(m.out.shape) in (4, 5) or m.channels_first
-        if frac >= v.threshold("dead_fraction") and not conv and _persistent(v, f"TW403:{name}"):
-            yield Finding.of("TW403", name, f"{frac:.0%} of the {m.n_units} units of {name} are dead", step=v.step)
+        if frac >= v.threshold("dead_fraction") and not conv and (since := _persistent(v, f"TW403:{name}")) is not None:
+            yield _dated("TW403", name, f"{frac:.0%} of the {m.n_units} units of {name} are dead", since, v)
 
 
 @training_rule("TW404", when="step", name="dead-filters", title="Dead convolution filters", severity=Severity.WARN,
@@ -84,8 +97,8 @@ def dead_filters(v: StepView) -> Iterator[Finding]:
                 or not (len(m.out.shape) in (4, 5) or m.channels_first):
             continue
         frac = u["dead"] / m.n_units
-        if frac >= v.threshold("dead_fraction") and _persistent(v, f"TW404:{name}"):
-            yield Finding.of("TW404", name, f"{frac:.0%} of the {m.n_units} channels of {name} are dead", step=v.step)
+        if frac >= v.threshold("dead_fraction") and (since := _persistent(v, f"TW404:{name}")) is not None:
+            yield _dated("TW404", name, f"{frac:.0%} of the {m.n_units} channels of {name} are dead", since, v)
 
 
 @training_rule("TW405", when="step", name="activation-collapse", title="Activations collapse to one vector",
@@ -109,9 +122,10 @@ def activation_collapse(v: StepView) -> Iterator[Finding]:
             continue
         if u["dead"] >= m.n_units:  # every unit zero: that is TW403, not a collapse
             continue
-        if u["spread"] <= v.threshold("collapse_ratio") * u["magnitude"] and _persistent(v, f"TW405:{name}"):
-            yield Finding.of("TW405", name, f"outputs of {name} barely vary across the batch (spread "
-                             f"{u['spread']:.2g} vs magnitude {u['magnitude']:.2g})", step=v.step)
+        if u["spread"] <= v.threshold("collapse_ratio") * u["magnitude"] \
+                and (since := _persistent(v, f"TW405:{name}")) is not None:
+            yield _dated("TW405", name, f"outputs of {name} barely vary across the batch (spread "
+                         f"{u['spread']:.2g} vs magnitude {u['magnitude']:.2g})", since, v)
             return
 
 
@@ -143,7 +157,7 @@ def tiny_batch_batchnorm(v: StepView) -> Iterator[Finding]:
     for name, m in v.modules.items():
         if isinstance(m.module, _STATEFUL) and m.training and m.out is not None and m.out.shape:
             b = m.out.shape[0]
-            if b < v.threshold("tiny_batch") and _persistent(v, f"TW407:{name}"):
+            if b < v.threshold("tiny_batch") and _persistent(v, f"TW407:{name}") is not None:
                 yield Finding.of("TW407", name, f"{name} normalises batches of {b}", step=v.step)
 
 
@@ -200,10 +214,13 @@ def even_kernel(v: StepView) -> Iterator[Finding]:
 
 
 @training_rule("TW411", when="init", name="dead-filter-weights", title="Convolution filters with all-zero weights",
-               severity=Severity.INFO, phase=Phase.INIT, obligations=ART15,
+               severity=Severity.WARN, phase=Phase.INIT, obligations=ART15,
                remediation="Re-initialise the layer, or prune the filters for real (smaller out_channels).")
 def dead_filter_weights(v: StepView) -> Iterator[Finding]:
-    """Some output filters of a convolution have all-zero weights (often left by pruning or a bad init)."""
+    """Some output filters of a convolution have all-zero weights (often left by structured pruning or a bad
+    init): they compute nothing, and the channels after them are dead (TW404 is reported as its consequence).
+
+    Example: ``conv.weight.data[:8] = 0`` after magnitude pruning. Fix: re-initialise, or shrink the layer."""
     for name, m in v.watch._inner.named_modules():
         if isinstance(m, torch.nn.modules.conv._ConvNd) and m.weight.numel():
             zero = int((m.weight.detach().flatten(1).abs().amax(1) == 0).sum())

@@ -6,7 +6,9 @@ import math
 from collections.abc import Iterator
 
 import numpy as np
+import torch
 
+from torchwitness.probes.inrange import loader_batch_sizes
 from torchwitness.probes.view import StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
@@ -29,15 +31,36 @@ def nonfinite_input(v: StepView) -> Iterator[Finding]:
     for t in v.inputs:
         if t.nonfinite:
             yield Finding.of("TW201", f"input:{t.name}", f"input {t.name} contains NaN/Inf", step=v.step)
+    first = v.extra.get("sentinel", {}).get("input")
+    if first is not None:  # between audits, from the always-on sentinel
+        name = v.primary.name if v.primary is not None else "arg0"
+        yield Finding.of("TW201", f"input:{name}", f"input {name} contains NaN/Inf, first at step {first} (between "
+                         "audited steps)", step=first)
 
 
 @training_rule("TW202", when="step", name="nonfinite-target", title="Targets contain NaN or Inf",
                severity=Severity.ERROR, phase=Phase.BATCH, obligations=DATA,
                remediation="Drop or fix the rows with missing labels before training.")
 def nonfinite_target(v: StepView) -> Iterator[Finding]:
-    """A floating target tensor holds NaN or Inf. Fix: drop unlabelled rows."""
+    """A floating target tensor holds NaN or Inf. Fix: drop unlabelled rows.
+
+    Not reported when the target handed to the loss was computed after the forward (``log1p(y)``), or when the
+    prediction handed to the loss is non-finite too while the model's own output is finite: the loss
+    computation made the NaN (``log1p`` of a value below -1, say), which TW101 reports.
+    """
+    lo, out = v.loss, v.modules.get("model")
+    if lo is not None and lo.target_computed:  # log1p(y) of a y < -1: made by the loss computation (TW101)
+        return
+    if lo is not None and lo.input is not None and lo.input.nonfinite and out is not None and out.out is not None \
+            and out.out.stats is not None and not out.out.nonfinite:
+        return
     if v.targets is not None and v.targets.nonfinite:
         yield Finding.of("TW202", "target", "targets contain NaN/Inf", step=v.step)
+    seen = v.extra.get("sentinel", {})
+    first, pred = seen.get("target"), seen.get("pred")
+    if first is not None and (pred is None or pred > first):  # between audits, from the always-on sentinel
+        yield Finding.of("TW202", "target", f"targets contain NaN/Inf, first at step {first} (between audited "
+                         "steps)", step=first)
 
 
 @training_rule("TW203", when="step", name="input-scale", title="Inputs are not normalised",
@@ -67,7 +90,9 @@ def input_scale(v: StepView) -> Iterator[Finding]:
                            "zeros left from preallocation, or a normalisation that divided by a huge number.",
                statistical=True)
 def flat_input(v: StepView) -> Iterator[Finding]:
-    """Every value of a floating input is the same; the model cannot learn from it.
+    """Every value of a floating input is the same, or every sample of it is constant within itself (blank
+    images of varying brightness); the model cannot learn from it. Dead units, dead filters and duplicate
+    samples that follow are reported as its consequences.
 
     Example: ``x = torch.zeros(batch, 10)`` left unfilled. Fix: fill the batch from the data.
     """
@@ -76,6 +101,12 @@ def flat_input(v: StepView) -> Iterator[Finding]:
         if t.floating and s is not None and t.numel > 1 and not t.nonfinite and s["max"] - s["min"] <= v.threshold(
                 "flat_std"):
             yield Finding.of("TW204", f"input:{t.name}", f"input {t.name} is constant ({s['min']:.3g})", step=v.step)
+            return
+    blank = v.extra.get("data", {}).get("in/rowrange")
+    t = v.primary
+    if blank is not None and t is not None and not t.nonfinite and blank[0] <= v.threshold("flat_std"):
+        yield Finding.of("TW204", f"input:{t.name}", f"every sample of input {t.name} is blank (constant within "
+                         "itself; the samples differ only in their level)", step=v.step)
 
 
 @training_rule("TW205", when="step", name="input-layout", title="Image batch looks channels-last (NHWC)",
@@ -104,7 +135,9 @@ def duplicate_batch(v: StepView) -> Iterator[Finding]:
     """The batch of a step has exactly the same samples as the batch of the step just before it, in new memory:
     the loader is restarted every step, or a sampler repeats itself. Judged on consecutive steps only (an audited
     step and the next one, whose batch is fingerprinted in passing when it is not audited), so unshuffled epochs
-    (which repeat a batch one epoch later) and full-batch training on one tensor are not reported.
+    (which repeat a batch one epoch later) and full-batch training (on one tensor, a copy of it per step, or a
+    DataLoader whose one batch is its whole dataset: more than 256 rows and no loader with that batch size) are
+    not reported.
 
     Example: ``x, y = next(iter(loader))`` inside the loop. Fix: iterate the loader.
     """
@@ -113,24 +146,37 @@ def duplicate_batch(v: StepView) -> Iterator[Finding]:
     if peeked is not None and history and len(peeked) >= 2:  # the step after the last audited one
         step, ptr, name = v.extra["peek"]
         fp = sum(map(int, peeked)) & _MASK52
-        yield from _repeated_batch(history, step, fp, ptr, f"input:{name}")
+        yield from _repeated_batch(v, step, fp, ptr, len(peeked), f"input:{name}")
         history[:] = [(step, fp, ptr)]
     rows = v.row_fps
     t = v.primary
     if rows is None or t is None or len(rows) < 2:
         return
     fp = sum(rows) & _MASK52
-    yield from _repeated_batch(history, v.step, fp, t.data_ptr, f"input:{t.name}")
+    yield from _repeated_batch(v, v.step, fp, t.data_ptr, t.shape[0], f"input:{t.name}")
     history[:] = [(v.step, fp, t.data_ptr)]
 
 
-def _repeated_batch(history: list[tuple[int, int, int]], step: int, fp: int, ptr: int,
-                    location: str) -> Iterator[Finding]:
+def _repeated_batch(v: StepView, step: int, fp: int, ptr: int, rows: int, location: str) -> Iterator[Finding]:
+    history = v.history.batch_fps
     if history:
         before, old_fp, old_ptr = history[-1]
-        if before == step - 1 and old_fp == fp and old_ptr != ptr:
+        if before == step - 1 and old_fp == fp and old_ptr != ptr and _batch_sized(v, rows):
             yield Finding.of("TW206", location, f"batch at step {step} repeats the batch of step {before}",
                              step=step)
+
+
+def _batch_sized(v: StepView, rows: int) -> bool:
+    """Whether a tensor fed again is a batch rather than the whole data set (full-batch training, where a copy per
+    step, `X.float()` or a loader whose one batch is its whole dataset, is expected): no DataLoader in the
+    caller's frames has a dataset of exactly these rows, and either a loader has this batch size over more data
+    or the tensor is of a batch's size (at most 256 rows)."""
+    loaders = v.history.notes.get("loaders")
+    if loaders is None:  # looked up once per run, only once a batch has repeated
+        loaders = v.history.notes["loaders"] = loader_batch_sizes()
+    if any(n == rows for _, n in loaders):
+        return False
+    return rows <= 256 or any(b == rows and n > b for b, n in loaders)
 
 
 @training_rule("TW207", when="step", name="duplicate-samples", title="Many samples repeat within a batch",
@@ -230,7 +276,7 @@ def label_leak(v: StepView) -> Iterator[Finding]:
 def class_imbalance(v: StepView) -> Iterator[Finding]:
     """The most frequent class outnumbers the least frequent by ``imbalance_ratio`` (15) or more over the
     labels seen; a model can score high accuracy by ignoring the minority. Not reported when the loss already
-    carries class weights.
+    carries class weights, nor for next-token targets over the model's own input vocabulary.
 
     Example: fraud detection with 1% positives trained with plain BCE. Fix: ``pos_weight`` or resampling.
     """
@@ -239,6 +285,9 @@ def class_imbalance(v: StepView) -> Iterator[Finding]:
     if hist is None or h.notes.get("TW210") or h.notes.get("class_weighted"):
         return
     counts = hist[:-1]
+    # Next-token prediction over the input vocabulary: token frequencies are skewed by nature (Zipf's law).
+    if any(isinstance(m, torch.nn.Embedding) and m.num_embeddings == len(counts) for m in v.watch._inner.modules()):
+        return
     total = sum(counts)
     if total < max(v.threshold("imbalance_min_labels"), 20 * len(counts)) or len(counts) < 2:
         return

@@ -60,6 +60,12 @@ def nonfinite_gradient(v: StepView) -> Iterator[Finding]:
     Example: ``torch.sqrt(x)`` at ``x == 0`` has an infinite derivative. Fix: add an epsilon, clip gradients,
     use a GradScaler with float16. Not reported when the inputs or the loss are already non-finite.
     """
+    first = v.extra.get("sentinel", {}).get("grad")
+    if first is not None:  # between audits, from the always-on sentinel (the first trainable tensor's gradient)
+        name = v.extra.get("sentinel_grad", "param")
+        yield Finding.of("TW102", name, f"gradient of {name} is non-finite, first at step {first} (between "
+                         "audited steps)", step=first)
+        return
     if v.inputs_nonfinite or (v.loss is not None and not _finite(v.loss.value) and v.loss.value is not None):
         return
     for p in v.params:
@@ -104,7 +110,7 @@ def vanishing_gradient(v: StepView) -> Iterator[Finding]:
         return
     first, last = layers[0], layers[-1]
     rf, rl = first.grad_norm / first.weight_norm, last.grad_norm / last.weight_norm
-    if rl > 0 and rf / rl < v.threshold("vanishing_ratio"):
+    if rf > 0 and rl > 0 and rf / rl < v.threshold("vanishing_ratio"):  # exactly zero is no gradient (TW111)
         yield Finding.of("TW104", first.name, f"relative gradient of {first.name} is {rf / rl:.2g}x that of "
                          f"{last.name}", step=v.step, details={"ratio": rf / rl})
 
@@ -184,18 +190,34 @@ def loss_divergence(v: StepView) -> Iterator[Finding]:
     start = max(notes.get("TW108_next", 1), history.start)
     notes["TW108_next"] = max(start, len(history) - 2)
     for i in range(start, len(history) - 2):
-        window = [history[j][1] for j in range(i, i + 3)]
-        level = _median(window) if all(math.isfinite(x) for x in window) else math.inf
+        window = [history[j] for j in range(i, i + 3)]
+        bad = next((s for s, x in window if not math.isfinite(x)), None)
+        level = _median([x for _, x in window]) if bad is None else math.inf
         if level > limit:
             notes["TW108"] = True
-            yield Finding.of("TW108", "loss", f"loss rose from {base:.3g} to {level:.3g} around step "
-                             f"{history[i + 1][0]}", step=history[i + 1][0], details={"early": base, "peak": level})
+            # Dated at the first non-finite loss, when there is one: a cause found at that step explains it.
+            step = history[i + 1][0] if bad is None else bad
+            yield Finding.of("TW108", "loss", f"loss rose from {base:.3g} to {level:.3g} around step {step}",
+                             step=step, details={"early": base, "peak": level})
             return
 
 
 def _entropy(counts: list[float]) -> float:
     total = sum(counts)
     return -sum(c / total * math.log(c / total) for c in counts if c > 0) if total else float("nan")
+
+
+def _falling(xs: list[float]) -> bool:
+    """The series falls significantly: its least-squares slope is below minus two standard errors."""
+    ys = [x for x in xs if math.isfinite(x)]
+    n = len(ys)
+    if n < 6:
+        return False
+    tm, ym = (n - 1) / 2, statistics.fmean(ys)
+    sxx = sum((t - tm) ** 2 for t in range(n))
+    slope = sum((t - tm) * (y - ym) for t, y in enumerate(ys)) / sxx
+    resid = sum((y - ym - slope * (t - tm)) ** 2 for t, y in enumerate(ys)) / (n - 2)
+    return slope < -2 * math.sqrt(resid / sxx)
 
 
 def chance_loss(v: StepView) -> float | None:
@@ -215,8 +237,11 @@ def chance_loss(v: StepView) -> float | None:
                remediation="Check that inputs and labels stay aligned (shuffle them together, same index), that "
                            "labels are the intended column, and that the model receives gradients.")
 def loss_at_chance(v: StepView) -> Iterator[Finding]:
-    """After ``chance_min_steps`` steps the loss is still within ``chance_margin`` of the loss of a model that
-    ignores its inputs (label entropy for classification, target variance for regression).
+    """After ``chance_min_steps`` (20) steps the loss is still within ``chance_margin`` of the loss of a model that
+    ignores its inputs (label entropy for classification, target variance for regression). Below twice that
+    many steps (moderate confidence, said in the message) it is reported only when the loss is within a third
+    of that margin below chance and not significantly falling over the second half of the run, so a run that
+    has barely started to learn is not mistaken for one that cannot.
 
     Example: ``y = y[torch.randperm(len(y))]`` shuffles labels apart from inputs, so nothing can be learned.
     Fix: shuffle indices once and index inputs and labels with them.
@@ -234,9 +259,18 @@ def loss_at_chance(v: StepView) -> Iterator[Finding]:
     level = statistics.fmean(tail)
     # Far above chance is divergence (TW108), not a model that cannot see the labels.
     if (1 - v.threshold("chance_margin")) * chance <= level <= 1.5 * chance and not v.history.notes.get("TW108"):
+        steps = last_step - first_step + 1
+        confidence = "high" if steps >= 2 * v.threshold("chance_min_steps") else "moderate"
+        # A short run may sit near chance only because it has barely started: judged only when the loss is not
+        # significantly falling (least-squares slope within two standard errors of flat, or rising).
+        if confidence != "high" and (level < (1 - v.threshold("chance_margin") / 3) * chance or _falling(
+                [x for _, x in history.recent((len(history) - history.start) // 2)])):
+            return
         yield Finding.of("TW109", "loss", f"loss {level:.3g} after {last_step + 1} steps is at chance level "
-                         f"{chance:.3g}: no better than the label frequencies (labels misaligned with inputs?)",
-                         step=last_step, details={"loss": level, "chance": chance})
+                         f"{chance:.3g}: no better than the label frequencies (labels misaligned with inputs?); "
+                         f"judged from {steps} steps, {confidence} confidence",
+                         step=last_step, details={"loss": level, "chance": chance, "steps": steps,
+                                                  "confidence": confidence})
 
 
 @training_rule("TW110", when=("step", "close"), name="gradient-flow-cut",
@@ -246,8 +280,10 @@ def loss_at_chance(v: StepView) -> Iterator[Finding]:
                            "and the loss, or freeze the module on purpose (requires_grad_(False)).", statistical=True)
 def gradient_flow_cut(v: StepView) -> Iterator[Finding]:
     """A module ran in the training forward with autograd on, its parameters are trainable and in the optimizer,
-    yet on every audited step (at least ``window_min_steps``) they received no gradient: something between it
-    and the loss cuts the graph. A head whose output feeds the loss only on some steps is not reported.
+    yet on every audited step (at least ``window_min_steps``) they received no gradient, and a detached copy of
+    a module's output (``.detach()``, ``.data``: same memory, no autograd history) was seen used downstream:
+    something between it and the loss cuts the graph. Without that evidence the output is discarded (TW413).
+    A head whose output feeds the loss only on some steps is not reported.
 
     Example: ``features = self.encoder(x).detach()``. Fix: drop the detach, or freeze the encoder explicitly.
     """
@@ -264,17 +300,42 @@ def gradient_flow_cut(v: StepView) -> Iterator[Finding]:
                     grad.add(p.module)
                 elif (seen := nograd.get(p.module)) is None or seen[1] != v.step:
                     nograd[p.module] = ((seen[0] if seen else 0) + 1, v.step)
+        if v.extra.get("detached_use"):
+            h.notes["TW110:detached"] = True
+        for module in v.extra.get("no_grad_modules", ()):
+            h.notes.setdefault("TW110:no_grad", {}).setdefault(module, v.step)
         return
+    modules = dict(v.watch._inner.named_modules())
+    held = {id(p) for g in v.optimizer.param_groups for p in g["params"]} if v.optimizer is not None else None
+    for module, first in sorted(h.notes.get("TW110:no_grad", {}).items()):
+        own = list(modules[module].parameters(recurse=False)) if module in modules else []
+        # A module kept out of the optimizer and run under no_grad is frozen on purpose.
+        if own and (held is None or any(id(p) in held for p in own)) \
+                and all(p._version == v.watch.initial_versions.get(id(p)) for p in own):
+            yield Finding.of("TW110", module, f"{module} ran under torch.no_grad() inside the training forward: "
+                             "its parameters never received a gradient", step=first)
+    if not h.notes.get("TW110:detached"):  # no detached copy of an output was seen used: TW413's case
+        return
+    for module, count, last in cut_modules(v):
+        yield Finding.of("TW110", module, f"{module} ran on {count} audited steps but its parameters "
+                         "never received a gradient (a detached copy of an output was used downstream)", step=last)
+
+
+def cut_modules(v: StepView) -> list[tuple[str, int, int]]:
+    """``(module, audited steps it ran, last one)`` of the modules that ran on at least ``window_min_steps``
+    audited steps and whose parameters never received a gradient nor moved."""
+    h = v.history
     nograd, grad = h.notes.get("TW110:nograd", {}), h.notes.get("TW110:grad", set())
     modules = dict(v.watch._inner.named_modules())
+    out = []
     for module, (count, last) in sorted(nograd.items()):
         if count < v.threshold("window_min_steps") or module in grad:
             continue
         own = list(modules[module].parameters(recurse=False)) if module in modules else []
         # Updated on some unaudited step (version counter moved): the gradient does arrive, sometimes.
         if all(p._version == v.watch.initial_versions.get(id(p)) for p in own):
-            yield Finding.of("TW110", module, f"{module} ran on {count} audited steps but its parameters "
-                             "never received a gradient", step=last)
+            out.append((module, count, last))
+    return out
 
 
 @training_rule("TW111", when="close", name="zero-gradient", title="Gradients exactly zero on every audited step",

@@ -83,14 +83,21 @@ def adam_weight_decay(v: StepView) -> Iterator[Finding]:
                              "adaptive scaling")
 
 
+# AdamW's default decay: a plain AdamW(model.parameters()) decays biases and norms by this much, a mild and very
+# common choice; stronger decay on them (the GPT-style 0.1, say) is the configuration bug.
+_DEFAULT_DECAY = 0.01
+
+
 @training_rule("TW303", when="init", name="decay-on-norm-bias-embedding",
-               title="Weight decay on biases, normalisation or embeddings", severity=Severity.INFO,
+               title="Weight decay on biases, normalisation or embeddings", severity=Severity.WARN,
                phase=Phase.INIT, obligations=ART15,
                remediation="Put biases, norm weights and embeddings in a param group with weight_decay=0.")
 def decay_on_norm_bias(v: StepView) -> Iterator[Finding]:
-    """Param groups with weight decay hold 1-D tensors (biases, LayerNorm/BatchNorm scales) or embedding
-    tables; decaying them pulls norm scales towards 0 and rare-token embeddings towards nothing.
+    """Param groups with weight decay above 0.01 (AdamW's default) hold 1-D tensors (biases, LayerNorm/BatchNorm
+    scales) or embedding tables; decaying them pulls norm scales towards 0 and rare-token embeddings towards
+    nothing. At AdamW's default decay or below it is reported as INFO.
 
+    Example: ``AdamW(model.parameters(), weight_decay=0.1)`` on a transformer.
     Fix: two groups, ``[{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0}]``.
     """
     opt = v.optimizer
@@ -98,13 +105,15 @@ def decay_on_norm_bias(v: StepView) -> Iterator[Finding]:
         return
     embeddings = {id(m.weight) for m in v.watch._inner.modules() if isinstance(m, torch.nn.Embedding)}
     for i, g in enumerate(opt.param_groups):
-        if g.get("weight_decay", 0) <= 0:
+        wd = g.get("weight_decay", 0)
+        if wd <= 0:
             continue
-        flat = sum(1 for p in g["params"] if p.ndim <= 1)
-        emb = sum(1 for p in g["params"] if id(p) in embeddings)
+        flat = sum(1 for p in g["params"] if p.ndim <= 1 and p.requires_grad)
+        emb = sum(1 for p in g["params"] if id(p) in embeddings and p.requires_grad)
         if flat or emb:
-            yield Finding.of("TW303", f"optimizer.param_groups[{i}]", f"weight decay {g['weight_decay']} applies to "
-                             f"{flat} bias/norm tensors and {emb} embedding tables")
+            yield Finding.of("TW303", f"optimizer.param_groups[{i}]", f"weight decay {wd} applies to "
+                             f"{flat} bias/norm tensors and {emb} embedding tables",
+                             severity=None if wd > _DEFAULT_DECAY else Severity.INFO)
 
 
 @training_rule("TW304", when="step", name="zero-grad-forgotten", title="Gradients accumulate across steps",
@@ -173,9 +182,17 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
 
     Example: SGD with lr=10. Fix: lower the learning rate; a healthy ratio is around 1e-3.
     """
+    # A tensor that started at zero (zero-initialised layers, on purpose or not) has a relative update that means
+    # nothing for a while: its first steps are "infinitely" large relative to it. Such tensors are not judged.
+    zero_start = v.history.notes.setdefault("TW307:zero_start", set())
+    seen = v.history.notes.setdefault("TW307:seen", set())
     for p in v.params:
+        if p.name not in seen and p.update_norm is not None:
+            seen.add(p.name)
+            if not p.weight_norm > 1e-12:
+                zero_start.add(p.name)
         r = p.update_ratio
-        if r is None or len(p.shape) < 2 or not p.weight_norm > 1e-12:
+        if r is None or len(p.shape) < 2 or p.name in zero_start or not p.weight_norm > 1e-12:
             continue
         if r >= v.threshold("update_ratio_max"):
             yield Finding.of("TW307", p.name, f"update of {p.name} is {r:.3g}x its norm", step=v.step)

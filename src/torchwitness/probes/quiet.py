@@ -1,0 +1,138 @@
+"""What the watch does between audited steps and around the loss call: the sentinels' sums, the input
+bookkeeping, the loss tap and the function mode that sees functional losses on audited steps.
+
+:class:`BetweenAudits` is a part of :class:`~torchwitness.probes.watch.Watch` (its state lives there); it is
+kept apart so that the per-step path, which runs with the CPU's caches cold after the step's kernels, reads as
+one short piece of code.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from torchwitness.probes.inrange import SameInput
+from torchwitness.probes.lossspy import LossSpy
+from torchwitness.probes.sentinel import Sentinel, floating
+from torchwitness.probes.window import tensors_of
+
+
+def guarded(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """Hooks run inside the user's training step: a failure of the watch is recorded, never raised into it."""
+
+    @functools.wraps(hook)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return hook(self, *args, **kwargs)
+        except Exception as e:
+            self._internal_error(hook.__name__, e)
+            return None
+
+    return run
+
+
+class BetweenAudits:
+    """Between audits: sentinels, the same-input bookkeeping and the loss tap; around the loss: the spy."""
+
+    # State owned by the watch (set in Watch.__init__), declared here for the methods below.
+    step: int
+    tapping: bool
+    compiled: bool
+    loss_fn: Any
+    optimizer: torch.optim.Optimizer | None
+    same_input: SameInput
+    _inner: torch.nn.Module
+    _window: Any
+    _sentinel: Sentinel
+    _sentinel_grad: tuple[str, torch.nn.Parameter] | None
+    _spy: LossSpy | None
+    _losses: list[tuple[int, torch.Tensor]]
+    _peek_step: int
+    _same_step: int
+    _peek_batch: Callable[[tuple, dict], None]
+
+    def _between_audits(self, args: tuple, kwargs: dict) -> None:
+        # Runs at every unaudited step, right after the previous step's kernels left the CPU's caches cold: the
+        # common call model(x) takes a short path (tensors_of costs ~20 us there).
+        if self._peek_step == self.step:
+            self._peek_batch(args, kwargs)
+        if len(args) == 1 and not kwargs and type(args[0]) is torch.Tensor:
+            x, target = args[0], None
+            same = self._same_step != self.step and self._see_first(x)
+        else:
+            found, target = tensors_of(args, kwargs)
+            x = next((t for _, t in found if floating(t) is not None), None)
+            same = self._see_input(found)
+        # An input unchanged since the step before has the sum it had then: nothing new to check.
+        if not same and x is not None and x.is_floating_point() and x.numel():
+            self._sentinel.note("input", self.step, x)
+        if target is not None and floating(target) is not None:
+            self._sentinel.note("target", self.step, target)
+
+    def _see_first(self, x: torch.Tensor) -> bool:
+        self._same_step = self.step
+        return self.same_input.see(self.step, x)
+
+    def _see_input(self, found: list[tuple[str, torch.Tensor]]) -> bool:
+        if found and self._same_step != self.step:  # the step's first forward (a second view is another input)
+            return self._see_first(found[0][1])
+        return False
+
+    def _spy_start(self) -> None:
+        if self._spy is None and not self.compiled and not isinstance(self.loss_fn, torch.nn.Module):
+            self._spy = LossSpy(self._spied_loss, self._spied_backward)
+            self._spy.start()
+
+    def _spy_stop(self) -> None:
+        self.tapping = False
+        if self._spy is not None:
+            self._spy.stop()
+            self._spy = None
+
+    @guarded
+    def _spied_loss(self, kind: str, x: Any, t: Any, weighted: bool, out: Any, computed: bool) -> None:
+        w = self._window
+        if w is None:
+            if torch.is_grad_enabled() and not computed:
+                self._note_loss_call(x, t)
+        elif w.loss is None and torch.is_grad_enabled():
+            w.add_loss(kind, x, t, out, weighted=weighted)
+            if w.loss is not None:
+                w.loss.target_computed = computed
+
+    @guarded
+    def tap_loss(self, kind: str, x: Any, t: Any) -> None:
+        if torch.is_grad_enabled():
+            self._note_loss_call(x, t)
+
+    def tap_backward(self, loss: torch.Tensor) -> None:
+        self._spied_backward(loss)
+
+    def _note_loss_call(self, x: Any, t: Any) -> None:
+        # A floating target and the prediction it meets: which of them turned non-finite first tells bad labels
+        # from a loss computation that made NaN (log of a negative prediction, say). Class ids cannot be NaN.
+        t = floating(t)
+        if t is not None:
+            self._sentinel.note("target", self.step, t)
+            if floating(x) is not None:
+                self._sentinel.note("pred", self.step, x)
+
+    @guarded
+    def _spied_backward(self, loss: torch.Tensor) -> None:
+        if loss.numel() == 1 and not (self._losses and self._losses[-1][0] == self.step):
+            self._losses.append((self.step, loss.detach()))
+
+    def _note_grad(self) -> None:
+        # The first trainable tensor's gradient: NaN/Inf anywhere upstream spreads into it through backward.
+        if self._sentinel_grad is None:
+            first = next((p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad), None)
+            if first is None:
+                return
+            names = {id(p): n for n, p in self._inner.named_parameters()}
+            self._sentinel_grad = (names.get(id(first), "param"), first)
+        g = self._sentinel_grad[1].grad
+        if g is not None and not g.is_sparse:
+            self._sentinel.note("grad", self.step, g)

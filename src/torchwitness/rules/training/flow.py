@@ -1,0 +1,86 @@
+"""TW413, TW414, TW112: where outputs go (discarded, collapsed) and whether a run was long enough to judge."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from torchwitness.probes.view import StepView
+from torchwitness.rules.catalogue import Phase, Severity
+from torchwitness.rules.findings import Finding
+from torchwitness.rules.training._registry import training_rule
+from torchwitness.rules.training.numerics import cut_modules
+
+ART15 = ("EU-AI-Act:Art.15",)
+SHORT_RUN = 20  # steps below which the window rules are not judged (TW112 says so)
+
+
+@training_rule("TW413", when="close", name="discarded-output", title="A module's output never reaches the loss",
+               severity=Severity.WARN, phase=Phase.FORWARD, obligations=ART15,
+               remediation="Use the module's output: assign it (x = self.block(x)), add its loss term to the total, "
+                           "or remove the module (and its parameters from the optimizer).")
+def discarded_output(v: StepView) -> Iterator[Finding]:
+    """A module ran in every audited training forward (at least ``window_min_steps``) with autograd on, yet its
+    trainable parameters never received a gradient and no detached copy of any output was used: its output is
+    computed and thrown away. Typical: ``self.block(x)`` without ``x =``, an auxiliary head whose loss term is
+    never added to the total.
+
+    Example: ``aux = self.aux_head(h)`` in ``forward`` and ``loss = crit(out, y)`` only. Fix: use or remove it.
+    """
+    if v.history.notes.get("TW110:detached"):  # a detached copy was used: TW110 names the cut
+        return
+    for module, count, last in cut_modules(v):
+        yield Finding.of("TW413", module, f"{module} ran on {count} audited steps but its output never reached "
+                         "the loss (its parameters never received a gradient)", step=last)
+
+
+@training_rule("TW414", when="step", name="representation-collapse", title="Representation collapse",
+               severity=Severity.WARN, phase=Phase.FORWARD, obligations=ART15,
+               remediation="Self-supervised objectives need something that keeps embeddings apart: negatives "
+                           "(contrastive loss), a stop-gradient with a predictor (SimSiam/BYOL), or variance and "
+                           "covariance terms (VICReg); check the temperature and the augmentations.",
+               statistical=True)
+def representation_collapse(v: StepView) -> Iterator[Finding]:
+    """The spread across the batch of the model's output (at least 8 dimensions; per dimension, the mean
+    absolute deviation from the batch mean) fell to a third of its value at the first audited step relative
+    to the output's magnitude, or to a fifth absolutely, on two audited steps: every input maps to (nearly)
+    the same embedding. Judged only for self-supervised objectives: a loss the watch does not know (negative
+    cosine similarity), or one whose target was computed after the forward or carries gradients (the other
+    view's embedding); supervised targets give outputs their spread.
+
+    Example: a Siamese network trained with ``-cosine_similarity(f(x1), f(x2))`` and no negatives or
+    stop-gradient. Fix: a contrastive or variance-preserving objective.
+    """
+    out = v.modules.get(v.extra.get("root_producer", "model"))
+    lo = v.loss
+    # Supervised targets from the data give the outputs their spread; only a loss that compares the model with
+    # itself (no library loss seen, or a target computed after the forward: the other view's embedding) can
+    # be minimised by collapsing.
+    self_supervised = lo is None or lo.target_computed or lo.target_grad
+    if out is None or out.units is None or out.n_units < 8 or out.batch < 4 or not self_supervised:
+        return
+    spread, magnitude = out.units["spread"], out.units["magnitude"]
+    notes = v.history.notes
+    start = notes.setdefault("TW414:start", (spread, magnitude))
+    s0, m0 = start
+    if s0 <= 0 or m0 <= 0:
+        return
+    ratio0, ratio = s0 / m0, (spread / magnitude if magnitude > 0 else 0.0)
+    if spread <= 0.5 * s0 or ratio <= 0.5 * ratio0:
+        notes.setdefault("TW414:first", v.step)  # when the decline got under way
+    if (spread <= 0.2 * s0 or ratio <= ratio0 / 3) and v.history.bump("TW414") >= 2:
+        yield Finding.of("TW414", "model", f"the spread of the model's output across the batch fell from "
+                         f"{s0:.3g} to {spread:.3g} (relative to its magnitude: {ratio0:.3g} to {ratio:.3g}): the "
+                         "representation is collapsing to one point", step=notes.get("TW414:first", v.step),
+                         details={"spread_start": s0, "spread": spread})
+
+
+@training_rule("TW112", when="close", name="run-too-short", title="Run too short to judge the loss curve",
+               severity=Severity.INFO, phase=Phase.STEP, obligations=ART15,
+               remediation="Watch at least 20 optimizer steps for the loss-curve rules (divergence, loss at chance) "
+                           "to judge.")
+def run_too_short(v: StepView) -> Iterator[Finding]:
+    """The watch saw fewer than 20 steps: the window rules that judge the loss curve (TW108 divergence from its
+    early level, TW109 loss at chance) had too little of it, and their silence says nothing."""
+    if 0 < v.step < SHORT_RUN and v.history.audited:
+        yield Finding.of("TW112", "loss", f"only {v.step} steps watched: the loss curve (divergence, loss at "
+                         f"chance) needs {SHORT_RUN} to be judged", step=v.step)

@@ -1,0 +1,146 @@
+"""TW212-TW214: data that lies in range and is still wrong (token ids, image layout, a batch fed again)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from torchwitness.probes.inrange import FOLD_BINS, loader_batch_sizes
+from torchwitness.probes.view import StepView
+from torchwitness.rules.catalogue import Phase, Severity
+from torchwitness.rules.findings import Finding
+from torchwitness.rules.training._registry import training_rule
+
+DATA = ("EU-AI-Act:Art.10(2)(f)", "EU-AI-Act:Art.15")
+_FOLD_MIN_IDS = 2048
+_HEAD = 8  # the numbers token_probe puts before its histogram
+
+
+def _pile(v: StepView, name: str, values: list[float], padding: int | None, ndim: int) -> str | None:
+    top, second, top_id, runs, rows, ends, column, n = values[:_HEAD]
+    if n < 256 or top < 20 or top < 0.03 * n or top < 10 * max(second, 1):
+        return None
+    if padding is not None and int(top_id) == padding:
+        return None
+    padding_like = runs <= 1.05 * rows and ends >= 0.8 * rows  # one run per row, at its start or end
+    if ndim >= 2 and (padding_like or column > 0.5 * top):  # padding, or BOS/CLS-like tokens
+        return None
+    return f"{top / n:.0%} of the ids fed to {name} are id {int(top_id)} ({top / max(second, 1):.0f}x the next " \
+           "most frequent id): ids clamped into the table, or unknown tokens mapped to one id"
+
+
+def _fold(hist: list[float]) -> str | None:
+    """A step in density over the table: ids past the table's end wrapped onto its start double them there."""
+    total = sum(hist)
+    if total < _FOLD_MIN_IDS:
+        return None
+    for cut in range(4, FOLD_BINS - 3):
+        left, right = hist[:cut - 1], hist[cut + 1:]  # the bin across the boundary is mixed: left out
+        ml, mr = sum(left) / len(left), sum(right) / len(right)
+        if mr <= 0 or ml < 1.6 * mr:
+            continue
+
+        def cv(xs: list[float], m: float) -> float:
+            return (sum((x - m) ** 2 for x in xs) / len(xs)) ** 0.5 / m
+
+        if cv(left, ml) < 0.25 and cv(right, mr) < 0.25:
+            return f"ids in the first {cut / FOLD_BINS:.0%} of the table are {ml / mr:.1f}x as frequent as the " \
+                   "rest, each part flat: ids beyond the table wrapped onto its start (id % vocab)"
+    return None
+
+
+@training_rule("TW212", when="step", name="token-ids-piled-or-folded", title="Token ids pile onto one id or fold",
+               severity=Severity.WARN, phase=Phase.BATCH, obligations=DATA,
+               remediation="Size the embedding from the tokenizer (len(tokenizer)) instead of clamping or wrapping "
+                           "ids into the table; check the unknown-token rate of the tokenizer on this data.",
+               statistical=True)
+def token_ids_piled(v: StepView) -> Iterator[Finding]:
+    """The ids fed to an ``nn.Embedding`` are all valid, yet one id takes at least 3% of them and ten times
+    the next most frequent id (not the padding index, not padding in one run at either end of each row, not a
+    token at a fixed position such as BOS), on two audited steps: ids were clamped into the table
+    (``ids.clamp(max=V - 1)``) or unknown tokens all map to one id. Or, over the audited batches, the id density
+    has a step, flat on both sides, with the first part of the table at least 1.6x as dense: ids wrapped into the
+    table (``ids % V``).
+
+    Example: a 1,200-token vocabulary fed to ``nn.Embedding(1000, d)`` with ``ids.clamp(max=999)``.
+    Fix: size the table from the tokenizer.
+    """
+    data = v.extra.get("data", {})
+    h = v.history
+    for key, spec in v.extra.items():
+        if not key.startswith("tok/") or key not in data:
+            continue
+        name, (vocab, padding, ndim) = key[4:], spec
+        values = data[key]
+        folded = h.notes.setdefault(f"TW212:hist:{name}", [0.0] * FOLD_BINS)
+        folded[:] = [a + b for a, b in zip(folded, values[_HEAD:], strict=True)]
+        piled = _pile(v, name, values, padding, ndim)
+        if piled is not None:
+            first = h.notes.setdefault(f"TW212:first:{name}", v.step)
+            if h.bump(f"TW212:{name}") >= 2:
+                yield Finding.of("TW212", name, piled, step=first, details={"vocab": vocab})
+                continue
+        why = _fold(folded)
+        if why is not None:
+            yield Finding.of("TW212", name, why, step=v.step, details={"vocab": vocab})
+
+
+@training_rule("TW213", when="step", name="scrambled-image-layout", title="Image batch scrambled by a reshape",
+               severity=Severity.WARN, phase=Phase.BATCH, obligations=DATA,
+               remediation="Turn channels-last images into NCHW with x.permute(0, 3, 1, 2), never .view or "
+                           ".reshape, which keeps the memory order and interleaves the channels along each row.",
+               statistical=True)
+def scrambled_images(v: StepView) -> Iterator[Finding]:
+    """An ``(N, C, H, W)`` input whose pixels do not correlate with their neighbours the way images do, on two
+    audited steps: each pixel correlates more with the pixel ``C`` to its right than with the next one (the
+    channels of channels-last data interleaved along the rows), or neighbours along a row correlate while
+    those along a column do not. Batches of noise (no correlation anywhere) are not reported.
+
+    Example: ``torch.from_numpy(images).reshape(n, 3, 32, 32)`` from ``(n, 32, 32, 3)`` arrays.
+    Fix: ``permute(0, 3, 1, 2)``.
+    """
+    nbr = v.extra.get("data", {}).get("in/nbr")
+    t = v.primary
+    if nbr is None or t is None:
+        return
+    r1, rc, rv = nbr
+    periodic = rc >= 0.4 and rc - r1 >= 0.3
+    rows_only = r1 >= 0.6 and -0.5 <= rv <= 0.4 * r1  # rows alternating in sign are a pattern, not a scramble
+    if not (periodic or rows_only):
+        return
+    first = v.history.notes.setdefault("TW213:first", v.step)
+    if v.history.bump("TW213") >= 2:
+        why = f"pixels correlate {rc:.2f} with the pixel {t.shape[1]} to the right but {r1:.2f} with the next" \
+            if periodic else f"neighbours along rows correlate {r1:.2f}, along columns {rv:.2f}"
+        yield Finding.of("TW213", f"input:{t.name}", f"input {t.name} {list(t.shape)} does not look like NCHW "
+                         f"images: {why} (channels-last data reshaped instead of permuted?)", step=first,
+                         details={"r1": r1, "rC": rc, "rV": rv})
+
+
+@training_rule("TW214", when=("step", "close"), name="same-batch-every-step", title="The same batch every step",
+               severity=Severity.WARN, phase=Phase.BATCH, obligations=DATA,
+               remediation="Draw a new batch each step (for x, y in loader), instead of one batch taken before "
+                           "the loop (next(iter(loader)) or X[:64]) and fed again and again.")
+def same_batch_every_step(v: StepView) -> Iterator[Finding]:
+    """The model got the very same input tensor, unchanged, on at least 5 consecutive steps, and that tensor
+    is a fixed slice (of at most 256 rows) of a bigger one (``X[:64]``) or has the batch size of a ``DataLoader``
+    over a bigger dataset (``next(iter(loader))`` taken once). Full-batch training (the whole data set as one
+    tensor every step) is not reported.
+
+    Example: ``xb, yb = next(iter(loader))`` before the loop. Fix: iterate the loader inside the loop.
+    """
+    h, seen = v.history, v.watch.same_input
+    repeats, first = seen.longest
+    if h.notes.get("TW214") or repeats + 1 < 5:
+        return
+    # A split of a data set (X[:400]) trained on in full is not a batch: slices count up to a batch's size.
+    slice_of_more = seen.storage_rows >= 2 * seen.rows and seen.rows <= 256
+    if not slice_of_more:
+        if "loaders" not in h.notes:  # one heap scan per run, only once a batch has repeated this long
+            h.notes["loaders"] = loader_batch_sizes()
+        if not any(b == seen.rows and n > b for b, n in h.notes["loaders"]):
+            return
+    h.notes["TW214"] = True
+    where = "a slice of a larger tensor" if slice_of_more else "one batch of a DataLoader over more data"
+    yield Finding.of("TW214", "input", f"the same input tensor ({seen.rows} rows, {where}) was fed unchanged on "
+                     f"{repeats + 1} consecutive steps from step {first}", step=first,
+                     details={"steps": repeats + 1, "rows": seen.rows})

@@ -1,0 +1,93 @@
+"""Root causes and their consequences, the sync-free sentinels between audits, and the loss tap."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+
+import torchwitness as tw
+from torchwitness.probes import lossspy
+from torchwitness.probes.sentinel import Sentinel, first_bad
+from torchwitness.report import to_json, to_sarif
+from torchwitness.report.console import FindingsView
+from torchwitness.report.from_run import run_findings
+from torchwitness.rules.catalogue import Severity
+from torchwitness.rules.causes import ordered
+from torchwitness.rules.findings import Finding, FindingSet
+
+
+def _nan_late(run: tw.Run, at: int, steps: int, **watch: object) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    run.watch(model, opt, **watch)
+    for step in range(steps):
+        x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+        if step >= at:
+            x[3, 2] = float("nan")
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+def test_a_fault_between_sparse_audits_is_named_at_its_first_step(tmp_path):
+    with tw.Run(tmp_path / "r") as run:
+        _nan_late(run, at=37, steps=60)  # default sampling: audits at steps 0-4 only
+    roots = run.findings()
+    assert [f.rule_id for f in roots if f.severity >= Severity.WARN] == ["TW201"]
+    (root,) = roots
+    assert root.first_step == 37
+    assert {c.rule_id for c in root.consequences} >= {"TW101", "TW108"}  # the NaN loss and "divergence"
+    assert all(c.caused_by == "TW201@input:arg0" for c in root.consequences)
+
+
+def test_the_nesting_survives_the_ledger_and_every_report(tmp_path):
+    with tw.Run(tmp_path / "r") as run:
+        _nan_late(run, at=3, steps=8, every_n_steps=1)
+    (root,) = [f for f in run_findings(tmp_path / "r") if f.rule_id == "TW201"]
+    assert root.first_step == 3 and {c.rule_id for c in root.consequences} >= {"TW101"}
+    assert not [f for f in run_findings(tmp_path / "r") if f.rule_id == "TW101"]  # not a root of its own
+    doc = json.loads(to_json([root]))
+    assert doc["findings"][0]["consequences"][0]["caused_by"] == "TW201@input:arg0"
+    sarif = to_sarif([root])
+    assert [r["ruleId"] for r in sarif["runs"][0]["results"]] == ["TW201"]
+    assert "TW101" in {c["ruleId"] for c in sarif["runs"][0]["results"][0]["properties"]["consequences"]}
+    console = Console(width=160, record=True)
+    console.print(FindingsView([root]))
+    assert "↳ TW101" in console.export_text()
+
+
+def test_a_later_root_adopts_findings_it_explains():
+    s = FindingSet()
+    s.add(Finding.of("TW403", "fc1", "dead units", step=4))
+    assert [f.rule_id for f in s] == ["TW403"]
+    for f in ordered([Finding.of("TW204", "input:x", "blank", step=2)]):
+        s.add(f)
+    assert [(f.rule_id, [c.rule_id for c in f.consequences]) for f in s] == [("TW204", ["TW403"])]
+    # A consequence never comes before its cause: a finding that started earlier is left alone.
+    s.add(Finding.of("TW101", "loss", "nan", step=1))
+    assert {f.rule_id for f in s} == {"TW204", "TW101"}
+
+
+def test_sentinel_names_the_first_bad_step_of_each_field():
+    s = Sentinel(capacity=3)
+    for step in range(10):  # past capacity, later steps accumulate into each field's last sum
+        s.note("input", step, torch.tensor([1.0, float("inf") if step == 7 else 0.0]))
+        s.note("grad", step, torch.ones(2, dtype=torch.bfloat16))
+    values, where = s.drain()
+    assert first_bad(values.tolist(), where) == {"input": 5}  # folded: dated at the first step of the tail
+    assert s.drain() is None and not s.pending
+
+
+def test_loss_tap_is_removed_with_the_last_watch(tmp_path):
+    backward, ce = torch.Tensor.backward, F.cross_entropy
+    with tw.Run(tmp_path / "r") as run:
+        model = torch.nn.Linear(4, 2)
+        run.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), every_n_steps=100)
+        assert torch.Tensor.backward is not backward and F.cross_entropy is not ce
+        assert F.cross_entropy.__name__ == "cross_entropy"
+    assert torch.Tensor.backward is backward and F.cross_entropy is ce
+    assert not lossspy._LISTENERS
