@@ -32,7 +32,7 @@ from torchwitness.errors import VerificationError
 from torchwitness.ledger.checkpoints import check_chain, read_note
 from torchwitness.ledger.erasure import has_pending
 from torchwitness.ledger.keys import PublicKey, read_vkey
-from torchwitness.ledger.layout import Layout, read_manifest
+from torchwitness.ledger.layout import RUN_MANIFEST, Layout, read_manifest
 from torchwitness.ledger.merkle import HASH_SIZE, MerkleTree, leaf_hashes, verify_consistency
 from torchwitness.ledger.note import SignedCheckpoint, parse
 from torchwitness.ledger.parallel import parallel_roots
@@ -171,7 +171,7 @@ def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False, 
     (``run.json`` and one shard per rank) is verified shard by shard and against its run-level checkpoints.
     """
     layout = Layout(Path(root))
-    if (layout.root / "run.json").exists():
+    if (layout.root / RUN_MANIFEST).exists():
         from torchwitness.ledger.distributed import verify_distributed
 
         return verify_distributed(layout.root, key=key, deep=deep, since=since,
