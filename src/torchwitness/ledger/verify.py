@@ -74,9 +74,9 @@ class VerifyResult:
 
     def summary(self) -> str:
         head = "OK" if not self.uncovered else "LIVE VIEW (not fully signed)"
-        parts = [f"{head} {self.records} records", f"origin {self.origin}", f"{self.checkpoints} checkpoints",
+        parts = [f"{head} {self.records} records", f"{self.checkpoints} checkpoints",
                  f"root sha256:{self.root.hex()}",
-                 f"signer {self.signer}" + ("" if self.pinned else f" ({UNPINNED})")]
+                 f"signer {self.signer}" + ("" if self.pinned else f" ({UNPINNED})"), f"origin {self.origin}"]
         if self.since is not None:
             parts.append(f"extends the kept checkpoint of size {self.since}")
         if self.uncovered:
