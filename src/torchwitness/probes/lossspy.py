@@ -89,7 +89,10 @@ def _tapped_backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
     for listener in _LISTENERS:
         if listener.tapping:
             listener.tap_backward(self)
-    return _ORIGINALS["backward"](self, *args, **kwargs)
+    out = _ORIGINALS["backward"](self, *args, **kwargs)
+    for listener in _LISTENERS:
+        listener.after_backward()
+    return out
 
 
 def _tap_loss(name: str, kind: str) -> Callable[..., Any]:
@@ -109,7 +112,8 @@ def _tap_loss(name: str, kind: str) -> Callable[..., Any]:
 
 def listen(listener: Any) -> None:
     """Route the losses given to backward and to ``torch.nn.functional``'s losses to ``listener`` (its
-    ``tap_backward(loss)`` and ``tap_loss(kind, input, target)``) while its ``tapping`` is true.
+    ``tap_backward(loss)`` and ``tap_loss(kind, input, target)``) while its ``tapping`` is true; its
+    ``after_backward()`` is called when each backward returns.
 
     Between audited steps a function mode would cost ~10 us per torch call of the loss computation; these
     wrappers cost a loop over the listeners. Installed with the first listener, removed with the last. Loss
