@@ -71,12 +71,16 @@ class LossSpy(TorchFunctionMode):
     def start(self) -> None:
         self.__enter__()
 
+    def on_top(self) -> bool:
+        """The mode is the innermost one (not while its own handler runs: torch pops it meanwhile)."""
+        stack = torch.overrides._get_current_function_mode_stack()
+        return bool(stack) and stack[-1] is self
+
     def stop(self) -> None:
         """Leave the mode stack; if user code pushed a mode above ours and kept it, only stop listening."""
         self.active = False
         self._computed.clear()
-        stack = torch.overrides._get_current_function_mode_stack()
-        if stack and stack[-1] is self:
+        if self.on_top():
             self.__exit__(None, None, None)
 
 

@@ -114,9 +114,10 @@ class BetweenAudits:
     def after_backward(self) -> None:
         # An audited step whose loss call and backward were both seen: the function mode has nothing left to note
         # before the optimizer step, and would otherwise intercept the optimizer's own torch calls (~10 us each).
+        # Only from the outermost backward call: the one the mode's handler makes runs with the mode popped.
         w = self._window
         if self._spy is not None and w is not None and w.loss is not None and self._losses \
-                and self._losses[-1][0] == self.step:
+                and self._losses[-1][0] == self.step and self._spy.on_top():
             self._spy_stop()
 
     def _note_loss_call(self, x: Any, t: Any) -> None:
