@@ -276,3 +276,23 @@ def test_unpadded_joblib_array_bytes_that_are_opcodes_are_judged_even_in_a_jobli
     assert not marker.exists()
     pickle.loads(data)  # control: to pickle.load the array's bytes are opcodes
     assert marker.exists()
+
+
+def _unicode(text: str) -> bytes:
+    raw = text.encode()
+    return b"X" + len(raw).to_bytes(4, "little") + raw
+
+
+@pytest.mark.parametrize("second_state", [
+    # a first BUILD plants __setstate__ (a class the file names), the second BUILD calls it with its argument
+    b"}" + _unicode("__setstate__") + b"cmailbox\nMaildir\ns" + b"b" + _unicode("/tmp/never") + b"b",
+    # a second BUILD at all: pickle never writes two on one object
+    b"}" + _unicode("a") + b"K\x01s" + b"b" + b"}" + _unicode("b") + b"K\x02s" + b"b",
+], ids=["planted-setstate", "second-build"])
+def test_build_that_plants_or_repeats_a_setstate_is_an_error(tmp_path, second_state):
+    payload = b"\x80\x02ccollections\nOrderedDict\n)\x81" + second_state + b"."
+    path = tmp_path / "gadget.pkl"
+    path.write_bytes(payload)
+    findings = scan_model(path).findings
+    assert any(f.severity.name == "ERROR" for f in findings), [(f.rule_id, f.message) for f in findings]
+    assert CliRunner().invoke(app, ["scan-model", str(path)]).exit_code == 1

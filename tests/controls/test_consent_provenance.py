@@ -100,7 +100,7 @@ def test_provenance_query_matches_the_loop_and_erasure_reports_checkpoints(tmp_p
     # every other subject still verifies, including those that shared a batch with the erased one
     assert all(query(run, s).verified_steps == len(query(run, s, verify=False).steps) for s in subjects[4:40])
     kinds = [r["kind"] for r in iter_records(run)]
-    assert kinds[-3:] == ["consent.revoke", "erasure", "provenance.erasure"]
+    assert kinds[-3:] == ["consent.revoke", "provenance.erasure", "erasure"]
     assert verify_run(run, deep=True).erased_payloads >= 1
 
     out = CliRunner().invoke(app, ["provenance", str(run), "--subject", subjects[11], "--erase"])
@@ -113,7 +113,7 @@ def test_provenance_query_matches_the_loop_and_erasure_reports_checkpoints(tmp_p
     with pytest.raises(InputError):
         query(run, subjects[12])
     kinds = [r["kind"] for r in iter_records(run)]
-    assert kinds[-4:] == ["consent.revoke", "erasure", "provenance.erasure", "run.end"]
+    assert kinds[-4:] == ["consent.revoke", "provenance.erasure", "erasure", "run.end"]
     assert verify_run(run, deep=True).erased_payloads == before + 1
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import torchwitness as tw
-from torchwitness.controls.datasheet import datasheet
+from torchwitness.controls.datasheet import RANK, datasheet
 from torchwitness.errors import InputError
 from torchwitness.ledger import iter_records, verify_run
 
@@ -47,3 +47,22 @@ def test_digest_changes_with_content_and_sensitive_columns_are_refused():
     assert datasheet("a", features=x, labels=y, sensitive={"sex": s["sex"][::-1]}).content_digest != a.content_digest
     with pytest.raises(InputError, match="sex=F"):
         datasheet("a", features=x, labels=y, sensitive=s, feature_names=["age", "sex=F"])
+
+
+def test_column_bounds_never_disclose_a_rare_value(adult_frame):
+    """Adult's largest capital gain (99,999) and oldest age (90) are a handful of people's values: the datasheet
+    states bounds 1 % in from each end, rounded outward to two significant figures, never such a value."""
+    numeric = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
+    sheet = datasheet("adult.data", features=adult_frame[numeric].to_numpy(dtype=np.float64), feature_names=numeric,
+                      labels=adult_frame["y_true"].to_numpy(), sensitive={"sex": adult_frame["sex"].to_numpy()})
+    for col in sheet.columns[:len(numeric)]:
+        values = np.sort(adult_frame[col.name].to_numpy(dtype=np.float64))
+        k = max(RANK, int(np.ceil(0.01 * len(values))))
+        assert col.low <= values[k - 1] and col.high >= values[-k]  # outward: the middle 98 % lie within
+        assert all(float(f"{bound:.2g}") == bound for bound in (col.low, col.high))  # two significant figures
+        assert (values < col.low).sum() < k and (values > col.high).sum() < k
+    gain = next(c for c in sheet.columns if c.name == "capital-gain")
+    assert gain.high < 99_999 and "99999" not in msgspec.json.encode(sheet).decode()
+    tiny = datasheet("tiny", features=np.arange(12.0).reshape(-1, 1), labels=np.zeros(12),
+                     sensitive={"g": np.array(["a", "b"] * 6)})
+    assert (tiny.columns[0].low, tiny.columns[0].high, tiny.columns[0].mean) == (None, None, None)

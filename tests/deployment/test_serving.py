@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,16 +22,10 @@ from torchwitness.demo.adult import load_adult
 from torchwitness.errors import InputError, LedgerError, ServingStopped
 from torchwitness.integrations.captum import explain_input, explain_tabular, explain_tokens
 from torchwitness.ledger import iter_records, verify_run
-from torchwitness.ledger.encoding import fingerprint_buffers
-from torchwitness.probes.inference import (
-    InferenceRecorder,
-    RetainedInputs,
-    erase_inputs,
-    model_digest,
-    parse_decision_id,
-    verified_input,
-    window_columns,
-)
+from torchwitness.ledger.encoding import Computed, fingerprint_buffers
+from torchwitness.ledger.writer import Ledger
+from torchwitness.probes.inference import InferenceRecorder, model_digest, verified_input, window_columns
+from torchwitness.probes.retained import RetainedInputs, erase_inputs, parse_decision_id
 from torchwitness.report.evidence import Evidence
 from torchwitness.report.obligations import coverage
 
@@ -579,12 +574,28 @@ def test_explanations_leave_the_served_model_its_mode_and_hooks(tmp_path: Path, 
         assert torch.allclose(twin(test_rows[:4]), pruned(test_rows[:4]))
 
 
-def test_an_erasure_the_ledger_dropped_deletes_nothing(tmp_path: Path, model, test_rows) -> None:
+def test_an_erasure_the_ledger_dropped_deletes_nothing_until_the_run_is_next_opened(tmp_path: Path, model,
+                                                                                     test_rows) -> None:
     with tw.Run(tmp_path / "run") as run:
         _, ids = run.serve(model, retain_inputs=True)(test_rows[:2], ids=True)
-    with pytest.raises(LedgerError, match=r"dropped the erasure record.*nothing was deleted"):
-        erase_inputs(tmp_path / "run", [ids[0]], record=lambda kind, data: None)  # as run.record under on_full="drop"
-    assert RetainedInputs.for_run(tmp_path / "run").holds(ids[0])
+    busy, release = threading.Event(), threading.Event()
+    ledger = Ledger.open(tmp_path / "run", on_full="drop", queue_size=1)
+    try:
+        ledger.append("note", {"held": Computed(lambda: busy.set() or release.wait(30))})  # the writer waits here
+        assert busy.wait(30)
+        while ledger.append("note", {"fills": "the queue"}) is not None:
+            pass
+        with pytest.raises(LedgerError, match=r"dropped an erasure record.*nothing was deleted"):
+            erase_inputs(ledger, [ids[0]])
+        assert RetainedInputs.for_run(tmp_path / "run").holds(ids[0])
+    finally:
+        release.set()
+        ledger.close()
+    with tw.Run(tmp_path / "run", resume=True):  # the intent was kept: opening records the erasure, then deletes
+        pass
+    assert not RetainedInputs.for_run(tmp_path / "run").holds(ids[0])
+    (erasure,) = iter_records(tmp_path / "run", kinds={"inputs.erasure"})
+    assert erasure["data"]["decisions"] == [ids[0]]
 
 
 def test_cli_explains_a_served_token_model_decision(tmp_path: Path) -> None:
@@ -930,7 +941,7 @@ def test_explaining_checks_the_retained_input_against_its_commitment(tmp_path: P
     # Deleting a sibling row as well does not turn the edit into an unchecked explanation; a recorded erasure
     # of that sibling does (the request's commitment can no longer be checked, and says so).
     sibling = serve.decision_id(8)
-    store.erase([sibling])
+    store.delete([sibling])
     with tw.Run(root, resume=True) as run, \
             pytest.raises(InputError, match=f"{sibling} is gone without an erasure record"):
         verified_input(store, record, decision, run.ledger.personal.fingerprint)

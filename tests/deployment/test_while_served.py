@@ -13,7 +13,7 @@ import pytest
 from torchwitness.controls.incidents import run_incidents
 from torchwitness.errors import InputError
 from torchwitness.ledger import iter_records, verify_run
-from torchwitness.probes.inference import RetainedInputs
+from torchwitness.probes.retained import RetainedInputs
 
 SERVER = r"""
 import sys, time

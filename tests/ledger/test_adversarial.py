@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import torchwitness as tw
 from torchwitness.cli import main
 from torchwitness.errors import InputError, LedgerError, ProofError, SigningKeyError, VerificationError
 from torchwitness.ledger import Ledger, verify_run
@@ -487,3 +488,40 @@ def test_any_damage_fails_or_changes_no_record(pristine: Path, tmp_path_factory:
         except (VerificationError, InputError, LedgerError):
             continue
         assert _lines(root)[:result.covered] == _lines(pristine) and result.covered == result.records
+
+
+def test_a_copy_re_signed_as_a_new_log_fails_an_origin_pin(tmp_path):
+    from torchwitness.ledger.verify import verify_run
+
+    with tw.Run(tmp_path / "run") as run:
+        run.record("note", {"i": 1})
+    result = verify_run(tmp_path / "run")
+    assert f"origin {result.origin}" in result.summary()
+    assert verify_run(tmp_path / "run", origin=result.origin).origin == result.origin
+    with pytest.raises(VerificationError, match="not the pinned origin"):
+        verify_run(tmp_path / "run", origin="torchwitness/someone-else")
+
+
+def test_bytes_after_a_sealed_run_are_refused(tmp_path):
+    from torchwitness.ledger.verify import verify_run
+
+    with tw.Run(tmp_path / "run") as run:
+        run.record("note", {"i": 1})
+    segment = sorted((tmp_path / "run" / "records").glob("*.jsonl"))[-1]
+    with segment.open("ab") as f:
+        f.write(b'{"data":{"i":7},"kind":"note"}')  # no newline: reads as a torn final line
+    with pytest.raises(VerificationError, match="after the sealed run's end"):
+        verify_run(tmp_path / "run")
+
+
+def test_a_rank_key_alone_cannot_add_records_the_run_did_not_vouch_for(tmp_path: Path) -> None:
+    root, key_dirs = _ddp_folder(tmp_path)
+    run_key = json.loads((shard_dir(root, 0) / "ledger.json").read_text())["signer"]
+    before = verify_run(root, key=run_key)
+    # rank 1's own (authorised) key appends and signs records after the run's last run-level checkpoint
+    with Ledger.open(shard_dir(root, 1), key_dir=key_dirs[1], rank=1, shard=True,
+                     run_id=json.loads((root / "run.json").read_text())["run"]) as ledger:
+        ledger.append("train.step", {"i": 99, "forged": True})
+    assert verify_run(shard_dir(root, 1)).records == before.shards[1].records + 1  # the shard alone is consistent
+    with pytest.raises(VerificationError, match=r"rank 1: records up to .* signed by the shard's key alone"):
+        verify_run(root, key=run_key)

@@ -56,3 +56,39 @@ def test_expire_runs_beside_the_application_that_holds_the_run(tmp_path):
     first, second = [r["data"]["input"]["$personal"] for r in iter_records(run_dir, kinds={"agent.step"})]
     assert first != second
     assert verify_run(run_dir).erased_payloads == 1
+
+
+def test_spans_to_an_endpoint_that_takes_nothing_fail_in_one_line(tmp_path):
+    """A closed port with nothing to send, and a collector that refuses the spans, are failures, not "sent"."""
+    import http.server
+    import socket
+    import threading
+
+    empty, traced = tmp_path / "empty", tmp_path / "traced"
+    with Run(empty) as run:
+        run.record("note", {"text": "no agent here"})
+    with Run(traced) as run, AgentTracer(run).agent("a", input="q"):
+        pass
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/v1/traces"
+    proc = tw_cli("spans", str(empty), "--endpoint", closed)
+    assert proc.returncode == 2 and "no spans to send" in proc.stderr and proc.stderr.count("\n") == 1
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(400)  # not retryable: the exporter gives up at once
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proc = tw_cli("spans", str(traced), "--endpoint", f"http://127.0.0.1:{server.server_port}/v1/traces")
+    finally:
+        server.shutdown()
+    assert proc.returncode == 1 and "could not send the spans" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "sent" not in proc.stdout

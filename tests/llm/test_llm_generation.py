@@ -133,3 +133,20 @@ def test_chunked_statistics_equal_the_one_shot_computation():
                     token_statistics_chunked(list(logits.unbind(1)), tokens, max_elements=1)):
         for field, value in whole.items():
             torch.testing.assert_close(chunked[field], value, rtol=0, atol=0)
+
+
+def test_generate_keeps_no_step_logits_and_leaves_the_model_as_it_was(tmp_path, tiny_llama):
+    from transformers import LogitsProcessorList, MinLengthLogitsProcessor
+
+    prompt = torch.tensor([[1, 5, 9]])
+    user = LogitsProcessorList([MinLengthLogitsProcessor(6, eos_token_id=2)])
+    with Run(tmp_path / "run") as run:
+        for distribution in ("raw", "processed"):
+            probe = GenerationProbe(run, distribution=distribution)
+            out = probe.generate(tiny_llama, prompt, max_new_tokens=4, do_sample=False, logits_processor=user)
+            assert isinstance(out, torch.Tensor) and out.shape == (1, 7)  # no dict unless asked for one
+            assert probe.last[0]["output_tokens"] == 4
+            assert not tiny_llama._forward_hooks and "_get_logits_processor" not in vars(tiny_llama)
+            assert len(user) == 1  # the caller's list is not changed
+        asked = probe.generate(tiny_llama, prompt, max_new_tokens=4, do_sample=False, return_dict_in_generate=True)
+    assert asked.logits is None and asked.scores is None

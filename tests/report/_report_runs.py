@@ -17,7 +17,7 @@ from torchwitness.controls.drift import DriftMonitor, DriftReference
 from torchwitness.controls.fairness import GroupEncoder, confusion_counts, evaluate
 from torchwitness.controls.oversight import ReviewQueue
 from torchwitness.ledger.writer import now_us
-from torchwitness.probes.inference import expire_inputs
+from torchwitness.probes.retained import expire_inputs
 
 GROUPS = ("sex=Female", "sex=Male")
 
@@ -119,7 +119,7 @@ def make_rich_run(path: Path, key_dir: Path, *, worse: bool = False, seed: int =
         for _ in range(5):
             serve(torch.from_numpy(rng.normal(size=(4, 3)).astype(np.float32)))
         serve.close()
-        expire_inputs(run.path, record=run.record, at_us=now_us() + 31 * 86400 * 10**6)  # a month later
+        expire_inputs(run, at_us=now_us() + 31 * 86400 * 10**6)  # a month later
         monitor = DriftMonitor(DriftReference.from_arrays({"age": rng.normal(40, 10, 2000)}), run=run, window=200,
                                psi_threshold=0.25)
         for w in range(6):

@@ -22,6 +22,7 @@ import msgspec
 import rfc8785
 
 from torchwitness.errors import InputError
+from torchwitness.jsonfile import read_json
 
 BUILTIN = ("balanced", "strict", "lenient")
 
@@ -92,10 +93,6 @@ def load_policy(policy: str | Path | Policy = "balanced") -> Policy:
         text = resources.files("torchwitness.certify").joinpath(f"policies/{policy}.json").read_text()
         return policy_from_document(json.loads(text), policy)
     path = Path(policy)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"no such policy {policy!r}: use one of {', '.join(BUILTIN)} or a JSON file")
-    try:
-        doc = json.loads(path.read_text())
-    except ValueError as e:
-        raise InputError(f"{path} is not JSON: {e}") from None
-    return policy_from_document(doc, str(path))
+    return policy_from_document(read_json(path, "policy file"), str(path))

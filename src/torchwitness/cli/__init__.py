@@ -1,23 +1,66 @@
 """The ``torchwitness`` command line. Each module in this package registers one family of commands.
 
 Only this package prints or sets exit codes: library errors (:mod:`torchwitness.errors`) become one line on
-stderr and the error's exit code.
+stderr and the error's exit code. Anything else a command raises is a bug or an input no reader foresaw; it too
+becomes one line (``torchwitness: error: ...``, exit 2), never a traceback, unless ``TORCHWITNESS_DEBUG=1``.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from torchwitness import __version__
 from torchwitness.cli import _panels
 from torchwitness.cli._output import err_console
-from torchwitness.errors import TorchWitnessError
+from torchwitness.errors import InputError, TorchWitnessError
 
-app = typer.Typer(name="torchwitness", help="A verifiable record of a PyTorch model's life.",
+
+def _unexpected(e: BaseException) -> str:
+    """One line for an exception no reader turned into a torchwitness error."""
+    if isinstance(e, OSError) and e.filename is not None:
+        text = f"{e.filename}: {e.strerror or e}"
+    elif isinstance(e, RecursionError):
+        text = f"an input is nested too deeply to read ({e})"
+    else:
+        text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return " ".join(text.split())
+
+
+class _Commands(TyperGroup):
+    """Runs a command and turns what it raises into one line on stderr and an exit code."""
+
+    def main(self, args: Any = None, *pos: Any, **kwargs: Any) -> Any:
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().main(args, *pos, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TorchWitnessError as e:
+            verbose = "--verbose" in getattr(self, "_argv", ())
+            err_console.print(f"[bold red]error:[/] {e.diagnostics() if verbose else e}", highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as e:  # see the module docstring
+            if os.environ.get("TORCHWITNESS_DEBUG") == "1":
+                raise
+            if isinstance(e, typer.BadParameter) or type(e).__module__.startswith(("click", "typer")):
+                raise  # usage errors: click prints them itself (exit 2)
+            err_console.print(f"torchwitness: error: {_unexpected(e)}", markup=False, highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(InputError.exit_code) from None
+
+
+app = typer.Typer(name="torchwitness", help="A verifiable record of a PyTorch model's life.", cls=_Commands,
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 
@@ -42,11 +85,5 @@ _panels.assign(app)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the app, turning torchwitness errors into one line and an exit code."""
-    try:
-        app(args=argv, standalone_mode=True)
-    except TorchWitnessError as e:
-        verbose = "--verbose" in (argv if argv is not None else sys.argv)
-        err_console.print(f"[bold red]error:[/] {e.diagnostics() if verbose else e}", highlight=False,
-                          soft_wrap=True)
-        sys.exit(e.exit_code)
+    """Console entry point: run the app (errors become one line and an exit code, see the module)."""
+    app(args=argv, standalone_mode=True)

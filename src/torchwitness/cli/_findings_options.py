@@ -21,12 +21,14 @@ from pathlib import Path
 
 import typer
 
+from torchwitness.cli._output import output_file
 from torchwitness.report.emit import FORMATS, check_format, emit, parse_fail_level
 from torchwitness.rules.catalogue import select_rules
 from torchwitness.rules.findings import Finding
 
 FORMAT = typer.Option("console", "-f", "--format", help=f"Output format: {', '.join(FORMATS)}.")
-OUTPUT = typer.Option(None, "-o", "--output", help="Write the report to this file instead of stdout.")
+OUTPUT = typer.Option(None, "-o", "--output", help="Write the report to this file instead of stdout.",
+                      callback=output_file)
 BASELINE = typer.Option(None, "--baseline", help="Suppress findings whose fingerprints are in this file (a "
                         "baseline, JSON or SARIF report).")
 SELECT = typer.Option(None, "--select", help="Only these rule IDs or ID prefixes (repeatable).")
@@ -35,7 +37,7 @@ FAIL_LEVEL = typer.Option("error", "--fail-level", help="Exit 1 if a reported fi
                           "(error, warn, info, hint); 'never' always exits 0.")
 HINTS = typer.Option(False, "--hints", help="Also show performance hints.")
 WRITE_BASELINE = typer.Option(None, "--write-baseline", help="Write the fingerprints of these findings to this "
-                              "file, for a later --baseline.")
+                              "file, for a later --baseline.", callback=output_file)
 
 
 @dataclass

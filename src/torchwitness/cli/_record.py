@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import typer
+
 WHEN_QUEUED = "when it next looks at its inbox (every second) or when it closes"
 
 
@@ -17,6 +19,16 @@ def recorded(target: Any, seq: int | None) -> str:
     if seq is None:
         return f"queued: the process that holds the run open records it {WHEN_QUEUED}"
     return f"as seq {seq} by the process that holds the run open"
+
+
+def completed_erasures(target: Any) -> int:
+    """Say which erasures a crash had interrupted and opening the run finished (they are on record now); returns
+    how many."""
+    for done in target.completed_erasures:
+        what = "personal value(s)" if done.store == "personal" else "retained serving input(s)"
+        how = f"recorded now, seq {done.seq}" if done.appended else "its record was already written"
+        typer.echo(f"completed an interrupted erasure of {len(done.keys)} {what} ({how})")
+    return len(target.completed_erasures)
 
 
 def _announce(run: Path, run_id: str, what: str) -> None:

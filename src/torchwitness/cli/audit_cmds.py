@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from torchwitness.cli import _findings_options as fo
-from torchwitness.cli._output import err_console
+from torchwitness.cli._output import err_console, require_verified
 
 
 def audit(factory: str = typer.Argument(..., help="package.module:function (or file.py:function) returning a "
@@ -52,10 +52,14 @@ def findings(run: Path = typer.Argument(..., help="The run folder.", show_defaul
              fmt: str = fo.FORMAT, output: Path | None = fo.OUTPUT, baseline: Path | None = fo.BASELINE,
              select: list[str] | None = fo.SELECT, ignore: list[str] | None = fo.IGNORE,
              fail_level: str = fo.FAIL_LEVEL, hints: bool = fo.HINTS,
-             write_baseline: Path | None = fo.WRITE_BASELINE) -> None:
-    """Report the findings recorded in a run's ledger (run.watch, callbacks, audit --run); exit 1 at --fail-level."""
+             write_baseline: Path | None = fo.WRITE_BASELINE,
+             key: str | None = typer.Option(None, "--key", help="The signer's fingerprint (sha256:...) to pin."),
+             draft: bool = typer.Option(False, "--draft", help="Report even if the ledger does not verify.")) -> None:
+    """Report the findings recorded in a run's ledger (run.watch, callbacks, audit --run); exit 1 at --fail-level,
+    3 if the ledger does not verify (unless --draft)."""
     from torchwitness.report import run_findings
 
+    require_verified(run, key=key, draft=draft)
     opts = fo.FindingsOptions(fmt, output, baseline, select, ignore, fail_level, hints, write_baseline).check()
     fo.report(run_findings(run), opts, title=f"findings recorded in {run}")
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from torchwitness.cli._output import output_folder
+
 
 def _is_the_process() -> bool:
     """Whether this command is the whole process (``torchwitness demo`` or ``python -m torchwitness demo``), not a
@@ -16,7 +18,8 @@ def _is_the_process() -> bool:
     return Path(sys.argv[0]).name == "torchwitness" or getattr(spec, "name", None) == "torchwitness.__main__"
 
 
-def demo(out: Path = typer.Option(Path("evidence"), "--out", "-o", help="Where to write the evidence folder."),
+def demo(out: Path = typer.Option(Path("evidence"), "--out", "-o", help="Where to write the evidence folder.",
+                                     callback=output_folder),
          epochs: int = typer.Option(5, "--epochs", min=1), seed: int = typer.Option(0, "--seed")) -> None:
     """Train a classifier on UCI Adult with every step recorded, verify it, print where the evidence is."""
     from torchwitness.demo.progress import STAGES, DemoConsole, Stages, quiet_third_party

@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from torchwitness.cli._output import console
-from torchwitness.cli._record import WHEN_QUEUED
+from torchwitness.cli._output import console, output_file, require_verified
+from torchwitness.cli._record import WHEN_QUEUED, completed_erasures
 from torchwitness.errors import InputError
 
 RunArg = typer.Argument(..., help="The run folder.", show_default=False)
@@ -18,6 +18,9 @@ RunArg = typer.Argument(..., help="The run folder.", show_default=False)
 
 def verify(run: Path = RunArg,
            key: str | None = typer.Option(None, "--key", help="Pin the signer's fingerprint (sha256:...)."),
+           origin: str | None = typer.Option(None, "--origin", help="Pin the run's identity, the origin its "
+                                             "checkpoints carry (printed by verify; e.g. torchwitness/RUNID): a "
+                                             "copy re-signed as a new log is refused."),
            deep: bool = typer.Option(False, "--deep", help="Also re-canonicalise and schema-check every record."),
            since: Path | None = typer.Option(None, "--since", help="A checkpoint kept earlier ('torchwitness "
                                                 "checkpoint RUN -o FILE') that the run must still extend."),
@@ -40,7 +43,8 @@ def verify(run: Path = RunArg,
 
     policy = WitnessPolicy.parse(witness or [], quorum) if witness or quorum is not None else None
     since_text = kept_note(since, "--since") if since else None
-    result = verify_run(run, key=key, deep=deep, since=since_text, allow_unsigned_tail=allow_unsigned_tail)
+    result = verify_run(run, key=key, deep=deep, since=since_text, allow_unsigned_tail=allow_unsigned_tail,
+                        origin=origin)
     typer.echo(result.summary())
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
@@ -49,7 +53,8 @@ def verify(run: Path = RunArg,
 
 
 def prove(run: Path = RunArg, seq: int = typer.Option(..., "--seq", help="The record to prove."),
-          output: Path | None = typer.Option(None, "-o", "--output", help="Write the proof here.")) -> None:
+          output: Path | None = typer.Option(None, "-o", "--output", help="Write the proof here.",
+                                               callback=output_file)) -> None:
     """Print an inclusion proof for one record as JSON (checkable offline with verify-proof)."""
     from torchwitness.ledger.proof import prove as make_proof
 
@@ -73,9 +78,11 @@ def show(run: Path = RunArg,
          kind: list[str] | None = typer.Option(None, "--kind", "-k", help="Only records of this kind."),
          as_json: bool = typer.Option(False, "--json", help="Print records as JSON lines."),
          limit: int = typer.Option(0, "--limit", help="Show at most this many (the newest); 0 for all.")) -> None:
-    """List a run's records."""
+    """List a run's records (also of a run that does not verify, for investigating it: then a NOT VERIFIED line
+    goes to stderr)."""
     from torchwitness.ledger.reader import iter_records
 
+    require_verified(run, draft=True)
     records = list(iter_records(run, kinds=set(kind) if kind else None))
     if limit:
         records = records[-limit:]
@@ -109,15 +116,15 @@ def erase(run: Path = RunArg,
     if not subject and not commitment and not decision:
         raise InputError("name at least one --subject, --commitment or --decision to erase")
     with appending_to(run, key_dir=key_dir) as target:
+        completed = completed_erasures(target)  # a retry of an interrupted erase finishes it on opening the run
         values = target.erase(values=list(subject or []), commitments=list(commitment or []), reason=reason) if (
             subject or commitment) else 0
         inputs = 0
         if decision:
-            from torchwitness.probes.inference import erase_inputs
+            from torchwitness.probes.retained import erase_inputs
 
             # Retained inputs live in a file of their own: deleted here and now, whoever holds the ledger.
-            inputs = len(erase_inputs(run, list(decision), record=target.record, reason=reason,
-                                      queued=target.queued))
+            inputs = len(erase_inputs(target, list(decision), reason=reason))
     if values is None:
         typer.echo(f"queued the erasure of the named personal values for the process that holds {run} open: it "
                    f"erases them {WHEN_QUEUED}")
@@ -125,7 +132,7 @@ def erase(run: Path = RunArg,
         typer.echo(f"erased {values} personal value(s) from {run}")
     if inputs:
         typer.echo(f"erased {inputs} retained serving input(s) from {run}")
-    if values == 0 and not inputs:
+    if values == 0 and not inputs and not completed:
         typer.echo("nothing to erase: no such personal value or retained input")
         raise typer.Exit(1)
 

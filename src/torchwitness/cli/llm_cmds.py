@@ -6,13 +6,15 @@ from pathlib import Path
 
 import typer
 
-from torchwitness.errors import InputError
+from torchwitness.cli._output import output_file
+from torchwitness.errors import ExportError, InputError, TorchWitnessError
 
 RunArg = typer.Argument(..., help="The run folder.", show_default=False)
 
 
 def spans(run: Path = RunArg,
-          out: Path | None = typer.Option(None, "--out", "-o", help="Write OTLP/JSON to this file."),
+          out: Path | None = typer.Option(None, "--out", "-o", help="Write OTLP/JSON to this file.",
+                                          callback=output_file),
           endpoint: str | None = typer.Option(None, "--endpoint",
                                               help="Send over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces.")
           ) -> None:
@@ -24,11 +26,20 @@ def spans(run: Path = RunArg,
     if out is not None and endpoint is not None:
         raise InputError("give --out or --endpoint, not both")
     if endpoint is not None:
+        import logging
+
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=endpoint)
+        if not otel_genai.spans(run):
+            raise InputError(f"{run} holds no agent steps or generations: there are no spans to send to {endpoint}")
+        # The exporter logs each retry over several lines; the outcome is said once, below.
+        logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter").setLevel(logging.CRITICAL)
+        exporter = OTLPSpanExporter(endpoint=endpoint, timeout=10)
         try:
             n = otel_genai.export_spans(run, exporter)
+        except TorchWitnessError:
+            raise ExportError(f"could not send the spans of {run} to {endpoint}: unreachable, or it refused "
+                              "them") from None
         finally:
             exporter.shutdown()
         typer.echo(f"sent {n} spans to {endpoint}")

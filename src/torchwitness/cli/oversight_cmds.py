@@ -103,7 +103,8 @@ def explain_decision(run: Path = RunArg, decision: str = typer.Option(..., "--de
     from torchwitness.integrations.captum import explain_input
     from torchwitness.integrations.factory import build_target
     from torchwitness.ledger.reader import iter_records
-    from torchwitness.probes.inference import RetainedInputs, model_digest, parse_decision_id, verified_input
+    from torchwitness.probes.inference import model_digest, verified_input
+    from torchwitness.probes.retained import RetainedInputs, parse_decision_id
 
     run_id, stream, number = parse_decision_id(decision)
     records = [r for r in iter_records(run, kinds={"inference"}) if r["run"] == run_id

@@ -7,20 +7,26 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from torchwitness.cli._output import console, err_console
+from torchwitness.cli._output import console, err_console, output_file, require_verified
 from torchwitness.errors import InputError, VerificationError
+from torchwitness.jsonfile import check_output
 
 RunArg = typer.Argument(..., help="The run folder.", show_default=False)
 DRAFT = typer.Option(False, "--draft", help="Render even if the ledger does not verify, marked NOT VERIFIED.")
+KEY = typer.Option(None, "--key", help="The signer's fingerprint (sha256:...): pins who signed the run; without "
+                   "it verification proves integrity, not authorship.")
 _STYLE = {"evidence": "green", "partial": "yellow", "none": "red", "improved": "green", "regressed": "bold red",
           "unchanged": "dim", "added": "cyan", "removed": "magenta"}
 
 
 def coverage(run: Path = RunArg,
-             as_json: bool = typer.Option(False, "--json", help="Print the coverage as JSON.")) -> None:
-    """Which obligations (EU AI Act, GDPR) have evidence in a run, which are partial, which have none."""
+             as_json: bool = typer.Option(False, "--json", help="Print the coverage as JSON."),
+             key: str | None = KEY, draft: bool = DRAFT) -> None:
+    """Which obligations (EU AI Act, GDPR) have evidence in a run, which are partial, which have none; exit 3 if
+    the ledger does not verify (unless --draft)."""
     import json
 
+    require_verified(run, key=key, draft=draft)
     from torchwitness.report.evidence import Evidence
     from torchwitness.report.obligations import coverage as cover
 
@@ -40,9 +46,10 @@ def coverage(run: Path = RunArg,
 
 def report(run: Path = RunArg,
            fmt: str = typer.Option("html", "--format", "-f", help="html, pdf or md."),
-           output: Path | None = typer.Option(None, "-o", "--output", help="Where to write (default RUN/dossier.FMT)."),
+           output: Path | None = typer.Option(None, "-o", "--output", help="Where to write (default RUN/dossier.FMT).",
+                                               callback=output_file),
            proofs: int = typer.Option(24, "--proofs", help="Inclusion proofs embedded for in-browser checking."),
-           draft: bool = DRAFT) -> None:
+           key: str | None = KEY, draft: bool = DRAFT) -> None:
     """Write the Annex IV technical documentation of a run, every statement citing its records; exit 3 if the
     ledger does not verify (unless --draft)."""
     from torchwitness.report.build import build_document
@@ -52,7 +59,7 @@ def report(run: Path = RunArg,
         raise InputError(f"unknown report format {fmt!r}; use html, pdf or md")
     out = output or run / f"dossier.{fmt}"
     with err_console.status("building the dossier"):
-        doc = build_document(run, proofs=proofs)
+        doc = build_document(run, proofs=proofs, key=key)
         if not doc.verification["ok"] and not draft:
             raise VerificationError(f"{run}: {doc.verification['summary']}; no dossier written (--draft writes "
                                     "one marked NOT VERIFIED)")
@@ -64,19 +71,20 @@ def report(run: Path = RunArg,
 
 
 def card(run: Path = RunArg,
-         output: Path | None = typer.Option(None, "-o", "--output", help="Write here (default: stdout)."),
+         output: Path | None = typer.Option(None, "-o", "--output", help="Write here (default: stdout).",
+                                             callback=output_file),
          intended_use: str | None = typer.Option(None, "--intended-use", help="The provider's intended use (else "
                                                  "the one run.log_model recorded)."),
          license: str | None = typer.Option(None, "--license", help="SPDX licence id for the metadata (else the "
                                             "one run.log_model recorded)."),
          task: str = typer.Option("other", "--task", help="Task type of the evaluation results in the metadata, "
                                   "e.g. text-classification."),
-         draft: bool = DRAFT) -> None:
+         key: str | None = KEY, draft: bool = DRAFT) -> None:
     """Write a Hugging Face model card (YAML metadata + sections) generated from the run's ledger; exit 3 if the
     ledger does not verify (unless --draft)."""
     from torchwitness.report.card import build_card, validate_card
 
-    text = build_card(run, intended_use=intended_use, license=license, task=task, draft=draft)
+    text = build_card(run, intended_use=intended_use, license=license, task=task, draft=draft, key=key)
     validate_card(text)
     if output:
         output.write_text(text)
@@ -89,10 +97,14 @@ def diff(run_a: Path = typer.Argument(..., help="The baseline run."),
          run_b: Path = typer.Argument(..., help="The candidate run."),
          policy: Path | None = typer.Option(None, "--policy", help="JSON tolerances (see docs)."),
          fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 4 on any regression."),
-         as_json: bool = typer.Option(False, "--json", help="Print rows as JSON.")) -> None:
-    """Compare two runs: metrics, fairness, epsilon, findings, drift, certificates."""
+         as_json: bool = typer.Option(False, "--json", help="Print rows as JSON."),
+         key: str | None = KEY, draft: bool = DRAFT) -> None:
+    """Compare two runs: metrics, fairness, epsilon, findings, drift, certificates; exit 3 if either ledger does
+    not verify (unless --draft; --key pins both runs' signer)."""
     import json
 
+    for run in (run_a, run_b):
+        require_verified(run, key=key, draft=draft)
     from torchwitness.report.diff import compare, load_policy
     from torchwitness.report.model import fmt
 
@@ -133,7 +145,7 @@ def export(run: Path = RunArg,
     elif to == "rdf":
         from torchwitness.integrations.rdf_export import run_graph
 
-        out = Path(target) if target else run / "evidence.ttl"
+        out = check_output(Path(target) if target else run / "evidence.ttl", "Turtle file")
         run_graph(run).serialize(destination=str(out), format="turtle")
         typer.echo(str(out))
     else:

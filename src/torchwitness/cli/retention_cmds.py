@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from torchwitness.cli._record import recorded
+from torchwitness.cli._record import completed_erasures, recorded
 
 
 def retention(run: Path = typer.Argument(..., help="The run folder.", show_default=False),
@@ -22,6 +22,7 @@ def retention(run: Path = typer.Argument(..., help="The run folder.", show_defau
     from torchwitness.controls.retention import declare_retention
 
     with appending_to(run) as target:
+        completed_erasures(target)
         seq = declare_retention(target, logs_days=days, role=role, storage=storage,  # type: ignore[arg-type]
                                 basis=basis)
     typer.echo(f"recorded the {role}'s retention of {days} days {recorded(target, seq)}")
@@ -32,12 +33,13 @@ def expire(run: Path = typer.Argument(..., help="The run folder.", show_default=
     """Crypto-shred conversation content, and delete retained serving inputs, whose retention period has elapsed."""
     from torchwitness.cli._record import appending_to
     from torchwitness.controls.content import expire as expire_content
-    from torchwitness.probes.inference import expire_inputs
+    from torchwitness.probes.retained import expire_inputs
 
     # A scheduled job beside the application that holds the run open: the holder erases, within a second or so.
     with appending_to(run, key_dir=key_dir, timeout=30.0) as target:
+        completed_erasures(target)
         n = expire_content(target)
-        inputs = expire_inputs(run, record=target.record)  # their own file: deleted here, recorded by the holder
+        inputs = expire_inputs(target)  # their own file: deleted here, recorded by the holder
     typer.echo(f"erased {n} expired content value(s) from {run}"
                + (" (by the process that holds it open)" if target.queued and n else ""))
     if inputs:

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from torchwitness.cli import _findings_options as fo
-from torchwitness.cli._output import err_console
+from torchwitness.cli._output import err_console, output_file
 from torchwitness.rules.catalogue import select_rules
 
 
@@ -22,7 +22,8 @@ def scan(paths: list[Path] = typer.Argument(..., help="Python files or folders t
          run: Path | None = typer.Option(None, "--run", help="Also record the findings in this run's ledger."),
          counts: bool = typer.Option(False, "--counts", help="Print the scan summary with the number of findings "
                                      "per rule instead of the findings."),
-         rdf: Path | None = typer.Option(None, "--rdf", help="Also write an RDF (Turtle) view of the scan here."),
+         rdf: Path | None = typer.Option(None, "--rdf", help="Also write an RDF (Turtle) view of the scan here.",
+                                        callback=output_file),
          allow_unparsable: bool = typer.Option(False, "--allow-unparsable", help="Files that cannot be parsed are "
                                                "listed but do not make the exit code 2.")
          ) -> None:

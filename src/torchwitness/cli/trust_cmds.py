@@ -39,7 +39,7 @@ def consistency(run: Path = RunArg,
                                                                   "checkpoint).")) -> None:
     """Print an RFC 9162 consistency proof (JSON) from an older checkpoint to a newer one of the run."""
     from torchwitness.ledger.consistency import consistency_proof, run_consistency_proof
-    from torchwitness.ledger.distributed import RUN_MANIFEST
+    from torchwitness.ledger.layout import RUN_MANIFEST
 
     kept: str | int = int(old) if old.isdigit() else kept_note(Path(old), "--from")
     if (run / RUN_MANIFEST).exists():

@@ -31,6 +31,7 @@ from typing import Any
 
 from torchwitness.controls.redaction import redact
 from torchwitness.errors import InputError, LedgerError
+from torchwitness.ledger.erasure import ledger_of
 from torchwitness.ledger.writer import Ledger
 
 _SCHEMA = """
@@ -42,11 +43,6 @@ CREATE TABLE IF NOT EXISTS retention (
     PRIMARY KEY (commitment, field)
 );
 """
-
-
-def ledger_of(target: Any) -> Ledger:
-    """The ledger of a ``Run``, or a ``Ledger`` (or an :func:`~torchwitness.ledger.inbox.appending` target) itself."""
-    return getattr(target, "ledger", target)
 
 
 def _seconds(period: float | dt.timedelta) -> float:

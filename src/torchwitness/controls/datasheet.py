@@ -13,6 +13,7 @@ refused, because a model that sees ``sex`` by accident is exactly what the exami
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 
 import msgspec
@@ -24,12 +25,17 @@ from torchwitness.ledger.schema import register_kind
 
 
 class ColumnInfo(msgspec.Struct):
+    """One column. ``low``/``high`` bound the middle of its values, never an exact extreme: a column's minimum
+    or maximum is often one person's value (Adult's largest ``capital-gain``), and a datasheet is shared widely.
+    They are the values ``RANK`` rows in from each end (1 % of the rows, at least ``RANK``), rounded outward to
+    two significant figures, and the mean is rounded to four; all three are None below ``2 * RANK`` values."""
+
     name: str
     dtype: str
     missing: int
-    min: float | None
-    max: float | None
-    mean: float | None
+    low: float | None = None
+    high: float | None = None
+    mean: float | None = None
 
 
 class GroupCoverage(msgspec.Struct):
@@ -62,6 +68,8 @@ class Datasheet(msgspec.Struct):
 
 register_kind("data.datasheet", Datasheet)
 
+RANK = 10  # column bounds sit at least this many rows in from each end
+
 
 def _digest(features: np.ndarray, labels: np.ndarray, sensitive: Mapping[str, np.ndarray]) -> str:
     # the digest covers values, dtypes and shapes, so a re-encoded or reordered copy gets a different digest
@@ -73,15 +81,28 @@ def _digest(features: np.ndarray, labels: np.ndarray, sensitive: Mapping[str, np
     return f"sha256:{h.hexdigest()}"
 
 
+def _rounded(x: float, digits: int, direction: str) -> float:
+    """``x`` to ``digits`` significant figures, rounded ``"down"``, ``"up"`` or to the ``"nearest"``."""
+    if x == 0 or not math.isfinite(x):
+        return x
+    exponent = math.floor(math.log10(abs(x))) - (digits - 1)
+    scaled = x / 10.0**exponent
+    whole = {"down": math.floor, "up": math.ceil, "nearest": round}[direction](scaled)
+    return round(whole * 10.0**exponent, -exponent) if exponent < 0 else float(whole * 10**exponent)
+
+
 def _column(name: str, col: np.ndarray) -> ColumnInfo:
     if np.issubdtype(col.dtype, np.number):
         x = col.astype(np.float64)
         missing = int(np.isnan(x).sum())
-        finite = x[~np.isnan(x)]
-        stats = (float(finite.min()), float(finite.max()), float(finite.mean())) if len(finite) else (None,) * 3
-        return ColumnInfo(name, str(col.dtype), missing, *stats)
+        finite = np.sort(x[~np.isnan(x)])
+        if len(finite) < 2 * RANK:
+            return ColumnInfo(name, str(col.dtype), missing)
+        k = max(RANK, math.ceil(0.01 * len(finite)))
+        return ColumnInfo(name, str(col.dtype), missing, _rounded(float(finite[k - 1]), 2, "down"),
+                          _rounded(float(finite[-k]), 2, "up"), _rounded(float(finite.mean()), 4, "nearest"))
     values = col.astype(str)
-    return ColumnInfo(name, str(col.dtype), int(np.isin(values, ["", "?", "nan", "None"]).sum()), None, None, None)
+    return ColumnInfo(name, str(col.dtype), int(np.isin(values, ["", "?", "nan", "None"]).sum()))
 
 
 def _coverage(codes: np.ndarray, labels: np.ndarray, enc: GroupEncoder, attrs: list[int],

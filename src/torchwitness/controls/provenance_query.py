@@ -121,22 +121,40 @@ def erase_subject(run: str | Path, subject: Any, *, key_dir: Path | None = None,
     links to no one, and keeping it lets the other subjects of the same batches still verify their steps.
     Retraining or unlearning the affected checkpoints is the controller's decision; this names them, in the
     ledger, so that decision is on record too.
+
+    The revocations, the ``provenance.erasure`` record and the ``erasure`` record are one crash-atomic erasure
+    (:mod:`torchwitness.ledger.erasure`): all of them are signed before the salt goes. Calling this again after a
+    crash finishes the interrupted erasure and returns its report.
     """
-    from torchwitness.ledger.encoding import Personal
     from torchwitness.ledger.inbox import appending
 
     root = Path(run)
-    answer = query(root, subject)
-    purposes = _purposes(root, answer.commitment)
-    # Also while a training or serving process holds the run open: it then performs these, in this order.
+    # Also while a training or serving process holds the run open: it then performs the erasure.
     with appending(root, key_dir=key_dir) as target:
+        finished = _finished(target, subject)
+        if finished is not None:
+            return finished
+        answer = query(root, subject)
+        purposes = _purposes(root, answer.commitment)
         now = time.time()
-        for p in purposes:
-            target.record("consent.revoke", {"subject": Personal(subject), "purpose": p, "at": now,
-                                             "effective": "next_epoch"})
-        target.erase(values=[subject], reason=reason)
         report = ProvenanceErasure(commitment=answer.commitment, purposes_revoked=purposes,
                                    steps=len(answer.steps), epochs=answer.epochs,
                                    affected_checkpoints=answer.checkpoints)
-        target.record("provenance.erasure", msgspec.to_builtins(report))
+        also = [("consent.revoke", {"subject": {"$personal": answer.commitment}, "purpose": p, "at": now,
+                                    "effective": "next_epoch"}) for p in purposes]
+        target.erase(values=[subject], reason=reason,
+                     also=[*also, ("provenance.erasure", msgspec.to_builtins(report))])
     return report
+
+
+def _finished(target: Any, subject: Any) -> ProvenanceErasure | None:
+    """The report of this subject's erasure if opening the run just finished it (a crash had interrupted it)."""
+    if not target.completed_erasures:
+        return None
+    tag = target.personal.tag(subject)
+    for done in target.completed_erasures:
+        if tag in done.tags:
+            for kind, data in done.records:
+                if kind == "provenance.erasure":
+                    return msgspec.convert(data, ProvenanceErasure)
+    return None

@@ -28,7 +28,7 @@ from torchwitness.errors import InputError, ProofError, VerificationError
 from torchwitness.jsonfile import read_json
 from torchwitness.ledger.checkpoints import read_note
 from torchwitness.ledger.keys import PublicKey
-from torchwitness.ledger.layout import Layout, read_manifest
+from torchwitness.ledger.layout import RUN_MANIFEST, Layout, read_manifest
 from torchwitness.ledger.merkle import MerkleTree, verify_consistency
 from torchwitness.ledger.note import SignedCheckpoint, b64, parse, unb64
 from torchwitness.ledger.segments import hash_segment
@@ -133,7 +133,7 @@ def newest_checkpoint(run: str | Path, *, key: str | None = None) -> str:
     """The text of the newest signed checkpoint of a run (run-level for a distributed run), for a verifier to
     keep and later pass to ``verify --since``; its signature is checked under the run's key (pinned by ``key``)."""
     from torchwitness.ledger.checkpoints import latest
-    from torchwitness.ledger.distributed import RUN_MANIFEST, run_notes, shard_dir
+    from torchwitness.ledger.distributed import run_notes, shard_dir
     from torchwitness.ledger.verify import load_public_key
 
     root = Path(run)
@@ -150,7 +150,7 @@ def newest_checkpoint(run: str | Path, *, key: str | None = None) -> str:
 
 def run_consistency_proof(run: str | Path, kept: str) -> dict[str, Any]:
     """For a distributed run: one consistency proof per shard, from the head a kept run-level note lists."""
-    from torchwitness.ledger.distributed import RUN_MANIFEST, heads_of, shard_dir
+    from torchwitness.ledger.distributed import heads_of, shard_dir
 
     root = Path(run)
     manifest = read_json(root / RUN_MANIFEST, "run manifest")

@@ -25,6 +25,7 @@ from typing import Any
 import rfc8785
 
 from torchwitness.errors import InputError, VerificationError
+from torchwitness.jsonfile import read_json
 from torchwitness.ledger.checkpoints import check_chain, read_note
 from torchwitness.ledger.keys import PublicKey
 from torchwitness.ledger.layout import RUN_MANIFEST, Layout, read_manifest
@@ -48,7 +49,7 @@ def write_run_manifest(root: Path, run_id: str, world_size: int) -> None:
     root.mkdir(parents=True, exist_ok=True)
     path = root / RUN_MANIFEST
     if path.exists():
-        existing = json.loads(path.read_text())
+        existing = read_run_manifest(root)
         if existing.get("run") != run_id or existing.get("world_size") != world_size:
             raise InputError(f"{root} holds run {existing.get('run')} with world size {existing.get('world_size')}, "
                              f"not run {run_id} with world size {world_size}")
@@ -119,7 +120,7 @@ class RunVerifyResult:
         from torchwitness.ledger.verify import UNPINNED
 
         head = "OK" if not any(s.uncovered for s in self.shards) else "LIVE VIEW (not fully signed)"
-        parts = [f"{head} {self.records} records in {self.world_size} rank shards",
+        parts = [f"{head} {self.records} records in {self.world_size} rank shards", f"run {self.run}",
                  f"{self.run_checkpoints} run-level checkpoints", f"run root sha256:{self.root.hex()}",
                  f"signer {self.shards[0].signer}" + ("" if self.pinned else f" ({UNPINNED})")]
         if self.since is not None:
@@ -178,10 +179,10 @@ def _authorised_signers(root: Path, run_id: str, world: int, public: PublicKey) 
 
 
 def verify_distributed(root: Path, *, key: str | None = None, deep: bool = False, since: str | None = None,
-                       allow_unsigned_tail: bool = False) -> RunVerifyResult:
+                       allow_unsigned_tail: bool = False, origin: str | None = None) -> RunVerifyResult:
     from torchwitness.ledger.verify import verify_run
 
-    manifest = _read_run_manifest(root)
+    manifest = read_run_manifest(root)
     run_id, world = manifest["run"], manifest["world_size"]
     for rank in range(world):
         if not shard_dir(root, rank).is_dir():
@@ -191,9 +192,9 @@ def verify_distributed(root: Path, *, key: str | None = None, deep: bool = False
     shards = []
     for rank in range(world):
         folder = shard_dir(root, rank)
-        origin = read_manifest(folder).get("origin")
-        if origin != f"torchwitness/{run_id}/rank-{rank}":
-            raise VerificationError(f"rank {rank}: shard {folder.name} holds the ledger of {origin!r}")
+        shard_origin = read_manifest(folder).get("origin")
+        if shard_origin != f"torchwitness/{run_id}/rank-{rank}":
+            raise VerificationError(f"rank {rank}: shard {folder.name} holds the ledger of {shard_origin!r}")
         try:
             shards.append(verify_run(folder, key=signers[rank], deep=deep, allow_unsigned_tail=allow_unsigned_tail))
         except VerificationError as e:
@@ -201,11 +202,23 @@ def verify_distributed(root: Path, *, key: str | None = None, deep: bool = False
     for name, heads in all_heads:
         for head in heads:
             shard_note = shard_dir(root, head["rank"]) / "checkpoints" / f"{head['size']:012d}.note"
-            if not shard_note.exists() or parse(shard_note.read_text()).checkpoint.root.hex() != head["root"]:
+            if not shard_note.exists() or read_note(shard_note).checkpoint.root.hex() != head["root"]:
                 raise VerificationError(f"rank {head['rank']}: shard head of size {head['size']} in {name} is "
                                         "not a checkpoint the shard signed", seq=head["size"])
-    result = RunVerifyResult(run_id, world, shards, len(all_heads), read_note(run_notes(root)[-1]).checkpoint.root,
-                             pinned=key is not None)
+    # the run vouches for a shard's records through the newest run-level note: records a rank's own key signed
+    # beyond the head listed there (after the run's last sync) are not the run's
+    newest = {int(h["rank"]): int(h["size"]) for h in all_heads[-1][1]} if all_heads else {}
+    for rank, shard in enumerate(shards):
+        if newest.get(rank) != shard.covered:
+            message = (f"rank {rank}: records up to {shard.covered} are signed by the shard's key alone; the newest "
+                       f"run-level checkpoint vouches for {newest.get(rank, 0)}")
+            if not allow_unsigned_tail:
+                raise VerificationError(message, seq=newest.get(rank, 0))
+            shard.notes.append(message)
+    note = read_note(run_notes(root)[-1]).checkpoint
+    if origin is not None and note.origin != origin:
+        raise VerificationError(f"run is the log {note.origin!r}, not the pinned origin {origin!r}")
+    result = RunVerifyResult(run_id, world, shards, len(all_heads), note.root, pinned=key is not None)
     if since is not None:
         _check_since(root, since, public, run_id, world)
         result.since = 1
@@ -234,12 +247,10 @@ def _check_since(root: Path, text: str, public: PublicKey, run_id: str, world: i
                                     f"checkpoint's head of size {head['size']}: {e.reason}") from None
 
 
-def _read_run_manifest(root: Path) -> dict[str, Any]:
-    try:
-        manifest = json.loads((root / RUN_MANIFEST).read_text())
-    except (OSError, ValueError) as e:
-        raise VerificationError(f"{root / RUN_MANIFEST} is unreadable: {e}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != RUN_FORMAT:
+def read_run_manifest(root: Path) -> dict[str, Any]:
+    """The manifest of a distributed run folder (``run.json``), checked; one line naming it otherwise."""
+    manifest = read_json(root / RUN_MANIFEST, "run manifest", VerificationError)
+    if manifest.get("format") != RUN_FORMAT:
         raise VerificationError(f"unsupported run format in {root / RUN_MANIFEST}")
     if not isinstance(manifest.get("world_size"), int) or manifest["world_size"] < 1 or \
             not isinstance(manifest.get("run"), str):

@@ -169,7 +169,8 @@ def _perform(ledger: Ledger, nonce: str, op: str, body: str, signature: bytes | 
         if op == "record":
             return ledger.append(args["kind"], args["data"], args["step"]), None
         if op == "erase":
-            return ledger.erase(values=args["values"], commitments=args["commitments"], reason=args["reason"]), None
+            return ledger.erase(values=args["values"], commitments=args["commitments"], reason=args["reason"],
+                                also=[tuple(r) for r in args.get("also", ())]), None
         return None, f"unknown operation {op!r}"
     except Exception as e:  # see above
         return None, str(e) or type(e).__name__
@@ -181,18 +182,20 @@ class _Direct:
     queued = False
 
     def __init__(self, ledger: Ledger) -> None:
-        self._ledger = ledger
+        self.ledger = ledger
         self.layout = ledger.layout
+        self.completed_erasures = ledger.completed_erasures  # what opening the ledger finished
 
     @property
     def personal(self) -> PersonalStore:
-        return self._ledger.personal
+        return self.ledger.personal
 
     def record(self, kind: str, data: Any = None, step: int | None = None) -> int | None:
-        return self._ledger.append(kind, data, step)
+        return self.ledger.append(kind, data, step)
 
-    def erase(self, *, values: list[Any] = (), commitments: list[str] = (), reason: str = "") -> int | None:
-        return self._ledger.erase(values=list(values), commitments=list(commitments), reason=reason)
+    def erase(self, *, values: list[Any] = (), commitments: list[str] = (), reason: str = "",
+              also: list[tuple[str, Any]] = ()) -> int | None:
+        return self.ledger.erase(values=list(values), commitments=list(commitments), reason=reason, also=also)
 
 
 class _Queued:
@@ -203,6 +206,7 @@ class _Queued:
     def __init__(self, root: Path, timeout: float, manifest: dict[str, Any], key_dir: Path | None) -> None:
         from torchwitness.ledger.writer import Ledger
 
+        self.completed_erasures: list[Any] = []  # the holder finishes interrupted erasures, not this process
         self._root = root
         self.layout = Layout(root)
         self._origin = str(manifest["origin"])
@@ -221,8 +225,10 @@ class _Queued:
     def record(self, kind: str, data: Any = None, step: int | None = None) -> int | None:
         return self._submit("record", {"kind": kind, "data": data, "step": step})
 
-    def erase(self, *, values: list[Any] = (), commitments: list[str] = (), reason: str = "") -> int | None:
-        return self._submit("erase", {"values": list(values), "commitments": list(commitments), "reason": reason})
+    def erase(self, *, values: list[Any] = (), commitments: list[str] = (), reason: str = "",
+              also: list[tuple[str, Any]] = ()) -> int | None:
+        return self._submit("erase", {"values": list(values), "commitments": list(commitments), "reason": reason,
+                                      "also": [list(r) for r in also]})
 
     def _submit(self, op: str, body: dict[str, Any]) -> int | None:
         op_id = self._inbox.put(op, body, self._key, self._origin)
@@ -268,13 +274,14 @@ class _Queued:
 def appending(root: str | Path, *, key_dir: Path | None = None, timeout: float = 5.0) -> Iterator[Any]:
     """A target for appending to the run folder ``root``, whether or not another process holds its ledger.
 
-    The target has ``record(kind, data, step)`` (returns the seq), ``erase(values=, commitments=, reason=)``
-    (returns how many were erased), ``personal`` (the run's side store, e.g. its input fingerprint key),
-    ``layout`` (where the run's files are) and ``queued`` (True when another process holds the ledger). Queued
-    operations return their result once the holder has performed them, or None when it has not within
-    ``timeout`` seconds: it will, when it next looks at its inbox or when it closes; a failure in the holder
-    raises :class:`~torchwitness.errors.LedgerError` here. A ledger opened here is closed, and a checkpoint
-    signed, on exit (``key_dir``: where its signing key lives).
+    The target has ``record(kind, data, step)`` (returns the seq), ``erase(values=, commitments=, reason=,
+    also=)`` (returns how many were erased; see :meth:`~torchwitness.ledger.writer.Ledger.erase`),
+    ``completed_erasures`` (those a crash had interrupted, which opening the ledger here finished), ``personal``
+    (the run's side store, e.g. its input fingerprint key), ``layout`` (where the run's files are) and ``queued``
+    (True when another process holds the ledger). Queued operations return their result once the holder has
+    performed them, or None when it has not within ``timeout`` seconds: it will, when it next looks at its inbox
+    or when it closes; a failure in the holder raises :class:`~torchwitness.errors.LedgerError` here. A ledger
+    opened here is closed, and a checkpoint signed, on exit (``key_dir``: where its signing key lives).
     """
     from torchwitness.ledger.writer import Ledger
 

@@ -17,7 +17,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from torchwitness.errors import SigningKeyError
+from torchwitness.errors import SigningKeyError, TorchWitnessError
+from torchwitness.jsonfile import read_text
 
 ED25519_TYPE = b"\x01"  # signed-note signature type byte for Ed25519
 KEY_DIR_ENV = "TORCHWITNESS_KEY_DIR"
@@ -104,6 +105,8 @@ class SigningKey:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except FileNotFoundError:
             raise SigningKeyError(f"signing key not found: {path}") from None
+        except OSError as e:
+            raise SigningKeyError(f"cannot read signing key {path}: {e.strerror or e}") from None
         except (ValueError, TypeError) as e:
             raise SigningKeyError(f"signing key {path} is unreadable: {e}") from None
         if not isinstance(key, Ed25519PrivateKey):
@@ -124,6 +127,8 @@ class SigningKey:
     def load_or_create(cls, key_dir: Path | None = None, name: str = "default") -> SigningKey:
         """The user's key ``NAME.ed25519`` in ``key_dir``, generated on first use."""
         path = (key_dir or default_key_dir()) / f"{name}.ed25519"
+        if path.parent.exists() and not path.parent.is_dir():
+            raise SigningKeyError(f"key folder {path.parent} is a file, not a folder")
         if path.exists():
             return cls.load(path)
         key = cls.generate()
@@ -143,3 +148,12 @@ class SigningKey:
                 return key
         raise SigningKeyError(f"no private key with fingerprint {fingerprint} in {directory} "
                               f"(set {KEY_DIR_ENV} or pass key_dir)")
+
+
+def read_vkey(path: Path, error: type[TorchWitnessError] = SigningKeyError) -> PublicKey:
+    """The verifier key in the file at ``path``; whatever is wrong with it raises ``error`` naming the file."""
+    text = read_text(path, "verifier key", error)
+    try:
+        return PublicKey.from_vkey(text)
+    except SigningKeyError as e:
+        raise error(f"verifier key {path} is malformed: {e}") from None

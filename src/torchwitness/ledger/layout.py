@@ -10,6 +10,7 @@
       keys/signer.vkey       the signer's public key (C2SP verifier key)
       private/personal.sqlite   salts and retained cleartexts of personal values: never share this folder
       private/inbox.sqlite      operations other processes left for the process holding the ledger
+      private/inputs.sqlite     raw serving inputs, only when a recorder retains them
       blobs/sha256-<hex>     content-addressed artefacts referenced from records
 """
 
@@ -20,7 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchwitness.errors import InputError, LedgerError
+from torchwitness.errors import InputError
+from torchwitness.jsonfile import read_json
 from torchwitness.ledger.keys import PublicKey
 
 FORMAT = "torchwitness-ledger/1"
@@ -57,6 +59,10 @@ class Layout:
         return self.root / "private" / "personal.sqlite"
 
     @property
+    def inputs(self) -> Path:
+        return self.root / "private" / "inputs.sqlite"
+
+    @property
     def inbox(self) -> Path:
         return self.root / "private" / "inbox.sqlite"
 
@@ -72,13 +78,25 @@ class Layout:
         return self.records / f"{number:06d}.jsonl"
 
     def segments(self) -> list[Path]:
-        return sorted(self.records.glob("[0-9]*.jsonl"))
+        paths = sorted(self.records.glob("[0-9]*.jsonl"))
+        for path in paths:
+            if not path.is_file():
+                raise InputError(f"{path} should be a segment file, not a folder: {self.root} is damaged")
+        return paths
 
     def checkpoint(self, size: int) -> Path:
         return self.checkpoints / f"{size:012d}.note"
 
     def checkpoint_files(self) -> list[Path]:
-        return sorted(self.checkpoints.glob("*.note"))
+        paths = sorted(self.checkpoints.glob("*.note"))
+        for path in paths:
+            if not path.is_file():
+                raise InputError(f"{path} should be a checkpoint note, not a folder: {self.root} is damaged")
+        return paths
+
+
+# What readers and writers rely on; a manifest without them is not one this version can read.
+_MANIFEST_FIELDS = {"run": str, "origin": str, "segment_records": int, "signer": str}
 
 
 def read_manifest(root: Path) -> dict:
@@ -90,12 +108,19 @@ def read_manifest(root: Path) -> dict:
     path = root / MANIFEST
     if not path.exists():
         raise InputError(f"{root} is not a torchwitness run folder (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise LedgerError(f"{path} is unreadable: {e}") from None
+    manifest = read_json(path, "run manifest")
     if manifest.get("format") != FORMAT:
-        raise LedgerError(f"{path}: unsupported ledger format {manifest.get('format')!r} (expected {FORMAT})")
+        raise InputError(f"{path}: unsupported ledger format {str(manifest.get('format'))[:80]!r} (expected "
+                         f"{FORMAT})")
+    for field, kind in _MANIFEST_FIELDS.items():
+        if type(manifest.get(field)) is not kind:
+            raise InputError(f"{path}: {field!r} is missing or not a {kind.__name__}")
+    if manifest["segment_records"] < 1:
+        raise InputError(f"{path}: 'segment_records' must be positive")
+    for folder in (Layout(root).records, Layout(root).checkpoints, Layout(root).vkey.parent,
+                   Layout(root).personal.parent):
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{folder} should be a folder, not a file: {root} is damaged")
     return manifest
 
 
@@ -106,7 +131,7 @@ def existing_run(root: Path) -> str | None:
             return str(json.loads((root / name).read_text())["run"])
         except FileNotFoundError:
             continue
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return "?"  # something is there, unreadable: never start a second run over it
     return None
 

@@ -11,6 +11,7 @@ ledger holder without the side store cannot test guesses against the records.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -22,6 +23,7 @@ from typing import Any
 
 from torchwitness.errors import LedgerError
 from torchwitness.ledger.canonical import canonical_json
+from torchwitness.ledger.erasure import Intent, Journal
 from torchwitness.ledger.transactions import write_transaction
 
 COMMITMENT_PREFIX = "hmac-sha256:"
@@ -58,6 +60,9 @@ class PersonalStore:
         except sqlite3.DatabaseError as e:
             raise LedgerError(f"personal-data side store {path} is unreadable: {e}") from None
         self._lock = threading.Lock()
+        # Erasure by commitment looks rows up by it; a read-only copy of an older store is read without it.
+        with contextlib.suppress(sqlite3.OperationalError):
+            self._db.execute("CREATE INDEX IF NOT EXISTS personal_commitment ON personal (commitment)")
         row = self._db.execute("SELECT value FROM meta WHERE key = 'lookup_key'").fetchone()
         if row is None:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('lookup_key', ?)", (os.urandom(32),))
@@ -65,15 +70,26 @@ class PersonalStore:
         self._lookup_key: bytes = row[0]
         # A separate key for input fingerprints, so matching inputs never reveals personal-value tags.
         self._fingerprint_key = hmac.new(self._lookup_key, b"torchwitness input fingerprint", hashlib.sha256).digest()
+        # HMAC's two keyed pad blocks, hashed once (RFC 2104; the 32-byte key is shorter than SHA-256's block).
+        block = self._fingerprint_key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
         self._cache: dict[str, str] = {}
+        self.journal = Journal(self._db, "personal", "commitment", self._lock, forget=self._forget)
 
     def fingerprint(self, data: bytes | memoryview) -> str:
         """A keyed 128-bit fingerprint of raw bytes (a served request or row): matchable by the key holder only.
 
-        HMAC-SHA256 truncated to 128 bits (RFC 2104 section 5): one OpenSSL call that uses the CPU's SHA
-        instructions, about 9 us for a 13 KB request here (keyed BLAKE2b: 15 us), and it runs without the GIL.
+        HMAC-SHA256 truncated to 128 bits (RFC 2104 section 5), the same bytes as ``hmac.digest``: copies of the
+        pre-keyed inner and outer hashes, which skips the per-call key setup that dominates for the small requests
+        a server commits one at a time (~30 % faster for a 416-byte request, measured). ``data`` is any
+        C-contiguous buffer (bytes, a memoryview, a numpy array); large inputs hash without the GIL.
         """
-        return FINGERPRINT_PREFIX + hmac.digest(self._fingerprint_key, data, "sha256")[:16].hex()
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return FINGERPRINT_PREFIX + outer.digest()[:16].hex()
 
     def _tag(self, value: Any) -> str:
         return hmac.new(self._lookup_key, canonical_json(value), hashlib.sha256).hexdigest()
@@ -128,23 +144,23 @@ class PersonalStore:
                                (self._tag(value),)).fetchone()
         return (row[0], row[1]) if row else None
 
-    def erase(self, value: Any) -> str | None:
-        """Delete ``value``'s salt and cleartext; return the now-unlinkable commitment (None if absent)."""
-        tag = self._tag(value)
-        with self._lock:
-            row = self._db.execute("SELECT commitment FROM personal WHERE tag = ?", (tag,)).fetchone()
-            if row is None:
-                return None
-            self._db.execute("DELETE FROM personal WHERE tag = ?", (tag,))
-            self._cache.pop(tag, None)
-        return row[0]
+    def tag(self, value: Any) -> str:
+        """The lookup tag of ``value`` (it never enters a record): what recognises a retried erasure."""
+        return self._tag(value)
 
-    def erase_commitment(self, c: str) -> bool:
-        """Delete the row behind commitment ``c`` (for holders who know only the commitment)."""
+    def locate(self, values: list[Any], commitments: list[str]) -> dict[str, str]:
+        """``{commitment: tag}`` of the live rows behind ``values`` and ``commitments`` (what an erasure deletes)."""
+        tags = [self._tag(v) for v in values]
         with self._lock:
-            cur = self._db.execute("DELETE FROM personal WHERE commitment = ?", (c,))
-            self._cache = {t: v for t, v in self._cache.items() if v != c}
-        return cur.rowcount > 0
+            found = {c: t for t in tags
+                     for (c,) in self._db.execute("SELECT commitment FROM personal WHERE tag = ?", (t,))}
+            found.update({c: t for c in commitments
+                          for (t,) in self._db.execute("SELECT tag FROM personal WHERE commitment = ?", (c,))})
+        return found
+
+    def _forget(self, intent: Intent) -> None:
+        # Called by the journal under the store's lock, once the intent's rows are deleted.
+        self._cache = {t: c for t, c in self._cache.items() if t not in intent.tags}
 
     def live_commitments(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT commitment FROM personal")}

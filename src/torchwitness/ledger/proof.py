@@ -8,13 +8,12 @@ A proof document is self-contained JSON::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torchwitness.errors import InputError, ProofError, VerificationError
-from torchwitness.jsonfile import read_json
+from torchwitness.jsonfile import parse_json, read_json
 from torchwitness.ledger.keys import PublicKey
 from torchwitness.ledger.layout import Layout, read_manifest
 from torchwitness.ledger.merkle import MerkleTree, leaf_hash, leaf_hashes, verify_inclusion
@@ -94,11 +93,14 @@ def verify_proof(doc: dict[str, Any], *, key: str | None = None) -> ProofResult:
             raise ProofError(f"unknown proof format {doc['format']!r}")
         seq, size = int(doc["seq"]), int(doc["tree_size"])
         record_bytes = doc["record"].encode()
+        record = parse_json(record_bytes, "the proof's record", ProofError)
+        if not isinstance(record, dict):
+            raise ProofError("the proof's record is not a JSON object")
         path = [bytes.fromhex(h) for h in doc["path"]]
         public = PublicKey.from_vkey(doc["verifier_key"])
         signed = parse(doc["checkpoint"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ProofError(f"proof document is malformed: {e!r}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ProofError(f"proof document is malformed: {type(e).__name__}: {e}") from None
     if key is not None and public.fingerprint != normalise_fingerprint(key):
         raise VerificationError(f"proof is signed by {public.fingerprint}, not by the pinned key {key}")
     signed.verify(public)
@@ -106,7 +108,6 @@ def verify_proof(doc: dict[str, Any], *, key: str | None = None) -> ProofResult:
         raise ProofError("proof origin does not match its checkpoint")
     if signed.checkpoint.size != size:
         raise ProofError(f"proof is for tree size {size}, its checkpoint is size {signed.checkpoint.size}")
-    record = json.loads(record_bytes)
     if record.get("seq") != seq:
         raise ProofError(f"proof claims seq {seq} for a record that says seq {record.get('seq')}", seq=seq)
     verify_inclusion(seq, size, leaf_hash(record_bytes), path, signed.checkpoint.root)

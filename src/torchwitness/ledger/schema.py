@@ -121,10 +121,11 @@ _BUILTIN_KIND_MODULES = (
     "torchwitness.controls.fairness.report", "torchwitness.controls.incidents", "torchwitness.controls.oversight",
     "torchwitness.controls.privacy", "torchwitness.controls.provenance", "torchwitness.controls.provenance_query",
     "torchwitness.controls.retention", "torchwitness.integrations.captum", "torchwitness.probes.agent",
-    "torchwitness.probes.generation", "torchwitness.probes.inference", "torchwitness.probes.operators",
-    "torchwitness.probes.replay", "torchwitness.probes.repro", "torchwitness.records.kinds",
-    "torchwitness.rules.artifact.model_file", "torchwitness.rules.findings", "torchwitness.rules.static.engine",
-    "torchwitness.secure.session", "torchwitness.witness.client",
+    "torchwitness.probes.generation", "torchwitness.probes.inference", "torchwitness.probes.inference_records",
+    "torchwitness.probes.operators",
+    "torchwitness.probes.replay", "torchwitness.probes.retained", "torchwitness.probes.repro",
+    "torchwitness.records.kinds", "torchwitness.rules.artifact.model_file", "torchwitness.rules.findings",
+    "torchwitness.rules.static.engine", "torchwitness.secure.session", "torchwitness.witness.client",
 )
 _builtins_loaded = False
 

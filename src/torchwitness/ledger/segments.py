@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from torchwitness.errors import LedgerError
+from torchwitness.errors import InputError, LedgerError
 from torchwitness.ledger.layout import Layout
 from torchwitness.ledger.merkle import HASH_SIZE, LEAF_PREFIX, leaf_hashes
 
@@ -77,6 +77,8 @@ def read_index(layout: Layout) -> list[bytes]:
         data = layout.index.read_bytes()
     except FileNotFoundError:
         return []
+    except IsADirectoryError:
+        raise InputError(f"{layout.index} should be a file, not a folder: {layout.root} is damaged") from None
     n = len(data) // HASH_SIZE
     return [data[i * HASH_SIZE:(i + 1) * HASH_SIZE] for i in range(n)]
 

@@ -30,11 +30,13 @@ from typing import TYPE_CHECKING
 
 from torchwitness.errors import VerificationError
 from torchwitness.ledger.checkpoints import check_chain, read_note
-from torchwitness.ledger.keys import PublicKey
-from torchwitness.ledger.layout import Layout, read_manifest
+from torchwitness.ledger.erasure import has_pending
+from torchwitness.ledger.keys import PublicKey, read_vkey
+from torchwitness.ledger.layout import RUN_MANIFEST, Layout, read_manifest
 from torchwitness.ledger.merkle import HASH_SIZE, MerkleTree, leaf_hashes, verify_consistency
 from torchwitness.ledger.note import SignedCheckpoint, parse
 from torchwitness.ledger.parallel import parallel_roots
+from torchwitness.ledger.reader import parse_record
 from torchwitness.ledger.segments import hash_segment, read_index, read_segments
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ class VerifyResult:
     torn_tail_bytes: int = 0
     blobs: int = 0
     notes: list[str] = field(default_factory=list)
+    origin: str = ""
 
     @property
     def uncovered(self) -> int:
@@ -73,7 +76,7 @@ class VerifyResult:
         head = "OK" if not self.uncovered else "LIVE VIEW (not fully signed)"
         parts = [f"{head} {self.records} records", f"{self.checkpoints} checkpoints",
                  f"root sha256:{self.root.hex()}",
-                 f"signer {self.signer}" + ("" if self.pinned else f" ({UNPINNED})")]
+                 f"signer {self.signer}" + ("" if self.pinned else f" ({UNPINNED})"), f"origin {self.origin}"]
         if self.since is not None:
             parts.append(f"extends the kept checkpoint of size {self.since}")
         if self.uncovered:
@@ -87,12 +90,9 @@ class VerifyResult:
 
 
 def load_public_key(layout: Layout, manifest: dict, pin: str | None) -> PublicKey:
-    try:
-        key = PublicKey.from_vkey(layout.vkey.read_text())
-    except FileNotFoundError:
-        raise VerificationError(f"public key {layout.vkey} is missing") from None
-    except Exception as e:  # a malformed key file is a verification failure, not a crash
-        raise VerificationError(f"public key {layout.vkey} is malformed: {e}") from None
+    if not layout.vkey.exists():
+        raise VerificationError(f"public key {layout.vkey} is missing")
+    key = read_vkey(layout.vkey, VerificationError)
     if key.fingerprint != manifest.get("signer"):
         raise VerificationError(f"public key fingerprint {key.fingerprint} does not match the signer "
                                 f"{manifest.get('signer')} in ledger.json")
@@ -162,22 +162,26 @@ def _locate(leaves: list[bytes], index: list[bytes], checkpoints: list[SignedChe
 
 
 def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False, since: str | None = None,
-               allow_unsigned_tail: bool = False) -> VerifyResult | RunVerifyResult:
+               allow_unsigned_tail: bool = False, origin: str | None = None) -> VerifyResult | RunVerifyResult:
     """Verify the run folder ``root``; return a summary or raise ``VerificationError``.
 
     ``key`` pins the signer's fingerprint (without it the key inside the folder is used: integrity, not
     authorship); ``since`` is the text of a checkpoint saved earlier (``torchwitness checkpoint``), which the run
     must still extend (detects a rollback or fork of the whole folder); ``allow_unsigned_tail`` accepts records
-    after the newest checkpoint of a run still being written, naming them in the result. A distributed run folder
+    after the newest checkpoint of a run still being written, naming them in the result. ``origin`` pins the run's
+    identity (the name its checkpoints carry): a copy re-signed under a new origin, which a witness would cosign as
+    a new log, is refused. A distributed run folder
     (``run.json`` and one shard per rank) is verified shard by shard and against its run-level checkpoints.
     """
     layout = Layout(Path(root))
-    if (layout.root / "run.json").exists():
+    if (layout.root / RUN_MANIFEST).exists():
         from torchwitness.ledger.distributed import verify_distributed
 
         return verify_distributed(layout.root, key=key, deep=deep, since=since,
-                                  allow_unsigned_tail=allow_unsigned_tail)
+                                  allow_unsigned_tail=allow_unsigned_tail, origin=origin)
     manifest = read_manifest(layout.root)
+    if origin is not None and manifest.get("origin") != origin:
+        raise VerificationError(f"run is the log {manifest.get('origin')!r}, not the pinned origin {origin!r}")
     public = load_public_key(layout, manifest, key)
     checkpoints = load_checkpoints(layout, manifest, public)
     if not checkpoints:
@@ -206,7 +210,7 @@ def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False, 
     result = VerifyResult(run=manifest["run"], records=count, checkpoints=len(checkpoints),
                           covered=covered, root=checkpoints[-1].checkpoint.root, signer=public.fingerprint,
                           pinned=key is not None, torn_tail_bytes=torn,
-                          since=None if since is None else parse(since).checkpoint.size)
+                          since=None if since is None else parse(since).checkpoint.size, origin=manifest["origin"])
     if deep or found or count > covered:  # all need the parsed lines, which the fast path never builds
         lines = [line for seg in read_segments(layout) for line in seg.lines]
         _check_tail(lines, covered, allow_unsigned_tail)
@@ -218,7 +222,15 @@ def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False, 
             result.signed_late = _signed_late(lines, covered)
     result.blobs = _check_blobs(layout)
     if torn:
+        ended = _ended_at([line for seg in read_segments(layout) for line in seg.lines])
+        if ended is not None:  # nothing is written after run.end: no crash explains these bytes
+            raise VerificationError(f"{torn} bytes after the sealed run's end (run.end at seq {ended}) that no record "
+                                    "holds (a crash while reopening? open the run with resume=True to recover it)",
+                                    seq=count)
         result.notes.append(f"{torn} bytes of a torn final line (a crash before recovery; not covered)")
+    if has_pending(layout.personal) or has_pending(layout.inputs):
+        result.notes.append("an erasure was interrupted before it deleted anything: rerun it, or open the run to "
+                            "append, to finish it")
     return result
 
 
@@ -243,7 +255,7 @@ def _ended_at(lines: list[bytes]) -> int | None:
         if _RUN_END in line or _RUN_START in line:  # cheap test first; the parse rules out nested look-alikes
             try:
                 kind = json.loads(line).get("kind")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 continue
             ended = seq if kind == "run.end" else None if kind == "run.start" else ended
     return ended
@@ -260,7 +272,7 @@ def _signed_late(lines: list[bytes], covered: int) -> list[tuple[int, int, int]]
             if not adopted:
                 continue
             first, last, claimed = int(adopted["first_seq"]), int(adopted["last_seq"]), adopted["leaves_sha256"]
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise VerificationError("ledger.recovered record is malformed", seq=seq) from None
         digest = "sha256:" + hashlib.sha256(b"".join(leaf_hashes(lines[first:last + 1]))).hexdigest()
         if not 0 <= first <= last < seq or digest != claimed:
@@ -328,11 +340,18 @@ def _deep_check(lines: list[bytes], run_id: str) -> None:
     for seq, line in enumerate(lines):
         try:
             record = json.loads(line)
+        except RecursionError:
+            raise VerificationError("record is nested too deeply to read", seq=seq) from None
         except ValueError as e:
             raise VerificationError(f"record is not valid JSON: {e}", seq=seq) from None
         if not isinstance(record, dict):
             raise VerificationError("record is not a JSON object", seq=seq)
-        if rfc8785.dumps(record) != line:
+        try:
+            canonical = rfc8785.dumps(record)
+        except (rfc8785.CanonicalizationError, RecursionError) as e:  # e.g. an integer beyond 2**53
+            raise VerificationError(f"record has no RFC 8785 canonical form: {type(e).__name__}: {e}",
+                                    seq=seq) from None
+        if canonical != line:
             raise VerificationError("record is not in RFC 8785 canonical form", seq=seq)
         if record.get("seq") != seq:
             raise VerificationError(f"record says seq {record.get('seq')!r} at position {seq}", seq=seq)
@@ -347,10 +366,11 @@ def _deep_check(lines: list[bytes], run_id: str) -> None:
 
 def _tally_erasures(lines: list[bytes], result: VerifyResult) -> None:
     erased: set[str] = set()
-    for line in lines:
+    for seq, line in enumerate(lines):
         if _ERASURE in line:
-            record = json.loads(line)
-            erased.update(record["data"].get("commitments", []))
+            record = parse_record(line, f"record seq {seq}")
+            commitments = record["data"].get("commitments", []) if isinstance(record["data"], dict) else []
+            erased.update(c for c in commitments if isinstance(c, str))
             result.erasures += 1
     if erased:
         result.erased_payloads = sum(

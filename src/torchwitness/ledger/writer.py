@@ -41,12 +41,13 @@ from torchwitness.errors import (
     SigningKeyError,
 )
 from torchwitness.ledger.canonical import canonical_json
-from torchwitness.ledger.checkpoints import CheckpointWriter, remove_stale
+from torchwitness.ledger.checkpoints import CheckpointWriter, read_note, remove_stale
 from torchwitness.ledger.encoding import finalize, snapshot
-from torchwitness.ledger.keys import PublicKey, SigningKey
+from torchwitness.ledger.erasure import Completed, erase_personal, finish_interrupted
+from torchwitness.ledger.keys import PublicKey, SigningKey, read_vkey
 from torchwitness.ledger.layout import Layout, create_manifest, read_manifest
 from torchwitness.ledger.merkle import Frontier, leaf_hashes
-from torchwitness.ledger.note import Checkpoint, parse
+from torchwitness.ledger.note import Checkpoint
 from torchwitness.ledger.personal import PersonalStore
 from torchwitness.ledger.segments import SegmentWriter, recover
 from torchwitness.witness import cosigner_for
@@ -142,10 +143,11 @@ class Ledger:
                 "adopted": adopted and {"first_seq": adopted[0], "last_seq": adopted[1],
                                         "leaves_sha256": f"sha256:{adopted[2]}"},
             })
-        # What other processes left while the run was closed is performed now, before the opener appends; then a
-        # thread looks every inbox_seconds and once more at close.
+        # Interrupted erasures are finished first, then what other processes left while the run was closed, before
+        # the opener appends; then a thread looks at the inbox every inbox_seconds and once more at close.
         self._inbox: Any = None
         self._inbox_failures = FailureWarnings()
+        self.completed_erasures: list[Completed] = finish_interrupted(self)
         self._look_in_inbox()
         self._inbox_seconds = inbox_seconds
         self._inbox_closing = threading.Event()
@@ -194,7 +196,10 @@ class Ledger:
 
     @staticmethod
     def _take_lock(layout: Layout) -> int:
-        fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise InputError(f"cannot open {layout.root} for writing: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -205,10 +210,9 @@ class Ledger:
     @staticmethod
     def signing_key_for(manifest: dict, layout: Layout, key_dir: Path | None) -> SigningKey:
         """The private key of the run whose manifest and layout these are, from ``key_dir`` (or the default)."""
-        try:
-            public = PublicKey.from_vkey(layout.vkey.read_text())
-        except FileNotFoundError:
-            raise LedgerError(f"{layout.vkey} is missing: cannot append to this run") from None
+        if not layout.vkey.exists():
+            raise LedgerError(f"{layout.vkey} is missing: cannot append to this run")
+        public = read_vkey(layout.vkey)
         if public.fingerprint != manifest.get("signer"):
             raise SigningKeyError("the run's public key does not match the signer in ledger.json")
         # Never create a key here: a run whose key is gone must fail, not carry on under a new signer.
@@ -340,6 +344,10 @@ class Ledger:
     @property
     def dropped(self) -> int:
         return self._dropped
+
+    @property
+    def next_seq(self) -> int:  # the seq the next appended record gets
+        return self._next_seq
 
     # ------------------------------------------------------------------ inbox
     def _watch_inbox(self) -> None:
@@ -474,7 +482,7 @@ class Ledger:
         """Checkpoint everything queued so far and return this ledger's signed head (for run-level checkpoints)."""
         self.checkpoint()
         size = self._checkpointed
-        signed = parse(self.layout.checkpoint(size).read_text())
+        signed = read_note(self.layout.checkpoint(size))
         return {"rank": self.rank, "origin": self.origin, "size": size, "root": signed.checkpoint.root.hex(),
                 "signer": self._key.public.fingerprint}
 
@@ -483,16 +491,8 @@ class Ledger:
         return checkpoint.sign(self._key)
 
     # ------------------------------------------------------------------ erasure
-    def erase(self, *, values: list[Any] = (), commitments: list[str] = (), reason: str = "") -> int:
-        """Crypto-shred personal values (by value or by commitment) and record the erasure.
-
-        Returns how many side-store entries were deleted. The ``erasure`` record lists the commitments,
-        which were already public in the ledger, so verification can report them as erased.
-        """
-        self.flush()  # queued records must take their commitments before the salts go
-        erased = [c for c in (self.personal.erase(v) for v in values) if c is not None]
-        erased += [c for c in commitments if self.personal.erase_commitment(c)]
-        if erased:
-            self.append("erasure", {"commitments": sorted(set(erased)), "count": len(set(erased)),
-                                    "reason": reason})
-        return len(set(erased))
+    def erase(self, *, values: list[Any] = (), commitments: list[str] = (), reason: str = "",
+              also: list[tuple[str, Any]] = ()) -> int:
+        """Crypto-shred personal values (by value or commitment) and record it, crash-atomically; returns how many
+        were erased. See :func:`torchwitness.ledger.erasure.erase_personal` (``also``: records it documents too)."""
+        return erase_personal(self, list(values), list(commitments), reason, list(also))

@@ -1,7 +1,8 @@
 """The generation probe: token-level evidence of what a language model generated and how sure it was.
 
-``GenerationProbe.generate`` wraps ``model.generate`` (greedy or sampled) and asks it for the per-step logits
-it already computes (``output_logits`` or ``output_scores``): no second forward pass. ``GenerationProbe.score``
+``GenerationProbe.generate`` wraps ``model.generate`` (greedy or sampled) and reduces each step's logits to
+its statistics as they are produced (:mod:`torchwitness.probes.token_stream`): no second forward pass, and
+``generate`` is not asked to keep every step's logits. ``GenerationProbe.score``
 scores given continuations with one plain forward of any module returning logits. Either way each request
 (one row of the batch) becomes one ``llm.generation`` record holding the statistics of
 :mod:`torchwitness.probes.token_stats`, the stop reason, the latency and token counts; prompt and completion
@@ -14,7 +15,8 @@ Which distribution the statistics describe is recorded in ``distribution``:
 * ``"processed"``: the distribution generation actually sampled from, after logits processors (temperature,
   top-k, top-p, repetition penalty). Tokens a processor removed have probability 0 (``0 log 0 = 0``).
 
-All statistics are computed on the model's device and reach the host in one transfer per call.
+All statistics are computed on the model's device and reach the host in one transfer per call, after
+``generate`` returns: no host-device synchronisation per generated token.
 
 Example::
 
@@ -43,6 +45,7 @@ from torchwitness.probes.token_stats import (
     sequence_statistics,
     token_statistics_chunked,
 )
+from torchwitness.probes.token_stream import StepCollector
 
 Distribution = Literal["raw", "processed"]
 
@@ -123,15 +126,19 @@ class GenerationProbe:
         """
         if kwargs.get("num_beams", getattr(model.generation_config, "num_beams", 1)) not in (None, 1):
             raise InputError("the generation probe supports greedy and sampled decoding, not beam search")
-        want_dict = kwargs.get("return_dict_in_generate", False)
-        raw = self.distribution == "raw"
-        kwargs.update(return_dict_in_generate=True, **({"output_logits": True} if raw else {"output_scores": True}))
+        collector = StepCollector(raw=self.distribution == "raw")
+        collector.attach(model, kwargs)
         start = time.perf_counter()
-        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        try:
+            out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        finally:
+            collector.detach()
         done = time.perf_counter()
         latency = done - start
-        steps = out.logits if raw else out.scores
-        tokens = out.sequences[:, -len(steps):]
+        sequences = out if isinstance(out, torch.Tensor) else out.sequences
+        n_new = sequences.shape[1] - input_ids.shape[1]
+        tokens = sequences[:, input_ids.shape[1]:]
+        per_token = collector.finish(sequences, n_new)
         eos = _eos_ids(model, kwargs, tokens.device)
         is_eos = torch.isin(tokens, eos) if eos is not None else torch.zeros_like(tokens, dtype=torch.bool)
         # Scored positions run up to and including the first end-of-sequence token; later ones are padding.
@@ -140,11 +147,11 @@ class GenerationProbe:
         ended = (is_eos & mask).any(1)
         max_new = kwargs.get("max_new_tokens", getattr(model.generation_config, "max_new_tokens", None))
         sampling = _sampling(model, kwargs)
-        self._record(mode="generate", logits=steps, tokens=tokens, mask=mask, ended=ended,
+        self._record(mode="generate", per_token=per_token, tokens=tokens, mask=mask, ended=ended,
                      prompt_ids=input_ids, prompt_mask=attention_mask, prompt=prompt, latency=latency,
                      max_new=max_new, sampling=sampling)
         self.overhead_s = time.perf_counter() - done
-        return out if want_dict else out.sequences
+        return out
 
     # ------------------------------------------------------------------ score
     def score(self, model: Any, input_ids: torch.Tensor, *, prompt_length: int = 1,
@@ -168,20 +175,21 @@ class GenerationProbe:
         mask = torch.ones_like(tokens, dtype=torch.bool) if attention_mask is None else \
             attention_mask[:, prompt_length:].bool()
         prompt_mask = None if attention_mask is None else attention_mask[:, :prompt_length]
-        self._record(mode="score", logits=logits, tokens=tokens, mask=mask, ended=None,
+        with torch.no_grad():
+            per_token = token_statistics_chunked(logits, tokens)
+        self._record(mode="score", per_token=per_token, tokens=tokens, mask=mask, ended=None,
                      prompt_ids=input_ids[:, :prompt_length], prompt_mask=prompt_mask, prompt=prompt,
                      completion=completion, latency=latency, max_new=None, sampling={})
         return full
 
     # ------------------------------------------------------------------ shared
-    def _record(self, *, mode: str, logits: torch.Tensor | tuple[torch.Tensor, ...], tokens: torch.Tensor,
+    def _record(self, *, mode: str, per_token: dict[str, torch.Tensor], tokens: torch.Tensor,
                 mask: torch.Tensor, ended: torch.Tensor | None, prompt_ids: torch.Tensor,
                 prompt_mask: torch.Tensor | None,
                 prompt: str | list[str] | None, latency: float, max_new: int | None, sampling: dict[str, Any],
                 completion: str | list[str] | None = None) -> None:
         b, t = tokens.shape
         with torch.no_grad():
-            per_token = token_statistics_chunked(logits, tokens)
             per_seq = sequence_statistics(per_token, mask)
         in_len = prompt_mask.sum(1) if prompt_mask is not None else torch.full((b,), prompt_ids.shape[1],
                                                                              device=prompt_ids.device)

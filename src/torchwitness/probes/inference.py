@@ -24,319 +24,48 @@ Example::
         probabilities = serve(batch)        # a drop-in for softmax(model(batch))
         probabilities, ids = serve(batch, ids=True)   # and each row's decision id
 """
-
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import math
-import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from itertools import accumulate
-from pathlib import Path
 from typing import Any, Literal, overload
 
-import msgspec
 import numpy as np
 import torch
 
 from torchwitness.controls.oversight import ReviewPolicy, ReviewQueue
-from torchwitness.errors import FailureWarnings, InputError, LedgerError, ServingStopped
-from torchwitness.ledger.encoding import Computed, Fingerprint, Packed, decode_array, fingerprint_buffers
-from torchwitness.ledger.schema import register_kind
-from torchwitness.ledger.transactions import write_transaction
+from torchwitness.errors import FailureWarnings, InputError, ServingStopped
+from torchwitness.ledger.encoding import Computed, Fingerprint, Packed, fingerprint_buffers
 from torchwitness.ledger.writer import now_us
+from torchwitness.probes.inference_records import (
+    InferenceRecord,
+    ServeStartRecord,
+    _outputs_value,
+    _top_class,
+    model_digest,
+    request_bytes,
+    shape_error,
+    verified_input,
+    window_columns,
+)
+from torchwitness.probes.retained import RetainedInputs, decision_id, expire_inputs, parse_decision_id
+from torchwitness.probes.serve_review import explain_rows, flag_rows
+
+# The recorder's module was one with its records; their names stay importable from here.
+__all__ = ["FingerprintGranularity", "InferenceRecord", "InferenceRecorder", "RetainedInputs", "ServeStartRecord",
+           "decision_id", "model_digest", "parse_decision_id", "verified_input", "window_columns"]
 
 FingerprintGranularity = Literal["request", "row", "none"]
 _FOLD = 16  # served outputs held singly before one concatenation (see InferenceRecorder._fold)
 _KEPT_BYTES = 64 << 20  # inputs held for the writer thread or retention: a window ends early beyond this
 _REVIEW_SECONDS = 1.0  # how often reviewers' decisions and stop/resume events are brought into the ledger
 _EXPIRY_SECONDS = 60.0  # how often retained inputs past their retention period are deleted
-
-
-class InferenceRecord(msgspec.Struct):
-    """``inference``: a window of served requests (each a call to the recorder, holding one or more rows).
-
-    Per-request and per-row columns are packed ``$array`` values (read them with
-    :func:`~torchwitness.ledger.encoding.decode_array`): a window holds up to thousands of requests, and a JSON
-    number list costs the serving process a Python object per element.
-    """
-
-    model: str  # sha256 of the weights served
-    stream: str  # the recorder's decision stream (see ServeStartRecord)
-    first_decision: int  # row j of request i is decision "<run id>-<stream>-<first_decision + sum(rows[:i]) + j>"
-    decisions: int  # rows in the window (sum of rows): decisions first_decision .. first_decision + decisions - 1
-    rows: Any  # rows per request (uint32 $array)
-    latency_us: Any  # forward latency per request, rounded to whole microseconds (uint32 $array)
-    fingerprint: str  # "request": inputs holds one commitment per committed request; "row": one per row of
-    # those; "none": inputs are not committed
-    committed: Any  # the requests (indices into rows) whose inputs are committed, in order (uint32 $array)
-    inputs: list[str]  # keyed commitments (hmac-sha256-128), never the values
-    outputs: Any  # null when outputs are not recorded, else per row, requests in order: "predictions", the top
-    # class (a uint8/int16/int32 $array, the narrowest that holds the model's classes), and "confidence", its
-    # probability x 10,000, rounded (an int16 $array)
-    retained: bool
-
-
-class ServeStartRecord(msgspec.Struct):
-    """``serve.start``: a recorder began serving; how it records (the evidence of the logging policy itself).
-
-    Its decisions are numbered from 0 in their own stream, named by this record's sequence number (prefixed with
-    the rank in a sharded run), so two recorders, two sessions of one run folder or two ranks never hand out the
-    same decision id.
-    """
-
-    model: str
-    sample_every: int
-    window: int
-    window_seconds: float
-    fingerprint: str
-    outputs: bool
-    retain_inputs: bool
-    policy: Any  # the review policy's settings, or null
-    retain_seconds: float | None = None  # how long retained inputs are kept; null: until erased
-
-
-register_kind("inference", InferenceRecord)
-register_kind("serve.start", ServeStartRecord)
-
-
-def window_columns(data: dict[str, Any]) -> dict[str, Any]:
-    """An ``inference`` record's per-request and per-row columns as numpy arrays, for readers.
-
-    Adds ``first_decisions``, each request's first decision number; ``predictions`` and ``confidence`` (as a
-    probability) are None when outputs were not recorded.
-
-    Example::
-
-        for record in iter_records("runs/serve", kinds={"inference"}):
-            cols = window_columns(record["data"])
-            slow = cols["first_decisions"][cols["latency_us"] > 1_000]  # requests slower than a millisecond
-    """
-    rows = decode_array(data["rows"]).astype(np.int64)
-    outputs = data["outputs"]
-    return {"first_decisions": data["first_decision"] + np.concatenate(([0], np.cumsum(rows)[:-1])).astype(np.int64),
-            "rows": rows, "latency_us": decode_array(data["latency_us"]),
-            "committed": decode_array(data["committed"]).astype(np.int64),
-            "predictions": None if outputs is None else decode_array(outputs["predictions"]),
-            "confidence": None if outputs is None else decode_array(outputs["confidence"]) / 10_000}
-
-
-def _class_dtype(classes: int) -> torch.dtype:
-    # The window's predictions are most of a record's bytes, and every byte is base64-encoded and hashed by the
-    # writer thread while the serving thread waits for the GIL.
-    return torch.uint8 if classes <= 256 else torch.int16 if classes <= 32768 else torch.int32
-
-
-def _top_class(parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's top class (in the narrowest integer dtype) and its probability, over a window's outputs."""
-    with torch.inference_mode():
-        probs = torch.cat(parts) if len(parts) > 1 else parts[0]
-        confidence, prediction = probs.max(dim=-1)
-        return prediction.to(_class_dtype(probs.shape[-1])), confidence
-
-
-def _outputs_value(prediction: torch.Tensor, confidence: torch.Tensor) -> dict[str, Packed]:
-    with torch.inference_mode():
-        return {"predictions": Packed(prediction), "confidence": Packed((confidence * 10_000).round().to(torch.int16))}
-
-
-def decision_id(run_id: str, stream: str, number: int) -> str:
-    """The id of the ``number``-th decision of decision stream ``stream`` (one recorder) in run ``run_id``."""
-    return f"{run_id}-{stream}-{number}"
-
-
-def parse_decision_id(text: str) -> tuple[str, str, int]:
-    """``(run id, stream, number)`` of a decision id; a clear error for anything else."""
-    parts = text.rsplit("-", 2)  # the stream and the number never hold a dash; a run id might
-    if len(parts) != 3 or not parts[2].isdigit() or not parts[0] or not parts[1]:
-        raise InputError(f"{text!r} is not a decision id (RUNID-STREAM-NUMBER, e.g. 3f2a9c0d1e2b4a5c-7-1042)")
-    return parts[0], parts[1], int(parts[2])
-
-
-def model_digest(model: torch.nn.Module) -> str:
-    """``sha256`` over parameter and buffer names, dtypes, shapes and bytes, in state-dict order."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return "sha256:" + h.hexdigest()
-
-
-class RetainedInputs:
-    """Raw input rows kept by decision id in ``RUN/private/inputs.sqlite`` (only with retention on; erasable), each
-    with the time its retention period ends, if it has one (:meth:`expire` deletes it then)."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.executescript("PRAGMA journal_mode = WAL; PRAGMA secure_delete = ON; CREATE TABLE IF NOT EXISTS "
-                               "inputs (decision_id TEXT PRIMARY KEY, dtype TEXT, shape TEXT, data BLOB, "
-                               "expires_us INTEGER)")
-        if "expires_us" not in {row[1] for row in self._db.execute("PRAGMA table_info(inputs)")}:
-            # Stores written before retention periods: their rows are kept until erased, as they were.
-            self._db.execute("ALTER TABLE inputs ADD COLUMN expires_us INTEGER")
-        self._db.execute("CREATE INDEX IF NOT EXISTS inputs_expiry ON inputs (expires_us)")
-
-    @staticmethod
-    def path_for(run_dir: str | Path) -> Path:
-        return Path(run_dir) / "private" / "inputs.sqlite"
-
-    @classmethod
-    def for_run(cls, run_dir: str | Path) -> RetainedInputs:
-        return cls(cls.path_for(run_dir))
-
-    def close(self) -> None:
-        self._db.close()
-
-    def put_many(self, ids: list[str], rows: np.ndarray, expires_us: int | None = None) -> None:
-        """Keep ``rows`` by decision id, until erased or, with ``expires_us``, until then."""
-        with write_transaction(self._db):
-            self._db.executemany("INSERT OR REPLACE INTO inputs VALUES (?, ?, ?, ?, ?)",
-                                 [(d, str(r.dtype), json.dumps(r.shape), r.tobytes(), expires_us)
-                                  for d, r in zip(ids, rows, strict=True)])
-
-    def get(self, decision_id: str) -> np.ndarray:
-        row = self._db.execute("SELECT dtype, shape, data FROM inputs WHERE decision_id = ?",
-                               (decision_id,)).fetchone()
-        if row is None:
-            raise InputError(f"no retained input for decision {decision_id!r} (serve with retain_inputs=True, or "
-                             "pass the input yourself)")
-        return np.frombuffer(row[2], dtype=row[0]).reshape(json.loads(row[1]))
-
-    def holds(self, decision_id: str) -> bool:
-        return self._db.execute("SELECT 1 FROM inputs WHERE decision_id = ?", (decision_id,)).fetchone() is not None
-
-    def erase(self, decisions: list[str]) -> list[str]:
-        """Delete the rows of ``decisions``; returns those it held. Their pages are overwritten
-        (``secure_delete``) and the write-ahead log is truncated, so no copy lingers in the file."""
-        erased = [d for d in dict.fromkeys(decisions)
-                  if self._db.execute("DELETE FROM inputs WHERE decision_id = ?", (d,)).rowcount > 0]
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return erased
-
-    def expire(self, at_us: int) -> int:
-        """Delete the rows whose retention period has ended by ``at_us`` (microseconds since the epoch), as
-        :meth:`erase` does; returns how many."""
-        n = self._db.execute("DELETE FROM inputs WHERE expires_us <= ?", (at_us,)).rowcount
-        if n:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return n
-
-
-class InputsErasure(msgspec.Struct):
-    """``inputs.erasure``: retained raw inputs deleted from the private side store, by decision id."""
-
-    decisions: list[str]
-    count: int
-    reason: str
-
-
-class InputsExpiry(msgspec.Struct):
-    """``inputs.expiry``: retained raw inputs deleted because their retention period (the ``retain_seconds`` of
-    the ``serve.start`` that kept them) had ended by ``at_us`` (GDPR Art. 5(1)(e)). Counted, not listed: a busy
-    server expires thousands of decisions a minute."""
-
-    at_us: int
-    count: int
-
-
-register_kind("inputs.erasure", InputsErasure)
-register_kind("inputs.expiry", InputsExpiry)
-
-
-def erase_inputs(run_dir: str | Path, decisions: list[str], *, record: Callable[..., Any],
-                 reason: str = "data subject request (GDPR Art. 17)", queued: bool = False) -> list[str]:
-    """Delete the retained inputs of ``decisions`` and record which were deleted (``record``: ``run.record`` or
-    ``Ledger.append``); returns them. The keyed commitments made when they were served stay in the ledger, so
-    its verification still holds; without the input (or the key) they match nothing.
-
-    The record comes first: explaining a decision whose request lost a row is refused as tampering unless an
-    ``inputs.erasure`` record names that row, so the rows are deleted only once the record is appended (or,
-    with ``queued=True``, left for the process that holds the run, whose ``record`` gives no seq yet). A record
-    the ledger dropped (a full queue under ``on_full="drop"``) deletes nothing and raises."""
-    for d in decisions:
-        parse_decision_id(d)  # a clear error for anything that is not a decision id
-    store = RetainedInputs.for_run(run_dir)
-    try:
-        held = [d for d in dict.fromkeys(decisions) if store.holds(d)]
-        if held:
-            seq = record("inputs.erasure", {"decisions": held, "count": len(held), "reason": reason})
-            if seq is None and not queued:
-                raise LedgerError("the ledger dropped the erasure record (its queue is full): nothing was deleted; "
-                                  "try again")
-            store.erase(held)
-    finally:
-        store.close()
-    return held
-
-
-def expire_inputs(run_dir: str | Path, *, record: Callable[..., Any], at_us: int | None = None) -> int:
-    """Delete the retained inputs whose retention period has ended and record how many (``inputs.expiry``);
-    returns how many. A serving recorder with ``retain_seconds`` calls this every minute; ``torchwitness expire``
-    does too, for a run no longer served."""
-    path = RetainedInputs.path_for(run_dir)
-    if not path.exists():  # nothing retained: not creating the store to find that out
-        return 0
-    at = now_us() if at_us is None else at_us
-    store = RetainedInputs(path)
-    try:
-        n = store.expire(at)
-    finally:
-        store.close()
-    if n:
-        record("inputs.expiry", {"at_us": at, "count": n})
-    return n
-
-
-def verified_input(store: RetainedInputs, record: dict[str, Any], decision: str,
-                   fingerprint: Callable[[bytes], str], erased: Collection[str] = ()) -> tuple[np.ndarray, bool]:
-    """The retained row of ``decision`` and whether it was checked against the commitment made when it was
-    served (``record``: the ``inference`` record that holds the decision; ``fingerprint``: the run's keyed
-    fingerprint, ``Ledger.personal.fingerprint``).
-
-    The side store is private and mutable; the ledger is not. A row whose request was committed is checked: the
-    request's retained rows, in order, must hash to the recorded commitment (or the row to its own, with
-    ``fingerprint="row"``). A mismatch raises :class:`~torchwitness.errors.InputError` naming the record: the
-    retained input was changed after serving, and explaining it would explain another input. Rows of requests
-    that were not committed come back unchecked (``False``), as do those whose request lost another row to a
-    recorded erasure since (``erased``: the decisions ``inputs.erasure`` records name; a request's commitment
-    covers all its rows); a row missing without one is a change to the side store, refused like an edit.
-    """
-    data = record["data"]
-    _, stream, number = parse_decision_id(decision)
-    cols = window_columns(data)
-    request = int(np.searchsorted(cols["first_decisions"], number, side="right")) - 1
-    row = store.get(decision)
-    committed = cols["committed"].tolist()
-    if data["fingerprint"] == "none" or request not in committed:
-        return row, False
-    k = committed.index(request)
-    first, rows = int(cols["first_decisions"][request]), int(cols["rows"][request])
-    if data["fingerprint"] == "row":
-        offset = int(sum(cols["rows"][i] for i in committed[:k]))
-        expected, served = data["inputs"][offset + number - first], row.tobytes()
-    else:
-        expected = data["inputs"][k]
-        siblings = [decision_id(record["run"], stream, first + j) for j in range(rows)]
-        try:
-            served = b"".join(store.get(d).tobytes() for d in siblings)
-        except InputError:
-            missing = [d for d in siblings if d != decision and not store.holds(d)]
-            if set(missing) <= set(erased):  # erased on request since: the request's commitment cannot be checked
-                return row, False
-            raise InputError(f"the retained inputs of decision {decision!r}'s request are incomplete: "
-                             f"{missing[0]} is gone without an erasure record (inference record seq "
-                             f"{record['seq']}): the side store was changed after serving") from None
-    if fingerprint(served) != expected:
-        raise InputError(f"the retained input of decision {decision!r} does not match the commitment made when it "
-                         f"was served (inference record seq {record['seq']}): it was changed after serving")
-    return row, True
 
 
 class InferenceRecorder:
@@ -413,6 +142,9 @@ class InferenceRecorder:
         self.review = review if review is not None else (ReviewQueue.for_run(run.path) if policy else None)
         self.digest = model_digest(model)
         self._commit = run.ledger.personal.fingerprint
+        # Every request committed whole at the door (the default): the commitment is made before the lock and
+        # is no event of the window (see __call__), so the common path stays a few list appends.
+        self._door_all = sample_every == 1 and fingerprint == "request" and not retain_inputs
         self._keep_outputs = outputs or policy is not None
         self._keep_inputs = fingerprint != "none" or retain_inputs
         self._poll = poll_seconds
@@ -510,9 +242,10 @@ class InferenceRecorder:
         try:
             rows, _ = probs.shape  # one decision per row: a request's output is [rows, classes]
         except ValueError:
-            raise InputError(self._shape_error(probs)) from None
+            raise InputError(shape_error(probs)) from None
         if groups is not None:
             groups = self._checked_groups(groups, rows)
+        commitment = self._at_door(inputs) if self._door_all else None
         self._lock.acquire()  # not a with block: half the cost on a path measured in tenths of a microsecond
         try:
             self._latency.append(latency)
@@ -522,6 +255,12 @@ class InferenceRecorder:
             first = self._numbered() if ids else 0  # before _event, which may close the window
             if groups is not None:
                 self._grouped.append((len(self._latency) - 1, groups))
+            if self._door_all:
+                if commitment is None:  # not a contiguous CPU tensor: the general path
+                    self._sample(inputs, len(self._latency) - 1)
+                else:
+                    self._committed.append(len(self._latency) - 1)
+                    self._commitments.append(commitment)
             self._due -= 1
             if self._due == 0 or self.drift_flag:
                 self._event(inputs)
@@ -531,15 +270,16 @@ class InferenceRecorder:
             return probs, [self.decision_id(n) for n in range(first, first + rows)]
         return probs
 
-    @staticmethod
-    def _shape_error(probs: torch.Tensor) -> str:
-        shape = tuple(probs.shape)
-        if probs.dim() < 2:
-            return (f"the model gave an output of shape {shape} for one request; a request is a batch of rows, "
-                    f"each a decision, and its output [rows, classes]: serve one input as a batch of one "
-                    f"(x.unsqueeze(0))")
-        return (f"the model gave an output of shape {shape}; a request's output is [rows, classes], one decision "
-                f"per row: reduce per-position outputs to one row per decision in forward=")
+    def _at_door(self, inputs: Any) -> str | None:
+        """The commitment of a contiguous CPU tensor request, hashed in place; None for any other request."""
+        if type(inputs) is not torch.Tensor:
+            return None
+        try:
+            # numpy() refuses tensors on a device, needing grad or of a dtype numpy lacks; hashing refuses a
+            # non-contiguous array. The caller's tensor is read where it lies: no copy, no view object kept.
+            return self._commit(inputs.numpy())
+        except (TypeError, RuntimeError, ValueError, BufferError):
+            return None
 
     def _checked_groups(self, groups: Sequence[str], rows: int) -> list[str]:
         if self.policy is None:
@@ -585,7 +325,7 @@ class InferenceRecorder:
                 if time.monotonic() >= next_expiry:
                     next_expiry = time.monotonic() + _EXPIRY_SECONDS
                     attempt("expired inputs not deleted yet",
-                            partial(expire_inputs, self.run.path, record=self.run.record))
+                            partial(expire_inputs, self.run))
         finally:  # its connection is this thread's: closed here, never under a transaction it is running
             if reviews is not None and reviews is not self.review:
                 reviews.close()
@@ -612,7 +352,8 @@ class InferenceRecorder:
         if self.drift_flag:
             self._drifted.append(request)
         every = self.sample_every
-        if self._keep_inputs and (self._served + request) % every == 0:
+        sampling = self._keep_inputs and not self._door_all  # the door commits every request itself
+        if sampling and (self._served + request) % every == 0:
             self._sample(inputs, request)
         if len(self._outputs) >= _FOLD:
             self._fold()
@@ -620,7 +361,7 @@ class InferenceRecorder:
             self._flush()
             return
         due = min(_FOLD - len(self._outputs), self.window - request - 1)
-        if self._keep_inputs:
+        if sampling:
             due = min(due, every - (self._served + request) % every)
         self._due = due
 
@@ -628,7 +369,8 @@ class InferenceRecorder:
         """Commit (and, with retention on, keep) this request's input."""
         fresh = not isinstance(inputs, torch.Tensor)
         if fresh:
-            inputs = self._request_bytes(inputs)  # a new tensor: nothing the caller does can change it
+            # A new tensor: nothing the caller does can change it.
+            inputs = request_bytes(inputs, self.fingerprint == "row" or self.retain_inputs)
         elif (self.fingerprint == "row" or self.retain_inputs) and tuple(inputs.shape[:1]) != (self._rows[request],):
             raise InputError(f"fingerprint='row' and retain_inputs=True keep input rows by decision, so the model must "
                              f"give one output row per input row (inputs {tuple(inputs.shape)}, "
@@ -649,24 +391,6 @@ class InferenceRecorder:
             self._kept_bytes += kept.nbytes
             if self.fingerprint == "request" and not at_door:
                 self._commitments.append(kept)
-
-    def _request_bytes(self, inputs: Any) -> torch.Tensor:
-        """A structured request (a mapping of named tensors, as a tokenizer returns, or a sequence of tensors) as
-        one byte tensor to commit: each tensor's bytes in key order (sorted names) or sequence order."""
-        if self.fingerprint == "row" or self.retain_inputs:
-            raise InputError(f"fingerprint='row' and retain_inputs=True need each request as one tensor of rows, "
-                             f"not a {type(inputs).__name__}; use fingerprint='request' (one commitment per request)")
-        if isinstance(inputs, Mapping):
-            tensors = [inputs[k] for k in sorted(inputs)]
-        elif isinstance(inputs, (list, tuple)):
-            tensors = list(inputs)
-        else:
-            tensors = []
-        if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
-            raise InputError(f"a request must be a tensor, or a mapping or sequence of tensors, not "
-                             f"{type(inputs).__name__}")
-        with torch.inference_mode():
-            return torch.cat([t.detach().reshape(-1).view(torch.uint8) for t in tensors])
 
     def _fold(self) -> None:
         # Every output held until its window is recorded is one more live tensor beside the model's own, and the
@@ -734,44 +458,12 @@ class InferenceRecorder:
             for i, labels in grouped:
                 sensitive[starts[i] - first:starts[i] - first + rows[i]] = [g in self.policy.sensitive_groups
                                                                             for g in labels]
-            flagged = self._flag([self.decision_id(n) for n in range(first, first + decisions)], prediction,
-                                 confidence, drift, sensitive)
+            flagged = flag_rows(self.policy, self.review, self._rng,
+                                [self.decision_id(n) for n in range(first, first + decisions)], prediction,
+                                confidence, drift, sensitive)
             if self._explainer is not None and batch is not None and flagged:
-                self._explain(flagged, first, [(starts[i], rows[i]) for i in committed], batch)
-
-    def _flag(self, ids: list[str], prediction: torch.Tensor, confidence: torch.Tensor, drift: list[bool],
-              sensitive: list[bool]) -> list[tuple[int, float]]:
-        """Send the window's flagged rows to the review queue; returns them as (decision number offset within the
-        window, confidence)."""
-        policy = self.policy
-        conf = confidence.detach().cpu().tolist()
-        pred = prediction.detach().cpu().tolist()
-        audit = (torch.rand(len(ids), generator=self._rng) < policy.audit_rate).tolist()
-        rows, flagged = [], []
-        for i, decision in enumerate(ids):
-            reason = ("drift" if drift[i] and policy.on_drift else
-                      "low_confidence" if conf[i] < policy.min_confidence else
-                      "sensitive_group" if sensitive[i] else
-                      "audit_sample" if audit[i] else None)
-            if reason:
-                rows.append((decision, reason, int(pred[i]), float(conf[i])))
-                flagged.append((i, conf[i]))
-        if rows:
-            self.review.submit_many(rows)
-        return flagged
-
-    def _explain(self, flagged: list[tuple[int, float]], first: int, retained: list[tuple[int, int]],
-                 batch: torch.Tensor) -> None:
-        """Hand the least confident ``policy.explain`` flagged rows whose inputs were retained (``retained``: the
-        first decision number and rows of each retained request, in ``batch`` order) to the explanation worker."""
-        where, offset = {}, 0
-        for start, n in retained:
-            where.update({start - first + j: offset + j for j in range(n)})
-            offset += n
-        chosen = sorted((c, i) for i, c in flagged if i in where)[:self.policy.explain]
-        with torch.inference_mode(False):  # the worker differentiates through it
-            for _, i in chosen:
-                self._explainer.submit(self.decision_id(first + i), batch[where[i]].detach().clone())
+                explain_rows(self._explainer, self.policy.explain, self.decision_id, flagged, first,
+                             [(starts[i], rows[i]) for i in committed], batch)
 
     def close(self) -> None:
         """Record pending requests, then any reviewer decisions and stop/resume events still in the queue.

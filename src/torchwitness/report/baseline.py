@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from torchwitness.errors import InputError
+from torchwitness.jsonfile import read_json
 from torchwitness.rules.findings import Finding
 
 BASELINE_FORMAT = "torchwitness.baseline/v1"
@@ -38,12 +39,7 @@ def write_baseline(findings: Iterable[Finding], path: str | Path) -> None:
 def load_baseline(path: str | Path) -> frozenset[str]:
     """The fingerprints in a baseline file, a JSON findings report or a torchwitness SARIF log."""
     p = Path(path)
-    try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise InputError(f"no such baseline file: {p}") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"baseline {p} is not readable JSON: {e}") from None
+    doc = read_json(p, "baseline file", expect=None)
     prints = _fingerprints(doc)
     if prints is None:
         raise InputError(f"baseline {p} is neither a torchwitness baseline, a JSON findings report nor SARIF")

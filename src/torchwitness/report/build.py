@@ -27,7 +27,7 @@ def annex_heading(number: int, title: str) -> str:
     return f"Annex IV.{number} {title}"
 
 
-def build_document(run_dir: str | Path, *, proofs: int = 24, seed: int = 0) -> Document:
+def build_document(run_dir: str | Path, *, proofs: int = 24, seed: int = 0, key: str | None = None) -> Document:
     """The dossier of ``run_dir``: Annex IV sections 1-9, obligations coverage and embedded verification data.
 
     ``proofs`` inclusion proofs of cited records (chosen with ``seed``) are embedded for re-verification.
@@ -44,7 +44,7 @@ def build_document(run_dir: str | Path, *, proofs: int = 24, seed: int = 0) -> D
     doc = Document(title="Technical documentation (EU AI Act Art. 11, Annex IV)", run_id=ev.run_id,
                    run_dir=str(Path(run_dir)), generated=dt.datetime.now(dt.timezone.utc).strftime(
                        "%Y-%m-%d %H:%M:%S UTC"), sections=sections, verification={})
-    doc.verification = _verification(Path(run_dir), doc.cited(), proofs, seed)
+    doc.verification = _verification(Path(run_dir), doc.cited(), proofs, seed, key)
     if not doc.verification["ok"]:  # every rendering leads with it: this document is a draft, not evidence
         doc.title = f"NOT VERIFIED: {doc.title}"
     _sign_off_test_logs(sections[1], doc.verification)
@@ -74,12 +74,12 @@ def _coverage_section(ev: Evidence) -> Section:
     return sec
 
 
-def _verification(run_dir: Path, cited: list[int], proofs: int, seed: int) -> dict[str, Any]:
+def _verification(run_dir: Path, cited: list[int], proofs: int, seed: int, key: str | None) -> dict[str, Any]:
     """Python-side verification result plus the signed checkpoint and a sample of inclusion proofs for the
     browser to re-check; a run that does not verify yields the failure, never a silent pass."""
     out: dict[str, Any] = {"proofs": []}
     try:
-        result = verify_run(run_dir)
+        result = verify_run(run_dir, key=key)
     except TorchWitnessError as e:
         out.update(ok=False, summary=f"verification failed: {e}")
         return out

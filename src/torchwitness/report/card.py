@@ -78,11 +78,11 @@ def _eval_results(ev: Evidence, dataset: str, task: str) -> list[Any]:
     return results
 
 
-def _verified(run_dir: str | Path, draft: bool) -> Any:
+def _verified(run_dir: str | Path, draft: bool, key: str | None = None) -> Any:
     """The verification result, or None for a draft of a ledger that does not verify (which is refused
     otherwise: a card must not present figures from a tampered ledger as evidence)."""
     try:
-        return verify_run(run_dir)
+        return verify_run(run_dir, key=key)
     except VerificationError:
         if not draft:
             raise
@@ -90,7 +90,7 @@ def _verified(run_dir: str | Path, draft: bool) -> Any:
 
 
 def build_card(run_dir: str | Path, *, intended_use: str | None = None, license: str | None = None,
-               task: str = "other", draft: bool = False) -> str:
+               task: str = "other", draft: bool = False, key: str | None = None) -> str:
     """The model card of ``run_dir`` as text (YAML front matter + Markdown), from the documented record kinds:
     ``model`` (name, architecture, intended use, limitations, licence), ``dataset``, ``eval``, ``fairness.eval``,
     the training audit and the sessions' environment.
@@ -100,7 +100,7 @@ def build_card(run_dir: str | Path, *, intended_use: str | None = None, license:
     """
     hf = _hf()
     ev = Evidence.load(run_dir)
-    result = _verified(run_dir, draft)
+    result = _verified(run_dir, draft, key)
     start = ev.first("run.start")
     model = ev.last("model")
     md = mapping(model["data"]) if model else {}

@@ -13,9 +13,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from torchwitness.ledger.distributed import read_run_manifest
 from torchwitness.ledger.reader import iter_records
 from torchwitness.rules.findings import Finding, nest
 
@@ -47,7 +47,7 @@ def run_findings(run_dir: str | Path) -> list[Finding]:
         return _sorted(nest(_shard_findings(root)[0]))
     merged: dict[str, Finding] = {}
     steps: dict[int, int] = {}
-    for rank in range(json.loads(manifest.read_text())["world_size"]):
+    for rank in range(read_run_manifest(root)["world_size"]):
         found, count = _shard_findings(root / f"rank-{rank}")
         if count is not None:
             steps[rank] = count

@@ -14,13 +14,23 @@ def general(ev: Evidence, sec: Section) -> None:
     _models(ev, sec)
     params = ev.kind("params")
     if params:
-        t = Table("Hyperparameters and settings (params)", ["name", "value"], [], [])
-        latest: dict[str, tuple[object, int]] = {}
+        # every value a name took, with the session that set it: a resumed run may change a setting, and its
+        # earlier sessions' figures were obtained with the earlier value
+        sessions = ev.sessions()
+        several = len(sessions) > 1
+        t = Table("Hyperparameters and settings (params)", ["name", "value", *(["session"] if several else [])],
+                  [], [])
+        values: dict[str, list[tuple[object, int]]] = {}
         for r in params:
             for k, v in mapping(get(r, "params")).items():
-                latest[str(k)] = (v, r["seq"])
-        for k, (v, seq) in sorted(latest.items()):
-            t.add([k, v if isinstance(v, int | float) and not isinstance(v, bool) else str(v)], [seq])
+                seen = values.setdefault(str(k), [])
+                if not seen or seen[-1][0] != v:
+                    seen.append((v, r["seq"]))
+        for k, history in sorted(values.items()):
+            for v, seq in history:
+                shown = v if isinstance(v, int | float) and not isinstance(v, bool) else str(v)
+                session = next((s.number for s in sessions if s.first <= seq <= s.last), 1)
+                t.add([k, shown, *([session] if several else [])], [seq])
         sec.blocks.append(t)
     _sessions(ev, sec)
 

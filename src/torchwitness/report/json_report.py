@@ -16,6 +16,7 @@ from typing import Any
 
 from torchwitness import __version__
 from torchwitness.errors import InputError
+from torchwitness.jsonfile import parse_json
 from torchwitness.rules.catalogue import Severity
 from torchwitness.rules.findings import Finding
 
@@ -42,10 +43,7 @@ def to_json(findings: Sequence[Finding], *, suppressed: int = 0, hidden_hints: i
 
 def read_findings(text: str) -> list[Finding]:
     """Findings from a JSON report (or a bare JSON list of finding dicts)."""
-    try:
-        doc = json.loads(text)
-    except ValueError as e:
-        raise InputError(f"not a JSON findings report: {e}") from None
+    doc = parse_json(text, "the findings report")
     items = doc.get("findings") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
         raise InputError("not a JSON findings report: no 'findings' list")

@@ -127,9 +127,11 @@ def risk(ev: Evidence, sec: Section) -> None:
         gate = get(r, "gate")
         if isinstance(gate, dict):
             limit = fmt(number(gate.get("threshold")))
-            state(sec, r, "gate.value", f"Fairness gate ({gate.get('policy')}): {gate.get('metric')} on "
-                                        f"{gate.get('view')} = {{v}} against threshold {limit} "
-                                        f"({gate.get('bound')}); action: {gate.get('action')}.")
+            compared = {"ci_high": "the upper end of the interval of", "ci_low": "the lower end of the interval of",
+                        "estimate": "the estimate of"}.get(str(gate.get("bound")), f"{gate.get('bound')} of")
+            state(sec, r, "gate.value", f"Fairness gate ({gate.get('policy')}) compared {compared} "
+                                        f"{gate.get('metric')} on {gate.get('view')}, {{v}}, with the threshold "
+                                        f"{limit}; action: {gate.get('action')}.")
     eps = ev.last("privacy.epsilon")
     if eps is not None and get(eps, "exhausted"):
         sec.say("The privacy budget was exhausted; the crossing step was refused.", [eps["seq"]])

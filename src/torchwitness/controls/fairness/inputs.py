@@ -55,8 +55,11 @@ def as_tensor(x: Any, name: str) -> torch.Tensor:
         raise InputError(f"{name} must hold numbers (0/1 labels or predictions), not {arr.dtype} values such as "
                          f"{str(arr.ravel()[:1].tolist())[1:-1] or 'nothing'}")
     arr = np.ascontiguousarray(arr)
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise InputError(f"{name} holds integers too large for labels or group codes (up to {int(arr.max())})")
     # polars and pandas hand out read-only views; torch warns on those and must not write through them
-    return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+    return torch.from_numpy((arr if arr.flags.writeable else arr.copy()).astype(np.int64, copy=False)
+                            if arr.dtype == np.uint64 else (arr if arr.flags.writeable else arr.copy()))
 
 
 def decisions(preds: Any, threshold: float | None) -> torch.Tensor:

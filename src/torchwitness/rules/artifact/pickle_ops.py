@@ -364,10 +364,24 @@ class _Machine:
         if isinstance(inst, GlobalRef):
             inst.roles.add("patch")  # BUILD sets attributes on the imported class/module/function itself
         elif isinstance(inst, _Made):
+            # BUILD calls the object's __setstate__ when it has one, so a state that plants one (or a second BUILD
+            # after a first that could have) makes the next BUILD call whatever the file chose: never pickled so
+            self._check_state(state, pos)
+            if inst.state is not None:
+                self.problem("BUILD", pos, "a second BUILD on one object (pickle writes one; a first can plant a "
+                                           "__setstate__ that the second calls)")
             inst.state = state
             by = inst.by
             if self.joblib and inst.how == "new" and isinstance(by, GlobalRef) and by.qualname == JOBLIB_WRAPPER:
                 self.joblib_array(state, pos)
+
+    def _check_state(self, state: Any, pos: int) -> None:
+        for part in (state if isinstance(state, tuple) else (state,)):
+            if isinstance(part, dict):
+                special = next((k for k in part if isinstance(k, str) and k.startswith("__") and k.endswith("__")),
+                               None)
+                if special is not None:
+                    self.problem("BUILD", pos, f"BUILD sets the special attribute {special} on an object")
 
     def persistent(self, pid: Any) -> Any:
         # legacy torch files: ('module', cls, file, source) in streams, (cls, file, source) in tar archives; the
