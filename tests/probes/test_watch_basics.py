@@ -238,3 +238,20 @@ def test_dense_audits_fingerprint_statistical_steps_and_the_step_after(tmp_path,
             crit(model(torch.randn(64, 8)), torch.randint(0, 3, (64,))).backward()
             opt.step()
     assert fingerprinted == [*range(9), 11, 12, 15]
+
+
+def test_function_mode_leaves_the_stack_after_each_audited_step(tmp_path):
+    """The loss spy is stopped once backward returns (or at the optimizer step): no mode is left behind, however
+    many audited steps run (a leaked mode would nest one more interception per step)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    with tw.Run(tmp_path / "r") as run:
+        watch = run.watch(model, opt, every_n_steps=1)
+        for _ in range(6):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            assert not torch.overrides._get_current_function_mode_stack()
+            opt.step()
+        assert watch.history.losses and not watch.errors

@@ -71,12 +71,16 @@ class LossSpy(TorchFunctionMode):
     def start(self) -> None:
         self.__enter__()
 
+    def on_top(self) -> bool:
+        """The mode is the innermost one (not while its own handler runs: torch pops it meanwhile)."""
+        stack = torch.overrides._get_current_function_mode_stack()
+        return bool(stack) and stack[-1] is self
+
     def stop(self) -> None:
         """Leave the mode stack; if user code pushed a mode above ours and kept it, only stop listening."""
         self.active = False
         self._computed.clear()
-        stack = torch.overrides._get_current_function_mode_stack()
-        if stack and stack[-1] is self:
+        if self.on_top():
             self.__exit__(None, None, None)
 
 
@@ -89,7 +93,10 @@ def _tapped_backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
     for listener in _LISTENERS:
         if listener.tapping:
             listener.tap_backward(self)
-    return _ORIGINALS["backward"](self, *args, **kwargs)
+    out = _ORIGINALS["backward"](self, *args, **kwargs)
+    for listener in _LISTENERS:
+        listener.after_backward()
+    return out
 
 
 def _tap_loss(name: str, kind: str) -> Callable[..., Any]:
@@ -109,7 +116,8 @@ def _tap_loss(name: str, kind: str) -> Callable[..., Any]:
 
 def listen(listener: Any) -> None:
     """Route the losses given to backward and to ``torch.nn.functional``'s losses to ``listener`` (its
-    ``tap_backward(loss)`` and ``tap_loss(kind, input, target)``) while its ``tapping`` is true.
+    ``tap_backward(loss)`` and ``tap_loss(kind, input, target)``) while its ``tapping`` is true; its
+    ``after_backward()`` is called when each backward returns.
 
     Between audited steps a function mode would cost ~10 us per torch call of the loss computation; these
     wrappers cost a loop over the listeners. Installed with the first listener, removed with the last. Loss

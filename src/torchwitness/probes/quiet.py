@@ -111,6 +111,15 @@ class BetweenAudits:
     def tap_backward(self, loss: torch.Tensor) -> None:
         self._spied_backward(loss)
 
+    def after_backward(self) -> None:
+        # An audited step whose loss call and backward were both seen: the function mode has nothing left to note
+        # before the optimizer step, and would otherwise intercept the optimizer's own torch calls (~10 us each).
+        # Only from the outermost backward call: the one the mode's handler makes runs with the mode popped.
+        w = self._window
+        if self._spy is not None and w is not None and w.loss is not None and self._losses \
+                and self._losses[-1][0] == self.step and self._spy.on_top():
+            self._spy_stop()
+
     def _note_loss_call(self, x: Any, t: Any) -> None:
         # A floating target and the prediction it meets: which of them turned non-finite first tells bad labels
         # from a loss computation that made NaN (log of a negative prediction, say). Class ids cannot be NaN.

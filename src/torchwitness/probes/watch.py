@@ -223,6 +223,8 @@ class Watch(BetweenAudits):
                 self._armed.append(m.register_forward_pre_hook(self._embedding_pre))
 
     def _disarm(self) -> None:
+        if not self._armed and self._window is None:  # between audits: nothing to undo
+            return
         for h in self._armed:
             h.remove()
         self._armed.clear()
@@ -469,7 +471,8 @@ class Watch(BetweenAudits):
                   if p.dtype in (torch.float16, torch.bfloat16) and p.group is not None] if moving else []
 
     def _post_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-        self._measure_update()
+        if self._window is not None:  # between audits there is no update to measure
+            self._measure_update()
         self._end_step()
 
     @_guarded
@@ -477,8 +480,11 @@ class Watch(BetweenAudits):
         w = self._window
         if w is not None and w.before:
             moving, after = w.extra["moving"], w.extra.pop("after")
-            w.pack.add("s/norm", torch.stack(torch._foreach_norm(w.before)))
-            w.pack.add("u/norm", torch.stack(torch._foreach_norm(torch._foreach_sub(after, w.before))))
+            # Starting norms and update norms in one batched reduction and one stack.
+            n = len(w.before)
+            norms = torch.stack(torch._foreach_norm([*w.before, *torch._foreach_sub(after, w.before)]))
+            w.pack.add("s/norm", norms[:n])
+            w.pack.add("u/norm", norms[n:])
             with_grad = [p for p in w.params if p.has_grad]
             lp = []
             for i in w.lowp:
