@@ -525,3 +525,13 @@ def test_a_rank_key_alone_cannot_add_records_the_run_did_not_vouch_for(tmp_path:
     assert verify_run(shard_dir(root, 1)).records == before.shards[1].records + 1  # the shard alone is consistent
     with pytest.raises(VerificationError, match=r"rank 1: records up to .* signed by the shard's key alone"):
         verify_run(root, key=run_key)
+
+
+def test_a_damaged_folder_fails_verification_and_a_missing_one_is_an_input_error(tmp_path):
+    with tw.Run(tmp_path / "run") as run:
+        run.record("note", {"i": 1})
+    (tmp_path / "run" / "records" / "000001.jsonl").mkdir()
+    with pytest.raises(VerificationError, match="should be a segment file, not a folder"):
+        verify_run(tmp_path / "run")
+    with pytest.raises(InputError, match="no such run folder"):
+        verify_run(tmp_path / "missing")

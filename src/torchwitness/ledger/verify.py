@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from torchwitness.errors import VerificationError
+from torchwitness.errors import InputError, VerificationError
 from torchwitness.ledger.checkpoints import check_chain, read_note
 from torchwitness.ledger.erasure import has_pending
 from torchwitness.ledger.keys import PublicKey, read_vkey
@@ -182,6 +182,15 @@ def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False, 
     manifest = read_manifest(layout.root)
     if origin is not None and manifest.get("origin") != origin:
         raise VerificationError(f"run is the log {manifest.get('origin')!r}, not the pinned origin {origin!r}")
+    try:
+        return _verify_single(layout, manifest, key=key, deep=deep, since=since,
+                              allow_unsigned_tail=allow_unsigned_tail)
+    except InputError as e:  # a run folder whose parts are damaged (a segment that is a folder, ...) fails to verify
+        raise VerificationError(str(e)) from None
+
+
+def _verify_single(layout: Layout, manifest: dict, *, key: str | None, deep: bool, since: str | None,
+                   allow_unsigned_tail: bool) -> VerifyResult:
     public = load_public_key(layout, manifest, key)
     checkpoints = load_checkpoints(layout, manifest, public)
     if not checkpoints:
