@@ -114,8 +114,13 @@ def _training(ev: Evidence, sec: Section) -> None:
     named = metric_points(ev)
     losses = [s for s in (_label(thin(p), n) for n, p in named.items() if "loss" in n.lower()) if s]
     audited = series(ev, ("train.audit",), "loss", "loss (audited step, run.watch)")
-    if losses or audited:
-        sec.blocks.append(Chart("Training loss", "step", "loss", [*losses, *([audited] if audited else [])][:8]))
+    # one chart each: a logged metric's step is whatever the caller passed (often the epoch), run.watch's is the
+    # optimizer step, and on one axis the two read as one history
+    if losses:
+        sec.blocks.append(Chart("Training loss, as logged (run.log_metrics)", "step as logged", "loss", losses[:8]))
+    if audited:
+        sec.blocks.append(Chart("Training loss at audited optimizer steps (run.watch)", "optimizer step", "loss",
+                                [audited]))
     others = [s for s in (_label(thin(p), n) for n, p in named.items() if "loss" not in n.lower()) if s]
     if others:
         sec.blocks.append(Chart("Other metrics during training", "step", "value", others[:8]))
