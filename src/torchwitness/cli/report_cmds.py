@@ -127,7 +127,7 @@ def diff(run_a: Path = typer.Argument(..., help="The baseline run."),
 
 def export(run: Path = RunArg,
            to: str = typer.Option(..., "--to", help="mlflow, otel or rdf."),
-           target: str | None = typer.Option(None, "--target", help="MLflow tracking URI, OTLP/HTTP traces "
+           target: str | None = typer.Option(None, "--target", "-o", help="MLflow tracking URI, OTLP/HTTP traces "
                                              "endpoint, or the Turtle file to write (default RUN/evidence.ttl)."),
            experiment: str = typer.Option("torchwitness", "--experiment", help="MLflow experiment name.")) -> None:
     """Export a run's evidence to MLflow, an OpenTelemetry collector (OTLP/HTTP) or an RDF (Turtle) file."""
