@@ -296,3 +296,16 @@ def test_build_that_plants_or_repeats_a_setstate_is_an_error(tmp_path, second_st
     findings = scan_model(path).findings
     assert any(f.severity.name == "ERROR" for f in findings), [(f.rule_id, f.message) for f in findings]
     assert CliRunner().invoke(app, ["scan-model", str(path)]).exit_code == 1
+
+
+def test_a_class_constructed_with_arguments_is_an_error(tmp_path):
+    # NEWOBJ numpy.memmap('/tmp/...', 'uint8', 'w+', 0, (4,)): __new__ opens and maps a file the pickle names,
+    # and SETITEMs then write through it (a file-write primitive with no call of a denied module)
+    args = b"(" + _unicode(str(tmp_path / "never")) + _unicode("uint8") + _unicode("w+") + b"K\x00K\x04\x85t"
+    payload = b"\x80\x02cnumpy\nmemmap\n" + args + b"\x81" + b"(K\x00K\x41K\x01K\x42u" + b"."
+    path = tmp_path / "memmap.pkl"
+    path.write_bytes(payload)
+    findings = scan_model(path).findings
+    assert any(f.severity.name == "ERROR" and "__new__" in f.message for f in findings), \
+        [(f.rule_id, f.message) for f in findings]
+    assert not (tmp_path / "never").exists()

@@ -128,6 +128,8 @@ def judge(ref: GlobalRef, extra_safe: Collection[str] = (), *, torchscript: bool
         return ERROR, f"{ref.module} + {ref.name!r} is reached through an attribute chain"
     if "call" in roles:
         return ERROR, "it is called on load with arguments the file chooses"
+    if "new-args" in roles:
+        return ERROR, "class constructed with arguments the file chooses: its __new__ runs with them"
     last = ref.name.rsplit(".", 1)[-1]
     if "new" in roles:
         return WARN, "class constructed on load: its module, __new__ and __setstate__ run (needs trust)"

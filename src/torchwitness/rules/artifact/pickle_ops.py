@@ -358,6 +358,8 @@ class _Machine:
             return cls if isinstance(cls, _Unresolved) else self.problem(
                 opcode, pos, f"{opcode} constructs a value that is not a named import")
         cls.roles.add("new")
+        if args != ():  # __new__ runs with values the file chose (numpy.memmap opens and maps a file it names)
+            cls.roles.add("new-args")
         return _Made(cls, args, "new")
 
     def build(self, inst: Any, state: Any, pos: int) -> None:
