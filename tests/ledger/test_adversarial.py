@@ -535,3 +535,13 @@ def test_a_damaged_folder_fails_verification_and_a_missing_one_is_an_input_error
         verify_run(tmp_path / "run")
     with pytest.raises(InputError, match="no such run folder"):
         verify_run(tmp_path / "missing")
+
+
+def test_the_unsigned_manifest_cannot_rename_the_run(tmp_path):
+    with tw.Run(tmp_path / "run") as run:
+        run.record("note", {"i": 1})
+    manifest = tmp_path / "run" / "ledger.json"
+    doc = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps(dict(doc, run="FORGEDRUNID")))
+    with pytest.raises(VerificationError, match=r"ledger\.json names run 'FORGEDRUNID'"):
+        verify_run(tmp_path / "run")

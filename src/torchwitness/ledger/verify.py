@@ -229,6 +229,7 @@ def _verify_single(layout: Layout, manifest: dict, *, key: str | None, deep: boo
             _tally_erasures(lines, result)
         if _RECOVERED in found:
             result.signed_late = _signed_late(lines, covered)
+    _check_run_id(layout, manifest["run"])
     result.blobs = _check_blobs(layout)
     if torn:
         ended = _ended_at([line for seg in read_segments(layout) for line in seg.lines])
@@ -398,3 +399,21 @@ def _check_blobs(layout: Layout) -> int:
                 raise VerificationError(f"blob {path.name} does not match its content digest")
             count += 1
     return count
+
+
+def _check_run_id(layout: Layout, run_id: str) -> None:
+    """``ledger.json`` is not signed: its run id is vouched for only by the first (signed) record naming it, which
+    reports and cards then quote as the run's."""
+    segments = layout.segments()
+    if not segments:
+        return
+    with segments[0].open("rb") as f:
+        first = f.readline()
+    try:
+        named = json.loads(first).get("run")
+    except (ValueError, AttributeError):
+        return  # an unreadable first record fails the hash checks above
+    if named != run_id:
+        raise VerificationError(f"ledger.json names run {run_id!r}, but the signed records are of run {named!r}",
+                                seq=0)
+
