@@ -189,3 +189,34 @@ def label_moments(x: torch.Tensor, y: torch.Tensor, max_cols: int = 256) -> torc
     y = y.detach().double()
     n = torch.full((1,), float(x.shape[0]), dtype=torch.float64, device=x.device)
     return torch.cat([n, x.sum(0), (x * x).sum(0), y.sum(0), (y * y).sum(0), (x.T @ y).reshape(-1)])
+
+
+# update-to-weight ratios are estimated on the first SNAPSHOT elements of each tensor an optimizer step moves
+SNAPSHOT = 8192
+
+
+class ParamHeads:
+    """The first ``SNAPSHOT`` elements of each parameter an optimizer step moves: live views, and buffers the
+    step's starting values are copied into, both kept across audited steps (a parameter is updated in place, so
+    its view stays valid until its storage is replaced). One ``_foreach_copy_`` then takes the snapshot,
+    instead of four dispatcher calls per tensor."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}
+
+    def snapshot(self, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``(live views, copies of their values now)``."""
+        cache: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}
+        for p in params:
+            ptr = p.data_ptr()
+            entry = self._cache.get(id(p))
+            if entry is None or entry[0] != ptr or entry[1].dtype != p.dtype or entry[1].numel() != min(
+                    p.numel(), SNAPSHOT):
+                view = p.detach().reshape(-1)[:SNAPSHOT]
+                entry = (ptr, view, torch.empty_like(view))
+            cache[id(p)] = entry
+        self._cache = cache  # only the tensors of this step: replaced parameters are let go
+        views = [cache[id(p)][1] for p in params]
+        copies = [cache[id(p)][2] for p in params]
+        torch._foreach_copy_(copies, views)
+        return views, copies

@@ -242,6 +242,39 @@ class History:
         else:
             self.label_hist = list(map(operator.add, self.label_hist, hist))
 
+    def absorb(self, view: StepView, loss_steps: list[int], data: dict[str, Any]) -> None:
+        """Fold one audited step's host data (the losses since the last audit, histograms, moments, grads)."""
+        h = self
+        h.audited += 1
+        if "losses" in data:
+            h.losses.extend(zip(loss_steps, data["losses"], strict=True))
+        if "eval_rows" in data:
+            h.eval_rows.update(map(int, data["eval_rows"]))
+        if view.row_fps is not None and view.primary is not None and view.trained_modes:
+            h.train_rows.update(view.row_fps)
+        if "hist" in data:  # the last bin counts the ids outside the head (ignore indices, bad labels)
+            h.add_hist([*data["hist"], view.extra["hist_labels"] - sum(data["hist"])])
+        if "moments" in data:
+            shape = view.extra.get("moment_shape")
+            if h.moments is None or h.moment_shape != shape:
+                h.moments, h.moment_shape = np.array(data["moments"]), shape
+            else:
+                h.moments += np.asarray(data["moments"])
+        h.modules_called.update(view.modules)
+        if view.forwards:
+            h.bump("training_forwards")
+        for p in view.params:
+            if p.has_grad and p.grad_norm != 0:
+                h.grad_seen[p.name] = h.grad_seen.get(p.name, 0) + 1
+            elif p.has_grad and p.module in view.modules and len(p.shape) >= 2:
+                h.grad_zero[p.name] = h.grad_zero.get(p.name, 0) + 1
+        lo = view.loss
+        if lo is not None:
+            h.notes["loss_kind"] = lo.kind
+            h.notes["class_weighted"] = lo.weighted
+            if lo.target is not None and lo.target.stats and "std" in lo.target.stats:
+                h.notes.setdefault("target_var", []).append(lo.target.stats["std"] ** 2)
+
 
 @dataclass
 class StepView:

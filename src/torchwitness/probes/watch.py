@@ -24,7 +24,6 @@ from functools import partial
 from types import TracebackType
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch.utils.hooks import RemovableHandle
 
@@ -37,6 +36,7 @@ from torchwitness.probes.lossspy import LossSpy, listen, unlisten
 from torchwitness.probes.quiet import BetweenAudits
 from torchwitness.probes.quiet import guarded as _guarded
 from torchwitness.probes.sentinel import Sentinel, first_bad
+from torchwitness.probes.stats import SNAPSHOT, ParamHeads
 from torchwitness.probes.view import History, ModuleInfo, ParamInfo, StepView, TensorInfo
 from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
 from torchwitness.rules.causes import ordered
@@ -57,7 +57,6 @@ MODE_SENSITIVE = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnor
 _MAX_PENDING_LOSSES = 8192
 _EVAL_ROW_BUDGET = 16384
 _AUDITS_PER_RECORD = 32
-_SNAPSHOT = 8192
 _MOMENT_ROWS = 2048
 # When audits are dense (closer than `statistics_every` steps), the statistical probes run on one audited step in
 # `statistics_every`: what they judge (dead units, update ratios, label counts) persists across steps, while the
@@ -65,33 +64,6 @@ _MOMENT_ROWS = 2048
 # audit; row fingerprints (duplicates, a batch fed again) on statistical steps and the step after each. The first
 # STATISTICS_WARMUP steps (or first_steps, if more) are never thinned, so a short run is judged in full.
 STATISTICS_WARMUP = 8
-
-
-class _Heads:
-    """The first ``_SNAPSHOT`` elements of each parameter an optimizer step moves: live views, and buffers the
-    step's starting values are copied into, both kept across audited steps (a parameter is updated in place, so
-    its view stays valid until its storage is replaced). One ``_foreach_copy_`` then takes the snapshot,
-    instead of four dispatcher calls per tensor."""
-
-    def __init__(self) -> None:
-        self._cache: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}
-
-    def snapshot(self, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """``(live views, copies of their values now)``."""
-        cache: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}
-        for p in params:
-            ptr = p.data_ptr()
-            entry = self._cache.get(id(p))
-            if entry is None or entry[0] != ptr or entry[1].dtype != p.dtype or entry[1].numel() != min(
-                    p.numel(), _SNAPSHOT):
-                view = p.detach().reshape(-1)[:_SNAPSHOT]
-                entry = (ptr, view, torch.empty_like(view))
-            cache[id(p)] = entry
-        self._cache = cache  # only the tensors of this step: replaced parameters are let go
-        views = [cache[id(p)][1] for p in params]
-        copies = [cache[id(p)][2] for p in params]
-        torch._foreach_copy_(copies, views)
-        return views, copies
 
 
 class _Facts(NamedTuple):
@@ -150,7 +122,7 @@ class Watch(BetweenAudits):
         self._names = {id(m): (n or "model") for n, m in inner.named_modules()}
         self.mode_sensitive = any(isinstance(m, MODE_SENSITIVE) for m in inner.modules())
         self._inner = inner
-        self._heads = _Heads()
+        self._heads = ParamHeads()
         self._statistics_step = -statistics_every
         self._window: Window | None = None
         self._armed: list[RemovableHandle] = []
@@ -463,7 +435,7 @@ class Watch(BetweenAudits):
     def _before_update(self, w: Window) -> None:
         self._collect_grads(w)
         moving = [p for p in w.params if p.has_grad and p.group is not None] if w.statistics else []
-        # Update-to-weight ratios are estimated on the first _SNAPSHOT elements of each tensor the step is about
+        # Update-to-weight ratios are estimated on the first SNAPSHOT elements of each tensor the step is about
         # to change: copying whole tensors would cost more than the step of a small model.
         w.extra["after"], w.before = self._heads.snapshot([p.param for p in moving]) if moving else ([], [])
         w.extra["moving"] = moving
@@ -490,7 +462,7 @@ class Watch(BetweenAudits):
             for i in w.lowp:
                 p = with_grad[i]
                 j = next(k for k, m in enumerate(moving) if m is p)
-                pushed = p.param.grad.reshape(-1)[:_SNAPSHOT] != 0
+                pushed = p.param.grad.reshape(-1)[:SNAPSHOT] != 0
                 lp += [((after[j] == w.before[j]) & pushed).sum(), pushed.sum()]
             if lp:
                 w.pack.add("lowp", torch.stack(lp))
@@ -558,42 +530,10 @@ class Watch(BetweenAudits):
             view.extra["ranks"] = self.cross_rank.exchange(view.step, data, view.params,
                                                              view.loss.value if view.loss else None,
                                                              view.inputs_nonfinite)
-        self._update_history(view, loss_steps, data)
+        self.history.absorb(view, loss_steps, data)
         self._run_rules(view)
         if w.forwards:
             self._record_audit(view)
-
-    def _update_history(self, view: StepView, loss_steps: list[int], data: dict[str, Any]) -> None:
-        h = self.history
-        h.audited += 1
-        if "losses" in data:
-            h.losses.extend(zip(loss_steps, data["losses"], strict=True))
-        if "eval_rows" in data:
-            h.eval_rows.update(map(int, data["eval_rows"]))
-        if view.row_fps is not None and view.primary is not None and view.trained_modes:
-            h.train_rows.update(view.row_fps)
-        if "hist" in data:  # the last bin counts the ids outside the head (ignore indices, bad labels)
-            h.add_hist([*data["hist"], view.extra["hist_labels"] - sum(data["hist"])])
-        if "moments" in data:
-            shape = view.extra.get("moment_shape")
-            if h.moments is None or h.moment_shape != shape:
-                h.moments, h.moment_shape = np.array(data["moments"]), shape
-            else:
-                h.moments += np.asarray(data["moments"])
-        h.modules_called.update(view.modules)
-        if view.forwards:
-            h.bump("training_forwards")
-        for p in view.params:
-            if p.has_grad and p.grad_norm != 0:
-                h.grad_seen[p.name] = h.grad_seen.get(p.name, 0) + 1
-            elif p.has_grad and p.module in view.modules and len(p.shape) >= 2:
-                h.grad_zero[p.name] = h.grad_zero.get(p.name, 0) + 1
-        lo = view.loss
-        if lo is not None:
-            h.notes["loss_kind"] = lo.kind
-            h.notes["class_weighted"] = lo.weighted
-            if lo.target is not None and lo.target.stats and "std" in lo.target.stats:
-                h.notes.setdefault("target_var", []).append(lo.target.stats["std"] ** 2)
 
     def _record_audit(self, view: StepView) -> None:
         if self._record is None:
