@@ -200,7 +200,8 @@ def secure_inference(ev: Evidence, sec: Section) -> None:
         error = number(get(r, "max_abs_error"))
         checked = (f"largest difference from plaintext probabilities on {get(r, 'check_rows')} declared check rows: "
                    f"{fmt(error)}" if error is not None else "no check rows declared, so its error is not measured")
-        state(sec, r, "rows", f"Secure inference (GDPR Art. 25): {{v}} rows served with {get(r, 'library')} "
+        state(sec, r, "rows", f"Secure inference (GDPR Art. 25): {{v}} rows evaluated under encryption "
+                              f"(declared check rows included) with {get(r, 'library')} "
                               f"{get(r, 'version')} ({get(r, 'parameters.scheme')}); the model owner saw "
                               f"{get(r, 'owner_sees')}; {checked}.")
 

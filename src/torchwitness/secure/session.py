@@ -38,7 +38,7 @@ class SecureInferenceRecord(msgspec.Struct):
     protocol: str
     parties: list[str]
     parameters: dict[str, Any]
-    rows: int
+    rows: int          # every row evaluated under encryption, the check rows included
     check_rows: int
     max_abs_error: float | None   # secure vs plaintext probabilities on the check rows; null when none declared
     seconds: float
