@@ -8,6 +8,9 @@ digest is the SHA-256 of its files (Hugging Face folders) or its ``digest`` attr
 from __future__ import annotations
 
 import hashlib
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +66,58 @@ def _load_weights(model: nn.Module, path: Path) -> None:
         raise InputError(f"{path} does not fit the factory's model: {detail[:300]}") from None
 
 
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Loading prints a progress bar and config advice (a token id outside a tiny vocabulary, say) that is not
+    the certification's business: its own checks name what matters. Errors still raise."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+# transformers imports these at import time whenever they are installed, for features a certify of a plain
+# causal LM never reaches (torchao's quantizer, scipy's Hungarian matching for detection losses): ~0.5 s of the
+# ~5 s a command-line certify takes.
+_UNNEEDED_BY_PLAIN_LMS = ("torchao", "scipy")
+
+
+@contextmanager
+def lean_transformers_import(models: list[str | Path | None], keep: tuple[str, ...] = ()) -> Iterator[None]:
+    """For a short-lived command only: while transformers is first imported to load Hugging Face folders, hide
+    the optional packages above (``keep`` excepted) unless a folder's config asks for a quantizer. transformers
+    then records them as unavailable for the rest of the process; they import normally afterwards. Anything
+    but folders (a state dict whose factory is user code) is loaded with nothing hidden."""
+    given = [Path(m) for m in models if m is not None]
+    if "transformers" in sys.modules or not all(m.is_dir() for m in given) or any(
+            "quantization_config" in _config_text(m) for m in given):
+        yield
+        return
+    hidden = [n for n in _UNNEEDED_BY_PLAIN_LMS if n not in keep and n not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # find_spec and import both report it missing
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+
+
+def _config_text(folder: str | Path) -> str:
+    try:
+        return (Path(folder) / "config.json").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 def load_source(spec: str | Path | nn.Module | Source, *, factory: str | None = None) -> Source:
     """Resolve a model argument of ``certify``/``doctor`` into a :class:`Source`."""
     if isinstance(spec, Source):
@@ -77,9 +132,10 @@ def load_source(spec: str | Path | nn.Module | Source, *, factory: str | None = 
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as e:
             raise InputError("Hugging Face folders need: pip install 'torchwitness[transformers]'") from e
-        model = AutoModelForCausalLM.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path) if any(
-            (path / n).is_file() for n in _TOKENIZER_FILES) else None
+        with _quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path) if any(
+                (path / n).is_file() for n in _TOKENIZER_FILES) else None
         return Source(model, f"hf:{path.name}", tokenizer, tokenizer_digest(tokenizer, path))
     if not path.is_file():
         raise InputError(f"no such model: {spec}")

@@ -143,7 +143,7 @@ def certify(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
     from torchwitness.certify.certificate import to_bytes
     from torchwitness.certify.editspec import Edit
     from torchwitness.certify.policy import load_policy
-    from torchwitness.certify.sources import load_source
+    from torchwitness.certify.sources import lean_transformers_import, load_source
     from torchwitness.certify.windows import window_count
     from torchwitness.cli._record import open_run
     from torchwitness.ledger.encoding import decode_float as num
@@ -160,8 +160,10 @@ def certify(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
     pol = load_policy(policy)
     names = [Edit.parse(e).name for e in edits] if edits else [_name_of(subject)]
     targets = _targets(out, names)
-    base = load_source(baseline, factory=factory)
-    subj = load_source(subject, factory=factory) if subject else None
+    keep = ("torchao",) if any(e.startswith("torchao") for e in edits) else ()
+    with lean_transformers_import([baseline, subject], keep):
+        base = load_source(baseline, factory=factory)
+        subj = load_source(subject, factory=factory) if subject else None
     stream = _stream(data, base)
     length = window_length or pol.window_length
     total = window_count(len(stream), length, windows or pol.windows)
@@ -225,10 +227,11 @@ def verify_cert(cert: Path = typer.Argument(..., help="A certificate JSON file."
                 verbose: bool = typer.Option(False, "--verbose", help="Show expected/computed values on failure.")
                 ) -> None:
     """Verify a certificate: Merkle root, statistics, verdict and signature. Exit 0 verifies, 3 not, 2 bad input."""
-    from torchwitness.certify.sources import load_source
+    from torchwitness.certify.sources import lean_transformers_import, load_source
     from torchwitness.certify.verify import verify_certificate
 
-    base = load_source(baseline, factory=factory) if baseline else None
+    with lean_transformers_import([baseline, subject]):
+        base = load_source(baseline, factory=factory) if baseline else None
     if data is not None and base is None:
         raise InputError("--data is checked against the certificate with the baseline's tokenizer: pass --baseline")
     tokens = _stream(data, base) if data is not None else None
@@ -245,8 +248,11 @@ def doctor(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
            as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON.")) -> None:
     """Preflight for certify: inputs, data, policy and key, each with a stable code; exit 2 on any error."""
     from torchwitness.certify.doctor import preflight
+    from torchwitness.certify.sources import lean_transformers_import
 
-    checks = preflight(baseline, subject, edit=edit, data=data, policy=policy, factory=factory, key_dir=key_dir)
+    keep = ("torchao",) if edit and edit.startswith("torchao") else ()
+    with lean_transformers_import([baseline, subject], keep):
+        checks = preflight(baseline, subject, edit=edit, data=data, policy=policy, factory=factory, key_dir=key_dir)
     if as_json:
         typer.echo(json.dumps([c.__dict__ for c in checks], indent=2))
     else:
