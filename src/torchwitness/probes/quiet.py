@@ -48,6 +48,7 @@ class BetweenAudits:
     _window: Any
     _sentinel: Sentinel
     _sentinel_grad: tuple[str, torch.nn.Parameter] | None
+    _lean: Any
     _spy: LossSpy | None
     _losses: list[tuple[int, torch.Tensor]]
     _peek_step: int
@@ -135,7 +136,10 @@ class BetweenAudits:
             self._losses.append((self.step, loss.detach()))
 
     def _note_grad(self) -> None:
-        # The first trainable tensor's gradient: NaN/Inf anywhere upstream spreads into it through backward.
+        # The first trainable tensor's gradient: NaN/Inf anywhere upstream spreads into it through backward. A
+        # lean audited step reads every gradient's norm itself.
+        if self._lean is not None and self._lean.active:
+            return
         if self._sentinel_grad is None:
             first = next((p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad), None)
             if first is None:
