@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from torchwitness.probes.watch import Watch
 
 _SCALAR = ()
+_INPUT = "\0input"  # the name under which the step's input is reduced with the module outputs
 
 
 class Lean:
@@ -47,6 +48,7 @@ class Lean:
         self._plan: list[tuple[torch.nn.Module, str]] | None = None
         self._params: list[tuple[str, torch.nn.Parameter]] | None = None
         self.active = False
+        self.input: torch.Tensor | None = None  # the step's first floating input, when it is a new one
         self._outs: list[torch.Tensor] = []
         self._names: list[str] = []
         self._norms: list[torch.Tensor] = []  # 0-d norms of the hooked outputs, training forwards in order
@@ -68,6 +70,7 @@ class Lean:
 
     def disarm(self) -> None:
         self.active = False
+        self.input = None
         for h in self._handles:
             h.remove()
         self._handles.clear()
@@ -95,6 +98,10 @@ class Lean:
         if out is not None and out.is_floating_point():
             self._outs.append(out)
             self._names.append("model")
+        if self.input is not None:
+            self._outs.append(self.input)
+            self._names.append(_INPUT)
+            self.input = None
         if self._outs:
             self._norms.extend(torch._foreach_norm([t.detach() for t in self._outs]))
             self._norm_names.extend(self._names)
@@ -143,7 +150,11 @@ class Lean:
         """The step's numbers as the rules read an audited step: outputs in call order (a module called twice
         is non-finite when either call was), gradients, and inputs, targets and the loss's input as sums."""
         modules: dict[str, ModuleInfo] = {}
+        inputs = []
         for name, value in zip(names, acts, strict=True):
+            if name == _INPUT:
+                inputs = [_summed("arg0", value)]
+                continue
             info = modules.get(name)
             if info is None:
                 m = self._modules.get(name, self.watch.model)
@@ -157,7 +168,6 @@ class Lean:
                   for (n, p), g in zip(with_grad, grads, strict=True)]
         this_step = {field: x for x, (field, s) in sums if s == step}
         earlier = [(x, where) for x, where in sums if where[1] != step]
-        inputs = [_summed("arg0", this_step["input"])] if "input" in this_step else []
         targets = _summed("target", this_step["target"]) if "target" in this_step else None
         pred = _summed("input", this_step["pred"]) if "pred" in this_step else None
         lo = LossInfo(kind="loss", module=None, input=pred, target=targets, value=loss) \
