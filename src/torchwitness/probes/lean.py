@@ -53,6 +53,7 @@ class Lean:
         self._names: list[str] = []
         self._norms: list[torch.Tensor] = []  # 0-d norms of the hooked outputs, training forwards in order
         self._norm_names: list[str] = []
+        self._grads: tuple[list[tuple[str, torch.nn.Parameter]], list[torch.Tensor]] | None = None
         self._modules: dict[str, torch.nn.Module] = {}
 
     # ---- arming -------------------------------------------------------------------------------------------
@@ -78,6 +79,7 @@ class Lean:
         self._names.clear()
         self._norms.clear()
         self._norm_names.clear()
+        self._grads = None
 
     def _hook(self, name: str) -> Any:
         outs, names = self._outs, self._names
@@ -108,18 +110,26 @@ class Lean:
             self._outs.clear()
             self._names.clear()
 
+    def note_grads(self) -> None:
+        """Reduce the gradients in the optimizer's pre-step hook (after ``GradScaler.unscale_``), while backward
+        has just left them in the CPU's caches; a step with a closure has none yet and is reduced at its end."""
+        if self._params is None:
+            held = {id(p) for g in self.watch.optimizer.param_groups for p in g["params"]}
+            self._params = [(n, p) for n, p in self.watch._inner.named_parameters()
+                            if p.requires_grad and id(p) in held]
+        with_grad = [(n, p) for n, p in self._params if p.grad is not None and not p.grad.is_sparse]
+        self._grads = with_grad, list(torch._foreach_norm([p.grad for _, p in with_grad])) if with_grad else []
+
     def finish(self, step: int) -> None:
         """After the optimizer step: read the step's numbers once; judge them only when one is out of order."""
         w = self.watch
         self._outs.clear()
         self._names.clear()
-        if self._params is None:
-            held = {id(p) for g in w.optimizer.param_groups for p in g["params"]}
-            self._params = [(n, p) for n, p in w._inner.named_parameters() if p.requires_grad and id(p) in held]
-        with_grad = [(n, p) for n, p in self._params if p.grad is not None and not p.grad.is_sparse]
+        if self._grads is None:
+            self.note_grads()
+        (with_grad, norms), self._grads = self._grads, None
         parts = self._norms
-        if with_grad:
-            parts.extend(torch._foreach_norm([p.grad for _, p in with_grad]))
+        parts.extend(norms)
         drained = w._sentinel.take()
         if drained is not None:
             parts.extend(drained[0])

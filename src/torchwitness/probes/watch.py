@@ -423,10 +423,12 @@ class Watch(BetweenAudits):
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         self._spy_stop()
         w = self._window
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
         if w is None:
             self._note_grad()
+            if self._lean is not None and self._lean.active and not callable(closure):
+                self._lean.note_grads()
             return None
-        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
         if not callable(closure):
             self._before_update(w)
             return None
@@ -517,8 +519,7 @@ class Watch(BetweenAudits):
 
     def _note_lean_audit(self, step: int, loss: float | None, grad_norm: float | None) -> None:
         if self._record is not None:
-            self._audits.append({"step": step, "forwards": 1, "loss": loss, "grad_norm": grad_norm,
-                                 "max_update_ratio": None})
+            self._audits.append((step, loss, grad_norm))  # made a summary like the others when flushed
             if len(self._audits) >= _AUDITS_PER_RECORD:
                 self._flush_audits()
 
@@ -530,7 +531,8 @@ class Watch(BetweenAudits):
 
     def _finish(self, w: Window, event: str = "step") -> None:
         if self._losses:
-            w.pack.add("losses", torch.stack([t.float() for _, t in self._losses]))
+            # One stack (promoting mixed dtypes), then one cast: not a cast per loss of a sparse audit's ~100.
+            w.pack.add("losses", torch.stack([t for _, t in self._losses]).float())
             loss_steps = [s for s, _ in self._losses]
             self._losses = []
         else:
@@ -585,7 +587,9 @@ class Watch(BetweenAudits):
         # Summaries are batched into one record per 32 audited steps: handing a record to the writer thread
         # costs a GIL round-trip, which every-step auditing of a small model would feel.
         if self._audits and self._record is not None:
-            self._record("train.audit", {"steps": self._audits}, self._audits[-1]["step"])
+            steps = [a if isinstance(a, dict) else {"step": a[0], "forwards": 1, "loss": a[1], "grad_norm": a[2],
+                                                    "max_update_ratio": None} for a in self._audits]
+            self._record("train.audit", {"steps": steps}, steps[-1]["step"])
         self._audits = []
 
     def _run_rules(self, view: StepView) -> None:
