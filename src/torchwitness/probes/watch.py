@@ -61,8 +61,8 @@ _AUDITS_PER_RECORD = 32
 _MOMENT_ROWS = 2048
 # When audits are dense (closer than `statistics_every` steps), the statistical probes run on one audited step in
 # `statistics_every`: what they judge (dead units, update ratios, label counts) persists across steps, while the
-# checks that name a failure at the step it happens (non-finite values, gradient norms, input bounds) run at every
-# audit; row fingerprints (duplicates, a batch fed again) on statistical steps and the step after each. The first
+# audits between are lean (probes/lean.py: non-finite values and gradient norms, named at their step); row
+# fingerprints (duplicates, a batch fed again) on statistical steps and the step after each. The first
 # STATISTICS_WARMUP steps (or first_steps, if more) are never thinned, so a short run is judged in full.
 STATISTICS_WARMUP = 8
 
@@ -93,7 +93,7 @@ class Watch(BetweenAudits):
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                  loss_fn: Callable[..., Any] | None = None, every_n_steps: int = 100, first_steps: int = 5,
-                 statistics_every: int = 32, select: Iterable[str] = (), ignore: Iterable[str] = (),
+                 statistics_every: int = 64, select: Iterable[str] = (), ignore: Iterable[str] = (),
                  thresholds: Mapping[str, float] | None = None, findings: FindingSet | None = None,
                  record: Callable[[str, Any, int | None], Any] | None = None) -> None:
         if not isinstance(model, torch.nn.Module):
