@@ -120,11 +120,16 @@ class Lean:
         with_grad = [(n, p) for n, p in self._params if p.grad is not None and not p.grad.is_sparse]
         self._grads = with_grad, list(torch._foreach_norm([p.grad for _, p in with_grad])) if with_grad else []
 
+    def discard(self) -> None:
+        """Let go of what an evaluation forward left (its outputs are not the step's training numbers)."""
+        self._outs.clear()
+        self._names.clear()
+        self.input = None
+
     def finish(self, step: int) -> None:
         """After the optimizer step: read the step's numbers once; judge them only when one is out of order."""
         w = self.watch
-        self._outs.clear()
-        self._names.clear()
+        self.discard()
         if self._grads is None:
             self.note_grads()
         (with_grad, norms), self._grads = self._grads, None

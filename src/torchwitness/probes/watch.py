@@ -265,10 +265,14 @@ class Watch(BetweenAudits):
             return
         w = self._window
         if w is None or not w.forwards or not torch.is_grad_enabled():
-            if w is None and torch.is_grad_enabled() and module.training:
-                self.tapping = self._spy_every_step  # loss history and sentinels: the tap notes backward's loss
-                if self._lean is not None and self._lean.active:
-                    self._lean.end_forward(output)
+            if w is None and torch.is_grad_enabled():
+                lean = self._lean is not None and self._lean.active
+                if module.training:
+                    self.tapping = self._spy_every_step  # loss history and sentinels: the tap notes the loss
+                    if lean:
+                        self._lean.end_forward(output)
+                elif lean:  # an evaluation forward with gradients on: not this step's training numbers
+                    self._lean.discard()
             return
         w.summarise_activations()
         out = first_tensor(output)
