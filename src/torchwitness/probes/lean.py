@@ -28,6 +28,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from torchwitness.probes.sentinel import first_bad
+from torchwitness.probes.transfer import cpu_list, to_host
 from torchwitness.probes.view import LossInfo, ModuleInfo, ParamInfo, StepView, TensorInfo
 from torchwitness.probes.window import first_tensor
 
@@ -146,9 +147,7 @@ class Lean:
         if not parts:
             return
         flat = torch.stack(parts)  # mixed float dtypes promote
-        if flat.dtype not in (torch.float32, torch.float64):  # bfloat16 has no numpy dtype
-            flat = flat.double()
-        values = (flat if flat.is_cpu else flat.cpu()).numpy().tolist()  # the step's one host read
+        values = cpu_list(flat) if flat.is_cpu else to_host([[flat]], [flat.numel()])[0]  # the one host read
         n_act, n_grad = len(names), len(with_grad)
         grads = values[n_act:n_act + n_grad]
         loss_value = values[-1] if loss is not None else None
