@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -224,20 +225,32 @@ def verify_cert(cert: Path = typer.Argument(..., help="A certificate JSON file."
                 replay: int = typer.Option(0, "--replay", help="Re-run K random windows on the models."),
                 seed: int | None = typer.Option(None, "--seed", help="Seed choosing the replayed windows."),
                 run: Path | None = typer.Option(None, "--run", help="Also check the run's ledger records it."),
+                policy: str | None = typer.Option(None, "--policy", help="Require this policy (balanced, strict, "
+                                                  "lenient, or a policy JSON file): any other fails."),
                 verbose: bool = typer.Option(False, "--verbose", help="Show expected/computed values on failure.")
                 ) -> None:
-    """Verify a certificate: Merkle root, statistics, verdict and signature. Exit 0 verifies, 3 not, 2 bad input."""
+    """Verify a certificate: Merkle root, statistics, verdict and signature. Exit 0 verifies with verdict pass,
+    1 verifies with verdict fail, 3 does not verify, 2 bad input."""
+    from torchwitness.certify.policy import load_policy
     from torchwitness.certify.sources import lean_transformers_import, load_source
     from torchwitness.certify.verify import verify_certificate
+    from torchwitness.ledger.verify import normalise_fingerprint
 
+    if key is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", normalise_fingerprint(key)):
+        raise InputError(f"--key {key!r} is not a key fingerprint (sha256: and 64 hex digits)")
+    if replay < 0 or (seed is not None and seed < 0):
+        raise InputError("--replay and --seed must be >= 0")
+    required = load_policy(policy) if policy is not None else None
     with lean_transformers_import([baseline, subject]):
         base = load_source(baseline, factory=factory) if baseline else None
     if data is not None and base is None:
         raise InputError("--data is checked against the certificate with the baseline's tokenizer: pass --baseline")
     tokens = _stream(data, base) if data is not None else None
     result = verify_certificate(cert, key=key, baseline=base, subject=subject, factory=factory, tokens=tokens,
-                                replay=replay, seed=seed, run=run)
+                                replay=replay, seed=seed, run=run, policy=required)
     typer.echo(result.summary())
+    if result.verdict != "pass":  # verified, and what it proves is a failed edit: a CI gate must stop here
+        raise typer.Exit(1)
 
 
 @_one_meaning(InputError)
