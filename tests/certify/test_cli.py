@@ -230,7 +230,7 @@ def test_doctor_reads_hugging_face_folders_without_torch_or_transformers(tiny_lm
     assert imported == "False False"
 
 
-def test_an_error_inside_the_model_is_one_line_and_exit_2(files, tiny_lm, tmp_path, tw):
+def test_token_ids_the_model_cannot_look_up_are_named_before_any_work(files, tiny_lm, tmp_path, tw):
     import numpy as np
 
     ids = tiny_lm.held_out.copy()
@@ -238,7 +238,8 @@ def test_an_error_inside_the_model_is_one_line_and_exit_2(files, tiny_lm, tmp_pa
     np.save(tmp_path / "ids.npy", ids)
     r = tw("certify", "--baseline", str(files / "base.safetensors"), "--edit", "quant-int8", "--factory", FACTORY,
            "--data", str(tmp_path / "ids.npy"), "--run", str(tmp_path / "run"), "--windows", "100")
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "IndexError" in r.stderr, r.stderr
+    assert r.returncode == 2 and _one_line_error(r) and "token ids span [0, 10000], outside the model's " \
+        "vocabulary [0, 64]" in r.stderr and "ids.npy" in r.stderr, r.stderr
 
 
 def test_loading_folders_from_the_command_line_hides_what_plain_lms_never_use(tiny_lm, tmp_path):
