@@ -317,3 +317,32 @@ def test_verify_cert_names_a_model_it_cannot_load_as_bad_input(files, tmp_path, 
     truncated.write_bytes((files / "base.safetensors").read_bytes()[:100])
     v = tw("verify-cert", str(cert), "--baseline", str(truncated), "--subject", str(truncated), "--factory", FACTORY)
     assert v.returncode == 2 and "cannot read these weights" in v.stderr and _one_line_error(v), v.stderr
+
+
+def test_doctor_turns_every_bad_input_into_a_coded_row(files, tiny_lm, tmp_path, tw):
+    import numpy as np
+
+    truncated = tmp_path / "t.safetensors"
+    truncated.write_bytes((files / "base.safetensors").read_bytes()[:100])
+    tiny_lm.model.save_pretrained(tmp_path / "quantized")
+    config = json.loads((tmp_path / "quantized" / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_8bit": True}
+    (tmp_path / "quantized" / "config.json").write_text(json.dumps(config))
+    ids = tiny_lm.held_out.copy()
+    ids[3] = -1
+    np.save(tmp_path / "neg.npy", ids)
+    (tmp_path / "folder").mkdir()
+    cases = [(["--baseline", str(truncated), "--factory", FACTORY, "--edit", "quant-int8"], "TWD001"),
+             (["--baseline", str(files / "base.safetensors"), "--factory", FACTORY, "--edit", "quant-int8",
+               "--data", str(tmp_path / "neg.npy")], "TWD024"),
+             (["--baseline", str(files / "base.safetensors"), "--factory", FACTORY, "--edit", "quant-int8",
+               "--data", str(tmp_path / "folder")], "TWD020")]
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        cases.append((["--baseline", str(tmp_path / "quantized"), "--edit", "quant-int8"], "TWD050"))
+    for args, code in cases:
+        r = tw("doctor", *args, "--json")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
+        errors = {c["code"] for c in json.loads(r.stdout) if c["level"] == "error"}
+        assert code in errors, (args, r.stdout)
