@@ -2,8 +2,9 @@
 
 One process, interleaved repeats (bare, every step, default sampling, torch-audit, bare, ...), so drift in the
 machine's speed hits all modes alike. The watch is added as a bare loop would add it, ``run.watch(model, opt,
-every_n_steps=1)`` (no loss module given). "every step": median ratio of blocks that start after 8 untimed
-steps (a new watch audits its first 8 steps in full, once per run): the steady state of a long run. "default":
+every_n_steps=1)`` (no loss module given). "every step": median ratio of blocks that start after the watch's
+first 64 steps (where it audits the first 8 in full and takes the statistical probes every 8th step, once per
+run): the steady state of a long run; "first 64" is the ratio over those first 64 steps. "default":
 ``run.watch(model, opt)`` (the first 5 steps, then every 100th), the ratio of the mean step time over a whole
 block of ``--default-steps`` steps timed from the watch's creation, audited steps and the first audits included.
 "torch-audit": torch-audit's ``autopatch(model, optimizer=opt, every_n_steps=1)`` where that package is
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 
 import torchwitness as tw
-from torchwitness.probes.watch import STATISTICS_WARMUP
+from torchwitness.probes.watch import CLOSE_WATCH
 
 
 class _Block(nn.Module):
@@ -143,6 +144,7 @@ def time_modes(name: str, repeats: int, steps: int, default_steps: int, run: tw.
         _step(model, opt, crit, x, y)
     modes = ["bare", "every step", "default"] + (["torch-audit"] if _torch_audit() is not None else [])
     times: dict[str, list[float]] = {m: [] for m in modes}
+    first: list[float] = []
     bare_long: list[float] = []
     for r in range(repeats):
         # Rotate the order each repeat so no mode always follows the same one (caches, allocator, frequency).
@@ -150,8 +152,11 @@ def time_modes(name: str, repeats: int, steps: int, default_steps: int, run: tw.
             n = default_steps if mode == "default" else steps
             with _watching(run, model, opt, mode):
                 if mode not in ("default", "bare"):  # a long run's steady state: the first audits are untimed
-                    for _ in range(STATISTICS_WARMUP):
+                    t0 = clock()
+                    for _ in range(CLOSE_WATCH):
                         _step(model, opt, crit, x, y)
+                    if mode == "every step":
+                        first.append((clock() - t0) / CLOSE_WATCH)
                 t0 = clock()
                 for _ in range(n):
                     _step(model, opt, crit, x, y)
@@ -163,6 +168,7 @@ def time_modes(name: str, repeats: int, steps: int, default_steps: int, run: tw.
                 bare_long.append((clock() - t0) / default_steps)
     out = {m: statistics.median(a / b for a, b in zip(v, times["bare"], strict=True)) for m, v in times.items()}
     out["default"] = statistics.median(a / b for a, b in zip(times["default"], bare_long, strict=True))
+    out["first"] = statistics.median(a / b for a, b in zip(first, times["bare"], strict=True))
     out["bare"] = statistics.median(times["bare"])
     return out
 
@@ -270,15 +276,15 @@ def main() -> None:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, {args.repeats} interleaved repeats, "
               f"{args.clock} clock, heap trimming {'off' if steady else 'on'}, torch-audit "
               f"{getattr(ta, '__version__', 'installed') if ta else 'not installed'}")
-        print(f"{'model':<12} {'bare ms':>8} {'every step':>11} {'default (mean)':>15} {'torch-audit':>12} "
-              f"{'syncs off-audit':>16} {'syncs/audited step':>19}")
+        print(f"{'model':<12} {'bare ms':>8} {'every step':>11} {'first 64':>9} {'default (mean)':>15} "
+              f"{'torch-audit':>12} {'syncs off-audit':>16} {'syncs/audited step':>19}")
         for name in args.models.split(","):
             t = time_modes(name, args.repeats, args.steps, args.default_steps, run, clock)
             quiet, worst = count_syncs(name, 300, 100, run)
             _, worst1 = count_syncs(name, 20, 1, run)
             audit = f"{t['torch-audit']:11.2f}x" if "torch-audit" in t else f"{'-':>12}"
-            print(f"{name:<12} {t['bare'] * 1e3:8.3f} {t['every step']:10.2f}x {t['default']:14.3f}x {audit} "
-                  f"{quiet:16d} {max(worst, worst1):19d}")
+            print(f"{name:<12} {t['bare'] * 1e3:8.3f} {t['every step']:10.2f}x {t['first']:8.2f}x "
+                  f"{t['default']:14.3f}x {audit} {quiet:16d} {max(worst, worst1):19d}")
         if args.open:
             first, median = time_open(args.models.split(",")[0])
             print(f"Run open + watch: {median:.1f} ms median ({first:.1f} ms the first time in this process)")

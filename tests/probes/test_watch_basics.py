@@ -138,9 +138,10 @@ def test_dense_audits_still_find_persistent_faults(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3))
     with torch.no_grad():
         model[0].bias.fill_(-20.0)  # every ReLU unit is dead
-    found = {f.rule_id: f for f in _dense_findings(tmp_path, model, 76)}
+    found = {f.rule_id: f for f in _dense_findings(tmp_path, model, 140)}
     assert "TW403" in found and found["TW403"].first_step == 0  # dated from its first sighting
-    assert found["TW403"].last_step == 71  # judged again on the spaced statistical audits (steps 71, 135, ...)
+    # judged again on the statistical audits: every 8th step to step 63, then one in 64 (127, ...)
+    assert found["TW403"].last_step == 127 and found["TW403"].count == 15  # from the 2nd of 16 sightings
 
 
 class _BreaksAt(torch.nn.Module):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import weakref
+from typing import Any
 
 import torch
 
@@ -116,13 +117,11 @@ class SameInput:
         return True
 
 
-def loader_batch_sizes(max_frames: int = 64) -> set[tuple[int, int]]:
-    """``(batch_size, dataset length)`` of the DataLoaders the training code holds: those bound to a name in the
-    frames on the call stack (the loop's locals and its module's globals). A look at a few dozen names, where a
-    scan of the whole heap took ~85 ms."""
-    from torch.utils.data import DataLoader
-
-    out: set[tuple[int, int]] = set()
+def held_in_frames(kind: type, max_frames: int = 64) -> list[Any]:
+    """The objects of ``kind`` the training code holds: bound to a name in the frames on the call stack (the
+    loop's locals and its module's globals), directly or in a list, tuple or dict there. A look at a few dozen
+    names, where a scan of the whole heap took ~85 ms."""
+    out: dict[int, Any] = {}
     seen: set[int] = set()
     frame = sys._getframe(1)
     for _ in range(max_frames):
@@ -133,10 +132,23 @@ def loader_batch_sizes(max_frames: int = 64) -> set[tuple[int, int]]:
                 continue
             seen.add(id(scope))
             for o in list(scope.values()):
-                if issubclass(type(o), DataLoader) and o.batch_size:
-                    try:
-                        out.add((int(o.batch_size), len(o.dataset)))  # type: ignore[arg-type]
-                    except TypeError:  # an iterable dataset has no length
-                        continue
+                items = o.values() if isinstance(o, dict) else o if isinstance(o, (list, tuple)) else (o,)
+                for item in list(items)[:64]:
+                    if issubclass(type(item), kind):
+                        out[id(item)] = item
         frame = frame.f_back
+    return list(out.values())
+
+
+def loader_batch_sizes(max_frames: int = 64) -> set[tuple[int, int]]:
+    """``(batch_size, dataset length)`` of the DataLoaders the training code holds (see :func:`held_in_frames`)."""
+    from torch.utils.data import DataLoader
+
+    out: set[tuple[int, int]] = set()
+    for o in held_in_frames(DataLoader, max_frames):
+        if o.batch_size:
+            try:
+                out.add((int(o.batch_size), len(o.dataset)))  # type: ignore[arg-type]
+            except TypeError:  # an iterable dataset has no length
+                continue
     return out

@@ -64,8 +64,12 @@ _MOMENT_ROWS = 2048
 # `statistics_every`: what they judge (dead units, update ratios, label counts) persists across steps, while the
 # audits between are lean (probes/lean.py: non-finite values and gradient norms, named at their step); row
 # fingerprints (duplicates, a batch fed again) on statistical steps and the step after each. The first
-# STATISTICS_WARMUP steps (or first_steps, if more) are never thinned, so a short run is judged in full.
+# STATISTICS_WARMUP steps (or first_steps, if more) are never thinned, so a short run is judged in full, and
+# until step CLOSE_WATCH the statistical audits come at least every CLOSE_GAP steps: a bug that starts mid-way
+# through a run of a few dozen steps (inputs rescaled, zero_grad dropped, a detach added) is judged within a
+# few steps of its start. Past it, one in statistics_every.
 STATISTICS_WARMUP = 8
+CLOSE_WATCH, CLOSE_GAP = 64, 8
 
 
 class _Facts(NamedTuple):
@@ -182,8 +186,8 @@ class Watch(BetweenAudits, StepUpdate):
 
     def _arm(self) -> bool:
         """Prepare the audit of ``self.step``; False when it is a lean one (no window: see probes/lean.py)."""
-        statistics = self.step < max(self.first_steps, STATISTICS_WARMUP) \
-            or self.step - self._statistics_step >= self.statistics_every
+        gap = self.statistics_every if self.step >= CLOSE_WATCH else min(self.statistics_every, CLOSE_GAP)
+        statistics = self.step < max(self.first_steps, STATISTICS_WARMUP) or self.step - self._statistics_step >= gap
         # Row fingerprints go with the statistical steps and the step after each: a batch fed again at the next
         # step (TW206) needs two consecutive steps, duplicates and overlaps are properties of the data. A lean
         # step after a statistical one fingerprints its batch in passing, as the step after a sparse audit does.

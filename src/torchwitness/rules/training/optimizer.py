@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import torch
 
+from torchwitness.probes.inrange import held_in_frames
 from torchwitness.probes.view import StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
@@ -48,6 +49,12 @@ def params_missing(v: StepView) -> Iterator[Finding]:
                 total += 1
                 if id(p) not in held:
                     missing.setdefault(name.rpartition(".")[0] or "model", []).append(name)
+    if missing:  # another optimizer of the training code may hold them (one per part of the model, or SparseAdam)
+        others = {i for o in held_in_frames(torch.optim.Optimizer) if o is not v.optimizer for i in _in_optimizer(o)}
+        if others:
+            named = dict(v.watch._inner.named_parameters())
+            missing = {m: kept for m, names in missing.items()
+                       if (kept := [n for n in names if id(named.get(n)) not in others])}
     if not missing:
         return
     if sum(len(x) for x in missing.values()) == total:
