@@ -99,6 +99,17 @@ def _tapped_backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
     return out
 
 
+def _tapped_zero_grad(original: Callable[..., Any]) -> Callable[..., Any]:
+    def zero_grad(self: Any, *args: Any, **kwargs: Any) -> Any:
+        for listener in _LISTENERS:
+            listener.zero_grad_called(self)
+        return original(self, *args, **kwargs)
+
+    zero_grad.__name__, zero_grad.__qualname__, zero_grad.__doc__ = (
+        original.__name__, original.__qualname__, original.__doc__)
+    return zero_grad
+
+
 def _tap_loss(name: str, kind: str) -> Callable[..., Any]:
     original = getattr(F, name)
 
@@ -117,7 +128,8 @@ def _tap_loss(name: str, kind: str) -> Callable[..., Any]:
 def listen(listener: Any) -> None:
     """Route the losses given to backward and to ``torch.nn.functional``'s losses to ``listener`` (its
     ``tap_backward(loss)`` and ``tap_loss(kind, input, target)``) while its ``tapping`` is true; its
-    ``after_backward()`` is called when each backward returns.
+    ``after_backward()`` is called when each backward returns, and ``zero_grad_called(owner)`` when an optimizer
+    or a module clears gradients (neither offers a hook for it).
 
     Between audited steps a function mode would cost ~10 us per torch call of the loss computation; these
     wrappers cost a loop over the listeners. Installed with the first listener, removed with the last. Loss
@@ -127,6 +139,9 @@ def listen(listener: Any) -> None:
     if not _LISTENERS:
         _ORIGINALS["backward"] = torch.Tensor.backward
         torch.Tensor.backward = _tapped_backward  # type: ignore[method-assign]
+        for owner in (torch.optim.Optimizer, torch.nn.Module):
+            _ORIGINALS[f"zero_grad:{owner.__name__}"] = owner.zero_grad
+            owner.zero_grad = _tapped_zero_grad(owner.zero_grad)  # type: ignore[method-assign]
         for fn, kind in list(LOSS_FUNCTIONS.items()):
             name = fn.__name__
             if getattr(F, name) is fn:
@@ -143,6 +158,8 @@ def unlisten(listener: Any) -> None:
         _LISTENERS.remove(listener)
     if not _LISTENERS and _ORIGINALS:
         torch.Tensor.backward = _ORIGINALS.pop("backward")  # type: ignore[method-assign]
+        for owner in (torch.optim.Optimizer, torch.nn.Module):
+            owner.zero_grad = _ORIGINALS.pop(f"zero_grad:{owner.__name__}")  # type: ignore[method-assign]
         for name, fn in list(_ORIGINALS.items()):
             tapped = getattr(F, name)
             LOSS_FUNCTIONS.pop(tapped, None)

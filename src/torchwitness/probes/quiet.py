@@ -49,6 +49,8 @@ class BetweenAudits:
     _sentinel: Sentinel
     _sentinel_grad: tuple[str, torch.nn.Parameter] | None
     _lean: Any
+    _zeroed: bool
+    model: torch.nn.Module
     _spy: LossSpy | None
     _losses: list[tuple[int, torch.Tensor]]
     _peek_step: int
@@ -123,6 +125,10 @@ class BetweenAudits:
         if self._spy is not None and w is not None and w.loss is not None and self._losses \
                 and self._losses[-1][0] == self.step and self._spy.on_top():
             self._spy_stop()
+
+    def zero_grad_called(self, owner: Any) -> None:
+        if owner is self.optimizer or owner is self.model or owner is self._inner:
+            self._zeroed = True
 
     def _note_loss_call(self, x: Any, t: Any) -> None:
         # A floating target and the prediction it meets: which of them turned non-finite first tells bad labels

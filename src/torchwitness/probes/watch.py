@@ -155,7 +155,8 @@ class Watch(BetweenAudits, StepUpdate):
         # and step notes the loss given to backward on every step (a detach; no kernel, no sync).
         self._spy_every_step = not isinstance(loss_fn, torch.nn.Module) and not self.compiled
         self.tapping = False  # between audits, after a training forward: the loss tap reports to this watch
-        if self._spy_every_step:
+        self._zeroed = False  # this optimizer or model cleared gradients since the last step (TW304 asks)
+        if not self.compiled:
             listen(self)
         self.initial_versions = {id(p): p._version for p in inner.parameters()}
         self.cross_rank = CrossRank.create(inner)
@@ -443,11 +444,13 @@ class Watch(BetweenAudits, StepUpdate):
             self._eval_trained = self.step  # every training forward of this unaudited step ran in eval mode
         self._modes_seen = 0
         if w is not None:
+            w.extra["zeroed"] = self._zeroed
             self._guarded_finish(w)
         elif self._lean is not None and self._lean.active:
             self._guarded_lean()
         self.step += 1
         self._eval_seen = False
+        self._zeroed = False
         audited = self._audited(self.step)
         if not (audited and self._arm()):
             if w is not None:

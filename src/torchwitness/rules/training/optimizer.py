@@ -132,8 +132,12 @@ def zero_grad_forgotten(v: StepView) -> Iterator[Finding]:
     step: ``zero_grad()`` is missing, so every step applies the sum of all past gradients.
 
     Example: a loop with ``loss.backward(); opt.step()`` and no ``opt.zero_grad()``. Fix: add it. Gradient
-    accumulation done right (zero_grad after each optimizer step) is not reported.
+    accumulation done right (zero_grad after each optimizer step) is not reported, nor a step in which the
+    optimizer or the model cleared gradients: a GAN's generator loss flows back through the discriminator
+    before ``D.zero_grad()``, and a second head's loss meets the first's gradients, on purpose.
     """
+    if v.extra.get("zeroed"):
+        return
     if v.step > 0 and v.stale_grad_norm is not None and v.stale_grad_norm > 0:
         yield Finding.of("TW304", "optimizer", f"backward started with gradients left from before step {v.step} "
                          f"(norm {v.stale_grad_norm:.3g})", step=v.step)
