@@ -395,10 +395,10 @@ def blind_token_ids_clamped(run) -> None:
 
 @bug("TW212")
 def blind_token_ids_wrapped(run) -> None:
-    """Ids from a 1000-token tokenizer taken modulo a 200-row embedding: distinct tokens fold onto one id."""
+    """Ids from a 320-token tokenizer taken modulo a 200-row embedding: ids 0-119 carry two tokens each."""
     g = _gen(10)
-    raw = _zipf(256 * 16, 1000, g, s=0.8).view(256, 16)
-    y = (torch.randn(1000, generator=g)[raw].mean(1) > 0).long()
+    raw = torch.randint(0, 320, (256, 16), generator=g)
+    y = (torch.randn(320, generator=g)[raw].mean(1) > 0).long()
     model = _Encoder(vocab=200)
     _ce_loop(run, model, torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.0), raw % 200, y, steps=30)
 
@@ -428,7 +428,7 @@ def blind_channels_last_view_plain(run) -> None:
         opt.step()
 
 
-@bug("TW214")
+@bug("TW206")
 def blind_same_batch_next_iter(run) -> None:
     """next(iter(loader)) inside the loop on an unshuffled loader: the first batch, every step."""
     x, y = _tabular(n=512)
@@ -545,8 +545,8 @@ def blind_labels_shuffled_independently(run) -> None:
 
 @bug("TW109")
 def blind_labels_shuffled_short_gru(run) -> None:
-    """The same label shuffle, in a 20-step GRU run fed by a DataLoader."""
-    ids, y = _tokens(seed=17)
+    """The same label shuffle, in a 20-step GRU run fed by a DataLoader (each sample seen once)."""
+    ids, y = _tokens(n=640, seed=17)
     y = y[torch.randperm(len(y), generator=_gen(18))]
     model = _GRUClassifier()
     loader = DataLoader(TensorDataset(ids, y), batch_size=32, shuffle=True, generator=_gen(19))
@@ -665,12 +665,18 @@ def blind_ok_tiny_run(run) -> None:
 
 @healthy
 def blind_ok_frozen_backbone(run) -> None:
-    """A frozen (requires_grad=False) pretrained-style CNN body with a trainable linear head over it."""
+    """A pretrained CNN body, frozen (requires_grad=False, eval mode), under a new trainable linear head."""
     x, y = _images(n=256)
     model = _CNN()
+    pre = torch.optim.Adam(model.parameters(), 3e-3)
+    for xb, yb in _batches(x, y, 24, 32, seed=29):  # pre-training, before the watch
+        pre.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        pre.step()
     for p in model.features.parameters():
         p.requires_grad = False
     model.features.eval()
+    model.head = nn.Linear(16, 4)
     _ce_loop(run, model, torch.optim.Adam(model.head.parameters(), 1e-2), x, y, steps=30)
 
 

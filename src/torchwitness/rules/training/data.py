@@ -90,8 +90,9 @@ def input_scale(v: StepView) -> Iterator[Finding]:
                            "zeros left from preallocation, or a normalisation that divided by a huge number.",
                statistical=True)
 def flat_input(v: StepView) -> Iterator[Finding]:
-    """Every value of a floating input is the same, or every sample of it is constant within itself (blank
-    images of varying brightness); the model cannot learn from it. Dead units, dead filters and duplicate
+    """Every value of a floating input is the same, every sample of it is constant within itself (blank images
+    of varying brightness), or every sample of a batch (of 8 or more) is the same; the model cannot learn from
+    it. Dead units, dead filters and duplicate
     samples that follow are reported as its consequences.
 
     Example: ``x = torch.zeros(batch, 10)`` left unfilled. Fix: fill the batch from the data.
@@ -107,6 +108,14 @@ def flat_input(v: StepView) -> Iterator[Finding]:
     if blank is not None and t is not None and not t.nonfinite and blank[0] <= v.threshold("flat_std"):
         yield Finding.of("TW204", f"input:{t.name}", f"every sample of input {t.name} is blank (constant within "
                          "itself; the samples differ only in their level)", step=v.step)
+        return
+    rows = v.row_fps
+    # Every sample of a batch the very same (a mean broadcast over the rows, one row repeated): constant per
+    # feature across the batch, so nothing tells the samples apart.
+    if rows is not None and t is not None and t.floating and not t.nonfinite and len(rows) >= 8 \
+            and len(set(rows)) == 1 and t.numel // max(t.shape[0], 1) >= 2:
+        yield Finding.of("TW204", f"input:{t.name}", f"all {len(rows)} samples of input {t.name} are identical: "
+                         "each feature is constant across the batch", step=v.step)
 
 
 @training_rule("TW205", when="step", name="input-layout", title="Image batch looks channels-last (NHWC)",
@@ -234,11 +243,14 @@ def _correlations(v: StepView) -> np.ndarray | None:
     sy, syy = m[1 + 2 * f:1 + 2 * f + c], m[1 + 2 * f + c:1 + 2 * f + 2 * c]
     sxy = m[1 + 2 * f + 2 * c:].reshape(f, c)
     cov = sxy / n - np.outer(sx / n, sy / n)
+    # A variance at the rounding level of the second moment is a constant column: its "correlation" is noise.
     vx = np.maximum(sxx / n - (sx / n) ** 2, 0)
+    vx[vx <= 1e-9 * np.maximum(sxx / n, 1e-30)] = 0
     vy = np.maximum(syy / n - (sy / n) ** 2, 0)
+    vy[vy <= 1e-9 * np.maximum(syy / n, 1e-30)] = 0
     with np.errstate(divide="ignore", invalid="ignore"):
         corr = cov / np.sqrt(np.outer(vx, vy))
-    return np.nan_to_num(corr, nan=0.0)
+    return np.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0)  # a constant column correlates with nothing
 
 
 @training_rule("TW209", when=("step", "close"), name="label-leak", title="A feature equals the label",

@@ -15,9 +15,13 @@ _FOLD_MIN_IDS = 2048
 _HEAD = 8  # the numbers token_probe puts before its histogram
 
 
-def _pile(v: StepView, name: str, values: list[float], padding: int | None, ndim: int) -> str | None:
+def _pile(name: str, values: list[float], vocab: int, padding: int | None, ndim: int) -> str | None:
     top, second, top_id, runs, rows, ends, column, n = values[:_HEAD]
-    if n < 256 or top < 20 or top < 0.03 * n or top < 10 * max(second, 1):
+    # A clamp piles the ids past the table onto its last row (or negative ones onto row 0): there, a third of
+    # the runner-up's lead is enough (natural token frequencies fall off gently: the top id is about twice the
+    # next); anywhere else the pile must stand ten times above the next id.
+    lead = 3 if int(top_id) in (0, vocab - 1) else 10
+    if n < 256 or top < 20 or top < 0.03 * n or top < lead * max(second, 1):
         return None
     if padding is not None and int(top_id) == padding:
         return None
@@ -55,7 +59,8 @@ def _fold(hist: list[float]) -> str | None:
                statistical=True)
 def token_ids_piled(v: StepView) -> Iterator[Finding]:
     """The ids fed to an ``nn.Embedding`` are all valid, yet one id takes at least 3% of them and ten times
-    the next most frequent id (not the padding index, not padding in one run at either end of each row, not a
+    the next most frequent id (three times, when it is the table's first or last row, where a clamp piles
+    them) (not the padding index, not padding in one run at either end of each row, not a
     token at a fixed position such as BOS), on two audited steps: ids were clamped into the table
     (``ids.clamp(max=V - 1)``) or unknown tokens all map to one id. Or, over the audited batches, the id density
     has a step, flat on both sides, with the first part of the table at least 1.6x as dense: ids wrapped into the
@@ -73,7 +78,7 @@ def token_ids_piled(v: StepView) -> Iterator[Finding]:
         values = data[key]
         folded = h.notes.setdefault(f"TW212:hist:{name}", [0.0] * FOLD_BINS)
         folded[:] = [a + b for a, b in zip(folded, values[_HEAD:], strict=True)]
-        piled = _pile(v, name, values, padding, ndim)
+        piled = _pile(name, values, vocab, padding, ndim)
         if piled is not None:
             first = h.notes.setdefault(f"TW212:first:{name}", v.step)
             if h.bump(f"TW212:{name}") >= 2:
@@ -93,7 +98,8 @@ def scrambled_images(v: StepView) -> Iterator[Finding]:
     """An ``(N, C, H, W)`` input whose pixels do not correlate with their neighbours the way images do, on two
     audited steps: each pixel correlates more with the pixel ``C`` to its right than with the next one (the
     channels of channels-last data interleaved along the rows), or neighbours along a row correlate while
-    those along a column do not. Batches of noise (no correlation anywhere) are not reported.
+    those along a column do not (with correlated channels, as in natural images: both the next pixel and the
+    pixel ``C`` to the right correlate, the pixel below hardly at all). Batches of noise (no correlation anywhere) are not reported.
 
     Example: ``torch.from_numpy(images).reshape(n, 3, 32, 32)`` from ``(n, 32, 32, 3)`` arrays.
     Fix: ``permute(0, 3, 1, 2)``.
@@ -105,7 +111,11 @@ def scrambled_images(v: StepView) -> Iterator[Finding]:
     r1, rc, rv = nbr
     periodic = rc >= 0.4 and rc - r1 >= 0.3
     rows_only = r1 >= 0.6 and -0.5 <= rv <= 0.4 * r1  # rows alternating in sign are a pattern, not a scramble
-    if not (periodic or rows_only):
+    # Natural images' channels correlate, so the next pixel (another channel of the same true pixel) correlates
+    # about as well as the pixel C away; what gives the scramble away is the pixel below, a fraction of a true
+    # row away: far less correlated than pixels C apart along the row, which an image's pixels never are.
+    anisotropic = rc >= 0.4 and r1 >= 0.3 and rc - rv >= 0.35 and r1 - rv >= 0.25 and rv <= 0.2
+    if not (periodic or rows_only or anisotropic):
         return
     first = v.history.notes.setdefault("TW213:first", v.step)
     if v.history.bump("TW213") >= 2:

@@ -207,7 +207,7 @@ def _entropy(counts: list[float]) -> float:
     return -sum(c / total * math.log(c / total) for c in counts if c > 0) if total else float("nan")
 
 
-def _falling(xs: list[float]) -> bool:
+def falling(xs: list[float]) -> bool:
     """The series falls significantly: its least-squares slope is below minus two standard errors."""
     ys = [x for x in xs if math.isfinite(x)]
     n = len(ys)
@@ -251,7 +251,7 @@ def loss_at_chance(v: StepView) -> Iterator[Finding]:
     if chance is None or chance <= 0 or not len(history):
         return
     first_step, last_step = history.first[0], history[len(history) - 1][0]
-    if last_step - first_step < v.threshold("chance_min_steps"):
+    if last_step - first_step + 1 < v.threshold("chance_min_steps"):
         return
     tail = [x for _, x in history.recent(max(5, len(history) // 5)) if math.isfinite(x)]
     if not tail:
@@ -263,7 +263,7 @@ def loss_at_chance(v: StepView) -> Iterator[Finding]:
         confidence = "high" if steps >= 2 * v.threshold("chance_min_steps") else "moderate"
         # A short run may sit near chance only because it has barely started: judged only when the loss is not
         # significantly falling (least-squares slope within two standard errors of flat, or rising).
-        if confidence != "high" and (level < (1 - v.threshold("chance_margin") / 3) * chance or _falling(
+        if confidence != "high" and (level < (1 - v.threshold("chance_margin") / 3) * chance or falling(
                 [x for _, x in history.recent((len(history) - history.start) // 2)])):
             return
         yield Finding.of("TW109", "loss", f"loss {level:.3g} after {last_step + 1} steps is at chance level "
@@ -348,7 +348,9 @@ def zero_gradient(v: StepView) -> Iterator[Finding]:
     Example: all ReLUs after a layer are dead, so the layer's gradient is 0. Fix: see TW401/TW402.
     """
     h = v.history
+    # Dated no later than the loss's last step, where TW109 dates a loss stuck at chance that this explains.
+    step = min(v.step, h.losses[len(h.losses) - 1][0]) if len(h.losses) else v.step
     for name, count in sorted(h.grad_zero.items()):
         if count >= v.threshold("window_min_steps") and h.grad_seen.get(name, 0) == 0:
             yield Finding.of("TW111", name, f"gradient of {name} was exactly zero on {count} audited steps",
-                             step=v.step)
+                             step=step)
