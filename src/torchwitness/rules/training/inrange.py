@@ -99,7 +99,8 @@ def scrambled_images(v: StepView) -> Iterator[Finding]:
     audited steps: each pixel correlates more with the pixel ``C`` to its right than with the next one (the
     channels of channels-last data interleaved along the rows), or neighbours along a row correlate while
     those along a column do not (with correlated channels, as in natural images: both the next pixel and the
-    pixel ``C`` to the right correlate, the pixel below hardly at all). Batches of noise (no correlation anywhere) are not reported.
+    pixel ``C`` to the right correlate, the pixel below hardly at all). Batches of noise (no correlation
+    anywhere) are not reported.
 
     Example: ``torch.from_numpy(images).reshape(n, 3, 32, 32)`` from ``(n, 32, 32, 3)`` arrays.
     Fix: ``permute(0, 3, 1, 2)``.
