@@ -828,3 +828,31 @@ def blind_ok_cnn_batchnorm_sgd_loader(run) -> None:
     model = _CNN()
     loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=_gen(44))
     _loader_loop(run, model, torch.optim.SGD(model.parameters(), 0.05, momentum=0.9), loader, steps=32)
+
+
+@healthy
+def blind_ok_simsiam_stop_gradient(run) -> None:
+    """SimSiam done right: a predictor on one branch and a stop-gradient on the other, negative cosine loss."""
+    g = _gen(45)
+    data = torch.randn(512, 16, generator=g)
+
+    class SimSiam(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Linear(16, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 32))
+            self.predictor = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 32))
+
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            z1, z2 = self.encoder(a), self.encoder(b)
+            p1, p2 = self.predictor(z1), self.predictor(z2)
+            return -(F.cosine_similarity(p1, z2.detach()).mean() + F.cosine_similarity(p2, z1.detach()).mean()) / 2
+
+    model = SimSiam()
+    opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9)
+    _watch(run, model, opt)
+    for step in range(40):
+        xb = data[(step * 64) % 512:(step * 64) % 512 + 64]
+        loss = model(xb + 0.3 * torch.randn_like(xb), xb + 0.3 * torch.randn_like(xb))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()

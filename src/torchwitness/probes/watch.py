@@ -295,9 +295,15 @@ class Watch(BetweenAudits):
             info.max_calls = max(info.max_calls, calls)
             return
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
-        if x is not None and w.statistics and not x.requires_grad and x.numel() \
-                and x.data_ptr() in w.extra.get("grad_ptrs", ()):
-            w.extra["detached_use"] = True  # a detached copy of a module's output (TW110, not a discarded one)
+        # A detached copy of a module's output (TW110, not a discarded one): its memory, or, after a module with
+        # a trainable output ran, a float input without autograd history that the model was not given (x.mean().
+        # detach()) at a layer with weights of its own.
+        if x is not None and w.statistics and not x.requires_grad and x.numel() and (
+                x.data_ptr() in w.extra.get("grad_ptrs", ()) or (
+                    "grad_ptrs" in w.extra and x.is_floating_point() and all(x.data_ptr() != t.data_ptr for t in
+                                                                              w.inputs)
+                    and any(p.requires_grad for p in module.parameters(recurse=False)))):
+            w.extra["detached_use"] = True
         info = ModuleInfo(name=name, kind=facts.kind, module=module, training=module.training,
                           grad_enabled=True, input_dtype=x.dtype if x is not None else None,
                           producer=w.outputs.get(id(x)) if x is not None else None)

@@ -62,8 +62,9 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW151": frozenset({"TW101", "TW102", "TW103", "TW108", "TW109", "TW307"}),
     "TW152": frozenset({"TW109", "TW405"}),
     "TW411": _UNITS,  # filters pruned to zero
-    "TW413": frozenset({"TW111", "TW408"}),  # an output that never reaches the loss
-    "TW110": frozenset({"TW111", "TW408"}),
+    # an output that never reaches the loss, or reaches it detached: the layers before it never learn
+    "TW413": frozenset({"TW111", "TW408", "TW109"}),
+    "TW110": frozenset({"TW111", "TW408", "TW109"}),
     "TW105": _NUMERIC,
     "TW101": _NUMERIC | {"TW202"},  # NaN targets seen after the loss went NaN: the loss computation made them
     "TW102": _NUMERIC,

@@ -137,11 +137,24 @@ def stateful_reuse(v: StepView) -> Iterator[Finding]:
     """A BatchNorm module was called more than once in one forward: its running statistics mix the
     distributions of every call site, and evaluation uses the wrong ones.
 
-    Example: ``self.bn`` applied after conv1 and again after conv2. Fix: ``self.bn1``, ``self.bn2``.
+    Example: ``self.bn`` applied after conv1 and again after conv2. Fix: ``self.bn1``, ``self.bn2``. A shared
+    block run once per input (a Siamese encoder over two views: the block that holds the BatchNorm ran as many
+    times) is not reported: every call normalises the same kind of features.
     """
     for name, m in v.modules.items():
-        if m.max_calls > 1 and isinstance(m.module, _STATEFUL) and m.training:
+        if m.max_calls > 1 and isinstance(m.module, _STATEFUL) and m.training and not _whole_block_rerun(v, name):
             yield Finding.of("TW406", name, f"{name} ({m.kind}) ran {m.max_calls} times in one forward", step=v.step)
+
+
+def _whole_block_rerun(v: StepView, name: str) -> bool:
+    """Whether a block enclosing ``name`` (below the model itself) ran as many times as it did."""
+    calls = v.modules[name].max_calls
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        parent = v.modules.get(".".join(parts[:i]))
+        if parent is not None and parent.max_calls >= calls:
+            return True
+    return False
 
 
 @training_rule("TW407", when="step", name="tiny-batch-batchnorm", title="Tiny batches with BatchNorm",

@@ -12,6 +12,7 @@ from torchwitness.rules.training.numerics import cut_modules
 
 ART15 = ("EU-AI-Act:Art.15",)
 SHORT_RUN = 20  # steps below which the window rules are not judged (TW112 says so)
+_COSINE_BOUND = -0.995  # a mean negative cosine similarity this close to -1: every pair of views agrees
 
 
 @training_rule("TW413", when="close", name="discarded-output", title="A module's output never reaches the loss",
@@ -33,7 +34,7 @@ def discarded_output(v: StepView) -> Iterator[Finding]:
                          "the loss (its parameters never received a gradient)", step=last)
 
 
-@training_rule("TW414", when="step", name="representation-collapse", title="Representation collapse",
+@training_rule("TW414", when=("step", "close"), name="representation-collapse", title="Representation collapse",
                severity=Severity.WARN, phase=Phase.FORWARD, obligations=ART15,
                remediation="Self-supervised objectives need something that keeps embeddings apart: negatives "
                            "(contrastive loss), a stop-gradient with a predictor (SimSiam/BYOL), or variance and "
@@ -49,17 +50,28 @@ def representation_collapse(v: StepView) -> Iterator[Finding]:
 
     Example: a Siamese network trained with ``-cosine_similarity(f(x1), f(x2))`` and no negatives or
     stop-gradient. Fix: a contrastive or variance-preserving objective.
+
+    At the end of the run, from the loss of every step (collapse often comes between sparse audits): a
+    self-supervised loss that settled at -1, its bound, over the last fifth of the run (at least 5 steps) with
+    batches of 8 or more: a negative cosine similarity only gets there when every pair of views maps to the
+    same direction.
     """
+    notes = v.history.notes
+    if v.event == "close":
+        yield from _collapsed_loss(v)
+        return
     out = v.modules.get(v.extra.get("root_producer", "model"))
     lo = v.loss
     # Supervised targets from the data give the outputs their spread; only a loss that compares the model with
     # itself (no library loss seen, or a target computed after the forward: the other view's embedding) can
     # be minimised by collapsing.
     self_supervised = lo is None or lo.target_computed or lo.target_grad
+    if out is not None and out.batch >= 4 and not self_supervised:
+        notes["TW414:supervised"] = True
     if out is None or out.units is None or out.n_units < 8 or out.batch < 4 or not self_supervised:
         return
+    notes["TW414:ssl"] = out.batch >= 8
     spread, magnitude = out.units["spread"], out.units["magnitude"]
-    notes = v.history.notes
     start = notes.setdefault("TW414:start", (spread, magnitude))
     s0, m0 = start
     if s0 <= 0 or m0 <= 0:
@@ -68,10 +80,26 @@ def representation_collapse(v: StepView) -> Iterator[Finding]:
     if spread <= 0.5 * s0 or ratio <= 0.5 * ratio0:
         notes.setdefault("TW414:first", v.step)  # when the decline got under way
     if (spread <= 0.2 * s0 or ratio <= ratio0 / 3) and v.history.bump("TW414") >= 2:
+        notes["TW414:reported"] = True
         yield Finding.of("TW414", "model", f"the spread of the model's output across the batch fell from "
                          f"{s0:.3g} to {spread:.3g} (relative to its magnitude: {ratio0:.3g} to {ratio:.3g}): the "
                          "representation is collapsing to one point", step=notes.get("TW414:first", v.step),
                          details={"spread_start": s0, "spread": spread})
+
+
+def _collapsed_loss(v: StepView) -> Iterator[Finding]:
+    notes, losses = v.history.notes, v.history.losses
+    if notes.get("TW414:reported") or not notes.get("TW414:ssl") or notes.get("TW414:supervised"):
+        return
+    held = losses.recent(len(losses) - losses.start)
+    tail = held[-max(5, len(held) // 5):]
+    if len(held) < 10 or not all(-1.0 - 1e-3 <= x <= _COSINE_BOUND for _, x in tail):
+        return
+    first = next(s for s, x in held if x <= _COSINE_BOUND)
+    yield Finding.of("TW414", "model", f"the self-supervised loss settled at {tail[-1][1]:.4g} from step {first}: "
+                     "the negative cosine similarity of the two views reached its bound, -1, which only a "
+                     "representation that maps every input to one direction attains", step=first,
+                     details={"loss": tail[-1][1]})
 
 
 @training_rule("TW112", when="close", name="run-too-short", title="Run too short to judge the loss curve",
