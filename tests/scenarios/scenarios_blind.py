@@ -856,3 +856,97 @@ def blind_ok_simsiam_stop_gradient(run) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+
+@healthy
+def blind_ok_cosine_schedule_to_zero(run) -> None:
+    """CosineAnnealingLR over exactly the run's steps, stepped per batch: the rate reaches 0 at the last step."""
+    x, y = _tabular(n=512, seed=46)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=40)
+    _watch(run, model, opt)
+    for xb, yb in _batches(x, y, 40, 32):
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+        sched.step()
+
+
+@healthy
+def blind_ok_onecycle_from_zero_warmup(run) -> None:
+    """A linear warm-up from lr=0 (LambdaLR) into OneCycle-like decay to 1e-5 of the peak, on a GRU."""
+    ids, y = _tokens(n=320, seed=47)
+    model = _GRUClassifier()
+    opt = torch.optim.Adam(model.parameters(), 5e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-3, total_steps=30, pct_start=0.2,
+                                                div_factor=1e4, final_div_factor=1e1)
+    _watch(run, model, opt)
+    for xb, yb in _batches(ids, y, 30, 32):
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+        sched.step()
+
+
+@healthy
+def blind_ok_lbfgs_closure(run) -> None:
+    """Full-batch L-BFGS: backward runs inside optimizer.step(closure)."""
+    g = _gen(48)
+    x = torch.randn(256, 6, generator=g)
+    y = torch.tanh(x @ torch.randn(6, 1, generator=g))
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=4)
+    _watch(run, model, opt)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(20):
+        opt.step(closure)
+
+
+@healthy
+def blind_ok_finetune_small_lr_converged(run) -> None:
+    """A model trained to convergence, then fine-tuned with plain SGD at lr=1e-3: small gradients, small steps."""
+    x, y = _tabular(n=512, seed=49)
+    model = _mlp()
+    pre = torch.optim.Adam(model.parameters(), 1e-2)
+    for xb, yb in _batches(x, y, 80, 64, seed=50):
+        pre.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        pre.step()
+    opt = torch.optim.SGD(model.parameters(), 1e-3)
+    _ce_loop(run, model, opt, x, y, steps=30)
+
+
+@healthy
+def blind_ok_horizontal_blur_images(run) -> None:
+    """Correctly laid-out images with strong horizontal motion blur and correlated channels (anisotropic)."""
+    x, y = _images(n=256, hw=16, seed=51)
+    kernel = torch.ones(1, 1, 1, 7) / 7
+    blurred = F.conv2d(x.reshape(-1, 1, 16, 16), kernel, padding=(0, 3)).reshape(256, 3, 16, 16)
+    model = _CNN()
+    loader = DataLoader(TensorDataset(blurred, y), batch_size=32, shuffle=True, generator=_gen(52))
+    _loader_loop(run, model, torch.optim.Adam(model.parameters(), 2e-3), loader, steps=30)
+
+
+@healthy
+def blind_ok_slow_learner_20_steps(run) -> None:
+    """Twenty steps of a 10-class task under a modest SGD rate: learning, but only just started."""
+    x, y = _tabular(n=640, d=20, c=10, seed=53)
+    model = _mlp(d=20, h=64, c=10)
+    _ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.05, momentum=0.9), x, y, steps=20)
+
+
+@healthy
+def blind_ok_classic_sgd_recipe_decay_everywhere(run) -> None:
+    """The classic CNN recipe: SGD(model.parameters(), momentum=0.9, weight_decay=5e-4), BatchNorm included."""
+    x, y = _images(n=256, seed=54)
+    model = _CNN()
+    opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9, weight_decay=5e-4)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=_gen(55))
+    _loader_loop(run, model, opt, loader, steps=30)

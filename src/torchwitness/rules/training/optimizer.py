@@ -88,6 +88,10 @@ def adam_weight_decay(v: StepView) -> Iterator[Finding]:
 # AdamW's default decay: a plain AdamW(model.parameters()) decays biases and norms by this much, a mild and very
 # common choice; stronger decay on them (the GPT-style 0.1, say) is the configuration bug.
 _DEFAULT_DECAY = 0.01
+# SGD adds decay to the gradient and runs at learning rates ~100x AdamW's: the classic recipes' 1e-4 to 5e-4 over
+# every parameter is mild; 1e-3 and up pulls norm scales and biases to 0 within an epoch or two. (Adam's L2 decay
+# is mostly cancelled by its scaling: TW302's business, judged on AdamW's bar here.)
+_COUPLED_DECAY = 1e-3
 
 
 @training_rule("TW303", when="init", name="decay-on-norm-bias-embedding",
@@ -95,9 +99,10 @@ _DEFAULT_DECAY = 0.01
                phase=Phase.INIT, obligations=ART15,
                remediation="Put biases, norm weights and embeddings in a param group with weight_decay=0.")
 def decay_on_norm_bias(v: StepView) -> Iterator[Finding]:
-    """Param groups with weight decay above 0.01 (AdamW's default) hold 1-D tensors (biases, LayerNorm/BatchNorm
-    scales) or embedding tables; decaying them pulls norm scales towards 0 and rare-token embeddings towards
-    nothing. At AdamW's default decay or below it is reported as INFO.
+    """Param groups with weight decay above 0.01 (AdamW's default), or under SGD 1e-3 or more, hold 1-D tensors
+    (biases, LayerNorm/BatchNorm scales) or embedding tables; decaying them pulls norm scales towards 0 and
+    rare-token embeddings towards nothing. Milder decay (AdamW's default, SGD's classic 1e-4 to 5e-4) is
+    reported as INFO.
 
     Example: ``AdamW(model.parameters(), weight_decay=0.1)`` on a transformer.
     Fix: two groups, ``[{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0}]``.
@@ -113,9 +118,10 @@ def decay_on_norm_bias(v: StepView) -> Iterator[Finding]:
         flat = sum(1 for p in g["params"] if p.ndim <= 1 and p.requires_grad)
         emb = sum(1 for p in g["params"] if id(p) in embeddings and p.requires_grad)
         if flat or emb:
+            strong = wd >= _COUPLED_DECAY if isinstance(opt, torch.optim.SGD) else wd > _DEFAULT_DECAY
             yield Finding.of("TW303", f"optimizer.param_groups[{i}]", f"weight decay {wd} applies to "
                              f"{flat} bias/norm tensors and {emb} embedding tables",
-                             severity=None if wd > _DEFAULT_DECAY else Severity.INFO)
+                             severity=None if strong else Severity.INFO)
 
 
 @training_rule("TW304", when="step", name="zero-grad-forgotten", title="Gradients accumulate across steps",
@@ -182,8 +188,13 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
     """In one step a weight matrix moved by ``update_ratio_max`` (1.0) times its own norm or more: the learning
     rate is far too high and the weights are being overwritten, not refined.
 
-    Example: SGD with lr=10. Fix: lower the learning rate; a healthy ratio is around 1e-3.
+    Example: SGD with lr=10. Fix: lower the learning rate; a healthy ratio is around 1e-3. Not judged for
+    L-BFGS, whose step sizes are its own.
     """
+    # L-BFGS takes quasi-Newton steps sized by its own curvature estimate: a step as large as the weights is its
+    # design, early on, not a learning rate set too high.
+    if isinstance(v.optimizer, torch.optim.LBFGS):
+        return
     # A tensor that started at zero (zero-initialised layers, on purpose or not) has a relative update that means
     # nothing for a while: its first steps are "infinitely" large relative to it. Such tensors are not judged.
     zero_start = v.history.notes.setdefault("TW307:zero_start", set())
