@@ -9,8 +9,21 @@ import warnings
 import torch
 import torch.nn.functional as F
 from _kit import bug, healthy
-from scenarios_blind import _CNN, _batches, _ce_loop, _Encoder, _gen, _GRUClassifier, _images, _loader_loop, _mlp, \
-    _tabular, _tokens, _watch, _zipf
+from scenarios_blind import (
+    _CNN,
+    _batches,
+    _ce_loop,
+    _Encoder,
+    _gen,
+    _GRUClassifier,
+    _images,
+    _loader_loop,
+    _mlp,
+    _tabular,
+    _tokens,
+    _watch,
+    _zipf,
+)
 from torch import nn
 from torch.nn.utils import prune
 from torch.utils.data import DataLoader, TensorDataset
@@ -67,10 +80,11 @@ def blind2_inf_feature_gru(run) -> None:
 
 @bug("TW101")
 def blind2_log_softmax_probs_cross_entropy_by_hand(run) -> None:
-    """Cross-entropy written by hand as -(onehot * log(softmax(z))).sum(1) on unnormalised features: log(0)."""
+    """Cross-entropy written by hand as -(onehot * log(softmax(z))).sum(1) with an output layer initialised far
+    too large (std 20): some probabilities underflow to 0 and log(0) is -inf."""
     x, y = _tabular(n=512, d=12, c=6, seed=104)
-    x = x * 60
     model = _mlp(c=6)
+    nn.init.normal_(model[-1].weight, std=20.0)
     opt = torch.optim.SGD(model.parameters(), 0.01)
     _watch(run, model, opt)
     for xb, yb in _batches(x, y, 30, 32):
@@ -536,15 +550,13 @@ def blind2_ok_multitask_two_heads(run) -> None:
             return self.cls(h), self.reg(h)
 
     x, y = _tabular(n=512, seed=157)
-    r = x[:, :1] * 2
     model = Net()
     opt = torch.optim.Adam(model.parameters(), 5e-3)
     _watch(run, model, opt)
-    for i, (xb, yb) in enumerate(_batches(x, y, 30, 32)):
-        idx = torch.arange(32) + (i % 16) * 32
+    for xb, yb in _batches(x, y, 30, 32):
         c, q = model(xb)
         opt.zero_grad()
-        (F.cross_entropy(c, yb) + F.mse_loss(q, r[idx] * 0 + xb[:, :1] * 2)).backward()
+        (F.cross_entropy(c, yb) + F.mse_loss(q, xb[:, :1] * 2)).backward()
         opt.step()
 
 
@@ -593,4 +605,35 @@ def blind2_ok_balanced_binary_bce(run) -> None:
     for xb, yb in _batches(ids, y, 30, 32):
         opt.zero_grad()
         loss_fn(model(xb).squeeze(1), yb.float()).backward()
+        opt.step()
+
+
+@healthy
+def blind2_ok_hand_written_l2_penalty(run) -> None:
+    """An L2 penalty added to the loss by hand: loss + 1e-4 * sum of squared weights."""
+    x, y = _tabular(n=512, seed=161)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9)
+    _watch(run, model, opt)
+    for xb, yb in _batches(x, y, 30, 32):
+        opt.zero_grad()
+        logits = model(xb)
+        penalty = sum(p.pow(2).sum() for p in model.parameters())
+        (F.cross_entropy(logits, yb) + 1e-4 * penalty).backward()
+        opt.step()
+
+
+@healthy
+def blind2_ok_hand_written_autoencoder_loss(run) -> None:
+    """A convolution-free denoising autoencoder whose MSE is written by hand: ((model(x + noise) - x) ** 2).mean()."""
+    g = _gen(162)
+    z = torch.randn(512, 3, generator=g)
+    x = z @ torch.randn(3, 24, generator=g)
+    model = nn.Sequential(nn.Linear(24, 12), nn.ReLU(), nn.Linear(12, 24))
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    _watch(run, model, opt)
+    for xb, _ in _batches(x, x, 60, 32):
+        loss = ((model(xb + 0.05 * torch.randn_like(xb)) - xb) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
         opt.step()

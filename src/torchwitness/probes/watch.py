@@ -257,7 +257,12 @@ class Watch(BetweenAudits):
         if target is not None and out is not None and out.ndim >= 1:
             w.add_targets(target, out.shape[-1] if out.shape[-1] <= 4096 else None)
         if out is not None and out.requires_grad:
-            out.register_hook(partial(self._on_output_grad, w, w.forwards[-1]))
+            hook = partial(self._on_output_grad, w, w.forwards[-1])
+            # Each output of a multi-output model: the stale-gradient check (TW304) must run before any of them
+            # passes a gradient on, whichever the loss reaches first.
+            more = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else ()
+            for t in (out, *(t for t in more if isinstance(t, torch.Tensor) and t.requires_grad and t is not out)):
+                t.register_hook(hook)
             if w.loss is None:
                 self._spy_start()
 

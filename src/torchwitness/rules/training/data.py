@@ -250,6 +250,13 @@ def _correlations(v: StepView) -> np.ndarray | None:
     vy[vy <= 1e-9 * np.maximum(syy / n, 1e-30)] = 0
     with np.errstate(divide="ignore", invalid="ignore"):
         corr = cov / np.sqrt(np.outer(vx, vy))
+        if h.moment_shape[2] == "classes" and c >= 3:
+            # The class index itself (a label column left in as 0, 1, 2, ...), from the one-hot sums: each
+            # one-hot column squares to itself, so index moments are weighted sums of the class counts.
+            k = np.arange(c, dtype=np.float64)
+            mi, vi = (k @ sy) / n, max((k * k) @ sy / n - ((k @ sy) / n) ** 2, 0.0)
+            cov_i = (sxy @ k) / n - (sx / n) * mi
+            corr = np.concatenate([corr, (cov_i / np.sqrt(vx * vi))[:, None]], 1)
     return np.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0)  # a constant column correlates with nothing
 
 
@@ -258,8 +265,9 @@ def _correlations(v: StepView) -> np.ndarray | None:
                remediation="Drop the column from the features: it is the target (or a copy, or an encoding of "
                            "it) and will not exist at prediction time.", statistical=True)
 def label_leak(v: StepView) -> Iterator[Finding]:
-    """An input column correlates with a class label at ``leak_corr`` (0.995) or more over the audited
-    batches: the label (or an encoding of it) is among the features. For a regression target (one float per
+    """An input column correlates with a class label (one class's indicator, or the class index 0, 1, 2, ...)
+    at ``leak_corr`` (0.995) or more over the audited batches: the label (or an encoding of it) is among the
+    features. For a regression target (one float per
     row) the bar is ``leak_corr_regression`` (0.9999): a strong predictor can correlate at 0.995, a copy of the
     target (or a rescaled one) does not stop short of 1.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from torchwitness.probes.view import StepView
@@ -13,6 +14,7 @@ from torchwitness.rules.training.numerics import cut_modules
 ART15 = ("EU-AI-Act:Art.15",)
 SHORT_RUN = 20  # steps below which the window rules are not judged (TW112 says so)
 _COSINE_BOUND = -0.995  # a mean negative cosine similarity this close to -1: every pair of views agrees
+_ZERO_BOUND = 0.05  # a distance between views down to this share of its start, the outputs already drawing together
 
 
 @training_rule("TW413", when="close", name="discarded-output", title="A module's output never reaches the loss",
@@ -52,9 +54,11 @@ def representation_collapse(v: StepView) -> Iterator[Finding]:
     stop-gradient. Fix: a contrastive or variance-preserving objective.
 
     At the end of the run, from the loss of every step (collapse often comes between sparse audits): a
-    self-supervised loss that settled at -1, its bound, over the last fifth of the run (at least 5 steps) with
-    batches of 8 or more: a negative cosine similarity only gets there when every pair of views maps to the
-    same direction.
+    self-supervised loss that settled, over the last fifth of the run (at least 5 steps, batches of 8 or
+    more), at -1 (a negative cosine similarity only gets there when every pair of views maps to the same
+    direction), or at 5% or less of its first value when the outputs' spread relative to their magnitude had
+    already shrunk by a quarter at the latest audit (a distance between views, 2 - 2cos or MSE, minimised by
+    drawing every output together).
     """
     notes = v.history.notes
     if v.event == "close":
@@ -77,6 +81,7 @@ def representation_collapse(v: StepView) -> Iterator[Finding]:
     if s0 <= 0 or m0 <= 0:
         return
     ratio0, ratio = s0 / m0, (spread / magnitude if magnitude > 0 else 0.0)
+    notes["TW414:shrunk"] = ratio <= 0.75 * ratio0  # at the latest audit: the outputs drawing together
     if spread <= 0.5 * s0 or ratio <= 0.5 * ratio0:
         notes.setdefault("TW414:first", v.step)  # when the decline got under way
     if (spread <= 0.2 * s0 or ratio <= ratio0 / 3) and v.history.bump("TW414") >= 2:
@@ -93,12 +98,20 @@ def _collapsed_loss(v: StepView) -> Iterator[Finding]:
         return
     held = losses.recent(len(losses) - losses.start)
     tail = held[-max(5, len(held) // 5):]
-    if len(held) < 10 or not all(-1.0 - 1e-3 <= x <= _COSINE_BOUND for _, x in tail):
+    if len(held) < 10 or not all(math.isfinite(x) for _, x in tail):
         return
-    first = next(s for s, x in held if x <= _COSINE_BOUND)
+    start = held[0][1]
+    if all(-1.0 - 1e-3 <= x <= _COSINE_BOUND for _, x in tail):
+        first = next(s for s, x in held if x <= _COSINE_BOUND)
+        why = "the negative cosine similarity of the two views reached its bound, -1"
+    elif notes.get("TW414:shrunk") and start > 0 and all(0 <= x <= _ZERO_BOUND * start for _, x in tail):
+        first = next(s for s, x in held if 0 <= x <= _ZERO_BOUND * start)
+        why = f"a distance between the views fell to {tail[-1][1] / start:.2g} of its start while the outputs drew " \
+              "together"
+    else:
+        return
     yield Finding.of("TW414", "model", f"the self-supervised loss settled at {tail[-1][1]:.4g} from step {first}: "
-                     "the negative cosine similarity of the two views reached its bound, -1, which only a "
-                     "representation that maps every input to one direction attains", step=first,
+                     f"{why}, which a representation that maps every input to one point attains", step=first,
                      details={"loss": tail[-1][1]})
 
 

@@ -15,13 +15,14 @@ _FOLD_MIN_IDS = 2048
 _HEAD = 8  # the numbers token_probe puts before its histogram
 
 
-def _pile(name: str, values: list[float], vocab: int, padding: int | None, ndim: int) -> str | None:
+def _pile(name: str, values: list[float], vocab: int, padding: int | None, ndim: int, per_token: bool) -> str | None:
     top, second, top_id, runs, rows, ends, column, n = values[:_HEAD]
     # A clamp piles the ids past the table onto its last row (or negative ones onto row 0): there, a third of
     # the runner-up's lead is enough (natural token frequencies fall off gently: the top id is about twice the
     # next); anywhere else the pile must stand ten times above the next id.
     lead = 3 if int(top_id) in (0, vocab - 1) else 10
-    if n < 256 or top < 20 or top < 0.03 * n or top < lead * max(second, 1):
+    if n < 256 or top < 20 or top < 0.03 * n or (top < lead * max(second, 1) and not (
+            not per_token and _towers_over_its_end(values[_HEAD:], top, int(top_id), vocab))):
         return None
     if padding is not None and int(top_id) == padding:
         return None
@@ -30,6 +31,16 @@ def _pile(name: str, values: list[float], vocab: int, padding: int | None, ndim:
         return None
     return f"{top / n:.0%} of the ids fed to {name} are id {int(top_id)} ({top / max(second, 1):.0f}x the next " \
            "most frequent id): ids clamped into the table, or unknown tokens mapped to one id"
+
+
+def _towers_over_its_end(hist: list[float], top: float, top_id: int, vocab: int) -> bool:
+    """The table's last id holds 50x the ids around it (its histogram bin and the one before): a clamp of a
+    vocabulary with a heavy head, whose pile need not outnumber the most frequent real token. Not judged for
+    token-level targets (masked or next-token prediction), where a mask token may sit at the table's end."""
+    if top_id != vocab - 1 or vocab < 4 * FOLD_BINS:
+        return False
+    around = (hist[-1] - top + hist[-2]) / (2 * vocab / FOLD_BINS - 1)
+    return top >= 50 * max(around, 0.5)
 
 
 def _fold(hist: list[float]) -> str | None:
@@ -60,8 +71,9 @@ def _fold(hist: list[float]) -> str | None:
 def token_ids_piled(v: StepView) -> Iterator[Finding]:
     """The ids fed to an ``nn.Embedding`` are all valid, yet one id takes at least 3% of them and ten times
     the next most frequent id (three times, when it is the table's first or last row, where a clamp piles
-    them) (not the padding index, not padding in one run at either end of each row, not a
-    token at a fixed position such as BOS), on two audited steps: ids were clamped into the table
+    them; or, with one label per sequence, fifty times the ids around the last row), not the padding index,
+    not padding in one run at either end of each row, not a token at a fixed position such as BOS, on two
+    audited steps: ids were clamped into the table
     (``ids.clamp(max=V - 1)``) or unknown tokens all map to one id. Or, over the audited batches, the id density
     has a step, flat on both sides, with the first part of the table at least 1.6x as dense: ids wrapped into the
     table (``ids % V``).
@@ -71,6 +83,8 @@ def token_ids_piled(v: StepView) -> Iterator[Finding]:
     """
     data = v.extra.get("data", {})
     h = v.history
+    target = v.loss.target if v.loss is not None else v.targets
+    per_token = target is not None and len(target.shape) >= 2  # a label per position (LM, MLM, tagging)
     for key, spec in v.extra.items():
         if not key.startswith("tok/") or key not in data:
             continue
@@ -78,7 +92,7 @@ def token_ids_piled(v: StepView) -> Iterator[Finding]:
         values = data[key]
         folded = h.notes.setdefault(f"TW212:hist:{name}", [0.0] * FOLD_BINS)
         folded[:] = [a + b for a, b in zip(folded, values[_HEAD:], strict=True)]
-        piled = _pile(name, values, vocab, padding, ndim)
+        piled = _pile(name, values, vocab, padding, ndim, per_token)
         if piled is not None:
             first = h.notes.setdefault(f"TW212:first:{name}", v.step)
             if h.bump(f"TW212:{name}") >= 2:
