@@ -220,7 +220,7 @@ class Run:
         return self._findings
 
     def watch(self, model: Any, optimizer: Any = None, *, loss_fn: Any = None, every_n_steps: int = 100,
-              first_steps: int = 5, statistics_every: int = 4, select: Iterable[str] = (),
+              first_steps: int = 5, statistics_every: int = 32, select: Iterable[str] = (),
               ignore: Iterable[str] = (), thresholds: Mapping[str, float] | None = None) -> Any:
         """Audit a training loop; returns a :class:`~torchwitness.probes.watch.Watch` (also a context manager).
 

@@ -48,6 +48,7 @@ class BetweenAudits:
     _window: Any
     _sentinel: Sentinel
     _sentinel_grad: tuple[str, torch.nn.Parameter] | None
+    _lean: Any
     _spy: LossSpy | None
     _losses: list[tuple[int, torch.Tensor]]
     _peek_step: int
@@ -68,7 +69,10 @@ class BetweenAudits:
             same = self._see_input(found)
         # An input unchanged since the step before has the sum it had then: nothing new to check.
         if not same and x is not None and x.is_floating_point() and x.numel():
-            self._sentinel.note("input", self.step, x)
+            if self._lean is not None and self._lean.active:
+                self._lean.input = x  # reduced with the step's module outputs, in one kernel
+            else:
+                self._sentinel.note("input", self.step, x)
         if target is not None and floating(target) is not None:
             self._sentinel.note("target", self.step, target)
 
@@ -135,7 +139,10 @@ class BetweenAudits:
             self._losses.append((self.step, loss.detach()))
 
     def _note_grad(self) -> None:
-        # The first trainable tensor's gradient: NaN/Inf anywhere upstream spreads into it through backward.
+        # The first trainable tensor's gradient: NaN/Inf anywhere upstream spreads into it through backward. A
+        # lean audited step reads every gradient's norm itself.
+        if self._lean is not None and self._lean.active:
+            return
         if self._sentinel_grad is None:
             first = next((p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad), None)
             if first is None:

@@ -62,11 +62,16 @@ class Sentinel:
     def drain(self) -> tuple[torch.Tensor, list[tuple[str, int]]] | None:
         """The sums noted since the last drain, stacked on their device for the audit's transfer, and the
         ``(field, step)`` of each; None when nothing was noted."""
+        taken = self.take()
+        return None if taken is None else (torch.stack(taken[0]), taken[1])
+
+    def take(self) -> tuple[list[torch.Tensor], list[tuple[str, int]]] | None:
+        """As :meth:`drain`, the sums unstacked (for a caller that stacks them with its own)."""
         if not self._sums:
             return None
-        sums, where = torch.stack(self._sums), self._where
+        taken = self._sums, self._where
         self._sums, self._where, self._last = [], [], {}
-        return sums, where
+        return taken
 
 
 def first_bad(values: Sequence[float], where: Sequence[tuple[str, int]]) -> dict[str, int]:

@@ -32,6 +32,7 @@ from torchwitness.probes import stats
 from torchwitness.probes.config import resolve
 from torchwitness.probes.distributed import CrossRank
 from torchwitness.probes.inrange import SameInput, token_probe
+from torchwitness.probes.lean import Lean
 from torchwitness.probes.lossspy import LossSpy, listen, unlisten
 from torchwitness.probes.quiet import BetweenAudits
 from torchwitness.probes.quiet import guarded as _guarded
@@ -92,7 +93,7 @@ class Watch(BetweenAudits):
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                  loss_fn: Callable[..., Any] | None = None, every_n_steps: int = 100, first_steps: int = 5,
-                 statistics_every: int = 4, select: Iterable[str] = (), ignore: Iterable[str] = (),
+                 statistics_every: int = 32, select: Iterable[str] = (), ignore: Iterable[str] = (),
                  thresholds: Mapping[str, float] | None = None, findings: FindingSet | None = None,
                  record: Callable[[str, Any, int | None], Any] | None = None) -> None:
         if not isinstance(model, torch.nn.Module):
@@ -153,6 +154,10 @@ class Watch(BetweenAudits):
             listen(self)
         self.initial_versions = {id(p): p._version for p in inner.parameters()}
         self.cross_rank = CrossRank.create(inner)
+        # Dense audits judge most steps lean (see probes/lean.py); cross-rank exchanges and step counting by
+        # forwards (no optimizer) need the full path at every audit.
+        self._lean = Lean(self, _PASSIVE) if optimizer is not None and self.cross_rank is None \
+            and not self.compiled else None
         if self.cross_rank is None:  # cross-rank rules read the ranks' matrix, which only a process group provides
             rules = [r for r in rules if r.check.__module__ != cross_rank_rules.__name__]
         # Per event, in ID order; "light" is a step whose statistical probes were thinned out.
@@ -174,27 +179,41 @@ class Watch(BetweenAudits):
     def _audited(self, step: int) -> bool:
         return step < self.first_steps or step % self.every_n_steps == 0
 
-    def _arm(self) -> None:
+    def _arm(self) -> bool:
+        """Prepare the audit of ``self.step``; False when it is a lean one (no window: see probes/lean.py)."""
         statistics = self.step < max(self.first_steps, STATISTICS_WARMUP) \
             or self.step - self._statistics_step >= self.statistics_every
         # Row fingerprints go with the statistical steps and the step after each: a batch fed again at the next
-        # step (TW206) needs two consecutive steps, duplicates and overlaps are properties of the data.
+        # step (TW206) needs two consecutive steps, duplicates and overlaps are properties of the data. A lean
+        # step after a statistical one fingerprints its batch in passing, as the step after a sparse audit does.
         fingerprints = statistics or self._statistics_step == self.step - 1
         if statistics:
             self._statistics_step = self.step
+        if self._lean is not None:
+            if not statistics:
+                self._disarm_window()
+                self._lean.arm()
+                return False
+            self._lean.disarm()
         self._window = Window(step=self.step, statistics=statistics, fingerprints=fingerprints)
         # Feature/label moments stop once enough rows are in: correlations are settled by then.
         m = self.history.moments
         self._window.extra["want_moments"] = m is None or m[0] < _MOMENT_ROWS
         if self._armed or self.compiled:  # compiled graphs keep their submodules unhooked: hooks would recompile
-            return
+            return True
         for m in self._inner.modules():
             facts = _Facts.of(m, self._names.get(id(m), type(m).__name__))
             self._armed.append(m.register_forward_hook(partial(self._module_hook, facts), with_kwargs=True))
             if isinstance(m, torch.nn.Embedding):
                 self._armed.append(m.register_forward_pre_hook(self._embedding_pre))
+        return True
 
     def _disarm(self) -> None:
+        if self._lean is not None and self._lean.active:
+            self._lean.disarm()
+        self._disarm_window()
+
+    def _disarm_window(self) -> None:
         if not self._armed and self._window is None:  # between audits: nothing to undo
             return
         for h in self._armed:
@@ -246,8 +265,10 @@ class Watch(BetweenAudits):
             return
         w = self._window
         if w is None or not w.forwards or not torch.is_grad_enabled():
-            if w is None and self._spy_every_step and torch.is_grad_enabled() and module.training:
-                self.tapping = True  # loss history and sentinels only: the tap notes backward's loss
+            if w is None and torch.is_grad_enabled() and module.training:
+                self.tapping = self._spy_every_step  # loss history and sentinels: the tap notes backward's loss
+                if self._lean is not None and self._lean.active:
+                    self._lean.end_forward(output)
             return
         w.summarise_activations()
         out = first_tensor(output)
@@ -488,16 +509,29 @@ class Watch(BetweenAudits):
         self._modes_seen = 0
         if w is not None:
             self._guarded_finish(w)
+        elif self._lean is not None and self._lean.active:
+            self._guarded_lean()
         self.step += 1
         self._eval_seen = False
-        if self._audited(self.step):
-            self._arm()
-        else:
+        audited = self._audited(self.step)
+        if not (audited and self._arm()):
             if w is not None:
                 # Holding the audited batch until then keeps its memory from being handed to the next batch:
                 # "same data, same memory" (full-batch training on one tensor) must stay distinguishable.
                 self._peek_step, self._peek_hold = self.step, w.extra.get("primary")
-            self._disarm()
+            if not audited:
+                self._disarm()
+
+    @_guarded
+    def _guarded_lean(self) -> None:
+        self._lean.finish(self.step)
+
+    def _note_lean_audit(self, step: int, loss: float | None, grad_norm: float | None) -> None:
+        if self._record is not None:
+            self._audits.append({"step": step, "forwards": 1, "loss": loss, "grad_norm": grad_norm,
+                                 "max_update_ratio": None})
+            if len(self._audits) >= _AUDITS_PER_RECORD:
+                self._flush_audits()
 
     def _guarded_finish(self, w: Window) -> None:
         try:
