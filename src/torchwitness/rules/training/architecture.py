@@ -233,12 +233,19 @@ def dead_filter_weights(v: StepView) -> Iterator[Finding]:
     """Some output filters of a convolution have all-zero weights (often left by structured pruning or a bad
     init): they compute nothing, and the channels after them are dead (TW404 is reported as its consequence).
 
+    The same for the output neurons (weight rows) of a ``Linear`` layer of 4 or more, when some but not all of
+    them are zero: a layer zero-initialised on purpose (a residual branch, a LoRA ``B``, a head) is all zero.
+
     Example: ``conv.weight.data[:8] = 0`` after magnitude pruning. Fix: re-initialise, or shrink the layer."""
     for name, m in v.watch._inner.named_modules():
         if isinstance(m, torch.nn.modules.conv._ConvNd) and m.weight.numel():
             zero = int((m.weight.detach().flatten(1).abs().amax(1) == 0).sum())
             if zero:
                 yield Finding.of("TW411", name, f"{zero} of {m.out_channels} filters of {name} are all zero")
+        elif isinstance(m, torch.nn.Linear) and m.weight.numel() and m.out_features >= 4:
+            zero = int((m.weight.detach().abs().amax(1) == 0).sum())
+            if 0 < zero < m.out_features:
+                yield Finding.of("TW411", name, f"{zero} of {m.out_features} neurons of {name} have all-zero weights")
 
 
 @training_rule("TW412", when="close", name="no-forward-seen", title="The watched model's forward never ran",

@@ -227,7 +227,9 @@ def chance_loss(v: StepView) -> float | None:
     hist = v.history.label_hist
     if kind in ("CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss", "BCELoss") and hist is not None:
         return _entropy([float(c) for c in hist[:-1]])
-    if kind in ("MSELoss",) and notes.get("target_var"):
+    # A target with gradients is the model's own output (the other view of a self-supervised pair): no level
+    # of a model that ignores its input exists.
+    if kind in ("MSELoss",) and notes.get("target_var") and not notes.get("target_grad"):
         return float(statistics.median(notes["target_var"]))
     return None
 
