@@ -299,3 +299,36 @@ def blind3_ok_zero_init_residual_branch(run) -> None:
     x, y = _tabular(n=512, seed=226)
     model = nn.Sequential(nn.Linear(12, 32), Block(), Block(), nn.Linear(32, 4))
     _ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), x, y, steps=30)
+
+
+@healthy
+def blind3_ok_full_batch_on_train_split(run) -> None:
+    """Full-batch training on the first 96 rows of a 240-row table, validated on the rest every 10 steps."""
+    x, y = _tabular(n=240, seed=227)
+    xtr, ytr, xva = x[:96], y[:96], x[96:]
+    model = _mlp()
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    _watch(run, model, opt)
+    for i in range(40):
+        model.train()
+        opt.zero_grad()
+        F.cross_entropy(model(xtr), ytr).backward()
+        opt.step()
+        if i % 10 == 9:
+            model.eval()
+            with torch.no_grad():
+                model(xva)
+
+
+@healthy
+def blind3_ok_full_batch_split_no_validation(run) -> None:
+    """Full-batch training on a 128-row training split (x[:128]) of a 320-row table; the rest is held back."""
+    x, y = _tabular(n=320, seed=228)
+    x_train, y_train = x[:128], y[:128]
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9)
+    _watch(run, model, opt)
+    for _ in range(40):
+        opt.zero_grad()
+        F.cross_entropy(model(x_train), y_train).backward()
+        opt.step()

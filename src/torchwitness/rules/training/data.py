@@ -30,9 +30,11 @@ def nonfinite_input(v: StepView) -> Iterator[Finding]:
     """
     for t in v.inputs:
         if t.nonfinite:
+            v.history.notes.setdefault("TW201:first", v.step)
             yield Finding.of("TW201", f"input:{t.name}", f"input {t.name} contains NaN/Inf", step=v.step)
     first = v.extra.get("sentinel", {}).get("input")
     if first is not None:  # between audits, from the always-on sentinel
+        v.history.notes.setdefault("TW201:first", first)
         name = v.primary.name if v.primary is not None else "arg0"
         yield Finding.of("TW201", f"input:{name}", f"input {name} contains NaN/Inf, first at step {first} (between "
                          "audited steps)", step=first)
@@ -55,10 +57,12 @@ def nonfinite_target(v: StepView) -> Iterator[Finding]:
             and out.out.stats is not None and not out.out.nonfinite:
         return
     if v.targets is not None and v.targets.nonfinite:
+        v.history.notes.setdefault("TW202:first", v.step)
         yield Finding.of("TW202", "target", "targets contain NaN/Inf", step=v.step)
     seen = v.extra.get("sentinel", {})
     first, pred = seen.get("target"), seen.get("pred")
     if first is not None and (pred is None or pred > first):  # between audits, from the always-on sentinel
+        v.history.notes.setdefault("TW202:first", first)
         yield Finding.of("TW202", "target", f"targets contain NaN/Inf, first at step {first} (between audited "
                          "steps)", step=first)
 

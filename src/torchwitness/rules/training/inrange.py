@@ -147,9 +147,10 @@ def scrambled_images(v: StepView) -> Iterator[Finding]:
                            "the loop (next(iter(loader)) or X[:64]) and fed again and again.")
 def same_batch_every_step(v: StepView) -> Iterator[Finding]:
     """The model got the very same input tensor, unchanged, on at least 5 consecutive steps, and that tensor
-    is a fixed slice (of at most 256 rows) of a bigger one (``X[:64]``) or has the batch size of a ``DataLoader``
-    over a bigger dataset (``next(iter(loader))`` taken once). Full-batch training (the whole data set as one
-    tensor every step) is not reported.
+    is a fixed slice (of at most 256 rows, and a quarter of the tensor or less) of a bigger one (``X[:64]``)
+    or has the batch size of a ``DataLoader`` over a bigger dataset (``next(iter(loader))`` taken once).
+    Full-batch training (the whole data set as one tensor every step, or a training split of it) is not
+    reported.
 
     Example: ``xb, yb = next(iter(loader))`` before the loop. Fix: iterate the loader inside the loop.
     """
@@ -157,8 +158,9 @@ def same_batch_every_step(v: StepView) -> Iterator[Finding]:
     repeats, first = seen.longest
     if h.notes.get("TW214") or repeats + 1 < 5:
         return
-    # A split of a data set (X[:400]) trained on in full is not a batch: slices count up to a batch's size.
-    slice_of_more = seen.storage_rows >= 2 * seen.rows and seen.rows <= 256
+    # A split of a data set (X[:400], or X[:128] of 320 rows) trained on in full is not a batch: slices count up
+    # to a batch's size, and only as a quarter of the tensor or less (a training split is most of its data).
+    slice_of_more = seen.storage_rows >= 4 * seen.rows and seen.rows <= 256
     if not slice_of_more:
         if "loaders" not in h.notes:  # one heap scan per run, only once a batch has repeated this long
             h.notes["loaders"] = loader_batch_sizes()

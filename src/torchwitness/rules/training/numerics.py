@@ -25,7 +25,10 @@ def _finite(x: float | None) -> bool:
                remediation="Find the first NaN: check inputs (TW201), lower the learning rate, add gradient "
                            "clipping, use log-sum-exp forms (cross_entropy on logits, not log(softmax)).")
 def nonfinite_loss(v: StepView) -> Iterator[Finding]:
-    """The loss became NaN or infinite; every later update is garbage.
+    """The loss became NaN or infinite; every later update is garbage. When the loss call had been fed a
+    non-finite prediction (or NLL the log of an underflowed probability) and the gradients turned non-finite
+    up to 3 steps before the value did, with clean data, the finding is dated at the gradients' step: the loss
+    computation made them (TW102 is then its consequence).
 
     Example: ``loss = torch.log(probs).mean()`` with a probability that underflowed to 0.
     Fix: compute losses from logits, clip gradients, lower the learning rate, check the data.
@@ -33,6 +36,14 @@ def nonfinite_loss(v: StepView) -> Iterator[Finding]:
     notes, losses = v.history.notes, v.history.losses
     if notes.get("TW101"):
         return
+    g = _first_bad_gradient(v)  # noted at every event: the loss may turn non-finite only at a later one
+    fed = v.extra.get("sentinel", {}).get("pred")
+    lo = v.loss
+    if fed is None and lo is not None and lo.input is not None and lo.input.stats is not None and (
+            lo.input.nonfinite or (lo.kind == "NLLLoss" and lo.input.stats.get("min", 0.0) <= _LOG_TINY)):
+        fed = v.step
+    if fed is not None:
+        notes.setdefault("TW101:fed", fed)  # the first step the loss call was fed a non-finite prediction
     bad = None
     # The history only grows: each loss is looked at once, not once per step.
     i = max(notes.get("TW101_next", 0), losses.start)
@@ -47,7 +58,39 @@ def nonfinite_loss(v: StepView) -> Iterator[Finding]:
     if bad is not None:
         notes["TW101"] = True
         s, x = bad
+        # A gradient that went non-finite just before, on a step whose loss was still finite, with clean data,
+        # where the loss call was already fed a non-finite prediction (or an NLL a log-probability of an underflowed
+        # one): the loss computation made the NaN (the log of a probability that underflowed to 0, masked out of
+        # the value by NLL, is 1/0 in backward). The loss
+        # is the cause the user must fix. (A sqrt(0) elsewhere in the objective feeds the loss nothing
+        # non-finite: TW102 names it.)
+        clean = not any(k in notes for k in ("TW201:first", "TW202:first"))
+        fed = notes.get("TW101:fed")
+        if g is not None and fed is not None and fed <= g[0] and s - 3 <= g[0] < s and clean:
+            yield Finding.of("TW101", "loss", f"loss is {x} at step {s}; its backward had already made non-finite "
+                             f"gradients at step {g[0]}, while its value was finite (a log or division of a value "
+                             "that underflowed to 0?)", step=g[0])
+            return
         yield Finding.of("TW101", "loss", f"loss is {x} at step {s}", step=s)
+
+
+# The log of float32's smallest normal number: a log-probability at or below it is the log of a probability that
+# underflowed (to a denormal or 0), whose derivative 1/p overflows in backward.
+_LOG_TINY = -87.3
+
+
+def _first_bad_gradient(v: StepView) -> tuple[int, str] | None:
+    """The first step with a non-finite gradient (and the parameter), from the sentinel between audits, the
+    audited step's parameters, or an earlier event's note; None when none was seen."""
+    notes = v.history.notes
+    first = v.extra.get("sentinel", {}).get("grad")
+    if first is not None:
+        found = (first, v.extra.get("sentinel_grad", "param"))
+    else:
+        found = next(((v.step, p.name) for p in v.params if p.has_grad and not math.isfinite(p.grad_norm)), None)
+    if found is not None and not v.inputs_nonfinite:
+        notes.setdefault("TW102:first", found)
+    return notes.get("TW102:first")
 
 
 @training_rule("TW102", when="step", name="nonfinite-gradient", title="Gradient contains NaN or Inf",
