@@ -10,164 +10,54 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from _kit import WATCH, bug, healthy
+from _blindkit import (
+    CNN,
+    Encoder,
+    GRUClassifier,
+    batches,
+    ce_loop,
+    gen,
+    images,
+    loader_loop,
+    mlp,
+    tabular,
+    tokens,
+    two_views_loop,
+    watch,
+    zipf,
+)
+from _kit import bug, healthy
 from torch import nn
 from torch.nn.utils import prune
 from torch.utils.data import DataLoader, TensorDataset
-
-
-def _watch(run, model: nn.Module, opt: torch.optim.Optimizer) -> None:
-    run.watch(model, opt, **WATCH)
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-# ---- data ------------------------------------------------------------------------------------------------------
-def _tabular(n: int = 512, d: int = 12, c: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = _gen(seed)
-    x = torch.randn(n, d, generator=g)
-    return x, (x @ torch.randn(d, c, generator=g)).argmax(1)
-
-
-def _images(n: int = 256, c: int = 3, hw: int = 12, classes: int = 4, seed: int = 0
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """NCHW images: each class is a smooth blob at its own place, plus a little pixel noise."""
-    g = _gen(seed)
-    y = torch.randint(0, classes, (n,), generator=g)
-    yy, xx = torch.meshgrid(torch.arange(hw).float(), torch.arange(hw).float(), indexing="ij")
-    centres = torch.rand(classes, 2, generator=g) * (hw - 1)
-    blobs = torch.stack([torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / hw) for cy, cx in centres])
-    tint = 0.5 + torch.rand(n, c, 1, 1, generator=g)
-    x = blobs[y].unsqueeze(1) * tint + 0.1 * torch.randn(n, c, hw, hw, generator=g)
-    return (x - x.mean()) / x.std(), y
-
-
-def _zipf(n: int, vocab: int, g: torch.Generator, s: float = 1.1) -> torch.Tensor:
-    p = 1.0 / torch.arange(1, vocab + 1).float() ** s
-    return torch.multinomial(p, n, replacement=True, generator=g)
-
-
-def _tokens(n: int = 256, length: int = 12, vocab: int = 200, seed: int = 0, zipf: bool = False
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token sequences labelled by the mean of a hidden per-token score (learnable by a bag of embeddings)."""
-    g = _gen(seed)
-    ids = _zipf(n * length, vocab, g).view(n, length) if zipf else torch.randint(0, vocab, (n, length), generator=g)
-    score = torch.randn(vocab, generator=g)[ids].mean(1)
-    return ids, (score > score.median()).long()
-
-
-# ---- models ----------------------------------------------------------------------------------------------------
-class _CNN(nn.Module):
-    def __init__(self, c: int = 3, classes: int = 4, bn: bool = True, dropout: float = 0.0) -> None:
-        super().__init__()
-        norm = (lambda k: nn.BatchNorm2d(k)) if bn else (lambda k: nn.Identity())
-        self.features = nn.Sequential(nn.Conv2d(c, 8, 3, padding=1), norm(8), nn.ReLU(),
-                                      nn.Conv2d(8, 16, 3, padding=1), norm(16), nn.ReLU(), nn.MaxPool2d(2))
-        self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(16, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.drop(self.features(x).mean((2, 3))))
-
-
-class _GRUClassifier(nn.Module):
-    def __init__(self, vocab: int = 200, dim: int = 32, classes: int = 2, lstm: bool = False) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(vocab, dim)
-        self.rnn = (nn.LSTM if lstm else nn.GRU)(dim, dim, batch_first=True)
-        self.head = nn.Linear(dim, classes)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(self.emb(ids))
-        return self.head(out.mean(1))
-
-
-class _Encoder(nn.Module):
-    def __init__(self, vocab: int = 200, dim: int = 32, classes: int = 2, layers: int = 1) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(vocab, dim)
-        self.pos = nn.Parameter(torch.zeros(1, 64, dim))
-        layer = nn.TransformerEncoderLayer(dim, 4, dim_feedforward=64, dropout=0.0, batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers)
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, classes)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        h = self.encoder(self.emb(ids) + self.pos[:, :ids.shape[1]])
-        return self.head(self.norm(h).mean(1))
-
-
-def _mlp(d: int = 12, h: int = 32, c: int = 4, depth: int = 2, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Linear(d, h), act()]
-    for _ in range(depth - 2):
-        layers += [nn.Linear(h, h), act()]
-    return nn.Sequential(*layers, nn.Linear(h, c))
-
-
-def _batches(x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, seed: int = 1, shuffle: bool = True):
-    """A hand-written minibatch iterator (the plain loops' data path)."""
-    g = _gen(seed)
-    per_epoch = max(len(x) // batch, 1)
-    order = torch.arange(len(x))
-    for step in range(steps):
-        if step % per_epoch == 0 and shuffle:
-            order = torch.randperm(len(x), generator=g)
-        idx = order[(step % per_epoch) * batch:(step % per_epoch + 1) * batch]
-        yield x[idx], y[idx]
-
-
-def _ce_loop(run, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
-             steps: int = 30, batch: int = 32, shuffle: bool = True) -> None:
-    _watch(run, model, opt)
-    for xb, yb in _batches(x, y, steps, batch, shuffle=shuffle):
-        opt.zero_grad()
-        F.cross_entropy(model(xb), yb).backward()
-        opt.step()
-
-
-def _loader_loop(run, model: nn.Module, opt: torch.optim.Optimizer, loader: DataLoader, *, steps: int = 30,
-                 loss_fn: nn.Module | None = None) -> None:
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
-    _watch(run, model, opt)
-    step = 0
-    while step < steps:
-        for xb, yb in loader:
-            opt.zero_grad()
-            loss_fn(model(xb), yb).backward()
-            opt.step()
-            step += 1
-            if step == steps:
-                return
 
 
 # ==== non-finite values ========================================================================================
 @bug("TW201")
 def blind_nan_rows_arrive_late(run) -> None:
     """A feature is log(raw) and raw goes negative in the last fifth of an unshuffled table: NaN from step ~12."""
-    x, y = _tabular(n=512)
+    x, y = tabular(n=512)
     raw = x[:, 0].exp()
     raw[410:430] = -raw[410:430]
     x[:, 0] = torch.log(raw)
-    model = _mlp()
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), x, y, steps=30, shuffle=False)
+    model = mlp()
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), x, y, steps=30, shuffle=False)
 
 
 @bug("TW201")
 def blind_nan_pixels_dataloader_cnn(run) -> None:
     """A few images carry NaN pixels (a corrupt decode); shuffled DataLoader into a BatchNorm CNN."""
-    x, y = _images(n=256)
+    x, y = images(n=256)
     x[torch.arange(0, 256, 40), 0, 3, 3] = float("nan")
-    model = _CNN()
-    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=_gen(2))
-    _loader_loop(run, model, torch.optim.SGD(model.parameters(), 0.05, momentum=0.9), loader, steps=30)
+    model = CNN()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=gen(2))
+    loader_loop(run, model, torch.optim.SGD(model.parameters(), 0.05, momentum=0.9), loader, steps=30)
 
 
 @bug("TW201")
 def blind_nan_from_constant_sequence_lstm(run) -> None:
     """Each sequence is standardised by its own std; some sequences are flat, so 0/0 puts NaN into the LSTM."""
-    g = _gen(3)
+    g = gen(3)
     seq = torch.randn(256, 16, 1, generator=g).cumsum(1)
     seq[::17] = 1.0
     y = (seq[:, -1, 0] > seq[:, 0, 0]).long()
@@ -183,19 +73,19 @@ def blind_nan_from_constant_sequence_lstm(run) -> None:
             return self.head(self.rnn(s)[0][:, -1])
 
     model = Net()
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 5e-3), seq, y, steps=30)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 5e-3), seq, y, steps=30)
 
 
 @bug("TW101")
 def blind_log_of_saturated_sigmoid(run) -> None:
     """Hand-written BCE: log(sigmoid) and log(1 - sigmoid) hit log(0) once logits pass ~17 (0 * -inf = NaN)."""
-    g = _gen(4)
+    g = gen(4)
     x = torch.randn(512, 8, generator=g) * 3
     y = (x @ torch.randn(8, generator=g) > 0).float()
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
     opt = torch.optim.Adam(model.parameters(), 0.05)
-    _watch(run, model, opt)
-    for xb, yb in _batches(x, y, 40, 64):
+    watch(run, model, opt)
+    for xb, yb in batches(x, y, 40, 64):
         p = torch.sigmoid(model(xb).squeeze(1))
         loss = -(yb * torch.log(p) + (1 - yb) * torch.log(1 - p)).mean()
         opt.zero_grad()
@@ -206,11 +96,11 @@ def blind_log_of_saturated_sigmoid(run) -> None:
 @bug("TW101")
 def blind_log_softmax_low_temperature(run) -> None:
     """log(softmax(logits / 0.01)) taken in two steps: the probabilities underflow to 0 and the loss is inf."""
-    x, y = _tabular(n=512, c=5)
-    model = _mlp(c=5)
+    x, y = tabular(n=512, c=5)
+    model = mlp(c=5)
     opt = torch.optim.SGD(model.parameters(), 0.01)
-    _watch(run, model, opt)
-    for xb, yb in _batches(x, y, 30, 32):
+    watch(run, model, opt)
+    for xb, yb in batches(x, y, 30, 32):
         probs = F.softmax(model(xb) / 0.01, dim=1)
         loss = F.nll_loss(torch.log(probs), yb)
         opt.zero_grad()
@@ -221,14 +111,14 @@ def blind_log_softmax_low_temperature(run) -> None:
 @bug("TW307")
 def blind_lr_too_high_regression(run) -> None:
     """SGD at lr=5 on a regression MLP with MSELoss: the loss explodes to inf/NaN within a few steps."""
-    g = _gen(5)
+    g = gen(5)
     x = torch.randn(512, 8, generator=g)
     y = x @ torch.randn(8, 1, generator=g)
     model = nn.Sequential(nn.Linear(8, 64), nn.Tanh(), nn.Linear(64, 1))
     loss_fn = nn.MSELoss()
     opt = torch.optim.SGD(model.parameters(), lr=5.0)
-    _watch(run, model, opt)
-    for xb, yb in _batches(x, y, 30, 32):
+    watch(run, model, opt)
+    for xb, yb in batches(x, y, 30, 32):
         opt.zero_grad()
         loss_fn(model(xb), yb).backward()
         opt.step()
@@ -237,111 +127,106 @@ def blind_lr_too_high_regression(run) -> None:
 @bug("TW307")
 def blind_lr_too_high_gru_sgd(run) -> None:
     """A GRU classifier under SGD at lr=50: the embeddings and gates blow up."""
-    ids, y = _tokens()
-    model = _GRUClassifier()
-    _ce_loop(run, model, torch.optim.SGD(model.parameters(), lr=50.0), ids, y, steps=30)
+    ids, y = tokens()
+    model = GRUClassifier()
+    ce_loop(run, model, torch.optim.SGD(model.parameters(), lr=50.0), ids, y, steps=30)
 
 
 # ==== inputs that carry nothing ================================================================================
 @bug("TW204")
 def blind_blank_images_integer_division(run) -> None:
     """uint8 images scaled with // 255 instead of / 255: every pixel but pure white becomes 0."""
-    g = _gen(6)
+    g = gen(6)
     y = torch.randint(0, 4, (256,), generator=g)
     raw = (torch.rand(256, 3, 12, 12, generator=g) * 200 + y.view(-1, 1, 1, 1) * 10).to(torch.uint8)
     x = (raw // 255).float()
-    model = _CNN()
-    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=_gen(7))
-    _loader_loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), loader, steps=30)
+    model = CNN()
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=gen(7))
+    loader_loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), loader, steps=30)
 
 
 @bug("TW204")
 def blind_constant_features_broadcast_mean(run) -> None:
     """The feature matrix is replaced by its column means broadcast over rows: every sample looks the same."""
-    x, y = _tabular(n=512)
+    x, y = tabular(n=512)
     x = x.mean(0, keepdim=True).expand_as(x).contiguous()
-    model = _mlp()
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), x, y, steps=30)
+    model = mlp()
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), x, y, steps=30)
 
 
 # ==== dead units ===============================================================================================
 @bug("TW404")
 def blind_dead_filters_negative_bias_init(run) -> None:
     """A custom init sets the first conv's biases to -5 (no BatchNorm): its ReLU filters never fire."""
-    x, y = _images(n=256)
-    model = _CNN(bn=False)
+    x, y = images(n=256)
+    model = CNN(bn=False)
     nn.init.constant_(model.features[0].bias, -5.0)
-    _ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.05, momentum=0.9), x, y, steps=30)
+    ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.05, momentum=0.9), x, y, steps=30)
 
 
 @bug("TW403")
 def blind_dead_relu_hidden_layer(run) -> None:
     """The hidden layer's bias initialised to -4: nearly every ReLU unit is off for every input."""
-    x, y = _tabular(n=512)
-    model = _mlp(depth=3)
+    x, y = tabular(n=512)
+    model = mlp(depth=3)
     nn.init.constant_(model[2].bias, -4.0)
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), x, y, steps=30)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), x, y, steps=30)
 
 
 # ==== optimizer configuration ==================================================================================
 @bug("TW303")
 def blind_adamw_decay_everything_transformer(run) -> None:
     """AdamW(model.parameters(), weight_decay=0.1): embeddings, LayerNorms and biases are decayed too."""
-    ids, y = _tokens()
-    model = _Encoder()
-    _ce_loop(run, model, torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.1), ids, y, steps=30)
+    ids, y = tokens()
+    model = Encoder()
+    ce_loop(run, model, torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.1), ids, y, steps=30)
 
 
 @bug("TW303")
 def blind_sgd_decay_on_batchnorm(run) -> None:
     """SGD with weight_decay=1e-2 over all parameters of a BatchNorm CNN, fed by a DataLoader."""
-    x, y = _images(n=256)
-    model = _CNN()
+    x, y = images(n=256)
+    model = CNN()
     opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9, weight_decay=1e-2)
-    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=_gen(8))
-    _loader_loop(run, model, opt, loader, steps=30)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=gen(8))
+    loader_loop(run, model, opt, loader, steps=30)
 
 
 @bug("TW411")
 def blind_structured_pruning_kills_filters(run) -> None:
     """L2 structured pruning removes half of the second conv's filters before training; their masks keep them 0."""
-    x, y = _images(n=256)
-    model = _CNN()
+    x, y = images(n=256)
+    model = CNN()
     prune.ln_structured(model.features[3], "weight", amount=0.5, n=2, dim=0)
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), x, y, steps=30)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), x, y, steps=30)
 
 
 @bug("TW301")
 def blind_optimizer_misses_body(run) -> None:
     """The optimizer is built over the head only; the body still requires grad, receives it, and never moves."""
-    x, y = _tabular(n=512)
-    model = _mlp(depth=3)
-    _ce_loop(run, model, torch.optim.Adam(model[-1].parameters(), 1e-2), x, y, steps=30)
+    x, y = tabular(n=512)
+    model = mlp(depth=3)
+    ce_loop(run, model, torch.optim.Adam(model[-1].parameters(), 1e-2), x, y, steps=30)
 
 
 @bug("TW308")
 def blind_scheduler_stepped_per_batch(run) -> None:
     """StepLR(step_size=5, gamma=0.1) meant per epoch is stepped per batch: the LR is 1e-6 of itself by step 30."""
-    ids, y = _tokens(vocab=200)
-    model = _GRUClassifier(lstm=True)
+    ids, y = tokens(vocab=200)
+    model = GRUClassifier(lstm=True)
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.1)
-    _watch(run, model, opt)
-    for xb, yb in _batches(ids, y, 40, 32):
-        opt.zero_grad()
-        F.cross_entropy(model(xb), yb).backward()
-        opt.step()
-        sched.step()
+    ce_loop(run, model, opt, ids, y, steps=40, sched=sched)
 
 
 @bug("TW111")
 def blind_grad_clip_to_zero(run) -> None:
     """clip_grad_norm_(max_norm=0.0): every gradient is scaled to zero before the step."""
-    x, y = _tabular(n=512)
-    model = _mlp()
+    x, y = tabular(n=512)
+    model = mlp()
     opt = torch.optim.SGD(model.parameters(), 0.1)
-    _watch(run, model, opt)
-    for xb, yb in _batches(x, y, 30, 32):
+    watch(run, model, opt)
+    for xb, yb in batches(x, y, 30, 32):
         opt.zero_grad()
         F.cross_entropy(model(xb), yb).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.0)
@@ -351,19 +236,19 @@ def blind_grad_clip_to_zero(run) -> None:
 @bug("TW308")
 def blind_lr_far_too_low(run) -> None:
     """Adam at lr=1e-8: nothing moves in 30 steps."""
-    x, y = _images(n=256)
-    model = _CNN()
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-8), x, y, steps=30)
+    x, y = images(n=256)
+    model = CNN()
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-8), x, y, steps=30)
 
 
 @bug("TW308")
 def blind_step_before_backward(run) -> None:
     """opt.step() is called before loss.backward(), right after zero_grad: every step sees no gradient."""
-    x, y = _tabular(n=512)
-    model = _mlp()
+    x, y = tabular(n=512)
+    model = mlp()
     opt = torch.optim.SGD(model.parameters(), 0.1)
-    _watch(run, model, opt)
-    for xb, yb in _batches(x, y, 30, 32):
+    watch(run, model, opt)
+    for xb, yb in batches(x, y, 30, 32):
         opt.zero_grad()
         opt.step()
         F.cross_entropy(model(xb), yb).backward()
@@ -372,11 +257,11 @@ def blind_step_before_backward(run) -> None:
 @bug("TW304")
 def blind_forgot_zero_grad(run) -> None:
     """No zero_grad in the loop: gradients pile up across steps under SGD with momentum."""
-    x, y = _tabular(n=512)
-    model = _mlp()
+    x, y = tabular(n=512)
+    model = mlp()
     opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9)
-    _watch(run, model, opt)
-    for xb, yb in _batches(x, y, 40, 32):
+    watch(run, model, opt)
+    for xb, yb in batches(x, y, 40, 32):
         F.cross_entropy(model(xb), yb).backward()
         opt.step()
 
@@ -385,44 +270,44 @@ def blind_forgot_zero_grad(run) -> None:
 @bug("TW212")
 def blind_token_ids_clamped(run) -> None:
     """Ids from a 5000-token tokenizer clamped into a 200-row embedding: a third of all tokens become id 199."""
-    g = _gen(9)
-    raw = _zipf(256 * 16, 5000, g, s=0.9).view(256, 16)
+    g = gen(9)
+    raw = zipf(256 * 16, 5000, g, s=0.9).view(256, 16)
     y = (torch.randn(5000, generator=g)[raw].mean(1) > 0).long()
     ids = raw.clamp(max=199)
-    model = _GRUClassifier(vocab=200)
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), ids, y, steps=30)
+    model = GRUClassifier(vocab=200)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), ids, y, steps=30)
 
 
 @bug("TW212")
 def blind_token_ids_wrapped(run) -> None:
     """Ids from a 320-token tokenizer taken modulo a 200-row embedding: ids 0-119 carry two tokens each."""
-    g = _gen(10)
+    g = gen(10)
     raw = torch.randint(0, 320, (256, 16), generator=g)
     y = (torch.randn(320, generator=g)[raw].mean(1) > 0).long()
-    model = _Encoder(vocab=200)
-    _ce_loop(run, model, torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.0), raw % 200, y, steps=30)
+    model = Encoder(vocab=200)
+    ce_loop(run, model, torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.0), raw % 200, y, steps=30)
 
 
 @bug("TW213")
 def blind_channels_last_reshaped_loader(run) -> None:
     """NHWC images reshaped (not permuted) to NCHW before a DataLoader: the spatial structure is scrambled."""
-    x, y = _images(n=256, hw=12)
+    x, y = images(n=256, hw=12)
     nhwc = x.permute(0, 2, 3, 1).contiguous()
     scrambled = nhwc.reshape(256, 3, 12, 12)
-    model = _CNN()
-    loader = DataLoader(TensorDataset(scrambled, y), batch_size=32, shuffle=True, generator=_gen(11))
-    _loader_loop(run, model, torch.optim.Adam(model.parameters(), 2e-3), loader, steps=30)
+    model = CNN()
+    loader = DataLoader(TensorDataset(scrambled, y), batch_size=32, shuffle=True, generator=gen(11))
+    loader_loop(run, model, torch.optim.Adam(model.parameters(), 2e-3), loader, steps=30)
 
 
 @bug("TW213")
 def blind_channels_last_view_plain(run) -> None:
     """A plain loop views each NHWC batch as NCHW (view, not permute) right before the forward."""
-    x, y = _images(n=256, hw=16, seed=12)
+    x, y = images(n=256, hw=16, seed=12)
     nhwc = x.permute(0, 2, 3, 1).contiguous()
-    model = _CNN(bn=False)
+    model = CNN(bn=False)
     opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9)
-    _watch(run, model, opt)
-    for xb, yb in _batches(nhwc, y, 30, 32):
+    watch(run, model, opt)
+    for xb, yb in batches(nhwc, y, 30, 32):
         opt.zero_grad()
         F.cross_entropy(model(xb.view(-1, 3, 16, 16)), yb).backward()
         opt.step()
@@ -431,11 +316,11 @@ def blind_channels_last_view_plain(run) -> None:
 @bug("TW206")
 def blind_same_batch_next_iter(run) -> None:
     """next(iter(loader)) inside the loop on an unshuffled loader: the first batch, every step."""
-    x, y = _tabular(n=512)
+    x, y = tabular(n=512)
     loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=False)
-    model = _mlp()
+    model = mlp()
     opt = torch.optim.Adam(model.parameters(), 1e-2)
-    _watch(run, model, opt)
+    watch(run, model, opt)
     for _ in range(30):
         xb, yb = next(iter(loader))
         opt.zero_grad()
@@ -446,12 +331,12 @@ def blind_same_batch_next_iter(run) -> None:
 @bug("TW214")
 def blind_same_batch_object_cnn(run) -> None:
     """One batch is drawn before the loop and reused by every step (the loader's other batches never arrive)."""
-    x, y = _images(n=256)
-    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=_gen(13))
+    x, y = images(n=256)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=gen(13))
     xb, yb = next(iter(loader))
-    model = _CNN()
+    model = CNN()
     opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9)
-    _watch(run, model, opt)
+    watch(run, model, opt)
     for _ in range(30):
         opt.zero_grad()
         F.cross_entropy(model(xb), yb).backward()
@@ -474,109 +359,101 @@ def blind_discarded_block_output_mlp(run) -> None:
             out = h + self.block(h)  # noqa: F841  (the bug: computed, then dropped)
             return self.head(h)
 
-    x, y = _tabular(n=512)
+    x, y = tabular(n=512)
     model = Net()
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), x, y, steps=30)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), x, y, steps=30)
 
 
 @bug("TW413")
 def blind_discarded_encoder_output_transformer(run) -> None:
     """The transformer encoder runs, but the head pools the embeddings it was given, not its output."""
-    class Net(_Encoder):
+    class Net(Encoder):
         def forward(self, ids: torch.Tensor) -> torch.Tensor:
             e = self.emb(ids) + self.pos[:, :ids.shape[1]]
             self.encoder(e)
             return self.head(self.norm(e).mean(1))
 
-    ids, y = _tokens()
+    ids, y = tokens()
     model = Net()
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), ids, y, steps=30)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), ids, y, steps=30)
 
 
 @bug("TW414")
 def blind_representation_collapse_siamese(run) -> None:
     """Two noisy views, a shared encoder + projector, loss = -cos(z1, z2), no stop-gradient, no negatives:
     every input maps to the same direction."""
-    g = _gen(14)
+    g = gen(14)
     data = torch.randn(512, 16, generator=g)
     model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32))
-    opt = torch.optim.SGD(model.parameters(), 0.5, momentum=0.9)
-    _watch(run, model, opt)
-    for step in range(40):
-        xb = data[(step * 64) % 512:(step * 64) % 512 + 64]
-        z1 = model(xb + 0.3 * torch.randn_like(xb))
-        z2 = model(xb + 0.3 * torch.randn_like(xb))
-        loss = -F.cosine_similarity(z1, z2, dim=1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    two_views_loop(run, model, torch.optim.SGD(model.parameters(), 0.5, momentum=0.9), data,
+                   lambda m, a, b: -F.cosine_similarity(m(a), m(b), dim=1).mean(), noise=0.3)
 
 
 @bug("TW150")
 def blind_softmax_before_cross_entropy(run) -> None:
     """The model ends in nn.Softmax and is trained with nn.CrossEntropyLoss (softmax applied twice)."""
-    x, y = _tabular(n=512, c=6)
-    model = nn.Sequential(_mlp(c=6), nn.Softmax(dim=1))
-    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=_gen(15))
-    _loader_loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), loader, steps=30)
+    x, y = tabular(n=512, c=6)
+    model = nn.Sequential(mlp(c=6), nn.Softmax(dim=1))
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=gen(15))
+    loader_loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), loader, steps=30)
 
 
 @bug("TW110")
 def blind_stray_detach_before_head(run) -> None:
     """features(x).detach() before the head: the convolutional body never gets a gradient."""
-    class Net(_CNN):
+    class Net(CNN):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.head(self.features(x).mean((2, 3)).detach())
 
-    x, y = _images(n=256)
+    x, y = images(n=256)
     model = Net()
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), x, y, steps=30)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), x, y, steps=30)
 
 
 # ==== labels and targets =======================================================================================
 @bug("TW109")
 def blind_labels_shuffled_independently(run) -> None:
     """The labels are permuted separately from the inputs: nothing to learn, the loss stays at chance."""
-    x, y = _tabular(n=512, c=4)
-    y = y[torch.randperm(512, generator=_gen(16))]
-    model = _mlp()
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), x, y, steps=40)
+    x, y = tabular(n=512, c=4)
+    y = y[torch.randperm(512, generator=gen(16))]
+    model = mlp()
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), x, y, steps=40)
 
 
 @bug("TW109")
 def blind_labels_shuffled_short_gru(run) -> None:
     """The same label shuffle, in a 20-step GRU run fed by a DataLoader (each sample seen once)."""
-    ids, y = _tokens(n=640, seed=17)
-    y = y[torch.randperm(len(y), generator=_gen(18))]
-    model = _GRUClassifier()
-    loader = DataLoader(TensorDataset(ids, y), batch_size=32, shuffle=True, generator=_gen(19))
-    _loader_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), loader, steps=20)
+    ids, y = tokens(n=640, seed=17)
+    y = y[torch.randperm(len(y), generator=gen(18))]
+    model = GRUClassifier()
+    loader = DataLoader(TensorDataset(ids, y), batch_size=32, shuffle=True, generator=gen(19))
+    loader_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), loader, steps=20)
 
 
 @bug("TW210")
 def blind_constant_labels(run) -> None:
     """A thresholding bug makes every label class 0."""
-    g = _gen(20)
+    g = gen(20)
     x = torch.randn(512, 12, generator=g)
     y = (x @ torch.randn(12, generator=g) > 100).long()
-    model = _mlp(c=2)
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), x, y, steps=30)
+    model = mlp(c=2)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), x, y, steps=30)
 
 
 @bug("TW152")
 def blind_mse_broadcast_shapes(run) -> None:
     """Predictions (N, 1) against targets (N,): MSELoss broadcasts to (N, N) and fits the mean."""
-    g = _gen(21)
+    g = gen(21)
     x = torch.randn(512, 8, generator=g)
     y = x @ torch.randn(8, generator=g)
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
     loss_fn = nn.MSELoss()
     opt = torch.optim.Adam(model.parameters(), 1e-2)
-    _watch(run, model, opt)
+    watch(run, model, opt)
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for xb, yb in _batches(x, y, 30, 32):
+        for xb, yb in batches(x, y, 30, 32):
             opt.zero_grad()
             loss_fn(model(xb), yb).backward()
             opt.step()
@@ -586,90 +463,85 @@ def blind_mse_broadcast_shapes(run) -> None:
 @bug("TW401")
 def blind_eval_mode_left_on(run) -> None:
     """model.eval() from a validation pass before training is never undone: BatchNorm and Dropout stay frozen."""
-    x, y = _images(n=256)
-    model = _CNN(dropout=0.3)
+    x, y = images(n=256)
+    model = CNN(dropout=0.3)
     model.eval()
     with torch.no_grad():
         model(x[:64])
-    _ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.05, momentum=0.9), x, y, steps=30)
+    ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.05, momentum=0.9), x, y, steps=30)
 
 
 @bug("TW407")
 def blind_batchnorm_batch_of_one(run) -> None:
     """A BatchNorm CNN fed one image per step by its DataLoader."""
-    x, y = _images(n=64)
-    model = _CNN()
-    loader = DataLoader(TensorDataset(x, y), batch_size=1, shuffle=True, generator=_gen(22))
-    _loader_loop(run, model, torch.optim.SGD(model.parameters(), 0.01), loader, steps=30)
+    x, y = images(n=64)
+    model = CNN()
+    loader = DataLoader(TensorDataset(x, y), batch_size=1, shuffle=True, generator=gen(22))
+    loader_loop(run, model, torch.optim.SGD(model.parameters(), 0.01), loader, steps=30)
 
 
 @bug("TW203")
 def blind_raw_pixel_scale(run) -> None:
     """Images fed as 0..255 floats (no /255, no normalisation) into a CNN without BatchNorm."""
-    x, y = _images(n=256)
+    x, y = images(n=256)
     raw = ((x - x.min()) / (x.max() - x.min()) * 255).round()
-    model = _CNN(bn=False)
-    _ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.01), raw, y, steps=30)
+    model = CNN(bn=False)
+    ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.01), raw, y, steps=30)
 
 
 @bug("TW104")
 def blind_vanishing_deep_sigmoid(run) -> None:
     """A 10-layer sigmoid MLP under plain SGD: the first layers' gradients are ~1e-6 of the last's."""
-    x, y = _tabular(n=512)
-    model = _mlp(depth=10, act=nn.Sigmoid)
-    _ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.1), x, y, steps=30)
+    x, y = tabular(n=512)
+    model = mlp(depth=10, act=nn.Sigmoid)
+    ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.1), x, y, steps=30)
 
 
 # ==== healthy controls =========================================================================================
 @healthy
 def blind_ok_full_batch(run) -> None:
     """Full-batch training: the whole 200-row table is the batch, the same tensor at every step."""
-    x, y = _tabular(n=200)
-    model = _mlp()
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    _watch(run, model, opt)
-    for _ in range(40):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+    x, y = tabular(n=200)
+    model = mlp()
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), x, y, steps=40, full_batch=True)
 
 
 @healthy
 def blind_ok_constant_padding_channel(run) -> None:
     """RGB images padded with a fourth all-zero channel (a pretrained stem's RGBA input), CNN + DataLoader."""
-    x, y = _images(n=256)
+    x, y = images(n=256)
     x = torch.cat([x, torch.zeros(256, 1, 12, 12)], 1)
-    model = _CNN(c=4)
-    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=_gen(30))
-    _loader_loop(run, model, torch.optim.Adam(model.parameters(), 2e-3), loader, steps=30)
+    model = CNN(c=4)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=gen(30))
+    loader_loop(run, model, torch.optim.Adam(model.parameters(), 2e-3), loader, steps=30)
 
 
 @healthy
 def blind_ok_decay_on_weights_only(run) -> None:
     """AdamW with two parameter groups: matrices decayed; biases, LayerNorms, embeddings and positions not."""
-    ids, y = _tokens()
-    model = _Encoder()
+    ids, y = tokens()
+    model = Encoder()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n and n != "pos"]
     keep = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n and n != "pos")]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": keep, "weight_decay": 0.0}], 1e-3)
-    _ce_loop(run, model, opt, ids, y, steps=30)
+    ce_loop(run, model, opt, ids, y, steps=30)
 
 
 @healthy
 def blind_ok_tiny_run(run) -> None:
     """Twenty steps of plain SGD on an easy table: short, but correct."""
-    x, y = _tabular(n=320, c=3, seed=31)
-    model = _mlp(c=3)
-    _ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.1, momentum=0.9), x, y, steps=20)
+    x, y = tabular(n=320, c=3, seed=31)
+    model = mlp(c=3)
+    ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.1, momentum=0.9), x, y, steps=20)
 
 
 @healthy
 def blind_ok_frozen_backbone(run) -> None:
     """A pretrained CNN body, frozen (requires_grad=False, eval mode), under a new trainable linear head."""
-    x, y = _images(n=256)
-    model = _CNN()
+    x, y = images(n=256)
+    model = CNN()
     pre = torch.optim.Adam(model.parameters(), 3e-3)
-    for xb, yb in _batches(x, y, 24, 32, seed=29):  # pre-training, before the watch
+    for xb, yb in batches(x, y, 24, 32, seed=29):  # pre-training, before the watch
         pre.zero_grad()
         F.cross_entropy(model(xb), yb).backward()
         pre.step()
@@ -677,50 +549,45 @@ def blind_ok_frozen_backbone(run) -> None:
         p.requires_grad = False
     model.features.eval()
     model.head = nn.Linear(16, 4)
-    _ce_loop(run, model, torch.optim.Adam(model.head.parameters(), 1e-2), x, y, steps=30)
+    ce_loop(run, model, torch.optim.Adam(model.head.parameters(), 1e-2), x, y, steps=30)
 
 
 @healthy
 def blind_ok_zipf_tokens_gru(run) -> None:
     """Natural-language-like token ids: Zipf-distributed over the full vocabulary, id 0 most common."""
-    ids, y = _tokens(n=256, length=16, vocab=300, zipf=True)
-    model = _GRUClassifier(vocab=300)
-    loader = DataLoader(TensorDataset(ids, y), batch_size=32, shuffle=True, generator=_gen(32))
-    _loader_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), loader, steps=30)
+    ids, y = tokens(n=256, length=16, vocab=300, heavy_tail=True)
+    model = GRUClassifier(vocab=300)
+    loader = DataLoader(TensorDataset(ids, y), batch_size=32, shuffle=True, generator=gen(32))
+    loader_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), loader, steps=30)
 
 
 @healthy
 def blind_ok_zipf_tokens_transformer(run) -> None:
     """A transformer encoder over Zipf tokens with a warm-up LambdaLR stepped per batch (as intended)."""
-    ids, y = _tokens(n=256, length=16, vocab=200, zipf=True, seed=33)
-    model = _Encoder(layers=2)
+    ids, y = tokens(n=256, length=16, vocab=200, heavy_tail=True, seed=33)
+    model = Encoder(layers=2)
     opt = torch.optim.AdamW([{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": 0.01},
                              {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}],
                             lr=2e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 8))
-    _watch(run, model, opt)
-    for xb, yb in _batches(ids, y, 30, 32):
-        opt.zero_grad()
-        F.cross_entropy(model(xb), yb).backward()
-        opt.step()
-        sched.step()
+    ce_loop(run, model, opt, ids, y, sched=sched)
 
 
 @healthy
 def blind_ok_channels_last_permuted(run) -> None:
     """NHWC images permuted (not reshaped) to NCHW: the right way."""
-    x, y = _images(n=256, hw=12, seed=34)
+    x, y = images(n=256, hw=12, seed=34)
     nhwc = x.permute(0, 2, 3, 1).contiguous()
-    model = _CNN()
+    model = CNN()
     loader = DataLoader(TensorDataset(nhwc.permute(0, 3, 1, 2), y), batch_size=32, shuffle=True,
-                        generator=_gen(35))
-    _loader_loop(run, model, torch.optim.Adam(model.parameters(), 2e-3), loader, steps=30)
+                        generator=gen(35))
+    loader_loop(run, model, torch.optim.Adam(model.parameters(), 2e-3), loader, steps=30)
 
 
 @healthy
 def blind_ok_lstm_regression_clipped(run) -> None:
     """An LSTM regressor with MSELoss, Adam and gradient clipping at 1.0."""
-    g = _gen(36)
+    g = gen(36)
     seq = torch.randn(256, 12, 3, generator=g)
     target = seq.sum((1, 2)).unsqueeze(1) / 6
 
@@ -736,8 +603,8 @@ def blind_ok_lstm_regression_clipped(run) -> None:
     model = Net()
     loss_fn = nn.MSELoss()
     opt = torch.optim.Adam(model.parameters(), 1e-2)
-    _watch(run, model, opt)
-    for xb, yb in _batches(seq, target, 30, 32):
+    watch(run, model, opt)
+    for xb, yb in batches(seq, target, 30, 32):
         opt.zero_grad()
         loss_fn(model(xb), yb).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -747,31 +614,25 @@ def blind_ok_lstm_regression_clipped(run) -> None:
 @healthy
 def blind_ok_contrastive_infonce(run) -> None:
     """A SimCLR-style InfoNCE loss over two noisy views: negatives keep the embeddings spread out."""
-    g = _gen(37)
+    g = gen(37)
     data = torch.randn(512, 16, generator=g)
     model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 32))
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    _watch(run, model, opt)
-    for step in range(30):
-        xb = data[(step * 64) % 512:(step * 64) % 512 + 64]
-        z1 = F.normalize(model(xb + 0.1 * torch.randn_like(xb)), dim=1)
-        z2 = F.normalize(model(xb + 0.1 * torch.randn_like(xb)), dim=1)
-        logits = z1 @ z2.T / 0.2
-        loss = F.cross_entropy(logits, torch.arange(len(xb)))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    def info_nce(m: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        z1, z2 = F.normalize(m(a), dim=1), F.normalize(m(b), dim=1)
+        return F.cross_entropy(z1 @ z2.T / 0.2, torch.arange(len(a)))
+
+    two_views_loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), data, info_nce, noise=0.1, steps=30)
 
 
 @healthy
 def blind_ok_gradient_accumulation(run) -> None:
     """Gradients accumulated over 2 micro-batches on purpose (zero_grad after each step, loss scaled)."""
-    x, y = _tabular(n=512, seed=38)
-    model = _mlp()
+    x, y = tabular(n=512, seed=38)
+    model = mlp()
     opt = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9)
-    _watch(run, model, opt)
+    watch(run, model, opt)
     opt.zero_grad()
-    for i, (xb, yb) in enumerate(_batches(x, y, 60, 16)):
+    for i, (xb, yb) in enumerate(batches(x, y, 60, 16)):
         (F.cross_entropy(model(xb), yb) / 2).backward()
         if i % 2 == 1:
             opt.step()
@@ -781,59 +642,48 @@ def blind_ok_gradient_accumulation(run) -> None:
 @healthy
 def blind_ok_validation_between_steps(run) -> None:
     """A dropout+BatchNorm CNN validated under eval()/no_grad every 10 steps, switched back to train()."""
-    x, y = _images(n=320, seed=39)
-    xtr, ytr, xva = x[:256], y[:256], x[256:]
-    model = _CNN(dropout=0.2)
-    opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9)
-    _watch(run, model, opt)
-    for i, (xb, yb) in enumerate(_batches(xtr, ytr, 30, 32)):
-        model.train()
-        opt.zero_grad()
-        F.cross_entropy(model(xb), yb).backward()
-        opt.step()
-        if i % 10 == 9:
-            model.eval()
-            with torch.no_grad():
-                model(xva)
+    x, y = images(n=320, seed=39)
+    model = CNN(dropout=0.2)
+    ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.05, momentum=0.9), x[:256], y[:256], val=x[256:])
 
 
 @healthy
 def blind_ok_imbalanced_binary(run) -> None:
     """A 9:1 imbalanced binary task with BCEWithLogitsLoss and pos_weight, through a DataLoader."""
-    g = _gen(40)
+    g = gen(40)
     x = torch.randn(640, 10, generator=g)
     score = x @ torch.randn(10, generator=g)
     y = (score > score.quantile(0.9)).float().unsqueeze(1)
     model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 1))
-    loader = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True, generator=_gen(41))
-    _loader_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), loader, steps=30,
+    loader = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True, generator=gen(41))
+    loader_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), loader, steps=30,
                  loss_fn=nn.BCEWithLogitsLoss(pos_weight=torch.tensor([9.0])))
 
 
 @healthy
 def blind_ok_relu_sparse_activations(run) -> None:
     """A wide ReLU MLP whose activations are naturally sparse, SGD with weight decay only on weights."""
-    x, y = _tabular(n=512, d=20, c=5, seed=42)
-    model = _mlp(d=20, h=128, c=5, depth=3)
+    x, y = tabular(n=512, d=20, c=5, seed=42)
+    model = mlp(d=20, h=128, c=5, depth=3)
     weights = [p for p in model.parameters() if p.ndim == 2]
     biases = [p for p in model.parameters() if p.ndim == 1]
     opt = torch.optim.SGD([{"params": weights, "weight_decay": 5e-4}, {"params": biases}], 0.05, momentum=0.9)
-    _ce_loop(run, model, opt, x, y, steps=40)
+    ce_loop(run, model, opt, x, y, steps=40)
 
 
 @healthy
 def blind_ok_cnn_batchnorm_sgd_loader(run) -> None:
     """The textbook BatchNorm CNN: shuffled DataLoader, SGD with momentum, 2 epochs."""
-    x, y = _images(n=256, seed=43)
-    model = _CNN()
-    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=_gen(44))
-    _loader_loop(run, model, torch.optim.SGD(model.parameters(), 0.05, momentum=0.9), loader, steps=32)
+    x, y = images(n=256, seed=43)
+    model = CNN()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=gen(44))
+    loader_loop(run, model, torch.optim.SGD(model.parameters(), 0.05, momentum=0.9), loader, steps=32)
 
 
 @healthy
 def blind_ok_simsiam_stop_gradient(run) -> None:
     """SimSiam done right: a predictor on one branch and a stop-gradient on the other, negative cosine loss."""
-    g = _gen(45)
+    g = gen(45)
     data = torch.randn(512, 16, generator=g)
 
     class SimSiam(nn.Module):
@@ -848,56 +698,39 @@ def blind_ok_simsiam_stop_gradient(run) -> None:
             return -(F.cosine_similarity(p1, z2.detach()).mean() + F.cosine_similarity(p2, z1.detach()).mean()) / 2
 
     model = SimSiam()
-    opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9)
-    _watch(run, model, opt)
-    for step in range(40):
-        xb = data[(step * 64) % 512:(step * 64) % 512 + 64]
-        loss = model(xb + 0.3 * torch.randn_like(xb), xb + 0.3 * torch.randn_like(xb))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    two_views_loop(run, model, torch.optim.SGD(model.parameters(), 0.05, momentum=0.9), data,
+                   lambda m, a, b: m(a, b), noise=0.3)
 
 
 @healthy
 def blind_ok_cosine_schedule_to_zero(run) -> None:
     """CosineAnnealingLR over exactly the run's steps, stepped per batch: the rate reaches 0 at the last step."""
-    x, y = _tabular(n=512, seed=46)
-    model = _mlp()
+    x, y = tabular(n=512, seed=46)
+    model = mlp()
     opt = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=40)
-    _watch(run, model, opt)
-    for xb, yb in _batches(x, y, 40, 32):
-        opt.zero_grad()
-        F.cross_entropy(model(xb), yb).backward()
-        opt.step()
-        sched.step()
+    ce_loop(run, model, opt, x, y, steps=40, sched=torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=40))
 
 
 @healthy
 def blind_ok_onecycle_from_zero_warmup(run) -> None:
     """A linear warm-up from lr=0 (LambdaLR) into OneCycle-like decay to 1e-5 of the peak, on a GRU."""
-    ids, y = _tokens(n=320, seed=47)
-    model = _GRUClassifier()
+    ids, y = tokens(n=320, seed=47)
+    model = GRUClassifier()
     opt = torch.optim.Adam(model.parameters(), 5e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-3, total_steps=30, pct_start=0.2,
                                                 div_factor=1e4, final_div_factor=1e1)
-    _watch(run, model, opt)
-    for xb, yb in _batches(ids, y, 30, 32):
-        opt.zero_grad()
-        F.cross_entropy(model(xb), yb).backward()
-        opt.step()
-        sched.step()
+    ce_loop(run, model, opt, ids, y, sched=sched)
 
 
 @healthy
 def blind_ok_lbfgs_closure(run) -> None:
     """Full-batch L-BFGS: backward runs inside optimizer.step(closure)."""
-    g = _gen(48)
+    g = gen(48)
     x = torch.randn(256, 6, generator=g)
     y = torch.tanh(x @ torch.randn(6, 1, generator=g))
     model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1))
     opt = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=4)
-    _watch(run, model, opt)
+    watch(run, model, opt)
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -912,41 +745,41 @@ def blind_ok_lbfgs_closure(run) -> None:
 @healthy
 def blind_ok_finetune_small_lr_converged(run) -> None:
     """A model trained to convergence, then fine-tuned with plain SGD at lr=1e-3: small gradients, small steps."""
-    x, y = _tabular(n=512, seed=49)
-    model = _mlp()
+    x, y = tabular(n=512, seed=49)
+    model = mlp()
     pre = torch.optim.Adam(model.parameters(), 1e-2)
-    for xb, yb in _batches(x, y, 80, 64, seed=50):
+    for xb, yb in batches(x, y, 80, 64, seed=50):
         pre.zero_grad()
         F.cross_entropy(model(xb), yb).backward()
         pre.step()
     opt = torch.optim.SGD(model.parameters(), 1e-3)
-    _ce_loop(run, model, opt, x, y, steps=30)
+    ce_loop(run, model, opt, x, y, steps=30)
 
 
 @healthy
 def blind_ok_horizontal_blur_images(run) -> None:
     """Correctly laid-out images with strong horizontal motion blur and correlated channels (anisotropic)."""
-    x, y = _images(n=256, hw=16, seed=51)
+    x, y = images(n=256, hw=16, seed=51)
     kernel = torch.ones(1, 1, 1, 7) / 7
     blurred = F.conv2d(x.reshape(-1, 1, 16, 16), kernel, padding=(0, 3)).reshape(256, 3, 16, 16)
-    model = _CNN()
-    loader = DataLoader(TensorDataset(blurred, y), batch_size=32, shuffle=True, generator=_gen(52))
-    _loader_loop(run, model, torch.optim.Adam(model.parameters(), 2e-3), loader, steps=30)
+    model = CNN()
+    loader = DataLoader(TensorDataset(blurred, y), batch_size=32, shuffle=True, generator=gen(52))
+    loader_loop(run, model, torch.optim.Adam(model.parameters(), 2e-3), loader, steps=30)
 
 
 @healthy
 def blind_ok_slow_learner_20_steps(run) -> None:
     """Twenty steps of a 10-class task under a modest SGD rate: learning, but only just started."""
-    x, y = _tabular(n=640, d=20, c=10, seed=53)
-    model = _mlp(d=20, h=64, c=10)
-    _ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.05, momentum=0.9), x, y, steps=20)
+    x, y = tabular(n=640, d=20, c=10, seed=53)
+    model = mlp(d=20, h=64, c=10)
+    ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.05, momentum=0.9), x, y, steps=20)
 
 
 @healthy
 def blind_ok_classic_sgd_recipe_decay_everywhere(run) -> None:
     """The classic CNN recipe: SGD(model.parameters(), momentum=0.9, weight_decay=5e-4), BatchNorm included."""
-    x, y = _images(n=256, seed=54)
-    model = _CNN()
+    x, y = images(n=256, seed=54)
+    model = CNN()
     opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9, weight_decay=5e-4)
-    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=_gen(55))
-    _loader_loop(run, model, opt, loader, steps=30)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=gen(55))
+    loader_loop(run, model, opt, loader, steps=30)

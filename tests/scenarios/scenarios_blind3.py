@@ -6,20 +6,21 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from _kit import bug, healthy
-from scenarios_blind import (
-    _CNN,
-    _batches,
-    _ce_loop,
-    _Encoder,
-    _gen,
-    _GRUClassifier,
-    _images,
-    _mlp,
-    _tabular,
-    _tokens,
-    _watch,
+from _blindkit import (
+    CNN,
+    Encoder,
+    GRUClassifier,
+    batches,
+    ce_loop,
+    gen,
+    images,
+    mlp,
+    tabular,
+    tokens,
+    two_views_loop,
+    watch,
 )
+from _kit import bug, healthy
 from torch import nn
 from torch.nn.utils import prune
 from torch.utils.data import DataLoader, TensorDataset
@@ -29,25 +30,25 @@ from torch.utils.data import DataLoader, TensorDataset
 @bug("TW404")
 def blind3_short_dead_filters(run) -> None:
     """Twenty steps of a CNN whose first conv biases were set to -8 by a bad init (no BatchNorm)."""
-    x, y = _images(n=320, seed=200)
-    model = _CNN(bn=False)
+    x, y = images(n=320, seed=200)
+    model = CNN(bn=False)
     nn.init.constant_(model.features[0].bias, -8.0)
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), x, y, steps=20)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-3), x, y, steps=20)
 
 
 @bug("TW204")
 def blind3_short_constant_tokens_embedding_free(run) -> None:
     """Twenty steps of an MLP whose inputs were all overwritten with the value 1.0 (a fill_ meant for a mask)."""
-    x, y = _tabular(n=640, seed=201)
+    x, y = tabular(n=640, seed=201)
     x.fill_(1.0)
-    model = _mlp()
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), x, y, steps=20)
+    model = mlp()
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), x, y, steps=20)
 
 
 @bug("TW413")
 def blind3_short_discarded_gru_layer(run) -> None:
     """A second GRU layer runs, but the head reads the first layer's output; 20 steps."""
-    class Net(_GRUClassifier):
+    class Net(GRUClassifier):
         def __init__(self) -> None:
             super().__init__()
             self.rnn2 = nn.GRU(32, 32, batch_first=True)
@@ -57,39 +58,34 @@ def blind3_short_discarded_gru_layer(run) -> None:
             self.rnn2(out)
             return self.head(out.mean(1))
 
-    ids, y = _tokens(n=640, seed=202)
+    ids, y = tokens(n=640, seed=202)
     model = Net()
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), ids, y, steps=20)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), ids, y, steps=20)
 
 
 @bug("TW214")
 def blind3_short_same_batch(run) -> None:
     """Twenty steps on X[:32] taken once before the loop (the rest of the 640 rows never used)."""
-    x, y = _tabular(n=640, seed=203)
-    model = _mlp()
-    opt = torch.optim.SGD(model.parameters(), 0.1)
+    x, y = tabular(n=640, seed=203)
+    model = mlp()
     xb, yb = x[:32], y[:32]
-    _watch(run, model, opt)
-    for _ in range(20):
-        opt.zero_grad()
-        F.cross_entropy(model(xb), yb).backward()
-        opt.step()
+    ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.1), xb, yb, steps=20, full_batch=True)
 
 
 @bug("TW201")
 def blind3_short_nan_late(run) -> None:
     """A NaN row arrives at step 15 of a 20-step transformer run (unshuffled data)."""
-    ids, y = _tokens(n=640, seed=204)
+    ids, y = tokens(n=640, seed=204)
 
-    class Net(_Encoder):
+    class Net(Encoder):
         def forward(self, ids: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
             return super().forward(ids) + feats.sum(1, keepdim=True) * 0.01
 
-    feats = torch.randn(640, 4, generator=_gen(205))
+    feats = torch.randn(640, 4, generator=gen(205))
     feats[15 * 32 + 3, 2] = float("nan")
     model = Net()
     opt = torch.optim.Adam(model.parameters(), 1e-3)
-    _watch(run, model, opt)
+    watch(run, model, opt)
     for step in range(20):
         sl = slice(step * 32, step * 32 + 32)
         opt.zero_grad()
@@ -100,21 +96,21 @@ def blind3_short_nan_late(run) -> None:
 @bug("TW213")
 def blind3_short_reshaped_images(run) -> None:
     """Twenty steps of a CNN on NHWC images reshaped to NCHW, batch 64."""
-    x, y = _images(n=640, hw=12, seed=206)
+    x, y = images(n=640, hw=12, seed=206)
     scrambled = x.permute(0, 2, 3, 1).contiguous().reshape(640, 3, 12, 12)
-    model = _CNN()
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 2e-3), scrambled, y, steps=20, batch=32)
+    model = CNN()
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 2e-3), scrambled, y, steps=20, batch=32)
 
 
 # ==== loop mistakes ============================================================================================
 @bug("TW308")
 def blind3_zero_grad_between_backward_and_step(run) -> None:
     """loss.backward(); opt.zero_grad(); opt.step(): the step sees no gradient."""
-    x, y = _images(n=256, seed=207)
-    model = _CNN()
+    x, y = images(n=256, seed=207)
+    model = CNN()
     opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9)
-    _watch(run, model, opt)
-    for xb, yb in _batches(x, y, 30, 32):
+    watch(run, model, opt)
+    for xb, yb in batches(x, y, 30, 32):
         F.cross_entropy(model(xb), yb).backward()
         opt.zero_grad()
         opt.step()
@@ -123,12 +119,12 @@ def blind3_zero_grad_between_backward_and_step(run) -> None:
 @bug("TW307")
 def blind3_sum_reduction_sgd(run) -> None:
     """CrossEntropyLoss(reduction='sum') with batch 128 under SGD tuned for a mean: steps 128x too large."""
-    x, y = _tabular(n=1024, seed=208)
-    model = _mlp(h=64)
+    x, y = tabular(n=1024, seed=208)
+    model = mlp(h=64)
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     opt = torch.optim.SGD(model.parameters(), 0.5)
-    _watch(run, model, opt)
-    for xb, yb in _batches(x, y, 30, 128):
+    watch(run, model, opt)
+    for xb, yb in batches(x, y, 30, 128):
         opt.zero_grad()
         loss_fn(model(xb), yb).backward()
         opt.step()
@@ -137,64 +133,48 @@ def blind3_sum_reduction_sgd(run) -> None:
 @bug("TW208")
 def blind3_validation_on_training_rows(run) -> None:
     """The 'validation' split is a slice of the training data, evaluated under no_grad every 10 steps."""
-    x, y = _tabular(n=512, seed=209)
+    x, y = tabular(n=512, seed=209)
     val = x[:128]
-    model = _mlp()
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    _watch(run, model, opt)
-    for i, (xb, yb) in enumerate(_batches(x, y, 30, 32)):
-        model.train()
-        opt.zero_grad()
-        F.cross_entropy(model(xb), yb).backward()
-        opt.step()
-        if i % 10 == 9:
-            model.eval()
-            with torch.no_grad():
-                model(val)
+    model = mlp()
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), x, y, val=val)
 
 
 @bug("TW411")
 def blind3_pruned_linear_neurons(run) -> None:
     """ln_structured pruning of 50% of a hidden Linear layer's neurons (rows) before training."""
-    x, y = _tabular(n=512, seed=210)
-    model = _mlp(h=64, depth=3)
+    x, y = tabular(n=512, seed=210)
+    model = mlp(h=64, depth=3)
     prune.ln_structured(model[2], "weight", amount=0.5, n=2, dim=0)
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), x, y, steps=30)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), x, y, steps=30)
 
 
 @bug("TW414")
 def blind3_mse_between_views_collapse(run) -> None:
     """Two augmented views, loss = MSE(f(v1), f(v2)) on unnormalised embeddings, nothing against collapse."""
-    g = _gen(211)
+    g = gen(211)
     data = torch.randn(512, 16, generator=g)
     model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 32))
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    _watch(run, model, opt)
-    for step in range(40):
-        xb = data[(step * 64) % 512:(step * 64) % 512 + 64]
-        loss = F.mse_loss(model(xb + 0.2 * torch.randn_like(xb)), model(xb + 0.2 * torch.randn_like(xb)))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    two_views_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), data,
+                   lambda m, a, b: F.mse_loss(m(a), m(b)), noise=0.2)
 
 
 @bug("TW303")
 def blind3_adamw_default_decay_explicit_large_lr(run) -> None:
     """AdamW(weight_decay=0.05) over a LayerNorm transformer, no parameter groups."""
-    ids, y = _tokens(n=320, seed=212)
-    model = _Encoder(layers=2)
-    _ce_loop(run, model, torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.05), ids, y, steps=30)
+    ids, y = tokens(n=320, seed=212)
+    model = Encoder(layers=2)
+    ce_loop(run, model, torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.05), ids, y, steps=30)
 
 
 @bug("TW109")
 def blind3_labels_from_other_split(run) -> None:
     """Labels taken from another split (y_test) of the same size: misaligned with the inputs."""
-    x, _ = _tabular(n=512, seed=213)
-    _, y_other = _tabular(n=512, seed=214)
-    model = _mlp()
-    loader = DataLoader(TensorDataset(x, y_other), batch_size=32, shuffle=True, generator=_gen(215))
+    x, _ = tabular(n=512, seed=213)
+    _, y_other = tabular(n=512, seed=214)
+    model = mlp()
+    loader = DataLoader(TensorDataset(x, y_other), batch_size=32, shuffle=True, generator=gen(215))
     opt = torch.optim.Adam(model.parameters(), 3e-3)
-    _watch(run, model, opt)
+    watch(run, model, opt)
     step = 0
     while step < 40:
         for xb, yb in loader:
@@ -210,56 +190,45 @@ def blind3_labels_from_other_split(run) -> None:
 @healthy
 def blind3_ok_short_cnn_20_steps(run) -> None:
     """Twenty steps of a healthy BatchNorm CNN."""
-    x, y = _images(n=640, seed=220)
-    model = _CNN()
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), x, y, steps=20)
+    x, y = images(n=640, seed=220)
+    model = CNN()
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), x, y, steps=20)
 
 
 @healthy
 def blind3_ok_short_transformer_20_steps(run) -> None:
     """Twenty steps of a healthy transformer encoder over Zipf tokens."""
-    ids, y = _tokens(n=640, length=16, zipf=True, seed=221)
-    model = _Encoder()
-    _ce_loop(run, model, torch.optim.AdamW(model.parameters(), 2e-3, weight_decay=0.0), ids, y, steps=20)
+    ids, y = tokens(n=640, length=16, heavy_tail=True, seed=221)
+    model = Encoder()
+    ce_loop(run, model, torch.optim.AdamW(model.parameters(), 2e-3, weight_decay=0.0), ids, y, steps=20)
 
 
 @healthy
 def blind3_ok_pretrained_sparse_head(run) -> None:
     """Unstructured (L1) pruning of 30% of a Linear layer's weights: single zeros, no dead neurons."""
-    x, y = _tabular(n=512, seed=222)
-    model = _mlp(h=64, depth=3)
+    x, y = tabular(n=512, seed=222)
+    model = mlp(h=64, depth=3)
     prune.l1_unstructured(model[2], "weight", amount=0.3)
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), x, y, steps=30)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), x, y, steps=30)
 
 
 @healthy
 def blind3_ok_validation_held_out(run) -> None:
     """A validation split disjoint from training, evaluated under eval()/no_grad every 10 steps."""
-    x, y = _tabular(n=640, seed=223)
-    xtr, ytr, val = x[:512], y[:512], x[512:]
-    model = _mlp()
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    _watch(run, model, opt)
-    for i, (xb, yb) in enumerate(_batches(xtr, ytr, 30, 32)):
-        model.train()
-        opt.zero_grad()
-        F.cross_entropy(model(xb), yb).backward()
-        opt.step()
-        if i % 10 == 9:
-            model.eval()
-            with torch.no_grad():
-                model(val)
+    x, y = tabular(n=640, seed=223)
+    model = mlp()
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), x[:512], y[:512], val=x[512:])
 
 
 @healthy
 def blind3_ok_sum_reduction_scaled_lr(run) -> None:
     """reduction='sum' with the learning rate divided by the batch size (equivalent to a mean)."""
-    x, y = _tabular(n=1024, seed=224)
-    model = _mlp(h=64)
+    x, y = tabular(n=1024, seed=224)
+    model = mlp(h=64)
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     opt = torch.optim.SGD(model.parameters(), 0.1 / 128, momentum=0.9)
-    _watch(run, model, opt)
-    for xb, yb in _batches(x, y, 30, 128):
+    watch(run, model, opt)
+    for xb, yb in batches(x, y, 30, 128):
         opt.zero_grad()
         loss_fn(model(xb), yb).backward()
         opt.step()
@@ -268,19 +237,15 @@ def blind3_ok_sum_reduction_scaled_lr(run) -> None:
 @healthy
 def blind3_ok_vicreg_like(run) -> None:
     """Two views with an invariance term plus a variance hinge that keeps every dimension spread (VICReg-like)."""
-    g = _gen(225)
+    g = gen(225)
     data = torch.randn(512, 16, generator=g)
     model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 32))
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    _watch(run, model, opt)
-    for step in range(40):
-        xb = data[(step * 64) % 512:(step * 64) % 512 + 64]
-        z1, z2 = model(xb + 0.2 * torch.randn_like(xb)), model(xb + 0.2 * torch.randn_like(xb))
-        std = torch.sqrt(z1.var(0) + 1e-4), torch.sqrt(z2.var(0) + 1e-4)
-        loss = F.mse_loss(z1, z2) + F.relu(1 - std[0]).mean() + F.relu(1 - std[1]).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    def vicreg(m: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        z1, z2 = m(a), m(b)
+        hinge = F.relu(1 - torch.sqrt(z1.var(0) + 1e-4)).mean() + F.relu(1 - torch.sqrt(z2.var(0) + 1e-4)).mean()
+        return F.mse_loss(z1, z2) + hinge
+
+    two_views_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), data, vicreg, noise=0.2)
 
 
 @healthy
@@ -296,39 +261,25 @@ def blind3_ok_zero_init_residual_branch(run) -> None:
         def forward(self, h: torch.Tensor) -> torch.Tensor:
             return h + self.fc2(F.relu(self.fc1(h)))
 
-    x, y = _tabular(n=512, seed=226)
+    x, y = tabular(n=512, seed=226)
     model = nn.Sequential(nn.Linear(12, 32), Block(), Block(), nn.Linear(32, 4))
-    _ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), x, y, steps=30)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), x, y, steps=30)
 
 
 @healthy
 def blind3_ok_full_batch_on_train_split(run) -> None:
     """Full-batch training on the first 96 rows of a 240-row table, validated on the rest every 10 steps."""
-    x, y = _tabular(n=240, seed=227)
-    xtr, ytr, xva = x[:96], y[:96], x[96:]
-    model = _mlp()
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    _watch(run, model, opt)
-    for i in range(40):
-        model.train()
-        opt.zero_grad()
-        F.cross_entropy(model(xtr), ytr).backward()
-        opt.step()
-        if i % 10 == 9:
-            model.eval()
-            with torch.no_grad():
-                model(xva)
+    x, y = tabular(n=240, seed=227)
+    model = mlp()
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), x[:96], y[:96], steps=40, full_batch=True,
+            val=x[96:])
 
 
 @healthy
 def blind3_ok_full_batch_split_no_validation(run) -> None:
     """Full-batch training on a 128-row training split (x[:128]) of a 320-row table; the rest is held back."""
-    x, y = _tabular(n=320, seed=228)
+    x, y = tabular(n=320, seed=228)
     x_train, y_train = x[:128], y[:128]
-    model = _mlp()
-    opt = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9)
-    _watch(run, model, opt)
-    for _ in range(40):
-        opt.zero_grad()
-        F.cross_entropy(model(x_train), y_train).backward()
-        opt.step()
+    model = mlp()
+    ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.1, momentum=0.9), x_train, y_train, steps=40,
+            full_batch=True)
