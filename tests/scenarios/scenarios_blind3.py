@@ -14,6 +14,7 @@ from _blindkit import (
     ce_loop,
     gen,
     images,
+    loader_loop,
     mlp,
     tabular,
     tokens,
@@ -283,3 +284,72 @@ def blind3_ok_full_batch_split_no_validation(run) -> None:
     model = mlp()
     ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.1, momentum=0.9), x_train, y_train, steps=40,
             full_batch=True)
+
+
+@healthy
+def blind3_ok_full_batch_loader_whole_dataset(run) -> None:
+    """A DataLoader whose one batch is its whole 300-row dataset (batch_size=len(dataset), no shuffle)."""
+    x, y = tabular(n=300, seed=229)
+    ds = TensorDataset(x, y)
+    model = mlp()
+    loader_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), DataLoader(ds, batch_size=len(ds)), steps=30)
+
+
+@healthy
+def blind3_ok_ten_step_run(run) -> None:
+    """Only ten steps of a healthy run (a smoke test of the loop)."""
+    x, y = tabular(n=320, seed=230)
+    model = mlp()
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), x, y, steps=10)
+
+
+@healthy
+def blind3_ok_frozen_pretrained_embeddings(run) -> None:
+    """Pretrained word vectors loaded into an Embedding with requires_grad=False; the GRU and head train."""
+    ids, y = tokens(n=320, length=16, vocab=200, heavy_tail=True, seed=231)
+    model = GRUClassifier()
+    with torch.no_grad():
+        model.emb.weight.copy_(torch.randn(200, 32, generator=gen(232)))
+    model.emb.weight.requires_grad = False
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    ce_loop(run, model, torch.optim.Adam(trainable, 3e-3), ids, y, steps=30)
+
+
+@healthy
+def blind3_ok_frozen_body_batchnorm_in_train_mode(run) -> None:
+    """A frozen (requires_grad=False) pretrained CNN body left in train mode (BatchNorm statistics keep adapting,
+    as in some fine-tuning recipes), a new head trained with SGD."""
+    x, y = images(n=256, seed=233)
+    model = CNN()
+    pre = torch.optim.Adam(model.parameters(), 3e-3)
+    for xb, yb in batches(x, y, 24, 32, seed=234):
+        pre.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        pre.step()
+    model.features.requires_grad_(False)
+    model.head = nn.Linear(16, 4)
+    ce_loop(run, model, torch.optim.SGD(model.head.parameters(), 0.1, momentum=0.9), x, y, steps=30)
+
+
+@healthy
+def blind3_ok_padded_feature_columns(run) -> None:
+    """A table padded with four all-zero feature columns (a fixed-width schema), MLP regression with MSE."""
+    g = gen(235)
+    x = torch.cat([torch.randn(512, 8, generator=g), torch.zeros(512, 4)], 1)
+    y = x[:, :8] @ torch.randn(8, 1, generator=g)
+    model = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 1))
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), x, y, loss_fn=F.mse_loss)
+
+
+@healthy
+def blind3_ok_permuted_nhwc_in_loop(run) -> None:
+    """NHWC batches permuted to NCHW inside the loop (x.permute(0, 3, 1, 2)), CNN without BatchNorm, SGD."""
+    x, y = images(n=256, hw=16, seed=236)
+    nhwc = x.permute(0, 2, 3, 1).contiguous()
+
+    class Net(CNN):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x.permute(0, 3, 1, 2))
+
+    model = Net(bn=False)
+    ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.05, momentum=0.9), nhwc, y)

@@ -127,8 +127,9 @@ def flat_input(v: StepView) -> Iterator[Finding]:
                remediation="Convert images with x.permute(0, 3, 1, 2) (not .view/.reshape) before a Conv2d model.",
                statistical=True)
 def input_layout(v: StepView) -> Iterator[Finding]:
-    """A 4-D float input has a last dimension of 1, 3 or 4 and large dimensions before it: it looks like NHWC
-    images fed to a model whose convolutions expect NCHW.
+    """A 4-D float input has a last dimension of 1, 3 or 4 and large dimensions before it, and the model has a
+    ``Conv2d`` whose input channels equal its second dimension: it looks like NHWC images fed to a model whose
+    convolutions expect NCHW (a model that permutes the batch itself has no such convolution).
 
     Example: numpy images ``(N, 32, 32, 3)`` reshaped with ``.view(N, 3, 32, 32)``. Fix: ``permute(0, 3, 1, 2)``.
     """
@@ -136,7 +137,10 @@ def input_layout(v: StepView) -> Iterator[Finding]:
     if t is None or len(t.shape) != 4 or not t.floating:
         return
     _, c, h, w = t.shape
-    if w in (1, 3, 4) and c not in (1, 3, 4) and c >= 8 and h >= 8:
+    # Only a 2-D convolution taking c channels can run on the batch as it is; a model without one permutes it
+    # itself (x.permute(0, 3, 1, 2) in forward) or flattens it.
+    takes = any(isinstance(m, torch.nn.Conv2d) and m.in_channels == c for m in v.watch._inner.modules())
+    if takes and w in (1, 3, 4) and c not in (1, 3, 4) and c >= 8 and h >= 8:
         yield Finding.of("TW205", f"input:{t.name}", f"input shape {list(t.shape)} looks like NHWC", step=v.step)
 
 
