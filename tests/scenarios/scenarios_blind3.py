@@ -343,7 +343,7 @@ def blind3_ok_padded_feature_columns(run) -> None:
 
 @healthy
 def blind3_ok_permuted_nhwc_in_loop(run) -> None:
-    """NHWC batches permuted to NCHW inside the loop (x.permute(0, 3, 1, 2)), CNN without BatchNorm, SGD."""
+    """NHWC batches permuted to NCHW inside forward (x.permute(0, 3, 1, 2)), BatchNorm CNN, Adam."""
     x, y = images(n=256, hw=16, seed=236)
     nhwc = x.permute(0, 2, 3, 1).contiguous()
 
@@ -351,5 +351,5 @@ def blind3_ok_permuted_nhwc_in_loop(run) -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return super().forward(x.permute(0, 3, 1, 2))
 
-    model = Net(bn=False)
-    ce_loop(run, model, torch.optim.SGD(model.parameters(), 0.05, momentum=0.9), nhwc, y)
+    model = Net()
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), nhwc, y)
