@@ -62,6 +62,9 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW151": frozenset({"TW101", "TW102", "TW103", "TW108", "TW109", "TW307"}),
     "TW152": frozenset({"TW109", "TW405"}),
     "TW411": _UNITS,  # filters pruned to zero
+    "TW401": _UNITS,  # trained in eval mode: BatchNorm on stale statistics, no dropout
+    "TW301": frozenset({"TW109", "TW308"}),  # trainable tensors no optimizer steps: the loss may not move
+    "TW210": frozenset({"TW109"}),  # a model that learns only the label frequencies of a skewed task
     # an output that never reaches the loss, or reaches it detached: the layers before it never learn
     "TW413": frozenset({"TW111", "TW408", "TW109"}),
     "TW110": frozenset({"TW111", "TW408", "TW109"}),
