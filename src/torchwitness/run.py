@@ -220,7 +220,7 @@ class Run:
         return self._findings
 
     def watch(self, model: Any, optimizer: Any = None, *, loss_fn: Any = None, every_n_steps: int = 100,
-              first_steps: int = 5, statistics_every: int = 32, select: Iterable[str] = (),
+              first_steps: int = 5, statistics_every: int = 64, select: Iterable[str] = (),
               ignore: Iterable[str] = (), thresholds: Mapping[str, float] | None = None) -> Any:
         """Audit a training loop; returns a :class:`~torchwitness.probes.watch.Watch` (also a context manager).
 
@@ -235,9 +235,10 @@ class Run:
         Steps are counted by the optimizer's step hook; the first ``first_steps`` and every
         ``every_n_steps``-th are audited. When audits are closer together than ``statistics_every`` steps, the
         statistical probes (unit statistics, update ratios, label counts and moments) run on one audited step in
-        ``statistics_every`` after the first 8 steps; checks that name a failure at its step (non-finite values,
-        gradient norms, inputs, duplicates) run at every audit. ``statistics_every=1`` runs everything at every
-        audit. Each finding is also a ``finding`` record.
+        ``statistics_every`` after the first 8 steps; the audits between are lean (a norm per module output,
+        input and gradient, read once; the rules judge the step when one is non-finite or the gradient norm is
+        over its threshold). ``statistics_every=1`` runs everything at every audit. Each finding is also a
+        ``finding`` record.
         """
         from torchwitness.probes.watch import Watch
 

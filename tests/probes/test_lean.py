@@ -83,3 +83,27 @@ def test_a_module_that_computes_after_its_children_is_named_not_the_next_layer(t
     batches = [(torch.randn(32, 8, generator=g), torch.randint(0, 3, (32,), generator=g)) for _ in range(12)]
     found = [f for f in _train(tmp_path, model, batches) if f.rule_id == "TW105"]
     assert found and found[0].location == "0"
+
+
+def test_accumulated_micro_batches_and_an_evaluation_forward_in_between(tmp_path):
+    """Two micro-batches per optimizer step and an evaluation forward (eval mode, gradients on) in between: a
+    healthy run stays quiet; NaN rows in the second micro-batch of a lean step are named at that step."""
+    torch.manual_seed(0)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(0)
+    with tw.Run(tmp_path / "r") as run:
+        run.watch(model, opt, every_n_steps=1, first_steps=0)
+        for step in range(24):
+            for micro in range(2):
+                x, y = torch.randn(16, 8, generator=g), torch.randint(0, 3, (16,), generator=g)
+                if step == 17 and micro == 1:
+                    x[3] = float("nan")
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+            model.eval()
+            model(torch.randn(4, 8, generator=g))  # a probe of the model, gradients on, never backpropagated
+            model.train()
+            opt.step()
+            opt.zero_grad()
+        loud = [f for f in run.findings() if f.severity >= Severity.WARN]
+    assert loud and loud[0].rule_id == "TW201" and loud[0].first_step == 17, [(f.rule_id, f.first_step) for f in loud]

@@ -55,7 +55,7 @@ def _busy(window: float = 0.05) -> float:
         pass
     try:
         return os.getloadavg()[0]
-    except OSError:
+    except (OSError, AttributeError):  # Windows has neither /proc nor a load average
         return 0.0
 
 

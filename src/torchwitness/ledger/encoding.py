@@ -215,7 +215,16 @@ def snapshot(value: Any, path: str = "data", copy: bool = True) -> tuple[Any, bo
             for k, v in x.items():
                 if not isinstance(k, str):
                     raise RecordEncodingError(f"{p}: dict key {k!r} is not a string")
-                out[k] = walk(v, f"{p}.{k}")
+                # Plain values are taken without a recursive call and its path string: most of a record.
+                kind = type(v)
+                if kind is str or kind is bool or v is None:
+                    out[k] = v
+                elif kind is float:
+                    out[k] = encode_float(v)
+                elif kind is int:
+                    out[k] = _encode_int(v)
+                else:
+                    out[k] = walk(v, f"{p}.{k}")
             return out
         if isinstance(x, (list, tuple)):
             # Homogeneous lists of plain numbers or strings (latencies, ids) skip the per-element walk.

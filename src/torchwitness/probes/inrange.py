@@ -8,6 +8,7 @@ host bookkeeping of the first input's identity, a few attribute reads per step a
 from __future__ import annotations
 
 import sys
+import weakref
 
 import torch
 
@@ -81,12 +82,15 @@ def max_row_range(x: torch.Tensor) -> torch.Tensor:
 
 class SameInput:
     """How many consecutive training steps fed the very same input (same memory, unchanged since), counted on
-    the host from the pointer, version counter and shape of the first tensor handed to the model."""
+    the host from the pointer, version counter and shape of the first tensor handed to the model, and from the
+    tensor that owns that memory (the tensor itself, or the base of a view such as ``X[:64]``) being the same
+    live object: a new batch often lands where the previous, freed one was, with a fresh version counter."""
 
-    __slots__ = ("first", "key", "longest", "rows", "run", "storage_rows", "tensor_rows")
+    __slots__ = ("first", "key", "longest", "owner", "rows", "run", "storage_rows", "tensor_rows")
 
     def __init__(self) -> None:
         self.key: tuple[int, int, tuple[int, ...]] | None = None
+        self.owner: weakref.ref | None = None  # a weak reference: holding the batch would change allocation
         self.run = 0  # consecutive repeats so far
         self.first = 0  # the step of the first of them
         self.longest = (0, 0)  # (repeats, first step) of the longest run
@@ -96,8 +100,13 @@ class SameInput:
     def see(self, step: int, t: torch.Tensor) -> bool:
         """Note the step's first input; True when it is the very tensor of the step before, unchanged."""
         key = (t.data_ptr(), t._version, t.shape)
-        if key != self.key:
+        owner = t._base if t._base is not None else t
+        if key != self.key or self.owner is None or self.owner() is not owner:
             self.key, self.run, self.first = key, 0, step
+            try:
+                self.owner = weakref.ref(owner)
+            except TypeError:  # a tensor subclass without weak references: judged by the key alone
+                self.owner = lambda: owner
             return False
         self.run += 1
         if self.run > self.longest[0]:

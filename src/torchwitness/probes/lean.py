@@ -28,6 +28,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from torchwitness.probes.sentinel import first_bad
+from torchwitness.probes.transfer import cpu_list, to_host
 from torchwitness.probes.view import LossInfo, ModuleInfo, ParamInfo, StepView, TensorInfo
 from torchwitness.probes.window import first_tensor
 
@@ -53,6 +54,7 @@ class Lean:
         self._names: list[str] = []
         self._norms: list[torch.Tensor] = []  # 0-d norms of the hooked outputs, training forwards in order
         self._norm_names: list[str] = []
+        self._grads: tuple[list[tuple[str, torch.nn.Parameter]], list[torch.Tensor]] | None = None
         self._modules: dict[str, torch.nn.Module] = {}
 
     # ---- arming -------------------------------------------------------------------------------------------
@@ -78,6 +80,7 @@ class Lean:
         self._names.clear()
         self._norms.clear()
         self._norm_names.clear()
+        self._grads = None
 
     def _hook(self, name: str) -> Any:
         outs, names = self._outs, self._names
@@ -108,18 +111,31 @@ class Lean:
             self._outs.clear()
             self._names.clear()
 
+    def note_grads(self) -> None:
+        """Reduce the gradients in the optimizer's pre-step hook (after ``GradScaler.unscale_``), while backward
+        has just left them in the CPU's caches; a step with a closure has none yet and is reduced at its end."""
+        if self._params is None:
+            held = {id(p) for g in self.watch.optimizer.param_groups for p in g["params"]}
+            self._params = [(n, p) for n, p in self.watch._inner.named_parameters()
+                            if p.requires_grad and id(p) in held]
+        with_grad = [(n, p) for n, p in self._params if p.grad is not None and not p.grad.is_sparse]
+        self._grads = with_grad, list(torch._foreach_norm([p.grad for _, p in with_grad])) if with_grad else []
+
+    def discard(self) -> None:
+        """Let go of what an evaluation forward left (its outputs are not the step's training numbers)."""
+        self._outs.clear()
+        self._names.clear()
+        self.input = None
+
     def finish(self, step: int) -> None:
         """After the optimizer step: read the step's numbers once; judge them only when one is out of order."""
         w = self.watch
-        self._outs.clear()
-        self._names.clear()
-        if self._params is None:
-            held = {id(p) for g in w.optimizer.param_groups for p in g["params"]}
-            self._params = [(n, p) for n, p in w._inner.named_parameters() if p.requires_grad and id(p) in held]
-        with_grad = [(n, p) for n, p in self._params if p.grad is not None and not p.grad.is_sparse]
+        self.discard()
+        if self._grads is None:
+            self.note_grads()
+        (with_grad, norms), self._grads = self._grads, None
         parts = self._norms
-        if with_grad:
-            parts.extend(torch._foreach_norm([p.grad for _, p in with_grad]))
+        parts.extend(norms)
         drained = w._sentinel.take()
         if drained is not None:
             parts.extend(drained[0])
@@ -131,9 +147,7 @@ class Lean:
         if not parts:
             return
         flat = torch.stack(parts)  # mixed float dtypes promote
-        if flat.dtype not in (torch.float32, torch.float64):  # bfloat16 has no numpy dtype
-            flat = flat.double()
-        values = (flat if flat.is_cpu else flat.cpu()).numpy().tolist()  # the step's one host read
+        values = cpu_list(flat) if flat.is_cpu else to_host([[flat]], [flat.numel()])[0]  # the one host read
         n_act, n_grad = len(names), len(with_grad)
         grads = values[n_act:n_act + n_grad]
         loss_value = values[-1] if loss is not None else None

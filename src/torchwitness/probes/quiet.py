@@ -139,16 +139,29 @@ class BetweenAudits:
             self._losses.append((self.step, loss.detach()))
 
     def _note_grad(self) -> None:
-        # The first trainable tensor's gradient: NaN/Inf anywhere upstream spreads into it through backward. A
+        # A gradient near the input: NaN/Inf made anywhere downstream, in forward or backward, spreads into it. A
         # lean audited step reads every gradient's norm itself.
         if self._lean is not None and self._lean.active:
             return
         if self._sentinel_grad is None:
-            first = next((p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad), None)
-            if first is None:
+            self._sentinel_grad = self._sentinel_tensor()
+            if self._sentinel_grad is None:
                 return
-            names = {id(p): n for n, p in self._inner.named_parameters()}
-            self._sentinel_grad = (names.get(id(first), "param"), first)
         g = self._sentinel_grad[1].grad
         if g is not None and not g.is_sparse:
             self._sentinel.note("grad", self.step, g)
+
+    def _sentinel_tensor(self) -> tuple[str, torch.nn.Parameter] | None:
+        """The smallest trainable tensor of the first module, in the optimizer's order, that is not an embedding
+        table (a bias rather than its weight matrix): its gradient carries what the whole backward carries, and
+        summing it costs nothing next to a 50k-row table's. The first trainable tensor when nothing else fits."""
+        held = [p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad]
+        if not held:
+            return None
+        names = {id(p): n for n, p in self._inner.named_parameters()}
+        owners = {id(p): m for m in self._inner.modules() for p in m.parameters(recurse=False)}
+        first = next((p for p in held if not isinstance(owners.get(id(p)), torch.nn.Embedding)), held[0])
+        owner = owners.get(id(first))
+        peers = [p for p in held if owners.get(id(p)) is owner] if owner is not None else [first]
+        chosen = min(peers, key=lambda p: p.numel())
+        return names.get(id(chosen), "param"), chosen

@@ -51,7 +51,7 @@ class Pack:
         groups: dict[Any, dict[torch.dtype, list[int]]] = {}
         for i, t in enumerate(self._tensors):
             if t.is_cpu:  # nothing to transfer: joining the tensors would only add copies
-                out[self._names[i]] = _cpu_list(t)
+                out[self._names[i]] = cpu_list(t)
             else:
                 groups.setdefault(t.device, {}).setdefault(t.dtype, []).append(i)
         for by_dtype in groups.values():
@@ -65,7 +65,7 @@ class Pack:
         return out
 
 
-def _cpu_list(t: torch.Tensor) -> list[float]:
+def cpu_list(t: torch.Tensor) -> list[float]:
     if t.is_floating_point() and t.dtype not in _NUMPY_FLOATS:  # bfloat16, float8: no numpy dtype
         t = t.double()
     return t.numpy().tolist()

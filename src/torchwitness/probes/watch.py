@@ -37,8 +37,9 @@ from torchwitness.probes.lossspy import LossSpy, listen, unlisten
 from torchwitness.probes.quiet import BetweenAudits
 from torchwitness.probes.quiet import guarded as _guarded
 from torchwitness.probes.sentinel import Sentinel, first_bad
-from torchwitness.probes.stats import SNAPSHOT, ParamHeads
-from torchwitness.probes.view import History, ModuleInfo, ParamInfo, StepView, TensorInfo
+from torchwitness.probes.stats import ParamHeads
+from torchwitness.probes.update import StepUpdate
+from torchwitness.probes.view import History, ModuleInfo, StepView, TensorInfo
 from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
 from torchwitness.rules.causes import ordered
 from torchwitness.rules.findings import FindingSet
@@ -61,8 +62,8 @@ _AUDITS_PER_RECORD = 32
 _MOMENT_ROWS = 2048
 # When audits are dense (closer than `statistics_every` steps), the statistical probes run on one audited step in
 # `statistics_every`: what they judge (dead units, update ratios, label counts) persists across steps, while the
-# checks that name a failure at the step it happens (non-finite values, gradient norms, input bounds) run at every
-# audit; row fingerprints (duplicates, a batch fed again) on statistical steps and the step after each. The first
+# audits between are lean (probes/lean.py: non-finite values and gradient norms, named at their step); row
+# fingerprints (duplicates, a batch fed again) on statistical steps and the step after each. The first
 # STATISTICS_WARMUP steps (or first_steps, if more) are never thinned, so a short run is judged in full.
 STATISTICS_WARMUP = 8
 
@@ -88,12 +89,12 @@ def _is_compiled(model: torch.nn.Module) -> bool:
     return type(model).__name__ == "OptimizedModule" or getattr(model, "_compiled_call_impl", None) is not None
 
 
-class Watch(BetweenAudits):
+class Watch(BetweenAudits, StepUpdate):
     """Audits a training loop; see the module docstring. Use :meth:`torchwitness.Run.watch` to get one."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                  loss_fn: Callable[..., Any] | None = None, every_n_steps: int = 100, first_steps: int = 5,
-                 statistics_every: int = 32, select: Iterable[str] = (), ignore: Iterable[str] = (),
+                 statistics_every: int = 64, select: Iterable[str] = (), ignore: Iterable[str] = (),
                  thresholds: Mapping[str, float] | None = None, findings: FindingSet | None = None,
                  record: Callable[[str, Any, int | None], Any] | None = None) -> None:
         if not isinstance(model, torch.nn.Module):
@@ -265,10 +266,14 @@ class Watch(BetweenAudits):
             return
         w = self._window
         if w is None or not w.forwards or not torch.is_grad_enabled():
-            if w is None and torch.is_grad_enabled() and module.training:
-                self.tapping = self._spy_every_step  # loss history and sentinels: the tap notes backward's loss
-                if self._lean is not None and self._lean.active:
-                    self._lean.end_forward(output)
+            if w is None and torch.is_grad_enabled():
+                lean = self._lean is not None and self._lean.active
+                if module.training:
+                    self.tapping = self._spy_every_step  # loss history and sentinels: the tap notes the loss
+                    if lean:
+                        self._lean.end_forward(output)
+                elif lean:  # an evaluation forward with gradients on: not this step's training numbers
+                    self._lean.discard()
             return
         w.summarise_activations()
         out = first_tensor(output)
@@ -396,48 +401,16 @@ class Watch(BetweenAudits):
                 self._eval_rows.append(rows)
                 self._eval_budget -= found[0][1].shape[0]
 
-    def _named_params(self, w: Window) -> list[tuple[str, torch.nn.Parameter]]:
-        named = w.extra.get("named_params")
-        if named is None:  # listed once per audited step: the model may have changed since the last one
-            named = w.extra["named_params"] = list(self._inner.named_parameters())
-        return named
-
-    def _trainable(self, w: Window) -> list[torch.nn.Parameter]:
-        return [p for _, p in self._named_params(w) if p.requires_grad]
-
-    def _groups(self, w: Window) -> dict[int, int]:
-        """id(parameter) -> index of its optimizer param group, mapped once per audited step."""
-        groups = w.extra.get("groups")
-        if groups is None:
-            groups = w.extra["groups"] = {id(p): gi for gi, g in enumerate(self.optimizer.param_groups)
-                                          for p in g["params"]} if self.optimizer is not None else {}
-        return groups
-
-    @_guarded
-    def _collect_grads(self, w: Window) -> None:
-        in_opt = self._groups(w)
-        named = self._named_params(w)
-        w.params = [ParamInfo(name=n, module=n.rpartition(".")[0] or "model", param=p, shape=tuple(p.shape),
-                              dtype=p.dtype, has_grad=p.grad is not None and not p.grad.is_sparse,
-                              group=in_opt.get(id(p))) for n, p in named if p.requires_grad]
-        frozen = [(n, p) for n, p in named if not p.requires_grad][:256] if w.statistics else []
-        if frozen:  # a freeze that does not hold (TW306) shows between statistical steps all the same
-            w.extra["frozen"] = [n for n, _ in frozen]
-            w.pack.add("frozen/norm", torch.stack(torch._foreach_norm([p.detach() for _, p in frozen])))
-        with_grad = [p for p in w.params if p.has_grad]
-        if with_grad:  # an L2 norm is 0 exactly when the gradient is all zeros, and NaN/Inf when any element is
-            # Weight norms (for relative gradients) read every weight: a statistical probe.
-            weights = [p.param.detach() for p in with_grad] if w.statistics else []
-            w.pack.add("gp/norm", torch.stack(torch._foreach_norm([p.param.grad for p in with_grad] + weights)))
-
     @_guarded
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         self._spy_stop()
         w = self._window
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
         if w is None:
             self._note_grad()
+            if self._lean is not None and self._lean.active and not callable(closure):
+                self._lean.note_grads()
             return None
-        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
         if not callable(closure):
             self._before_update(w)
             return None
@@ -464,41 +437,10 @@ class Watch(BetweenAudits):
             return args, {**kwargs, "closure": closure_then_judge}
         return (args[0], closure_then_judge, *args[2:]), kwargs
 
-    def _before_update(self, w: Window) -> None:
-        self._collect_grads(w)
-        moving = [p for p in w.params if p.has_grad and p.group is not None] if w.statistics else []
-        # Update-to-weight ratios are estimated on the first SNAPSHOT elements of each tensor the step is about
-        # to change: copying whole tensors would cost more than the step of a small model.
-        w.extra["after"], w.before = self._heads.snapshot([p.param for p in moving]) if moving else ([], [])
-        w.extra["moving"] = moving
-        w.lowp = [i for i, p in enumerate(p for p in w.params if p.has_grad)
-                  if p.dtype in (torch.float16, torch.bfloat16) and p.group is not None] if moving else []
-
     def _post_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         if self._window is not None:  # between audits there is no update to measure
             self._measure_update()
         self._end_step()
-
-    @_guarded
-    def _measure_update(self) -> None:
-        w = self._window
-        if w is not None and w.before:
-            moving, after = w.extra["moving"], w.extra.pop("after")
-            # Starting norms and update norms in one batched reduction and one stack.
-            n = len(w.before)
-            norms = torch.stack(torch._foreach_norm([*w.before, *torch._foreach_sub(after, w.before)]))
-            w.pack.add("s/norm", norms[:n])
-            w.pack.add("u/norm", norms[n:])
-            with_grad = [p for p in w.params if p.has_grad]
-            lp = []
-            for i in w.lowp:
-                p = with_grad[i]
-                j = next(k for k, m in enumerate(moving) if m is p)
-                pushed = p.param.grad.reshape(-1)[:SNAPSHOT] != 0
-                lp += [((after[j] == w.before[j]) & pushed).sum(), pushed.sum()]
-            if lp:
-                w.pack.add("lowp", torch.stack(lp))
-            w.before = []
 
     # ---- step boundaries -------------------------------------------------------------------------------------
     def _end_step(self) -> None:
@@ -528,8 +470,7 @@ class Watch(BetweenAudits):
 
     def _note_lean_audit(self, step: int, loss: float | None, grad_norm: float | None) -> None:
         if self._record is not None:
-            self._audits.append({"step": step, "forwards": 1, "loss": loss, "grad_norm": grad_norm,
-                                 "max_update_ratio": None})
+            self._audits.append((step, loss, grad_norm))  # made a summary like the others when flushed
             if len(self._audits) >= _AUDITS_PER_RECORD:
                 self._flush_audits()
 
@@ -541,7 +482,8 @@ class Watch(BetweenAudits):
 
     def _finish(self, w: Window, event: str = "step") -> None:
         if self._losses:
-            w.pack.add("losses", torch.stack([t.float() for _, t in self._losses]))
+            # One stack (promoting mixed dtypes), then one cast: not a cast per loss of a sparse audit's ~100.
+            w.pack.add("losses", torch.stack([t for _, t in self._losses]).float())
             loss_steps = [s for s, _ in self._losses]
             self._losses = []
         else:
@@ -596,7 +538,9 @@ class Watch(BetweenAudits):
         # Summaries are batched into one record per 32 audited steps: handing a record to the writer thread
         # costs a GIL round-trip, which every-step auditing of a small model would feel.
         if self._audits and self._record is not None:
-            self._record("train.audit", {"steps": self._audits}, self._audits[-1]["step"])
+            steps = [a if isinstance(a, dict) else {"step": a[0], "forwards": 1, "loss": a[1], "grad_norm": a[2],
+                                                    "max_update_ratio": None} for a in self._audits]
+            self._record("train.audit", {"steps": steps}, steps[-1]["step"])
         self._audits = []
 
     def _run_rules(self, view: StepView) -> None:

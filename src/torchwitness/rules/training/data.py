@@ -281,9 +281,17 @@ def label_leak(v: StepView) -> Iterator[Finding]:
 
     Example: ``X = df.drop(columns=["id"])`` keeps the ``target`` column. Fix: drop the target from X.
     """
-    if v.history.notes.get("TW209") or (v.event == "step" and "moments" not in v.extra.get("data", {})):
+    notes = v.history.notes
+    if notes.get("TW209") or (v.event == "step" and "moments" not in v.extra.get("data", {})):
+        return
+    # A copied label correlates at ~1 from the first rows on: judged when the rows seen have doubled since the
+    # last look (and at close), not at every audit (the numpy work cost ~0.2 ms an audit).
+    rows = float(v.history.moments[0]) if v.history.moments is not None else 0.0
+    if v.event == "step" and rows < 2 * notes.get("TW209_rows", 0.0):
         return
     corr = _correlations(v)
+    if corr is not None:
+        notes["TW209_rows"] = rows
     if corr is None:
         return
     col, cls = np.unravel_index(np.argmax(np.abs(corr)), corr.shape)
@@ -314,7 +322,11 @@ def class_imbalance(v: StepView) -> Iterator[Finding]:
         return
     counts = hist[:-1]
     # Next-token prediction over the input vocabulary: token frequencies are skewed by nature (Zipf's law).
-    if any(isinstance(m, torch.nn.Embedding) and m.num_embeddings == len(counts) for m in v.watch._inner.modules()):
+    tables = h.notes.get("embedding_sizes")
+    if tables is None:  # the module tree is walked once per watch, not at every audit
+        tables = h.notes["embedding_sizes"] = {m.num_embeddings for m in v.watch._inner.modules()
+                                               if isinstance(m, torch.nn.Embedding)}
+    if len(counts) in tables:
         return
     total = sum(counts)
     if total < max(v.threshold("imbalance_min_labels"), 20 * len(counts)) or len(counts) < 2:

@@ -45,8 +45,12 @@ def nonfinite_loss(v: StepView) -> Iterator[Finding]:
     if fed is not None:
         notes.setdefault("TW101:fed", fed)  # the first step the loss call was fed a non-finite prediction
     bad = None
-    # The history only grows: each loss is looked at once, not once per step.
+    # The history only grows: each loss is looked at once, not once per step; a sparse audit brings ~100 new
+    # ones, checked in one pass of builtins unless one of them is not finite.
     i = max(notes.get("TW101_next", 0), losses.start)
+    new = losses.recent(len(losses) - i)
+    if all(math.isfinite(x) for _, x in new) and (not new or new[-1][0] <= v.step):
+        i = len(losses)
     while i < len(losses) and losses[i][0] <= v.step:
         if not math.isfinite(losses[i][1]):
             bad = losses[i]
@@ -229,9 +233,13 @@ def loss_divergence(v: StepView) -> Iterator[Finding]:
     if not math.isfinite(base) or base <= 0:
         return
     limit = v.threshold("divergence_factor") * base
-    # Windows already judged stay judged: O(new losses) per audit.
+    # Windows already judged stay judged: O(new losses) per audit. A window's median is at most its largest
+    # value, so when no new loss is over the limit (nor non-finite), no window is: one pass of builtins.
     start = max(notes.get("TW108_next", 1), history.start)
     notes["TW108_next"] = max(start, len(history) - 2)
+    new = [x for _, x in history.recent(len(history) - start)]
+    if not new or (all(map(math.isfinite, new)) and max(new) <= limit):
+        return
     for i in range(start, len(history) - 2):
         window = [history[j] for j in range(i, i + 3)]
         bad = next((s for s, x in window if not math.isfinite(x)), None)

@@ -1,0 +1,93 @@
+"""The audited step's gradients and update: what the watch reads in the optimizer's step hooks.
+
+:class:`StepUpdate` is a part of :class:`~torchwitness.probes.watch.Watch` (its state lives there), kept apart
+as :class:`~torchwitness.probes.quiet.BetweenAudits` is: per-parameter infos and gradient norms before the
+update (after ``GradScaler.unscale_``), a snapshot of the first elements of each tensor about to change, and
+after the step the update/weight norms and the share of low-precision updates rounded away.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from torchwitness.probes.quiet import guarded
+from torchwitness.probes.stats import SNAPSHOT, ParamHeads
+from torchwitness.probes.view import ParamInfo
+from torchwitness.probes.window import Window
+
+
+class StepUpdate:
+    """Gradients and update of an audited step."""
+
+    # State owned by the watch (set in Watch.__init__), declared here for the methods below.
+    optimizer: torch.optim.Optimizer | None
+    _inner: torch.nn.Module
+    _window: Any
+    _heads: ParamHeads
+
+    def _named_params(self, w: Window) -> list[tuple[str, torch.nn.Parameter]]:
+        named = w.extra.get("named_params")
+        if named is None:  # listed once per audited step: the model may have changed since the last one
+            named = w.extra["named_params"] = list(self._inner.named_parameters())
+        return named
+
+    def _trainable(self, w: Window) -> list[torch.nn.Parameter]:
+        return [p for _, p in self._named_params(w) if p.requires_grad]
+
+    def _groups(self, w: Window) -> dict[int, int]:
+        """id(parameter) -> index of its optimizer param group, mapped once per audited step."""
+        groups = w.extra.get("groups")
+        if groups is None:
+            groups = w.extra["groups"] = {id(p): gi for gi, g in enumerate(self.optimizer.param_groups)
+                                          for p in g["params"]} if self.optimizer is not None else {}
+        return groups
+
+    @guarded
+    def _collect_grads(self, w: Window) -> None:
+        in_opt = self._groups(w)
+        named = self._named_params(w)
+        w.params = [ParamInfo(name=n, module=n.rpartition(".")[0] or "model", param=p, shape=tuple(p.shape),
+                              dtype=p.dtype, has_grad=p.grad is not None and not p.grad.is_sparse,
+                              group=in_opt.get(id(p))) for n, p in named if p.requires_grad]
+        frozen = [(n, p) for n, p in named if not p.requires_grad][:256] if w.statistics else []
+        if frozen:  # a freeze that does not hold (TW306) shows between statistical steps all the same
+            w.extra["frozen"] = [n for n, _ in frozen]
+            w.pack.add("frozen/norm", torch.stack(torch._foreach_norm([p.detach() for _, p in frozen])))
+        with_grad = [p for p in w.params if p.has_grad]
+        if with_grad:  # an L2 norm is 0 exactly when the gradient is all zeros, and NaN/Inf when any element is
+            # Weight norms (for relative gradients) read every weight: a statistical probe.
+            weights = [p.param.detach() for p in with_grad] if w.statistics else []
+            w.pack.add("gp/norm", torch.stack(torch._foreach_norm([p.param.grad for p in with_grad] + weights)))
+
+    def _before_update(self, w: Window) -> None:
+        self._collect_grads(w)
+        moving = [p for p in w.params if p.has_grad and p.group is not None] if w.statistics else []
+        # Update-to-weight ratios are estimated on the first SNAPSHOT elements of each tensor the step is about
+        # to change: copying whole tensors would cost more than the step of a small model.
+        w.extra["after"], w.before = self._heads.snapshot([p.param for p in moving]) if moving else ([], [])
+        w.extra["moving"] = moving
+        w.lowp = [i for i, p in enumerate(p for p in w.params if p.has_grad)
+                  if p.dtype in (torch.float16, torch.bfloat16) and p.group is not None] if moving else []
+
+    @guarded
+    def _measure_update(self) -> None:
+        w = self._window
+        if w is not None and w.before:
+            moving, after = w.extra["moving"], w.extra.pop("after")
+            # Starting norms and update norms in one batched reduction and one stack.
+            n = len(w.before)
+            norms = torch.stack(torch._foreach_norm([*w.before, *torch._foreach_sub(after, w.before)]))
+            w.pack.add("s/norm", norms[:n])
+            w.pack.add("u/norm", norms[n:])
+            with_grad = [p for p in w.params if p.has_grad]
+            lp = []
+            for i in w.lowp:
+                p = with_grad[i]
+                j = next(k for k, m in enumerate(moving) if m is p)
+                pushed = p.param.grad.reshape(-1)[:SNAPSHOT] != 0
+                lp += [((after[j] == w.before[j]) & pushed).sum(), pushed.sum()]
+            if lp:
+                w.pack.add("lowp", torch.stack(lp))
+            w.before = []
