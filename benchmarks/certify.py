@@ -173,7 +173,8 @@ def bench_smollm(data: Path, windows: int, device: str, threads: int | None) -> 
     doc = load_policy("balanced").document
     # Fewer windows than the policy's 200 on a CPU: lower the evidence minimum so the verdict reflects the
     # metrics; the window count is printed beside every verdict.
-    doc.update(windows=windows, min_windows=min(doc["min_windows"], windows), min_tokens=windows * 128)
+    doc.update(name=f"balanced-{windows}-windows", windows=windows, min_windows=min(doc["min_windows"], windows),
+               min_tokens=windows * 128)
     # The baseline's logits (windows x 128 x 49,152 floats) are reused by every edit when they fit the cache.
     os.environ.setdefault("TORCHWITNESS_CERTIFY_CACHE_MB", str(windows * 128 * 49_152 * 4 // 2**20 + 64))
     bench_certify("SmolLM2-135M on WikiText-2 test", model, stream,

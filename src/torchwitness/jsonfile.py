@@ -21,33 +21,63 @@ class _UnsafeInteger(ValueError):
 
 
 def _safe_int(text: str) -> int:
-    value = int(text)
+    # Refused by length before int() runs: Python's own limit (4,300 digits) would name its own knob instead.
+    value = int(text) if len(text) <= 20 else MAX_SAFE_INT + 1
     if abs(value) > MAX_SAFE_INT:
         raise _UnsafeInteger(f"the integer {text[:24]}{'...' if len(text) > 24 else ''} is beyond +-(2**53 - 1), "
                          "which JSON cannot carry exactly (RFC 7493, RFC 8785)")
     return value
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise _DuplicateKey(f"the key {twice[:60]!r} appears twice in one object (readers disagree on which "
+                            "one counts)")
+    return doc
+
+
 def parse_json(text: str | bytes, where: str, invalid: type[TorchWitnessError] = InputError) -> Any:
-    """``text`` parsed as I-JSON; anything else raises ``invalid`` naming ``where``."""
+    """``text`` parsed as I-JSON (RFC 7493: UTF-8 without a byte order mark, unique keys, exact integers);
+    anything else raises ``invalid`` naming ``where``."""
     try:
-        return json.loads(text, parse_int=_safe_int)
-    except UnicodeDecodeError:
-        raise invalid(f"{where} is not UTF-8 text") from None
+        if isinstance(text, bytes):  # json.loads would also take UTF-16 and UTF-32 bytes, and a BOM
+            text = text.decode()
+        if text.startswith("\ufeff"):
+            raise invalid(f"{where} starts with a byte order mark: I-JSON is UTF-8 without one")
+        return json.loads(text, parse_int=_safe_int, object_pairs_hook=_unique)
+    except UnicodeDecodeError as e:
+        raise invalid(f"{where} is not UTF-8 text (byte {e.start})") from None
     except RecursionError:
         raise invalid(f"{where} is nested too deeply to read") from None
-    except _UnsafeInteger as e:
+    except (_UnsafeInteger, _DuplicateKey) as e:
         raise invalid(f"{where}: {e}") from None
     except ValueError as e:
         raise invalid(f"{where} is not JSON: {e}") from None
 
 
-def read_bytes(path: str | Path, what: str) -> bytes:
-    """The bytes of the file ``what`` at ``path``; a missing file, a folder or an unreadable file is an
-    :class:`InputError` naming it."""
+MAX_DOCUMENT_BYTES = 256 << 20  # far above any proof, certificate or policy; /dev/zero is not one
+
+
+def read_bytes(path: str | Path, what: str, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
+    """The bytes of the file ``what`` at ``path``; a missing file, a folder, something that is not a regular
+    file (a device, a pipe), a file over ``limit`` bytes or an unreadable file is an :class:`InputError`
+    naming it."""
     path = Path(path)
     try:
-        return path.read_bytes()
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise InputError(f"{what} {path} is not a regular file")
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise InputError(f"{what} {path} is larger than {limit >> 20} MiB: not a document this tool reads")
+        return data
     except FileNotFoundError:
         raise InputError(f"no such {what}: {path}") from None
     except IsADirectoryError:

@@ -230,7 +230,7 @@ def test_doctor_reads_hugging_face_folders_without_torch_or_transformers(tiny_lm
     assert imported == "False False"
 
 
-def test_an_error_inside_the_model_is_one_line_and_exit_2(files, tiny_lm, tmp_path, tw):
+def test_token_ids_the_model_cannot_look_up_are_named_before_any_work(files, tiny_lm, tmp_path, tw):
     import numpy as np
 
     ids = tiny_lm.held_out.copy()
@@ -238,7 +238,8 @@ def test_an_error_inside_the_model_is_one_line_and_exit_2(files, tiny_lm, tmp_pa
     np.save(tmp_path / "ids.npy", ids)
     r = tw("certify", "--baseline", str(files / "base.safetensors"), "--edit", "quant-int8", "--factory", FACTORY,
            "--data", str(tmp_path / "ids.npy"), "--run", str(tmp_path / "run"), "--windows", "100")
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "IndexError" in r.stderr, r.stderr
+    assert r.returncode == 2 and _one_line_error(r) and "token ids span [0, 10000], outside the model's " \
+        "vocabulary [0, 64]" in r.stderr and "ids.npy" in r.stderr, r.stderr
 
 
 def test_loading_folders_from_the_command_line_hides_what_plain_lms_never_use(tiny_lm, tmp_path):
@@ -265,3 +266,83 @@ def test_loading_folders_from_the_command_line_hides_what_plain_lms_never_use(ti
                "    print(sys.modules.get('scipy', 0) is None)\n")
     done = subprocess.run([sys.executable, "-c", factory], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stdout + done.stderr
+
+
+def test_verify_cert_exit_codes_hold_against_a_team_that_certified_its_own_model(files, tmp_path, tw):
+    """A failed edit's true certificate verifies and exits 1 (a CI gate stops); a forged 'pass' hidden behind a
+    duplicate key, a byte order mark, a policy that borrows a built-in tier's name, or the wrong required policy
+    each fail (3); malformed arguments are usage errors (2)."""
+    cert = tmp_path / "zeroed.json"
+    r = tw("certify", "--baseline", str(files / "base.safetensors"), "--subject", str(files / "zeroed.safetensors"),
+           "--factory", FACTORY, "--data", str(files / "held.txt"), "--run", str(tmp_path / "run"), "-o", str(cert))
+    assert r.returncode == 1, r.stderr
+    v = tw("verify-cert", str(cert))
+    assert v.returncode == 1 and v.stdout.startswith("OK certificate verifies: verdict fail"), v.stderr
+    assert tw("verify-cert", str(cert), "--policy", "balanced").returncode == 1
+    wrong = tw("verify-cert", str(cert), "--policy", "lenient")
+    assert wrong.returncode == 3 and "not the required policy 'lenient'" in wrong.stderr
+    text = cert.read_text()
+    dup = tmp_path / "dup.json"
+    dup.write_text('{"decision": {"verdict": "pass"}, ' + text.lstrip()[1:])
+    v = tw("verify-cert", str(dup))
+    assert v.returncode == 3 and "appears twice" in v.stderr
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert tw("verify-cert", str(bom)).returncode == 3
+    for args in (["--key", "garbage"], ["--replay", "-3"], ["--seed", "-1"]):
+        bad = tw("verify-cert", str(cert), *args)
+        assert bad.returncode == 2 and _one_line_error(bad), (args, bad.stderr)
+    from torchwitness.certify.policy import load_policy
+
+    doc = load_policy("balanced").document
+    doc["metrics"]["ppl_ratio"]["max"] = 100.0
+    evil = tmp_path / "evil.json"
+    evil.write_text(json.dumps(doc))
+    r = tw("certify", "--baseline", str(files / "base.safetensors"), "--subject", str(files / "zeroed.safetensors"),
+           "--factory", FACTORY, "--data", str(files / "held.txt"), "--policy", str(evil))
+    assert r.returncode == 2 and "named 'balanced' but differs" in r.stderr
+
+
+def test_verify_cert_names_a_model_it_cannot_load_as_bad_input(files, tmp_path, tw):
+    cert = tmp_path / "c.json"
+    assert tw("certify", "--baseline", str(files / "base.safetensors"), "--factory", FACTORY, "--data",
+              str(files / "held.txt"), "--edit", "quant-int8", "--run", str(tmp_path / "run"), "--windows", "100",
+              "-o", str(cert)).returncode == 0
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    v = tw("verify-cert", str(cert), "--baseline", str(broken), "--subject", str(broken))
+    assert v.returncode == 2 and str(broken) in v.stderr and _one_line_error(v), v.stderr
+    truncated = tmp_path / "t.safetensors"
+    truncated.write_bytes((files / "base.safetensors").read_bytes()[:100])
+    v = tw("verify-cert", str(cert), "--baseline", str(truncated), "--subject", str(truncated), "--factory", FACTORY)
+    assert v.returncode == 2 and "cannot read these weights" in v.stderr and _one_line_error(v), v.stderr
+
+
+def test_doctor_turns_every_bad_input_into_a_coded_row(files, tiny_lm, tmp_path, tw):
+    import numpy as np
+
+    truncated = tmp_path / "t.safetensors"
+    truncated.write_bytes((files / "base.safetensors").read_bytes()[:100])
+    tiny_lm.model.save_pretrained(tmp_path / "quantized")
+    config = json.loads((tmp_path / "quantized" / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_8bit": True}
+    (tmp_path / "quantized" / "config.json").write_text(json.dumps(config))
+    ids = tiny_lm.held_out.copy()
+    ids[3] = -1
+    np.save(tmp_path / "neg.npy", ids)
+    (tmp_path / "folder").mkdir()
+    cases = [(["--baseline", str(truncated), "--factory", FACTORY, "--edit", "quant-int8"], "TWD001"),
+             (["--baseline", str(files / "base.safetensors"), "--factory", FACTORY, "--edit", "quant-int8",
+               "--data", str(tmp_path / "neg.npy")], "TWD024"),
+             (["--baseline", str(files / "base.safetensors"), "--factory", FACTORY, "--edit", "quant-int8",
+               "--data", str(tmp_path / "folder")], "TWD020")]
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        cases.append((["--baseline", str(tmp_path / "quantized"), "--edit", "quant-int8"], "TWD050"))
+    for args, code in cases:
+        r = tw("doctor", *args, "--json")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
+        errors = {c["code"] for c in json.loads(r.stdout) if c["level"] == "error"}
+        assert code in errors, (args, r.stdout)

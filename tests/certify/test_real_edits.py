@@ -43,7 +43,7 @@ def _policy(tmp_path, **margins):
     from torchwitness.certify import load_policy
 
     doc = load_policy("lenient").document
-    doc.update(min_windows=WINDOWS, min_tokens=WINDOWS * LENGTH)
+    doc.update(name="lenient-test", min_windows=WINDOWS, min_tokens=WINDOWS * LENGTH)
     for name, margin in margins.items():
         doc["metrics"][name] = margin
     path = tmp_path / "policy.json"

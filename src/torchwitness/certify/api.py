@@ -27,7 +27,7 @@ import torchwitness
 from torchwitness.certify.certificate import FORMAT, cert_digest, rows_root, sign, to_bytes
 from torchwitness.certify.diagnostics import invariants, layer_diagnostics
 from torchwitness.certify.edits import Edit, EditSession, apply_edit, weights_digest
-from torchwitness.certify.evaluate import evaluate_classifier, evaluate_lm
+from torchwitness.certify.evaluate import evaluate_classifier, evaluate_lm, vocabulary_size
 from torchwitness.certify.policy import Policy, load_policy
 from torchwitness.certify.runtime import model_digest, threads_for
 from torchwitness.certify.sources import Source, load_source
@@ -36,6 +36,8 @@ from torchwitness.certify.windows import make_windows, stream_digest, window_cou
 from torchwitness.errors import InputError
 from torchwitness.ledger.encoding import snapshot
 from torchwitness.ledger.keys import SigningKey
+
+_MAX_THREADS = 4096  # torch's own setter overflows far above any machine's core count
 
 
 @dataclass
@@ -102,6 +104,7 @@ def certify(baseline: nn.Module | Source | str | Path, subject: nn.Module | Sour
         raise InputError("pass either a subject model or an edit to apply to the baseline")
     if apply and edit is None:
         raise InputError("apply=True needs an edit")
+    check_counts(windows=windows, window_length=window_length, threads=threads, batch_size=batch_size)
     pol = load_policy(policy)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -167,6 +170,26 @@ def certify(baseline: nn.Module | Source | str | Path, subject: nn.Module | Sour
     return CertifyResult(cert, digest, seq, action, timings)
 
 
+def check_counts(**counts: int | None) -> None:
+    """Each count given (windows, window_length, threads, batch_size) is at least 1; threads at most 4096."""
+    for name, value in counts.items():
+        most = _MAX_THREADS if name == "threads" else None
+        if value is not None and (value < 1 or (most is not None and value > most)):
+            label = name.replace("_", "-")
+            raise InputError(f"--{label} must be at least 1{f' and at most {most}' if most else ''}, not {value}")
+
+
+def check_ids(stream: np.ndarray, model: nn.Module, source: str) -> None:
+    """Token ids the model's embedding cannot look up fail here, named, not as an IndexError inside it."""
+    vocab = vocabulary_size(model)
+    if stream.ndim != 1 or not len(stream):
+        raise InputError(f"data {source}: token ids must be a non-empty 1-D sequence, not shape {stream.shape}")
+    lo, hi = int(stream.min()), int(stream.max())
+    if lo < 0 or (vocab is not None and hi >= vocab):
+        raise InputError(f"data {source}: token ids span [{lo}, {hi}], outside the model's vocabulary "
+                         f"[0, {vocab - 1 if vocab else '?'}]")
+
+
 def _evaluate(base_src: Source, subj_src: Source, reference: nn.Module, edited: nn.Module, edit: Edit | None,
               pol: Policy, *, tokens, inputs, labels, windows, window_length, data_source, batch_size, progress,
               timings, machine) -> dict[str, Any]:
@@ -177,6 +200,7 @@ def _evaluate(base_src: Source, subj_src: Source, reference: nn.Module, edited: 
     if tokens is not None:
         task = "causal-lm"
         stream = np.asarray(tokens, dtype=np.int64)
+        check_ids(stream, reference, data_source)
         length = window_length or pol.window_length
         win = make_windows(stream, length=length, count=window_count(len(stream), length, windows or pol.windows))
         rows = evaluate_lm(reference, edited, win.tokens, batch_size=batch_size, progress=progress,

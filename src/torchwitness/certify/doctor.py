@@ -200,8 +200,13 @@ def preflight(baseline: Any, subject: Any = None, *, edit: str | None = None, da
             out.append(Check(code, "ok", f"{role}: {models[role].description}"))
         except ImportError as e:
             out.append(Check("TWD050", "error", f"{role}: {e}"))
-        except (InputError, OSError, ValueError, RuntimeError) as e:
-            out.append(Check(code, "error", f"{role}: {' '.join(str(e).split())[:300]}"))
+        except Exception as e:  # a corrupt weights file or tokenizer: whatever its library raises is one row
+            text = " ".join(str(e).split())[:300]
+            why = text if isinstance(e, InputError) else f"{type(e).__name__}: {text}"
+            out.append(Check(code, "error", f"{role} {spec}: {why}"))
+        missing = _quantizer_missing(spec)
+        if missing:
+            out.append(Check("TWD050", "error", f"{role} {spec}: {missing}"))
     for role, m in models.items():
         bad = [n for n, t in m.tensors.items() if t.values.dtype.kind == "f" and not np.isfinite(t.values).all()]
         if bad:
@@ -220,6 +225,36 @@ def preflight(baseline: Any, subject: Any = None, *, edit: str | None = None, da
     return out
 
 
+# transformers' quantization_config.quant_method -> the package its quantizer needs to load the folder
+_QUANTIZERS = {"bitsandbytes": "bitsandbytes", "gptq": "gptqmodel", "awq": "awq", "torchao": "torchao",
+               "hqq": "hqq", "quanto": "optimum.quanto", "aqlm": "aqlm", "eetq": "eetq", "fbgemm_fp8": "fbgemm_gpu"}
+
+
+def _quantizer_missing(spec: Any) -> str | None:
+    """What a quantized Hugging Face folder needs that is not installed (None when nothing is missing)."""
+    import importlib.util
+
+    config = Path(spec) / "config.json" if isinstance(spec, (str, Path)) else None
+    if config is None or not config.is_file():
+        return None
+    try:
+        quant = json.loads(config.read_text()).get("quantization_config")
+    except (ValueError, OSError, AttributeError):
+        return None
+    if not isinstance(quant, dict):
+        return None
+    method = str(quant.get("quant_method", "?"))
+    package = _QUANTIZERS.get(method)
+    try:
+        present = package is not None and importlib.util.find_spec(package.split(".")[0]) is not None
+    except (ImportError, ValueError):
+        present = False
+    if present:
+        return None
+    return (f"quantized with {method!r}, whose loader needs {package!r}, which is not installed" if package
+            else f"quantized with {method!r}, which this doctor cannot check: certify may fail to load it")
+
+
 def _encoder(tokenizer: Any):
     """``text -> ids`` from a transformers tokenizer, a ``tokenizers.Tokenizer`` or anything with ``encode``."""
     encode = getattr(tokenizer, "encode", None)
@@ -232,7 +267,8 @@ def _encoder(tokenizer: Any):
 
 def _check_data(path: Path, base: Inspected | None, pol: Any, load_stream) -> list[Check]:
     if not path.is_file():
-        return [Check("TWD020", "error", f"no such data file: {path}")]
+        what = "is a folder, not a data file" if path.is_dir() else "does not exist"
+        return [Check("TWD020", "error", f"data {path} {what}")]
     encode = _encoder(base.tokenizer) if base is not None else None
     if path.suffix != ".npy" and encode is None:
         return [Check("TWD021", "error", f"{path} is text but the baseline comes without a tokenizer; pass token "
@@ -243,6 +279,8 @@ def _check_data(path: Path, base: Inspected | None, pol: Any, load_stream) -> li
         return [Check("TWD020", "error", str(e))]
     out = [Check("TWD020", "ok", f"data: {len(stream)} tokens")]
     rows = base.vocab if base is not None else None
+    if len(stream) and int(np.min(stream)) < 0:
+        out.append(Check("TWD024", "error", f"token id {int(np.min(stream))} is negative"))
     if rows is not None and len(stream) and int(np.max(stream)) >= rows:
         out.append(Check("TWD024", "error", f"token id {int(np.max(stream))} >= the model's {rows} embeddings"))
     if pol is not None:

@@ -86,13 +86,32 @@ def policy_from_document(doc: Any, where: str = "policy") -> Policy:
 
 
 def load_policy(policy: str | Path | Policy = "balanced") -> Policy:
-    """A built-in tier by name (``balanced``, ``strict``, ``lenient``), a JSON file, or a ``Policy``."""
+    """A built-in tier by name (``balanced``, ``strict``, ``lenient``), a JSON file, or a ``Policy``.
+
+    A policy of one's own may not carry a built-in tier's name: a certificate saying "policy balanced" must
+    mean the margins everyone reads under that name (verify-cert checks it too)."""
     if isinstance(policy, Policy):
-        return policy
+        return _own_name(policy, "policy")
     if isinstance(policy, str) and policy in BUILTIN:
-        text = resources.files("torchwitness.certify").joinpath(f"policies/{policy}.json").read_text()
-        return policy_from_document(json.loads(text), policy)
+        return _builtin(policy)
     path = Path(policy)
     if not path.exists():
         raise InputError(f"no such policy {policy!r}: use one of {', '.join(BUILTIN)} or a JSON file")
-    return policy_from_document(read_json(path, "policy file"), str(path))
+    return _own_name(policy_from_document(read_json(path, "policy file"), str(path)), f"policy file {path}")
+
+
+def _builtin(name: str) -> Policy:
+    text = resources.files("torchwitness.certify").joinpath(f"policies/{name}.json").read_text()
+    return policy_from_document(json.loads(text), name)
+
+
+def impersonates(policy: Policy) -> bool:
+    """The policy carries a built-in tier's name without being that tier."""
+    return policy.name in BUILTIN and policy.digest != _builtin(policy.name).digest
+
+
+def _own_name(policy: Policy, where: str) -> Policy:
+    if impersonates(policy):
+        raise InputError(f"{where} is named {policy.name!r} but differs from the built-in {policy.name} policy: "
+                         "give it a name of its own")
+    return policy

@@ -61,9 +61,19 @@ def _load_weights(model: nn.Module, path: Path) -> None:
         if not isinstance(state, dict):
             raise InputError(f"{path} does not hold a state dict")
         model.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError, ValueError) as e:  # torch and safetensors raise these for bad files
+    except InputError:
+        raise
+    except (RuntimeError, ValueError) as e:  # torch raises these for a state dict of another model
         detail = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
         raise InputError(f"{path} does not fit the factory's model: {detail[:300]}") from None
+    except Exception as e:  # an unreadable, truncated or unsafe file (safetensors, the weights-only unpickler)
+        raise InputError(f"{path}: cannot read these weights: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    """``Type: first line`` of an exception from a library, at most 300 characters."""
+    text = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+    return f"{type(e).__name__}: {text}"[:300]
 
 
 @contextmanager
@@ -132,10 +142,13 @@ def load_source(spec: str | Path | nn.Module | Source, *, factory: str | None = 
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as e:
             raise InputError("Hugging Face folders need: pip install 'torchwitness[transformers]'") from e
-        with _quiet_transformers():
-            model = AutoModelForCausalLM.from_pretrained(path)
-            tokenizer = AutoTokenizer.from_pretrained(path) if any(
-                (path / n).is_file() for n in _TOKENIZER_FILES) else None
+        try:
+            with _quiet_transformers():
+                model = AutoModelForCausalLM.from_pretrained(path)
+                tokenizer = AutoTokenizer.from_pretrained(path) if any(
+                    (path / n).is_file() for n in _TOKENIZER_FILES) else None
+        except Exception as e:  # a broken config, tokenizer or weights file, a quantizer not installed, ...
+            raise InputError(f"{path}: cannot load this Hugging Face folder: {_first_line(e)}") from None
         return Source(model, f"hf:{path.name}", tokenizer, tokenizer_digest(tokenizer, path))
     if not path.is_file():
         raise InputError(f"no such model: {spec}")

@@ -26,7 +26,7 @@ import msgspec
 import numpy as np
 
 from torchwitness.certify.certificate import Certificate, cert_digest, check_signature, rows_root
-from torchwitness.certify.policy import policy_from_document
+from torchwitness.certify.policy import Policy, impersonates, policy_from_document
 from torchwitness.certify.stats import compute_statistics, decide, delta_tokens
 from torchwitness.errors import CertificateError, InputError, TorchWitnessError
 from torchwitness.jsonfile import read_json
@@ -91,24 +91,27 @@ def _close(a: Any, b: Any, path: str) -> None:
 def verify_certificate(cert: dict[str, Any] | str | Path, *, key: str | None = None, baseline: Any = None,
                        subject: Any = None, factory: str | None = None, tokens: np.ndarray | None = None,
                        replay: int = 0, seed: int | None = None, run: str | Path | None = None,
-                       batch_size: int = 16) -> CertCheck:
+                       batch_size: int = 16, policy: Policy | None = None) -> CertCheck:
     """Verify a certificate (a dict or a path); return what was checked or raise ``CertificateError``.
 
     Anything malformed that the schema lets through (an integer beyond JSON's exact range, a row of the wrong
     shape, a missing diagnostics field) is a failed verification naming what broke, never another exception.
+    ``policy`` requires the certificate to have been judged under exactly that policy.
     """
+    if replay < 0 or (seed is not None and seed < 0):
+        raise InputError("--replay and --seed must be >= 0")
     if not isinstance(cert, dict):
         cert = load_certificate(cert)
     try:
         return _verify(cert, key=key, baseline=baseline, subject=subject, factory=factory, tokens=tokens,
-                       replay=replay, seed=seed, run=run, batch_size=batch_size)
+                       replay=replay, seed=seed, run=run, batch_size=batch_size, required_policy=policy)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, RecursionError) as e:
         detail = f"missing field {e}" if isinstance(e, KeyError) else str(e).splitlines()[0] if str(e) else ""
         raise CertificateError(f"certificate is malformed: {type(e).__name__}: {detail}"[:300]) from None
 
 
 def _verify(cert: dict[str, Any], *, key, baseline, subject, factory, tokens, replay, seed, run,
-            batch_size) -> CertCheck:
+            batch_size, required_policy) -> CertCheck:
     # 1. schema
     try:
         msgspec.convert(cert, Certificate)
@@ -134,6 +137,12 @@ def _verify(cert: dict[str, Any], *, key, baseline, subject, factory, tokens, re
     if policy.digest != cert["policy"]["digest"]:
         raise CertificateError("the embedded policy does not match its digest", expected=cert["policy"]["digest"],
                                computed=policy.digest)
+    if impersonates(policy):
+        raise CertificateError(f"the embedded policy is named {policy.name!r} but is not the built-in "
+                               f"{policy.name} policy (its margins differ)")
+    if required_policy is not None and policy.digest != required_policy.digest:
+        raise CertificateError(f"the certificate's policy {policy.name!r} is not the required policy "
+                               f"{required_policy.name!r}", expected=required_policy.digest, computed=policy.digest)
     checks.append("policy digest")
     # 4. statistics
     try:

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from torchwitness import __version__
@@ -46,8 +47,9 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except TorchWitnessError as e:
             verbose = "--verbose" in getattr(self, "_argv", ())
-            err_console.print(f"[bold red]error:[/] {e.diagnostics() if verbose else e}", highlight=False,
-                              soft_wrap=True)
+            # escape: a path like "runs[red]" is text, not a style
+            err_console.print(f"[bold red]error:[/] {escape(str(e.diagnostics() if verbose else e))}",
+                              highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise

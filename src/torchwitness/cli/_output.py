@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from torchwitness.errors import InputError
 from torchwitness.jsonfile import check_output
@@ -36,4 +37,4 @@ def require_verified(run: Path, *, key: str | None = None, draft: bool = False) 
         if not draft:
             raise VerificationError(f"{run}: {e}; nothing reported (--draft reports it, marked NOT VERIFIED)") \
                 from None
-        err_console.print(f"[bold red]NOT VERIFIED[/]: {run}: {e}", highlight=False)
+        err_console.print(f"[bold red]NOT VERIFIED[/]: {escape(str(run))}: {escape(str(e))}", highlight=False)

@@ -34,7 +34,8 @@ def completed_erasures(target: Any) -> int:
 def _announce(run: Path, run_id: str, what: str) -> None:
     from torchwitness.cli._output import err_console
 
-    err_console.print(f"appended {what} to the existing run {run_id} in {run}", highlight=False, soft_wrap=True)
+    err_console.print(f"appended {what} to the existing run {run_id} in {run}", highlight=False, soft_wrap=True,
+                      markup=False)
 
 
 @contextmanager

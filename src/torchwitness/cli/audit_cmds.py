@@ -43,7 +43,8 @@ def audit(factory: str = typer.Argument(..., help="package.module:function (or f
         findings = run_audit(target, phase, run=run, steps=steps, select=select or (), ignore=ignore or (),
                              every_n_steps=every, on_step=on_step)
     if run_dir is not None:
-        err_console.print(f"evidence in {run_dir} (torchwitness verify {run_dir})", highlight=False, soft_wrap=True)
+        err_console.print(f"evidence in {run_dir} (torchwitness verify {run_dir})", highlight=False, soft_wrap=True,
+                          markup=False)
     fo.report(findings, opts, title=f"audit {factory} --phase {phase}", source_root=Path.cwd(),
               anchor=target.source)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import click
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from torchwitness.cli._output import console, err_console
@@ -73,7 +75,7 @@ def _summary(result, name: str) -> Table:
     from torchwitness.ledger.encoding import decode_float as num  # NaN / Inf arrive tagged
 
     cert = result.certificate
-    table = Table(title=f"{name}: [bold]{result.verdict.upper()}[/] (policy {cert['policy']['name']})")
+    table = Table(title=f"{escape(name)}: [bold]{result.verdict.upper()}[/] (policy {escape(cert['policy']['name'])})")
     table.caption = (f"{cert['statistics']['totals']['windows']} windows, torch threads "
                      f"{cert['environment'].get('torch_threads', '?')}, {result.timings.get('total_s', 0):.1f} s")
     for col in ("metric", "estimate", "interval", "margin", "p (one-sided)", "gate"):
@@ -108,9 +110,25 @@ def _targets(out: str | None, names: list[str]) -> dict[str, Path]:
         (base if folder else base.parent).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"-o {out}: cannot create the folder: {e.strerror or e}") from None
-    if folder:
-        return {n: base / f"{n}.json" for n in names}
-    return {names[0]: base}
+    targets = {n: base / f"{n}.json" for n in names} if folder else {names[0]: base}
+    for path in targets.values():
+        _replaceable(path)
+    return targets
+
+
+def _replaceable(path: Path) -> None:
+    """A certificate may replace an earlier certificate, never another file (a script, a config) by mistake."""
+    from torchwitness.certify.certificate import FORMAT
+    from torchwitness.jsonfile import read_json
+
+    if not path.exists():
+        return
+    try:
+        ok = read_json(path, "file").get("format") == FORMAT
+    except TorchWitnessError:
+        ok = False
+    if not ok:
+        raise InputError(f"-o {path}: the file exists and is not a certificate: name another file or remove it")
 
 
 @_one_meaning(InputError)
@@ -140,6 +158,7 @@ def certify(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
     )
 
     from torchwitness.certify.api import certify as run_certify
+    from torchwitness.certify.api import check_counts, check_ids
     from torchwitness.certify.certificate import to_bytes
     from torchwitness.certify.editspec import Edit
     from torchwitness.certify.policy import load_policy
@@ -148,6 +167,7 @@ def certify(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
     from torchwitness.cli._record import open_run
     from torchwitness.ledger.encoding import decode_float as num
 
+    check_counts(windows=windows, window_length=window_length, threads=threads)
     edits = list(edit or [])
     if (subject is None) == (not edits):
         raise InputError("give exactly one of --subject or --edit")
@@ -165,13 +185,18 @@ def certify(baseline: str = _BASELINE, subject: str | None = _SUBJECT,
         base = load_source(baseline, factory=factory)
         subj = load_source(subject, factory=factory) if subject else None
     stream = _stream(data, base)
+    check_ids(stream, base.model, str(data))
     length = window_length or pol.window_length
     total = window_count(len(stream), length, windows or pol.windows)
+    if total < (windows or pol.windows):
+        err_console.print(f"note: the data holds {total} windows of {length} tokens (plus one target each); "
+                          f"certifying those {total}, not the {windows or pol.windows} asked for",
+                          markup=False, highlight=False, soft_wrap=True)
     failed = 0
     say = partial(console.print, highlight=False, soft_wrap=True, markup=False)
     with open_run(run, config={"command": "certify", "policy": pol.name, "edits": edits}, key_dir=key_dir) as r:
         for e, name in zip(edits or [None], names, strict=True):
-            progress = Progress(TextColumn(f"certify {name}"), BarColumn(), MofNCompleteColumn(),
+            progress = Progress(TextColumn(f"certify {escape(name)}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console)
             with progress:
                 task = progress.add_task("windows", total=total)
@@ -224,20 +249,32 @@ def verify_cert(cert: Path = typer.Argument(..., help="A certificate JSON file."
                 replay: int = typer.Option(0, "--replay", help="Re-run K random windows on the models."),
                 seed: int | None = typer.Option(None, "--seed", help="Seed choosing the replayed windows."),
                 run: Path | None = typer.Option(None, "--run", help="Also check the run's ledger records it."),
+                policy: str | None = typer.Option(None, "--policy", help="Require this policy (balanced, strict, "
+                                                  "lenient, or a policy JSON file): any other fails."),
                 verbose: bool = typer.Option(False, "--verbose", help="Show expected/computed values on failure.")
                 ) -> None:
-    """Verify a certificate: Merkle root, statistics, verdict and signature. Exit 0 verifies, 3 not, 2 bad input."""
+    """Verify a certificate: Merkle root, statistics, verdict and signature. Exit 0 verifies with verdict pass,
+    1 verifies with verdict fail, 3 does not verify, 2 bad input."""
+    from torchwitness.certify.policy import load_policy
     from torchwitness.certify.sources import lean_transformers_import, load_source
     from torchwitness.certify.verify import verify_certificate
+    from torchwitness.ledger.verify import normalise_fingerprint
 
+    if key is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", normalise_fingerprint(key)):
+        raise InputError(f"--key {key!r} is not a key fingerprint (sha256: and 64 hex digits)")
+    if replay < 0 or (seed is not None and seed < 0):
+        raise InputError("--replay and --seed must be >= 0")
+    required = load_policy(policy) if policy is not None else None
     with lean_transformers_import([baseline, subject]):
         base = load_source(baseline, factory=factory) if baseline else None
     if data is not None and base is None:
         raise InputError("--data is checked against the certificate with the baseline's tokenizer: pass --baseline")
     tokens = _stream(data, base) if data is not None else None
     result = verify_certificate(cert, key=key, baseline=base, subject=subject, factory=factory, tokens=tokens,
-                                replay=replay, seed=seed, run=run)
+                                replay=replay, seed=seed, run=run, policy=required)
     typer.echo(result.summary())
+    if result.verdict != "pass":  # verified, and what it proves is a failed edit: a CI gate must stop here
+        raise typer.Exit(1)
 
 
 @_one_meaning(InputError)

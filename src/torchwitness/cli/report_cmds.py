@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from torchwitness.cli._output import console, err_console, output_file, require_verified
@@ -65,7 +66,7 @@ def report(run: Path = RunArg,
                                     "one marked NOT VERIFIED)")
         write_report(doc, out, fmt)  # type: ignore[arg-type]
     if not doc.verification["ok"]:
-        err_console.print(f"[bold red]NOT VERIFIED[/]: {doc.verification['summary']}", highlight=False,
+        err_console.print(f"[bold red]NOT VERIFIED[/]: {escape(str(doc.verification['summary']))}", highlight=False,
                           soft_wrap=True)
     typer.echo(str(out))
 

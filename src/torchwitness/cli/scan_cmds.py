@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from torchwitness.cli import _findings_options as fo
@@ -54,7 +55,8 @@ def scan(paths: list[Path] = typer.Argument(..., help="Python files or folders t
 
         scan_graph(result, run_id=run_id).serialize(destination=str(rdf), format="turtle")
     for e in result.errors:
-        err_console.print(f"[yellow]skipped[/] {e.path}: {e.error}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]skipped[/] {escape(str(e.path))}: {escape(str(e.error))}", highlight=False,
+                          soft_wrap=True)
     incomplete = len(result.errors) if not allow_unparsable else 0
     if counts:  # the summary replaces the listing; the fail level still sets the exit code
         import io
@@ -106,7 +108,7 @@ def scan_model(files: list[Path] = typer.Argument(..., help="Model files, or fol
                 r.record("model.scan", s.summary())
     for s in scans:
         err_console.print(f"{s.path}: {s.format}, {len(s.pickles)} pickle(s), {len(s.findings)} finding(s): "
-                          f"{s.verdict.upper()}", highlight=False, soft_wrap=True)
+                          f"{s.verdict.upper()}", highlight=False, soft_wrap=True, markup=False)
     fo.report(findings, opts, title=f"{len(scans)} model file(s) scanned")
 
 
