@@ -84,16 +84,12 @@ _LOG_TINY = -87.3
 
 
 def _first_bad_gradient(v: StepView) -> tuple[int, str] | None:
-    """The first step with a non-finite gradient (and the parameter), from the sentinel between audits, the
-    audited step's parameters, or an earlier event's note; None when none was seen."""
+    """The first step with a non-finite gradient (and the parameter): from this audit's sentinel, or as TW102
+    noted it at an earlier event (no scan of the parameters here: TW102 does that)."""
     notes = v.history.notes
     first = v.extra.get("sentinel", {}).get("grad")
-    if first is not None:
-        found = (first, v.extra.get("sentinel_grad", "param"))
-    else:
-        found = next(((v.step, p.name) for p in v.params if p.has_grad and not math.isfinite(p.grad_norm)), None)
-    if found is not None and not v.inputs_nonfinite:
-        notes.setdefault("TW102:first", found)
+    if first is not None and not v.inputs_nonfinite:
+        notes.setdefault("TW102:first", (first, v.extra.get("sentinel_grad", "param")))
     return notes.get("TW102:first")
 
 
@@ -117,6 +113,7 @@ def nonfinite_gradient(v: StepView) -> Iterator[Finding]:
         return
     for p in v.params:
         if p.has_grad and not math.isfinite(p.grad_norm):
+            v.history.notes.setdefault("TW102:first", (v.step, p.name))  # TW101 may date its root here
             yield Finding.of("TW102", p.name, f"gradient of {p.name} is non-finite (norm {p.grad_norm})",
                              step=v.step)
             return
