@@ -346,3 +346,16 @@ def test_doctor_turns_every_bad_input_into_a_coded_row(files, tiny_lm, tmp_path,
         assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
         errors = {c["code"] for c in json.loads(r.stdout) if c["level"] == "error"}
         assert code in errors, (args, r.stdout)
+
+
+def test_a_built_in_edit_is_rebuilt_from_the_baseline_to_check_and_replay_its_certificate(files, tmp_path, tw):
+    cert = tmp_path / "int4.json"
+    assert tw("certify", "--baseline", str(files / "base.safetensors"), "--factory", FACTORY, "--data",
+              str(files / "held.txt"), "--edit", "quant-int4-g16", "--run", str(tmp_path / "run"), "--windows",
+              "100", "-o", str(cert)).returncode in (0, 1)
+    v = tw("verify-cert", str(cert), "--baseline", str(files / "base.safetensors"), "--factory", FACTORY,
+           "--data", str(files / "held.txt"), "--replay", "4")
+    assert v.returncode in (0, 1) and "subject rebuilt by quant-int4-g16" in v.stdout, v.stderr
+    assert "replay of 4 windows" in v.stdout
+    other = tw("verify-cert", str(cert), "--baseline", str(files / "zeroed.safetensors"), "--factory", FACTORY)
+    assert other.returncode == 3 and "baseline model's weights do not match" in other.stderr

@@ -179,7 +179,7 @@ def _verify(cert: dict[str, Any], *, key, baseline, subject, factory, tokens, re
     if baseline is not None or subject is not None:
         checks += _check_models(cert, baseline, subject, factory, tokens, replay, seed, batch_size)
     elif replay:
-        raise InputError("--replay needs --baseline and --subject")
+        raise InputError("--replay needs --baseline (and --subject, unless the certificate names a built-in edit)")
     if run is not None:
         _check_run(cert, run)
         checks.append("ledger record")
@@ -193,12 +193,20 @@ def _check_models(cert: dict[str, Any], baseline: Any, subject: Any, factory: st
     from torchwitness.certify.sources import load_source
     from torchwitness.certify.windows import rebuild_windows, stream_digest
 
-    if baseline is None or subject is None:
-        raise InputError("pass both the baseline and the subject model")
+    if baseline is None:
+        raise InputError("pass the baseline model (and the subject, unless the certificate names a built-in edit)")
+    rebuilt = subject is None
+    if rebuilt:
+        subject = _edited(cert, baseline, factory)
     done = []
     models = {}
     for role, spec in (("baseline", baseline), ("subject", subject)):
-        src = load_source(spec, factory=factory)
+        try:
+            src = load_source(spec, factory=factory)
+        except TorchWitnessError:
+            raise
+        except Exception as e:  # a loader's own error (a bad config, a truncated file): bad input, named
+            raise InputError(f"--{role} {spec}: cannot load: {type(e).__name__}: {e}"[:300]) from None
         digest = weights_digest(src.model)
         if digest != cert[role]["weights"]:
             raise CertificateError(f"the {role} model's weights do not match the certificate's digest",
@@ -208,7 +216,7 @@ def _check_models(cert: dict[str, Any], baseline: Any, subject: Any, factory: st
             raise CertificateError(f"the {role} tokenizer does not match the certificate's digest",
                                    expected=stated_tok, computed=src.tokenizer_digest)
         models[role] = src.model
-    done.append("model digests")
+    done.append("model digests" + (f" (subject rebuilt by {cert['subject']['edit']['spec']})" if rebuilt else ""))
     if tokens is not None:
         if cert["task"] != "causal-lm":
             raise InputError("token data applies to causal-LM certificates")
@@ -244,6 +252,25 @@ def _check_models(cert: dict[str, Any], baseline: Any, subject: Any, factory: st
             raise CertificateError(f"replay of window {int(i)}: per-token Δ log-loss differs")
     done.append(f"replay of {len(picked)} windows")
     return done
+
+
+def _edited(cert: dict[str, Any], baseline: Any, factory: str | None) -> Any:
+    """The subject of a certificate for a built-in edit, rebuilt by applying that edit to the baseline (its
+    weight digest is then checked like a given subject's: the edit must reproduce the certified weights)."""
+    import copy
+
+    from torchwitness.certify.edits import apply_edit
+    from torchwitness.certify.editspec import Edit
+    from torchwitness.certify.sources import Source, load_source
+
+    spec = (cert["subject"].get("edit") or {}).get("spec")
+    if not isinstance(spec, str) or spec.startswith(("function:", "lora:")):
+        raise InputError("pass the subject model: the certificate's subject is not a built-in edit of the "
+                         "baseline that could be re-applied")
+    src = load_source(baseline, factory=factory)
+    model = copy.deepcopy(src.model)
+    apply_edit(model, Edit.parse(spec))
+    return Source(model, f"{src.description} + {spec}", src.tokenizer, src.tokenizer_digest)
 
 
 def _check_run(cert: dict[str, Any], run: str | Path) -> None:
