@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 import scenarios_arch  # noqa: F401  (each module registers its scenarios)
+import scenarios_blind  # noqa: F401
+import scenarios_blind2  # noqa: F401
+import scenarios_blind3  # noqa: F401
+import scenarios_blind4  # noqa: F401
 import scenarios_data  # noqa: F401
 import scenarios_healthy  # noqa: F401
 import scenarios_rootcause  # noqa: F401

@@ -14,6 +14,8 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "grad_norm_max": 1e3,  # global gradient norm above which gradients are exploding
     "vanishing_ratio": 1e-4,  # relative grad (|g|/|w|) of the first weight layer vs the last one
     "update_ratio_max": 1.0,  # |update| / |weight| of a weight matrix in one step: the learning rate is too high
+    "update_ratio_min": 1e-6,  # |update| / |weight| below which every step of a weight matrix is negligible
+    "lr_collapse": 1e-4,  # learning rate relative to its initial value at which a schedule has killed training
     "divergence_factor": 3.0,  # recent loss above this many times its early level
     "chance_margin": 0.03,  # loss within this fraction of the chance-level loss counts as "at chance"
     "chance_min_steps": 20,  # steps of history before judging a loss stuck at chance (confidence stated)

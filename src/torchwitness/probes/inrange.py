@@ -72,8 +72,11 @@ def neighbour_probe(x: torch.Tensor, max_rows: int = 16) -> torch.Tensor:
 
 
 def max_row_range(x: torch.Tensor) -> torch.Tensor:
-    """The largest ``max - min`` within one sample: 0 when every sample is blank (constant in itself)."""
-    rows = x.detach().reshape(x.shape[0], -1)
+    """The largest ``max - min`` within one sample (within one channel of one image, for ``(N, C, H, W)``
+    images of 16 pixels or more: a flat fill of colour is as blank as a flat grey): 0 when every sample is
+    blank."""
+    per_channel = x.ndim == 4 and x.shape[2] * x.shape[3] >= 16  # not (N, C, 1, 1) features
+    rows = x.detach().reshape(x.shape[0] * (x.shape[1] if per_channel else 1), -1)
     lo, hi = torch.aminmax(rows.float() if rows.dtype != torch.float32 else rows, dim=1)
     return (hi - lo).amax().reshape(1)
 

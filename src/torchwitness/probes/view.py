@@ -271,6 +271,8 @@ class History:
         lo = view.loss
         if lo is not None:
             h.notes["loss_kind"] = lo.kind
+            if lo.target_grad:  # the target is another output of the model (two views): no chance level
+                h.notes["target_grad"] = True
             h.notes["class_weighted"] = lo.weighted
             if lo.target is not None and lo.target.stats and "std" in lo.target.stats:
                 h.notes.setdefault("target_var", []).append(lo.target.stats["std"] ** 2)

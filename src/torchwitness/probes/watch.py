@@ -288,7 +288,12 @@ class Watch(BetweenAudits, StepUpdate):
         if target is not None and out is not None and out.ndim >= 1:
             w.add_targets(target, out.shape[-1] if out.shape[-1] <= 4096 else None)
         if out is not None and out.requires_grad:
-            out.register_hook(partial(self._on_output_grad, w, w.forwards[-1]))
+            hook = partial(self._on_output_grad, w, w.forwards[-1])
+            # Each output of a multi-output model: the stale-gradient check (TW304) must run before any of them
+            # passes a gradient on, whichever the loss reaches first.
+            more = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else ()
+            for t in (out, *(t for t in more if isinstance(t, torch.Tensor) and t.requires_grad and t is not out)):
+                t.register_hook(hook)
             if w.loss is None:
                 self._spy_start()
 
@@ -326,9 +331,15 @@ class Watch(BetweenAudits, StepUpdate):
             info.max_calls = max(info.max_calls, calls)
             return
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
-        if x is not None and w.statistics and not x.requires_grad and x.numel() \
-                and x.data_ptr() in w.extra.get("grad_ptrs", ()):
-            w.extra["detached_use"] = True  # a detached copy of a module's output (TW110, not a discarded one)
+        # A detached copy of a module's output (TW110, not a discarded one): its memory, or, after a module with
+        # a trainable output ran, a float input without autograd history that the model was not given (x.mean().
+        # detach()) at a layer with weights of its own.
+        if x is not None and w.statistics and not x.requires_grad and x.numel() and (
+                x.data_ptr() in w.extra.get("grad_ptrs", ()) or (
+                    "grad_ptrs" in w.extra and x.is_floating_point() and all(x.data_ptr() != t.data_ptr for t in
+                                                                              w.inputs)
+                    and any(p.requires_grad for p in module.parameters(recurse=False)))):
+            w.extra["detached_use"] = True
         info = ModuleInfo(name=name, kind=facts.kind, module=module, training=module.training,
                           grad_enabled=True, input_dtype=x.dtype if x is not None else None,
                           producer=w.outputs.get(id(x)) if x is not None else None)

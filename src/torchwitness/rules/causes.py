@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 FLOW: tuple[str, ...] = (
     # data: values, layout, repetition, labels
     "TW211", "TW201", "TW202", "TW204", "TW203", "TW205", "TW213", "TW212", "TW214", "TW206", "TW207", "TW209",
-    "TW210", "TW153",
+    "TW210", "TW153", "TW407",
     # configuration that changes what the forward computes
     "TW411", "TW401", "TW413",
     # forward numerics and representations: dead units upstream leave collapsed outputs downstream
@@ -62,8 +62,12 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW151": frozenset({"TW101", "TW102", "TW103", "TW108", "TW109", "TW307"}),
     "TW152": frozenset({"TW109", "TW405"}),
     "TW411": _UNITS,  # filters pruned to zero
-    "TW413": frozenset({"TW111", "TW408"}),  # an output that never reaches the loss
-    "TW110": frozenset({"TW111", "TW408"}),
+    "TW401": _UNITS,  # trained in eval mode: BatchNorm on stale statistics, no dropout
+    "TW301": frozenset({"TW109", "TW308"}),  # trainable tensors no optimizer steps: the loss may not move
+    "TW210": frozenset({"TW109"}),  # a model that learns only the label frequencies of a skewed task
+    # an output that never reaches the loss, or reaches it detached: the layers before it never learn
+    "TW413": frozenset({"TW111", "TW408", "TW109"}),
+    "TW110": frozenset({"TW111", "TW408", "TW109"}),
     "TW105": _NUMERIC,
     "TW101": _NUMERIC | {"TW202"},  # NaN targets seen after the loss went NaN: the loss computation made them
     "TW102": _NUMERIC,
@@ -71,13 +75,17 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW103": _NUMERIC - {"TW104"},
     "TW307": _NUMERIC,
     "TW108": _NUMERIC - {"TW104"},
-    "TW308": frozenset({"TW109"}),
+    # steps that change nothing (before backward, a rate far too low or collapsed): nothing downstream trains
+    "TW308": frozenset({"TW109", "TW110", "TW111", "TW413"}),
     "TW107": frozenset({"TW308", "TW109"}),  # low-precision updates rounded away: steps change nothing
     "TW104": frozenset({"TW405", "TW111", "TW109"}),
     "TW414": _UNITS | {"TW405"},  # representation collapse
     "TW403": frozenset({"TW104", "TW111", "TW109", "TW405"}),
     "TW404": frozenset({"TW104", "TW111", "TW109", "TW403", "TW405"}),
     "TW405": frozenset({"TW111", "TW109"}),
+    "TW111": frozenset({"TW109"}),  # gradients zeroed (clipped to 0, multiplied by 0): the loss cannot move
+    "TW407": frozenset({"TW109", "TW405"}),  # BatchNorm over one sample: a noisy or degenerate forward
+
 }
 
 

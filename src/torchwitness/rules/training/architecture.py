@@ -137,11 +137,24 @@ def stateful_reuse(v: StepView) -> Iterator[Finding]:
     """A BatchNorm module was called more than once in one forward: its running statistics mix the
     distributions of every call site, and evaluation uses the wrong ones.
 
-    Example: ``self.bn`` applied after conv1 and again after conv2. Fix: ``self.bn1``, ``self.bn2``.
+    Example: ``self.bn`` applied after conv1 and again after conv2. Fix: ``self.bn1``, ``self.bn2``. A shared
+    block run once per input (a Siamese encoder over two views: the block that holds the BatchNorm ran as many
+    times) is not reported: every call normalises the same kind of features.
     """
     for name, m in v.modules.items():
-        if m.max_calls > 1 and isinstance(m.module, _STATEFUL) and m.training:
+        if m.max_calls > 1 and isinstance(m.module, _STATEFUL) and m.training and not _whole_block_rerun(v, name):
             yield Finding.of("TW406", name, f"{name} ({m.kind}) ran {m.max_calls} times in one forward", step=v.step)
+
+
+def _whole_block_rerun(v: StepView, name: str) -> bool:
+    """Whether a block enclosing ``name`` (below the model itself) ran as many times as it did."""
+    calls = v.modules[name].max_calls
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        parent = v.modules.get(".".join(parts[:i]))
+        if parent is not None and parent.max_calls >= calls:
+            return True
+    return False
 
 
 @training_rule("TW407", when="step", name="tiny-batch-batchnorm", title="Tiny batches with BatchNorm",
@@ -220,12 +233,19 @@ def dead_filter_weights(v: StepView) -> Iterator[Finding]:
     """Some output filters of a convolution have all-zero weights (often left by structured pruning or a bad
     init): they compute nothing, and the channels after them are dead (TW404 is reported as its consequence).
 
+    The same for the output neurons (weight rows) of a ``Linear`` layer of 4 or more, when some but not all of
+    them are zero: a layer zero-initialised on purpose (a residual branch, a LoRA ``B``, a head) is all zero.
+
     Example: ``conv.weight.data[:8] = 0`` after magnitude pruning. Fix: re-initialise, or shrink the layer."""
     for name, m in v.watch._inner.named_modules():
         if isinstance(m, torch.nn.modules.conv._ConvNd) and m.weight.numel():
             zero = int((m.weight.detach().flatten(1).abs().amax(1) == 0).sum())
             if zero:
                 yield Finding.of("TW411", name, f"{zero} of {m.out_channels} filters of {name} are all zero")
+        elif isinstance(m, torch.nn.Linear) and m.weight.numel() and m.out_features >= 4:
+            zero = int((m.weight.detach().abs().amax(1) == 0).sum())
+            if 0 < zero < m.out_features:
+                yield Finding.of("TW411", name, f"{zero} of {m.out_features} neurons of {name} have all-zero weights")
 
 
 @training_rule("TW412", when="close", name="no-forward-seen", title="The watched model's forward never ran",

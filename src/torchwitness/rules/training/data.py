@@ -30,9 +30,11 @@ def nonfinite_input(v: StepView) -> Iterator[Finding]:
     """
     for t in v.inputs:
         if t.nonfinite:
+            v.history.notes.setdefault("TW201:first", v.step)
             yield Finding.of("TW201", f"input:{t.name}", f"input {t.name} contains NaN/Inf", step=v.step)
     first = v.extra.get("sentinel", {}).get("input")
     if first is not None:  # between audits, from the always-on sentinel
+        v.history.notes.setdefault("TW201:first", first)
         name = v.primary.name if v.primary is not None else "arg0"
         yield Finding.of("TW201", f"input:{name}", f"input {name} contains NaN/Inf, first at step {first} (between "
                          "audited steps)", step=first)
@@ -55,10 +57,12 @@ def nonfinite_target(v: StepView) -> Iterator[Finding]:
             and out.out.stats is not None and not out.out.nonfinite:
         return
     if v.targets is not None and v.targets.nonfinite:
+        v.history.notes.setdefault("TW202:first", v.step)
         yield Finding.of("TW202", "target", "targets contain NaN/Inf", step=v.step)
     seen = v.extra.get("sentinel", {})
     first, pred = seen.get("target"), seen.get("pred")
     if first is not None and (pred is None or pred > first):  # between audits, from the always-on sentinel
+        v.history.notes.setdefault("TW202:first", first)
         yield Finding.of("TW202", "target", f"targets contain NaN/Inf, first at step {first} (between audited "
                          "steps)", step=first)
 
@@ -90,8 +94,9 @@ def input_scale(v: StepView) -> Iterator[Finding]:
                            "zeros left from preallocation, or a normalisation that divided by a huge number.",
                statistical=True)
 def flat_input(v: StepView) -> Iterator[Finding]:
-    """Every value of a floating input is the same, or every sample of it is constant within itself (blank
-    images of varying brightness); the model cannot learn from it. Dead units, dead filters and duplicate
+    """Every value of a floating input is the same, every sample of it is constant within itself (blank images
+    of varying brightness), or every sample of a batch (of 8 or more) is the same; the model cannot learn from
+    it. Dead units, dead filters and duplicate
     samples that follow are reported as its consequences.
 
     Example: ``x = torch.zeros(batch, 10)`` left unfilled. Fix: fill the batch from the data.
@@ -107,6 +112,14 @@ def flat_input(v: StepView) -> Iterator[Finding]:
     if blank is not None and t is not None and not t.nonfinite and blank[0] <= v.threshold("flat_std"):
         yield Finding.of("TW204", f"input:{t.name}", f"every sample of input {t.name} is blank (constant within "
                          "itself; the samples differ only in their level)", step=v.step)
+        return
+    rows = v.row_fps
+    # Every sample of a batch the very same (a mean broadcast over the rows, one row repeated): constant per
+    # feature across the batch, so nothing tells the samples apart.
+    if rows is not None and t is not None and t.floating and not t.nonfinite and len(rows) >= 8 \
+            and len(set(rows)) == 1 and t.numel // max(t.shape[0], 1) >= 2:
+        yield Finding.of("TW204", f"input:{t.name}", f"all {len(rows)} samples of input {t.name} are identical: "
+                         "each feature is constant across the batch", step=v.step)
 
 
 @training_rule("TW205", when="step", name="input-layout", title="Image batch looks channels-last (NHWC)",
@@ -114,8 +127,9 @@ def flat_input(v: StepView) -> Iterator[Finding]:
                remediation="Convert images with x.permute(0, 3, 1, 2) (not .view/.reshape) before a Conv2d model.",
                statistical=True)
 def input_layout(v: StepView) -> Iterator[Finding]:
-    """A 4-D float input has a last dimension of 1, 3 or 4 and large dimensions before it: it looks like NHWC
-    images fed to a model whose convolutions expect NCHW.
+    """A 4-D float input has a last dimension of 1, 3 or 4 and large dimensions before it, and the model has a
+    ``Conv2d`` whose input channels equal its second dimension: it looks like NHWC images fed to a model whose
+    convolutions expect NCHW (a model that permutes the batch itself has no such convolution).
 
     Example: numpy images ``(N, 32, 32, 3)`` reshaped with ``.view(N, 3, 32, 32)``. Fix: ``permute(0, 3, 1, 2)``.
     """
@@ -123,7 +137,10 @@ def input_layout(v: StepView) -> Iterator[Finding]:
     if t is None or len(t.shape) != 4 or not t.floating:
         return
     _, c, h, w = t.shape
-    if w in (1, 3, 4) and c not in (1, 3, 4) and c >= 8 and h >= 8:
+    # Only a 2-D convolution taking c channels can run on the batch as it is; a model without one permutes it
+    # itself (x.permute(0, 3, 1, 2) in forward) or flattens it.
+    takes = any(isinstance(m, torch.nn.Conv2d) and m.in_channels == c for m in v.watch._inner.modules())
+    if takes and w in (1, 3, 4) and c not in (1, 3, 4) and c >= 8 and h >= 8:
         yield Finding.of("TW205", f"input:{t.name}", f"input shape {list(t.shape)} looks like NHWC", step=v.step)
 
 
@@ -234,11 +251,21 @@ def _correlations(v: StepView) -> np.ndarray | None:
     sy, syy = m[1 + 2 * f:1 + 2 * f + c], m[1 + 2 * f + c:1 + 2 * f + 2 * c]
     sxy = m[1 + 2 * f + 2 * c:].reshape(f, c)
     cov = sxy / n - np.outer(sx / n, sy / n)
+    # A variance at the rounding level of the second moment is a constant column: its "correlation" is noise.
     vx = np.maximum(sxx / n - (sx / n) ** 2, 0)
+    vx[vx <= 1e-9 * np.maximum(sxx / n, 1e-30)] = 0
     vy = np.maximum(syy / n - (sy / n) ** 2, 0)
+    vy[vy <= 1e-9 * np.maximum(syy / n, 1e-30)] = 0
     with np.errstate(divide="ignore", invalid="ignore"):
         corr = cov / np.sqrt(np.outer(vx, vy))
-    return np.nan_to_num(corr, nan=0.0)
+        if h.moment_shape[2] == "classes" and c >= 3:
+            # The class index itself (a label column left in as 0, 1, 2, ...), from the one-hot sums: each
+            # one-hot column squares to itself, so index moments are weighted sums of the class counts.
+            k = np.arange(c, dtype=np.float64)
+            mi, vi = (k @ sy) / n, max((k * k) @ sy / n - ((k @ sy) / n) ** 2, 0.0)
+            cov_i = (sxy @ k) / n - (sx / n) * mi
+            corr = np.concatenate([corr, (cov_i / np.sqrt(vx * vi))[:, None]], 1)
+    return np.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0)  # a constant column correlates with nothing
 
 
 @training_rule("TW209", when=("step", "close"), name="label-leak", title="A feature equals the label",
@@ -246,8 +273,9 @@ def _correlations(v: StepView) -> np.ndarray | None:
                remediation="Drop the column from the features: it is the target (or a copy, or an encoding of "
                            "it) and will not exist at prediction time.", statistical=True)
 def label_leak(v: StepView) -> Iterator[Finding]:
-    """An input column correlates with a class label at ``leak_corr`` (0.995) or more over the audited
-    batches: the label (or an encoding of it) is among the features. For a regression target (one float per
+    """An input column correlates with a class label (one class's indicator, or the class index 0, 1, 2, ...)
+    at ``leak_corr`` (0.995) or more over the audited batches: the label (or an encoding of it) is among the
+    features. For a regression target (one float per
     row) the bar is ``leak_corr_regression`` (0.9999): a strong predictor can correlate at 0.995, a copy of the
     target (or a rescaled one) does not stop short of 1.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from torchwitness.probes.view import StepView
@@ -12,6 +13,8 @@ from torchwitness.rules.training.numerics import cut_modules
 
 ART15 = ("EU-AI-Act:Art.15",)
 SHORT_RUN = 20  # steps below which the window rules are not judged (TW112 says so)
+_COSINE_BOUND = -0.995  # a mean negative cosine similarity this close to -1: every pair of views agrees
+_ZERO_BOUND = 0.1  # a distance between views down to this share of its start, the outputs already drawing together
 
 
 @training_rule("TW413", when="close", name="discarded-output", title="A module's output never reaches the loss",
@@ -33,7 +36,7 @@ def discarded_output(v: StepView) -> Iterator[Finding]:
                          "the loss (its parameters never received a gradient)", step=last)
 
 
-@training_rule("TW414", when="step", name="representation-collapse", title="Representation collapse",
+@training_rule("TW414", when=("step", "close"), name="representation-collapse", title="Representation collapse",
                severity=Severity.WARN, phase=Phase.FORWARD, obligations=ART15,
                remediation="Self-supervised objectives need something that keeps embeddings apart: negatives "
                            "(contrastive loss), a stop-gradient with a predictor (SimSiam/BYOL), or variance and "
@@ -42,36 +45,86 @@ def discarded_output(v: StepView) -> Iterator[Finding]:
 def representation_collapse(v: StepView) -> Iterator[Finding]:
     """The spread across the batch of the model's output (at least 8 dimensions; per dimension, the mean
     absolute deviation from the batch mean) fell to a third of its value at the first audited step relative
-    to the output's magnitude, or to a fifth absolutely, on two audited steps: every input maps to (nearly)
-    the same embedding. Judged only for self-supervised objectives: a loss the watch does not know (negative
-    cosine similarity), or one whose target was computed after the forward or carries gradients (the other
-    view's embedding); supervised targets give outputs their spread.
+    to the output's magnitude, or to a fifth absolutely, on two audited steps (or on one from step 8 on, where
+    both fell: a fifth absolutely and half relatively): every input maps to (nearly) the same embedding.
+    Judged only for self-supervised objectives: a loss the watch does not know (negative cosine similarity),
+    or one whose target was computed after the forward or carries gradients (the other view's embedding);
+    supervised targets give outputs their spread.
 
     Example: a Siamese network trained with ``-cosine_similarity(f(x1), f(x2))`` and no negatives or
     stop-gradient. Fix: a contrastive or variance-preserving objective.
+
+    At the end of the run, from the loss of every step (collapse often comes between sparse audits): a
+    self-supervised loss that settled, over the last fifth of the run (at least 5 steps, batches of 8 or
+    more), at -1 (a negative cosine similarity only gets there when every pair of views maps to the same
+    direction), or at 10% or less of its first value when the outputs' spread relative to their magnitude had
+    already shrunk by a quarter at the latest audit, or when the whole loss is a library loss between two
+    outputs that both carry gradients (a distance between views, 2 - 2cos or MSE, minimised by drawing every
+    output together).
     """
+    notes = v.history.notes
+    if v.event == "close":
+        yield from _collapsed_loss(v)
+        return
     out = v.modules.get(v.extra.get("root_producer", "model"))
     lo = v.loss
     # Supervised targets from the data give the outputs their spread; only a loss that compares the model with
     # itself (no library loss seen, or a target computed after the forward: the other view's embedding) can
     # be minimised by collapsing.
     self_supervised = lo is None or lo.target_computed or lo.target_grad
+    if out is not None and out.batch >= 4 and not self_supervised:
+        notes["TW414:supervised"] = True
+    losses = v.history.losses
+    if lo is not None and lo.target_grad and lo.value is not None and len(losses) and losses[len(losses) - 1][0] \
+            == v.step and abs(losses[len(losses) - 1][1] - lo.value) <= 1e-6 * (abs(lo.value) + 1e-12):
+        # The whole objective is the agreement of two outputs, both trained: nothing holds them apart.
+        notes["TW414:bare"] = True
     if out is None or out.units is None or out.n_units < 8 or out.batch < 4 or not self_supervised:
         return
+    notes["TW414:ssl"] = out.batch >= 8
     spread, magnitude = out.units["spread"], out.units["magnitude"]
-    notes = v.history.notes
     start = notes.setdefault("TW414:start", (spread, magnitude))
     s0, m0 = start
     if s0 <= 0 or m0 <= 0:
         return
     ratio0, ratio = s0 / m0, (spread / magnitude if magnitude > 0 else 0.0)
+    notes["TW414:shrunk"] = ratio <= 0.75 * ratio0  # at the latest audit: the outputs drawing together
     if spread <= 0.5 * s0 or ratio <= 0.5 * ratio0:
         notes.setdefault("TW414:first", v.step)  # when the decline got under way
-    if (spread <= 0.2 * s0 or ratio <= ratio0 / 3) and v.history.bump("TW414") >= 2:
+    # Two audits agree; or one, well into the run, that saw both the spread and its ratio to the magnitude
+    # collapse (statistical audits thin out in long stretches of dense auditing).
+    deep = spread <= 0.2 * s0 and ratio <= 0.5 * ratio0 and v.step >= 8
+    if (spread <= 0.2 * s0 or ratio <= ratio0 / 3) and (v.history.bump("TW414") >= 2 or deep) \
+            and not notes.get("TW414:reported"):
+        notes["TW414:reported"] = True
         yield Finding.of("TW414", "model", f"the spread of the model's output across the batch fell from "
                          f"{s0:.3g} to {spread:.3g} (relative to its magnitude: {ratio0:.3g} to {ratio:.3g}): the "
                          "representation is collapsing to one point", step=notes.get("TW414:first", v.step),
                          details={"spread_start": s0, "spread": spread})
+
+
+def _collapsed_loss(v: StepView) -> Iterator[Finding]:
+    notes, losses = v.history.notes, v.history.losses
+    if notes.get("TW414:reported") or not notes.get("TW414:ssl") or notes.get("TW414:supervised"):
+        return
+    held = losses.recent(len(losses) - losses.start)
+    tail = held[-max(5, len(held) // 5):]
+    if len(held) < 10 or not all(math.isfinite(x) for _, x in tail):
+        return
+    start = held[0][1]
+    if all(-1.0 - 1e-3 <= x <= _COSINE_BOUND for _, x in tail):
+        first = next(s for s, x in held if x <= _COSINE_BOUND)
+        why = "the negative cosine similarity of the two views reached its bound, -1"
+    elif (notes.get("TW414:shrunk") or notes.get("TW414:bare")) and start > 0 \
+            and all(0 <= x <= _ZERO_BOUND * start for _, x in tail):
+        first = next(s for s, x in held if 0 <= x <= _ZERO_BOUND * start)
+        why = f"a distance between the views fell to {tail[-1][1] / start:.2g} of its start while the outputs drew " \
+              "together"
+    else:
+        return
+    yield Finding.of("TW414", "model", f"the self-supervised loss settled at {tail[-1][1]:.4g} from step {first}: "
+                     f"{why}, which a representation that maps every input to one point attains", step=first,
+                     details={"loss": tail[-1][1]})
 
 
 @training_rule("TW112", when="close", name="run-too-short", title="Run too short to judge the loss curve",

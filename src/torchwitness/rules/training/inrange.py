@@ -15,9 +15,14 @@ _FOLD_MIN_IDS = 2048
 _HEAD = 8  # the numbers token_probe puts before its histogram
 
 
-def _pile(v: StepView, name: str, values: list[float], padding: int | None, ndim: int) -> str | None:
+def _pile(name: str, values: list[float], vocab: int, padding: int | None, ndim: int, per_token: bool) -> str | None:
     top, second, top_id, runs, rows, ends, column, n = values[:_HEAD]
-    if n < 256 or top < 20 or top < 0.03 * n or top < 10 * max(second, 1):
+    # A clamp piles the ids past the table onto its last row (or negative ones onto row 0): there, a third of
+    # the runner-up's lead is enough (natural token frequencies fall off gently: the top id is about twice the
+    # next); anywhere else the pile must stand ten times above the next id.
+    lead = 3 if int(top_id) in (0, vocab - 1) else 10
+    if n < 256 or top < 20 or top < 0.03 * n or (top < lead * max(second, 1) and not (
+            not per_token and _towers_over_its_end(values[_HEAD:], top, int(top_id), vocab))):
         return None
     if padding is not None and int(top_id) == padding:
         return None
@@ -26,6 +31,16 @@ def _pile(v: StepView, name: str, values: list[float], padding: int | None, ndim
         return None
     return f"{top / n:.0%} of the ids fed to {name} are id {int(top_id)} ({top / max(second, 1):.0f}x the next " \
            "most frequent id): ids clamped into the table, or unknown tokens mapped to one id"
+
+
+def _towers_over_its_end(hist: list[float], top: float, top_id: int, vocab: int) -> bool:
+    """The table's last id holds 50x the ids around it (its histogram bin and the one before): a clamp of a
+    vocabulary with a heavy head, whose pile need not outnumber the most frequent real token. Not judged for
+    token-level targets (masked or next-token prediction), where a mask token may sit at the table's end."""
+    if top_id != vocab - 1 or vocab < 4 * FOLD_BINS:
+        return False
+    around = (hist[-1] - top + hist[-2]) / (2 * vocab / FOLD_BINS - 1)
+    return top >= 50 * max(around, 0.5)
 
 
 def _fold(hist: list[float]) -> str | None:
@@ -55,8 +70,10 @@ def _fold(hist: list[float]) -> str | None:
                statistical=True)
 def token_ids_piled(v: StepView) -> Iterator[Finding]:
     """The ids fed to an ``nn.Embedding`` are all valid, yet one id takes at least 3% of them and ten times
-    the next most frequent id (not the padding index, not padding in one run at either end of each row, not a
-    token at a fixed position such as BOS), on two audited steps: ids were clamped into the table
+    the next most frequent id (three times, when it is the table's first or last row, where a clamp piles
+    them; or, with one label per sequence, fifty times the ids around the last row), not the padding index,
+    not padding in one run at either end of each row, not a token at a fixed position such as BOS, on two
+    audited steps: ids were clamped into the table
     (``ids.clamp(max=V - 1)``) or unknown tokens all map to one id. Or, over the audited batches, the id density
     has a step, flat on both sides, with the first part of the table at least 1.6x as dense: ids wrapped into the
     table (``ids % V``).
@@ -66,6 +83,8 @@ def token_ids_piled(v: StepView) -> Iterator[Finding]:
     """
     data = v.extra.get("data", {})
     h = v.history
+    target = v.loss.target if v.loss is not None else v.targets
+    per_token = target is not None and len(target.shape) >= 2  # a label per position (LM, MLM, tagging)
     for key, spec in v.extra.items():
         if not key.startswith("tok/") or key not in data:
             continue
@@ -73,7 +92,7 @@ def token_ids_piled(v: StepView) -> Iterator[Finding]:
         values = data[key]
         folded = h.notes.setdefault(f"TW212:hist:{name}", [0.0] * FOLD_BINS)
         folded[:] = [a + b for a, b in zip(folded, values[_HEAD:], strict=True)]
-        piled = _pile(v, name, values, padding, ndim)
+        piled = _pile(name, values, vocab, padding, ndim, per_token)
         if piled is not None:
             first = h.notes.setdefault(f"TW212:first:{name}", v.step)
             if h.bump(f"TW212:{name}") >= 2:
@@ -93,7 +112,9 @@ def scrambled_images(v: StepView) -> Iterator[Finding]:
     """An ``(N, C, H, W)`` input whose pixels do not correlate with their neighbours the way images do, on two
     audited steps: each pixel correlates more with the pixel ``C`` to its right than with the next one (the
     channels of channels-last data interleaved along the rows), or neighbours along a row correlate while
-    those along a column do not. Batches of noise (no correlation anywhere) are not reported.
+    those along a column do not (with correlated channels, as in natural images: both the next pixel and the
+    pixel ``C`` to the right correlate, the pixel below hardly at all). Batches of noise (no correlation
+    anywhere) are not reported.
 
     Example: ``torch.from_numpy(images).reshape(n, 3, 32, 32)`` from ``(n, 32, 32, 3)`` arrays.
     Fix: ``permute(0, 3, 1, 2)``.
@@ -105,7 +126,11 @@ def scrambled_images(v: StepView) -> Iterator[Finding]:
     r1, rc, rv = nbr
     periodic = rc >= 0.4 and rc - r1 >= 0.3
     rows_only = r1 >= 0.6 and -0.5 <= rv <= 0.4 * r1  # rows alternating in sign are a pattern, not a scramble
-    if not (periodic or rows_only):
+    # Natural images' channels correlate, so the next pixel (another channel of the same true pixel) correlates
+    # about as well as the pixel C away; what gives the scramble away is the pixel below, a fraction of a true
+    # row away: far less correlated than pixels C apart along the row, which an image's pixels never are.
+    anisotropic = rc >= 0.4 and r1 >= 0.3 and rc - rv >= 0.35 and r1 - rv >= 0.25 and rv <= 0.2
+    if not (periodic or rows_only or anisotropic):
         return
     first = v.history.notes.setdefault("TW213:first", v.step)
     if v.history.bump("TW213") >= 2:
@@ -122,9 +147,10 @@ def scrambled_images(v: StepView) -> Iterator[Finding]:
                            "the loop (next(iter(loader)) or X[:64]) and fed again and again.")
 def same_batch_every_step(v: StepView) -> Iterator[Finding]:
     """The model got the very same input tensor, unchanged, on at least 5 consecutive steps, and that tensor
-    is a fixed slice (of at most 256 rows) of a bigger one (``X[:64]``) or has the batch size of a ``DataLoader``
-    over a bigger dataset (``next(iter(loader))`` taken once). Full-batch training (the whole data set as one
-    tensor every step) is not reported.
+    is a fixed slice (of at most 256 rows, and a quarter of the tensor or less) of a bigger one (``X[:64]``)
+    or has the batch size of a ``DataLoader`` over a bigger dataset (``next(iter(loader))`` taken once).
+    Full-batch training (the whole data set as one tensor every step, or a training split of it) is not
+    reported.
 
     Example: ``xb, yb = next(iter(loader))`` before the loop. Fix: iterate the loader inside the loop.
     """
@@ -132,8 +158,9 @@ def same_batch_every_step(v: StepView) -> Iterator[Finding]:
     repeats, first = seen.longest
     if h.notes.get("TW214") or repeats + 1 < 5:
         return
-    # A split of a data set (X[:400]) trained on in full is not a batch: slices count up to a batch's size.
-    slice_of_more = seen.storage_rows >= 2 * seen.rows and seen.rows <= 256
+    # A split of a data set (X[:400], or X[:128] of 320 rows) trained on in full is not a batch: slices count up
+    # to a batch's size, and only as a quarter of the tensor or less (a training split is most of its data).
+    slice_of_more = seen.storage_rows >= 4 * seen.rows and seen.rows <= 256
     if not slice_of_more:
         if "loaders" not in h.notes:  # one heap scan per run, only once a batch has repeated this long
             h.notes["loaders"] = loader_batch_sizes()

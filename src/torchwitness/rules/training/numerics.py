@@ -25,7 +25,10 @@ def _finite(x: float | None) -> bool:
                remediation="Find the first NaN: check inputs (TW201), lower the learning rate, add gradient "
                            "clipping, use log-sum-exp forms (cross_entropy on logits, not log(softmax)).")
 def nonfinite_loss(v: StepView) -> Iterator[Finding]:
-    """The loss became NaN or infinite; every later update is garbage.
+    """The loss became NaN or infinite; every later update is garbage. When the loss call had been fed a
+    non-finite prediction (or NLL the log of an underflowed probability) and the gradients turned non-finite
+    up to 3 steps before the value did, with clean data, the finding is dated at the gradients' step: the loss
+    computation made them (TW102 is then its consequence).
 
     Example: ``loss = torch.log(probs).mean()`` with a probability that underflowed to 0.
     Fix: compute losses from logits, clip gradients, lower the learning rate, check the data.
@@ -33,6 +36,14 @@ def nonfinite_loss(v: StepView) -> Iterator[Finding]:
     notes, losses = v.history.notes, v.history.losses
     if notes.get("TW101"):
         return
+    g = _first_bad_gradient(v)  # noted at every event: the loss may turn non-finite only at a later one
+    fed = v.extra.get("sentinel", {}).get("pred")
+    lo = v.loss
+    if fed is None and lo is not None and lo.input is not None and lo.input.stats is not None and (
+            lo.input.nonfinite or (lo.kind == "NLLLoss" and lo.input.stats.get("min", 0.0) <= _LOG_TINY)):
+        fed = v.step
+    if fed is not None:
+        notes.setdefault("TW101:fed", fed)  # the first step the loss call was fed a non-finite prediction
     bad = None
     # The history only grows: each loss is looked at once, not once per step; a sparse audit brings ~100 new
     # ones, checked in one pass of builtins unless one of them is not finite.
@@ -51,7 +62,35 @@ def nonfinite_loss(v: StepView) -> Iterator[Finding]:
     if bad is not None:
         notes["TW101"] = True
         s, x = bad
+        # A gradient that went non-finite just before, on a step whose loss was still finite, with clean data,
+        # where the loss call was already fed a non-finite prediction (or an NLL a log-probability of an underflowed
+        # one): the loss computation made the NaN (the log of a probability that underflowed to 0, masked out of
+        # the value by NLL, is 1/0 in backward). The loss
+        # is the cause the user must fix. (A sqrt(0) elsewhere in the objective feeds the loss nothing
+        # non-finite: TW102 names it.)
+        clean = not any(k in notes for k in ("TW201:first", "TW202:first"))
+        fed = notes.get("TW101:fed")
+        if g is not None and fed is not None and fed <= g[0] and s - 3 <= g[0] < s and clean:
+            yield Finding.of("TW101", "loss", f"loss is {x} at step {s}; its backward had already made non-finite "
+                             f"gradients at step {g[0]}, while its value was finite (a log or division of a value "
+                             "that underflowed to 0?)", step=g[0])
+            return
         yield Finding.of("TW101", "loss", f"loss is {x} at step {s}", step=s)
+
+
+# The log of float32's smallest normal number: a log-probability at or below it is the log of a probability that
+# underflowed (to a denormal or 0), whose derivative 1/p overflows in backward.
+_LOG_TINY = -87.3
+
+
+def _first_bad_gradient(v: StepView) -> tuple[int, str] | None:
+    """The first step with a non-finite gradient (and the parameter): from this audit's sentinel, or as TW102
+    noted it at an earlier event (no scan of the parameters here: TW102 does that)."""
+    notes = v.history.notes
+    first = v.extra.get("sentinel", {}).get("grad")
+    if first is not None and not v.inputs_nonfinite:
+        notes.setdefault("TW102:first", (first, v.extra.get("sentinel_grad", "param")))
+    return notes.get("TW102:first")
 
 
 @training_rule("TW102", when="step", name="nonfinite-gradient", title="Gradient contains NaN or Inf",
@@ -74,6 +113,7 @@ def nonfinite_gradient(v: StepView) -> Iterator[Finding]:
         return
     for p in v.params:
         if p.has_grad and not math.isfinite(p.grad_norm):
+            v.history.notes.setdefault("TW102:first", (v.step, p.name))  # TW101 may date its root here
             yield Finding.of("TW102", p.name, f"gradient of {p.name} is non-finite (norm {p.grad_norm})",
                              step=v.step)
             return
@@ -215,7 +255,7 @@ def _entropy(counts: list[float]) -> float:
     return -sum(c / total * math.log(c / total) for c in counts if c > 0) if total else float("nan")
 
 
-def _falling(xs: list[float]) -> bool:
+def falling(xs: list[float]) -> bool:
     """The series falls significantly: its least-squares slope is below minus two standard errors."""
     ys = [x for x in xs if math.isfinite(x)]
     n = len(ys)
@@ -235,7 +275,9 @@ def chance_loss(v: StepView) -> float | None:
     hist = v.history.label_hist
     if kind in ("CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss", "BCELoss") and hist is not None:
         return _entropy([float(c) for c in hist[:-1]])
-    if kind in ("MSELoss",) and notes.get("target_var"):
+    # A target with gradients is the model's own output (the other view of a self-supervised pair): no level
+    # of a model that ignores its input exists.
+    if kind in ("MSELoss",) and notes.get("target_var") and not notes.get("target_grad"):
         return float(statistics.median(notes["target_var"]))
     return None
 
@@ -259,7 +301,7 @@ def loss_at_chance(v: StepView) -> Iterator[Finding]:
     if chance is None or chance <= 0 or not len(history):
         return
     first_step, last_step = history.first[0], history[len(history) - 1][0]
-    if last_step - first_step < v.threshold("chance_min_steps"):
+    if last_step - first_step + 1 < v.threshold("chance_min_steps"):
         return
     tail = [x for _, x in history.recent(max(5, len(history) // 5)) if math.isfinite(x)]
     if not tail:
@@ -271,7 +313,7 @@ def loss_at_chance(v: StepView) -> Iterator[Finding]:
         confidence = "high" if steps >= 2 * v.threshold("chance_min_steps") else "moderate"
         # A short run may sit near chance only because it has barely started: judged only when the loss is not
         # significantly falling (least-squares slope within two standard errors of flat, or rising).
-        if confidence != "high" and (level < (1 - v.threshold("chance_margin") / 3) * chance or _falling(
+        if confidence != "high" and (level < (1 - v.threshold("chance_margin") / 3) * chance or falling(
                 [x for _, x in history.recent((len(history) - history.start) // 2)])):
             return
         yield Finding.of("TW109", "loss", f"loss {level:.3g} after {last_step + 1} steps is at chance level "
@@ -356,7 +398,9 @@ def zero_gradient(v: StepView) -> Iterator[Finding]:
     Example: all ReLUs after a layer are dead, so the layer's gradient is 0. Fix: see TW401/TW402.
     """
     h = v.history
+    # Dated no later than the loss's last step, where TW109 dates a loss stuck at chance that this explains.
+    step = min(v.step, h.losses[len(h.losses) - 1][0]) if len(h.losses) else v.step
     for name, count in sorted(h.grad_zero.items()):
         if count >= v.threshold("window_min_steps") and h.grad_seen.get(name, 0) == 0:
             yield Finding.of("TW111", name, f"gradient of {name} was exactly zero on {count} audited steps",
-                             step=v.step)
+                             step=step)

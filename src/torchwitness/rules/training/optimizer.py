@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterator
 
 import torch
@@ -12,6 +13,7 @@ from torchwitness.probes.view import StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
 from torchwitness.rules.training._registry import training_rule
+from torchwitness.rules.training.numerics import falling
 
 ART15 = ("EU-AI-Act:Art.15",)
 
@@ -93,6 +95,10 @@ def adam_weight_decay(v: StepView) -> Iterator[Finding]:
 # AdamW's default decay: a plain AdamW(model.parameters()) decays biases and norms by this much, a mild and very
 # common choice; stronger decay on them (the GPT-style 0.1, say) is the configuration bug.
 _DEFAULT_DECAY = 0.01
+# SGD adds decay to the gradient and runs at learning rates ~100x AdamW's: the classic recipes' 1e-4 to 5e-4 over
+# every parameter is mild; 1e-3 and up pulls norm scales and biases to 0 within an epoch or two. (Adam's L2 decay
+# is mostly cancelled by its scaling: TW302's business, judged on AdamW's bar here.)
+_COUPLED_DECAY = 1e-3
 
 
 @training_rule("TW303", when="init", name="decay-on-norm-bias-embedding",
@@ -100,9 +106,10 @@ _DEFAULT_DECAY = 0.01
                phase=Phase.INIT, obligations=ART15,
                remediation="Put biases, norm weights and embeddings in a param group with weight_decay=0.")
 def decay_on_norm_bias(v: StepView) -> Iterator[Finding]:
-    """Param groups with weight decay above 0.01 (AdamW's default) hold 1-D tensors (biases, LayerNorm/BatchNorm
-    scales) or embedding tables; decaying them pulls norm scales towards 0 and rare-token embeddings towards
-    nothing. At AdamW's default decay or below it is reported as INFO.
+    """Param groups with weight decay above 0.01 (AdamW's default), or under SGD 1e-3 or more, hold 1-D tensors
+    (biases, LayerNorm/BatchNorm scales) or embedding tables; decaying them pulls norm scales towards 0 and
+    rare-token embeddings towards nothing. Milder decay (AdamW's default, SGD's classic 1e-4 to 5e-4) is
+    reported as INFO.
 
     Example: ``AdamW(model.parameters(), weight_decay=0.1)`` on a transformer.
     Fix: two groups, ``[{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0}]``.
@@ -118,9 +125,10 @@ def decay_on_norm_bias(v: StepView) -> Iterator[Finding]:
         flat = sum(1 for p in g["params"] if p.ndim <= 1 and p.requires_grad)
         emb = sum(1 for p in g["params"] if id(p) in embeddings and p.requires_grad)
         if flat or emb:
+            strong = wd >= _COUPLED_DECAY if isinstance(opt, torch.optim.SGD) else wd > _DEFAULT_DECAY
             yield Finding.of("TW303", f"optimizer.param_groups[{i}]", f"weight decay {wd} applies to "
                              f"{flat} bias/norm tensors and {emb} embedding tables",
-                             severity=None if wd > _DEFAULT_DECAY else Severity.INFO)
+                             severity=None if strong else Severity.INFO)
 
 
 @training_rule("TW304", when="step", name="zero-grad-forgotten", title="Gradients accumulate across steps",
@@ -191,8 +199,13 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
     """In one step a weight matrix moved by ``update_ratio_max`` (1.0) times its own norm or more: the learning
     rate is far too high and the weights are being overwritten, not refined.
 
-    Example: SGD with lr=10. Fix: lower the learning rate; a healthy ratio is around 1e-3.
+    Example: SGD with lr=10. Fix: lower the learning rate; a healthy ratio is around 1e-3. Not judged for
+    L-BFGS, whose step sizes are its own.
     """
+    # L-BFGS takes quasi-Newton steps sized by its own curvature estimate: a step as large as the weights is its
+    # design, early on, not a learning rate set too high.
+    if isinstance(v.optimizer, torch.optim.LBFGS):
+        return
     # A tensor that started at zero (zero-initialised layers, on purpose or not) has a relative update that means
     # nothing for a while: its first steps are "infinitely" large relative to it. Such tensors are not judged.
     zero_start = v.history.notes.setdefault("TW307:zero_start", set())
@@ -210,15 +223,106 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
             return
 
 
-@training_rule("TW308", when="step", name="optimizer-step-noop", title="Optimizer steps change nothing",
+@training_rule("TW308", when=("step", "close"), name="optimizer-step-noop", title="Optimizer steps change nothing",
                severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
-               remediation="Check the learning rate (a scheduler that reaches 0, lr=0 in a param group) and that "
-                           "optimizer.step() runs after backward.", statistical=True)
+               remediation="Check the learning rate (a scheduler that reaches 0, lr=0 in a param group, a per-epoch "
+                           "schedule stepped every batch) and that optimizer.step() runs after backward.",
+               statistical=True)
 def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
-    """Parameters with non-zero gradients did not move at all in the step, on two audited steps.
+    """The optimizer's steps do not train the model, on two audited steps: parameters with non-zero gradients did
+    not move at all; or a backward ran but no trainable parameter held a gradient when ``step()`` was called
+    (``step()`` before ``backward()``, or right after ``zero_grad()``); or every weight matrix moved by less
+    than ``update_ratio_min`` (1e-6) of its norm on every audited step (a learning rate far too low); or the
+    learning rate fell to ``lr_collapse`` (1e-4) of its initial value on a quarter of the audited steps or more
+    (a per-epoch schedule such as ``StepLR`` stepped every batch). A schedule that reaches 0 only at its end is
+    not reported; at the end of a sparsely audited run, a collapsed rate is reported when the loss had stopped
+    falling far above where it started.
 
     Example: ``lr=0`` from a scheduler misconfigured, or ``LambdaLR(lambda e: 0)``. Fix: check the schedule.
     """
+    if v.event == "close":
+        yield from _lr_collapsed_at_close(v)
+        return
+    h = v.history
     moving = [p for p in v.params if p.update_norm is not None and p.grad_norm > 0 and math.isfinite(p.grad_norm)]
-    if moving and all(p.update_norm == 0 for p in moving) and v.history.bump("TW308") >= 2:
+    if moving and all(p.update_norm == 0 for p in moving) and h.bump("TW308") >= 2:
         yield Finding.of("TW308", "optimizer", f"no parameter changed at step {v.step}", step=v.step)
+        return
+    # A backward ran in this step's window, yet the step found no gradient anywhere: it came before backward.
+    if v.trained_modes and v.params and not any(p.has_grad for p in v.params):
+        first = h.notes.setdefault("TW308:nograd", v.step)
+        if h.bump("TW308:nograd") >= 2:
+            yield Finding.of("TW308", "optimizer", f"optimizer.step() found no gradient on any parameter although "
+                             f"a backward ran (first at step {first}): step() is called before backward() or right "
+                             "after zero_grad()", step=first)
+            return
+    yield from _negligible_updates(v)
+    yield from _lr_collapsed(v)
+
+
+def _negligible_updates(v: StepView) -> Iterator[Finding]:
+    h = v.history
+    ratios = [p.update_ratio for p in v.params if p.update_ratio is not None and len(p.shape) >= 2
+              and p.grad_norm > 0 and math.isfinite(p.grad_norm) and p.weight_norm > 1e-12]
+    if not ratios:
+        return
+    h.bump("TW308:judged")
+    if max(ratios) < v.threshold("update_ratio_min"):
+        first = h.notes.setdefault("TW308:tiny", v.step)
+        tiny = h.bump("TW308:tiny")
+        if tiny >= 2 and tiny == h.counters["TW308:judged"] and not h.notes.get("TW308:tiny_reported"):
+            h.notes["TW308:tiny_reported"] = True
+            yield Finding.of("TW308", "optimizer", f"every weight matrix moved by less than {max(ratios):.2g} of its "
+                             f"norm per step on every audited step from step {first}: the learning rate is far too "
+                             "low for anything to be learned", step=first, details={"update_ratio": max(ratios)})
+
+
+def _lr_ratio(opt: torch.optim.Optimizer | None) -> float | None:
+    """The largest current learning rate over the param groups, relative to its initial value (schedulers keep
+    ``initial_lr`` in the group); None without a scheduler's record or with a zero initial rate."""
+    if opt is None:
+        return None
+    ratios = []
+    for g in opt.param_groups:
+        lr, start = g.get("lr"), g.get("initial_lr")
+        if not isinstance(lr, (int, float)) or not isinstance(start, (int, float)) or start <= 0:
+            return None
+        ratios.append(lr / start)
+    return max(ratios) if ratios else None
+
+
+def _lr_collapsed(v: StepView) -> Iterator[Finding]:
+    h = v.history
+    ratio = _lr_ratio(v.optimizer)
+    if ratio is None:
+        return
+    h.bump("TW308:lr_seen")
+    if ratio > v.threshold("lr_collapse"):
+        return
+    first = h.notes.setdefault("TW308:lr_first", v.step)
+    low = h.bump("TW308:lr_low")
+    if low >= 2 and low >= 0.25 * h.counters["TW308:lr_seen"] and not h.notes.get("TW308:lr_reported"):
+        h.notes["TW308:lr_reported"] = True
+        yield Finding.of("TW308", "optimizer", f"the learning rate fell to {ratio:.2g} of its initial value by step "
+                         f"{first} and stayed there: a per-epoch schedule stepped every batch?", step=first,
+                         details={"lr_ratio": ratio})
+
+
+def _lr_collapsed_at_close(v: StepView) -> Iterator[Finding]:
+    """A sparsely audited run whose rate collapsed between audits: reported when the loss had stopped falling (the
+    second half of the run flat) at more than half of its first value, unlike a schedule annealed to 0."""
+    h = v.history
+    ratio = _lr_ratio(v.optimizer)
+    if h.notes.get("TW308:lr_reported") or ratio is None or ratio > v.threshold("lr_collapse") or \
+            h.losses.first is None:
+        return
+    losses = [x for _, x in h.losses.recent(len(h.losses) - h.losses.start)]
+    half = losses[len(losses) // 2:]
+    start = h.losses.first[1]
+    if len(losses) < 10 or not all(math.isfinite(x) for x in half) or not math.isfinite(start) or start <= 0:
+        return
+    if statistics.fmean(half) > 0.5 * start and not falling(half):
+        yield Finding.of("TW308", "optimizer", f"the learning rate ended at {ratio:.2g} of its initial value while "
+                         "the loss, still above half of where it started, had stopped falling: the schedule decayed "
+                         "the rate long before the run ended (a per-epoch schedule stepped every batch?)",
+                         step=h.losses.first[0], details={"lr_ratio": ratio})
