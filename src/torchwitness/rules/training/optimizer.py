@@ -298,6 +298,8 @@ def _lr_collapsed(v: StepView) -> Iterator[Finding]:
         return
     h.bump("TW308:lr_seen")
     if ratio > v.threshold("lr_collapse"):
+        h.notes.setdefault("TW308:lr_first_high", (v.step, ratio))
+        h.notes["TW308:lr_high"] = (v.step, ratio)
         return
     first = h.notes.setdefault("TW308:lr_first", v.step)
     low = h.bump("TW308:lr_low")
@@ -315,6 +317,11 @@ def _lr_collapsed_at_close(v: StepView) -> Iterator[Finding]:
     ratio = _lr_ratio(v.optimizer)
     if h.notes.get("TW308:lr_reported") or ratio is None or ratio > v.threshold("lr_collapse") or \
             h.losses.first is None:
+        return
+    # A schedule annealed to 0 at the run's end: the audited rates, extrapolated along their fall, reach 0 in the
+    # run's last quarter or later (a rate collapsed by a per-batch step or decay falls far earlier, or at once).
+    (s0, r0), (s1, r1) = h.notes.get("TW308:lr_first_high", (0, 0.0)), h.notes.get("TW308:lr_high", (0, 0.0))
+    if s1 > s0 and r1 < r0 and s1 + r1 * (s1 - s0) / (r0 - r1) >= 0.75 * v.step:
         return
     losses = [x for _, x in h.losses.recent(len(h.losses) - h.losses.start)]
     half = losses[len(losses) // 2:]
