@@ -38,7 +38,7 @@ def params_missing(v: StepView) -> Iterator[Finding]:
     missing: dict[str, list[str]] = {}
     # An audited step has already mapped each trainable tensor to its param group; not under a process group,
     # where FSDP swaps the registered parameters for unsharded ones between forward and step.
-    if v.event == "step" and v.params and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if v.event == "step" and v.params and not _sharded():
         total = len(v.params)
         for p in v.params:
             if p.group is None:
@@ -66,6 +66,10 @@ def params_missing(v: StepView) -> Iterator[Finding]:
     for module, names in missing.items():
         yield Finding.of("TW301", module, f"{', '.join(names)} not in any optimizer param group",
                          step=v.step if v.event == "step" else None)
+
+
+def _sharded() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def _decoupled(opt: torch.optim.Optimizer, group: dict) -> bool:
@@ -248,8 +252,9 @@ def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
     if moving and all(p.update_norm == 0 for p in moving) and h.bump("TW308") >= 2:
         yield Finding.of("TW308", "optimizer", f"no parameter changed at step {v.step}", step=v.step)
         return
-    # A backward ran in this step's window, yet the step found no gradient anywhere: it came before backward.
-    if v.trained_modes and v.params and not any(p.has_grad for p in v.params):
+    # A backward ran in this step's window, yet the step found no gradient anywhere: it came before backward. Not
+    # under a process group, where FSDP swaps the registered parameters for unsharded ones (as for TW301).
+    if v.trained_modes and v.params and not any(p.has_grad for p in v.params) and not _sharded():
         first = h.notes.setdefault("TW308:nograd", v.step)
         if h.bump("TW308:nograd") >= 2:
             yield Finding.of("TW308", "optimizer", f"optimizer.step() found no gradient on any parameter although "
