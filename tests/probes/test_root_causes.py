@@ -10,7 +10,7 @@ from rich.console import Console
 
 import torchwitness as tw
 from torchwitness.probes import lossspy
-from torchwitness.probes.sentinel import Sentinel, first_bad
+from torchwitness.probes.sentinel import FIELDS, Sentinel, first_bad
 from torchwitness.report import to_json, to_sarif
 from torchwitness.report.console import FindingsView
 from torchwitness.report.from_run import run_findings
@@ -74,12 +74,31 @@ def test_a_later_root_adopts_findings_it_explains():
 
 def test_sentinel_names_the_first_bad_step_of_each_field():
     s = Sentinel(capacity=3)
-    for step in range(10):  # past capacity, later steps accumulate into each field's last sum
-        s.note("input", step, torch.tensor([1.0, float("inf") if step == 7 else 0.0]))
+    for step in range(40):  # past capacity, later steps accumulate into each field's last sum
+        s.note("input", step, torch.tensor([1.0, float("inf") if step == 37 else 0.0]))
         s.note("grad", step, torch.ones(2, dtype=torch.bfloat16))
     values, where = s.drain()
-    assert first_bad(values.tolist(), where) == {"input": 5}  # folded: dated at the first step of the tail
+    assert len(where) <= 2 * 3 * len(FIELDS)  # held and summed: bounded however long the gap between audits
+    first = first_bad(values.tolist(), where)
+    assert list(first) == ["input"] and first["input"] <= 37  # folded: dated at the first step of the tail
     assert s.drain() is None and not s.pending
+
+
+def test_sentinel_judges_held_tensors_as_they_were_when_noted():
+    s = Sentinel(capacity=64)
+    fresh = [torch.ones(3) for _ in range(5)] + [torch.ones(2)]  # a short last batch
+    fresh[4][1] = float("nan")
+    reused = torch.zeros(3)  # one buffer refilled in place every step, as zero_grad(set_to_none=False) leaves it
+    for step, t in enumerate(fresh):
+        s.note("input", step, t)
+        reused.fill_(float("inf") if step == 2 else 1.0)
+        s.note("grad", step, reused)
+    fresh[1][0] = float("inf")  # changed after it was noted: not judged as step 1's input
+    values, where = s.drain()
+    assert first_bad(values.tolist(), where) == {"input": 4, "grad": 2}
+    s.note("input", 7, torch.tensor([float("nan")]))  # the field's tensors changed in place: summed when noted
+    values, where = s.drain()
+    assert s._held == [] and first_bad(values.tolist(), where) == {"input": 7}
 
 
 def test_loss_tap_is_removed_with_the_last_watch(tmp_path):

@@ -42,10 +42,12 @@ def test_steps_sampling_and_audit_records(tmp_path):
 def test_hooks_only_around_audited_steps(tmp_path):
     with tw.Run(tmp_path / "r") as run:
         model, watch = _loop(run, 4, every_n_steps=100, first_steps=2)
-        # step 4 is not audited: only the two root hooks remain on the model, none on its children
-        assert len(model._forward_hooks) == 1 and len(model._forward_pre_hooks) == 1
+        # step 4 is not audited: only the root's pre-hook and the optimizer's post-hook remain, none on children
+        assert not model._forward_hooks and len(model._forward_pre_hooks) == 1
         assert all(not m._forward_hooks for m in list(model.modules())[1:])
+        assert len(watch.optimizer._optimizer_step_post_hooks) == 1 and not watch.optimizer._optimizer_step_pre_hooks
         watch.close()
+        assert not watch.optimizer._optimizer_step_post_hooks
         assert not model._forward_hooks
 
 

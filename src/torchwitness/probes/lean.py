@@ -136,26 +136,25 @@ class Lean:
         (with_grad, norms), self._grads = self._grads, None
         parts = self._norms
         parts.extend(norms)
-        drained = w._sentinel.take()
-        if drained is not None:
-            parts.extend(drained[0])
         loss = w._losses[-1][1] if w._losses and w._losses[-1][0] == step else None
         if loss is not None:
             parts.append(loss.detach().reshape(()))
+        drained = w._sentinel.take()
         names = self._norm_names
         self._norms, self._norm_names = [], []
-        if not parts:
+        chunks = ([torch.stack(parts)] if parts else []) + (drained[0] if drained else [])
+        if not chunks:
             return
-        flat = torch.stack(parts)  # mixed float dtypes promote
+        flat = chunks[0] if len(chunks) == 1 else torch.cat(chunks)  # mixed float dtypes promote
         values = cpu_list(flat) if flat.is_cpu else to_host([[flat]], [flat.numel()])[0]  # the one host read
         n_act, n_grad = len(names), len(with_grad)
         grads = values[n_act:n_act + n_grad]
-        loss_value = values[-1] if loss is not None else None
+        loss_value = values[n_act + n_grad] if loss is not None else None
         total = math.sqrt(sum(g * g for g in grads))
         w._note_lean_audit(step, loss_value, total if grads else None)
         if all(map(math.isfinite, values)) and total <= w.thresholds["grad_norm_max"]:
             return
-        sums = values[n_act + n_grad:n_act + n_grad + (len(drained[1]) if drained else 0)]
+        sums = values[n_act + n_grad + (loss is not None):]
         w._run_rules(self._view(step, names, values[:n_act], with_grad, grads,
                                 list(zip(sums, drained[1], strict=True)) if drained else [], loss_value))
 

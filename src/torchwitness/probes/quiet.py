@@ -19,6 +19,8 @@ from torchwitness.probes.lossspy import LossSpy
 from torchwitness.probes.sentinel import Sentinel, floating
 from torchwitness.probes.window import tensors_of
 
+MAX_PENDING_LOSSES = 8192  # losses kept between two audits (each a detached 0-d tensor)
+
 
 def guarded(hook: Callable[..., Any]) -> Callable[..., Any]:
     """Hooks run inside the user's training step: a failure of the watch is recorded, never raised into it."""
@@ -141,12 +143,15 @@ class BetweenAudits:
 
     @guarded
     def _spied_backward(self, loss: torch.Tensor) -> None:
-        if loss.numel() == 1 and not (self._losses and self._losses[-1][0] == self.step):
+        if loss.numel() == 1 and not (self._losses and self._losses[-1][0] == self.step) \
+                and len(self._losses) < MAX_PENDING_LOSSES:
             self._losses.append((self.step, loss.detach()))
 
+    @guarded
     def _note_grad(self) -> None:
-        # A gradient near the input: NaN/Inf made anywhere downstream, in forward or backward, spreads into it. A
-        # lean audited step reads every gradient's norm itself.
+        # After the optimizer step (grads are left as backward made them): a gradient near the input, into which
+        # NaN/Inf made anywhere downstream, in forward or backward, spreads. A lean audited step reads every
+        # gradient's norm itself.
         if self._lean is not None and self._lean.active:
             return
         if self._sentinel_grad is None:

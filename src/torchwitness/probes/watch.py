@@ -34,7 +34,7 @@ from torchwitness.probes.distributed import CrossRank
 from torchwitness.probes.inrange import SameInput, token_probe
 from torchwitness.probes.lean import Lean
 from torchwitness.probes.lossspy import LossSpy, listen, unlisten
-from torchwitness.probes.quiet import BetweenAudits
+from torchwitness.probes.quiet import MAX_PENDING_LOSSES, BetweenAudits
 from torchwitness.probes.quiet import guarded as _guarded
 from torchwitness.probes.sentinel import Sentinel, first_bad
 from torchwitness.probes.stats import ParamHeads
@@ -56,7 +56,6 @@ _LAYOUT_KEEPING = (*_PASSIVE, torch.nn.Dropout, torch.nn.AlphaDropout, torch.nn.
                    torch.nn.Mish, torch.nn.PReLU)
 MODE_SENSITIVE = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm,
                   torch.nn.modules.instancenorm._InstanceNorm)
-_MAX_PENDING_LOSSES = 8192
 _EVAL_ROW_BUDGET = 16384
 _AUDITS_PER_RECORD = 32
 _MOMENT_ROWS = 2048
@@ -132,6 +131,7 @@ class Watch(BetweenAudits, StepUpdate):
         self._statistics_step = -statistics_every
         self._window: Window | None = None
         self._armed: list[RemovableHandle] = []
+        self._plan: list[tuple[torch.nn.Module, Callable[..., Any]]] | None = None
         self._losses: list[tuple[int, torch.Tensor]] = []
         self._eval_rows: list[torch.Tensor] = []
         self._audits: list[dict[str, Any]] = []
@@ -170,11 +170,12 @@ class Watch(BetweenAudits, StepUpdate):
         self._rules = {event: [(r.id, r.check) for r in rules if event in r.when]
                        for event in ("init", "step", "eval", "close")}
         self._rules["light"] = [(r.id, r.check) for r in rules if "step" in r.when and not r.statistical]
-        self._handles = [model.register_forward_pre_hook(self._root_pre, with_kwargs=True),
-                         model.register_forward_hook(self._root_post, with_kwargs=True)]
+        # Between audits a step meets two hooks (the root's forward pre-hook, the optimizer's post-hook) and the
+        # backward tap; the root's forward post-hook and the step pre-hook join them on audited steps only.
+        self._handles = [model.register_forward_pre_hook(self._root_pre, with_kwargs=True)]
+        self._audit_hooks: list[RemovableHandle] = []
         if optimizer is not None:
-            self._handles += [optimizer.register_step_pre_hook(self._pre_step),
-                              optimizer.register_step_post_hook(self._post_step)]
+            self._handles.append(optimizer.register_step_post_hook(self._post_step))
         if isinstance(loss_fn, torch.nn.Module):
             self._handles.append(loss_fn.register_forward_hook(self._loss_hook))
         self._run_rules(StepView(event="init", step=0, watch=self))
@@ -187,6 +188,10 @@ class Watch(BetweenAudits, StepUpdate):
 
     def _arm(self) -> bool:
         """Prepare the audit of ``self.step``; False when it is a lean one (no window: see probes/lean.py)."""
+        if not self._audit_hooks:
+            self._audit_hooks.append(self.model.register_forward_hook(self._root_post, with_kwargs=True))
+            if self.optimizer is not None:
+                self._audit_hooks.append(self.optimizer.register_step_pre_hook(self._pre_step))
         gap = self.statistics_every if self.step >= CLOSE_WATCH else min(self.statistics_every, CLOSE_GAP)
         statistics = self.step < max(self.first_steps, STATISTICS_WARMUP) or self.step - self._statistics_step >= gap
         # Row fingerprints go with the statistical steps and the step after each: a batch fed again at the next
@@ -207,17 +212,24 @@ class Watch(BetweenAudits, StepUpdate):
         self._window.extra["want_moments"] = m is None or m[0] < _MOMENT_ROWS
         if self._armed or self.compiled:  # compiled graphs keep their submodules unhooked: hooks would recompile
             return True
-        for m in self._inner.modules():
-            facts = _Facts.of(m, self._names.get(id(m), type(m).__name__))
-            self._armed.append(m.register_forward_hook(partial(self._module_hook, facts), with_kwargs=True))
+        if self._plan is None:  # the module tree is the one the watch was given: its hooks are made once
+            self._plan = [(m, partial(self._module_hook, _Facts.of(m, self._names.get(id(m), type(m).__name__))))
+                          for m in self._inner.modules()]
+        for m, hook in self._plan:
+            self._armed.append(m.register_forward_hook(hook, with_kwargs=True))
             if isinstance(m, torch.nn.Embedding):
                 self._armed.append(m.register_forward_pre_hook(self._embedding_pre))
         return True
 
     def _disarm(self) -> None:
+        if not self._audit_hooks:  # between audits: nothing to undo
+            return
         if self._lean is not None and self._lean.active:
             self._lean.disarm()
         self._disarm_window()
+        for h in self._audit_hooks:
+            h.remove()
+        self._audit_hooks.clear()
 
     def _disarm_window(self) -> None:
         if not self._armed and self._window is None:  # between audits: nothing to undo
@@ -244,6 +256,8 @@ class Watch(BetweenAudits, StepUpdate):
         self._modes_seen |= 1 if module.training else 2
         w = self._window
         if w is None:
+            if module.training:  # the loss given to backward and floating targets are noted for the sentinels
+                self.tapping = self._spy_every_step
             self._between_audits(args, kwargs)
             return
         w.forwards.append(Forward(training=module.training))
@@ -382,7 +396,7 @@ class Watch(BetweenAudits, StepUpdate):
     def _loss_hook(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
         if not torch.is_grad_enabled():
             return
-        if isinstance(output, torch.Tensor) and output.numel() == 1 and len(self._losses) < _MAX_PENDING_LOSSES:
+        if isinstance(output, torch.Tensor) and output.numel() == 1 and len(self._losses) < MAX_PENDING_LOSSES:
             self._losses.append((self.step, output.detach()))
         w = self._window
         if w is None:
@@ -412,7 +426,6 @@ class Watch(BetweenAudits, StepUpdate):
         w = self._window
         closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
         if w is None:
-            self._note_grad()
             if self._lean is not None and self._lean.active and not callable(closure):
                 self._lean.note_grads()
             return None
@@ -445,6 +458,8 @@ class Watch(BetweenAudits, StepUpdate):
     def _post_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         if self._window is not None:  # between audits there is no update to measure
             self._measure_update()
+        else:
+            self._note_grad()
         self._end_step()
 
     # ---- step boundaries -------------------------------------------------------------------------------------
@@ -593,7 +608,7 @@ class Watch(BetweenAudits, StepUpdate):
     def observe(self, *, inputs: Any = None, targets: torch.Tensor | None = None,
                 loss: torch.Tensor | None = None) -> None:
         """Tell the watch about this step's batch, targets or loss when hooks cannot see them."""
-        if isinstance(loss, torch.Tensor) and loss.numel() == 1 and len(self._losses) < _MAX_PENDING_LOSSES \
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1 and len(self._losses) < MAX_PENDING_LOSSES \
                 and not (self._losses and self._losses[-1][0] == self.step):
             self._losses.append((self.step, loss.detach()))
         w = self._window
