@@ -13,7 +13,8 @@ from torchwitness.probes.view import StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
 from torchwitness.rules.training._registry import training_rule
-from torchwitness.rules.training.numerics import falling
+from torchwitness.rules.training.flow import detached_loss_input
+from torchwitness.rules.training.numerics import falling, first_divergence
 
 ART15 = ("EU-AI-Act:Art.15",)
 
@@ -52,7 +53,9 @@ def params_missing(v: StepView) -> Iterator[Finding]:
                 if id(p) not in held:
                     missing.setdefault(name.rpartition(".")[0] or "model", []).append(name)
     if missing:  # another optimizer of the training code may hold them (one per part of the model, or SparseAdam)
-        others = {i for o in held_in_frames(torch.optim.Optimizer) if o is not v.optimizer for i in _in_optimizer(o)}
+        # Remembered across events: at close the training loop's frame, and its other optimizers, are gone.
+        others = v.history.notes.setdefault("TW301:others", set())
+        others |= {i for o in held_in_frames(torch.optim.Optimizer) if o is not v.optimizer for i in _in_optimizer(o)}
         if others:
             named = dict(v.watch._inner.named_parameters())
             missing = {m: kept for m, names in missing.items()
@@ -103,6 +106,7 @@ _DEFAULT_DECAY = 0.01
 # every parameter is mild; 1e-3 and up pulls norm scales and biases to 0 within an epoch or two. (Adam's L2 decay
 # is mostly cancelled by its scaling: TW302's business, judged on AdamW's bar here.)
 _COUPLED_DECAY = 1e-3
+_LR_RISE = 10.0  # a rate this many times its initial value at the end of a diverged run: the schedule raised it
 
 
 @training_rule("TW303", when="init", name="decay-on-norm-bias-embedding",
@@ -155,7 +159,7 @@ def zero_grad_forgotten(v: StepView) -> Iterator[Finding]:
                          f"(norm {v.stale_grad_norm:.3g})", step=v.step)
 
 
-@training_rule("TW305", when="init", name="noop-freeze-attribute", title="Freeze that does nothing",
+@training_rule("TW305", when=("init", "close"), name="noop-freeze-attribute", title="Freeze that does nothing",
                severity=Severity.ERROR, phase=Phase.INIT, obligations=ART15,
                remediation="Use module.requires_grad_(False) (with the underscore and parentheses), or set "
                            "requires_grad on each parameter.")
@@ -164,14 +168,18 @@ def noop_freeze_attribute(v: StepView) -> Iterator[Finding]:
     train.
 
     Example: ``model.backbone.requires_grad = False``. Fix: ``model.backbone.requires_grad_(False)``.
+    Looked for when the watch starts and again when it closes (a freeze written mid-run, for fine-tuning).
     """
+    reported = v.history.notes.setdefault("TW305", set())
     for name, m in v.watch._inner.named_modules():
-        if m.__dict__.get("requires_grad") is False and any(p.requires_grad for p in m.parameters()):
+        if m.__dict__.get("requires_grad") is False and any(p.requires_grad for p in m.parameters()) \
+                and name not in reported:
+            reported.add(name)
             yield Finding.of("TW305", name or "model", f"{name or 'model'}.requires_grad = False is a plain attribute; "
                              "its parameters still require grad")
 
 
-@training_rule("TW306", when="step", name="frozen-params-change", title="Frozen parameters change",
+@training_rule("TW306", when=("step", "close"), name="frozen-params-change", title="Frozen parameters change",
                severity=Severity.ERROR, phase=Phase.STEP, obligations=ART15,
                remediation="Something updates parameters with requires_grad=False: an optimizer given "
                            "them with stale .grad, weight decay, a manual update, or loading weights each step.",
@@ -181,7 +189,14 @@ def frozen_params_change(v: StepView) -> Iterator[Finding]:
 
     Example: the backbone is frozen after a few steps but keeps its old ``.grad`` and stays in an optimizer
     with momentum, so it keeps moving. Fix: set ``p.grad = None`` and drop frozen tensors from the optimizer.
+
+    At the end of the run, when no audited step saw it: frozen tensors that the optimizer still holds with a
+    ``.grad`` (``zero_grad(set_to_none=False)`` keeps zeros) and either optimizer state (momentum, Adam's
+    moments) or weight decay, and that changed since the watch started: every step keeps moving them.
     """
+    if v.event == "close":
+        yield from _frozen_still_stepped(v)
+        return
     names = v.extra.get("frozen")
     data = v.extra.get("data", {})
     if not names or "frozen/norm" not in data:
@@ -191,11 +206,27 @@ def frozen_params_change(v: StepView) -> Iterator[Finding]:
     v.history.notes["frozen"] = now
     moved = [n for n, x in now.items() if n in before and x != before[n] and math.isfinite(x)]
     if moved:
+        v.history.notes["TW306:reported"] = True
         yield Finding.of("TW306", moved[0].rpartition(".")[0] or "model",
                          f"{len(moved)} frozen tensors changed (e.g. {moved[0]})", step=v.step)
 
 
-@training_rule("TW307", when="step", name="learning-rate-too-high", title="Updates as large as the weights",
+def _frozen_still_stepped(v: StepView) -> Iterator[Finding]:
+    opt = v.optimizer
+    if opt is None or v.history.notes.get("TW306:reported"):
+        return
+    names = {id(p): n for n, p in v.watch._inner.named_parameters()}
+    stepped = [names[id(p)] for g in opt.param_groups for p in g["params"]
+               if id(p) in names and not p.requires_grad and p.grad is not None
+               and (opt.state.get(p) or g.get("weight_decay", 0) > 0)
+               and p._version != v.watch.initial_versions.get(id(p))]
+    if stepped:
+        yield Finding.of("TW306", stepped[0].rpartition(".")[0] or "model", f"{len(stepped)} frozen tensors (e.g. "
+                         f"{stepped[0]}) are still in the optimizer with a gradient (zeros kept by "
+                         "zero_grad(set_to_none=False)) and momentum or weight decay: each step keeps moving them")
+
+
+@training_rule("TW307", when=("step", "close"), name="learning-rate-too-high", title="Updates as large as the weights",
                severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
                remediation="Lower the learning rate until |update|/|weight| is around 1e-3 per step; add warm-up.",
                statistical=True)
@@ -205,7 +236,15 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
 
     Example: SGD with lr=10. Fix: lower the learning rate; a healthy ratio is around 1e-3. Not judged for
     L-BFGS, whose step sizes are its own.
+
+    At the end of the run: the loss diverged (as TW108 judges it) while the learning rate stood at
+    ``lr_rise`` (10) times its initial value or more: a schedule that raised the rate (a warm-up never capped,
+    a factor multiplied instead of divided) is what made it diverge. A rate that rose on purpose (one-cycle) and
+    a loss that stayed down are not reported.
     """
+    if v.event == "close":
+        yield from _rate_raised_then_diverged(v)
+        return
     # L-BFGS takes quasi-Newton steps sized by its own curvature estimate: a step as large as the weights is its
     # design, early on, not a learning rate set too high.
     if isinstance(v.optimizer, torch.optim.LBFGS):
@@ -223,8 +262,23 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
         if r is None or len(p.shape) < 2 or p.name in zero_start or not p.weight_norm > 1e-12:
             continue
         if r >= v.threshold("update_ratio_max"):
+            v.history.notes["TW307"] = True
             yield Finding.of("TW307", p.name, f"update of {p.name} is {r:.3g}x its norm", step=v.step)
             return
+
+
+def _rate_raised_then_diverged(v: StepView) -> Iterator[Finding]:
+    h = v.history
+    ratio = _lr_ratio(v)
+    base = h.losses.first[1] if h.losses.first is not None else math.nan
+    if h.notes.get("TW307") or ratio is None or ratio < _LR_RISE or not math.isfinite(base) or base <= 0:
+        return
+    found = first_divergence(h.losses, 1, v.threshold("divergence_factor") * base)
+    if found is not None:
+        step, level = found
+        yield Finding.of("TW307", "optimizer", f"the learning rate ended at {ratio:.3g}x its initial value and the "
+                         f"loss rose from {base:.3g} to {level:.3g} around step {step}: the schedule raised the rate "
+                         "until training diverged (a warm-up never capped?)", step=step, details={"lr_ratio": ratio})
 
 
 @training_rule("TW308", when=("step", "close"), name="optimizer-step-noop", title="Optimizer steps change nothing",
@@ -252,9 +306,12 @@ def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
     if moving and all(p.update_norm == 0 for p in moving) and h.bump("TW308") >= 2:
         yield Finding.of("TW308", "optimizer", f"no parameter changed at step {v.step}", step=v.step)
         return
-    # A backward ran in this step's window, yet the step found no gradient anywhere: it came before backward. Not
-    # under a process group, where FSDP swaps the registered parameters for unsharded ones (as for TW301).
-    if v.trained_modes and v.params and not any(p.has_grad for p in v.params) and not _sharded():
+    # A backward ran in this step's window, or a training forward did whose backward comes after the step (forward,
+    # step(), backward()), yet the step found no gradient anywhere: it came before backward (a loss fed a detached
+    # copy of the output is TW110's). Not under a process group, where FSDP swaps the registered parameters for
+    # unsharded ones (as for TW301).
+    if (v.trained_modes or (v.forwards and not detached_loss_input(v))) and v.params \
+            and not any(p.has_grad for p in v.params) and not _sharded():
         first = h.notes.setdefault("TW308:nograd", v.step)
         if h.bump("TW308:nograd") >= 2:
             yield Finding.of("TW308", "optimizer", f"optimizer.step() found no gradient on any parameter although "
@@ -282,14 +339,19 @@ def _negligible_updates(v: StepView) -> Iterator[Finding]:
                              "low for anything to be learned", step=first, details={"update_ratio": max(ratios)})
 
 
-def _lr_ratio(opt: torch.optim.Optimizer | None) -> float | None:
+def _lr_ratio(v: StepView) -> float | None:
     """The largest current learning rate over the param groups, relative to its initial value (schedulers keep
-    ``initial_lr`` in the group); None without a scheduler's record or with a zero initial rate."""
+    ``initial_lr`` in the group; without one, the rate this rule saw first: a loop that sets ``group["lr"]``
+    itself); None with a zero initial rate or groups added since."""
+    opt = v.optimizer
     if opt is None:
         return None
+    first = v.history.notes.setdefault("TW308:lr0", [g.get("lr") for g in opt.param_groups])
+    if len(first) != len(opt.param_groups):
+        return None
     ratios = []
-    for g in opt.param_groups:
-        lr, start = g.get("lr"), g.get("initial_lr")
+    for g, seen in zip(opt.param_groups, first, strict=True):
+        lr, start = g.get("lr"), g.get("initial_lr", seen)
         if not isinstance(lr, (int, float)) or not isinstance(start, (int, float)) or start <= 0:
             return None
         ratios.append(lr / start)
@@ -298,7 +360,7 @@ def _lr_ratio(opt: torch.optim.Optimizer | None) -> float | None:
 
 def _lr_collapsed(v: StepView) -> Iterator[Finding]:
     h = v.history
-    ratio = _lr_ratio(v.optimizer)
+    ratio = _lr_ratio(v)
     if ratio is None:
         return
     h.bump("TW308:lr_seen")
@@ -319,7 +381,7 @@ def _lr_collapsed_at_close(v: StepView) -> Iterator[Finding]:
     """A sparsely audited run whose rate collapsed between audits: reported when the loss had stopped falling (the
     second half of the run flat) at more than half of its first value, unlike a schedule annealed to 0."""
     h = v.history
-    ratio = _lr_ratio(v.optimizer)
+    ratio = _lr_ratio(v)
     if h.notes.get("TW308:lr_reported") or ratio is None or ratio > v.threshold("lr_collapse") or \
             h.losses.first is None:
         return
