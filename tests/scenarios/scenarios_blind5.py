@@ -31,6 +31,21 @@ from torch import nn
 from torch.nn.utils import prune
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+# Bugs the rules cannot see with what the watch collects today, per sampling mode, and what they would need;
+# tests/scenarios/test_scenarios.py expects these to fail (strict xfail), so a probe change that fixes one shows.
+KNOWN_MISSES: dict[tuple[str, str], str] = {
+    **{(name, "default"): "default sampling audits steps 0-4 and every 100th: a bug starting at step 20 of a "
+       "60-step run is never audited" for name in ("blind5_labels_collapse_mid_run", "blind5_encoder_detached_mid_run",
+                                                  "blind5_inputs_blanked_mid_run")},
+    **{("blind5_second_optimizer_never_zeroed", mode): "the stale-gradient check covers only the watched "
+       "optimizer's tensors, and a zero_grad of the watched optimizer silences it"
+       for mode in ("default", "every-step")},
+    **{("blind5_hf_loss_on_softmax", mode): "a loss computed inside the model's forward is not seen by the loss "
+       "tap, which listens between forward and step" for mode in ("default", "every-step")},
+    **{("blind5_hf_causal_lm_labels_not_shifted", mode): "labels equal to input_ids are the HF convention; the "
+       "missing shift inside forward is not observed" for mode in ("default", "every-step")},
+}
+
 
 class _TwoPart(nn.Module):
     """An encoder and a head, the shape loops with one optimizer per part use."""
