@@ -11,6 +11,7 @@ import scenarios_blind4  # noqa: F401
 import scenarios_blind5
 import scenarios_data  # noqa: F401
 import scenarios_healthy  # noqa: F401
+import scenarios_midrun  # noqa: F401
 import scenarios_rootcause  # noqa: F401
 import scenarios_training  # noqa: F401
 import scenarios_variants  # noqa: F401

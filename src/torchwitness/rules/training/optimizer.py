@@ -249,6 +249,9 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
     # design, early on, not a learning rate set too high.
     if isinstance(v.optimizer, torch.optim.LBFGS):
         return
+    ratio = _lr_ratio(v)
+    if ratio is not None and ratio >= _LR_RISE:  # when the schedule's rise began, should the loss diverge later
+        v.history.notes.setdefault("TW307:rise", v.step)
     # A tensor that started at zero (zero-initialised layers, on purpose or not) has a relative update that means
     # nothing for a while: its first steps are "infinitely" large relative to it. Such tensors are not judged.
     zero_start = v.history.notes.setdefault("TW307:zero_start", set())
@@ -276,9 +279,12 @@ def _rate_raised_then_diverged(v: StepView) -> Iterator[Finding]:
     found = first_divergence(h.losses, 1, v.threshold("divergence_factor") * base)
     if found is not None:
         step, level = found
-        yield Finding.of("TW307", "optimizer", f"the learning rate ended at {ratio:.3g}x its initial value and the "
-                         f"loss rose from {base:.3g} to {level:.3g} around step {step}: the schedule raised the rate "
-                         "until training diverged (a warm-up never capped?)", step=step, details={"lr_ratio": ratio})
+        rise = h.notes.get("TW307:rise", step)  # dated from the rise, when an audit saw it: it explains what followed
+        since = f" (past {_LR_RISE:g}x from step {rise})" if rise < step else ""
+        yield Finding.of("TW307", "optimizer", f"the learning rate ended at {ratio:.3g}x its initial value{since} and "
+                         f"the loss rose from {base:.3g} to {level:.3g} around step {step}: the schedule raised the "
+                         "rate until training diverged (a warm-up never capped?)", step=min(rise, step),
+                         details={"lr_ratio": ratio})
 
 
 @training_rule("TW308", when=("step", "close"), name="optimizer-step-noop", title="Optimizer steps change nothing",
