@@ -205,3 +205,19 @@ def midrun_ok_linear_probe_after_warmup(run) -> None:
         opt.zero_grad()
         F.cross_entropy(model(xb), yb).backward()
         opt.step()
+
+
+@healthy
+def midrun_ok_head_optimizer_created_after_watch(run) -> None:
+    """The encoder's optimizer is watched; the head's is created after the watch, both stepped every step."""
+    x, y = tabular(n=960, seed=525)
+    model = mlp()
+    opt_body = torch.optim.Adam(model[0].parameters(), 3e-3)
+    watch(run, model, opt_body)
+    opt_head = torch.optim.SGD(model[2].parameters(), 0.05, momentum=0.9)
+    for xb, yb in batches(x, y, 30, 32):
+        opt_body.zero_grad()
+        opt_head.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt_body.step()
+        opt_head.step()

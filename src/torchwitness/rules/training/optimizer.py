@@ -32,7 +32,9 @@ def params_missing(v: StepView) -> Iterator[Finding]:
     """Parameters with ``requires_grad=True`` are in no param group: they get gradients but never change.
 
     Example: ``opt = Adam(model.encoder.parameters())`` then training the whole model, or replacing
-    ``model.head`` after creating the optimizer. Fix: create the optimizer from the final model.
+    ``model.head`` after creating the optimizer. Fix: create the optimizer from the final model. Parameters
+    another optimizer of the training code holds (one per part of the model, ``SparseAdam`` beside ``Adam``,
+    created before or after the watch) are not missing.
     """
     if v.optimizer is None:
         return
@@ -60,7 +62,9 @@ def params_missing(v: StepView) -> Iterator[Finding]:
             named = dict(v.watch._inner.named_parameters())
             missing = {m: kept for m, names in missing.items()
                        if (kept := [n for n in names if id(named.get(n)) not in others])}
-    if not missing:
+    # Judged from the first audited step on: the loop may create the other optimizers after the watch (the
+    # optimizers in scope now are remembered).
+    if not missing or v.event == "init":
         return
     if sum(len(x) for x in missing.values()) == total:
         yield Finding.of("TW301", "model", "no trainable parameter of the model is in the optimizer (was it built "
