@@ -541,9 +541,9 @@ def blind5_collate_repeats_samples(run) -> None:
 @bug("TW302")
 def blind5_adam_l2_transformer(run) -> None:
     """Adam(weight_decay=1e-2): L2 through Adam's adaptive scaling, not decoupled decay."""
-    ids, y = tokens(n=640, seed=441)
-    model = Encoder()
-    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-3, weight_decay=1e-2), ids, y, steps=25)
+    ids, y = tokens(n=1280, vocab=60, seed=441)
+    model = Encoder(vocab=60)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 2e-3, weight_decay=1e-2), ids, y, steps=40)
 
 
 @bug("TW303")
@@ -676,9 +676,9 @@ def blind5_ok_heavy_dropout_gru(run) -> None:
             out, _ = self.rnn(F.dropout(self.emb(ids), 0.5, self.training))
             return self.head(F.dropout(out.mean(1), 0.5, self.training))
 
-    ids, y = tokens(n=1280, seed=463)
-    model = Net()
-    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), ids, y, steps=40)
+    ids, y = tokens(n=1920, vocab=60, seed=463)
+    model = Net(vocab=60)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 1e-2), ids, y, steps=60)
 
 
 @healthy

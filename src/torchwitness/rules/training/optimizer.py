@@ -269,7 +269,7 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
         if r is None or len(p.shape) < 2 or p.name in zero_start or not p.weight_norm > 1e-12:
             continue
         if r >= v.threshold("update_ratio_max"):
-            v.history.notes["TW307"] = True
+            v.history.notes.setdefault("TW307", v.step)
             yield Finding.of("TW307", p.name, f"update of {p.name} is {r:.3g}x its norm", step=v.step)
             return
 
@@ -278,12 +278,14 @@ def _rate_raised_then_diverged(v: StepView) -> Iterator[Finding]:
     h = v.history
     ratio = _lr_ratio(v)
     base = h.losses.first[1] if h.losses.first is not None else math.nan
-    if h.notes.get("TW307") or ratio is None or ratio < _LR_RISE or not math.isfinite(base) or base <= 0:
+    if ratio is None or ratio < _LR_RISE or not math.isfinite(base) or base <= 0:
         return
     found = first_divergence(h.losses, 1, v.threshold("divergence_factor") * base)
     if found is not None:
         step, level = found
         rise = h.notes.get("TW307:rise", step)  # dated from the rise, when an audit saw it: it explains what followed
+        if h.notes.get("TW307", math.inf) <= min(rise, step):  # an update as large as the weights came first
+            return
         since = f" (past {_LR_RISE:g}x from step {rise})" if rise < step else ""
         yield Finding.of("TW307", "optimizer", f"the learning rate ended at {ratio:.3g}x its initial value{since} and "
                          f"the loss rose from {base:.3g} to {level:.3g} around step {step}: the schedule raised the "
