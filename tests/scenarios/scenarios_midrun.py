@@ -221,3 +221,21 @@ def midrun_ok_head_optimizer_created_after_watch(run) -> None:
         F.cross_entropy(model(xb), yb).backward()
         opt_body.step()
         opt_head.step()
+
+
+@healthy
+def midrun_ok_head_optimizer_accumulates(run) -> None:
+    """The watched optimizer steps the body every step; the head's optimizer accumulates 4 steps of gradients
+    before each of its steps and zero_grad, on purpose."""
+    x, y = tabular(n=960, seed=527)
+    model = mlp()
+    opt_body = torch.optim.Adam(model[0].parameters(), 3e-3)
+    opt_head = torch.optim.SGD(model[2].parameters(), 0.02, momentum=0.9)
+    watch(run, model, opt_body)
+    for i, (xb, yb) in enumerate(batches(x, y, 30, 32)):
+        opt_body.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt_body.step()
+        if i % 4 == 3:
+            opt_head.step()
+            opt_head.zero_grad()

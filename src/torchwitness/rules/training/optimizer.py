@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Iterator
@@ -110,6 +111,7 @@ _DEFAULT_DECAY = 0.01
 # every parameter is mild; 1e-3 and up pulls norm scales and biases to 0 within an epoch or two. (Adam's L2 decay
 # is mostly cancelled by its scaling: TW302's business, judged on AdamW's bar here.)
 _COUPLED_DECAY = 1e-3
+_ACCUMULATED_STEPS = 5  # consecutive audited steps whose gradient growth tells accumulation from a trend
 _LR_RISE = 10.0  # a rate this many times its initial value at the end of a diverged run: the schedule raised it
 
 
@@ -155,12 +157,44 @@ def zero_grad_forgotten(v: StepView) -> Iterator[Finding]:
     accumulation done right (zero_grad after each optimizer step) is not reported, nor a step in which the
     optimizer or the model cleared gradients: a GAN's generator loss flows back through the discriminator
     before ``D.zero_grad()``, and a second head's loss meets the first's gradients, on purpose.
+
+    Tensors of the model that another optimizer of the training code steps (see TW301) are judged by their
+    gradient norm: grown over 5 consecutive audited steps (falling at most once, ending at its largest) to 2.5x
+    its first value and twice the watched optimizer's growth, as gradients summed over steps grow: that
+    optimizer's ``zero_grad()`` is missing.
     """
+    yield from _others_accumulating(v)
     if v.extra.get("zeroed"):
         return
     if v.step > 0 and v.stale_grad_norm is not None and v.stale_grad_norm > 0:
         yield Finding.of("TW304", "optimizer", f"backward started with gradients left from before step {v.step} "
                          f"(norm {v.stale_grad_norm:.3g})", step=v.step)
+
+
+def _others_accumulating(v: StepView) -> Iterator[Finding]:
+    h = v.history
+    others = h.notes.get("TW301:others")
+    if not others or h.notes.get("TW304:others"):
+        return
+    theirs = [p.grad_norm for p in v.params if p.group is None and id(p.param) in others and p.has_grad]
+    mine = [p.grad_norm for p in v.params if p.group is not None and p.has_grad]
+    if not theirs or not mine:
+        return
+    run = h.notes.get("TW304:run", [])
+    if run and run[-1][0] != v.step - 1:  # consecutive steps only: accumulation adds one gradient per step
+        run = []
+    run = [*run, (v.step, math.hypot(*theirs), math.hypot(*mine))][-_ACCUMULATED_STEPS:]
+    h.notes["TW304:run"] = run
+    (s0, t0, m0), (s1, t1, m1) = run[0], run[-1]
+    if len(run) < _ACCUMULATED_STEPS or not (t0 > 0 and m0 > 0 and math.isfinite(t1) and math.isfinite(m1)):
+        return
+    # A new gradient against the sum may dip it once; the sum still ends at its largest.
+    steady = sum(b[1] < a[1] for a, b in itertools.pairwise(run)) <= 1 and t1 == max(t for _, t, _ in run)
+    if steady and t1 / t0 >= 2.5 and t1 / t0 >= 2 * m1 / m0:
+        h.notes["TW304:others"] = True
+        yield Finding.of("TW304", "optimizer", f"the gradients of {len(theirs)} tensors another optimizer steps grew "
+                         f"{t1 / t0:.2g}x from step {s0} to {s1} (those of the watched optimizer {m1 / m0:.2g}x), as "
+                         "gradients summed across steps grow: that optimizer's zero_grad() is missing", step=s0)
 
 
 @training_rule("TW305", when=("init", "close"), name="noop-freeze-attribute", title="Freeze that does nothing",
