@@ -8,8 +8,10 @@ import scenarios_blind  # noqa: F401
 import scenarios_blind2  # noqa: F401
 import scenarios_blind3  # noqa: F401
 import scenarios_blind4  # noqa: F401
+import scenarios_blind5
 import scenarios_data  # noqa: F401
 import scenarios_healthy  # noqa: F401
+import scenarios_midrun  # noqa: F401
 import scenarios_rootcause  # noqa: F401
 import scenarios_training  # noqa: F401
 import scenarios_variants  # noqa: F401
@@ -26,9 +28,10 @@ SAMPLING = {"default": {"every_n_steps": 100, "first_steps": 5}, "every-step": {
 
 
 @pytest.fixture(params=list(SAMPLING))
-def sampling(request, monkeypatch) -> None:
+def sampling(request, monkeypatch) -> str:
     for key, value in SAMPLING[request.param].items():
         monkeypatch.setitem(WATCH, key, value)
+    return request.param
 
 
 def _run(s: Scenario, tmp_path) -> list:
@@ -39,9 +42,13 @@ def _run(s: Scenario, tmp_path) -> list:
 
 
 @pytest.mark.parametrize("s", BUGGY, ids=lambda s: s.name)
-def test_buggy_scenario_fires(s: Scenario, tmp_path, sampling) -> None:
+def test_buggy_scenario_fires(s: Scenario, tmp_path, sampling, request) -> None:
     """The root cause is named: every expected rule fires (as a root, or as a consequence of an expected root),
-    one of them is reported as a root, and no other rule is reported as a WARN or ERROR root."""
+    one of them is reported as a root, and no other rule is reported as a WARN or ERROR root. A known miss (what
+    the watch does not collect yet) must still miss."""
+    why = scenarios_blind5.KNOWN_MISSES.get((s.name, sampling))
+    if why is not None:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=why))
     roots = _run(s, tmp_path)
     fired = {f.rule_id for f in roots} | {c.rule_id for f in roots for c in f.consequences}
     shown = [f"{f.rule_id}<{','.join(c.rule_id for c in f.consequences)}>" for f in roots]

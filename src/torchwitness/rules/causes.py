@@ -76,7 +76,7 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW307": _NUMERIC,
     "TW108": _NUMERIC - {"TW104"},
     # steps that change nothing (before backward, a rate far too low or collapsed): nothing downstream trains
-    "TW308": frozenset({"TW109", "TW110", "TW111", "TW413"}),
+    "TW308": frozenset({"TW109", "TW110", "TW111", "TW408", "TW413"}),
     "TW107": frozenset({"TW308", "TW109"}),  # low-precision updates rounded away: steps change nothing
     "TW104": frozenset({"TW405", "TW111", "TW109"}),
     "TW414": _UNITS | {"TW405"},  # representation collapse

@@ -9,13 +9,14 @@ import numpy as np
 import torch
 
 from torchwitness.probes.inrange import loader_batch_sizes
-from torchwitness.probes.view import StepView
+from torchwitness.probes.view import History, StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
 from torchwitness.rules.training._registry import training_rule
 
 DATA = ("EU-AI-Act:Art.10(2)(f)", "EU-AI-Act:Art.15")
 BIAS = ("EU-AI-Act:Art.10(2)(f)", "EU-AI-Act:Art.10(2)(g)")
+_COLLAPSE_PER_STEP = 16  # labels an audited step needs for "all one class" to mean something
 _MASK52 = (1 << 52) - 1
 
 
@@ -315,10 +316,22 @@ def class_imbalance(v: StepView) -> Iterator[Finding]:
     carries class weights, nor for next-token targets over the model's own input vocabulary.
 
     Example: fraud detection with 1% positives trained with plain BCE. Fix: ``pos_weight`` or resampling.
+
+    Also reported: labels that collapse to one class mid-run, every label of at least 3 consecutive audited
+    steps (16 or more per step, 64 in all) one class that held under half of the labels before (a shard whose
+    label column is empty, a label map that sends everything to 0).
     """
     h = v.history
     hist = h.label_hist
     if hist is None or h.notes.get("TW210") or h.notes.get("class_weighted"):
+        return
+    collapsed = _labels_collapsed(h, hist, v.step) if v.event == "step" else None
+    if collapsed is not None:
+        h.notes["TW210"] = True
+        cls, first, steps, n = collapsed
+        yield Finding.of("TW210", "target", f"from step {first} every label is class {cls} ({n} labels over {steps} "
+                         "audited steps), where earlier batches held several classes: the labels collapsed to one "
+                         "class mid-run", step=first, details={"class": cls, "steps": steps})
         return
     counts = hist[:-1]
     # Next-token prediction over the input vocabulary: token frequencies are skewed by nature (Zipf's law).
@@ -340,6 +353,32 @@ def class_imbalance(v: StepView) -> Iterator[Finding]:
         share = min(present) / total if len(present) > 1 else 0.0
         yield Finding.of("TW210", "target", f"class imbalance {ratio:.3g}:1 over {int(total)} labels (smallest "
                          f"class {share:.1%})", step=v.step, details={"counts": counts})
+
+
+def _labels_collapsed(h: History, hist: list[float], now: int) -> tuple[int, int, int, int] | None:
+    """``(class, first step, audited steps, labels)`` of a streak of audited steps whose labels are all one
+    class that held under half of the labels before the streak (3 steps and 64 labels or more), else None."""
+    prev, streak = h.notes.get("TW210:prev"), h.notes.get("TW210:streak")
+    h.notes["TW210:prev"] = list(hist)
+    if prev is None or len(prev) != len(hist):
+        return None
+    step = [a - b for a, b in zip(hist[:-1], prev[:-1], strict=True)]
+    n = sum(step)
+    present = [i for i, c in enumerate(step) if c > 0]
+    if n >= _COLLAPSE_PER_STEP and len(present) == 1 and len(step) >= 2:
+        cls = present[0]
+        if streak is None or streak[0] != cls:
+            before = sum(prev[:-1])
+            share = prev[cls] / before if before else 1.0
+            streak = [cls, now, 0, 0, share]
+        streak[2] += 1
+        streak[3] += int(n)
+    elif n > 0:
+        streak = None
+    h.notes["TW210:streak"] = streak
+    if streak is not None and streak[2] >= 3 and streak[3] >= 4 * _COLLAPSE_PER_STEP and streak[4] < 0.5:
+        return streak[0], streak[1], streak[2], streak[3]
+    return None
 
 
 @training_rule("TW211", when="step", name="invalid-token-ids", title="Token ids outside the embedding table",

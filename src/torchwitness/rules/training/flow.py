@@ -1,4 +1,5 @@
-"""TW413, TW414, TW112: where outputs go (discarded, collapsed) and whether a run was long enough to judge."""
+"""TW110, TW413, TW414, TW112: where outputs go (cut from the loss, discarded, collapsed) and whether a run was long
+enough to judge."""
 
 from __future__ import annotations
 
@@ -9,12 +10,131 @@ from torchwitness.probes.view import StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
 from torchwitness.rules.training._registry import training_rule
-from torchwitness.rules.training.numerics import cut_modules
 
 ART15 = ("EU-AI-Act:Art.15",)
 SHORT_RUN = 20  # steps below which the window rules are not judged (TW112 says so)
 _COSINE_BOUND = -0.995  # a mean negative cosine similarity this close to -1: every pair of views agrees
 _ZERO_BOUND = 0.1  # a distance between views down to this share of its start, the outputs already drawing together
+
+
+@training_rule("TW110", when=("step", "close"), name="gradient-flow-cut",
+               title="Module runs but its parameters get no gradient", severity=Severity.WARN,
+               phase=Phase.BACKWARD, obligations=ART15,
+               remediation="Remove the stray .detach(), .data, .item() or torch.no_grad() between this module "
+                           "and the loss, or freeze the module on purpose (requires_grad_(False)).", statistical=True)
+def gradient_flow_cut(v: StepView) -> Iterator[Finding]:
+    """A module ran in the training forward with autograd on, its parameters are trainable and in the optimizer,
+    yet on every audited step (at least ``window_min_steps``) they received no gradient, and a detached copy of
+    a module's output (``.detach()``, ``.data``: same memory, no autograd history) was seen used downstream:
+    something between it and the loss cuts the graph. Without that evidence the output is discarded (TW413).
+    A head whose output feeds the loss only on some steps is not reported. Also reported: a module that had
+    gradients, then (with a detached copy seen used from then on) got none and never moved again on at least
+    ``window_min_steps`` audited steps up to the end of the run (a detach switched on mid-run); and a model
+    whose output reached the loss as a leaf of its own (``model(x).detach().requires_grad_()``), so that the
+    loss's backward never reaches the model.
+
+    Example: ``features = self.encoder(x).detach()``. Fix: drop the detach, or freeze the encoder explicitly.
+    """
+    h = v.history
+    if v.event == "step":
+        _note_flow(v)
+        return
+    modules = dict(v.watch._inner.named_modules())
+    held = {id(p) for g in v.optimizer.param_groups for p in g["params"]} if v.optimizer is not None else None
+    for module, first in sorted(h.notes.get("TW110:no_grad", {}).items()):
+        own = list(modules[module].parameters(recurse=False)) if module in modules else []
+        # A module kept out of the optimizer and run under no_grad is frozen on purpose.
+        if own and (held is None or any(id(p) in held for p in own)) \
+                and all(p._version == v.watch.initial_versions.get(id(p)) for p in own):
+            yield Finding.of("TW110", module, f"{module} ran under torch.no_grad() inside the training forward: "
+                             "its parameters never received a gradient", step=first)
+    leaf = h.counters.get("TW110:leaf", 0)
+    if leaf >= v.threshold("window_min_steps") and not h.notes.get("TW110:grad") and all(
+            p._version == v.watch.initial_versions.get(id(p)) for p in v.watch._inner.parameters()):
+        yield Finding.of("TW110", "model", f"the loss was computed from a tensor outside the model's graph on {leaf} "
+                         "audited steps (its output detached, then requires_grad_() or torch.tensor(...)): the "
+                         "model never received a gradient", step=h.notes["TW110:leaf_first"])
+    if not h.notes.get("TW110:detached"):  # no detached copy of an output was seen used: TW413's case
+        return
+    for module, count, last in cut_modules(v):
+        yield Finding.of("TW110", module, f"{module} ran on {count} audited steps but its parameters "
+                         "never received a gradient (a detached copy of an output was used downstream)", step=last)
+    for module, (count, first, versions) in sorted(h.notes.get("TW110:trail", {}).items()):
+        own = list(modules[module].parameters(recurse=False)) if module in modules else []
+        # Frozen on purpose (requires_grad_(False), or left out of the optimizer) is not a cut.
+        if count >= v.threshold("window_min_steps") and own and h.notes.get("TW110:detached_last", -1) >= first \
+                and all(p.requires_grad and (held is None or id(p) in held) for p in own) \
+                and [p._version for p in own] == versions:
+            yield Finding.of("TW110", module, f"{module} had gradients earlier, but none from step {first} on "
+                             f"({count} audited steps, to the end of the run) and never moved again, while a detached "
+                             "copy of an output was used downstream: the graph was cut mid-run", step=first)
+
+
+def detached_loss_input(v: StepView) -> bool:
+    """The step's loss was fed a tensor outside the autograd graph (no producing op) while a training forward ran
+    and no parameter got a gradient: the model's output was detached on its way to the loss."""
+    lo = v.loss
+    return bool(v.forwards and v.statistics and not v.trained_modes and lo is not None and lo.input is not None
+                and lo.producer is None and v.params and not any(p.has_grad for p in v.params))
+
+
+def _note_flow(v: StepView) -> None:
+    """Per audited step: which modules ran with and without a gradient, and since when without one."""
+    h = v.history
+    if detached_loss_input(v):
+        h.notes.setdefault("TW110:leaf_first", v.step)
+        h.bump("TW110:leaf")
+    if not v.trained_modes:
+        return
+    # Counts, not step lists: every-step auditing of a long run would otherwise keep every step number.
+    grad = h.notes.setdefault("TW110:grad", set())
+    nograd = h.notes.setdefault("TW110:nograd", {})  # module -> (audited steps without a gradient, last one)
+    with_grad, without = set(), set()
+    for p in v.params:
+        if p.module in v.modules and (v.optimizer is None or p.group is not None):
+            if p.has_grad:
+                with_grad.add(p.module)
+            else:
+                without.add(p.module)
+                if (seen := nograd.get(p.module)) is None or seen[1] != v.step:
+                    nograd[p.module] = ((seen[0] if seen else 0) + 1, v.step)
+    without -= with_grad
+    # A module that had gradients and then lost them: the streak of audited steps without one, from its first,
+    # with its tensors' versions then (an update on any later step, audited or not, moves them).
+    trail = h.notes.setdefault("TW110:trail", {})
+    for module in with_grad:
+        trail.pop(module, None)
+    lost = [m for m in without if m in grad]
+    if lost:
+        modules = dict(v.watch._inner.named_modules())
+        for m in lost:
+            if m in trail:
+                trail[m][0] += 1
+            elif m in modules:
+                trail[m] = [1, v.step, [p._version for p in modules[m].parameters(recurse=False)]]
+    grad |= with_grad
+    if v.extra.get("detached_use"):
+        h.notes["TW110:detached"] = True
+        h.notes["TW110:detached_last"] = v.step
+    for module in v.extra.get("no_grad_modules", ()):
+        h.notes.setdefault("TW110:no_grad", {}).setdefault(module, v.step)
+
+
+def cut_modules(v: StepView) -> list[tuple[str, int, int]]:
+    """``(module, audited steps it ran, last one)`` of the modules that ran on at least ``window_min_steps``
+    audited steps and whose parameters never received a gradient nor moved."""
+    h = v.history
+    nograd, grad = h.notes.get("TW110:nograd", {}), h.notes.get("TW110:grad", set())
+    modules = dict(v.watch._inner.named_modules())
+    out = []
+    for module, (count, last) in sorted(nograd.items()):
+        if count < v.threshold("window_min_steps") or module in grad:
+            continue
+        own = list(modules[module].parameters(recurse=False)) if module in modules else []
+        # Updated on some unaudited step (version counter moved): the gradient does arrive, sometimes.
+        if all(p._version == v.watch.initial_versions.get(id(p)) for p in own):
+            out.append((module, count, last))
+    return out
 
 
 @training_rule("TW413", when="close", name="discarded-output", title="A module's output never reaches the loss",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from torchwitness.probes.inrange import FOLD_BINS, loader_batch_sizes
+from torchwitness.probes.inrange import FOLD_BINS, held_in_frames, loader_batch_sizes
 from torchwitness.probes.view import StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
@@ -12,6 +12,9 @@ from torchwitness.rules.training._registry import training_rule
 
 DATA = ("EU-AI-Act:Art.10(2)(f)", "EU-AI-Act:Art.15")
 _FOLD_MIN_IDS = 2048
+# The density step of ids wrapped once into the table: a tokenizer k..k+1 times the table's size leaves parts
+# (k+1):k dense, 2:1 down to 3:2 for the usual mismatches; each side flat is what sets a wrap apart.
+_FOLD_STEP = 1.4
 _HEAD = 8  # the numbers token_probe puts before its histogram
 
 
@@ -51,7 +54,7 @@ def _fold(hist: list[float]) -> str | None:
     for cut in range(4, FOLD_BINS - 3):
         left, right = hist[:cut - 1], hist[cut + 1:]  # the bin across the boundary is mixed: left out
         ml, mr = sum(left) / len(left), sum(right) / len(right)
-        if mr <= 0 or ml < 1.6 * mr:
+        if mr <= 0 or ml < _FOLD_STEP * mr:
             continue
 
         def cv(xs: list[float], m: float) -> float:
@@ -75,7 +78,7 @@ def token_ids_piled(v: StepView) -> Iterator[Finding]:
     not padding in one run at either end of each row, not a token at a fixed position such as BOS, on two
     audited steps: ids were clamped into the table
     (``ids.clamp(max=V - 1)``) or unknown tokens all map to one id. Or, over the audited batches, the id density
-    has a step, flat on both sides, with the first part of the table at least 1.6x as dense: ids wrapped into the
+    has a step, flat on both sides, with the first part of the table at least 1.4x as dense: ids wrapped into the
     table (``ids % V``).
 
     Example: a 1,200-token vocabulary fed to ``nn.Embedding(1000, d)`` with ``ids.clamp(max=999)``.
@@ -141,7 +144,7 @@ def scrambled_images(v: StepView) -> Iterator[Finding]:
                          details={"r1": r1, "rC": rc, "rV": rv})
 
 
-@training_rule("TW214", when=("step", "close"), name="same-batch-every-step", title="The same batch every step",
+@training_rule("TW214", when=("init", "step", "close"), name="same-batch-every-step", title="The same batch every step",
                severity=Severity.WARN, phase=Phase.BATCH, obligations=DATA,
                remediation="Draw a new batch each step (for x, y in loader), instead of one batch taken before "
                            "the loop (next(iter(loader)) or X[:64]) and fed again and again.")
@@ -153,8 +156,13 @@ def same_batch_every_step(v: StepView) -> Iterator[Finding]:
     reported.
 
     Example: ``xb, yb = next(iter(loader))`` before the loop. Fix: iterate the loader inside the loop.
+    A loader the training code holds only as an iterator (``it = iter(loader)``, its last batch kept once
+    ``next(it)`` runs dry) counts as a loader.
     """
     h, seen = v.history, v.watch.same_input
+    if v.event == "init":  # the loaders in scope where the watch starts: by the end of the run their frame is gone
+        h.notes["loaders"] = _loaders()
+        return
     repeats, first = seen.longest
     if h.notes.get("TW214") or repeats + 1 < 5:
         return
@@ -162,8 +170,9 @@ def same_batch_every_step(v: StepView) -> Iterator[Finding]:
     # to a batch's size, and only as a quarter of the tensor or less (a training split is most of its data).
     slice_of_more = seen.storage_rows >= 4 * seen.rows and seen.rows <= 256
     if not slice_of_more:
-        if "loaders" not in h.notes:  # one heap scan per run, only once a batch has repeated this long
-            h.notes["loaders"] = loader_batch_sizes()
+        if not h.notes.get("TW214:looked"):  # one look at the frames per run, only once a batch has repeated this long
+            h.notes["TW214:looked"] = True
+            h.notes["loaders"] = h.notes.get("loaders", set()) | _loaders()
         if not any(b == seen.rows and n > b for b, n in h.notes["loaders"]):
             return
     h.notes["TW214"] = True
@@ -171,3 +180,20 @@ def same_batch_every_step(v: StepView) -> Iterator[Finding]:
     yield Finding.of("TW214", "input", f"the same input tensor ({seen.rows} rows, {where}) was fed unchanged on "
                      f"{repeats + 1} consecutive steps from step {first}", step=first,
                      details={"steps": repeats + 1, "rows": seen.rows})
+
+
+def _loaders() -> set[tuple[int, int]]:
+    """``(batch_size, dataset length)`` of the DataLoaders the training code holds, and of those it holds only
+    through an iterator of theirs."""
+    from torch.utils.data.dataloader import _BaseDataLoaderIter
+
+    out = loader_batch_sizes()
+    for it in held_in_frames(_BaseDataLoaderIter):
+        size = getattr(getattr(it, "_index_sampler", None), "batch_size", None)
+        try:
+            n = len(it._dataset)
+        except TypeError:  # an iterable dataset has no length
+            continue
+        if isinstance(size, int) and size > 0:
+            out.add((size, n))
+    return out

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-from torchwitness.probes.view import StepView
+from torchwitness.probes.view import LossLog, StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
 from torchwitness.rules.training._registry import training_rule
@@ -237,17 +237,25 @@ def loss_divergence(v: StepView) -> Iterator[Finding]:
     new = [x for _, x in history.recent(len(history) - start)]
     if not new or (all(map(math.isfinite, new)) and max(new) <= limit):
         return
-    for i in range(start, len(history) - 2):
+    found = first_divergence(history, start, limit)
+    if found is not None:
+        notes["TW108"] = True
+        step, level = found
+        yield Finding.of("TW108", "loss", f"loss rose from {base:.3g} to {level:.3g} around step {step}",
+                         step=step, details={"early": base, "peak": level})
+
+
+def first_divergence(history: LossLog, start: int, limit: float) -> tuple[int, float] | None:
+    """``(step, level)`` of the first window of three consecutive losses, from run-wide index ``start``, whose
+    median is over ``limit`` or which holds a non-finite loss (dated at the first such loss: a cause found at
+    that step explains it)."""
+    for i in range(max(start, history.start), len(history) - 2):
         window = [history[j] for j in range(i, i + 3)]
         bad = next((s for s, x in window if not math.isfinite(x)), None)
         level = _median([x for _, x in window]) if bad is None else math.inf
         if level > limit:
-            notes["TW108"] = True
-            # Dated at the first non-finite loss, when there is one: a cause found at that step explains it.
-            step = history[i + 1][0] if bad is None else bad
-            yield Finding.of("TW108", "loss", f"loss rose from {base:.3g} to {level:.3g} around step {step}",
-                             step=step, details={"early": base, "peak": level})
-            return
+            return (history[i + 1][0] if bad is None else bad), level
+    return None
 
 
 def _entropy(counts: list[float]) -> float:
@@ -321,71 +329,6 @@ def loss_at_chance(v: StepView) -> Iterator[Finding]:
                          f"judged from {steps} steps, {confidence} confidence",
                          step=last_step, details={"loss": level, "chance": chance, "steps": steps,
                                                   "confidence": confidence})
-
-
-@training_rule("TW110", when=("step", "close"), name="gradient-flow-cut",
-               title="Module runs but its parameters get no gradient", severity=Severity.WARN,
-               phase=Phase.BACKWARD, obligations=ART15,
-               remediation="Remove the stray .detach(), .data, .item() or torch.no_grad() between this module "
-                           "and the loss, or freeze the module on purpose (requires_grad_(False)).", statistical=True)
-def gradient_flow_cut(v: StepView) -> Iterator[Finding]:
-    """A module ran in the training forward with autograd on, its parameters are trainable and in the optimizer,
-    yet on every audited step (at least ``window_min_steps``) they received no gradient, and a detached copy of
-    a module's output (``.detach()``, ``.data``: same memory, no autograd history) was seen used downstream:
-    something between it and the loss cuts the graph. Without that evidence the output is discarded (TW413).
-    A head whose output feeds the loss only on some steps is not reported.
-
-    Example: ``features = self.encoder(x).detach()``. Fix: drop the detach, or freeze the encoder explicitly.
-    """
-    h = v.history
-    if v.event == "step":
-        if not v.trained_modes:
-            return
-        # Counts, not step lists: every-step auditing of a long run would otherwise keep every step number.
-        grad = h.notes.setdefault("TW110:grad", set())
-        nograd = h.notes.setdefault("TW110:nograd", {})  # module -> (audited steps without a gradient, last one)
-        for p in v.params:
-            if p.module in v.modules and (v.optimizer is None or p.group is not None):
-                if p.has_grad:
-                    grad.add(p.module)
-                elif (seen := nograd.get(p.module)) is None or seen[1] != v.step:
-                    nograd[p.module] = ((seen[0] if seen else 0) + 1, v.step)
-        if v.extra.get("detached_use"):
-            h.notes["TW110:detached"] = True
-        for module in v.extra.get("no_grad_modules", ()):
-            h.notes.setdefault("TW110:no_grad", {}).setdefault(module, v.step)
-        return
-    modules = dict(v.watch._inner.named_modules())
-    held = {id(p) for g in v.optimizer.param_groups for p in g["params"]} if v.optimizer is not None else None
-    for module, first in sorted(h.notes.get("TW110:no_grad", {}).items()):
-        own = list(modules[module].parameters(recurse=False)) if module in modules else []
-        # A module kept out of the optimizer and run under no_grad is frozen on purpose.
-        if own and (held is None or any(id(p) in held for p in own)) \
-                and all(p._version == v.watch.initial_versions.get(id(p)) for p in own):
-            yield Finding.of("TW110", module, f"{module} ran under torch.no_grad() inside the training forward: "
-                             "its parameters never received a gradient", step=first)
-    if not h.notes.get("TW110:detached"):  # no detached copy of an output was seen used: TW413's case
-        return
-    for module, count, last in cut_modules(v):
-        yield Finding.of("TW110", module, f"{module} ran on {count} audited steps but its parameters "
-                         "never received a gradient (a detached copy of an output was used downstream)", step=last)
-
-
-def cut_modules(v: StepView) -> list[tuple[str, int, int]]:
-    """``(module, audited steps it ran, last one)`` of the modules that ran on at least ``window_min_steps``
-    audited steps and whose parameters never received a gradient nor moved."""
-    h = v.history
-    nograd, grad = h.notes.get("TW110:nograd", {}), h.notes.get("TW110:grad", set())
-    modules = dict(v.watch._inner.named_modules())
-    out = []
-    for module, (count, last) in sorted(nograd.items()):
-        if count < v.threshold("window_min_steps") or module in grad:
-            continue
-        own = list(modules[module].parameters(recurse=False)) if module in modules else []
-        # Updated on some unaudited step (version counter moved): the gradient does arrive, sometimes.
-        if all(p._version == v.watch.initial_versions.get(id(p)) for p in own):
-            out.append((module, count, last))
-    return out
 
 
 @training_rule("TW111", when="close", name="zero-gradient", title="Gradients exactly zero on every audited step",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Iterator
@@ -13,7 +14,8 @@ from torchwitness.probes.view import StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
 from torchwitness.rules.training._registry import training_rule
-from torchwitness.rules.training.numerics import falling
+from torchwitness.rules.training.flow import detached_loss_input
+from torchwitness.rules.training.numerics import falling, first_divergence
 
 ART15 = ("EU-AI-Act:Art.15",)
 
@@ -31,7 +33,9 @@ def params_missing(v: StepView) -> Iterator[Finding]:
     """Parameters with ``requires_grad=True`` are in no param group: they get gradients but never change.
 
     Example: ``opt = Adam(model.encoder.parameters())`` then training the whole model, or replacing
-    ``model.head`` after creating the optimizer. Fix: create the optimizer from the final model.
+    ``model.head`` after creating the optimizer. Fix: create the optimizer from the final model. Parameters
+    another optimizer of the training code holds (one per part of the model, ``SparseAdam`` beside ``Adam``,
+    created before or after the watch) are not missing.
     """
     if v.optimizer is None:
         return
@@ -52,12 +56,16 @@ def params_missing(v: StepView) -> Iterator[Finding]:
                 if id(p) not in held:
                     missing.setdefault(name.rpartition(".")[0] or "model", []).append(name)
     if missing:  # another optimizer of the training code may hold them (one per part of the model, or SparseAdam)
-        others = {i for o in held_in_frames(torch.optim.Optimizer) if o is not v.optimizer for i in _in_optimizer(o)}
+        # Remembered across events: at close the training loop's frame, and its other optimizers, are gone.
+        others = v.history.notes.setdefault("TW301:others", set())
+        others |= {i for o in held_in_frames(torch.optim.Optimizer) if o is not v.optimizer for i in _in_optimizer(o)}
         if others:
             named = dict(v.watch._inner.named_parameters())
             missing = {m: kept for m, names in missing.items()
                        if (kept := [n for n in names if id(named.get(n)) not in others])}
-    if not missing:
+    # Judged from the first audited step on: the loop may create the other optimizers after the watch (the
+    # optimizers in scope now are remembered).
+    if not missing or v.event == "init":
         return
     if sum(len(x) for x in missing.values()) == total:
         yield Finding.of("TW301", "model", "no trainable parameter of the model is in the optimizer (was it built "
@@ -103,6 +111,8 @@ _DEFAULT_DECAY = 0.01
 # every parameter is mild; 1e-3 and up pulls norm scales and biases to 0 within an epoch or two. (Adam's L2 decay
 # is mostly cancelled by its scaling: TW302's business, judged on AdamW's bar here.)
 _COUPLED_DECAY = 1e-3
+_ACCUMULATED_STEPS = 5  # consecutive audited steps whose gradient growth tells accumulation from a trend
+_LR_RISE = 10.0  # a rate this many times its initial value at the end of a diverged run: the schedule raised it
 
 
 @training_rule("TW303", when="init", name="decay-on-norm-bias-embedding",
@@ -147,7 +157,13 @@ def zero_grad_forgotten(v: StepView) -> Iterator[Finding]:
     accumulation done right (zero_grad after each optimizer step) is not reported, nor a step in which the
     optimizer or the model cleared gradients: a GAN's generator loss flows back through the discriminator
     before ``D.zero_grad()``, and a second head's loss meets the first's gradients, on purpose.
+
+    Tensors of the model that another optimizer of the training code steps (see TW301) are judged by their
+    gradient norm: grown over 5 consecutive audited steps (falling at most once, ending at its largest) to 2.5x
+    its first value and twice the watched optimizer's growth, as gradients summed over steps grow: that
+    optimizer's ``zero_grad()`` is missing.
     """
+    yield from _others_accumulating(v)
     if v.extra.get("zeroed"):
         return
     if v.step > 0 and v.stale_grad_norm is not None and v.stale_grad_norm > 0:
@@ -155,7 +171,33 @@ def zero_grad_forgotten(v: StepView) -> Iterator[Finding]:
                          f"(norm {v.stale_grad_norm:.3g})", step=v.step)
 
 
-@training_rule("TW305", when="init", name="noop-freeze-attribute", title="Freeze that does nothing",
+def _others_accumulating(v: StepView) -> Iterator[Finding]:
+    h = v.history
+    others = h.notes.get("TW301:others")
+    if not others or h.notes.get("TW304:others"):
+        return
+    theirs = [p.grad_norm for p in v.params if p.group is None and id(p.param) in others and p.has_grad]
+    mine = [p.grad_norm for p in v.params if p.group is not None and p.has_grad]
+    if not theirs or not mine:
+        return
+    run = h.notes.get("TW304:run", [])
+    if run and run[-1][0] != v.step - 1:  # consecutive steps only: accumulation adds one gradient per step
+        run = []
+    run = [*run, (v.step, math.hypot(*theirs), math.hypot(*mine))][-_ACCUMULATED_STEPS:]
+    h.notes["TW304:run"] = run
+    (s0, t0, m0), (s1, t1, m1) = run[0], run[-1]
+    if len(run) < _ACCUMULATED_STEPS or not (t0 > 0 and m0 > 0 and math.isfinite(t1) and math.isfinite(m1)):
+        return
+    # A new gradient against the sum may dip it once; the sum still ends at its largest.
+    steady = sum(b[1] < a[1] for a, b in itertools.pairwise(run)) <= 1 and t1 == max(t for _, t, _ in run)
+    if steady and t1 / t0 >= 2.5 and t1 / t0 >= 2 * m1 / m0:
+        h.notes["TW304:others"] = True
+        yield Finding.of("TW304", "optimizer", f"the gradients of {len(theirs)} tensors another optimizer steps grew "
+                         f"{t1 / t0:.2g}x from step {s0} to {s1} (those of the watched optimizer {m1 / m0:.2g}x), as "
+                         "gradients summed across steps grow: that optimizer's zero_grad() is missing", step=s0)
+
+
+@training_rule("TW305", when=("init", "close"), name="noop-freeze-attribute", title="Freeze that does nothing",
                severity=Severity.ERROR, phase=Phase.INIT, obligations=ART15,
                remediation="Use module.requires_grad_(False) (with the underscore and parentheses), or set "
                            "requires_grad on each parameter.")
@@ -164,14 +206,18 @@ def noop_freeze_attribute(v: StepView) -> Iterator[Finding]:
     train.
 
     Example: ``model.backbone.requires_grad = False``. Fix: ``model.backbone.requires_grad_(False)``.
+    Looked for when the watch starts and again when it closes (a freeze written mid-run, for fine-tuning).
     """
+    reported = v.history.notes.setdefault("TW305", set())
     for name, m in v.watch._inner.named_modules():
-        if m.__dict__.get("requires_grad") is False and any(p.requires_grad for p in m.parameters()):
+        if m.__dict__.get("requires_grad") is False and any(p.requires_grad for p in m.parameters()) \
+                and name not in reported:
+            reported.add(name)
             yield Finding.of("TW305", name or "model", f"{name or 'model'}.requires_grad = False is a plain attribute; "
                              "its parameters still require grad")
 
 
-@training_rule("TW306", when="step", name="frozen-params-change", title="Frozen parameters change",
+@training_rule("TW306", when=("step", "close"), name="frozen-params-change", title="Frozen parameters change",
                severity=Severity.ERROR, phase=Phase.STEP, obligations=ART15,
                remediation="Something updates parameters with requires_grad=False: an optimizer given "
                            "them with stale .grad, weight decay, a manual update, or loading weights each step.",
@@ -181,7 +227,14 @@ def frozen_params_change(v: StepView) -> Iterator[Finding]:
 
     Example: the backbone is frozen after a few steps but keeps its old ``.grad`` and stays in an optimizer
     with momentum, so it keeps moving. Fix: set ``p.grad = None`` and drop frozen tensors from the optimizer.
+
+    At the end of the run, when no audited step saw it: frozen tensors that the optimizer still holds with a
+    ``.grad`` (``zero_grad(set_to_none=False)`` keeps zeros) and either optimizer state (momentum, Adam's
+    moments) or weight decay, and that changed since the watch started: every step keeps moving them.
     """
+    if v.event == "close":
+        yield from _frozen_still_stepped(v)
+        return
     names = v.extra.get("frozen")
     data = v.extra.get("data", {})
     if not names or "frozen/norm" not in data:
@@ -191,11 +244,27 @@ def frozen_params_change(v: StepView) -> Iterator[Finding]:
     v.history.notes["frozen"] = now
     moved = [n for n, x in now.items() if n in before and x != before[n] and math.isfinite(x)]
     if moved:
+        v.history.notes["TW306:reported"] = True
         yield Finding.of("TW306", moved[0].rpartition(".")[0] or "model",
                          f"{len(moved)} frozen tensors changed (e.g. {moved[0]})", step=v.step)
 
 
-@training_rule("TW307", when="step", name="learning-rate-too-high", title="Updates as large as the weights",
+def _frozen_still_stepped(v: StepView) -> Iterator[Finding]:
+    opt = v.optimizer
+    if opt is None or v.history.notes.get("TW306:reported"):
+        return
+    names = {id(p): n for n, p in v.watch._inner.named_parameters()}
+    stepped = [names[id(p)] for g in opt.param_groups for p in g["params"]
+               if id(p) in names and not p.requires_grad and p.grad is not None
+               and (opt.state.get(p) or g.get("weight_decay", 0) > 0)
+               and p._version != v.watch.initial_versions.get(id(p))]
+    if stepped:
+        yield Finding.of("TW306", stepped[0].rpartition(".")[0] or "model", f"{len(stepped)} frozen tensors (e.g. "
+                         f"{stepped[0]}) are still in the optimizer with a gradient (zeros kept by "
+                         "zero_grad(set_to_none=False)) and momentum or weight decay: each step keeps moving them")
+
+
+@training_rule("TW307", when=("step", "close"), name="learning-rate-too-high", title="Updates as large as the weights",
                severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
                remediation="Lower the learning rate until |update|/|weight| is around 1e-3 per step; add warm-up.",
                statistical=True)
@@ -205,11 +274,22 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
 
     Example: SGD with lr=10. Fix: lower the learning rate; a healthy ratio is around 1e-3. Not judged for
     L-BFGS, whose step sizes are its own.
+
+    At the end of the run: the loss diverged (as TW108 judges it) while the learning rate stood at
+    ``lr_rise`` (10) times its initial value or more: a schedule that raised the rate (a warm-up never capped,
+    a factor multiplied instead of divided) is what made it diverge. A rate that rose on purpose (one-cycle) and
+    a loss that stayed down are not reported.
     """
+    if v.event == "close":
+        yield from _rate_raised_then_diverged(v)
+        return
     # L-BFGS takes quasi-Newton steps sized by its own curvature estimate: a step as large as the weights is its
     # design, early on, not a learning rate set too high.
     if isinstance(v.optimizer, torch.optim.LBFGS):
         return
+    ratio = _lr_ratio(v)
+    if ratio is not None and ratio >= _LR_RISE:  # when the schedule's rise began, should the loss diverge later
+        v.history.notes.setdefault("TW307:rise", v.step)
     # A tensor that started at zero (zero-initialised layers, on purpose or not) has a relative update that means
     # nothing for a while: its first steps are "infinitely" large relative to it. Such tensors are not judged.
     zero_start = v.history.notes.setdefault("TW307:zero_start", set())
@@ -223,8 +303,28 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
         if r is None or len(p.shape) < 2 or p.name in zero_start or not p.weight_norm > 1e-12:
             continue
         if r >= v.threshold("update_ratio_max"):
+            v.history.notes.setdefault("TW307", v.step)
             yield Finding.of("TW307", p.name, f"update of {p.name} is {r:.3g}x its norm", step=v.step)
             return
+
+
+def _rate_raised_then_diverged(v: StepView) -> Iterator[Finding]:
+    h = v.history
+    ratio = _lr_ratio(v)
+    base = h.losses.first[1] if h.losses.first is not None else math.nan
+    if ratio is None or ratio < _LR_RISE or not math.isfinite(base) or base <= 0:
+        return
+    found = first_divergence(h.losses, 1, v.threshold("divergence_factor") * base)
+    if found is not None:
+        step, level = found
+        rise = h.notes.get("TW307:rise", step)  # dated from the rise, when an audit saw it: it explains what followed
+        if h.notes.get("TW307", math.inf) <= min(rise, step):  # an update as large as the weights came first
+            return
+        since = f" (past {_LR_RISE:g}x from step {rise})" if rise < step else ""
+        yield Finding.of("TW307", "optimizer", f"the learning rate ended at {ratio:.3g}x its initial value{since} and "
+                         f"the loss rose from {base:.3g} to {level:.3g} around step {step}: the schedule raised the "
+                         "rate until training diverged (a warm-up never capped?)", step=min(rise, step),
+                         details={"lr_ratio": ratio})
 
 
 @training_rule("TW308", when=("step", "close"), name="optimizer-step-noop", title="Optimizer steps change nothing",
@@ -252,9 +352,12 @@ def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
     if moving and all(p.update_norm == 0 for p in moving) and h.bump("TW308") >= 2:
         yield Finding.of("TW308", "optimizer", f"no parameter changed at step {v.step}", step=v.step)
         return
-    # A backward ran in this step's window, yet the step found no gradient anywhere: it came before backward. Not
-    # under a process group, where FSDP swaps the registered parameters for unsharded ones (as for TW301).
-    if v.trained_modes and v.params and not any(p.has_grad for p in v.params) and not _sharded():
+    # A backward ran in this step's window, or a training forward did whose backward comes after the step (forward,
+    # step(), backward()), yet the step found no gradient anywhere: it came before backward (a loss fed a detached
+    # copy of the output is TW110's). Not under a process group, where FSDP swaps the registered parameters for
+    # unsharded ones (as for TW301).
+    if (v.trained_modes or (v.forwards and not detached_loss_input(v))) and v.params \
+            and not any(p.has_grad for p in v.params) and not _sharded():
         first = h.notes.setdefault("TW308:nograd", v.step)
         if h.bump("TW308:nograd") >= 2:
             yield Finding.of("TW308", "optimizer", f"optimizer.step() found no gradient on any parameter although "
@@ -282,14 +385,19 @@ def _negligible_updates(v: StepView) -> Iterator[Finding]:
                              "low for anything to be learned", step=first, details={"update_ratio": max(ratios)})
 
 
-def _lr_ratio(opt: torch.optim.Optimizer | None) -> float | None:
+def _lr_ratio(v: StepView) -> float | None:
     """The largest current learning rate over the param groups, relative to its initial value (schedulers keep
-    ``initial_lr`` in the group); None without a scheduler's record or with a zero initial rate."""
+    ``initial_lr`` in the group; without one, the rate this rule saw first: a loop that sets ``group["lr"]``
+    itself); None with a zero initial rate or groups added since."""
+    opt = v.optimizer
     if opt is None:
         return None
+    first = v.history.notes.setdefault("TW308:lr0", [g.get("lr") for g in opt.param_groups])
+    if len(first) != len(opt.param_groups):
+        return None
     ratios = []
-    for g in opt.param_groups:
-        lr, start = g.get("lr"), g.get("initial_lr")
+    for g, seen in zip(opt.param_groups, first, strict=True):
+        lr, start = g.get("lr"), g.get("initial_lr", seen)
         if not isinstance(lr, (int, float)) or not isinstance(start, (int, float)) or start <= 0:
             return None
         ratios.append(lr / start)
@@ -298,7 +406,7 @@ def _lr_ratio(opt: torch.optim.Optimizer | None) -> float | None:
 
 def _lr_collapsed(v: StepView) -> Iterator[Finding]:
     h = v.history
-    ratio = _lr_ratio(v.optimizer)
+    ratio = _lr_ratio(v)
     if ratio is None:
         return
     h.bump("TW308:lr_seen")
@@ -319,7 +427,7 @@ def _lr_collapsed_at_close(v: StepView) -> Iterator[Finding]:
     """A sparsely audited run whose rate collapsed between audits: reported when the loss had stopped falling (the
     second half of the run flat) at more than half of its first value, unlike a schedule annealed to 0."""
     h = v.history
-    ratio = _lr_ratio(v.optimizer)
+    ratio = _lr_ratio(v)
     if h.notes.get("TW308:lr_reported") or ratio is None or ratio > v.threshold("lr_collapse") or \
             h.losses.first is None:
         return

@@ -1,0 +1,241 @@
+"""Other forms of the bugs round 5's fixes catch (written after those fixes, so not blind), and healthy controls
+that tempt the fixed rules: schedules that raise the rate on purpose or anneal it to 0 by hand, loaders
+iterated by hand, planned freezes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from _blindkit import CNN, GRUClassifier, batches, ce_loop, gen, images, mlp, tabular, tokens, watch
+from _kit import bug, healthy
+from torch.utils.data import DataLoader, TensorDataset
+
+
+# ==== bugs =====================================================================================================
+@bug("TW307", tolerated=("TW108",))
+def midrun_rate_multiplied_each_step(run) -> None:
+    """ExponentialLR(gamma=1.2) (meant 0.8) stepped per batch under SGD with momentum on a CNN: the rate grows
+    ~1,500x over 40 steps."""
+    x, y = images(n=1280, seed=500)
+    model = CNN(bn=False)
+    opt = torch.optim.SGD(model.parameters(), 0.02, momentum=0.9)
+    ce_loop(run, model, opt, x, y, steps=40, sched=torch.optim.lr_scheduler.ExponentialLR(opt, 1.2))
+
+
+@bug("TW308")
+def midrun_step_before_backward_gru_loader(run) -> None:
+    """A DataLoader loop whose step() sits between the loss and its backward, right after zero_grad (a GRU)."""
+    ids, y = tokens(n=640, seed=501)
+    model = GRUClassifier()
+    opt = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9)
+    watch(run, model, opt)
+    for xb, yb in DataLoader(TensorDataset(ids, y), batch_size=32, shuffle=True, generator=gen(502)):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(xb), yb)
+        opt.step()
+        loss.backward()
+
+
+@bug("TW308")
+def midrun_adam_lr_zeroed_transformer_style(run) -> None:
+    """An 'lr finder' left in the loop sets every group's rate to 0 after step 5 (Adam, no scheduler)."""
+    x, y = tabular(n=1280, seed=503)
+    model = mlp(depth=3)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    watch(run, model, opt)
+    for i, (xb, yb) in enumerate(batches(x, y, 40, 32)):
+        if i == 5:
+            for g in opt.param_groups:
+                g["lr"] = 0.0
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+
+@bug("TW110")
+def midrun_cnn_features_detached_from_step_12(run) -> None:
+    """A CNN's pooled features are detached from step 12 on (a flag meant for evaluation), SGD with momentum."""
+    class Net(CNN):
+        cut = False
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.features(x).mean((2, 3))
+            return self.head(h.detach() if self.cut else h)
+
+    x, y = images(n=1280, seed=504)
+    model = Net()
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    watch(run, model, opt)
+    for i, (xb, yb) in enumerate(batches(x, y, 45, 32)):
+        model.cut = i >= 12
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+
+@bug("TW110")
+def midrun_prediction_rewrapped_as_tensor(run) -> None:
+    """``torch.tensor(model(x).tolist(), requires_grad=True)`` to 'fix' a dtype: the loss meets a copy of the
+    output outside the graph."""
+    x, y = tabular(n=640, seed=505)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    watch(run, model, opt)
+    for xb, yb in batches(x, y, 30, 32):
+        opt.zero_grad()
+        pred = torch.tensor(model(xb).tolist(), requires_grad=True)
+        F.cross_entropy(pred, yb).backward()
+        opt.step()
+
+
+@bug("TW214")
+def midrun_next_with_default_keeps_batch(run) -> None:
+    """``xb, yb = next(it, (xb, yb))``: once the iterator runs dry, the last batch is fed for the rest."""
+    x, y = tabular(n=256, seed=506)
+    it = iter(DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=gen(507)))
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    watch(run, model, opt)
+    xb, yb = next(it)
+    for _ in range(30):
+        xb, yb = next(it, (xb, yb))
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+
+@bug("TW305")
+def midrun_noop_freeze_of_cnn_features(run) -> None:
+    """``model.features.requires_grad = False`` at step 10 of a CNN run (the features keep training)."""
+    x, y = images(n=640, seed=508)
+    model = CNN()
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    watch(run, model, opt)
+    for i, (xb, yb) in enumerate(batches(x, y, 30, 32)):
+        if i == 10:
+            model.features.requires_grad = False
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+
+@bug("TW306")
+def midrun_adam_frozen_embedding_keeps_moving(run) -> None:
+    """A GRU's embedding frozen at step 10 with requires_grad_(False), zero_grad(set_to_none=False) under Adam:
+    its moments keep moving it."""
+    ids, y = tokens(n=1280, seed=509)
+    model = GRUClassifier()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    watch(run, model, opt)
+    for i, (xb, yb) in enumerate(batches(ids, y, 40, 32)):
+        if i == 10:
+            model.emb.requires_grad_(False)
+        opt.zero_grad(set_to_none=False)
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+
+# ==== healthy controls =========================================================================================
+@healthy
+def midrun_ok_one_cycle(run) -> None:
+    """OneCycleLR over 60 steps: the rate rises to 25x its initial value on purpose and the loss falls."""
+    x, y = tabular(n=1920, seed=520)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.5, total_steps=60)
+    ce_loop(run, model, opt, x, y, steps=60, sched=sched)
+
+
+@healthy
+def midrun_ok_manual_linear_decay_to_zero(run) -> None:
+    """The loop anneals the rate by hand, linearly to 0 at its last step (no scheduler object)."""
+    x, y = tabular(n=1280, seed=521)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), 0.2, momentum=0.9)
+    watch(run, model, opt)
+    for i, (xb, yb) in enumerate(batches(x, y, 40, 32)):
+        for g in opt.param_groups:
+            g["lr"] = 0.2 * (1 - i / 39)
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+
+@healthy
+def midrun_ok_iterator_restarted(run) -> None:
+    """``next(it)`` by hand, the iterator re-created on StopIteration (a new epoch each time)."""
+    x, y = tabular(n=256, seed=522)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=gen(523))
+    it = iter(loader)
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    watch(run, model, opt)
+    for _ in range(30):
+        try:
+            xb, yb = next(it)
+        except StopIteration:
+            it = iter(loader)
+            xb, yb = next(it)
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+
+@healthy
+def midrun_ok_linear_probe_after_warmup(run) -> None:
+    """Fine-tuning, then linear probing: from step 15 the encoder runs under no_grad, frozen with
+    requires_grad_(False), SGD with momentum and the default zero_grad."""
+    class Net(CNN):
+        probe = False
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.set_grad_enabled(not self.probe and torch.is_grad_enabled()):
+                h = self.features(x).mean((2, 3))
+            return self.head(h)
+
+    x, y = images(n=1280, seed=524)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9)
+    watch(run, model, opt)
+    for i, (xb, yb) in enumerate(batches(x, y, 40, 32)):
+        if i == 15:
+            model.probe = True
+            model.features.requires_grad_(False)
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+
+@healthy
+def midrun_ok_head_optimizer_created_after_watch(run) -> None:
+    """The encoder's optimizer is watched; the head's is created after the watch, both stepped every step."""
+    x, y = tabular(n=960, seed=525)
+    model = mlp()
+    opt_body = torch.optim.Adam(model[0].parameters(), 3e-3)
+    watch(run, model, opt_body)
+    opt_head = torch.optim.SGD(model[2].parameters(), 0.05, momentum=0.9)
+    for xb, yb in batches(x, y, 30, 32):
+        opt_body.zero_grad()
+        opt_head.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt_body.step()
+        opt_head.step()
+
+
+@healthy
+def midrun_ok_head_optimizer_accumulates(run) -> None:
+    """The watched optimizer steps the body every step; the head's optimizer accumulates 4 steps of gradients
+    before each of its steps and zero_grad, on purpose."""
+    x, y = tabular(n=960, seed=527)
+    model = mlp()
+    opt_body = torch.optim.Adam(model[0].parameters(), 3e-3)
+    opt_head = torch.optim.SGD(model[2].parameters(), 0.02, momentum=0.9)
+    watch(run, model, opt_body)
+    for i, (xb, yb) in enumerate(batches(x, y, 30, 32)):
+        opt_body.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt_body.step()
+        if i % 4 == 3:
+            opt_head.step()
+            opt_head.zero_grad()
