@@ -33,16 +33,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 # Bugs the rules cannot see with what the watch collects today, per sampling mode, and what they would need;
 # tests/scenarios/test_scenarios.py expects these to fail (strict xfail), so a probe change that fixes one shows.
-KNOWN_MISSES: dict[tuple[str, str], str] = {
-    **{(name, "default"): "default sampling audits steps 0-4 and every 100th: a bug starting at step 20 of a "
-       "60-step run is never audited" for name in ("blind5_labels_collapse_mid_run", "blind5_encoder_detached_mid_run",
-                                                  "blind5_inputs_blanked_mid_run",
-                                                  "midrun_cnn_features_detached_from_step_12")},
-    **{("blind5_hf_loss_on_softmax", mode): "a loss computed inside the model's forward is not seen by the loss "
-       "tap, which listens between forward and step" for mode in ("default", "every-step")},
-    **{("blind5_hf_causal_lm_labels_not_shifted", mode): "labels equal to input_ids are the HF convention; the "
-       "missing shift inside forward is not observed" for mode in ("default", "every-step")},
-}
+KNOWN_MISSES: dict[tuple[str, str], str] = {}
 
 
 class _TwoPart(nn.Module):
@@ -63,8 +54,9 @@ class _HFStyle(nn.Module):
     """A Hugging Face-style sequence model: ``forward(input_ids, labels=None)`` returns a dict with the loss."""
 
     def __init__(self, vocab: int = 120, dim: int = 32, classes: int = 2, causal_lm: bool = False,
-                 probs_into_ce: bool = False, pooler_unused: bool = False) -> None:
+                 probs_into_ce: bool = False, pooler_unused: bool = False, shift: bool = False) -> None:
         super().__init__()
+        self.shift = shift
         self.emb = nn.Embedding(vocab, dim)
         self.pos = nn.Parameter(torch.zeros(1, 32, dim))
         layer = nn.TransformerEncoderLayer(dim, 4, dim_feedforward=64, dropout=0.1, batch_first=True)
@@ -81,6 +73,8 @@ class _HFStyle(nn.Module):
             logits = self.head(h)
             out = {"logits": logits}
             if labels is not None:
+                if self.shift:  # Hugging Face's causal LMs: position t predicts token t + 1
+                    logits, labels = logits[:, :-1], labels[:, 1:]
                 out["loss"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
             return out
         pooled = self.pooler(h[:, 0])
@@ -631,6 +625,16 @@ def blind5_deep_sigmoid_short(run) -> None:
 
 
 # ==== healthy controls =========================================================================================
+@healthy
+def blind5_ok_hf_causal_lm_shifted(run) -> None:
+    """labels = input_ids, shifted inside forward as Hugging Face's causal LMs do: the targets are the input ids
+    one position on (the very tensor, the same values), which must not read as a copied input."""
+    start = torch.randint(0, 120, (640, 1), generator=gen(421))
+    ids = (start + torch.arange(16) * torch.randint(1, 3, (640, 1), generator=gen(422))) % 120  # learnable
+    model = _HFStyle(causal_lm=True, shift=True)
+    _hf_loop(run, model, torch.optim.AdamW(model.parameters(), 3e-3), ids, ids.clone(), steps=30)
+
+
 @healthy
 def blind5_ok_full_batch_one_tensor(run) -> None:
     """Full-batch Adam on one 256-row tensor for 60 steps (the same tensor object every step, on purpose)."""

@@ -119,7 +119,12 @@ def _tap_loss(name: str, kind: str) -> Callable[..., Any]:
             for listener in _LISTENERS:
                 if listener.tapping:
                     listener.tap_loss(kind, input, target)
-        return original(input, target, *args, **kwargs)
+        out = original(input, target, *args, **kwargs)
+        for listener in _LISTENERS:
+            if listener._window is not None:  # an audited step: a loss the model computes in its own forward
+                listener.loss_in_forward(kind, input, target, out,
+                                         kwargs.get("weight") is not None or kwargs.get("pos_weight") is not None)
+        return out
 
     tapped.__name__, tapped.__qualname__, tapped.__doc__ = original.__name__, original.__qualname__, original.__doc__
     return tapped
@@ -128,8 +133,9 @@ def _tap_loss(name: str, kind: str) -> Callable[..., Any]:
 def listen(listener: Any) -> None:
     """Route the losses given to backward and to ``torch.nn.functional``'s losses to ``listener`` (its
     ``tap_backward(loss)`` and ``tap_loss(kind, input, target)``) while its ``tapping`` is true; its
-    ``after_backward()`` is called when each backward returns, and ``zero_grad_called(owner)`` when an optimizer
-    or a module clears gradients (neither offers a hook for it).
+    ``after_backward()`` is called when each backward returns, ``zero_grad_called(owner)`` when an optimizer
+    or a module clears gradients (neither offers a hook for it), and ``loss_in_forward(kind, input, target,
+    output, weighted)`` after each functional loss while its ``_window`` (an audited step) is open.
 
     Between audited steps a function mode would cost ~10 us per torch call of the loss computation; these
     wrappers cost a loop over the listeners. Installed with the first listener, removed with the last. Loss

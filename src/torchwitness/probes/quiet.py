@@ -116,6 +116,15 @@ class BetweenAudits:
         if torch.is_grad_enabled():
             self._note_loss_call(x, t)
 
+    @guarded
+    def loss_in_forward(self, kind: str, x: Any, t: Any, out: Any, weighted: bool) -> None:
+        # The spy listens from the end of the model's forward; a model that computes its loss inside forward
+        # (Hugging Face's labels=...) is seen here. Under the spy this call is nested in its handler: the spy
+        # notes the loss itself, with what it knows of the target's history.
+        w = self._window
+        if self._spy is None and w is not None and w.forwards and w.loss is None and torch.is_grad_enabled():
+            w.add_loss(kind, x, t, out, weighted=weighted)
+
     def tap_backward(self, loss: torch.Tensor) -> None:
         self._spied_backward(loss)
 

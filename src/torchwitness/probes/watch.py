@@ -184,7 +184,11 @@ class Watch(BetweenAudits, StepUpdate):
 
     # ---- sampling --------------------------------------------------------------------------------------------
     def _audited(self, step: int) -> bool:
-        return step < self.first_steps or step % self.every_n_steps == 0
+        # Sparse sampling (audits more than 2 * CLOSE_GAP apart) audits every CLOSE_GAP-th step too until
+        # CLOSE_WATCH: a run of a few dozen steps whose bug starts after its first steps (labels collapsing, a layer
+        # cut off at step 20) is judged at all.
+        return step < self.first_steps or step % self.every_n_steps == 0 or (
+            step < CLOSE_WATCH and step % CLOSE_GAP == 0 and self.every_n_steps > 2 * CLOSE_GAP)
 
     def _arm(self) -> bool:
         """Prepare the audit of ``self.step``; False when it is a lean one (no window: see probes/lean.py)."""
@@ -388,6 +392,8 @@ class Watch(BetweenAudits, StepUpdate):
         if f"ids/{name}" not in w.extra:
             w.extra[f"ids/{name}"] = module.num_embeddings
             w.pack.add(f"ids/{name}", torch.stack(torch.aminmax(args[0].detach())))
+            if w.statistics:  # the first table's ids: targets equal to them position by position copy the input
+                w.extra.setdefault("embed_ids", args[0])
             if w.statistics and module.num_embeddings >= 16:  # how the ids spread over the table (TW212)
                 w.extra[f"tok/{name}"] = (module.num_embeddings, module.padding_idx, args[0].ndim)
                 w.pack.add(f"tok/{name}", token_probe(args[0], module.num_embeddings))

@@ -154,6 +154,13 @@ class Window:
         self.num_classes = num_classes
         if not self.statistics:
             return
+        ids = self.extra.pop("embed_ids", None)
+        if ids is not None and ids.numel() == labels.numel() and not ids.is_floating_point():
+            # Targets equal to the inputs at the same positions (ignored ones, < 0, aside): a causal LM whose
+            # labels were never shifted learns to copy its input (TW209).
+            valid = labels.reshape(-1) >= 0
+            same = (ids.reshape(-1).to(labels.device) == labels.reshape(-1)) & valid
+            self.pack.add("copy", same.sum() / valid.sum().clamp(min=1))
         self.pack.add("hist", stats.class_histogram(labels, num_classes))
         self.extra["hist_labels"] = labels.numel()
         if want_moments and labels.ndim == 1 and x.shape[0] == labels.shape[0] and num_classes <= 32:

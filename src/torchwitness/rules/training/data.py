@@ -281,9 +281,22 @@ def label_leak(v: StepView) -> Iterator[Finding]:
     target (or a rescaled one) does not stop short of 1.
 
     Example: ``X = df.drop(columns=["id"])`` keeps the ``target`` column. Fix: drop the target from X.
+
+    Also reported: class targets equal, position by position, to the ids the model's first embedding table was
+    fed (at ``leak_corr`` of the positions or more): a causal LM whose labels were not shifted (``labels =
+    input_ids`` given to a forward that does not shift them) is trained to copy its input.
     """
     notes = v.history.notes
-    if notes.get("TW209") or (v.event == "step" and "moments" not in v.extra.get("data", {})):
+    if notes.get("TW209"):
+        return
+    copy = v.extra.get("data", {}).get("copy") if v.event == "step" else None
+    if copy and copy[0] >= v.threshold("leak_corr"):
+        notes["TW209"] = True
+        yield Finding.of("TW209", "target", f"{copy[0]:.1%} of the class targets equal the model's input ids at "
+                         "the same positions: labels not shifted for next-token prediction, so each position is "
+                         "trained to copy its own input", step=v.step, details={"copy": copy[0]})
+        return
+    if v.event == "step" and "moments" not in v.extra.get("data", {}):
         return
     # A copied label correlates at ~1 from the first rows on: judged when the rows seen have doubled since the
     # last look (and at close), not at every audit (the numpy work cost ~0.2 ms an audit).
