@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "tests" / "scenarios"
-BLIND = ("scenarios_blind", "scenarios_blind2", "scenarios_blind3", "scenarios_blind4", "scenarios_blind5")
+BLIND = ("scenarios_blind", "scenarios_blind2", "scenarios_blind3", "scenarios_blind4", "scenarios_blind5",
+         "scenarios_blind6")
 MODES = {"default": {"every_n_steps": 100, "first_steps": 5}, "every-step": {"every_n_steps": 1, "first_steps": 0}}
 
 
