@@ -85,6 +85,8 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW405": frozenset({"TW111", "TW109"}),
     "TW111": frozenset({"TW109"}),  # gradients zeroed (clipped to 0, multiplied by 0): the loss cannot move
     "TW407": frozenset({"TW109", "TW405"}),  # BatchNorm over one sample: a noisy or degenerate forward
+    # one weight_decay argument given to Adam: the L2 term it adds also reaches biases and norms
+    "TW302": frozenset({"TW303"}),
 
 }
 

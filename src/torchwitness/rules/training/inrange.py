@@ -29,7 +29,9 @@ def _pile(name: str, values: list[float], vocab: int, padding: int | None, ndim:
         return None
     if padding is not None and int(top_id) == padding:
         return None
-    padding_like = runs <= 1.05 * rows and ends >= 0.8 * rows  # one run per row, at its start or end
+    # One run per row, at its start or end; the id may also occur inside rows as a token of its own (id 0 of a
+    # vocabulary used as padding), at most as often as the runner-up id, which bounds any real token's count.
+    padding_like = runs <= 1.05 * rows + second and ends >= 0.8 * rows
     if ndim >= 2 and (padding_like or column > 0.5 * top):  # padding, or BOS/CLS-like tokens
         return None
     return f"{top / n:.0%} of the ids fed to {name} are id {int(top_id)} ({top / max(second, 1):.0f}x the next " \

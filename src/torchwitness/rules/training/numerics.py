@@ -146,10 +146,17 @@ def vanishing_gradient(v: StepView) -> Iterator[Finding]:
     """The relative gradient (|grad| / |weight|) of the first weight layer is ``vanishing_ratio`` (1e-4) times
     that of the last one or smaller: the early layers effectively stop learning.
 
+    Embedding tables are not judged: a batch looks up a few of their rows, so their relative gradient is small
+    however shallow the model.
+
     Example: a 20-layer MLP of sigmoids. Fix: non-saturating activations, residuals, normalisation.
     """
+    tables = v.history.notes.get("TW104:tables")
+    if tables is None:  # found once per run: walking the modules at every audit costs on large models
+        tables = v.history.notes["TW104:tables"] = {id(m.weight) for m in v.watch._inner.modules()
+                                                    if isinstance(m, torch.nn.Embedding)}
     layers = [p for p in v.params if p.has_grad and len(p.shape) >= 2 and _finite(p.grad_norm)
-              and _finite(p.weight_norm) and p.weight_norm > 0]
+              and _finite(p.weight_norm) and p.weight_norm > 0 and id(p.param) not in tables]
     if len(layers) < 3:
         return
     first, last = layers[0], layers[-1]
