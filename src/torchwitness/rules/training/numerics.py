@@ -218,6 +218,11 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+# An update this share of update_ratio_max is already destructive: an unbroken run of audited steps with one
+# (noted by TW307 as "TW307:large", from its first step) dates a later TW307 or divergence from its start.
+LARGE_UPDATE_SHARE = 0.3
+
+
 @training_rule("TW108", when=("step", "close"), name="loss-divergence", title="Loss is diverging",
                severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
                remediation="Lower the learning rate (often by 10x), add warm-up or gradient clipping.",
@@ -248,8 +253,14 @@ def loss_divergence(v: StepView) -> Iterator[Finding]:
     if found is not None:
         notes["TW108"] = True
         step, level = found
-        yield Finding.of("TW108", "loss", f"loss rose from {base:.3g} to {level:.3g} around step {step}",
-                         step=step, details={"early": base, "peak": level})
+        # Steps that each moved the weights by a large share of their norm, from before the rise to the latest
+        # audit, are where it began: the units they killed on the way are its consequences, not a second cause.
+        since = notes.get("TW307:large")
+        began = f" (updates over {LARGE_UPDATE_SHARE:g}x their weights' norm from step {since})" \
+            if since is not None and since < step else ""
+        notes["TW108:began"] = since if began else step
+        yield Finding.of("TW108", "loss", f"loss rose from {base:.3g} to {level:.3g} around step {step}{began}",
+                         step=notes["TW108:began"], details={"early": base, "peak": level})
 
 
 def first_divergence(history: LossLog, start: int, limit: float) -> tuple[int, float] | None:
@@ -289,7 +300,9 @@ def chance_loss(v: StepView) -> float | None:
     kind = notes.get("loss_kind")
     hist = v.history.label_hist
     if kind in ("CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss", "BCELoss") and hist is not None:
-        return _entropy([float(c) for c in hist[:-1]])
+        # Class weights move the input-blind optimum and its loss away from the label entropy (towards log C for
+        # weights that balance the classes): with no level to compare against, none is claimed.
+        return None if notes.get("class_weighted") else _entropy([float(c) for c in hist[:-1]])
     # A target with gradients is the model's own output (the other view of a self-supervised pair): no level
     # of a model that ignores its input exists.
     if kind in ("MSELoss",) and notes.get("target_var") and not notes.get("target_grad"):

@@ -15,6 +15,7 @@ from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
 from torchwitness.rules.training._registry import training_rule
 from torchwitness.rules.training.flow import detached_loss_input
+from torchwitness.rules.training.numerics import LARGE_UPDATE_SHARE as _LARGE_SHARE
 from torchwitness.rules.training.numerics import falling, first_divergence
 
 ART15 = ("EU-AI-Act:Art.15",)
@@ -292,8 +293,11 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
         v.history.notes.setdefault("TW307:rise", v.step)
     # A tensor that started at zero (zero-initialised layers, on purpose or not) has a relative update that means
     # nothing for a while: its first steps are "infinitely" large relative to it. Such tensors are not judged.
-    zero_start = v.history.notes.setdefault("TW307:zero_start", set())
-    seen = v.history.notes.setdefault("TW307:seen", set())
+    notes = v.history.notes
+    zero_start = notes.setdefault("TW307:zero_start", set())
+    seen = notes.setdefault("TW307:seen", set())
+    limit = v.threshold("update_ratio_max")
+    large = False
     for p in v.params:
         if p.name not in seen and p.update_norm is not None:
             seen.add(p.name)
@@ -302,10 +306,21 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
         r = p.update_ratio
         if r is None or len(p.shape) < 2 or p.name in zero_start or not p.weight_norm > 1e-12:
             continue
-        if r >= v.threshold("update_ratio_max"):
-            v.history.notes.setdefault("TW307", v.step)
-            yield Finding.of("TW307", p.name, f"update of {p.name} is {r:.3g}x its norm", step=v.step)
+        large = large or r >= _LARGE_SHARE * limit
+        if r >= limit:
+            notes.setdefault("TW307", v.step)
+            # Dated from the unbroken run of audited steps whose updates were already a large share of the weights:
+            # those steps are what killed units or blew up activations, found on the forwards that followed.
+            since = notes.get("TW307:large", v.step)
+            streak = f" (updates over {_LARGE_SHARE:g}x their weights' norm since step {since})" if since < v.step \
+                else ""
+            yield Finding.of("TW307", p.name, f"update of {p.name} is {r:.3g}x its norm at step {v.step}{streak}",
+                             step=since)
             return
+    if large:
+        notes.setdefault("TW307:large", v.step)
+    else:
+        notes.pop("TW307:large", None)
 
 
 def _rate_raised_then_diverged(v: StepView) -> Iterator[Finding]:
@@ -323,7 +338,8 @@ def _rate_raised_then_diverged(v: StepView) -> Iterator[Finding]:
         since = f" (past {_LR_RISE:g}x from step {rise})" if rise < step else ""
         yield Finding.of("TW307", "optimizer", f"the learning rate ended at {ratio:.3g}x its initial value{since} and "
                          f"the loss rose from {base:.3g} to {level:.3g} around step {step}: the schedule raised the "
-                         "rate until training diverged (a warm-up never capped?)", step=min(rise, step),
+                         "rate until training diverged (a warm-up never capped?)",
+                         step=min(rise, step, h.notes.get("TW108:began", step)),  # as TW108 dated the rise
                          details={"lr_ratio": ratio})
 
 
