@@ -56,6 +56,7 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW212": frozenset({"TW109", "TW206", "TW207", "TW210", "TW405"}),  # token ids piled up or folded
     "TW213": frozenset({"TW109"}),  # images scrambled by reshape
     "TW214": frozenset({"TW206", "TW207"}),  # the same batch every step
+    "TW207": frozenset({"TW109"}),  # batches of a few samples repeated: the loss can sit at chance for a while
     "TW206": frozenset({"TW214", "TW207"}),
     "TW153": frozenset({"TW101", "TW102", "TW103", "TW108", "TW109", "TW307"}),
     "TW150": _UNITS,

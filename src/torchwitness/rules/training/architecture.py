@@ -61,13 +61,17 @@ def _persistent(v: StepView, key: str) -> int | None:
     return first if v.history.bump(key) >= 2 else None
 
 
+_NARROW = 32  # layers with fewer units than this need a larger dead share (TW403)
+
+
 @training_rule("TW403", when="step", name="dead-units", title="Dead units", severity=Severity.WARN,
                phase=Phase.FORWARD, obligations=ART15,
                remediation="Lower the learning rate, use LeakyReLU/GELU, check bias initialisation and input scale.",
                statistical=True)
 def dead_units(v: StepView) -> Iterator[Finding]:
-    """At least ``dead_fraction`` (50%) of a layer's units output exactly zero for the whole batch, on two
-    audited steps: they pass no gradient and never recover ("dying ReLU").
+    """More than ``dead_fraction`` (50%) of a layer's units output exactly zero for the whole batch, on two
+    audited steps: they pass no gradient and never recover ("dying ReLU"). A layer narrower than 32 units must
+    have three quarters of them dead: a narrow healthy layer (a 16-unit predictor) can sit at half.
 
     Example: ``nn.Linear`` with ``bias`` initialised to -10 before a ReLU. Fix: sane init, smaller learning rate.
     """
@@ -77,7 +81,10 @@ def dead_units(v: StepView) -> Iterator[Finding]:
             continue
         frac = u["dead"] / m.n_units
         conv = len(m.out.shape) in (4, 5) or m.channels_first
-        if frac >= v.threshold("dead_fraction") and not conv and (since := _persistent(v, f"TW403:{name}")) is not None:
+        limit = v.threshold("dead_fraction")
+        if m.n_units < _NARROW:  # a few units make a noisy share: halfway from the threshold to all of them
+            limit = (1 + limit) / 2
+        if frac > limit and not conv and (since := _persistent(v, f"TW403:{name}")) is not None:
             yield _dated("TW403", name, f"{frac:.0%} of the {m.n_units} units of {name} are dead", since, v)
 
 

@@ -75,6 +75,15 @@ def nonfinite_loss(v: StepView) -> Iterator[Finding]:
                              f"gradients at step {g[0]}, while its value was finite (a log or division of a value "
                              "that underflowed to 0?)", step=g[0])
             return
+        # Between sparse audits only the gradient sentinel watched: when it saw the gradients turn non-finite at a
+        # step whose loss nobody recorded, with clean data, the loss is as likely to have turned there (a log of
+        # an underflowed probability makes both in one step) and is the earlier link of the chain.
+        if g is not None and g[0] < s and clean and not any(
+                g[0] <= step < s for step, _ in losses.recent(min(len(losses), s - g[0] + 1))):
+            yield Finding.of("TW101", "loss", f"loss is {x} at step {s}; the gradients were non-finite from step "
+                             f"{g[0]}, whose loss was not recorded (between audits): the loss computation is the "
+                             "first suspect (a log or division of a value that underflowed to 0?)", step=g[0])
+            return
         yield Finding.of("TW101", "loss", f"loss is {x} at step {s}", step=s)
 
 
