@@ -39,7 +39,10 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 KNOWN_MISSES: dict[tuple[str, str], str] = {
     (name, mode): "Zipf ids wrapped (% V) into the table keep a falling, step-free density (the fold test needs a "
                   "flat one); telling them apart needs the tokenizer's vocabulary size or a model of the tail"
-    for name in ("blind6_token_ids_wrapped_modulo_hf",) for mode in ("default", "every-step")}
+    for name in ("blind6_token_ids_wrapped_modulo_hf",) for mode in ("default", "every-step")} | {
+    ("blind6_watched_model_is_not_the_trained_one", mode): "copy.deepcopy of a watched model raises (its hooks are "
+    "bound methods of the Watch, which holds the ledger's open file; torch.save(model) fails on the signing key): "
+    "the probes must make their hooks copy- and pickle-safe" for mode in ("default", "every-step")}
 
 
 class _Records(Dataset):
@@ -857,3 +860,183 @@ def blind6_ok_batchnorm_cnn_small_but_fine_batches(run) -> None:
         opt.step()
         if i % 20 == 19:
             sched.step()
+
+
+# ==== second batch (written after the first run, with the rule list known): more forms of the classic bugs ========
+@bug("TW402")
+def blind6_validation_without_eval_dropout_cnn(run) -> None:
+    """Validation every 10 steps under ``no_grad`` but without ``model.eval()``: dropout and batch statistics
+    stay in training mode while evaluating."""
+    x, y = images(n=256, seed=670)
+    val = images(n=64, seed=671)[0]
+    model = CNN(dropout=0.3)
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    watch(run, model, opt)
+    for i, (xb, yb) in enumerate(batches(x, y, 40, 32)):
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+        if i % 10 == 9:
+            with torch.no_grad():
+                model(val)
+
+
+@bug("TW304")
+def blind6_hf_style_loop_without_zero_grad_adam(run) -> None:
+    """An HF-style loop (loss from forward, dict batches) whose ``optimizer.zero_grad()`` was deleted with the
+    gradient-accumulation branch; Adam."""
+    ids, y = tokens(n=640, length=16, seed=672)
+    model = _SeqLM()
+    opt = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=0.0)
+    loader = DataLoader(_Records(input_ids=ids, labels=y), batch_size=32, shuffle=True, generator=gen(11))
+    watch(run, model, opt)
+    for step, b in enumerate(loader):
+        model(**b).loss.backward()
+        opt.step()
+        if step == 19:
+            break
+
+
+@bug("TW306")
+def blind6_layers_frozen_after_optimizer_with_momentum(run) -> None:
+    """The first layer is frozen (``requires_grad_(False)``) at step 15 of a momentum-SGD run, after its
+    gradient was last cleared with ``set_to_none=False``: momentum keeps moving the "frozen" weights."""
+    x, y = tabular(n=1280, seed=673)
+    model = mlp(depth=3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    watch(run, model, opt)
+    for i, (xb, yb) in enumerate(batches(x, y, 50, 32)):
+        if i == 15:
+            model[0].requires_grad_(False)
+        opt.zero_grad(set_to_none=False)
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+
+@bug("TW206")
+def blind6_loader_yields_each_batch_twice(run) -> None:
+    """A buggy generator wrapper yields every batch twice in a row (a retry loop that never breaks)."""
+    x, y = tabular(n=1280, seed=674)
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    watch(run, model, opt)
+
+    def twice():
+        for xb, yb in batches(x, y, 20, 32):
+            yield xb, yb
+            yield xb.clone(), yb.clone()
+
+    for xb, yb in twice():
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+
+@bug("TW205")
+def blind6_channels_last_images_into_a_conv_that_accepts_them(run) -> None:
+    """``(N, 12, 12, 3)`` images fed as they are to a CNN whose first convolution was given 12 input channels to
+    make the shapes line up."""
+    x, y = images(n=256, seed=675)
+    x = x.permute(0, 2, 3, 1).contiguous()
+    model = CNN(c=12)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 2e-3), x, y, steps=30)
+
+
+@bug("TW406")
+def blind6_one_batchnorm_shared_by_two_blocks(run) -> None:
+    """One ``nn.BatchNorm1d`` instance used after both hidden layers: its running statistics mix two
+    different distributions."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2, self.head = nn.Linear(12, 32), nn.Linear(32, 32), nn.Linear(32, 4)
+            self.bn = nn.BatchNorm1d(32)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.bn(self.fc1(x)))
+            return self.head(torch.relu(self.bn(self.fc2(h))))
+
+    x, y = tabular(n=512, seed=676)
+    model = Net()
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), x, y, steps=30)
+
+
+@bug("TW412")
+def blind6_watched_model_is_not_the_trained_one(run) -> None:
+    """The loop trains a ``copy.deepcopy`` of the model made for an EMA, while the optimizer steps the original:
+    the watched (and optimized) model's forward never runs."""
+    import copy
+
+    x, y = tabular(n=512, seed=677)
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    watch(run, model, opt)
+    twin = copy.deepcopy(model)
+    for xb, yb in batches(x, y, 30, 32):
+        opt.zero_grad()
+        F.cross_entropy(twin(xb), yb).backward()
+        opt.step()
+
+
+@bug("TW301")
+def blind6_adapter_added_after_optimizer(run) -> None:
+    """A LoRA-style adapter is attached to the GRU classifier after the optimizer was built over the model."""
+    ids, y = tokens(n=384, seed=678)
+    model = GRUClassifier()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    base = model.head
+    model.adapter = nn.Sequential(nn.Linear(32, 4, bias=False), nn.Linear(4, 2, bias=False))
+
+    class WithAdapter(nn.Module):
+        def forward(self, h: torch.Tensor) -> torch.Tensor:
+            return base(h) + model.adapter(h)
+
+    model.head = WithAdapter()
+    ce_loop(run, model, opt, ids, y, steps=30)
+
+
+@healthy
+def blind6_ok_ema_teacher_updated_by_hand(run) -> None:
+    """Mean-teacher: a student trained by the optimizer, an EMA teacher updated under ``no_grad`` and used for
+    consistency targets (the teacher is never in the optimizer and never gets gradients)."""
+    import copy
+
+    x, y = tabular(n=768, seed=679)
+    student = mlp()
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    opt = torch.optim.Adam(student.parameters(), 3e-3)
+    watch(run, student, opt)
+    for xb, yb in batches(x, y, 40, 32):
+        out = student(xb)
+        with torch.no_grad():
+            soft = teacher(xb + 0.05 * torch.randn_like(xb)).softmax(1)
+        loss = F.cross_entropy(out, yb) + 0.5 * F.kl_div(out.log_softmax(1), soft, reduction="batchmean")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for pt, ps in zip(teacher.parameters(), student.parameters(), strict=True):
+                pt.mul_(0.99).add_(ps, alpha=0.01)
+
+
+@healthy
+def blind6_ok_lora_adapter_only_trained(run) -> None:
+    """Parameter-efficient fine-tuning: the base transformer frozen, a small adapter and the head trained, the
+    optimizer built after freezing over the trainable parameters only."""
+    ids, y = tokens(n=384, seed=680)
+    model = Encoder()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.adapter = nn.Sequential(nn.Linear(32, 8), nn.ReLU(), nn.Linear(8, 32))
+    model.head = nn.Linear(32, 2)
+    inner = model.encoder
+
+    class Adapted(nn.Module):
+        def forward(self, h: torch.Tensor) -> torch.Tensor:
+            h = inner(h)
+            return h + model.adapter(h)
+
+    model.encoder = Adapted()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 1e-2, weight_decay=0.0)
+    ce_loop(run, model, opt, ids, y, steps=60)
