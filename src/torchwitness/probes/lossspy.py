@@ -36,12 +36,18 @@ _PASS_THROUGH = frozenset({
 })
 
 
-class LossSpy(TorchFunctionMode):
-    """Calls ``on_loss(kind, input, target, weighted, output, target_computed)`` and ``on_backward(tensor)``.
+# Tensors filled with one value by construction: a target made by these (a GAN's real/fake labels) holds no class
+# frequencies of any data.
+_FACTORIES = frozenset({torch.ones, torch.zeros, torch.full, torch.ones_like, torch.zeros_like, torch.full_like})
 
-    ``target_computed`` says the target was made by arithmetic after the model's forward (``log1p(y)``, say),
-    not only reshaped or cast from a tensor that existed before: non-finite values in it were then made by
-    the loss computation, not found in the data.
+
+class LossSpy(TorchFunctionMode):
+    """Calls ``on_loss(kind, input, target, weighted, output, origin)`` and ``on_backward(tensor)``.
+
+    ``origin`` is ``"data"`` for a target that existed before the model's forward ended (reshaped or cast at
+    most), ``"computed"`` for one made by arithmetic after it (``log1p(y)``, say: non-finite values in it were
+    made by the loss computation, not found in the data), and ``"constant"`` for one filled with a single value
+    by construction after it (``torch.ones_like(d_out)``).
     """
 
     def __init__(self, on_loss: Callable[..., None], on_backward: Callable[[torch.Tensor], None]) -> None:
@@ -49,6 +55,7 @@ class LossSpy(TorchFunctionMode):
         self.on_loss, self.on_backward = on_loss, on_backward
         self.active = True
         self._computed: dict[int, torch.Tensor] = {}  # id -> tensor (held, so the id is not reused meanwhile)
+        self._constant: dict[int, torch.Tensor] = {}
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -62,10 +69,13 @@ class LossSpy(TorchFunctionMode):
             x = args[0] if args else kwargs.get("input")
             t = args[1] if len(args) > 1 else kwargs.get("target")
             weighted = kwargs.get("weight") is not None or kwargs.get("pos_weight") is not None
-            self.on_loss(kind, x, t, weighted, out, id(t) in self._computed)
-        elif isinstance(out, torch.Tensor) and (func not in _PASS_THROUGH or any(
-                id(a) in self._computed for a in args if isinstance(a, torch.Tensor))):
-            self._computed[id(out)] = out
+            origin = "constant" if id(t) in self._constant else "computed" if id(t) in self._computed else "data"
+            self.on_loss(kind, x, t, weighted, out, origin)
+        elif isinstance(out, torch.Tensor):
+            if func in _FACTORIES or (func in _PASS_THROUGH and any(id(a) in self._constant for a in args)):
+                self._constant[id(out)] = out
+            if func not in _PASS_THROUGH or any(id(a) in self._computed for a in args):
+                self._computed[id(out)] = out
         return out
 
     def start(self) -> None:
@@ -80,6 +90,7 @@ class LossSpy(TorchFunctionMode):
         """Leave the mode stack; if user code pushed a mode above ours and kept it, only stop listening."""
         self.active = False
         self._computed.clear()
+        self._constant.clear()
         if self.on_top():
             self.__exit__(None, None, None)
 

@@ -101,15 +101,16 @@ class BetweenAudits:
             self._spy = None
 
     @guarded
-    def _spied_loss(self, kind: str, x: Any, t: Any, weighted: bool, out: Any, computed: bool) -> None:
+    def _spied_loss(self, kind: str, x: Any, t: Any, weighted: bool, out: Any, origin: str) -> None:
         w = self._window
         if w is None:
-            if torch.is_grad_enabled() and not computed:
+            if torch.is_grad_enabled() and origin == "data":
                 self._note_loss_call(x, t)
         elif w.loss is None and torch.is_grad_enabled():
             w.add_loss(kind, x, t, out, weighted=weighted)
             if w.loss is not None:
-                w.loss.target_computed = computed
+                w.loss.target_computed = origin != "data"
+                w.loss.target_constant = origin == "constant"
 
     @guarded
     def tap_loss(self, kind: str, x: Any, t: Any) -> None:

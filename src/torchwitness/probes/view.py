@@ -125,6 +125,7 @@ class LossInfo:
     row_sums: tuple[float, float] | None = None  # min and max of the input's row sums over the class axis
     producer: str | None = None  # the autograd op that made the input, looking through views and casts
     target_computed: bool = False  # the target was computed after the forward (log1p(y)), not the data's own
+    target_constant: bool = False  # ... filled with one value by construction (torch.ones_like: a GAN's labels)
     target_grad: bool = False  # the target carries gradients (another output of the model)
 
 

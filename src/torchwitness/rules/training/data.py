@@ -326,7 +326,8 @@ def label_leak(v: StepView) -> Iterator[Finding]:
 def class_imbalance(v: StepView) -> Iterator[Finding]:
     """The most frequent class outnumbers the least frequent by ``imbalance_ratio`` (15) or more over the
     labels seen; a model can score high accuracy by ignoring the minority. Not reported when the loss already
-    carries class weights, nor for next-token targets over the model's own input vocabulary.
+    carries class weights, nor for next-token targets over the model's own input vocabulary, nor for targets the
+    loop fills with one value by construction (``torch.ones_like(d_real)``: a GAN discriminator's real/fake labels).
 
     Example: fraud detection with 1% positives trained with plain BCE. Fix: ``pos_weight`` or resampling.
 
@@ -336,7 +337,9 @@ def class_imbalance(v: StepView) -> Iterator[Finding]:
     """
     h = v.history
     hist = h.label_hist
-    if hist is None or h.notes.get("TW210") or h.notes.get("class_weighted"):
+    if v.loss is not None and v.loss.target_constant:  # labels made by torch.ones/zeros/full (a GAN's): no data
+        h.notes["TW210:constructed"] = True
+    if hist is None or h.notes.get("TW210") or h.notes.get("class_weighted") or h.notes.get("TW210:constructed"):
         return
     collapsed = _labels_collapsed(h, hist, v.step) if v.event == "step" else None
     if collapsed is not None:
