@@ -15,6 +15,7 @@ import torch
 
 from torchwitness.probes import stats
 from torchwitness.probes.inrange import token_probe
+from torchwitness.probes.lossspy import grad_call_running
 from torchwitness.probes.quiet import MAX_PENDING_LOSSES, guarded
 from torchwitness.probes.view import ModuleInfo, TensorInfo
 from torchwitness.probes.window import Forward, Window, first_tensor
@@ -64,7 +65,7 @@ class Capture:
     @guarded
     def _on_output_grad(self, w: Window, fwd: Forward, grad: torch.Tensor) -> None:
         fwd.trained = True
-        if w.stale_checked:
+        if w.stale_checked or grad_call_running():  # autograd.grad(loss, params) leaves .grad as it was
             return
         w.stale_checked = True
         # Backward of the step's first backpropagated forward is starting: any gradient already present was

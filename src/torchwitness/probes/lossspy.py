@@ -10,6 +10,7 @@ or inside the optimizer's step.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -100,6 +101,22 @@ _LISTENERS: list[Any] = []
 _ORIGINALS: dict[str, Any] = {}
 
 
+_GRAD_CALLS = [0]  # torch.autograd.grad calls under way (their backward leaves .grad alone)
+
+
+def grad_call_running() -> bool:
+    """A ``torch.autograd.grad`` call is running: the backward under way accumulates nothing into ``.grad``."""
+    return _GRAD_CALLS[0] > 0
+
+
+def _tapped_grad(*args: Any, **kwargs: Any) -> Any:
+    _GRAD_CALLS[0] += 1
+    try:
+        return _ORIGINALS["grad"](*args, **kwargs)
+    finally:
+        _GRAD_CALLS[0] -= 1
+
+
 def _tapped_backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
     for listener in _LISTENERS:
         if listener.tapping:
@@ -146,7 +163,8 @@ def listen(listener: Any) -> None:
     ``tap_backward(loss)`` and ``tap_loss(kind, input, target)``) while its ``tapping`` is true; its
     ``after_backward()`` is called when each backward returns, ``zero_grad_called(owner)`` when an optimizer
     or a module clears gradients (neither offers a hook for it), and ``loss_in_forward(kind, input, target,
-    output, weighted)`` after each functional loss while its ``_window`` (an audited step) is open.
+    output, weighted)`` after each functional loss while its ``_window`` (an audited step) is open. Calls to
+    ``torch.autograd.grad`` are counted (:func:`grad_call_running`): their backward leaves ``.grad`` alone.
 
     Between audited steps a function mode would cost ~10 us per torch call of the loss computation; these
     wrappers cost a loop over the listeners. Installed with the first listener, removed with the last. Loss
@@ -156,6 +174,9 @@ def listen(listener: Any) -> None:
     if not _LISTENERS:
         _ORIGINALS["backward"] = torch.Tensor.backward
         torch.Tensor.backward = _tapped_backward  # type: ignore[method-assign]
+        _ORIGINALS["grad"] = torch.autograd.grad
+        functools.update_wrapper(_tapped_grad, torch.autograd.grad)
+        torch.autograd.grad = _tapped_grad
         for owner in (torch.optim.Optimizer, torch.nn.Module):
             _ORIGINALS[f"zero_grad:{owner.__name__}"] = owner.zero_grad
             owner.zero_grad = _tapped_zero_grad(owner.zero_grad)  # type: ignore[method-assign]
@@ -175,6 +196,7 @@ def unlisten(listener: Any) -> None:
         _LISTENERS.remove(listener)
     if not _LISTENERS and _ORIGINALS:
         torch.Tensor.backward = _ORIGINALS.pop("backward")  # type: ignore[method-assign]
+        torch.autograd.grad = _ORIGINALS.pop("grad")
         for owner in (torch.optim.Optimizer, torch.nn.Module):
             owner.zero_grad = _ORIGINALS.pop(f"zero_grad:{owner.__name__}")  # type: ignore[method-assign]
         for name, fn in list(_ORIGINALS.items()):

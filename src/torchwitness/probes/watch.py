@@ -33,6 +33,7 @@ from torchwitness.probes import stats
 from torchwitness.probes.capture import PASSIVE, Capture, Facts
 from torchwitness.probes.config import resolve
 from torchwitness.probes.distributed import CrossRank
+from torchwitness.probes.hookref import detachable
 from torchwitness.probes.inrange import SameInput
 from torchwitness.probes.lean import Lean
 from torchwitness.probes.lossspy import LossSpy, listen, unlisten
@@ -125,6 +126,8 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._modes_seen = 0  # bit 1: a grad-enabled forward in train mode this step, bit 2: one in eval mode
         self._eval_trained: int | None = None
         self.same_input = SameInput()  # the very same input tensor fed step after step (TW214)
+        self.masks: set[str] = set()  # inputs after the first seen holding an additive attention mask
+        self._sentinel_input = "arg0"  # the input the sentinel watches
         self._same_step = -1
         # Without a loss module the loss history would hold audited steps only; a function mode between forward
         # and step notes the loss given to backward on every step (a detach; no kernel, no sync).
@@ -147,12 +150,12 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._rules["light"] = [(r.id, r.check) for r in rules if "step" in r.when and not r.statistical]
         # Between audits a step meets two hooks (the root's forward pre-hook, the optimizer's post-hook) and the
         # backward tap; the root's forward post-hook and the step pre-hook join them on audited steps only.
-        self._handles = [model.register_forward_pre_hook(self._root_pre, with_kwargs=True)]
+        self._handles = [model.register_forward_pre_hook(detachable(self._root_pre), with_kwargs=True)]
         self._audit_hooks: list[RemovableHandle] = []
         if optimizer is not None:
-            self._handles.append(optimizer.register_step_post_hook(self._post_step))
+            self._handles.append(optimizer.register_step_post_hook(detachable(self._post_step)))
         if isinstance(loss_fn, torch.nn.Module):
-            self._handles.append(loss_fn.register_forward_hook(self._loss_hook))
+            self._handles.append(loss_fn.register_forward_hook(detachable(self._loss_hook)))
         self._run_rules(StepView(event="init", step=0, watch=self))
         if self._audited(0):
             self._arm()
@@ -168,9 +171,9 @@ class Watch(BetweenAudits, Capture, StepUpdate):
     def _arm(self) -> bool:
         """Prepare the audit of ``self.step``; False when it is a lean one (no window: see probes/lean.py)."""
         if not self._audit_hooks:
-            self._audit_hooks.append(self.model.register_forward_hook(self._root_post, with_kwargs=True))
+            self._audit_hooks.append(self.model.register_forward_hook(detachable(self._root_post), with_kwargs=True))
             if self.optimizer is not None:
-                self._audit_hooks.append(self.optimizer.register_step_pre_hook(self._pre_step))
+                self._audit_hooks.append(self.optimizer.register_step_pre_hook(detachable(self._pre_step)))
         gap = self.statistics_every if self.step >= CLOSE_WATCH else min(self.statistics_every, CLOSE_GAP)
         statistics = self.step < max(self.first_steps, STATISTICS_WARMUP) or self.step - self._statistics_step >= gap
         # Row fingerprints go with the statistical steps and the step after each: a batch fed again at the next
@@ -192,12 +195,13 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         if self._armed or self.compiled:  # compiled graphs keep their submodules unhooked: hooks would recompile
             return True
         if self._plan is None:  # the module tree is the one the watch was given: its hooks are made once
-            self._plan = [(m, partial(self._module_hook, Facts.of(m, self._names.get(id(m), type(m).__name__))))
+            names = self._names
+            self._plan = [(m, detachable(partial(self._module_hook, Facts.of(m, names.get(id(m), type(m).__name__)))))
                           for m in self._inner.modules()]
         for m, hook in self._plan:
             self._armed.append(m.register_forward_hook(hook, with_kwargs=True))
             if isinstance(m, torch.nn.Embedding):
-                self._armed.append(m.register_forward_pre_hook(self._embedding_pre))
+                self._armed.append(m.register_forward_pre_hook(detachable(self._embedding_pre)))
         return True
 
     def _disarm(self) -> None:
@@ -414,8 +418,10 @@ class Watch(BetweenAudits, Capture, StepUpdate):
             self.cross_rank.pack(w.pack)
         data = w.pack.fetch()  # the one device-to-host transfer of this step
         view = w.build(self, data, event)
+        self.masks.update(t.name for t in view.inputs[1:] if t.additive_mask)
         if drained is not None:
             view.extra["sentinel"] = first_bad(data["sentinel"], drained[1])
+            view.extra["sentinel_input"] = self._sentinel_input
             if self._sentinel_grad is not None:
                 view.extra["sentinel_grad"] = self._sentinel_grad[0]
         if self.cross_rank is not None:
