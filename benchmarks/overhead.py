@@ -5,8 +5,9 @@ machine's speed hits all modes alike. The watch is added as a bare loop would ad
 every_n_steps=1)`` (no loss module given). "every step": median ratio of blocks that start after the watch's
 first 64 steps (where it audits the first 8 in full and takes the statistical probes every 8th step, once per
 run): the steady state of a long run; "first 64" is the ratio over those first 64 steps. "default":
-``run.watch(model, opt)`` (the first 5 steps, then every 100th), the ratio of the mean step time over a whole
-block of ``--default-steps`` steps timed from the watch's creation, audited steps and the first audits included.
+``run.watch(model, opt)`` (the first 5 steps, every 8th until 64, then every 100th), the ratio of the mean step
+time over a whole block of ``--default-steps`` steps timed from the watch's creation, audited steps and the first
+audits included.
 "torch-audit": torch-audit's ``autopatch(model, optimizer=opt, every_n_steps=1)`` where that package is
 importable (``pip install --no-deps torch-audit==0.3.0``), timed like "every step". Host syncs are counted by
 wrapping ``Tensor.item``, ``.tolist``, ``__bool__`` and ``.cpu`` during a separate instrumented run

@@ -3,7 +3,7 @@
 For each buggy scenario: a hit when an expected rule is reported as a root at WARN or worse (strict recall), a
 wrong extra when another rule is a WARN-or-worse root; for each healthy control: a false alarm on any WARN or
 worse; a crash on an exception or any ``watch.error`` the watch recorded. Default sampling is the library's
-(the first 5 steps, then every 100th); every step is ``every_n_steps=1``.
+(the first 5 steps, every 8th until 64, then every 100th); every step is ``every_n_steps=1``.
 
     python benchmarks/scenario_recall.py                       # the blind scenario modules
     python benchmarks/scenario_recall.py scenarios_blind2 -v   # one module, one line per scenario

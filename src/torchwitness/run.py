@@ -233,7 +233,8 @@ class Run:
                 print(run.findings())
 
         Steps are counted by the optimizer's step hook; the first ``first_steps`` and every
-        ``every_n_steps``-th are audited. When audits are closer together than ``statistics_every`` steps, the
+        ``every_n_steps``-th are audited, and, when that is more than 16, every 8th until step 64 (so a short
+        run's mid-run bug is judged). When audits are closer together than ``statistics_every`` steps, the
         statistical probes (unit statistics, update ratios, label counts and moments) run on one audited step in
         ``statistics_every`` after the first 8 steps; the audits between are lean (a norm per module output,
         input and gradient, read once; the rules judge the step when one is non-finite or the gradient norm is

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import torchwitness as tw
 from torchwitness.ledger import iter_records
@@ -261,3 +262,31 @@ def test_function_mode_leaves_the_stack_after_each_audited_step(tmp_path):
             assert not torch.overrides._get_current_function_mode_stack()
             opt.step()
         assert watch.history.losses and not watch.errors
+
+
+@pytest.mark.parametrize("every", [1, 100])
+def test_a_watched_model_can_be_copied_and_saved_mid_run(tmp_path, every):
+    # An EMA copy or a whole-model checkpoint taken mid-run: the copy is not watched, and the hooks must not drag
+    # the run (its open files, its signing key) into the copy or the pickle.
+    import copy
+    import io
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with tw.Run(tmp_path / "r") as run:
+        watch = run.watch(model, opt, every_n_steps=every)
+        for _ in range(6):
+            opt.zero_grad()
+            F.cross_entropy(model(torch.randn(8, 4)), torch.randint(0, 3, (8,))).backward()
+            opt.step()
+            ema = copy.deepcopy(model)
+            buf = io.BytesIO()
+            torch.save(model, buf)
+            buf.seek(0)
+            loaded = torch.load(buf, weights_only=False)
+            for m in (ema, loaded):
+                m(torch.randn(2, 4)).sum().backward()  # the copies' forwards do not reach the watch
+            copy.deepcopy(opt)
+        assert watch.step == 6 and not watch.errors
+    assert torch.equal(ema[0].weight, model[0].weight)

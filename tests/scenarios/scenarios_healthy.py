@@ -291,3 +291,28 @@ def unshuffled_epochs_audited_once_per_epoch(run: tw.Run) -> None:
         opt.zero_grad()
         crit(model(xb), yb).backward()
         opt.step()
+
+
+@healthy
+def gan_with_constructed_labels(run: tw.Run) -> None:
+    """A GAN: the discriminator's targets are ones for real and zeros for fake rows, made by torch.ones/zeros in
+    the loop (not class labels of a data set), and the generator's loss meets D's gradients on purpose."""
+    g = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
+    d = nn.Sequential(nn.Linear(2, 32), nn.LeakyReLU(0.2), nn.Linear(32, 1))
+    opt_g = torch.optim.Adam(g.parameters(), 2e-3, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), 2e-3, betas=(0.5, 0.999))
+    bce = nn.BCEWithLogitsLoss()
+    run.watch(d, opt_d, **WATCH)
+    run.watch(g, opt_g, **WATCH)
+    for _ in range(120):
+        real = torch.randn(64, 2) * 0.5 + torch.tensor([2.0, -1.0])
+        fake = g(torch.randn(64, 8))
+        opt_d.zero_grad()
+        d_real = d(real)
+        loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d(fake.detach()), torch.zeros(64, 1))
+        loss_d.backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        d_fake = d(fake)
+        bce(d_fake, torch.ones_like(d_fake)).backward()
+        opt_g.step()

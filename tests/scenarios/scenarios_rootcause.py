@@ -462,3 +462,70 @@ def full_batch_converted_every_step(run: tw.Run) -> None:
         opt.zero_grad()
         F.cross_entropy(model(x.float()), y).backward()
         opt.step()
+
+
+class _TokensAndFeatures(nn.Module):
+    """Token ids and a floating side input (a mask or features) handed to forward as two arguments."""
+
+    def __init__(self, vocab: int = 40, d: int = 16, features: int = 0) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        layer = nn.TransformerEncoderLayer(d, 2, 32, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.head = nn.Linear(d + features, vocab)
+
+    def forward(self, ids: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+        if side.ndim == 2 and side.shape[0] == side.shape[1]:  # an additive causal mask
+            return self.head(self.enc(self.emb(ids), mask=side))
+        h = self.enc(self.emb(ids))
+        return self.head(torch.cat([h, side.unsqueeze(1).expand(-1, h.shape[1], -1)], -1))
+
+
+def _next_token_loop(run: tw.Run, model: nn.Module, side: callable, steps: int = 60) -> None:
+    opt = torch.optim.AdamW(model.parameters(), 3e-3, weight_decay=0.0)
+    run.watch(model, opt, **WATCH)
+    g = torch.Generator().manual_seed(5)
+    for step in range(steps):
+        ids = (torch.randint(0, 40, (16, 1), generator=g) + torch.arange(13)) % 40  # learnable: counting on
+        logits = model(ids[:, :-1], side(step))
+        opt.zero_grad()
+        F.cross_entropy(logits.reshape(-1, 40), ids[:, 1:].reshape(-1)).backward()
+        opt.step()
+
+
+@healthy
+def causal_lm_with_additive_masks(run: tw.Run) -> None:
+    """An additive causal mask as forward's second argument: its -inf (or -1e9) is by design, not bad data."""
+    mask = nn.Transformer.generate_square_subsequent_mask(12)
+    _next_token_loop(run, _TokensAndFeatures(), lambda step: mask if step % 2 else mask.clamp(min=-1e9))
+
+
+@bug("TW201")
+def nan_in_second_input_mid_run(run: tw.Run) -> None:
+    """Token ids plus a float feature vector; from step 37 a feature row holds NaN (named as that argument)."""
+    g = torch.Generator().manual_seed(6)
+
+    def features(step: int) -> torch.Tensor:
+        f = torch.randn(16, 4, generator=g)
+        if step >= 37:
+            f[3, 1] = float("nan")
+        return f
+
+    _next_token_loop(run, _TokensAndFeatures(features=4), features)
+
+
+@healthy
+def gradients_set_by_autograd_grad(run: tw.Run) -> None:
+    """``p.grad = g`` from ``torch.autograd.grad`` each step (meta-learning style): no .grad is accumulated, so
+    gradients present when the next backward starts are not left over from a forgotten zero_grad."""
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    params = list(model.parameters())
+    run.watch(model, opt, **WATCH)
+    for step in range(60):
+        i = (step * 32) % 480
+        grads = torch.autograd.grad(F.cross_entropy(model(x[i:i + 32]), y[i:i + 32]), params)
+        for p, grad in zip(params, grads, strict=True):
+            p.grad = grad
+        opt.step()

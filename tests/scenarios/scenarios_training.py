@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from _kit import WATCH, blobs, bug, fit, mlp, regression
 from torch import nn
 
@@ -202,4 +203,21 @@ def parts_called_around_the_watched_module_dict(run: tw.Run) -> None:
         idx = torch.arange(step * 32, step * 32 + 32) % len(x)
         opt.zero_grad()
         nn.functional.cross_entropy(parts["head"](torch.relu(parts["body"](x[idx]))), y[idx]).backward()
+        opt.step()
+
+
+@bug("TW307")
+def sgd_rate_ten_times_too_high(run: tw.Run) -> None:
+    """SGD with momentum at lr=2 where 0.2 trains: no NaN, but the updates are a third of the weights each step,
+    the loss jumps about, the ReLUs die and the model ends at chance (which names the symptoms, not the rate)."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2000, 20, generator=g)
+    y = (x[:, :5] @ torch.randn(5, 4, generator=g)).argmax(1)
+    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=2.0, momentum=0.9)
+    run.watch(model, opt, **WATCH)
+    for _ in range(120):
+        i = torch.randint(0, 2000, (64,), generator=g)
+        opt.zero_grad()
+        F.cross_entropy(model(x[i]), y[i]).backward()
         opt.step()

@@ -38,6 +38,7 @@ import torch
 
 from torchwitness.integrations._lazy import lazy_class
 from torchwitness.integrations._recording import data_rows, numbers, record_checkpoint, record_data
+from torchwitness.probes.hookref import detachable
 
 _EXTRA = "Hugging Face transformers is not installed: pip install 'torchwitness[transformers]'"
 
@@ -100,7 +101,7 @@ def _build() -> type:
                                config=config.to_dict() if hasattr(config, "to_dict") else None)
             record_data(self.run, kwargs.get("train_dataloader"), "train", self._data)
             self.watch = self.run.watch(model, _innermost(optimizer), **self.watch_options)
-            self._loss_handle = model.register_forward_hook(self._model_loss)
+            self._loss_handle = model.register_forward_hook(detachable(self._model_loss))
 
         def _model_loss(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
             loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.hooks import RemovableHandle
 
+from torchwitness.probes.hookref import detachable
 from torchwitness.probes.sentinel import first_bad
 from torchwitness.probes.transfer import cpu_list, to_host
 from torchwitness.probes.view import LossInfo, ModuleInfo, ParamInfo, StepView, TensorInfo
@@ -68,7 +69,7 @@ class Lean:
                           if m is not w._inner and not isinstance(m, self._passive)]
             self._modules = {name: m for m, name in self._plan}
         for m, name in self._plan:
-            self._handles.append(m.register_forward_hook(self._hook(name)))
+            self._handles.append(m.register_forward_hook(detachable(self._hook(name))))
 
     def disarm(self) -> None:
         self.active = False
@@ -166,7 +167,7 @@ class Lean:
         inputs = []
         for name, value in zip(names, acts, strict=True):
             if name == _INPUT:
-                inputs = [_summed("arg0", value)]
+                inputs = [_summed(self.watch._sentinel_input, value)]
                 continue
             info = modules.get(name)
             if info is None:

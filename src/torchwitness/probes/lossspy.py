@@ -10,6 +10,7 @@ or inside the optimizer's step.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -36,12 +37,18 @@ _PASS_THROUGH = frozenset({
 })
 
 
-class LossSpy(TorchFunctionMode):
-    """Calls ``on_loss(kind, input, target, weighted, output, target_computed)`` and ``on_backward(tensor)``.
+# Tensors filled with one value by construction: a target made by these (a GAN's real/fake labels) holds no class
+# frequencies of any data.
+_FACTORIES = frozenset({torch.ones, torch.zeros, torch.full, torch.ones_like, torch.zeros_like, torch.full_like})
 
-    ``target_computed`` says the target was made by arithmetic after the model's forward (``log1p(y)``, say),
-    not only reshaped or cast from a tensor that existed before: non-finite values in it were then made by
-    the loss computation, not found in the data.
+
+class LossSpy(TorchFunctionMode):
+    """Calls ``on_loss(kind, input, target, weighted, output, origin)`` and ``on_backward(tensor)``.
+
+    ``origin`` is ``"data"`` for a target that existed before the model's forward ended (reshaped or cast at
+    most), ``"computed"`` for one made by arithmetic after it (``log1p(y)``, say: non-finite values in it were
+    made by the loss computation, not found in the data), and ``"constant"`` for one filled with a single value
+    by construction after it (``torch.ones_like(d_out)``).
     """
 
     def __init__(self, on_loss: Callable[..., None], on_backward: Callable[[torch.Tensor], None]) -> None:
@@ -49,6 +56,7 @@ class LossSpy(TorchFunctionMode):
         self.on_loss, self.on_backward = on_loss, on_backward
         self.active = True
         self._computed: dict[int, torch.Tensor] = {}  # id -> tensor (held, so the id is not reused meanwhile)
+        self._constant: dict[int, torch.Tensor] = {}
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -62,10 +70,13 @@ class LossSpy(TorchFunctionMode):
             x = args[0] if args else kwargs.get("input")
             t = args[1] if len(args) > 1 else kwargs.get("target")
             weighted = kwargs.get("weight") is not None or kwargs.get("pos_weight") is not None
-            self.on_loss(kind, x, t, weighted, out, id(t) in self._computed)
-        elif isinstance(out, torch.Tensor) and (func not in _PASS_THROUGH or any(
-                id(a) in self._computed for a in args if isinstance(a, torch.Tensor))):
-            self._computed[id(out)] = out
+            origin = "constant" if id(t) in self._constant else "computed" if id(t) in self._computed else "data"
+            self.on_loss(kind, x, t, weighted, out, origin)
+        elif isinstance(out, torch.Tensor):
+            if func in _FACTORIES or (func in _PASS_THROUGH and any(id(a) in self._constant for a in args)):
+                self._constant[id(out)] = out
+            if func not in _PASS_THROUGH or any(id(a) in self._computed for a in args):
+                self._computed[id(out)] = out
         return out
 
     def start(self) -> None:
@@ -80,6 +91,7 @@ class LossSpy(TorchFunctionMode):
         """Leave the mode stack; if user code pushed a mode above ours and kept it, only stop listening."""
         self.active = False
         self._computed.clear()
+        self._constant.clear()
         if self.on_top():
             self.__exit__(None, None, None)
 
@@ -87,6 +99,22 @@ class LossSpy(TorchFunctionMode):
 # ---- between audits: a tap on Tensor.backward and the functional losses (no function mode) ---------------------
 _LISTENERS: list[Any] = []
 _ORIGINALS: dict[str, Any] = {}
+
+
+_GRAD_CALLS = [0]  # torch.autograd.grad calls under way (their backward leaves .grad alone)
+
+
+def grad_call_running() -> bool:
+    """A ``torch.autograd.grad`` call is running: the backward under way accumulates nothing into ``.grad``."""
+    return _GRAD_CALLS[0] > 0
+
+
+def _tapped_grad(*args: Any, **kwargs: Any) -> Any:
+    _GRAD_CALLS[0] += 1
+    try:
+        return _ORIGINALS["grad"](*args, **kwargs)
+    finally:
+        _GRAD_CALLS[0] -= 1
 
 
 def _tapped_backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
@@ -135,7 +163,8 @@ def listen(listener: Any) -> None:
     ``tap_backward(loss)`` and ``tap_loss(kind, input, target)``) while its ``tapping`` is true; its
     ``after_backward()`` is called when each backward returns, ``zero_grad_called(owner)`` when an optimizer
     or a module clears gradients (neither offers a hook for it), and ``loss_in_forward(kind, input, target,
-    output, weighted)`` after each functional loss while its ``_window`` (an audited step) is open.
+    output, weighted)`` after each functional loss while its ``_window`` (an audited step) is open. Calls to
+    ``torch.autograd.grad`` are counted (:func:`grad_call_running`): their backward leaves ``.grad`` alone.
 
     Between audited steps a function mode would cost ~10 us per torch call of the loss computation; these
     wrappers cost a loop over the listeners. Installed with the first listener, removed with the last. Loss
@@ -145,6 +174,9 @@ def listen(listener: Any) -> None:
     if not _LISTENERS:
         _ORIGINALS["backward"] = torch.Tensor.backward
         torch.Tensor.backward = _tapped_backward  # type: ignore[method-assign]
+        _ORIGINALS["grad"] = torch.autograd.grad
+        functools.update_wrapper(_tapped_grad, torch.autograd.grad)
+        torch.autograd.grad = _tapped_grad
         for owner in (torch.optim.Optimizer, torch.nn.Module):
             _ORIGINALS[f"zero_grad:{owner.__name__}"] = owner.zero_grad
             owner.zero_grad = _tapped_zero_grad(owner.zero_grad)  # type: ignore[method-assign]
@@ -164,6 +196,7 @@ def unlisten(listener: Any) -> None:
         _LISTENERS.remove(listener)
     if not _LISTENERS and _ORIGINALS:
         torch.Tensor.backward = _ORIGINALS.pop("backward")  # type: ignore[method-assign]
+        torch.autograd.grad = _ORIGINALS.pop("grad")
         for owner in (torch.optim.Optimizer, torch.nn.Module):
             owner.zero_grad = _ORIGINALS.pop(f"zero_grad:{owner.__name__}")  # type: ignore[method-assign]
         for name, fn in list(_ORIGINALS.items()):

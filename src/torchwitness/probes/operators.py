@@ -32,6 +32,7 @@ import msgspec
 from torchwitness.errors import InputError
 from torchwitness.ledger.schema import register_kind
 from torchwitness.probes import nondeterminism
+from torchwitness.probes.hookref import detachable
 from torchwitness.probes.repro import determinism_requested, determinism_state, record_environment
 from torchwitness.rules.catalogue import Phase, Severity, rule
 from torchwitness.rules.findings import Finding, FindingSet
@@ -217,8 +218,8 @@ class OperatorInventory:
         """Audit a training loop through native hooks, without touching it: on due steps the mode starts at the
         model's first training-mode forward and stops after ``optimizer.step()`` (steps are counted by the
         optimizer's step hook, as ``Run.watch`` counts them). :meth:`detach` (or leaving ``with``) removes them."""
-        self._handles = [model.register_forward_pre_hook(self._on_forward),
-                         optimizer.register_step_post_hook(self._on_step)]
+        self._handles = [model.register_forward_pre_hook(detachable(self._on_forward)),
+                         optimizer.register_step_post_hook(detachable(self._on_step))]
         return self
 
     def detach(self) -> None:

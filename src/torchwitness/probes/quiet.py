@@ -46,6 +46,8 @@ class BetweenAudits:
     loss_fn: Any
     optimizer: torch.optim.Optimizer | None
     same_input: SameInput
+    masks: set[str]
+    _sentinel_input: str
     _inner: torch.nn.Module
     _window: Any
     _sentinel: Sentinel
@@ -66,10 +68,14 @@ class BetweenAudits:
             self._peek_batch(args, kwargs)
         if len(args) == 1 and not kwargs and type(args[0]) is torch.Tensor:
             x, target = args[0], None
+            self._sentinel_input = "arg0"
             same = self._same_step != self.step and self._see_first(x)
         else:
             found, target = tensors_of(args, kwargs)
-            x = next((t for _, t in found if floating(t) is not None), None)
+            # The first floating input that is not an additive attention mask (audited steps tell them: their -inf
+            # is by design).
+            name, x = next(((n, t) for n, t in found if floating(t) is not None and n not in self.masks), ("", None))
+            self._sentinel_input = name
             same = self._see_input(found)
         # An input unchanged since the step before has the sum it had then: nothing new to check.
         if not same and x is not None and x.is_floating_point() and x.numel():
@@ -101,15 +107,16 @@ class BetweenAudits:
             self._spy = None
 
     @guarded
-    def _spied_loss(self, kind: str, x: Any, t: Any, weighted: bool, out: Any, computed: bool) -> None:
+    def _spied_loss(self, kind: str, x: Any, t: Any, weighted: bool, out: Any, origin: str) -> None:
         w = self._window
         if w is None:
-            if torch.is_grad_enabled() and not computed:
+            if torch.is_grad_enabled() and origin == "data":
                 self._note_loss_call(x, t)
         elif w.loss is None and torch.is_grad_enabled():
             w.add_loss(kind, x, t, out, weighted=weighted)
             if w.loss is not None:
-                w.loss.target_computed = computed
+                w.loss.target_computed = origin != "data"
+                w.loss.target_constant = origin == "constant"
 
     @guarded
     def tap_loss(self, kind: str, x: Any, t: Any) -> None:

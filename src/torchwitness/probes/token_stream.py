@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from torchwitness.errors import InputError
+from torchwitness.probes.hookref import detachable
 from torchwitness.probes.token_stats import TOKEN_FIELDS, token_statistics
 
 
@@ -42,7 +43,7 @@ class StepCollector:
         if self.raw:
             # Position in the processor list does not matter: the logits come from the forward hook.
             kwargs["logits_processor"] = [*(kwargs.get("logits_processor") or []), self]
-            self._hook = model.register_forward_hook(self._capture)
+            self._hook = model.register_forward_hook(detachable(self._capture))
             return self
         build = getattr(model, "_get_logits_processor", None)
         if build is None:

@@ -63,6 +63,13 @@ class TensorInfo:
         s = self.stats
         return s is not None and not all(math.isfinite(s[k]) for k in ("min", "max", "mean", "max_abs") if k in s)
 
+    @property
+    def additive_mask(self) -> bool:
+        """Values of an additive attention mask: 0 where attended, -inf or a huge negative elsewhere (no NaN).
+        Its -inf is by design; only an input other than the model's first is taken for one."""
+        s = self.stats
+        return self.floating and s is not None and s.get("max") == 0.0 and s.get("min", math.nan) <= -1e4
+
 
 @dataclass
 class ModuleInfo:
@@ -125,6 +132,7 @@ class LossInfo:
     row_sums: tuple[float, float] | None = None  # min and max of the input's row sums over the class axis
     producer: str | None = None  # the autograd op that made the input, looking through views and casts
     target_computed: bool = False  # the target was computed after the forward (log1p(y)), not the data's own
+    target_constant: bool = False  # ... filled with one value by construction (torch.ones_like: a GAN's labels)
     target_grad: bool = False  # the target carries gradients (another output of the model)
 
 
@@ -324,4 +332,4 @@ class StepView:
 
     @property
     def inputs_nonfinite(self) -> bool:
-        return any(t.nonfinite for t in self.inputs)
+        return any(t.nonfinite and not (i and t.additive_mask) for i, t in enumerate(self.inputs))

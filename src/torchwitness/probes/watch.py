@@ -1,12 +1,13 @@
 """``Watch``: hooks a model and optimizer, audits sampled training steps and turns signals into findings.
 
 Steps are counted by the optimizer's step post-hook (or, without an optimizer, by training forwards). Step
-``k`` is audited when ``k < first_steps`` or ``k % every_n_steps == 0``. Per-module hooks exist only while an
-audited step is being collected; between audited steps the only hooks left are the root module's forward
-pre/post hooks, the optimizer's step hooks and the loss hook, and each returns after one comparison (the loss
-hook keeps a detached reference to the loss, no kernel; without a loss module a function mode notes the loss
-given to backward, see :mod:`torchwitness.probes.lossspy`). On an audited step every probe computes on the device
-and the host receives one batched transfer when the step ends.
+``k`` is audited when ``k < first_steps``, ``k % every_n_steps == 0``, or, for sparse sampling, ``k`` is a
+multiple of CLOSE_GAP below CLOSE_WATCH. Per-module hooks exist only while an audited step is being collected;
+between audited steps the only hooks left are the root module's forward pre-hook, the optimizer's step
+post-hook and the loss hook (a loss module's; without one, a tap on ``Tensor.backward`` keeps a detached
+reference to the loss, see :mod:`torchwitness.probes.lossspy`), and the sentinels hold references (no kernel).
+On an audited step every probe computes on the device and the host receives one batched transfer when the step
+ends.
 
 >>> import torch, torchwitness as tw
 >>> model = torch.nn.Linear(4, 2); opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -22,16 +23,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch.utils.hooks import RemovableHandle
 
 from torchwitness.errors import InputError
 from torchwitness.probes import stats
+from torchwitness.probes.capture import PASSIVE, Capture, Facts
 from torchwitness.probes.config import resolve
 from torchwitness.probes.distributed import CrossRank
-from torchwitness.probes.inrange import SameInput, token_probe
+from torchwitness.probes.hookref import detachable
+from torchwitness.probes.inrange import SameInput
 from torchwitness.probes.lean import Lean
 from torchwitness.probes.lossspy import LossSpy, listen, unlisten
 from torchwitness.probes.quiet import MAX_PENDING_LOSSES, BetweenAudits
@@ -39,21 +42,11 @@ from torchwitness.probes.quiet import guarded as _guarded
 from torchwitness.probes.sentinel import Sentinel, first_bad
 from torchwitness.probes.stats import ParamHeads
 from torchwitness.probes.update import StepUpdate
-from torchwitness.probes.view import History, ModuleInfo, StepView, TensorInfo
+from torchwitness.probes.view import History, StepView
 from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
 from torchwitness.rules.causes import ordered
 from torchwitness.rules.findings import FindingSet
 
-# Element-wise layers that cannot turn finite inputs into NaN/Inf: when their input is a probed output, their own
-# output needs no non-finite check of its own (only statistical steps summarise it, for its units).
-_PASSIVE = (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.ReLU6, torch.nn.GELU, torch.nn.SiLU, torch.nn.Tanh,
-            torch.nn.Sigmoid, torch.nn.Hardtanh, torch.nn.Identity)
-# Modules whose 3-D output is (B, C, L), and element-wise ones that keep the layout of their input.
-_CHANNELS_FIRST_1D = (torch.nn.Conv1d, torch.nn.ConvTranspose1d, torch.nn.BatchNorm1d, torch.nn.InstanceNorm1d,
-                      torch.nn.MaxPool1d, torch.nn.AvgPool1d, torch.nn.AdaptiveMaxPool1d, torch.nn.AdaptiveAvgPool1d,
-                      torch.nn.Dropout1d)
-_LAYOUT_KEEPING = (*_PASSIVE, torch.nn.Dropout, torch.nn.AlphaDropout, torch.nn.ELU, torch.nn.SELU, torch.nn.Softplus,
-                   torch.nn.Mish, torch.nn.PReLU)
 MODE_SENSITIVE = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm,
                   torch.nn.modules.instancenorm._InstanceNorm)
 _EVAL_ROW_BUDGET = 16384
@@ -71,28 +64,11 @@ STATISTICS_WARMUP = 8
 CLOSE_WATCH, CLOSE_GAP = 64, 8
 
 
-class _Facts(NamedTuple):
-    """What the module hook needs to know of a module that does not change while it is hooked."""
-
-    name: str
-    kind: str
-    container: bool  # has children
-    passive: bool  # cannot turn finite inputs into NaN/Inf
-    channels_first: bool  # its 3-D output is (B, C, L)
-    keeps_layout: bool  # element-wise: its output has its input's layout
-
-    @classmethod
-    def of(cls, m: torch.nn.Module, name: str) -> _Facts:
-        return cls(name=name, kind=type(m).__name__, container=next(m.children(), None) is not None,
-                   passive=isinstance(m, _PASSIVE), channels_first=isinstance(m, _CHANNELS_FIRST_1D),
-                   keeps_layout=isinstance(m, _LAYOUT_KEEPING))
-
-
 def _is_compiled(model: torch.nn.Module) -> bool:
     return type(model).__name__ == "OptimizedModule" or getattr(model, "_compiled_call_impl", None) is not None
 
 
-class Watch(BetweenAudits, StepUpdate):
+class Watch(BetweenAudits, Capture, StepUpdate):
     """Audits a training loop; see the module docstring. Use :meth:`torchwitness.Run.watch` to get one."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
@@ -150,6 +126,8 @@ class Watch(BetweenAudits, StepUpdate):
         self._modes_seen = 0  # bit 1: a grad-enabled forward in train mode this step, bit 2: one in eval mode
         self._eval_trained: int | None = None
         self.same_input = SameInput()  # the very same input tensor fed step after step (TW214)
+        self.masks: set[str] = set()  # inputs after the first seen holding an additive attention mask
+        self._sentinel_input = "arg0"  # the input the sentinel watches
         self._same_step = -1
         # Without a loss module the loss history would hold audited steps only; a function mode between forward
         # and step notes the loss given to backward on every step (a detach; no kernel, no sync).
@@ -162,7 +140,7 @@ class Watch(BetweenAudits, StepUpdate):
         self.cross_rank = CrossRank.create(inner)
         # Dense audits judge most steps lean (see probes/lean.py); cross-rank exchanges and step counting by
         # forwards (no optimizer) need the full path at every audit.
-        self._lean = Lean(self, _PASSIVE) if optimizer is not None and self.cross_rank is None \
+        self._lean = Lean(self, PASSIVE) if optimizer is not None and self.cross_rank is None \
             and not self.compiled else None
         if self.cross_rank is None:  # cross-rank rules read the ranks' matrix, which only a process group provides
             rules = [r for r in rules if r.check.__module__ != cross_rank_rules.__name__]
@@ -172,12 +150,12 @@ class Watch(BetweenAudits, StepUpdate):
         self._rules["light"] = [(r.id, r.check) for r in rules if "step" in r.when and not r.statistical]
         # Between audits a step meets two hooks (the root's forward pre-hook, the optimizer's post-hook) and the
         # backward tap; the root's forward post-hook and the step pre-hook join them on audited steps only.
-        self._handles = [model.register_forward_pre_hook(self._root_pre, with_kwargs=True)]
+        self._handles = [model.register_forward_pre_hook(detachable(self._root_pre), with_kwargs=True)]
         self._audit_hooks: list[RemovableHandle] = []
         if optimizer is not None:
-            self._handles.append(optimizer.register_step_post_hook(self._post_step))
+            self._handles.append(optimizer.register_step_post_hook(detachable(self._post_step)))
         if isinstance(loss_fn, torch.nn.Module):
-            self._handles.append(loss_fn.register_forward_hook(self._loss_hook))
+            self._handles.append(loss_fn.register_forward_hook(detachable(self._loss_hook)))
         self._run_rules(StepView(event="init", step=0, watch=self))
         if self._audited(0):
             self._arm()
@@ -193,9 +171,9 @@ class Watch(BetweenAudits, StepUpdate):
     def _arm(self) -> bool:
         """Prepare the audit of ``self.step``; False when it is a lean one (no window: see probes/lean.py)."""
         if not self._audit_hooks:
-            self._audit_hooks.append(self.model.register_forward_hook(self._root_post, with_kwargs=True))
+            self._audit_hooks.append(self.model.register_forward_hook(detachable(self._root_post), with_kwargs=True))
             if self.optimizer is not None:
-                self._audit_hooks.append(self.optimizer.register_step_pre_hook(self._pre_step))
+                self._audit_hooks.append(self.optimizer.register_step_pre_hook(detachable(self._pre_step)))
         gap = self.statistics_every if self.step >= CLOSE_WATCH else min(self.statistics_every, CLOSE_GAP)
         statistics = self.step < max(self.first_steps, STATISTICS_WARMUP) or self.step - self._statistics_step >= gap
         # Row fingerprints go with the statistical steps and the step after each: a batch fed again at the next
@@ -217,12 +195,13 @@ class Watch(BetweenAudits, StepUpdate):
         if self._armed or self.compiled:  # compiled graphs keep their submodules unhooked: hooks would recompile
             return True
         if self._plan is None:  # the module tree is the one the watch was given: its hooks are made once
-            self._plan = [(m, partial(self._module_hook, _Facts.of(m, self._names.get(id(m), type(m).__name__))))
+            names = self._names
+            self._plan = [(m, detachable(partial(self._module_hook, Facts.of(m, names.get(id(m), type(m).__name__)))))
                           for m in self._inner.modules()]
         for m, hook in self._plan:
             self._armed.append(m.register_forward_hook(hook, with_kwargs=True))
             if isinstance(m, torch.nn.Embedding):
-                self._armed.append(m.register_forward_pre_hook(self._embedding_pre))
+                self._armed.append(m.register_forward_pre_hook(detachable(self._embedding_pre)))
         return True
 
     def _disarm(self) -> None:
@@ -314,103 +293,6 @@ class Watch(BetweenAudits, StepUpdate):
                 t.register_hook(hook)
             if w.loss is None:
                 self._spy_start()
-
-    @_guarded
-    def _on_output_grad(self, w: Window, fwd: Forward, grad: torch.Tensor) -> None:
-        fwd.trained = True
-        if w.stale_checked:
-            return
-        w.stale_checked = True
-        # Backward of the step's first backpropagated forward is starting: any gradient already present was
-        # left over from before the previous optimizer step (zero_grad forgotten), not accumulated on purpose.
-        # A forgotten zero_grad persists, so it is looked for with the statistical probes. Tensors no optimizer
-        # clears are TW301's business.
-        held = self._groups(w) if self.optimizer else None
-        stale = [p.grad for p in self._trainable(w) if p.grad is not None and not p.grad.is_sparse
-                 and (held is None or id(p) in held)] if w.statistics else []
-        if stale:
-            w.pack.add("stale", torch.linalg.vector_norm(torch.stack(torch._foreach_norm(stale))))
-        if self.optimizer is None:
-            torch.autograd.Variable._execution_engine.queue_callback(partial(self._collect_grads, w))
-
-    @_guarded
-    def _module_hook(self, facts: _Facts, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        w = self._window
-        if w is None or not w.forwards:
-            return
-        if not torch.is_grad_enabled():  # inside a training forward: a torch.no_grad() block cuts the graph
-            if w.statistics and any(p.requires_grad for p in module.parameters(recurse=False)):
-                w.extra.setdefault("no_grad_modules", set()).add(facts.name)
-            return
-        name = facts.name
-        w.calls[name] = calls = w.calls.get(name, 0) + 1
-        info = w.modules.get(name)
-        if info is not None:
-            info.max_calls = max(info.max_calls, calls)
-            return
-        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
-        # A detached copy of a module's output (TW110, not a discarded one): its memory, or, after a module with
-        # a trainable output ran, a float input without autograd history that the model was not given (x.mean().
-        # detach()) at a layer with weights of its own.
-        if x is not None and w.statistics and not x.requires_grad and x.numel() and (
-                x.data_ptr() in w.extra.get("grad_ptrs", ()) or (
-                    "grad_ptrs" in w.extra and x.is_floating_point() and all(x.data_ptr() != t.data_ptr for t in
-                                                                              w.inputs)
-                    and any(p.requires_grad for p in module.parameters(recurse=False)))):
-            w.extra["detached_use"] = True
-        info = ModuleInfo(name=name, kind=facts.kind, module=module, training=module.training,
-                          grad_enabled=True, input_dtype=x.dtype if x is not None else None,
-                          producer=w.outputs.get(id(x)) if x is not None else None)
-        w.modules[name] = info
-        out = first_tensor(output)
-        if out is None or not out.is_floating_point() or not out.numel():
-            return
-        info.out = TensorInfo.of("output", out)
-        if facts.container and id(out) in w.outputs:
-            return  # a container returning its last child's output: already summarised
-        w.outputs[id(out)] = name
-        if w.statistics and out.requires_grad:
-            w.extra.setdefault("grad_ptrs", set()).add(out.data_ptr())
-        # Skipped outputs are held all the same: an id in w.outputs must not be recycled by another tensor.
-        if w.statistics or info.producer is None or not facts.passive:
-            w.acts.append((name, out))
-        else:
-            w.passed.append(out)
-        if out.ndim == 3:
-            producer = w.modules.get(info.producer) if info.producer is not None else None
-            info.channels_first = facts.channels_first or (
-                facts.keeps_layout and producer is not None and producer.channels_first)
-        if out.ndim >= 2 and out.shape[0] > 1:
-            info.batch, info.n_units = out.shape[0], out.shape[stats.unit_axis(out.ndim, info.channels_first)]
-
-    @_guarded
-    def _embedding_pre(self, module: torch.nn.Embedding, args: tuple) -> None:
-        w = self._window
-        if w is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].numel():
-            return
-        name = self._names.get(id(module), "embedding")
-        if f"ids/{name}" not in w.extra:
-            w.extra[f"ids/{name}"] = module.num_embeddings
-            w.pack.add(f"ids/{name}", torch.stack(torch.aminmax(args[0].detach())))
-            if w.statistics:  # the first table's ids: targets equal to them position by position copy the input
-                w.extra.setdefault("embed_ids", args[0])
-            if w.statistics and module.num_embeddings >= 16:  # how the ids spread over the table (TW212)
-                w.extra[f"tok/{name}"] = (module.num_embeddings, module.padding_idx, args[0].ndim)
-                w.pack.add(f"tok/{name}", token_probe(args[0], module.num_embeddings))
-
-    @_guarded
-    def _loss_hook(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
-        if not torch.is_grad_enabled():
-            return
-        if isinstance(output, torch.Tensor) and output.numel() == 1 and len(self._losses) < MAX_PENDING_LOSSES:
-            self._losses.append((self.step, output.detach()))
-        w = self._window
-        if w is None:
-            self._note_loss_call(args[0] if args else None, args[1] if len(args) > 1 else None)
-        elif w.loss is None:
-            weighted = any(getattr(module, a, None) is not None for a in ("weight", "pos_weight"))
-            w.add_loss(type(module).__name__, args[0] if args else None, args[1] if len(args) > 1 else None, output,
-                       module=module, weighted=weighted)
 
     # ---- functional losses: a function mode between forward end and optimizer step ----------------------------
     @_guarded
@@ -536,8 +418,10 @@ class Watch(BetweenAudits, StepUpdate):
             self.cross_rank.pack(w.pack)
         data = w.pack.fetch()  # the one device-to-host transfer of this step
         view = w.build(self, data, event)
+        self.masks.update(t.name for t in view.inputs[1:] if t.additive_mask)
         if drained is not None:
             view.extra["sentinel"] = first_bad(data["sentinel"], drained[1])
+            view.extra["sentinel_input"] = self._sentinel_input
             if self._sentinel_grad is not None:
                 view.extra["sentinel_grad"] = self._sentinel_grad[0]
         if self.cross_rank is not None:

@@ -29,7 +29,7 @@ FLOW: tuple[str, ...] = (
     "TW211", "TW201", "TW202", "TW204", "TW203", "TW205", "TW213", "TW212", "TW214", "TW206", "TW207", "TW209",
     "TW210", "TW153", "TW407",
     # configuration that changes what the forward computes
-    "TW411", "TW401", "TW413",
+    "TW412", "TW411", "TW401", "TW413",
     # forward numerics and representations: dead units upstream leave collapsed outputs downstream
     "TW105", "TW414", "TW404", "TW403",
     # the loss call and its value
@@ -56,6 +56,8 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW212": frozenset({"TW109", "TW206", "TW207", "TW210", "TW405"}),  # token ids piled up or folded
     "TW213": frozenset({"TW109"}),  # images scrambled by reshape
     "TW214": frozenset({"TW206", "TW207"}),  # the same batch every step
+    # the watched model's forward never ran (a copy of it was trained): none of its layers ran or learned
+    "TW412": frozenset({"TW408", "TW109", "TW110", "TW111", "TW308", "TW413"}),
     "TW207": frozenset({"TW109"}),  # batches of a few samples repeated: the loss can sit at chance for a while
     "TW206": frozenset({"TW214", "TW207"}),
     "TW153": frozenset({"TW101", "TW102", "TW103", "TW108", "TW109", "TW307"}),

@@ -28,15 +28,18 @@ def nonfinite_input(v: StepView) -> Iterator[Finding]:
     """A floating input tensor holds NaN or Inf; everything downstream (loss, gradients, weights) is poisoned.
 
     Example: a CSV with missing values read with pandas and turned into a tensor. Fix: impute or drop them.
+
+    An additive attention mask handed to the model after its first input (0 and -inf, or 0 and a huge negative)
+    holds its -inf by design and is not reported.
     """
-    for t in v.inputs:
-        if t.nonfinite:
+    for i, t in enumerate(v.inputs):
+        if t.nonfinite and not (i and t.additive_mask):
             v.history.notes.setdefault("TW201:first", v.step)
             yield Finding.of("TW201", f"input:{t.name}", f"input {t.name} contains NaN/Inf", step=v.step)
     first = v.extra.get("sentinel", {}).get("input")
     if first is not None:  # between audits, from the always-on sentinel
         v.history.notes.setdefault("TW201:first", first)
-        name = v.primary.name if v.primary is not None else "arg0"
+        name = v.extra.get("sentinel_input") or (v.primary.name if v.primary is not None else "arg0")
         yield Finding.of("TW201", f"input:{name}", f"input {name} contains NaN/Inf, first at step {first} (between "
                          "audited steps)", step=first)
 
@@ -78,9 +81,9 @@ def input_scale(v: StepView) -> Iterator[Finding]:
 
     Example: ``x = torch.tensor(images, dtype=torch.float32)`` from uint8 images. Fix: ``x / 255``.
     """
-    for t in v.inputs:
+    for i, t in enumerate(v.inputs):
         s = t.stats
-        if not t.floating or s is None or t.nonfinite:
+        if not t.floating or s is None or t.nonfinite or (i and t.additive_mask):
             continue
         peak = max(abs(s["min"]), abs(s["max"]))
         if peak > v.threshold("input_abs_max"):
@@ -326,7 +329,8 @@ def label_leak(v: StepView) -> Iterator[Finding]:
 def class_imbalance(v: StepView) -> Iterator[Finding]:
     """The most frequent class outnumbers the least frequent by ``imbalance_ratio`` (15) or more over the
     labels seen; a model can score high accuracy by ignoring the minority. Not reported when the loss already
-    carries class weights, nor for next-token targets over the model's own input vocabulary.
+    carries class weights, nor for next-token targets over the model's own input vocabulary, nor for targets the
+    loop fills with one value by construction (``torch.ones_like(d_real)``: a GAN discriminator's real/fake labels).
 
     Example: fraud detection with 1% positives trained with plain BCE. Fix: ``pos_weight`` or resampling.
 
@@ -336,7 +340,9 @@ def class_imbalance(v: StepView) -> Iterator[Finding]:
     """
     h = v.history
     hist = h.label_hist
-    if hist is None or h.notes.get("TW210") or h.notes.get("class_weighted"):
+    if v.loss is not None and v.loss.target_constant:  # labels made by torch.ones/zeros/full (a GAN's): no data
+        h.notes["TW210:constructed"] = True
+    if hist is None or h.notes.get("TW210") or h.notes.get("class_weighted") or h.notes.get("TW210:constructed"):
         return
     collapsed = _labels_collapsed(h, hist, v.step) if v.event == "step" else None
     if collapsed is not None:

@@ -180,7 +180,7 @@ def same_batch_every_step(v: StepView) -> Iterator[Finding]:
     h.notes["TW214"] = True
     where = "a slice of a larger tensor" if slice_of_more else "one batch of a DataLoader over more data"
     yield Finding.of("TW214", "input", f"the same input tensor ({seen.rows} rows, {where}) was fed unchanged on "
-                     f"{repeats + 1} consecutive steps from step {first}", step=first,
+                     f"every step from step {first} ({repeats + 1} in a row when judged)", step=first,
                      details={"steps": repeats + 1, "rows": seen.rows})
 
 

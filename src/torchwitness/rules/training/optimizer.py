@@ -265,6 +265,9 @@ def _frozen_still_stepped(v: StepView) -> Iterator[Finding]:
                          "zero_grad(set_to_none=False)) and momentum or weight decay: each step keeps moving them")
 
 
+_SETTLE_RATIO = 0.2  # |update| / |weight| per step that a healthy run (~1e-3 to 1e-2) does not hold for long
+
+
 @training_rule("TW307", when=("step", "close"), name="learning-rate-too-high", title="Updates as large as the weights",
                severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
                remediation="Lower the learning rate until |update|/|weight| is around 1e-3 per step; add warm-up.",
@@ -276,13 +279,16 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
     Example: SGD with lr=10. Fix: lower the learning rate; a healthy ratio is around 1e-3. Not judged for
     L-BFGS, whose step sizes are its own.
 
-    At the end of the run: the loss diverged (as TW108 judges it) while the learning rate stood at
+    At the end of the run: updates of a fifth of the weights' norm or more on 3 audited steps while the loss
+    jumped to twice its start and ended no lower than it began (a rate too high to settle); or the loss
+    diverged (as TW108 judges it) while the learning rate stood at
     ``lr_rise`` (10) times its initial value or more: a schedule that raised the rate (a warm-up never capped,
     a factor multiplied instead of divided) is what made it diverge. A rate that rose on purpose (one-cycle) and
     a loss that stayed down are not reported.
     """
     if v.event == "close":
         yield from _rate_raised_then_diverged(v)
+        yield from _large_updates_without_progress(v)
         return
     # L-BFGS takes quasi-Newton steps sized by its own curvature estimate: a step as large as the weights is its
     # design, early on, not a learning rate set too high.
@@ -298,6 +304,11 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
     seen = notes.setdefault("TW307:seen", set())
     limit = v.threshold("update_ratio_max")
     large = False
+    largest = max((p.update_ratio for p in v.params if p.update_ratio is not None and len(p.shape) >= 2
+                   and p.name not in zero_start and p.weight_norm > 1e-12), default=None)
+    ratios = notes.setdefault("TW307:ratios", [])
+    if largest is not None and len(ratios) < 32:  # the first audits: what the run's start did
+        ratios.append((v.step, largest))
     for p in v.params:
         if p.name not in seen and p.update_norm is not None:
             seen.add(p.name)
@@ -321,6 +332,27 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
         notes.setdefault("TW307:large", v.step)
     else:
         notes.pop("TW307:large", None)
+
+
+def _large_updates_without_progress(v: StepView) -> Iterator[Finding]:
+    """Weight matrices moved by a fifth of their norm or more per step on 3 audited steps, and the loss jumped
+    (to twice its start or more) and ended no lower than it began: the rate is too high for the updates to
+    settle (dying ReLUs and a loss at chance follow). A high rate whose loss falls is not reported."""
+    h = v.history
+    high = [step for step, r in h.notes.get("TW307:ratios", []) if r >= _SETTLE_RATIO]
+    if len(high) < 3 or h.notes.get("TW307", math.inf) <= high[0] or h.losses.start > 0 or len(h.losses) < 20:
+        return
+    losses = [h.losses[i][1] for i in range(len(h.losses))]
+    if not all(map(math.isfinite, losses)):
+        return  # a NaN loss is TW108's
+    head, tail = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    if head > 0 and tail >= 0.9 * head and max(losses) >= 2 * head:
+        h.notes["TW307"] = high[0]
+        peak = max(r for _, r in h.notes["TW307:ratios"])
+        yield Finding.of("TW307", "optimizer", f"weight matrices moved by up to {peak:.2g}x their norm per step "
+                         f"(over {_SETTLE_RATIO:g}x on {len(high)} audited steps from step {high[0]}) while the "
+                         f"loss jumped to {max(losses):.3g} and ended at {tail:.3g} from {head:.3g}: the learning "
+                         "rate is too high for training to settle", step=high[0], details={"peak_ratio": peak})
 
 
 def _rate_raised_then_diverged(v: StepView) -> Iterator[Finding]:

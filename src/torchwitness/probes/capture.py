@@ -1,0 +1,160 @@
+"""What an audited step's hooks capture: each module's output, the gradient arriving at the model's output, an
+embedding table's ids and a loss module's call.
+
+:class:`Capture` is a part of :class:`~torchwitness.probes.watch.Watch` (its state lives there), kept apart so
+that the watch module holds the sampling and step boundaries, and this one what a hooked module tells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import torch
+
+from torchwitness.probes import stats
+from torchwitness.probes.inrange import token_probe
+from torchwitness.probes.lossspy import grad_call_running
+from torchwitness.probes.quiet import MAX_PENDING_LOSSES, guarded
+from torchwitness.probes.view import ModuleInfo, TensorInfo
+from torchwitness.probes.window import Forward, Window, first_tensor
+
+# Element-wise layers that cannot turn finite inputs into NaN/Inf: when their input is a probed output, their own
+# output needs no non-finite check of its own (only statistical steps summarise it, for its units).
+PASSIVE = (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.ReLU6, torch.nn.GELU, torch.nn.SiLU, torch.nn.Tanh,
+            torch.nn.Sigmoid, torch.nn.Hardtanh, torch.nn.Identity)
+# Modules whose 3-D output is (B, C, L), and element-wise ones that keep the layout of their input.
+_CHANNELS_FIRST_1D = (torch.nn.Conv1d, torch.nn.ConvTranspose1d, torch.nn.BatchNorm1d, torch.nn.InstanceNorm1d,
+                      torch.nn.MaxPool1d, torch.nn.AvgPool1d, torch.nn.AdaptiveMaxPool1d, torch.nn.AdaptiveAvgPool1d,
+                      torch.nn.Dropout1d)
+_LAYOUT_KEEPING = (*PASSIVE, torch.nn.Dropout, torch.nn.AlphaDropout, torch.nn.ELU, torch.nn.SELU, torch.nn.Softplus,
+                   torch.nn.Mish, torch.nn.PReLU)
+
+
+class Facts(NamedTuple):
+    """What the module hook needs to know of a module that does not change while it is hooked."""
+
+    name: str
+    kind: str
+    container: bool  # has children
+    passive: bool  # cannot turn finite inputs into NaN/Inf
+    channels_first: bool  # its 3-D output is (B, C, L)
+    keeps_layout: bool  # element-wise: its output has its input's layout
+
+    @classmethod
+    def of(cls, m: torch.nn.Module, name: str) -> Facts:
+        return cls(name=name, kind=type(m).__name__, container=next(m.children(), None) is not None,
+                   passive=isinstance(m, PASSIVE), channels_first=isinstance(m, _CHANNELS_FIRST_1D),
+                   keeps_layout=isinstance(m, _LAYOUT_KEEPING))
+
+
+class Capture:
+    """The hooks of an audited step: module outputs, the output gradient, embedding ids and the loss module."""
+
+    # State owned by the watch (set in Watch.__init__), declared here for the methods below.
+    _window: Window | None
+    optimizer: torch.optim.Optimizer | None
+    _names: dict[int, str]
+    _losses: list[tuple[int, torch.Tensor]]
+    _groups: Callable[[Window], Any]
+    _trainable: Callable[[Window], Any]
+    _collect_grads: Callable[..., Any]
+    _note_loss_call: Callable[[Any, Any], None]
+
+    @guarded
+    def _on_output_grad(self, w: Window, fwd: Forward, grad: torch.Tensor) -> None:
+        fwd.trained = True
+        if w.stale_checked or grad_call_running():  # autograd.grad(loss, params) leaves .grad as it was
+            return
+        w.stale_checked = True
+        # Backward of the step's first backpropagated forward is starting: any gradient already present was
+        # left over from before the previous optimizer step (zero_grad forgotten), not accumulated on purpose.
+        # A forgotten zero_grad persists, so it is looked for with the statistical probes. Tensors no optimizer
+        # clears are TW301's business.
+        held = self._groups(w) if self.optimizer else None
+        stale = [p.grad for p in self._trainable(w) if p.grad is not None and not p.grad.is_sparse
+                 and (held is None or id(p) in held)] if w.statistics else []
+        if stale:
+            w.pack.add("stale", torch.linalg.vector_norm(torch.stack(torch._foreach_norm(stale))))
+        if self.optimizer is None:
+            torch.autograd.Variable._execution_engine.queue_callback(partial(self._collect_grads, w))
+
+    @guarded
+    def _module_hook(self, facts: Facts, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        w = self._window
+        if w is None or not w.forwards:
+            return
+        if not torch.is_grad_enabled():  # inside a training forward: a torch.no_grad() block cuts the graph
+            if w.statistics and any(p.requires_grad for p in module.parameters(recurse=False)):
+                w.extra.setdefault("no_grad_modules", set()).add(facts.name)
+            return
+        name = facts.name
+        w.calls[name] = calls = w.calls.get(name, 0) + 1
+        info = w.modules.get(name)
+        if info is not None:
+            info.max_calls = max(info.max_calls, calls)
+            return
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        # A detached copy of a module's output (TW110, not a discarded one): its memory, or, after a module with
+        # a trainable output ran, a float input without autograd history that the model was not given (x.mean().
+        # detach()) at a layer with weights of its own.
+        if x is not None and w.statistics and not x.requires_grad and x.numel() and (
+                x.data_ptr() in w.extra.get("grad_ptrs", ()) or (
+                    "grad_ptrs" in w.extra and x.is_floating_point() and all(x.data_ptr() != t.data_ptr for t in
+                                                                              w.inputs)
+                    and any(p.requires_grad for p in module.parameters(recurse=False)))):
+            w.extra["detached_use"] = True
+        info = ModuleInfo(name=name, kind=facts.kind, module=module, training=module.training,
+                          grad_enabled=True, input_dtype=x.dtype if x is not None else None,
+                          producer=w.outputs.get(id(x)) if x is not None else None)
+        w.modules[name] = info
+        out = first_tensor(output)
+        if out is None or not out.is_floating_point() or not out.numel():
+            return
+        info.out = TensorInfo.of("output", out)
+        if facts.container and id(out) in w.outputs:
+            return  # a container returning its last child's output: already summarised
+        w.outputs[id(out)] = name
+        if w.statistics and out.requires_grad:
+            w.extra.setdefault("grad_ptrs", set()).add(out.data_ptr())
+        # Skipped outputs are held all the same: an id in w.outputs must not be recycled by another tensor.
+        if w.statistics or info.producer is None or not facts.passive:
+            w.acts.append((name, out))
+        else:
+            w.passed.append(out)
+        if out.ndim == 3:
+            producer = w.modules.get(info.producer) if info.producer is not None else None
+            info.channels_first = facts.channels_first or (
+                facts.keeps_layout and producer is not None and producer.channels_first)
+        if out.ndim >= 2 and out.shape[0] > 1:
+            info.batch, info.n_units = out.shape[0], out.shape[stats.unit_axis(out.ndim, info.channels_first)]
+
+    @guarded
+    def _embedding_pre(self, module: torch.nn.Embedding, args: tuple) -> None:
+        w = self._window
+        if w is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].numel():
+            return
+        name = self._names.get(id(module), "embedding")
+        if f"ids/{name}" not in w.extra:
+            w.extra[f"ids/{name}"] = module.num_embeddings
+            w.pack.add(f"ids/{name}", torch.stack(torch.aminmax(args[0].detach())))
+            if w.statistics:  # the first table's ids: targets equal to them position by position copy the input
+                w.extra.setdefault("embed_ids", args[0])
+            if w.statistics and module.num_embeddings >= 16:  # how the ids spread over the table (TW212)
+                w.extra[f"tok/{name}"] = (module.num_embeddings, module.padding_idx, args[0].ndim)
+                w.pack.add(f"tok/{name}", token_probe(args[0], module.num_embeddings))
+
+    @guarded
+    def _loss_hook(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        if not torch.is_grad_enabled():
+            return
+        if isinstance(output, torch.Tensor) and output.numel() == 1 and len(self._losses) < MAX_PENDING_LOSSES:
+            self._losses.append((self.step, output.detach()))
+        w = self._window
+        if w is None:
+            self._note_loss_call(args[0] if args else None, args[1] if len(args) > 1 else None)
+        elif w.loss is None:
+            weighted = any(getattr(module, a, None) is not None for a in ("weight", "pos_weight"))
+            w.add_loss(type(module).__name__, args[0] if args else None, args[1] if len(args) > 1 else None, output,
+                       module=module, weighted=weighted)
