@@ -111,6 +111,10 @@ def test_replay_and_model_digests(int4, tiny_lm):
     check = verify_certificate(int4.certificate, baseline=tiny_lm.model, subject=subject,
                                tokens=tiny_lm.held_out, replay=8, seed=0)
     assert {"replay of 8 windows", "model digests", "data digest"} <= set(check.checks)
+    held = len(int4.certificate["statistics"]["rows"])
+    check = verify_certificate(int4.certificate, baseline=tiny_lm.model, subject=subject,
+                               tokens=tiny_lm.held_out, replay=10**6, seed=0)
+    assert f"replay of {held} windows (all the certificate holds; 1000000 asked for)" in check.checks
     with pytest.raises(CertificateError, match="data given does not match"):
         verify_certificate(int4.certificate, baseline=tiny_lm.model, subject=subject, tokens=tiny_lm.held_out[1:])
     with pytest.raises(CertificateError, match="subject model's weights do not match"):

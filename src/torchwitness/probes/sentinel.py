@@ -65,7 +65,7 @@ class Sentinel:
                 self._in_place.add(field)
             self._add(field, step, t.sum() if t.dtype == torch.float32 else t.sum(dtype=torch.float32))
             return
-        size = t.numel() * t.element_size()
+        size = t.nbytes
         if self._held_bytes + size > HOLD_BYTES or len(self._held) >= self.capacity * len(FIELDS):
             self._add(field, step, t.sum() if t.dtype == torch.float32 else t.sum(dtype=torch.float32))
             return

@@ -352,7 +352,9 @@ class Watch(BetweenAudits, Capture, StepUpdate):
 
     # ---- step boundaries -------------------------------------------------------------------------------------
     def _end_step(self) -> None:
-        self._spy_stop()
+        self.tapping = False
+        if self._spy is not None:
+            self._spy_stop()
         w = self._window
         if self._modes_seen == 2 and self._eval_trained is None and w is None:
             self._eval_trained = self.step  # every training forward of this unaudited step ran in eval mode
