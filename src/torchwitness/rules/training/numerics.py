@@ -152,8 +152,9 @@ def exploding_gradient(v: StepView) -> Iterator[Finding]:
                remediation="Use ReLU/GELU instead of saturating activations, residual connections, normalisation "
                            "layers, or a better initialisation (kaiming/xavier).", statistical=True)
 def vanishing_gradient(v: StepView) -> Iterator[Finding]:
-    """The relative gradient (|grad| / |weight|) of the first weight layer is ``vanishing_ratio`` (1e-4) times
-    that of the last one or smaller: the early layers effectively stop learning.
+    """The relative gradient (|grad| / |weight|) of the early weight layers (the largest of the first quarter, and
+    of 3 at least) is ``vanishing_ratio`` (1e-4) times that of the last one or smaller: the early layers
+    effectively stop learning.
 
     Embedding tables are not judged: a batch looks up a few of their rows, so their relative gradient is small
     however shallow the model.
@@ -168,7 +169,12 @@ def vanishing_gradient(v: StepView) -> Iterator[Finding]:
               and _finite(p.weight_norm) and p.weight_norm > 0 and id(p.param) not in tables]
     if len(layers) < 3:
         return
-    first, last = layers[0], layers[-1]
+    # The best-trained of the first quarter of the weight matrices (3 at least) stands for the early layers: in a
+    # transformer the first attention query/key projections get tiny gradients at any depth, its value and MLP
+    # matrices do not; in a net whose gradients vanish, all of them are small.
+    last = layers[-1]
+    head = layers[:min(len(layers) - 1, max(3, len(layers) // 4))]
+    first = max(head, key=lambda p: p.grad_norm / p.weight_norm)
     rf, rl = first.grad_norm / first.weight_norm, last.grad_norm / last.weight_norm
     if rf > 0 and rl > 0 and rf / rl < v.threshold("vanishing_ratio"):  # exactly zero is no gradient (TW111)
         yield Finding.of("TW104", first.name, f"relative gradient of {first.name} is {rf / rl:.2g}x that of "
