@@ -112,7 +112,8 @@ class GroupEncoder:
         out = []
         for name, cats in self.categories.items():
             if name not in cols:
-                raise InputError(f"sensitive attribute {name!r} missing from the batch (it has {', '.join(cols)})")
+                raise InputError(f"sensitive attribute {name!r} missing from the batch "
+                                 f"(it has {', '.join(map(repr, cols))})")
             out.append(_codes(name, _column(name, cols[name]), cats))
         if len({len(c) for c in out}) > 1:
             raise InputError("sensitive attributes have different lengths: " +
