@@ -216,7 +216,8 @@ def redundant_bias(v: StepView) -> Iterator[Finding]:
             src = v.modules.get(m.producer)
             if src is not None and getattr(src.module, "bias", None) is not None and isinstance(
                     src.module, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)):
-                yield Finding.of("TW409", m.producer, f"{m.producer} has a bias that {name} cancels", step=v.step)
+                yield Finding.of("TW409", m.producer, f"{src.kind} '{m.producer}' has a bias that {m.kind} '{name}' "
+                                 "cancels", step=v.step)
 
 
 @training_rule("TW410", when="init", name="even-kernel", title="Even convolution kernel", severity=Severity.INFO,

@@ -325,8 +325,8 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
             since = notes.get("TW307:large", v.step)
             streak = f" (updates over {_LARGE_SHARE:g}x their weights' norm since step {since})" if since < v.step \
                 else ""
-            yield Finding.of("TW307", p.name, f"update of {p.name} is {r:.3g}x its norm at step {v.step}{streak}",
-                             step=since)
+            size = f"{r:.3g}x its norm" if math.isfinite(r) else "non-finite (the weights overflowed)"
+            yield Finding.of("TW307", p.name, f"update of {p.name} is {size} at step {v.step}{streak}", step=since)
             return
     if large:
         notes.setdefault("TW307:large", v.step)
