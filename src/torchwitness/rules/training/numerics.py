@@ -360,8 +360,8 @@ def loss_at_chance(v: StepView) -> Iterator[Finding]:
                 [x for _, x in history.recent((len(history) - history.start) // 2)])):
             return
         yield Finding.of("TW109", "loss", f"loss {level:.3g} after {last_step + 1} steps is at chance level "
-                         f"{chance:.3g}: no better than the label frequencies (labels misaligned with inputs?); "
-                         f"judged from {steps} steps, {confidence} confidence",
+                         f"{chance:.3g}: no better than the label frequencies (labels misaligned with the inputs, or "
+                         f"the model not learning at all); judged from {steps} steps, {confidence} confidence",
                          step=last_step, details={"loss": level, "chance": chance, "steps": steps,
                                                   "confidence": confidence})
 
