@@ -18,7 +18,7 @@ from torchwitness.probes.inrange import token_probe
 from torchwitness.probes.lossspy import grad_call_running
 from torchwitness.probes.quiet import MAX_PENDING_LOSSES, guarded
 from torchwitness.probes.view import ModuleInfo, TensorInfo
-from torchwitness.probes.window import Forward, Window, first_tensor
+from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
 
 # Element-wise layers that cannot turn finite inputs into NaN/Inf: when their input is a probed output, their own
 # output needs no non-finite check of its own (only statistical steps summarise it, for its units).
@@ -50,7 +50,8 @@ class Facts(NamedTuple):
 
 
 class Capture:
-    """The hooks of an audited step: module outputs, the output gradient, embedding ids and the loss module."""
+    """The hooks of an audited step (module outputs, the output gradient, embedding ids, the loss module) and what
+    the training code tells the watch itself (begin_forward, end_forward, observe)."""
 
     # State owned by the watch (set in Watch.__init__), declared here for the methods below.
     _window: Window | None
@@ -61,6 +62,12 @@ class Capture:
     _trainable: Callable[[Window], Any]
     _collect_grads: Callable[..., Any]
     _note_loss_call: Callable[[Any, Any], None]
+    model: torch.nn.Module
+    step: int
+    _external_forward: bool
+    _root_pre: Callable[..., Any]
+    _root_post: Callable[..., Any]
+    _spy_start: Callable[[], None]
 
     @guarded
     def _on_output_grad(self, w: Window, fwd: Forward, grad: torch.Tensor) -> None:
@@ -158,3 +165,38 @@ class Capture:
             weighted = any(getattr(module, a, None) is not None for a in ("weight", "pos_weight"))
             w.add_loss(type(module).__name__, args[0] if args else None, args[1] if len(args) > 1 else None, output,
                        module=module, weighted=weighted)
+
+    # ---- what the training code tells the watch itself ---------------------------------------------------------
+    def begin_forward(self, *args: Any, **kwargs: Any) -> None:
+        """Open a training forward whose root ``model.forward`` is not called (Lightning's ``training_step`` calls
+        submodules); ``args``/``kwargs`` are the batch inputs. Root forwards inside it are not counted again. On
+        an audited step the loss functions called until the loss (functional ones, or any loss module) are noted,
+        as between forward and step in a plain loop."""
+        self._external_forward = False  # a previous one never closed (a skipped step): start afresh
+        self._root_pre(self.model, args, kwargs)
+        self._external_forward = torch.is_grad_enabled()
+        if self._external_forward and self._window is not None:
+            self._spy_start()  # an audited step: note the loss functions whatever calls them (module or functional)
+
+    def end_forward(self, output: Any) -> None:
+        """Close the forward opened by :meth:`begin_forward`; ``output`` (e.g. the loss) is what backward starts
+        from."""
+        if self._external_forward:
+            self._external_forward = False
+            self._root_post(self.model, (), {}, output)
+
+    def observe(self, *, inputs: Any = None, targets: torch.Tensor | None = None,
+                loss: torch.Tensor | None = None) -> None:
+        """Tell the watch about this step's batch, targets or loss when hooks cannot see them."""
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1 and len(self._losses) < MAX_PENDING_LOSSES \
+                and not (self._losses and self._losses[-1][0] == self.step):
+            self._losses.append((self.step, loss.detach()))
+        w = self._window
+        if w is None:
+            return
+        if inputs is not None and not w.inputs:
+            found, _ = tensors_of(inputs if isinstance(inputs, tuple) else (inputs,), None)
+            w.extra["primary"] = [t for _, t in found[:1]]
+            w.add_inputs(found)
+        if isinstance(targets, torch.Tensor):
+            w.add_targets(targets, None)

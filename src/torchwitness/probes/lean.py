@@ -152,7 +152,7 @@ class Lean:
         grads = values[n_act:n_act + n_grad]
         loss_value = values[n_act + n_grad] if loss is not None else None
         total = math.sqrt(sum(g * g for g in grads))
-        w._note_lean_audit(step, loss_value, total if grads else None)
+        w._audit_log.lean(step, loss_value, total if grads else None)
         if all(map(math.isfinite, values)) and total <= w.thresholds["grad_norm_max"]:
             return
         sums = values[n_act + n_grad + (loss is not None):]

@@ -30,6 +30,7 @@ from torch.utils.hooks import RemovableHandle
 
 from torchwitness.errors import InputError
 from torchwitness.probes import stats
+from torchwitness.probes.audit_log import AuditLog
 from torchwitness.probes.capture import PASSIVE, Capture, Facts
 from torchwitness.probes.config import resolve
 from torchwitness.probes.distributed import CrossRank
@@ -37,7 +38,7 @@ from torchwitness.probes.hookref import detachable
 from torchwitness.probes.inrange import SameInput
 from torchwitness.probes.lean import Lean
 from torchwitness.probes.lossspy import LossSpy, listen, unlisten
-from torchwitness.probes.quiet import MAX_PENDING_LOSSES, BetweenAudits
+from torchwitness.probes.quiet import BetweenAudits
 from torchwitness.probes.quiet import guarded as _guarded
 from torchwitness.probes.sentinel import Sentinel, first_bad
 from torchwitness.probes.stats import ParamHeads
@@ -50,7 +51,6 @@ from torchwitness.rules.findings import FindingSet
 MODE_SENSITIVE = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm,
                   torch.nn.modules.instancenorm._InstanceNorm)
 _EVAL_ROW_BUDGET = 16384
-_AUDITS_PER_RECORD = 32
 _MOMENT_ROWS = 2048
 # When audits are dense (closer than `statistics_every` steps), the statistical probes run on one audited step in
 # `statistics_every`: what they judge (dead units, update ratios, label counts) persists across steps, while the
@@ -110,7 +110,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._plan: list[tuple[torch.nn.Module, Callable[..., Any]]] | None = None
         self._losses: list[tuple[int, torch.Tensor]] = []
         self._eval_rows: list[torch.Tensor] = []
-        self._audits: list[dict[str, Any]] = []
+        self._audit_log = AuditLog(record)
         self._eval_budget = _EVAL_ROW_BUDGET
         self._eval_seen = False
         self._step_open = False
@@ -380,12 +380,6 @@ class Watch(BetweenAudits, Capture, StepUpdate):
     def _guarded_lean(self) -> None:
         self._lean.finish(self.step)
 
-    def _note_lean_audit(self, step: int, loss: float | None, grad_norm: float | None) -> None:
-        if self._record is not None:
-            self._audits.append((step, loss, grad_norm))  # made a summary like the others when flushed
-            if len(self._audits) >= _AUDITS_PER_RECORD:
-                self._flush_audits()
-
     def _guarded_finish(self, w: Window) -> None:
         try:
             self._finish(w)
@@ -434,28 +428,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self.history.absorb(view, loss_steps, data)
         self._run_rules(view)
         if w.forwards:
-            self._record_audit(view)
-
-    def _record_audit(self, view: StepView) -> None:
-        if self._record is None:
-            return
-        norms = [p.grad_norm for p in view.params if p.has_grad]
-        ratios = [p.update_ratio for p in view.params if p.update_ratio is not None and len(p.shape) >= 2]
-        self._audits.append({"step": view.step, "forwards": view.forwards,
-                             "loss": view.loss.value if view.loss else None,
-                             "grad_norm": sum(n * n for n in norms) ** 0.5 if norms else None,
-                             "max_update_ratio": max(ratios) if ratios else None})
-        if len(self._audits) >= _AUDITS_PER_RECORD:
-            self._flush_audits()
-
-    def _flush_audits(self) -> None:
-        # Summaries are batched into one record per 32 audited steps: handing a record to the writer thread
-        # costs a GIL round-trip, which every-step auditing of a small model would feel.
-        if self._audits and self._record is not None:
-            steps = [a if isinstance(a, dict) else {"step": a[0], "forwards": 1, "loss": a[1], "grad_norm": a[2],
-                                                    "max_update_ratio": None} for a in self._audits]
-            self._record("train.audit", {"steps": steps}, steps[-1]["step"])
-        self._audits = []
+            self._audit_log.full(view)
 
     def _run_rules(self, view: StepView) -> None:
         found = []
@@ -478,41 +451,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         if not where.startswith("TW"):
             self._window = None
 
-    # ---- public surface --------------------------------------------------------------------------------------
-    def begin_forward(self, *args: Any, **kwargs: Any) -> None:
-        """Open a training forward whose root ``model.forward`` is not called (Lightning's ``training_step`` calls
-        submodules); ``args``/``kwargs`` are the batch inputs. Root forwards inside it are not counted again. On
-        an audited step the loss functions called until the loss (functional ones, or any loss module) are noted,
-        as between forward and step in a plain loop."""
-        self._external_forward = False  # a previous one never closed (a skipped step): start afresh
-        self._root_pre(self.model, args, kwargs)
-        self._external_forward = torch.is_grad_enabled()
-        if self._external_forward and self._window is not None:
-            self._spy_start()  # an audited step: note the loss functions whatever calls them (module or functional)
-
-    def end_forward(self, output: Any) -> None:
-        """Close the forward opened by :meth:`begin_forward`; ``output`` (e.g. the loss) is what backward starts
-        from."""
-        if self._external_forward:
-            self._external_forward = False
-            self._root_post(self.model, (), {}, output)
-
-    def observe(self, *, inputs: Any = None, targets: torch.Tensor | None = None,
-                loss: torch.Tensor | None = None) -> None:
-        """Tell the watch about this step's batch, targets or loss when hooks cannot see them."""
-        if isinstance(loss, torch.Tensor) and loss.numel() == 1 and len(self._losses) < MAX_PENDING_LOSSES \
-                and not (self._losses and self._losses[-1][0] == self.step):
-            self._losses.append((self.step, loss.detach()))
-        w = self._window
-        if w is None:
-            return
-        if inputs is not None and not w.inputs:
-            found, _ = tensors_of(inputs if isinstance(inputs, tuple) else (inputs,), None)
-            w.extra["primary"] = [t for _, t in found[:1]]
-            w.add_inputs(found)
-        if isinstance(targets, torch.Tensor):
-            w.add_targets(targets, None)
-
+    # ---- public surface (begin_forward, end_forward, observe: probes/capture.py) ------------------------------
     def close(self) -> None:
         """Remove every hook, judge the pending step and the window rules, and record the final tallies."""
         if self.closed:
@@ -529,7 +468,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
                 # Step counts are compared across shards after the run (no collective here: a rank that
                 # stepped more or less than its peers would never meet them in one).
                 self._record("train.steps", {"steps": self.step, "rank": self.cross_rank.rank}, self.step)
-            self._flush_audits()
+            self._audit_log.flush()
         finally:
             self._spy_stop()
             unlisten(self)
