@@ -118,19 +118,22 @@ def _tapped_grad(*args: Any, **kwargs: Any) -> Any:
 
 
 def _tapped_backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    # Between audits (tapping, no spy) a listener's work is one detach: these loops are the whole per-step cost.
     for listener in _LISTENERS:
         if listener.tapping:
             listener.tap_backward(self)
     out = _ORIGINALS["backward"](self, *args, **kwargs)
     for listener in _LISTENERS:
-        listener.after_backward()
+        if listener._spy is not None:
+            listener.after_backward()
     return out
 
 
 def _tapped_zero_grad(original: Callable[..., Any]) -> Callable[..., Any]:
     def zero_grad(self: Any, *args: Any, **kwargs: Any) -> Any:
         for listener in _LISTENERS:
-            listener.zero_grad_called(self)
+            if listener._window is not None:  # only an audited step asks whether gradients were cleared
+                listener.zero_grad_called(self)
         return original(self, *args, **kwargs)
 
     zero_grad.__name__, zero_grad.__qualname__, zero_grad.__doc__ = (
@@ -161,8 +164,9 @@ def _tap_loss(name: str, kind: str) -> Callable[..., Any]:
 def listen(listener: Any) -> None:
     """Route the losses given to backward and to ``torch.nn.functional``'s losses to ``listener`` (its
     ``tap_backward(loss)`` and ``tap_loss(kind, input, target)``) while its ``tapping`` is true; its
-    ``after_backward()`` is called when each backward returns, ``zero_grad_called(owner)`` when an optimizer
-    or a module clears gradients (neither offers a hook for it), and ``loss_in_forward(kind, input, target,
+    ``after_backward()`` is called when each backward returns while its ``_spy`` is set, ``zero_grad_called(owner)``
+    when an optimizer or a module clears gradients while its ``_window`` (an audited step) is open (neither offers a
+    hook for it), and ``loss_in_forward(kind, input, target,
     output, weighted)`` after each functional loss while its ``_window`` (an audited step) is open. Calls to
     ``torch.autograd.grad`` are counted (:func:`grad_call_running`): their backward leaves ``.grad`` alone.
 

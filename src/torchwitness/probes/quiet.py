@@ -59,6 +59,7 @@ class BetweenAudits:
     _losses: list[tuple[int, torch.Tensor]]
     _peek_step: int
     _same_step: int
+    _internal_error: Callable[[str, Exception], None]
     _peek_batch: Callable[[tuple, dict], None]
 
     def _between_audits(self, args: tuple, kwargs: dict) -> None:
@@ -69,7 +70,10 @@ class BetweenAudits:
         if len(args) == 1 and not kwargs and type(args[0]) is torch.Tensor:
             x, target = args[0], None
             self._sentinel_input = "arg0"
-            same = self._same_step != self.step and self._see_first(x)
+            same = self._same_step != self.step
+            if same:
+                self._same_step = self.step
+                same = self.same_input.see(self.step, x)
         else:
             found, target = tensors_of(args, kwargs)
             # The first floating input that is not an additive attention mask (audited steps tell them: their -inf
@@ -97,7 +101,7 @@ class BetweenAudits:
 
     def _spy_start(self) -> None:
         if self._spy is None and not self.compiled and not isinstance(self.loss_fn, torch.nn.Module):
-            self._spy = LossSpy(self._spied_loss, self._spied_backward)
+            self._spy = LossSpy(self._spied_loss, self.tap_backward)
             self._spy.start()
 
     def _spy_stop(self) -> None:
@@ -133,7 +137,13 @@ class BetweenAudits:
             w.add_loss(kind, x, t, out, weighted=weighted)
 
     def tap_backward(self, loss: torch.Tensor) -> None:
-        self._spied_backward(loss)
+        # Not @guarded: this runs at every step, where each Python frame is a measurable part of the cost.
+        try:
+            if loss.numel() == 1 and not (self._losses and self._losses[-1][0] == self.step) \
+                    and len(self._losses) < MAX_PENDING_LOSSES:
+                self._losses.append((self.step, loss.detach()))
+        except Exception as e:
+            self._internal_error("tap_backward", e)
 
     def after_backward(self) -> None:
         # An audited step whose loss call and backward were both seen: the function mode has nothing left to note
@@ -157,19 +167,9 @@ class BetweenAudits:
             if floating(x) is not None:
                 self._sentinel.note("pred", self.step, x)
 
-    @guarded
-    def _spied_backward(self, loss: torch.Tensor) -> None:
-        if loss.numel() == 1 and not (self._losses and self._losses[-1][0] == self.step) \
-                and len(self._losses) < MAX_PENDING_LOSSES:
-            self._losses.append((self.step, loss.detach()))
-
-    @guarded
     def _note_grad(self) -> None:
         # After the optimizer step (grads are left as backward made them): a gradient near the input, into which
-        # NaN/Inf made anywhere downstream, in forward or backward, spreads. A lean audited step reads every
-        # gradient's norm itself.
-        if self._lean is not None and self._lean.active:
-            return
+        # NaN/Inf made anywhere downstream, in forward or backward, spreads.
         if self._sentinel_grad is None:
             self._sentinel_grad = self._sentinel_tensor()
             if self._sentinel_grad is None:

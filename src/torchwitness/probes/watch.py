@@ -157,16 +157,23 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         if isinstance(loss_fn, torch.nn.Module):
             self._handles.append(loss_fn.register_forward_hook(detachable(self._loss_hook)))
         self._run_rules(StepView(event="init", step=0, watch=self))
-        if self._audited(0):
-            self._arm()
+        self._next_audit = self._audit_after(0)  # step 0 is audited: 0 is a multiple of every_n_steps
+        self._arm()
 
     # ---- sampling --------------------------------------------------------------------------------------------
-    def _audited(self, step: int) -> bool:
-        # Sparse sampling (audits more than 2 * CLOSE_GAP apart) audits every CLOSE_GAP-th step too until
-        # CLOSE_WATCH: a run of a few dozen steps whose bug starts after its first steps (labels collapsing, a layer
-        # cut off at step 20) is judged at all.
-        return step < self.first_steps or step % self.every_n_steps == 0 or (
-            step < CLOSE_WATCH and step % CLOSE_GAP == 0 and self.every_n_steps > 2 * CLOSE_GAP)
+    def _audit_after(self, step: int) -> int:
+        """The first audited step after ``step``: the next of the first steps, the next multiple of
+        ``every_n_steps``, and, for sparse sampling (audits more than 2 * CLOSE_GAP apart), the next multiple of
+        CLOSE_GAP until CLOSE_WATCH: a run of a few dozen steps whose bug starts after its first steps (labels
+        collapsing, a layer cut off at step 20) is judged at all."""
+        nxt = step + 1
+        candidates = [(nxt + self.every_n_steps - 1) // self.every_n_steps * self.every_n_steps]
+        if nxt < self.first_steps:
+            candidates.append(nxt)
+        close = (nxt + CLOSE_GAP - 1) // CLOSE_GAP * CLOSE_GAP
+        if close < CLOSE_WATCH and self.every_n_steps > 2 * CLOSE_GAP:
+            candidates.append(close)
+        return min(candidates)
 
     def _arm(self) -> bool:
         """Prepare the audit of ``self.step``; False when it is a lean one (no window: see probes/lean.py)."""
@@ -223,8 +230,14 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._window = None
 
     # ---- hooks -----------------------------------------------------------------------------------------------
-    @_guarded
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        # Not @guarded: this hook runs at every step, where each Python frame is a measurable part of the cost.
+        try:
+            self._root_pre_guarded(module, args, kwargs)
+        except Exception as e:
+            self._internal_error("_root_pre", e)
+
+    def _root_pre_guarded(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         if self._external_forward:  # begin_forward() already opened this forward (and its spy listens on)
             return
         if self._spy is not None:
@@ -346,8 +359,11 @@ class Watch(BetweenAudits, Capture, StepUpdate):
     def _post_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         if self._window is not None:  # between audits there is no update to measure
             self._measure_update()
-        else:
-            self._note_grad()
+        elif self._lean is None or not self._lean.active:  # a lean audited step reads every gradient's norm itself
+            try:
+                self._note_grad()
+            except Exception as e:
+                self._internal_error("_note_grad", e)
         self._end_step()
 
     # ---- step boundaries -------------------------------------------------------------------------------------
@@ -367,7 +383,11 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self.step += 1
         self._eval_seen = False
         self._zeroed = False
-        audited = self._audited(self.step)
+        if self.step < self._next_audit and w is None and not self._audit_hooks:  # between audits
+            return
+        audited = self.step >= self._next_audit
+        if audited:
+            self._next_audit = self._audit_after(self.step)
         if not (audited and self._arm()):
             if w is not None:
                 # Holding the audited batch until then keeps its memory from being handed to the next batch:
