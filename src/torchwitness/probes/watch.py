@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any
 
 import torch
+from torch.nn.modules.module import register_module_module_registration_hook
 from torch.utils.hooks import RemovableHandle
 
 from torchwitness.errors import InputError
@@ -103,6 +104,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._names = {id(m): (n or "model") for n, m in inner.named_modules()}
         self.mode_sensitive = any(isinstance(m, MODE_SENSITIVE) for m in inner.modules())
         self._inner = inner
+        self._tree_changed = False
         self._heads = ParamHeads()
         self._statistics_step = -statistics_every
         self._window: Window | None = None
@@ -150,7 +152,8 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._rules["light"] = [(r.id, r.check) for r in rules if "step" in r.when and not r.statistical]
         # Between audits a step meets two hooks (the root's forward pre-hook, the optimizer's post-hook) and the
         # backward tap; the root's forward post-hook and the step pre-hook join them on audited steps only.
-        self._handles = [model.register_forward_pre_hook(detachable(self._root_pre), with_kwargs=True)]
+        self._handles = [model.register_forward_pre_hook(detachable(self._root_pre), with_kwargs=True),
+                         register_module_module_registration_hook(detachable(self._module_added))]
         self._audit_hooks: list[RemovableHandle] = []
         if optimizer is not None:
             self._handles.append(optimizer.register_step_post_hook(detachable(self._post_step)))
@@ -175,8 +178,26 @@ class Watch(BetweenAudits, Capture, StepUpdate):
             candidates.append(close)
         return min(candidates)
 
+    def _module_added(self, parent: torch.nn.Module, name: str, child: Any) -> None:
+        # A layer added or replaced after watch() (a new head, an adapter): the hook plans are made anew.
+        if id(parent) in self._names:
+            self._tree_changed = True
+
+    def _replan(self) -> None:
+        self._tree_changed = False
+        self._names = {id(m): (n or "model") for n, m in self._inner.named_modules()}
+        self.mode_sensitive = any(isinstance(m, MODE_SENSITIVE) for m in self._inner.modules())
+        self._plan = None
+        for h in self._armed:
+            h.remove()
+        self._armed.clear()
+        if self._lean is not None:
+            self._lean.forget_plan()
+
     def _arm(self) -> bool:
         """Prepare the audit of ``self.step``; False when it is a lean one (no window: see probes/lean.py)."""
+        if self._tree_changed:
+            self._replan()
         if not self._audit_hooks:
             self._audit_hooks.append(self.model.register_forward_hook(detachable(self._root_post), with_kwargs=True))
             if self.optimizer is not None:
@@ -201,7 +222,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._window.extra["want_moments"] = m is None or m[0] < _MOMENT_ROWS
         if self._armed or self.compiled:  # compiled graphs keep their submodules unhooked: hooks would recompile
             return True
-        if self._plan is None:  # the module tree is the one the watch was given: its hooks are made once
+        if self._plan is None:  # made again only when a module is added to the tree (_module_added)
             names = self._names
             self._plan = [(m, detachable(partial(self._module_hook, Facts.of(m, names.get(id(m), type(m).__name__)))))
                           for m in self._inner.modules()]
@@ -320,51 +341,6 @@ class Watch(BetweenAudits, Capture, StepUpdate):
                 rows = stats.row_fingerprints(found[0][1])
                 self._eval_rows.append(rows)
                 self._eval_budget -= found[0][1].shape[0]
-
-    @_guarded
-    def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        self._spy_stop()
-        w = self._window
-        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
-        if w is None:
-            if self._lean is not None and self._lean.active and not callable(closure):
-                self._lean.note_grads()
-            return None
-        if not callable(closure):
-            self._before_update(w)
-            return None
-        # step(closure) (Lightning, LBFGS) runs forward and backward inside the step: the gradients to judge are
-        # the ones the closure leaves, so the pre-update work waits for its first call.
-        judged: list[bool] = []
-        # Lightning computes the loss inside the closure (training_step): an open begin_forward() listens there.
-        listen = self._external_forward
-
-        def closure_then_judge() -> Any:
-            if listen:
-                self._spy_start()
-            try:
-                loss = closure()
-            finally:
-                if listen:
-                    self._spy_stop()
-            if not judged:
-                judged.append(True)
-                self._before_update(w)
-            return loss
-
-        if "closure" in kwargs:
-            return args, {**kwargs, "closure": closure_then_judge}
-        return (args[0], closure_then_judge, *args[2:]), kwargs
-
-    def _post_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-        if self._window is not None:  # between audits there is no update to measure
-            self._measure_update()
-        elif self._lean is None or not self._lean.active:  # a lean audited step reads every gradient's norm itself
-            try:
-                self._note_grad()
-            except Exception as e:
-                self._internal_error("_note_grad", e)
-        self._end_step()
 
     # ---- step boundaries -------------------------------------------------------------------------------------
     def _end_step(self) -> None:
