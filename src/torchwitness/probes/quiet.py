@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from torchwitness.probes.inrange import SameInput
-from torchwitness.probes.lossspy import LossSpy
+from torchwitness.probes.lossspy import LossSpy, refresh
 from torchwitness.probes.sentinel import Sentinel, floating
 from torchwitness.probes.window import tensors_of
 
@@ -60,6 +60,7 @@ class BetweenAudits:
     _peek_step: int
     _same_step: int
     _internal_error: Callable[[str, Exception], None]
+    _float_targets: bool
     _peek_batch: Callable[[tuple, dict], None]
 
     def _between_audits(self, args: tuple, kwargs: dict) -> None:
@@ -99,6 +100,16 @@ class BetweenAudits:
             return self._see_first(found[0][1])
         return False
 
+    def wants_taps(self) -> bool:
+        """The functional-loss and zero_grad taps are wanted (see :func:`~torchwitness.probes.lossspy.refresh`):
+        on an audited step, and between audits once a loss was seen with a floating target (its sentinel)."""
+        return self._window is not None or self._float_targets
+
+    def _floating_target(self, t: Any) -> None:
+        if not self._float_targets and floating(t) is not None:
+            self._float_targets = True
+            refresh()
+
     def _spy_start(self) -> None:
         if self._spy is None and not self.compiled and not isinstance(self.loss_fn, torch.nn.Module):
             self._spy = LossSpy(self._spied_loss, self.tap_backward)
@@ -112,6 +123,7 @@ class BetweenAudits:
 
     @guarded
     def _spied_loss(self, kind: str, x: Any, t: Any, weighted: bool, out: Any, origin: str) -> None:
+        self._floating_target(t)
         w = self._window
         if w is None:
             if torch.is_grad_enabled() and origin == "data":
@@ -132,6 +144,7 @@ class BetweenAudits:
         # The spy listens from the end of the model's forward; a model that computes its loss inside forward
         # (Hugging Face's labels=...) is seen here. Under the spy this call is nested in its handler: the spy
         # notes the loss itself, with what it knows of the target's history.
+        self._floating_target(t)
         w = self._window
         if self._spy is None and w is not None and w.forwards and w.loss is None and torch.is_grad_enabled():
             w.add_loss(kind, x, t, out, weighted=weighted)

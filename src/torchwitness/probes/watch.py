@@ -38,7 +38,7 @@ from torchwitness.probes.distributed import CrossRank
 from torchwitness.probes.hookref import detachable
 from torchwitness.probes.inrange import SameInput
 from torchwitness.probes.lean import Lean
-from torchwitness.probes.lossspy import LossSpy, listen, unlisten
+from torchwitness.probes.lossspy import LossSpy, listen, refresh, unlisten
 from torchwitness.probes.quiet import BetweenAudits
 from torchwitness.probes.quiet import guarded as _guarded
 from torchwitness.probes.sentinel import Sentinel, first_bad
@@ -140,6 +140,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._spy_every_step = not isinstance(loss_fn, torch.nn.Module) and not self.compiled
         self.tapping = False  # between audits, after a training forward: the loss tap reports to this watch
         self._zeroed = False  # this optimizer or model cleared gradients since the last step (TW304 asks)
+        self._float_targets = False  # a loss call had a floating target: its tap stays between audits
         if not self.compiled:
             listen(self)
         self.initial_versions = {id(p): p._version for p in inner.parameters()}
@@ -223,9 +224,11 @@ class Watch(BetweenAudits, Capture, StepUpdate):
             if not statistics:
                 self._disarm_window()
                 self._lean.arm()
+                refresh()
                 return False
             self._lean.disarm()
         self._window = Window(step=self.step, statistics=statistics, fingerprints=fingerprints)
+        refresh()
         # Feature/label moments stop once enough rows are in: correlations are settled by then.
         m = self.history.moments
         self._window.extra["want_moments"] = m is None or m[0] < _MOMENT_ROWS
@@ -250,6 +253,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         for h in self._audit_hooks:
             h.remove()
         self._audit_hooks.clear()
+        refresh()
 
     def _disarm_window(self) -> None:
         if not self._armed and self._window is None:  # between audits: nothing to undo
@@ -263,38 +267,35 @@ class Watch(BetweenAudits, Capture, StepUpdate):
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         # Not @guarded: this hook runs at every step, where each Python frame is a measurable part of the cost.
         try:
-            self._root_pre_guarded(module, args, kwargs)
+            if self._external_forward:  # begin_forward() already opened this forward (and its spy listens on)
+                return
+            if self._spy is not None:
+                self._spy_stop()
+            if not torch.is_grad_enabled():
+                self._eval_forward(args, kwargs)
+                return
+            if self.optimizer is None and module.training:
+                if self._step_open:
+                    self._end_step()
+                self._step_open = True
+            self._modes_seen |= 1 if module.training else 2
+            w = self._window
+            if w is None:
+                if module.training:  # the loss given to backward and floating targets are noted for the sentinels
+                    self.tapping = self._spy_every_step
+                self._between_audits(args, kwargs)
+                return
+            w.forwards.append(Forward(training=module.training))
+            w.calls.clear()
+            if len(w.forwards) == 1:
+                found, target = tensors_of(args, kwargs)
+                self._see_input(found)
+                w.extra["primary"] = [t for _, t in found[:1]]
+                w.add_inputs(found)
+                if target is not None:
+                    w.extra["kw_target"] = target
         except Exception as e:
             self._internal_error("_root_pre", e)
-
-    def _root_pre_guarded(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        if self._external_forward:  # begin_forward() already opened this forward (and its spy listens on)
-            return
-        if self._spy is not None:
-            self._spy_stop()
-        if not torch.is_grad_enabled():
-            self._eval_forward(args, kwargs)
-            return
-        if self.optimizer is None and module.training:
-            if self._step_open:
-                self._end_step()
-            self._step_open = True
-        self._modes_seen |= 1 if module.training else 2
-        w = self._window
-        if w is None:
-            if module.training:  # the loss given to backward and floating targets are noted for the sentinels
-                self.tapping = self._spy_every_step
-            self._between_audits(args, kwargs)
-            return
-        w.forwards.append(Forward(training=module.training))
-        w.calls.clear()
-        if len(w.forwards) == 1:
-            found, target = tensors_of(args, kwargs)
-            self._see_input(found)
-            w.extra["primary"] = [t for _, t in found[:1]]
-            w.add_inputs(found)
-            if target is not None:
-                w.extra["kw_target"] = target
 
     def _peek_batch(self, args: tuple, kwargs: dict) -> None:
         # The step right after an audited one: fingerprint its batch (on the device, kept for the next audit's
