@@ -43,13 +43,15 @@ def test_steps_sampling_and_audit_records(tmp_path):
 def test_hooks_only_around_audited_steps(tmp_path):
     with tw.Run(tmp_path / "r") as run:
         model, watch = _loop(run, 4, every_n_steps=100, first_steps=2)
-        # step 4 is not audited: only the root's pre-hook and the optimizer's post-hook remain, none on children
-        assert not model._forward_hooks and len(model._forward_pre_hooks) == 1
+        # step 4 is not audited: no module hook at all (the root's forward is tapped in the instance, which keeps
+        # nn.Module's short call path), and the optimizer's post-hook
+        assert not model._forward_hooks and not model._forward_pre_hooks and "forward" in model.__dict__
         assert all(not m._forward_hooks for m in list(model.modules())[1:])
         assert len(watch.optimizer._optimizer_step_post_hooks) == 1 and not watch.optimizer._optimizer_step_pre_hooks
         watch.close()
         assert not watch.optimizer._optimizer_step_post_hooks
-        assert not model._forward_hooks
+        assert not model._forward_hooks and "forward" not in model.__dict__
+        assert not [k for k in model.__dict__ if k.startswith("_torchwitness")]
 
 
 def test_loss_taps_leave_unaudited_steps_of_a_class_target_loop(tmp_path):
@@ -313,3 +315,44 @@ def test_a_watched_model_can_be_copied_and_saved_mid_run(tmp_path, every):
             copy.deepcopy(opt)
         assert watch.step == 6 and not watch.errors
     assert torch.equal(ema[0].weight, model[0].weight)
+
+
+def test_the_tapped_forward_keeps_signature_and_stacks_with_other_wrappers(tmp_path):
+    """Hugging Face's Trainer reads inspect.signature(model.forward) to choose dataset columns; accelerate puts
+    its own method over an instance's forward (autocast) and takes it off again: both see the model's own."""
+    import inspect
+    import types
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 3)
+
+        def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+            """Logits."""
+            return self.lin(input_ids)
+
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = inspect.signature(model.forward)
+    with tw.Run(tmp_path / "r") as run:
+        watch = run.watch(model, opt)
+        assert inspect.signature(model.forward) == before and model.forward.__doc__ == "Logits."
+        inner = model.forward
+        calls = []
+
+        def autocast_forward(self, *args, **kwargs):  # the shape of accelerate's convert_outputs_to_fp32 wrap
+            calls.append(1)
+            return inner.__func__(self, *args, **kwargs)
+
+        model.forward = types.MethodType(autocast_forward, model)
+        for _ in range(3):
+            opt.zero_grad()
+            F.cross_entropy(model(torch.randn(8, 4)), torch.randint(0, 3, (8,))).backward()
+            opt.step()
+        assert watch.step == 3 and len(calls) == 3 and not watch.errors
+        watch.close()  # another wrapper sits over the tap: the tap passes calls straight through from now on
+        model(torch.randn(2, 4))
+        assert watch.step == 3
+        model.forward = inner  # accelerate's unwrap puts back what it found
+    assert model(torch.randn(2, 4)).shape == (2, 3)

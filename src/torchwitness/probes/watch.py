@@ -35,7 +35,7 @@ from torchwitness.probes.audit_log import AuditLog
 from torchwitness.probes.capture import PASSIVE, Capture, Facts
 from torchwitness.probes.config import resolve
 from torchwitness.probes.distributed import CrossRank
-from torchwitness.probes.hookref import detachable
+from torchwitness.probes.hookref import ForwardTap, detachable
 from torchwitness.probes.inrange import SameInput
 from torchwitness.probes.lean import Lean
 from torchwitness.probes.lossspy import LossSpy, listen, refresh, unlisten
@@ -157,8 +157,12 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._rules["light"] = [(r.id, r.check) for r in rules if "step" in r.when and not r.statistical]
         # Between audits a step meets two hooks (the root's forward pre-hook, the optimizer's post-hook) and the
         # backward tap; the root's forward post-hook and the step pre-hook join them on audited steps only.
-        self._handles = [model.register_forward_pre_hook(detachable(self._root_pre), with_kwargs=True),
-                         register_module_module_registration_hook(detachable(self._module_added))]
+        # A forward pre-hook only where the instance's forward cannot be tapped: a compiled module, and where
+        # DataParallel could replicate it (a replica copies the instance's dict, with a method bound to this one).
+        hooked = self.compiled or torch.cuda.device_count() > 1
+        root: Any = model.register_forward_pre_hook(detachable(self._root_pre), with_kwargs=True) if hooked \
+            else ForwardTap(model, self._root_pre)
+        self._handles = [root, register_module_module_registration_hook(detachable(self._module_added))]
         self._audit_hooks: list[RemovableHandle] = []
         if optimizer is not None:
             self._handles.append(optimizer.register_step_post_hook(detachable(self._post_step)))
