@@ -50,7 +50,8 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW201": _NUMERIC | {"TW206", "TW207"},  # non-finite inputs
     "TW202": _NUMERIC,  # non-finite targets
     "TW203": _NUMERIC,  # inputs far out of scale
-    "TW204": _UNITS | {"TW206", "TW207", "TW214", "TW414"},  # blank or constant inputs
+    # blank or constant inputs; every row of logits is then the same one, which can drift onto a pair summing to 1
+    "TW204": _UNITS | {"TW206", "TW207", "TW214", "TW414", "TW150"},
     "TW205": frozenset({"TW109", "TW213"}),
     "TW211": _NUMERIC | {"TW212"},
     "TW212": frozenset({"TW109", "TW206", "TW207", "TW210", "TW405"}),  # token ids piled up or folded
