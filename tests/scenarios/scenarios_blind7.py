@@ -721,3 +721,60 @@ def blind7_ok_simsiam_with_stop_gradient(run) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+
+class _OnlineOnly(nn.Module):
+    """BYOL's online branch: a projection and a predictor on top of it; forward returns both."""
+
+    def __init__(self, d: int = 16, dim: int = 32) -> None:
+        super().__init__()
+        self.projector = nn.Sequential(nn.Linear(d, 64), nn.ReLU(), nn.Linear(64, dim))
+        self.predictor = nn.Sequential(nn.Linear(dim, 32), nn.ReLU(), nn.Linear(32, dim))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.projector(x)
+        return z, self.predictor(z)
+
+
+@bug("TW414")
+def blind7_byol_target_network_is_the_online_one(run) -> None:
+    """BYOL written without its momentum target network: the 'target' projection is the online network's own,
+    gradients and all, and the loss 2 - 2 cos draws every embedding together. Added after the first run."""
+    g = gen(112)
+    data = torch.randn(4096, 16, generator=g) @ torch.randn(16, 16, generator=g)
+    model = _OnlineOnly()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    watch(run, model, opt)
+    for xb in data.split(64)[:60]:
+        z1, p1 = model(xb + 0.2 * torch.randn_like(xb))
+        z2, p2 = model(xb + 0.2 * torch.randn_like(xb))
+        loss = (2 - 2 * F.cosine_similarity(p1, z2, dim=-1)).mean() \
+            + (2 - 2 * F.cosine_similarity(p2, z1, dim=-1)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+class _SimSiamForward(_SimSiam):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encoder(x)
+        return z, self.predictor(z)
+
+
+@bug("TW414")
+def blind7_simsiam_forward_without_stop_gradient(run) -> None:
+    """The SimSiam bug above with the model called as a whole (forward returns the projection and the
+    prediction). Added after the first run, from the rules' view of the submodule-called form."""
+    g = gen(85)
+    data = torch.randn(2048, 16, generator=g) @ torch.randn(16, 16, generator=g)
+    model = _SimSiamForward()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    watch(run, model, opt)
+    for step in range(80):
+        xb = data[(step * 64) % 2048:(step * 64) % 2048 + 64]
+        z1, p1 = model(xb + 0.3 * torch.randn_like(xb))
+        z2, p2 = model(xb * (1 + 0.1 * torch.randn_like(xb)))
+        loss = -(F.cosine_similarity(p1, z2).mean() + F.cosine_similarity(p2, z1).mean()) / 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()

@@ -88,7 +88,9 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW404": frozenset({"TW104", "TW111", "TW109", "TW403", "TW405"}),
     "TW405": frozenset({"TW111", "TW109"}),
     "TW111": frozenset({"TW109"}),  # gradients zeroed (clipped to 0, multiplied by 0): the loss cannot move
-    "TW407": frozenset({"TW109", "TW405"}),  # BatchNorm over one sample: a noisy or degenerate forward
+    # BatchNorm over one sample: a noisy or degenerate forward, and a loss of one sample per step, whose rise
+    # over a lucky first value is that noise
+    "TW407": frozenset({"TW109", "TW405", "TW108"}),
     # one weight_decay argument given to Adam: the L2 term it adds also reaches biases and norms
     "TW302": frozenset({"TW303"}),
 
