@@ -238,8 +238,9 @@ class Run:
         statistical probes (unit statistics, update ratios, label counts and moments) run on one audited step in
         ``statistics_every`` after the first 8 steps; the audits between are lean (a norm per module output,
         input and gradient, read once; the rules judge the step when one is non-finite or the gradient norm is
-        over its threshold). ``statistics_every=1`` runs everything at every audit. Each finding is also a
-        ``finding`` record.
+        over its threshold). With sparse audits (``every_n_steps`` over 16), past step 64 the first audit is
+        statistical and the next ones are at least ``max(statistics_every, 256)`` steps apart (lean between).
+        ``statistics_every=1`` runs everything at every audit. Each finding is also a ``finding`` record.
         """
         from torchwitness.probes.watch import Watch
 

@@ -52,6 +52,29 @@ def test_hooks_only_around_audited_steps(tmp_path):
         assert not model._forward_hooks
 
 
+def test_loss_taps_leave_unaudited_steps_of_a_class_target_loop(tmp_path):
+    """Between audits the functional-loss and zero_grad taps are the originals when the losses seen had class
+    targets; a floating target keeps its tap (the target's non-finite sentinel needs it)."""
+    original_ce, original_mse, original_zero = F.cross_entropy, F.mse_loss, torch.optim.Optimizer.zero_grad
+    with tw.Run(tmp_path / "r") as run:
+        model, watch = _loop(run, 4, every_n_steps=100, first_steps=2)
+        assert F.cross_entropy is original_ce and torch.optim.Optimizer.zero_grad is original_zero
+        watch.close()
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with tw.Run(tmp_path / "r2") as run, run.watch(model, opt, every_n_steps=100, first_steps=2) as watch:
+        for step in range(40):
+            y = torch.randn(8, 1) if step != 25 else torch.full((8, 1), float("nan"))
+            opt.zero_grad()
+            F.mse_loss(model(torch.randn(8, 4)), y).backward()
+            opt.step()
+            if step == 20:
+                assert F.mse_loss is not original_mse and watch.wants_taps()
+    assert F.mse_loss is original_mse and F.cross_entropy is original_ce
+    found = {(f.rule_id, f.first_step) for f in run.findings()}
+    assert any(step == 25 for _, step in found), found  # the NaN target, dated between sparse audits
+
+
 def test_findings_are_records_and_deduplicated(tmp_path):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 2)

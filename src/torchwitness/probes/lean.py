@@ -63,13 +63,20 @@ class Lean:
         self.active = True
         if self._handles:
             return
-        if self._plan is None:  # planned once per watch: the module tree is the one the watch was given
+        if self._plan is None:  # planned again only when the watch's module tree changes (forget_plan)
             w = self.watch
             self._plan = [(m, w._names.get(id(m), type(m).__name__)) for m in w._inner.modules()
                           if m is not w._inner and not isinstance(m, self._passive)]
             self._modules = {name: m for m, name in self._plan}
         for m, name in self._plan:
             self._handles.append(m.register_forward_hook(detachable(self._hook(name))))
+
+    def forget_plan(self) -> None:
+        """The module tree changed: hook the modules it holds now at the next lean step."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._plan = None
 
     def disarm(self) -> None:
         self.active = False

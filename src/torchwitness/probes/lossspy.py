@@ -99,6 +99,8 @@ class LossSpy(TorchFunctionMode):
 # ---- between audits: a tap on Tensor.backward and the functional losses (no function mode) ---------------------
 _LISTENERS: list[Any] = []
 _ORIGINALS: dict[str, Any] = {}
+_TAPS: list[tuple[Any, str, Any, Any]] = []  # (owner, attribute, original, tapped): zero_grad and F.<loss>
+_TAPS_ON = [False]
 
 
 _GRAD_CALLS = [0]  # torch.autograd.grad calls under way (their backward leaves .grad alone)
@@ -118,19 +120,22 @@ def _tapped_grad(*args: Any, **kwargs: Any) -> Any:
 
 
 def _tapped_backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    # Between audits (tapping, no spy) a listener's work is one detach: these loops are the whole per-step cost.
     for listener in _LISTENERS:
         if listener.tapping:
             listener.tap_backward(self)
     out = _ORIGINALS["backward"](self, *args, **kwargs)
     for listener in _LISTENERS:
-        listener.after_backward()
+        if listener._spy is not None:
+            listener.after_backward()
     return out
 
 
 def _tapped_zero_grad(original: Callable[..., Any]) -> Callable[..., Any]:
     def zero_grad(self: Any, *args: Any, **kwargs: Any) -> Any:
         for listener in _LISTENERS:
-            listener.zero_grad_called(self)
+            if listener._window is not None:  # only an audited step asks whether gradients were cleared
+                listener.zero_grad_called(self)
         return original(self, *args, **kwargs)
 
     zero_grad.__name__, zero_grad.__qualname__, zero_grad.__doc__ = (
@@ -159,12 +164,14 @@ def _tap_loss(name: str, kind: str) -> Callable[..., Any]:
 
 
 def listen(listener: Any) -> None:
-    """Route the losses given to backward and to ``torch.nn.functional``'s losses to ``listener`` (its
-    ``tap_backward(loss)`` and ``tap_loss(kind, input, target)``) while its ``tapping`` is true; its
-    ``after_backward()`` is called when each backward returns, ``zero_grad_called(owner)`` when an optimizer
-    or a module clears gradients (neither offers a hook for it), and ``loss_in_forward(kind, input, target,
-    output, weighted)`` after each functional loss while its ``_window`` (an audited step) is open. Calls to
-    ``torch.autograd.grad`` are counted (:func:`grad_call_running`): their backward leaves ``.grad`` alone.
+    """Route the losses given to backward to ``listener`` (its ``tap_backward(loss)``, while its ``tapping`` is
+    true; ``after_backward()`` when each backward returns, while its ``_spy`` is set). While a listener's
+    ``wants_taps()`` is true (see :func:`refresh`), the functional losses of ``torch.nn.functional`` are routed
+    too (``tap_loss(kind, input, target)`` for a floating target while ``tapping``; ``loss_in_forward(kind,
+    input, target, output, weighted)`` while its ``_window``, an audited step, is open), and so are the calls
+    that clear gradients (``zero_grad_called(owner)``, while ``_window`` is open: neither optimizers nor modules
+    offer a hook for it). Calls to ``torch.autograd.grad`` are counted (:func:`grad_call_running`): their
+    backward leaves ``.grad`` alone.
 
     Between audited steps a function mode would cost ~10 us per torch call of the loss computation; these
     wrappers cost a loop over the listeners. Installed with the first listener, removed with the last. Loss
@@ -178,29 +185,38 @@ def listen(listener: Any) -> None:
         functools.update_wrapper(_tapped_grad, torch.autograd.grad)
         torch.autograd.grad = _tapped_grad
         for owner in (torch.optim.Optimizer, torch.nn.Module):
-            _ORIGINALS[f"zero_grad:{owner.__name__}"] = owner.zero_grad
-            owner.zero_grad = _tapped_zero_grad(owner.zero_grad)  # type: ignore[method-assign]
+            _TAPS.append((owner, "zero_grad", owner.zero_grad, _tapped_zero_grad(owner.zero_grad)))
         for fn, kind in list(LOSS_FUNCTIONS.items()):
-            name = fn.__name__
-            if getattr(F, name) is fn:
-                _ORIGINALS[name] = fn
-                tapped = _tap_loss(name, kind)
+            if getattr(F, fn.__name__) is fn:
+                tapped = _tap_loss(fn.__name__, kind)
                 LOSS_FUNCTIONS[tapped] = kind  # F.<loss> names itself to handle_torch_function: the spy sees this
-                setattr(F, name, tapped)
+                _TAPS.append((F, fn.__name__, fn, tapped))
     _LISTENERS.append(listener)
+    refresh()
+
+
+def refresh() -> None:
+    """Put the zero_grad and functional-loss taps in place while a listener's ``wants_taps()`` is true, and the
+    originals back otherwise: an unaudited step of a loop whose loss has class-index targets then pays for
+    neither (two Python calls of the dozen its watch costs)."""
+    want = any(listener.wants_taps() for listener in _LISTENERS)
+    if want == _TAPS_ON[0]:
+        return
+    _TAPS_ON[0] = want
+    for owner, name, original, tapped in _TAPS:
+        if getattr(owner, name) is (original if want else tapped):  # another patch since is left in place
+            setattr(owner, name, tapped if want else original)
 
 
 def unlisten(listener: Any) -> None:
     """Stop routing to ``listener``; the last one restores the originals."""
     if listener in _LISTENERS:
         _LISTENERS.remove(listener)
+    refresh()
     if not _LISTENERS and _ORIGINALS:
         torch.Tensor.backward = _ORIGINALS.pop("backward")  # type: ignore[method-assign]
         torch.autograd.grad = _ORIGINALS.pop("grad")
-        for owner in (torch.optim.Optimizer, torch.nn.Module):
-            owner.zero_grad = _ORIGINALS.pop(f"zero_grad:{owner.__name__}")  # type: ignore[method-assign]
-        for name, fn in list(_ORIGINALS.items()):
-            tapped = getattr(F, name)
+        for _, _, _, tapped in _TAPS:
             LOSS_FUNCTIONS.pop(tapped, None)
-            setattr(F, name, fn)
+        _TAPS.clear()
         _ORIGINALS.clear()

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from torchwitness.probes.inrange import SameInput
-from torchwitness.probes.lossspy import LossSpy
+from torchwitness.probes.lossspy import LossSpy, refresh
 from torchwitness.probes.sentinel import Sentinel, floating
 from torchwitness.probes.window import tensors_of
 
@@ -59,6 +59,8 @@ class BetweenAudits:
     _losses: list[tuple[int, torch.Tensor]]
     _peek_step: int
     _same_step: int
+    _internal_error: Callable[[str, Exception], None]
+    _float_targets: bool
     _peek_batch: Callable[[tuple, dict], None]
 
     def _between_audits(self, args: tuple, kwargs: dict) -> None:
@@ -69,7 +71,10 @@ class BetweenAudits:
         if len(args) == 1 and not kwargs and type(args[0]) is torch.Tensor:
             x, target = args[0], None
             self._sentinel_input = "arg0"
-            same = self._same_step != self.step and self._see_first(x)
+            same = self._same_step != self.step
+            if same:
+                self._same_step = self.step
+                same = self.same_input.see(self.step, x)
         else:
             found, target = tensors_of(args, kwargs)
             # The first floating input that is not an additive attention mask (audited steps tell them: their -inf
@@ -95,9 +100,19 @@ class BetweenAudits:
             return self._see_first(found[0][1])
         return False
 
+    def wants_taps(self) -> bool:
+        """The functional-loss and zero_grad taps are wanted (see :func:`~torchwitness.probes.lossspy.refresh`):
+        on an audited step, and between audits once a loss was seen with a floating target (its sentinel)."""
+        return self._window is not None or self._float_targets
+
+    def _floating_target(self, t: Any) -> None:
+        if not self._float_targets and floating(t) is not None:
+            self._float_targets = True
+            refresh()
+
     def _spy_start(self) -> None:
         if self._spy is None and not self.compiled and not isinstance(self.loss_fn, torch.nn.Module):
-            self._spy = LossSpy(self._spied_loss, self._spied_backward)
+            self._spy = LossSpy(self._spied_loss, self.tap_backward)
             self._spy.start()
 
     def _spy_stop(self) -> None:
@@ -108,6 +123,7 @@ class BetweenAudits:
 
     @guarded
     def _spied_loss(self, kind: str, x: Any, t: Any, weighted: bool, out: Any, origin: str) -> None:
+        self._floating_target(t)
         w = self._window
         if w is None:
             if torch.is_grad_enabled() and origin == "data":
@@ -128,12 +144,19 @@ class BetweenAudits:
         # The spy listens from the end of the model's forward; a model that computes its loss inside forward
         # (Hugging Face's labels=...) is seen here. Under the spy this call is nested in its handler: the spy
         # notes the loss itself, with what it knows of the target's history.
+        self._floating_target(t)
         w = self._window
         if self._spy is None and w is not None and w.forwards and w.loss is None and torch.is_grad_enabled():
             w.add_loss(kind, x, t, out, weighted=weighted)
 
     def tap_backward(self, loss: torch.Tensor) -> None:
-        self._spied_backward(loss)
+        # Not @guarded: this runs at every step, where each Python frame is a measurable part of the cost.
+        try:
+            if loss.numel() == 1 and not (self._losses and self._losses[-1][0] == self.step) \
+                    and len(self._losses) < MAX_PENDING_LOSSES:
+                self._losses.append((self.step, loss.detach()))
+        except Exception as e:
+            self._internal_error("tap_backward", e)
 
     def after_backward(self) -> None:
         # An audited step whose loss call and backward were both seen: the function mode has nothing left to note
@@ -157,19 +180,9 @@ class BetweenAudits:
             if floating(x) is not None:
                 self._sentinel.note("pred", self.step, x)
 
-    @guarded
-    def _spied_backward(self, loss: torch.Tensor) -> None:
-        if loss.numel() == 1 and not (self._losses and self._losses[-1][0] == self.step) \
-                and len(self._losses) < MAX_PENDING_LOSSES:
-            self._losses.append((self.step, loss.detach()))
-
-    @guarded
     def _note_grad(self) -> None:
         # After the optimizer step (grads are left as backward made them): a gradient near the input, into which
-        # NaN/Inf made anywhere downstream, in forward or backward, spreads. A lean audited step reads every
-        # gradient's norm itself.
-        if self._lean is not None and self._lean.active:
-            return
+        # NaN/Inf made anywhere downstream, in forward or backward, spreads.
         if self._sentinel_grad is None:
             self._sentinel_grad = self._sentinel_tensor()
             if self._sentinel_grad is None:

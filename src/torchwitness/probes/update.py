@@ -8,6 +8,7 @@ after the step the update/weight norms and the share of low-precision updates ro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,13 +20,67 @@ from torchwitness.probes.window import Window
 
 
 class StepUpdate:
-    """Gradients and update of an audited step."""
+    """The optimizer step's hooks; gradients and update of an audited step."""
 
     # State owned by the watch (set in Watch.__init__), declared here for the methods below.
     optimizer: torch.optim.Optimizer | None
     _inner: torch.nn.Module
     _window: Any
     _heads: ParamHeads
+    _lean: Any
+    _external_forward: bool
+    _spy_start: Callable[[], None]
+    _spy_stop: Callable[[], None]
+    _note_grad: Callable[[], None]
+    _end_step: Callable[[], None]
+    _internal_error: Callable[[str, Exception], None]
+
+    # ---- the optimizer's step hooks (the pre-hook exists on audited steps only) ------------------------------
+    @guarded
+    def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        self._spy_stop()
+        w = self._window
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
+        if w is None:
+            if self._lean is not None and self._lean.active and not callable(closure):
+                self._lean.note_grads()
+            return None
+        if not callable(closure):
+            self._before_update(w)
+            return None
+        # step(closure) (Lightning, LBFGS) runs forward and backward inside the step: the gradients to judge are
+        # the ones the closure leaves, so the pre-update work waits for its first call.
+        judged: list[bool] = []
+        # Lightning computes the loss inside the closure (training_step): an open begin_forward() listens there.
+        listen = self._external_forward
+
+        def closure_then_judge() -> Any:
+            if listen:
+                self._spy_start()
+            try:
+                loss = closure()
+            finally:
+                if listen:
+                    self._spy_stop()
+            if not judged:
+                judged.append(True)
+                self._before_update(w)
+            return loss
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": closure_then_judge}
+        return (args[0], closure_then_judge, *args[2:]), kwargs
+
+    def _post_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        if self._window is not None:  # between audits there is no update to measure
+            self._measure_update()
+        elif self._lean is None or not self._lean.active:  # a lean audited step reads every gradient's norm itself
+            try:
+                self._note_grad()
+            except Exception as e:
+                self._internal_error("_note_grad", e)
+        self._end_step()
+
 
     def _named_params(self, w: Window) -> list[tuple[str, torch.nn.Parameter]]:
         named = w.extra.get("named_params")

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any
 
 import torch
+from torch.nn.modules.module import register_module_module_registration_hook
 from torch.utils.hooks import RemovableHandle
 
 from torchwitness.errors import InputError
@@ -37,7 +38,7 @@ from torchwitness.probes.distributed import CrossRank
 from torchwitness.probes.hookref import detachable
 from torchwitness.probes.inrange import SameInput
 from torchwitness.probes.lean import Lean
-from torchwitness.probes.lossspy import LossSpy, listen, unlisten
+from torchwitness.probes.lossspy import LossSpy, listen, refresh, unlisten
 from torchwitness.probes.quiet import BetweenAudits
 from torchwitness.probes.quiet import guarded as _guarded
 from torchwitness.probes.sentinel import Sentinel, first_bad
@@ -62,6 +63,10 @@ _MOMENT_ROWS = 2048
 # few steps of its start. Past it, one in statistics_every.
 STATISTICS_WARMUP = 8
 CLOSE_WATCH, CLOSE_GAP = 64, 8
+# Sparse sampling past CLOSE_WATCH: the first audit is statistical, the next ones at least SPARSE_STATISTICS steps
+# apart (lean between): a statistical audit costs a small model's step ~2 ms, one in 100 steps ~2 % by itself,
+# while the non-finite sentinels, loss history and gradient norms still come at every audit.
+SPARSE_STATISTICS = 256
 
 
 def _is_compiled(model: torch.nn.Module) -> bool:
@@ -103,6 +108,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._names = {id(m): (n or "model") for n, m in inner.named_modules()}
         self.mode_sensitive = any(isinstance(m, MODE_SENSITIVE) for m in inner.modules())
         self._inner = inner
+        self._tree_changed = False
         self._heads = ParamHeads()
         self._statistics_step = -statistics_every
         self._window: Window | None = None
@@ -134,6 +140,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._spy_every_step = not isinstance(loss_fn, torch.nn.Module) and not self.compiled
         self.tapping = False  # between audits, after a training forward: the loss tap reports to this watch
         self._zeroed = False  # this optimizer or model cleared gradients since the last step (TW304 asks)
+        self._float_targets = False  # a loss call had a floating target: its tap stays between audits
         if not self.compiled:
             listen(self)
         self.initial_versions = {id(p): p._version for p in inner.parameters()}
@@ -150,31 +157,62 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._rules["light"] = [(r.id, r.check) for r in rules if "step" in r.when and not r.statistical]
         # Between audits a step meets two hooks (the root's forward pre-hook, the optimizer's post-hook) and the
         # backward tap; the root's forward post-hook and the step pre-hook join them on audited steps only.
-        self._handles = [model.register_forward_pre_hook(detachable(self._root_pre), with_kwargs=True)]
+        self._handles = [model.register_forward_pre_hook(detachable(self._root_pre), with_kwargs=True),
+                         register_module_module_registration_hook(detachable(self._module_added))]
         self._audit_hooks: list[RemovableHandle] = []
         if optimizer is not None:
             self._handles.append(optimizer.register_step_post_hook(detachable(self._post_step)))
         if isinstance(loss_fn, torch.nn.Module):
             self._handles.append(loss_fn.register_forward_hook(detachable(self._loss_hook)))
         self._run_rules(StepView(event="init", step=0, watch=self))
-        if self._audited(0):
-            self._arm()
+        self._next_audit = self._audit_after(0)  # step 0 is audited: 0 is a multiple of every_n_steps
+        self._arm()
 
     # ---- sampling --------------------------------------------------------------------------------------------
-    def _audited(self, step: int) -> bool:
-        # Sparse sampling (audits more than 2 * CLOSE_GAP apart) audits every CLOSE_GAP-th step too until
-        # CLOSE_WATCH: a run of a few dozen steps whose bug starts after its first steps (labels collapsing, a layer
-        # cut off at step 20) is judged at all.
-        return step < self.first_steps or step % self.every_n_steps == 0 or (
-            step < CLOSE_WATCH and step % CLOSE_GAP == 0 and self.every_n_steps > 2 * CLOSE_GAP)
+    def _audit_after(self, step: int) -> int:
+        """The first audited step after ``step``: the next of the first steps, the next multiple of
+        ``every_n_steps``, and, for sparse sampling (audits more than 2 * CLOSE_GAP apart), the next multiple of
+        CLOSE_GAP until CLOSE_WATCH: a run of a few dozen steps whose bug starts after its first steps (labels
+        collapsing, a layer cut off at step 20) is judged at all."""
+        nxt = step + 1
+        candidates = [(nxt + self.every_n_steps - 1) // self.every_n_steps * self.every_n_steps]
+        if nxt < self.first_steps:
+            candidates.append(nxt)
+        close = (nxt + CLOSE_GAP - 1) // CLOSE_GAP * CLOSE_GAP
+        if close < CLOSE_WATCH and self.every_n_steps > 2 * CLOSE_GAP:
+            candidates.append(close)
+        return min(candidates)
+
+    def _module_added(self, parent: torch.nn.Module, name: str, child: Any) -> None:
+        # A layer added or replaced after watch() (a new head, an adapter): the hook plans are made anew.
+        if id(parent) in self._names:
+            self._tree_changed = True
+
+    def _replan(self) -> None:
+        self._tree_changed = False
+        self._names = {id(m): (n or "model") for n, m in self._inner.named_modules()}
+        self.mode_sensitive = any(isinstance(m, MODE_SENSITIVE) for m in self._inner.modules())
+        self._plan = None
+        for h in self._armed:
+            h.remove()
+        self._armed.clear()
+        if self._lean is not None:
+            self._lean.forget_plan()
 
     def _arm(self) -> bool:
         """Prepare the audit of ``self.step``; False when it is a lean one (no window: see probes/lean.py)."""
+        if self._tree_changed:
+            self._replan()
         if not self._audit_hooks:
             self._audit_hooks.append(self.model.register_forward_hook(detachable(self._root_post), with_kwargs=True))
             if self.optimizer is not None:
                 self._audit_hooks.append(self.optimizer.register_step_pre_hook(detachable(self._pre_step)))
-        gap = self.statistics_every if self.step >= CLOSE_WATCH else min(self.statistics_every, CLOSE_GAP)
+        if self.step < CLOSE_WATCH:
+            gap = min(self.statistics_every, CLOSE_GAP)
+        elif self.every_n_steps > 2 * CLOSE_GAP and self._statistics_step >= CLOSE_WATCH:
+            gap = max(self.statistics_every, SPARSE_STATISTICS)
+        else:
+            gap = self.statistics_every
         statistics = self.step < max(self.first_steps, STATISTICS_WARMUP) or self.step - self._statistics_step >= gap
         # Row fingerprints go with the statistical steps and the step after each: a batch fed again at the next
         # step (TW206) needs two consecutive steps, duplicates and overlaps are properties of the data. A lean
@@ -186,15 +224,17 @@ class Watch(BetweenAudits, Capture, StepUpdate):
             if not statistics:
                 self._disarm_window()
                 self._lean.arm()
+                refresh()
                 return False
             self._lean.disarm()
         self._window = Window(step=self.step, statistics=statistics, fingerprints=fingerprints)
+        refresh()
         # Feature/label moments stop once enough rows are in: correlations are settled by then.
         m = self.history.moments
         self._window.extra["want_moments"] = m is None or m[0] < _MOMENT_ROWS
         if self._armed or self.compiled:  # compiled graphs keep their submodules unhooked: hooks would recompile
             return True
-        if self._plan is None:  # the module tree is the one the watch was given: its hooks are made once
+        if self._plan is None:  # made again only when a module is added to the tree (_module_added)
             names = self._names
             self._plan = [(m, detachable(partial(self._module_hook, Facts.of(m, names.get(id(m), type(m).__name__)))))
                           for m in self._inner.modules()]
@@ -213,6 +253,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         for h in self._audit_hooks:
             h.remove()
         self._audit_hooks.clear()
+        refresh()
 
     def _disarm_window(self) -> None:
         if not self._armed and self._window is None:  # between audits: nothing to undo
@@ -223,35 +264,38 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._window = None
 
     # ---- hooks -----------------------------------------------------------------------------------------------
-    @_guarded
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        if self._external_forward:  # begin_forward() already opened this forward (and its spy listens on)
-            return
-        if self._spy is not None:
-            self._spy_stop()
-        if not torch.is_grad_enabled():
-            self._eval_forward(args, kwargs)
-            return
-        if self.optimizer is None and module.training:
-            if self._step_open:
-                self._end_step()
-            self._step_open = True
-        self._modes_seen |= 1 if module.training else 2
-        w = self._window
-        if w is None:
-            if module.training:  # the loss given to backward and floating targets are noted for the sentinels
-                self.tapping = self._spy_every_step
-            self._between_audits(args, kwargs)
-            return
-        w.forwards.append(Forward(training=module.training))
-        w.calls.clear()
-        if len(w.forwards) == 1:
-            found, target = tensors_of(args, kwargs)
-            self._see_input(found)
-            w.extra["primary"] = [t for _, t in found[:1]]
-            w.add_inputs(found)
-            if target is not None:
-                w.extra["kw_target"] = target
+        # Not @guarded: this hook runs at every step, where each Python frame is a measurable part of the cost.
+        try:
+            if self._external_forward:  # begin_forward() already opened this forward (and its spy listens on)
+                return
+            if self._spy is not None:
+                self._spy_stop()
+            if not torch.is_grad_enabled():
+                self._eval_forward(args, kwargs)
+                return
+            if self.optimizer is None and module.training:
+                if self._step_open:
+                    self._end_step()
+                self._step_open = True
+            self._modes_seen |= 1 if module.training else 2
+            w = self._window
+            if w is None:
+                if module.training:  # the loss given to backward and floating targets are noted for the sentinels
+                    self.tapping = self._spy_every_step
+                self._between_audits(args, kwargs)
+                return
+            w.forwards.append(Forward(training=module.training))
+            w.calls.clear()
+            if len(w.forwards) == 1:
+                found, target = tensors_of(args, kwargs)
+                self._see_input(found)
+                w.extra["primary"] = [t for _, t in found[:1]]
+                w.add_inputs(found)
+                if target is not None:
+                    w.extra["kw_target"] = target
+        except Exception as e:
+            self._internal_error("_root_pre", e)
 
     def _peek_batch(self, args: tuple, kwargs: dict) -> None:
         # The step right after an audited one: fingerprint its batch (on the device, kept for the next audit's
@@ -308,48 +352,6 @@ class Watch(BetweenAudits, Capture, StepUpdate):
                 self._eval_rows.append(rows)
                 self._eval_budget -= found[0][1].shape[0]
 
-    @_guarded
-    def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        self._spy_stop()
-        w = self._window
-        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
-        if w is None:
-            if self._lean is not None and self._lean.active and not callable(closure):
-                self._lean.note_grads()
-            return None
-        if not callable(closure):
-            self._before_update(w)
-            return None
-        # step(closure) (Lightning, LBFGS) runs forward and backward inside the step: the gradients to judge are
-        # the ones the closure leaves, so the pre-update work waits for its first call.
-        judged: list[bool] = []
-        # Lightning computes the loss inside the closure (training_step): an open begin_forward() listens there.
-        listen = self._external_forward
-
-        def closure_then_judge() -> Any:
-            if listen:
-                self._spy_start()
-            try:
-                loss = closure()
-            finally:
-                if listen:
-                    self._spy_stop()
-            if not judged:
-                judged.append(True)
-                self._before_update(w)
-            return loss
-
-        if "closure" in kwargs:
-            return args, {**kwargs, "closure": closure_then_judge}
-        return (args[0], closure_then_judge, *args[2:]), kwargs
-
-    def _post_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-        if self._window is not None:  # between audits there is no update to measure
-            self._measure_update()
-        else:
-            self._note_grad()
-        self._end_step()
-
     # ---- step boundaries -------------------------------------------------------------------------------------
     def _end_step(self) -> None:
         self.tapping = False
@@ -367,7 +369,11 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self.step += 1
         self._eval_seen = False
         self._zeroed = False
-        audited = self._audited(self.step)
+        if self.step < self._next_audit and w is None and not self._audit_hooks:  # between audits
+            return
+        audited = self.step >= self._next_audit
+        if audited:
+            self._next_audit = self._audit_after(self.step)
         if not (audited and self._arm()):
             if w is not None:
                 # Holding the audited batch until then keeps its memory from being handed to the next batch:
