@@ -178,10 +178,10 @@ def representation_collapse(v: StepView) -> Iterator[Finding]:
     At the end of the run, from the loss of every step (collapse often comes between sparse audits): a
     self-supervised loss that settled, over the last fifth of the run (at least 5 steps, batches of 8 or
     more), at -1 (a negative cosine similarity only gets there when every pair of views maps to the same
-    direction; within 1% of it when the outputs' spread had shrunk too, as below), or at 10% or less of its first value when the outputs' spread relative to their magnitude had
-    already shrunk by a quarter at the latest audit, or when the whole loss is a library loss between two
-    outputs that both carry gradients (a distance between views, 2 - 2cos or MSE, minimised by drawing every
-    output together).
+    direction; within 1% of it when the outputs' spread had shrunk too, as below), or at 10% or less of its
+    first value when the outputs' spread relative to their magnitude had already shrunk by a quarter at the
+    latest audit, or when the whole loss is a library loss between two outputs that both carry gradients (a
+    distance between views, 2 - 2cos or MSE, minimised by drawing every output together).
     """
     notes = v.history.notes
     if v.event == "close":

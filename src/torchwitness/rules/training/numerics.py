@@ -240,6 +240,7 @@ def _median(xs: list[float]) -> float:
 # (noted by TW307 as "TW307:large", from its first step) dates a later TW307 or divergence from its start.
 LARGE_UPDATE_SHARE = 0.3
 _JUMP = 100.0  # a loss this many times its settled level within one step: the batch changed, not the weights
+_JUMP_REACH = 1024  # losses looked back through for it (they reach the history at statistical audits)
 
 
 @training_rule("TW108", when=("step", "close"), name="loss-divergence", title="Loss is diverging",
@@ -290,19 +291,21 @@ def loss_jump(history: LossLog, step: int, now: float | None = None) -> tuple[in
     """``(step, settled level, jumped level)`` when the loss of ``step`` (or, for a window judged around it, of
     the step after; ``now``: this step's loss, not yet in the history) is ``_JUMP`` times the median of the ten
     finite losses before it: one step of the optimizer cannot do that to a settled loss, so the batch did."""
-    held = history.recent(len(history) - history.start)
+    held = history.recent(min(len(history) - history.start, _JUMP_REACH))  # losses arrive up to an audit late
     if now is not None and not (held and held[-1][0] >= step):
         held = [*held, (step, now)]
-    for i, (s, x) in enumerate(held):
-        if s not in (step, step + 1) or i < 5:
+    found = None
+    for i in range(len(held) - 1, 4, -1):  # from the newest: the step sought is among the last few hundred
+        s, x = held[i]
+        if s < step:
+            break
+        if s > step + 1 or not math.isfinite(x):
             continue
         before = [y for _, y in held[max(0, i - 10):i]]
-        if not all(map(math.isfinite, before)) or not math.isfinite(x):
-            continue
-        settled = statistics.median(before)
+        settled = statistics.median(before) if all(map(math.isfinite, before)) else 0.0
         if settled > 0 and x >= _JUMP * settled:
-            return s, settled, x
-    return None
+            found = (s, settled, x)  # the earlier of the two steps wins
+    return found
 
 
 def first_divergence(history: LossLog, start: int, limit: float) -> tuple[int, float] | None:
