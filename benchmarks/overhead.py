@@ -7,7 +7,9 @@ first 64 steps (where it audits the first 8 in full and takes the statistical pr
 run): the steady state of a long run; "first 64" is the ratio over those first 64 steps. "default":
 ``run.watch(model, opt)`` (the first 5 steps, every 8th until 64, then every 100th), the ratio of the mean step
 time over a whole block of ``--default-steps`` steps timed from the watch's creation, audited steps and the first
-audits included.
+audits included. "paired": the same, measured in lockstep with an unwatched copy of the model (see
+``paired_default``: steadier on a shared machine); "paired 64+": the same after the watch's first 64 steps (the
+steady state of a long run).
 "torch-audit": torch-audit's ``autopatch(model, optimizer=opt, every_n_steps=1)`` where that package is
 importable (``pip install --no-deps torch-audit==0.3.0``), timed like "every step". Host syncs are counted by
 wrapping ``Tensor.item``, ``.tolist``, ``__bool__`` and ``.cpu`` during a separate instrumented run
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import ctypes
 import ctypes.util
 import statistics
@@ -174,6 +177,37 @@ def time_modes(name: str, repeats: int, steps: int, default_steps: int, run: tw.
     return out
 
 
+def paired_default(name: str, repeats: int, steps: int, run: tw.Run, clock: Callable[[], float],
+                   skip: int = 0) -> float:
+    """Default sampling measured in lockstep: two copies of the model step alternately (which one goes first
+    alternates too), one watched; the median over repeats of the ratio of their summed step times over ``steps``
+    steps, after ``skip`` untimed ones. A burst of load from elsewhere hits both copies alike, where the block
+    ratios of :func:`time_modes` move by several percent. The bare copy's backward passes through the watch's
+    ``Tensor.backward`` tap (a no-op for it), so the ratio understates the cost by that call (~1 us)."""
+    torch.manual_seed(0)
+    watched, x, y = MODELS[name]()
+    bare = copy.deepcopy(watched)
+    opts = _optimizer(name, watched), _optimizer(name, bare)
+    crit = nn.CrossEntropyLoss()
+    for _ in range(10):
+        _step(watched, opts[0], crit, x, y)
+        _step(bare, opts[1], crit, x, y)
+    ratios = []
+    for _ in range(repeats):
+        spent = [0.0, 0.0]
+        with _watching(run, watched, opts[0], "default"):
+            for _ in range(skip):
+                _step(watched, opts[0], crit, x, y)
+                _step(bare, opts[1], crit, x, y)
+            for i in range(steps):
+                for j in ((0, 1) if i % 2 else (1, 0)):
+                    t0 = clock()
+                    _step((watched, bare)[j], opts[j], crit, x, y)
+                    spent[j] += clock() - t0
+        ratios.append(spent[0] / spent[1])
+    return statistics.median(ratios)
+
+
 def time_open(model_name: str, n: int = 7) -> tuple[float, float]:
     """(first, median of the next ``n``) wall time of ``Run(folder)`` plus ``run.watch(model, opt)``, in ms."""
     model, _, _ = MODELS[model_name]()
@@ -278,14 +312,18 @@ def main() -> None:
               f"{args.clock} clock, heap trimming {'off' if steady else 'on'}, torch-audit "
               f"{getattr(ta, '__version__', 'installed') if ta else 'not installed'}")
         print(f"{'model':<12} {'bare ms':>8} {'every step':>11} {'first 64':>9} {'default (mean)':>15} "
-              f"{'torch-audit':>12} {'syncs off-audit':>16} {'syncs/audited step':>19}")
+              f"{'paired':>7} {'paired 64+':>10} {'torch-audit':>12} {'syncs off-audit':>16} "
+              f"{'syncs/audited step':>19}")
         for name in args.models.split(","):
             t = time_modes(name, args.repeats, args.steps, args.default_steps, run, clock)
+            paired = paired_default(name, max(3, args.repeats // 2), args.default_steps, run, clock)
+            steady = paired_default(name, max(3, args.repeats // 2), args.default_steps, run, clock, skip=CLOSE_WATCH)
             quiet, worst = count_syncs(name, 300, 100, run)
             _, worst1 = count_syncs(name, 20, 1, run)
             audit = f"{t['torch-audit']:11.2f}x" if "torch-audit" in t else f"{'-':>12}"
             print(f"{name:<12} {t['bare'] * 1e3:8.3f} {t['every step']:10.2f}x {t['first']:8.2f}x "
-                  f"{t['default']:14.3f}x {audit} {quiet:16d} {max(worst, worst1):19d}")
+                  f"{t['default']:14.3f}x {paired:6.3f}x {steady:9.3f}x {audit} {quiet:16d} "
+                  f"{max(worst, worst1):19d}")
         if args.open:
             first, median = time_open(args.models.split(",")[0])
             print(f"Run open + watch: {median:.1f} ms median ({first:.1f} ms the first time in this process)")
