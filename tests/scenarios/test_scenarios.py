@@ -1,6 +1,12 @@
-"""Every buggy scenario's expected rules fire; no healthy control gets a WARN or worse."""
+"""Every buggy scenario's expected rules fire; no healthy control gets a WARN or worse.
+
+TW_SCENARIO_SEED=N reruns them with torch seeded N instead of 0 (a robustness check by hand: a few earlier
+scenarios are tuned to seed 0).
+"""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import scenarios_arch  # noqa: F401  (each module registers its scenarios)
@@ -10,6 +16,7 @@ import scenarios_blind3  # noqa: F401
 import scenarios_blind4  # noqa: F401
 import scenarios_blind5
 import scenarios_blind6
+import scenarios_blind7
 import scenarios_data  # noqa: F401
 import scenarios_healthy  # noqa: F401
 import scenarios_midrun  # noqa: F401
@@ -36,7 +43,7 @@ def sampling(request, monkeypatch) -> str:
 
 
 def _run(s: Scenario, tmp_path) -> list:
-    torch.manual_seed(0)
+    torch.manual_seed(int(os.environ.get("TW_SCENARIO_SEED", "0")))
     with tw.Run(tmp_path / s.name) as run:
         s.fn(run)
     return run.findings()
@@ -47,7 +54,8 @@ def test_buggy_scenario_fires(s: Scenario, tmp_path, sampling, request) -> None:
     """The root cause is named: every expected rule fires (as a root, or as a consequence of an expected root),
     one of them is reported as a root, and no other rule is reported as a WARN or ERROR root. A known miss (what
     the watch does not collect yet) must still miss."""
-    why = {**scenarios_blind5.KNOWN_MISSES, **scenarios_blind6.KNOWN_MISSES}.get((s.name, sampling))
+    why = {**scenarios_blind5.KNOWN_MISSES, **scenarios_blind6.KNOWN_MISSES,
+            **scenarios_blind7.KNOWN_MISSES}.get((s.name, sampling))
     if why is not None:
         request.applymarker(pytest.mark.xfail(strict=True, reason=why))
     roots = _run(s, tmp_path)

@@ -50,7 +50,8 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW201": _NUMERIC | {"TW206", "TW207"},  # non-finite inputs
     "TW202": _NUMERIC,  # non-finite targets
     "TW203": _NUMERIC,  # inputs far out of scale
-    "TW204": _UNITS | {"TW206", "TW207", "TW214", "TW414"},  # blank or constant inputs
+    # blank or constant inputs; every row of logits is then the same one, which can drift onto a pair summing to 1
+    "TW204": _UNITS | {"TW206", "TW207", "TW214", "TW414", "TW150"},
     "TW205": frozenset({"TW109", "TW213"}),
     "TW211": _NUMERIC | {"TW212"},
     "TW212": frozenset({"TW109", "TW206", "TW207", "TW210", "TW405"}),  # token ids piled up or folded
@@ -87,7 +88,9 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW404": frozenset({"TW104", "TW111", "TW109", "TW403", "TW405"}),
     "TW405": frozenset({"TW111", "TW109"}),
     "TW111": frozenset({"TW109"}),  # gradients zeroed (clipped to 0, multiplied by 0): the loss cannot move
-    "TW407": frozenset({"TW109", "TW405"}),  # BatchNorm over one sample: a noisy or degenerate forward
+    # BatchNorm over one sample: a noisy or degenerate forward, and a loss of one sample per step, whose rise
+    # over a lucky first value is that noise
+    "TW407": frozenset({"TW109", "TW405", "TW108"}),
     # one weight_decay argument given to Adam: the L2 term it adds also reaches biases and norms
     "TW302": frozenset({"TW303"}),
 

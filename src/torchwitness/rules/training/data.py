@@ -99,8 +99,8 @@ def input_scale(v: StepView) -> Iterator[Finding]:
                statistical=True)
 def flat_input(v: StepView) -> Iterator[Finding]:
     """Every value of a floating input is the same, every sample of it is constant within itself (blank images
-    of varying brightness), or every sample of a batch (of 8 or more) is the same; the model cannot learn from
-    it. Dead units, dead filters and duplicate
+    of varying brightness), or every sample of a batch (of 8 or more; floating or token ids) is the same; the
+    model cannot learn from it. Dead units, dead filters and duplicate
     samples that follow are reported as its consequences.
 
     Example: ``x = torch.zeros(batch, 10)`` left unfilled. Fix: fill the batch from the data.
@@ -118,9 +118,10 @@ def flat_input(v: StepView) -> Iterator[Finding]:
                          "itself; the samples differ only in their level)", step=v.step)
         return
     rows = v.row_fps
-    # Every sample of a batch the very same (a mean broadcast over the rows, one row repeated): constant per
-    # feature across the batch, so nothing tells the samples apart.
-    if rows is not None and t is not None and t.floating and not t.nonfinite and len(rows) >= 8 \
+    # Every sample of a batch the very same (a mean broadcast over the rows, one row repeated; token ids that
+    # are all padding after a truncation from the wrong end): constant per feature across the batch, so nothing
+    # tells the samples apart.
+    if rows is not None and t is not None and not t.nonfinite and len(rows) >= 8 \
             and len(set(rows)) == 1 and t.numel // max(t.shape[0], 1) >= 2:
         yield Finding.of("TW204", f"input:{t.name}", f"all {len(rows)} samples of input {t.name} are identical: "
                          "each feature is constant across the batch", step=v.step)

@@ -14,6 +14,7 @@ from torchwitness.rules.training._registry import training_rule
 ART15 = ("EU-AI-Act:Art.15",)
 SHORT_RUN = 20  # steps below which the window rules are not judged (TW112 says so)
 _COSINE_BOUND = -0.995  # a mean negative cosine similarity this close to -1: every pair of views agrees
+_COSINE_NEAR = -0.99  # this close, with the outputs' spread shrinking too: the views agree because all outputs do
 _ZERO_BOUND = 0.1  # a distance between views down to this share of its start, the outputs already drawing together
 
 
@@ -177,10 +178,10 @@ def representation_collapse(v: StepView) -> Iterator[Finding]:
     At the end of the run, from the loss of every step (collapse often comes between sparse audits): a
     self-supervised loss that settled, over the last fifth of the run (at least 5 steps, batches of 8 or
     more), at -1 (a negative cosine similarity only gets there when every pair of views maps to the same
-    direction), or at 10% or less of its first value when the outputs' spread relative to their magnitude had
-    already shrunk by a quarter at the latest audit, or when the whole loss is a library loss between two
-    outputs that both carry gradients (a distance between views, 2 - 2cos or MSE, minimised by drawing every
-    output together).
+    direction; within 1% of it when the outputs' spread had shrunk too, as below), or at 10% or less of its
+    first value when the outputs' spread relative to their magnitude had already shrunk by a quarter at the
+    latest audit, or when the whole loss is a library loss between two outputs that both carry gradients (a
+    distance between views, 2 - 2cos or MSE, minimised by drawing every output together).
     """
     notes = v.history.notes
     if v.event == "close":
@@ -235,6 +236,10 @@ def _collapsed_loss(v: StepView) -> Iterator[Finding]:
     if all(-1.0 - 1e-3 <= x <= _COSINE_BOUND for _, x in tail):
         first = next(s for s, x in held if x <= _COSINE_BOUND)
         why = "the negative cosine similarity of the two views reached its bound, -1"
+    elif notes.get("TW414:shrunk") and all(-1.0 - 1e-3 <= x <= _COSINE_NEAR for _, x in tail):
+        first = next(s for s, x in held if x <= _COSINE_NEAR)
+        why = "the negative cosine similarity of the two views came within 1% of its bound, -1, while the outputs " \
+              "drew together"
     elif (notes.get("TW414:shrunk") or notes.get("TW414:bare")) and start > 0 \
             and all(0 <= x <= _ZERO_BOUND * start for _, x in tail):
         first = next(s for s, x in held if 0 <= x <= _ZERO_BOUND * start)

@@ -142,7 +142,10 @@ def exploding_gradient(v: StepView) -> Iterator[Finding]:
     if not norms or not all(math.isfinite(n) for n in norms):
         return
     total = math.sqrt(sum(n * n for n in norms))
-    if total > v.threshold("grad_norm_max"):
+    # A gradient that explodes in the step whose loss jumped from a settled level was made by that batch's loss
+    # (targets in other units, say): the loss's jump (TW108) is the root, the later large gradients follow it.
+    now = v.loss.value if v.loss is not None else None
+    if total > v.threshold("grad_norm_max") and loss_jump(v.history.losses, v.step, now) is None:
         yield Finding.of("TW103", "model", f"global gradient norm {total:.3g} > {v.threshold('grad_norm_max'):g}",
                          step=v.step, details={"grad_norm": total})
 
@@ -236,6 +239,8 @@ def _median(xs: list[float]) -> float:
 # An update this share of update_ratio_max is already destructive: an unbroken run of audited steps with one
 # (noted by TW307 as "TW307:large", from its first step) dates a later TW307 or divergence from its start.
 LARGE_UPDATE_SHARE = 0.3
+_JUMP = 100.0  # a loss this many times its settled level within one step: the batch changed, not the weights
+_JUMP_REACH = 1024  # losses looked back through for it (they reach the history at statistical audits)
 
 
 @training_rule("TW108", when=("step", "close"), name="loss-divergence", title="Loss is diverging",
@@ -274,8 +279,33 @@ def loss_divergence(v: StepView) -> Iterator[Finding]:
         began = f" (updates over {LARGE_UPDATE_SHARE:g}x their weights' norm from step {since})" \
             if since is not None and since < step else ""
         notes["TW108:began"] = since if began else step
-        yield Finding.of("TW108", "loss", f"loss rose from {base:.3g} to {level:.3g} around step {step}{began}",
+        jump = loss_jump(history, step) if not began else None
+        data = f": it jumped in one step from a settled {jump[1]:.3g} to {jump[2]:.3g} at step {jump[0]}, which the " \
+            "weights of the step before cannot do; a batch unlike the earlier ones (targets or inputs in other " \
+            "units, a second data source) made it, not the learning rate" if jump is not None else ""
+        yield Finding.of("TW108", "loss", f"loss rose from {base:.3g} to {level:.3g} around step {step}{began}{data}",
                          step=notes["TW108:began"], details={"early": base, "peak": level})
+
+
+def loss_jump(history: LossLog, step: int, now: float | None = None) -> tuple[int, float, float] | None:
+    """``(step, settled level, jumped level)`` when the loss of ``step`` (or, for a window judged around it, of
+    the step after; ``now``: this step's loss, not yet in the history) is ``_JUMP`` times the median of the ten
+    finite losses before it: one step of the optimizer cannot do that to a settled loss, so the batch did."""
+    held = history.recent(min(len(history) - history.start, _JUMP_REACH))  # losses arrive up to an audit late
+    if now is not None and not (held and held[-1][0] >= step):
+        held = [*held, (step, now)]
+    found = None
+    for i in range(len(held) - 1, 4, -1):  # from the newest: the step sought is among the last few hundred
+        s, x = held[i]
+        if s < step:
+            break
+        if s > step + 1 or not math.isfinite(x):
+            continue
+        before = [y for _, y in held[max(0, i - 10):i]]
+        settled = statistics.median(before) if all(map(math.isfinite, before)) else 0.0
+        if settled > 0 and x >= _JUMP * settled:
+            found = (s, settled, x)  # the earlier of the two steps wins
+    return found
 
 
 def first_divergence(history: LossLog, start: int, limit: float) -> tuple[int, float] | None:
