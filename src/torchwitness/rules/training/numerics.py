@@ -128,7 +128,7 @@ def nonfinite_gradient(v: StepView) -> Iterator[Finding]:
             return
 
 
-@training_rule("TW103", when="step", name="exploding-gradient", title="Gradient norm is exploding",
+@training_rule("TW103", when=("step", "close"), name="exploding-gradient", title="Gradient norm is exploding",
                severity=Severity.WARN, phase=Phase.BACKWARD, obligations=ART15,
                remediation="Lower the learning rate, clip gradients (torch.nn.utils.clip_grad_norm_), normalise "
                            "inputs, check the initialisation.")
@@ -138,16 +138,31 @@ def exploding_gradient(v: StepView) -> Iterator[Finding]:
     Example: unnormalised inputs in the thousands, or a learning rate far too high. Fix: clip gradients and fix
     the scale of the data or the learning rate.
     """
+    # An explosion in the step whose loss jumped from a settled level is held: when the loss stays up, TW108 names
+    # the batch (targets in other units, say) and the later large gradients follow it; when the loss comes back
+    # down (or the run ends without TW108), the one batch's explosion is reported at its step.
+    notes = v.history.notes
+    now = v.loss.value if v.loss is not None else None
+    held = notes.get("TW103:jump")
+    if held is not None and "TW108:began" not in notes and (v.event == "close" or (
+            v.step > held[0] + 1 and now is not None and math.isfinite(now) and now < 10 * held[2])):
+        del notes["TW103:jump"]
+        yield Finding.of("TW103", "model", f"global gradient norm {held[1]:.3g} > {v.threshold('grad_norm_max'):g}",
+                         step=held[0], details={"grad_norm": held[1]})
+    if v.event == "close":
+        return
     norms = [p.grad_norm for p in v.params if p.has_grad]
     if not norms or not all(math.isfinite(n) for n in norms):
         return
     total = math.sqrt(sum(n * n for n in norms))
-    # A gradient that explodes in the step whose loss jumped from a settled level was made by that batch's loss
-    # (targets in other units, say): the loss's jump (TW108) is the root, the later large gradients follow it.
-    now = v.loss.value if v.loss is not None else None
-    if total > v.threshold("grad_norm_max") and loss_jump(v.history.losses, v.step, now) is None:
-        yield Finding.of("TW103", "model", f"global gradient norm {total:.3g} > {v.threshold('grad_norm_max'):g}",
-                         step=v.step, details={"grad_norm": total})
+    if total <= v.threshold("grad_norm_max"):
+        return
+    jump = loss_jump(v.history.losses, v.step, now) if held is None else None
+    if jump is not None:
+        notes["TW103:jump"] = (v.step, total, jump[1])
+        return
+    yield Finding.of("TW103", "model", f"global gradient norm {total:.3g} > {v.threshold('grad_norm_max'):g}",
+                     step=v.step, details={"grad_norm": total})
 
 
 @training_rule("TW104", when="step", name="vanishing-gradient", title="Gradients vanish towards the input",
