@@ -59,3 +59,43 @@ def test_modules_built_elsewhere_do_not_replan(tmp_path) -> None:
         model.head = nn.Linear(8, 8)
         assert watch._tree_changed
         watch.close()
+
+
+class TwoParts(nn.Module):
+    """A model whose loop calls its parts (a SimSiam-style encoder and head), never the model itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(8, 16), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def test_a_loop_that_calls_the_parts_is_audited_through_them(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = TwoParts()
+    with torch.no_grad():
+        model.head[0].bias.fill_(-100.0)  # the head's hidden ReLU never fires
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    with tw.Run(tmp_path / "run") as run:
+        watch = run.watch(model, opt, every_n_steps=1, first_steps=0)
+        for _ in range(12):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model.head(model.encoder(x)), y).backward()
+            opt.step()
+        assert watch._parts is not None and watch.history.counters.get("training_forwards")
+        watch.close()
+        found = _named(run.findings())
+    assert ("TW403", "head.1") in found and not any(rule == "TW412" for rule, _ in found), found
+    assert "forward" not in model.encoder.__dict__  # the taps on the parts go with the watch
+
+
+def test_a_loop_that_calls_the_model_leaves_its_parts_alone(tmp_path) -> None:
+    model = Growing()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with tw.Run(tmp_path / "run") as run, run.watch(model, opt) as watch:
+        for _ in range(3):
+            opt.zero_grad()
+            model(torch.randn(4, 8)).sum().backward()
+            opt.step()
+        assert watch._parts is None and "forward" not in model.body.__dict__

@@ -36,14 +36,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 # Bugs the rules cannot see with what the watch collects today, per sampling mode, and what they would need;
 # tests/scenarios/test_scenarios.py expects these to fail (strict xfail), so a probe change that fixes one shows.
-_SUBMODULE_CALLS = ("the loop calls the watched model's submodules (model.encoder(x), self.net(x) in a training_step), "
-                    "never the model itself: the watch's root forward hooks (probes/watch.py) never fire, so no "
-                    "output statistics or stale-gradient check run and TW412 is the root; needs the watch to take "
-                    "the first forward of a direct child after an optimizer step as the step's training forward")
 KNOWN_MISSES: dict[tuple[str, str], str] = {
-    **{(name, mode): _SUBMODULE_CALLS for name in ("blind7_simsiam_without_stop_gradient",
-                                                   "blind7_lightning_like_manual_step_without_zero_grad")
-       for mode in ("default", "every-step")},
     **{("blind7_steplr_meant_per_epoch_stepped_per_batch", mode):
        "the rate is read at statistical audits only (none between steps 63 and 127 every-step, 56 and the end by "
        "default), so a rate collapsed for the last 30% of a run whose loss had already converged is not seen for "

@@ -14,12 +14,16 @@ from typing import Any, NamedTuple
 import torch
 
 from torchwitness.probes import stats
+from torchwitness.probes.hookref import ForwardTap
 from torchwitness.probes.inrange import token_probe
 from torchwitness.probes.lossspy import grad_call_running
 from torchwitness.probes.quiet import MAX_PENDING_LOSSES, guarded
 from torchwitness.probes.view import ModuleInfo, TensorInfo
 from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
 
+# Layers that compute differently in train and eval mode.
+MODE_SENSITIVE = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm,
+                  torch.nn.modules.instancenorm._InstanceNorm)
 # Element-wise layers that cannot turn finite inputs into NaN/Inf: when their input is a probed output, their own
 # output needs no non-finite check of its own (only statistical steps summarise it, for its units).
 PASSIVE = (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.ReLU6, torch.nn.GELU, torch.nn.SiLU, torch.nn.Tanh,
@@ -68,6 +72,16 @@ class Capture:
     _root_pre: Callable[..., Any]
     _root_post: Callable[..., Any]
     _spy_start: Callable[[], None]
+    _inner: torch.nn.Module
+    _parts: list[ForwardTap] | None
+    _by_parts: bool
+    _last_part: torch.nn.Module | None
+    _tree_changed: bool
+    mode_sensitive: bool
+    _plan: Any
+    _armed: list[Any]
+    _lean: Any
+    _internal_error: Callable[[str, Exception], None]
 
     @guarded
     def _on_output_grad(self, w: Window, fwd: Forward, grad: torch.Tensor) -> None:
@@ -166,6 +180,22 @@ class Capture:
             w.add_loss(type(module).__name__, args[0] if args else None, args[1] if len(args) > 1 else None, output,
                        module=module, weighted=weighted)
 
+    def _module_added(self, parent: torch.nn.Module, name: str, child: Any) -> None:
+        # A layer added or replaced after watch() (a new head, an adapter): the hook plans are made anew.
+        if id(parent) in self._names:
+            self._tree_changed = True
+
+    def _replan(self) -> None:
+        self._tree_changed = False
+        self._names = {id(m): (n or "model") for n, m in self._inner.named_modules()}
+        self.mode_sensitive = any(isinstance(m, MODE_SENSITIVE) for m in self._inner.modules())
+        self._plan = None
+        for h in self._armed:
+            h.remove()
+        self._armed.clear()
+        if self._lean is not None:
+            self._lean.forget_plan()
+
     # ---- what the training code tells the watch itself ---------------------------------------------------------
     def begin_forward(self, *args: Any, **kwargs: Any) -> None:
         """Open a training forward whose root ``model.forward`` is not called (Lightning's ``training_step`` calls
@@ -177,6 +207,37 @@ class Capture:
         self._external_forward = torch.is_grad_enabled()
         if self._external_forward and self._window is not None:
             self._spy_start()  # an audited step: note the loss functions whatever calls them (module or functional)
+
+    def _enter_by_parts(self) -> None:
+        """A step ended with the optimizer's step but no training forward of the watched model: the loop calls its
+        parts (``model.encoder(x)``, a Lightning-style ``self.net(x)``). From now on the first of its direct
+        children called with gradients on in a step opens that step's forward, as :meth:`begin_forward` would,
+        and the step's backward closes it (:meth:`_close_by_parts`)."""
+        self._parts = [ForwardTap(child, self._part_called) for child in self._inner.children()]
+
+    def _part_called(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        self._last_part = module
+        if self._external_forward or not torch.is_grad_enabled():
+            return
+        try:
+            self.begin_forward(*args, **kwargs)
+            self._by_parts = self._external_forward
+        except Exception as e:
+            self._internal_error("_part_called", e)
+
+    def _close_by_parts(self, output: Any) -> None:
+        """The step's backward starts from ``output`` (the loss), or its optimizer step comes (``None``)."""
+        self._by_parts = False
+        w = self._window
+        if w is not None and self._last_part is not None:
+            # The part called last stands for the model's output: the last output made inside it (a container
+            # hands on its last child's).
+            part = producer = self._names.get(id(self._last_part), "model")
+            for name in w.outputs.values():
+                if name == part or name.startswith(part + "."):
+                    producer = name
+            w.extra.setdefault("root_producer", producer)
+        self.end_forward(output)
 
     def end_forward(self, output: Any) -> None:
         """Close the forward opened by :meth:`begin_forward`; ``output`` (e.g. the loss) is what backward starts

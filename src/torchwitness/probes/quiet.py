@@ -61,6 +61,8 @@ class BetweenAudits:
     _same_step: int
     _internal_error: Callable[[str, Exception], None]
     _float_targets: bool
+    _by_parts: bool
+    _close_by_parts: Callable[[Any], None]
     _peek_batch: Callable[[tuple, dict], None]
 
     def _between_audits(self, args: tuple, kwargs: dict) -> None:
@@ -152,6 +154,8 @@ class BetweenAudits:
     def tap_backward(self, loss: torch.Tensor) -> None:
         # Not @guarded: this runs at every step, where each Python frame is a measurable part of the cost.
         try:
+            if self._by_parts:  # the forward a part of the model opened ends where backward starts
+                self._close_by_parts(loss)
             if loss.numel() == 1 and not (self._losses and self._losses[-1][0] == self.step) \
                     and len(self._losses) < MAX_PENDING_LOSSES:
                 self._losses.append((self.step, loss.detach()))

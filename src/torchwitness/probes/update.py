@@ -34,10 +34,14 @@ class StepUpdate:
     _note_grad: Callable[[], None]
     _end_step: Callable[[], None]
     _internal_error: Callable[[str, Exception], None]
+    _by_parts: bool
+    _close_by_parts: Callable[[Any], None]
 
     # ---- the optimizer's step hooks (the pre-hook exists on audited steps only) ------------------------------
     @guarded
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        if self._by_parts:  # a forward opened by a part of the model and no backward seen (autograd.grad, say)
+            self._close_by_parts(None)
         self._spy_stop()
         w = self._window
         closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer

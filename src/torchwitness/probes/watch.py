@@ -32,7 +32,7 @@ from torch.utils.hooks import RemovableHandle
 from torchwitness.errors import InputError
 from torchwitness.probes import stats
 from torchwitness.probes.audit_log import AuditLog
-from torchwitness.probes.capture import PASSIVE, Capture, Facts
+from torchwitness.probes.capture import MODE_SENSITIVE, PASSIVE, Capture, Facts
 from torchwitness.probes.config import resolve
 from torchwitness.probes.distributed import CrossRank
 from torchwitness.probes.hookref import ForwardTap, detachable
@@ -49,8 +49,6 @@ from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
 from torchwitness.rules.causes import ordered
 from torchwitness.rules.findings import FindingSet
 
-MODE_SENSITIVE = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm,
-                  torch.nn.modules.instancenorm._InstanceNorm)
 _EVAL_ROW_BUDGET = 16384
 _MOMENT_ROWS = 2048
 # When audits are dense (closer than `statistics_every` steps), the statistical probes run on one audited step in
@@ -121,6 +119,9 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._eval_seen = False
         self._step_open = False
         self._external_forward = False
+        self._parts: list[ForwardTap] | None = None  # taps on the model's children once the loop calls those
+        self._by_parts = False  # this step's forward was opened by one of them
+        self._last_part: torch.nn.Module | None = None
         self._spy: LossSpy | None = None
         self._peek_step = -1  # the unaudited step after an audited one, whose batch is fingerprinted in passing
         self._peek_hold: Any = None
@@ -186,22 +187,6 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         if close < CLOSE_WATCH and self.every_n_steps > 2 * CLOSE_GAP:
             candidates.append(close)
         return min(candidates)
-
-    def _module_added(self, parent: torch.nn.Module, name: str, child: Any) -> None:
-        # A layer added or replaced after watch() (a new head, an adapter): the hook plans are made anew.
-        if id(parent) in self._names:
-            self._tree_changed = True
-
-    def _replan(self) -> None:
-        self._tree_changed = False
-        self._names = {id(m): (n or "model") for n, m in self._inner.named_modules()}
-        self.mode_sensitive = any(isinstance(m, MODE_SENSITIVE) for m in self._inner.modules())
-        self._plan = None
-        for h in self._armed:
-            h.remove()
-        self._armed.clear()
-        if self._lean is not None:
-            self._lean.forget_plan()
 
     def _arm(self) -> bool:
         """Prepare the audit of ``self.step``; False when it is a lean one (no window: see probes/lean.py)."""
@@ -364,6 +349,10 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         w = self._window
         if self._modes_seen == 2 and self._eval_trained is None and w is None:
             self._eval_trained = self.step  # every training forward of this unaudited step ran in eval mode
+        elif not self._modes_seen and self._parts is None and self.optimizer is not None and not self.compiled:
+            self._enter_by_parts()
+        if self._by_parts:
+            self._by_parts = self._external_forward = False
         self._modes_seen = 0
         if w is not None:
             w.extra["zeroed"] = self._zeroed
@@ -483,9 +472,10 @@ class Watch(BetweenAudits, Capture, StepUpdate):
             self._spy_stop()
             unlisten(self)
             self._disarm()
-            for h in self._handles:
+            for h in (*self._handles, *(self._parts or ())):
                 h.remove()
             self._handles.clear()
+            self._parts = None
             self.findings.summarise()
 
     def __enter__(self) -> Watch:
