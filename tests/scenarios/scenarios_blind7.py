@@ -36,13 +36,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 # Bugs the rules cannot see with what the watch collects today, per sampling mode, and what they would need;
 # tests/scenarios/test_scenarios.py expects these to fail (strict xfail), so a probe change that fixes one shows.
-KNOWN_MISSES: dict[tuple[str, str], str] = {
-    **{("blind7_steplr_meant_per_epoch_stepped_per_batch", mode):
-       "the rate is read at statistical audits only (none between steps 63 and 127 every-step, 56 and the end by "
-       "default), so a rate collapsed for the last 30% of a run whose loss had already converged is not seen for "
-       "long enough; needs the largest param-group lr noted at every optimizer step (a float, no sync) in "
-       "probes/watch.py's step post-hook" for mode in ("default", "every-step")},
-}
+KNOWN_MISSES: dict[tuple[str, str], str] = {}
 
 
 def regression_rows(n: int = 512, d: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

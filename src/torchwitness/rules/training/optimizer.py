@@ -472,8 +472,9 @@ def _lr_collapsed(v: StepView) -> Iterator[Finding]:
 
 
 def _lr_collapsed_at_close(v: StepView) -> Iterator[Finding]:
-    """A sparsely audited run whose rate collapsed between audits: reported when the loss had stopped falling (the
-    second half of the run flat) at more than half of its first value, unlike a schedule annealed to 0."""
+    """A sparsely audited run whose rate collapsed between audits, unlike a schedule annealed to 0: reported when
+    the last audit that saw the rate above the bar saw it far below any schedule ending with the run, or when
+    the loss had stopped falling (the second half of the run flat) at more than half of its first value."""
     h = v.history
     ratio = _lr_ratio(v)
     if h.notes.get("TW308:lr_reported") or ratio is None or ratio > v.threshold("lr_collapse") or \
@@ -482,6 +483,15 @@ def _lr_collapsed_at_close(v: StepView) -> Iterator[Finding]:
     # A schedule annealed to 0 at the run's end: the audited rates, extrapolated along their fall, reach 0 in the
     # run's last quarter or later (a rate collapsed by a per-batch step or decay falls far earlier, or at once).
     (s0, r0), (s1, r1) = h.notes.get("TW308:lr_first_high", (0, 0.0)), h.notes.get("TW308:lr_high", (0, 0.0))
+    # Already far below any schedule that anneals to 0 at the run's end (linear, or cosine where that is lower)
+    # at the last audit that saw it above the bar: a per-batch step or decay, whatever the loss did since.
+    f = s1 / max(v.step, 1)
+    if s1 > s0 and r1 < r0 and r1 < 0.2 * min(1.0 - f, 0.5 * (1.0 + math.cos(math.pi * f))):
+        yield Finding.of("TW308", "optimizer", f"the learning rate ended at {ratio:.2g} of its initial value; it "
+                         f"was already {r1:.2g} of it at step {s1} of {v.step}, far below a schedule that anneals to "
+                         "0 at the run's end: a per-epoch schedule stepped every batch?", step=s1,
+                         details={"lr_ratio": ratio})
+        return
     if s1 > s0 and r1 < r0 and s1 + r1 * (s1 - s0) / (r0 - r1) >= 0.75 * v.step:
         return
     losses = [x for _, x in h.losses.recent(len(h.losses) - h.losses.start)]
