@@ -316,3 +316,48 @@ def gan_with_constructed_labels(run: tw.Run) -> None:
         d_fake = d(fake)
         bce(d_fake, torch.ones_like(d_fake)).backward()
         opt_g.step()
+
+
+@healthy
+def gan_tutorial_order_labels_made_before_the_forward(run: tw.Run) -> None:
+    """The DCGAN tutorial's order, the discriminator watched: real/fake labels made before D's forward, D's real
+    and fake losses summed, then G's loss through D (before D's next zero_grad). The run ends on a step count a
+    dense watch audits: its last window never meets D's optimizer step."""
+    g = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 8))
+    d = nn.Sequential(nn.Linear(8, 32), nn.LeakyReLU(0.2), nn.Linear(32, 1))
+    opt_g = torch.optim.Adam(g.parameters(), 2e-3, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), 2e-3, betas=(0.5, 0.999))
+    crit = nn.BCEWithLogitsLoss()
+    run.watch(d, opt_d, **WATCH)
+    for _ in range(48):
+        real = torch.randn(32, 8) * 0.5 + 1
+        ones, zeros = torch.ones(32, 1), torch.zeros(32, 1)
+        fake = g(torch.randn(32, 4))
+        opt_d.zero_grad()
+        (crit(d(real), ones) + crit(d(fake.detach()), zeros)).backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        crit(d(fake), ones).backward()
+        opt_g.step()
+
+
+@healthy
+def train_and_validation_accuracy_each_epoch(run: tw.Run) -> None:
+    """Accuracy on the whole training set and on a held-out set under no_grad after each epoch: training
+    metrics beside a held-out evaluation, not an overlap of the splits."""
+    x, y = blobs()
+    xv, yv = x[-100:], y[-100:]
+    x, y = x[:-100], y[:-100]
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    run.watch(model, opt, **WATCH)
+    for _ in range(4):
+        for i in range(0, len(x) - 63, 64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[i:i + 64]), y[i:i + 64]).backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            (model(x).argmax(1) == y).float().mean()
+            (model(xv).argmax(1) == yv).float().mean()
+        model.train()

@@ -104,7 +104,7 @@ class Capture:
     @guarded
     def _module_hook(self, facts: Facts, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         w = self._window
-        if w is None or not w.forwards:
+        if w is None or not w.forwards or torch._C._current_graph_task_id() != -1:  # (a checkpointed recompute)
             return
         if not torch.is_grad_enabled():  # inside a training forward: a torch.no_grad() block cuts the graph
             if w.statistics and any(p.requires_grad for p in module.parameters(recurse=False)):
@@ -216,6 +216,8 @@ class Capture:
         self._parts = [ForwardTap(child, self._part_called) for child in self._inner.children()]
 
     def _part_called(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        if torch._C._current_graph_task_id() != -1:  # recomputed inside backward (activation checkpointing)
+            return
         self._last_part = module
         if self._external_forward or not torch.is_grad_enabled():
             return

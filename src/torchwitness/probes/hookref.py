@@ -48,8 +48,8 @@ class _Before:
 
     __slots__ = ("before", "forward")
 
-    def __init__(self, before: Callable[..., Any] | None, forward: Callable[..., Any]) -> None:
-        self.before, self.forward = before, forward
+    def __init__(self, before: Callable[..., Any] | None, forward: Callable[..., Any] | None) -> None:
+        self.before, self.forward = before, forward  # forward: another instance wrapper, or None: the class's
 
     def __deepcopy__(self, memo: dict) -> None:
         return None
@@ -58,46 +58,83 @@ class _Before:
         return type(None), ()
 
 
+_PREFIX = "_torchwitness_forward_"
+
+
+def _state_without_taps(module: Any) -> Any:
+    """What a pickle or a deep copy of a tapped module holds (pickle and copy look ``__getstate__`` up on the
+    instance): what its class would give (``nn.Module``'s: its ``__dict__``), without the taps, with the forward
+    they were put over, if any."""
+    state = type(module).__getstate__(module)
+    if not isinstance(state, dict):
+        return state
+    state = {k: v for k, v in state.items() if k != "__getstate__" and not k.startswith(_PREFIX)}
+    forward = state.get("forward")
+    while isinstance(forward, types.MethodType) and hasattr(forward.__func__, "_torchwitness_tap"):
+        tap = module.__dict__.get(forward.__func__._torchwitness_tap)
+        forward = tap.forward if isinstance(tap, _Before) else None
+    if forward is None:
+        state.pop("forward", None)
+    else:
+        state["forward"] = forward
+    return state
+
+
 class ForwardTap:
     """Calls ``before(module, args, kwargs)`` first in every call of ``module.forward``, as a forward pre-hook
     would. A hook of any kind sends each call of the module through ``nn.Module._call_impl``'s general path,
     which costs a small CPU model ~9 us a step with the CPU's caches cold from the step's kernels (~1 us warm);
     a method in the instance's ``forward`` keeps the short path and costs one Python call.
 
-    The method looks its target up in the module's ``__dict__`` under a key of its own, which a deep copy or a
-    pickle of the module carries as None: a copy calls its class's forward. It carries the original forward's
-    name, signature and docstring (``inspect.signature(model.forward)``, which Hugging Face's Trainer reads,
+    The method looks its target up in the module's ``__dict__`` under a key of its own. A deep copy or a pickle
+    of the module holds neither (an instance ``__getstate__`` leaves them out; were they carried, the key would
+    come as None and the copy's method call its class's forward). It carries the original forward's name,
+    signature and docstring (``inspect.signature(model.forward)``, which Hugging Face's Trainer reads,
     is unchanged). :meth:`remove` puts back what was there, or, when another wrapper was put over this one since
-    (accelerate's autocast), leaves it to pass calls straight through.
+    (accelerate's autocast), leaves it to pass calls straight through. The class's forward is looked up at each
+    call (a class patched or swapped after the tap is honoured).
     """
 
     _keys = itertools.count()
 
     def __init__(self, module: Any, before: Callable[..., Any]) -> None:
         self.module = module
-        self.key = key = f"_torchwitness_forward_{next(ForwardTap._keys)}"
+        self.key = key = f"{_PREFIX}{next(ForwardTap._keys)}"
         self.previous = module.__dict__.get("forward")  # another instance wrapper, or None: the class's method
         original = module.forward
 
         @functools.wraps(getattr(original, "__func__", original))
         def forward(self_module: Any, *args: Any, **kwargs: Any) -> Any:
             tap = self_module.__dict__.get(key)
-            if tap is None:  # a copy or an unpickled module
-                return type(self_module).forward(self_module, *args, **kwargs)
-            if tap.before is not None:
+            if tap is not None and tap.before is not None:  # None: a copy or an unpickled module
                 tap.before(self_module, args, kwargs)
+            if tap is None or tap.forward is None:  # looked up at each call: the class may be patched or swapped
+                return type(self_module).forward(self_module, *args, **kwargs)
             return tap.forward(*args, **kwargs)
 
-        module.__dict__[key] = _Before(before, original)
+        forward._torchwitness_tap = key  # type: ignore[attr-defined]
+        module.__dict__[key] = _Before(before, self.previous)
         self.method = module.__dict__["forward"] = types.MethodType(forward, module)
+        if "__getstate__" not in module.__dict__ and hasattr(type(module), "__getstate__"):
+            module.__dict__["__getstate__"] = types.MethodType(_state_without_taps, module)
 
     def remove(self) -> None:
         d = self.module.__dict__
         if d.get("forward") is self.method:
-            if self.previous is None:
+            d.pop(self.key, None)
+            previous = self.previous
+            # a tap put under this one and removed since: its method would only pass calls to the class's forward
+            if getattr(getattr(previous, "__func__", None), "_torchwitness_tap", None) is not None \
+                    and previous.__func__._torchwitness_tap not in d:
+                previous = None
+            if previous is None:
                 del d["forward"]
             else:
-                d["forward"] = self.previous
+                d["forward"] = previous
+        elif self.previous is None:  # under another wrapper, the method without its key calls the class's forward
             d.pop(self.key, None)
-        elif isinstance(d.get(self.key), _Before):
+        elif isinstance(d.get(self.key), _Before):  # and here the instance wrapper it was put over
             d[self.key].before = None
+        if not any(k.startswith(_PREFIX) for k in d) and \
+                getattr(d.get("__getstate__"), "__func__", None) is _state_without_taps:
+            del d["__getstate__"]

@@ -135,6 +135,8 @@ class BetweenAudits:
             if w.loss is not None:
                 w.loss.target_computed = origin != "data"
                 w.loss.target_constant = origin == "constant"
+        elif torch.is_grad_enabled() and origin == "data":
+            w.more_targets(kind, x, t)
 
     @guarded
     def tap_loss(self, kind: str, x: Any, t: Any) -> None:
@@ -148,8 +150,11 @@ class BetweenAudits:
         # notes the loss itself, with what it knows of the target's history.
         self._floating_target(t)
         w = self._window
-        if self._spy is None and w is not None and w.forwards and w.loss is None and torch.is_grad_enabled():
-            w.add_loss(kind, x, t, out, weighted=weighted)
+        if self._spy is None and w is not None and w.forwards and torch.is_grad_enabled():
+            if w.loss is None:
+                w.add_loss(kind, x, t, out, weighted=weighted)
+            else:  # a later loss call of the step, once the spy has stopped (a second forward stops it)
+                w.more_targets(kind, x, t)
 
     def tap_backward(self, loss: torch.Tensor) -> None:
         # Not @guarded: this runs at every step, where each Python frame is a measurable part of the cost.

@@ -42,6 +42,11 @@ class Pack:
         self._tensors.append(flat)
         self._sizes.append(flat.numel())
 
+    def accumulate(self, name: str, tensor: torch.Tensor) -> None:
+        """Add ``tensor`` (of the shape added under ``name`` before) to what ``name`` holds."""
+        i = self._names.index(name)
+        self._tensors[i] = self._tensors[i] + tensor.detach().reshape(-1)
+
     def __len__(self) -> int:
         return len(self._names)
 

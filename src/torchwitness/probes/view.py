@@ -229,6 +229,7 @@ class History:
     batch_fps: list[tuple[int, int, int]] = field(default_factory=list)  # (step, batch fingerprint, data_ptr)
     train_rows: RowSample = field(default_factory=RowSample)
     eval_rows: set[int] = field(default_factory=set)
+    eval_groups: list[set[int]] = field(default_factory=list)  # the rows of each evaluation forward
     label_hist: list[float] | None = None  # per class, and a last bin for ids outside the head
     moments: np.ndarray | None = None
     moment_shape: tuple[int, int, str] | None = None  # features, label columns, "classes" or "regression"
@@ -256,8 +257,15 @@ class History:
         h.audited += 1
         if "losses" in data:
             h.losses.extend(zip(loss_steps, data["losses"], strict=True))
+        if view.extra.get("more_losses"):
+            h.notes["several_losses"] = True
         if "eval_rows" in data:
-            h.eval_rows.update(map(int, data["eval_rows"]))
+            rows = [int(fp) for fp in data["eval_rows"]]
+            h.eval_rows.update(rows)
+            at = 0
+            for n in view.extra.get("eval_groups", [len(rows)]):
+                h.eval_groups.append(set(rows[at:at + n]))
+                at += n
         if view.row_fps is not None and view.primary is not None and view.trained_modes:
             h.train_rows.update(view.row_fps)
         if "hist" in data:  # the last bin counts the ids outside the head (ignore indices, bad labels)

@@ -256,7 +256,9 @@ class Watch(BetweenAudits, Capture, StepUpdate):
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         # Not @guarded: this hook runs at every step, where each Python frame is a measurable part of the cost.
         try:
-            if self._external_forward:  # begin_forward() already opened this forward (and its spy listens on)
+            # begin_forward() already opened this forward (and its spy listens on); or a forward that activation
+            # checkpointing runs again inside backward: not a forward of the loop's
+            if self._external_forward or torch._C._current_graph_task_id() != -1:
                 return
             if self._spy is not None:
                 self._spy_stop()
@@ -297,7 +299,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
 
     @_guarded
     def _root_post(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        if self._external_forward:
+        if self._external_forward or torch._C._current_graph_task_id() != -1:
             return
         w = self._window
         if w is None or not w.forwards or not torch.is_grad_enabled():
@@ -339,7 +341,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
             if found and found[0][1].ndim >= 1 and found[0][1].numel():
                 rows = stats.row_fingerprints(found[0][1])
                 self._eval_rows.append(rows)
-                self._eval_budget -= found[0][1].shape[0]
+                self._eval_budget -= rows.shape[0]
 
     # ---- step boundaries -------------------------------------------------------------------------------------
     def _end_step(self) -> None:
@@ -395,6 +397,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
             loss_steps = []
         if self._eval_rows:
             w.pack.add("eval_rows", torch.cat(self._eval_rows))
+            w.extra["eval_groups"] = [r.shape[0] for r in self._eval_rows]  # one per evaluation forward
             self._eval_rows = []
         drained = self._sentinel.drain()
         if drained is not None:
@@ -459,6 +462,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         try:
             w = self._window
             if w is not None and (w.forwards or len(w.pack) or self._losses):
+                w.extra["unstepped"] = True  # the run ended before this step's optimizer step
                 self._guarded_finish(w)
             elif self._losses or self._eval_rows or self._sentinel.pending or self._eval_trained is not None:
                 self._guarded_finish(Window(step=self.step))

@@ -138,11 +138,7 @@ class Window:
         self.targets = TensorInfo.of("target", target)
         if self.statistics or target.is_floating_point():  # class ids cannot be NaN: their bounds persist
             self.pack.add("tgt", stats.value_stats(target))
-        labels = None
-        if binary and target.is_floating_point():
-            labels, num_classes = (target.detach() > 0.5).to(torch.int64), 2
-        elif not target.is_floating_point() and num_classes and num_classes <= 4096:
-            labels = target
+        labels, num_classes = _labels(target, num_classes, binary)
         x = next((t for t in self._primary() if t.ndim == 2 and t.is_floating_point()), None)
         want_moments = self.statistics and x is not None and self.extra.get("want_moments", True)
         if labels is None or num_classes is None:
@@ -166,6 +162,19 @@ class Window:
         if want_moments and labels.ndim == 1 and x.shape[0] == labels.shape[0] and num_classes <= 32:
             onehot = torch.nn.functional.one_hot(labels.clamp(0, num_classes - 1), num_classes)
             self._add_moments(x, onehot[:, 1:] if num_classes == 2 else onehot, "classes")
+
+    def more_targets(self, kind: str, x: Any, t: Any) -> None:
+        """Another loss call of the step, of the kind of the first, with targets of its own (a GAN's discriminator
+        meets the real batch's, then the fake batch's): their class counts join the step's."""
+        if not self.statistics or self.loss is None or kind != self.loss.kind or not isinstance(t, torch.Tensor) \
+                or "hist_labels" not in self.extra:
+            return
+        c = x.shape[1] if kind in _CLASS_LOSSES and isinstance(x, torch.Tensor) and x.ndim >= 2 else None
+        labels, num_classes = _labels(t, c, kind in _BINARY_LOSSES)
+        self.extra["more_losses"] = True  # the loss given to backward may sum them: no one chance level
+        if labels is not None and num_classes == self.num_classes:
+            self.pack.accumulate("hist", stats.class_histogram(labels, num_classes))
+            self.extra["hist_labels"] += labels.numel()
 
     def _add_moments(self, x: torch.Tensor, cols: torch.Tensor, kind: str) -> None:
         self.pack.add("moments", stats.label_moments(x, cols))
@@ -261,3 +270,13 @@ class Window:
             for j, i in enumerate(self.lowp):
                 lost, moved = lp[2 * j], lp[2 * j + 1]
                 with_grad[i].unchanged_frac = float(lost / moved) if moved else None
+
+
+def _labels(target: torch.Tensor, num_classes: int | None, binary: bool) -> tuple[torch.Tensor | None, int | None]:
+    """Class ids of a loss's targets and their number: binary targets thresholded at 0.5, class ids as given
+    (heads of up to 4,096 classes); None for anything else."""
+    if binary and target.is_floating_point():
+        return (target.detach() > 0.5).to(torch.int64), 2
+    if not target.is_floating_point() and num_classes and num_classes <= 4096:
+        return target, num_classes
+    return None, num_classes

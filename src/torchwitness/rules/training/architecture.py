@@ -9,6 +9,7 @@ import torch
 from torchwitness.probes.view import StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
+from torchwitness.rules.training._modules import stored_weight
 from torchwitness.rules.training._registry import training_rule
 
 ART15 = ("EU-AI-Act:Art.15",)
@@ -246,12 +247,15 @@ def dead_filter_weights(v: StepView) -> Iterator[Finding]:
 
     Example: ``conv.weight.data[:8] = 0`` after magnitude pruning. Fix: re-initialise, or shrink the layer."""
     for name, m in v.watch._inner.named_modules():
-        if isinstance(m, torch.nn.modules.conv._ConvNd) and m.weight.numel():
-            zero = int((m.weight.detach().flatten(1).abs().amax(1) == 0).sum())
+        weight = stored_weight(m)
+        if weight is None or not weight.numel():
+            continue
+        if isinstance(m, torch.nn.modules.conv._ConvNd):
+            zero = int((weight.detach().flatten(1).abs().amax(1) == 0).sum())
             if zero:
                 yield Finding.of("TW411", name, f"{zero} of {m.out_channels} filters of {name} are all zero")
-        elif isinstance(m, torch.nn.Linear) and m.weight.numel() and m.out_features >= 4:
-            zero = int((m.weight.detach().abs().amax(1) == 0).sum())
+        elif isinstance(m, torch.nn.Linear) and m.out_features >= 4:
+            zero = int((weight.detach().abs().amax(1) == 0).sum())
             if 0 < zero < m.out_features:
                 yield Finding.of("TW411", name, f"{zero} of {m.out_features} neurons of {name} have all-zero weights")
 
@@ -291,7 +295,8 @@ def cuda_unused(v: StepView) -> Iterator[Finding]:
 def tensor_core_alignment(v: StepView) -> Iterator[Finding]:
     """On CUDA, Linear layers whose in/out features are not multiples of 8 cannot use tensor cores fully."""
     for name, m in v.watch._inner.named_modules():
-        if isinstance(m, torch.nn.Linear) and m.weight.is_cuda and (m.in_features % 8 or m.out_features % 8) \
+        if isinstance(m, torch.nn.Linear) and getattr(stored_weight(m), "is_cuda", False) \
+                and (m.in_features % 8 or m.out_features % 8) \
                 and min(m.in_features, m.out_features) >= 64:
             yield Finding.of("TW451", name, f"{name} is {m.in_features}x{m.out_features}")
 

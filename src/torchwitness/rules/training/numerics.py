@@ -11,6 +11,7 @@ import torch
 from torchwitness.probes.view import LossLog, StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
+from torchwitness.rules.training._modules import stored_weight
 from torchwitness.rules.training._registry import training_rule
 
 ART15 = ("EU-AI-Act:Art.15",)
@@ -181,7 +182,7 @@ def vanishing_gradient(v: StepView) -> Iterator[Finding]:
     """
     tables = v.history.notes.get("TW104:tables")
     if tables is None:  # found once per run: walking the modules at every audit costs on large models
-        tables = v.history.notes["TW104:tables"] = {id(m.weight) for m in v.watch._inner.modules()
+        tables = v.history.notes["TW104:tables"] = {id(stored_weight(m)) for m in v.watch._inner.modules()
                                                     if isinstance(m, torch.nn.Embedding)}
     layers = [p for p in v.params if p.has_grad and len(p.shape) >= 2 and _finite(p.grad_norm)
               and _finite(p.weight_norm) and p.weight_norm > 0 and id(p.param) not in tables]
@@ -359,6 +360,8 @@ def chance_loss(v: StepView) -> float | None:
     notes = v.history.notes
     kind = notes.get("loss_kind")
     hist = v.history.label_hist
+    if notes.get("several_losses"):  # loss calls of one kind summed in a step (a GAN discriminator's real + fake)
+        return None
     if kind in ("CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss", "BCELoss") and hist is not None:
         # Class weights move the input-blind optimum and its loss away from the label entropy (towards log C for
         # weights that balance the classes): with no level to compare against, none is claimed.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import statistics
 from collections.abc import Iterator
 
 import torch
@@ -13,10 +12,12 @@ from torchwitness.probes.inrange import held_in_frames
 from torchwitness.probes.view import StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
+from torchwitness.rules.training._modules import stored_weight
 from torchwitness.rules.training._registry import training_rule
 from torchwitness.rules.training.flow import detached_loss_input
 from torchwitness.rules.training.numerics import LARGE_UPDATE_SHARE as _LARGE_SHARE
-from torchwitness.rules.training.numerics import falling, first_divergence
+from torchwitness.rules.training.numerics import first_divergence
+from torchwitness.rules.training.schedule import lr_collapsed, lr_collapsed_at_close, lr_ratio
 
 ART15 = ("EU-AI-Act:Art.15",)
 
@@ -132,7 +133,7 @@ def decay_on_norm_bias(v: StepView) -> Iterator[Finding]:
     opt = v.optimizer
     if opt is None:
         return
-    embeddings = {id(m.weight) for m in v.watch._inner.modules() if isinstance(m, torch.nn.Embedding)}
+    embeddings = {id(stored_weight(m)) for m in v.watch._inner.modules() if isinstance(m, torch.nn.Embedding)}
     for i, g in enumerate(opt.param_groups):
         wd = g.get("weight_decay", 0)
         if wd <= 0:
@@ -165,7 +166,7 @@ def zero_grad_forgotten(v: StepView) -> Iterator[Finding]:
     optimizer's ``zero_grad()`` is missing.
     """
     yield from _others_accumulating(v)
-    if v.extra.get("zeroed"):
+    if v.extra.get("zeroed") or v.extra.get("unstepped"):  # cleared, or the run ended before it could be
         return
     if v.step > 0 and v.stale_grad_norm is not None and v.stale_grad_norm > 0:
         yield Finding.of("TW304", "optimizer", f"backward started with gradients left from before step {v.step} "
@@ -294,7 +295,7 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
     # design, early on, not a learning rate set too high.
     if isinstance(v.optimizer, torch.optim.LBFGS):
         return
-    ratio = _lr_ratio(v)
+    ratio = lr_ratio(v)
     if ratio is not None and ratio >= _LR_RISE:  # when the schedule's rise began, should the loss diverge later
         v.history.notes.setdefault("TW307:rise", v.step)
     # A tensor that started at zero (zero-initialised layers, on purpose or not) has a relative update that means
@@ -357,7 +358,7 @@ def _large_updates_without_progress(v: StepView) -> Iterator[Finding]:
 
 def _rate_raised_then_diverged(v: StepView) -> Iterator[Finding]:
     h = v.history
-    ratio = _lr_ratio(v)
+    ratio = lr_ratio(v)
     base = h.losses.first[1] if h.losses.first is not None else math.nan
     if ratio is None or ratio < _LR_RISE or not math.isfinite(base) or base <= 0:
         return
@@ -393,7 +394,7 @@ def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
     Example: ``lr=0`` from a scheduler misconfigured, or ``LambdaLR(lambda e: 0)``. Fix: check the schedule.
     """
     if v.event == "close":
-        yield from _lr_collapsed_at_close(v)
+        yield from lr_collapsed_at_close(v)
         return
     h = v.history
     moving = [p for p in v.params if p.update_norm is not None and p.grad_norm > 0 and math.isfinite(p.grad_norm)]
@@ -413,7 +414,7 @@ def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
                              "after zero_grad()", step=first)
             return
     yield from _negligible_updates(v)
-    yield from _lr_collapsed(v)
+    yield from lr_collapsed(v)
 
 
 def _negligible_updates(v: StepView) -> Iterator[Finding]:
@@ -431,76 +432,3 @@ def _negligible_updates(v: StepView) -> Iterator[Finding]:
             yield Finding.of("TW308", "optimizer", f"every weight matrix moved by less than {max(ratios):.2g} of its "
                              f"norm per step on every audited step from step {first}: the learning rate is far too "
                              "low for anything to be learned", step=first, details={"update_ratio": max(ratios)})
-
-
-def _lr_ratio(v: StepView) -> float | None:
-    """The largest current learning rate over the param groups, relative to its initial value (schedulers keep
-    ``initial_lr`` in the group; without one, the rate this rule saw first: a loop that sets ``group["lr"]``
-    itself); None with a zero initial rate or groups added since."""
-    opt = v.optimizer
-    if opt is None:
-        return None
-    first = v.history.notes.setdefault("TW308:lr0", [g.get("lr") for g in opt.param_groups])
-    if len(first) != len(opt.param_groups):
-        return None
-    ratios = []
-    for g, seen in zip(opt.param_groups, first, strict=True):
-        lr, start = g.get("lr"), g.get("initial_lr", seen)
-        if not isinstance(lr, (int, float)) or not isinstance(start, (int, float)) or start <= 0:
-            return None
-        ratios.append(lr / start)
-    return max(ratios) if ratios else None
-
-
-def _lr_collapsed(v: StepView) -> Iterator[Finding]:
-    h = v.history
-    ratio = _lr_ratio(v)
-    if ratio is None:
-        return
-    h.bump("TW308:lr_seen")
-    if ratio > v.threshold("lr_collapse"):
-        h.notes.setdefault("TW308:lr_first_high", (v.step, ratio))
-        h.notes["TW308:lr_high"] = (v.step, ratio)
-        return
-    first = h.notes.setdefault("TW308:lr_first", v.step)
-    low = h.bump("TW308:lr_low")
-    if low >= 2 and low >= 0.25 * h.counters["TW308:lr_seen"] and not h.notes.get("TW308:lr_reported"):
-        h.notes["TW308:lr_reported"] = True
-        yield Finding.of("TW308", "optimizer", f"the learning rate fell to {ratio:.2g} of its initial value by step "
-                         f"{first} and stayed there: a per-epoch schedule stepped every batch?", step=first,
-                         details={"lr_ratio": ratio})
-
-
-def _lr_collapsed_at_close(v: StepView) -> Iterator[Finding]:
-    """A sparsely audited run whose rate collapsed between audits, unlike a schedule annealed to 0: reported when
-    the last audit that saw the rate above the bar saw it far below any schedule ending with the run, or when
-    the loss had stopped falling (the second half of the run flat) at more than half of its first value."""
-    h = v.history
-    ratio = _lr_ratio(v)
-    if h.notes.get("TW308:lr_reported") or ratio is None or ratio > v.threshold("lr_collapse") or \
-            h.losses.first is None:
-        return
-    # A schedule annealed to 0 at the run's end: the audited rates, extrapolated along their fall, reach 0 in the
-    # run's last quarter or later (a rate collapsed by a per-batch step or decay falls far earlier, or at once).
-    (s0, r0), (s1, r1) = h.notes.get("TW308:lr_first_high", (0, 0.0)), h.notes.get("TW308:lr_high", (0, 0.0))
-    # Already far below any schedule that anneals to 0 at the run's end (linear, or cosine where that is lower)
-    # at the last audit that saw it above the bar: a per-batch step or decay, whatever the loss did since.
-    f = s1 / max(v.step, 1)
-    if s1 > s0 and r1 < r0 and r1 < 0.2 * min(1.0 - f, 0.5 * (1.0 + math.cos(math.pi * f))):
-        yield Finding.of("TW308", "optimizer", f"the learning rate ended at {ratio:.2g} of its initial value; it "
-                         f"was already {r1:.2g} of it at step {s1} of {v.step}, far below a schedule that anneals to "
-                         "0 at the run's end: a per-epoch schedule stepped every batch?", step=s1,
-                         details={"lr_ratio": ratio})
-        return
-    if s1 > s0 and r1 < r0 and s1 + r1 * (s1 - s0) / (r0 - r1) >= 0.75 * v.step:
-        return
-    losses = [x for _, x in h.losses.recent(len(h.losses) - h.losses.start)]
-    half = losses[len(losses) // 2:]
-    start = h.losses.first[1]
-    if len(losses) < 10 or not all(math.isfinite(x) for x in half) or not math.isfinite(start) or start <= 0:
-        return
-    if statistics.fmean(half) > 0.5 * start and not falling(half):
-        yield Finding.of("TW308", "optimizer", f"the learning rate ended at {ratio:.2g} of its initial value while "
-                         "the loss, still above half of where it started, had stopped falling: the schedule decayed "
-                         "the rate long before the run ended (a per-epoch schedule stepped every batch?)",
-                         step=h.losses.first[0], details={"lr_ratio": ratio})

@@ -1,0 +1,85 @@
+"""The learning-rate schedule's part of TW308: a rate collapsed long before the run's end (a per-epoch schedule
+stepped every batch), judged at the audits that read the rate and at the end of the run."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterator
+
+from torchwitness.probes.view import StepView
+from torchwitness.rules.findings import Finding
+from torchwitness.rules.training.numerics import falling
+
+
+def lr_ratio(v: StepView) -> float | None:
+    """The largest current learning rate over the param groups, relative to its initial value (schedulers keep
+    ``initial_lr`` in the group; without one, the rate this rule saw first: a loop that sets ``group["lr"]``
+    itself); None with a zero initial rate or groups added since."""
+    opt = v.optimizer
+    if opt is None:
+        return None
+    first = v.history.notes.setdefault("TW308:lr0", [g.get("lr") for g in opt.param_groups])
+    if len(first) != len(opt.param_groups):
+        return None
+    ratios = []
+    for g, seen in zip(opt.param_groups, first, strict=True):
+        lr, start = g.get("lr"), g.get("initial_lr", seen)
+        if not isinstance(lr, (int, float)) or not isinstance(start, (int, float)) or start <= 0:
+            return None
+        ratios.append(lr / start)
+    return max(ratios) if ratios else None
+
+
+def lr_collapsed(v: StepView) -> Iterator[Finding]:
+    h = v.history
+    ratio = lr_ratio(v)
+    if ratio is None:
+        return
+    h.bump("TW308:lr_seen")
+    if ratio > v.threshold("lr_collapse"):
+        h.notes.setdefault("TW308:lr_first_high", (v.step, ratio))
+        h.notes["TW308:lr_high"] = (v.step, ratio)
+        return
+    first = h.notes.setdefault("TW308:lr_first", v.step)
+    low = h.bump("TW308:lr_low")
+    if low >= 2 and low >= 0.25 * h.counters["TW308:lr_seen"] and not h.notes.get("TW308:lr_reported"):
+        h.notes["TW308:lr_reported"] = True
+        yield Finding.of("TW308", "optimizer", f"the learning rate fell to {ratio:.2g} of its initial value by step "
+                         f"{first} and stayed there: a per-epoch schedule stepped every batch?", step=first,
+                         details={"lr_ratio": ratio})
+
+
+def lr_collapsed_at_close(v: StepView) -> Iterator[Finding]:
+    """A sparsely audited run whose rate collapsed between audits, unlike a schedule annealed to 0: reported when
+    the last audit that saw the rate above the bar saw it far below any schedule ending with the run, or when
+    the loss had stopped falling (the second half of the run flat) at more than half of its first value."""
+    h = v.history
+    ratio = lr_ratio(v)
+    if h.notes.get("TW308:lr_reported") or ratio is None or ratio > v.threshold("lr_collapse") or \
+            h.losses.first is None:
+        return
+    # A schedule annealed to 0 at the run's end: the audited rates, extrapolated along their fall, reach 0 in the
+    # run's last quarter or later (a rate collapsed by a per-batch step or decay falls far earlier, or at once).
+    (s0, r0), (s1, r1) = h.notes.get("TW308:lr_first_high", (0, 0.0)), h.notes.get("TW308:lr_high", (0, 0.0))
+    # Already far below any schedule that anneals to 0 at the run's end (linear, or cosine where that is lower)
+    # at the last audit that saw it above the bar: a per-batch step or decay, whatever the loss did since.
+    f = s1 / max(v.step, 1)
+    if s1 > s0 and r1 < r0 and r1 < 0.2 * min(1.0 - f, 0.5 * (1.0 + math.cos(math.pi * f))):
+        yield Finding.of("TW308", "optimizer", f"the learning rate ended at {ratio:.2g} of its initial value; it "
+                         f"was already {r1:.2g} of it at step {s1} of {v.step}, far below a schedule that anneals to "
+                         "0 at the run's end: a per-epoch schedule stepped every batch?", step=s1,
+                         details={"lr_ratio": ratio})
+        return
+    if s1 > s0 and r1 < r0 and s1 + r1 * (s1 - s0) / (r0 - r1) >= 0.75 * v.step:
+        return
+    losses = [x for _, x in h.losses.recent(len(h.losses) - h.losses.start)]
+    half = losses[len(losses) // 2:]
+    start = h.losses.first[1]
+    if len(losses) < 10 or not all(math.isfinite(x) for x in half) or not math.isfinite(start) or start <= 0:
+        return
+    if statistics.fmean(half) > 0.5 * start and not falling(half):
+        yield Finding.of("TW308", "optimizer", f"the learning rate ended at {ratio:.2g} of its initial value while "
+                         "the loss, still above half of where it started, had stopped falling: the schedule decayed "
+                         "the rate long before the run ended (a per-epoch schedule stepped every batch?)",
+                         step=h.losses.first[0], details={"lr_ratio": ratio})
