@@ -103,3 +103,13 @@ def test_two_watches_closed_in_any_order_leave_the_model_clean(tmp_path) -> None
             for i in order:
                 watches[i].close()
         assert not [k for k in vars(model) if "torchwitness" in k or k in ("forward", "__getstate__")]
+
+
+def test_a_watched_model_can_be_traced(tmp_path) -> None:
+    # The watch's own arithmetic (row fingerprints, sums) must not join a torch.jit.trace graph.
+    model = _mlp()
+    with tw.Run(tmp_path / "r") as run:
+        watch = run.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), every_n_steps=1)
+        traced = torch.jit.trace(model, torch.ones(2, 8))
+        assert torch.equal(traced(torch.ones(2, 8)), model(torch.ones(2, 8)))
+        assert not watch.errors

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import torch
 
 from torchwitness.probes import stats
-from torchwitness.probes.hookref import ForwardTap
+from torchwitness.probes.hookref import ForwardTap, elsewhere
 from torchwitness.probes.inrange import token_probe
 from torchwitness.probes.lossspy import grad_call_running
 from torchwitness.probes.quiet import MAX_PENDING_LOSSES, guarded
@@ -104,7 +104,7 @@ class Capture:
     @guarded
     def _module_hook(self, facts: Facts, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         w = self._window
-        if w is None or not w.forwards or torch._C._current_graph_task_id() != -1:  # (a checkpointed recompute)
+        if w is None or not w.forwards or elsewhere():
             return
         if not torch.is_grad_enabled():  # inside a training forward: a torch.no_grad() block cuts the graph
             if w.statistics and any(p.requires_grad for p in module.parameters(recurse=False)):
@@ -216,7 +216,7 @@ class Capture:
         self._parts = [ForwardTap(child, self._part_called) for child in self._inner.children()]
 
     def _part_called(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        if torch._C._current_graph_task_id() != -1:  # recomputed inside backward (activation checkpointing)
+        if elsewhere():
             return
         self._last_part = module
         if self._external_forward or not torch.is_grad_enabled():

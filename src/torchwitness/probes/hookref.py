@@ -21,6 +21,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 
 def inert(*args: Any, **kwargs: Any) -> None:
     """What a copied or unpickled module calls in place of a watch's hook."""
@@ -36,6 +38,12 @@ class Detachable(functools.partial):
 
     def __reduce__(self) -> tuple[type, tuple[Callable[..., Any]]]:
         return Detachable, (inert,)
+
+
+def elsewhere() -> bool:
+    """A forward the loop did not make: one that activation checkpointing runs again inside backward, or one
+    that ``torch.jit.trace`` records (the watch's own tensor arithmetic would join the traced graph)."""
+    return torch._C._current_graph_task_id() != -1 or torch._C._get_tracing_state() is not None
 
 
 def detachable(fn: Callable[..., Any]) -> Detachable:

@@ -35,7 +35,7 @@ from torchwitness.probes.audit_log import AuditLog
 from torchwitness.probes.capture import MODE_SENSITIVE, PASSIVE, Capture, Facts
 from torchwitness.probes.config import resolve
 from torchwitness.probes.distributed import CrossRank
-from torchwitness.probes.hookref import ForwardTap, detachable
+from torchwitness.probes.hookref import ForwardTap, detachable, elsewhere
 from torchwitness.probes.inrange import SameInput
 from torchwitness.probes.lean import Lean
 from torchwitness.probes.lossspy import LossSpy, listen, refresh, unlisten
@@ -256,9 +256,8 @@ class Watch(BetweenAudits, Capture, StepUpdate):
     def _root_pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         # Not @guarded: this hook runs at every step, where each Python frame is a measurable part of the cost.
         try:
-            # begin_forward() already opened this forward (and its spy listens on); or a forward that activation
-            # checkpointing runs again inside backward: not a forward of the loop's
-            if self._external_forward or torch._C._current_graph_task_id() != -1:
+            # begin_forward() already opened this forward (and its spy listens on), or not a forward of the loop's
+            if self._external_forward or elsewhere():
                 return
             if self._spy is not None:
                 self._spy_stop()
@@ -299,7 +298,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
 
     @_guarded
     def _root_post(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        if self._external_forward or torch._C._current_graph_task_id() != -1:
+        if self._external_forward or elsewhere():
             return
         w = self._window
         if w is None or not w.forwards or not torch.is_grad_enabled():
