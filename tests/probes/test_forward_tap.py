@@ -103,6 +103,7 @@ def test_two_watches_closed_in_any_order_leave_the_model_clean(tmp_path) -> None
             for i in order:
                 watches[i].close()
         assert not [k for k in vars(model) if "torchwitness" in k or k in ("forward", "__getstate__")]
+        assert not _get_current_function_mode_stack()  # each watch's spy left, whichever closed first
 
 
 def test_a_watched_model_can_be_traced(tmp_path) -> None:

@@ -88,12 +88,22 @@ class LossSpy(TorchFunctionMode):
         return bool(stack) and stack[-1] is self
 
     def stop(self) -> None:
-        """Leave the mode stack; if user code pushed a mode above ours and kept it, only stop listening."""
+        """Leave the mode stack, from under any mode pushed above ours since (another watch's spy, the user's):
+        left in the stack, an idle spy would still see every torch call of the process."""
         self.active = False
         self._computed.clear()
         self._constant.clear()
-        if self.on_top():
+        stack = torch.overrides._get_current_function_mode_stack()
+        if not any(m is self for m in stack):
+            return
+        if stack[-1] is self:
             self.__exit__(None, None, None)
+            return
+        above = []
+        while (top := torch._C._pop_torch_function_stack()) is not self:
+            above.append(top)
+        for mode in reversed(above):
+            torch._C._push_on_torch_function_stack(mode)
 
 
 # ---- between audits: a tap on Tensor.backward and the functional losses (no function mode) ---------------------
