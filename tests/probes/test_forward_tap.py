@@ -114,3 +114,28 @@ def test_a_watched_model_can_be_traced(tmp_path) -> None:
         traced = torch.jit.trace(model, torch.ones(2, 8))
         assert torch.equal(traced(torch.ones(2, 8)), model(torch.ones(2, 8)))
         assert not watch.errors
+
+
+def test_per_sample_gradients_under_torch_func_are_left_alone(tmp_path) -> None:
+    # vmap(grad(...)) over functional_call: the forwards run on batched wrappers the watch cannot read; they
+    # are seen (no "forward never ran" warning) and not judged (no watch error).
+    from torch.func import functional_call, grad, vmap
+
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def loss_of(params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(model, params, (x[None],)), y[None])
+
+    with tw.Run(tmp_path / "r") as run:
+        watch = run.watch(model, opt, every_n_steps=1)
+        for _ in range(6):
+            x, y = torch.randn(8, 8), torch.randint(0, 3, (8,))
+            params = {k: v.detach() for k, v in model.named_parameters()}
+            g = vmap(grad(loss_of), in_dims=(None, 0, 0))(params, x, y)
+            for k, p in model.named_parameters():
+                p.grad = g[k].mean(0)
+            opt.step()
+        assert not watch.errors
+        watch.close()
+        assert "TW412" not in {f.rule_id for f in run.findings()}

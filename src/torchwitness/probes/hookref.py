@@ -41,9 +41,16 @@ class Detachable(functools.partial):
 
 
 def elsewhere() -> bool:
-    """A forward the loop did not make: one that activation checkpointing runs again inside backward, or one
-    that ``torch.jit.trace`` records (the watch's own tensor arithmetic would join the traced graph)."""
-    return torch._C._current_graph_task_id() != -1 or torch._C._get_tracing_state() is not None
+    """A forward the watch must leave alone: one that activation checkpointing runs again inside backward, one
+    that ``torch.jit.trace`` records (the watch's own tensor arithmetic would join the traced graph), or one
+    under ``torch.func`` transforms (per-sample gradients: its tensors are batched wrappers)."""
+    return torch._C._current_graph_task_id() != -1 or torch._C._get_tracing_state() is not None \
+        or transformed()
+
+
+def transformed() -> bool:
+    """Running under ``torch.func`` transforms (``vmap``, ``grad``)."""
+    return torch._C._are_functorch_transforms_active()
 
 
 def detachable(fn: Callable[..., Any]) -> Detachable:

@@ -35,7 +35,7 @@ from torchwitness.probes.audit_log import AuditLog
 from torchwitness.probes.capture import MODE_SENSITIVE, PASSIVE, Capture, Facts
 from torchwitness.probes.config import resolve
 from torchwitness.probes.distributed import CrossRank
-from torchwitness.probes.hookref import ForwardTap, detachable, elsewhere
+from torchwitness.probes.hookref import ForwardTap, detachable, elsewhere, transformed
 from torchwitness.probes.inrange import SameInput
 from torchwitness.probes.lean import Lean
 from torchwitness.probes.lossspy import LossSpy, listen, refresh, unlisten
@@ -258,6 +258,9 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         try:
             # begin_forward() already opened this forward (and its spy listens on), or not a forward of the loop's
             if self._external_forward or elsewhere():
+                if transformed():  # a forward of the loop's (per-sample gradients), not readable: seen, not judged
+                    self._modes_seen |= 1
+                    self.history.notes["transformed_forwards"] = True
                 return
             if self._spy is not None:
                 self._spy_stop()

@@ -274,7 +274,8 @@ def no_forward_seen(v: StepView) -> Iterator[Finding]:
     in the loop. Fix: wrap the parts in one module and call it.
     """
     h = v.history
-    if h.audited and not h.counters.get("training_forwards"):
+    # Forwards under torch.func transforms (per-sample gradients) ran, but their tensors cannot be read.
+    if h.audited and not h.counters.get("training_forwards") and not h.notes.get("transformed_forwards"):
         yield Finding.of("TW412", "model", f"no forward of the watched {type(v.watch.model).__name__} was seen in "
                          f"{h.audited} audited steps of {v.step}", step=v.step)
 
