@@ -3,9 +3,10 @@
 Steps are counted by the optimizer's step post-hook (or, without an optimizer, by training forwards). Step
 ``k`` is audited when ``k < first_steps``, ``k % every_n_steps == 0``, or, for sparse sampling, ``k`` is a
 multiple of CLOSE_GAP below CLOSE_WATCH. Per-module hooks exist only while an audited step is being collected;
-between audited steps the only hooks left are the root module's forward pre-hook, the optimizer's step
-post-hook and the loss hook (a loss module's; without one, a tap on ``Tensor.backward`` keeps a detached
-reference to the loss, see :mod:`torchwitness.probes.lossspy`), and the sentinels hold references (no kernel).
+between audited steps what is left is a tap on the root's forward
+(:class:`~torchwitness.probes.hookref.ForwardTap`), the optimizer's step post-hook and the loss hook (a loss
+module's; without one, a tap on ``Tensor.backward`` keeps a detached reference to the loss, see
+:mod:`torchwitness.probes.lossspy`), and the sentinels hold references (no kernel).
 On an audited step every probe computes on the device and the host receives one batched transfer when the step
 ends.
 
@@ -156,8 +157,8 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._rules = {event: [(r.id, r.check) for r in rules if event in r.when]
                        for event in ("init", "step", "eval", "close")}
         self._rules["light"] = [(r.id, r.check) for r in rules if "step" in r.when and not r.statistical]
-        # Between audits a step meets two hooks (the root's forward pre-hook, the optimizer's post-hook) and the
-        # backward tap; the root's forward post-hook and the step pre-hook join them on audited steps only.
+        # Between audits a step meets the forward tap, the optimizer's post-hook and the backward tap; the root's
+        # forward post-hook and the step pre-hook join them on audited steps only.
         # A forward pre-hook only where the instance's forward cannot be tapped: a compiled module, and where
         # DataParallel could replicate it (a replica copies the instance's dict, with a method bound to this one).
         hooked = self.compiled or torch.cuda.device_count() > 1
