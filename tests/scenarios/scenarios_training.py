@@ -222,3 +222,31 @@ def sgd_rate_ten_times_too_high(run: tw.Run) -> None:
         opt.zero_grad()
         F.cross_entropy(model(x[i]), y[i]).backward()
         opt.step()
+
+
+class _AuxHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(10, 32), nn.ReLU())
+        self.main, self.aux = nn.Linear(32, 3), nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.body(x)
+        return self.main(z), self.aux(z)
+
+
+@bug("TW109")
+def labels_shuffled_with_an_auxiliary_head(run: tw.Run) -> None:
+    """Labels permuted apart from the inputs, trained through a main and an auxiliary head on the same targets
+    (two loss calls of one kind per step, summed): the loss stays at chance all the same."""
+    x, y = blobs()
+    y = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(3))]
+    model = _AuxHeads()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    run.watch(model, opt, **WATCH)
+    for step in range(80):
+        idx = torch.arange(step * 64, step * 64 + 64) % len(x)
+        main, aux = model(x[idx])
+        opt.zero_grad()
+        (nn.functional.cross_entropy(main, y[idx]) + 0.3 * nn.functional.cross_entropy(aux, y[idx])).backward()
+        opt.step()

@@ -257,8 +257,6 @@ class History:
         h.audited += 1
         if "losses" in data:
             h.losses.extend(zip(loss_steps, data["losses"], strict=True))
-        if view.extra.get("more_losses"):
-            h.notes["several_losses"] = True
         if "eval_rows" in data:
             rows = [int(fp) for fp in data["eval_rows"]]
             h.eval_rows.update(rows)
@@ -270,6 +268,12 @@ class History:
             h.train_rows.update(view.row_fps)
         if "hist" in data:  # the last bin counts the ids outside the head (ignore indices, bad labels)
             h.add_hist([*data["hist"], view.extra["hist_labels"] - sum(data["hist"])])
+            more = data.get("hist_more")
+            if more is not None and more != [view.extra["more_calls"] * c for c in data["hist"]]:
+                # Later loss calls of the step on other targets (a GAN's real then fake labels): their labels
+                # count, and the loss given to backward may sum the calls, so no one chance level holds.
+                h.add_hist([*more, view.extra["more_labels"] - sum(more)])
+                h.notes["several_losses"] = True
         if "moments" in data:
             shape = view.extra.get("moment_shape")
             if h.moments is None or h.moment_shape != shape:

@@ -164,17 +164,24 @@ class Window:
             self._add_moments(x, onehot[:, 1:] if num_classes == 2 else onehot, "classes")
 
     def more_targets(self, kind: str, x: Any, t: Any) -> None:
-        """Another loss call of the step, of the kind of the first, with targets of its own (a GAN's discriminator
-        meets the real batch's, then the fake batch's): their class counts join the step's."""
+        """Another loss call of the step, of the kind of the first (a GAN's discriminator meets the real batch's
+        targets, then the fake batch's): its class counts, for History.absorb to add when they differ."""
         if not self.statistics or self.loss is None or kind != self.loss.kind or not isinstance(t, torch.Tensor) \
                 or "hist_labels" not in self.extra:
             return
         c = x.shape[1] if kind in _CLASS_LOSSES and isinstance(x, torch.Tensor) and x.ndim >= 2 else None
         labels, num_classes = _labels(t, c, kind in _BINARY_LOSSES)
-        self.extra["more_losses"] = True  # the loss given to backward may sum them: no one chance level
-        if labels is not None and num_classes == self.num_classes:
-            self.pack.accumulate("hist", stats.class_histogram(labels, num_classes))
-            self.extra["hist_labels"] += labels.numel()
+        if labels is None or num_classes != self.num_classes:
+            return
+        # Kept apart until the host sees them: the same targets again (auxiliary heads, deep supervision) leave
+        # the counts as they are (History.absorb).
+        hist = stats.class_histogram(labels, num_classes)
+        if "more_calls" in self.extra:
+            self.pack.accumulate("hist_more", hist)
+        else:
+            self.pack.add("hist_more", hist)
+        self.extra["more_calls"] = self.extra.get("more_calls", 0) + 1
+        self.extra["more_labels"] = self.extra.get("more_labels", 0) + labels.numel()
 
     def _add_moments(self, x: torch.Tensor, cols: torch.Tensor, kind: str) -> None:
         self.pack.add("moments", stats.label_moments(x, cols))
