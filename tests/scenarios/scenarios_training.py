@@ -250,3 +250,21 @@ def labels_shuffled_with_an_auxiliary_head(run: tw.Run) -> None:
         opt.zero_grad()
         (nn.functional.cross_entropy(main, y[idx]) + 0.3 * nn.functional.cross_entropy(aux, y[idx])).backward()
         opt.step()
+
+
+@bug("TW412")
+def a_copy_trained_in_place_of_the_watched_model(run: tw.Run) -> None:
+    """The watched model and its optimizer are set up, then a deep copy is trained with an optimizer of its own:
+    the watched model never runs and its optimizer never steps."""
+    import copy
+
+    x, y = blobs()
+    model = mlp()
+    run.watch(model, torch.optim.Adam(model.parameters(), 1e-3), **WATCH)
+    twin = copy.deepcopy(model)
+    opt = torch.optim.Adam(twin.parameters(), 1e-3)
+    for step in range(30):
+        idx = torch.arange(step * 32, step * 32 + 32) % len(x)
+        opt.zero_grad()
+        nn.functional.cross_entropy(twin(x[idx]), y[idx]).backward()
+        opt.step()

@@ -134,6 +134,8 @@ def _tapped_backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
     for listener in _LISTENERS:
         if listener.tapping:
             listener.tap_backward(self)
+        else:  # not after a forward of its model (an audited step's spy sees its own, or another model trains)
+            listener.backward_elsewhere += 1
     out = _ORIGINALS["backward"](self, *args, **kwargs)
     for listener in _LISTENERS:
         if listener._spy is not None:

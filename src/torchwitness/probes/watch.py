@@ -141,6 +141,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         # and step notes the loss given to backward on every step (a detach; no kernel, no sync).
         self._spy_every_step = not isinstance(loss_fn, torch.nn.Module) and not self.compiled
         self.tapping = False  # between audits, after a training forward: the loss tap reports to this watch
+        self.backward_elsewhere = 0  # backward calls the tap saw while not tapping (TW412: another model trained)
         self._zeroed = False  # this optimizer or model cleared gradients since the last step (TW304 asks)
         self._float_targets = False  # a loss call had a floating target: its tap stays between audits
         if not self.compiled:

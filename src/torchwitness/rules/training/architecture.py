@@ -262,22 +262,30 @@ def dead_filter_weights(v: StepView) -> Iterator[Finding]:
 
 @training_rule("TW412", when="close", name="no-forward-seen", title="The watched model's forward never ran",
                severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
-               remediation="Call the watched module itself (model(x)) rather than its submodules, watch the module "
-                           "whose forward the loop calls, or bracket the forward with watch.begin_forward(...) and "
+               remediation="Train the watched model (or watch the one the loop trains: a copy made by deepcopy or "
+                           "a reload is another model), or bracket the forward with watch.begin_forward(...) and "
                            "watch.end_forward(output).")
 def no_forward_seen(v: StepView) -> Iterator[Finding]:
-    """Optimizer steps were audited but not one saw a training forward of the watched model: the loop calls its
-    submodules directly (a ``ModuleDict`` of parts, say), so the checks of inputs, activations, the loss call
-    and stale gradients never ran; gradients and the loss history were judged all the same.
+    """Optimizer steps were audited but not one saw a training forward of the watched model (the loop trains a
+    copy of it with the watched optimizer, say), so the checks of inputs, activations, the loss call and stale
+    gradients never ran; gradients and the loss history were judged all the same. Also reported when backward
+    ran three times or more but the watched model never ran and the watched optimizer never stepped: another
+    model was trained in its place. A loop that calls the model's parts is audited through them instead.
 
-    Example: ``run.watch(parts, opt)`` with ``parts = nn.ModuleDict(...)`` and ``parts["head"](parts["body"](x))``
-    in the loop. Fix: wrap the parts in one module and call it.
+    Example: ``twin = copy.deepcopy(model)`` trained in the loop after ``run.watch(model, opt)``. Fix: train the
+    watched model, or watch the one trained.
     """
     h = v.history
     # Forwards under torch.func transforms (per-sample gradients) ran, but their tensors cannot be read.
-    if h.audited and not h.counters.get("training_forwards") and not h.notes.get("transformed_forwards"):
+    if h.counters.get("training_forwards") or h.notes.get("transformed_forwards"):
+        return
+    if h.audited:
         yield Finding.of("TW412", "model", f"no forward of the watched {type(v.watch.model).__name__} was seen in "
                          f"{h.audited} audited steps of {v.step}", step=v.step)
+    elif v.step == 0 and v.watch.optimizer is not None and v.watch.backward_elsewhere >= 3:
+        yield Finding.of("TW412", "model", f"{v.watch.backward_elsewhere} backward calls ran, but the watched "
+                         f"{type(v.watch.model).__name__} never ran a training forward and the watched optimizer "
+                         "never stepped: another model (a copy of this one?) was trained in its place", step=0)
 
 
 @training_rule("TW450", when="init", name="cuda-unused", title="CUDA is available but the model is on CPU",
