@@ -99,3 +99,18 @@ def test_a_loop_that_calls_the_model_leaves_its_parts_alone(tmp_path) -> None:
             model(torch.randn(4, 8)).sum().backward()
             opt.step()
         assert watch._parts is None and "forward" not in model.body.__dict__
+
+
+def test_parts_taps_go_once_the_model_itself_is_called(tmp_path) -> None:
+    # A first step with no forward (opt.step() before the loop) takes the loop for one that calls the parts; the
+    # next forward of the model itself undoes that, so its children are not opened as forwards of their own.
+    model = Growing()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with tw.Run(tmp_path / "run") as run, run.watch(model, opt, every_n_steps=1) as watch:
+        opt.step()
+        assert watch._parts is not None
+        for _ in range(4):
+            opt.zero_grad()
+            model(torch.randn(4, 8)).sum().backward()
+            opt.step()
+        assert watch._parts is None and "forward" not in model.body.__dict__ and not watch.errors

@@ -154,7 +154,7 @@ class Capture:
     @guarded
     def _embedding_pre(self, module: torch.nn.Embedding, args: tuple) -> None:
         w = self._window
-        if w is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].numel():
+        if w is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].numel() or elsewhere():
             return
         name = self._names.get(id(module), "embedding")
         if f"ids/{name}" not in w.extra:
@@ -222,10 +222,18 @@ class Capture:
         if self._external_forward or not torch.is_grad_enabled():
             return
         try:
+            self._by_parts = True  # (for _root_pre, which begin_forward calls: this is not the model's own forward)
             self.begin_forward(*args, **kwargs)
             self._by_parts = self._external_forward
         except Exception as e:
+            self._by_parts = False
             self._internal_error("_part_called", e)
+
+    def _leave_parts(self) -> None:
+        """The model itself was called again: its parts are reached through it."""
+        for tap in self._parts or ():
+            tap.remove()
+        self._parts = None
 
     def _close_by_parts(self, output: Any) -> None:
         """The step's backward starts from ``output`` (the loss), or its optimizer step comes (``None``)."""

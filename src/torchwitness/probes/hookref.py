@@ -45,7 +45,7 @@ def elsewhere() -> bool:
     that ``torch.jit.trace`` records (the watch's own tensor arithmetic would join the traced graph), or one
     under ``torch.func`` transforms (per-sample gradients: its tensors are batched wrappers)."""
     return torch._C._current_graph_task_id() != -1 or torch._C._get_tracing_state() is not None \
-        or transformed()
+        or torch._C._are_functorch_transforms_active()  # (transformed() inlined: this runs at every step)
 
 
 def transformed() -> bool:

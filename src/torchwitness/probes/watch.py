@@ -264,6 +264,8 @@ class Watch(BetweenAudits, Capture, StepUpdate):
                     self._modes_seen |= 1
                     self.history.notes["transformed_forwards"] = True
                 return
+            if self._parts is not None and not self._by_parts:  # the model itself runs again: no more by parts
+                self._leave_parts()
             if self._spy is not None:
                 self._spy_stop()
             if not torch.is_grad_enabled():
@@ -480,10 +482,10 @@ class Watch(BetweenAudits, Capture, StepUpdate):
             self._spy_stop()
             unlisten(self)
             self._disarm()
-            for h in (*self._handles, *(self._parts or ())):
+            for h in self._handles:
                 h.remove()
             self._handles.clear()
-            self._parts = None
+            self._leave_parts()
             self.findings.summarise()
 
     def __enter__(self) -> Watch:
