@@ -392,7 +392,7 @@ import resource, signal, sys
 from torchwitness.errors import LedgerError
 from torchwitness.ledger import Ledger
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit then fail with EFBIG, as on a full disk
-ledger = Ledger.open(sys.argv[1], checkpoint_every=100, fsync="never")
+ledger = Ledger.open(sys.argv[1], checkpoint_every=100, fsync="never", queue_size=int(sys.argv[3]))
 limit = int(sys.argv[2])
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 last = None
@@ -407,9 +407,12 @@ print("never failed")
 """
 
 
-def test_full_disk_names_the_records_that_were_not_written(tmp_path: Path) -> None:
+# A queue of 2 keeps the appending thread waiting for room, holding the append lock, when the writer fails.
+@pytest.mark.parametrize("queue_size", [100_000, 2])
+def test_full_disk_names_the_records_that_were_not_written(tmp_path: Path, queue_size: int) -> None:
     root = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(root), str(64 * 1024)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(root), str(64 * 1024), str(queue_size)],
+                          capture_output=True,
                           text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr
     last_accepted, message = proc.stdout.splitlines()[:2]

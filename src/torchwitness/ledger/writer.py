@@ -127,7 +127,9 @@ class Ledger:
         self._idle = False
         self._stopping = False
         self._failed: BaseException | None = None
-        self._dying = False  # set before _failed, which the writer thread sets under the append lock
+        # The writer's error, set before _failed, which the writer thread sets under the append lock: a caller
+        # holding that lock while it waits for room names the failure itself (the writer cannot take the lock).
+        self._dying: BaseException | None = None
         self._closed = False
         self._cosigner = cosigner_for(layout, self.origin, witnesses, self.append)  # cosignatures of checkpoints
         self._thread = threading.Thread(target=self._run, name=f"torchwitness-writer-{self.run_id}", daemon=True)
@@ -255,16 +257,16 @@ class Ledger:
     def _enqueue(self, kind: str, step: int | None, payload: Any, deferred: bool, *, force: bool) -> int | None:
         ts = now_us()
         with self._lock:
-            if self._dying:
+            if self._dying is not None:
                 self._raise_stopped()
             if not force and len(self._queue) >= self._maxsize:
                 if self._on_full == "drop":
                     self._dropped += 1
                     return None
                 self._wake.set()
-                while len(self._queue) >= self._maxsize and not self._dying:
+                while len(self._queue) >= self._maxsize and self._dying is None:
                     time.sleep(0.0005)
-                if self._dying:
+                if self._dying is not None:
                     self._raise_stopped()
             seq = self._next_seq
             self._next_seq += 1
@@ -401,13 +403,16 @@ class Ledger:
                     self._wake.clear()
                     self._idle = False
         except BaseException as e:  # surfaced to the caller on its next append/flush/close
-            self._dying = True  # first, so a caller waiting for room in the queue (holding the lock) gives up
+            self._dying = e  # first, so a caller waiting for room in the queue (holding the lock) gives up
             with self._lock:  # no seq is handed out while the lost range is being named
-                self._failed = self._stopped_by(e)
+                if self._failed is None:
+                    self._failed = self._stopped_by(e)
             with self._cond:
                 self._cond.notify_all()
 
     def _raise_stopped(self) -> None:
+        if self._failed is None and self._dying is not None:  # called holding the append lock (see _dying)
+            self._failed = self._stopped_by(self._dying)
         raise LedgerError(f"the ledger writer stopped: {self._failed or 'it failed writing'}") from self._failed
 
     def _stopped_by(self, error: BaseException) -> BaseException:
