@@ -101,6 +101,14 @@ def target_column_left_in_features(run: tw.Run) -> None:
     fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=5)
 
 
+# (scenario, sampling) -> why the watch misses it (strict xfail in test_scenarios.py).
+KNOWN_MISSES: dict[tuple[str, str], str] = {
+    ("rare_positive_class", "default"): "its 5 audited steps hold 5 positives in 160 labels: a binomial test "
+    "of a ratio over 20:1 gives p = 0.22, the same evidence as one minority label in 64 of a real 17:1 split "
+    "(a healthy control); every step sees 192 labels by step 5 and names it",
+}
+
+
 @bug("TW210")
 def rare_positive_class(run: tw.Run) -> None:
     x = torch.randn(1000, 10)

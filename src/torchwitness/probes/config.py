@@ -24,7 +24,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "dead_fraction": 0.5,  # share of units that are zero for the whole batch
     "min_units": 8,  # layers narrower than this are not judged for dead units
     "collapse_ratio": 1e-4,  # per-unit spread over the batch relative to magnitude
-    "imbalance_ratio": 15.0,  # most / least frequent class
+    "imbalance_ratio": 20.0,  # most / least frequent class (a minority under ~5 % of a binary task)
     "imbalance_min_labels": 40,  # labels seen before judging imbalance (and at least 20 per class)
     "tiny_batch": 8,  # batch size below which BatchNorm statistics are noise
     "leak_corr": 0.995,  # |correlation| of a feature with a label that means the label leaks into the input
