@@ -46,8 +46,6 @@ _MISSES = {
     "most frequent id; a Zipf head (id 0) outnumbers it here, so nothing is reported",
     "pixels_divided_by_255_twice": "TW203 looks only for inputs too large (|x| > 100), not for pixels in "
     "[0, 0.004]; the dead filters they cause (TW404) become the root",
-    "raw_mixed_scale_features_into_batchnorm": "TW203 flags raw units (|x| ~ 300) that a BatchNorm1d at the "
-    "network's input normalises anyway",
 }
 KNOWN_MISSES: dict[tuple[str, str], str] = {(name, mode): why for name, why in _MISSES.items()
                                             for mode in ("default", "every-step")}

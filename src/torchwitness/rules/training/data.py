@@ -18,6 +18,8 @@ DATA = ("EU-AI-Act:Art.10(2)(f)", "EU-AI-Act:Art.15")
 BIAS = ("EU-AI-Act:Art.10(2)(f)", "EU-AI-Act:Art.10(2)(g)")
 _COLLAPSE_PER_STEP = 16  # labels an audited step needs for "all one class" to mean something
 _MASK52 = (1 << 52) - 1
+# Layers that standardise what they are given: raw units fed straight into one are normalised by the model.
+_NORMS = (torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.RMSNorm)
 
 
 @training_rule("TW201", when="step", name="nonfinite-input", title="Inputs contain NaN or Inf",
@@ -79,8 +81,15 @@ def input_scale(v: StepView) -> Iterator[Finding]:
     """A floating input has values beyond ``input_abs_max`` (100): raw pixels (0-255) or raw units (income in
     dollars) slow training and can make it diverge.
 
+    Not reported when the forward's first layer is a normalisation layer (a BatchNorm1d in front of raw
+    features): the model standardises them itself.
+
     Example: ``x = torch.tensor(images, dtype=torch.float32)`` from uint8 images. Fix: ``x / 255``.
     """
+    # Modules are in the order their forwards ended: the first leaf is the first layer the input met.
+    first = next((m.module for m in v.modules.values() if not any(True for _ in m.module.children())), None)
+    if isinstance(first, _NORMS):
+        return
     for i, t in enumerate(v.inputs):
         s = t.stats
         if not t.floating or s is None or t.nonfinite or (i and t.additive_mask):
