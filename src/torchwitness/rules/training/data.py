@@ -90,15 +90,24 @@ def input_scale(v: StepView) -> Iterator[Finding]:
     first = next((m.module for m in v.modules.values() if not any(True for _ in m.module.children())), None)
     if isinstance(first, _NORMS):
         return
+    notes = v.history.notes
+    clean = notes.get("TW203:clean", -1)
+    notes["TW203:clean"] = v.step
     for i, t in enumerate(v.inputs):
         s = t.stats
         if not t.floating or s is None or t.nonfinite or (i and t.additive_mask):
             continue
         peak = max(abs(s["min"]), abs(s["max"]))
         if peak > v.threshold("input_abs_max"):
+            notes["TW203:clean"] = clean
             moments = f" (mean {s['mean']:.3g}, std {s['std']:.3g})" if "std" in s else ""
-            yield Finding.of("TW203", f"input:{t.name}", f"input {t.name} reaches |x| = {peak:.4g}{moments}",
-                             step=v.step)
+            # Seen at a sampled audit; the loss's one-step jump since the last audit that saw the inputs in range
+            # (TW108) is when such a batch first came: the finding starts there and explains that jump.
+            jump = notes.get("TW108:jump")
+            since = f", first at step {jump}, where the loss jumped" if jump is not None and clean < jump < v.step \
+                else ""
+            yield Finding.of("TW203", f"input:{t.name}", f"input {t.name} reaches |x| = {peak:.4g}{moments}{since}",
+                             step=jump if since else v.step)
 
 
 @training_rule("TW204", when="step", name="flat-input", title="Input is constant across the batch",

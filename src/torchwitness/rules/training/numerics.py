@@ -300,6 +300,8 @@ def loss_divergence(v: StepView) -> Iterator[Finding]:
             if since is not None and since < step else ""
         notes["TW108:began"] = since if began else step
         jump = loss_jump(history, step) if not began else None
+        if jump is not None:  # the step the batch changed: an input rule that sees it later dates it there
+            notes["TW108:jump"] = jump[0]
         data = f": it jumped in one step from a settled {jump[1]:.3g} to {jump[2]:.3g} at step {jump[0]}, which the " \
             "weights of the step before cannot do; a batch unlike the earlier ones (targets or inputs in other " \
             "units, a second data source) made it, not the learning rate" if jump is not None else ""
