@@ -40,8 +40,6 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 # (scenario name, "default" | "every-step") -> why the auditor misses it, or flags a control (strict xfail in
 # test_scenarios.py). Found on this module's first run, before any rule was read; left for the auditor to fix.
 _MISSES = {
-    "rare_ids_clamped_into_last_row_lstm": "the clamp's pile on the last row is looked for only when it is the "
-    "most frequent id; a Zipf head (id 0) outnumbers it here, so nothing is reported",
     "pixels_divided_by_255_twice": "TW203 looks only for inputs too large (|x| > 100), not for pixels in "
     "[0, 0.004]; the dead filters they cause (TW404) become the root",
 }

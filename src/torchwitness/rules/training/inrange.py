@@ -20,12 +20,17 @@ _HEAD = 8  # the numbers token_probe puts before its histogram
 
 def _pile(name: str, values: list[float], vocab: int, padding: int | None, ndim: int, per_token: bool) -> str | None:
     top, second, top_id, runs, rows, ends, column, n = values[:_HEAD]
+    end = None if per_token or padding == vocab - 1 else _end_pile(values[_HEAD:], top, int(top_id), vocab)
+    if end is not None and int(top_id) != vocab - 1 and n >= 256 and end >= 0.03 * n:
+        # A clamp of a vocabulary with a heavy head: its pile on the last row need not outnumber the head.
+        return f"{end / n:.0%} of the ids fed to {name} are the table's last id {vocab - 1}, 50x or more the ids " \
+               "around it: ids clamped into the table, or unknown tokens mapped to one id"
     # A clamp piles the ids past the table onto its last row (or negative ones onto row 0): there, a third of
     # the runner-up's lead is enough (natural token frequencies fall off gently: the top id is about twice the
     # next); anywhere else the pile must stand ten times above the next id.
     lead = 3 if int(top_id) in (0, vocab - 1) else 10
-    if n < 256 or top < 20 or top < 0.03 * n or (top < lead * max(second, 1) and not (
-            not per_token and _towers_over_its_end(values[_HEAD:], top, int(top_id), vocab))):
+    towers = end is not None and int(top_id) == vocab - 1
+    if n < 256 or top < 20 or top < 0.03 * n or (top < lead * max(second, 1) and not towers):
         return None
     if padding is not None and int(top_id) == padding:
         return None
@@ -38,14 +43,19 @@ def _pile(name: str, values: list[float], vocab: int, padding: int | None, ndim:
            "most frequent id): ids clamped into the table, or unknown tokens mapped to one id"
 
 
-def _towers_over_its_end(hist: list[float], top: float, top_id: int, vocab: int) -> bool:
-    """The table's last id holds 50x the ids around it (its histogram bin and the one before): a clamp of a
-    vocabulary with a heavy head, whose pile need not outnumber the most frequent real token. Not judged for
-    token-level targets (masked or next-token prediction), where a mask token may sit at the table's end."""
-    if top_id != vocab - 1 or vocab < 4 * FOLD_BINS:
-        return False
-    around = (hist[-1] - top + hist[-2]) / (2 * vocab / FOLD_BINS - 1)
-    return top >= 50 * max(around, 0.5)
+def _end_pile(hist: list[float], top: float, top_id: int, vocab: int) -> float | None:
+    """The ids piled on the table's last row when it holds 50x the ids around it (per id, its histogram bin and
+    the one before), else None: a clamp of a vocabulary with a heavy head, whose pile need not outnumber the most
+    frequent real token. Not judged for token-level targets (masked or next-token prediction), where a mask
+    token may sit at the table's end, nor where the last row is the padding row."""
+    if vocab < 4 * FOLD_BINS:
+        return None
+    per_bin = vocab / FOLD_BINS
+    if top_id == vocab - 1:
+        pile, around = top, (hist[-1] - top + hist[-2]) / (2 * per_bin - 1)
+    else:  # the last bin is the pile (its few other ids hold the tail's density, a rounding error next to it)
+        pile, around = hist[-1], hist[-2] / per_bin
+    return pile if pile >= 50 * max(around, 0.5) else None
 
 
 def _fold(hist: list[float]) -> str | None:
@@ -76,9 +86,9 @@ def _fold(hist: list[float]) -> str | None:
 def token_ids_piled(v: StepView) -> Iterator[Finding]:
     """The ids fed to an ``nn.Embedding`` are all valid, yet one id takes at least 3% of them and ten times
     the next most frequent id (three times, when it is the table's first or last row, where a clamp piles
-    them; or, with one label per sequence, fifty times the ids around the last row), not the padding index,
-    not padding in one run at either end of each row, not a token at a fixed position such as BOS, on two
-    audited steps: ids were clamped into the table
+    them; or, with one label per sequence, a last row holding fifty times the ids around it, even under a
+    heavy head of real tokens), not the padding index, not padding in one run at either end of each row, not a
+    token at a fixed position such as BOS, on two audited steps: ids were clamped into the table
     (``ids.clamp(max=V - 1)``) or unknown tokens all map to one id. Or, over the audited batches, the id density
     has a step, flat on both sides, with the first part of the table at least 1.4x as dense: ids wrapped into the
     table (``ids % V``).
