@@ -20,6 +20,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "chance_margin": 0.03,  # loss within this fraction of the chance-level loss counts as "at chance"
     "chance_min_steps": 20,  # steps of history before judging a loss stuck at chance (confidence stated)
     "input_abs_max": 100.0,  # largest |input| of a normalised floating input
+    "input_abs_min": 1e-2,  # a non-constant floating input peaking below this was scaled down twice
     "flat_std": 1e-7,  # range (max - min) of a flat (constant) input
     "dead_fraction": 0.5,  # share of units that are zero for the whole batch
     "min_units": 8,  # layers narrower than this are not judged for dead units

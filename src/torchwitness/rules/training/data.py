@@ -79,7 +79,8 @@ def nonfinite_target(v: StepView) -> Iterator[Finding]:
                            "scale images to [0, 1] (divide uint8 pixels by 255).", statistical=True)
 def input_scale(v: StepView) -> Iterator[Finding]:
     """A floating input has values beyond ``input_abs_max`` (100): raw pixels (0-255) or raw units (income in
-    dollars) slow training and can make it diverge.
+    dollars) slow training and can make it diverge. Or, not constant, it never reaches ``input_abs_min`` (0.01):
+    scaled down twice (pixels divided by 255 again), its signal hardly moves the first layer.
 
     Not reported when the forward's first layer is a normalisation layer (a BatchNorm1d in front of raw
     features): the model standardises them itself.
@@ -108,6 +109,10 @@ def input_scale(v: StepView) -> Iterator[Finding]:
                 else ""
             yield Finding.of("TW203", f"input:{t.name}", f"input {t.name} reaches |x| = {peak:.4g}{moments}{since}",
                              step=jump if since else v.step)
+        elif 0 < peak < v.threshold("input_abs_min") and s["min"] < s["max"]:  # a constant one is TW204's
+            notes["TW203:clean"] = clean
+            yield Finding.of("TW203", f"input:{t.name}", f"input {t.name} peaks at |x| = {peak:.3g}: far below unit "
+                             "scale, as if scaled twice (pixels divided by 255 again)", step=v.step)
 
 
 @training_rule("TW204", when="step", name="flat-input", title="Input is constant across the batch",
