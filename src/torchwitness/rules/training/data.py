@@ -411,7 +411,11 @@ IMBALANCE_ALPHA = 0.2
 
 def _at_most(k: int, n: int, p: float) -> float:
     """P(X <= k) for X ~ Binomial(n, p), summed in log space (k is a minority count: a few hundred terms at most
-    before the sum is settled; scipy is not a dependency of the core)."""
+    before the sum is settled; scipy is not a dependency of the core).
+
+    >>> round(_at_most(1, 58, 1 / 21), 2), round(_at_most(0, 2, 0.5), 2)
+    (0.23, 0.25)
+    """
     total = 0.0
     for i in range(min(k, n) + 1):
         total += math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p)
