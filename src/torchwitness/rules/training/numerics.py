@@ -264,8 +264,8 @@ _JUMP_REACH = 1024  # losses looked back through for it (they reach the history 
                remediation="Lower the learning rate (often by 10x), add warm-up or gradient clipping.",
                statistical=True)
 def loss_divergence(v: StepView) -> Iterator[Finding]:
-    """The loss climbed to ``divergence_factor`` (3) times its early level, the median of its first three values
-    (the model as initialised; a lucky first batch does not set the bar), judged on medians of three consecutive
+    """The loss climbed to ``divergence_factor`` (3) times its early level, the median of its first five values
+    (the model as initialised; a few lucky first batches do not set the bar), judged on medians of three consecutive
     values, so one noisy batch does not count, or turned
     non-finite after starting finite: the learning rate is too high for this model and data. A loss that spikes
     and comes back down is reported too: the spike usually leaves dead units behind.
@@ -276,8 +276,8 @@ def loss_divergence(v: StepView) -> Iterator[Finding]:
     if len(history) < 6 or notes.get("TW108"):
         return
     base = notes.get("TW108:base")
-    if base is None:  # fixed once: the first three losses are held at any audit with six (history.start is 0)
-        early = [history[i][1] for i in range(history.start, history.start + 3)]
+    if base is None:  # fixed once: the first five losses are held at any audit with six (history.start is 0)
+        early = [history[i][1] for i in range(history.start, history.start + 5)]
         base = notes["TW108:base"] = _median(early) if all(map(math.isfinite, early)) else history.first[1]
     if not math.isfinite(base) or base <= 0 or not math.isfinite(history.first[1]):
         return
