@@ -65,7 +65,7 @@ CLOSE_WATCH, CLOSE_GAP = 64, 8
 # Sparse sampling past CLOSE_WATCH: the first audit is statistical, the next ones at least SPARSE_STATISTICS steps
 # apart (lean between): a statistical audit costs a small model's step ~2 ms, one in 100 steps ~2 % by itself,
 # while the non-finite sentinels, loss history and gradient norms still come at every audit.
-SPARSE_STATISTICS = 256
+SPARSE_STATISTICS = 512
 
 
 def _is_compiled(model: torch.nn.Module) -> bool:
