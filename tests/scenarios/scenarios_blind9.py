@@ -33,12 +33,7 @@ from torch.nn.utils import prune
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 # (scenario, sampling) -> why the watch misses it (a bug) or flags it (a control), at torch seed 0
-KNOWN_MISSES: dict[tuple[str, str], str] = {
-    ("hf_regressor_sgd_rate_copied_from_adam_sweep", "default"):
-        "TW403 (95% of body.3 dead at step 16) is a second root: the rate killed those units at steps 5-8 (updates "
-        "0.2-0.28x the weights' norm, the loss bouncing 0.4 -> 16), but audits at 0-4, 8, 16 date TW307 only at "
-        "step 24, and TW108 blames 'a batch unlike the earlier ones' for the jump at step 22",
-}
+KNOWN_MISSES: dict[tuple[str, str], str] = {}  # its one first-run miss (default sampling) is fixed
 
 
 # ---- shared pieces ---------------------------------------------------------------------------------------------

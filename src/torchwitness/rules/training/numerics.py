@@ -299,7 +299,8 @@ def loss_divergence(v: StepView) -> Iterator[Finding]:
         began = f" (updates over {LARGE_UPDATE_SHARE:g}x their weights' norm from step {since})" \
             if since is not None and since < step else ""
         notes["TW108:began"] = since if began else step
-        jump = loss_jump(history, step) if not began else None
+        # Not a batch's doing while updates stay far above a healthy run's (TW307's streak): the rate's.
+        jump = loss_jump(history, step) if not began and "TW307:since" not in notes else None
         if jump is not None:  # the step the batch changed: an input rule that sees it later dates it there
             notes["TW108:jump"] = jump[0]
         data = f": it jumped in one step from a settled {jump[1]:.3g} to {jump[2]:.3g} at step {jump[0]}, which the " \

@@ -266,6 +266,10 @@ def _frozen_still_stepped(v: StepView) -> Iterator[Finding]:
                          "zero_grad(set_to_none=False)) and momentum or weight decay: each step keeps moving them")
 
 
+# TW307 dates itself from a streak of large updates that lasts while they stay over this share of
+# update_ratio_max ("TW307:since"): ten times a healthy run's (~1e-3 to 1e-2), and what a too-high rate's updates
+# shrink to once the units they killed pass no gradient. "TW307:large" (TW108's start) ends below the large share.
+_KEEP_SHARE = 0.1
 _SETTLE_RATIO = 0.2  # |update| / |weight| per step that a healthy run (~1e-3 to 1e-2) does not hold for long
 
 
@@ -304,7 +308,7 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
     zero_start = notes.setdefault("TW307:zero_start", set())
     seen = notes.setdefault("TW307:seen", set())
     limit = v.threshold("update_ratio_max")
-    large = False
+    large = kept = False
     largest = max((p.update_ratio for p in v.params if p.update_ratio is not None and len(p.shape) >= 2
                    and p.name not in zero_start and p.weight_norm > 1e-12), default=None)
     ratios = notes.setdefault("TW307:ratios", [])
@@ -319,20 +323,25 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
         if r is None or len(p.shape) < 2 or p.name in zero_start or not p.weight_norm > 1e-12:
             continue
         large = large or r >= _LARGE_SHARE * limit
+        kept = kept or r >= _KEEP_SHARE * limit
         if r >= limit:
             notes.setdefault("TW307", v.step)
             # Dated from the unbroken run of audited steps whose updates were already a large share of the weights:
             # those steps are what killed units or blew up activations, found on the forwards that followed.
-            since = notes.get("TW307:large", v.step)
-            streak = f" (updates over {_LARGE_SHARE:g}x their weights' norm since step {since})" if since < v.step \
+            since = notes.get("TW307:since", v.step)
+            streak = f" (updates over {_KEEP_SHARE:g}x their weights' norm since step {since}, over " \
+                f"{_LARGE_SHARE:g}x there)" if since < v.step \
                 else ""
             size = f"{r:.3g}x its norm" if math.isfinite(r) else "non-finite (the weights overflowed)"
             yield Finding.of("TW307", p.name, f"update of {p.name} is {size} at step {v.step}{streak}", step=since)
             return
     if large:
         notes.setdefault("TW307:large", v.step)
+        notes.setdefault("TW307:since", v.step)
     else:
         notes.pop("TW307:large", None)
+        if not kept:
+            notes.pop("TW307:since", None)
 
 
 def _large_updates_without_progress(v: StepView) -> Iterator[Finding]:
