@@ -25,7 +25,9 @@ from torch.optim.swa_utils import SWALR, AveragedModel
 from torch.utils.checkpoint import checkpoint
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
-# scenario name -> a number showing the bug's harm or the control's learning (filled by each run)
+# scenario name -> a number showing the bug's harm or the control's learning, filled only when MEASURE is on
+# (the check without the watch): measuring evaluates on the training data, which is no part of the scenario
+MEASURE = False
 OUTCOME: dict[str, float] = {}
 # (scenario, sampling) -> why the watch misses it or flags it (filled after the first scored run)
 KNOWN_MISSES: dict[tuple[str, str], str] = {}
@@ -76,6 +78,8 @@ def _distil(run, name: str, log_target_missing: bool) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
+    if not MEASURE:
+        return
     with torch.no_grad():  # how far the student's soft predictions are from the teacher's
         t = F.log_softmax(teacher(x) / temp, -1)
         OUTCOME[name] = F.kl_div(F.log_softmax(student(x) / temp, -1), t, log_target=True,
@@ -119,6 +123,8 @@ def _multilabel(run, name: str, sigmoid_head: bool) -> None:
             opt.zero_grad()
             crit(model(xb), yb).backward()
             opt.step()
+    if not MEASURE:
+        return
     with torch.no_grad():
         score = model.body(x)  # the logits either way: the proper BCE of the trained head
         OUTCOME[name] = F.binary_cross_entropy_with_logits(score, y).item()
@@ -183,6 +189,8 @@ def _tagging(run, name: str, inverted: bool) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
+    if not MEASURE:
+        return
     model.eval()
     with torch.no_grad():
         pred = model(ids, ids == PAD).argmax(-1)
@@ -251,6 +259,8 @@ def _packed(run, name: str, buggy: bool) -> None:
             opt.zero_grad()
             F.cross_entropy(model(ids, lengths), labels).backward()
             opt.step()
+    if not MEASURE:
+        return
     ids, lengths, labels = _collate_unsorted(data)
     model.enforce_sorted = False
     OUTCOME[name] = _acc_fn(lambda: model(ids, lengths), labels, model)
@@ -300,6 +310,8 @@ def _checkpointed(run, name: str, reentrant: bool) -> None:
         opt.zero_grad()
         F.cross_entropy(model(x[idx]), y[idx]).backward()
         opt.step()
+    if not MEASURE:
+        return
     OUTCOME[name] = _acc(model, x, y)
 
 
@@ -333,6 +345,8 @@ def bf16_weights_with_small_adam_lr(run) -> None:
         opt.zero_grad()
         F.cross_entropy(model(x[idx].bfloat16()).float(), y[idx]).backward()
         opt.step()
+    if not MEASURE:
+        return
     OUTCOME["bf16_weights_with_small_adam_lr"] = _acc(model, x.bfloat16(), y)
 
 
@@ -351,6 +365,8 @@ def bf16_autocast_adamw_grad_clip_logged(run) -> None:
         loss.backward()
         norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0))
         opt.step()
+    if not MEASURE:
+        return
     OUTCOME["bf16_autocast_adamw_grad_clip_logged"] = _acc(model, x, y)
 
 
@@ -375,6 +391,8 @@ def exponential_lr_stepped_every_batch(run) -> None:
             F.cross_entropy(model(xb), yb).backward()
             opt.step()
             sched.step()
+    if not MEASURE:
+        return
     OUTCOME["exponential_lr_stepped_every_batch"] = _acc(model, x, y)
 
 
@@ -393,6 +411,8 @@ def onecycle_max_lr_meant_for_sgd_on_adam(run) -> None:
         F.cross_entropy(model(x[idx]), y[idx]).backward()
         opt.step()
         sched.step()
+    if not MEASURE:
+        return
     OUTCOME["onecycle_max_lr_meant_for_sgd_on_adam"] = _acc(model, x, y)
 
 
@@ -409,6 +429,8 @@ def onecycle_sgd_large_peak_with_batchnorm(run) -> None:
             F.cross_entropy(model(xb), yb).backward()
             opt.step()
             sched.step()
+    if not MEASURE:
+        return
     OUTCOME["onecycle_sgd_large_peak_with_batchnorm"] = _acc(model, x, y)
 
 
@@ -435,6 +457,8 @@ def _sampled(run, name: str, inverted: bool) -> None:
             opt.zero_grad()
             F.cross_entropy(model(xb), yb).backward()
             opt.step()
+    if not MEASURE:
+        return
     model.eval()
     with torch.no_grad():
         pred = model(x).argmax(1)
@@ -471,6 +495,8 @@ def _swa(run, name: str, typo: bool) -> None:
             swa_model.update_parameters(model)
             swa_sched.step()
     torch.optim.swa_utils.update_bn(loader, swa_model)
+    if not MEASURE:
+        return
     OUTCOME[name] = _acc(swa_model, x, y)
 
 
@@ -504,7 +530,7 @@ def backbone_frozen_midrun_still_in_adamw(run) -> None:
     momentum and decay go on moving the 'frozen' weights."""
     x, y = tabular(768, seed=18)
     model = Backboned()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     watch(run, model, opt)
     frozen_at = None
     for step in range(120):
@@ -523,20 +549,22 @@ def backbone_frozen_midrun_still_in_adamw(run) -> None:
 def backbone_frozen_before_optimizer_built(run) -> None:
     x, y = tabular(768, seed=18)
     model = Backboned()
-    pre = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
+    pre = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     for step in range(40):  # a pre-training phase, then fine-tune the head alone
         idx = torch.randint(0, 768, (64,), generator=gen(500 + step))
         pre.zero_grad()
         F.cross_entropy(model(x[idx]), y[idx]).backward()
         pre.step()
     model.backbone.requires_grad_(False)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.05)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.01)
     watch(run, model, opt)
     for step in range(40, 120):
         idx = torch.randint(0, 768, (64,), generator=gen(500 + step))
         opt.zero_grad(set_to_none=False)
         F.cross_entropy(model(x[idx]), y[idx]).backward()
         opt.step()
+    if not MEASURE:
+        return
     OUTCOME["backbone_frozen_before_optimizer_built"] = _acc(model, x, y)
 
 
@@ -575,11 +603,14 @@ class MiniTrainer:
 
 
 def _trainer(run, name: str, restore: bool) -> None:
-    loader, x, y = _image_loader(512, seed=19)
-    val = images(128, seed=19)
+    x, y = images(640, seed=19)
+    val, x, y = (x[512:], y[512:]), x[:512], y[:512]
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=gen(19))
     model = CNN(dropout=0.3)
     trainer = MiniTrainer(model, torch.optim.Adam(model.parameters(), lr=3e-3), val_every=10, restore_train=restore)
     trainer.fit(run, loader, val, steps=80)
+    if not MEASURE:
+        return
     OUTCOME[name] = _acc(model, x, y)
 
 
@@ -652,6 +683,8 @@ def _hf_like(run, name: str, features: tuple[str, ...], warmup: bool) -> None:
             step += 1
             if step == total:
                 break
+    if not MEASURE:
+        return
     test = _churn_rows(512, seed=22)
     for r in test:  # deployment: the outcome is not known yet
         r["churned"] = 0.0
@@ -700,6 +733,8 @@ def _gan(run, name: str, typo: bool) -> None:
         g_loss = bce(disc(fake), torch.ones(64, 1))
         g_loss.backward()
         opt_g.step()
+    if not MEASURE:
+        return
     with torch.no_grad():
         sample = gen_net(torch.randn(512, 8, generator=g))
     OUTCOME[name] = ((sample - torch.tensor([1.0, -1.0])).norm(dim=1) - 2).abs().mean().item()  # off the ring
@@ -742,6 +777,8 @@ def regression_target_standardised_inputs_raw(run) -> None:
         opt.zero_grad()
         F.mse_loss(model(x[idx]), y[idx]).backward()
         opt.step()
+    if not MEASURE:
+        return
     with torch.no_grad():
         OUTCOME["regression_target_standardised_inputs_raw"] = F.mse_loss(model(x), y).item()
 
@@ -760,6 +797,8 @@ def regression_raw_inputs_batchnorm_first(run) -> None:
         opt.zero_grad()
         F.mse_loss(model(x[idx]), y[idx]).backward()
         opt.step()
+    if not MEASURE:
+        return
     model.eval()
     with torch.no_grad():
         OUTCOME["regression_raw_inputs_batchnorm_first"] = F.mse_loss(model(x), y).item()
@@ -780,13 +819,14 @@ class VAE(nn.Module):
 
 
 def _glyphs(n: int = 512, seed: int = 25) -> torch.Tensor:
-    """8x8 uint8 'glyphs': bars at random places, as a dataset would store them (0-255)."""
+    """8x8 uint8 'glyphs': a bar across and a bar down at random places and strengths, with a little noise, as a
+    dataset would store them (0-255)."""
     g = gen(seed)
-    img = torch.zeros(n, 8, 8)
+    img = 0.1 * torch.rand(n, 8, 8, generator=g)
     rows, cols = torch.randint(0, 8, (n,), generator=g), torch.randint(0, 8, (n,), generator=g)
-    img[torch.arange(n), rows, :] = 1
-    img[torch.arange(n), :, cols] = 1
-    return (img * 255).to(torch.uint8).view(n, 64)
+    img[torch.arange(n), rows, :] += 0.4 + 0.5 * torch.rand(n, 1, generator=g)
+    img[torch.arange(n), :, cols] += 0.4 + 0.5 * torch.rand(n, 1, generator=g)
+    return (img.clamp(0, 1) * 255).to(torch.uint8).view(n, 64)
 
 
 def _vae(run, name: str, raw_target: bool) -> None:
@@ -805,6 +845,8 @@ def _vae(run, name: str, raw_target: bool) -> None:
         opt.zero_grad()
         (rec + kl).backward()
         opt.step()
+    if not MEASURE:
+        return
     with torch.no_grad():
         x = data.float() / 255
         recon = model(x)[0]
@@ -839,6 +881,8 @@ def _contrastive(run, name: str) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
+    if not MEASURE:
+        return
     model.eval()
     with torch.no_grad():  # top-1 retrieval of each sample's other view among 256
         xb = base[:256]
@@ -872,6 +916,8 @@ def _moduledict(run, name: str, forget_embed: bool) -> None:
         opt.zero_grad()
         F.cross_entropy(forward(ids[idx]), y[idx]).backward()
         opt.step()
+    if not MEASURE:
+        return
     with torch.no_grad():
         OUTCOME[name] = (forward(ids).argmax(1) == y).float().mean().item()
 
@@ -915,6 +961,8 @@ def forecaster_target_squeezed_prediction_not(run) -> None:
             opt.zero_grad()
             F.mse_loss(model(sb), yb).backward()
             opt.step()
+    if not MEASURE:
+        return
     with torch.no_grad():
         OUTCOME["forecaster_target_squeezed_prediction_not"] = F.mse_loss(model(s), y).item()
 
@@ -942,6 +990,8 @@ def overfit_one_batch_debug_left_in(run) -> None:
         opt.zero_grad()
         F.cross_entropy(model(xb), yb).backward()
         opt.step()
+    if not MEASURE:
+        return
     OUTCOME["overfit_one_batch_debug_left_in"] = _acc(model, test_ids, test_y)
 
 
@@ -955,6 +1005,7 @@ if __name__ == "__main__":  # each scenario without the watch: the outcome and i
             return None
 
     torch.set_num_threads(1)
+    MEASURE = True
     for s in BUGGY + HEALTHY:
         if s.fn.__module__ != __name__:
             continue
