@@ -38,7 +38,9 @@ def lr_collapsed(v: StepView) -> Iterator[Finding]:
         return
     h.bump("TW308:lr_seen")
     if ratio > v.threshold("lr_collapse"):
-        h.notes.setdefault("TW308:lr_first_high", (v.step, ratio))
+        # The highest rate audited (after any warm-up) is where the schedule's fall starts.
+        if ratio > h.notes.get("TW308:lr_peak", (0, 0.0))[1]:
+            h.notes["TW308:lr_peak"] = (v.step, ratio)
         h.notes["TW308:lr_high"] = (v.step, ratio)
         return
     first = h.notes.setdefault("TW308:lr_first", v.step)
@@ -59,9 +61,10 @@ def lr_collapsed_at_close(v: StepView) -> Iterator[Finding]:
     if h.notes.get("TW308:lr_reported") or ratio is None or ratio > v.threshold("lr_collapse") or \
             h.losses.first is None:
         return
-    # A schedule annealed to 0 at the run's end: the audited rates, extrapolated along their fall, reach 0 in the
-    # run's last quarter or later (a rate collapsed by a per-batch step or decay falls far earlier, or at once).
-    (s0, r0), (s1, r1) = h.notes.get("TW308:lr_first_high", (0, 0.0)), h.notes.get("TW308:lr_high", (0, 0.0))
+    # A schedule annealed to 0 at the run's end: the audited rates, extrapolated along their fall from their peak
+    # (past any warm-up), reach 0 in the run's last quarter or later (a rate collapsed by a per-batch step or decay
+    # falls far earlier, or at once).
+    (s0, r0), (s1, r1) = h.notes.get("TW308:lr_peak", (0, 0.0)), h.notes.get("TW308:lr_high", (0, 0.0))
     # Already far below any schedule that anneals to 0 at the run's end (linear, or cosine where that is lower)
     # at the last audit that saw it above the bar: a per-batch step or decay, whatever the loss did since.
     f = s1 / max(v.step, 1)
