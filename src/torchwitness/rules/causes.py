@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 FLOW: tuple[str, ...] = (
     # data: values, layout, repetition, labels
     "TW211", "TW201", "TW202", "TW204", "TW203", "TW205", "TW213", "TW212", "TW214", "TW206", "TW207", "TW209",
-    "TW210", "TW153", "TW407",
+    "TW153", "TW210", "TW407",
     # configuration that changes what the forward computes
     "TW412", "TW411", "TW401", "TW413",
     # forward numerics and representations: dead units upstream leave collapsed outputs downstream
@@ -61,7 +61,8 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW412": frozenset({"TW408", "TW109", "TW110", "TW111", "TW308", "TW413"}),
     "TW207": frozenset({"TW109"}),  # batches of a few samples repeated: the loss can sit at chance for a while
     "TW206": frozenset({"TW214", "TW207"}),
-    "TW153": frozenset({"TW101", "TW102", "TW103", "TW108", "TW109", "TW307"}),
+    # binary targets outside [0, 1] (raw 0-255 pixels as BCE targets): their "class" counts mean nothing
+    "TW153": frozenset({"TW101", "TW102", "TW103", "TW108", "TW109", "TW307", "TW210"}),
     "TW150": _UNITS,
     "TW151": frozenset({"TW101", "TW102", "TW103", "TW108", "TW109", "TW307"}),
     "TW152": frozenset({"TW109", "TW405"}),
