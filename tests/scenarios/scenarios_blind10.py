@@ -31,11 +31,8 @@ MEASURE = False
 OUTCOME: dict[str, float] = {}
 # (scenario, sampling) -> why the watch misses it or flags it (seed 0; from the first scored runs)
 _KD = "a frozen teacher run under no_grad in train mode (dropout on) is not the watched model: nothing is reported"
-_WARMUP = ("a LambdaLR warm-up never capped (20x the base rate by step 200) is not seen: no TW307 at close; every "
-           "step reports the dead units it made (TW403) as their own root")
 KNOWN_MISSES: dict[tuple[str, str], str] = {
     ("kd_teacher_left_in_train_mode", "default"): _KD, ("kd_teacher_left_in_train_mode", "every-step"): _KD,
-    ("warmup_lambda_never_capped", "default"): _WARMUP, ("warmup_lambda_never_capped", "every-step"): _WARMUP,
 }
 
 

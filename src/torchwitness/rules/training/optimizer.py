@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from collections.abc import Iterator
 
 import torch
 
 from torchwitness.probes.inrange import held_in_frames
-from torchwitness.probes.view import StepView
+from torchwitness.probes.view import History, StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
 from torchwitness.rules.training._modules import stored_weight
@@ -301,7 +302,12 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
         return
     ratio = lr_ratio(v)
     if ratio is not None and ratio >= _LR_RISE:  # when the schedule's rise began, should the loss diverge later
-        v.history.notes.setdefault("TW307:rise", v.step)
+        # Between the last audit below the bar and this one, where a steady rise crossed it.
+        below = v.history.notes.get("TW307:below")
+        v.history.notes.setdefault("TW307:rise", v.step if below is None or ratio <= below[1] else
+                                   round(below[0] + (_LR_RISE - below[1]) / (ratio - below[1]) * (v.step - below[0])))
+    elif ratio is not None:
+        v.history.notes["TW307:below"] = (v.step, ratio)
     # A tensor that started at zero (zero-initialised layers, on purpose or not) has a relative update that means
     # nothing for a while: its first steps are "infinitely" large relative to it. Such tensors are not judged.
     notes = v.history.notes
@@ -372,6 +378,9 @@ def _rate_raised_then_diverged(v: StepView) -> Iterator[Finding]:
     if ratio is None or ratio < _LR_RISE or not math.isfinite(base) or base <= 0:
         return
     found = first_divergence(h.losses, 1, v.threshold("divergence_factor") * base)
+    rose = f"rose from {base:.3g}"
+    if found is None:  # not past its start, but back up from its best: what the rising rate undid
+        found, rose = _regressed(h), "climbed back up"
     if found is not None:
         step, level = found
         rise = h.notes.get("TW307:rise", step)  # dated from the rise, when an audit saw it: it explains what followed
@@ -379,10 +388,23 @@ def _rate_raised_then_diverged(v: StepView) -> Iterator[Finding]:
             return
         since = f" (past {_LR_RISE:g}x from step {rise})" if rise < step else ""
         yield Finding.of("TW307", "optimizer", f"the learning rate ended at {ratio:.3g}x its initial value{since} and "
-                         f"the loss rose from {base:.3g} to {level:.3g} around step {step}: the schedule raised the "
+                         f"the loss {rose} to {level:.3g} around step {step}: the schedule raised the "
                          "rate until training diverged (a warm-up never capped?)",
                          step=min(rise, step, h.notes.get("TW108:began", step)),  # as TW108 dated the rise
                          details={"lr_ratio": ratio})
+
+
+def _regressed(h: History) -> tuple[int, float] | None:
+    """``(step, level)`` where a loss that had come down climbed back: the mean of the run's last fifth at 3x (the
+    divergence factor) its best mean of five consecutive losses, or more; dated at the first loss of that fifth."""
+    held = h.losses.recent(len(h.losses) - h.losses.start)
+    xs = [x for _, x in held]
+    if len(xs) < 20 or not all(map(math.isfinite, xs)):
+        return None
+    tail = xs[-(len(xs) // 5):]
+    best = min(statistics.fmean(xs[i:i + 5]) for i in range(len(xs) - 4))
+    level = statistics.fmean(tail)
+    return (held[-len(tail)][0], level) if best > 0 and level >= 3 * best else None
 
 
 @training_rule("TW308", when=("step", "close"), name="optimizer-step-noop", title="Optimizer steps change nothing",
