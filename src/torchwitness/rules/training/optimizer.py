@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import itertools
 import math
-import statistics
 from collections.abc import Iterator
 
 import torch
 
 from torchwitness.probes.inrange import held_in_frames
-from torchwitness.probes.view import History, StepView
+from torchwitness.probes.view import StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
 from torchwitness.rules.training._modules import stored_weight
 from torchwitness.rules.training._registry import training_rule
 from torchwitness.rules.training.flow import detached_loss_input
 from torchwitness.rules.training.numerics import LARGE_UPDATE_SHARE as _LARGE_SHARE
-from torchwitness.rules.training.numerics import first_divergence
-from torchwitness.rules.training.schedule import lr_collapsed, lr_collapsed_at_close, lr_ratio
+from torchwitness.rules.training.schedule import LR_RISE as _LR_RISE
+from torchwitness.rules.training.schedule import (
+    lr_collapsed,
+    lr_collapsed_at_close,
+    lr_ratio,
+    rate_raised_then_diverged,
+)
 
 ART15 = ("EU-AI-Act:Art.15",)
 
@@ -115,7 +119,6 @@ _DEFAULT_DECAY = 0.01
 # is mostly cancelled by its scaling: TW302's business, judged on AdamW's bar here.)
 _COUPLED_DECAY = 1e-3
 _ACCUMULATED_STEPS = 5  # consecutive audited steps whose gradient growth tells accumulation from a trend
-_LR_RISE = 10.0  # a rate this many times its initial value at the end of a diverged run: the schedule raised it
 
 
 @training_rule("TW303", when="init", name="decay-on-norm-bias-embedding",
@@ -293,7 +296,7 @@ def update_ratio_high(v: StepView) -> Iterator[Finding]:
     a loss that stayed down are not reported.
     """
     if v.event == "close":
-        yield from _rate_raised_then_diverged(v)
+        yield from rate_raised_then_diverged(v)
         yield from _large_updates_without_progress(v)
         return
     # L-BFGS takes quasi-Newton steps sized by its own curvature estimate: a step as large as the weights is its
@@ -369,42 +372,6 @@ def _large_updates_without_progress(v: StepView) -> Iterator[Finding]:
                          f"(over {_SETTLE_RATIO:g}x on {len(high)} audited steps from step {high[0]}) while the "
                          f"loss jumped to {max(losses):.3g} and ended at {tail:.3g} from {head:.3g}: the learning "
                          "rate is too high for training to settle", step=high[0], details={"peak_ratio": peak})
-
-
-def _rate_raised_then_diverged(v: StepView) -> Iterator[Finding]:
-    h = v.history
-    ratio = lr_ratio(v)
-    base = h.losses.first[1] if h.losses.first is not None else math.nan
-    if ratio is None or ratio < _LR_RISE or not math.isfinite(base) or base <= 0:
-        return
-    found = first_divergence(h.losses, 1, v.threshold("divergence_factor") * base)
-    rose = f"rose from {base:.3g}"
-    if found is None:  # not past its start, but back up from its best: what the rising rate undid
-        found, rose = _regressed(h), "climbed back up"
-    if found is not None:
-        step, level = found
-        rise = h.notes.get("TW307:rise", step)  # dated from the rise, when an audit saw it: it explains what followed
-        if h.notes.get("TW307", math.inf) <= min(rise, step):  # an update as large as the weights came first
-            return
-        since = f" (past {_LR_RISE:g}x from step {rise})" if rise < step else ""
-        yield Finding.of("TW307", "optimizer", f"the learning rate ended at {ratio:.3g}x its initial value{since} and "
-                         f"the loss {rose} to {level:.3g} around step {step}: the schedule raised the "
-                         "rate until training diverged (a warm-up never capped?)",
-                         step=min(rise, step, h.notes.get("TW108:began", step)),  # as TW108 dated the rise
-                         details={"lr_ratio": ratio})
-
-
-def _regressed(h: History) -> tuple[int, float] | None:
-    """``(step, level)`` where a loss that had come down climbed back: the mean of the run's last fifth at 3x (the
-    divergence factor) its best mean of five consecutive losses, or more; dated at the first loss of that fifth."""
-    held = h.losses.recent(len(h.losses) - h.losses.start)
-    xs = [x for _, x in held]
-    if len(xs) < 20 or not all(map(math.isfinite, xs)):
-        return None
-    tail = xs[-(len(xs) // 5):]
-    best = min(statistics.fmean(xs[i:i + 5]) for i in range(len(xs) - 4))
-    level = statistics.fmean(tail)
-    return (held[-len(tail)][0], level) if best > 0 and level >= 3 * best else None
 
 
 @training_rule("TW308", when=("step", "close"), name="optimizer-step-noop", title="Optimizer steps change nothing",

@@ -1,5 +1,6 @@
-"""The learning-rate schedule's part of TW308: a rate collapsed long before the run's end (a per-epoch schedule
-stepped every batch), judged at the audits that read the rate and at the end of the run."""
+"""The learning-rate schedule's parts of TW308 and TW307: a rate collapsed long before the run's end (a per-epoch
+schedule stepped every batch), judged at the audits that read the rate and at the end of the run; and a rate the
+schedule raised too far (a warm-up never capped), judged at the end."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import math
 import statistics
 from collections.abc import Iterator
 
-from torchwitness.probes.view import StepView
+from torchwitness.probes.view import History, StepView
 from torchwitness.rules.findings import Finding
-from torchwitness.rules.training.numerics import falling
+from torchwitness.rules.training.numerics import falling, first_divergence
+
+LR_RISE = 10.0  # a rate this many times its initial value at the end of a diverged run: the schedule raised it
 
 
 def lr_ratio(v: StepView) -> float | None:
@@ -86,3 +89,41 @@ def lr_collapsed_at_close(v: StepView) -> Iterator[Finding]:
                          "the loss, still above half of where it started, had stopped falling: the schedule decayed "
                          "the rate long before the run ended (a per-epoch schedule stepped every batch?)",
                          step=h.losses.first[0], details={"lr_ratio": ratio})
+
+
+def rate_raised_then_diverged(v: StepView) -> Iterator[Finding]:
+    """TW307 at close: the rate stands at ``LR_RISE`` times its initial value or more at the run's end, and the
+    loss diverged (as TW108 judges it) or climbed back to 3x its best: the schedule raised the rate too far."""
+    h = v.history
+    ratio = lr_ratio(v)
+    base = h.losses.first[1] if h.losses.first is not None else math.nan
+    if ratio is None or ratio < LR_RISE or not math.isfinite(base) or base <= 0:
+        return
+    found = first_divergence(h.losses, 1, v.threshold("divergence_factor") * base)
+    rose = f"rose from {base:.3g}"
+    if found is None:  # not past its start, but back up from its best: what the rising rate undid
+        found, rose = _regressed(h), "climbed back up"
+    if found is not None:
+        step, level = found
+        rise = h.notes.get("TW307:rise", step)  # dated from the rise, when an audit saw it: it explains what followed
+        if h.notes.get("TW307", math.inf) <= min(rise, step):  # an update as large as the weights came first
+            return
+        since = f" (past {LR_RISE:g}x from step {rise})" if rise < step else ""
+        yield Finding.of("TW307", "optimizer", f"the learning rate ended at {ratio:.3g}x its initial value{since} and "
+                         f"the loss {rose} to {level:.3g} around step {step}: the schedule raised the "
+                         "rate until training diverged (a warm-up never capped?)",
+                         step=min(rise, step, h.notes.get("TW108:began", step)),  # as TW108 dated the rise
+                         details={"lr_ratio": ratio})
+
+
+def _regressed(h: History) -> tuple[int, float] | None:
+    """``(step, level)`` where a loss that had come down climbed back: the mean of the run's last fifth at 3x (the
+    divergence factor) its best mean of five consecutive losses, or more; dated at the first loss of that fifth."""
+    held = h.losses.recent(len(h.losses) - h.losses.start)
+    xs = [x for _, x in held]
+    if len(xs) < 20 or not all(map(math.isfinite, xs)):
+        return None
+    tail = xs[-(len(xs) // 5):]
+    best = min(statistics.fmean(xs[i:i + 5]) for i in range(len(xs) - 4))
+    level = statistics.fmean(tail)
+    return (held[-len(tail)][0], level) if best > 0 and level >= 3 * best else None
