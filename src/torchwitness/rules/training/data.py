@@ -417,7 +417,7 @@ def _at_most(k: int, n: int, p: float) -> float:
     (0.23, 0.25)
     """
     mean = n * p
-    if k >= mean:  # at or above the expected count: no evidence of a smaller share
+    if k >= mean or not 0 < p < 1:  # at or above the expected count (or no share to test): no evidence
         return 1.0
     if mean > 200:
         return 0.5 * math.erfc((mean - k - 0.5) / math.sqrt(2 * mean * (1 - p)))
