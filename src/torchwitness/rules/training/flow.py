@@ -204,6 +204,8 @@ def representation_collapse(v: StepView) -> Iterator[Finding]:
         return
     notes["TW414:ssl"] = out.batch >= 8
     spread, magnitude = out.units["spread"], out.units["magnitude"]
+    if not (math.isfinite(spread) and math.isfinite(magnitude)):  # non-finite outputs: TW105's, not a collapse
+        return
     start = notes.setdefault("TW414:start", (spread, magnitude))
     s0, m0 = start
     if s0 <= 0 or m0 <= 0:
