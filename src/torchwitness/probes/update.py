@@ -119,6 +119,17 @@ class StepUpdate:
             # Weight norms (for relative gradients) read every weight: a statistical probe.
             weights = [p.param.detach() for p in with_grad] if w.statistics else []
             w.pack.add("gp/norm", torch.stack(torch._foreach_norm([p.param.grad for p in with_grad] + weights)))
+        if w.statistics:
+            self._zero_filters(w, with_grad)
+
+    def _zero_filters(self, w: Window, with_grad: list[ParamInfo]) -> None:
+        # A filter behind a functional ReLU (F.relu) that never passes it is invisible in module outputs (the
+        # convolution's own output is its pre-activation); its weights get exactly zero gradient instead.
+        convs = [p for p in with_grad if len(p.shape) >= 3 and p.name.endswith("weight") and p.shape[0] >= 2]
+        if convs:
+            w.extra["filters"] = [(p.module, p.shape[0]) for p in convs]
+            w.pack.add("gp/zero_filters", torch.stack([p.param.grad.flatten(1).abs().amax(1).eq(0).sum()
+                                                       for p in convs]))
 
     def _before_update(self, w: Window) -> None:
         self._collect_grads(w)

@@ -95,10 +95,18 @@ def dead_units(v: StepView) -> Iterator[Finding]:
                statistical=True)
 def dead_filters(v: StepView) -> Iterator[Finding]:
     """At least ``dead_fraction`` (50%) of a convolutional layer's channels are zero at every position for the
-    whole batch, on two audited steps.
+    whole batch, on two audited steps. Or, behind an activation the watch does not see (``F.relu`` in the
+    forward: the layer's own output is its pre-activation), at least that share of its filters get exactly zero
+    gradient on two statistical steps: they never pass the activation.
 
     Example: a conv stack with a learning rate 100x too high. Fix: lower it; BatchNorm; LeakyReLU.
     """
+    zero = v.extra.get("data", {}).get("gp/zero_filters") or ()
+    for (name, n), dead in zip(v.extra.get("filters", ()), zero, strict=False):
+        if n >= v.threshold("min_units") and dead / n >= v.threshold("dead_fraction") \
+                and (since := _persistent(v, f"TW404:grad:{name}")) is not None:
+            yield _dated("TW404", name, f"{int(dead)} of the {n} filters of {name} get exactly zero gradient: dead, "
+                         "they never pass the activation after them", since, v)
     for name, m in v.modules.items():
         u = m.units
         if u is None or m.out is None or m.n_units < v.threshold("min_units") \
