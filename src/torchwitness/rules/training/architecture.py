@@ -96,14 +96,15 @@ def dead_units(v: StepView) -> Iterator[Finding]:
 def dead_filters(v: StepView) -> Iterator[Finding]:
     """At least ``dead_fraction`` (50%) of a convolutional layer's channels are zero at every position for the
     whole batch, on two audited steps. Or, behind an activation the watch does not see (``F.relu`` in the
-    forward: the layer's own output is its pre-activation), at least that share of its filters get exactly zero
-    gradient on two statistical steps: they never pass the activation.
+    forward: the layer's own output is its pre-activation), at least that share of its filters, but not all, get
+    exactly zero gradient on two statistical steps: they never pass the activation.
 
     Example: a conv stack with a learning rate 100x too high. Fix: lower it; BatchNorm; LeakyReLU.
     """
     zero = v.extra.get("data", {}).get("gp/zero_filters") or ()
     for (name, n), dead in zip(v.extra.get("filters", ()), zero, strict=False):
-        if n >= v.threshold("min_units") and dead / n >= v.threshold("dead_fraction") \
+        # Not all of them: a whole gradient of zeros is a step that saw none (zero_grad before step(): TW308/TW111).
+        if n >= v.threshold("min_units") and v.threshold("dead_fraction") <= dead / n < 1 \
                 and (since := _persistent(v, f"TW404:grad:{name}")) is not None:
             yield _dated("TW404", name, f"{int(dead)} of the {n} filters of {name} get exactly zero gradient: dead, "
                          "they never pass the activation after them", since, v)
