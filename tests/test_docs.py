@@ -65,7 +65,9 @@ def test_python_block_runs(path: Path, code: str, tmp_path: Path, monkeypatch: p
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "train.py"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    # The first rank to fail prints first; the others' "connection closed" tracebacks follow it.
+    first = [line for line in done.stderr.splitlines() if "[rank" in line][:60]
+    assert done.returncode == 0, done.stdout[-2000:] + "\n".join(first) + done.stderr[-2000:]
     import torchwitness as tw
 
     runs = tmp_path / "runs"
