@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -117,10 +118,27 @@ class SigningKey:
         path.parent.mkdir(parents=True, exist_ok=True)
         pem = self._private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption())
-        # Create with 0600 from the start so the key is never readable by others, not even briefly.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
+        # Written whole under a temporary name (0600 from the start: never readable by others, not even briefly),
+        # then linked into place: a process that finds the key file finds all of it (two ranks creating the
+        # default key at once read each other's half-written file), and a crash mid-write leaves no empty key.
+        # A link, unlike a rename, refuses to replace a key another process made first (FileExistsError).
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links: create the key file itself, exclusively
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(pem)
+        finally:
+            tmp.unlink(missing_ok=True)
         self.path = path
 
     @classmethod
