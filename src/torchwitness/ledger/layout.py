@@ -16,12 +16,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchwitness.errors import InputError
+from torchwitness.errors import InputError, LedgerBusy
 from torchwitness.jsonfile import read_json
 from torchwitness.ledger.keys import PublicKey
 
@@ -73,6 +74,20 @@ class Layout:
     @property
     def lock(self) -> Path:
         return self.root / ".writer.lock"
+
+    def take_writer_lock(self) -> int:
+        """The file descriptor holding the run's writer lock (one writer per run folder); LedgerBusy if another
+        process holds it."""
+        try:
+            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise InputError(f"cannot open {self.root} for writing: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LedgerBusy(f"{self.root} is already open for writing by another process") from None
+        return fd
 
     def segment(self, number: int) -> Path:
         return self.records / f"{number:06d}.jsonl"

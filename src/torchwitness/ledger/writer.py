@@ -23,7 +23,6 @@ from __future__ import annotations
 import atexit
 import collections
 import dataclasses
-import fcntl
 import hashlib
 import os
 import re
@@ -36,7 +35,6 @@ from typing import Any, Literal
 from torchwitness.errors import (
     FailureWarnings,
     InputError,
-    LedgerBusy,
     LedgerError,
     SigningKeyError,
 )
@@ -127,8 +125,8 @@ class Ledger:
         self._idle = False
         self._stopping = False
         self._failed: BaseException | None = None
-        # The writer's error, set before _failed, which the writer thread sets under the append lock: a caller
-        # holding that lock while it waits for room names the failure itself (the writer cannot take the lock).
+        # The writer's error, set before _failed (named under the append lock): a caller holding that lock while
+        # it waits for room names the failure itself, since the writer cannot take the lock.
         self._dying: BaseException | None = None
         self._closed = False
         self._cosigner = cosigner_for(layout, self.origin, witnesses, self.append)  # cosignatures of checkpoints
@@ -177,7 +175,7 @@ class Ledger:
         if fresh and layout.root.exists() and any(layout.root.iterdir()):
             raise InputError(f"{layout.root} exists, is not empty and is not a torchwitness run folder")
         layout.root.mkdir(parents=True, exist_ok=True)
-        lock_fd = cls._take_lock(layout)
+        lock_fd = layout.take_writer_lock()
         try:
             if fresh:
                 key = SigningKey.load_or_create(key_dir)
@@ -195,19 +193,6 @@ class Ledger:
         except BaseException:
             os.close(lock_fd)
             raise
-
-    @staticmethod
-    def _take_lock(layout: Layout) -> int:
-        try:
-            fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise InputError(f"cannot open {layout.root} for writing: {e.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LedgerBusy(f"{layout.root} is already open for writing by another process") from None
-        return fd
 
     @staticmethod
     def signing_key_for(manifest: dict, layout: Layout, key_dir: Path | None) -> SigningKey:
@@ -432,12 +417,8 @@ class Ledger:
         return max(0.0, self._last_checkpoint_time + self._checkpoint_seconds - time.monotonic())
 
     def _drain(self, limit: int) -> list:
-        q = self._queue
-        batch = []
-        limit = max(1, min(limit, 4096))
-        while q and len(batch) < limit:
-            batch.append(q.popleft())
-        return batch
+        q = self._queue  # appended to by callers, taken from only here: it holds at least len(q) records
+        return [q.popleft() for _ in range(min(len(q), max(1, min(limit, 4096))))]
 
     def _commit_personal(self, value: Any) -> str:
         return self.personal.commit(value)

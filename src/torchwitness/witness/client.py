@@ -269,7 +269,6 @@ def shard_folders(run: str | Path) -> list[Path]:
 def submit_run(run: str | Path, witnesses: list[str], *, timeout: float = 10.0) -> list[str]:
     """Ask ``witnesses`` to cosign the newest checkpoint of every shard of a closed run; one line per shard.
     Raise ``VerificationError`` listing what was not cosigned."""
-    from torchwitness.ledger.writer import Ledger
 
     lines, failed = [], []
     for folder in shard_folders(run):
@@ -279,7 +278,7 @@ def submit_run(run: str | Path, witnesses: list[str], *, timeout: float = 10.0) 
         if not files:
             failed.append(f"{folder}: no checkpoint to cosign")
             continue
-        lock = Ledger._take_lock(layout)  # a writer holding the run cosigns by itself: never rewrite under it
+        lock = layout.take_writer_lock()  # a writer holding the run cosigns by itself: never rewrite under it
         try:
             cosigner = Cosigner(layout, manifest["origin"], witnesses, timeout=timeout, background=False)
             size = int(files[-1].name.split(".")[0])
