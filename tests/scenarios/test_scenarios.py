@@ -21,6 +21,7 @@ import scenarios_blind8
 import scenarios_blind9
 import scenarios_blind10
 import scenarios_blind11
+import scenarios_blind12
 import scenarios_data
 import scenarios_healthy  # noqa: F401
 import scenarios_midrun  # noqa: F401
@@ -56,7 +57,8 @@ def _run(s: Scenario, tmp_path) -> list:
 # (scenario, sampling) -> why the watch misses it (a buggy scenario) or flags it (a healthy control): strict xfail
 KNOWN_MISSES = {**scenarios_data.KNOWN_MISSES, **scenarios_blind5.KNOWN_MISSES, **scenarios_blind6.KNOWN_MISSES,
                 **scenarios_blind7.KNOWN_MISSES, **scenarios_blind8.KNOWN_MISSES, **scenarios_blind9.KNOWN_MISSES,
-                **scenarios_blind10.KNOWN_MISSES, **scenarios_blind11.KNOWN_MISSES}
+                **scenarios_blind10.KNOWN_MISSES, **scenarios_blind11.KNOWN_MISSES,
+                **scenarios_blind12.KNOWN_MISSES}
 
 
 def _expect_known_miss(s: Scenario, sampling: str, request) -> None:
