@@ -22,7 +22,32 @@ from _kit import bug, healthy
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-KNOWN_MISSES: dict = {}
+# (scenario, sampling) -> why the watch misses it (or flags the control), as measured on the first scored run at
+# torch seed 0 (the same at seed 1)
+_BOTH = ("default", "every-step")
+KNOWN_MISSES: dict = {
+    **{("head_frozen_by_a_wrong_slice", m): "no rule names a layer frozen by mistake (requires_grad False, still in "
+       "the optimizer, randomly initialised head): nothing fires; TW408 is only the closest documented rule"
+       for m in _BOTH},
+    **{("unfreeze_after_warmup_is_a_noop", m): "TW305 is not reported for a no-op UNfreeze "
+       "(module.requires_grad = True written mid-run): nothing fires" for m in _BOTH},
+    ("hf_regression_lr_far_too_low", "default"): "SGD at lr=1e-6 (R^2 -0.03 vs 0.99 at 1e-2): updates stay above "
+    "TW308's 1e-6-of-the-norm bar, nothing fires",
+    ("hf_regression_lr_far_too_low", "every-step"): "SGD at lr=1e-6: TW308 silent (updates above its 1e-6 bar); "
+    "TW109 'loss at chance' is the only root",
+    **{("next_iter_loader_every_step", m): "next(iter(loader)) each step: named as TW206 'batch at step 1 repeats "
+       "the batch of step 0' (a fresh tensor of equal content), not TW214" for m in _BOTH},
+    ("sorted_by_label_without_shuffle", "default"): "one class per batch (sorted table, shuffle=False): TW210's "
+    "label collapse is not seen with default sampling; TW109 at close is the only root (every-step: TW210 root)",
+    **{("class_weights_inverted", m): "32:1 imbalance with CrossEntropyLoss weights set to the class frequencies "
+       "(not their inverses; minority recall 0): nothing fires, a weighted loss seems to silence TW210"
+       for m in _BOTH},
+    **{("token_ids_wrapped_into_vocab", m): "uniform ids of a 1,500-id tokenizer wrapped with % 600 (a 3:2 density "
+       "step at id 300): TW212's fold is not found" for m in _BOTH},
+    **{("pandas_full_batch_small_table", m): "full-batch training on a 200-row pandas table: TW214 reads the "
+       "column-major tensor torch.tensor(df.to_numpy()) gives (strides (1, 200), its own storage) as 'a slice of a "
+       "larger tensor'" for m in _BOTH},
+}
 SANITY: dict[str, tuple[Callable, str]] = {}
 
 
