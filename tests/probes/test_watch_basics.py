@@ -356,3 +356,22 @@ def test_the_tapped_forward_keeps_signature_and_stacks_with_other_wrappers(tmp_p
         assert watch.step == 3
         model.forward = inner  # accelerate's unwrap puts back what it found
     assert model(torch.randn(2, 4)).shape == (2, 3)
+
+
+def test_sparse_statistical_audits_spread_with_the_runs_age(tmp_path):
+    """Default sampling: statistical audits at the first steps, every 8th step to step 63, then at least 512 steps
+    apart and at least a quarter of the run's age (2000 -> 2700 -> 3600); the audits between are lean."""
+    with tw.Run(tmp_path / "r") as run:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        run.watch(model, opt)
+        x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+        for _ in range(3700):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    audited = [s for r in iter_records(tmp_path / "r", kinds={"train.audit"}) for s in r["data"]["steps"]]
+    statistical = [s["step"] for s in audited if s["max_update_ratio"] is not None]
+    assert statistical == [0, 1, 2, 3, 4, *range(16, 64, 8), 200, 800, 1400, 2000, 2700, 3600]
+    assert len(audited) == 5 + 7 + 36  # the others lean: step 8 and the multiples of 100

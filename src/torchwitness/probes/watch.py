@@ -63,9 +63,11 @@ _MOMENT_ROWS = 2048
 STATISTICS_WARMUP = 8
 CLOSE_WATCH, CLOSE_GAP = 64, 8
 # Sparse sampling past CLOSE_WATCH: the first audit is statistical, the next ones at least SPARSE_STATISTICS steps
-# apart (lean between): a statistical audit costs a small model's step ~2 ms, one in 100 steps ~2 % by itself,
-# while the non-finite sentinels, loss history and gradient norms still come at every audit.
-SPARSE_STATISTICS = 512
+# apart, and at least a quarter of the run's age once that is more, up to SPARSE_STATISTICS_MAX (lean between): a
+# statistical audit costs a small model's step ~2 ms, one in 100 steps ~2 % by itself, while the non-finite
+# sentinels, loss history and gradient norms still come at every audit. A change that starts at step s of a long
+# run is judged by the statistical probes within about s / 4 steps.
+SPARSE_STATISTICS, SPARSE_STATISTICS_MAX = 512, 4096
 
 
 def _is_compiled(model: torch.nn.Module) -> bool:
@@ -201,7 +203,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         if self.step < CLOSE_WATCH:
             gap = min(self.statistics_every, CLOSE_GAP)
         elif self.every_n_steps > 2 * CLOSE_GAP and self._statistics_step >= CLOSE_WATCH:
-            gap = max(self.statistics_every, SPARSE_STATISTICS)
+            gap = max(self.statistics_every, SPARSE_STATISTICS, min(self.step // 4, SPARSE_STATISTICS_MAX))
         else:
             gap = self.statistics_every
         statistics = self.step < max(self.first_steps, STATISTICS_WARMUP) or self.step - self._statistics_step >= gap
