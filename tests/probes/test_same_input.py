@@ -29,3 +29,17 @@ def test_the_same_tensor_or_the_same_slice_of_a_kept_tensor_is_the_same_input():
     assert sliced.storage_rows == 512 and sliced.rows == 64
     data[0, 0] = 1.0  # changed in place: a new input
     assert not sliced.see(5, data[:64])
+
+
+def test_a_column_major_table_is_not_a_slice_of_more_rows():
+    """pandas' ``to_numpy()`` of a float table is column-major (row stride 1): its storage holds its rows, no more;
+    a slice of it does hold more."""
+    table = torch.randn(16, 200).t()  # (200, 16), strides (1, 200), as torch.tensor(df.to_numpy()) can give
+    whole = SameInput()
+    for s in range(5):
+        whole.see(s, table)
+    assert whole.rows == 200 and whole.storage_rows == 200
+    part = SameInput()
+    for s in range(5):
+        part.see(s, table[:50])
+    assert part.rows == 50 and part.storage_rows == 200

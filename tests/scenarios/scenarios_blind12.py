@@ -44,9 +44,6 @@ KNOWN_MISSES: dict = {
        for m in _BOTH},
     **{("token_ids_wrapped_into_vocab", m): "uniform ids of a 1,500-id tokenizer wrapped with % 600 (a 3:2 density "
        "step at id 300): TW212's fold is not found" for m in _BOTH},
-    **{("pandas_full_batch_small_table", m): "full-batch training on a 200-row pandas table: TW214 reads the "
-       "column-major tensor torch.tensor(df.to_numpy()) gives (strides (1, 200), its own storage) as 'a slice of a "
-       "larger tensor'" for m in _BOTH},
 }
 SANITY: dict[str, tuple[Callable, str]] = {}
 

@@ -113,9 +113,10 @@ class SameInput:
         if self.run > self.longest[0]:
             if self.longest[0] < 4 <= self.run or self.first != self.longest[1]:  # once per long run
                 self.rows = t.shape[0] if t.ndim else 0
-                # A fixed slice of a bigger tensor (X[:64]): the storage holds more rows than are fed.
-                stride = t.stride(0) * t.element_size() if t.ndim else 0
-                self.storage_rows = t.untyped_storage().nbytes() // stride if stride > 0 else self.rows
+                # A fixed slice of a bigger tensor (X[:64]): the storage holds more rows than are fed. Counted in
+                # elements, not by the row stride: a column-major table (pandas' to_numpy()) has a row stride of 1.
+                size = t.numel() * t.element_size()
+                self.storage_rows = self.rows * t.untyped_storage().nbytes() // size if size else self.rows
             self.longest = (self.run, self.first)
         return True
 
