@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _kit import blobs, bug, fit, mlp, regression
+import torch.nn.functional as F
+from _kit import WATCH, blobs, bug, fit, healthy, mlp, regression
 from torch import nn
 
 import torchwitness as tw
@@ -222,3 +223,57 @@ def loader_rebuilt_with_the_same_seed_every_step(run: tw.Run) -> None:
         opt.zero_grad()
         crit(model(x[idx]), y[idx]).backward()
         opt.step()
+
+
+# ---- class weights that do not balance the classes (TW210), and weights that do ---------------------------------
+def _rare(n: int = 1536, share: float = 0.03, seed: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 10, generator=g)
+    return x, ((x[:, 0] > 1.2) & (torch.rand(n, generator=g) < share / 0.115)).long()  # P(x0 > 1.2) ~ 0.115
+
+
+def _weighted_loop(run: tw.Run, model: nn.Module, x: torch.Tensor, loss_of, steps: int = 40) -> None:
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    run.watch(model, opt, **WATCH)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (64,), generator=g)
+        opt.zero_grad()
+        loss_of(model(x[idx]), idx).backward()
+        opt.step()
+
+
+@bug("TW210")
+def pos_weight_inverted(run: tw.Run) -> None:
+    """``pos_weight`` given as positives over negatives (0.03) instead of its inverse: the rare class weighs less."""
+    x, y = _rare()
+    pos = (y == 1).sum() / (y == 0).sum()
+    target = y.float().unsqueeze(1)
+    _weighted_loop(run, mlp(10, 32, 1), x,
+                   lambda out, idx: F.binary_cross_entropy_with_logits(out, target[idx], pos_weight=pos))
+
+
+@bug("TW210")
+def class_weights_proportional_to_counts(run: tw.Run) -> None:
+    """CrossEntropyLoss weighted by each class's count (a normalisation written the wrong way up)."""
+    x, y = _rare(share=0.025)
+    counts = torch.bincount(y, minlength=2).float()
+    crit = nn.CrossEntropyLoss(weight=counts / counts.sum())
+    _weighted_loop(run, mlp(10, 32, 2), x, lambda out, idx: crit(out, y[idx]))
+
+
+@healthy
+def class_weights_inverse_frequency_functional(run: tw.Run) -> None:
+    x, y = _rare(share=0.04)
+    counts = torch.bincount(y, minlength=2).float()
+    weight = counts.sum() / (2 * counts)
+    _weighted_loop(run, mlp(10, 32, 2), x, lambda out, idx: F.cross_entropy(out, y[idx], weight=weight))
+
+
+@healthy
+def class_weights_square_root_damped(run: tw.Run) -> None:
+    """Weights of 1/sqrt(frequency) (a common damped balance): the weighted counts stand ~5:1, within the bar."""
+    x, y = _rare(share=0.03)
+    counts = torch.bincount(y, minlength=2).float()
+    crit = nn.CrossEntropyLoss(weight=counts.rsqrt())
+    _weighted_loop(run, mlp(10, 32, 2), x, lambda out, idx: crit(out, y[idx]))

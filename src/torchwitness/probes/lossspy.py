@@ -42,6 +42,16 @@ _PASS_THROUGH = frozenset({
 _FACTORIES = frozenset({torch.ones, torch.zeros, torch.full, torch.ones_like, torch.zeros_like, torch.full_like})
 
 
+def loss_weights(get: Callable[[str], Any]) -> tuple[str, Any] | None:
+    """The weighting a loss call carries, from its keyword arguments (``kwargs.get``) or its module's attributes:
+    ``("pos", pos_weight)``, ``("class", weight)`` for a classification loss's per-class weights (a binary
+    loss's ``weight`` rescales elements: ``("element", weight)``), or None."""
+    pos, weight = get("pos_weight"), get("weight")
+    if pos is not None:
+        return "pos", pos
+    return None if weight is None else ("class", weight)
+
+
 class LossSpy(TorchFunctionMode):
     """Calls ``on_loss(kind, input, target, weighted, output, origin)`` and ``on_backward(tensor)``.
 
@@ -69,7 +79,7 @@ class LossSpy(TorchFunctionMode):
         if kind is not None:
             x = args[0] if args else kwargs.get("input")
             t = args[1] if len(args) > 1 else kwargs.get("target")
-            weighted = kwargs.get("weight") is not None or kwargs.get("pos_weight") is not None
+            weighted = loss_weights(kwargs.get)
             origin = "constant" if id(t) in self._constant else "computed" if id(t) in self._computed else "data"
             self.on_loss(kind, x, t, weighted, out, origin)
         elif isinstance(out, torch.Tensor):
@@ -167,8 +177,7 @@ def _tap_loss(name: str, kind: str) -> Callable[..., Any]:
         out = original(input, target, *args, **kwargs)
         for listener in _LISTENERS:
             if listener._window is not None:  # an audited step: a loss the model computes in its own forward
-                listener.loss_in_forward(kind, input, target, out,
-                                         kwargs.get("weight") is not None or kwargs.get("pos_weight") is not None)
+                listener.loss_in_forward(kind, input, target, out, loss_weights(kwargs.get))
         return out
 
     tapped.__name__, tapped.__qualname__, tapped.__doc__ = original.__name__, original.__qualname__, original.__doc__

@@ -124,7 +124,7 @@ class BetweenAudits:
             self._spy = None
 
     @guarded
-    def _spied_loss(self, kind: str, x: Any, t: Any, weighted: bool, out: Any, origin: str) -> None:
+    def _spied_loss(self, kind: str, x: Any, t: Any, weighted: Any, out: Any, origin: str) -> None:
         self._floating_target(t)
         w = self._window
         if w is None:
@@ -144,7 +144,7 @@ class BetweenAudits:
             self._note_loss_call(x, t)
 
     @guarded
-    def loss_in_forward(self, kind: str, x: Any, t: Any, out: Any, weighted: bool) -> None:
+    def loss_in_forward(self, kind: str, x: Any, t: Any, out: Any, weighted: Any) -> None:
         # The spy listens from the end of the model's forward; a model that computes its loss inside forward
         # (Hugging Face's labels=...) is seen here. Under the spy this call is nested in its handler: the spy
         # notes the loss itself, with what it knows of the target's history.

@@ -128,6 +128,7 @@ class LossInfo:
     input: TensorInfo | None
     target: TensorInfo | None
     weighted: bool = False  # class weights (weight=, pos_weight=) given
+    class_weights: tuple[str, list[float]] | None = None  # ("class" | "pos" | "element", the values), when read
     value: float | None = None
     row_sums: tuple[float, float] | None = None  # min and max of the input's row sums over the class axis
     producer: str | None = None  # the autograd op that made the input, looking through views and casts
@@ -294,6 +295,8 @@ class History:
             if lo.target_grad:  # the target is another output of the model (two views): no chance level
                 h.notes["target_grad"] = True
             h.notes["class_weighted"] = lo.weighted
+            if lo.class_weights is not None:
+                h.notes["class_weights"] = lo.class_weights
             if lo.target is not None and lo.target.stats and "std" in lo.target.stats:
                 h.notes.setdefault("target_var", []).append(lo.target.stats["std"] ** 2)
 

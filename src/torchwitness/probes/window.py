@@ -207,18 +207,23 @@ class Window:
         self.acts.clear()
 
     def add_loss(self, kind: str, x: Any, t: Any, output: Any, *, module: torch.nn.Module | None = None,
-                 weighted: bool = False) -> None:
-        """Note the loss call of this step: what it was fed (``x``: model output, ``t``: target)."""
+                 weighted: tuple[str, Any] | None = None) -> None:
+        """Note the loss call of this step: what it was fed (``x``: model output, ``t``: target), and its weights
+        (:func:`~torchwitness.probes.lossspy.loss_weights`)."""
         x = x if isinstance(x, torch.Tensor) else None
         t = t if isinstance(t, torch.Tensor) else None
         self.loss = LossInfo(kind=kind, module=module, input=TensorInfo.of("input", x) if x is not None else None,
-                             target=TensorInfo.of("target", t) if t is not None else None, weighted=weighted,
+                             target=TensorInfo.of("target", t) if t is not None else None, weighted=weighted is not None,
                              target_grad=t is not None and t.requires_grad,
                              producer=producer_op(x) if x is not None and self.statistics else None)
         if x is not None and x.numel() and x.is_floating_point() and self.statistics:  # what the loss is fed persists
             self.pack.add("loss/in", stats.value_stats(x, bounds=True))
             if x.ndim >= 2:
                 self.pack.add("loss/rowsum", torch.stack(torch.aminmax(x.detach().float().sum(1))))
+        if weighted is not None and isinstance(weighted[1], torch.Tensor) and 0 < weighted[1].numel() <= 4096 \
+                and self.statistics:  # what the weights make of the class counts (TW210)
+            self.pack.add("loss/weight", weighted[1].detach().float().flatten())
+            self.extra["loss_weight"] = "element" if weighted[0] == "class" and kind in _BINARY_LOSSES else weighted[0]
         if t is not None:
             c = x.shape[1] if kind in _CLASS_LOSSES and x is not None and x.ndim >= 2 else None
             self.add_targets(t, c, binary=kind in _BINARY_LOSSES)
@@ -239,6 +244,9 @@ class Window:
             rs = data.get("loss/rowsum")
             if rs is not None:
                 self.loss.row_sums = (float(rs[0]), float(rs[1]))
+            weights = data.get("loss/weight")
+            if weights is not None:
+                self.loss.class_weights = (self.extra["loss_weight"], list(weights))
             v = data.get("loss/value")
             if v is not None:
                 self.loss.value = float(v[0])

@@ -357,8 +357,9 @@ def label_leak(v: StepView) -> Iterator[Finding]:
 def class_imbalance(v: StepView) -> Iterator[Finding]:
     """The most frequent class outnumbers the least frequent by more than ``imbalance_ratio`` (20), as far as the
     labels seen prove it (a one-sided binomial test of the two counts at that ratio, at 20 %: a few minority labels
-    do not make a ratio); a model can score high accuracy by ignoring the minority. Not reported when the loss already
-    carries class weights, nor for next-token targets over the model's own input vocabulary, nor for targets the
+    do not make a ratio); a model can score high accuracy by ignoring the minority. Not reported when the loss's class
+    weights (``weight=``, ``pos_weight=``) bring the weighted counts within that ratio (weights set to the class
+    frequencies instead of their inverses do not), nor for next-token targets over the model's own input vocabulary, nor for targets the
     loop fills with one value by construction (``torch.ones_like(d_real)``: a GAN discriminator's real/fake labels).
 
     Example: fraud detection with 1% positives trained with plain BCE. Fix: ``pos_weight`` or resampling.
@@ -371,7 +372,9 @@ def class_imbalance(v: StepView) -> Iterator[Finding]:
     hist = h.label_hist
     if v.loss is not None and v.loss.target_constant:  # labels made by torch.ones/zeros/full (a GAN's): no data
         h.notes["TW210:constructed"] = True
-    if hist is None or h.notes.get("TW210") or h.notes.get("class_weighted") or h.notes.get("TW210:constructed"):
+    weights = h.notes.get("class_weights") if h.notes.get("class_weighted") else None
+    if hist is None or h.notes.get("TW210") or h.notes.get("TW210:constructed") or \
+            (h.notes.get("class_weighted") and weights is None):
         return
     collapsed = _labels_collapsed(h, hist, v.step) if v.event == "step" else None
     if collapsed is not None:
@@ -400,10 +403,30 @@ def class_imbalance(v: StepView) -> Iterator[Finding]:
     # a 17:1 split. One-sided binomial test of the smallest class against the largest, at the bar's ratio.
     least = min(present) if len(present) > 1 else 0.0
     if _at_most(int(least), int(max(counts) + least), 1 / (v.threshold("imbalance_ratio") + 1)) < IMBALANCE_ALPHA:
-        h.notes["TW210"] = True
         share = min(present) / total if len(present) > 1 else 0.0
-        yield Finding.of("TW210", "target", f"class imbalance {ratio:.3g}:1 over {int(total)} labels (smallest "
-                         f"class {share:.1%})", step=v.step, details={"counts": counts})
+        why = f"class imbalance {ratio:.3g}:1 over {int(total)} labels (smallest class {share:.1%})"
+        if weights is not None:  # weighted: only when the weights leave the classes as far apart
+            left = _weighted_ratio(counts, *weights)
+            if left is None or left <= v.threshold("imbalance_ratio"):
+                return
+            why += f"; the loss's class weights leave it at {left:.3g}:1 (weights that favour the frequent class?)"
+        h.notes["TW210"] = True
+        yield Finding.of("TW210", "target", why, step=v.step, details={"counts": counts})
+
+
+def _weighted_ratio(counts: list[float], kind: str, weights: list[float]) -> float | None:
+    """The largest over the smallest class count once each is multiplied by its loss weight (``pos_weight``
+    multiplies the positives of a binary target); None when the weights do not map onto the classes."""
+    if kind == "class" and len(weights) == len(counts):
+        weighted = [c * w for c, w in zip(counts, weights, strict=True)]
+    elif kind == "pos" and len(weights) == 1 and len(counts) == 2:
+        weighted = [counts[0], counts[1] * weights[0]]
+    else:
+        return None
+    present = [x for c, x in zip(counts, weighted, strict=True) if c > 0]
+    if len(present) < 2 or min(present) <= 0:
+        return None
+    return max(present) / min(present)
 
 
 IMBALANCE_ALPHA = 0.2
