@@ -213,7 +213,8 @@ class Window:
         x = x if isinstance(x, torch.Tensor) else None
         t = t if isinstance(t, torch.Tensor) else None
         self.loss = LossInfo(kind=kind, module=module, input=TensorInfo.of("input", x) if x is not None else None,
-                             target=TensorInfo.of("target", t) if t is not None else None, weighted=weighted is not None,
+                             target=TensorInfo.of("target", t) if t is not None else None,
+                             weighted=weighted is not None,
                              target_grad=t is not None and t.requires_grad,
                              producer=producer_op(x) if x is not None and self.statistics else None)
         if x is not None and x.numel() and x.is_floating_point() and self.statistics:  # what the loss is fed persists

@@ -357,10 +357,11 @@ def label_leak(v: StepView) -> Iterator[Finding]:
 def class_imbalance(v: StepView) -> Iterator[Finding]:
     """The most frequent class outnumbers the least frequent by more than ``imbalance_ratio`` (20), as far as the
     labels seen prove it (a one-sided binomial test of the two counts at that ratio, at 20 %: a few minority labels
-    do not make a ratio); a model can score high accuracy by ignoring the minority. Not reported when the loss's class
-    weights (``weight=``, ``pos_weight=``) bring the weighted counts within that ratio (weights set to the class
-    frequencies instead of their inverses do not), nor for next-token targets over the model's own input vocabulary, nor for targets the
-    loop fills with one value by construction (``torch.ones_like(d_real)``: a GAN discriminator's real/fake labels).
+    do not make a ratio); a model can score high accuracy by ignoring the minority. Not reported when the loss's
+    class weights (``weight=``, ``pos_weight=``) bring the weighted counts within that ratio (weights set to the
+    class frequencies instead of their inverses do not), nor for next-token targets over the model's own input
+    vocabulary, nor for targets the loop fills with one value by construction (``torch.ones_like(d_real)``: a GAN
+    discriminator's real/fake labels).
 
     Example: fraud detection with 1% positives trained with plain BCE. Fix: ``pos_weight`` or resampling.
 
