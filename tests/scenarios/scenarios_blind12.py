@@ -39,8 +39,6 @@ KNOWN_MISSES: dict = {
        "the batch of step 0' (a fresh tensor of equal content), not TW214" for m in _BOTH},
     ("sorted_by_label_without_shuffle", "default"): "one class per batch (sorted table, shuffle=False): TW210's "
     "label collapse is not seen with default sampling; TW109 at close is the only root (every-step: TW210 root)",
-    **{("token_ids_wrapped_into_vocab", m): "uniform ids of a 1,500-id tokenizer wrapped with % 600 (a 3:2 density "
-       "step at id 300): TW212's fold is not found" for m in _BOTH},
 }
 SANITY: dict[str, tuple[Callable, str]] = {}
 

@@ -277,3 +277,53 @@ def class_weights_square_root_damped(run: tw.Run) -> None:
     counts = torch.bincount(y, minlength=2).float()
     crit = nn.CrossEntropyLoss(weight=counts.rsqrt())
     _weighted_loop(run, mlp(10, 32, 2), x, lambda out, idx: crit(out, y[idx]))
+
+
+# ---- token ids into an EmbeddingBag (a bag-of-words classifier) ------------------------------------------------
+def _bags(n: int = 2048, length: int = 16, vocab: int = 1200, seed: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (n, length), generator=g)
+    return ids, ((ids < vocab // 3).float().mean(1) > 1 / 3).long()
+
+
+def _bag_loop(run: tw.Run, model: nn.Module, feed, y: torch.Tensor, steps: int = 40) -> None:
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    run.watch(model, opt, **WATCH)
+    g = torch.Generator().manual_seed(2)
+    for _ in range(steps):
+        idx = torch.randint(0, len(y), (64,), generator=g)
+        opt.zero_grad()
+        F.cross_entropy(model(*feed(idx)), y[idx]).backward()
+        opt.step()
+
+
+@bug("TW212")
+def embedding_bag_ids_clamped(run: tw.Run) -> None:
+    """A 1,200-id tokenizer feeding an EmbeddingBag of 1,000 rows, "fixed" with clamp: id 999 takes every id over."""
+    ids, y = _bags()
+    fed = ids.clamp(max=999)
+    model = nn.Sequential(nn.EmbeddingBag(1000, 32), nn.Linear(32, 2))
+    _bag_loop(run, model, lambda idx: (fed[idx],), y)
+
+
+class _Bag(nn.Module):
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.bag, self.out = nn.EmbeddingBag(vocab, 32, mode="mean"), nn.Linear(32, 2)
+
+    def forward(self, flat: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        return self.out(self.bag(flat, offsets))
+
+
+@healthy
+def embedding_bag_flat_ids_with_offsets(run: tw.Run) -> None:
+    """Bags of varying length as one flat id tensor and offsets (torchtext's text-classification tutorial)."""
+    ids, y = _bags()
+    lengths = torch.randint(4, 17, (len(y),), generator=torch.Generator().manual_seed(3))
+
+    def feed(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [ids[i, :lengths[i]] for i in idx.tolist()]
+        offsets = torch.tensor([0] + [len(r) for r in rows[:-1]]).cumsum(0)
+        return torch.cat(rows), offsets
+
+    _bag_loop(run, _Bag(1200), feed, y)

@@ -152,7 +152,7 @@ class Capture:
             info.batch, info.n_units = out.shape[0], out.shape[stats.unit_axis(out.ndim, info.channels_first)]
 
     @guarded
-    def _embedding_pre(self, module: torch.nn.Embedding, args: tuple) -> None:
+    def _embedding_pre(self, module: torch.nn.Embedding | torch.nn.EmbeddingBag, args: tuple) -> None:
         w = self._window
         if w is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].numel() or elsewhere():
             return

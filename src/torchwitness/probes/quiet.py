@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from torchwitness.probes.inrange import SameInput
+from torchwitness.probes.inrange import EMBEDDINGS, SameInput
 from torchwitness.probes.lossspy import LossSpy, refresh
 from torchwitness.probes.sentinel import Sentinel, floating
 from torchwitness.probes.window import tensors_of
@@ -209,7 +209,7 @@ class BetweenAudits:
             return None
         names = {id(p): n for n, p in self._inner.named_parameters()}
         owners = {id(p): m for m in self._inner.modules() for p in m.parameters(recurse=False)}
-        first = next((p for p in held if not isinstance(owners.get(id(p)), torch.nn.Embedding)), held[0])
+        first = next((p for p in held if not isinstance(owners.get(id(p)), EMBEDDINGS)), held[0])
         owner = owners.get(id(first))
         peers = [p for p in held if owners.get(id(p)) is owner] if owner is not None else [first]
         chosen = min(peers, key=lambda p: p.numel())

@@ -37,7 +37,7 @@ from torchwitness.probes.capture import MODE_SENSITIVE, PASSIVE, Capture, Facts
 from torchwitness.probes.config import resolve
 from torchwitness.probes.distributed import CrossRank
 from torchwitness.probes.hookref import ForwardTap, detachable, elsewhere, transformed
-from torchwitness.probes.inrange import SameInput
+from torchwitness.probes.inrange import EMBEDDINGS, SameInput
 from torchwitness.probes.lean import Lean
 from torchwitness.probes.lossspy import LossSpy, listen, refresh, unlisten
 from torchwitness.probes.quiet import BetweenAudits
@@ -233,7 +233,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
                           for m in self._inner.modules()]
         for m, hook in self._plan:
             self._armed.append(m.register_forward_hook(hook, with_kwargs=True))
-            if isinstance(m, torch.nn.Embedding):
+            if isinstance(m, EMBEDDINGS):
                 self._armed.append(m.register_forward_pre_hook(detachable(self._embedding_pre)))
         return True
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from torchwitness.probes.inrange import loader_batch_sizes
+from torchwitness.probes.inrange import EMBEDDINGS, loader_batch_sizes
 from torchwitness.probes.view import History, StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
@@ -390,7 +390,7 @@ def class_imbalance(v: StepView) -> Iterator[Finding]:
     tables = h.notes.get("embedding_sizes")
     if tables is None:  # the module tree is walked once per watch, not at every audit
         tables = h.notes["embedding_sizes"] = {m.num_embeddings for m in v.watch._inner.modules()
-                                               if isinstance(m, torch.nn.Embedding)}
+                                               if isinstance(m, EMBEDDINGS)}
     if len(counts) in tables:
         return
     total = sum(counts)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
+from torchwitness.probes.inrange import EMBEDDINGS
 from torchwitness.probes.view import LossLog, StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
@@ -183,7 +184,7 @@ def vanishing_gradient(v: StepView) -> Iterator[Finding]:
     tables = v.history.notes.get("TW104:tables")
     if tables is None:  # found once per run: walking the modules at every audit costs on large models
         tables = v.history.notes["TW104:tables"] = {id(stored_weight(m)) for m in v.watch._inner.modules()
-                                                    if isinstance(m, torch.nn.Embedding)}
+                                                    if isinstance(m, EMBEDDINGS)}
     layers = [p for p in v.params if p.has_grad and len(p.shape) >= 2 and _finite(p.grad_norm)
               and _finite(p.weight_norm) and p.weight_norm > 0 and id(p.param) not in tables]
     if len(layers) < 3:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-from torchwitness.probes.inrange import held_in_frames
+from torchwitness.probes.inrange import EMBEDDINGS, held_in_frames
 from torchwitness.probes.view import StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
@@ -137,7 +137,7 @@ def decay_on_norm_bias(v: StepView) -> Iterator[Finding]:
     opt = v.optimizer
     if opt is None:
         return
-    embeddings = {id(stored_weight(m)) for m in v.watch._inner.modules() if isinstance(m, torch.nn.Embedding)}
+    embeddings = {id(stored_weight(m)) for m in v.watch._inner.modules() if isinstance(m, EMBEDDINGS)}
     for i, g in enumerate(opt.param_groups):
         wd = g.get("weight_decay", 0)
         if wd <= 0:
