@@ -239,3 +239,35 @@ def midrun_ok_head_optimizer_accumulates(run) -> None:
         if i % 4 == 3:
             opt_head.step()
             opt_head.zero_grad()
+
+
+def _gradual_unfreeze(run, unfreeze) -> None:
+    """A GRU classifier fine-tuned head first: the embedding and GRU frozen with requires_grad_(False), all
+    parameters in the optimizer, the body unfrozen at step 12 by ``unfreeze(model)``."""
+    ids, y = tokens(n=960, seed=531)
+    model = GRUClassifier()
+    model.emb.requires_grad_(False)
+    model.rnn.requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    watch(run, model, opt)
+    for i, (xb, yb) in enumerate(batches(ids, y, 36, 32)):
+        if i == 12:
+            unfreeze(model)
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+
+@bug("TW305")
+def midrun_noop_unfreeze_of_gru_body(run) -> None:
+    """The unfreeze written ``model.rnn.requires_grad = True``: an attribute; the GRU stays frozen."""
+    def unfreeze(model) -> None:
+        model.emb.requires_grad_(True)
+        model.rnn.requires_grad = True
+
+    _gradual_unfreeze(run, unfreeze)
+
+
+@healthy
+def midrun_ok_gradual_unfreeze(run) -> None:
+    _gradual_unfreeze(run, lambda model: model.requires_grad_(True))

@@ -70,6 +70,7 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW401": _UNITS,  # trained in eval mode: BatchNorm on stale statistics, no dropout
     "TW301": frozenset({"TW109", "TW308"}),  # trainable tensors no optimizer steps: the loss may not move
     "TW210": frozenset({"TW109"}),  # a model that learns only the label frequencies of a skewed task
+    "TW305": frozenset({"TW109", "TW408"}),  # an unfreeze that does nothing: the frozen layers never learn
     # an output that never reaches the loss, or reaches it detached: the layers before it never learn
     "TW413": frozenset({"TW111", "TW408", "TW109"}),
     "TW110": frozenset({"TW111", "TW408", "TW109"}),

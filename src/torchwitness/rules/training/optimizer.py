@@ -209,18 +209,27 @@ def _others_accumulating(v: StepView) -> Iterator[Finding]:
                            "requires_grad on each parameter.")
 def noop_freeze_attribute(v: StepView) -> Iterator[Finding]:
     """``module.requires_grad = False`` only sets a Python attribute on the module; its parameters still
-    train.
+    train. The same holds the other way: ``module.requires_grad = True`` unfreezes nothing.
 
     Example: ``model.backbone.requires_grad = False``. Fix: ``model.backbone.requires_grad_(False)``.
-    Looked for when the watch starts and again when it closes (a freeze written mid-run, for fine-tuning).
+    Looked for when the watch starts and again when it closes (a freeze or an unfreeze written mid-run, for
+    fine-tuning).
     """
     reported = v.history.notes.setdefault("TW305", set())
     for name, m in v.watch._inner.named_modules():
-        if m.__dict__.get("requires_grad") is False and any(p.requires_grad for p in m.parameters()) \
-                and name not in reported:
+        flag = m.__dict__.get("requires_grad")
+        if not isinstance(flag, bool) or name in reported:
+            continue
+        held = [p.requires_grad for p in m.parameters()]
+        label = name or "model"
+        if not flag and any(held):
             reported.add(name)
-            yield Finding.of("TW305", name or "model", f"{name or 'model'}.requires_grad = False is a plain attribute; "
-                             "its parameters still require grad")
+            yield Finding.of("TW305", label, f"{label}.requires_grad = False is a plain attribute; its parameters "
+                             "still require grad")
+        elif flag and held and not any(held):
+            reported.add(name)
+            yield Finding.of("TW305", label, f"{label}.requires_grad = True is a plain attribute; its parameters "
+                             "stay frozen (requires_grad_(True) unfreezes them)")
 
 
 @training_rule("TW306", when=("step", "close"), name="frozen-params-change", title="Frozen parameters change",
