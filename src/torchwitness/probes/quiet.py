@@ -9,6 +9,7 @@ one short piece of code.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -148,8 +149,10 @@ class BetweenAudits:
         # The spy listens from the end of the model's forward; a model that computes its loss inside forward
         # (Hugging Face's labels=...) is seen here. Under the spy this call is nested in its handler: the spy
         # notes the loss itself, with what it knows of the target's history.
-        self._floating_target(t)
         w = self._window
+        if w is not None and w.thread != threading.get_ident():  # a loss another thread computes meanwhile
+            return
+        self._floating_target(t)
         if self._spy is None and w is not None and w.forwards and torch.is_grad_enabled():
             if w.loss is None:
                 w.add_loss(kind, x, t, out, weighted=weighted)

@@ -21,6 +21,7 @@ ends.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from types import TracebackType
@@ -287,6 +288,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
             w.forwards.append(Forward(training=module.training))
             w.calls.clear()
             if len(w.forwards) == 1:
+                w.thread = threading.get_ident()
                 found, target = tensors_of(args, kwargs)
                 self._see_input(found)
                 w.extra["primary"] = [t for _, t in found[:1]]

@@ -111,6 +111,7 @@ class Window:
     lowp: list[int] = field(default_factory=list)  # indices into params of low-precision tensors
     before: list[torch.Tensor] = field(default_factory=list)
     stale_checked: bool = False
+    thread: int | None = None  # the thread that ran the step's first forward (the taps are process-wide)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
