@@ -29,10 +29,6 @@ KNOWN_MISSES: dict = {
     **{("head_frozen_by_a_wrong_slice", m): "no rule names a layer frozen by mistake (requires_grad False, still in "
        "the optimizer, randomly initialised head): nothing fires; TW408 is only the closest documented rule"
        for m in _BOTH},
-    ("hf_regression_lr_far_too_low", "default"): "SGD at lr=1e-6 (R^2 -0.03 vs 0.99 at 1e-2): updates stay above "
-    "TW308's 1e-6-of-the-norm bar, nothing fires",
-    ("hf_regression_lr_far_too_low", "every-step"): "SGD at lr=1e-6: TW308 silent (updates above its 1e-6 bar); "
-    "TW109 'loss at chance' is the only root",
     **{("next_iter_loader_every_step", m): "next(iter(loader)) each step: named as TW206 'batch at step 1 repeats "
        "the batch of step 0' (a fresh tensor of equal content), not TW214" for m in _BOTH},
     ("sorted_by_label_without_shuffle", "default"): "one class per batch (sorted table, shuffle=False): TW210's "

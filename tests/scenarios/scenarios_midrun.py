@@ -271,3 +271,55 @@ def midrun_noop_unfreeze_of_gru_body(run) -> None:
 @healthy
 def midrun_ok_gradual_unfreeze(run) -> None:
     _gradual_unfreeze(run, lambda model: model.requires_grad_(True))
+
+
+
+# ---- a learning rate far too low, whose updates are small but not negligible per step (TW308 at close) ----------
+@bug("TW308")
+def lr_too_low_sgd_cnn(run) -> None:
+    """SGD at 1e-5 (meant 1e-2) on a CNN: each step moves the weights ~1e-5 of their norm; the loss never falls."""
+    x, y = images(n=640, seed=541)
+    model = CNN()
+    ce_loop(run, model, torch.optim.SGD(model.parameters(), lr=1e-5, momentum=0.9), x, y, steps=40)
+
+
+@bug("TW308")
+def lr_too_low_adam_gru(run) -> None:
+    """Adam at 3e-7 (a misplaced exponent) on a GRU classifier over a DataLoader."""
+    ids, y = tokens(n=960, seed=542)
+    model = GRUClassifier()
+    loader = DataLoader(TensorDataset(ids, y), batch_size=32, shuffle=True, generator=gen(542))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-7)
+    watch(run, model, opt)
+    for xb, yb in loader:
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+
+@healthy
+def fine_tune_converged_model_small_lr(run) -> None:
+    """A model trained to convergence, then fine-tuned further at a small rate: the loss is flat, the updates
+    tiny, and the loss far below chance."""
+    x, y = tabular(n=1024, seed=543)
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for xb, yb in batches(x, y, 300, 64):
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    ce_loop(run, model, torch.optim.SGD(model.parameters(), lr=1e-5), x, y, steps=40)
+
+
+@healthy
+def slow_but_learning_sgd(run) -> None:
+    """Plain SGD at 1e-2 without momentum on a regression MLP: slow, but the loss falls."""
+    x = torch.randn(1024, 8, generator=gen(544))
+    y = (x @ torch.randn(8, 1, generator=gen(545))).squeeze(1)
+    model = mlp(d=8, c=1)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    watch(run, model, opt)
+    for xb, yb in batches(x, y, 40, 32):
+        opt.zero_grad()
+        F.mse_loss(model(xb).squeeze(1), yb).backward()
+        opt.step()

@@ -15,6 +15,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "vanishing_ratio": 1e-4,  # relative grad (|g|/|w|) of the first weight layer vs the last one
     "update_ratio_max": 1.0,  # |update| / |weight| of a weight matrix in one step: the learning rate is too high
     "update_ratio_min": 1e-6,  # |update| / |weight| below which every step of a weight matrix is negligible
+    "update_ratio_low": 1e-4,  # ... below which, on every audited step, a loss stuck at chance is the rate's doing
     "lr_collapse": 1e-4,  # learning rate relative to its initial value at which a schedule has killed training
     "divergence_factor": 3.0,  # recent loss above this many times its early level
     "chance_margin": 0.03,  # loss within this fraction of the chance-level loss counts as "at chance"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from collections.abc import Iterator
 
 import torch
@@ -16,12 +17,14 @@ from torchwitness.rules.training._modules import stored_weight
 from torchwitness.rules.training._registry import training_rule
 from torchwitness.rules.training.flow import detached_loss_input
 from torchwitness.rules.training.numerics import LARGE_UPDATE_SHARE as _LARGE_SHARE
+from torchwitness.rules.training.numerics import chance_loss
 from torchwitness.rules.training.schedule import LR_RISE as _LR_RISE
 from torchwitness.rules.training.schedule import (
     lr_collapsed,
     lr_collapsed_at_close,
     lr_ratio,
     rate_raised_then_diverged,
+    rate_too_low_at_close,
 )
 
 ART15 = ("EU-AI-Act:Art.15",)
@@ -401,7 +404,7 @@ def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
     Example: ``lr=0`` from a scheduler misconfigured, or ``LambdaLR(lambda e: 0)``. Fix: check the schedule.
     """
     if v.event == "close":
-        yield from lr_collapsed_at_close(v)
+        yield from list(lr_collapsed_at_close(v)) or rate_too_low_at_close(v)
         return
     h = v.history
     moving = [p for p in v.params if p.update_norm is not None and p.grad_norm > 0 and math.isfinite(p.grad_norm)]
@@ -431,11 +434,22 @@ def _negligible_updates(v: StepView) -> Iterator[Finding]:
     if not ratios:
         return
     h.bump("TW308:judged")
+    h.notes["TW308:max_ratio"] = max(h.notes.get("TW308:max_ratio", 0.0), max(ratios))
     if max(ratios) < v.threshold("update_ratio_min"):
         first = h.notes.setdefault("TW308:tiny", v.step)
         tiny = h.bump("TW308:tiny")
-        if tiny >= 2 and tiny == h.counters["TW308:judged"] and not h.notes.get("TW308:tiny_reported"):
+        if tiny >= 2 and tiny == h.counters["TW308:judged"] and not h.notes.get("TW308:tiny_reported") \
+                and not _converged(v):
             h.notes["TW308:tiny_reported"] = True
             yield Finding.of("TW308", "optimizer", f"every weight matrix moved by less than {max(ratios):.2g} of its "
                              f"norm per step on every audited step from step {first}: the learning rate is far too "
                              "low for anything to be learned", step=first, details={"update_ratio": max(ratios)})
+
+
+def _converged(v: StepView) -> bool:
+    """The loss sits under half of its chance level: a model that has learned its task, whose updates are tiny
+    because its gradients are (training a converged model further), not because of its rate."""
+    chance, losses = chance_loss(v), v.history.losses
+    recent = [x for _, x in losses.recent(min(len(losses), 5)) if math.isfinite(x)]
+    return chance is not None and bool(recent) and statistics.fmean(recent) < 0.5 * chance
+

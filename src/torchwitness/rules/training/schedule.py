@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from torchwitness.probes.view import History, StepView
 from torchwitness.rules.findings import Finding
-from torchwitness.rules.training.numerics import falling, first_divergence
+from torchwitness.rules.training.numerics import chance_loss, falling, first_divergence
 
 LR_RISE = 10.0  # a rate this many times its initial value at the end of a diverged run: the schedule raised it
 
@@ -127,3 +127,26 @@ def _regressed(h: History) -> tuple[int, float] | None:
     best = min(statistics.fmean(xs[i:i + 5]) for i in range(len(xs) - 4))
     level = statistics.fmean(tail)
     return (held[-len(tail)][0], level) if best > 0 and level >= 3 * best else None
+
+
+def rate_too_low_at_close(v: StepView) -> Iterator[Finding]:
+    """TW308 at close: over at least ``chance_min_steps`` (20) steps the loss did not fall and stayed near its
+    chance level (within 0.8x-1.5x of it: the noise of a few batches' target variance is wider than TW109's
+    margin), while no audited update of a weight matrix reached ``update_ratio_low`` (1e-4) of its norm: a rate
+    far too low, whose updates the per-step bar (1e-6) does not call negligible (SGD at 1e-6 with momentum moves a
+    small model's weights ~5e-5 a step). A model that has converged sits far below chance."""
+    h = v.history
+    top, chance = h.notes.get("TW308:max_ratio"), chance_loss(v)
+    xs = [x for _, x in h.losses.recent(len(h.losses) - h.losses.start)]
+    if top is None or top >= v.threshold("update_ratio_low") or h.notes.get("TW308:tiny_reported") or \
+            chance is None or chance <= 0 or len(xs) < v.threshold("chance_min_steps") or \
+            not all(math.isfinite(x) for x in xs):
+        return
+    q = max(5, len(xs) // 4)
+    head, tail = statistics.fmean(xs[:q]), statistics.fmean(xs[-q:])
+    if not 0.8 * chance <= tail <= 1.5 * chance or tail < 0.9 * head or falling(xs):  # no significant fall
+        return
+    yield Finding.of("TW308", "optimizer", f"the loss did not fall from its chance level ({tail:.3g}; chance "
+                     f"{chance:.3g}) over {len(xs)} steps while no weight matrix moved by more than {top:.2g} of its "
+                     "norm in an audited step: the learning rate is far too low", step=h.losses.first[0],
+                     details={"update_ratio": top})
