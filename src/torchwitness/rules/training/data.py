@@ -172,7 +172,8 @@ def input_layout(v: StepView) -> Iterator[Finding]:
         yield Finding.of("TW205", f"input:{t.name}", f"input shape {list(t.shape)} looks like NHWC", step=v.step)
 
 
-@training_rule("TW206", when="step", name="duplicate-batch", title="The same batch is fed again",
+@training_rule("TW206", when="step", name="duplicate-batch",
+               title="The same batch again (a loader restarted every step)",
                severity=Severity.WARN, phase=Phase.BATCH, obligations=DATA,
                remediation="Create the iterator once per epoch (for x, y in loader) instead of calling "
                            "next(iter(loader)) every step, and check the sampler.")

@@ -156,7 +156,8 @@ def scrambled_images(v: StepView) -> Iterator[Finding]:
                          details={"r1": r1, "rC": rc, "rV": rv})
 
 
-@training_rule("TW214", when=("init", "step", "close"), name="same-batch-every-step", title="The same batch every step",
+@training_rule("TW214", when=("init", "step", "close"), name="same-batch-every-step",
+               title="One batch tensor fed every step (taken once)",
                severity=Severity.WARN, phase=Phase.BATCH, obligations=DATA,
                remediation="Draw a new batch each step (for x, y in loader), instead of one batch taken before "
                            "the loop (next(iter(loader)) or X[:64]) and fed again and again.")
