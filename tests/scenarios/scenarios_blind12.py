@@ -33,8 +33,6 @@ KNOWN_MISSES: dict = {
        "the batch of step 0' (a fresh tensor of equal content), not TW214: TW206 is the documented rule for a "
        "loader restarted every step (its example; two earlier outside rounds labelled this case TW206)"
        for m in _BOTH},
-    ("sorted_by_label_without_shuffle", "default"): "one class per batch (sorted table, shuffle=False): TW210's "
-    "label collapse is not seen with default sampling; TW109 at close is the only root (every-step: TW210 root)",
 }
 SANITY: dict[str, tuple[Callable, str]] = {}
 

@@ -323,3 +323,53 @@ def slow_but_learning_sgd(run) -> None:
         opt.zero_grad()
         F.mse_loss(model(xb).squeeze(1), yb).backward()
         opt.step()
+
+
+# ---- data sorted by label and fed unshuffled: each batch holds one class (TW210) --------------------------------
+def _sorted_loop(run, model, x, y, *, shuffle: bool, steps: int = 40, batch: int = 32) -> None:
+    order = torch.argsort(y, stable=True)  # the table as exported: grouped by class
+    loader = DataLoader(TensorDataset(x[order], y[order]), batch_size=batch, shuffle=shuffle, generator=gen(551))
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    watch(run, model, opt)
+    step = 0
+    while step < steps:
+        for xb, yb in loader:
+            opt.zero_grad()
+            F.cross_entropy(model(xb), yb).backward()
+            opt.step()
+            step += 1
+            if step == steps:
+                return
+
+
+@bug("TW210")
+def images_sorted_by_class_cnn(run) -> None:
+    x, y = images(n=1024, seed=552)
+    _sorted_loop(run, CNN(), x, y, shuffle=False)
+
+
+@bug("TW210")
+def reviews_sorted_by_sentiment_gru(run) -> None:
+    ids, y = tokens(n=1024, seed=553)
+    _sorted_loop(run, GRUClassifier(), ids, y, shuffle=False, batch=64)
+
+
+@healthy
+def images_sorted_by_class_shuffled_loader(run) -> None:
+    x, y = images(n=1024, seed=552)
+    _sorted_loop(run, CNN(), x, y, shuffle=True)
+
+
+@healthy
+def rare_class_weighted_small_batches(run) -> None:
+    """6 % positives in batches of 16 (most batches hold negatives only), the loss weighted to balance them."""
+    x, y = tabular(n=2048, c=2, seed=554)
+    y = (torch.rand(2048, generator=gen(555)) < 0.06).long() | ((x[:, 0] > 2.2).long())
+    counts = torch.bincount(y, minlength=2).float()
+    model = mlp(c=2)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    watch(run, model, opt)
+    for xb, yb in batches(x, y, 60, 16):
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb, weight=counts.sum() / (2 * counts)).backward()
+        opt.step()

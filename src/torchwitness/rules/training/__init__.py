@@ -20,6 +20,7 @@ from torchwitness.rules.training import (  # noqa: F401  (registers)
     distributed,
     flow,
     inrange,
+    labels,
     loss,
     numerics,
     optimizer,
