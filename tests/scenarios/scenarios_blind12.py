@@ -26,9 +26,6 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 # torch seed 0 (the same at seed 1)
 _BOTH = ("default", "every-step")
 KNOWN_MISSES: dict = {
-    **{("head_frozen_by_a_wrong_slice", m): "no rule names a layer frozen by mistake (requires_grad False, still in "
-       "the optimizer, randomly initialised head): nothing fires; TW408 is only the closest documented rule"
-       for m in _BOTH},
     **{("next_iter_loader_every_step", m): "next(iter(loader)) each step: named as TW206 'batch at step 1 repeats "
        "the batch of step 0' (a fresh tensor of equal content), not TW214: TW206 is the documented rule for a "
        "loader restarted every step (its example; two earlier outside rounds labelled this case TW206)"

@@ -373,3 +373,62 @@ def rare_class_weighted_small_batches(run) -> None:
         opt.zero_grad()
         F.cross_entropy(model(xb), yb, weight=counts.sum() / (2 * counts)).backward()
         opt.step()
+
+
+# ---- the output layer frozen by mistake (TW408) ----------------------------------------------------------------
+@bug("TW408")
+def cnn_classifier_frozen_by_last_params(run) -> None:
+    """``for p in list(model.parameters())[-2:]: p.requires_grad = False`` meant "train only the last layer"."""
+    x, y = images(n=640, seed=561)
+    model = CNN()
+    for p in list(model.parameters())[-2:]:
+        p.requires_grad = False
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 2e-3), x, y, steps=40)
+
+
+@bug("TW408")
+def gru_head_frozen_instead_of_embedding(run) -> None:
+    ids, y = tokens(n=960, seed=562)
+    model = GRUClassifier()
+    model.head.requires_grad_(False)  # meant: model.emb
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), ids, y, steps=40)
+
+
+class _Adapted(torch.nn.Module):
+    """Frozen linear layers, each with a small trainable low-rank adapter beside it (LoRA-style)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.base = torch.nn.ModuleList([torch.nn.Linear(12, 32), torch.nn.Linear(32, 4)])
+        self.down = torch.nn.ModuleList([torch.nn.Linear(12, 2, bias=False), torch.nn.Linear(32, 2, bias=False)])
+        self.up = torch.nn.ModuleList([torch.nn.Linear(2, 32, bias=False), torch.nn.Linear(2, 4, bias=False)])
+        torch.nn.init.zeros_(self.up[0].weight)
+        torch.nn.init.zeros_(self.up[1].weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.base[0](x) + self.up[0](self.down[0](x)))
+        return self.base[1](h) + self.up[1](self.down[1](h))
+
+
+@healthy
+def low_rank_adapters_over_frozen_layers(run) -> None:
+    """The base layers trained first (the "pretrained" model), then frozen; adapters fine-tune it further."""
+    x, y = tabular(n=960, seed=563)
+    model = _Adapted()
+    pre = torch.optim.Adam(model.base.parameters(), 1e-2)
+    for xb, yb in batches(x, y, 60, 64):
+        pre.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        pre.step()
+    model.base.requires_grad_(False)
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 3e-3), x, y, steps=40)
+
+
+@healthy
+def fixed_random_classifier_left_out_of_the_optimizer(run) -> None:
+    """A fixed random output projection, on purpose: frozen and not given to the optimizer."""
+    x, y = tabular(n=960, seed=564)
+    model = mlp(h=64)
+    model[-1].requires_grad_(False)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 3e-3)
+    ce_loop(run, model, opt, x, y, steps=40)

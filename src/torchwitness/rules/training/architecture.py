@@ -211,6 +211,31 @@ def unused_layer(v: StepView) -> Iterator[Finding]:
         if all(p._version == w.initial_versions.get(id(p)) for p in own):
             yield Finding.of("TW408", name or "model", f"{name} ({type(m).__name__}) never ran and was never updated "
                              f"in {v.step} steps", step=v.step)
+    yield from _frozen_tail(v)
+
+
+def _frozen_tail(v: StepView) -> Iterator[Finding]:
+    """The last layers (in the model's definition order, the output layer included) are frozen while every layer
+    before them trains, and they were handed to the optimizer all the same: a freeze meant for the first layers
+    that caught the last ones (a slice taken from the wrong end). A partly frozen model (a frozen backbone, LoRA
+    over frozen weights) has frozen layers before trainable ones; frozen layers left out of the optimizer are
+    frozen on purpose."""
+    opt = v.optimizer
+    if opt is None:
+        return
+    held = {id(p) for g in opt.param_groups for p in g["params"]}
+    layers = [(n or "model", own) for n, m in v.watch._inner.named_modules() if (own := list(m.parameters(False)))]
+    frozen = [not any(p.requires_grad for p in own) for _, own in layers]
+    tail = len(frozen)
+    while tail > 0 and frozen[tail - 1]:
+        tail -= 1
+    if tail == 0 or tail == len(frozen) or any(frozen[:tail]) or \
+            not all(id(p) in held for _, own in layers[tail:] for p in own):
+        return
+    names = [n for n, _ in layers[tail:]]
+    yield Finding.of("TW408", names[-1], f"the last layers ({', '.join(names[-4:])}) are frozen (requires_grad=False) "
+                     "while every layer before them trains, yet the optimizer was given them: the output layers never "
+                     "learn (a freeze meant for the first layers caught the last?)", step=v.step)
 
 
 @training_rule("TW409", when="step", name="redundant-bias-before-norm", title="Bias before BatchNorm is redundant",
