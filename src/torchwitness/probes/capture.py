@@ -21,6 +21,7 @@ from torchwitness.probes.quiet import MAX_PENDING_LOSSES, guarded
 from torchwitness.probes.view import ModuleInfo, TensorInfo
 from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
 
+_DROPOUT = torch.nn.modules.dropout._DropoutNd
 # Layers that compute differently in train and eval mode.
 MODE_SENSITIVE = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm,
                   torch.nn.modules.instancenorm._InstanceNorm)
@@ -165,6 +166,14 @@ class Capture:
             if w.statistics and module.num_embeddings >= 16:  # how the ids spread over the table (TW212)
                 w.extra[f"tok/{name}"] = (module.num_embeddings, module.padding_idx, args[0].ndim)
                 w.pack.add(f"tok/{name}", token_probe(args[0], module.num_embeddings))
+
+    def _outside_pre(self, module: torch.nn.Module, args: tuple) -> None:
+        # Every module call in the process while an audit is armed: a model outside the watch (a distillation
+        # teacher, an EMA or target copy) run under no_grad with its dropout on (TW402). Not @guarded: one frame.
+        if not module.training or torch.is_grad_enabled() or not isinstance(module, _DROPOUT) or module.p <= 0 \
+                or id(module) in self._names:
+            return
+        self.history.notes.setdefault("TW402:outside_seen", (type(module).__name__, module.p, self.step))
 
     @guarded
     def _loss_hook(self, module: torch.nn.Module, args: tuple, output: Any) -> None:

@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any
 
 import torch
-from torch.nn.modules.module import register_module_module_registration_hook
+from torch.nn.modules.module import register_module_forward_pre_hook, register_module_module_registration_hook
 from torch.utils.hooks import RemovableHandle
 
 from torchwitness.errors import InputError
@@ -41,8 +41,7 @@ from torchwitness.probes.hookref import ForwardTap, detachable, elsewhere, trans
 from torchwitness.probes.inrange import EMBEDDINGS, SameInput
 from torchwitness.probes.lean import Lean
 from torchwitness.probes.lossspy import LossSpy, listen, refresh, unlisten
-from torchwitness.probes.quiet import BetweenAudits
-from torchwitness.probes.quiet import guarded as _guarded
+from torchwitness.probes.quiet import BetweenAudits, guarded
 from torchwitness.probes.sentinel import Sentinel, first_bad
 from torchwitness.probes.stats import ParamHeads
 from torchwitness.probes.update import StepUpdate
@@ -236,6 +235,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
             self._armed.append(m.register_forward_hook(hook, with_kwargs=True))
             if isinstance(m, EMBEDDINGS):
                 self._armed.append(m.register_forward_pre_hook(detachable(self._embedding_pre)))
+        self._armed.append(register_module_forward_pre_hook(detachable(self._outside_pre)))
         return True
 
     def _disarm(self) -> None:
@@ -307,7 +307,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
             name, t = found[0]
             self._peeked = (self.step, stats.row_fingerprints(t), t.data_ptr(), name)
 
-    @_guarded
+    @guarded
     def _root_post(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         if self._external_forward or elsewhere():
             return
@@ -340,7 +340,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
                 self._spy_start()
 
     # ---- functional losses: a function mode between forward end and optimizer step ----------------------------
-    @_guarded
+    @guarded
     def _eval_forward(self, args: tuple, kwargs: dict) -> None:
         if not self._eval_seen:
             self._eval_seen = True
@@ -387,7 +387,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
             if not audited:
                 self._disarm()
 
-    @_guarded
+    @guarded
     def _guarded_lean(self) -> None:
         self._lean.finish(self.step)
 

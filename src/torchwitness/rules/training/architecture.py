@@ -35,15 +35,27 @@ def eval_mode_training(v: StepView) -> Iterator[Finding]:
                          severity=sev)
 
 
-@training_rule("TW402", when="eval", name="eval-in-train-mode", title="Evaluation in train mode",
+@training_rule("TW402", when=("eval", "step", "close"), name="eval-in-train-mode", title="Evaluation in train mode",
                severity=Severity.WARN, phase=Phase.EVAL, obligations=ART15,
-               remediation="Call model.eval() before evaluating (and model.train() after).")
+               remediation="Call model.eval() before evaluating (and model.train() after); put a frozen teacher or "
+                           "target network in eval() once.")
 def eval_in_train_mode(v: StepView) -> Iterator[Finding]:
     """The model ran under ``torch.no_grad()`` (evaluation) in train mode while it has dropout or batch norm:
-    predictions are noisy and BatchNorm's running statistics drift towards the evaluation data.
+    predictions are noisy and BatchNorm's running statistics drift towards the evaluation data. Also a model
+    outside the watch run under ``no_grad`` in train mode with its dropout on, during an audited training step
+    (a distillation teacher frozen with ``requires_grad_(False)`` but never put in ``eval()``: every soft target
+    is a random sub-network's guess).
 
     Example: ``with torch.no_grad(): val_loss = loss_fn(model(xv), yv)`` without ``model.eval()``.
     """
+    if v.event != "eval":  # seen by the hook every module call meets while an audit is armed
+        seen = v.history.notes.get("TW402:outside_seen")
+        if seen is not None and not v.history.notes.get("TW402:outside"):
+            v.history.notes["TW402:outside"] = True
+            yield Finding.of("TW402", "outside-model", f"a model outside the watch ran under no_grad in train mode at "
+                             f"step {seen[2]}, its {seen[0]}(p={seen[1]:g}) on: a frozen teacher or a copy of the "
+                             "model never put in eval()?", step=seen[2])
+        return
     if v.extra.get("training") and v.watch.mode_sensitive:
         yield Finding.of("TW402", "model", "no-grad forward (evaluation) ran in train mode", step=v.step)
 
