@@ -232,15 +232,21 @@ def _rare(n: int = 1536, share: float = 0.03, seed: int = 5) -> tuple[torch.Tens
     return x, ((x[:, 0] > 1.2) & (torch.rand(n, generator=g) < share / 0.115)).long()  # P(x0 > 1.2) ~ 0.115
 
 
-def _weighted_loop(run: tw.Run, model: nn.Module, x: torch.Tensor, loss_of, steps: int = 40) -> None:
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
+def _sampled_loop(run: tw.Run, model: nn.Module, rows: int, loss_at, *, lr: float = 1e-3, seed: int = 1,
+                  steps: int = 40) -> None:
+    """Adam over ``steps`` random batches of 64 row indices; ``loss_at(idx)`` is the batch's loss."""
+    opt = torch.optim.Adam(model.parameters(), lr)
     run.watch(model, opt, **WATCH)
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
-        idx = torch.randint(0, len(x), (64,), generator=g)
+        idx = torch.randint(0, rows, (64,), generator=g)
         opt.zero_grad()
-        loss_of(model(x[idx]), idx).backward()
+        loss_at(idx).backward()
         opt.step()
+
+
+def _weighted_loop(run: tw.Run, model: nn.Module, x: torch.Tensor, loss_of) -> None:
+    _sampled_loop(run, model, len(x), lambda idx: loss_of(model(x[idx]), idx))
 
 
 @bug("TW210")
@@ -286,15 +292,8 @@ def _bags(n: int = 2048, length: int = 16, vocab: int = 1200, seed: int = 7) -> 
     return ids, ((ids < vocab // 3).float().mean(1) > 1 / 3).long()
 
 
-def _bag_loop(run: tw.Run, model: nn.Module, feed, y: torch.Tensor, steps: int = 40) -> None:
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    run.watch(model, opt, **WATCH)
-    g = torch.Generator().manual_seed(2)
-    for _ in range(steps):
-        idx = torch.randint(0, len(y), (64,), generator=g)
-        opt.zero_grad()
-        F.cross_entropy(model(*feed(idx)), y[idx]).backward()
-        opt.step()
+def _bag_loop(run: tw.Run, model: nn.Module, feed, y: torch.Tensor) -> None:
+    _sampled_loop(run, model, len(y), lambda idx: F.cross_entropy(model(*feed(idx)), y[idx]), lr=1e-2, seed=2)
 
 
 @bug("TW212")
