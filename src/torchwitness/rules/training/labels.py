@@ -34,7 +34,8 @@ def class_imbalance(v: StepView) -> Iterator[Finding]:
 
     Also reported: labels that collapse to one class mid-run, every label of at least 3 consecutive audited
     steps (16 or more per step, 64 in all) one class that held under half of the labels before (a shard whose
-    label column is empty, a label map that sends everything to 0).
+    label column is empty, a label map that sends everything to 0); and audited batches that each hold a single
+    class, two classes or more filling batches in turn (data sorted by label, fed without shuffling).
     """
     h = v.history
     hist = h.label_hist
