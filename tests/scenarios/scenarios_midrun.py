@@ -500,3 +500,64 @@ def ema_copy_evaluated_in_train_mode(run) -> None:
         if i % 10 == 9:
             with torch.no_grad():
                 ema(x[:128]).argmax(1)
+
+
+class _WithFrozenCritic(torch.nn.Module):
+    """An autoencoder that holds, defined last, a frozen feature network its loss compares features with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc, self.dec = torch.nn.Linear(12, 4), torch.nn.Linear(4, 12)
+        self.critic = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.Tanh()).requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(torch.relu(self.enc(x)))
+
+
+@healthy
+def autoencoder_with_a_frozen_feature_loss_network(run) -> None:
+    """All parameters given to the optimizer (the frozen critic's too, as ``model.parameters()`` does); 12 features
+    driven by 4 factors, which the 4-unit code can hold."""
+    x = torch.randn(960, 4, generator=gen(581)) @ torch.randn(4, 12, generator=gen(582))
+    model = _WithFrozenCritic()
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    watch(run, model, opt)
+    for xb, _ in batches(x, x, 40, 32):
+        out = model(xb)
+        loss = F.mse_loss(out, xb) + F.mse_loss(model.critic(out), model.critic(xb))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+@bug("TW109")
+def labels_shuffled_under_gradient_accumulation(run) -> None:
+    """Labels permuted apart from their inputs, in a loop that divides the loss over 4 micro-batches per step: the
+    loss given to backward is a quarter of the loss call's, at chance all the same."""
+    x, y = tabular(n=1280, seed=591)
+    y = y[torch.randperm(len(y), generator=gen(592))]
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    watch(run, model, opt)
+    micro = batches(x, y, 4 * 40, 16)
+    for _ in range(40):
+        opt.zero_grad()
+        for _ in range(4):
+            xb, yb = next(micro)
+            (F.cross_entropy(model(xb), yb) / 4).backward()
+        opt.step()
+
+
+@healthy
+def gradient_accumulation_learning(run) -> None:
+    x, y = tabular(n=1280, seed=593)
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    watch(run, model, opt)
+    micro = batches(x, y, 4 * 40, 16)
+    for _ in range(40):
+        opt.zero_grad()
+        for _ in range(4):
+            xb, yb = next(micro)
+            (F.cross_entropy(model(xb), yb) / 4).backward()
+        opt.step()

@@ -146,6 +146,9 @@ def _tapped_backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             listener.tap_backward(self)
         else:  # not after a forward of its model (an audited step's spy sees its own, or another model trains)
             listener.backward_elsewhere += 1
+        w = listener._window
+        if w is not None:  # an audited step: one backward per loss call is gradient accumulation, not a sum
+            w.backwards += 1
     out = _ORIGINALS["backward"](self, *args, **kwargs)
     for listener in _LISTENERS:
         if listener._spy is not None:

@@ -239,6 +239,7 @@ class History:
     grad_zero: dict[str, int] = field(default_factory=dict)  # param -> audited steps where its module ran, grad == 0
     counters: dict[str, int] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
+    objective_scale: list[float] = field(default_factory=list)  # backward's loss over the loss call's, per audit
 
     def bump(self, key: str) -> int:
         self.counters[key] = self.counters.get(key, 0) + 1
@@ -256,8 +257,17 @@ class History:
         """Fold one audited step's host data (the losses since the last audit, histograms, moments, grads)."""
         h = self
         h.audited += 1
+        if "root_producer" in view.extra:  # the module whose output is the model's (TW408's frozen output layers)
+            h.notes["root_producer"] = view.extra["root_producer"]
         if "losses" in data:
             h.losses.extend(zip(loss_steps, data["losses"], strict=True))
+            given = dict(zip(loss_steps, data["losses"], strict=True)).get(view.step)
+            called = view.loss.value if view.loss is not None else None
+            if given is not None and called is not None and math.isfinite(given) and math.isfinite(called) \
+                    and called > 0 and len(h.objective_scale) < 256:
+                # What backward got over the loss call's value: 1, or a scale (loss / accumulation steps), or more
+                # (other terms: an auxiliary head, a feature loss). TW109's chance level follows it.
+                h.objective_scale.append(given / called)
         if "eval_rows" in data:
             rows = [int(fp) for fp in data["eval_rows"]]
             h.eval_rows.update(rows)
@@ -272,9 +282,11 @@ class History:
             more = data.get("hist_more")
             if more is not None and more != [view.extra["more_calls"] * c for c in data["hist"]]:
                 # Later loss calls of the step on other targets (a GAN's real then fake labels): their labels
-                # count, and the loss given to backward may sum the calls, so no one chance level holds.
+                # count, and the loss given to backward may sum the calls, so no one chance level holds, unless
+                # each call had a backward of its own (micro-batches of gradient accumulation).
                 h.add_hist([*more, view.extra["more_labels"] - sum(more)])
-                h.notes["several_losses"] = True
+                if view.extra.get("backwards", 0) < view.extra["more_calls"] + 1:
+                    h.notes["several_losses"] = True
         if "moments" in data:
             shape = view.extra.get("moment_shape")
             if h.moments is None or h.moment_shape != shape:

@@ -112,6 +112,7 @@ class Window:
     before: list[torch.Tensor] = field(default_factory=list)
     stale_checked: bool = False
     thread: int | None = None  # the thread that ran the step's first forward (the taps are process-wide)
+    backwards: int = 0  # Tensor.backward calls seen while the window was open
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -269,6 +270,7 @@ class Window:
                         trained_modes=[f.training for f in self.forwards if f.trained],
                         forwards=len(self.forwards), statistics=self.statistics, extra=self.extra)
         view.extra["data"] = data
+        view.extra["backwards"] = self.backwards
         return view
 
     def _fill_params(self, data: dict[str, list[float]]) -> None:

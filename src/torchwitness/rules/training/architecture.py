@@ -228,8 +228,9 @@ def unused_layer(v: StepView) -> Iterator[Finding]:
 
 def _frozen_tail(v: StepView) -> Iterator[Finding]:
     """The last layers (in the model's definition order, the output layer included) are frozen while every layer
-    before them trains, and they were handed to the optimizer all the same: a freeze meant for the first layers
-    that caught the last ones (a slice taken from the wrong end). A partly frozen model (a frozen backbone, LoRA
+    before them trains, and they were handed to the optimizer all the same, the layer that produces the model's
+    output among them: a freeze meant for the first layers that caught the last ones (a slice taken from the
+    wrong end). A partly frozen model (a frozen backbone, LoRA
     over frozen weights) has frozen layers before trainable ones; frozen layers left out of the optimizer are
     frozen on purpose."""
     opt = v.optimizer
@@ -245,6 +246,9 @@ def _frozen_tail(v: StepView) -> Iterator[Finding]:
             not all(id(p) in held for _, own in layers[tail:] for p in own):
         return
     names = [n for n, _ in layers[tail:]]
+    out = v.history.notes.get("root_producer")
+    if out is not None and not any(out == n or out.startswith(n + ".") for n in names):
+        return  # the model's output comes from a layer that trains: the frozen ones are something else (a loss net)
     yield Finding.of("TW408", names[-1], f"the last layers ({', '.join(names[-4:])}) are frozen (requires_grad=False) "
                      "while every layer before them trains, yet the optimizer was given them: the output layers never "
                      "learn (a freeze meant for the first layers caught the last?)", step=v.step)

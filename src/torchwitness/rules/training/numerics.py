@@ -364,7 +364,15 @@ def falling(xs: list[float]) -> bool:
 
 
 def chance_loss(v: StepView) -> float | None:
-    """The loss of a model that ignores its input, for the loss kind seen (None when unknown)."""
+    """The loss of a model that ignores its input, for the loss kind seen (None when unknown), in the units of the
+    loss given to backward: times the median ratio of that loss to the loss call's value (a loss divided over
+    accumulation steps, an auxiliary head's term or a feature loss added)."""
+    level = _chance_of_call(v)
+    scale = v.history.objective_scale
+    return level * statistics.median(scale) if level is not None and scale else level
+
+
+def _chance_of_call(v: StepView) -> float | None:
     notes = v.history.notes
     kind = notes.get("loss_kind")
     hist = v.history.label_hist
