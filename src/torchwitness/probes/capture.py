@@ -170,7 +170,7 @@ class Capture:
     def _outside_pre(self, module: torch.nn.Module, args: tuple) -> None:
         # Every module call in the process while an audit is armed: a model outside the watch (a distillation
         # teacher, an EMA or target copy) run under no_grad with its dropout on (TW402). Not @guarded: one frame.
-        if not module.training or torch.is_grad_enabled() or not isinstance(module, _DROPOUT) or module.p <= 0 \
+        if not isinstance(module, _DROPOUT) or not module.training or module.p <= 0 or torch.is_grad_enabled() \
                 or id(module) in self._names:
             return
         self.history.notes.setdefault("TW402:outside_seen", (type(module).__name__, module.p, self.step))

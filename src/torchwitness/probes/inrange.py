@@ -28,6 +28,7 @@ def _bin_of_id(vocab: int, device: torch.device) -> torch.Tensor:
 # Tables that look ids up: their inputs are token ids (TW211, TW212), their weights rows of a vocabulary.
 EMBEDDINGS = (torch.nn.Embedding, torch.nn.EmbeddingBag)
 
+
 def token_probe(ids: torch.Tensor, vocab: int) -> torch.Tensor:
     """``[top count, second count, top id, runs, rows, ends, busiest column, numel, hist (32 bins)...]``.
 

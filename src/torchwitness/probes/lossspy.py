@@ -44,8 +44,8 @@ _FACTORIES = frozenset({torch.ones, torch.zeros, torch.full, torch.ones_like, to
 
 def loss_weights(get: Callable[[str], Any]) -> tuple[str, Any] | None:
     """The weighting a loss call carries, from its keyword arguments (``kwargs.get``) or its module's attributes:
-    ``("pos", pos_weight)``, ``("class", weight)`` for a classification loss's per-class weights (a binary
-    loss's ``weight`` rescales elements: ``("element", weight)``), or None."""
+    ``("pos", pos_weight)``, ``("class", weight)``, or None. (A binary loss's ``weight`` rescales elements, not
+    classes: :meth:`~torchwitness.probes.window.Window.add_loss`, which knows the loss kind, tells it apart.)"""
     pos, weight = get("pos_weight"), get("weight")
     if pos is not None:
         return "pos", pos
