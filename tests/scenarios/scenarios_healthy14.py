@@ -18,7 +18,17 @@ from _kit import healthy
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
-KNOWN_MISSES: dict = {}
+# (scenario, sampling) -> why the watch flags this healthy control (strict xfail: found by this outside trial)
+_MF = ("TW208 WARN '100% of audited training samples also appear in evaluation': the forward's inputs are user "
+       "and item ids, so every id recurs between splits by design; each (user, item) pair is rated once")
+_PAD = ("TW109 WARN 'loss at chance level ~1.15-1.19': the chance level counts the ignore_index padding targets "
+        "(most positions); over the real tokens chance is ~log 23 = 3.1 and the loss falls 3.0 -> 1.3 (optimum ~1.1)")
+_F64 = ("TW106 WARN '6 parameter tensors are float64': double precision chosen on purpose for a scientific fit; "
+        "a performance advisory, yet at WARN")
+KNOWN_MISSES: dict = {(name, mode): why for name, why in (("matrix_factorisation_recommender", _MF),
+                                                          ("padded_lm_ignore_index", _PAD),
+                                                          ("float64_physics_regression", _F64))
+                      for mode in ("default", "every-step")}
 
 
 @dataclass
@@ -539,8 +549,8 @@ def matrix_factorisation_recommender(run) -> Learned:
     users, items = 80, 60
     g = gen(19)
     pu, qi = torch.randn(users, 3, generator=g), torch.randn(items, 3, generator=g)
-    u = torch.randint(0, users, (3000,), generator=g)
-    i = torch.randint(0, items, (3000,), generator=g)
+    pair = torch.randperm(users * items, generator=g)[:3000]  # each (user, item) rated once
+    u, i = pair // items, pair % items
     r = 3.5 + (pu[u] * qi[i]).sum(1) * 0.6 + 0.2 * torch.randn(3000, generator=g)
     model = MatrixFactorisation(users, items)
     opt = torch.optim.Adam(model.parameters(), lr=0.03)
@@ -1485,6 +1495,288 @@ def lstm_sequence_regression_dataloader(run) -> Learned:
     with torch.no_grad():
         val = F.mse_loss(net(s[:64]), y[:64]).item()
     return _learned(losses, -val, -y[:64].var().item())
+
+
+# ---- a second batch: loops that tempt single rules ------------------------------------------------------------
+class LoRALinear(nn.Module):
+    """A frozen pretrained linear layer plus a low-rank update whose B starts at zero (the LoRA recipe)."""
+
+    def __init__(self, base: nn.Linear, rank: int = 4) -> None:
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.lora_a = nn.Parameter(torch.randn(rank, base.in_features) / math.sqrt(base.in_features))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
+
+    def forward(self, x):
+        return self.base(x) + x @ self.lora_a.T @ self.lora_b.T
+
+
+@healthy
+def lora_adapters_zero_initialised(run) -> Learned:
+    xp, yp, xd, yd = _downstream(84)
+    backbone = _pretrained_backbone(xp, yp, 6, seed=85)
+    backbone[0], backbone[2] = LoRALinear(backbone[0]), LoRALinear(backbone[2])
+    model = nn.Sequential(backbone, nn.Linear(32, 3))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.0)
+    watch(run, model, opt)
+    losses, g = [], gen(86)
+    for _step in range(60):
+        idx = torch.randint(96, 384, (32,), generator=g)
+        loss = F.cross_entropy(model(xd[idx]), yd[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return _learned(losses, _accuracy(model, xd[:96], yd[:96]), 0.4)
+
+
+class TiedLM(nn.Module):
+    """A GRU language model whose output projection shares the input embedding's weight (weight tying)."""
+
+    def __init__(self, vocab: int = 24, dim: int = 32) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.rnn = nn.GRU(dim, dim, batch_first=True)
+        self.out = nn.Linear(dim, vocab)
+        self.out.weight = self.emb.weight
+
+    def forward(self, ids):
+        return self.out(self.rnn(self.emb(ids))[0])
+
+
+@healthy
+def tied_embedding_language_model(run) -> Learned:
+    vocab = 24
+    text = _markov_text(6000, vocab, seed=87)
+    model = TiedLM(vocab)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    watch(run, model, opt)
+    losses, g = [], gen(88)
+    for _step in range(60):
+        starts = torch.randint(0, len(text) - 17, (32,), generator=g)
+        chunk = torch.stack([text[s:s + 17] for s in starts.tolist()])
+        loss = F.cross_entropy(model(chunk[:, :-1]).reshape(-1, vocab), chunk[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return _learned(losses, math.log(vocab) - losses[-1], math.log(vocab) * 0.2)
+
+
+@healthy
+def padded_lm_ignore_index(run) -> Learned:
+    """Short sentences padded to a long length: most positions are padding, masked out by ignore_index."""
+    vocab, pad, max_len = 24, 0, 24
+    g = gen(89)
+    text = _markov_text(8000, vocab - 1, seed=90) + 1  # ids 1..vocab-1; 0 is padding
+    lengths = torch.randint(4, 9, (512,), generator=g)
+    batch = torch.full((512, max_len), pad)
+    starts = torch.randint(0, len(text) - 10, (512,), generator=g)
+    for r, (s, n) in enumerate(zip(starts.tolist(), lengths.tolist(), strict=True)):
+        batch[r, :n] = text[s:s + n]
+    model = CharLSTM(vocab)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    watch(run, model, opt)
+    losses = []
+    for _step in range(60):
+        rows = batch[torch.randint(0, 512, (32,), generator=g)]
+        logits, _ = model(rows[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, vocab), rows[:, 1:].reshape(-1), ignore_index=pad)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return _learned(losses, math.log(vocab) - losses[-1], math.log(vocab) * 0.2)
+
+
+@healthy
+def noisy_labels_thirty_percent(run) -> Learned:
+    """A real data set with 30 % of labels flipped: the training loss stays high, held-out clean accuracy rises."""
+    g = gen(91)
+    x = torch.randn(896, 12, generator=g)
+    clean = (x @ torch.randn(12, generator=g) > 0).long()
+    flip = torch.rand(896, generator=g) < 0.3
+    noisy = torch.where(flip, 1 - clean, clean)
+    model = mlp(12, 32, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loader = DataLoader(TensorDataset(x[128:], noisy[128:]), batch_size=32, shuffle=True, generator=gen(92))
+    watch(run, model, opt)
+    losses = []
+    for _epoch in range(3):
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return _learned(losses, _accuracy(model, x[:128], clean[:128]), 0.6)
+
+
+@healthy
+def unnormalised_unit_range_images(run) -> Learned:
+    """Pixels in [0, 1] straight from a ToTensor-style transform, no mean/std normalisation."""
+    x, y = images(n=320, c=1, hw=12, seed=93)
+    x = (x - x.min()) / (x.max() - x.min())
+    model = CNN(c=1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loader = DataLoader(TensorDataset(x[64:], y[64:]), batch_size=32, shuffle=True, generator=gen(94))
+    watch(run, model, opt)
+    losses = []
+    for _epoch in range(6):
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return _learned(losses, _accuracy(model, x[:64], y[:64]), 0.25)
+
+
+@healthy
+def one_hot_categoricals_plus_numeric(run) -> Learned:
+    """Tabular rows: two standardised numeric columns and two one-hot categoricals (one with rare levels)."""
+    g = gen(95)
+    n = 768
+    num = torch.randn(n, 2, generator=g)
+    city = torch.multinomial(torch.tensor([0.6, 0.3, 0.05, 0.03, 0.02]), n, replacement=True, generator=g)
+    kind = torch.randint(0, 3, (n,), generator=g)
+    x = torch.cat([num, F.one_hot(city, 5).float(), F.one_hot(kind, 3).float()], 1)
+    score = num[:, 0] - num[:, 1] + torch.tensor([0.0, 1.0, -1.0, 2.0, -2.0])[city] + 0.8 * (kind - 1)
+    y = (score > score.median()).long()
+    model = mlp(10, 32, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loader = DataLoader(TensorDataset(x[128:], y[128:]), batch_size=32, shuffle=True, generator=gen(96))
+    watch(run, model, opt)
+    losses = []
+    for _epoch in range(3):
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return _learned(losses, _accuracy(model, x[:128], y[:128]), 0.55)
+
+
+@healthy
+def linear_warmup_from_zero(run) -> Learned:
+    """The first step runs at learning rate 0 (factor step / warmup), as many recipes write it."""
+    def make(opt, total):
+        warm = total // 5
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(s / warm, 1.0))
+    return _scheduled(run, make, per="batch", seed=97)
+
+
+class TinyFCN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.classify = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        return self.classify(self.body(x))
+
+
+@healthy
+def segmentation_per_pixel_cross_entropy(run) -> Learned:
+    """Per-pixel labels (background, square, bar): the loss averages over every pixel of the batch."""
+    g = gen(99)
+    n, hw = 256, 16
+    masks = torch.zeros(n, hw, hw, dtype=torch.long)
+    for k in range(n):
+        r, c = torch.randint(0, hw - 5, (2,), generator=g).tolist()
+        masks[k, r:r + 4, c:c + 4] = 1
+        col = int(torch.randint(0, hw, (1,), generator=g))
+        masks[k, :, col] = 2
+    img = (masks == 1).float() * 1.0 + (masks == 2).float() * -1.0 + 0.3 * torch.randn(n, hw, hw, generator=g)
+    img = img.unsqueeze(1)
+    model = TinyFCN()
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    watch(run, model, opt)
+    losses = []
+    for _step in range(50):
+        idx = torch.randint(32, n, (16,), generator=g)
+        loss = F.cross_entropy(model(img[idx]), masks[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        pred = model(img[:32]).argmax(1)
+    miou = sum(((pred == c) & (masks[:32] == c)).sum().item() / max(((pred == c) | (masks[:32] == c)).sum().item(), 1)
+               for c in range(3)) / 3
+    return _learned(losses, miou, 0.33)
+
+
+@healthy
+def full_batch_adam_small_regression(run) -> Learned:
+    """A small data set fits in one batch: the very same tensors every step (full-batch gradient descent)."""
+    g = gen(100)
+    x = torch.randn(96, 5, generator=g)
+    y = x @ torch.randn(5, 1, generator=g) + 0.3 * torch.tanh(x[:, :1] * 2) + 0.05 * torch.randn(96, 1, generator=g)
+    xt, yt = x[24:], y[24:]
+    model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    watch(run, model, opt)
+    losses = []
+    for _step in range(80):
+        opt.zero_grad()
+        loss = F.mse_loss(model(xt), yt)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        val = F.mse_loss(model(x[:24]), y[:24]).item()
+    return _learned(losses, -val, -y[:24].var().item())
+
+
+@healthy
+def float64_physics_regression(run) -> Learned:
+    """A scientific fit kept in float64 on purpose (targets need more than float32's 7 digits of headroom)."""
+    g = gen(101)
+    t = torch.rand(256, 1, generator=g, dtype=torch.float64) * 4 - 2
+    y = torch.exp(-t ** 2) * torch.cos(3 * t)
+    model = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1)).double()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    watch(run, model, opt)
+    losses = []
+    for _step in range(100):
+        idx = torch.randint(48, 256, (64,), generator=g)
+        opt.zero_grad()
+        loss = F.mse_loss(model(t[idx]), y[idx])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        val = F.mse_loss(model(t[:48]), y[:48]).item()
+    return _learned(losses, -val, -y[:48].var().item())
+
+
+@healthy
+def mc_dropout_uncertainty_at_validation(run) -> Learned:
+    """Validation with Monte Carlo dropout: eval() for the model, then only the Dropout layers back in train()."""
+    x, y = tabular(n=640, seed=102)
+    model = nn.Sequential(nn.Linear(12, 64), nn.ReLU(), nn.Dropout(0.2), nn.Linear(64, 4))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loader = DataLoader(TensorDataset(x[128:], y[128:]), batch_size=32, shuffle=True, generator=gen(103))
+    watch(run, model, opt)
+    losses, acc = [], 0.0
+    for _epoch in range(3):
+        model.train()
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        model.eval()
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.train()
+        with torch.no_grad():
+            probs = torch.stack([F.softmax(model(x[:128]), 1) for _ in range(8)]).mean(0)
+        acc = (probs.argmax(1) == y[:128]).float().mean().item()
+    return _learned(losses, acc, 0.25)
 
 
 if __name__ == "__main__":  # the sanity check: every loop learns, without any watch
