@@ -77,8 +77,9 @@ def class_imbalance(v: StepView) -> Iterator[Finding]:
     # a 17:1 split. One-sided binomial test of the smallest class against the largest, at the bar's ratio.
     least = min(present) if len(present) > 1 else 0.0
     seen = h.notes.get("TW210:one_class")
-    if seen is not None and seen[2] == 1 and seen[0] >= 4 and len(seen[1]) == 1:
-        return  # one-class batches, then one mixed: a class of sorted data may just have begun (judged next audit)
+    newest = h.notes.get("TW210:class_first", {}).get(counts.index(least))
+    if seen is not None and seen[0] >= 4 and seen[0] >= seen[2] and newest == v.step:
+        return  # mostly one-class batches, the least class first seen now: sorted data's next class may just begin
     if _at_most(int(least), int(max(counts) + least), 1 / (v.threshold("imbalance_ratio") + 1)) < IMBALANCE_ALPHA:
         share = min(present) / total if len(present) > 1 else 0.0
         why = f"class imbalance {ratio:.3g}:1 over {int(total)} labels (smallest class {share:.1%})"
@@ -156,7 +157,11 @@ def _labels_collapsed(h: History, hist: list[float], now: int) -> tuple[int, int
 
 def _note_batch_classes(h: History, present: list[int], n: float, now: int) -> None:
     """Count, in ``TW210:one_class`` (``[one-class batches, {class: first step}, mixed batches]``), the audited
-    batches of 16 labels or more that held one class, and those that held several."""
+    batches of 16 labels or more that held one class, and those that held several; keep the audited step each
+    class was first seen at (``TW210:class_first``)."""
+    first = h.notes.setdefault("TW210:class_first", {})
+    for c in present:
+        first.setdefault(c, now)
     if n < _COLLAPSE_PER_STEP:
         return
     seen = h.notes.setdefault("TW210:one_class", [0, {}, 0])
