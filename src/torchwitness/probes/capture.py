@@ -16,7 +16,7 @@ import torch
 from torchwitness.probes import stats
 from torchwitness.probes.hookref import ForwardTap, elsewhere
 from torchwitness.probes.inrange import token_probe
-from torchwitness.probes.lossspy import grad_call_running, loss_weights
+from torchwitness.probes.lossspy import grad_call_running, loss_options
 from torchwitness.probes.quiet import MAX_PENDING_LOSSES, guarded
 from torchwitness.probes.view import ModuleInfo, TensorInfo
 from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
@@ -186,7 +186,7 @@ class Capture:
             self._note_loss_call(args[0] if args else None, args[1] if len(args) > 1 else None)
         elif w.loss is None:
             w.add_loss(type(module).__name__, args[0] if args else None, args[1] if len(args) > 1 else None, output,
-                       module=module, weighted=loss_weights(lambda a: getattr(module, a, None)))
+                       module=module, options=loss_options(lambda a: getattr(module, a, None)))
 
     def _module_added(self, parent: torch.nn.Module, name: str, child: Any) -> None:
         # A layer added or replaced after watch() (a new head, an adapter): the hook plans are made anew.

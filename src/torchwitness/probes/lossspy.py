@@ -42,14 +42,14 @@ _PASS_THROUGH = frozenset({
 _FACTORIES = frozenset({torch.ones, torch.zeros, torch.full, torch.ones_like, torch.zeros_like, torch.full_like})
 
 
-def loss_weights(get: Callable[[str], Any]) -> tuple[str, Any] | None:
-    """The weighting a loss call carries, from its keyword arguments (``kwargs.get``) or its module's attributes:
-    ``("pos", pos_weight)``, ``("class", weight)``, or None. (A binary loss's ``weight`` rescales elements, not
-    classes: :meth:`~torchwitness.probes.window.Window.add_loss`, which knows the loss kind, tells it apart.)"""
-    pos, weight = get("pos_weight"), get("weight")
-    if pos is not None:
-        return "pos", pos
-    return None if weight is None else ("class", weight)
+def loss_options(get: Callable[[str], Any]) -> dict[str, Any]:
+    """What a loss call was told besides its input and target, from its keyword arguments (``kwargs.get``) or its
+    module's attributes: ``weights``, ``("pos", pos_weight)`` or ``("class", weight)`` (a binary loss's ``weight``
+    rescales elements, not classes: :meth:`~torchwitness.probes.window.Window.add_loss`, which knows the loss
+    kind, tells it apart), and ``ignore``, an ``ignore_index`` that is a class id (padding's, say)."""
+    pos, weight, ignore = get("pos_weight"), get("weight"), get("ignore_index")
+    weights = ("pos", pos) if pos is not None else None if weight is None else ("class", weight)
+    return {"weights": weights, "ignore": ignore if isinstance(ignore, int) and ignore >= 0 else None}
 
 
 class LossSpy(TorchFunctionMode):
@@ -79,7 +79,7 @@ class LossSpy(TorchFunctionMode):
         if kind is not None:
             x = args[0] if args else kwargs.get("input")
             t = args[1] if len(args) > 1 else kwargs.get("target")
-            weighted = loss_weights(kwargs.get)
+            weighted = loss_options(kwargs.get)
             origin = "constant" if id(t) in self._constant else "computed" if id(t) in self._computed else "data"
             self.on_loss(kind, x, t, weighted, out, origin)
         elif isinstance(out, torch.Tensor):
@@ -180,7 +180,7 @@ def _tap_loss(name: str, kind: str) -> Callable[..., Any]:
         out = original(input, target, *args, **kwargs)
         for listener in _LISTENERS:
             if listener._window is not None:  # an audited step: a loss the model computes in its own forward
-                listener.loss_in_forward(kind, input, target, out, loss_weights(kwargs.get))
+                listener.loss_in_forward(kind, input, target, out, loss_options(kwargs.get))
         return out
 
     tapped.__name__, tapped.__qualname__, tapped.__doc__ = original.__name__, original.__qualname__, original.__doc__

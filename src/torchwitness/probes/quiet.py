@@ -125,14 +125,14 @@ class BetweenAudits:
             self._spy = None
 
     @guarded
-    def _spied_loss(self, kind: str, x: Any, t: Any, weighted: Any, out: Any, origin: str) -> None:
+    def _spied_loss(self, kind: str, x: Any, t: Any, options: dict, out: Any, origin: str) -> None:
         self._floating_target(t)
         w = self._window
         if w is None:
             if torch.is_grad_enabled() and origin == "data":
                 self._note_loss_call(x, t)
         elif w.loss is None and torch.is_grad_enabled():
-            w.add_loss(kind, x, t, out, weighted=weighted)
+            w.add_loss(kind, x, t, out, options=options)
             if w.loss is not None:
                 w.loss.target_computed = origin != "data"
                 w.loss.target_constant = origin == "constant"
@@ -145,7 +145,7 @@ class BetweenAudits:
             self._note_loss_call(x, t)
 
     @guarded
-    def loss_in_forward(self, kind: str, x: Any, t: Any, out: Any, weighted: Any) -> None:
+    def loss_in_forward(self, kind: str, x: Any, t: Any, out: Any, options: dict) -> None:
         # The spy listens from the end of the model's forward; a model that computes its loss inside forward
         # (Hugging Face's labels=...) is seen here. Under the spy this call is nested in its handler: the spy
         # notes the loss itself, with what it knows of the target's history.
@@ -155,7 +155,7 @@ class BetweenAudits:
         self._floating_target(t)
         if self._spy is None and w is not None and w.forwards and torch.is_grad_enabled():
             if w.loss is None:
-                w.add_loss(kind, x, t, out, weighted=weighted)
+                w.add_loss(kind, x, t, out, options=options)
             else:  # a later loss call of the step, once the spy has stopped (a second forward stops it)
                 w.more_targets(kind, x, t)
 

@@ -346,10 +346,10 @@ class Watch(BetweenAudits, Capture, StepUpdate):
             self._eval_seen = True
             self._run_rules(StepView(event="eval", step=self.step, watch=self,
                                      extra={"training": self.model.training}))
-        if self._eval_budget > 0:
-            found, _ = tensors_of(args, kwargs)
-            if found and found[0][1].ndim >= 1 and found[0][1].numel():
-                rows = stats.row_fingerprints(found[0][1])
+        if self._eval_budget > 0:  # rows of one integer id (a user, an item) recur by design: no sample identity
+            t = next((x for _, x in tensors_of(args, kwargs)[0]), None)
+            if t is not None and t.numel() and t.ndim >= (1 if t.is_floating_point() else 2):
+                rows = stats.row_fingerprints(t)
                 self._eval_rows.append(rows)
                 self._eval_budget -= rows.shape[0]
 

@@ -134,13 +134,16 @@ class Window:
                     if t.ndim == 4 and t.shape[1] in (2, 3, 4) and min(t.shape[2:]) >= 8:  # scrambled (TW213)
                         self.pack.add("in/nbr", inrange.neighbour_probe(t))
 
-    def add_targets(self, target: torch.Tensor, num_classes: int | None, binary: bool = False) -> None:
+    def add_targets(self, target: torch.Tensor, num_classes: int | None, binary: bool = False,
+                    ignore: int | None = None) -> None:
         if self.targets is not None or not target.numel():
             return
         self.targets = TensorInfo.of("target", target)
         if self.statistics or target.is_floating_point():  # class ids cannot be NaN: their bounds persist
             self.pack.add("tgt", stats.value_stats(target))
         labels, num_classes = _labels(target, num_classes, binary)
+        if labels is not None and ignore is not None:  # the loss leaves these out (padding): so do its counts
+            labels = labels.masked_fill(labels == ignore, -1)
         x = next((t for t in self._primary() if t.ndim == 2 and t.is_floating_point()), None)
         want_moments = self.statistics and x is not None and self.extra.get("want_moments", True)
         if labels is None or num_classes is None:
@@ -209,9 +212,10 @@ class Window:
         self.acts.clear()
 
     def add_loss(self, kind: str, x: Any, t: Any, output: Any, *, module: torch.nn.Module | None = None,
-                 weighted: tuple[str, Any] | None = None) -> None:
-        """Note the loss call of this step: what it was fed (``x``: model output, ``t``: target), and its weights
-        (:func:`~torchwitness.probes.lossspy.loss_weights`)."""
+                 options: dict[str, Any] | None = None) -> None:
+        """Note the loss call of this step: what it was fed (``x``: model output, ``t``: target), its weights and
+        its ignored class id (:func:`~torchwitness.probes.lossspy.loss_options`)."""
+        weighted = (options or {}).get("weights")
         x = x if isinstance(x, torch.Tensor) else None
         t = t if isinstance(t, torch.Tensor) else None
         self.loss = LossInfo(kind=kind, module=module, input=TensorInfo.of("input", x) if x is not None else None,
@@ -229,7 +233,7 @@ class Window:
             self.extra["loss_weight"] = "element" if weighted[0] == "class" and kind in _BINARY_LOSSES else weighted[0]
         if t is not None:
             c = x.shape[1] if kind in _CLASS_LOSSES and x is not None and x.ndim >= 2 else None
-            self.add_targets(t, c, binary=kind in _BINARY_LOSSES)
+            self.add_targets(t, c, binary=kind in _BINARY_LOSSES, ignore=(options or {}).get("ignore"))
         if isinstance(output, torch.Tensor) and output.numel() == 1:
             self.pack.add("loss/value", output.detach().float())
 
