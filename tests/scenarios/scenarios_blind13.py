@@ -31,12 +31,8 @@ KNOWN_MISSES: dict = {
     " sentinel dates TW101 first, TW105 is seen at the next audit and becomes its consequence",
     **{("clip_grad_norm_tiny", m): "max_norm=1e-5 is named TW308 (updates far too small), not TW104 on the clipped"
        " gradients the optimizer sees" for m in _BOTH},
-    **{("adam_eps_one_typo", m): "Adam eps=1 stalls learning: only TW109 (loss at chance); the optimizer setting is"
-       " not named" for m in _BOTH},
     **{("warmup_that_never_ends", m): "uncapped LambdaLR warm-up (20x the rate by the end) kills filters: TW404 is"
        " the root, TW307 never fires" for m in _BOTH},
-    **{("param_group_with_lr_zero", m): "a parameter group with lr=0 holding most of the model: nothing reported"
-       for m in _BOTH},
 }
 FIXED: dict[str, Callable] = {}
 

@@ -561,3 +561,41 @@ def gradient_accumulation_learning(run) -> None:
             xb, yb = next(micro)
             (F.cross_entropy(model(xb), yb) / 4).backward()
         opt.step()
+
+
+# ---- optimizer settings that keep parameters still (TW308) -----------------------------------------------------
+@bug("TW308")
+def gru_body_group_with_lr_zero(run) -> None:
+    """Discriminative rates written as ``[{"params": body, "lr": 0.0}, {"params": head, "lr": 3e-3}]`` (meant
+    3e-4 for the body): the GRU and its embedding never train."""
+    ids, y = tokens(n=960, seed=601)
+    model = GRUClassifier()
+    body = [*model.emb.parameters(), *model.rnn.parameters()]
+    opt = torch.optim.Adam([{"params": body, "lr": 0.0}, {"params": model.head.parameters(), "lr": 3e-3}])
+    ce_loop(run, model, opt, ids, y, steps=40)
+
+
+@bug("TW308")
+def adamw_eps_half_cnn(run) -> None:
+    x, y = images(n=640, seed=602)
+    model = CNN()
+    ce_loop(run, model, torch.optim.AdamW(model.parameters(), 2e-3, eps=0.5), x, y, steps=40)
+
+
+@healthy
+def two_groups_warming_up_from_zero(run) -> None:
+    """Both groups warm up linearly from lr 0 over 10 steps (LambdaLR), the body at a tenth of the head's rate."""
+    x, y = tabular(n=960, seed=603)
+    model = mlp()
+    opt = torch.optim.Adam([{"params": model[0].parameters(), "lr": 3e-4},
+                            {"params": model[2].parameters(), "lr": 3e-3}])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, s / 10))
+    ce_loop(run, model, opt, x, y, steps=40, sched=sched)
+
+
+@healthy
+def adam_eps_for_stability(run) -> None:
+    """eps=1e-5 (a common choice for stability in some recipes), not a typo."""
+    x, y = images(n=640, seed=604)
+    model = CNN()
+    ce_loop(run, model, torch.optim.Adam(model.parameters(), 2e-3, eps=1e-5), x, y, steps=40)

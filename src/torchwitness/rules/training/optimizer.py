@@ -20,6 +20,8 @@ from torchwitness.rules.training.numerics import LARGE_UPDATE_SHARE as _LARGE_SH
 from torchwitness.rules.training.numerics import chance_loss
 from torchwitness.rules.training.schedule import LR_RISE as _LR_RISE
 from torchwitness.rules.training.schedule import (
+    eps_too_large,
+    idle_group,
     lr_collapsed,
     lr_collapsed_at_close,
     lr_ratio,
@@ -386,7 +388,8 @@ def _large_updates_without_progress(v: StepView) -> Iterator[Finding]:
                          "rate is too high for training to settle", step=high[0], details={"peak_ratio": peak})
 
 
-@training_rule("TW308", when=("step", "close"), name="optimizer-step-noop", title="Optimizer steps change nothing",
+@training_rule("TW308", when=("init", "step", "close"), name="optimizer-step-noop",
+               title="Optimizer steps change nothing",
                severity=Severity.WARN, phase=Phase.STEP, obligations=ART15,
                remediation="Check the learning rate (a scheduler that reaches 0, lr=0 in a param group, a per-epoch "
                            "schedule stepped every batch) and that optimizer.step() runs after backward.",
@@ -401,11 +404,18 @@ def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
     not reported; at the end of a sparsely audited run, a collapsed rate is reported when the loss had stopped
     falling far above where it started.
 
+    Also: a param group whose rate is 0 on every audited step (3 or more) while another trains; and, when the
+    watch starts, an Adam-style ``eps`` of 0.1 or more (a typo for 1e-8: each update is divided by it).
+
     Example: ``lr=0`` from a scheduler misconfigured, or ``LambdaLR(lambda e: 0)``. Fix: check the schedule.
     """
+    if v.event == "init":
+        yield from eps_too_large(v)
+        return
     if v.event == "close":
         yield from list(lr_collapsed_at_close(v)) or rate_too_low_at_close(v)
         return
+    yield from idle_group(v)
     h = v.history
     moving = [p for p in v.params if p.update_norm is not None and p.grad_norm > 0 and math.isfinite(p.grad_norm)]
     if moving and all(p.update_norm == 0 for p in moving) and h.bump("TW308") >= 2:

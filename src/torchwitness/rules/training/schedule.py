@@ -150,3 +150,49 @@ def rate_too_low_at_close(v: StepView) -> Iterator[Finding]:
                      f"{chance:.3g}) over {len(xs)} steps while no weight matrix moved by more than {top:.2g} of its "
                      "norm in an audited step: the learning rate is far too low", step=h.losses.first[0],
                      details={"update_ratio": top})
+
+
+def idle_group(v: StepView) -> Iterator[Finding]:
+    """TW308: a param group whose rate is 0 on every audited step (3 or more; a warm-up from 0 rises after its
+    first step) while another group trains: its parameters never change."""
+    opt, h = v.optimizer, v.history
+    if opt is None or len(opt.param_groups) < 2 or h.notes.get("TW308:idle_reported"):
+        return
+    rates = [g.get("lr") for g in opt.param_groups]
+    if not all(isinstance(r, (int, float)) for r in rates):
+        return
+    idle = h.notes.setdefault("TW308:idle", {})
+    for i, (g, r) in enumerate(zip(opt.param_groups, rates, strict=True)):
+        if i in idle and idle[i] is None:  # it trained on an audited step: never reported
+            continue
+        if r == 0 and any(p.requires_grad for p in g["params"]) and max(rates) > 0:
+            idle.setdefault(i, [v.step, 0])[1] += 1
+        else:
+            idle[i] = None
+    found = [(i, s) for i, s in idle.items() if s is not None and s[1] >= 3]
+    if found:
+        h.notes["TW308:idle_reported"] = True
+        i, (first, _) = found[0]
+        n = sum(p.numel() for p in opt.param_groups[i]["params"])
+        yield Finding.of("TW308", "optimizer", f"param group {i} ({n:,} parameters) has lr=0 on every audited step "
+                         f"from step {first} while another group trains: its parameters never change", step=first)
+
+
+# Adam-style optimizers divide each update by sqrt(v) + eps; eps defaults to 1e-8 (1e-6 or 1e-5 in some recipes).
+_EPS_TOO_LARGE = 0.1
+
+
+def eps_too_large(v: StepView) -> Iterator[Finding]:
+    """TW308 when the watch starts: an Adam-style ``eps`` of 0.1 or more, which makes the update lr * m / (sqrt(v)
+    + eps) a tiny plain-SGD step wherever gradients are small (``eps=1`` written for ``1e-8``)."""
+    opt = v.optimizer
+    if opt is None:
+        return
+    for i, g in enumerate(opt.param_groups):
+        eps = g.get("eps")
+        if "betas" in g and isinstance(eps, (int, float)) and eps >= _EPS_TOO_LARGE:
+            yield Finding.of("TW308", "optimizer", f"{type(opt).__name__}'s eps is {eps:g} in param group {i} (its "
+                             "default is 1e-8): each update is divided by sqrt(v) + eps, a tiny step wherever "
+                             "gradients are small")
+            return
+
