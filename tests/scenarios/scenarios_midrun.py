@@ -599,3 +599,59 @@ def adam_eps_for_stability(run) -> None:
     x, y = images(n=640, seed=604)
     model = CNN()
     ce_loop(run, model, torch.optim.Adam(model.parameters(), 2e-3, eps=1e-5), x, y, steps=40)
+
+
+# ---- a causal LM whose attention sees ahead (TW209) ------------------------------------------------------------
+class _Block(torch.nn.Module):
+    """One pre-norm decoder block over nn.MultiheadAttention, as a hand-written GPT has it."""
+
+    def __init__(self, dim: int = 32) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = torch.nn.LayerNorm(dim), torch.nn.LayerNorm(dim)
+        self.attn = torch.nn.MultiheadAttention(dim, 4, batch_first=True)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, 64), torch.nn.GELU(), torch.nn.Linear(64, dim))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class _GPT(torch.nn.Module):
+    def __init__(self, causal: bool, vocab: int = 24, dim: int = 32, length: int = 16) -> None:
+        super().__init__()
+        self.causal = causal
+        self.tok, self.pos = torch.nn.Embedding(vocab, dim), torch.nn.Embedding(length, dim)
+        self.blocks = torch.nn.ModuleList([_Block(dim), _Block(dim)])
+        self.head = torch.nn.Linear(dim, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        n = ids.shape[1]
+        mask = torch.triu(torch.full((n, n), float("-inf")), diagonal=1) if self.causal else None
+        x = self.tok(ids) + self.pos(torch.arange(n))
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.head(x)
+
+
+def _gpt_loop(run, causal: bool) -> None:
+    g = gen(611)
+    text = torch.randint(0, 24, (640, 17), generator=g)
+    text[:, 1::2] = (text[:, 0:-1:2] * 5 + 3) % 24  # every other token follows from the one before
+    model = _GPT(causal)
+    opt = torch.optim.AdamW(model.parameters(), 3e-3)
+    watch(run, model, opt)
+    for xb, yb in batches(text[:, :-1], text[:, 1:], 40, 32):
+        opt.zero_grad()
+        F.cross_entropy(model(xb).reshape(-1, 24), yb.reshape(-1)).backward()
+        opt.step()
+
+
+@bug("TW209")
+def handwritten_gpt_without_causal_mask(run) -> None:
+    _gpt_loop(run, causal=False)
+
+
+@healthy
+def handwritten_gpt_with_causal_mask(run) -> None:
+    _gpt_loop(run, causal=True)

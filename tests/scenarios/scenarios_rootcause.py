@@ -500,9 +500,10 @@ def causal_lm_with_additive_masks(run: tw.Run) -> None:
     _next_token_loop(run, _TokensAndFeatures(), lambda step: mask if step % 2 else mask.clamp(min=-1e9))
 
 
-@bug("TW201")
+@bug("TW201", tolerated=("TW209",))
 def nan_in_second_input_mid_run(run: tw.Run) -> None:
-    """Token ids plus a float feature vector; from step 37 a feature row holds NaN (named as that argument)."""
+    """Token ids plus a float feature vector; from step 37 a feature row holds NaN (named as that argument). A
+    second, real problem: with features the encoder runs without its causal mask on next-token targets (TW209)."""
     g = torch.Generator().manual_seed(6)
 
     def features(step: int) -> torch.Tensor:

@@ -112,6 +112,9 @@ class Capture:
                 w.extra.setdefault("no_grad_modules", set()).add(facts.name)
             return
         name = facts.name
+        if w.statistics and isinstance(module, torch.nn.MultiheadAttention) and not kwargs.get("is_causal") and \
+                kwargs.get("attn_mask", args[5] if len(args) > 5 else None) is None:  # (TW209: an LM that sees ahead)
+            w.extra["unmasked_attention"] = name
         w.calls[name] = calls = w.calls.get(name, 0) + 1
         info = w.modules.get(name)
         if info is not None:

@@ -162,6 +162,9 @@ class Window:
             valid = labels.reshape(-1) >= 0
             same = (ids.reshape(-1).to(labels.device) == labels.reshape(-1)) & valid
             self.pack.add("copy", same.sum() / valid.sum().clamp(min=1))
+            if ids.ndim == 2 and ids.shape[1] > 1:  # targets that are the next input ids: a causal LM
+                ahead = ids[:, 1:].to(labels.device) == labels.reshape(ids.shape)[:, :-1]
+                self.pack.add("next", ahead.float().mean())
         self.pack.add("hist", stats.class_histogram(labels, num_classes))
         self.extra["hist_labels"] = labels.numel()
         if want_moments and labels.ndim == 1 and x.shape[0] == labels.shape[0] and num_classes <= 32:

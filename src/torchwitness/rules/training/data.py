@@ -319,6 +319,13 @@ def label_leak(v: StepView) -> Iterator[Finding]:
     notes = v.history.notes
     if notes.get("TW209"):
         return
+    ahead, attention = v.extra.get("data", {}).get("next"), v.extra.get("unmasked_attention")
+    if v.event == "step" and ahead and ahead[0] >= 0.9 and attention is not None:
+        notes["TW209"] = True
+        yield Finding.of("TW209", attention, f"{ahead[0]:.0%} of the targets are the next input ids, and attention "
+                         f"'{attention}' ran with no mask: every position sees the token it is trained to predict "
+                         "(a causal LM without its causal mask)", step=v.step, details={"next": ahead[0]})
+        return
     copy = v.extra.get("data", {}).get("copy") if v.event == "step" else None
     if copy and copy[0] >= v.threshold("leak_corr"):
         notes["TW209"] = True
