@@ -29,8 +29,6 @@ KNOWN_MISSES: dict = {
     " sentinel dates TW101 first, TW105 is seen at the next audit and becomes its consequence",
     **{("clip_grad_norm_tiny", m): "max_norm=1e-5 is named TW308 (updates far too small), not TW104 on the clipped"
        " gradients the optimizer sees" for m in _BOTH},
-    **{("warmup_that_never_ends", m): "uncapped LambdaLR warm-up (20x the rate by the end) kills filters: TW404 is"
-       " the root, TW307 never fires" for m in _BOTH},
 }
 FIXED: dict[str, Callable] = {}
 

@@ -655,3 +655,30 @@ def handwritten_gpt_without_causal_mask(run) -> None:
 @healthy
 def handwritten_gpt_with_causal_mask(run) -> None:
     _gpt_loop(run, causal=True)
+
+
+# ---- a warm-up never capped, which kills units rather than making the loss diverge (TW307) ----------------------
+def _manual_warmup(run, capped: bool) -> None:
+    """The loop sets the rate itself: ``lr = base * (step + 1) / 5``, meant to stop at ``base`` after 5 steps."""
+    x, y = tabular(n=1280, seed=621)
+    model = torch.nn.Sequential(torch.nn.Linear(12, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                                torch.nn.Linear(64, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    watch(run, model, opt)
+    for step, (xb, yb) in enumerate(batches(x, y, 80, 32)):
+        factor = (step + 1) / 5
+        for g in opt.param_groups:
+            g["lr"] = 0.1 * (min(1.0, factor) if capped else factor)
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+
+@bug("TW307")
+def manual_warmup_never_capped_mlp(run) -> None:
+    _manual_warmup(run, capped=False)
+
+
+@healthy
+def manual_warmup_capped_mlp(run) -> None:
+    _manual_warmup(run, capped=True)

@@ -40,6 +40,8 @@ def lr_collapsed(v: StepView) -> Iterator[Finding]:
     if ratio is None:
         return
     h.bump("TW308:lr_seen")
+    if ratio > 1.0:  # the first audit that saw the rate above its initial value (TW307 dates a rise from it)
+        h.notes.setdefault("TW307:above", v.step)
     if ratio > v.threshold("lr_collapse"):
         # The highest rate audited (after any warm-up) is where the schedule's fall starts.
         if ratio > h.notes.get("TW308:lr_peak", (0, 0.0))[1]:
@@ -93,7 +95,8 @@ def lr_collapsed_at_close(v: StepView) -> Iterator[Finding]:
 
 def rate_raised_then_diverged(v: StepView) -> Iterator[Finding]:
     """TW307 at close: the rate stands at ``LR_RISE`` times its initial value or more at the run's end, and the
-    loss diverged (as TW108 judges it) or climbed back to 3x its best: the schedule raised the rate too far."""
+    loss diverged (as TW108 judges it) or climbed back to 3x its best, or units died (TW403, TW404 on two audits)
+    and the loss ended no lower than nine tenths of its start: the schedule raised the rate too far."""
     h = v.history
     ratio = lr_ratio(v)
     base = h.losses.first[1] if h.losses.first is not None else math.nan
@@ -103,6 +106,15 @@ def rate_raised_then_diverged(v: StepView) -> Iterator[Finding]:
     rose = f"rose from {base:.3g}"
     if found is None:  # not past its start, but back up from its best: what the rising rate undid
         found, rose = _regressed(h), "climbed back up"
+    if found is None:  # neither, but the rate killed units and nothing was learned
+        killed = _killed(h, base)
+        if killed is not None:
+            dead, level = killed
+            yield Finding.of("TW307", "optimizer", f"the learning rate ended at {ratio:.3g}x its initial value; units "
+                             f"died from step {dead} and the loss ended at {level:.3g}, no lower than where it started "
+                             f"({base:.3g}): the schedule raised the rate too far (a warm-up never capped?)",
+                             step=min(dead, h.notes.get("TW307:above", dead)), details={"lr_ratio": ratio})
+        return
     if found is not None:
         step, level = found
         rise = h.notes.get("TW307:rise", step)  # dated from the rise, when an audit saw it: it explains what followed
@@ -127,6 +139,18 @@ def _regressed(h: History) -> tuple[int, float] | None:
     best = min(statistics.fmean(xs[i:i + 5]) for i in range(len(xs) - 4))
     level = statistics.fmean(tail)
     return (held[-len(tail)][0], level) if best > 0 and level >= 3 * best else None
+
+
+def _killed(h: History, base: float) -> tuple[int, float] | None:
+    """``(first step, level)``: units or filters dead on two audited steps (TW403, TW404), the first from that
+    step, and the run's last fifth of losses at nine tenths of its first loss or more, else None."""
+    dead = [s for k, s in h.notes.items() if k.startswith(("TW403:", "TW404:")) and k.endswith(":first")
+            and h.counters.get(k[:-len(":first")], 0) >= 2]
+    xs = [x for _, x in h.losses.recent(len(h.losses) - h.losses.start)]
+    if not dead or len(xs) < 20 or not all(map(math.isfinite, xs)):
+        return None
+    level = statistics.fmean(xs[-(len(xs) // 5):])
+    return (min(dead), level) if level >= 0.9 * base else None
 
 
 def rate_too_low_at_close(v: StepView) -> Iterator[Finding]:
