@@ -530,38 +530,33 @@ def autoencoder_with_a_frozen_feature_loss_network(run) -> None:
         opt.step()
 
 
+def _accumulated(run, shuffle_labels: bool) -> None:
+    """Adam over 40 steps of 4 micro-batches each, the loss divided by 4 before each backward."""
+    x, y = tabular(n=1280, seed=591)
+    if shuffle_labels:
+        y = y[torch.randperm(len(y), generator=gen(592))]
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    watch(run, model, opt)
+    micro = batches(x, y, 4 * 40, 16)
+    for _ in range(40):
+        opt.zero_grad()
+        for _ in range(4):
+            xb, yb = next(micro)
+            (F.cross_entropy(model(xb), yb) / 4).backward()
+        opt.step()
+
+
 @bug("TW109")
 def labels_shuffled_under_gradient_accumulation(run) -> None:
     """Labels permuted apart from their inputs, in a loop that divides the loss over 4 micro-batches per step: the
     loss given to backward is a quarter of the loss call's, at chance all the same."""
-    x, y = tabular(n=1280, seed=591)
-    y = y[torch.randperm(len(y), generator=gen(592))]
-    model = mlp()
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    watch(run, model, opt)
-    micro = batches(x, y, 4 * 40, 16)
-    for _ in range(40):
-        opt.zero_grad()
-        for _ in range(4):
-            xb, yb = next(micro)
-            (F.cross_entropy(model(xb), yb) / 4).backward()
-        opt.step()
+    _accumulated(run, shuffle_labels=True)
 
 
 @healthy
 def gradient_accumulation_learning(run) -> None:
-    x, y = tabular(n=1280, seed=593)
-    model = mlp()
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    watch(run, model, opt)
-    micro = batches(x, y, 4 * 40, 16)
-    for _ in range(40):
-        opt.zero_grad()
-        for _ in range(4):
-            xb, yb = next(micro)
-            (F.cross_entropy(model(xb), yb) / 4).backward()
-        opt.step()
-
+    _accumulated(run, shuffle_labels=False)
 
 # ---- optimizer settings that keep parameters still (TW308) -----------------------------------------------------
 @bug("TW308")
