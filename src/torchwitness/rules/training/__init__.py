@@ -19,6 +19,7 @@ from torchwitness.rules.training import (  # noqa: F401  (registers)
     data,
     distributed,
     flow,
+    freeze,
     inrange,
     labels,
     loss,
