@@ -25,8 +25,6 @@ _BOTH = ("default", "every-step")
 KNOWN_MISSES: dict = {
     **{("log_of_softmax_underflows_gru", m): "the annealed temperature makes the loss climb before log(softmax)"
        " underflows: TW108 is the root, TW101 its consequence" for m in _BOTH},
-    ("in_model_standardise_zero_std", "default"): "the layer's NaN output starts between audits (step 10): the loss"
-    " sentinel dates TW101 first, TW105 is seen at the next audit and becomes its consequence",
     **{("clip_grad_norm_tiny", m): "max_norm=1e-5 is named TW308 (updates far too small), not TW104 on the clipped"
        " gradients the optimizer sees" for m in _BOTH},
 }

@@ -677,3 +677,39 @@ def manual_warmup_never_capped_mlp(run) -> None:
 @healthy
 def manual_warmup_capped_mlp(run) -> None:
     _manual_warmup(run, capped=True)
+
+
+# ---- a layer that makes NaN from finite inputs, first between audits (TW105, dated at the loss's NaN) -----------
+class _Normalise(torch.nn.Module):
+    def __init__(self, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / (x.norm(dim=1, keepdim=True) + self.eps)
+
+
+def _zero_rows_loop(run, eps: float) -> None:
+    """From step 21 one row of each batch is all zeros (an empty feature vector): a normalising layer divides by
+    its norm."""
+    x, y = tabular(n=1280, seed=631)
+    model = torch.nn.Sequential(_Normalise(eps), mlp())
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    watch(run, model, opt)
+    for step, (xb, yb) in enumerate(batches(x, y, 40, 32)):
+        if step > 20:
+            xb = xb.clone()
+            xb[0] = 0.0
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+
+@bug("TW105")
+def normalise_divides_by_a_zero_norm_mid_run(run) -> None:
+    _zero_rows_loop(run, eps=0.0)
+
+
+@healthy
+def normalise_with_eps_over_zero_rows(run) -> None:
+    _zero_rows_loop(run, eps=1e-6)

@@ -207,6 +207,8 @@ def vanishing_gradient(v: StepView) -> Iterator[Finding]:
                            "inputs' scale and any log/exp/division inside it.")
 def nonfinite_activation(v: StepView) -> Iterator[Finding]:
     """A module's output holds NaN or Inf while the model's inputs are finite; names the first such module.
+    When its own weights are finite too, it made the value itself, from finite inputs: if the loss turned
+    non-finite between audits, with clean inputs, the finding is dated at that step (its likely origin).
 
     Example: ``torch.exp`` of large logits overflows. Fix: numerically stable forms, smaller learning rate.
     """
@@ -214,6 +216,14 @@ def nonfinite_activation(v: StepView) -> Iterator[Finding]:
         return
     for name, m in v.modules.items():
         if m.out is not None and m.out.nonfinite:
+            own = [p.weight_norm for p in v.params if p.module == name]
+            first = next((s for s, x in v.history.losses.recent(len(v.history.losses)) if not math.isfinite(x)), None)
+            clean = not any(k in v.history.notes for k in ("TW201:first", "TW202:first"))
+            if all(map(math.isfinite, own)) and first is not None and first < v.step and clean:
+                yield Finding.of("TW105", name, f"output of {name} ({m.kind}) is non-finite from finite inputs and "
+                                 f"weights; the loss was first non-finite at step {first}, between audits: this layer "
+                                 "is its likely origin", step=first)
+                return
             yield Finding.of("TW105", name, f"output of {name} ({m.kind}) is non-finite", step=v.step)
             return
 
