@@ -23,7 +23,7 @@ from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
 
 _DROPOUT = torch.nn.modules.dropout._DropoutNd
 # Layers that compute differently in train and eval mode.
-MODE_SENSITIVE = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm,
+MODE_SENSITIVE = (_DROPOUT, torch.nn.modules.batchnorm._BatchNorm,
                   torch.nn.modules.instancenorm._InstanceNorm)
 # Element-wise layers that cannot turn finite inputs into NaN/Inf: when their input is a probed output, their own
 # output needs no non-finite check of its own (only statistical steps summarise it, for its units).

@@ -53,7 +53,8 @@ def loss_options(get: Callable[[str], Any]) -> dict[str, Any]:
 
 
 class LossSpy(TorchFunctionMode):
-    """Calls ``on_loss(kind, input, target, weighted, output, origin)`` and ``on_backward(tensor)``.
+    """Calls ``on_loss(kind, input, target, options, output, origin)`` (``options``: :func:`loss_options`) and
+    ``on_backward(tensor)``.
 
     ``origin`` is ``"data"`` for a target that existed before the model's forward ended (reshaped or cast at
     most), ``"computed"`` for one made by arithmetic after it (``log1p(y)``, say: non-finite values in it were
@@ -79,9 +80,8 @@ class LossSpy(TorchFunctionMode):
         if kind is not None:
             x = args[0] if args else kwargs.get("input")
             t = args[1] if len(args) > 1 else kwargs.get("target")
-            weighted = loss_options(kwargs.get)
             origin = "constant" if id(t) in self._constant else "computed" if id(t) in self._computed else "data"
-            self.on_loss(kind, x, t, weighted, out, origin)
+            self.on_loss(kind, x, t, loss_options(kwargs.get), out, origin)
         elif isinstance(out, torch.Tensor):
             if func in _FACTORIES or (func in _PASS_THROUGH and any(id(a) in self._constant for a in args)):
                 self._constant[id(out)] = out
@@ -192,7 +192,7 @@ def listen(listener: Any) -> None:
     true; ``after_backward()`` when each backward returns, while its ``_spy`` is set). While a listener's
     ``wants_taps()`` is true (see :func:`refresh`), the functional losses of ``torch.nn.functional`` are routed
     too (``tap_loss(kind, input, target)`` for a floating target while ``tapping``; ``loss_in_forward(kind,
-    input, target, output, weighted)`` while its ``_window``, an audited step, is open), and so are the calls
+    input, target, output, options)`` while its ``_window``, an audited step, is open), and so are the calls
     that clear gradients (``zero_grad_called(owner)``, while ``_window`` is open: neither optimizers nor modules
     offer a hook for it). Calls to ``torch.autograd.grad`` are counted (:func:`grad_call_running`): their
     backward leaves ``.grad`` alone.

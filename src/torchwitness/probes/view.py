@@ -145,6 +145,8 @@ class LossLog:
     >>> log.extend((s, 1.0 / (s + 1)) for s in range(10))
     >>> len(log), log.first, log.start, log[9]
     (10, (0, 1.0), 7, (9, 0.1))
+    >>> [s for s, _ in log.held()]
+    [7, 8, 9]
     """
 
     __slots__ = ("_items", "first", "keep", "start")
@@ -176,6 +178,10 @@ class LossLog:
     def recent(self, n: int) -> list[tuple[int, float]]:
         """The last ``n`` pairs still held."""
         return self._items[-n:] if n > 0 else []
+
+    def held(self) -> list[tuple[int, float]]:
+        """Every pair still held, oldest first."""
+        return list(self._items)
 
 
 class RowSample:

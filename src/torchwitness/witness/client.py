@@ -269,7 +269,6 @@ def shard_folders(run: str | Path) -> list[Path]:
 def submit_run(run: str | Path, witnesses: list[str], *, timeout: float = 10.0) -> list[str]:
     """Ask ``witnesses`` to cosign the newest checkpoint of every shard of a closed run; one line per shard.
     Raise ``VerificationError`` listing what was not cosigned."""
-
     lines, failed = [], []
     for folder in shard_folders(run):
         layout = Layout(folder)

@@ -42,7 +42,7 @@ def eval_mode_training(v: StepView) -> Iterator[Finding]:
 def eval_in_train_mode(v: StepView) -> Iterator[Finding]:
     """The model ran under ``torch.no_grad()`` (evaluation) in train mode while it has dropout or batch norm:
     predictions are noisy and BatchNorm's running statistics drift towards the evaluation data. Also a model
-    outside the watch run under ``no_grad`` in train mode with its dropout on, during an audited training step
+    outside the watch run under ``no_grad`` in train mode with its dropout on, while a statistical audit is armed
     (a distillation teacher frozen with ``requires_grad_(False)`` but never put in ``eval()``: every soft target
     is a random sub-network's guess).
 
@@ -230,9 +230,8 @@ def _frozen_tail(v: StepView) -> Iterator[Finding]:
     """The last layers (in the model's definition order, the output layer included) are frozen while every layer
     before them trains, and they were handed to the optimizer all the same, the layer that produces the model's
     output among them: a freeze meant for the first layers that caught the last ones (a slice taken from the
-    wrong end). A partly frozen model (a frozen backbone, LoRA
-    over frozen weights) has frozen layers before trainable ones; frozen layers left out of the optimizer are
-    frozen on purpose."""
+    wrong end). A partly frozen model (a frozen backbone, LoRA over frozen weights) has frozen layers before
+    trainable ones; frozen layers left out of the optimizer are frozen on purpose."""
     opt = v.optimizer
     if opt is None:
         return

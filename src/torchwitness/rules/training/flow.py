@@ -230,7 +230,7 @@ def _collapsed_loss(v: StepView) -> Iterator[Finding]:
     notes, losses = v.history.notes, v.history.losses
     if notes.get("TW414:reported") or not notes.get("TW414:ssl") or notes.get("TW414:supervised"):
         return
-    held = losses.recent(len(losses) - losses.start)
+    held = losses.held()
     tail = held[-max(5, len(held) // 5):]
     if len(held) < 10 or not all(math.isfinite(x) for _, x in tail):
         return

@@ -217,7 +217,7 @@ def nonfinite_activation(v: StepView) -> Iterator[Finding]:
     for name, m in v.modules.items():
         if m.out is not None and m.out.nonfinite:
             own = [p.weight_norm for p in v.params if p.module == name]
-            first = next((s for s, x in v.history.losses.recent(len(v.history.losses)) if not math.isfinite(x)), None)
+            first = next((s for s, x in v.history.losses.held() if not math.isfinite(x)), None)
             clean = not any(k in v.history.notes for k in ("TW201:first", "TW202:first"))
             if all(map(math.isfinite, own)) and first is not None and first < v.step and clean:
                 yield Finding.of("TW105", name, f"output of {name} ({m.kind}) is non-finite from finite inputs and "

@@ -81,7 +81,7 @@ def lr_collapsed_at_close(v: StepView) -> Iterator[Finding]:
         return
     if s1 > s0 and r1 < r0 and s1 + r1 * (s1 - s0) / (r0 - r1) >= 0.75 * v.step:
         return
-    losses = [x for _, x in h.losses.recent(len(h.losses) - h.losses.start)]
+    losses = [x for _, x in h.losses.held()]
     half = losses[len(losses) // 2:]
     start = h.losses.first[1]
     if len(losses) < 10 or not all(math.isfinite(x) for x in half) or not math.isfinite(start) or start <= 0:
@@ -115,23 +115,22 @@ def rate_raised_then_diverged(v: StepView) -> Iterator[Finding]:
                              f"({base:.3g}): the schedule raised the rate too far (a warm-up never capped?)",
                              step=min(dead, h.notes.get("TW307:above", dead)), details={"lr_ratio": ratio})
         return
-    if found is not None:
-        step, level = found
-        rise = h.notes.get("TW307:rise", step)  # dated from the rise, when an audit saw it: it explains what followed
-        if h.notes.get("TW307", math.inf) <= min(rise, step):  # an update as large as the weights came first
-            return
-        since = f" (past {LR_RISE:g}x from step {rise})" if rise < step else ""
-        yield Finding.of("TW307", "optimizer", f"the learning rate ended at {ratio:.3g}x its initial value{since} and "
-                         f"the loss {rose} to {level:.3g} around step {step}: the schedule raised the "
-                         "rate until training diverged (a warm-up never capped?)",
-                         step=min(rise, step, h.notes.get("TW108:began", step)),  # as TW108 dated the rise
-                         details={"lr_ratio": ratio})
+    step, level = found
+    rise = h.notes.get("TW307:rise", step)  # dated from the rise, when an audit saw it: it explains what followed
+    if h.notes.get("TW307", math.inf) <= min(rise, step):  # an update as large as the weights came first
+        return
+    since = f" (past {LR_RISE:g}x from step {rise})" if rise < step else ""
+    yield Finding.of("TW307", "optimizer", f"the learning rate ended at {ratio:.3g}x its initial value{since} and "
+                     f"the loss {rose} to {level:.3g} around step {step}: the schedule raised the "
+                     "rate until training diverged (a warm-up never capped?)",
+                     step=min(rise, step, h.notes.get("TW108:began", step)),  # as TW108 dated the rise
+                     details={"lr_ratio": ratio})
 
 
 def _regressed(h: History) -> tuple[int, float] | None:
     """``(step, level)`` where a loss that had come down climbed back: the mean of the run's last fifth at 3x (the
     divergence factor) its best mean of five consecutive losses, or more; dated at the first loss of that fifth."""
-    held = h.losses.recent(len(h.losses) - h.losses.start)
+    held = h.losses.held()
     xs = [x for _, x in held]
     if len(xs) < 20 or not all(map(math.isfinite, xs)):
         return None
@@ -146,7 +145,7 @@ def _killed(h: History, base: float) -> tuple[int, float] | None:
     step, and the run's last fifth of losses at nine tenths of its first loss or more, else None."""
     dead = [s for k, s in h.notes.items() if k.startswith(("TW403:", "TW404:")) and k.endswith(":first")
             and h.counters.get(k[:-len(":first")], 0) >= 2]
-    xs = [x for _, x in h.losses.recent(len(h.losses) - h.losses.start)]
+    xs = [x for _, x in h.losses.held()]
     if not dead or len(xs) < 20 or not all(map(math.isfinite, xs)):
         return None
     level = statistics.fmean(xs[-(len(xs) // 5):])
@@ -161,7 +160,7 @@ def rate_too_low_at_close(v: StepView) -> Iterator[Finding]:
     small model's weights ~5e-5 a step). A model that has converged sits far below chance."""
     h = v.history
     top, chance = h.notes.get("TW308:max_ratio"), chance_loss(v)
-    xs = [x for _, x in h.losses.recent(len(h.losses) - h.losses.start)]
+    xs = [x for _, x in h.losses.held()]
     if top is None or top >= v.threshold("update_ratio_low") or h.notes.get("TW308:tiny_reported") or \
             chance is None or chance <= 0 or len(xs) < v.threshold("chance_min_steps") or \
             not all(math.isfinite(x) for x in xs):
