@@ -74,7 +74,8 @@ def test_what_the_owner_receives_is_not_the_cleartext_input():
     for row in rows:
         for j, value in enumerate(row):
             assert np.float64(value).tobytes() not in blob and repr(float(value)).encode() not in blob
-            assert row[j:j + 2].astype(np.float32).tobytes() not in blob
+            if j + 1 < len(row):  # a row's last value has no neighbour: alone it is 4 bytes, found by chance
+                assert row[j:j + 2].astype(np.float32).tobytes() not in blob
     assert owner.context is not None and not owner.context.is_private()
     first_ciphertext = msgspec.msgpack.decode(received[1])["chunks"][0][0]
     with pytest.raises(ValueError, match="secret"):  # the owner cannot decrypt what it holds
