@@ -97,6 +97,16 @@ def test_readme_quick_start_then_its_commands(tmp_path: Path, monkeypatch: pytes
     assert (tmp_path / "MODEL_CARD.md").read_text().startswith("---")
 
 
+def test_rule_catalogue_page_matches_the_rules() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import rules_page
+
+    assert rules_page.PAGE.read_text() == rules_page.render(), "run `python scripts/rules_page.py`"
+    from torchwitness.rules.catalogue import all_rules
+
+    assert all(f"## {r.id}\n" in rules_page.render() for r in all_rules() if r.source == "torchwitness")
+
+
 def test_fenced_blocks_are_found() -> None:
     text = "intro\n```python\nx = 1\n```\n\n```bash\nls\n```\n"
     assert fenced_blocks(text) == [(2, "python", "x = 1\n"), (6, "bash", "ls\n")]

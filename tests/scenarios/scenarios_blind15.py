@@ -33,16 +33,6 @@ KNOWN_MISSES: dict = {
        for name in ("channels_last_array_reshaped_to_nchw", "channels_last_view_in_dataset_loader")},
     **{("pooled_features_unused_cnn", m): "TW110 (gradient flow cut, on each conv block) instead of TW413: the"
        " features' output is discarded, no detached copy of it is used" for m in _BOTH},
-    ("eval_left_on_after_first_validation", "default"): "TW401 is a root, but so is TW307 (with TW101, TW102,"
-    " TW105, TW108 as its consequences): the divergence eval mode causes is blamed on the rate too",
-    ("eval_left_on_after_first_validation", "every-step"): "TW401 is a root, but so is TW108 (with TW103, TW102,"
-    " TW101, TW105): the divergence eval mode causes is a second root",
-    ("lightning_validation_never_restores_train", "default"): "TW401 is a root, but so is TW101 (with TW102,"
-    " TW105, TW108): the NaN eval mode leads to is a second root",
-    ("lightning_validation_never_restores_train", "every-step"): "TW401 is a root, but so is TW108 (with TW103,"
-    " TW102, TW101, TW105): the divergence eval mode causes is a second root",
-    **{("sigmoid_stack_regression_loader", m): "TW104 is a root, but so is TW307: only the output layer learns"
-       " and its small weights move >0.2x their norm a step; the same rate trains the ReLU fix" for m in _BOTH},
 }
 FIXED: dict[str, Callable] = {}
 

@@ -22,9 +22,15 @@ from torchwitness.probes.view import ModuleInfo, TensorInfo
 from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
 
 _DROPOUT = torch.nn.modules.dropout._DropoutNd
-# Layers that compute differently in train and eval mode.
-MODE_SENSITIVE = (_DROPOUT, torch.nn.modules.batchnorm._BatchNorm,
-                  torch.nn.modules.instancenorm._InstanceNorm)
+_TRACKING = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instancenorm._InstanceNorm)
+
+
+def mode_sensitive(model: torch.nn.Module) -> bool:
+    """``model`` computes differently in train and eval mode: it holds a dropout that drops (p > 0) or a norm
+    that tracks running statistics (a model whose only dropouts have p=0 is the same network in both)."""
+    return any(m.p > 0 if isinstance(m, _DROPOUT) else isinstance(m, _TRACKING) and m.track_running_stats
+               for m in model.modules())
+
 # Element-wise layers that cannot turn finite inputs into NaN/Inf: when their input is a probed output, their own
 # output needs no non-finite check of its own (only statistical steps summarise it, for its units).
 PASSIVE = (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.ReLU6, torch.nn.GELU, torch.nn.SiLU, torch.nn.Tanh,
@@ -120,7 +126,7 @@ class Capture:
         if info is not None:
             info.max_calls = max(info.max_calls, calls)
             return
-        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        x = args[0] if args and isinstance(args[0], torch.Tensor) and args[0].layout == torch.strided else None
         # A detached copy of a module's output (TW110, not a discarded one): its memory, or, after a module with
         # a trainable output ran, a float input without autograd history that the model was not given (x.mean().
         # detach()) at a layer with weights of its own.
@@ -135,7 +141,7 @@ class Capture:
                           producer=w.outputs.get(id(x)) if x is not None else None)
         w.modules[name] = info
         out = first_tensor(output)
-        if out is None or not out.is_floating_point() or not out.numel():
+        if out is None or not out.is_floating_point() or not out.numel() or out.layout != torch.strided:
             return
         info.out = TensorInfo.of("output", out)
         if facts.container and id(out) in w.outputs:
@@ -199,7 +205,7 @@ class Capture:
     def _replan(self) -> None:
         self._tree_changed = False
         self._names = {id(m): (n or "model") for n, m in self._inner.named_modules()}
-        self.mode_sensitive = any(isinstance(m, MODE_SENSITIVE) for m in self._inner.modules())
+        self.mode_sensitive = mode_sensitive(self._inner)
         self._plan = None
         for h in self._armed:
             h.remove()

@@ -66,7 +66,7 @@ class Lean:
         if self._plan is None:  # planned again only when the watch's module tree changes (forget_plan)
             w = self.watch
             self._plan = [(m, w._names.get(id(m), type(m).__name__)) for m in w._inner.modules()
-                          if m is not w._inner and not isinstance(m, self._passive)]
+                          if m is not w._inner and not isinstance(m, (*self._passive, torch.jit.ScriptModule))]
             self._modules = {name: m for m, name in self._plan}
         for m, name in self._plan:
             self._handles.append(m.register_forward_hook(detachable(self._hook(name))))

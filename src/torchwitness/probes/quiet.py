@@ -71,7 +71,7 @@ class BetweenAudits:
         # common call model(x) takes a short path (tensors_of costs ~20 us there).
         if self._peek_step == self.step:
             self._peek_batch(args, kwargs)
-        if len(args) == 1 and not kwargs and type(args[0]) is torch.Tensor:
+        if len(args) == 1 and not kwargs and type(args[0]) is torch.Tensor and args[0].layout == torch.strided:
             x, target = args[0], None
             self._sentinel_input = "arg0"
             same = self._same_step != self.step

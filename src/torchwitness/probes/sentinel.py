@@ -148,7 +148,8 @@ def first_bad(values: Sequence[float], where: Sequence[tuple[str, int]]) -> dict
 
 
 def floating(t: object) -> torch.Tensor | None:
-    """``t`` when it is a non-empty floating tensor (the only kind that can hold NaN or Inf)."""
-    if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
+    """``t`` when it is a non-empty dense floating tensor (the only kind that can hold NaN or Inf; a sparse one
+    is left alone)."""
+    if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() and t.layout == torch.strided:
         return t
     return None

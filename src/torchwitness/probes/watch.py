@@ -34,7 +34,7 @@ from torch.utils.hooks import RemovableHandle
 from torchwitness.errors import InputError
 from torchwitness.probes import stats
 from torchwitness.probes.audit_log import AuditLog
-from torchwitness.probes.capture import MODE_SENSITIVE, PASSIVE, Capture, Facts
+from torchwitness.probes.capture import PASSIVE, Capture, Facts, mode_sensitive
 from torchwitness.probes.config import resolve
 from torchwitness.probes.distributed import CrossRank
 from torchwitness.probes.hookref import ForwardTap, detachable, elsewhere, transformed
@@ -107,7 +107,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self.compiled = _is_compiled(model)
         inner = getattr(model, "_orig_mod", model)
         self._names = {id(m): (n or "model") for n, m in inner.named_modules()}
-        self.mode_sensitive = any(isinstance(m, MODE_SENSITIVE) for m in inner.modules())
+        self.mode_sensitive = mode_sensitive(inner)
         self._inner = inner
         self._tree_changed = False
         self._heads = ParamHeads()
@@ -227,10 +227,10 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._window.extra["want_moments"] = m is None or m[0] < _MOMENT_ROWS
         if self._armed or self.compiled:  # compiled graphs keep their submodules unhooked: hooks would recompile
             return True
-        if self._plan is None:  # made again only when a module is added to the tree (_module_added)
+        if self._plan is None:  # made again when a module joins the tree (_module_added); TorchScript takes no hooks
             names = self._names
             self._plan = [(m, detachable(partial(self._module_hook, Facts.of(m, names.get(id(m), type(m).__name__)))))
-                          for m in self._inner.modules()]
+                          for m in self._inner.modules() if not isinstance(m, torch.jit.ScriptModule)]
         for m, hook in self._plan:
             self._armed.append(m.register_forward_hook(hook, with_kwargs=True))
             if isinstance(m, EMBEDDINGS):

@@ -29,7 +29,7 @@ def tensors_of(args: tuple, kwargs: dict | None) -> tuple[list[tuple[str, torch.
 
     def take(name: str, v: Any) -> None:
         nonlocal target
-        if isinstance(v, torch.Tensor):
+        if isinstance(v, torch.Tensor) and v.layout == torch.strided:  # a sparse input is passed, not judged
             if name in TARGET_KEYS:
                 target = v
             else:

@@ -67,7 +67,9 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW151": frozenset({"TW101", "TW102", "TW103", "TW108", "TW109", "TW307"}),
     "TW152": frozenset({"TW109", "TW405"}),
     "TW411": _UNITS,  # filters pruned to zero
-    "TW401": _UNITS,  # trained in eval mode: BatchNorm on stale statistics, no dropout
+    # trained in eval mode: BatchNorm on stale statistics no longer normalises the batch, so activations and
+    # updates can grow until a rate that trains the model in train mode diverges
+    "TW401": _NUMERIC,
     "TW301": frozenset({"TW109", "TW308"}),  # trainable tensors no optimizer steps: the loss may not move
     # a model that learns only the label frequencies of a skewed task; with sorted data, the loss jumps where
     # each new class begins
@@ -86,7 +88,9 @@ EXPLAINS: dict[str, frozenset[str]] = {
     # steps that change nothing (before backward, a rate far too low or collapsed): nothing downstream trains
     "TW308": frozenset({"TW109", "TW110", "TW111", "TW408", "TW413"}),
     "TW107": frozenset({"TW308", "TW109"}),  # low-precision updates rounded away: steps change nothing
-    "TW104": frozenset({"TW405", "TW111", "TW109"}),
+    # vanishing gradients: only the layers near the output learn, and the updates they take alone can be large
+    # next to their weights (a rate the same model trains at once its gradients flow)
+    "TW104": frozenset({"TW405", "TW111", "TW109", "TW307"}),
     "TW414": _UNITS | {"TW405"},  # representation collapse
     "TW403": frozenset({"TW104", "TW111", "TW109", "TW405"}),
     "TW404": frozenset({"TW104", "TW111", "TW109", "TW403", "TW405"}),

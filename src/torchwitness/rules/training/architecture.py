@@ -28,9 +28,10 @@ def eval_mode_training(v: StepView) -> Iterator[Finding]:
     Example: ``evaluate(model)`` calls ``model.eval()`` and the loop never calls ``model.train()`` again.
     """
     sev = None if v.watch.mode_sensitive else Severity.INFO
-    if v.trained_modes and not all(v.trained_modes):
+    first = v.extra.get("eval_trained")  # noted on the host between audits (no kernel): earlier than this step
+    if v.trained_modes and not all(v.trained_modes) and (first is None or first >= v.step):
         yield Finding.of("TW401", "model", f"training step {v.step} ran in eval mode", step=v.step, severity=sev)
-    elif (first := v.extra.get("eval_trained")) is not None:  # noted on the host between audits (no kernel)
+    elif first is not None:
         yield Finding.of("TW401", "model", f"every training forward of step {first} ran in eval mode", step=first,
                          severity=sev)
 
@@ -56,8 +57,15 @@ def eval_in_train_mode(v: StepView) -> Iterator[Finding]:
                              f"step {seen[2]}, its {seen[0]}(p={seen[1]:g}) on: a frozen teacher or a copy of the "
                              "model never put in eval()?", step=seen[2])
         return
-    if v.extra.get("training") and v.watch.mode_sensitive:
+    if v.extra.get("training") and v.watch.mode_sensitive and not _recalibrating(v.watch._inner):
         yield Finding.of("TW402", "model", "no-grad forward (evaluation) ran in train mode", step=v.step)
+
+
+def _recalibrating(model: torch.nn.Module) -> bool:
+    """BatchNorm statistics recomputed on purpose, as ``torch.optim.swa_utils.update_bn`` does: a no-grad pass in
+    train mode with every tracking norm's momentum None (a cumulative average over the pass)."""
+    norms = [m for m in model.modules() if isinstance(m, _STATEFUL) and m.track_running_stats]
+    return bool(norms) and all(m.momentum is None for m in norms)
 
 
 def _dated(rule_id: str, location: str, message: str, since: int, v: StepView) -> Finding:

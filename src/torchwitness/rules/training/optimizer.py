@@ -342,6 +342,9 @@ def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
     yield from idle_group(v)
     h = v.history
     moving = [p for p in v.params if p.update_norm is not None and p.grad_norm > 0 and math.isfinite(p.grad_norm)]
+    if isinstance(v.optimizer, torch.optim.LBFGS):  # converged: it returns untouched once no |grad| exceeds this
+        tol = v.optimizer.defaults.get("tolerance_grad", 0.0)
+        moving = [p for p in moving if p.grad_norm > tol * math.sqrt(math.prod(p.shape))]
     if moving and all(p.update_norm == 0 for p in moving) and h.bump("TW308") >= 2:
         yield Finding.of("TW308", "optimizer", f"no parameter changed at step {v.step}", step=v.step)
         return
