@@ -1,10 +1,12 @@
 """Round 16's healthy loops, beyond "no WARN": the watch must not change what training computes (every loss and
-every tensor of the trained modules' state bit-identical to the bare loop under the same seed) and must record no
-``watch.error``, in both sampling modes."""
+every tensor of the trained modules' state bit-identical to the bare loop under the same seed), must record no
+``watch.error`` and must add no Python warning to those of the bare loop, in both sampling modes; a loop whose
+warnings are errors (``-W error``, pytest's ``filterwarnings = error``) must run as it does bare."""
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import pytest
 import scenarios_healthy16 as h16
@@ -18,20 +20,56 @@ from torchwitness.ledger import iter_records
 MINE = [s for s in HEALTHY if s.fn.__module__ == h16.__name__]
 
 # (scenario, sampling) -> what the watch did to this healthy loop (strict xfail: found by this outside trial)
-CHANGED_OR_ERRORED: dict = {}
+_CAST = "'UserWarning: Casting complex values to real discards the imaginary part' (from probes/stats.py:153)"
+CHANGED_OR_ERRORED: dict = {("complex_valued_linear_fit", m): f"the watch adds {_CAST}" for m in SAMPLING}
 
-_bare: dict[str, h16.Outcome] = {}
+_bare: dict[str, tuple[h16.Outcome, set[str]]] = {}
+
+
+@pytest.fixture(autouse=True)
+def _torch_warns_always():
+    """torch warns some things once per process (TORCH_WARN_ONCE): make each test see them whatever ran first."""
+    before = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    yield
+    torch.set_warn_always(before)
 
 
 def _seed() -> None:
     torch.manual_seed(int(os.environ.get("TW_SCENARIO_SEED", "0")))
 
 
-def _bare_outcome(s: Scenario) -> h16.Outcome:
+def _messages(caught: list) -> set[str]:
+    return {f"{w.category.__name__}: {w.message}" for w in caught}
+
+
+def _bare_outcome(s: Scenario) -> tuple[h16.Outcome, set[str]]:
+    """The loop without the watch, and the warnings it emits itself."""
     if s.name not in _bare:
         _seed()
-        _bare[s.name] = s.fn(None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            outcome = s.fn(None)
+        _bare[s.name] = outcome, _messages(caught)
     return _bare[s.name]
+
+
+def _watched(s: Scenario, folder) -> tuple[h16.Outcome, list[str]]:
+    """The loop with the watch; every error the watch kept or recorded in the ledger."""
+    h16.WATCHES.clear()
+    _seed()
+    with tw.Run(folder) as run:
+        outcome = s.fn(run)
+    assert h16.WATCHES, f"{s.name}: the loop opened no watch"
+    errors = [e for w in h16.WATCHES for e in w.errors.values()]
+    return outcome, errors + [r["data"] for r in iter_records(folder) if r["kind"] == "watch.error"]
+
+
+def _same(s: Scenario, watched: h16.Outcome, bare: h16.Outcome) -> None:
+    assert watched.losses == bare.losses, f"{s.name}: losses changed under the watch"
+    assert len(watched.state) == len(bare.state)
+    changed = [i for i, (a, b) in enumerate(zip(watched.state, bare.state, strict=True)) if not torch.equal(a, b)]
+    assert not changed, f"{s.name}: state tensors {changed} differ from the bare run's"
 
 
 @pytest.mark.parametrize("mode", list(SAMPLING))
@@ -43,17 +81,37 @@ def test_watch_leaves_training_unchanged_and_records_no_error(s: Scenario, mode:
         request.applymarker(pytest.mark.xfail(strict=True, reason=why))
     for key, value in SAMPLING[mode].items():
         monkeypatch.setitem(WATCH, key, value)
-    bare = _bare_outcome(s)
-    h16.WATCHES.clear()
-    _seed()
-    with tw.Run(tmp_path / s.name) as run:
-        watched = s.fn(run)
-    assert h16.WATCHES, f"{s.name}: the loop opened no watch"
-    errors = [e for w in h16.WATCHES for e in w.errors.values()]
-    logged = [r for r in iter_records(tmp_path / s.name) if r["kind"] == "watch.error"]
-    assert not errors and not logged, f"{s.name}: watch errors {errors} / ledger {logged}"
-    assert watched.losses == bare.losses, f"{s.name}: losses changed under the watch"
-    assert len(watched.state) == len(bare.state)
-    changed = [i for i, (a, b) in enumerate(zip(watched.state, bare.state, strict=True)) if not torch.equal(a, b)]
-    assert not changed, f"{s.name}: state tensors {changed} differ from the bare run's"
+    bare, bare_warnings = _bare_outcome(s)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        watched, errors = _watched(s, tmp_path / s.name)
+    assert not errors, f"{s.name}: watch errors {errors}"
+    _same(s, watched, bare)
     assert watched.learned(), f"{s.name}: did not learn under the watch"
+    added = _messages(caught) - bare_warnings
+    assert not added, f"{s.name}: the watch added warnings {sorted(added)}"
+
+
+# (scenario, sampling) -> what the watch did to this loop when warnings are errors (strict xfail)
+UNDER_WERROR: dict = {
+    ("complex_valued_linear_fit", "default"):
+        f"5 watch.error records {_CAST} at _root_pre, _note_grad, _guarded_lean, _finish, _eval_forward",
+    ("complex_valued_linear_fit", "every-step"): f"2 watch.error records {_CAST} at _root_pre, _eval_forward"}
+
+
+@pytest.mark.parametrize("mode", list(SAMPLING))
+@pytest.mark.parametrize("s", MINE, ids=lambda s: s.name)
+def test_loop_with_warnings_as_errors(s: Scenario, mode: str, tmp_path, monkeypatch, request) -> None:
+    """These loops warn nothing bare, so under ``simplefilter("error")`` the watched run must match the bare one."""
+    why = UNDER_WERROR.get((s.name, mode))
+    if why is not None:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=why))
+    for key, value in SAMPLING[mode].items():
+        monkeypatch.setitem(WATCH, key, value)
+    bare, bare_warnings = _bare_outcome(s)
+    assert not bare_warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        watched, errors = _watched(s, tmp_path / s.name)
+    assert not errors, f"{s.name}: watch errors {errors}"
+    _same(s, watched, bare)
