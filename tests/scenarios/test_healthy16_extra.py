@@ -11,6 +11,7 @@ import warnings
 import pytest
 import scenarios_healthy16 as h16
 import scenarios_healthy16b
+import scenarios_healthy16c
 import torch
 from _kit import HEALTHY, WATCH, Scenario
 from test_scenarios import SAMPLING
@@ -18,7 +19,8 @@ from test_scenarios import SAMPLING
 import torchwitness as tw
 from torchwitness.ledger import iter_records
 
-MINE = [s for s in HEALTHY if s.fn.__module__ in (h16.__name__, scenarios_healthy16b.__name__)]
+MINE = [s for s in HEALTHY if s.fn.__module__ in (h16.__name__, scenarios_healthy16b.__name__,
+                                                     scenarios_healthy16c.__name__)]
 
 # (scenario, sampling) -> what the watch did to this healthy loop (strict xfail: found by this outside trial)
 _CAST = "'UserWarning: Casting complex values to real discards the imaginary part' (from probes/stats.py:153)"
