@@ -16,7 +16,10 @@ from torch import nn
 from torch.nn.utils import parametrize, prune
 
 # (scenario, sampling) -> why the watch flags this healthy control (strict xfail: found by this outside trial)
-KNOWN_MISSES: dict = {}
+_P0 = ("TW402 WARN 'model: no-grad forward (evaluation) ran in train mode': the final evaluation skips model.eval(), "
+       "but every dropout is p=0.0 (no BatchNorm), so train mode computes exactly what eval mode would; debatable")
+KNOWN_MISSES: dict = {(name, m): _P0 for m in ("default", "every-step")
+                      for name in ("masked_language_model_80_10_10", "seq2seq_transformer_teacher_forcing")}
 
 
 def _ce_loop(run, model, opt, xtr, ytr, steps: int = 60, batch: int = 32) -> list:
