@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from _blindkit import CNN, batches, gen, images, mlp
 from _kit import healthy
-from scenarios_healthy16 import Outcome, _acc, _out, _ragged, _tab, _watch, report_bare
+from scenarios_healthy16 import Outcome, _acc, _out, _plain, _ragged, _tab, _watch, report_bare
 from torch import nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
@@ -405,14 +405,7 @@ def tensor_grad_hooks_clamp(run) -> Outcome:
     for p in model.parameters():
         p.register_hook(lambda g: g.clamp(-0.05, 0.05))
     opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-    _watch(run, model, opt)
-    losses = []
-    for xb, yb in batches(xtr, ytr, 60, 32):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach())
+    losses = _plain(run, model, opt, xtr, ytr)
     return _out(losses, [model], _acc(model, xv, yv), 0.25)
 
 
@@ -438,14 +431,7 @@ def rezero_gates_start_at_zero(run) -> Outcome:
     xtr, ytr, xv, yv = _tab()
     model = _ReZero()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    _watch(run, model, opt)
-    losses = []
-    for xb, yb in batches(xtr, ytr, 60, 32):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach())
+    losses = _plain(run, model, opt, xtr, ytr)
     return _out(losses, [model], _acc(model, xv, yv), 0.25)
 
 
@@ -462,14 +448,7 @@ def embedding_max_norm_renormalises_in_forward(run) -> Outcome:
     ids, y = _bags(49)
     model = nn.Sequential(nn.EmbeddingBag(200, 16, max_norm=1.0, mode="mean"), nn.Linear(16, 2))
     opt = torch.optim.Adam(model.parameters(), lr=2e-2)
-    _watch(run, model, opt)
-    losses = []
-    for xb, yb in batches(ids[96:], y[96:], 80, 32):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach())
+    losses = _plain(run, model, opt, ids[96:], y[96:], steps=80)
     return _out(losses, [model], _acc(model, ids[:96], y[:96]), 0.5)
 
 
@@ -546,14 +525,7 @@ def scripted_submodule(run) -> Outcome:
     model = nn.Sequential(nn.Linear(12, 32), torch.jit.script(nn.Sequential(nn.ReLU(), nn.Linear(32, 32), nn.ReLU())),
                           nn.Linear(32, 4))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    _watch(run, model, opt)
-    losses = []
-    for xb, yb in batches(xtr, ytr, 60, 32):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach())
+    losses = _plain(run, model, opt, xtr, ytr)
     return _out(losses, [model], _acc(model, xv, yv), 0.25)
 
 
@@ -563,14 +535,7 @@ def dataparallel_wrapper_on_cpu(run) -> Outcome:
     xtr, ytr, xv, yv = _tab()
     model = nn.DataParallel(mlp(12, 32, 4))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    _watch(run, model, opt)
-    losses = []
-    for xb, yb in batches(xtr, ytr, 60, 32):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach())
+    losses = _plain(run, model, opt, xtr, ytr)
     return _out(losses, [model], _acc(model.module, xv, yv), 0.25)
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from _blindkit import batches, gen, mlp, tabular
 from _kit import healthy
-from scenarios_healthy16 import Outcome, _acc, _out, _tab, _watch, report_bare
+from scenarios_healthy16 import Outcome, _acc, _out, _plain, _tab, _watch, report_bare
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
@@ -20,18 +20,6 @@ _P0 = ("TW402 WARN 'model: no-grad forward (evaluation) ran in train mode': the 
        "but every dropout is p=0.0 (no BatchNorm), so train mode computes exactly what eval mode would; debatable")
 KNOWN_MISSES: dict = {(name, m): _P0 for m in ("default", "every-step")
                       for name in ("masked_language_model_80_10_10", "seq2seq_transformer_teacher_forcing")}
-
-
-def _ce_loop(run, model, opt, xtr, ytr, steps: int = 60, batch: int = 32) -> list:
-    _watch(run, model, opt)
-    losses = []
-    for xb, yb in batches(xtr, ytr, steps, batch):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach())
-    return losses
 
 
 @healthy
@@ -63,7 +51,7 @@ def quantization_aware_training_fake_quant(run) -> Outcome:
     model.qconfig = torch.ao.quantization.get_default_qat_qconfig("fbgemm")
     torch.ao.quantization.prepare_qat(model, inplace=True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = _ce_loop(run, model, opt, xtr, ytr)
+    losses = _plain(run, model, opt, xtr, ytr)
     return _out(losses, [model], _acc(model, xv, yv), 0.25)
 
 
@@ -267,7 +255,7 @@ def rprop_full_batch(run) -> Outcome:
 def adadelta_default_rate(run) -> Outcome:
     xtr, ytr, xv, yv = _tab()
     model = mlp(12, 32, 4)
-    losses = _ce_loop(run, model, torch.optim.Adadelta(model.parameters()), xtr, ytr, steps=80)
+    losses = _plain(run, model, torch.optim.Adadelta(model.parameters()), xtr, ytr, steps=80)
     return _out(losses, [model], _acc(model, xv, yv), 0.25)
 
 
@@ -276,7 +264,7 @@ def radam_decoupled_decay(run) -> Outcome:
     xtr, ytr, xv, yv = _tab()
     model = mlp(12, 32, 4)
     opt = torch.optim.RAdam(model.parameters(), lr=3e-2, weight_decay=1e-2, decoupled_weight_decay=True)
-    losses = _ce_loop(run, model, opt, xtr, ytr)
+    losses = _plain(run, model, opt, xtr, ytr)
     return _out(losses, [model], _acc(model, xv, yv), 0.25)
 
 
@@ -284,7 +272,7 @@ def radam_decoupled_decay(run) -> Outcome:
 def asgd_averaged(run) -> Outcome:
     xtr, ytr, xv, yv = _tab()
     model = mlp(12, 32, 4)
-    losses = _ce_loop(run, model, torch.optim.ASGD(model.parameters(), lr=0.1, t0=20), xtr, ytr)
+    losses = _plain(run, model, torch.optim.ASGD(model.parameters(), lr=0.1, t0=20), xtr, ytr)
     return _out(losses, [model], _acc(model, xv, yv), 0.25)
 
 
@@ -292,7 +280,7 @@ def asgd_averaged(run) -> Outcome:
 def adafactor_transformer_style(run) -> Outcome:
     xtr, ytr, xv, yv = _tab()
     model = mlp(12, 32, 4)
-    losses = _ce_loop(run, model, torch.optim.Adafactor(model.parameters(), lr=3e-2), xtr, ytr)
+    losses = _plain(run, model, torch.optim.Adafactor(model.parameters(), lr=3e-2), xtr, ytr)
     return _out(losses, [model], _acc(model, xv, yv), 0.25)
 
 
@@ -335,7 +323,7 @@ def gpt_style_decay_groups(run) -> Outcome:
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=3e-3, betas=(0.9, 0.95))
-    losses = _ce_loop(run, model, opt, xtr, ytr)
+    losses = _plain(run, model, opt, xtr, ytr)
     return _out(losses, [model], _acc(model, xv, yv), 0.25)
 
 
@@ -392,7 +380,7 @@ def custom_symmetric_parametrization(run) -> Outcome:
     model = mlp(12, 32, 4, depth=3)
     parametrize.register_parametrization(model[2], "weight", _Symmetric())
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = _ce_loop(run, model, opt, xtr, ytr)
+    losses = _plain(run, model, opt, xtr, ytr)
     return _out(losses, [model], _acc(model, xv, yv), 0.25)
 
 
