@@ -30,7 +30,7 @@ one.
 def render() -> str:
     from torchwitness.rules.catalogue import all_rules
 
-    rules = sorted((r for r in all_rules() if r.source == "torchwitness"), key=lambda r: r.id)
+    rules = sorted((r for r in all_rules() if r.source == "torchwitness" and r.id.startswith("TW")), key=lambda r: r.id)
     parts = [INTRO, "| ID | name | what it finds | severity | phase |", "|---|---|---|---|---|"]
     parts += [f"| [{r.id}](#{r.id.lower()}) | `{r.name}` | {r.title} | {r.severity} | {r.phase} |" for r in rules]
     for r in rules:

@@ -21,16 +21,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
-# (scenario, sampling) -> why the watch flags this healthy control (strict xfail: found by this outside trial)
-_SPARSE = ("TW412 WARN 'model: no forward of the watched _SparseBow was seen in 1 audited steps of 80': the watch "
-           "failed on the sparse input at step 0 (watch.error in _root_pre) and audited nothing after")
-_SCRIPTED = ("crash: run.watch raises 'RuntimeError: register_forward_hook is not supported on ScriptModules' into the "
-             "loop (a torch.jit.script'ed child)")
-_UPDATE_BN = ("TW402 WARN 'model: no-grad forward (evaluation) ran in train mode': torch.optim.swa_utils.update_bn "
-              "recomputes BatchNorm statistics exactly so, after training")
-KNOWN_MISSES: dict = {key: why for m in ("default", "every-step") for key, why in (
-    (("sparse_coo_bag_of_words_input", m), _SPARSE), (("scripted_submodule", m), _SCRIPTED),
-    (("batchnorm_recalibrated_with_update_bn", m), _UPDATE_BN))}
+KNOWN_MISSES: dict = {}  # the first run's three (a sparse input, a TorchScript child, update_bn) were fixed
 
 
 class _StatefulGRU(nn.Module):

@@ -15,11 +15,7 @@ from scenarios_healthy16 import Outcome, _acc, _out, _plain, _tab, _watch, repor
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
-# (scenario, sampling) -> why the watch flags this healthy control (strict xfail: found by this outside trial)
-_P0 = ("TW402 WARN 'model: no-grad forward (evaluation) ran in train mode': the final evaluation skips model.eval(), "
-       "but every dropout is p=0.0 (no BatchNorm), so train mode computes exactly what eval mode would; debatable")
-KNOWN_MISSES: dict = {(name, m): _P0 for m in ("default", "every-step")
-                      for name in ("masked_language_model_80_10_10", "seq2seq_transformer_teacher_forcing")}
+KNOWN_MISSES: dict = {}  # the first run's two (TW402 on models whose only dropouts have p=0) were fixed
 
 
 @healthy

@@ -63,11 +63,11 @@ class Sentinel:
         if seen is None or field in self._in_place or seen is t:
             if seen is t:
                 self._in_place.add(field)
-            self._add(field, step, t.sum() if t.dtype == torch.float32 else t.sum(dtype=torch.float32))
+            self._add(field, step, t.sum() if t.dtype == torch.float32 else _sum32(t))
             return
         size = t.nbytes
         if self._held_bytes + size > HOLD_BYTES or len(self._held) >= self.capacity * len(FIELDS):
-            self._add(field, step, t.sum() if t.dtype == torch.float32 else t.sum(dtype=torch.float32))
+            self._add(field, step, t.sum() if t.dtype == torch.float32 else _sum32(t))
             return
         self._held.append((t, t._version, field, step))
         self._held_bytes += size
@@ -130,9 +130,16 @@ class Sentinel:
         return taken if taken[1] else None
 
 
+def _sum32(t: torch.Tensor) -> torch.Tensor:
+    """The float32 sum of ``t``; of a complex tensor, of both parts (either one non-finite makes it so)."""
+    return (torch.view_as_real(t) if t.is_complex() else t).sum(dtype=torch.float32)
+
+
 def _sums_of(group: list[tuple[torch.Tensor, str, int]]) -> torch.Tensor:
     """The float32 sum of each tensor of ``group`` (one shape and device), in one kernel on their stack."""
     stacked = torch.stack([t for t, _, _ in group])
+    if stacked.is_complex():
+        stacked = torch.view_as_real(stacked)
     return stacked.sum(dim=tuple(range(1, stacked.ndim)), dtype=torch.float32) if stacked.ndim > 1 \
         else stacked.float()
 

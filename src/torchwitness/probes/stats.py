@@ -140,7 +140,7 @@ def row_fingerprints(x: torch.Tensor, max_rows: int = 1024, max_cols: int = 6553
     single-value change shifts the sum by a non-zero multiple of an odd weight). float32 rows with an even width
     are read as int64 words of two values each: half the multiplications and no widening copy.
     """
-    x = x.detach()
+    x = torch.view_as_real(x.detach()) if x.is_complex() else x.detach()  # a complex value's bits: both parts
     rows = x.reshape(x.shape[0], -1)[:max_rows, :max_cols] if x.ndim > 0 else x.reshape(1, 1)
     if rows.dtype == torch.float32 and rows.shape[1] % 2 == 0:
         rows = rows.contiguous()
