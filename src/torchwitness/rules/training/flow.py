@@ -26,7 +26,8 @@ _ZERO_BOUND = 0.1  # a distance between views down to this share of its start, t
 def gradient_flow_cut(v: StepView) -> Iterator[Finding]:
     """A module ran in the training forward with autograd on, its parameters are trainable and in the optimizer,
     yet on every audited step (at least ``window_min_steps``) they received no gradient, and a detached copy of
-    a module's output (``.detach()``, ``.data``: same memory, no autograd history) was seen used downstream:
+    a module's output (``.detach()``, ``.data``: same memory, no autograd history) was seen used downstream, or
+    a forward watched for it made the cut itself (``h.mean(1).detach()``, ``.item()``, a ``no_grad`` block):
     something between it and the loss cuts the graph. Without that evidence the output is discarded (TW413).
     A head whose output feeds the loss only on some steps is not reported. Also reported: a module that had
     gradients, then (with a detached copy seen used from then on) got none and never moved again on at least
