@@ -212,3 +212,41 @@ def features_made_inside_forward_reach_a_layer(run: tw.Run) -> None:
     x, y = blobs()
     model = _TimeConditioned()
     fit(run, model, torch.optim.Adam(model.parameters(), 1e-2), nn.CrossEntropyLoss(), x, y, steps=40)
+
+
+def _bag_of_ids(kept: int, vocab: int = 2000, n: int = 640, length: int = 16, seed: int = 5
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zipf-distributed word ids labelled by a hidden per-word score; ``kept`` < vocab: a vocabulary of the
+    ``kept`` most frequent words (as counted on a small sample), every other word mapped to <unk> (id 1)."""
+    g = torch.Generator().manual_seed(seed)
+    p = 1.0 / torch.arange(1, vocab + 1).float()
+    words = torch.multinomial(p, n * length, replacement=True, generator=g).view(n, length)
+    score = torch.randn(vocab, generator=g)[words].mean(1)
+    ids = torch.where(words < kept, words + 2, torch.ones_like(words)) if kept < vocab else words + 2
+    return ids, (score > score.median()).long()
+
+
+class _Bag(nn.Module):
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, 16)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.emb(ids).mean(1))
+
+
+@bug("TW212")
+def vocabulary_from_too_little_text(run: tw.Run) -> None:
+    """The vocabulary keeps 60 words: <unk> takes about 40 % of all ids, only a few times the next id."""
+    ids, y = _bag_of_ids(kept=60)
+    model = _Bag(62)
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-2), nn.CrossEntropyLoss(), ids, y, steps=40)
+
+
+@healthy
+def small_alphabet_with_a_frequent_symbol(run: tw.Run) -> None:
+    """Character-like ids over 60 symbols, Zipf-distributed: the top symbol holds a fifth of the ids, twice the next."""
+    ids, y = _bag_of_ids(kept=60, vocab=60)
+    model = _Bag(62)
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-2), nn.CrossEntropyLoss(), ids, y, steps=40)

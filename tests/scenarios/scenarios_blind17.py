@@ -30,8 +30,6 @@ from torch.utils.data import DataLoader, TensorDataset, random_split
 _BOTH = ("default", "every-step")
 # (scenario, sampling) -> why the watch misses it (first scored run, before any change to the auditor)
 KNOWN_MISSES: dict = {
-    **{("vocabulary_built_from_a_small_sample", m): "nothing reported: <unk> (id 1) takes 43 % of the ids but only"
-       " 3.8x the next id, under TW212's documented 10x bar (3x only at the table's first or last row)" for m in _BOTH},
     **{("channels_last_arrays_reshaped", m): "only TW409 hints, no TW213: these noisy blob images correlate little"
        " between neighbours (0.09 before the reshape), near the noise the rule leaves alone" for m in _BOTH},
     ("label_names_change_case_midrun", "default"): "nothing reported with default sampling (TW210 with every step):"

@@ -62,7 +62,7 @@ _MOMENT_ROWS = 2048
 # few steps of its start. Past it, one in statistics_every.
 STATISTICS_WARMUP = 8
 CLOSE_WATCH, CLOSE_GAP = 64, 8
-# Sparse sampling past CLOSE_WATCH: the first audit is statistical, the next ones at least SPARSE_STATISTICS steps
+# Sparse sampling past CLOSE_WATCH: statistical audits statistics_every past the last one, then SPARSE_STATISTICS
 # apart, and at least a quarter of the run's age once that is more, up to SPARSE_STATISTICS_MAX (lean between): a
 # statistical audit costs a small model's step ~2 ms, one in 100 steps ~2 % by itself, while the non-finite
 # sentinels, loss history and gradient norms still come at every audit. A change that starts at step s of a long

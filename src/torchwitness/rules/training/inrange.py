@@ -27,8 +27,9 @@ def _pile(name: str, values: list[float], vocab: int, padding: int | None, ndim:
                "around it: ids clamped into the table, or unknown tokens mapped to one id"
     # A clamp piles the ids past the table onto its last row (or negative ones onto row 0): there, a third of
     # the runner-up's lead is enough (natural token frequencies fall off gently: the top id is about twice the
-    # next); anywhere else the pile must stand ten times above the next id.
-    lead = 3 if int(top_id) in (0, vocab - 1) else 10
+    # next); anywhere else the pile must stand ten times above the next id, or three times while it holds 30% of
+    # all ids (no word of natural text does; an unknown-token id of a vocabulary built from too little text does).
+    lead = 3 if int(top_id) in (0, vocab - 1) or top >= 0.3 * n else 10
     towers = end is not None and int(top_id) == vocab - 1
     if n < 256 or top < 20 or top < 0.03 * n or (top < lead * max(second, 1) and not towers):
         return None
@@ -84,14 +85,14 @@ def _fold(hist: list[float]) -> str | None:
                            "ids into the table; check the unknown-token rate of the tokenizer on this data.",
                statistical=True)
 def token_ids_piled(v: StepView) -> Iterator[Finding]:
-    """The ids fed to an ``nn.Embedding`` are all valid, yet one id takes at least 3% of them and ten times
-    the next most frequent id (three times, when it is the table's first or last row, where a clamp piles
-    them; or, with one label per sequence, a last row holding fifty times the ids around it, even under a
-    heavy head of real tokens), not the padding index, not padding in one run at either end of each row, not a
-    token at a fixed position such as BOS, on two audited steps: ids were clamped into the table
-    (``ids.clamp(max=V - 1)``) or unknown tokens all map to one id. Or, over the audited batches, the id density
-    has a step, flat on both sides, with the first part of the table at least 1.4x as dense: ids wrapped into the
-    table (``ids % V``).
+    """The ids fed to an ``nn.Embedding`` are all valid, yet one id takes at least 3% of them and ten times the next
+    most frequent id (three times, when it is the table's first or last row, where a clamp piles them, or when it
+    holds 30% of all ids, as no word of natural text does; or, with one label per sequence, a last row holding fifty
+    times the ids around it, even under a heavy head of real tokens), not the padding index, not padding in one run
+    at either end of each row, not a token at a fixed position such as BOS, on two audited steps: ids were clamped
+    into the table (``ids.clamp(max=V - 1)``) or unknown tokens all map to one id. Or, over the audited batches, the
+    id density has a step, flat on both sides, with the first part of the table at least 1.4x as dense: ids wrapped
+    into the table (``ids % V``).
 
     Example: a 1,200-token vocabulary fed to ``nn.Embedding(1000, d)`` with ``ids.clamp(max=999)``.
     Fix: size the table from the tokenizer.
