@@ -1,7 +1,9 @@
 """A tiny GPT-style causal language model on Tiny Shakespeare (characters), trained in a plain loop under
 run.watch, with the functional loss (F.cross_entropy) the docs say is seen without loss_fn=.
 
-    python examples/newcomer18/gpt_loop.py [--steps 120] [--run runs/gpt]
+    python examples/newcomer18/gpt_loop.py [--steps 120] [--bug no_causal_mask] [--run runs/gpt]
+
+The bug: the attention mask is left out, so each position sees the character it must predict.
 """
 
 from __future__ import annotations
@@ -20,26 +22,29 @@ TEXT = Path("/work/shared/data/tinyshakespeare/input.txt")
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
+    def __init__(self, dim: int, heads: int, causal: bool = True) -> None:
         super().__init__()
+        self.causal = causal
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=0.1, batch_first=True)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), nn.Dropout(0.1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[1]
-        mask = torch.triu(torch.ones(t, t, dtype=torch.bool, device=x.device), diagonal=1)
+        mask = torch.triu(torch.ones(t, t, dtype=torch.bool, device=x.device), diagonal=1) if self.causal else None
         h = self.ln1(x)
         x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
         return x + self.mlp(self.ln2(x))
 
 
 class TinyGPT(nn.Module):
-    def __init__(self, vocab: int, context: int = 64, dim: int = 64, layers: int = 2, heads: int = 4) -> None:
+    def __init__(
+        self, vocab: int, context: int = 64, dim: int = 64, layers: int = 2, heads: int = 4, causal: bool = True
+    ) -> None:
         super().__init__()
         self.tok = nn.Embedding(vocab, dim)
         self.pos = nn.Embedding(context, dim)
-        self.blocks = nn.Sequential(*(Block(dim, heads) for _ in range(layers)))
+        self.blocks = nn.Sequential(*(Block(dim, heads, causal) for _ in range(layers)))
         self.ln = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab, bias=False)
         self.head.weight = self.tok.weight  # tied embeddings, as in GPT-2
@@ -49,14 +54,16 @@ class TinyGPT(nn.Module):
         return self.head(self.ln(self.blocks(x)))
 
 
-def main(run_dir: str | Path, steps: int = 120, seed: int = 0, context: int = 64, batch: int = 32):
+def main(
+    run_dir: str | Path, steps: int = 120, seed: int = 0, context: int = 64, batch: int = 32, bug: str | None = None
+):
     torch.manual_seed(seed)
     text = TEXT.read_text()[:200_000]
     chars = sorted(set(text))
     data = torch.tensor([chars.index(c) for c in text], dtype=torch.long)
     split = int(0.9 * len(data))
     train, val = data[:split], data[split:]
-    model = TinyGPT(len(chars), context)
+    model = TinyGPT(len(chars), context, causal=bug != "no_causal_mask")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "tok" not in n and "pos" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "tok" not in n and "pos" not in n)]
     opt = torch.optim.AdamW(
@@ -95,9 +102,10 @@ def main(run_dir: str | Path, steps: int = 120, seed: int = 0, context: int = 64
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--bug", choices=("no_causal_mask",))
     parser.add_argument("--run", default=None)
     args = parser.parse_args()
-    run, signer = main(args.run or Path(tempfile.mkdtemp()) / "run", args.steps)
+    run, signer = main(args.run or Path(tempfile.mkdtemp()) / "run", args.steps, bug=args.bug)
     for f in run.findings():
         print(
             f.rule_id, f.severity.name, f.first_step, f.location, f.message, "->", [c.rule_id for c in f.consequences]

@@ -3,7 +3,8 @@ Hugging Face WitnessCallback.
 
     python examples/newcomer18/hf_trainer.py [--bug lr_100x] [--run runs/hf]
 
-The bug: the learning rate is 100x the one this model trains well with (1e-1 instead of 1e-3).
+The bugs: lr_100x, a learning rate 100x the one this model trains well with (1e-1 instead of 1e-3);
+shuffled_labels, training labels permuted apart from their sequences.
 Written from docs/topics/frameworks.md and docs/guide/audits.md only.
 """
 
@@ -20,15 +21,18 @@ import transformers
 
 from torchwitness.integrations.hf import WitnessCallback
 
-BUGS = ("lr_100x",)
+BUGS = ("lr_100x", "shuffled_labels")
 
 
 class Tokens(torch.utils.data.Dataset):
     """Sequences of 16 token ids; the label says whether the first token is one of the lower half of ids."""
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.ids = torch.randint(1, 64, (n, 16), generator=torch.Generator().manual_seed(seed))
+    def __init__(self, n: int, seed: int, shuffle_labels: bool = False) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(1, 64, (n, 16), generator=g)
         self.labels = (self.ids[:, 0] < 32).long()
+        if shuffle_labels:
+            self.labels = self.labels[torch.randperm(n, generator=g)]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -76,7 +80,7 @@ def main(run_dir: str | Path, bug: str | None = None, steps: int = 80, seed: int
         trainer = transformers.Trainer(
             model=transformers.BertForSequenceClassification(config),
             args=args,
-            train_dataset=Tokens(2048, seed),
+            train_dataset=Tokens(2048, seed, shuffle_labels=bug == "shuffled_labels"),
             eval_dataset=Tokens(256, seed + 1),
             compute_metrics=accuracy,
             callbacks=[callback],

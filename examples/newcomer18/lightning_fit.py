@@ -4,7 +4,9 @@
 
 The bug: a callback that measures the training batch's accuracy in on_train_batch_end switches the module to
 eval mode and never switches it back, so dropout is off for every later training step. --train-acc runs the
-same callback done right (it switches back to train mode): a healthy run.
+same callback done right (it switches back to train mode): a healthy run. Other bugs: lr_100x (AdamW at 0.1),
+shuffled_labels (training labels permuted apart from their rows), nan_rows (a NaN feature in every row that the
+unshuffled loader serves from step 40 on).
 Written from docs/topics/frameworks.md and docs/guide/audits.md only.
 """
 
@@ -23,7 +25,7 @@ from torch import nn
 import torchwitness as tw
 from torchwitness.integrations.lightning import WitnessCallback
 
-BUGS = ("eval_mode",)
+BUGS = ("eval_mode", "lr_100x", "shuffled_labels", "nan_rows")
 
 
 class Classifier(pl.LightningModule):
@@ -67,22 +69,27 @@ class TrainAccuracy(pl.Callback):
             pl_module.train()
 
 
-def make_loaders(seed: int = 0):
+def make_loaders(seed: int = 0, bug: str | None = None):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2048, 16, generator=g)
     w = torch.randn(16, 4, generator=g)
     y = (x @ w + 0.5 * torch.randn(2048, 4, generator=g)).argmax(1)
-    train = torch.utils.data.TensorDataset(x[:1536], y[:1536])
+    x_train, y_train = x[:1536].clone(), y[:1536].clone()
+    if bug == "shuffled_labels":
+        y_train = y_train[torch.randperm(len(y_train), generator=g)]
+    if bug == "nan_rows":
+        x_train[40 * 32 :, 3] = float("nan")
+    train = torch.utils.data.TensorDataset(x_train, y_train)
     val = torch.utils.data.TensorDataset(x[1536:], y[1536:])
     return (
-        torch.utils.data.DataLoader(train, batch_size=32, shuffle=True),
+        torch.utils.data.DataLoader(train, batch_size=32, shuffle=bug != "nan_rows"),
         torch.utils.data.DataLoader(val, batch_size=128),
     )
 
 
 def main(run_dir: str | Path, bug: str | None = None, epochs: int = 3, seed: int = 0, train_acc: bool = False):
     torch.manual_seed(seed)
-    train_loader, val_loader = make_loaders(seed)
+    train_loader, val_loader = make_loaders(seed, bug)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     callbacks: list[pl.Callback] = []
     if bug == "eval_mode" or train_acc:
@@ -98,7 +105,7 @@ def main(run_dir: str | Path, bug: str | None = None, epochs: int = 3, seed: int
             log_every_n_steps=10,
             callbacks=[*callbacks, WitnessCallback(run)],
         )
-        trainer.fit(Classifier(), train_loader, val_loader)
+        trainer.fit(Classifier(lr=1e-1 if bug == "lr_100x" else 1e-3), train_loader, val_loader)
         signer = run.ledger.public_key.fingerprint
     return run, signer
 
