@@ -1,6 +1,6 @@
 """A plain PyTorch loop on a pandas DataFrame (UCI Adult: categorical + numeric columns), under run.watch.
 
-    python examples/newcomer18/pandas_loop.py [--bug shuffled_labels|nan_rows] [--run runs/adult]
+    python examples/newcomer18/pandas_loop.py [--bug shuffled_labels|nan_rows|label_leak] [--run runs/adult]
 
 Written from the README's quick start and the training-auditor guide only.
 """
@@ -38,7 +38,7 @@ COLUMNS = [
 ]
 CATEGORICAL = ["workclass", "education", "marital_status", "occupation", "relationship", "native_country"]
 NUMERIC = ["age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"]
-BUGS = ("shuffled_labels", "nan_rows")
+BUGS = ("shuffled_labels", "nan_rows", "label_leak")
 
 
 def load_frame(rows: int = 4096) -> pd.DataFrame:
@@ -53,9 +53,11 @@ class AdultTable(torch.utils.data.Dataset):
         self.codes = torch.tensor(
             np.stack([frame[c].astype("category").cat.codes.to_numpy() for c in CATEGORICAL], axis=1), dtype=torch.long
         )
-        numeric = frame[NUMERIC].to_numpy(dtype=np.float32)
-        numeric = (numeric - numeric.mean(0)) / numeric.std(0)
         labels = (frame["income"] == ">50K").to_numpy().astype(np.int64)
+        # label_leak: the target, one-hot encoded with the other columns, stays among the features
+        columns = [*NUMERIC, "leak"] if bug == "label_leak" else NUMERIC
+        numeric = frame.assign(leak=labels)[columns].to_numpy(dtype=np.float32)
+        numeric = (numeric - numeric.mean(0)) / numeric.std(0)
         if bug == "shuffled_labels":  # labels re-ordered apart from their rows (a bad merge)
             labels = np.random.default_rng(1).permutation(labels)
         if bug == "nan_rows":  # a corrupt shard: every row from step 40 on has a missing value
@@ -88,7 +90,7 @@ def main(run_dir: str | Path, bug: str | None = None, epochs: int = 2, seed: int
     data = AdultTable(frame, bug)
     # shuffle=False for nan_rows so the corrupt rows really arrive from step 40; shuffled otherwise
     loader = torch.utils.data.DataLoader(data, batch_size=64, shuffle=bug != "nan_rows")
-    model = TabularNet(data.cardinalities, len(NUMERIC))
+    model = TabularNet(data.cardinalities, data.numeric.shape[1])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     loss_fn = nn.CrossEntropyLoss()
     with tw.Run(run_dir) as run:
