@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from _kit import blobs, bug, fit, mlp
+from _kit import blobs, bug, fit, healthy, mlp
 from torch import nn
 
 import torchwitness as tw
@@ -148,3 +148,67 @@ def pruned_filters(run: tw.Run) -> None:
     with torch.no_grad():
         model[0].weight[:3].zero_()
     fit(run, model, torch.optim.Adam(model.parameters(), 1e-3), nn.CrossEntropyLoss(), x, y, steps=2, batch=16)
+
+
+def _series(n: int = 384, t: int = 12, d: int = 4, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences labelled by the sign of their trend: a recurrent model learns it, the mean over time does not."""
+    g = torch.Generator().manual_seed(seed)
+    slope = torch.randn(n, 1, d, generator=g)
+    x = slope * torch.linspace(-1, 1, t).view(1, t, 1) + 0.3 * torch.randn(n, t, d, generator=g)
+    return x, (slope.sum((1, 2)) > 0).long()
+
+
+class _SeriesGRU(nn.Module):
+    def __init__(self, bug: str = "") -> None:
+        super().__init__()
+        self.rnn = nn.GRU(4, 16, batch_first=True)
+        self.head = nn.Linear(16, 2)
+        self.bug = bug
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        if self.bug == "discard":  # one name off: the head reads the raw input's features, the GRU's are thrown away
+            return self.head(nn.functional.pad(x.mean(1), (0, 12)))
+        feats = out.mean(1)
+        return self.head(feats.detach() if self.bug == "detach" else feats)
+
+
+@bug("TW413")
+def gru_output_discarded_for_the_raw_input(run: tw.Run) -> None:
+    """The head reads a summary of the model's own input (no autograd history, not a detached copy): the GRU runs
+    and its output never reaches the loss."""
+    x, y = _series()
+    model = _SeriesGRU("discard")
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-2), nn.CrossEntropyLoss(), x, y, steps=40)
+
+
+@bug("TW110")
+def gru_summary_detached_after_pooling(run: tw.Run) -> None:
+    """``out.mean(1).detach()``: the detached tensor is new memory, not a module output's, so only the forward's
+    own calls show the cut."""
+    x, y = _series()
+    model = _SeriesGRU("detach")
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-2), nn.CrossEntropyLoss(), x, y, steps=40)
+
+
+class _TimeConditioned(nn.Module):
+    """A diffusion-style denoiser: sinusoidal features of an integer step, made inside forward (no autograd
+    history, not the model's input), feed a Linear; every layer reaches the loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(10, 32)
+        self.time = nn.Linear(8, 32)
+        self.out = nn.Sequential(nn.ReLU(), nn.Linear(32, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.arange(x.shape[0], dtype=torch.float32).unsqueeze(1) % 7
+        freqs = torch.exp(-torch.arange(4, dtype=torch.float32))
+        return self.out(self.inp(x) + self.time(torch.cat([torch.sin(t * freqs), torch.cos(t * freqs)], 1)))
+
+
+@healthy
+def features_made_inside_forward_reach_a_layer(run: tw.Run) -> None:
+    x, y = blobs()
+    model = _TimeConditioned()
+    fit(run, model, torch.optim.Adam(model.parameters(), 1e-2), nn.CrossEntropyLoss(), x, y, steps=40)

@@ -31,8 +31,6 @@ KNOWN_MISSES: dict = {
     **{(name, m): "no TW213, only TW409 hints: channels-last shapes on pixel noise reshaped into NCHW (the"
        " shapes are sparse, so neighbouring pixels correlate little either way)" for m in _BOTH
        for name in ("channels_last_array_reshaped_to_nchw", "channels_last_view_in_dataset_loader")},
-    **{("pooled_features_unused_cnn", m): "TW110 (gradient flow cut, on each conv block) instead of TW413: the"
-       " features' output is discarded, no detached copy of it is used" for m in _BOTH},
 }
 FIXED: dict[str, Callable] = {}
 

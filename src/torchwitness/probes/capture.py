@@ -130,12 +130,15 @@ class Capture:
         # A detached copy of a module's output (TW110, not a discarded one): its memory, or, after a module with
         # a trainable output ran, a float input without autograd history that the model was not given (x.mean().
         # detach()) at a layer with weights of its own.
-        if x is not None and w.statistics and not x.requires_grad and x.numel() and (
-                x.data_ptr() in w.extra.get("grad_ptrs", ()) or (
-                    "grad_ptrs" in w.extra and x.is_floating_point() and all(x.data_ptr() != t.data_ptr for t in
-                                                                              w.inputs)
-                    and any(p.requires_grad for p in module.parameters(recurse=False)))):
-            w.extra["detached_use"] = True
+        # The latter may also be computed from the model's inputs, its layers' outputs then unused (TW413): a
+        # later step's forward looks for the cut itself (probes/cutspy.py).
+        if x is not None and w.statistics and not x.requires_grad and x.numel():
+            if x.data_ptr() in w.extra.get("grad_ptrs", ()):
+                w.extra["detached_use"] = True
+            elif "grad_ptrs" in w.extra and x.is_floating_point() and all(x.data_ptr() != t.data_ptr for t in
+                                                                          w.inputs) \
+                    and any(p.requires_grad for p in module.parameters(recurse=False)):
+                w.extra["detached_maybe"] = True
         info = ModuleInfo(name=name, kind=facts.kind, module=module, training=module.training,
                           grad_enabled=True, input_dtype=x.dtype if x is not None else None,
                           producer=w.outputs.get(id(x)) if x is not None else None)

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from torchwitness.probes.cutspy import leave_stack
+
 LOSS_FUNCTIONS: dict[Callable[..., Any], str] = {
     F.cross_entropy: "CrossEntropyLoss", F.nll_loss: "NLLLoss", F.mse_loss: "MSELoss", F.l1_loss: "L1Loss",
     F.smooth_l1_loss: "SmoothL1Loss", F.huber_loss: "HuberLoss", F.binary_cross_entropy: "BCELoss",
@@ -103,17 +105,7 @@ class LossSpy(TorchFunctionMode):
         self.active = False
         self._computed.clear()
         self._constant.clear()
-        stack = torch.overrides._get_current_function_mode_stack()
-        if not any(m is self for m in stack):
-            return
-        if stack[-1] is self:
-            self.__exit__(None, None, None)
-            return
-        above = []
-        while (top := torch._C._pop_torch_function_stack()) is not self:
-            above.append(top)
-        for mode in reversed(above):
-            torch._C._push_on_torch_function_stack(mode)
+        leave_stack(self)
 
 
 # ---- between audits: a tap on Tensor.backward and the functional losses (no function mode) ---------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from torchwitness.probes.cutspy import CutSpy
 from torchwitness.probes.inrange import EMBEDDINGS, SameInput
 from torchwitness.probes.lossspy import LossSpy, refresh
 from torchwitness.probes.sentinel import Sentinel, floating
@@ -57,6 +58,8 @@ class BetweenAudits:
     _zeroed: bool
     model: torch.nn.Module
     _spy: LossSpy | None
+    _cut: CutSpy | None = None  # the forward's cut spy, while one runs
+    history: Any
     _losses: list[tuple[int, torch.Tensor]]
     _peek_step: int
     _same_step: int
@@ -123,6 +126,25 @@ class BetweenAudits:
         if self._spy is not None:
             self._spy.stop()
             self._spy = None
+        if self._cut is not None:  # a forward that raised before its end: the mode must not outlive the step
+            self._cut_stop(None)
+
+    def _cut_start(self, w: Any) -> None:
+        """A statistical step after one whose inputs a cut or a discarded output could explain: its forward runs
+        under the function mode that looks for the cut itself (probes/cutspy.py)."""
+        notes = self.history.notes
+        if w.statistics and self._cut is None and not self.compiled and notes.get("TW110:suspect") is not None \
+                and not notes.get("TW110:checked") and not notes.get("TW110:detached"):
+            self._cut = CutSpy()
+            self._cut.__enter__()
+            w.extra["cut_checked"] = True
+
+    def _cut_stop(self, w: Any) -> None:
+        spy, self._cut = self._cut, None
+        if spy is not None:
+            spy.stop()
+            if spy.cut and w is not None:
+                w.extra["detached_use"] = True
 
     @guarded
     def _spied_loss(self, kind: str, x: Any, t: Any, options: dict, out: Any, origin: str) -> None:

@@ -160,10 +160,9 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         self._rules = {event: [(r.id, r.check) for r in rules if event in r.when]
                        for event in ("init", "step", "eval", "close")}
         self._rules["light"] = [(r.id, r.check) for r in rules if "step" in r.when and not r.statistical]
-        # Between audits a step meets the forward tap, the optimizer's post-hook and the backward tap; the root's
-        # forward post-hook and the step pre-hook join them on audited steps only.
-        # A forward pre-hook only where the instance's forward cannot be tapped: a compiled module, and where
-        # DataParallel could replicate it (a replica copies the instance's dict, with a method bound to this one).
+        # Between audits: forward tap, optimizer post-hook, backward tap (audits add a root post-hook and a step
+        # pre-hook). A root pre-hook only where the forward cannot be tapped: a compiled module, and where
+        # DataParallel could replicate it (a replica copies the instance's dict, a method bound to this one).
         hooked = self.compiled or torch.cuda.device_count() > 1
         root: Any = model.register_forward_pre_hook(detachable(self._root_pre), with_kwargs=True) if hooked \
             else ForwardTap(model, self._root_pre)
@@ -295,6 +294,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
                 w.add_inputs(found)
                 if target is not None:
                     w.extra["kw_target"] = target
+                self._cut_start(w)
         except Exception as e:
             self._internal_error("_root_pre", e)
 
@@ -322,6 +322,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
                 elif lean:  # an evaluation forward with gradients on: not this step's training numbers
                     self._lean.discard()
             return
+        self._cut_stop(w)
         w.summarise_activations()
         out = first_tensor(output)
         if out is not None and "root_producer" not in w.extra:  # whose statistics describe the model's output
@@ -356,7 +357,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
     # ---- step boundaries -------------------------------------------------------------------------------------
     def _end_step(self) -> None:
         self.tapping = False
-        if self._spy is not None:
+        if self._spy is not None or self._cut is not None:
             self._spy_stop()
         w = self._window
         if self._modes_seen == 2 and self._eval_trained is None and w is None:
@@ -381,8 +382,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
             self._next_audit = self._audit_after(self.step)
         if not (audited and self._arm()):
             if w is not None:
-                # Holding the audited batch until then keeps its memory from being handed to the next batch:
-                # "same data, same memory" (full-batch training on one tensor) must stay distinguishable.
+                # Held, the audited batch's memory is not handed to the next batch: "same data, same memory"
                 self._peek_step, self._peek_hold = self.step, w.extra.get("primary")
             if not audited:
                 self._disarm()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from torchwitness.probes.view import StepView
+from torchwitness.probes.view import History, StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
 from torchwitness.rules.training._registry import training_rule
@@ -26,7 +26,8 @@ _ZERO_BOUND = 0.1  # a distance between views down to this share of its start, t
 def gradient_flow_cut(v: StepView) -> Iterator[Finding]:
     """A module ran in the training forward with autograd on, its parameters are trainable and in the optimizer,
     yet on every audited step (at least ``window_min_steps``) they received no gradient, and a detached copy of
-    a module's output (``.detach()``, ``.data``: same memory, no autograd history) was seen used downstream:
+    a module's output (``.detach()``, ``.data``: same memory, no autograd history) was seen used downstream, or
+    a forward watched for it made the cut itself (``h.mean(1).detach()``, ``.item()``, a ``no_grad`` block):
     something between it and the loss cuts the graph. Without that evidence the output is discarded (TW413).
     A head whose output feeds the loss only on some steps is not reported. Also reported: a module that had
     gradients, then (with a detached copy seen used from then on) got none and never moved again on at least
@@ -55,7 +56,7 @@ def gradient_flow_cut(v: StepView) -> Iterator[Finding]:
         yield Finding.of("TW110", "model", f"the loss was computed from a tensor outside the model's graph on {leaf} "
                          "audited steps (its output detached, then requires_grad_() or torch.tensor(...)): the "
                          "model never received a gradient", step=h.notes["TW110:leaf_first"])
-    if not h.notes.get("TW110:detached"):  # no detached copy of an output was seen used: TW413's case
+    if not detached(h):  # no detached copy of an output was seen used: TW413's case
         return
     for module, count, last in cut_modules(v):
         yield Finding.of("TW110", module, f"{module} ran on {count} audited steps but its parameters "
@@ -69,6 +70,14 @@ def gradient_flow_cut(v: StepView) -> Iterator[Finding]:
             yield Finding.of("TW110", module, f"{module} had gradients earlier, but none from step {first} on "
                              f"({count} audited steps, to the end of the run) and never moved again, while a detached "
                              "copy of an output was used downstream: the graph was cut mid-run", step=first)
+
+
+def detached(h: History) -> bool:
+    """A detached copy of an output was seen used; or an input that a cut or a discarded output could explain was,
+    and no forward watched for the cut since (probes/cutspy.py) saw none."""
+    notes = h.notes
+    return bool(notes.get("TW110:detached")) or (notes.get("TW110:suspect") is not None
+                                                  and not notes.get("TW110:checked"))
 
 
 def detached_loss_input(v: StepView) -> bool:
@@ -117,6 +126,11 @@ def _note_flow(v: StepView) -> None:
     if v.extra.get("detached_use"):
         h.notes["TW110:detached"] = True
         h.notes["TW110:detached_last"] = v.step
+    elif v.extra.get("detached_maybe"):  # the next statistical forward looks for the cut (probes/cutspy.py)
+        h.notes.setdefault("TW110:suspect", v.step)
+        h.notes["TW110:detached_last"] = v.step
+    if v.extra.get("cut_checked"):
+        h.notes["TW110:checked"] = True
     for module in v.extra.get("no_grad_modules", ()):
         h.notes.setdefault("TW110:no_grad", {}).setdefault(module, v.step)
 
@@ -150,7 +164,7 @@ def discarded_output(v: StepView) -> Iterator[Finding]:
 
     Example: ``aux = self.aux_head(h)`` in ``forward`` and ``loss = crit(out, y)`` only. Fix: use or remove it.
     """
-    if v.history.notes.get("TW110:detached"):  # a detached copy was used: TW110 names the cut
+    if detached(v.history):  # a detached copy was used: TW110 names the cut
         return
     for module, count, last in cut_modules(v):
         yield Finding.of("TW413", module, f"{module} ran on {count} audited steps but its output never reached "
