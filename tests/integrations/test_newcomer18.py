@@ -113,14 +113,6 @@ def test_pandas_shuffled_labels_default_sampling_is_loss_at_chance(runs):
 
 
 @needs_adult
-@pytest.mark.xfail(
-    strict=True,
-    reason="the target, standardized, left as the last numeric column of a model "
-    "called as model(codes, numeric) (int64 category codes first): only `TW303 INFO ... weight decay "
-    "0.01 applies to 2 bias/norm tensors and 6 embedding tables`, with every_n_steps=1 too; the same "
-    "table fed as the first input, or as model(numeric, codes), gets `TW209 input:feature[6] feature 6 "
-    "has correlation 1 with the label`",
-)
 def test_pandas_label_column_among_numeric_features_is_a_label_leak(runs):
     run, _ = _pandas("label_leak", None, runs)
     assert [rule for rule, _ in _serious(run.findings())] == ["TW209"]
@@ -178,23 +170,11 @@ def test_lightning_eval_mode_left_on_is_the_root_cause(runs):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a no_grad accuracy of the training batch in on_train_batch_end is taken "
-    "for evaluation: `TW208 WARN 1 data 50% of audited training samples also appear in evaluation` "
-    "beside the real root `TW401 ERROR 1 model training step 1 ran in eval mode`",
-)
 def test_lightning_eval_mode_left_on_has_no_other_root(runs):
     assert _serious(_lightning("eval_mode", False, runs).findings()) == [("TW401", 1)]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="healthy fit whose callback measures each training batch's accuracy "
-    "(eval(), no_grad forward, train() again): `TW208 WARN 1 data 50% of audited training samples "
-    "also appear in evaluation`",
-)
 def test_lightning_train_accuracy_callback_gets_no_warning(runs):
     assert _serious(_lightning(None, True, runs).findings()) == []
 
@@ -206,13 +186,6 @@ def test_lightning_nan_rows_from_step_40_are_the_root_cause(runs):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="labels permuted apart from their rows under lightning.Trainer + "
-    "WitnessCallback (96-144 steps, audited losses 1.35-1.45, label entropy 1.380, val_acc 0.23): "
-    "only `TW303 INFO`, also with every_n_steps=1 and loss_fn=; the same data, model and optimizer "
-    "in a plain loop under run.watch get `TW109 loss 1.38 after 144 steps is at chance level 1.38`",
-)
 def test_lightning_shuffled_labels_is_loss_at_chance(runs):
     assert [rule for rule, _ in _serious(_lightning("shuffled_labels", False, runs).findings())] == ["TW109"]
 

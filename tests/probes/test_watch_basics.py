@@ -25,7 +25,7 @@ def _loop(run: tw.Run, steps: int, **kw: object) -> tuple[torch.nn.Module, objec
         opt.step()
         with torch.no_grad():  # evaluation forwards are never training steps
             model.eval()
-            model(x)
+            model(x.clone())  # (the training batch itself, measured again, would be a training metric)
             model.train()
     return model, watch
 

@@ -19,7 +19,7 @@ from torchwitness.probes.inrange import token_probe
 from torchwitness.probes.lossspy import grad_call_running, loss_options
 from torchwitness.probes.quiet import MAX_PENDING_LOSSES, guarded
 from torchwitness.probes.view import ModuleInfo, TensorInfo
-from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
+from torchwitness.probes.window import Forward, Window, first_tensor, primary_of, tensors_of
 
 _DROPOUT = torch.nn.modules.dropout._DropoutNd
 _TRACKING = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instancenorm._InstanceNorm)
@@ -287,7 +287,7 @@ class Capture:
             return
         if inputs is not None and not w.inputs:
             found, _ = tensors_of(inputs if isinstance(inputs, tuple) else (inputs,), None)
-            w.extra["primary"] = [t for _, t in found[:1]]
+            w.extra["primary"] = primary_of(found)
             w.add_inputs(found)
         if isinstance(targets, torch.Tensor):
             w.add_targets(targets, None)

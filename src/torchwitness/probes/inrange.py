@@ -102,6 +102,12 @@ class SameInput:
         self.rows = 0
         self.storage_rows = 0
 
+    def holds(self, t: torch.Tensor) -> bool:
+        """``t`` is the last training input, unchanged: a batch given to the model again right after its step (a
+        training metric, such as the accuracy of the batch just trained on), not evaluation data."""
+        owner = t._base if t._base is not None else t
+        return self.owner is not None and self.owner() is owner and self.key == (t.data_ptr(), t._version, t.shape)
+
     def see(self, step: int, t: torch.Tensor) -> bool:
         """Note the step's first input; True when it is the very tensor of the step before, unchanged."""
         key = (t.data_ptr(), t._version, t.shape)

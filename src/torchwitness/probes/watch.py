@@ -46,7 +46,7 @@ from torchwitness.probes.sentinel import Sentinel, first_bad
 from torchwitness.probes.stats import ParamHeads
 from torchwitness.probes.update import StepUpdate
 from torchwitness.probes.view import History, StepView
-from torchwitness.probes.window import Forward, Window, first_tensor, tensors_of
+from torchwitness.probes.window import Forward, Window, first_tensor, primary_of, tensors_of
 from torchwitness.rules.causes import ordered
 from torchwitness.rules.findings import FindingSet
 
@@ -150,8 +150,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
             listen(self)
         self.initial_versions = {id(p): p._version for p in inner.parameters()}
         self.cross_rank = CrossRank.create(inner)
-        # Dense audits judge most steps lean (see probes/lean.py); cross-rank exchanges and step counting by
-        # forwards (no optimizer) need the full path at every audit.
+        # Dense audits are mostly lean (probes/lean.py); cross-rank exchanges, counting by forwards need all of it.
         self._lean = Lean(self, PASSIVE) if optimizer is not None and self.cross_rank is None \
             and not self.compiled else None
         if self.cross_rank is None:  # cross-rank rules read the ranks' matrix, which only a process group provides
@@ -290,7 +289,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
                 w.thread = threading.get_ident()
                 found, target = tensors_of(args, kwargs)
                 self._see_input(found)
-                w.extra["primary"] = [t for _, t in found[:1]]
+                w.extra["primary"] = primary_of(found)
                 w.add_inputs(found)
                 if target is not None:
                     w.extra["kw_target"] = target
@@ -349,7 +348,8 @@ class Watch(BetweenAudits, Capture, StepUpdate):
                                      extra={"training": self.model.training}))
         if self._eval_budget > 0:  # rows of one integer id (a user, an item) recur by design: no sample identity
             t = next((x for _, x in tensors_of(args, kwargs)[0]), None)
-            if t is not None and t.numel() and t.ndim >= (1 if t.is_floating_point() else 2):
+            if t is not None and t.numel() and t.ndim >= (1 if t.is_floating_point() else 2) and not \
+                    self.same_input.holds(t):  # the batch just trained on, measured again: a training metric
                 rows = stats.row_fingerprints(t)
                 self._eval_rows.append(rows)
                 self._eval_budget -= rows.shape[0]

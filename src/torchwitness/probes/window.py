@@ -46,6 +46,14 @@ def tensors_of(args: tuple, kwargs: dict | None) -> tuple[list[tuple[str, torch.
     return found, target
 
 
+def primary_of(found: list[tuple[str, torch.Tensor]]) -> list[torch.Tensor]:
+    """The forward's first input, and its first table of floating features when that is another one
+    (``model(codes, numeric)``): the columns a label can leak into (TW209)."""
+    first = [t for _, t in found[:1]]
+    table = next((t for _, t in found[1:] if t.ndim == 2 and t.is_floating_point()), None)
+    return first if table is None or (first[0].ndim == 2 and first[0].is_floating_point()) else [*first, table]
+
+
 def first_tensor(out: Any) -> torch.Tensor | None:
     """The main tensor of a module output: itself, ``.logits``, or the first tensor of a tuple or dict."""
     if isinstance(out, torch.Tensor):
@@ -136,11 +144,16 @@ class Window:
 
     def add_targets(self, target: torch.Tensor, num_classes: int | None, binary: bool = False,
                     ignore: int | None = None) -> None:
-        if self.targets is not None or not target.numel():
+        if not target.numel():
             return
-        self.targets = TensorInfo.of("target", target)
-        if self.statistics or target.is_floating_point():  # class ids cannot be NaN: their bounds persist
-            self.pack.add("tgt", stats.value_stats(target))
+        if self.targets is not None:
+            # Targets told without their class count (watch.observe) are counted when the loss call tells it.
+            if num_classes is None or self.num_classes is not None or self.targets.shape != tuple(target.shape):
+                return
+        else:
+            self.targets = TensorInfo.of("target", target)
+            if self.statistics or target.is_floating_point():  # class ids cannot be NaN: their bounds persist
+                self.pack.add("tgt", stats.value_stats(target))
         labels, num_classes = _labels(target, num_classes, binary)
         if labels is not None and ignore is not None:  # the loss leaves these out (padding): so do its counts
             labels = labels.masked_fill(labels == ignore, -1)
