@@ -252,7 +252,8 @@ def train_eval_overlap(v: StepView) -> Iterator[Finding]:
     """Samples of the training batches are found, bit for bit, in the batches given to the model under
     ``torch.no_grad()`` (evaluation): the evaluation overstates accuracy. Not reported for training metrics
     beside a held-out evaluation: when the training set was evaluated whole (90 % or more of the audited
-    training samples appear) and some evaluation forward of 8 rows or more holds none of them.
+    training samples appear) and some evaluation forward of 8 rows or more holds none of them; nor for the very
+    batch tensor just trained on, measured again (a training-accuracy metric), which is not evaluation data.
 
     Example: ``val = data[:200]`` while training on ``data``. Fix: disjoint splits.
     """
