@@ -214,6 +214,35 @@ def test_a_non_callable_loss_fn_is_an_input_error(tmp_path, loss_fn):
         run.watch(_mlp(), loss_fn=loss_fn)
 
 
+@pytest.mark.parametrize("path", [
+    pytest.param(None, marks=_xfail("tw.Run(None) -> TypeError: expected str, bytes or os.PathLike object, not "
+                                    "NoneType (pathlib.py:493)")),
+    pytest.param(123, marks=_xfail("tw.Run(123) -> TypeError: expected str, bytes or os.PathLike object, not int")),
+    pytest.param(b"run", marks=_xfail("tw.Run(b'run') -> TypeError: argument should be a str object or an "
+                                      "os.PathLike object returning str, not <class 'bytes'>")),
+    pytest.param("{file}", marks=_xfail("tw.Run(a regular file) -> RunExists: FILE already holds run ?: give a new "
+                                        "path for a new run, or Run(path, resume=True) to append a session to it")),
+    pytest.param("{file}/sub", marks=_xfail("tw.Run(FILE/sub) -> RunExists: FILE/sub already holds run ?: ...")),
+    pytest.param("/proc/no-such-pid/run", marks=_xfail(
+        "tw.Run('/proc/no-such-pid/run') -> FileNotFoundError: [Errno 2] No such file or directory: "
+        "'/proc/no-such-pid' (pathlib.py:1116)")),
+])
+def test_a_bad_run_path_is_an_input_error_that_says_what_is_wrong(tmp_path, path):
+    (tmp_path / "file").write_text("x")
+    if isinstance(path, str):
+        path = path.format(file=tmp_path / "file")
+    with pytest.raises(InputError) as e:
+        tw.Run(path)
+    assert "already holds run ?" not in str(e.value)
+
+
+@_xfail("tw.Run(path, checkpoint_every='5') -> TypeError: '<' not supported between instances of 'str' and 'int' "
+        "(writer.py:79)")
+def test_a_non_integer_checkpoint_every_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="checkpoint_every"):
+        tw.Run(tmp_path / "r", checkpoint_every="5")
+
+
 def test_optimizer_of_another_model_is_tw301_not_an_error(tmp_path):
     m, other = _mlp(), _mlp()
     opt = torch.optim.SGD(other.parameters(), lr=0.1)
@@ -579,6 +608,38 @@ def test_odd_loops_train_identically_and_never_err(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torch's own (an empty Linear's init)
         errors, _ = _compare(LOOPS[name])
+    assert not errors
+
+
+class RaisesInside(nn.Module):
+    """Raises from inside its own forward (between two audited submodules) on every third call."""
+
+    def __init__(self, exc: type[BaseException]) -> None:
+        super().__init__()
+        self.a, self.b, self.calls, self.exc = nn.Linear(4, 8), nn.Linear(8, 3), 0, exc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        h = self.a(x).relu()
+        if self.calls % 3 == 2:
+            raise self.exc("raised mid-forward")
+        return self.b(h)
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit, GeneratorExit, StopIteration, RuntimeError,
+                                 torch.OutOfMemoryError])
+def test_an_exception_inside_the_models_forward_caught_by_the_user(exc):
+    def step(i: int, m: nn.Module, o: torch.optim.Optimizer, x: torch.Tensor) -> torch.Tensor | None:
+        o.zero_grad()
+        try:
+            loss = m(x).pow(2).mean()
+        except exc:
+            return None
+        loss.backward()
+        o.step()
+        return loss
+
+    errors, _ = _compare(lambda w: _std(w, steps=9, model=RaisesInside(exc), body=step))
     assert not errors
 
 
