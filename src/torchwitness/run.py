@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -9,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from torchwitness.errors import RunExists
+from torchwitness.errors import InputError, RunExists
 from torchwitness.ledger.distributed import shard_dir, write_run_checkpoint, write_run_manifest
 from torchwitness.ledger.encoding import Personal
 from torchwitness.ledger.layout import MANIFEST, existing_run
@@ -78,6 +79,8 @@ class Run:
                  key_dir: str | Path | None = None, retain_personal: bool = False,
                  checkpoint_every: int = 1000, checkpoint_seconds: float = 30.0, fsync: FsyncPolicy = "checkpoint",
                  on_full: FullPolicy = "block", queue_size: int = 100_000, witnesses: Sequence[str] = ()) -> None:
+        _check_arguments(path, checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
+                         queue_size=queue_size)
         self.rank, self.world_size = _dist_rank()
         self.root = Path(path)
         self.config = config
@@ -93,10 +96,13 @@ class Run:
                 raise RunExists(_refusal(self.root, found))
         # A shard appears only at its rank's first session, so it is resumed when its own manifest exists.
         self.resumed = (self.path / MANIFEST).exists()
-        self._ledger = Ledger.open(self.path, key_dir=Path(key_dir) if key_dir else None, rank=self.rank,
-                                   run_id=run_id, shard=self.world_size > 1, checkpoint_every=checkpoint_every,
-                                   checkpoint_seconds=checkpoint_seconds, fsync=fsync, on_full=on_full,
-                                   queue_size=queue_size, retain_personal=retain_personal, witnesses=witnesses)
+        try:
+            self._ledger = Ledger.open(self.path, key_dir=Path(key_dir) if key_dir else None, rank=self.rank,
+                                       run_id=run_id, shard=self.world_size > 1, checkpoint_every=checkpoint_every,
+                                       checkpoint_seconds=checkpoint_seconds, fsync=fsync, on_full=on_full,
+                                       queue_size=queue_size, retain_personal=retain_personal, witnesses=witnesses)
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
+            raise InputError(f"cannot create the run folder {self.path}: {e.strerror or e}") from None
         self._started = time.monotonic()
         self._ended = False
         self._closers: list[Callable[[], None]] = []
@@ -238,12 +244,16 @@ class Run:
         statistical probes (unit statistics, update ratios, label counts and moments) run on one audited step in
         ``statistics_every`` after the first 8 steps; the audits between are lean (a norm per module output,
         input and gradient, read once; the rules judge the step when one is non-finite or the gradient norm is
-        over its threshold). With sparse audits (``every_n_steps`` over 16), past step 64 the first audit is
-        statistical and the next ones are at least ``max(statistics_every, 256)`` steps apart (lean between).
+        over its threshold). With sparse audits (``every_n_steps`` over 16), past step 64 the statistical audits
+        come ``statistics_every`` steps after the last one, then ``max(statistics_every, 512)`` steps apart and a
+        quarter of the run's age, up to 4096 (lean between).
         ``statistics_every=1`` runs everything at every audit. Each finding is also a ``finding`` record.
         """
         from torchwitness.probes.watch import Watch
 
+        if self._ended:
+            raise InputError("this run is closed: watch inside its with block, or open it again with "
+                             "Run(path, resume=True)")
         w = Watch(model, optimizer, loss_fn=loss_fn, every_n_steps=every_n_steps, first_steps=first_steps,
                   statistics_every=statistics_every, select=select, ignore=ignore, thresholds=thresholds,
                   findings=self.finding_set, record=self.record)
@@ -313,3 +323,17 @@ class Run:
             self.close("interrupted", exc)
         else:
             self.close("error", exc)
+
+
+def _check_arguments(path: Any, **numbers: Any) -> None:
+    """Refuse, naming it, an argument of ``Run`` that would otherwise fail deep inside the ledger."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise InputError(f"a run needs a folder path, not {path!r}")
+    for folder in (Path(path), *Path(path).parents):  # the path, or the nearest of its parents that exists
+        if folder.exists():
+            if not folder.is_dir():
+                raise InputError(f"{folder} is a file, not a folder: a run needs a folder path, not {path}")
+            break
+    for name, value in numbers.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+            raise InputError(f"{name} must be a number > 0, not {value!r}")

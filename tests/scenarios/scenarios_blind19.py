@@ -44,9 +44,6 @@ KNOWN_MISSES: dict = {
        " features (held-out MSE 4.6 vs 0.02 fixed); the training loss only fell from 4.18 to 3.78" for m in _BOTH},
     **{("lightning_fit_labels_shuffled", m): "nothing reported under lightning.Trainer + WitnessCallback: labels"
        " shuffled apart (held-out accuracy 0.32 vs 0.97 fixed), loss 1.39 -> 1.29 over 168 steps" for m in _BOTH},
-    **{("train_accuracy_on_each_batch", m): "TW402: training accuracy re-measured on the batch just trained on, under"
-       " no_grad in train mode (BatchNorm, dropout), is called an evaluation in train mode (TW208 calls the same"
-       " forward a training metric)" for m in _BOTH},
 }
 FIXED: dict[str, Callable] = {}
 CONTROLS: dict[str, Callable] = {}

@@ -6,7 +6,12 @@ training loop produces.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
+from typing import Any
+
+import torch
 
 from torchwitness.errors import InputError
 
@@ -39,11 +44,30 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 }
 
 
+def check_arguments(model: Any, optimizer: Any, loss_fn: Any, **schedule: Any) -> None:
+    """Refuse, naming it, an argument of ``watch`` that could only fail later inside the training loop."""
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"watch() needs a torch.nn.Module, not {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise InputError(f"optimizer must be a torch.optim.Optimizer, not {type(optimizer).__name__}")
+    if loss_fn is not None and not callable(loss_fn):
+        raise InputError(f"loss_fn must be a loss module or function, not {type(loss_fn).__name__}")
+    for name, value in schedule.items():
+        least = 0 if name == "first_steps" else 1
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise InputError(f"{name} must be a whole number >= {least}, not {value!r}")
+
+
 def resolve(overrides: Mapping[str, float] | None) -> dict[str, float]:
-    """Defaults updated with ``overrides``; an unknown name is refused with the list of known ones."""
+    """Defaults updated with ``overrides``; an unknown name, or a value that is not a finite number >= 0, is
+    refused naming it (a NaN bar would flag every step, or none)."""
     out = dict(DEFAULT_THRESHOLDS)
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise InputError(f"thresholds must be a mapping of name to number, not {type(overrides).__name__}")
     for k, v in (overrides or {}).items():
         if k not in out:
             raise InputError(f"unknown threshold {k!r}; known: {', '.join(sorted(out))}")
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+            raise InputError(f"threshold {k!r} must be a finite number >= 0, not {v!r}")
         out[k] = float(v)
     return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
 from functools import partial
 from types import TracebackType
 from typing import Any
@@ -31,11 +32,10 @@ import torch
 from torch.nn.modules.module import register_module_forward_pre_hook, register_module_module_registration_hook
 from torch.utils.hooks import RemovableHandle
 
-from torchwitness.errors import InputError
 from torchwitness.probes import stats
 from torchwitness.probes.audit_log import AuditLog
 from torchwitness.probes.capture import PASSIVE, Capture, Facts, mode_sensitive
-from torchwitness.probes.config import resolve
+from torchwitness.probes.config import check_arguments, resolve
 from torchwitness.probes.distributed import CrossRank
 from torchwitness.probes.hookref import ForwardTap, detachable, elsewhere, transformed
 from torchwitness.probes.inrange import EMBEDDINGS, SameInput
@@ -82,12 +82,8 @@ class Watch(BetweenAudits, Capture, StepUpdate):
                  statistics_every: int = 64, select: Iterable[str] = (), ignore: Iterable[str] = (),
                  thresholds: Mapping[str, float] | None = None, findings: FindingSet | None = None,
                  record: Callable[[str, Any, int | None], Any] | None = None) -> None:
-        if not isinstance(model, torch.nn.Module):
-            raise InputError(f"watch() needs a torch.nn.Module, not {type(model).__name__}")
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise InputError(f"optimizer must be a torch.optim.Optimizer, not {type(optimizer).__name__}")
-        if every_n_steps < 1 or first_steps < 0 or statistics_every < 1:
-            raise InputError("every_n_steps and statistics_every must be >= 1 and first_steps >= 0")
+        check_arguments(model, optimizer, loss_fn, every_n_steps=every_n_steps, first_steps=first_steps,
+                        statistics_every=statistics_every)
         from torchwitness.rules.catalogue import select_rules
         from torchwitness.rules.training import distributed as cross_rank_rules
         from torchwitness.rules.training import training_rules
@@ -342,17 +338,18 @@ class Watch(BetweenAudits, Capture, StepUpdate):
     # ---- functional losses: a function mode between forward end and optimizer step ----------------------------
     @guarded
     def _eval_forward(self, args: tuple, kwargs: dict) -> None:
+        t = next((x for _, x in tensors_of(args, kwargs)[0]), None)
+        if t is not None and self.same_input.holds(t):  # the batch just trained on, measured again: a training metric
+            return
         if not self._eval_seen:
             self._eval_seen = True
             self._run_rules(StepView(event="eval", step=self.step, watch=self,
                                      extra={"training": self.model.training}))
-        if self._eval_budget > 0:  # rows of one integer id (a user, an item) recur by design: no sample identity
-            t = next((x for _, x in tensors_of(args, kwargs)[0]), None)
-            if t is not None and t.numel() and t.ndim >= (1 if t.is_floating_point() else 2) and not \
-                    self.same_input.holds(t):  # the batch just trained on, measured again: a training metric
-                rows = stats.row_fingerprints(t)
-                self._eval_rows.append(rows)
-                self._eval_budget -= rows.shape[0]
+        # Rows of one integer id (a user, an item) recur by design: no sample identity.
+        if self._eval_budget > 0 and t is not None and t.numel() and t.ndim >= (1 if t.is_floating_point() else 2):
+            rows = stats.row_fingerprints(t)
+            self._eval_rows.append(rows)
+            self._eval_budget -= rows.shape[0]
 
     # ---- step boundaries -------------------------------------------------------------------------------------
     def _end_step(self) -> None:
@@ -458,8 +455,9 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         key = (where, type(error).__name__)
         if key not in self.errors:
             self.errors[key] = f"{type(error).__name__}: {error}"
-            if self._record is not None:
-                self._record("watch.error", {"where": where, "error": self.errors[key]}, self.step)
+            with suppress(Exception):  # a ledger that stopped writing (disk gone, run closed) must not stop training
+                if self._record is not None:
+                    self._record("watch.error", {"where": where, "error": self.errors[key]}, self.step)
         if not where.startswith("TW"):
             self._window = None
 

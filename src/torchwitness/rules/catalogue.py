@@ -178,8 +178,16 @@ def select_rules(select: Iterable[str] = (), ignore: Iterable[str] = ()) -> set[
     ids = [r.id for r in all_rules()]
 
     def expand(patterns: Iterable[str]) -> set[str]:
+        if isinstance(patterns, str):  # one pattern, not its letters
+            patterns = (patterns,)
+        try:
+            patterns = list(patterns)
+        except TypeError:
+            raise InputError(f"rule selections must be rule IDs or ID prefixes, not {patterns!r}") from None
         out: set[str] = set()
         for p in patterns:
+            if not isinstance(p, str) or not p.strip():  # an empty prefix would match every rule
+                raise InputError(f"not a rule ID or ID prefix: {p!r}")
             p = p.strip().upper()
             matched = {i for i in ids if i.startswith(p)}
             if not matched:
@@ -188,4 +196,4 @@ def select_rules(select: Iterable[str] = (), ignore: Iterable[str] = ()) -> set[
         return out
 
     chosen = expand(select) if select else set(ids)
-    return chosen - expand(ignore)
+    return chosen - expand(ignore or ())

@@ -47,6 +47,8 @@ def eval_in_train_mode(v: StepView) -> Iterator[Finding]:
     (a distillation teacher frozen with ``requires_grad_(False)`` but never put in ``eval()``: every soft target
     is a random sub-network's guess).
 
+    A no-grad forward of the very batch just trained on (a training-accuracy metric) is not an evaluation.
+
     Example: ``with torch.no_grad(): val_loss = loss_fn(model(xv), yv)`` without ``model.eval()``.
     """
     if v.event != "eval":  # seen by the hook every module call meets while an audit is armed

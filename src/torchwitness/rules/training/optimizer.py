@@ -353,7 +353,7 @@ def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
     # copy of the output is TW110's). Not under a process group, where FSDP swaps the registered parameters for
     # unsharded ones (as for TW301).
     if (v.trained_modes or (v.forwards and not detached_loss_input(v))) and v.params \
-            and not any(p.has_grad for p in v.params) and not _sharded():
+            and not any(p.has_grad or p.param.grad is not None for p in v.params) and not _sharded():  # (sparse)
         first = h.notes.setdefault("TW308:nograd", v.step)
         if h.bump("TW308:nograd") >= 2:
             yield Finding.of("TW308", "optimizer", f"optimizer.step() found no gradient on any parameter although "
