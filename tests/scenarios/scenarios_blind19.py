@@ -35,8 +35,6 @@ KNOWN_MISSES: dict = {
     " root, with TW101 and TW108 under it",
     ("labels_collapse_mid_run", "default"): "no TW210: every label class 0 from step 150 of 500; only the loss's jump"
     " where the labels switched (TW108) is reported, as the root",
-    ("labels_collapse_mid_run", "every-step"): "TW210 named, but the loss's jump where the labels switched (TW108) is"
-    " a second root, not its consequence",
     **{("lit_style_labels_shuffled_apart", m): "no TW109 (only TW303 INFO): labels shuffled apart from the inputs"
        " (held-out accuracy 0.25 vs 0.91 fixed); the training loss memorised from 1.39 to 1.23 over 300 steps (label"
        " entropy 1.34)" for m in _BOTH},

@@ -54,9 +54,12 @@ def class_imbalance(v: StepView) -> Iterator[Finding]:
     if collapsed is not None:
         h.notes["TW210"] = True
         cls, first, steps, n = collapsed
+        # Dated just after the last audited batch of several classes: the collapse began between the two audits,
+        # and what it set off in the loss (TW108's jump) is its consequence.
+        since = h.notes.get("TW210:mixed", first - 1) + 1
         yield Finding.of("TW210", "target", f"from step {first} every label is class {cls} ({n} labels over {steps} "
-                         "audited steps), where earlier batches held several classes: the labels collapsed to one "
-                         "class mid-run", step=first, details={"class": cls, "steps": steps})
+                         f"audited steps), where batches up to step {since - 1} held several classes: the labels "
+                         "collapsed to one class mid-run", step=since, details={"class": cls, "steps": steps})
         return
     counts = hist[:-1]
     # Next-token prediction over the input vocabulary: token frequencies are skewed by nature (Zipf's law).
@@ -149,6 +152,8 @@ def _labels_collapsed(h: History, hist: list[float], now: int) -> tuple[int, int
         streak[3] += int(n)
     elif n > 0:
         streak = None
+        if len(present) > 1:
+            h.notes["TW210:mixed"] = now  # the last audited batch of several classes: the collapse came after it
     h.notes["TW210:streak"] = streak
     if streak is not None and streak[2] >= 3 and streak[3] >= 4 * _COLLAPSE_PER_STEP and streak[4] < 0.5:
         return streak[0], streak[1], streak[2], streak[3]
