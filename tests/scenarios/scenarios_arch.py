@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from _kit import blobs, bug, fit, healthy, mlp
+from _kit import WATCH, blobs, bug, fit, healthy, mlp
 from torch import nn
 
 import torchwitness as tw
@@ -250,3 +250,33 @@ def small_alphabet_with_a_frequent_symbol(run: tw.Run) -> None:
     ids, y = _bag_of_ids(kept=60, vocab=60)
     model = _Bag(62)
     fit(run, model, torch.optim.Adam(model.parameters(), 1e-2), nn.CrossEntropyLoss(), ids, y, steps=40)
+
+
+class _TwoTowers(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(10, 16)
+        self.b = nn.Linear(4, 16)
+        self.head = nn.Sequential(nn.ReLU(), nn.Linear(32, 3))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(torch.cat([self.a(batch["features"]), self.b(batch["context"])], 1))
+
+
+@bug("TW201")
+def nan_in_a_dict_batchs_second_input_between_audits(run: tw.Run) -> None:
+    """A dict batch whose second entry (a context vector joined from another table) turns NaN from step 70: the
+    first input stays clean, so only a sentinel on every floating input names it."""
+    x, y = blobs()
+    ctx = torch.randn(len(x), 4)
+    model = _TwoTowers()
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    run.watch(model, opt, **WATCH)
+    for step in range(120):
+        idx = torch.arange(step * 32, step * 32 + 32) % len(x)
+        c = ctx[idx].clone()
+        if step >= 70:
+            c[::4] = float("nan")
+        opt.zero_grad()
+        nn.functional.cross_entropy(model({"features": x[idx], "context": c}), y[idx]).backward()
+        opt.step()

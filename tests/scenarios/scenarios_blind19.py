@@ -29,10 +29,6 @@ from torch.utils.data import DataLoader, TensorDataset
 _BOTH = ("default", "every-step")
 # (scenario, sampling) -> why the watch misses it (first scored run, before any change to the auditor)
 KNOWN_MISSES: dict = {
-    ("inf_in_second_input_mid_run", "default"): "no TW201: the Inf in model(a, b)'s second input from step 260 is"
-    " reported as TW101 (non-finite loss) with TW102, TW105 and TW108 as its consequences",
-    ("inf_in_second_input_mid_run", "every-step"): "TW201 named, but TW105 (tower_b's non-finite output) is a second"
-    " root, with TW101 and TW108 under it",
     ("labels_collapse_mid_run", "default"): "no TW210: every label class 0 from step 150 of 500; only the loss's jump"
     " where the labels switched (TW108) is reported, as the root",
     **{("lit_style_labels_shuffled_apart", m): "no TW109 (only TW303 INFO): labels shuffled apart from the inputs"

@@ -188,6 +188,7 @@ class Lean:
                             dtype=p.dtype, has_grad=True, grad_norm=g)
                   for (n, p), g in zip(with_grad, grads, strict=True)]
         this_step = {field: x for x, (field, s) in sums if s == step}
+        inputs += [_summed(field[6:], x) for field, x in this_step.items() if field.startswith("input:")]
         earlier = [(x, where) for x, where in sums if where[1] != step]
         targets = _summed("target", this_step["target"]) if "target" in this_step else None
         pred = _summed("input", this_step["pred"]) if "pred" in this_step else None

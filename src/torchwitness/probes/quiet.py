@@ -85,9 +85,12 @@ class BetweenAudits:
             found, target = tensors_of(args, kwargs)
             # The first floating input that is not an additive attention mask (audited steps tell them: their -inf
             # is by design).
-            name, x = next(((n, t) for n, t in found if floating(t) is not None and n not in self.masks), ("", None))
+            inputs = [(n, t) for n, t in found if floating(t) is not None and n not in self.masks]
+            name, x = inputs[0] if inputs else ("", None)
             self._sentinel_input = name
             same = self._see_input(found)
+            for n, t in inputs[1:]:  # a second input (model(a, b), a dict batch) under its own name
+                self._sentinel.note(f"input:{n}", self.step, t)
         # An input unchanged since the step before has the sum it had then: nothing new to check.
         if not same and x is not None and x.is_floating_point() and x.numel():
             if self._lean is not None and self._lean.active:

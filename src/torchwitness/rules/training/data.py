@@ -36,10 +36,11 @@ def nonfinite_input(v: StepView) -> Iterator[Finding]:
         if t.nonfinite and not (i and t.additive_mask):
             v.history.notes.setdefault("TW201:first", v.step)
             yield Finding.of("TW201", f"input:{t.name}", f"input {t.name} contains NaN/Inf", step=v.step)
-    first = v.extra.get("sentinel", {}).get("input")
-    if first is not None:  # between audits, from the always-on sentinel
-        v.history.notes.setdefault("TW201:first", first)
-        name = v.extra.get("sentinel_input") or (v.primary.name if v.primary is not None else "arg0")
+    for field, first in sorted(v.extra.get("sentinel", {}).items()):  # between audits, the always-on sentinel
+        if field != "input" and not field.startswith("input:"):  # ("input:NAME": an input after the first)
+            continue
+        v.history.notes["TW201:first"] = min(first, v.history.notes.get("TW201:first", first))
+        name = field[6:] or v.extra.get("sentinel_input") or (v.primary.name if v.primary is not None else "arg0")
         yield Finding.of("TW201", f"input:{name}", f"input {name} contains NaN/Inf, first at step {first} (between "
                          "audited steps)", step=first)
 
