@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import time
 import traceback
@@ -79,8 +81,8 @@ class Run:
                  key_dir: str | Path | None = None, retain_personal: bool = False,
                  checkpoint_every: int = 1000, checkpoint_seconds: float = 30.0, fsync: FsyncPolicy = "checkpoint",
                  on_full: FullPolicy = "block", queue_size: int = 100_000, witnesses: Sequence[str] = ()) -> None:
-        _check_arguments(path, checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
-                         queue_size=queue_size)
+        _check_arguments(path, checkpoint_every=checkpoint_every, queue_size=queue_size,
+                         checkpoint_seconds=checkpoint_seconds)
         self.rank, self.world_size = _dist_rank()
         self.root = Path(path)
         self.config = config
@@ -101,8 +103,9 @@ class Run:
                                        run_id=run_id, shard=self.world_size > 1, checkpoint_every=checkpoint_every,
                                        checkpoint_seconds=checkpoint_seconds, fsync=fsync, on_full=on_full,
                                        queue_size=queue_size, retain_personal=retain_personal, witnesses=witnesses)
-        except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
-            raise InputError(f"cannot create the run folder {self.path}: {e.strerror or e}") from None
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as e:  # named by the path it failed on
+            raise InputError(f"cannot create the run at {self.path}: {e.filename or self.path}: {e.strerror or e}") \
+                from None
         self._started = time.monotonic()
         self._ended = False
         self._closers: list[Callable[[], None]] = []
@@ -325,7 +328,7 @@ class Run:
             self.close("error", exc)
 
 
-def _check_arguments(path: Any, **numbers: Any) -> None:
+def _check_arguments(path: Any, **settings: Any) -> None:
     """Refuse, naming it, an argument of ``Run`` that would otherwise fail deep inside the ledger."""
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
         raise InputError(f"a run needs a folder path, not {path!r}")
@@ -334,6 +337,8 @@ def _check_arguments(path: Any, **numbers: Any) -> None:
             if not folder.is_dir():
                 raise InputError(f"{folder} is a file, not a folder: a run needs a folder path, not {path}")
             break
-    for name, value in numbers.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
-            raise InputError(f"{name} must be a number > 0, not {value!r}")
+    for name, value in settings.items():  # counts are whole numbers; checkpoint_seconds any finite number
+        kind = numbers.Real if name == "checkpoint_seconds" else numbers.Integral
+        if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or value <= 0:
+            raise InputError(f"{name} must be a {'number' if kind is numbers.Real else 'whole number'} > 0, "
+                             f"not {value!r}")
