@@ -26,6 +26,7 @@ import scenarios_blind13
 import scenarios_blind15
 import scenarios_blind17
 import scenarios_blind19
+import scenarios_blind21
 import scenarios_data
 import scenarios_healthy  # noqa: F401
 import scenarios_healthy14
@@ -68,7 +69,7 @@ KNOWN_MISSES = {**scenarios_data.KNOWN_MISSES, **scenarios_blind5.KNOWN_MISSES, 
                 **scenarios_blind10.KNOWN_MISSES, **scenarios_blind11.KNOWN_MISSES,
                 **scenarios_blind12.KNOWN_MISSES, **scenarios_blind13.KNOWN_MISSES,
                 **scenarios_blind15.KNOWN_MISSES, **scenarios_blind17.KNOWN_MISSES,
-                **scenarios_blind19.KNOWN_MISSES,
+                **scenarios_blind19.KNOWN_MISSES, **scenarios_blind21.KNOWN_MISSES,
                 **scenarios_midrun.KNOWN_MISSES, **scenarios_healthy14.KNOWN_MISSES,
                 **scenarios_healthy16.KNOWN_MISSES, **scenarios_healthy16b.KNOWN_MISSES,
                 **scenarios_healthy16c.KNOWN_MISSES}
