@@ -28,7 +28,17 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 _BOTH = ("default", "every-step")
 # (scenario, sampling) -> why the watch misses it (first scored run, before any change to the auditor)
-KNOWN_MISSES: dict = {}
+KNOWN_MISSES: dict = {
+    **{("deep_mlp_adam_lr_too_high", m): "no TW108: the root reported is TW307 (update of 0.weight 1.8x its norm at"
+       " step 0) with TW403, TW403, TW405, TW109 as its consequences; the learning rate is named, by the other rule"
+       for m in _BOTH},
+    ("empty_document_masked_mean_divides_by_zero", "default"): "TW101 (loss is nan at step 70) is the root, TW102 and"
+    " TW108 its consequences; no TW105 for the masked mean's 0/0 inside the model (every-step names TW105 at head)",
+    **{("token_ids_clamped_into_small_table", m): "TW212 is a root (57% of ids are id 119), but TW403 (62-72% of the"
+       " 32 units of head.1 dead; the fixed twin gets none) is a second WARN root, not its consequence" for m in _BOTH},
+    **{("masked_lm_ignore_index", m): "TW212 flags the [MASK] id 100 (15% of the ids, 5x the next id) of a correct"
+       " BERT-style masked LM as ids clamped into the table" for m in _BOTH},
+}
 FIXED: dict[str, Callable] = {}
 CONTROLS: dict[str, Callable] = {}
 
@@ -865,10 +875,11 @@ def embedding_output_through_data(run, bug: bool):
 
 
 class Siamese(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, predictor: bool = True) -> None:
         super().__init__()
         self.encoder = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 32))
-        self.predictor = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32))
+        if predictor:  # SimSiam's; the MSE and NT-Xent loops have none
+            self.predictor = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
@@ -903,7 +914,7 @@ def byol_style_mse_between_views(run, bug: bool):
     """Two views' projections pulled together with MSE, both with gradients and nothing keeping them apart (the
     fixed twin adds a VICReg variance term), 120 steps."""
     x = _clusters(seed=36)
-    model = Siamese()
+    model = Siamese(predictor=False)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     _watch(run, model, opt)
     for step in range(120):
@@ -1060,7 +1071,7 @@ def cosine_warm_restarts_per_batch(run):
 def simclr_ntxent_with_negatives(run):
     """SimCLR's NT-Xent (temperature 0.2) over two noisy views: negatives keep the embeddings apart."""
     x = _clusters(seed=48)
-    model = Siamese()
+    model = Siamese(predictor=False)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     _watch(run, model, opt)
     for step in range(120):
