@@ -72,6 +72,23 @@ def test_a_later_root_adopts_findings_it_explains():
     assert {f.rule_id for f in s} == {"TW204", "TW101"}
 
 
+def test_dead_units_after_piled_up_token_ids_are_their_consequence_and_a_root_alone():
+    # Ids clamped onto one id (TW212 from step 0): units that die later downstream are its consequence.
+    s = FindingSet()
+    for f in ordered([Finding.of("TW403", "head.1", "dead units", step=16),
+                      Finding.of("TW212", "emb", "57% of the ids are id 119", step=0)]):
+        s.add(f)
+    assert [(f.rule_id, [c.rule_id for c in f.consequences]) for f in s] == [("TW212", ["TW403"])]
+    # Dead units with no data problem stay a root of their own, and so do units dead before the ids piled up.
+    alone = FindingSet()
+    alone.add(Finding.of("TW403", "fc1", "dead units", step=3))
+    assert [(f.rule_id, f.caused_by) for f in alone] == [("TW403", None)]
+    earlier = FindingSet()
+    for f in ordered([Finding.of("TW403", "fc1", "dead units", step=2), Finding.of("TW212", "emb", "ids", step=9)]):
+        earlier.add(f)
+    assert sorted((f.rule_id, f.caused_by) for f in earlier) == [("TW212", None), ("TW403", None)]
+
+
 def test_sentinel_names_the_first_bad_step_of_each_field():
     s = Sentinel(capacity=3)
     for step in range(40):  # past capacity, later steps accumulate into each field's last sum

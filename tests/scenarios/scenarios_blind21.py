@@ -34,8 +34,6 @@ KNOWN_MISSES: dict = {
        for m in _BOTH},
     ("empty_document_masked_mean_divides_by_zero", "default"): "TW101 (loss is nan at step 70) is the root, TW102 and"
     " TW108 its consequences; no TW105 for the masked mean's 0/0 inside the model (every-step names TW105 at head)",
-    **{("token_ids_clamped_into_small_table", m): "TW212 is a root (57% of ids are id 119), but TW403 (62-72% of the"
-       " 32 units of head.1 dead; the fixed twin gets none) is a second WARN root, not its consequence" for m in _BOTH},
     **{("masked_lm_ignore_index", m): "TW212 flags the [MASK] id 100 (15% of the ids, 5x the next id) of a correct"
        " BERT-style masked LM as ids clamped into the table" for m in _BOTH},
 }

@@ -54,7 +54,9 @@ EXPLAINS: dict[str, frozenset[str]] = {
     "TW204": _UNITS | {"TW206", "TW207", "TW214", "TW414", "TW150"},
     "TW205": frozenset({"TW109", "TW213"}),
     "TW211": _NUMERIC | {"TW212"},
-    "TW212": frozenset({"TW109", "TW206", "TW207", "TW210", "TW405"}),  # token ids piled up or folded
+    # token ids piled up or folded: most rows then look up one embedding, and units downstream that it leaves
+    # below zero pass nothing (the layers see a near-constant input, as with blank inputs)
+    "TW212": frozenset({"TW109", "TW206", "TW207", "TW210", "TW405", "TW403", "TW404"}),
     "TW213": frozenset({"TW109"}),  # images scrambled by reshape
     "TW214": frozenset({"TW206", "TW207"}),  # the same batch every step
     # the watched model's forward never ran (a copy of it was trained): none of its layers ran or learned
