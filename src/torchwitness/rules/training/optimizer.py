@@ -328,8 +328,9 @@ def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
     not reported; at the end of a sparsely audited run, a collapsed rate is reported when the loss had stopped
     falling far above where it started.
 
-    Also: a param group whose rate is 0 on every audited step (3 or more) while another trains; and, when the
-    watch starts, an Adam-style ``eps`` of 0.1 or more (a typo for 1e-8: each update is divided by it).
+    Also: a param group whose rate is 0 on every audited step (3 or more) while another trains, and still 0 at
+    the end of the run; and, when the watch starts, an Adam-style ``eps`` of 0.1 or more (a typo for 1e-8: each
+    update is divided by it).
 
     Example: ``lr=0`` from a scheduler misconfigured, or ``LambdaLR(lambda e: 0)``. Fix: check the schedule.
     """
@@ -338,6 +339,7 @@ def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
         return
     if v.event == "close":
         yield from list(lr_collapsed_at_close(v)) or rate_too_low_at_close(v)
+        yield from idle_group(v)
         return
     yield from idle_group(v)
     h = v.history

@@ -177,7 +177,9 @@ def rate_too_low_at_close(v: StepView) -> Iterator[Finding]:
 
 def idle_group(v: StepView) -> Iterator[Finding]:
     """TW308: a param group whose rate is 0 on every audited step (3 or more; a warm-up from 0 rises after its
-    first step) while another group trains: its parameters never change."""
+    first step) while another group trains, and still 0 when the run ends: its parameters never change. Judged at
+    the end of the run: a group held at 0 for a warm-up of the others and given a rate later (between sparse
+    audits, say) trains after all."""
     opt, h = v.optimizer, v.history
     if opt is None or len(opt.param_groups) < 2 or h.notes.get("TW308:idle_reported"):
         return
@@ -185,6 +187,16 @@ def idle_group(v: StepView) -> Iterator[Finding]:
     if not all(isinstance(r, (int, float)) for r in rates):
         return
     idle = h.notes.setdefault("TW308:idle", {})
+    if v.event == "close":
+        found = [(i, s) for i, s in idle.items() if s is not None and s[1] >= 3 and i < len(rates) and rates[i] == 0]
+        if found:
+            h.notes["TW308:idle_reported"] = True
+            i, (first, _) = found[0]
+            n = sum(p.numel() for p in opt.param_groups[i]["params"])
+            yield Finding.of("TW308", "optimizer", f"param group {i} ({n:,} parameters) has lr=0 on every audited "
+                             f"step from step {first} to the end of the run while another group trains: its "
+                             "parameters never change", step=first)
+        return
     for i, (g, r) in enumerate(zip(opt.param_groups, rates, strict=True)):
         if i in idle and idle[i] is None:  # it trained on an audited step: never reported
             continue
@@ -192,13 +204,6 @@ def idle_group(v: StepView) -> Iterator[Finding]:
             idle.setdefault(i, [v.step, 0])[1] += 1
         else:
             idle[i] = None
-    found = [(i, s) for i, s in idle.items() if s is not None and s[1] >= 3]
-    if found:
-        h.notes["TW308:idle_reported"] = True
-        i, (first, _) = found[0]
-        n = sum(p.numel() for p in opt.param_groups[i]["params"])
-        yield Finding.of("TW308", "optimizer", f"param group {i} ({n:,} parameters) has lr=0 on every audited step "
-                         f"from step {first} while another group trains: its parameters never change", step=first)
 
 
 # Adam-style optimizers divide each update by sqrt(v) + eps; eps defaults to 1e-8 (1e-6 or 1e-5 in some recipes).
