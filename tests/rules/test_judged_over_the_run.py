@@ -37,8 +37,8 @@ def _body_rate_from_scheduler(unfreeze_at: int | None):
         model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 3))
         opt = torch.optim.SGD([{"params": model[0].parameters()}, {"params": model[2].parameters()}], lr=0.05,
                               momentum=0.9)
-        body = (lambda s: 0.0 if unfreeze_at is None or s < unfreeze_at else 1.0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, [body, lambda s: 1.0])
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, [lambda s: 0.0 if unfreeze_at is None or s < unfreeze_at else 1.0, lambda s: 1.0])
         run.watch(model, opt, **watch)
         for step in range(40):
             i = torch.arange(step * 32, step * 32 + 32) % len(x)
