@@ -38,8 +38,6 @@ _FLAGGED = {
                                   "-inf in the logits by design; the target is always valid, loss and grads finite",
     "momentum_encoder_inside_model": "TW306 ERROR 'teacher.0: 4 frozen tensors changed': a mean teacher (MoCo/BYOL "
                                      "layout) frozen inside the model is moved by its EMA update on purpose",
-    "manual_update_of_temperature": "TW301 ERROR 'log_t not in any optimizer param group': the temperature is "
-                                    "updated by hand under no_grad each step from its .grad, so it does train",
     "loss_conditional_per_batch_lambda": "TW204 WARN 'input arg1 is constant (0.258)': one loss weight lambda per "
                                          "batch fed as a conditioning input (loss-conditional training), the same "
                                          "for every row by design; the first input varies",

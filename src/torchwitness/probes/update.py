@@ -114,6 +114,12 @@ class StepUpdate:
         if frozen:  # a freeze that does not hold (TW306) shows between statistical steps all the same
             w.extra["frozen"] = [n for n, _ in frozen]
             w.pack.add("frozen/norm", torch.stack(torch._foreach_norm([p.detach() for _, p in frozen])))
+        # A trainable tensor no param group holds may be updated by hand from its .grad (TW301 judges whether it
+        # changes from one statistical step to the next).
+        outside = [p for p in w.params if p.group is None][:256] if w.statistics and self.optimizer is not None else []
+        if outside:
+            w.extra["outside"] = [p.name for p in outside]
+            w.pack.add("outside/norm", torch.stack(torch._foreach_norm([p.param.detach() for p in outside])))
         with_grad = [p for p in w.params if p.has_grad]
         if with_grad:  # an L2 norm is 0 exactly when the gradient is all zeros, and NaN/Inf when any element is
             # Weight norms (for relative gradients) read every weight: a statistical probe.

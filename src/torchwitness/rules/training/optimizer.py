@@ -36,18 +36,21 @@ def _in_optimizer(opt: torch.optim.Optimizer) -> set[int]:
     return {id(p) for g in opt.param_groups for p in g["params"]}
 
 
-@training_rule("TW301", when=("init", "step"), name="params-missing-from-optimizer",
+@training_rule("TW301", when=("init", "step", "close"), name="params-missing-from-optimizer",
                title="Trainable parameters missing from the optimizer", severity=Severity.ERROR, phase=Phase.INIT,
                obligations=ART15,
                remediation="Build the optimizer after the model is final, from model.parameters(); when you add "
                            "modules later, optimizer.add_param_group({'params': new.parameters()}).", statistical=True)
 def params_missing(v: StepView) -> Iterator[Finding]:
     """Parameters with ``requires_grad=True`` are in no param group: they get gradients but never change.
+    Reported once they are seen unchanged from one statistical audit to the next (or from the last audit to the
+    end of the run).
 
     Example: ``opt = Adam(model.encoder.parameters())`` then training the whole model, or replacing
     ``model.head`` after creating the optimizer. Fix: create the optimizer from the final model. Parameters
     another optimizer of the training code holds (one per part of the model, ``SparseAdam`` beside ``Adam``,
-    created before or after the watch) are not missing.
+    created before or after the watch) are not missing, nor are parameters that change between audits all the
+    same (a temperature updated by hand from its ``.grad`` under ``no_grad``).
     """
     if v.optimizer is None:
         return
@@ -79,13 +82,39 @@ def params_missing(v: StepView) -> Iterator[Finding]:
     # optimizers in scope now are remembered).
     if not missing or v.event == "init":
         return
+    first = v.history.notes.setdefault("TW301:first", v.step if v.event == "step" else None)
+    still = _unchanged(v, [n for names in missing.values() for n in names])
+    missing = {m: kept for m, names in missing.items() if (kept := [n for n in names if n in still])}
+    if not missing:
+        return
     if sum(len(x) for x in missing.values()) == total:
         yield Finding.of("TW301", "model", "no trainable parameter of the model is in the optimizer (was it built "
-                         "for another model instance?)", step=v.step if v.event == "step" else None)
+                         "for another model instance?)", step=first)
         return
     for module, names in missing.items():
-        yield Finding.of("TW301", module, f"{', '.join(names)} not in any optimizer param group",
-                         step=v.step if v.event == "step" else None)
+        yield Finding.of("TW301", module, f"{', '.join(names)} not in any optimizer param group", step=first)
+
+
+def _unchanged(v: StepView, names: list[str]) -> set[str]:
+    """Of the trainable tensors outside every optimizer, those seen unchanged: the same norm on two statistical
+    audits, or at the end of the run the same as at the last audit. One that changed between audits is trained
+    by hand (its own update rule, from its .grad) and is never reported; one past the probe's 256 from the
+    second audit on."""
+    h = v.history
+    moved: set[str] = h.notes.setdefault("TW301:moved", set())
+    before: dict[str, float] = h.notes.setdefault("TW301:norms", {})
+    if v.event == "close":
+        named = dict(v.watch._inner.named_parameters())
+        now = {n: float(named[n].detach().float().norm()) for n in names if n in before and n in named}
+        audits = h.counters.get("TW301:audits", 0)
+    else:
+        data = v.extra.get("data", {})
+        now = dict(zip(v.extra.get("outside", ()), (float(x) for x in data.get("outside/norm", ())), strict=False))
+        audits = h.bump("TW301:audits")
+    moved |= {n for n, x in now.items() if n in before and x != before[n] and math.isfinite(x)}
+    seen = {n for n in names if n in before and n in now}
+    before.update(now)
+    return {n for n in names if n not in moved and (n in seen or (n not in now and audits >= 2))}
 
 
 def _sharded() -> bool:
