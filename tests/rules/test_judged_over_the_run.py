@@ -110,3 +110,64 @@ def test_a_parameter_no_one_updates_is_missing(tmp_path) -> None:
         missing = [f for f in found if f.rule_id == "TW301"]
         assert [(f.location, f.severity, f.first_step) for f in missing] == [("model", Severity.ERROR, 0)], found
         assert "prior" in missing[0].message
+
+
+# ---- TW411: a layer whose weights are all zero -----------------------------------------------------------
+class _ZeroResidual(nn.Module):
+    """1-D conv residual blocks whose last conv starts at zero (SkipInit/Fixup style); ``chained`` puts a second
+    zero conv before the block's (no gradient reaches the first until the second has moved); ``relu_after``
+    puts a ReLU after the zero conv (its output 0 passes no gradient: it never moves)."""
+
+    def __init__(self, chained: bool = False, relu_after: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Conv1d(2, 8, 3, padding=1)
+        self.inner = nn.Conv1d(8, 8, 3, padding=1)
+        self.gate = nn.Conv1d(8, 8, 1)
+        self.pre = nn.Conv1d(8, 8, 1) if chained else nn.Identity()
+        self.relu_after = relu_after
+        zeroed = [self.gate, self.pre] if chained else [self.gate]
+        for conv in zeroed:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        branch = self.gate(torch.tanh(self.inner(self.pre(h) + h)))
+        h = h + (torch.relu(branch) if self.relu_after else branch)
+        return self.head(h.mean(-1))
+
+
+def _zero_branch(chained: bool = False, relu_after: bool = False, optimised: bool = True):
+    def train(run, watch) -> None:
+        g = torch.Generator().manual_seed(2)
+        x = torch.randn(256, 2, 16, generator=g)
+        y = (x[:, 0].mean(-1) > x[:, 1].mean(-1)).long() + (x[:, 0, 0] > 0).long()
+        model = _ZeroResidual(chained, relu_after)
+        params = model.parameters() if optimised else [p for n, p in model.named_parameters() if "gate" not in n]
+        opt = torch.optim.Adam(params, lr=3e-3)
+        run.watch(model, opt, **watch)
+        for step in range(24):
+            i = torch.arange(step * 32, step * 32 + 32) % len(x)
+            opt.zero_grad()
+            F.cross_entropy(model(x[i]), y[i]).backward()
+            opt.step()
+    return train
+
+
+def test_zero_initialised_convs_that_train_are_not_pruned(tmp_path) -> None:
+    for chained in (False, True):
+        for watch in (SPARSE, DENSE, ONCE):
+            found = _findings(tmp_path / f"{chained}-{_label(watch)}", _zero_branch(chained), **watch)
+            assert not [f for f in found if f.rule_id == "TW411"], found
+
+
+def test_zero_convs_nothing_moves_are_found(tmp_path) -> None:
+    # Behind a ReLU the zero conv gets no gradient (judged from step 2); left out of the optimizer it gets one
+    # but never moves (judged at the end of the run). Either way dated from the start, as pruned filters are.
+    for case in ({"relu_after": True}, {"optimised": False}):
+        for watch in (SPARSE, DENSE, ONCE):
+            found = _findings(tmp_path / f"{next(iter(case))}-{_label(watch)}", _zero_branch(**case), **watch)
+            dead = [f for f in found if f.rule_id == "TW411"]
+            assert [(f.location, f.first_step, f.severity) for f in dead] == [("gate", None, Severity.WARN)], found
+            assert dead[0].message == "8 of 8 filters of gate are all zero"

@@ -50,8 +50,6 @@ _FLAGGED = {
     "stereo_spectrogram_time_smooth": "TW213 WARN 'neighbours along rows correlate 0.94, along columns 0.06': NCHW "
                                       "spectrograms smooth along time and independent across frequency bins, built "
                                       "directly in NCHW (no reshape)",
-    "zero_conv_controlnet_branch": "TW411 WARN '8 of 8 filters of zero are all zero': a ControlNet-style zero "
-                                   "convolution, zero-initialised on purpose (the Linear form of this is exempt)",
     "nan_missing_values_imputed_in_forward": "TW201 ERROR 'input arg0 contains NaN/Inf': missing values arrive as NaN "
                                              "and the forward's first step imputes 0 and adds a missing indicator",
     "multitask_head_weight_zero_at_first": "TW108 WARN 'loss rose from 1.29 to 4.05 around step 26': the second "

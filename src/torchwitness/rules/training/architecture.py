@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from torch.nn.utils import prune
 
 from torchwitness.probes.view import StepView
 from torchwitness.rules.catalogue import Phase, Severity
@@ -294,29 +295,63 @@ def even_kernel(v: StepView) -> Iterator[Finding]:
             yield Finding.of("TW410", name, f"{name} has kernel {tuple(m.kernel_size)} with stride {tuple(m.stride)}")
 
 
-@training_rule("TW411", when="init", name="dead-filter-weights", title="Convolution filters with all-zero weights",
+_ZERO_SETTLE = 2  # the step from which a layer still all zero and without gradient is judged dead (TW411)
+
+
+@training_rule("TW411", when=("init", "step", "close"), name="dead-filter-weights",
+               title="Convolution filters with all-zero weights",
                severity=Severity.WARN, phase=Phase.INIT, obligations=ART15,
                remediation="Re-initialise the layer, or prune the filters for real (smaller out_channels).")
 def dead_filter_weights(v: StepView) -> Iterator[Finding]:
     """Some output filters of a convolution have all-zero weights (often left by structured pruning or a bad
     init): they compute nothing, and the channels after them are dead (TW404 is reported as its consequence).
 
-    The same for the output neurons (weight rows) of a ``Linear`` layer of 4 or more, when some but not all of
-    them are zero: a layer zero-initialised on purpose (a residual branch, a LoRA ``B``, a head) is all zero.
+    The same for the output neurons (weight rows) of a ``Linear`` layer of 4 or more. A layer whose weights are
+    all zero, with no pruning mask on them, may be zero-initialised on purpose (a ControlNet zero convolution, a
+    residual branch, a LoRA ``B``, a head): it is reported only if it stays all zero, with no gradient from step 2
+    on (nothing will ever move it) or until the end of the run; one that trains away from zero is not pruned.
 
     Example: ``conv.weight.data[:8] = 0`` after magnitude pruning. Fix: re-initialise, or shrink the layer."""
+    pending: set[str] = v.history.notes.setdefault("TW411:pending", set())
+    if v.event != "init":
+        yield from _still_zero(v, pending)
+        return
     for name, m in v.watch._inner.named_modules():
         weight = stored_weight(m)
-        if weight is None or not weight.numel():
+        conv = isinstance(m, torch.nn.modules.conv._ConvNd)
+        if weight is None or not weight.numel() or not (conv or (isinstance(m, torch.nn.Linear) and
+                                                                m.out_features >= 4)):
             continue
-        if isinstance(m, torch.nn.modules.conv._ConvNd):
-            zero = int((weight.detach().flatten(1).abs().amax(1) == 0).sum())
-            if zero:
-                yield Finding.of("TW411", name, f"{zero} of {m.out_channels} filters of {name} are all zero")
-        elif isinstance(m, torch.nn.Linear) and m.out_features >= 4:
-            zero = int((weight.detach().abs().amax(1) == 0).sum())
-            if 0 < zero < m.out_features:
-                yield Finding.of("TW411", name, f"{zero} of {m.out_features} neurons of {name} have all-zero weights")
+        rows = weight.shape[0]
+        zero = int((weight.detach().flatten(1).abs().amax(1) == 0).sum())
+        if zero == rows and not prune.is_pruned(m):
+            pending.add(name)  # zero-initialised on purpose, or dead: what training does to it tells
+        elif zero:
+            yield _zero_rows(name, m, zero)
+
+
+def _zero_rows(name: str, m: torch.nn.Module, zero: int) -> Finding:
+    if isinstance(m, torch.nn.Linear):
+        return Finding.of("TW411", name, f"{zero} of {m.out_features} neurons of {name} have all-zero weights")
+    return Finding.of("TW411", name, f"{zero} of {m.weight.shape[0]} filters of {name} are all zero")
+
+
+def _still_zero(v: StepView, pending: set[str]) -> Iterator[Finding]:
+    """The all-zero layers noted when the watch started that are still all zero: reported (dated from the start)
+    at the end of the run, or from step 2 on when no gradient reaches them either (a chain of zero layers moves
+    one layer a step, from the output back)."""
+    if not pending:
+        return
+    modules = dict(v.watch._inner.named_modules())
+    for name in sorted(pending):
+        m = modules.get(name)
+        weight = stored_weight(m) if m is not None else None
+        if weight is None or bool(weight.detach().any()):
+            pending.discard(name)  # it trained away from zero (a deliberate zero init), or is gone
+            continue
+        if v.event == "close" or (v.step >= _ZERO_SETTLE and (weight.grad is None or not bool(weight.grad.any()))):
+            pending.discard(name)
+            yield _zero_rows(name, m, weight.shape[0])
 
 
 @training_rule("TW412", when="close", name="no-forward-seen", title="The watched model's forward never ran",
