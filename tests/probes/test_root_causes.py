@@ -89,6 +89,45 @@ def test_dead_units_after_piled_up_token_ids_are_their_consequence_and_a_root_al
     assert sorted((f.rule_id, f.caused_by) for f in earlier) == [("TW212", None), ("TW403", None)]
 
 
+def _bag_with_dead_units(run: tw.Run, clamp: bool, **watch: object) -> None:
+    """A bag of embeddings over 400 ids whose hidden layer starts with 36 of 48 units dead (bias -4)."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 400, (1024, 10), generator=g)
+    y = (torch.randn(400, generator=g)[ids].mean(1) > 0).long()
+
+    class Bag(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(400, 16)
+            self.head = torch.nn.Sequential(torch.nn.Linear(16, 48), torch.nn.ReLU(), torch.nn.Linear(48, 2))
+            with torch.no_grad():
+                self.head[0].bias[:36] = -4.0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.emb(x).mean(1))
+    model = Bag()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    run.watch(model, opt, **watch)
+    for step in range(40):
+        i = torch.arange(step * 32, step * 32 + 32) % len(ids)
+        opt.zero_grad()
+        F.cross_entropy(model(ids[i].clamp(max=159) if clamp else ids[i]), y[i]).backward()
+        opt.step()
+
+
+def test_dead_units_stand_alone_as_a_root_and_are_kept_under_piled_up_ids(tmp_path):
+    for i, watch in enumerate(({"every_n_steps": 100, "first_steps": 5}, {"every_n_steps": 1, "first_steps": 0})):
+        with tw.Run(tmp_path / f"alone{i}") as run:
+            _bag_with_dead_units(run, clamp=False, **watch)
+        assert [(f.rule_id, f.location, f.severity) for f in run.findings()] == [("TW403", "head.1", Severity.WARN)]
+        with tw.Run(tmp_path / f"clamped{i}") as run:
+            _bag_with_dead_units(run, clamp=True, **watch)
+        roots = run.findings()
+        assert [f.rule_id for f in roots if f.severity >= Severity.WARN] == ["TW212"]
+        assert "TW403" in {c.rule_id for c in roots[0].consequences}
+
+
 def test_sentinel_names_the_first_bad_step_of_each_field():
     s = Sentinel(capacity=3)
     for step in range(40):  # past capacity, later steps accumulate into each field's last sum
