@@ -504,7 +504,7 @@ def grad_accumulation_zeroed_per_epoch(run, bug: bool):
 
 # =============================== 3. data that lies in range ====================================================
 @_pair("TW212")
-def token_ids_clamped_into_small_table(run, bug: bool):
+def token_ids_clamped_bag_of_embeddings(run, bug: bool):
     """A 300-id tokenizer feeding ``nn.Embedding(120)`` through ``ids.clamp(max=119)`` in the collate (60
     steps); the fixed twin sizes the table from the tokenizer."""
     ids, y = tokens(1280, vocab=300, seed=21)
