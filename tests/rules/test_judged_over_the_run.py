@@ -34,6 +34,19 @@ def _data(n: int = 512, d: int = 10, c: int = 3) -> tuple[torch.Tensor, torch.Te
     return x, (x @ torch.randn(d, c, generator=g)).argmax(1)
 
 
+def _loop(run, watch: dict, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+          steps: int, after=None) -> None:
+    """Minibatches of 32 in order, cross-entropy; ``after()`` runs after each optimizer step."""
+    run.watch(model, opt, **watch)
+    for step in range(steps):
+        i = torch.arange(step * 32, step * 32 + 32) % len(x)
+        opt.zero_grad()
+        F.cross_entropy(model(x[i]), y[i]).backward()
+        opt.step()
+        if after is not None:
+            after()
+
+
 # ---- TW308: a param group at lr=0 -------------------------------------------------------------------------
 def _body_rate_from_scheduler(unfreeze_at: int | None):
     """The body's group is scaled to 0 by a LambdaLR until ``unfreeze_at`` (None: for the whole run)."""
@@ -44,13 +57,7 @@ def _body_rate_from_scheduler(unfreeze_at: int | None):
                               momentum=0.9)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, [lambda s: 0.0 if unfreeze_at is None or s < unfreeze_at else 1.0, lambda s: 1.0])
-        run.watch(model, opt, **watch)
-        for step in range(40):
-            i = torch.arange(step * 32, step * 32 + 32) % len(x)
-            opt.zero_grad()
-            F.cross_entropy(model(x[i]), y[i]).backward()
-            opt.step()
-            sched.step()
+        _loop(run, watch, model, opt, x, y, 40, sched.step)
     return train
 
 
@@ -85,16 +92,12 @@ def _prior_by_hand(update: bool):
     def train(run, watch) -> None:
         x, y = _data()
         model = _Scaled()
-        opt = torch.optim.Adam(model.body.parameters(), lr=1e-2)
-        run.watch(model, opt, **watch)
-        for step in range(30):
-            i = torch.arange(step * 32, step * 32 + 32) % len(x)
-            opt.zero_grad()
-            model.prior.grad = None
-            F.cross_entropy(model(x[i]), y[i]).backward()
-            opt.step()
+
+        def by_hand() -> None:
             if update:
                 model.prior.data.sub_(0.1 * model.prior.grad)
+            model.prior.grad = None
+        _loop(run, watch, model, torch.optim.Adam(model.body.parameters(), lr=1e-2), x, y, 30, by_hand)
     return train
 
 
@@ -145,13 +148,7 @@ def _zero_branch(chained: bool = False, relu_after: bool = False, optimised: boo
         y = (x[:, 0].mean(-1) > x[:, 1].mean(-1)).long() + (x[:, 0, 0] > 0).long()
         model = _ZeroResidual(chained, relu_after)
         params = model.parameters() if optimised else [p for n, p in model.named_parameters() if "gate" not in n]
-        opt = torch.optim.Adam(params, lr=3e-3)
-        run.watch(model, opt, **watch)
-        for step in range(24):
-            i = torch.arange(step * 32, step * 32 + 32) % len(x)
-            opt.zero_grad()
-            F.cross_entropy(model(x[i]), y[i]).backward()
-            opt.step()
+        _loop(run, watch, model, torch.optim.Adam(params, lr=3e-3), x, y, 24)
     return train
 
 
