@@ -171,11 +171,9 @@ def _step_pre_hook_raises(i: int, m: nn.Module, o: torch.optim.Optimizer, x: tor
 class HalfwayAdam(torch.optim.Adam):
     """Updates the first parameter group, then raises on every third step: a step that dies halfway."""
 
-    calls = 0
-
     def step(self, closure: Any = None) -> Any:
-        HalfwayAdam.calls += 1
-        if HalfwayAdam.calls % 3 == 2:
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls % 3 == 2:
             with torch.no_grad():
                 next(iter(self.param_groups[0]["params"])).add_(0.01)
             raise FloatingPointError("optimizer died halfway")
@@ -236,7 +234,6 @@ RAISES: dict[str, Callable[[Callable | None], tuple[list, dict]]] = {
 
 @pytest.mark.parametrize("name", sorted(RAISES))
 def test_exceptions_mid_step_leave_training_unchanged(name):
-    HalfwayAdam.calls = 0
     errors, _ = _compare(RAISES[name])
     assert not errors
 
@@ -565,6 +562,7 @@ def test_a_100k_step_run_keeps_memory_bounded(tmp_path):
 
 _FORKER = """
 import os, random, signal, sys, time, torch, torchwitness as tw
+import torchwitness.probes.watch  # (imported before forking, so a child's time goes to its run)
 n, root, seed = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 def train(path, steps):
     torch.manual_seed(0)
@@ -590,7 +588,7 @@ for k in range(n):
             train(f'{root}/k{k}', 120)
         finally:
             os._exit(0)
-    delay = rnd.uniform(0.0, 1.2)
+    delay = rnd.uniform(0.0, 2.4)
     time.sleep(delay)
     os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
@@ -615,6 +613,10 @@ def _findings_json(cli: Callable, path: Path, *extra: str) -> tuple[int, list[di
     return code, data, err
 
 
+def _flat(findings: list[dict]) -> list[dict]:
+    return [g for f in findings for g in [f, *_flat(f.get("consequences") or [])]]
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_the_cli_reads_a_prefix(tmp_path, safe_cli):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
@@ -626,9 +628,8 @@ def test_sigkill_at_random_moments_then_the_cli_reads_a_prefix(tmp_path, safe_cl
     kills = subprocess.run([sys.executable, str(script), "24", str(tmp_path), str(random.randrange(10**6))],
                            env=env, capture_output=True, text=True, timeout=90)
     assert kills.returncode == 0, kills.stderr
-    print(kills.stdout)
     _, ref_findings, _ = _findings_json(safe_cli, tmp_path / "ref")
-    ref_by = {(f["rule_id"], f.get("location")): f for f in ref_findings}
+    ref_by = {(f["rule_id"], f.get("location")): f for f in _flat(ref_findings)}
     assert ref_by
     outcomes = collections.Counter()
     for k in range(24):
@@ -647,14 +648,14 @@ def test_sigkill_at_random_moments_then_the_cli_reads_a_prefix(tmp_path, safe_cl
         code, found, err = _findings_json(safe_cli, path)
         _no_traceback(code, err)
         assert code == 0, (k, err)
-        for f in found:  # every finding read back is one the whole run also made, first seen at the same step
+        for f in _flat(found):  # every finding read back is one the whole run also made, first seen at the same step
             r = ref_by.get((f["rule_id"], f.get("location")))
             assert r is not None, (k, f)
             assert f.get("first_step") == r.get("first_step") and f.get("count", 0) <= r.get("count", 0), (k, f, r)
         code, out, err = safe_cli("report", str(path), "--format", "md", "-o", str(tmp_path / f"k{k}.md"))
         _no_traceback(code, err)
         assert code == 0, (k, err)
-    print(dict(outcomes))
+    print(kills.stdout, dict(outcomes))
 
 
 # ---- 5. the CLI fed garbage where a run folder belongs ----------------------------------------------------------
@@ -717,6 +718,8 @@ def _garbage(tmp: Path, kind: str, good: Path) -> str:
     p = tmp / "target"
     if kind == "missing":
         return str(tmp / "nope")
+    if kind == "missing, newline in its name":
+        return str(tmp / "nope\nsecond line")
     if kind == "file":
         p.write_text("not a folder")
     elif kind == "empty":
@@ -741,18 +744,29 @@ def _garbage(tmp: Path, kind: str, good: Path) -> str:
     return str(p)
 
 
-KINDS = ("missing", "file", "empty", "garbage files", "truncated ledger", "unreadable", "unicode path")
+KINDS = ("missing", "missing, newline in its name", "file", "empty", "garbage files", "truncated ledger", "unreadable", "unicode path")
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("cmd", sorted(READERS))
+_XFAIL_GARBAGE = {
+    **{(c, "missing, newline in its name"): "a run path holding a newline is echoed raw: 'error: no such run folder: "
+       ".../nope' then 'second line' on a line of its own (two lines; no escaping of control characters)"
+       for c in READERS},
+    ("show", "garbage files"): "show on a folder of random files prints two lines: 'NOT VERIFIED: ...: run manifest "
+                               "run.json is not UTF-8 text (byte 1)' then 'error: ... is not a torchwitness run folder "
+                               "(no ledger.json)'",
+}
+
+
+@pytest.mark.parametrize(("cmd", "kind"), [
+    pytest.param(c, k, id=f"{c}-{k}", marks=[_xfail(_XFAIL_GARBAGE[c, k])] if (c, k) in _XFAIL_GARBAGE else [])
+    for c in sorted(READERS) for k in KINDS])
 def test_every_reader_on_garbage_is_one_line_and_exit_2_or_3(safe_cli, good_run, tmp_path, cmd, kind):
     p = _garbage(tmp_path, kind, good_run)
     (tmp_path / "o").mkdir()
     code, out, err = safe_cli(*[a.format(p=p, out=tmp_path / "o") for a in READERS[cmd]])
     assert "Traceback" not in err, err
-    if kind == "unicode path":
-        assert code in (0, 1), (code, out, err)  # a good run under an odd name is still a good run
+    if kind == "unicode path":  # (provenance: this run has no provenance index, exit 2)
+        assert code in ((2,) if cmd == "provenance" else (0, 1)), (code, out, err)  # a good run under an odd name is still a good run
         return
     assert code in (2, 3), (code, out, err)
     assert len(err.strip().splitlines()) == 1, err
@@ -769,8 +783,6 @@ BAD_OPTIONS: dict[str, tuple[str, ...]] = {
     "verify --quorum -1": ("verify", "{p}", "--quorum", "-1"),
     "verify --quorum text": ("verify", "{p}", "--quorum", "x"),
     "show --limit -5": ("show", "{p}", "--limit", "-5"),
-    "show --limit huge": ("show", "{p}", "--limit", "9" * 40),
-    "show --kind unknown": ("show", "{p}", "--kind", "no.such.kind"),
     "prove --seq -1": ("prove", "{p}", "--seq", "-1"),
     "prove --seq past the end": ("prove", "{p}", "--seq", "99999"),
     "prove --seq huge": ("prove", "{p}", "--seq", "9" * 40),
@@ -795,7 +807,12 @@ BAD_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 _CLICK_BOX = ("an unknown option/argument or missing argument prints click's multi-line usage box ('Usage: ...' / "
               "'Try ... --help' / '╭─ Error ─...' / '│ ... │' / '╰─...'), not one line")
-_XFAIL_OPTIONS: dict[str, str] = {}
+_XFAIL_OPTIONS = {
+    "show unknown option": _CLICK_BOX, "verify unknown option": _CLICK_BOX, "verify two run folders": _CLICK_BOX,
+    "verify no run folder": _CLICK_BOX, "unknown command": _CLICK_BOX, "verify --quorum text": _CLICK_BOX,
+    "show --limit -5": "show --limit -5 exits 0 listing 8 of the run's 13 records (the list sliced from index 5), "
+                       "not exit 2 naming --limit",
+}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=_xfail(_XFAIL_OPTIONS[n])) if n in _XFAIL_OPTIONS else n
@@ -811,3 +828,59 @@ def test_bad_options_are_one_line_and_exit_2_or_3(safe_cli, good_run, tmp_path, 
     assert "Traceback" not in err, err
     assert code in (2, 3), (code, out, err)
     assert len(err.strip().splitlines()) == 1, err
+
+
+# ---- 6. the Lightning callback under a training_step that skips batches or raises -------------------------------
+
+def _lit_fit(callback: Callable[[], Any] | None, *, raise_at: int | None = None) -> dict:
+    pl = pytest.importorskip("lightning.pytorch")
+
+    class Lit(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _mlp()
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            x, y = batch
+            if raise_at is not None and batch_idx == raise_at:
+                raise ValueError("the user's training_step failed")
+            if batch_idx % 3 == 1:
+                return None  # Lightning skips this batch's backward and step
+            return F.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    pl.seed_everything(0, verbose=False)
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(96, 4, generator=g), torch.randint(0, 3, (96,), generator=g))
+    module = Lit()
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", callbacks=[callback()] if callback else [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=16))
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_lightning_skipped_batches_train_identically(tmp_path, safe_cli):
+    from torchwitness.integrations.lightning import WitnessCallback
+
+    bare = _lit_fit(None)
+    watched = _lit_fit(lambda: WitnessCallback(path=tmp_path / "r", every_n_steps=1))
+    assert all(torch.equal(bare[k], watched[k]) for k in bare)
+    code, out, err = safe_cli("verify", str(tmp_path / "r"))
+    assert code == 0, (out, err)
+    code, out, err = safe_cli("show", str(tmp_path / "r"), "--kind", "watch.error", "--json", "--limit", "0")
+    assert code == 0 and not out.strip(), out
+
+
+def test_lightning_training_step_raising_reaches_the_user_and_the_run_still_verifies(tmp_path, safe_cli):
+    from torchwitness.integrations.lightning import WitnessCallback
+
+    with pytest.raises(ValueError, match="the user's training_step failed"):
+        _lit_fit(lambda: WitnessCallback(path=tmp_path / "r", every_n_steps=1), raise_at=4)
+    code, out, err = safe_cli("verify", str(tmp_path / "r"))
+    assert code == 0, (out, err)
+    code, out, err = safe_cli("show", str(tmp_path / "r"), "--kind", "run.end", "--json")
+    assert code == 0 and '"error"' in out, out
