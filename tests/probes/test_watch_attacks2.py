@@ -562,7 +562,6 @@ def test_a_100k_step_run_keeps_memory_bounded(tmp_path):
 
 _FORKER = """
 import os, random, signal, sys, time, torch, torchwitness as tw
-import torchwitness.probes.watch  # (imported before forking, so a child's time goes to its run)
 n, root, seed = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 def train(path, steps):
     torch.manual_seed(0)
@@ -578,17 +577,18 @@ def train(path, steps):
             o.zero_grad(); m(x).pow(2).mean().backward(); o.step()
             run.record('tick', {'i': i})
 if n == 0:
-    train(root + '/ref', 120)
+    train(root + '/ref', 300)
     sys.exit(0)
+train(root + '/warm', 3)  # the lazy imports happen here, before forking: a child's time goes to its run
 rnd = random.Random(seed)
 for k in range(n):
     pid = os.fork()
     if pid == 0:
         try:
-            train(f'{root}/k{k}', 120)
+            train(f'{root}/k{k}', 300)
         finally:
             os._exit(0)
-    delay = rnd.uniform(0.0, 2.4)
+    delay = rnd.uniform(0.0, 0.9)
     time.sleep(delay)
     os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
@@ -613,6 +613,9 @@ def _findings_json(cli: Callable, path: Path, *extra: str) -> tuple[int, list[di
     return code, data, err
 
 
+N_KILLS = 24
+
+
 def _flat(findings: list[dict]) -> list[dict]:
     return [g for f in findings for g in [f, *_flat(f.get("consequences") or [])]]
 
@@ -625,36 +628,43 @@ def test_sigkill_at_random_moments_then_the_cli_reads_a_prefix(tmp_path, safe_cl
     ref = subprocess.run([sys.executable, str(script), "0", str(tmp_path), "0"], env=env, capture_output=True,
                          text=True, timeout=60)
     assert ref.returncode == 0, ref.stderr
-    kills = subprocess.run([sys.executable, str(script), "24", str(tmp_path), str(random.randrange(10**6))],
+    kills = subprocess.run([sys.executable, str(script), str(N_KILLS), str(tmp_path), str(random.randrange(10**6))],
                            env=env, capture_output=True, text=True, timeout=90)
     assert kills.returncode == 0, kills.stderr
     _, ref_findings, _ = _findings_json(safe_cli, tmp_path / "ref")
     ref_by = {(f["rule_id"], f.get("location")): f for f in _flat(ref_findings)}
     assert ref_by
     outcomes = collections.Counter()
-    for k in range(24):
+    for k in range(N_KILLS):
         path = tmp_path / f"k{k}"
         code, out, err = safe_cli("verify", str(path))
         _no_traceback(code, err)
         assert code in (0, 2, 3), (k, code, out, err)
         outcomes[code] += 1
-        if code != 0:
+        if code == 2:
+            assert "no such run folder" in err, (k, err)  # killed before the folder was made
             continue
-        code, out, err = safe_cli("show", str(path), "--kind", "tick", "--json", "--limit", "0")
-        _no_traceback(code, err)
+        draft = () if code == 0 else ("--draft",)
+        if code == 3:  # an unsigned tail: the live view must still read, or fail closed in one line
+            c, out, err = safe_cli("verify", str(path), "--allow-unsigned-tail")
+            _no_traceback(c, err)
+            outcomes[f"tail:{c}" + (f" {err.strip()[:120]}" if c else "")] += 1
+        c, out, err = safe_cli("show", str(path), "--kind", "tick", "--json", "--limit", "0")
+        assert "Traceback" not in err and c in (0, 3), (k, c, err)
         ticks = [json.loads(line) for line in out.splitlines() if line.strip()]
-        steps = [t.get("data", t.get("payload", {})).get("i") for t in ticks]
+        steps = [t["data"]["i"] for t in ticks]
         assert steps == list(range(len(steps))), (k, steps)  # the records read back are a prefix, in order
-        code, found, err = _findings_json(safe_cli, path)
-        _no_traceback(code, err)
-        assert code == 0, (k, err)
+        c, found, err = _findings_json(safe_cli, path, *draft)
+        _no_traceback(c, err)
+        assert c == 0, (k, c, err)
         for f in _flat(found):  # every finding read back is one the whole run also made, first seen at the same step
             r = ref_by.get((f["rule_id"], f.get("location")))
             assert r is not None, (k, f)
             assert f.get("first_step") == r.get("first_step") and f.get("count", 0) <= r.get("count", 0), (k, f, r)
-        code, out, err = safe_cli("report", str(path), "--format", "md", "-o", str(tmp_path / f"k{k}.md"))
-        _no_traceback(code, err)
-        assert code == 0, (k, err)
+        c, out, err = safe_cli("report", str(path), "--format", "md", "-o", str(tmp_path / f"k{k}.md"), *draft)
+        _no_traceback(c, err)
+        assert c == 0, (k, c, err)
+    assert outcomes[0] + outcomes[3] >= N_KILLS // 2, outcomes  # most kills landed inside a run
     print(kills.stdout, dict(outcomes))
 
 
