@@ -450,7 +450,81 @@ def _nested(ret: str) -> Callable[[Callable | None], tuple[list, dict]]:
     return _loop_with(body, model=lambda: Nested(ret))
 
 
+class Recursive(nn.Module):
+    """Calls itself once from inside its own forward: the root module's forward nests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, depth: int = 0) -> torch.Tensor:
+        h = self.lin(x).tanh()
+        return h if depth else self(h, depth=1) + h
+
+
+class Checkpointed(nn.Module):
+    """Activation checkpointing: the block's forward (and its hooks) runs again inside backward."""
+
+    def __init__(self, reentrant: bool) -> None:
+        super().__init__()
+        self.block, self.head, self.reentrant = nn.Sequential(nn.Linear(4, 8), nn.ReLU()), nn.Linear(8, 3), reentrant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.utils.checkpoint import checkpoint
+        return self.head(checkpoint(self.block, x.requires_grad_() if self.reentrant else x,
+                                    use_reentrant=self.reentrant))
+
+
+class Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.out = nn.Linear(4, 10, bias=False)
+        self.out.weight = self.emb.weight  # weight tying: one parameter, two modules
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(self.emb(ids))
+
+
+def _user_hooks(i: int, m: nn.Module, o: torch.optim.Optimizer, x: torch.Tensor) -> Any:
+    if i == 0:
+        m[0].register_forward_pre_hook(lambda mod, args: (args[0] * 0.5,))
+        m[2].register_forward_hook(lambda mod, args, out: out + 1.0)  # the user's hook replaces the output
+    return _std(i, m, o, x)
+
+
+def _functional_call(i: int, m: nn.Module, o: torch.optim.Optimizer, x: torch.Tensor) -> Any:
+    params = {k: v * 1.0 for k, v in m.named_parameters()}  # differentiable copies, as meta-learning does
+    o.zero_grad()
+    loss = torch.func.functional_call(m, params, (x,)).pow(2).mean()
+    loss.backward()
+    o.step()
+    return loss
+
+
+def _anomaly(i: int, m: nn.Module, o: torch.optim.Optimizer, x: torch.Tensor) -> Any:
+    with torch.autograd.set_detect_anomaly(True), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _std(i, m, o, x)
+
+
+def _kwargs_only(i: int, m: nn.Module, o: torch.optim.Optimizer, x: torch.Tensor) -> Any:
+    o.zero_grad()
+    loss = m(input=x).pow(2).mean()
+    loss.backward()
+    o.step()
+    return loss
+
+
 LOOPS: dict[str, Callable[[Callable | None], tuple[list, dict]]] = {
+    "root module calls itself": _loop_with(_std, model=lambda: Recursive()),
+    "activation checkpointing (non-reentrant)": _loop_with(_std, model=lambda: Checkpointed(False)),
+    "activation checkpointing (reentrant)": _loop_with(_std, model=lambda: Checkpointed(True)),
+    "tied weights": _loop_with(_std, model=lambda: Tied(), batch=lambda i, g: torch.randint(0, 10, (16,), generator=g)),
+    "user hooks replace input and output": _loop_with(_user_hooks),
+    "torch.func.functional_call": _loop_with(_functional_call),
+    "autograd anomaly mode": _loop_with(_anomaly, steps=3),
+    "called with keyword input only": _loop_with(_kwargs_only, model=lambda: _mlp()),
     "two models share a trunk, two watches": _two_models_share,
     "one watch, a second model shares its trunk": _one_watch_two_models,
     "two runs watch one model": _two_runs_one_model,
@@ -894,3 +968,25 @@ def test_lightning_training_step_raising_reaches_the_user_and_the_run_still_veri
     assert code == 0, (out, err)
     code, out, err = safe_cli("show", str(tmp_path / "r"), "--kind", "run.end", "--json")
     assert code == 0 and '"error"' in out, out
+
+
+# ---- 7. what the process saw is what the ledger says --------------------------------------------------------------
+
+def _flat_objects(findings: list) -> list:
+    return [g for f in findings for g in [f, *_flat_objects(f.consequences)]]
+
+
+def test_findings_in_process_equal_the_verified_ledgers_after_a_messy_loop(tmp_path, safe_cli):
+    path = tmp_path / "r"
+    with tw.Run(path) as run:
+        holder: list = []
+        _loop(lambda m, o: holder.append(run.watch(m, o, **DENSE)), _nan_mid_then_raise, steps=5)
+        _loop(lambda m, o: holder.append(run.watch(m, o, **DENSE)), _backward_hook_raises, steps=5,
+              batch=lambda i, g: torch.randn(16, 4, generator=g) * (1e30 if i == 3 else 1))
+    seen = {(f.rule_id, f.location, f.first_step, f.count) for f in _flat_objects(run.findings())}  # after close
+    assert seen and all(not w.errors for w in holder)
+    code, out, err = safe_cli("verify", str(path))
+    assert code == 0, err
+    code, found, err = _findings_json(safe_cli, path)
+    assert code == 0, err
+    assert {(f["rule_id"], f["location"], f["first_step"], f["count"]) for f in _flat(found)} == seen
