@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -670,6 +671,12 @@ for k in range(n):
 """
 
 
+def _clean_line(err: str) -> None:
+    """One line, and not the CLI's last-resort 'torchwitness: error: SomeError: ...' for an exception it did not expect."""
+    assert len(err.strip().splitlines()) == 1, err
+    assert not re.match(r"torchwitness: error: \w+(Error|Exception):", err.strip()), err
+
+
 def _no_traceback(code: int, err: str) -> None:
     assert "Traceback" not in err, err
     if code not in (0, 1):
@@ -853,7 +860,7 @@ def test_every_reader_on_garbage_is_one_line_and_exit_2_or_3(safe_cli, good_run,
         assert code in ((2,) if cmd == "provenance" else (0, 1)), (code, out, err)  # a good run under an odd name is still a good run
         return
     assert code in (2, 3), (code, out, err)
-    assert len(err.strip().splitlines()) == 1, err
+    _clean_line(err)
 
 
 BAD_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -894,6 +901,8 @@ _CLICK_BOX = ("an unknown option/argument or missing argument prints click's mul
 _XFAIL_OPTIONS = {
     "show unknown option": _CLICK_BOX, "verify unknown option": _CLICK_BOX, "verify two run folders": _CLICK_BOX,
     "verify no run folder": _CLICK_BOX, "unknown command": _CLICK_BOX, "verify --quorum text": _CLICK_BOX,
+    "report --proofs -1": "report --proofs -1 prints the last-resort 'torchwitness: error: ValueError: Sample larger "
+                          "than population or is negative' (exit 2), not a line naming --proofs",
     "show --limit -5": "show --limit -5 exits 0 listing 8 of the run's 13 records (the list sliced from index 5), "
                        "not exit 2 naming --limit",
 }
@@ -911,7 +920,7 @@ def test_bad_options_are_one_line_and_exit_2_or_3(safe_cli, good_run, tmp_path, 
     code, out, err = safe_cli(*[a.format(**names) for a in BAD_OPTIONS[name]])
     assert "Traceback" not in err, err
     assert code in (2, 3), (code, out, err)
-    assert len(err.strip().splitlines()) == 1, err
+    _clean_line(err)
 
 
 # ---- 6. the Lightning callback under a training_step that skips batches or raises -------------------------------
@@ -990,3 +999,58 @@ def test_findings_in_process_equal_the_verified_ledgers_after_a_messy_loop(tmp_p
     code, found, err = _findings_json(safe_cli, path)
     assert code == 0, err
     assert {(f["rule_id"], f["location"], f["first_step"], f["count"]) for f in _flat(found)} == seen
+
+
+# ---- 8. the Hugging Face Trainer callback: accumulation, clipping, train() called twice -------------------------
+
+class _HFModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        out = self.lin(x)
+        return {"loss": F.cross_entropy(out, labels), "logits": out}
+
+
+class _HFData(torch.utils.data.Dataset):
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(48, 4, generator=g), torch.randint(0, 3, (48,), generator=g)
+
+    def __len__(self) -> int:
+        return 48
+
+    def __getitem__(self, i: int) -> dict:
+        return {"x": self.x[i], "labels": self.y[i]}
+
+
+def _hf_fit(tmp: Path, callback: Any, *, twice: bool = False) -> dict:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = _HFModel()
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp / "out"), max_steps=6, per_device_train_batch_size=8, gradient_accumulation_steps=2,
+        max_grad_norm=0.5, report_to=[], use_cpu=True, save_strategy="no", logging_steps=1, seed=0,
+        disable_tqdm=True)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=_HFData(),
+                                   callbacks=[callback] if callback else [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+        if twice:
+            trainer.train()
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.slow
+def test_hf_trainer_trains_identically_and_twice_verifies(tmp_path, safe_cli):
+    from torchwitness.integrations.hf import WitnessCallback
+
+    bare = _hf_fit(tmp_path, None, twice=True)
+    watched = _hf_fit(tmp_path, WitnessCallback(path=tmp_path / "r", every_n_steps=1), twice=True)
+    assert all(torch.equal(bare[k], watched[k]) for k in bare)
+    code, out, err = safe_cli("verify", str(tmp_path / "r"))
+    assert code == 0, (out, err)
+    code, out, err = safe_cli("show", str(tmp_path / "r"), "--kind", "watch.error", "--json", "--limit", "0")
+    assert code == 0 and not out.strip(), out
