@@ -824,6 +824,18 @@ def _garbage(tmp: Path, kind: str, good: Path) -> str:
         for f in p.rglob("*"):
             if f.is_file() and f.stat().st_size > 0:
                 f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    elif kind == "symlink loop":
+        p.symlink_to(p)
+    elif kind == "ledger.json a folder, records a file":
+        shutil.copytree(good, p)
+        (p / "ledger.json").unlink()
+        (p / "ledger.json").mkdir()
+        shutil.rmtree(p / "records")
+        (p / "records").write_text("x")
+    elif kind == "records emptied":
+        shutil.copytree(good, p)
+        for f in (p / "records").iterdir():
+            f.unlink() if f.is_file() else shutil.rmtree(f)
     elif kind == "unicode path":
         p = tmp / "rün 名前\u202e\n x"
         shutil.copytree(good, p)
@@ -835,10 +847,13 @@ def _garbage(tmp: Path, kind: str, good: Path) -> str:
     return str(p)
 
 
-KINDS = ("missing", "missing, newline in its name", "file", "empty", "garbage files", "truncated ledger", "unreadable", "unicode path")
+KINDS = ("missing", "missing, newline in its name", "file", "empty", "garbage files", "truncated ledger", "unreadable", "symlink loop",
+         "ledger.json a folder, records a file", "records emptied", "unicode path")
 
 
 _XFAIL_GARBAGE = {
+    ("spans", "records emptied"): "spans on a run whose records were all deleted (its checkpoints say 15) exits 0 "
+                                  "printing '{}' and no NOT VERIFIED line; findings and report exit 3 there",
     **{(c, "missing, newline in its name"): "a run path holding a newline is echoed raw: 'error: no such run folder: "
        ".../nope' then 'second line' on a line of its own (two lines; no escaping of control characters)"
        for c in READERS},
@@ -856,8 +871,15 @@ def test_every_reader_on_garbage_is_one_line_and_exit_2_or_3(safe_cli, good_run,
     (tmp_path / "o").mkdir()
     code, out, err = safe_cli(*[a.format(p=p, out=tmp_path / "o") for a in READERS[cmd]])
     assert "Traceback" not in err, err
-    if kind == "unicode path":  # (provenance: this run has no provenance index, exit 2)
-        assert code in ((2,) if cmd == "provenance" else (0, 1)), (code, out, err)  # a good run under an odd name is still a good run
+    if kind == "unicode path":  # a good run under an odd name is still a good run (it has no provenance index)
+        assert code in ((2,) if cmd == "provenance" else (0, 1)), (code, out, err)
+        return
+    if kind == "records emptied" and cmd == "checkpoint":  # the newest signed checkpoint is still what it was
+        assert code == 0, (code, out, err)
+        return
+    if kind == "records emptied" and cmd == "show":  # documented: lists what is there, NOT VERIFIED on stderr
+        assert code == 0 and err.startswith("NOT VERIFIED: "), (code, out, err)
+        _clean_line(err)
         return
     assert code in (2, 3), (code, out, err)
     _clean_line(err)
@@ -1054,3 +1076,21 @@ def test_hf_trainer_trains_identically_and_twice_verifies(tmp_path, safe_cli):
     assert code == 0, (out, err)
     code, out, err = safe_cli("show", str(tmp_path / "r"), "--kind", "watch.error", "--json", "--limit", "0")
     assert code == 0 and not out.strip(), out
+
+
+@_xfail("'torchwitness show RUN --json | head -1' prints 'torchwitness: error: BrokenPipeError: [Errno 32] Broken pipe' "
+        "on stderr: a reader closing the pipe is no error of the user's")
+def test_a_reader_closing_the_pipe_is_not_reported_as_an_error(tmp_path):
+    with tw.Run(tmp_path / "r") as run:  # more than a pipe's 64 KiB of output
+        for i in range(1500):
+            run.record("tick", {"i": i, "pad": "x" * 64})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "torchwitness", "show", str(tmp_path / "r"), "--json", "--limit", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"{")
+    proc.stdout.close()  # as `| head -1` does
+    err = proc.stderr.read().decode()
+    proc.wait(30)
+    assert "Traceback" not in err
+    assert "error" not in err, err
