@@ -636,8 +636,9 @@ def test_a_100k_step_run_keeps_memory_bounded(tmp_path):
 # ---- 4. SIGKILL at random moments, then the CLI on what is left -------------------------------------------------
 
 _FORKER = """
-import os, random, signal, sys, time, torch, torchwitness as tw
+import os, random, signal, sys, time, traceback, torch, torchwitness as tw
 n, root, seed = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+sig = getattr(signal, sys.argv[4]) if len(sys.argv) > 4 else signal.SIGKILL
 def train(path, steps):
     torch.manual_seed(0)
     m = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
@@ -659,14 +660,28 @@ rnd = random.Random(seed)
 for k in range(n):
     pid = os.fork()
     if pid == 0:
+        code = 0
         try:
             train(f'{root}/k{k}', 300)
+        except KeyboardInterrupt:
+            code = 10
+        except BaseException:
+            traceback.print_exc()
+            code = 1
         finally:
-            os._exit(0)
+            os._exit(code)
     delay = rnd.uniform(0.0, 0.9)
     time.sleep(delay)
-    os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
+    os.kill(pid, sig)
+    for _ in range(400):  # a child that does not end within 20 s after the signal has hung
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        status = 'hung'
     print(k, round(delay, 3), status, flush=True)
 """
 
@@ -1094,3 +1109,51 @@ def test_a_reader_closing_the_pipe_is_not_reported_as_an_error(tmp_path):
     proc.wait(30)
     assert "Traceback" not in err
     assert "error" not in err, err
+
+
+@pytest.mark.slow
+def test_sigint_at_random_moments_closes_a_verifiable_run(tmp_path, safe_cli):
+    """Ctrl-C may land inside the watch's own hooks: the user's `with tw.Run` must still seal the run."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    script = tmp_path / "forker.py"
+    script.write_text(_FORKER)
+    n = 10
+    done = subprocess.run([sys.executable, str(script), str(n), str(tmp_path), str(random.randrange(10**6)), "SIGINT"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    statuses = dict(line.split()[::2] for line in done.stdout.splitlines())
+    assert all(v in ("0", str(10 << 8)) for v in statuses.values()), statuses  # finished, or interrupted and closed
+    seen = []
+    for k in range(n):
+        code, out, err = safe_cli("verify", str(tmp_path / f"k{k}"))
+        c2, end, _ = safe_cli("show", str(tmp_path / f"k{k}"), "--kind", "run.end", "--json")
+        c3, ticks, _ = safe_cli("show", str(tmp_path / f"k{k}"), "--kind", "tick", "--json", "--limit", "1")
+        seen.append((k, statuses[str(k)], code, err.strip()[:90], end.strip()[-60:], ticks.strip()[:25]))
+    print(*seen, sep="\n")
+    for k, _, code, err, end, _ in seen:
+        # exit 3 when Ctrl-C lands inside run.close (see the xfail below): the unsealed tail fails closed, named
+        assert code == 0 or (code == 2 and "no such run folder" in err) or (
+            code == 3 and "not covered by any signed checkpoint" in err and not end), (k, code, err)
+        if code == 0:
+            assert '"interrupted"' in end or '"ok"' in end, (k, end)
+
+
+@_xfail("a KeyboardInterrupt inside run.close (raised here by an on_close callback, as Ctrl-C landing in "
+        "watch.close does) skips run.end and the final checkpoint, and a second run.close() is a no-op: verify "
+        "exits 3 'the run has no signed checkpoint, so nothing in it can be verified'")
+def test_ctrl_c_inside_close_still_seals_the_run(tmp_path, safe_cli):
+    m = _mlp()
+    o = torch.optim.SGD(m.parameters(), lr=0.05)
+    run = tw.Run(tmp_path / "r", checkpoint_every=1000)
+    run.watch(m, o, **DENSE)
+    for i in range(4):
+        _std(i, m, o, torch.randn(8, 4))
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+    run.on_close(interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run.close()
+    run.close()  # the user tries again
+    code, out, err = safe_cli("verify", str(tmp_path / "r"))
+    assert code == 0, err
