@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import traceback
 import warnings
 from collections.abc import Callable
@@ -687,7 +686,7 @@ for k in range(n):
 
 
 def _clean_line(err: str) -> None:
-    """One line, and not the CLI's last-resort 'torchwitness: error: SomeError: ...' for an exception it did not expect."""
+    """One line, and not the CLI's last-resort 'torchwitness: error: SomeError: ...' for an unexpected exception."""
     assert len(err.strip().splitlines()) == 1, err
     assert not re.match(r"torchwitness: error: \w+(Error|Exception):", err.strip()), err
 
@@ -777,7 +776,7 @@ def safe_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str
             code = 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        except BaseException:  # noqa: BLE001 (an escaped exception is the failure being looked for)
+        except BaseException:
             out, err = capsys.readouterr()
             return -1, out, err + traceback.format_exc()
         out, err = capsys.readouterr()
@@ -813,7 +812,8 @@ def good_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 READERS: dict[str, tuple[str, ...]] = {
     "verify": ("verify", "{p}"), "show": ("show", "{p}"), "findings": ("findings", "{p}"),
     "report": ("report", "{p}", "-o", "{out}/x.md", "--format", "md"), "checkpoint": ("checkpoint", "{p}"),
-    "prove": ("prove", "{p}", "--seq", "0"), "coverage": ("coverage", "{p}"), "card": ("card", "{p}", "-o", "{out}/c.md"),
+    "prove": ("prove", "{p}", "--seq", "0"), "coverage": ("coverage", "{p}"),
+    "card": ("card", "{p}", "-o", "{out}/c.md"),
     "spans": ("spans", "{p}"), "diff": ("diff", "{p}", "{p}"), "provenance": ("provenance", "{p}", "--subject", "s"),
     "export": ("export", "{p}", "--to", "rdf"),
 }
@@ -862,7 +862,8 @@ def _garbage(tmp: Path, kind: str, good: Path) -> str:
     return str(p)
 
 
-KINDS = ("missing", "missing, newline in its name", "file", "empty", "garbage files", "truncated ledger", "unreadable", "symlink loop",
+KINDS = ("missing", "missing, newline in its name", "file", "empty", "garbage files", "truncated ledger", "unreadable",
+         "symlink loop",
          "ledger.json a folder, records a file", "records emptied", "unicode path")
 
 
@@ -1031,7 +1032,7 @@ def test_findings_in_process_equal_the_verified_ledgers_after_a_messy_loop(tmp_p
               batch=lambda i, g: torch.randn(16, 4, generator=g) * (1e30 if i == 3 else 1))
     seen = {(f.rule_id, f.location, f.first_step, f.count) for f in _flat_objects(run.findings())}  # after close
     assert seen and all(not w.errors for w in holder)
-    code, out, err = safe_cli("verify", str(path))
+    code, _out, err = safe_cli("verify", str(path))
     assert code == 0, err
     code, found, err = _findings_json(safe_cli, path)
     assert code == 0, err
@@ -1093,14 +1094,16 @@ def test_hf_trainer_trains_identically_and_twice_verifies(tmp_path, safe_cli):
     assert code == 0 and not out.strip(), out
 
 
-@_xfail("'torchwitness show RUN --json | head -1' prints 'torchwitness: error: BrokenPipeError: [Errno 32] Broken pipe' "
+@_xfail("'torchwitness show RUN --json | head -1' prints 'torchwitness: error: BrokenPipeError: [Errno 32] Broken "
+        "pipe' "
         "on stderr: a reader closing the pipe is no error of the user's")
 def test_a_reader_closing_the_pipe_is_not_reported_as_an_error(tmp_path):
     with tw.Run(tmp_path / "r") as run:  # more than a pipe's 64 KiB of output
         for i in range(1500):
             run.record("tick", {"i": i, "pad": "x" * 64})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "torchwitness", "show", str(tmp_path / "r"), "--json", "--limit", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "torchwitness", "show", str(tmp_path / "r"), "--json", "--limit",
+                             "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.readline().startswith(b"{")
@@ -1125,9 +1128,9 @@ def test_sigint_at_random_moments_closes_a_verifiable_run(tmp_path, safe_cli):
     assert all(v in ("0", str(10 << 8)) for v in statuses.values()), statuses  # finished, or interrupted and closed
     seen = []
     for k in range(n):
-        code, out, err = safe_cli("verify", str(tmp_path / f"k{k}"))
-        c2, end, _ = safe_cli("show", str(tmp_path / f"k{k}"), "--kind", "run.end", "--json")
-        c3, ticks, _ = safe_cli("show", str(tmp_path / f"k{k}"), "--kind", "tick", "--json", "--limit", "1")
+        code, _out, err = safe_cli("verify", str(tmp_path / f"k{k}"))
+        _c2, end, _ = safe_cli("show", str(tmp_path / f"k{k}"), "--kind", "run.end", "--json")
+        _c3, ticks, _ = safe_cli("show", str(tmp_path / f"k{k}"), "--kind", "tick", "--json", "--limit", "1")
         seen.append((k, statuses[str(k)], code, err.strip()[:90], end.strip()[-60:], ticks.strip()[:25]))
     print(*seen, sep="\n")
     for k, _, code, err, end, _ in seen:
@@ -1155,5 +1158,26 @@ def test_ctrl_c_inside_close_still_seals_the_run(tmp_path, safe_cli):
     with pytest.raises(KeyboardInterrupt):
         run.close()
     run.close()  # the user tries again
-    code, out, err = safe_cli("verify", str(tmp_path / "r"))
+    code, _out, err = safe_cli("verify", str(tmp_path / "r"))
+    assert code == 0, err
+
+
+def test_the_run_closed_from_another_thread_mid_training_changes_nothing(tmp_path, safe_cli):
+    def run_loop(run: tw.Run | None) -> tuple[list, dict]:
+        def body(i: int, m: nn.Module, o: torch.optim.Optimizer, x: torch.Tensor) -> Any:
+            if i == 4 and run is not None:
+                closer = threading.Thread(target=run.close)  # e.g. a monitoring thread's shutdown
+                closer.start()
+                out = _std(i, m, o, x)
+                closer.join(30)
+                return out
+            return _std(i, m, o, x)
+        return _loop((lambda m, o: run.watch(m, o, **DENSE)) if run is not None else None, body, steps=10)
+
+    torch.manual_seed(0)
+    bare = run_loop(None)
+    torch.manual_seed(0)
+    watched = run_loop(tw.Run(tmp_path / "r"))
+    assert bare[0] == watched[0] and all(torch.equal(bare[1][k], watched[1][k]) for k in bare[1])
+    code, _out, err = safe_cli("verify", str(tmp_path / "r"))
     assert code == 0, err
