@@ -1120,7 +1120,7 @@ def test_sigint_at_random_moments_closes_a_verifiable_run(tmp_path, safe_cli):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     script = tmp_path / "forker.py"
     script.write_text(_FORKER)
-    n = 10
+    n = 8
     done = subprocess.run([sys.executable, str(script), str(n), str(tmp_path), str(random.randrange(10**6)), "SIGINT"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
@@ -1131,14 +1131,16 @@ def test_sigint_at_random_moments_closes_a_verifiable_run(tmp_path, safe_cli):
         code, _out, err = safe_cli("verify", str(tmp_path / f"k{k}"))
         _c2, end, _ = safe_cli("show", str(tmp_path / f"k{k}"), "--kind", "run.end", "--json")
         _c3, ticks, _ = safe_cli("show", str(tmp_path / f"k{k}"), "--kind", "tick", "--json", "--limit", "1")
-        seen.append((k, statuses[str(k)], code, err.strip()[:90], end.strip()[-60:], ticks.strip()[:25]))
+        status = next((s for s in ("interrupted", "ok", "error") if f'"status": "{s}"' in end), end.strip()[-60:])
+        seen.append((k, statuses[str(k)], code, err.strip()[:90], status, ticks.strip()[:25]))
     print(*seen, sep="\n")
     for k, _, code, err, end, _ in seen:
-        # exit 3 when Ctrl-C lands inside run.close (see the xfail below): the unsealed tail fails closed, named
+        # exit 3 when Ctrl-C leaves the run unsealed (about 1 child in 20: see the xfail below; seen at tick 217 of
+        # 300 too, with the watch's closing records written and no run.end): the unsigned tail fails closed, named
         assert code == 0 or (code == 2 and "no such run folder" in err) or (
             code == 3 and "not covered by any signed checkpoint" in err and not end), (k, code, err)
         if code == 0:
-            assert '"interrupted"' in end or '"ok"' in end, (k, end)
+            assert end in ("interrupted", "ok"), (k, end)
 
 
 @_xfail("a KeyboardInterrupt inside run.close (raised here by an on_close callback, as Ctrl-C landing in "
@@ -1181,3 +1183,31 @@ def test_the_run_closed_from_another_thread_mid_training_changes_nothing(tmp_pat
     assert bare[0] == watched[0] and all(torch.equal(bare[1][k], watched[1][k]) for k in bare[1])
     code, _out, err = safe_cli("verify", str(tmp_path / "r"))
     assert code == 0, err
+
+
+_UNCLOSED = """
+import shutil, sys, torch, torchwitness as tw
+m = torch.nn.Linear(4, 3)
+o = torch.optim.SGD(m.parameters(), lr=0.1)
+run = tw.Run(sys.argv[1])  # no with block, and no run.close(): the script just ends
+run.watch(m, o, every_n_steps=1)
+for i in range(20):
+    if i == 5:
+        shutil.rmtree(sys.argv[1])  # the folder goes away under the run (a cleanup job, a full disk)
+    o.zero_grad(); m(torch.randn(8, 4)).sum().backward(); o.step()
+print("done", flush=True)
+"""
+
+
+@_xfail("a run never closed whose ledger failed prints a traceback at interpreter exit: 'Exception ignored in "
+        "atexit callback: <bound method Ledger.close ...>' / 'Traceback ...' / 'LedgerError: the ledger writer "
+        "stopped: cannot write ... (No such file or directory)'")
+def test_an_unclosed_run_whose_ledger_failed_exits_without_a_traceback(tmp_path):
+    script = tmp_path / "unclosed.py"
+    script.write_text(_UNCLOSED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "r")], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "done", (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 1, done.stderr
