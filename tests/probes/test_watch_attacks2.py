@@ -708,7 +708,7 @@ def _findings_json(cli: Callable, path: Path, *extra: str) -> tuple[int, list[di
     return code, data, err
 
 
-N_KILLS = 24
+N_KILLS = 20
 
 
 def _flat(findings: list[dict]) -> list[dict]:
