@@ -26,12 +26,14 @@ import scenarios_blind13
 import scenarios_blind15
 import scenarios_blind17
 import scenarios_blind19
+import scenarios_blind21
 import scenarios_data
 import scenarios_healthy  # noqa: F401
 import scenarios_healthy14
 import scenarios_healthy16
 import scenarios_healthy16b
 import scenarios_healthy16c
+import scenarios_healthy22
 import scenarios_midrun
 import scenarios_rootcause  # noqa: F401
 import scenarios_training  # noqa: F401
@@ -68,10 +70,10 @@ KNOWN_MISSES = {**scenarios_data.KNOWN_MISSES, **scenarios_blind5.KNOWN_MISSES, 
                 **scenarios_blind10.KNOWN_MISSES, **scenarios_blind11.KNOWN_MISSES,
                 **scenarios_blind12.KNOWN_MISSES, **scenarios_blind13.KNOWN_MISSES,
                 **scenarios_blind15.KNOWN_MISSES, **scenarios_blind17.KNOWN_MISSES,
-                **scenarios_blind19.KNOWN_MISSES,
+                **scenarios_blind19.KNOWN_MISSES, **scenarios_blind21.KNOWN_MISSES,
                 **scenarios_midrun.KNOWN_MISSES, **scenarios_healthy14.KNOWN_MISSES,
                 **scenarios_healthy16.KNOWN_MISSES, **scenarios_healthy16b.KNOWN_MISSES,
-                **scenarios_healthy16c.KNOWN_MISSES}
+                **scenarios_healthy16c.KNOWN_MISSES, **scenarios_healthy22.KNOWN_MISSES}
 
 
 def _expect_known_miss(s: Scenario, sampling: str, request) -> None:

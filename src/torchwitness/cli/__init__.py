@@ -23,6 +23,9 @@ from torchwitness.cli import _panels
 from torchwitness.cli._output import err_console
 from torchwitness.errors import InputError, TorchWitnessError
 
+# The usage errors of the click that typer is built on (its own copy since typer 0.2x, click itself before).
+_click = sys.modules[typer.BadParameter.__module__]
+
 
 def _unexpected(e: BaseException) -> str:
     """One line for an exception no reader turned into a torchwitness error."""
@@ -38,9 +41,27 @@ def _unexpected(e: BaseException) -> str:
 class _Commands(TyperGroup):
     """Runs a command and turns what it raises into one line on stderr and an exit code."""
 
-    def main(self, args: Any = None, *pos: Any, **kwargs: Any) -> Any:
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
         self._argv = list(sys.argv[1:] if args is None else args)
-        return super().main(args, *pos, **kwargs)
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        # Standalone, click would print a usage error as a usage line, a hint and a boxed message: one line here.
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except _click.ClickException as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # the help itself, already printed by typer's rich help
+                if e.format_message().strip():
+                    typer.echo(e.format_message(), err=True)
+                sys.exit(e.exit_code)
+            hint = f" (see '{e.ctx.command_path} --help')" if isinstance(e, _click.UsageError) and e.ctx else ""
+            err_console.print(f"[bold red]error:[/] {escape(' '.join(e.format_message().split()))}{hint}",
+                              highlight=False, soft_wrap=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            err_console.print("aborted", highlight=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: Any) -> Any:
         try:

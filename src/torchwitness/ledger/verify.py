@@ -102,8 +102,13 @@ def load_public_key(layout: Layout, manifest: dict, pin: str | None) -> PublicKe
 
 
 def normalise_fingerprint(text: str) -> str:
-    text = text.strip().lower()
-    return text if text.startswith("sha256:") else f"sha256:{text}"
+    """A pinned key as ``sha256:`` and 64 lower-case hex digits (the prefix and case are optional when given);
+    anything else is bad input, not a run signed by someone else."""
+    normal = text.strip().lower()
+    normal = normal if normal.startswith("sha256:") else f"sha256:{normal}"
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", normal):
+        raise InputError(f"pinned key {text!r} is not a signer fingerprint (sha256: and 64 hex digits)")
+    return normal
 
 
 def load_checkpoints(layout: Layout, manifest: dict, key: PublicKey) -> list[SignedCheckpoint]:
@@ -173,6 +178,8 @@ def verify_run(root: str | Path, *, key: str | None = None, deep: bool = False, 
     a new log, is refused. A distributed run folder
     (``run.json`` and one shard per rank) is verified shard by shard and against its run-level checkpoints.
     """
+    if key is not None:  # a malformed pin is the caller's mistake (exit 2), not a run that fails to verify
+        key = normalise_fingerprint(key)
     layout = Layout(Path(root))
     if (layout.root / RUN_MANIFEST).exists():
         from torchwitness.ledger.distributed import verify_distributed

@@ -28,7 +28,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from torchwitness.probes.hookref import detachable
-from torchwitness.probes.sentinel import first_bad
+from torchwitness.probes.sentinel import first_bad, magnitude
 from torchwitness.probes.transfer import cpu_list, to_host
 from torchwitness.probes.view import LossInfo, ModuleInfo, ParamInfo, StepView, TensorInfo
 from torchwitness.probes.window import first_tensor
@@ -146,7 +146,7 @@ class Lean:
         parts.extend(norms)
         loss = w._losses[-1][1] if w._losses and w._losses[-1][0] == step else None
         if loss is not None:
-            parts.append(loss.detach().reshape(()))
+            parts.append(magnitude(loss.detach().reshape(())))
         drained = w._sentinel.take()
         names = self._norm_names
         self._norms, self._norm_names = [], []

@@ -135,6 +135,12 @@ def _sum32(t: torch.Tensor) -> torch.Tensor:
     return (torch.view_as_real(t) if t.is_complex() else t).sum(dtype=torch.float32)
 
 
+def magnitude(t: torch.Tensor) -> torch.Tensor:
+    """A loss as a real number: a complex one by its modulus (non-finite when either part is), not cast with a
+    warning that drops its imaginary part."""
+    return t.abs() if t.is_complex() else t
+
+
 def _sums_of(group: list[tuple[torch.Tensor, str, int]]) -> torch.Tensor:
     """The float32 sum of each tensor of ``group`` (one shape and device), in one kernel on their stack."""
     stacked = torch.stack([t for t, _, _ in group])

@@ -42,7 +42,7 @@ from torchwitness.probes.inrange import EMBEDDINGS, SameInput
 from torchwitness.probes.lean import Lean
 from torchwitness.probes.lossspy import LossSpy, listen, refresh, unlisten
 from torchwitness.probes.quiet import BetweenAudits, guarded
-from torchwitness.probes.sentinel import Sentinel, first_bad
+from torchwitness.probes.sentinel import Sentinel, first_bad, magnitude
 from torchwitness.probes.stats import ParamHeads
 from torchwitness.probes.update import StepUpdate
 from torchwitness.probes.view import History, StepView
@@ -397,7 +397,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
     def _finish(self, w: Window, event: str = "step") -> None:
         if self._losses:
             # One stack (promoting mixed dtypes), then one cast: not a cast per loss of a sparse audit's ~100.
-            w.pack.add("losses", torch.stack([t for _, t in self._losses]).float())
+            w.pack.add("losses", magnitude(torch.stack([t for _, t in self._losses])).float())
             loss_steps = [s for s, _ in self._losses]
             self._losses = []
         else:
