@@ -152,8 +152,9 @@ class Capture:
         w.outputs[id(out)] = name
         if w.statistics and out.requires_grad:
             w.extra.setdefault("grad_ptrs", set()).add(out.data_ptr())
-        # Skipped outputs are held all the same: an id in w.outputs must not be recycled by another tensor.
-        if w.statistics or info.producer is None or not facts.passive:
+        # Skipped outputs are held all the same: an id in w.outputs must not be recycled by another tensor. The
+        # root's is the model's output, not a layer's activation (its hook runs first, see Watch._arm).
+        if module is not self.model and (w.statistics or info.producer is None or not facts.passive):
             w.acts.append((name, out))
         else:
             w.passed.append(out)
