@@ -43,9 +43,6 @@ _FLAGGED = {
                                                    "head warm-up, then 1e-3, and the backbone does train after",
     "manual_update_of_temperature": "TW301 ERROR 'log_t not in any optimizer param group': the temperature is "
                                     "updated by hand under no_grad each step from its .grad, so it does train",
-    "loss_conditional_per_batch_lambda": "TW204 WARN 'input arg1 is constant (0.258)': one loss weight lambda per "
-                                         "batch fed as a conditioning input (loss-conditional training), the same "
-                                         "for every row by design; the first input varies",
     "few_labels_full_batch_on_labelled_slice": "TW214 WARN 'the same input tensor (64 rows, a slice of a larger "
                                                "tensor) was fed unchanged on every step': full-batch training on the "
                                                "64 labelled rows of 1,024 (a low-label regime), not a batch taken "

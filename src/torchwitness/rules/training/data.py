@@ -125,12 +125,23 @@ def flat_input(v: StepView) -> Iterator[Finding]:
     model cannot learn from it. Dead units, dead filters and duplicate
     samples that follow are reported as its consequences.
 
+    An input after the first that is constant within each batch but takes another value at a later audited
+    step (a per-batch conditioning scalar: a loss weight, a noise level, a task id broadcast over the rows) is
+    not reported; such an input is judged once a second audited step has seen it, and reported only if it held
+    the same value there.
+
     Example: ``x = torch.zeros(batch, 10)`` left unfilled. Fix: fill the batch from the data.
     """
-    for t in v.inputs:
+    levels = v.history.notes.setdefault("TW204:levels", {})  # input name -> its constant value, or None: varied
+    for i, t in enumerate(v.inputs):
         s = t.stats
         if t.floating and s is not None and t.numel > 1 and not t.nonfinite and s["max"] - s["min"] <= v.threshold(
                 "flat_std"):
+            if i:  # judged on its second sighting: constant across steps too, or a per-batch level
+                seen = t.name in levels
+                levels[t.name] = s["min"] if not seen or levels[t.name] == s["min"] else None
+                if not seen or levels[t.name] is None:
+                    continue
             yield Finding.of("TW204", f"input:{t.name}", f"input {t.name} is constant ({s['min']:.3g})", step=v.step)
             return
     blank = v.extra.get("data", {}).get("in/rowrange")

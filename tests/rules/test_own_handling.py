@@ -1,0 +1,73 @@
+"""Correct loops whose model or loop handles what a rule looks for (NaN imputed in the forward, pixels scaled in
+the forward, a per-batch conditioning level, an EMA teacher moved under no_grad) stay quiet, and each one's buggy
+twin is still reported: each pair differs only in the one thing the rule judges."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import torchwitness as tw
+
+# The library's default sampling (the first 5 steps, then every 100th) and every step audited.
+SAMPLING = {"default": {"every_n_steps": 100, "first_steps": 5}, "every-step": {"every_n_steps": 1, "first_steps": 0}}
+
+
+@pytest.fixture(params=list(SAMPLING))
+def sampling(request) -> dict:
+    return SAMPLING[request.param]
+
+
+def _fired(tmp_path, loop, sampling: dict) -> set[str]:
+    """The rules a watched ``loop(watch)`` makes fire, as roots or consequences."""
+    torch.manual_seed(0)
+    with tw.Run(tmp_path / "run") as run:
+        loop(lambda model, opt: run.watch(model, opt, **sampling))
+    roots = run.findings()
+    return {f.rule_id for f in roots} | {c.rule_id for f in roots for c in f.consequences}
+
+
+def _data(n: int = 640, d: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    return x, (x[:, :2].sum(1, keepdim=True) + 0.1 * torch.randn(n, 1, generator=g))
+
+
+# ---- TW204: a per-batch conditioning level is not a constant input ------------------------------------------
+class _Denoiser(nn.Module):
+    """Conditioned on a noise level given as its second input (one level per batch, broadcast over the rows)."""
+
+    def __init__(self, d: int = 6) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d + 1, 32), nn.SiLU(), nn.Linear(32, d))
+
+    def forward(self, noisy: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([noisy, sigma], -1))
+
+
+def _denoise(sigma_of_step):
+    def loop(watch) -> None:
+        x, _ = _data()
+        model = _Denoiser()
+        opt = torch.optim.Adam(model.parameters(), 3e-3)
+        watch(model, opt)
+        for i in range(24):
+            xb = x[(i * 32) % 640:(i * 32) % 640 + 32]
+            sigma = sigma_of_step(i)
+            noisy = xb + sigma * torch.randn_like(xb)
+            opt.zero_grad()
+            F.mse_loss(model(noisy, sigma.expand(32, 1)), xb).backward()
+            opt.step()
+    return loop
+
+
+def test_a_noise_level_per_batch_is_not_a_constant_input(tmp_path, sampling) -> None:
+    levels = torch.linspace(0.05, 1.0, 24)
+    assert "TW204" not in _fired(tmp_path, _denoise(lambda i: levels[(7 * i) % 24].reshape(1, 1)), sampling)
+
+
+def test_a_conditioning_input_that_never_changes_is_still_reported(tmp_path, sampling) -> None:
+    # The level meant to be drawn per batch is the same zero every step: the model can learn nothing from it.
+    assert "TW204" in _fired(tmp_path, _denoise(lambda i: torch.zeros(1, 1)), sampling)
