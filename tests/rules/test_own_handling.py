@@ -71,3 +71,41 @@ def test_a_noise_level_per_batch_is_not_a_constant_input(tmp_path, sampling) -> 
 def test_a_conditioning_input_that_never_changes_is_still_reported(tmp_path, sampling) -> None:
     # The level meant to be drawn per batch is the same zero every step: the model can learn nothing from it.
     assert "TW204" in _fired(tmp_path, _denoise(lambda i: torch.zeros(1, 1)), sampling)
+
+
+# ---- TW201: missing values the model imputes itself ---------------------------------------------------------
+class _Imputing(nn.Module):
+    """Fills each missing value with a learned per-feature value (``torch.where``) before its first layer."""
+
+    def __init__(self, d: int = 6, impute: bool = True) -> None:
+        super().__init__()
+        self.impute = impute
+        self.fill = nn.Parameter(torch.zeros(d))
+        self.net = nn.Sequential(nn.Linear(d, 32), nn.Tanh(), nn.Linear(32, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.where(torch.isnan(x), self.fill, x) if self.impute else x)
+
+
+def _gappy(impute: bool):
+    def loop(watch) -> None:
+        x, y = _data(seed=1)
+        gaps = torch.rand(x.shape, generator=torch.Generator().manual_seed(2)) < 0.05
+        x = x.masked_fill(gaps & (torch.arange(640)[:, None] >= 256), float("nan"))  # gaps from step 8 on
+        model = _Imputing(impute=impute)
+        opt = torch.optim.SGD(model.parameters(), 0.05)
+        watch(model, opt)
+        for i in range(20):
+            xb, yb = x[i * 32:i * 32 + 32], y[i * 32:i * 32 + 32]
+            opt.zero_grad()
+            F.mse_loss(model(xb), yb).backward()
+            opt.step()
+    return loop
+
+
+def test_missing_values_imputed_by_the_model_are_not_reported(tmp_path, sampling) -> None:
+    assert "TW201" not in _fired(tmp_path, _gappy(impute=True), sampling)
+
+
+def test_missing_values_that_reach_the_first_layer_are_still_reported(tmp_path, sampling) -> None:
+    assert "TW201" in _fired(tmp_path, _gappy(impute=False), sampling)

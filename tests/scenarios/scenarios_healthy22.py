@@ -54,8 +54,6 @@ _FLAGGED = {
                                       "directly in NCHW (no reshape)",
     "zero_conv_controlnet_branch": "TW411 WARN '8 of 8 filters of zero are all zero': a ControlNet-style zero "
                                    "convolution, zero-initialised on purpose (the Linear form of this is exempt)",
-    "nan_missing_values_imputed_in_forward": "TW201 ERROR 'input arg0 contains NaN/Inf': missing values arrive as NaN "
-                                             "and the forward's first step imputes 0 and adds a missing indicator",
     "multitask_head_weight_zero_at_first": "TW108 WARN 'loss rose from 1.29 to 4.05 around step 26': the second "
                                            "task's loss weight goes from 0 to 1 at step 25, so the objective "
                                            "changes; each term falls after",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -30,19 +31,49 @@ def nonfinite_input(v: StepView) -> Iterator[Finding]:
     Example: a CSV with missing values read with pandas and turned into a tensor. Fix: impute or drop them.
 
     An additive attention mask handed to the model after its first input (0 and -inf, or 0 and a huge negative)
-    holds its -inf by design and is not reported.
+    holds its -inf by design and is not reported; nor are missing values that the model handles itself (its
+    forward imputes them: ``torch.nan_to_num`` and a missing indicator) when nothing downstream is non-finite:
+    every layer output, the loss and every gradient of the step finite (between audits: every loss, and the
+    sentinels on the prediction and the first layer's gradient).
     """
+    handled = _handled_in_model(v)
     for i, t in enumerate(v.inputs):
-        if t.nonfinite and not (i and t.additive_mask):
+        if t.nonfinite and not (i and t.additive_mask) and not handled:
             v.history.notes.setdefault("TW201:first", v.step)
             yield Finding.of("TW201", f"input:{t.name}", f"input {t.name} contains NaN/Inf", step=v.step)
-    for field, first in sorted(v.extra.get("sentinel", {}).items()):  # between audits, the always-on sentinel
+    seen = v.extra.get("sentinel", {})
+    for field, first in sorted(seen.items()):  # between audits, the always-on sentinel
         if field != "input" and not field.startswith("input:"):  # ("input:NAME": an input after the first)
+            continue
+        if _handled_between(v, first):
             continue
         v.history.notes["TW201:first"] = min(first, v.history.notes.get("TW201:first", first))
         name = field[6:] or v.extra.get("sentinel_input") or (v.primary.name if v.primary is not None else "arg0")
         yield Finding.of("TW201", f"input:{name}", f"input {name} contains NaN/Inf, first at step {first} (between "
                          "audited steps)", step=first)
+
+
+def _handled_in_model(v: StepView) -> bool:
+    """Nothing the step computed from its inputs is non-finite: layer outputs (at least one measured), the loss
+    (its value, known, and what it was fed) and every gradient. A non-finite input the model passed on into its
+    first layer would show in all of them."""
+    outs = [m.out for m in v.modules.values() if m.out is not None and m.out.stats is not None]
+    lo = v.loss
+    values = [x for s, x in v.history.losses.recent(1) if s == v.step]
+    if lo is not None and lo.value is not None:
+        values.append(lo.value)
+    return bool(outs) and bool(values) and all(map(math.isfinite, values)) and not any(o.nonfinite for o in outs) \
+        and (lo is None or lo.input is None or not lo.input.nonfinite) \
+        and all(math.isfinite(p.grad_norm) for p in v.params if p.has_grad)
+
+
+def _handled_between(v: StepView, first: int) -> bool:
+    """Between audits: the sentinels on the prediction and on the first trainable tensor's gradient watched step
+    ``first`` and stayed finite, and so did every loss logged since."""
+    seen, where = v.extra.get("sentinel", {}), v.extra.get("sentinel_where", ())
+    log = v.history.losses
+    return "pred" not in seen and "grad" not in seen and any(f in ("pred", "grad") and s == first for f, s in where) \
+        and all(math.isfinite(x) for s, x in log.recent(min(len(log) - log.start, v.step - first + 2)) if s >= first)
 
 
 @training_rule("TW202", when="step", name="nonfinite-target", title="Targets contain NaN or Inf",
