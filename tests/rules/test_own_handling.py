@@ -109,3 +109,41 @@ def test_missing_values_imputed_by_the_model_are_not_reported(tmp_path, sampling
 
 def test_missing_values_that_reach_the_first_layer_are_still_reported(tmp_path, sampling) -> None:
     assert "TW201" in _fired(tmp_path, _gappy(impute=False), sampling)
+
+
+# ---- TW203: raw units the model standardises itself ---------------------------------------------------------
+class _Standardising(nn.Module):
+    """Carries its training set's feature means and spreads as buffers and standardises raw units first."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.net = nn.Sequential(nn.Linear(mean.numel(), 32), nn.ReLU(), nn.Linear(32, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def _incomes(fitted: bool):
+    def loop(watch) -> None:
+        x, y = _data(seed=3)
+        raw = x * torch.tensor([2e4, 15.0, 300.0, 1.0, 5e3, 40.0]) + torch.tensor([5e4, 45.0, 900.0, 0.0, 1e4, 60.0])
+        # The scaler's statistics, or (the bug) its buffers left at their defaults: the forward scales nothing.
+        mean, std = (raw.mean(0), raw.std(0)) if fitted else (torch.zeros(6), torch.ones(6))
+        model = _Standardising(mean, std)
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
+        watch(model, opt)
+        for i in range(20):
+            opt.zero_grad()
+            F.mse_loss(model(raw[i * 32:i * 32 + 32]), y[i * 32:i * 32 + 32]).backward()
+            opt.step()
+    return loop
+
+
+def test_raw_units_the_model_standardises_itself_are_not_reported(tmp_path, sampling) -> None:
+    assert "TW203" not in _fired(tmp_path, _incomes(fitted=True), sampling)
+
+
+def test_raw_units_the_models_own_scaling_leaves_raw_are_still_reported(tmp_path, sampling) -> None:
+    assert "TW203" in _fired(tmp_path, _incomes(fitted=False), sampling)

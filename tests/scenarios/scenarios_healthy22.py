@@ -47,8 +47,6 @@ _FLAGGED = {
                                                "tensor) was fed unchanged on every step': full-batch training on the "
                                                "64 labelled rows of 1,024 (a low-label regime), not a batch taken "
                                                "once",
-    "model_scales_raw_pixels_itself": "TW203 WARN 'input arg0 reaches |x| = 237': raw 0-255 pixels whose scaling "
-                                      "(/255, standardise) is the model forward's first operation",
     "stereo_spectrogram_time_smooth": "TW213 WARN 'neighbours along rows correlate 0.94, along columns 0.06': NCHW "
                                       "spectrograms smooth along time and independent across frequency bins, built "
                                       "directly in NCHW (no reshape)",

@@ -113,7 +113,9 @@ def input_scale(v: StepView) -> Iterator[Finding]:
     scaled down twice (pixels divided by 255 again), its signal hardly moves the first layer.
 
     Not reported when the forward's first layer is a normalisation layer (a BatchNorm1d in front of raw
-    features): the model standardises them itself.
+    features), or when the first layer with weights is given, for the same batch, a tensor the forward computed
+    (not the input itself) whose values are in range (``(img / 255 - mean) / std`` in the forward): the model
+    scales its input itself.
 
     Example: ``x = torch.tensor(images, dtype=torch.float32)`` from uint8 images. Fix: ``x / 255``.
     """
@@ -124,11 +126,17 @@ def input_scale(v: StepView) -> Iterator[Finding]:
     notes = v.history.notes
     clean = notes.get("TW203:clean", -1)
     notes["TW203:clean"] = v.step
+    got = v.extra.get("first_in")  # what the first layer with weights was given, when it is no input itself
+    scaled = max(abs(got.stats["min"]), abs(got.stats["max"])) if got is not None and got.stats is not None \
+        and not got.nonfinite else None
     for i, t in enumerate(v.inputs):
         s = t.stats
         if not t.floating or s is None or t.nonfinite or (i and t.additive_mask):
             continue
         peak = max(abs(s["min"]), abs(s["max"]))
+        if scaled is not None and got.shape[:1] == t.shape[:1] and \
+                v.threshold("input_abs_min") <= scaled <= v.threshold("input_abs_max"):
+            continue
         if peak > v.threshold("input_abs_max"):
             notes["TW203:clean"] = clean
             moments = f" (mean {s['mean']:.3g}, std {s['std']:.3g})" if "std" in s else ""
