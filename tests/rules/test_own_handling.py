@@ -147,3 +147,72 @@ def test_raw_units_the_model_standardises_itself_are_not_reported(tmp_path, samp
 
 def test_raw_units_the_models_own_scaling_leaves_raw_are_still_reported(tmp_path, sampling) -> None:
     assert "TW203" in _fired(tmp_path, _incomes(fitted=False), sampling)
+
+
+# ---- TW306: a frozen target network moved towards its online twin -------------------------------------------
+class _QNets(nn.Module):
+    """DQN layout: an online Q-network and its frozen target copy, both inside the watched model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.online = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 3))
+        self.target = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 3)).requires_grad_(False)
+        self.target.load_state_dict(self.online.state_dict())
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return self.online(s)
+
+
+def _td_learning(after_step):
+    """Fitted Q-iteration on random transitions; ``after_step(model, opt)`` runs after each optimizer step."""
+    def loop(watch) -> None:
+        g = torch.Generator().manual_seed(4)
+        s, s2 = torch.randn(640, 6, generator=g), torch.randn(640, 6, generator=g)
+        a, r = torch.randint(0, 3, (640,), generator=g), torch.randn(640, generator=g)
+        model = _QNets()
+        opt = torch.optim.Adam(model.online.parameters(), 1e-3)
+        watch(model, opt)
+        for i in range(24):
+            b = slice((i * 32) % 640, (i * 32) % 640 + 32)
+            with torch.no_grad():
+                bootstrap = r[b] + 0.9 * model.target(s2[b]).amax(1)
+            opt.zero_grad()
+            F.smooth_l1_loss(model(s[b]).gather(1, a[b, None])[:, 0], bootstrap).backward()
+            opt.step()
+            after_step(model, opt)
+    return loop
+
+
+def _polyak(model: _QNets, opt) -> None:
+    with torch.no_grad():
+        torch._foreach_lerp_(list(model.target.parameters()), list(model.online.parameters()), 0.05)
+
+
+def _decay_everything(model: _QNets, opt) -> None:
+    with torch.no_grad():  # meant for the trained weights, applied to every parameter: the frozen target shrinks
+        for p in model.parameters():
+            p.mul_(1 - 1e-2)
+
+
+def test_a_target_network_moved_towards_its_online_twin_is_not_reported(tmp_path, sampling) -> None:
+    assert "TW306" not in _fired(tmp_path, _td_learning(_polyak), sampling)
+
+
+def test_a_frozen_target_moved_away_from_its_twin_is_still_reported(tmp_path, sampling) -> None:
+    assert "TW306" in _fired(tmp_path, _td_learning(_decay_everything), sampling)
+
+
+def test_a_frozen_tower_the_optimizer_still_moves_is_reported_though_it_has_a_twin(tmp_path, sampling) -> None:
+    def loop(watch) -> None:
+        x, y = _data(seed=5)
+        model = nn.ModuleDict({"left": nn.Linear(6, 8), "right": nn.Linear(6, 8)})
+        opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9)
+        watch(model, opt)
+        for i in range(20):
+            if i == 6:
+                model["left"].requires_grad_(False)  # zero_grad(set_to_none=False) keeps its zeroed .grad
+            xb = x[i * 32:i * 32 + 32]
+            opt.zero_grad(set_to_none=False)
+            F.mse_loss((model["left"](xb) * model["right"](xb)).sum(1, keepdim=True), y[i * 32:i * 32 + 32]).backward()
+            opt.step()
+    assert "TW306" in _fired(tmp_path, loop, sampling)

@@ -36,8 +36,6 @@ _FLAGGED = {
                                     "256x16 values makes large gradients, which Adam's per-tensor scaling cancels",
     "action_mask_neg_inf_logits": "TW105 ERROR 'output of model (Masked) is non-finite': invalid actions masked with "
                                   "-inf in the logits by design; the target is always valid, loss and grads finite",
-    "momentum_encoder_inside_model": "TW306 ERROR 'teacher.0: 4 frozen tensors changed': a mean teacher (MoCo/BYOL "
-                                     "layout) frozen inside the model is moved by its EMA update on purpose",
     "differential_lr_backbone_zero_then_unfreeze": "TW308 WARN 'param group 0 has lr=0 on every audited step ... its "
                                                    "parameters never change': the backbone's rate is 0 for a 25-step "
                                                    "head warm-up, then 1e-3, and the backbone does train after",
