@@ -34,7 +34,7 @@ KNOWN_MISSES: dict = {
        for m in _BOTH},
     ("empty_document_masked_mean_divides_by_zero", "default"): "TW101 (loss is nan at step 70) is the root, TW102 and"
     " TW108 its consequences; no TW105 for the masked mean's 0/0 inside the model (every-step names TW105 at head)",
-    **{("token_ids_clamped_into_small_table", m): "TW212 is a root (57% of ids are id 119), but TW403 (62-72% of the"
+    **{("token_ids_clamped_bag_of_embeddings", m): "TW212 is a root (57% of ids are id 119), but TW403 (62-72% of the"
        " 32 units of head.1 dead; the fixed twin gets none) is a second WARN root, not its consequence" for m in _BOTH},
     **{("masked_lm_ignore_index", m): "TW212 flags the [MASK] id 100 (15% of the ids, 5x the next id) of a correct"
        " BERT-style masked LM as ids clamped into the table" for m in _BOTH},
@@ -506,7 +506,7 @@ def grad_accumulation_zeroed_per_epoch(run, bug: bool):
 
 # =============================== 3. data that lies in range ====================================================
 @_pair("TW212")
-def token_ids_clamped_into_small_table(run, bug: bool):
+def token_ids_clamped_bag_of_embeddings(run, bug: bool):
     """A 300-id tokenizer feeding ``nn.Embedding(120)`` through ``ids.clamp(max=119)`` in the collate (60
     steps); the fixed twin sizes the table from the tokenizer."""
     ids, y = tokens(1280, vocab=300, seed=21)

@@ -32,10 +32,6 @@ _FLAGGED = {
     "large_lr_convex_logistic": "TW307 WARN 'update of weight is 1.99x its norm at step 0': SGD lr=3 on a convex "
                                 "logistic regression moves the random init by twice its norm once, then converges "
                                 "(loss 0.60 -> 0.16)",
-    "sum_reduction_loss_with_adam": "TW103 WARN 'global gradient norm 3.48e+03 > 1000': MSE with reduction='sum' over "
-                                    "256x16 values makes large gradients, which Adam's per-tensor scaling cancels",
-    "action_mask_neg_inf_logits": "TW105 ERROR 'output of model (Masked) is non-finite': invalid actions masked with "
-                                  "-inf in the logits by design; the target is always valid, loss and grads finite",
     "differential_lr_backbone_zero_then_unfreeze": "TW308 WARN 'param group 0 has lr=0 on every audited step ... its "
                                                    "parameters never change': the backbone's rate is 0 for a 25-step "
                                                    "head warm-up, then 1e-3, and the backbone does train after",

@@ -64,6 +64,12 @@ class TensorInfo:
         return s is not None and not all(math.isfinite(s[k]) for k in ("min", "max", "mean", "max_abs") if k in s)
 
     @property
+    def has_nan(self) -> bool:
+        """Some element is NaN (an infinity alone leaves min/max/mean, or a norm, infinite, not NaN)."""
+        s = self.stats
+        return s is not None and any(math.isnan(s[k]) for k in ("min", "max", "mean", "max_abs") if k in s)
+
+    @property
     def additive_mask(self) -> bool:
         """Values of an additive attention mask: 0 where attended, -inf or a huge negative elsewhere (no NaN).
         Its -inf is by design; only an input other than the model's first is taken for one."""

@@ -130,12 +130,18 @@ def nonfinite_gradient(v: StepView) -> Iterator[Finding]:
             return
 
 
+_ADAPTIVE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.Adagrad, torch.optim.Adamax,
+             torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adadelta, torch.optim.SparseAdam)
+
+
 @training_rule("TW103", when=("step", "close"), name="exploding-gradient", title="Gradient norm is exploding",
                severity=Severity.WARN, phase=Phase.BACKWARD, obligations=ART15,
                remediation="Lower the learning rate, clip gradients (torch.nn.utils.clip_grad_norm_), normalise "
                            "inputs, check the initialisation.")
 def exploding_gradient(v: StepView) -> Iterator[Finding]:
-    """The global gradient norm exceeds ``grad_norm_max`` (default 1e3).
+    """The global gradient norm exceeds ``grad_norm_max`` (default 1e3); under an adaptive optimizer (Adam,
+    RMSprop, Adagrad and kin), which rescales gradients, only once it has also grown 10x from the first audited
+    step.
 
     Example: unnormalised inputs in the thousands, or a learning rate far too high. Fix: clip gradients and fix
     the scale of the data or the learning rate.
@@ -157,7 +163,10 @@ def exploding_gradient(v: StepView) -> Iterator[Finding]:
     if not norms or not all(math.isfinite(n) for n in norms):
         return
     total = math.sqrt(sum(n * n for n in norms))
-    if total <= v.threshold("grad_norm_max"):
+    first = notes.setdefault("TW103:first", total)
+    # An adaptive optimizer divides each gradient by its running scale: a large norm from the start (a summed
+    # loss) moves nothing further than a small one. Under it only a norm grown from where it started explodes.
+    if total <= v.threshold("grad_norm_max") or (isinstance(v.watch.optimizer, _ADAPTIVE) and total < 10 * first):
         return
     jump = loss_jump(v.history.losses, v.step, now) if held is None else None
     if jump is not None:
@@ -210,12 +219,17 @@ def nonfinite_activation(v: StepView) -> Iterator[Finding]:
     When its own weights are finite too, it made the value itself, from finite inputs: if the loss turned
     non-finite between audits, with clean inputs, the finding is dated at that step (its likely origin).
 
+    An output holding infinities but no NaN, on a step whose loss and gradients are finite, is a mask by design
+    (logits of illegal actions set to -inf, attention scores masked before a softmax), not a fault.
+
     Example: ``torch.exp`` of large logits overflows. Fix: numerically stable forms, smaller learning rate.
     """
     if v.inputs_nonfinite:
         return
+    masked = v.loss is not None and v.loss.value is not None and math.isfinite(v.loss.value) \
+        and all(math.isfinite(p.grad_norm) for p in v.params if p.has_grad and p.grad_norm is not None)
     for name, m in v.modules.items():
-        if m.out is not None and m.out.nonfinite:
+        if m.out is not None and m.out.nonfinite and not (masked and not m.out.has_nan):
             own = [p.weight_norm for p in v.params if p.module == name]
             first = next((s for s, x in v.history.losses.held() if not math.isfinite(x)), None)
             clean = not any(k in v.history.notes for k in ("TW201:first", "TW202:first"))
