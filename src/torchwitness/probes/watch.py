@@ -427,6 +427,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         if drained is not None:
             view.extra["sentinel"] = first_bad(data["sentinel"], drained[1])
             view.extra["sentinel_input"] = self._sentinel_input
+            view.extra["sentinel_where"] = drained[1]  # what each sentinel watched: (field, step) pairs
             if self._sentinel_grad is not None:
                 view.extra["sentinel_grad"] = self._sentinel_grad[0]
         if self.cross_rank is not None:
