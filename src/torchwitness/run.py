@@ -297,12 +297,16 @@ class Run:
         if self._ended:
             return
         self._ended = True
+        interrupt: BaseException | None = None
         for close in self._closers:
             try:
                 close()
             except Exception as e:  # the run must still be sealed; the failure is recorded in run.end
                 error = error or e
                 status = "error"
+            except BaseException as e:  # Ctrl-C landing in a closer: seal the run first, then stop as asked
+                interrupt = interrupt or e
+                error, status = error or e, "interrupted"
         end: dict[str, Any] = {"status": status, "duration_s": round(time.monotonic() - self._started, 6)}
         if error is not None:
             end["error"] = {"type": type(error).__qualname__, "message": str(error),
@@ -314,6 +318,8 @@ class Run:
                 self.sync()
         finally:
             self._ledger.close()
+        if interrupt is not None:
+            raise interrupt
 
     def __enter__(self) -> Run:
         return self

@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 
 from torchwitness import __version__
 from torchwitness.cli import _panels
-from torchwitness.cli._output import err_console
+from torchwitness.cli._output import err_console, one_line
 from torchwitness.errors import InputError, TorchWitnessError
 
 # The usage errors of the click that typer is built on (its own copy since typer 0.2x, click itself before).
@@ -55,7 +55,7 @@ class _Commands(TyperGroup):
                     typer.echo(e.format_message(), err=True)
                 sys.exit(e.exit_code)
             hint = f" (see '{e.ctx.command_path} --help')" if isinstance(e, _click.UsageError) and e.ctx else ""
-            err_console.print(f"[bold red]error:[/] {escape(' '.join(e.format_message().split()))}{hint}",
+            err_console.print(f"[bold red]error:[/] {escape(one_line(' '.join(e.format_message().split())))}{hint}",
                               highlight=False, soft_wrap=True)
             sys.exit(e.exit_code)
         except typer.Abort:
@@ -69,17 +69,20 @@ class _Commands(TyperGroup):
         except TorchWitnessError as e:
             verbose = "--verbose" in getattr(self, "_argv", ())
             # escape: a path like "runs[red]" is text, not a style
-            err_console.print(f"[bold red]error:[/] {escape(str(e.diagnostics() if verbose else e))}",
+            err_console.print(f"[bold red]error:[/] {escape(one_line(str(e.diagnostics() if verbose else e)))}",
                               highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:  # the reader stopped reading (`| head`): not the user's error, nothing to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+            raise typer.Exit(1) from None
         except Exception as e:  # see the module docstring
             if os.environ.get("TORCHWITNESS_DEBUG") == "1":
                 raise
             if isinstance(e, typer.BadParameter) or type(e).__module__.startswith(("click", "typer")):
                 raise  # usage errors: click prints them itself (exit 2)
-            err_console.print(f"torchwitness: error: {_unexpected(e)}", markup=False, highlight=False,
+            err_console.print(f"torchwitness: error: {one_line(_unexpected(e))}", markup=False, highlight=False,
                               soft_wrap=True)
             raise typer.Exit(InputError.exit_code) from None
 

@@ -13,6 +13,12 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+def one_line(text: str) -> str:
+    """``text`` as one line of a terminal: control and bidirectional-override characters (a newline in a path)
+    shown escaped, never acted on."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def output_file(path: Path | None) -> Path | None:
     """A typer callback for options that name a file to write: refused in one line before the command runs."""
     return None if path is None else check_output(path)
@@ -37,4 +43,4 @@ def require_verified(run: Path, *, key: str | None = None, draft: bool = False) 
         if not draft:
             raise VerificationError(f"{run}: {e}; nothing reported (--draft reports it, marked NOT VERIFIED)") \
                 from None
-        err_console.print(f"[bold red]NOT VERIFIED[/]: {escape(str(run))}: {escape(str(e))}", highlight=False)
+        err_console.print(f"[bold red]NOT VERIFIED[/]: {escape(one_line(f'{run}: {e}'))}", highlight=False)

@@ -77,13 +77,14 @@ def verify_proof(proof: Path = typer.Argument(..., help="A proof written by 'tor
 def show(run: Path = RunArg,
          kind: list[str] | None = typer.Option(None, "--kind", "-k", help="Only records of this kind."),
          as_json: bool = typer.Option(False, "--json", help="Print records as JSON lines."),
-         limit: int = typer.Option(0, "--limit", help="Show at most this many (the newest); 0 for all.")) -> None:
+         limit: int = typer.Option(0, "--limit", min=0, help="Show at most this many (the newest); 0 for all.")
+         ) -> None:
     """List a run's records (also of a run that does not verify, for investigating it: then a NOT VERIFIED line
     goes to stderr)."""
     from torchwitness.ledger.reader import iter_records
 
+    records = list(iter_records(run, kinds=set(kind) if kind else None))  # not a run at all: one line, no listing
     require_verified(run, draft=True)
-    records = list(iter_records(run, kinds=set(kind) if kind else None))
     if limit:
         records = records[-limit:]
     if as_json:

@@ -19,10 +19,10 @@ def spans(run: Path = RunArg,
                                               help="Send over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces.")
           ) -> None:
     """Export the run's agent steps and generations as OpenTelemetry GenAI spans (a file, an endpoint, or stdout)."""
+    from torchwitness.cli._output import require_verified
     from torchwitness.integrations import otel_genai
-    from torchwitness.ledger.layout import read_manifest
 
-    read_manifest(run)
+    require_verified(run)  # spans state what the run holds: of a run that does not verify, none
     if out is not None and endpoint is not None:
         raise InputError("give --out or --endpoint, not both")
     if endpoint is not None:

@@ -49,7 +49,7 @@ def report(run: Path = RunArg,
            fmt: str = typer.Option("html", "--format", "-f", help="html, pdf or md."),
            output: Path | None = typer.Option(None, "-o", "--output", help="Where to write (default RUN/dossier.FMT).",
                                                callback=output_file),
-           proofs: int = typer.Option(24, "--proofs", help="Inclusion proofs embedded for in-browser checking."),
+           proofs: int = typer.Option(24, "--proofs", min=0, help="Inclusion proofs embedded for in-browser checking."),
            key: str | None = KEY, draft: bool = DRAFT) -> None:
     """Write the Annex IV technical documentation of a run, every statement citing its records; exit 3 if the
     ledger does not verify (unless --draft)."""

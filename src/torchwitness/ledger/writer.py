@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -132,7 +133,7 @@ class Ledger:
         self._cosigner = cosigner_for(layout, self.origin, witnesses, self.append)  # cosignatures of checkpoints
         self._thread = threading.Thread(target=self._run, name=f"torchwitness-writer-{self.run_id}", daemon=True)
         self._thread.start()
-        atexit.register(self.close)
+        atexit.register(self._close_at_exit)
         if recovery.needed:
             adopted = recovery.adopted
             self.append("ledger.recovered", {
@@ -290,11 +291,20 @@ class Ledger:
         if not ok:
             raise LedgerError(f"ledger did not catch up within {timeout} s")
 
+    def _close_at_exit(self) -> None:
+        # A run left open when Python exits is sealed here; one whose ledger already failed gets a line, not the
+        # traceback Python prints for an atexit handler that raises.
+        try:
+            self.close()
+        except Exception as e:
+            print(f"torchwitness: run {self.layout.root} left open at exit could not be sealed: {e}",
+                  file=sys.stderr)
+
     def close(self) -> None:
         """Drain the queue, sign a final checkpoint and release the run folder. Idempotent."""
         if self._closed:
             return
-        atexit.unregister(self.close)
+        atexit.unregister(self._close_at_exit)
         self._inbox_closing.set()
         self._inbox_thread.join()  # it performs what is still in the inbox first
         if self._inbox is not None:
