@@ -33,6 +33,10 @@ class LitDigits(pl.LightningModule):
         acc = (self.classifier(self.body(x).flatten(1)).argmax(1) == y).float().mean()
         self.log("val_acc", acc)
 
+    def test_step(self, batch, idx):
+        x, y = batch
+        self.log("test_acc", (self.classifier(self.body(x).flatten(1)).argmax(1) == y).float().mean())
+
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
@@ -50,6 +54,23 @@ def fit(run_dir, freeze_wrong=False, steps=40):
                              enable_model_summary=False, accelerator="cpu", val_check_interval=20,
                              callbacks=[WitnessCallback(run)])
         trainer.fit(LitDigits(freeze_wrong=freeze_wrong), tl, vl)
+    return run
+
+
+def fit_then_evaluate(run_dir, steps=12):
+    """fit, then trainer.validate and trainer.test on held-out digits, all in one Run."""
+    torch.manual_seed(0)
+    x, y = mnist(1024)
+    tl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[:768], y[:768]), batch_size=64, shuffle=True)
+    held_out = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[768:], y[768:]), batch_size=128)
+    with warnings.catch_warnings(), tw.Run(run_dir) as run:
+        warnings.simplefilter("ignore")
+        trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu", callbacks=[WitnessCallback(run)])
+        module = LitDigits()
+        trainer.fit(module, tl)
+        trainer.validate(module, held_out, verbose=False)
+        trainer.test(module, held_out, verbose=False)
     return run
 
 
