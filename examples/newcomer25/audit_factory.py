@@ -25,3 +25,14 @@ def setup_decay():
     parts = setup()
     parts["optimizer"] = torch.optim.AdamW(parts["model"].parameters(), lr=2e-3, weight_decay=0.1)
     return parts
+
+
+def setup_labels():
+    """A model computing its own loss from labels= and returning a dict; batches are dicts (HF style)."""
+    from exotic import DigitNet
+    torch.manual_seed(0)
+    x, y = mnist(1024)
+    model = DigitNet()
+    batches = [{"pixel_values": x[i:i + 32], "labels": y[i:i + 32]} for i in range(0, 1024, 32)]
+    return {"model": model, "optimizer": torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0),
+            "batches": batches}

@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+import torch
 
 from torchwitness.errors import InputError
 from torchwitness.ledger import iter_records
@@ -95,6 +96,32 @@ def test_cli_findings_formats_fail_level_and_baseline(cnn_runs):
     md = folder / "dossier.md"
     assert _cli("report", nan, "--format", "md", "-o", str(md)).returncode == 0
     assert "TW201" in md.read_text()
+
+
+@pytest.mark.xfail(strict=True, reason="findings --select TW101 on a run whose loss went NaN (TW101 recorded as a "
+                   "consequence of TW201) prints 'no findings' and exits 0; watch(select=['TW101']) reports TW101")
+def test_cli_select_of_a_consequence_rule_still_reports_it(cnn_runs):
+    folder = cnn_runs[0]
+    done = _cli("findings", str(folder / "nan"), "--select", "TW101", "-f", "json")
+    assert done.returncode == 1
+    assert "TW101" in done.stdout
+
+
+def test_watch_select_of_a_consequence_rule_reports_it(tmp_path):
+    import torchwitness as tw
+    exotic = _example("exotic")
+    model, x, y = exotic.DigitNet(), *exotic.mnist(256)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    with tw.Run(tmp_path / "run") as run:
+        run.watch(model, opt, select=["TW101"])
+        for step in range(8):
+            xb = x[step * 32:(step + 1) * 32].clone()
+            if step >= 3:
+                xb[0, 0, 0, 0] = float("nan")
+            opt.zero_grad()
+            model(xb, labels=y[step * 32:(step + 1) * 32])["loss"].backward()
+            opt.step()
+    assert [(f.rule_id, f.first_step) for f in run.findings()] == [("TW101", 3)]
 
 
 @pytest.mark.xfail(strict=True, reason="findings --fail-level bogus says 'use one of hint, info, warn, error', "
