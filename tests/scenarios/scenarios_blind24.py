@@ -28,8 +28,29 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 _BOTH = ("default", "every-step")
-# (scenario, sampling) -> why the watch misses it (first scored run, before any change to the auditor)
-KNOWN_MISSES: dict = {}
+# (scenario, sampling) -> why the watch misses it (first scored run, before any change to the auditor). The first
+# scored run also held ``attention_padding_mask_inverted`` (a TransformerEncoderLayer fed ``ids != PAD`` as its
+# padding mask, TW105 expected): nothing was reported, and rechecked it did not hurt (held-out 0.78 vs 0.76 fixed in
+# a train-mode forward: the residual path carries the tokens; its 0.000 came from the eval fast path's NaN rows), so
+# it was the scenario that was wrong; ``attention_pooling_padding_mask_inverted`` replaced it.
+KNOWN_MISSES: dict = {
+    **{("resume_into_new_model_old_optimizer", m): "nothing reported: after a checkpoint at step 8 of 120 the loop"
+       " trains a fresh Net (the checkpoint loaded into it) the watch never saw, with the old optimizer, whose"
+       " tensors get no gradient from then on (held-out 0.41 vs 0.91 fixed); no TW308, no TW412" for m in _BOTH},
+    **{("zero_init_every_linear", m): "TW111 only as a consequence of TW403 (root at step 0: 100% of backbone.0's 32"
+       " units dead, and 5 more TW403 roots): every Linear zero-initialised, units output 0 by construction, not a"
+       " dying ReLU (held-out 0.32 vs 0.94 fixed)" for m in _BOTH},
+    **{("collate_wraps_ids_into_table", m): "nothing reported: ids of a 400-id tokenizer folded by ``% 200`` into a"
+       " 200-row table in the collate_fn; uniform ids fold into a flat density, no step for TW212 to see (held-out"
+       " 0.66 vs 0.74 fixed)" for m in _BOTH},
+    **{("attention_pooling_padding_mask_inverted", m): "TW105 is the root (ERROR at step 0: attn (MultiheadAttention)"
+       " output non-finite, TW101/TW102 its consequences), not the expected TW405: rows without padding have every"
+       " key masked, so the training forward is NaN from step 0; TW405 was picked on the wrong premise that it"
+       " stays finite (held-out 0.45 vs 0.84 fixed)" for m in _BOTH},
+    ("second_shard_label_column_empty", "default"): "nothing reported with default sampling: every label is class 0"
+    " from step 150 of 330 (a shard whose label column failed to parse), too few audits after step 64 for 3"
+    " consecutive collapsed ones; every-step sampling gets TW210 (held-out 0.19 vs 0.93 fixed)",
+}
 FIXED: dict[str, Callable] = {}
 CONTROLS: dict[str, Callable] = {}
 
@@ -848,15 +869,33 @@ def _padded_tokens(n: int = 640, length: int = 12, vocab: int = 100, seed: int =
     return ids, (s > s.median()).long()
 
 
-@_pair("TW105")
-def attention_padding_mask_inverted(run, bug: bool) -> float | None:
-    """``mask = ids != PAD`` handed to ``src_key_padding_mask``, whose True means 'ignore this key'."""
+class AttentionPool(nn.Module):
+    """Token embeddings pooled by a learned query attending over them; the mask says which keys to ignore."""
+
+    def __init__(self, vocab: int = 100, dim: int = 32) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim, padding_idx=0)
+        self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.attn = nn.MultiheadAttention(dim, 4, batch_first=True)
+        self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 2))
+
+    def forward(self, ids: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        h = self.emb(ids)
+        pooled, _ = self.attn(self.query.expand(len(ids), -1, -1), h, h, key_padding_mask=pad_mask)
+        return self.head(pooled.squeeze(1))
+
+
+@_pair("TW405")
+def attention_pooling_padding_mask_inverted(run, bug: bool) -> float | None:
+    """``mask = ids != PAD`` handed to ``key_padding_mask``, whose True means 'ignore this key': the query
+    attends to the padding only. (Replaces ``attention_padding_mask_inverted`` of the first scored run, whose
+    bug did not hurt: see the module's KNOWN_MISSES note.)"""
     ids, y = _padded_tokens()
-    model = PaddedEncoder()
+    model = AttentionPool()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     criterion = nn.CrossEntropyLoss()
     _watch(run, model, opt)
-    for _ in range(3):
+    for _ in range(4):
         model.train()
         for xb, yb in _loader(TableDataset(ids[:512], y[:512])):
             mask = (xb != 0) if bug else (xb == 0)
@@ -865,11 +904,10 @@ def attention_padding_mask_inverted(run, bug: bool) -> float | None:
             opt.step()
     if not _bare(run):
         return None
-    model.eval()
-    with torch.no_grad():
+    with torch.no_grad():       # train-mode forward: the eval fast path turns fully masked rows into NaN
         xt = ids[512:]
         out = model(xt, (xt != 0) if bug else (xt == 0))
-    return 0.0 if not torch.isfinite(out).all() else (out.argmax(1) == y[512:]).float().mean().item()
+    return (out.argmax(1) == y[512:]).float().mean().item()
 
 
 class TinyLM(nn.Module):
