@@ -198,3 +198,20 @@ def test_missing_lightning_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setitem(sys.modules, "lightning.pytorch", None)
     with pytest.raises(ImportError, match=r"pip install 'torchwitness\[lightning\]'"):
         tw_lightning._build()
+
+
+def test_callback_takes_the_watch_options_by_their_names(tmp_path):
+    """statistics_every reaches the watch, and a select given as one string is one pattern (not its letters)."""
+    seen = []
+
+    class Peek(tw_lightning.WitnessCallback):
+        def on_train_batch_end(self, *args, **kwargs):
+            seen.append(self.watch.statistics_every)
+            return super().on_train_batch_end(*args, **kwargs)
+
+    with tw.Run(tmp_path / "r") as run:
+        callback = Peek(run, every_n_steps=1, first_steps=0, statistics_every=4, select="TW15")
+        _fit(Classifier(softmax_into_ce=True), callback, steps=8)
+    assert seen and set(seen) == {4}, seen
+    found = {f.rule_id for f in run.findings()}
+    assert "TW150" in found and all(r.startswith("TW15") for r in found), found

@@ -32,29 +32,20 @@ _FLAGGED = {
     "large_lr_convex_logistic": "TW307 WARN 'update of weight is 1.99x its norm at step 0': SGD lr=3 on a convex "
                                 "logistic regression moves the random init by twice its norm once, then converges "
                                 "(loss 0.60 -> 0.16)",
-    "momentum_encoder_inside_model": "TW306 ERROR 'teacher.0: 4 frozen tensors changed': a mean teacher (MoCo/BYOL "
-                                     "layout) frozen inside the model is moved by its EMA update on purpose",
     "differential_lr_backbone_zero_then_unfreeze": "TW308 WARN 'param group 0 has lr=0 on every audited step ... its "
                                                    "parameters never change': the backbone's rate is 0 for a 25-step "
                                                    "head warm-up, then 1e-3, and the backbone does train after",
     "manual_update_of_temperature": "TW301 ERROR 'log_t not in any optimizer param group': the temperature is "
                                     "updated by hand under no_grad each step from its .grad, so it does train",
-    "loss_conditional_per_batch_lambda": "TW204 WARN 'input arg1 is constant (0.258)': one loss weight lambda per "
-                                         "batch fed as a conditioning input (loss-conditional training), the same "
-                                         "for every row by design; the first input varies",
     "few_labels_full_batch_on_labelled_slice": "TW214 WARN 'the same input tensor (64 rows, a slice of a larger "
                                                "tensor) was fed unchanged on every step': full-batch training on the "
                                                "64 labelled rows of 1,024 (a low-label regime), not a batch taken "
                                                "once",
-    "model_scales_raw_pixels_itself": "TW203 WARN 'input arg0 reaches |x| = 237': raw 0-255 pixels whose scaling "
-                                      "(/255, standardise) is the model forward's first operation",
     "stereo_spectrogram_time_smooth": "TW213 WARN 'neighbours along rows correlate 0.94, along columns 0.06': NCHW "
                                       "spectrograms smooth along time and independent across frequency bins, built "
                                       "directly in NCHW (no reshape)",
     "zero_conv_controlnet_branch": "TW411 WARN '8 of 8 filters of zero are all zero': a ControlNet-style zero "
                                    "convolution, zero-initialised on purpose (the Linear form of this is exempt)",
-    "nan_missing_values_imputed_in_forward": "TW201 ERROR 'input arg0 contains NaN/Inf': missing values arrive as NaN "
-                                             "and the forward's first step imputes 0 and adds a missing indicator",
     "multitask_head_weight_zero_at_first": "TW108 WARN 'loss rose from 1.29 to 4.05 around step 26': the second "
                                            "task's loss weight goes from 0 to 1 at step 25, so the objective "
                                            "changes; each term falls after",

@@ -66,16 +66,18 @@ def _build() -> type:
         """Record and watch a ``Trainer`` run inside a :class:`torchwitness.Run` (given, or opened at ``path``)."""
 
         def __init__(self, run: Any = None, *, path: str | Path | None = None, every_n_steps: int = 100,
-                     first_steps: int = 5, select: Iterable[str] = (), ignore: Iterable[str] = (),
-                     thresholds: Mapping[str, float] | None = None,
+                     first_steps: int = 5, statistics_every: int = 64, select: Iterable[str] = (),
+                     ignore: Iterable[str] = (), thresholds: Mapping[str, float] | None = None,
                      run_options: Mapping[str, Any] | None = None) -> None:
             from torchwitness.errors import InputError
 
             if (run is None) == (path is None):
                 raise InputError("WitnessCallback needs exactly one of run= or path=")
             self.run, self.path = run, path
+            # Passed on as given: run.watch checks them (a str is one pattern, not its letters).
             self.watch_options = {"every_n_steps": every_n_steps, "first_steps": first_steps,
-                                  "select": tuple(select), "ignore": tuple(ignore), "thresholds": thresholds}
+                                  "statistics_every": statistics_every, "select": select, "ignore": ignore,
+                                  "thresholds": thresholds}
             self.run_options = dict(run_options or {})
             self.watch: Any = None
             self._owns_run = False

@@ -139,6 +139,13 @@ class Capture:
                                                                           w.inputs) \
                     and any(p.requires_grad for p in module.parameters(recurse=False)):
                 w.extra["detached_maybe"] = True
+        if w.statistics and x is not None and "first_in" not in w.extra and x.is_floating_point() and x.ndim \
+                and next(module.parameters(recurse=False), None) is not None:
+            # What the first layer with weights was given, when the model computed it from its inputs (TW203: a
+            # model that rescales raw pixels itself).
+            w.extra["first_in"] = TensorInfo.of(name, x)
+            if x.numel() and all(x.data_ptr() != t.data_ptr for t in w.inputs):
+                w.pack.add("in/first", stats.value_stats(x, bounds=True))
         info = ModuleInfo(name=name, kind=facts.kind, module=module, training=module.training,
                           grad_enabled=True, input_dtype=x.dtype if x is not None else None,
                           producer=w.outputs.get(id(x)) if x is not None else None)
@@ -152,8 +159,9 @@ class Capture:
         w.outputs[id(out)] = name
         if w.statistics and out.requires_grad:
             w.extra.setdefault("grad_ptrs", set()).add(out.data_ptr())
-        # Skipped outputs are held all the same: an id in w.outputs must not be recycled by another tensor.
-        if w.statistics or info.producer is None or not facts.passive:
+        # Skipped outputs are held all the same: an id in w.outputs must not be recycled by another tensor. The
+        # root's is the model's output, not a layer's activation (its hook runs first, see Watch._arm).
+        if module is not self.model and (w.statistics or info.producer is None or not facts.passive):
             w.acts.append((name, out))
         else:
             w.passed.append(out)

@@ -196,7 +196,8 @@ class Lean:
             if loss is not None or pred is not None else None
         extra: dict[str, Any] = {}
         if earlier:
-            extra["sentinel"] = first_bad([x for x, _ in earlier], [where for _, where in earlier])
+            extra["sentinel_where"] = [where for _, where in earlier]
+            extra["sentinel"] = first_bad([x for x, _ in earlier], extra["sentinel_where"])
             if self.watch._sentinel_grad is not None:
                 extra["sentinel_grad"] = self.watch._sentinel_grad[0]
         return StepView(event="step", step=step, watch=self.watch, inputs=inputs, targets=targets, loss=lo,

@@ -203,6 +203,7 @@ class ParamHeads:
 
     def __init__(self) -> None:
         self._cache: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}
+        self._frozen: dict[int, torch.Tensor] = {}  # frozen tensors with a twin, as the last call to toward saw them
 
     def snapshot(self, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``(live views, copies of their values now)``."""
@@ -220,3 +221,20 @@ class ParamHeads:
         copies = [cache[id(p)][2] for p in params]
         torch._foreach_copy_(copies, views)
         return views, copies
+
+    def toward(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Per ``(frozen tensor, its trained twin)``, the cosine between the frozen tensor's move since the last
+        call and the way from where it was to its twin now (NaN on its first call): near 1 for an EMA teacher
+        moved towards its student (probes/update.py: twins)."""
+        before, out = {}, []
+        for f, s in pairs:
+            now = f.detach().reshape(-1)[:SNAPSHOT]
+            prev = self._frozen.get(id(f))
+            if prev is None or prev.shape != now.shape:
+                out.append(torch.full((), math.nan, device=now.device))
+            else:
+                move, way = (now - prev).float(), (s.detach().reshape(-1)[:SNAPSHOT] - prev).float()
+                out.append(torch.dot(move, way) / (move.norm() * way.norm()).clamp(min=1e-30))
+            before[id(f)] = now.clone()
+        self._frozen = before  # only this call's tensors: replaced or unfrozen ones are let go
+        return torch.stack(out)

@@ -114,6 +114,13 @@ class StepUpdate:
         if frozen:  # a freeze that does not hold (TW306) shows between statistical steps all the same
             w.extra["frozen"] = [n for n, _ in frozen]
             w.pack.add("frozen/norm", torch.stack(torch._foreach_norm([p.detach() for _, p in frozen])))
+            # Those no optimizer step can move (not held, or without .grad) that have a trained twin: an EMA
+            # teacher moves towards it on purpose.
+            pairs = twins([(n, p) for n, p in frozen if id(p) not in in_opt or p.grad is None],
+                          [(n, p) for n, p in named if p.requires_grad])
+            if pairs:
+                w.extra["frozen_twins"] = [n for n, _, _ in pairs]
+                w.pack.add("frozen/twin", self._heads.toward([(f, t) for _, f, t in pairs]))
         with_grad = [p for p in w.params if p.has_grad]
         if with_grad:  # an L2 norm is 0 exactly when the gradient is all zeros, and NaN/Inf when any element is
             # Weight norms (for relative gradients) read every weight: a statistical probe.
@@ -161,3 +168,29 @@ class StepUpdate:
             if lp:
                 w.pack.add("lowp", torch.stack(lp))
             w.before = []
+
+
+def twins(frozen: list[tuple[str, torch.nn.Parameter]], trainable: list[tuple[str, torch.nn.Parameter]]) \
+        -> list[tuple[str, torch.nn.Parameter, torch.nn.Parameter]]:
+    """``(name, frozen tensor, its twin)`` for each frozen tensor with exactly one twin among ``trainable``: a
+    parameter of the same shape and dtype whose name differs in one dotted component before the last
+    (``teacher.0.weight`` and ``student.0.weight``). A mean teacher, a MoCo key encoder, a BYOL target or a DQN
+    target network is such a frozen copy of trained layers, moved towards them by its own update (an EMA under
+    ``no_grad``, a periodic ``load_state_dict``)."""
+    if not frozen or not trainable:
+        return []
+    by_key: dict[tuple, dict[int, torch.nn.Parameter]] = {}
+    for name, p in trainable:
+        for key in _twin_keys(name, p):
+            by_key.setdefault(key, {})[id(p)] = p
+    found = []
+    for name, p in frozen:
+        matches = {i: t for key in _twin_keys(name, p) for i, t in by_key.get(key, {}).items()}
+        if len(matches) == 1:
+            found.append((name, p, next(iter(matches.values()))))
+    return found
+
+
+def _twin_keys(name: str, p: torch.Tensor) -> list[tuple]:
+    parts = name.split(".")
+    return [(tuple(p.shape), p.dtype, k, *parts[:k], *parts[k + 1:]) for k in range(len(parts) - 1)]

@@ -225,8 +225,8 @@ class Watch(BetweenAudits, Capture, StepUpdate):
             names = self._names
             self._plan = [(m, detachable(partial(self._module_hook, Facts.of(m, names.get(id(m), type(m).__name__)))))
                           for m in self._inner.modules() if not isinstance(m, torch.jit.ScriptModule)]
-        for m, hook in self._plan:
-            self._armed.append(m.register_forward_hook(hook, with_kwargs=True))
+        for m, hook in self._plan:  # the root's own before _root_post, whose loss spy would see its tensor reads
+            self._armed.append(m.register_forward_hook(hook, with_kwargs=True, prepend=m is self.model))
             if isinstance(m, EMBEDDINGS):
                 self._armed.append(m.register_forward_pre_hook(detachable(self._embedding_pre)))
         self._armed.append(register_module_forward_pre_hook(detachable(self._outside_pre)))
@@ -427,6 +427,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
         if drained is not None:
             view.extra["sentinel"] = first_bad(data["sentinel"], drained[1])
             view.extra["sentinel_input"] = self._sentinel_input
+            view.extra["sentinel_where"] = drained[1]  # what each sentinel watched: (field, step) pairs
             if self._sentinel_grad is not None:
                 view.extra["sentinel_grad"] = self._sentinel_grad[0]
         if self.cross_rank is not None:

@@ -257,6 +257,8 @@ class Window:
         """Fill the infos from the fetched arrays and wrap them in a view."""
         for i, info in enumerate(self.inputs):
             info.fill(data.get(f"in/{i}"))
+        if "in/first" in data:
+            self.extra["first_in"].fill(data["in/first"])
         if self.targets is not None:
             self.targets.fill(data.get("tgt"))
         if self.loss is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -30,19 +31,49 @@ def nonfinite_input(v: StepView) -> Iterator[Finding]:
     Example: a CSV with missing values read with pandas and turned into a tensor. Fix: impute or drop them.
 
     An additive attention mask handed to the model after its first input (0 and -inf, or 0 and a huge negative)
-    holds its -inf by design and is not reported.
+    holds its -inf by design and is not reported; nor are missing values that the model handles itself (its
+    forward imputes them: ``torch.nan_to_num`` and a missing indicator) when nothing downstream is non-finite:
+    every layer output, the loss and every gradient of the step finite (between audits: every loss, and the
+    sentinels on the prediction and the first layer's gradient).
     """
+    handled = _handled_in_model(v)
     for i, t in enumerate(v.inputs):
-        if t.nonfinite and not (i and t.additive_mask):
+        if t.nonfinite and not (i and t.additive_mask) and not handled:
             v.history.notes.setdefault("TW201:first", v.step)
             yield Finding.of("TW201", f"input:{t.name}", f"input {t.name} contains NaN/Inf", step=v.step)
-    for field, first in sorted(v.extra.get("sentinel", {}).items()):  # between audits, the always-on sentinel
+    seen = v.extra.get("sentinel", {})
+    for field, first in sorted(seen.items()):  # between audits, the always-on sentinel
         if field != "input" and not field.startswith("input:"):  # ("input:NAME": an input after the first)
+            continue
+        if _handled_between(v, first):
             continue
         v.history.notes["TW201:first"] = min(first, v.history.notes.get("TW201:first", first))
         name = field[6:] or v.extra.get("sentinel_input") or (v.primary.name if v.primary is not None else "arg0")
         yield Finding.of("TW201", f"input:{name}", f"input {name} contains NaN/Inf, first at step {first} (between "
                          "audited steps)", step=first)
+
+
+def _handled_in_model(v: StepView) -> bool:
+    """Nothing the step computed from its inputs is non-finite: layer outputs (at least one measured), the loss
+    (its value, known, and what it was fed) and every gradient. A non-finite input the model passed on into its
+    first layer would show in all of them."""
+    outs = [m.out for m in v.modules.values() if m.out is not None and m.out.stats is not None]
+    lo = v.loss
+    values = [x for s, x in v.history.losses.recent(1) if s == v.step]
+    if lo is not None and lo.value is not None:
+        values.append(lo.value)
+    return bool(outs) and bool(values) and all(map(math.isfinite, values)) and not any(o.nonfinite for o in outs) \
+        and (lo is None or lo.input is None or not lo.input.nonfinite) \
+        and all(math.isfinite(p.grad_norm) for p in v.params if p.has_grad)
+
+
+def _handled_between(v: StepView, first: int) -> bool:
+    """Between audits: the sentinels on the prediction and on the first trainable tensor's gradient watched step
+    ``first`` and stayed finite, and so did every loss logged since."""
+    seen, where = v.extra.get("sentinel", {}), v.extra.get("sentinel_where", ())
+    log = v.history.losses
+    return "pred" not in seen and "grad" not in seen and any(f in ("pred", "grad") and s == first for f, s in where) \
+        and all(math.isfinite(x) for s, x in log.recent(min(len(log) - log.start, v.step - first + 2)) if s >= first)
 
 
 @training_rule("TW202", when="step", name="nonfinite-target", title="Targets contain NaN or Inf",
@@ -82,7 +113,9 @@ def input_scale(v: StepView) -> Iterator[Finding]:
     scaled down twice (pixels divided by 255 again), its signal hardly moves the first layer.
 
     Not reported when the forward's first layer is a normalisation layer (a BatchNorm1d in front of raw
-    features): the model standardises them itself.
+    features), or when the first layer with weights is given, for the same batch, a tensor the forward computed
+    (not the input itself) whose values are in range (``(img / 255 - mean) / std`` in the forward): the model
+    scales its input itself.
 
     Example: ``x = torch.tensor(images, dtype=torch.float32)`` from uint8 images. Fix: ``x / 255``.
     """
@@ -93,11 +126,17 @@ def input_scale(v: StepView) -> Iterator[Finding]:
     notes = v.history.notes
     clean = notes.get("TW203:clean", -1)
     notes["TW203:clean"] = v.step
+    got = v.extra.get("first_in")  # what the first layer with weights was given, when it is no input itself
+    scaled = max(abs(got.stats["min"]), abs(got.stats["max"])) if got is not None and got.stats is not None \
+        and not got.nonfinite else None
     for i, t in enumerate(v.inputs):
         s = t.stats
         if not t.floating or s is None or t.nonfinite or (i and t.additive_mask):
             continue
         peak = max(abs(s["min"]), abs(s["max"]))
+        if scaled is not None and got.shape[:1] == t.shape[:1] and \
+                v.threshold("input_abs_min") <= scaled <= v.threshold("input_abs_max"):
+            continue
         if peak > v.threshold("input_abs_max"):
             notes["TW203:clean"] = clean
             moments = f" (mean {s['mean']:.3g}, std {s['std']:.3g})" if "std" in s else ""
@@ -125,12 +164,23 @@ def flat_input(v: StepView) -> Iterator[Finding]:
     model cannot learn from it. Dead units, dead filters and duplicate
     samples that follow are reported as its consequences.
 
+    An input after the first that is constant within each batch but takes another value at a later audited
+    step (a per-batch conditioning scalar: a loss weight, a noise level, a task id broadcast over the rows) is
+    not reported; such an input is judged once a second audited step has seen it, and reported only if it held
+    the same value there.
+
     Example: ``x = torch.zeros(batch, 10)`` left unfilled. Fix: fill the batch from the data.
     """
-    for t in v.inputs:
+    levels = v.history.notes.setdefault("TW204:levels", {})  # input name -> its constant value, or None: varied
+    for i, t in enumerate(v.inputs):
         s = t.stats
         if t.floating and s is not None and t.numel > 1 and not t.nonfinite and s["max"] - s["min"] <= v.threshold(
                 "flat_std"):
+            if i:  # judged on its second sighting: constant across steps too, or a per-batch level
+                seen = t.name in levels
+                levels[t.name] = s["min"] if not seen or levels[t.name] == s["min"] else None
+                if not seen or levels[t.name] is None:
+                    continue
             yield Finding.of("TW204", f"input:{t.name}", f"input {t.name} is constant ({s['min']:.3g})", step=v.step)
             return
     blank = v.extra.get("data", {}).get("in/rowrange")

@@ -12,6 +12,10 @@ from torchwitness.rules.findings import Finding
 from torchwitness.rules.training._registry import training_rule
 from torchwitness.rules.training.optimizer import ART15
 
+# The cosine between a frozen tensor's move and the way to its twin above which it is taken for an EMA update:
+# an EMA points at its twin's recent average (cosine ~0.9 or more); a decay or a stray update at no twin (~0).
+_TOWARDS_TWIN = 0.5
+
 
 @training_rule("TW305", when=("init", "close"), name="noop-freeze-attribute", title="Freeze that does nothing",
                severity=Severity.ERROR, phase=Phase.INIT, obligations=ART15,
@@ -53,6 +57,12 @@ def frozen_params_change(v: StepView) -> Iterator[Finding]:
     Example: the backbone is frozen after a few steps but keeps its old ``.grad`` and stays in an optimizer
     with momentum, so it keeps moving. Fix: set ``p.grad = None`` and drop frozen tensors from the optimizer.
 
+    Not reported: a frozen tensor that no optimizer step can move (not in its param groups, or without a
+    ``.grad``) and that moved towards its trained twin (a parameter of the same shape whose name differs in one
+    component: ``teacher.0.weight`` and ``student.0.weight``): an EMA or momentum teacher, a BYOL target or a
+    DQN target network inside the model, updated under ``no_grad`` on purpose. Moved anywhere else (a weight
+    decay applied by hand to every parameter), it is reported.
+
     At the end of the run, when no audited step saw it: frozen tensors that the optimizer still holds with a
     ``.grad`` (``zero_grad(set_to_none=False)`` keeps zeros) and either optimizer state (momentum, Adam's
     moments) or weight decay, and that changed since the watch started: every step keeps moving them.
@@ -67,7 +77,10 @@ def frozen_params_change(v: StepView) -> Iterator[Finding]:
     now = dict(zip(names, (float(x) for x in data["frozen/norm"]), strict=True))
     before = v.history.notes.get("frozen", {})
     v.history.notes["frozen"] = now
-    moved = [n for n, x in now.items() if n in before and x != before[n] and math.isfinite(x)]
+    # A frozen tensor no optimizer step can move whose move points at its trained twin: an EMA teacher.
+    toward = dict(zip(v.extra.get("frozen_twins", ()), data.get("frozen/twin", ()), strict=True))
+    moved = [n for n, x in now.items() if n in before and x != before[n] and math.isfinite(x)
+             and not toward.get(n, 0.0) >= _TOWARDS_TWIN]
     if moved:
         v.history.notes["TW306:reported"] = True
         yield Finding.of("TW306", moved[0].rpartition(".")[0] or "model",
