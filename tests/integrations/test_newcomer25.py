@@ -100,8 +100,6 @@ def test_cli_findings_formats_fail_level_and_baseline(cnn_runs):
     assert "TW201" in md.read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="findings --select TW101 on a run whose loss went NaN (TW101 recorded as a "
-                   "consequence of TW201) prints 'no findings' and exits 0; watch(select=['TW101']) reports TW101")
 def test_cli_select_of_a_consequence_rule_still_reports_it(cnn_runs):
     folder = cnn_runs[0]
     done = _cli("findings", str(folder / "nan"), "--select", "TW101", "-f", "json")
@@ -126,8 +124,6 @@ def test_watch_select_of_a_consequence_rule_reports_it(tmp_path):
     assert [(f.rule_id, f.first_step) for f in run.findings()] == [("TW101", 3)]
 
 
-@pytest.mark.xfail(strict=True, reason="findings --fail-level bogus says 'use one of hint, info, warn, error', "
-                   "leaving out 'never', which --help and docs/guide/audits.md accept")
 def test_unknown_fail_level_message_names_every_accepted_value(cnn_runs):
     folder = cnn_runs[0]
     done = _cli("findings", str(folder / "healthy"), "--fail-level", "bogus")
@@ -176,8 +172,6 @@ def test_lightning_fit_healthy_and_noop_freeze(tmp_path):
     assert _cli("findings", str(tmp_path / "freeze")).returncode == 1
 
 
-@pytest.mark.xfail(strict=True, reason="HF Trainer passes num_items_in_batch to GPT2LMHeadModel; the watch "
-                   "judges it as a model input: TW203 WARN 'input num_items_in_batch reaches |x| = 512'")
 def test_hf_trainer_tiny_gpt2_healthy_run_is_quiet(tmp_path):
     findings = _example("hf_gpt2").train(str(tmp_path / "hf"), str(tmp_path / "hf-out"), steps=12)
     assert _loud(findings) == set()
@@ -192,8 +186,6 @@ def test_lightning_test_after_fit_is_recorded(tmp_path):
     assert "test" in _eval_splits(tmp_path / "lit")
 
 
-@pytest.mark.xfail(strict=True, reason="trainer.validate() after trainer.fit records no eval record (trainer.test "
-                   "does): on_validation_start does not re-attach the callback's logger removed at fit teardown")
 def test_lightning_validate_after_fit_is_recorded(tmp_path):
     _example("lightning_fit").fit_then_evaluate(tmp_path / "lit")
     assert "validation" in _eval_splits(tmp_path / "lit")
