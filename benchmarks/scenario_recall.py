@@ -27,7 +27,8 @@ BLIND = ("scenarios_blind", "scenarios_blind2", "scenarios_blind3", "scenarios_b
          "scenarios_blind6", "scenarios_blind7", "scenarios_blind8", "scenarios_blind9",
          "scenarios_blind10", "scenarios_blind11", "scenarios_blind12", "scenarios_blind13", "scenarios_healthy14",
          "scenarios_blind15", "scenarios_healthy16", "scenarios_healthy16b", "scenarios_healthy16c",
-         "scenarios_blind17", "scenarios_blind19", "scenarios_blind21", "scenarios_healthy22")
+         "scenarios_blind17", "scenarios_blind19", "scenarios_blind21", "scenarios_healthy22",
+         "scenarios_blind24")
 MODES = {"default": {"every_n_steps": 100, "first_steps": 5}, "every-step": {"every_n_steps": 1, "first_steps": 0}}
 
 

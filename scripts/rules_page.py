@@ -5,6 +5,7 @@ reader of the repository finds it too; ``tests/test_docs.py`` fails when it diff
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -18,12 +19,13 @@ Every rule torchwitness ships, written from the rules themselves by `scripts/rul
 page and the rules differ). `torchwitness rules` lists them in a terminal and `torchwitness explain TW101` prints
 one.
 
-- **Severities.** ERROR and WARN are what a run's report shows by default (ERROR exits 1; `--fail-level warn`
-  makes WARN exit 1 too); INFO is kept in the ledger; HINT (performance) is shown with `--hints`.
+- **Severities.** A run's report shows ERROR, WARN and INFO by default; ERROR exits 1 (`--fail-level warn` makes
+  WARN exit 1 too); HINT (performance) is shown only with `--hints`.
 - **Root causes.** A finding that another explains is listed under that root, not on its own: see
   [root causes](../topics/auditor.md).
-- **Settings.** Thresholds named in a rule (`dead_fraction`, say) are set with `run.watch(..., thresholds={...})`;
-  rules are chosen with `run.watch(..., select=[...], ignore=[...])`.
+- **Settings.** Thresholds named in a rule (`dead_fraction`, say) are set with `run.watch(..., thresholds={...})`
+  (every name and default: [thresholds](#thresholds)); rules are chosen with
+  `run.watch(..., select=[...], ignore=[...])`.
 """
 
 
@@ -41,7 +43,19 @@ def render() -> str:
             parts += ["", f"**Fix.** {r.remediation}"]
         if r.obligations:
             parts += ["", "**Bears on** " + ", ".join(r.obligations) + "."]
-    return "\n".join(parts) + "\n"
+    return "\n".join(parts + thresholds()) + "\n"
+
+
+def thresholds() -> list[str]:
+    """The table of ``run.watch(thresholds=...)`` names, defaults and meanings, from ``probes/config.py`` (the
+    meaning is the comment on each line of ``DEFAULT_THRESHOLDS``)."""
+    from torchwitness.probes.config import DEFAULT_THRESHOLDS
+
+    source = (ROOT / "src" / "torchwitness" / "probes" / "config.py").read_text()
+    meaning = dict(re.findall(r'^\s*"(\w+)": [^#\n]*# (.*)$', source, flags=re.M))
+    rows = [f"| `{name}` | {value:g} | {meaning.get(name, '').replace('|', chr(92) + '|')} |"
+            for name, value in DEFAULT_THRESHOLDS.items()]
+    return ["", "## Thresholds", "", "| name | default | meaning |", "|---|---|---|", *rows]
 
 
 if __name__ == "__main__":

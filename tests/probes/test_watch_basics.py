@@ -375,3 +375,32 @@ def test_sparse_statistical_audits_spread_with_the_runs_age(tmp_path):
     statistical = [s["step"] for s in audited if s["max_update_ratio"] is not None]
     assert statistical == [0, 1, 2, 3, 4, *range(16, 64, 8), 200, 800, 1400, 2000, 2700, 3600]
     assert len(audited) == 5 + 7 + 36  # the others lean: step 8 and the multiples of 100
+
+
+def test_a_zero_dim_setting_passed_to_forward_is_not_judged_as_data(tmp_path):
+    """A temperature or a count given as a 0-d tensor (HF's num_items_in_batch) is no input data: far out of
+    scale, it is still not TW203; the batch beside it is judged as before."""
+
+    class Tempered(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+            return self.lin(x) / temperature.clamp(min=1.0) * 300
+
+    def run_with(scale: float) -> set[str]:
+        torch.manual_seed(0)
+        model = Tempered()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        with tw.Run(tmp_path / f"r{scale}") as run:
+            run.watch(model, opt, every_n_steps=1, first_steps=0)
+            for _ in range(6):
+                opt.zero_grad()
+                out = model(torch.randn(16, 8) * scale, temperature=torch.tensor(300.0))
+                torch.nn.functional.cross_entropy(out, torch.randint(0, 3, (16,))).backward()
+                opt.step()
+        return {f.rule_id for f in run.findings()}
+
+    assert "TW203" not in run_with(1.0)
+    assert "TW203" in run_with(1e4)

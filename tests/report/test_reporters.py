@@ -151,3 +151,22 @@ def test_console_groups_by_severity_and_hides_hints(tmp_path: Path) -> None:
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(InputError, match="unknown format 'xml'"):
         emit([], "xml")
+
+
+def test_select_and_ignore_reach_consequences():
+    """--select of a rule recorded as a consequence shows it (a CI gate on NaN losses); --ignore of a root keeps
+    its other consequences, each on its own."""
+    from torchwitness.report.emit import filter_findings
+
+    def finding(rule: str, severity: Severity, caused_by: str | None = None) -> Finding:
+        return Finding(rule_id=rule, severity=severity, phase=Phase.FORWARD, location="model", message=rule,
+                       caused_by=caused_by)
+
+    root = finding("TW201", Severity.ERROR)
+    root.consequences = [finding("TW101", Severity.ERROR, "TW201@model"),
+                         finding("TW108", Severity.WARN, "TW201@model")]
+    assert [f.rule_id for f in filter_findings([root], select=["TW101"]).shown] == ["TW101"]
+    assert [f.rule_id for f in filter_findings([root], ignore=["TW201"]).shown] == ["TW101", "TW108"]
+    kept = filter_findings([root], ignore=["TW108"]).shown
+    assert [f.rule_id for f in kept] == ["TW201"] and [c.rule_id for c in kept[0].consequences] == ["TW101"]
+    assert len(root.consequences) == 2  # the caller's findings are left as they were

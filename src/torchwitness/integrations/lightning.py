@@ -158,6 +158,7 @@ def _build() -> type:
             record_data(self.run, trainer.train_dataloader, "train", self._data)
 
         def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+            self._attach(trainer)  # trainer.validate() after fit: the fit's teardown took our logger away
             if not trainer.sanity_checking:
                 self._note("validation", record_data(self.run, trainer.val_dataloaders, "validation", self._data))
 

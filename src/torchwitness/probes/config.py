@@ -36,7 +36,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "tiny_batch": 8,  # batch size below which BatchNorm statistics are noise
     "leak_corr": 0.995,  # |correlation| of a feature with a label that means the label leaks into the input
     "leak_corr_regression": 0.9999,  # the same for a regression target, which strong predictors approach
-    "leak_min_rows": 64,
+    "leak_min_rows": 64,  # rows seen before a correlation is judged a leak
     "overlap_fraction": 0.05,  # share of audited training rows also seen in evaluation
     "duplicate_rows_fraction": 0.25,  # share of a batch's rows that repeat another row of the same batch
     "rounded_away_fraction": 0.5,  # share of a low-precision tensor's updates lost to rounding

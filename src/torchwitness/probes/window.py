@@ -23,13 +23,17 @@ _BINARY_LOSSES = ("BCEWithLogitsLoss", "BCELoss")
 
 
 def tensors_of(args: tuple, kwargs: dict | None) -> tuple[list[tuple[str, torch.Tensor]], torch.Tensor | None]:
-    """The tensors handed to a forward (positional, keyword, one level of dict nesting) and the target if any."""
+    """The tensors handed to a forward (positional, keyword, one level of dict nesting) and the target if any.
+    A 0-d tensor is a setting (a count such as the Hugging Face Trainer's ``num_items_in_batch``, a temperature),
+    not data: it is left out."""
     found: list[tuple[str, torch.Tensor]] = []
     target = None
 
     def take(name: str, v: Any) -> None:
         nonlocal target
         if isinstance(v, torch.Tensor) and v.layout == torch.strided:  # a sparse input is passed, not judged
+            if not v.ndim:
+                return
             if name in TARGET_KEYS:
                 target = v
             else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -37,7 +37,13 @@ class Outcome:
 
 def parse_fail_level(text: str) -> Severity | None:
     """``error``/``warn``/``info``/``hint``, or ``never`` (always exit 0) → ``None``."""
-    return None if text.strip().lower() == NEVER else Severity.parse(text)
+    if text.strip().lower() == NEVER:
+        return None
+    try:
+        return Severity.parse(text)
+    except InputError:
+        raise InputError(f"unknown --fail-level {text!r}; use one of "
+                         f"{', '.join([*(s.name.lower() for s in Severity), NEVER])}") from None
 
 
 def check_format(fmt: str) -> str:
@@ -51,9 +57,7 @@ def filter_findings(findings: Iterable[Finding], *, select: Sequence[str] = (), 
     """Apply ``--select``/``--ignore`` (IDs or prefixes; unknown IDs raise), the baseline and the hint filter."""
     chosen = select_rules(select, ignore) if (select or ignore) else None
     out = Outcome()
-    for f in findings:
-        if chosen is not None and f.rule_id not in chosen:
-            continue
+    for f in (x for root in findings for x in _chosen(root, chosen)):
         if f.fingerprint in baseline:
             out.suppressed += 1
         elif f.severity is Severity.HINT and not show_hints:
@@ -61,6 +65,17 @@ def filter_findings(findings: Iterable[Finding], *, select: Sequence[str] = (), 
         else:
             out.shown.append(f)
     return out
+
+
+def _chosen(root: Finding, chosen: set[str] | None) -> list[Finding]:
+    """What ``--select``/``--ignore`` keep of a root and its consequences: a chosen root with its chosen
+    consequences; of a root not chosen, its chosen consequences, each on its own (still naming its cause)."""
+    if chosen is None:
+        return [root]
+    kept = [c for c in root.consequences if c.rule_id in chosen]
+    if root.rule_id not in chosen:
+        return kept
+    return [root if len(kept) == len(root.consequences) else replace(root, consequences=kept)]
 
 
 def emit(findings: Iterable[Finding], fmt: str = "console", output: str | Path | None = None, *,

@@ -59,7 +59,8 @@ def class_imbalance(v: StepView) -> Iterator[Finding]:
         since = h.notes.get("TW210:mixed", first - 1) + 1
         yield Finding.of("TW210", "target", f"from step {first} every label is class {cls} ({n} labels over {steps} "
                          f"audited steps), where batches up to step {since - 1} held several classes: the labels "
-                         "collapsed to one class mid-run", step=since, details={"class": cls, "steps": steps})
+                         f"collapsed to one class mid-run, between steps {since} and {first}", step=since,
+                         details={"class": cls, "steps": steps})
         return
     counts = hist[:-1]
     # Next-token prediction over the input vocabulary: token frequencies are skewed by nature (Zipf's law).
