@@ -37,9 +37,6 @@ KNOWN_MISSES: dict = {
     **{("resume_into_new_model_old_optimizer", m): "nothing reported: after a checkpoint at step 8 of 120 the loop"
        " trains a fresh Net (the checkpoint loaded into it) the watch never saw, with the old optimizer, whose"
        " tensors get no gradient from then on (held-out 0.41 vs 0.91 fixed); no TW308, no TW412" for m in _BOTH},
-    **{("zero_init_every_linear", m): "TW111 only as a consequence of TW403 (root at step 0: 100% of backbone.0's 32"
-       " units dead, and 5 more TW403 roots): every Linear zero-initialised, units output 0 by construction, not a"
-       " dying ReLU (held-out 0.32 vs 0.94 fixed)" for m in _BOTH},
     **{("collate_wraps_ids_into_table", m): "nothing reported: ids of a 400-id tokenizer folded by ``% 200`` into a"
        " 200-row table in the collate_fn; uniform ids fold into a flat density, no step for TW212 to see (held-out"
        " 0.66 vs 0.74 fixed)" for m in _BOTH},
@@ -531,7 +528,9 @@ def features_through_numpy_for_log_transform(run, bug: bool) -> float | None:
     return _acc(run, model, xt, yt)
 
 
-@_pair("TW111")
+# Relabelled after the first run (coordinator): TW411 now names a layer left all zero (it was exempt for Linear
+# layers), and the dead units and zero gradients (TW111) attach to it.
+@_pair("TW411", "TW111")
 def zero_init_every_linear(run, bug: bool) -> float | None:
     x, y, xt, yt = _split()
     model = Net(p=0.0)
