@@ -594,6 +594,9 @@ def test_concurrent_eval_forwards_from_threads_while_training(tmp_path):
 
     errors, _ = _compare(run_loop)
     assert not failures and not errors, (failures, errors)
+    # An evaluation thread's forward must not stop the training thread's loss spy: left on that thread's mode
+    # stack, it would intercept every later torch call of the training loop.
+    assert not torch.overrides._get_current_function_mode_stack()
 
 
 # ---- 3. a long run's memory ---------------------------------------------------------------------------------------

@@ -124,7 +124,11 @@ class BetweenAudits:
             self._spy = LossSpy(self._spied_loss, self.tap_backward)
             self._spy.start()
 
-    def _spy_stop(self) -> None:
+    def _spy_stop(self, closing: bool = False) -> None:
+        # A mode lives on the stack of the thread that pushed it: another thread's forward (an evaluation running
+        # beside training) must leave it alone, or the spy would stay on the training thread's stack for good.
+        if self._spy is not None and self._spy.thread != threading.get_ident() and not closing:
+            return
         self.tapping = False
         if self._spy is not None:
             self._spy.stop()

@@ -482,7 +482,7 @@ class Watch(BetweenAudits, Capture, StepUpdate):
                 self._record("train.steps", {"steps": self.step, "rank": self.cross_rank.rank}, self.step)
             self._audit_log.flush()
         finally:
-            self._spy_stop()
+            self._spy_stop(closing=True)
             unlisten(self)
             self._disarm()
             for h in self._handles:
