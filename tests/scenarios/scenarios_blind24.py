@@ -34,9 +34,6 @@ _BOTH = ("default", "every-step")
 # a train-mode forward: the residual path carries the tokens; its 0.000 came from the eval fast path's NaN rows), so
 # it was the scenario that was wrong; ``attention_pooling_padding_mask_inverted`` replaced it.
 KNOWN_MISSES: dict = {
-    **{("resume_into_new_model_old_optimizer", m): "nothing reported: after a checkpoint at step 8 of 120 the loop"
-       " trains a fresh Net (the checkpoint loaded into it) the watch never saw, with the old optimizer, whose"
-       " tensors get no gradient from then on (held-out 0.41 vs 0.91 fixed); no TW308, no TW412" for m in _BOTH},
     **{("collate_wraps_ids_into_table", m): "nothing reported: ids of a 400-id tokenizer folded by ``% 200`` into a"
        " 200-row table in the collate_fn; uniform ids fold into a flat density, no step for TW212 to see (held-out"
        " 0.66 vs 0.74 fixed)" for m in _BOTH},

@@ -357,7 +357,9 @@ def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
     not reported; at the end of a sparsely audited run, a collapsed rate is reported when the loss had stopped
     falling far above where it started.
 
-    Also: a param group whose rate is 0 on every audited step (3 or more) while another trains, and still 0 at
+    Also: the optimizer stepping on two audited steps with no gradient while backward went to another model (the
+    loop went on with a checkpoint loaded into a new instance, or a copy, and the old optimizer); a param group
+    whose rate is 0 on every audited step (3 or more) while another trains, and still 0 at
     the end of the run; and, when the watch starts, an Adam-style ``eps`` of 0.1 or more (a typo for 1e-8: each
     update is divided by it).
 
@@ -391,8 +393,28 @@ def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
                              f"a backward ran (first at step {first}): step() is called before backward() or right "
                              "after zero_grad()", step=first)
             return
+    yield from _trains_another_model(v)
     yield from _negligible_updates(v)
     yield from lr_collapsed(v)
+
+
+def _trains_another_model(v: StepView) -> Iterator[Finding]:
+    """The loop trains another model (a checkpoint loaded into a new instance, a copy) while the watched optimizer
+    still steps: the watched model ran no forward, no parameter holds a gradient, and backward calls went
+    elsewhere since the last audit; on two audited steps."""
+    h = v.history
+    if v.forwards or v.trained_modes or not v.params or _sharded() \
+            or any(p.has_grad or p.param.grad is not None for p in v.params):
+        return
+    seen, last = v.watch.backward_elsewhere, h.notes.get("TW308:elsewhere", 0)
+    h.notes["TW308:elsewhere"] = seen
+    if seen > last:
+        first = h.notes.setdefault("TW308:orphaned", v.step)
+        if h.bump("TW308:orphaned") == 2:
+            yield Finding.of("TW308", "optimizer", f"optimizer.step() found no gradient on any parameter from step "
+                             f"{first}: the watched model no longer ran and backward went to another model (a "
+                             "checkpoint loaded into a new instance, or a copy, trained with this optimizer?)",
+                             step=first)
 
 
 def _negligible_updates(v: StepView) -> Iterator[Finding]:
