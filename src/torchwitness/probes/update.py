@@ -122,8 +122,10 @@ class StepUpdate:
                 w.extra["frozen_twins"] = [n for n, _, _ in pairs]
                 w.pack.add("frozen/twin", self._heads.toward([(f, t) for _, f, t in pairs]))
         # A trainable tensor no param group holds may be updated by hand from its .grad (TW301 judges whether it
-        # changes from one statistical step to the next).
-        outside = [p for p in w.params if p.group is None][:256] if w.statistics and self.optimizer is not None else []
+        # changes from one statistical step to the next). Not under a process group: FSDP registers unsharded
+        # parameters the optimizer does not hold, whose storage is freed between forwards (reading it crashes).
+        outside = [p for p in w.params if p.group is None][:256] \
+            if w.statistics and self.optimizer is not None and not _process_group() else []
         if outside:
             w.extra["outside"] = [p.name for p in outside]
             w.pack.add("outside/norm", torch.stack(torch._foreach_norm([p.param.detach() for p in outside])))
@@ -200,3 +202,7 @@ def twins(frozen: list[tuple[str, torch.nn.Parameter]], trainable: list[tuple[st
 def _twin_keys(name: str, p: torch.Tensor) -> list[tuple]:
     parts = name.split(".")
     return [(tuple(p.shape), p.dtype, k, *parts[:k], *parts[k + 1:]) for k in range(len(parts) - 1)]
+
+
+def _process_group() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()

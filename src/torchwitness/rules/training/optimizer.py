@@ -401,9 +401,9 @@ def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
 def _trains_another_model(v: StepView) -> Iterator[Finding]:
     """The loop trains another model (a checkpoint loaded into a new instance, a copy) while the watched optimizer
     still steps: the watched model ran no forward, no parameter holds a gradient, and backward calls went
-    elsewhere since the last audit; on two audited steps."""
+    elsewhere since the last audit; on two audited steps. A watched model that never ran is TW412's."""
     h = v.history
-    if v.forwards or v.trained_modes or not v.params or _sharded() \
+    if v.forwards or v.trained_modes or not v.params or _sharded() or not h.counters.get("training_forwards") \
             or any(p.has_grad or p.param.grad is not None for p in v.params):
         return
     seen, last = v.watch.backward_elsewhere, h.notes.get("TW308:elsewhere", 0)
