@@ -182,7 +182,7 @@ class Capture:
             w.extra[f"ids/{name}"] = module.num_embeddings
             w.pack.add(f"ids/{name}", torch.stack(torch.aminmax(args[0].detach())))
             if w.statistics:  # the first table's ids: targets equal to them position by position copy the input
-                w.extra.setdefault("embed_ids", args[0])
+                w.extra.setdefault("embed_ids", (args[0], name, module.num_embeddings))
             if w.statistics and module.num_embeddings >= 16:  # how the ids spread over the table (TW212)
                 w.extra[f"tok/{name}"] = (module.num_embeddings, module.padding_idx, args[0].ndim)
                 w.pack.add(f"tok/{name}", token_probe(args[0], module.num_embeddings))

@@ -172,13 +172,19 @@ class Window:
         self.num_classes = num_classes
         if not self.statistics:
             return
-        ids = self.extra.pop("embed_ids", None)
+        ids, table, vocab = self.extra.pop("embed_ids", (None, None, 0))
         if ids is not None and ids.numel() == labels.numel() and not ids.is_floating_point():
             # Targets equal to the inputs at the same positions (ignored ones, < 0, aside): a causal LM whose
             # labels were never shifted learns to copy its input (TW209).
             valid = labels.reshape(-1) >= 0
             same = (ids.reshape(-1).to(labels.device) == labels.reshape(-1)) & valid
             self.pack.add("copy", same.sum() / valid.sum().clamp(min=1))
+            # A masked LM's [MASK] id, often the table's last row: its positions are the ones with a target, the
+            # others ignored (TW212 reads a pile there as the mask, not as clamped ids).
+            last = ids.reshape(-1).to(labels.device) == vocab - 1
+            self.pack.add("mask_last", torch.stack([(last & valid).sum() / last.sum().clamp(min=1),
+                                                    (~last & ~valid).sum() / (~last).sum().clamp(min=1)]).float())
+            self.extra["mask_table"] = table
             if ids.ndim == 2 and ids.shape[1] > 1:  # targets that are the next input ids: a causal LM
                 ahead = ids[:, 1:].to(labels.device) == labels.reshape(ids.shape)[:, :-1]
                 self.pack.add("next", ahead.float().mean())

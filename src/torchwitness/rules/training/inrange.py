@@ -92,7 +92,8 @@ def token_ids_piled(v: StepView) -> Iterator[Finding]:
     at either end of each row, not a token at a fixed position such as BOS, on two audited steps: ids were clamped
     into the table (``ids.clamp(max=V - 1)``) or unknown tokens all map to one id. Or, over the audited batches, the
     id density has a step, flat on both sides, with the first part of the table at least 1.4x as dense: ids wrapped
-    into the table (``ids % V``).
+    into the table (``ids % V``). A masked LM's mask id on the table's last row is not a pile: its positions are
+    the ones whose targets count, the others' targets ignored.
 
     Example: a 1,200-token vocabulary fed to ``nn.Embedding(1000, d)`` with ``ids.clamp(max=999)``.
     Fix: size the table from the tokenizer.
@@ -109,6 +110,10 @@ def token_ids_piled(v: StepView) -> Iterator[Finding]:
         folded = h.notes.setdefault(f"TW212:hist:{name}", [0.0] * FOLD_BINS)
         folded[:] = [a + b for a, b in zip(folded, values[_HEAD:], strict=True)]
         piled = _pile(name, values, vocab, padding, ndim, per_token)
+        mask = data.get("mask_last") if v.extra.get("mask_table") == name else None
+        if piled is not None and int(values[2]) == vocab - 1 and mask is not None and mask[0] >= 0.9 \
+                and mask[1] >= 0.5:  # a masked LM's [MASK] id: where it stands a target is, elsewhere none
+            piled = None
         if piled is not None:
             first = h.notes.setdefault(f"TW212:first:{name}", v.step)
             if h.bump(f"TW212:{name}") >= 2:
