@@ -63,7 +63,9 @@ def test_python_block_runs(path: Path, code: str, tmp_path: Path, monkeypatch: p
         return
     (tmp_path / "train.py").write_text(code)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "train.py"],
+    # --standalone: a free rendezvous port; on the default 29500 another torchrun of the suite (xdist) could meet it
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "train.py"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     # The first rank to fail prints first; the others' "connection closed" tracebacks follow it.
     first = [line for line in done.stderr.splitlines() if "[rank" in line][:60]
