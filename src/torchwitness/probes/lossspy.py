@@ -69,7 +69,7 @@ class LossSpy(TorchFunctionMode):
         super().__init__()
         self.on_loss, self.on_backward = on_loss, on_backward
         self.active = True
-        self.thread = threading.get_ident()  # whose mode stack it is pushed on (start)
+        self.thread = threading.get_ident()  # whose mode stack start() pushes it on (the watch starts it at once)
         self._computed: dict[int, torch.Tensor] = {}  # id -> tensor (held, so the id is not reused meanwhile)
         self._constant: dict[int, torch.Tensor] = {}
 
@@ -94,7 +94,6 @@ class LossSpy(TorchFunctionMode):
         return out
 
     def start(self) -> None:
-        self.thread = threading.get_ident()
         self.__enter__()
 
     def on_top(self) -> bool:

@@ -125,7 +125,7 @@ class StepUpdate:
         # changes from one statistical step to the next). Not under a process group: FSDP registers unsharded
         # parameters the optimizer does not hold, whose storage is freed between forwards (reading it crashes).
         outside = [p for p in w.params if p.group is None][:256] \
-            if w.statistics and self.optimizer is not None and not _process_group() else []
+            if w.statistics and self.optimizer is not None and not in_process_group() else []
         if outside:
             w.extra["outside"] = [p.name for p in outside]
             w.pack.add("outside/norm", torch.stack(torch._foreach_norm([p.param.detach() for p in outside])))
@@ -204,5 +204,6 @@ def _twin_keys(name: str, p: torch.Tensor) -> list[tuple]:
     return [(tuple(p.shape), p.dtype, k, *parts[:k], *parts[k + 1:]) for k in range(len(parts) - 1)]
 
 
-def _process_group() -> bool:
+def in_process_group() -> bool:
+    """Under torch.distributed, where FSDP swaps the registered parameters for unsharded ones."""
     return torch.distributed.is_available() and torch.distributed.is_initialized()

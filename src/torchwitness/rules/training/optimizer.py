@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import torch
 
 from torchwitness.probes.inrange import EMBEDDINGS, held_in_frames
+from torchwitness.probes.update import in_process_group
 from torchwitness.probes.view import StepView
 from torchwitness.rules.catalogue import Phase, Severity
 from torchwitness.rules.findings import Finding
@@ -57,7 +58,7 @@ def params_missing(v: StepView) -> Iterator[Finding]:
     missing: dict[str, list[str]] = {}
     # An audited step has already mapped each trainable tensor to its param group; not under a process group,
     # where FSDP swaps the registered parameters for unsharded ones between forward and step.
-    if v.event == "step" and v.params and not _sharded():
+    if v.event == "step" and v.params and not in_process_group():
         total = len(v.params)
         for p in v.params:
             if p.group is None:
@@ -115,10 +116,6 @@ def _unchanged(v: StepView, names: list[str]) -> set[str]:
     seen = {n for n in names if n in before and n in now}
     before.update(now)
     return {n for n in names if n not in moved and (n in seen or (n not in now and audits >= 2))}
-
-
-def _sharded() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def _decoupled(opt: torch.optim.Optimizer, group: dict) -> bool:
@@ -383,10 +380,8 @@ def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
         return
     # A backward ran in this step's window, or a training forward did whose backward comes after the step (forward,
     # step(), backward()), yet the step found no gradient anywhere: it came before backward (a loss fed a detached
-    # copy of the output is TW110's). Not under a process group, where FSDP swaps the registered parameters for
-    # unsharded ones (as for TW301).
-    if (v.trained_modes or (v.forwards and not detached_loss_input(v))) and v.params \
-            and not any(p.has_grad or p.param.grad is not None for p in v.params) and not _sharded():  # (sparse)
+    # copy of the output is TW110's).
+    if (v.trained_modes or (v.forwards and not detached_loss_input(v))) and _no_gradient(v):
         first = h.notes.setdefault("TW308:nograd", v.step)
         if h.bump("TW308:nograd") >= 2:
             yield Finding.of("TW308", "optimizer", f"optimizer.step() found no gradient on any parameter although "
@@ -398,13 +393,19 @@ def optimizer_step_noop(v: StepView) -> Iterator[Finding]:
     yield from lr_collapsed(v)
 
 
+def _no_gradient(v: StepView) -> bool:
+    """The step's optimizer found no gradient on any parameter (a sparse one counts). Not judged under a process
+    group, where FSDP swaps the registered parameters for unsharded ones (as for TW301)."""
+    return bool(v.params) and not any(p.has_grad or p.param.grad is not None for p in v.params) \
+        and not in_process_group()
+
+
 def _trains_another_model(v: StepView) -> Iterator[Finding]:
     """The loop trains another model (a checkpoint loaded into a new instance, a copy) while the watched optimizer
     still steps: the watched model ran no forward, no parameter holds a gradient, and backward calls went
     elsewhere since the last audit; on two audited steps. A watched model that never ran is TW412's."""
     h = v.history
-    if v.forwards or v.trained_modes or not v.params or _sharded() or not h.counters.get("training_forwards") \
-            or any(p.has_grad or p.param.grad is not None for p in v.params):
+    if v.forwards or v.trained_modes or not h.counters.get("training_forwards") or not _no_gradient(v):
         return
     seen, last = v.watch.backward_elsewhere, h.notes.get("TW308:elsewhere", 0)
     h.notes["TW308:elsewhere"] = seen
